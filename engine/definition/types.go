@@ -1,0 +1,106 @@
+package definition
+
+import "time"
+
+// Engine is the reserved participant name for events that the saga machine
+// raises itself: state timeouts and exhausted command retries.
+const Engine = "engine"
+
+// Pos is a position in a definition file. Line and Col start at 1; the zero
+// Pos means "unknown" (for example for a value that was absent).
+type Pos struct {
+	Line int `json:"line"`
+	Col  int `json:"col"`
+}
+
+// Definition is one parsed and validated saga definition file.
+type Definition struct {
+	File         string                  // path as given to Parse, used in problems
+	Saga         string                  // UPPER_SNAKE name, e.g. MANUAL_CREATE_ORDER
+	Version      int                     // positive; instances keep the version they started with
+	Description  string                  // optional, for humans
+	Participants map[string]*Participant // by participant name
+	Keys         map[string]*Key         // business keys, by key name
+	States       map[string]*State       // every state that appears anywhere, by name
+	Transitions  []*Transition           // in file order
+	Final        []Name                  // success terminal states, in file order
+	Failed       []Name                  // failure terminal states, in file order
+	Pos          Pos                     // of the document's root mapping
+}
+
+// Name is a name with the position where it was written.
+type Name struct {
+	Value string
+	Pos   Pos
+}
+
+// Participant is a service that receives commands on its own topic and emits
+// events to the saga machine.
+type Participant struct {
+	Name        string
+	Topic       string
+	Description string
+	Pos         Pos
+}
+
+// Key is a business key that the saga machine extracts from the saga's context
+// document so sagas can be searched by it (for example a deal id). Path is a
+// dotted path into the context JSON object, e.g. "deal_context.deal_id".
+type Key struct {
+	Name string
+	Path string
+	Pos  Pos
+}
+
+// State holds the optional per-state settings from the `states:` section.
+// States that appear only in transitions, final or failed also get an entry
+// (with Declared false).
+type State struct {
+	Name        string
+	Description string
+	Timeout     *Timeout // nil when the state has no time limit
+	Declared    bool     // true when the state has an entry under `states:`
+	Pos         Pos      // where it is declared, or first mentioned
+}
+
+// Timeout raises Event when a saga stays in a state for longer than After.
+type Timeout struct {
+	After time.Duration
+	Event Name
+	Pos   Pos
+}
+
+// Transition is one row of the analyst's table: when participant By emits
+// event On while the saga is in one of From, the saga moves to To and, if Send
+// is set, sends a command. An empty From means On starts a new saga.
+type Transition struct {
+	On          Name
+	By          Name
+	From        []Name
+	To          Name
+	Send        *Send
+	Description string
+	Pos         Pos
+}
+
+// Starts reports whether the transition starts a new saga (`from: []`).
+func (t *Transition) Starts() bool { return len(t.From) == 0 }
+
+// Send is the command a transition sends to a participant.
+type Send struct {
+	To      Name
+	Command Name
+	Retry   *Retry // nil: sent once, no re-send
+	Pos     Pos
+}
+
+// Retry re-sends a command while the saga waits in the target state for an
+// answer: after Backoff, then doubling up to MaxBackoff, at most Attempts
+// sends in all (the first send included); then the engine raises Exhausted.
+type Retry struct {
+	Attempts   int
+	Backoff    time.Duration
+	MaxBackoff time.Duration
+	Exhausted  Name
+	Pos        Pos
+}

@@ -1,0 +1,61 @@
+package engine
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// EnvelopeVersion is the version of the message envelope this code writes.
+// Readers accept envelopes whose version they know; see schema/envelope.schema.json.
+const EnvelopeVersion = 1
+
+// Kind tells commands (engine → participant) from events (participant → engine).
+type Kind string
+
+// The two kinds of message.
+const (
+	KindCommand Kind = "command"
+	KindEvent   Kind = "event"
+)
+
+// Message is the JSON envelope of every message on the bus. The Kafka record
+// key is SagaID, so one saga's messages stay in order on one partition.
+type Message struct {
+	// V is the envelope version (EnvelopeVersion).
+	V int `json:"v"`
+	// ID is a unique message id (UUID); consumers use it to drop duplicates.
+	ID string `json:"id"`
+	// SagaID identifies the saga instance (UUID).
+	SagaID string `json:"saga_id"`
+	// Saga is the definition name, e.g. MANUAL_CREATE_ORDER.
+	Saga string `json:"saga"`
+	// SagaVersion is the definition version the instance runs on. On a
+	// starting event 0 means "the newest loaded version".
+	SagaVersion int `json:"saga_version,omitempty"`
+	// Kind is command or event.
+	Kind Kind `json:"kind"`
+	// Name is the command or event name, e.g. APPROVE_ORDER, ORDER_APPROVED.
+	Name string `json:"name"`
+	// Participant is, for an event, the participant that emitted it; for a
+	// command, the participant it is sent to.
+	Participant string `json:"participant"`
+	// CausationID is the id of the message this one answers, if any.
+	CausationID string `json:"causation_id,omitempty"`
+	// OccurredAt is when the sender created the message.
+	OccurredAt time.Time `json:"occurred_at"`
+	// Attempt counts sends of the same command (1 for the first send); a
+	// re-sent command keeps its ID so participants can drop the duplicate.
+	Attempt int `json:"attempt,omitempty"`
+	// Reason explains a business rejection or failure, for humans.
+	Reason string `json:"reason,omitempty"`
+	// Payload is a JSON object. Events merge their top-level keys into the
+	// saga's context document; commands carry the whole context.
+	Payload json.RawMessage `json:"payload,omitempty"`
+}
+
+// Kafka header names used beside the envelope.
+const (
+	HeaderTraceparent = "traceparent" // W3C trace context
+	HeaderKind        = "kind"        // command | event, for routing without decoding
+	HeaderName        = "name"        // command or event name
+)
