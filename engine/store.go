@@ -1,0 +1,80 @@
+package engine
+
+import (
+	"context"
+	"time"
+)
+
+// Store is the durable state the orchestrator works on. engine/sqlstore
+// implements it for PostgreSQL and SQLite; both pass one conformance suite
+// (engine/sqlstore/storetest).
+//
+// Write methods that change sagas live on Tx so that an event's transition,
+// its history, its commands (outbox) and its inbox record commit together.
+// Every method takes and returns whole batches: the orchestrator applies many
+// events per transaction and the store should use few statements per batch.
+type Store interface {
+	// InTx runs fn in one database transaction and commits if fn returns nil;
+	// otherwise it rolls back and returns fn's error unchanged.
+	InTx(ctx context.Context, fn func(ctx context.Context, tx Tx) error) error
+
+	// ClaimOutbox leases up to limit unpublished records (oldest first) to
+	// owner for lease, skipping records leased to others whose lease has not
+	// run out, so several relays can run at once.
+	ClaimOutbox(ctx context.Context, owner string, limit int, lease time.Duration) ([]OutboxRecord, error)
+	// DeleteOutbox removes published records.
+	DeleteOutbox(ctx context.Context, seqs []int64) error
+	// OutboxBacklog counts unpublished records.
+	OutboxBacklog(ctx context.Context) (int64, error)
+
+	// DueTimers returns the ids of up to limit sagas whose TimerAt <= now,
+	// earliest first.
+	DueTimers(ctx context.Context, now time.Time, limit int) ([]string, error)
+
+	// GetInstance returns one saga; *Error CodeNotFound if there is none.
+	GetInstance(ctx context.Context, id string) (Instance, error)
+	// History returns a saga's timeline in order.
+	History(ctx context.Context, sagaID string) ([]HistoryEntry, error)
+	// ListInstances returns one page of sagas matching f, newest first.
+	ListInstances(ctx context.Context, f SagaFilter) (SagaPage, error)
+	// CountByState counts running and finished instances per definition and state.
+	CountByState(ctx context.Context) ([]StateCount, error)
+	// DeadLetters returns dead letters, newest first; replayed ones only if
+	// includeReplayed.
+	DeadLetters(ctx context.Context, limit int, includeReplayed bool) ([]DeadLetter, error)
+	// GetDeadLetter returns one dead letter; *Error CodeNotFound if there is none.
+	GetDeadLetter(ctx context.Context, id int64) (DeadLetter, error)
+
+	// Ping checks the database is reachable.
+	Ping(ctx context.Context) error
+	// Close releases the connections.
+	Close() error
+}
+
+// Tx is the write side of one store transaction.
+type Tx interface {
+	// Claim records message ids in the inbox and returns the ids that were
+	// NOT there before (the fresh ones); the others are duplicates.
+	Claim(ctx context.Context, ids []string) (fresh map[string]bool, err error)
+	// Unclaim forgets a message id, so a replayed dead letter is processed.
+	Unclaim(ctx context.Context, id string) error
+	// Load returns those of ids that exist, by id.
+	Load(ctx context.Context, ids []string) (map[string]*Instance, error)
+	// Insert stores new instances with Rev 1. An id that already exists is an
+	// *Error CodeConflict.
+	Insert(ctx context.Context, insts []*Instance) error
+	// Update stores changed instances where the stored Rev equals inst.Rev,
+	// and sets inst.Rev to Rev+1. If any instance's Rev no longer matches,
+	// it returns *Error CodeConflict (the caller rolls back and retries).
+	// Keys are replaced by inst.Keys.
+	Update(ctx context.Context, insts []*Instance) error
+	// AppendHistory appends timeline entries.
+	AppendHistory(ctx context.Context, entries []HistoryEntry) error
+	// Enqueue adds records to the outbox.
+	Enqueue(ctx context.Context, recs []OutboxRecord) error
+	// AddDeadLetters stores dead letters; one whose MessageID is already
+	// parked (and not replayed) is skipped.
+	AddDeadLetters(ctx context.Context, dls []DeadLetter) error
+	// MarkReplayed records that an operator replayed a dead letter.
+	MarkReplayed(ctx context.Context, id int64, actor string, at time.Time) error
+}
