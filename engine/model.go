@@ -1,6 +1,15 @@
 package engine
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/looplab/fsm"
+
 	"github.com/portfolio-counselor/sagamachine/engine/definition"
 )
 
@@ -8,10 +17,28 @@ import (
 // safe for concurrent use. looplab/fsm does the state-machine work inside and
 // never shows in this API.
 //
-// TODO(model helper): implement every method; the signatures are the contract
-// other packages code against.
+// Compile builds one looplab/fsm event table from the definition's
+// transitions and derives from the very same table a read-only lookup
+// (state, event) → transition that Apply uses, so Apply takes no lock and
+// allocates nothing on success. Compile then replays every (state, event)
+// pair through an fsm.FSM and refuses the model if the two ever disagree.
 type Model struct {
 	def *definition.Definition
+
+	events fsm.Events // the state machine as looplab/fsm sees it
+
+	edges      map[edgeKey]*edge // (state, event) → transition
+	known      map[string]bool   // every event name that is the On of a transition
+	states     []string          // stable order, see States
+	stateInfo  map[string]*stateInfo
+	allowed    map[string][]Allowed // by state, "" = starting events
+	startEvts  []string
+	finals     []string
+	failed     []string
+	partTopics map[string]string
+	partNames  []string
+	keys       map[string]string
+	eventNames []string // every event, in first-use order
 }
 
 // Step is the outcome of applying one event to one state.
@@ -20,7 +47,7 @@ type Step struct {
 	Event  string       // event applied
 	By     string       // participant that emitted it (definition.Engine for timers)
 	To     string       // state after
-	Send   *CommandSpec // command to send, nil if none
+	Send   *CommandSpec // command to send, nil if none; shared, must not be modified
 	Final  bool         // To is a success terminal state
 	Failed bool         // To is a failure terminal state
 }
@@ -33,9 +60,245 @@ type CommandSpec struct {
 	Retry       *definition.Retry // nil: send once
 }
 
+// Allowed is one event that may be applied in a state: who must emit it and
+// where it leads.
+type Allowed struct {
+	Event string // event name
+	By    string // participant that must emit it (definition.Engine for timers and retries)
+	To    string // state after
+}
+
+// String formats a as "EVENT (by)".
+func (a Allowed) String() string { return a.Event + " (" + a.By + ")" }
+
+type edgeKey struct{ state, event string }
+
+type edge struct {
+	tr   *definition.Transition
+	by   string
+	to   string
+	send *CommandSpec
+	fin  bool
+	fail bool
+}
+
+type stateInfo struct {
+	final, failed bool
+	timeout       *definition.Timeout
+}
+
 // Compile turns a validated definition into a Model. It fails only if def
 // breaks an invariant the validator guarantees (a programming error).
-func Compile(def *definition.Definition) (*Model, error) { panic("not implemented") }
+func Compile(def *definition.Definition) (*Model, error) {
+	if def == nil {
+		return nil, Errorf(CodeInvalid, "compile saga definition", "definition is nil")
+	}
+	op := fmt.Sprintf("compile saga %s v%d", def.Saga, def.Version)
+	fail := func(format string, args ...any) (*Model, error) {
+		return nil, Errorf(CodeInvalid, op, format, args...)
+	}
+	if def.Saga == "" {
+		return fail("saga name is empty")
+	}
+	if def.Version <= 0 {
+		return fail("version %d is not positive", def.Version)
+	}
+	m := &Model{
+		def:        def,
+		edges:      make(map[edgeKey]*edge),
+		known:      make(map[string]bool),
+		stateInfo:  make(map[string]*stateInfo),
+		allowed:    make(map[string][]Allowed),
+		partTopics: make(map[string]string, len(def.Participants)),
+		keys:       make(map[string]string, len(def.Keys)),
+	}
+	for name, p := range def.Participants {
+		if name == definition.Engine {
+			return fail("participant name %q is reserved", name)
+		}
+		m.partTopics[name] = p.Topic
+		m.partNames = append(m.partNames, name)
+	}
+	sort.Strings(m.partNames)
+	for name, k := range def.Keys {
+		m.keys[name] = k.Path
+	}
+
+	info := func(s string) *stateInfo {
+		si := m.stateInfo[s]
+		if si == nil {
+			si = &stateInfo{}
+			m.stateInfo[s] = si
+		}
+		return si
+	}
+	for name, st := range def.States {
+		info(name).timeout = st.Timeout
+	}
+	for _, n := range def.Final {
+		info(n.Value).final = true
+		m.finals = append(m.finals, n.Value)
+	}
+	for _, n := range def.Failed {
+		si := info(n.Value)
+		if si.final {
+			return fail("state %s is both final and failed", n.Value)
+		}
+		si.failed = true
+		m.failed = append(m.failed, n.Value)
+	}
+
+	for _, tr := range def.Transitions {
+		ev, by, to := tr.On.Value, tr.By.Value, tr.To.Value
+		if ev == "" || by == "" || to == "" {
+			return fail("transition at line %d has an empty event, participant or target", tr.Pos.Line)
+		}
+		if by != definition.Engine {
+			if _, ok := m.partTopics[by]; !ok {
+				return fail("transition %s is emitted by unknown participant %q", ev, by)
+			}
+		}
+		var send *CommandSpec
+		if tr.Send != nil {
+			topic, ok := m.partTopics[tr.Send.To.Value]
+			if !ok {
+				return fail("transition %s sends %s to unknown participant %q", ev, tr.Send.Command.Value, tr.Send.To.Value)
+			}
+			send = &CommandSpec{Participant: tr.Send.To.Value, Topic: topic, Name: tr.Send.Command.Value, Retry: tr.Send.Retry}
+		}
+		toInfo := info(to)
+		e := &edge{tr: tr, by: by, to: to, send: send, fin: toInfo.final, fail: toInfo.failed}
+		src := []string{""}
+		if !tr.Starts() {
+			src = src[:0]
+			for _, f := range tr.From {
+				src = append(src, f.Value)
+			}
+		}
+		for _, s := range src {
+			if s != "" {
+				if si := info(s); si.final || si.failed {
+					return fail("transition %s leaves terminal state %s", ev, s)
+				}
+			}
+			k := edgeKey{s, ev}
+			if prev, dup := m.edges[k]; dup {
+				return fail("event %s is handled twice in state %s (lines %d and %d)", ev, displayState(s), prev.tr.Pos.Line, tr.Pos.Line)
+			}
+			m.edges[k] = e
+			m.allowed[s] = append(m.allowed[s], Allowed{Event: ev, By: by, To: to})
+		}
+		if !m.known[ev] {
+			m.eventNames = append(m.eventNames, ev)
+		}
+		m.known[ev] = true
+		if tr.Starts() {
+			m.startEvts = append(m.startEvts, ev)
+		}
+		m.events = append(m.events, fsm.EventDesc{Name: ev, Src: src, Dst: to})
+	}
+	if len(m.startEvts) == 0 {
+		return fail("no transition starts a saga (from: [])")
+	}
+	for name, si := range m.stateInfo {
+		if si.timeout != nil && !m.known[si.timeout.Event.Value] {
+			return fail("timeout of state %s raises %s, which no transition handles", name, si.timeout.Event.Value)
+		}
+	}
+	m.states = m.orderStates()
+	if err := m.crossCheck(); err != nil {
+		return nil, &Error{Code: CodeInternal, Op: op, Message: "looplab/fsm disagrees with the transition table", Err: err}
+	}
+	return m, nil
+}
+
+// orderStates lists start targets first, then the other states in
+// breadth-first order along transitions (file order), then any state not
+// reached that way (sorted), then the final and the failed states in file
+// order.
+func (m *Model) orderStates() []string {
+	seen := make(map[string]bool, len(m.stateInfo))
+	var order []string
+	terminal := func(s string) bool { si := m.stateInfo[s]; return si.final || si.failed }
+	var queue []string
+	for _, a := range m.allowed[""] {
+		if !seen[a.To] {
+			seen[a.To] = true
+			queue = append(queue, a.To)
+		}
+	}
+	for len(queue) > 0 {
+		s := queue[0]
+		queue = queue[1:]
+		if !terminal(s) {
+			order = append(order, s)
+		}
+		for _, a := range m.allowed[s] {
+			if !seen[a.To] {
+				seen[a.To] = true
+				queue = append(queue, a.To)
+			}
+		}
+	}
+	var rest []string
+	for s := range m.stateInfo {
+		if !seen[s] && !terminal(s) {
+			rest = append(rest, s)
+		}
+	}
+	sort.Strings(rest)
+	order = append(order, rest...)
+	order = append(order, m.finals...)
+	return append(order, m.failed...)
+}
+
+// crossCheck replays every (state, event) pair through looplab/fsm built from
+// m.events and compares the outcome with the lookup table Apply uses.
+func (m *Model) crossCheck() error {
+	f := fsm.NewFSM("", m.events, nil)
+	ctx := context.Background()
+	for _, s := range append([]string{""}, m.states...) {
+		for _, ev := range m.eventNames {
+			e, ok := m.edges[edgeKey{s, ev}]
+			f.SetState(s)
+			if got := f.Can(ev); got != ok {
+				return fmt.Errorf("state %s, event %s: fsm says allowed=%t, table says %t", displayState(s), ev, got, ok)
+			}
+			if !ok {
+				continue
+			}
+			err := f.Event(ctx, ev)
+			var noTr fsm.NoTransitionError
+			if err != nil && !errors.As(err, &noTr) {
+				return fmt.Errorf("state %s, event %s: %w", displayState(s), ev, err)
+			}
+			if got := f.Current(); got != e.to {
+				return fmt.Errorf("state %s, event %s: fsm went to %s, table to %s", displayState(s), ev, got, e.to)
+			}
+		}
+	}
+	return nil
+}
+
+// applyFSM is Apply done by looplab/fsm on a fresh FSM for every call. It is
+// kept for the benchmark that justifies the lookup table, and for tests that
+// check both agree.
+func (m *Model) applyFSM(ctx context.Context, state, event string) (string, error) {
+	f := fsm.NewFSM(state, m.events, nil)
+	err := f.Event(ctx, event)
+	var noTr fsm.NoTransitionError
+	if err != nil && !errors.As(err, &noTr) {
+		return "", err
+	}
+	return f.Current(), nil
+}
+
+func displayState(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
 
 // Definition returns the definition the model was compiled from. Callers must
 // not modify it.
@@ -47,9 +310,143 @@ func (m *Model) Name() string { return m.def.Saga }
 // Version is the definition version.
 func (m *Model) Version() int { return m.def.Version }
 
+// String is "NAME vVERSION", e.g. "MANUAL_CREATE_ORDER v1".
+func (m *Model) String() string { return fmt.Sprintf("%s v%d", m.def.Saga, m.def.Version) }
+
 // Apply returns the step taken when participant by emits event in state
 // (state "" means the saga does not exist yet, so only starting events are
 // allowed). When the event is not allowed it returns an *Error with code
 // CodeUnknownEvent, CodeIllegal, CodeWrongParticipant or CodeFinished and a
-// message naming the events that are allowed in state.
-func (m *Model) Apply(state, event, by string) (Step, error) { panic("not implemented") }
+// message naming the events that are allowed in state. A state the model
+// does not have gives CodeInvalid.
+func (m *Model) Apply(state, event, by string) (Step, error) {
+	if e, ok := m.edges[edgeKey{state, event}]; ok && e.by == by {
+		return Step{From: state, Event: event, By: by, To: e.to, Send: e.send, Final: e.fin, Failed: e.fail}, nil
+	}
+	return Step{}, m.applyError(state, event, by)
+}
+
+// applyError explains why Apply refused (state, event, by). It is off the
+// fast path.
+func (m *Model) applyError(state, event, by string) error {
+	op := "apply " + event + " to " + m.String()
+	if !m.known[event] {
+		return Errorf(CodeUnknownEvent, op, "%s has no event %s; %s", m, event, m.allowedText(state))
+	}
+	if state != "" {
+		si, ok := m.stateInfo[state]
+		if !ok {
+			return Errorf(CodeInvalid, op, "%s has no state %s", m, state)
+		}
+		if si.final || si.failed {
+			outcome := "success"
+			if si.failed {
+				outcome = "failure"
+			}
+			return Errorf(CodeFinished, op, "the saga is finished in %s (%s); no event is allowed there", state, outcome)
+		}
+	}
+	e, ok := m.edges[edgeKey{state, event}]
+	if !ok {
+		if state == "" {
+			return Errorf(CodeIllegal, op, "event %s does not start a saga; %s", event, m.allowedText(state))
+		}
+		return Errorf(CodeIllegal, op, "event %s is not allowed in state %s; %s", event, state, m.allowedText(state))
+	}
+	return Errorf(CodeWrongParticipant, op, "event %s in state %s must come from %s, not %q", event, displayState(state), e.by, by)
+}
+
+func (m *Model) allowedText(state string) string {
+	al := m.allowed[state]
+	var b strings.Builder
+	if state == "" {
+		b.WriteString("events that start a saga: ")
+	} else {
+		b.WriteString("allowed in " + state + ": ")
+	}
+	if len(al) == 0 {
+		b.WriteString("none")
+	}
+	for i, a := range al {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(a.String())
+	}
+	return b.String()
+}
+
+// HasState reports whether state is a state of the model.
+func (m *Model) HasState(state string) bool { _, ok := m.stateInfo[state]; return ok }
+
+// HasEvent reports whether some transition handles event.
+func (m *Model) HasEvent(event string) bool { return m.known[event] }
+
+// Timeout returns the time limit of state, or nil when it has none. Callers
+// must not modify it.
+func (m *Model) Timeout(state string) *definition.Timeout {
+	if si := m.stateInfo[state]; si != nil {
+		return si.timeout
+	}
+	return nil
+}
+
+// IsFinal reports whether state is a success terminal state.
+func (m *Model) IsFinal(state string) bool { si := m.stateInfo[state]; return si != nil && si.final }
+
+// IsFailed reports whether state is a failure terminal state.
+func (m *Model) IsFailed(state string) bool { si := m.stateInfo[state]; return si != nil && si.failed }
+
+// IsTerminal reports whether state is final or failed: no event is accepted there.
+func (m *Model) IsTerminal(state string) bool {
+	si := m.stateInfo[state]
+	return si != nil && (si.final || si.failed)
+}
+
+// States lists every state: the targets of starting transitions first, then
+// the others in breadth-first order along the transitions, then the final and
+// the failed states. The order is stable for a given definition.
+func (m *Model) States() []string { return slices.Clone(m.states) }
+
+// Events lists every event name handled by some transition, in the order of
+// first use in the definition.
+func (m *Model) Events() []string { return slices.Clone(m.eventNames) }
+
+// Allowed lists the events accepted in state, in definition order; state ""
+// gives the events that start a saga. Terminal and unknown states give none.
+func (m *Model) Allowed(state string) []Allowed { return slices.Clone(m.allowed[state]) }
+
+// Keys returns the business keys: key name → dotted path into the saga
+// context. The map is a copy.
+func (m *Model) Keys() map[string]string {
+	out := make(map[string]string, len(m.keys))
+	for k, v := range m.keys {
+		out[k] = v
+	}
+	return out
+}
+
+// Participants lists the participant names, sorted. The reserved
+// definition.Engine is not among them.
+func (m *Model) Participants() []string { return slices.Clone(m.partNames) }
+
+// Topic returns the command topic of participant, or "" if the saga has no
+// such participant.
+func (m *Model) Topic(participant string) string { return m.partTopics[participant] }
+
+// StartEvents lists the events that start a saga, in definition order.
+func (m *Model) StartEvents() []string { return slices.Clone(m.startEvts) }
+
+// FinalStates lists the success terminal states, in definition order.
+func (m *Model) FinalStates() []string { return slices.Clone(m.finals) }
+
+// FailedStates lists the failure terminal states, in definition order.
+func (m *Model) FailedStates() []string { return slices.Clone(m.failed) }
+
+// Description returns the description of state for humans, or "".
+func (m *Model) Description(state string) string {
+	if st := m.def.States[state]; st != nil {
+		return st.Description
+	}
+	return ""
+}
