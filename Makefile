@@ -1,0 +1,85 @@
+# saga-machine: build, test and run. `make help` lists the targets.
+#
+# make test starts the real services first (scripts/up.sh: PostgreSQL on
+# 127.0.0.1:55432, Apache Kafka on 127.0.0.1:59092) and leaves them running;
+# `make down` stops them.
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+GO          ?= go
+PKGS        ?= ./...
+TEST_TIMEOUT ?= 20m
+# Short fuzz smoke run by `make test`; `make fuzz` runs every fuzz target longer.
+FUZZ_SMOKE  ?= 20s
+FUZZTIME    ?= 2m
+
+# Addresses of the services started by scripts/up.sh (also internal/testenv's defaults).
+export SAGA_TEST_POSTGRES_URL  ?= postgres://postgres@127.0.0.1:55432/postgres?sslmode=disable
+export SAGA_TEST_KAFKA_BROKERS ?= 127.0.0.1:59092
+# go test -race needs cgo.
+export CGO_ENABLED := 1
+
+.PHONY: help build test fuzz-smoke lint run up down clean-services bench fuzz cc
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+build: ## compile everything
+	$(GO) build $(PKGS)
+
+# One recipe, in order (safe under make -j): services, tests, fuzz smoke.
+test: cc ## start PostgreSQL and Kafka, run all tests with -race, then a short fuzz smoke
+	@scripts/up.sh
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	@$(MAKE) --no-print-directory fuzz-smoke
+
+# Runs only when the fuzz target exists (it arrives with engine/definition's tests).
+fuzz-smoke:
+	@if grep -qs '^func FuzzParse(' engine/definition/*_test.go; then \
+		echo "$(GO) test -run=^\$$ -fuzz=^FuzzParse\$$ -fuzztime=$(FUZZ_SMOKE) ./engine/definition"; \
+		$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZ_SMOKE) ./engine/definition; \
+	else \
+		echo "fuzz smoke skipped: no FuzzParse in engine/definition"; \
+	fi
+
+lint: ## gofmt must list nothing; go vet
+	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
+	if [[ -n "$$out" ]]; then echo "gofmt -l lists files to format:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+# For now `make run` validates the saga definitions; later it starts the
+# whole system (saga-machine, participants, embedded database and broker).
+run: ## run the system (for now: validate sagas/*.yaml with sagactl)
+	$(GO) run ./cmd/sagactl validate sagas/*.yaml
+
+up: ## start PostgreSQL and Kafka for tests (idempotent; installs/fetches what is missing)
+	@scripts/up.sh
+
+down: ## stop PostgreSQL and Kafka, keep their data
+	@scripts/down.sh
+
+clean-services: ## stop PostgreSQL and Kafka and delete their data
+	@scripts/clean-services.sh
+
+bench: ## run all benchmarks once (they report their own metrics)
+	@scripts/up.sh
+	$(GO) test -run='^$$' -bench=. -benchmem -timeout $(TEST_TIMEOUT) $(PKGS)
+
+fuzz: ## run every fuzz target for FUZZTIME each (default 2m)
+	@found=0; \
+	for f in $$(grep -lE '^func Fuzz[A-Za-z0-9_]*\(' $$(git ls-files '*_test.go')); do \
+		dir="./$$(dirname "$$f")"; \
+		for name in $$(sed -nE 's/^func (Fuzz[A-Za-z0-9_]*)\(.*/\1/p' "$$f"); do \
+			found=1; echo "==> $$dir $$name"; \
+			$(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) "$$dir"; \
+		done; \
+	done; \
+	[[ $$found == 1 ]] || echo "no fuzz targets found"
+
+# The race detector needs a C compiler; install one with apt if it is missing.
+cc:
+	@command -v "$$($(GO) env CC)" >/dev/null || { \
+		echo "==> no C compiler for go test -race: installing gcc with apt"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q gcc libc6-dev >/dev/null; }

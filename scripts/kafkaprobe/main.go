@@ -1,0 +1,143 @@
+// Command kafkaprobe checks that a Kafka cluster really works, for
+// scripts/up.sh: it waits until a metadata request succeeds and, with
+// -roundtrip, creates a topic, produces a record, consumes it back through a
+// consumer group, commits the offset and deletes the topic.
+//
+//	go run ./scripts/kafkaprobe -brokers 127.0.0.1:59092 -roundtrip
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func main() {
+	brokers := flag.String("brokers", "127.0.0.1:59092", "comma-separated seed brokers")
+	timeout := flag.Duration("timeout", 60*time.Second, "give up after this long")
+	roundtrip := flag.Bool("roundtrip", false, "also produce and consume a record through a consumer group")
+	flag.Parse()
+
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	seeds := strings.Split(*brokers, ",")
+	if err := run(ctx, seeds, *roundtrip); err != nil {
+		fmt.Fprintf(os.Stderr, "kafkaprobe: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, seeds []string, roundtrip bool) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
+	if err != nil {
+		return fmt.Errorf("create client for %v: %w", seeds, err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+
+	start := time.Now()
+	meta, err := waitMetadata(ctx, adm)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("kafkaprobe: metadata ok after %s: cluster %s, %d broker(s), controller %d\n",
+		time.Since(start).Round(time.Millisecond), meta.Cluster, len(meta.Brokers), meta.Controller)
+	if !roundtrip {
+		return nil
+	}
+	start = time.Now()
+	if err := roundTrip(ctx, seeds, adm); err != nil {
+		return err
+	}
+	fmt.Printf("kafkaprobe: produce/consume round trip ok in %s\n", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// waitMetadata retries a metadata request until it lists a broker and a
+// controller, or ctx ends.
+func waitMetadata(ctx context.Context, adm *kadm.Client) (kadm.Metadata, error) {
+	var last error
+	for {
+		meta, err := adm.BrokerMetadata(ctx)
+		switch {
+		case err != nil:
+			last = err
+		case len(meta.Brokers) == 0:
+			last = errors.New("metadata lists no brokers")
+		case meta.Controller < 0:
+			last = errors.New("metadata names no active controller")
+		default:
+			return meta, nil
+		}
+		select {
+		case <-ctx.Done():
+			return kadm.Metadata{}, fmt.Errorf("wait for cluster metadata: %w (last error: %v)", ctx.Err(), last)
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
+
+func roundTrip(ctx context.Context, seeds []string, adm *kadm.Client) error {
+	suffix := strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
+	topic, group := "kafkaprobe."+suffix, "kafkaprobe."+suffix
+	resp, err := adm.CreateTopic(ctx, 1, 1, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := adm.DeleteTopic(dctx, topic); err != nil {
+			fmt.Fprintf(os.Stderr, "kafkaprobe: delete topic %s: %v\n", topic, err)
+		}
+	}()
+
+	want := "probe-" + suffix
+	prod, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.RequiredAcks(kgo.AllISRAcks()))
+	if err != nil {
+		return fmt.Errorf("create producer: %w", err)
+	}
+	defer prod.Close()
+	if err := prod.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: []byte(suffix), Value: []byte(want)}).FirstErr(); err != nil {
+		return fmt.Errorf("produce to %s: %w", topic, err)
+	}
+
+	cons, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumeTopics(topic), kgo.ConsumerGroup(group),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit())
+	if err != nil {
+		return fmt.Errorf("create consumer: %w", err)
+	}
+	defer cons.Close()
+	for {
+		fetches := cons.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("consume from %s in group %s: %w", topic, group, err)
+		}
+		if errs := fetches.Errors(); len(errs) > 0 {
+			return fmt.Errorf("consume from %s: %w", topic, errs[0].Err)
+		}
+		var got string
+		fetches.EachRecord(func(r *kgo.Record) { got = string(r.Value) })
+		if got == "" {
+			continue
+		}
+		if got != want {
+			return fmt.Errorf("consumed %q from %s, want %q", got, topic, want)
+		}
+		if err := cons.CommitUncommittedOffsets(ctx); err != nil {
+			return fmt.Errorf("commit offset of group %s: %w", group, err)
+		}
+		return nil
+	}
+}

@@ -1,0 +1,109 @@
+# shellcheck shell=bash
+# Common settings and helpers for scripts/up.sh, down.sh and clean-services.sh.
+# Sourced, not executed.
+
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# Where the services keep their data: outside the repository, so a fresh CI
+# clone and `go test ./...` never see it. Root's $HOME is not readable by the
+# postgres user, so root uses /var/tmp.
+if [[ -z "${SAGA_RUN_DIR:-}" ]]; then
+	if [[ "$(id -u)" == 0 || -z "${HOME:-}" ]]; then
+		SAGA_RUN_DIR=/var/tmp/saga-machine
+	else
+		SAGA_RUN_DIR="$HOME/.cache/saga-machine"
+	fi
+fi
+export SAGA_RUN_DIR
+
+PG_HOST=127.0.0.1
+PG_PORT="${SAGA_PG_PORT:-55432}"
+PG_DIR="$SAGA_RUN_DIR/postgres"
+PG_DATA="$PG_DIR/data"
+PG_LOG="$PG_DIR/postgres.log"
+PG_DATABASES=(saga deals profile notification)
+
+KAFKA_VERSION=4.4.0 # keep in step with scripts/kafka/pom.xml
+KAFKA_PORT="${SAGA_KAFKA_PORT:-59092}"
+KAFKA_CONTROLLER_PORT="${SAGA_KAFKA_CONTROLLER_PORT:-59093}"
+KAFKA_DIR="$SAGA_RUN_DIR/kafka"
+KAFKA_LIBS="$KAFKA_DIR/libs"
+KAFKA_LOG_DIRS="$KAFKA_DIR/data"
+KAFKA_CONF="$KAFKA_DIR/server.properties"
+KAFKA_LOG4J="$KAFKA_DIR/log4j2.properties"
+KAFKA_LOG="$KAFKA_DIR/server.log"
+KAFKA_PID="$KAFKA_DIR/kafka.pid"
+
+POSTGRES_URL="postgres://postgres@$PG_HOST:$PG_PORT/postgres?sslmode=disable"
+KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+
+log() { printf "==> %s\n" "$*"; }
+die() {
+	printf '\n!!! %s\n\n' "$*" >&2
+	exit 1
+}
+
+# pg_bin_dir prints the bin directory of the newest installed PostgreSQL
+# server, or nothing.
+pg_bin_dir() {
+	local best="" v
+	for d in /usr/lib/postgresql/*/bin; do
+		[[ -x "$d/postgres" ]] || continue
+		v="$(basename "$(dirname "$d")")"
+		if [[ -z "$best" ]] || ((v > $(basename "$(dirname "$best")"))); then
+			best="$d"
+		fi
+	done
+	printf '%s' "$best"
+}
+
+# as_pg runs a command as the PostgreSQL server owner: user postgres when we
+# are root (the server refuses to run as root), ourselves otherwise.
+as_pg() {
+	if [[ "$(id -u)" == 0 ]]; then
+		runuser -u postgres -- "$@"
+	else
+		"$@"
+	fi
+}
+
+pg_running() {
+	local bin
+	bin="$(pg_bin_dir)"
+	[[ -n "$bin" && -f "$PG_DATA/PG_VERSION" ]] || return 1
+	"$bin/pg_isready" -q -h "$PG_HOST" -p "$PG_PORT" -U postgres
+}
+
+# kafka_pid prints the pid of our Kafka broker if it is running.
+kafka_pid() {
+	[[ -f "$KAFKA_PID" ]] || return 1
+	local pid
+	pid="$(cat "$KAFKA_PID")"
+	[[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
+	# The pid must still be our broker, not a recycled number.
+	tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "kafka.Kafka $KAFKA_CONF" || return 1
+	printf '%s' "$pid"
+}
+
+# port_open HOST PORT succeeds when something accepts TCP connections there.
+port_open() {
+	(exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
+}
+
+print_info() {
+	cat <<EOF
+
+saga-machine test services (data in $SAGA_RUN_DIR):
+  PostgreSQL $PG_HOST:$PG_PORT, user postgres (trust), databases: ${PG_DATABASES[*]}
+  Apache Kafka $KAFKA_VERSION (KRaft) $KAFKA_BROKERS
+
+  export SAGA_TEST_POSTGRES_URL='$POSTGRES_URL'
+  export SAGA_TEST_KAFKA_BROKERS=$KAFKA_BROKERS
+
+  logs: $PG_LOG
+        $KAFKA_LOG
+  stop: make down   (keeps data)   wipe: make clean-services
+EOF
+}

@@ -1,0 +1,281 @@
+#!/usr/bin/env bash
+# Starts the real services the tests use, on loopback only:
+#   PostgreSQL (our own cluster) on 127.0.0.1:55432, user postgres, trust auth
+#   Apache Kafka 4.x (KRaft, broker+controller) on 127.0.0.1:59092
+# Installs PostgreSQL with apt when it is missing and fetches the Kafka jars
+# from Maven Central. Idempotent: what already runs is left alone.
+# Data lives in $SAGA_RUN_DIR (see scripts/lib.sh), never in the repository.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+mkdir -p "$SAGA_RUN_DIR"
+
+# ---------------------------------------------------------------- PostgreSQL
+
+install_postgres() {
+	[[ -n "$(pg_bin_dir)" ]] && return 0
+	log "PostgreSQL server not found: installing it with apt"
+	[[ "$(id -u)" == 0 ]] || die "PostgreSQL is not installed and we are not root: run 'sudo apt-get install -y postgresql'"
+	apt-get update -q
+	# Debian's package may create and start its own cluster (15/main on
+	# port 5432); we leave it alone and run our own below.
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null
+	[[ -n "$(pg_bin_dir)" ]] || die "apt-get install postgresql did not provide /usr/lib/postgresql/*/bin/postgres"
+}
+
+write_pg_conf() {
+	# Read by postgresql.conf through an include line; rewritten on every start
+	# so a change here takes effect without wiping the cluster.
+	as_pg tee "$PG_DATA/saga-machine.conf" >/dev/null <<EOF
+# Written by scripts/up.sh: test server for saga-machine, loopback only.
+listen_addresses = '$PG_HOST'
+port = $PG_PORT
+unix_socket_directories = ''
+max_connections = 200
+shared_buffers = 256MB
+# Durable commits: benchmarks measure real fsyncs.
+fsync = on
+synchronous_commit = on
+full_page_writes = on
+wal_level = replica
+max_wal_size = 1GB
+effective_cache_size = 1GB
+work_mem = 8MB
+maintenance_work_mem = 64MB
+max_worker_processes = 4
+max_parallel_workers = 2
+max_parallel_workers_per_gather = 1
+log_min_messages = warning
+log_line_prefix = '%m [%p] %d '
+EOF
+}
+
+start_postgres() {
+	if pg_running; then
+		log "PostgreSQL already running on $PG_HOST:$PG_PORT"
+		return 0
+	fi
+	install_postgres
+	local bin version
+	bin="$(pg_bin_dir)"
+	version="$(basename "$(dirname "$bin")")"
+
+	mkdir -p "$PG_DIR"
+	[[ "$(id -u)" == 0 ]] && chown postgres:postgres "$PG_DIR"
+	chmod 700 "$PG_DIR"
+
+	if [[ -f "$PG_DATA/PG_VERSION" && "$(cat "$PG_DATA/PG_VERSION")" != "$version" ]]; then
+		log "cluster in $PG_DATA is PostgreSQL $(cat "$PG_DATA/PG_VERSION"), server is $version: recreating it (test data only)"
+		rm -rf "$PG_DATA"
+	fi
+	if [[ ! -f "$PG_DATA/PG_VERSION" ]]; then
+		log "initdb PostgreSQL $version cluster in $PG_DATA"
+		rm -rf "$PG_DATA"
+		as_pg "$bin/initdb" -D "$PG_DATA" -A trust -U postgres -E UTF8 --locale=C.UTF-8 >"$PG_DIR/initdb.log" 2>&1 ||
+			{ cat "$PG_DIR/initdb.log" >&2; die "initdb failed"; }
+		echo "include 'saga-machine.conf'" | as_pg tee -a "$PG_DATA/postgresql.conf" >/dev/null
+	fi
+	write_pg_conf
+
+	# A server killed without a clean shutdown leaves postmaster.pid behind;
+	# postgres handles that itself unless the pid now belongs to someone else.
+	if [[ -f "$PG_DATA/postmaster.pid" ]]; then
+		local old
+		old="$(head -1 "$PG_DATA/postmaster.pid")"
+		if [[ -n "$old" ]] && ! grep -qs postgres "/proc/$old/comm"; then
+			log "removing stale $PG_DATA/postmaster.pid (pid $old is not a postgres)"
+			rm -f "$PG_DATA/postmaster.pid"
+		fi
+	fi
+
+	log "starting PostgreSQL $version on $PG_HOST:$PG_PORT"
+	as_pg touch "$PG_LOG"
+	if ! as_pg "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 start >/dev/null; then
+		tail -n 30 "$PG_LOG" >&2 || true
+		die "PostgreSQL did not start (log: $PG_LOG)"
+	fi
+	local i
+	for ((i = 0; i < 60; i++)); do
+		"$bin/pg_isready" -q -h "$PG_HOST" -p "$PG_PORT" -U postgres && break
+		sleep 1
+	done
+	"$bin/pg_isready" -h "$PG_HOST" -p "$PG_PORT" -U postgres >/dev/null ||
+		die "PostgreSQL does not answer pg_isready on $PG_HOST:$PG_PORT (log: $PG_LOG)"
+}
+
+create_databases() {
+	local bin db
+	bin="$(pg_bin_dir)"
+	for db in "${PG_DATABASES[@]}"; do
+		if [[ "$("$bin/psql" -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -Atqc \
+			"SELECT 1 FROM pg_database WHERE datname = '$db'")" != 1 ]]; then
+			"$bin/createdb" -h "$PG_HOST" -p "$PG_PORT" -U postgres "$db"
+			log "created database $db"
+		fi
+	done
+}
+
+# --------------------------------------------------------------------- Kafka
+
+# java_major prints the major version of a java binary (8 for 1.8).
+java_major() {
+	local v
+	v="$("$1" -version 2>&1 | sed -n 's/.*version "\([^"]*\)".*/\1/p' | head -1)"
+	[[ "$v" == 1.* ]] && v="${v#1.}"
+	printf '%s' "${v%%[.+-]*}"
+}
+
+# find_java prints a java binary of version 17 or newer: $JAVA_HOME, the one
+# on PATH, then any JDK under /usr/lib/jvm.
+find_java() {
+	local c m
+	for c in ${JAVA_HOME:+"$JAVA_HOME/bin/java"} "$(command -v java || true)" /usr/lib/jvm/*/bin/java; do
+		[[ -n "$c" && -x "$c" ]] || continue
+		m="$(java_major "$c")"
+		if [[ -n "$m" ]] && ((m >= 17)); then
+			printf '%s' "$c"
+			return 0
+		fi
+	done
+	return 1
+}
+
+fetch_kafka() {
+	if [[ -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" && -f "$KAFKA_LIBS/.complete" ]]; then
+		return 0
+	fi
+	command -v mvn >/dev/null || die "Maven (mvn) is needed to fetch the Kafka jars: apt-get install -y maven"
+	log "fetching Apache Kafka $KAFKA_VERSION jars from Maven Central into $KAFKA_LIBS"
+	rm -rf "$KAFKA_LIBS"
+	mkdir -p "$KAFKA_LIBS"
+	mvn -q -B -Dstyle.color=never -f "$REPO_ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies \
+		-DoutputDirectory="$KAFKA_LIBS" -DincludeScope=runtime ||
+		die "mvn could not fetch the Kafka jars (see above)"
+	[[ -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ]] || die "kafka_2.13-$KAFKA_VERSION.jar missing after mvn"
+	touch "$KAFKA_LIBS/.complete"
+}
+
+write_kafka_conf() {
+	mkdir -p "$KAFKA_LOG_DIRS"
+	cat >"$KAFKA_CONF" <<EOF
+# Written by scripts/up.sh: single-node Kafka (KRaft) for saga-machine tests.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$KAFKA_LOG_DIRS
+num.partitions=4
+default.replication.factor=1
+min.insync.replicas=1
+auto.create.topics.enable=true
+delete.topic.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+num.network.threads=2
+num.io.threads=4
+log.retention.hours=24
+log.segment.bytes=67108864
+EOF
+	cat >"$KAFKA_LOG4J" <<EOF
+# Written by scripts/up.sh: the broker logs to stdout, which up.sh sends to $KAFKA_LOG.
+status = warn
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.out.ref = OUT
+logger.controller.name = org.apache.kafka.controller
+logger.controller.level = warn
+logger.raft.name = org.apache.kafka.raft
+logger.raft.level = warn
+logger.statechange.name = state.change.logger
+logger.statechange.level = warn
+logger.log.name = kafka.log
+logger.log.level = warn
+logger.storage.name = org.apache.kafka.storage
+logger.storage.level = warn
+logger.config.name = org.apache.kafka.common.config.AbstractConfig
+logger.config.level = warn
+logger.partition.name = kafka.cluster.Partition
+logger.partition.level = warn
+EOF
+}
+
+start_kafka() {
+	local pid
+	if pid="$(kafka_pid)" && port_open 127.0.0.1 "$KAFKA_PORT"; then
+		log "Kafka already running (pid $pid) on $KAFKA_BROKERS"
+		return 0
+	fi
+	if port_open 127.0.0.1 "$KAFKA_PORT"; then
+		die "port $KAFKA_PORT is taken by another process, not our Kafka (pid file $KAFKA_PID): stop it first"
+	fi
+	local java
+	java="$(find_java)" || die "Kafka $KAFKA_VERSION needs Java 17 or newer; found none (java on PATH: $(command -v java || echo none)). apt-get install -y openjdk-17-jre-headless"
+	fetch_kafka
+	write_kafka_conf
+	local cp="$KAFKA_LIBS/*"
+	local jvm=(-Xms512m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
+		-Dlog4j2.configurationFile="$KAFKA_LOG4J")
+
+	if [[ ! -f "$KAFKA_LOG_DIRS/meta.properties" ]]; then
+		local id
+		id="$("$java" -cp "$cp" "${jvm[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)"
+		[[ -n "$id" ]] || die "kafka.tools.StorageTool random-uuid printed nothing"
+		log "formatting Kafka storage in $KAFKA_LOG_DIRS (cluster id $id)"
+		"$java" -cp "$cp" "${jvm[@]}" kafka.tools.StorageTool format -t "$id" -c "$KAFKA_CONF" \
+			>"$KAFKA_DIR/format.log" 2>&1 ||
+			{ cat "$KAFKA_DIR/format.log" >&2; die "kafka.tools.StorageTool format failed"; }
+	fi
+
+	log "starting Apache Kafka $KAFKA_VERSION with $java ($(java_major "$java")) on $KAFKA_BROKERS"
+	: >"$KAFKA_LOG"
+	# setsid + nohup: the broker outlives this script, make, and the CI step.
+	setsid nohup "$java" -cp "$cp" "${jvm[@]}" kafka.Kafka "$KAFKA_CONF" >>"$KAFKA_LOG" 2>&1 </dev/null &
+	echo $! >"$KAFKA_PID"
+	pid=$!
+
+	local i
+	for ((i = 0; i < 120; i++)); do
+		port_open 127.0.0.1 "$KAFKA_PORT" && break
+		if ! kill -0 "$pid" 2>/dev/null; then
+			tail -n 40 "$KAFKA_LOG" >&2
+			die "Kafka exited during startup (log: $KAFKA_LOG)"
+		fi
+		sleep 0.5
+	done
+	port_open 127.0.0.1 "$KAFKA_PORT" || {
+		tail -n 40 "$KAFKA_LOG" >&2
+		die "Kafka did not open port $KAFKA_PORT within 60s (log: $KAFKA_LOG)"
+	}
+	KAFKA_STARTED=1
+}
+
+probe_kafka() {
+	# A metadata request must succeed; after a fresh start also a full
+	# produce/consume round trip through a consumer group, which makes the
+	# broker create __consumer_offsets before the first test needs it.
+	local args=(-brokers "$KAFKA_BROKERS" -timeout 90s)
+	[[ "${KAFKA_STARTED:-0}" == 1 ]] && args+=(-roundtrip)
+	log "probing Kafka (${args[*]})"
+	(cd "$REPO_ROOT" && go run ./scripts/kafkaprobe "${args[@]}") || {
+		tail -n 40 "$KAFKA_LOG" >&2
+		die "Kafka on $KAFKA_BROKERS does not answer (log: $KAFKA_LOG)"
+	}
+}
+
+start_postgres
+create_databases
+start_kafka
+probe_kafka
+print_info
