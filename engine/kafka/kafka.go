@@ -1,0 +1,431 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Defaults applied to the zero fields of a Config.
+const (
+	DefaultClientID        = "saga-machine"
+	DefaultLinger          = 5 * time.Millisecond
+	DefaultMaxBatchBytes   = 1_000_000
+	DefaultFetchMaxWait    = 500 * time.Millisecond
+	DefaultDeliveryTimeout = 30 * time.Second
+	DefaultDialTimeout     = 5 * time.Second
+	DefaultSessionTimeout  = 45 * time.Second
+)
+
+// Config tells the transport where Kafka is and how to batch. Its zero value,
+// apart from Brokers, means "use the defaults" (the Default* constants).
+type Config struct {
+	// Brokers are the seed brokers, host:port. Required.
+	Brokers []string
+	// ClientID identifies this process to the brokers (logs, quotas).
+	// Default "saga-machine".
+	ClientID string
+	// Linger is how long the producer waits to fill a batch before sending
+	// it. Publish flushes on return anyway, so this only matters for
+	// concurrent Publish calls. Default 5ms.
+	Linger time.Duration
+	// MaxBatchBytes bounds one record batch sent to one partition; it must
+	// not exceed the topic's max.message.bytes. Default 1,000,000.
+	MaxBatchBytes int32
+	// FetchMaxWait is how long the broker holds a fetch that has no data
+	// before answering empty. Records are returned as soon as they exist,
+	// so this trades idle requests against nothing. Default 500ms.
+	FetchMaxWait time.Duration
+	// DeliveryTimeout bounds how long Publish keeps retrying one record
+	// (broker down, leader moving) when ctx has no earlier deadline.
+	// Default 30s.
+	DeliveryTimeout time.Duration
+	// DialTimeout bounds opening one connection. Default 5s.
+	DialTimeout time.Duration
+	// SessionTimeout is how long a consumer group member may go without
+	// heartbeats before the group evicts it; it must lie within the
+	// broker's group.{min,max}.session.timeout.ms. Default 45s.
+	SessionTimeout time.Duration
+}
+
+// withDefaults validates cfg and fills its zero fields.
+func (cfg Config) withDefaults() (Config, error) {
+	if len(cfg.Brokers) == 0 {
+		return cfg, errors.New("kafka config: no brokers (Config.Brokers is empty)")
+	}
+	for i, b := range cfg.Brokers {
+		if strings.TrimSpace(b) == "" {
+			return cfg, fmt.Errorf("kafka config: broker %d is empty", i)
+		}
+	}
+	type check struct {
+		name string
+		neg  bool
+	}
+	for _, c := range []check{
+		{"Linger", cfg.Linger < 0},
+		{"MaxBatchBytes", cfg.MaxBatchBytes < 0},
+		{"FetchMaxWait", cfg.FetchMaxWait < 0},
+		{"DeliveryTimeout", cfg.DeliveryTimeout < 0},
+		{"DialTimeout", cfg.DialTimeout < 0},
+		{"SessionTimeout", cfg.SessionTimeout < 0},
+	} {
+		if c.neg {
+			return cfg, fmt.Errorf("kafka config: %s is negative", c.name)
+		}
+	}
+	if cfg.ClientID == "" {
+		cfg.ClientID = DefaultClientID
+	}
+	if cfg.Linger == 0 {
+		cfg.Linger = DefaultLinger
+	}
+	if cfg.MaxBatchBytes == 0 {
+		cfg.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	if cfg.FetchMaxWait == 0 {
+		cfg.FetchMaxWait = DefaultFetchMaxWait
+	}
+	if cfg.DeliveryTimeout == 0 {
+		cfg.DeliveryTimeout = DefaultDeliveryTimeout
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.SessionTimeout == 0 {
+		cfg.SessionTimeout = DefaultSessionTimeout
+	}
+	return cfg, nil
+}
+
+// clientOpts are the options every client of this package shares.
+func (cfg Config) clientOpts() []kgo.Opt {
+	return []kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ClientID(cfg.ClientID),
+		kgo.DialTimeout(cfg.DialTimeout),
+	}
+}
+
+// Record is one Kafka record as this transport sees it.
+type Record struct {
+	// Topic the record is (to be) written to. Required to publish.
+	Topic string
+	// Key is the saga id: records with the same key go to the same
+	// partition and keep their order.
+	Key string
+	// Value is the payload (the JSON envelope).
+	Value []byte
+	// Headers travel beside the value, e.g. "traceparent".
+	Headers map[string]string
+	// Partition is set on consumed records.
+	Partition int32
+	// Offset is set on consumed records.
+	Offset int64
+
+	// leaderEpoch is set on consumed records and committed with the offset
+	// so the client can detect log truncation on resume.
+	leaderEpoch int32
+}
+
+func toKgo(r Record) *kgo.Record {
+	kr := &kgo.Record{Topic: r.Topic, Value: r.Value}
+	if r.Key != "" {
+		kr.Key = []byte(r.Key)
+	}
+	if len(r.Headers) > 0 {
+		names := make([]string, 0, len(r.Headers))
+		for k := range r.Headers {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		kr.Headers = make([]kgo.RecordHeader, 0, len(names))
+		for _, k := range names {
+			kr.Headers = append(kr.Headers, kgo.RecordHeader{Key: k, Value: []byte(r.Headers[k])})
+		}
+	}
+	return kr
+}
+
+func fromKgo(kr *kgo.Record) Record {
+	r := Record{
+		Topic:       kr.Topic,
+		Key:         string(kr.Key),
+		Value:       kr.Value,
+		Partition:   kr.Partition,
+		Offset:      kr.Offset,
+		leaderEpoch: kr.LeaderEpoch,
+	}
+	if len(kr.Headers) > 0 {
+		r.Headers = make(map[string]string, len(kr.Headers))
+		for _, h := range kr.Headers {
+			r.Headers[h.Key] = string(h.Value)
+		}
+	}
+	return r
+}
+
+// Producer publishes records with acks=all and an idempotent producer. It is
+// safe for concurrent use.
+type Producer struct {
+	cl        *kgo.Client
+	closeOnce sync.Once
+}
+
+// NewProducer returns a producer for cfg. It does not contact the brokers;
+// the first Publish does.
+func NewProducer(cfg Config) (*Producer, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	opts := append(cfg.clientOpts(),
+		kgo.RequiredAcks(kgo.AllISRAcks()), // idempotence needs acks=all and is on by default
+		kgo.ProducerLinger(cfg.Linger),
+		kgo.ProducerBatchMaxBytes(cfg.MaxBatchBytes),
+		kgo.RecordDeliveryTimeout(cfg.DeliveryTimeout),
+		// Default partitioner: murmur2 of the key (Java-compatible), sticky for nil keys.
+	)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("new kafka producer for %v: %w", cfg.Brokers, err)
+	}
+	return &Producer{cl: cl}, nil
+}
+
+// Publish sends all records and returns once every one is acknowledged by all
+// in-sync replicas, or returns an error naming how many records failed and
+// the first cause. Records with the same Key keep their order, also across
+// sequential Publish calls. On error some records may have been written:
+// callers republish, and consumers drop duplicates by message id.
+func (p *Producer) Publish(ctx context.Context, recs []Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	krs := make([]*kgo.Record, len(recs))
+	for i, r := range recs {
+		if r.Topic == "" {
+			return fmt.Errorf("publish %d records: record %d (key %q) has no topic", len(recs), i, r.Key)
+		}
+		krs[i] = toKgo(r)
+	}
+	results := p.cl.ProduceSync(ctx, krs...)
+	failed := 0
+	var first error
+	for _, res := range results {
+		if res.Err != nil {
+			failed++
+			if first == nil {
+				first = res.Err
+			}
+		}
+	}
+	if first == nil {
+		return nil
+	}
+	return fmt.Errorf("publish %d records to %s: %d failed: %w", len(recs), topicList(recs), failed, first)
+}
+
+// Close releases the producer's connections. Publish
+// calls in flight fail. Close may be called more than once.
+func (p *Producer) Close() { p.closeOnce.Do(p.cl.Close) }
+
+// topicList is "A" or "A, B" for error messages.
+func topicList(recs []Record) string {
+	seen := map[string]bool{}
+	var names []string
+	for _, r := range recs {
+		if !seen[r.Topic] {
+			seen[r.Topic] = true
+			names = append(names, r.Topic)
+		}
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+// Consumer is one member of a consumer group. Auto-commit is off: offsets move
+// only through Commit. A new group starts at the earliest offset.
+//
+// Fetch and Commit are meant to be called in turn from one goroutine: between
+// a Fetch and the following Commit the group cannot rebalance the fetched
+// partitions away, so a record is never processed by two members at once.
+// Keep the work between them well below the rebalance timeout (60s).
+type Consumer struct {
+	cl        *kgo.Client
+	closeOnce sync.Once
+	group  string
+	topics []string
+}
+
+// NewConsumer joins group (asynchronously, on the first Fetch) consuming the
+// given topics.
+func NewConsumer(cfg Config, group string, topics ...string) (*Consumer, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if group == "" {
+		return nil, errors.New("new kafka consumer: empty group")
+	}
+	if len(topics) == 0 {
+		return nil, fmt.Errorf("new kafka consumer for group %s: no topics", group)
+	}
+	for i, t := range topics {
+		if t == "" {
+			return nil, fmt.Errorf("new kafka consumer for group %s: topic %d is empty", group, i)
+		}
+	}
+	opts := append(cfg.clientOpts(),
+		kgo.ConsumerGroup(group),
+		kgo.ConsumeTopics(topics...),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxWait(cfg.FetchMaxWait),
+		kgo.SessionTimeout(cfg.SessionTimeout),
+		// Balancer: the default cooperative-sticky.
+	)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("new kafka consumer for group %s on %v: %w", group, cfg.Brokers, err)
+	}
+	return &Consumer{cl: cl, group: group, topics: append([]string(nil), topics...)}, nil
+}
+
+// Fetch blocks until at least one record is available or ctx ends, and
+// returns up to max records (in partition order). After a Fetch that returned
+// records, the group does not rebalance until Commit (or Close).
+//
+// A record that is fetched and never committed is not fetched again by this
+// member; it is redelivered after a rebalance or restart (at-least-once). A
+// caller that cannot process a record should retry it, or Close the consumer
+// so another member gets it.
+func (c *Consumer) Fetch(ctx context.Context, max int) ([]Record, error) {
+	if max <= 0 {
+		return nil, fmt.Errorf("fetch from %s (group %s): max must be positive, got %d", strings.Join(c.topics, ", "), c.group, max)
+	}
+	fetches := c.cl.PollRecords(ctx, max)
+	var recs []Record
+	fetches.EachRecord(func(kr *kgo.Record) { recs = append(recs, fromKgo(kr)) })
+	if len(recs) > 0 {
+		return recs, nil
+	}
+	// Nothing to process: let the group rebalance (a poll that returns only
+	// errors still counts as a poll).
+	c.cl.AllowRebalance()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("fetch from %s (group %s): %w", strings.Join(c.topics, ", "), c.group, err)
+	}
+	var errs []error
+	fetches.EachError(func(topic string, partition int32, err error) {
+		if topic != "" {
+			err = fmt.Errorf("%s[%d]: %w", topic, partition, err)
+		}
+		errs = append(errs, err)
+	})
+	if len(errs) == 0 {
+		// PollRecords returns empty only with an error; be explicit anyway.
+		errs = append(errs, errors.New("no records and no error"))
+	}
+	return nil, fmt.Errorf("fetch from %s (group %s): %w", strings.Join(c.topics, ", "), c.group, errors.Join(errs...))
+}
+
+// Commit synchronously commits, per partition, the offset after the highest
+// record of recs (normally everything the last Fetch returned), then lets the
+// group rebalance. Call it only after the records' effects are durable.
+// Committing no records just allows the rebalance.
+func (c *Consumer) Commit(ctx context.Context, recs []Record) error {
+	defer c.cl.AllowRebalance()
+	if len(recs) == 0 {
+		return nil
+	}
+	krs := make([]*kgo.Record, len(recs))
+	for i, r := range recs {
+		if r.Topic == "" || r.Offset < 0 {
+			return fmt.Errorf("commit %d records for group %s: record %d is not a consumed record (topic %q, offset %d)", len(recs), c.group, i, r.Topic, r.Offset)
+		}
+		krs[i] = &kgo.Record{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, LeaderEpoch: r.leaderEpoch}
+	}
+	if err := c.cl.CommitRecords(ctx, krs...); err != nil {
+		return fmt.Errorf("commit %d records of %s for group %s: %w", len(recs), topicList(recs), c.group, err)
+	}
+	return nil
+}
+
+// Close leaves the group cleanly (its partitions go to the other members at
+// once) and releases the connections. Fetched, uncommitted records are
+// redelivered to the member that gets their partition.
+// Close may be called more than once.
+func (c *Consumer) Close() { c.closeOnce.Do(c.cl.CloseAllowingRebalance) }
+
+// EnsureTopics creates the topics that do not exist yet, with the given number
+// of partitions and the broker's default replication factor. Existing topics
+// are left as they are (even with another partition count). Idempotent.
+func EnsureTopics(ctx context.Context, cfg Config, partitions int32, topics ...string) error {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return err
+	}
+	if partitions <= 0 {
+		return fmt.Errorf("ensure topics %v: partitions must be positive, got %d", topics, partitions)
+	}
+	if len(topics) == 0 {
+		return nil
+	}
+	for i, t := range topics {
+		if t == "" {
+			return fmt.Errorf("ensure topics %v: topic %d is empty", topics, i)
+		}
+	}
+	cl, err := kgo.NewClient(cfg.clientOpts()...)
+	if err != nil {
+		return fmt.Errorf("ensure topics %v: %w", topics, err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	resps, err := adm.CreateTopics(ctx, partitions, -1, nil, topics...)
+	if err != nil {
+		return fmt.Errorf("ensure topics %v on %v: %w", topics, cfg.Brokers, err)
+	}
+	var errs []error
+	for _, r := range resps.Sorted() {
+		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
+			errs = append(errs, fmt.Errorf("create topic %s: %w", r.Topic, r.Err))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("ensure topics %v: %w", topics, errors.Join(errs...))
+	}
+	return nil
+}
+
+// Ping checks that a broker is reachable and answers a metadata request that
+// names at least one broker (for readiness probes).
+func Ping(ctx context.Context, cfg Config) error {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return err
+	}
+	cl, err := kgo.NewClient(cfg.clientOpts()...)
+	if err != nil {
+		return fmt.Errorf("ping kafka %v: %w", cfg.Brokers, err)
+	}
+	defer cl.Close()
+	md, err := kadm.NewClient(cl).BrokerMetadata(ctx)
+	if err != nil {
+		return fmt.Errorf("ping kafka %v: %w", cfg.Brokers, err)
+	}
+	if len(md.Brokers) == 0 {
+		return fmt.Errorf("ping kafka %v: metadata lists no brokers", cfg.Brokers)
+	}
+	return nil
+}
