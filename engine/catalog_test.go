@@ -1,0 +1,108 @@
+package engine
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/portfolio-counselor/sagamachine/engine/definition"
+)
+
+// otherSaga is a minimal second saga: one participant, one step.
+func otherSaga(tb testing.TB, version int) *definition.Definition {
+	tb.Helper()
+	n := func(v string) definition.Name { return definition.Name{Value: v} }
+	return &definition.Definition{
+		File:         "ping.yaml",
+		Saga:         "PING",
+		Version:      version,
+		Participants: map[string]*definition.Participant{"pinger": {Name: "pinger", Topic: "PING_TOPIC"}},
+		States:       map[string]*definition.State{"WAITING": {Name: "WAITING"}, "DONE": {Name: "DONE"}},
+		Transitions: []*definition.Transition{
+			{On: n("PING"), By: n("pinger"), To: n("WAITING"), Send: &definition.Send{To: n("pinger"), Command: n("PONG")}},
+			{On: n("PONGED"), By: n("pinger"), From: []definition.Name{n("WAITING")}, To: n("DONE")},
+		},
+		Final: []definition.Name{n("DONE")},
+	}
+}
+
+func TestCatalog(t *testing.T) {
+	v2 := handDef(t)
+	v2.Version = 2
+	c, err := NewCatalog(otherSaga(t, 3), v2, handDef(t))
+	if err != nil {
+		t.Fatalf("NewCatalog: %v", err)
+	}
+	var got []string
+	for _, m := range c.List() {
+		got = append(got, m.String())
+	}
+	if want := "MANUAL_CREATE_ORDER v1,MANUAL_CREATE_ORDER v2,PING v3"; strings.Join(got, ",") != want {
+		t.Errorf("List = %v, want %s", got, want)
+	}
+
+	tests := []struct {
+		name     string
+		saga     string
+		version  int
+		want     string // model String, or "" when an error is expected
+		wantCode Code
+		wantMsg  string
+	}{
+		{"newest", "MANUAL_CREATE_ORDER", 0, "MANUAL_CREATE_ORDER v2", "", ""},
+		{"exact old", "MANUAL_CREATE_ORDER", 1, "MANUAL_CREATE_ORDER v1", "", ""},
+		{"other saga", "PING", 0, "PING v3", "", ""},
+		{"missing version", "MANUAL_CREATE_ORDER", 7, "", CodeUnknownSaga, "no version 7 (loaded versions: [1 2])"},
+		{"missing saga", "NOPE", 0, "", CodeUnknownSaga, "no saga NOPE is loaded (loaded: MANUAL_CREATE_ORDER, PING)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := c.Get(tt.saga, tt.version)
+			if tt.want != "" {
+				if err != nil || m.String() != tt.want {
+					t.Fatalf("Get(%s, %d) = %v, %v; want %s", tt.saga, tt.version, m, err, tt.want)
+				}
+				return
+			}
+			if got := ErrorCode(err); got != tt.wantCode {
+				t.Fatalf("Get(%s, %d) code = %q (%v), want %q", tt.saga, tt.version, got, err, tt.wantCode)
+			}
+			if !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Errorf("error %q does not contain %q", err, tt.wantMsg)
+			}
+		})
+	}
+	if got := c.Latest("MANUAL_CREATE_ORDER"); got == nil || got.Version() != 2 {
+		t.Errorf("Latest = %v, want v2", got)
+	}
+	if got := c.Latest("NOPE"); got != nil {
+		t.Errorf("Latest(NOPE) = %v, want nil", got)
+	}
+}
+
+func TestNewCatalogErrors(t *testing.T) {
+	broken := handDef(t)
+	broken.Transitions = broken.Transitions[1:]
+	tests := []struct {
+		name     string
+		defs     []*definition.Definition
+		wantCode Code
+		wantMsg  string
+	}{
+		{"duplicate version", []*definition.Definition{handDef(t), handDef(t)}, CodeConflict, "MANUAL_CREATE_ORDER v1 is defined twice"},
+		{"does not compile", []*definition.Definition{broken}, CodeInvalid, "starts a saga"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := NewCatalog(tt.defs...)
+			if err == nil {
+				t.Fatalf("NewCatalog = %v, nil error; want %q", c, tt.wantMsg)
+			}
+			if got := ErrorCode(err); got != tt.wantCode {
+				t.Errorf("code = %q, want %q", got, tt.wantCode)
+			}
+			if !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Errorf("error %q does not contain %q", err, tt.wantMsg)
+			}
+		})
+	}
+}

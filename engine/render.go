@@ -1,0 +1,194 @@
+package engine
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// edgeLabel describes one transition for a diagram: the event and its
+// emitter, why the engine raises it (timeouts, exhausted retries), and the
+// command sent.
+type diagramEdge struct {
+	from, to string // from "" = start
+	event    string
+	by       string
+	cause    string // for engine events: "timeout 10m" or "APPROVE_ORDER retries exhausted"
+	timeout  bool   // raised by the from state's timeout
+	command  string // "" when none
+	target   string // participant the command goes to
+	retry    string // "retry 5×, 2s..1m" or ""
+}
+
+// diagramEdges lists the transitions in definition order, one per source
+// state.
+func diagramEdges(m *Model) []diagramEdge {
+	var out []diagramEdge
+	for _, tr := range m.def.Transitions {
+		src := []string{""}
+		if !tr.Starts() {
+			src = src[:0]
+			for _, f := range tr.From {
+				src = append(src, f.Value)
+			}
+		}
+		for _, s := range src {
+			e := diagramEdge{from: s, to: tr.To.Value, event: tr.On.Value, by: tr.By.Value}
+			if to := m.Timeout(s); to != nil && to.Event.Value == e.event {
+				e.timeout = true
+				e.cause = "timeout " + shortDuration(to.After)
+			} else if cmd := m.exhaustedBy(s, e.event); cmd != "" {
+				e.cause = cmd + " retries exhausted"
+			}
+			if tr.Send != nil {
+				e.command, e.target = tr.Send.Command.Value, tr.Send.To.Value
+				if r := tr.Send.Retry; r != nil {
+					e.retry = fmt.Sprintf("retry %d×, %s..%s", r.Attempts, shortDuration(r.Backoff), shortDuration(r.MaxBackoff))
+				}
+			}
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// exhaustedBy returns the command whose exhausted retries raise event while
+// the saga waits in state, or "".
+func (m *Model) exhaustedBy(state, event string) string {
+	for _, tr := range m.def.Transitions {
+		if tr.To.Value == state && tr.Send != nil && tr.Send.Retry != nil && tr.Send.Retry.Exhausted.Value == event {
+			return tr.Send.Command.Value
+		}
+	}
+	return ""
+}
+
+// shortDuration formats d without zero units: 10m, 2s, 1h30m.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// mermaidText makes s safe inside a Mermaid stateDiagram label or note, where
+// ';' and ':' have a meaning and '#' starts an entity.
+func mermaidText(s string) string {
+	return strings.NewReplacer(";", ",", ":", " -", "#", "No.", "\n", " ", "\r", "").Replace(s)
+}
+
+// RenderMermaid draws m as a Mermaid stateDiagram-v2 (GitHub renders it in a
+// ```mermaid block). Every transition is an edge labelled
+// "EVENT (by) / COMMAND → participant"; events the engine raises say why
+// (timeout or exhausted retries); final states lead to [*]; failure states
+// are styled with the "failure" class; state descriptions are notes. The
+// output is deterministic.
+func RenderMermaid(m *Model) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "---\ntitle: %s\n---\n", mermaidText(m.String()))
+	b.WriteString("stateDiagram-v2\n")
+	b.WriteString("    classDef success fill:#e6f4ea,stroke:#137333,color:#0d652d\n")
+	b.WriteString("    classDef failure fill:#fce8e6,stroke:#c5221f,color:#a50e0e\n")
+	for _, e := range diagramEdges(m) {
+		from := e.from
+		if from == "" {
+			from = "[*]"
+		}
+		who := e.by
+		if e.cause != "" {
+			who += ", " + e.cause
+		}
+		label := fmt.Sprintf("%s (%s)", e.event, who)
+		if e.command != "" {
+			label += fmt.Sprintf(" / %s → %s", e.command, e.target)
+		}
+		fmt.Fprintf(&b, "    %s --> %s : %s\n", from, e.to, mermaidText(label))
+	}
+	for _, s := range m.finals {
+		fmt.Fprintf(&b, "    %s --> [*]\n", s)
+	}
+	for _, s := range m.states {
+		if d := m.Description(s); d != "" {
+			fmt.Fprintf(&b, "    note right of %s : %s\n", s, mermaidText(d))
+		}
+	}
+	if len(m.finals) > 0 {
+		fmt.Fprintf(&b, "    class %s success\n", strings.Join(m.finals, ","))
+	}
+	if len(m.failed) > 0 {
+		fmt.Fprintf(&b, "    class %s failure\n", strings.Join(m.failed, ","))
+	}
+	return b.String()
+}
+
+// dotQuote quotes s as a Graphviz string; "\n" becomes a centred line break.
+func dotQuote(s string) string {
+	s = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\r", "", "\n", `\n`).Replace(s)
+	return `"` + s + `"`
+}
+
+// RenderDOT draws m as a Graphviz digraph: a point for the start, rounded
+// boxes for waiting states (tooltip = description, timeout in the label),
+// double circles for final states, red double octagons for failure states,
+// dashed edges for transitions raised by a state timeout and dotted edges for
+// exhausted retries. The output is deterministic.
+func RenderDOT(m *Model) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "digraph %s {\n", dotQuote(m.String()))
+	fmt.Fprintf(&b, "    label=%s;\n    labelloc=t;\n    rankdir=LR;\n", dotQuote(m.String()))
+	b.WriteString("    node [shape=box, style=rounded, fontname=\"Helvetica\"];\n")
+	b.WriteString("    edge [fontname=\"Helvetica\", fontsize=10];\n")
+	b.WriteString("    __start [shape=point, width=0.2, label=\"\", tooltip=\"saga starts\"];\n")
+	for _, s := range m.states {
+		attrs := []string{}
+		label := s
+		if to := m.Timeout(s); to != nil {
+			label += "\n⏱ " + shortDuration(to.After)
+		}
+		attrs = append(attrs, "label="+dotQuote(label))
+		switch {
+		case m.IsFinal(s):
+			attrs = append(attrs, "shape=doublecircle", "style=\"\"", "color=\"#137333\"")
+		case m.IsFailed(s):
+			attrs = append(attrs, "shape=doubleoctagon", "style=filled", "color=red", "fillcolor=\"#fce8e6\"", "fontcolor=red")
+		}
+		if d := m.Description(s); d != "" {
+			attrs = append(attrs, "tooltip="+dotQuote(d))
+		}
+		fmt.Fprintf(&b, "    %s [%s];\n", dotQuote(s), strings.Join(attrs, ", "))
+	}
+	for _, e := range diagramEdges(m) {
+		from := "__start"
+		if e.from != "" {
+			from = dotQuote(e.from)
+		}
+		who := e.by
+		if e.cause != "" {
+			who += ", " + e.cause
+		}
+		label := fmt.Sprintf("%s (%s)", e.event, who)
+		if e.command != "" {
+			label += fmt.Sprintf("\n%s → %s", e.command, e.target)
+			if e.retry != "" {
+				label += "\n" + e.retry
+			}
+		}
+		attrs := []string{"label=" + dotQuote(label)}
+		switch {
+		case e.timeout:
+			attrs = append(attrs, "style=dashed")
+		case e.cause != "":
+			attrs = append(attrs, "style=dotted")
+		}
+		if m.IsFailed(e.to) {
+			attrs = append(attrs, "color=red", "fontcolor=red")
+		}
+		fmt.Fprintf(&b, "    %s -> %s [%s];\n", from, dotQuote(e.to), strings.Join(attrs, ", "))
+	}
+	b.WriteString("}\n")
+	return b.String()
+}

@@ -1,0 +1,107 @@
+package engine
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// golden compares got with testdata/name, or rewrites it with -update.
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatalf("update golden file: %v", err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read golden file (run go test -update to create it): %v", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from %s (go test ./engine -run %s -update rewrites it)\ngot:\n%s\nwant:\n%s", name, path, t.Name(), got, want)
+	}
+}
+
+func TestRenderGolden(t *testing.T) {
+	for src, m := range models(t) {
+		for _, r := range []struct {
+			file   string
+			render func(*Model) string
+		}{
+			{"manual_create_order.mmd", RenderMermaid},
+			{"manual_create_order.dot", RenderDOT},
+		} {
+			t.Run(src+"/"+r.file, func(t *testing.T) {
+				got := r.render(m)
+				golden(t, r.file, got)
+				if again := r.render(m); again != got {
+					t.Errorf("second render differs from the first")
+				}
+			})
+		}
+	}
+}
+
+// TestRenderContent checks the rules of the drawing independently of the
+// golden files.
+func TestRenderContent(t *testing.T) {
+	m := mustCompile(t, handDef(t))
+	mmd, dot := RenderMermaid(m), RenderDOT(m)
+	tests := []struct {
+		name, text, want string
+	}{
+		{"mermaid header", mmd, "\nstateDiagram-v2\n"},
+		{"mermaid start", mmd, "    [*] --> DRAFT : REGISTER (deals) / APPROVE_ORDER → profile\n"},
+		{"mermaid seed row", mmd, "    REJECTED --> NOTIFICATION : DEAL_UPDATED (deals) / NOTIFY → notification\n"},
+		{"mermaid timeout", mmd, "    DRAFT --> FAILED : APPROVAL_TIMED_OUT (engine, timeout 10m)\n"},
+		{"mermaid retries", mmd, "    APPROVED --> FAILED : DEALS_UNAVAILABLE (engine, APPROVE_DEAL retries exhausted)\n"},
+		{"mermaid final", mmd, "    NOTIFICATION --> [*]\n"},
+		{"mermaid failure class", mmd, "    class FAILED failure\n"},
+		{"mermaid note without semicolon", mmd, "    note right of DRAFT : The deal is registered, profile is checking the balance.\n"},
+		{"dot start", dot, "    __start -> \"DRAFT\" [label=\"REGISTER (deals)\\nAPPROVE_ORDER → profile\\nretry 5×, 2s..1m\"];\n"},
+		{"dot final", dot, "    \"NOTIFICATION\" [label=\"NOTIFICATION\", shape=doublecircle"},
+		{"dot failed red", dot, "    \"FAILED\" [label=\"FAILED\", shape=doubleoctagon, style=filled, color=red"},
+		{"dot timeout dashed", dot, "    \"DRAFT\" -> \"FAILED\" [label=\"APPROVAL_TIMED_OUT (engine, timeout 10m)\", style=dashed, color=red, fontcolor=red];\n"},
+		{"dot timeout in state", dot, "    \"DRAFT\" [label=\"DRAFT\\n⏱ 10m\""},
+	}
+	for _, tt := range tests {
+		if !strings.Contains(tt.text, tt.want) {
+			t.Errorf("%s: output does not contain %q:\n%s", tt.name, tt.want, tt.text)
+		}
+	}
+}
+
+func TestRenderEscapes(t *testing.T) {
+	d := handDef(t)
+	d.Saga = `Q"UOTE`
+	d.States["DRAFT"].Description = "say \"hi\"; then: # go\\on\nnext"
+	m := mustCompile(t, d)
+	if got, want := RenderDOT(m), `tooltip="say \"hi\"; then: # go\\on\nnext"`; !strings.Contains(got, want) {
+		t.Errorf("DOT does not contain %s:\n%s", want, got)
+	}
+	if got, want := RenderDOT(m), `digraph "Q\"UOTE v1" {`; !strings.Contains(got, want) {
+		t.Errorf("DOT does not contain %s", want)
+	}
+	if got, want := RenderMermaid(m), "note right of DRAFT : say \"hi\", then - No. go\\on next\n"; !strings.Contains(got, want) {
+		t.Errorf("Mermaid does not contain %q:\n%s", want, got)
+	}
+}
+
+func TestShortDuration(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{{"10m", "10m"}, {"2s", "2s"}, {"1h30m", "1h30m"}, {"2h", "2h"}, {"1m30s", "1m30s"}, {"500ms", "500ms"}} {
+		d, err := time.ParseDuration(tt.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := shortDuration(d); got != tt.want {
+			t.Errorf("shortDuration(%s) = %s, want %s", tt.in, got, tt.want)
+		}
+	}
+}
