@@ -262,8 +262,8 @@ func topicList(recs []Record) string {
 type Consumer struct {
 	cl        *kgo.Client
 	closeOnce sync.Once
-	group  string
-	topics []string
+	group     string
+	topics    []string
 }
 
 // NewConsumer joins group (asynchronously, on the first Fetch) consuming the

@@ -37,7 +37,7 @@ func Run(t *testing.T, brokers func(t *testing.T) []string) {
 		{"UncommittedRedelivered", testUncommittedRedelivered},
 		{"TwoMembersShare", testTwoMembersShare},
 		{"FetchHonoursContext", testFetchHonoursContext},
-		{"FetchRejectsBadMax", testFetchRejectsBadMax},
+		{"RejectsBadInput", testRejectsBadInput},
 		{"EnsureTopicsIdempotent", testEnsureTopicsIdempotent},
 		{"Ping", testPing},
 		{"PublishUnreachable", testPublishUnreachable},
@@ -387,13 +387,32 @@ func testFetchHonoursContext(t *testing.T, cfg kafka.Config) {
 	}
 }
 
-func testFetchRejectsBadMax(t *testing.T, cfg kafka.Config) {
-	ctx, topic := setup(t, cfg, 1, "kt.badmax")
+func testRejectsBadInput(t *testing.T, cfg kafka.Config) {
+	ctx, topic := setup(t, cfg, 1, "kt.bad")
 	c := newConsumer(t, cfg, testenv.Name(t, "g"), topic)
-	for _, max := range []int{0, -1} {
-		if recs, err := c.Fetch(ctx, max); err == nil {
-			t.Errorf("Fetch(max=%d) = %d records, nil error; want an error", max, len(recs))
+	p := newProducer(t, cfg)
+	for _, tc := range []struct {
+		name string
+		call func() error
+	}{
+		{"Fetch max=0", func() error { _, err := c.Fetch(ctx, 0); return err }},
+		{"Fetch max=-1", func() error { _, err := c.Fetch(ctx, -1); return err }},
+		{"Commit a record that was not consumed", func() error {
+			return c.Commit(ctx, []kafka.Record{{Key: "k", Value: []byte("v")}})
+		}},
+		{"Publish a record without topic", func() error {
+			return p.Publish(ctx, []kafka.Record{{Topic: topic, Key: "a"}, {Key: "b"}})
+		}},
+	} {
+		if err := tc.call(); err == nil {
+			t.Errorf("%s: got nil error, want one", tc.name)
 		}
+	}
+	// Nothing half-published: the valid record before the bad one was not sent.
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if recs, err := c.Fetch(short, 10); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("after a rejected Publish: Fetch = %d records, %v; want none, %v", len(recs), err, context.DeadlineExceeded)
 	}
 }
 
