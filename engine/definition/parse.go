@@ -1,10 +1,202 @@
 package definition
 
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"sort"
+	"strconv"
+
+	"gopkg.in/yaml.v3"
+)
+
 // Parse reads one definition file's bytes, checks it against every rule of the
 // language and returns the Definition, or every problem found (sorted). It
 // never panics, whatever the input. name is used as FILE in problems.
 //
-// TODO(definition helper): implement. Signature is the contract.
+// When the returned Problems is empty the Definition is complete and valid;
+// otherwise the Definition is nil. Every problem points at the YAML node that
+// causes it and carries a stable Rule id (see docs/definition-language.md).
 func Parse(name string, data []byte) (*Definition, Problems) {
-	panic("definition.Parse: not implemented yet")
+	p := &parser{file: name}
+	root := p.decode(data)
+	if root == nil {
+		return nil, p.sorted()
+	}
+	def := p.definition(root)
+	if def != nil {
+		p.check(def)
+	}
+	if len(p.problems) > 0 {
+		return nil, p.sorted()
+	}
+	return def, nil
+}
+
+// parser collects the problems of one file while it walks the YAML tree.
+type parser struct {
+	file     string
+	problems Problems
+
+	// What the semantic checks need to know about the structure.
+	transitionsNode  *yaml.Node // the `transitions:` value, for no-start
+	participantsOK   bool       // participants parsed, so names can be checked against them
+	transitionsOK    bool       // every transition parsed completely
+	terminalsOK      bool       // final (and failed, if present) parsed
+	statesOK         bool       // the states section parsed
+	onlyDeclared     map[string]bool
+	declaredInStates map[string]bool
+}
+
+// Problem rule ids. They are stable: tools and tests match on them.
+const (
+	ruleEmptyFile         = "empty-file"
+	ruleYAMLSyntax        = "yaml-syntax"
+	ruleMultipleDocuments = "multiple-documents"
+	ruleUnsupportedYAML   = "unsupported-yaml"
+	ruleWrongType         = "wrong-type"
+	ruleUnknownKey        = "unknown-key"
+	ruleDuplicateKey      = "duplicate-key"
+	ruleMissingKey        = "missing-key"
+	ruleDuplicateEntry    = "duplicate-entry"
+	ruleBadName           = "bad-name"
+	ruleBadVersion        = "bad-version"
+	ruleBadTopic          = "bad-topic"
+	ruleDuplicateTopic    = "duplicate-topic"
+	ruleBadKeyPath        = "bad-key-path"
+	ruleBadDuration       = "bad-duration"
+	ruleTimeoutRange      = "timeout-range"
+	ruleRetryRange        = "retry-range"
+	ruleReserved          = "reserved-participant"
+	ruleUndeclared        = "undeclared-participant"
+	ruleUnusedParticipant = "unused-participant"
+	ruleSendToEngine      = "send-to-engine"
+	ruleNoStart           = "no-start"
+	ruleEngineStart       = "engine-start"
+	ruleNondeterministic  = "nondeterministic"
+	ruleUnreachable       = "unreachable-state"
+	ruleDeadEnd           = "dead-end"
+	ruleCannotFinish      = "cannot-finish"
+	ruleFinalHasExit      = "final-has-exit"
+	ruleFinalAndFailed    = "final-and-failed"
+	ruleNoFinal           = "no-final"
+	ruleUnusedState       = "unused-state"
+	ruleTerminalTimeout   = "terminal-timeout"
+	ruleUnhandledEvent    = "unhandled-event"
+	ruleNeverRaised       = "never-raised"
+	ruleRetryToTerminal   = "retry-to-terminal"
+	ruleDuplicateSaga     = "duplicate-definition"
+	ruleReadError         = "read-error"
+	ruleNoDefinitions     = "no-definitions"
+)
+
+func (p *parser) add(pos Pos, rule, format string, args ...any) {
+	p.problems = append(p.problems, Problem{
+		File: p.file, Line: pos.Line, Col: pos.Col, Rule: rule,
+		Message: fmt.Sprintf(format, args...),
+	})
+}
+
+func (p *parser) addAt(n *yaml.Node, rule, format string, args ...any) {
+	p.add(posOf(n), rule, format, args...)
+}
+
+func (p *parser) sorted() Problems {
+	sortProblems(p.problems)
+	return p.problems
+}
+
+func sortProblems(ps Problems) {
+	sort.SliceStable(ps, func(i, j int) bool {
+		a, b := ps[i], ps[j]
+		if a.File != b.File {
+			return a.File < b.File
+		}
+		if a.Line != b.Line {
+			return a.Line < b.Line
+		}
+		if a.Col != b.Col {
+			return a.Col < b.Col
+		}
+		if a.Message != b.Message {
+			return a.Message < b.Message
+		}
+		return a.Rule < b.Rule
+	})
+}
+
+func posOf(n *yaml.Node) Pos {
+	if n == nil {
+		return Pos{}
+	}
+	return Pos{Line: n.Line, Col: n.Column}
+}
+
+// yaml.v3 reports syntax errors as "yaml: line N: message" (sometimes with
+// a column, never with one in v3.0.1, but be ready for it).
+var syntaxErr = regexp.MustCompile(`^yaml: (?:line (\d+): )?(?:column (\d+): )?(.*)$`)
+
+func (p *parser) syntax(err error) {
+	pos := Pos{Line: 1, Col: 1}
+	msg := err.Error()
+	if m := syntaxErr.FindStringSubmatch(msg); m != nil {
+		if l, e := strconv.Atoi(m[1]); e == nil && l > 0 {
+			pos.Line = l
+		}
+		if c, e := strconv.Atoi(m[2]); e == nil && c > 0 {
+			pos.Col = c
+		}
+		msg = m[3]
+	}
+	p.add(pos, ruleYAMLSyntax, "YAML syntax error: %s", msg)
+}
+
+// decodeSafely runs the YAML decoder and turns a panic inside the YAML
+// library into an error, so that Parse keeps its promise never to panic.
+func decodeSafely(dec *yaml.Decoder, n *yaml.Node) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("yaml: the YAML reader failed on this input: %v", r)
+		}
+	}()
+	return dec.Decode(n)
+}
+
+// decode reads the one YAML document of the file and returns its root node,
+// or nil when there is nothing to check.
+func (p *parser) decode(data []byte) *yaml.Node {
+	first := Pos{Line: 1, Col: 1}
+	if len(bytes.TrimSpace(data)) == 0 {
+		p.add(first, ruleEmptyFile, "the file is empty: a saga definition needs at least saga, version, participants, transitions and final")
+		return nil
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := decodeSafely(dec, &doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			p.add(first, ruleEmptyFile, "the file holds only comments: a saga definition needs at least saga, version, participants, transitions and final")
+		} else {
+			p.syntax(err)
+		}
+		return nil
+	}
+	var next yaml.Node
+	switch err := decodeSafely(dec, &next); {
+	case err == nil:
+		at := &next
+		if len(next.Content) > 0 {
+			at = next.Content[0]
+		}
+		p.addAt(at, ruleMultipleDocuments, "a second YAML document starts here (after ---): put each saga definition in its own file")
+	case errors.Is(err, io.EOF):
+	default:
+		p.syntax(err)
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 || doc.Content[0] == nil {
+		p.add(first, ruleEmptyFile, "the file holds no YAML content")
+		return nil
+	}
+	return doc.Content[0]
 }

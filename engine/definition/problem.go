@@ -15,8 +15,12 @@ type Problem struct {
 	Message string `json:"message"` // for a human; may end with a "did you mean" hint
 }
 
-// String formats the problem as FILE:LINE:COL: message.
+// String formats the problem as FILE:LINE:COL: message, or FILE: message
+// when the problem has no position (for example an unreadable file).
 func (p Problem) String() string {
+	if p.Line == 0 {
+		return fmt.Sprintf("%s: %s", p.File, p.Message)
+	}
 	return fmt.Sprintf("%s:%d:%d: %s", p.File, p.Line, p.Col, p.Message)
 }
 

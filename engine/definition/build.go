@@ -1,0 +1,432 @@
+package definition
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Ranges of the language's numbers.
+const (
+	minAttempts = 1
+	maxAttempts = 100
+	minBackoff  = 100 * time.Millisecond
+	maxBackoff  = 24 * time.Hour
+	minTimeout  = time.Second
+	maxTimeout  = 720 * time.Hour
+)
+
+var (
+	topFields = []field{
+		{"saga", true, "the saga's name in UPPER_SNAKE_CASE, e.g. MANUAL_CREATE_ORDER"},
+		{"version", true, "a positive whole number, e.g. 1"},
+		{"description", false, ""},
+		{"participants", true, "the services taking part, each with its topic"},
+		{"keys", false, ""},
+		{"states", false, ""},
+		{"transitions", true, "the rows of the state machine"},
+		{"final", true, "the states where the saga ends successfully"},
+		{"failed", false, ""},
+	}
+	participantFields = []field{
+		{"topic", true, "the Kafka topic the participant reads its commands from"},
+		{"description", false, ""},
+	}
+	stateFields = []field{
+		{"description", false, ""},
+		{"timeout", false, ""},
+	}
+	timeoutFields = []field{
+		{"after", true, "how long the saga may stay in the state, e.g. 10m"},
+		{"event", true, "the event the engine raises when the time is up"},
+	}
+	transitionFields = []field{
+		{"on", true, "the event that triggers this transition"},
+		{"by", true, "the participant that emits the event, or engine"},
+		{"from", true, "the states this transition applies in; from: [] starts a new saga"},
+		{"to", true, "the state the saga moves to"},
+		{"send", false, ""},
+		{"description", false, ""},
+	}
+	sendFields = []field{
+		{"to", true, "the participant that receives the command"},
+		{"command", true, "the command's name"},
+		{"retry", false, ""},
+	}
+	retryFields = []field{
+		{"attempts", true, "how many sends in all, the first one included"},
+		{"backoff", true, "the wait before the first re-send, e.g. 2s"},
+		{"max_backoff", false, ""},
+		{"exhausted", true, "the event the engine raises when every attempt went unanswered"},
+	}
+)
+
+// definition walks the root mapping and builds the Definition, reporting
+// every structural problem on the way.
+func (p *parser) definition(root *yaml.Node) *Definition {
+	def := &Definition{
+		File:         p.file,
+		Participants: map[string]*Participant{},
+		Keys:         map[string]*Key{},
+		States:       map[string]*State{},
+		Pos:          posOf(root),
+	}
+	top, ok := p.object(root, "the saga definition", topFields)
+	if !ok {
+		return nil
+	}
+	if e, ok := top["saga"]; ok {
+		if n, ok := p.name(e.val, "saga", upperSnake); ok {
+			def.Saga = n.Value
+		}
+	}
+	if e, ok := top["version"]; ok {
+		if v, ok := p.integer(e.val, ruleBadVersion, "version"); ok {
+			if v < 1 {
+				p.addAt(e.val, ruleBadVersion, "version %d must be a positive whole number (1, 2, ...)", v)
+			}
+			def.Version = v
+		}
+	}
+	if e, ok := top["description"]; ok {
+		def.Description, _ = p.str(e.val, "a text for description")
+	}
+	if e, ok := top["participants"]; ok {
+		p.participantsOK = p.participants(def, e.val)
+	}
+	if e, ok := top["keys"]; ok {
+		p.keys(def, e.val)
+	}
+	p.statesOK = true
+	if e, ok := top["states"]; ok {
+		p.statesOK = p.states(def, e.val)
+	}
+	if e, ok := top["transitions"]; ok {
+		p.transitionsNode = e.val
+		p.transitionsOK = p.transitions(def, e.val)
+	}
+	p.terminalsOK = true
+	if e, ok := top["final"]; ok {
+		final, ok := p.names(e.val, "a list of states", "state", upperSnake)
+		if ok && len(final) == 0 {
+			p.addAt(e.val, ruleNoFinal, "final must list at least one state where the saga ends successfully")
+		}
+		def.Final = final
+		p.terminalsOK = ok
+	} else {
+		p.terminalsOK = false
+	}
+	if e, ok := top["failed"]; ok {
+		failed, ok := p.names(e.val, "a list of states", "state", upperSnake)
+		def.Failed = failed
+		p.terminalsOK = p.terminalsOK && ok
+	}
+	p.collectStates(def)
+	return def
+}
+
+func (p *parser) participants(def *Definition, n *yaml.Node) bool {
+	entries, ok := p.entries(n, "a mapping of participant names to their settings")
+	if !ok {
+		return false
+	}
+	if len(entries) == 0 {
+		p.addAt(n, ruleMissingKey, "participants is empty: declare at least one participant with its topic")
+	}
+	topics := map[string]*yaml.Node{}
+	for _, e := range entries {
+		nm, _ := p.name(e.key, "participant", participantName)
+		if nm.Value == Engine {
+			p.addAt(e.key, ruleReserved, "the participant name `engine` is reserved for the saga machine itself (timeouts and exhausted retries); choose another name")
+		}
+		part := &Participant{Name: e.name, Pos: posOf(e.key)}
+		def.Participants[e.name] = part
+		fields, ok := p.object(e.val, fmt.Sprintf("participant `%s`", e.name), participantFields)
+		if !ok {
+			continue
+		}
+		if f, ok := fields["topic"]; ok {
+			if t, ok := p.str(f.val, "a Kafka topic name for topic"); ok {
+				part.Topic = t
+				if !topicName.MatchString(t) {
+					p.addAt(f.val, ruleBadTopic, "topic `%s` is not a valid Kafka topic name: use 1 to 249 letters, digits, '.', '_' or '-'", t)
+				} else if first, dup := topics[t]; dup {
+					p.addAt(f.val, ruleDuplicateTopic, "topic `%s` is already the topic of another participant (line %d): each participant needs its own topic", t, first.Line)
+				} else {
+					topics[t] = f.val
+				}
+			}
+		}
+		if f, ok := fields["description"]; ok {
+			part.Description, _ = p.str(f.val, "a text for description")
+		}
+	}
+	return true
+}
+
+func (p *parser) keys(def *Definition, n *yaml.Node) {
+	if isNull(n) {
+		return
+	}
+	entries, ok := p.entries(n, "a mapping of key names to paths into the saga context")
+	if !ok {
+		return
+	}
+	for _, e := range entries {
+		p.name(e.key, "key", keyName)
+		path, ok := p.str(e.val, "a dotted path into the saga context, e.g. deal_context.deal_id")
+		if !ok {
+			continue
+		}
+		for _, seg := range strings.Split(path, ".") {
+			if strings.TrimSpace(seg) == "" {
+				p.addAt(e.val, ruleBadKeyPath, "key path `%s` has an empty segment: write field names separated by single dots, e.g. deal_context.deal_id", path)
+				break
+			}
+		}
+		def.Keys[e.name] = &Key{Name: e.name, Path: path, Pos: posOf(e.key)}
+	}
+}
+
+func (p *parser) states(def *Definition, n *yaml.Node) bool {
+	if isNull(n) {
+		return true
+	}
+	entries, ok := p.entries(n, "a mapping of state names to their settings")
+	if !ok {
+		return false
+	}
+	all := true
+	for _, e := range entries {
+		p.name(e.key, "state", upperSnake)
+		st := &State{Name: e.name, Declared: true, Pos: posOf(e.key)}
+		def.States[e.name] = st
+		if isNull(e.val) {
+			continue
+		}
+		fields, ok := p.object(e.val, fmt.Sprintf("state `%s`", e.name), stateFields)
+		if !ok {
+			continue
+		}
+		if f, ok := fields["description"]; ok {
+			st.Description, _ = p.str(f.val, "a text for description")
+		}
+		if f, ok := fields["timeout"]; ok {
+			st.Timeout = p.timeout(f.val, e.name)
+			if st.Timeout == nil {
+				all = false
+			}
+		}
+	}
+	return all
+}
+
+func (p *parser) timeout(n *yaml.Node, state string) *Timeout {
+	fields, ok := p.object(n, fmt.Sprintf("the timeout of state `%s`", state), timeoutFields)
+	if !ok {
+		return nil
+	}
+	t := &Timeout{Pos: posOf(n)}
+	good := true
+	if f, ok := fields["after"]; ok {
+		t.After, ok = p.duration(f.val, "timeout after", ruleTimeoutRange, minTimeout, maxTimeout)
+		good = good && ok
+	} else {
+		good = false
+	}
+	if f, ok := fields["event"]; ok {
+		t.Event, ok = p.name(f.val, "event", upperSnake)
+		good = good && ok
+	} else {
+		good = false
+	}
+	if !good {
+		return nil
+	}
+	return t
+}
+
+func (p *parser) transitions(def *Definition, n *yaml.Node) bool {
+	r := resolve(n)
+	if r == nil || r.Kind != yaml.SequenceNode {
+		p.wrongType(n, "a list of transitions")
+		return false
+	}
+	all := true
+	for _, item := range r.Content {
+		t := p.transition(item)
+		if t == nil {
+			all = false
+			continue
+		}
+		def.Transitions = append(def.Transitions, t)
+	}
+	return all
+}
+
+// transition reads one row; it returns nil when the row is too broken for
+// the graph checks (a missing or unreadable on, by, from or to).
+func (p *parser) transition(n *yaml.Node) *Transition {
+	fields, ok := p.object(n, "the transition", transitionFields)
+	if !ok {
+		return nil
+	}
+	t := &Transition{Pos: posOf(resolve(n))}
+	good := true
+	if f, ok := fields["on"]; ok {
+		t.On, ok = p.name(f.val, "event", upperSnake)
+		good = good && ok
+	} else {
+		good = false
+	}
+	if f, ok := fields["by"]; ok {
+		t.By, ok = p.name(f.val, "participant", participantName)
+		good = good && ok
+	} else {
+		good = false
+	}
+	if f, ok := fields["from"]; ok {
+		t.From, ok = p.names(f.val, "a list of states", "state", upperSnake)
+		good = good && ok
+	} else {
+		good = false
+	}
+	if f, ok := fields["to"]; ok {
+		t.To, ok = p.name(f.val, "state", upperSnake)
+		good = good && ok
+	} else {
+		good = false
+	}
+	if f, ok := fields["send"]; ok {
+		t.Send = p.send(f.val)
+		good = good && t.Send != nil
+	}
+	if f, ok := fields["description"]; ok {
+		t.Description, _ = p.str(f.val, "a text for description")
+	}
+	if !good {
+		return nil
+	}
+	return t
+}
+
+func (p *parser) send(n *yaml.Node) *Send {
+	fields, ok := p.object(n, "the send", sendFields)
+	if !ok {
+		return nil
+	}
+	s := &Send{Pos: posOf(resolve(n))}
+	good := true
+	if f, ok := fields["to"]; ok {
+		s.To, ok = p.name(f.val, "participant", participantName)
+		good = good && ok
+	} else {
+		good = false
+	}
+	if f, ok := fields["command"]; ok {
+		s.Command, ok = p.name(f.val, "command", upperSnake)
+		good = good && ok
+	} else {
+		good = false
+	}
+	if f, ok := fields["retry"]; ok {
+		s.Retry = p.retry(f.val)
+		good = good && s.Retry != nil
+	}
+	if !good {
+		return nil
+	}
+	return s
+}
+
+func (p *parser) retry(n *yaml.Node) *Retry {
+	fields, ok := p.object(n, "the retry policy", retryFields)
+	if !ok {
+		return nil
+	}
+	r := &Retry{Pos: posOf(resolve(n))}
+	good := true
+	if f, ok := fields["attempts"]; ok {
+		if r.Attempts, ok = p.integer(f.val, ruleRetryRange, "attempts"); ok {
+			if r.Attempts < minAttempts || r.Attempts > maxAttempts {
+				p.addAt(f.val, ruleRetryRange, "attempts %d is out of range: it must be between %d and %d (sends in all, the first one included)", r.Attempts, minAttempts, maxAttempts)
+			}
+		}
+		good = good && ok
+	} else {
+		good = false
+	}
+	backoffOK := false
+	if f, ok := fields["backoff"]; ok {
+		r.Backoff, backoffOK = p.duration(f.val, "backoff", ruleRetryRange, minBackoff, maxBackoff)
+		good = good && backoffOK
+	} else {
+		good = false
+	}
+	r.MaxBackoff = r.Backoff
+	if f, ok := fields["max_backoff"]; ok {
+		if r.MaxBackoff, ok = p.duration(f.val, "max_backoff", ruleRetryRange, minBackoff, maxBackoff); ok && backoffOK && r.MaxBackoff < r.Backoff {
+			p.addAt(f.val, ruleRetryRange, "max_backoff %s is shorter than backoff %s: it must be at least the backoff", fmtDuration(r.MaxBackoff), fmtDuration(r.Backoff))
+		}
+		good = good && ok
+	}
+	if f, ok := fields["exhausted"]; ok {
+		r.Exhausted, ok = p.name(f.val, "event", upperSnake)
+		good = good && ok
+	} else {
+		good = false
+	}
+	if !good {
+		return nil
+	}
+	return r
+}
+
+// collectStates gives every state mentioned anywhere an entry in
+// def.States: declared ones keep their `states:` position, the others get
+// the position of their first mention.
+func (p *parser) collectStates(def *Definition) {
+	p.declaredInStates = map[string]bool{}
+	for name := range def.States {
+		p.declaredInStates[name] = true
+	}
+	used := map[string]bool{}
+	mention := func(n Name, inTransition bool) {
+		if n.Value == "" {
+			return
+		}
+		used[n.Value] = used[n.Value] || inTransition
+		st, ok := def.States[n.Value]
+		if !ok {
+			def.States[n.Value] = &State{Name: n.Value, Pos: n.Pos}
+			return
+		}
+		if !st.Declared && before(n.Pos, st.Pos) {
+			st.Pos = n.Pos
+		}
+	}
+	for _, t := range def.Transitions {
+		for _, f := range t.From {
+			mention(f, true)
+		}
+		mention(t.To, true)
+	}
+	for _, f := range def.Final {
+		mention(f, false)
+	}
+	for _, f := range def.Failed {
+		mention(f, false)
+	}
+	p.onlyDeclared = map[string]bool{}
+	for name := range p.declaredInStates {
+		if !used[name] {
+			p.onlyDeclared[name] = true
+		}
+	}
+}
+
+func before(a, b Pos) bool {
+	return a.Line < b.Line || (a.Line == b.Line && a.Col < b.Col)
+}

@@ -1,0 +1,317 @@
+package definition
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// check runs the semantic rules on a structurally read definition. Checks
+// that need the whole graph run only when every transition and the final /
+// failed lists were readable, so that one broken row does not make healthy
+// states look unreachable.
+func (p *parser) check(def *Definition) {
+	final := nameSet(def.Final)
+	failed := nameSet(def.Failed)
+	terminal := func(s string) bool { return final[s] || failed[s] }
+
+	for _, f := range def.Failed {
+		if final[f.Value] {
+			p.add(f.Pos, ruleFinalAndFailed, "state %s is listed in both final and failed: a saga ends either successfully or not", f.Value)
+		}
+	}
+
+	p.checkParticipants(def)
+	p.checkStarts(def)
+	p.checkDeterminism(def)
+
+	for _, t := range def.Transitions {
+		for _, f := range t.From {
+			if terminal(f.Value) {
+				kind := "final"
+				if !final[f.Value] {
+					kind = "failed"
+				}
+				p.add(f.Pos, ruleFinalHasExit, "%s is a %s state: a finished saga takes no more events, so it cannot be in from", f.Value, kind)
+			}
+		}
+		if t.Send != nil && t.Send.Retry != nil && terminal(t.To.Value) {
+			p.add(t.Send.Retry.Pos, ruleRetryToTerminal, "retry on a command sent when entering %s, which is an end state: no reply can arrive there, so nothing would stop the re-sends; remove retry", t.To.Value)
+		}
+	}
+	for _, name := range sortedStateNames(def) {
+		st := def.States[name]
+		if st.Timeout != nil && terminal(name) {
+			p.add(st.Timeout.Pos, ruleTerminalTimeout, "%s is an end state: a finished saga has no time limit; remove its timeout", name)
+		}
+	}
+
+	if !p.transitionsOK || !p.terminalsOK || !p.statesOK || p.transitionsNode == nil {
+		return
+	}
+	p.checkGraph(def, final, failed)
+	p.checkEngineEvents(def, terminal)
+}
+
+func nameSet(ns []Name) map[string]bool {
+	m := make(map[string]bool, len(ns))
+	for _, n := range ns {
+		m[n.Value] = true
+	}
+	return m
+}
+
+func sortedStateNames(def *Definition) []string {
+	names := make([]string, 0, len(def.States))
+	for n := range def.States {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func (p *parser) checkParticipants(def *Definition) {
+	declared := make([]string, 0, len(def.Participants))
+	for n := range def.Participants {
+		declared = append(declared, n)
+	}
+	sort.Strings(declared)
+	used := map[string]bool{}
+	undeclared := func(n Name, role string) {
+		msg := fmt.Sprintf("%s `%s` is not declared under participants", role, n.Value)
+		if s := suggest(n.Value, declared); s != "" {
+			msg += fmt.Sprintf("; did you mean `%s`?", s)
+		} else if len(declared) > 0 {
+			msg += " (declared: " + strings.Join(declared, ", ") + ")"
+		}
+		p.add(n.Pos, ruleUndeclared, "%s", msg)
+	}
+	for _, t := range def.Transitions {
+		if by := t.By.Value; by != Engine {
+			used[by] = true
+			if p.participantsOK && def.Participants[by] == nil {
+				undeclared(t.By, "by: participant")
+			}
+		}
+		if t.Send == nil {
+			continue
+		}
+		to := t.Send.To.Value
+		used[to] = true
+		switch {
+		case to == Engine:
+			p.add(t.Send.To.Pos, ruleSendToEngine, "commands cannot be sent to the engine: send.to must name a participant")
+		case p.participantsOK && def.Participants[to] == nil:
+			undeclared(t.Send.To, "send.to: participant")
+		}
+	}
+	if !p.transitionsOK {
+		return
+	}
+	for _, name := range declared {
+		if !used[name] && name != Engine {
+			part := def.Participants[name]
+			p.add(part.Pos, ruleUnusedParticipant, "participant %s takes part in no transition (no by: or send.to: names it); remove it or use it", name)
+		}
+	}
+}
+
+func (p *parser) checkStarts(def *Definition) {
+	starts := 0
+	for _, t := range def.Transitions {
+		if !t.Starts() {
+			continue
+		}
+		starts++
+		if t.By.Value == Engine {
+			p.add(t.By.Pos, ruleEngineStart, "a starting transition (from: []) cannot be by engine: the engine only raises events for sagas that already exist")
+		}
+	}
+	if starts == 0 && p.transitionsOK && p.transitionsNode != nil {
+		p.addAt(p.transitionsNode, ruleNoStart, "no transition starts the saga: one needs from: [] (the event that creates a new saga)")
+	}
+}
+
+func (p *parser) checkDeterminism(def *Definition) {
+	type key struct{ state, event string }
+	seen := map[key]*Transition{}
+	for _, t := range def.Transitions {
+		froms := t.From
+		if t.Starts() {
+			froms = []Name{{}}
+		}
+		for _, f := range froms {
+			k := key{f.Value, t.On.Value}
+			first, dup := seen[k]
+			if !dup {
+				seen[k] = t
+				continue
+			}
+			where := "in state " + f.Value
+			if f.Value == "" {
+				where = "to start a saga"
+			}
+			p.add(t.On.Pos, ruleNondeterministic, "event %s is accepted twice %s: here (to %s) and at line %d (to %s); the saga could not know which way to go", t.On.Value, where, t.To.Value, first.On.Pos.Line, first.To.Value)
+		}
+	}
+}
+
+// checkGraph finds states that cannot be entered, cannot be left, or cannot
+// lead to an end.
+func (p *parser) checkGraph(def *Definition, final, failed map[string]bool) {
+	terminal := func(s string) bool { return final[s] || failed[s] }
+	next := map[string][]string{}
+	prev := map[string][]string{}
+	entered := map[string]bool{}
+	var queue []string
+	reached := map[string]bool{}
+	for _, t := range def.Transitions {
+		entered[t.To.Value] = true
+		if t.Starts() && !reached[t.To.Value] {
+			reached[t.To.Value] = true
+			queue = append(queue, t.To.Value)
+		}
+		for _, f := range t.From {
+			next[f.Value] = append(next[f.Value], t.To.Value)
+			prev[t.To.Value] = append(prev[t.To.Value], f.Value)
+		}
+	}
+	for len(queue) > 0 {
+		s := queue[0]
+		queue = queue[1:]
+		for _, n := range next[s] {
+			if !reached[n] {
+				reached[n] = true
+				queue = append(queue, n)
+			}
+		}
+	}
+	// States from which an end state can be reached (walking backwards).
+	canEnd := map[string]bool{}
+	for s := range def.States {
+		if terminal(s) {
+			canEnd[s] = true
+			queue = append(queue, s)
+		}
+	}
+	for len(queue) > 0 {
+		s := queue[0]
+		queue = queue[1:]
+		for _, n := range prev[s] {
+			if !canEnd[n] {
+				canEnd[n] = true
+				queue = append(queue, n)
+			}
+		}
+	}
+	names := sortedStateNames(def)
+	stateNames := make([]string, 0, len(names))
+	stateNames = append(stateNames, names...)
+	for _, name := range names {
+		st := def.States[name]
+		if p.onlyDeclared[name] && !terminal(name) {
+			p.add(st.Pos, ruleUnusedState, "state %s is declared under states but no transition goes to or leaves it; remove it or add its transitions", name)
+			continue
+		}
+		hint := ""
+		if s := suggest(name, without(stateNames, name)); s != "" {
+			hint = fmt.Sprintf(" (did you mean %s?)", s)
+		}
+		if !failed[name] && !reached[name] {
+			if !entered[name] {
+				p.add(st.Pos, ruleUnreachable, "state %s is never entered: no transition has to: %s%s", name, name, hint)
+			} else {
+				p.add(st.Pos, ruleUnreachable, "state %s can never be reached: every transition into it leaves from a state that is never reached", name)
+			}
+		}
+		if terminal(name) {
+			continue
+		}
+		if len(next[name]) == 0 {
+			p.add(st.Pos, ruleDeadEnd, "state %s is a dead end: no transition leaves it and it is not listed in final or failed%s", name, hint)
+			continue
+		}
+		if !canEnd[name] {
+			p.add(st.Pos, ruleCannotFinish, "from state %s the saga can never end: no sequence of transitions leads to a final or failed state", name)
+		}
+	}
+}
+
+func without(list []string, s string) []string {
+	out := make([]string, 0, len(list))
+	for _, x := range list {
+		if x != s {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// checkEngineEvents matches the events the engine raises (state timeouts and
+// exhausted retries) with the transitions that handle them, both ways.
+func (p *parser) checkEngineEvents(def *Definition, terminal func(string) bool) {
+	// handlers[state][event] = participants handling event in state.
+	handlers := map[string]map[string][]string{}
+	for _, t := range def.Transitions {
+		for _, f := range t.From {
+			if handlers[f.Value] == nil {
+				handlers[f.Value] = map[string][]string{}
+			}
+			handlers[f.Value][t.On.Value] = append(handlers[f.Value][t.On.Value], t.By.Value)
+		}
+	}
+	// raised[state][event]: the engine can raise event while in state.
+	raised := map[string]map[string]bool{}
+	raisedAnywhere := map[string]bool{}
+	raise := func(state, event string) {
+		if raised[state] == nil {
+			raised[state] = map[string]bool{}
+		}
+		raised[state][event] = true
+		raisedAnywhere[event] = true
+	}
+	unhandled := func(at Pos, what, event, state string) {
+		by := handlers[state][event]
+		if len(by) == 0 {
+			p.add(at, ruleUnhandledEvent, "%s %s is not handled: add a transition with on: %s, by: engine, from: [%s]", what, event, event, state)
+			return
+		}
+		if !contains(by, Engine) {
+			p.add(at, ruleUnhandledEvent, "%s %s is handled in %s only by %s; the engine raises it, so the transition needs by: engine", what, event, state, strings.Join(by, ", "))
+		}
+	}
+	for _, name := range sortedStateNames(def) {
+		st := def.States[name]
+		if st.Timeout == nil {
+			continue
+		}
+		raise(name, st.Timeout.Event.Value)
+		if !terminal(name) {
+			unhandled(st.Timeout.Event.Pos, "the timeout event of state "+name+",", st.Timeout.Event.Value, name)
+		}
+	}
+	for _, t := range def.Transitions {
+		if t.Send == nil || t.Send.Retry == nil {
+			continue
+		}
+		r := t.Send.Retry
+		raise(t.To.Value, r.Exhausted.Value)
+		if !terminal(t.To.Value) {
+			unhandled(r.Exhausted.Pos, fmt.Sprintf("the exhausted event of %s's retry (raised in %s),", t.Send.Command.Value, t.To.Value), r.Exhausted.Value, t.To.Value)
+		}
+	}
+	for _, t := range def.Transitions {
+		if t.By.Value != Engine || t.Starts() {
+			continue
+		}
+		if !raisedAnywhere[t.On.Value] {
+			p.add(t.On.Pos, ruleNeverRaised, "the engine never raises %s: no state timeout (timeout.event) and no retry (retry.exhausted) names it, so this transition could never happen", t.On.Value)
+			continue
+		}
+		for _, f := range t.From {
+			if !raised[f.Value][t.On.Value] {
+				p.add(f.Pos, ruleNeverRaised, "the engine never raises %s in state %s: neither a timeout of %s nor a retry of a command sent on entering %s names it", t.On.Value, f.Value, f.Value, f.Value)
+			}
+		}
+	}
+}

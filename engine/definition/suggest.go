@@ -1,0 +1,53 @@
+package definition
+
+import "strings"
+
+// suggest returns the candidate closest to s when it is close enough to be a
+// likely typo (edit distance at most 2, or one is a prefix of the other), or
+// "" when nothing is close. Ties go to the earlier candidate.
+func suggest(s string, candidates []string) string {
+	best, bestDist := "", 3
+	if len(s) > 64 {
+		return ""
+	}
+	ls := strings.ToLower(s)
+	for _, c := range candidates {
+		if c == s {
+			continue
+		}
+		lc := strings.ToLower(c)
+		if len(lc) > 64 {
+			continue
+		}
+		d := levenshtein(ls, lc)
+		if d > 2 && len(ls) >= 3 && len(lc) >= 3 && (strings.HasPrefix(lc, ls) || strings.HasPrefix(ls, lc)) {
+			d = 2
+		}
+		if d < bestDist {
+			best, bestDist = c, d
+		}
+	}
+	return best
+}
+
+// levenshtein is the edit distance between a and b, counted in runes.
+func levenshtein(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	prev := make([]int, len(rb)+1)
+	cur := make([]int, len(rb)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		cur[0] = i
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(rb)]
+}
