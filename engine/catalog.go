@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"io/fs"
 	"sort"
 
 	"github.com/portfolio-counselor/sagamachine/engine/definition"
@@ -43,6 +44,43 @@ func NewCatalog(defs ...*definition.Definition) (*Catalog, error) {
 		return c.list[i].Version() < c.list[j].Version()
 	})
 	return c, nil
+}
+
+// LoadCatalog parses every definition file at the root of fsys (see
+// definition.LoadDir) and compiles the valid ones. The catalog holds every
+// definition that loaded and compiled; problems lists everything else, one
+// per file position. A caller that wants all-or-nothing checks
+// len(problems) > 0. The catalog is never nil.
+func LoadCatalog(fsys fs.FS) (*Catalog, definition.Problems) {
+	defs, problems := definition.LoadDir(fsys)
+	var good []*definition.Definition
+	for _, def := range defs {
+		if _, err := Compile(def); err != nil {
+			problems = append(problems, definition.Problem{
+				File: def.File, Line: def.Pos.Line, Col: def.Pos.Col, Rule: "compile", Message: err.Error(),
+			})
+			continue
+		}
+		good = append(good, def)
+	}
+	c, err := NewCatalog(good...)
+	if err != nil {
+		// LoadDir already refuses duplicate versions, and every definition
+		// compiled above: only a broken invariant gets here.
+		problems = append(problems, definition.Problem{File: ".", Rule: "compile", Message: err.Error()})
+		c, _ = NewCatalog()
+	}
+	sort.SliceStable(problems, func(i, j int) bool {
+		a, b := problems[i], problems[j]
+		if a.File != b.File {
+			return a.File < b.File
+		}
+		if a.Line != b.Line {
+			return a.Line < b.Line
+		}
+		return a.Col < b.Col
+	})
+	return c, problems
 }
 
 // Get returns the model of saga name at version; version 0 means the newest

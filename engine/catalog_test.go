@@ -1,10 +1,14 @@
 package engine
 
 import (
+	"io/fs"
+	"os"
 	"strings"
 	"testing"
+	"testing/fstest"
 
 	"github.com/portfolio-counselor/sagamachine/engine/definition"
+	"github.com/portfolio-counselor/sagamachine/sagas"
 )
 
 // otherSaga is a minimal second saga: one participant, one step.
@@ -102,6 +106,58 @@ func TestNewCatalogErrors(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tt.wantMsg) {
 				t.Errorf("error %q does not contain %q", err, tt.wantMsg)
+			}
+		})
+	}
+}
+
+func TestLoadCatalog(t *testing.T) {
+	shipped, err := os.ReadFile(shippedSaga)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2 := strings.Replace(string(shipped), "version: 1", "version: 2", 1)
+	if v2 == string(shipped) {
+		t.Fatal("shipped saga has no `version: 1` line to bump")
+	}
+	tests := []struct {
+		name           string
+		fsys           fs.FS
+		wantList       string
+		wantProblemsIn []string
+	}{
+		{"shipped sagas", sagas.FS, "MANUAL_CREATE_ORDER v1", nil},
+		{"two versions", fstest.MapFS{"a.yaml": {Data: shipped}, "b.yml": {Data: []byte(v2)}}, "MANUAL_CREATE_ORDER v1,MANUAL_CREATE_ORDER v2", nil},
+		{"one bad file keeps the good one", fstest.MapFS{
+			"a.yaml": {Data: shipped},
+			"b.yaml": {Data: []byte("saga: BROKEN\nversion: one\n")},
+		}, "MANUAL_CREATE_ORDER v1", []string{"b.yaml"}},
+		{"empty dir", fstest.MapFS{}, "", []string{"."}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, problems := LoadCatalog(tt.fsys)
+			if c == nil {
+				t.Fatal("LoadCatalog returned a nil catalog")
+			}
+			var got []string
+			for _, m := range c.List() {
+				got = append(got, m.String())
+			}
+			if strings.Join(got, ",") != tt.wantList {
+				t.Errorf("List = %v, want %s", got, tt.wantList)
+			}
+			files := map[string]bool{}
+			for _, p := range problems {
+				files[p.File] = true
+			}
+			if len(tt.wantProblemsIn) == 0 && len(problems) > 0 {
+				t.Errorf("problems = %v, want none", problems)
+			}
+			for _, f := range tt.wantProblemsIn {
+				if !files[f] {
+					t.Errorf("no problem reported for %s; problems: %v", f, problems)
+				}
 			}
 		})
 	}

@@ -410,20 +410,13 @@ func BenchmarkApply(b *testing.B) {
 	})
 }
 
-// parsedDef parses the shipped sagas/manual_create_order.yaml. It reports
-// false while definition.Parse is not implemented yet (it panics then).
-func parsedDef(tb testing.TB) (def *definition.Definition, ok bool) {
+// parsedDef parses the shipped sagas/manual_create_order.yaml.
+func parsedDef(tb testing.TB) (*definition.Definition, bool) {
 	tb.Helper()
 	data, err := os.ReadFile(shippedSaga)
 	if err != nil {
 		tb.Fatalf("read shipped saga: %v", err)
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			tb.Logf("definition.Parse unavailable (%v): testing the hand-built definition only", r)
-			def, ok = nil, false
-		}
-	}()
 	def, problems := definition.Parse(shippedSaga, data)
 	if len(problems) > 0 {
 		tb.Fatalf("Parse(%s):\n%v", shippedSaga, problems)
