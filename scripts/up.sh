@@ -76,15 +76,28 @@ start_postgres() {
 	fi
 	write_pg_conf
 
-	# A server killed without a clean shutdown leaves postmaster.pid behind;
-	# postgres handles that itself unless the pid now belongs to someone else.
+	# A server killed without a clean shutdown leaves postmaster.pid behind.
+	# Postgres refuses to start while that pid is alive, which includes a
+	# killed postmaster not yet reaped (a zombie): wait for it to go or to
+	# answer, then drop the stale file.
 	if [[ -f "$PG_DATA/postmaster.pid" ]]; then
-		local old
+		local old i state
 		old="$(head -1 "$PG_DATA/postmaster.pid")"
-		if [[ -n "$old" ]] && ! grep -qs postgres "/proc/$old/comm"; then
-			log "removing stale $PG_DATA/postmaster.pid (pid $old is not a postgres)"
-			rm -f "$PG_DATA/postmaster.pid"
-		fi
+		for ((i = 0; i < 40; i++)); do
+			if "$bin/pg_isready" -q -h "$PG_HOST" -p "$PG_PORT" -U postgres; then
+				log "PostgreSQL already running on $PG_HOST:$PG_PORT"
+				return 0
+			fi
+			state="$(awk '{print $3}' "/proc/$old/stat" 2>/dev/null || true)"
+			if [[ -z "$state" || "$state" == Z ]] || ! grep -qs postgres "/proc/$old/comm"; then
+				log "removing stale $PG_DATA/postmaster.pid (pid $old is gone)"
+				rm -f "$PG_DATA/postmaster.pid"
+				break
+			fi
+			sleep 0.5
+		done
+		[[ ! -f "$PG_DATA/postmaster.pid" ]] ||
+			die "PostgreSQL pid $old owns $PG_DATA but does not answer on $PG_HOST:$PG_PORT; stop it (make down) and retry"
 	fi
 
 	log "starting PostgreSQL $version on $PG_HOST:$PG_PORT"
@@ -147,9 +160,9 @@ fetch_kafka() {
 	log "fetching Apache Kafka $KAFKA_VERSION jars from Maven Central into $KAFKA_LIBS"
 	rm -rf "$KAFKA_LIBS"
 	mkdir -p "$KAFKA_LIBS"
-	mvn -q -B -Dstyle.color=never -f "$REPO_ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies \
-		-DoutputDirectory="$KAFKA_LIBS" -DincludeScope=runtime ||
-		die "mvn could not fetch the Kafka jars (see above)"
+	mvn -B -f "$REPO_ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies \
+		-DoutputDirectory="$KAFKA_LIBS" -DincludeScope=runtime >"$KAFKA_DIR/mvn.log" 2>&1 ||
+		{ tail -n 40 "$KAFKA_DIR/mvn.log" >&2; die "mvn could not fetch the Kafka jars (log: $KAFKA_DIR/mvn.log)"; }
 	[[ -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ]] || die "kafka_2.13-$KAFKA_VERSION.jar missing after mvn"
 	touch "$KAFKA_LIBS/.complete"
 }
