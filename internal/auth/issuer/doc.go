@@ -1,0 +1,19 @@
+// Package issuer is a small in-process OpenID Connect issuer: the embedded
+// stand-in for Keycloak in the one-command dev run, and the token source of
+// tests.
+//
+// It holds RSA (RS256) signing keys in memory only and serves, relative to
+// the path of its issuer URL:
+//
+//	GET  {issuer}/.well-known/openid-configuration   OIDC discovery document
+//	GET  {issuer}/jwks                               JSON Web Key Set (public keys)
+//	POST {issuer}/token                              dev grant: form fields sub, roles, ...
+//
+// Tokens it mints are Keycloak-shaped access tokens (realm_access.roles,
+// preferred_username, azp, typ=Bearer), so services verify them with exactly
+// the code path that verifies Keycloak's tokens (package auth, go-oidc).
+//
+// The /token endpoint hands a signed token to anyone who asks for any subject
+// and roles. It exists for demos and local development only and must never be
+// reachable in a deployment; production uses Keycloak.
+package issuer
