@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portfolio-counselor/sagamachine/engine/definition"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/golden/*.txt")
+
+const shipped = "../../sagas/manual_create_order.yaml"
+
+// runResult is what one sagactl invocation did.
+type runResult struct {
+	code           int
+	stdout, stderr string
+}
+
+func (r runResult) String() string {
+	return fmt.Sprintf("exit: %d\n--- stdout\n%s--- stderr\n%s", r.code, r.stdout, r.stderr)
+}
+
+func runSagactl(tb testing.TB, args ...string) runResult {
+	tb.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(args, &stdout, &stderr)
+	return runResult{code, stdout.String(), stderr.String()}
+}
+
+// TestGolden runs sagactl in-process and compares exit status, stdout and
+// stderr with testdata/golden/NAME.txt (go test -update rewrites them).
+func TestGolden(t *testing.T) {
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+	}{
+		{"help", []string{"help"}, 0},
+		{"no-args", nil, 2},
+		{"unknown-command", []string{"lint", shipped}, 2},
+		{"validate-shipped", []string{"validate", shipped}, 0},
+		{"validate-mixed", []string{"validate", "testdata/good.yaml", "testdata/bad.yaml", "testdata/broken_yaml.yaml"}, 1},
+		{"validate-json-bad", []string{"validate", "--format", "json", "testdata/bad.yaml"}, 1},
+		{"validate-json-good-flag-after-file", []string{"validate", shipped, "--format=json"}, 0},
+		{"validate-unreadable", []string{"validate", "testdata/good.yaml", "testdata/missing.yaml"}, 2},
+		{"validate-no-file", []string{"validate"}, 2},
+		{"validate-bad-format", []string{"validate", "--format", "xml", shipped}, 2},
+		{"validate-unknown-flag", []string{"validate", "--strict", shipped}, 2},
+		{"render-mermaid", []string{"render", "--format", "mermaid", shipped}, 0},
+		{"render-dot", []string{"render", "--format", "dot", shipped}, 0},
+		{"render-invalid", []string{"render", "testdata/bad.yaml"}, 1},
+		{"render-two-files", []string{"render", shipped, shipped}, 2},
+		{"simulate-approved", []string{"simulate", shipped, "REGISTER", "ORDER_APPROVED", "DEAL_UPDATED"}, 0},
+		{"simulate-rejected", []string{"simulate", shipped, "REGISTER", "ORDER_REJECTED", "DEAL_UPDATED"}, 0},
+		{"simulate-timeout", []string{"simulate", shipped, "REGISTER", "APPROVAL_TIMED_OUT"}, 0},
+		{"simulate-running", []string{"simulate", shipped, "REGISTER", "ORDER_APPROVED"}, 0},
+		{"simulate-illegal", []string{"simulate", shipped, "REGISTER", "ORDER_REJECTED", "ORDER_APPROVED"}, 1},
+		{"simulate-wrong-participant", []string{"simulate", shipped, "REGISTER", "ORDER_APPROVED@deals"}, 1},
+		{"simulate-unknown-event", []string{"simulate", shipped, "REGISTER", "ORDER_APPROVD"}, 1},
+		{"simulate-after-finish", []string{"simulate", shipped, "REGISTER", "APPROVAL_TIMED_OUT", "ORDER_APPROVED"}, 1},
+		{"simulate-not-started", []string{"simulate", shipped, "ORDER_APPROVED"}, 1},
+		{"simulate-bad-event-arg", []string{"simulate", shipped, "REGISTER@"}, 2},
+		{"simulate-no-events", []string{"simulate", shipped}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := runSagactl(t, tt.args...)
+			if got.code != tt.wantCode {
+				t.Errorf("exit = %d, want %d\n%s", got.code, tt.wantCode, got)
+			}
+			path := filepath.Join("testdata", "golden", tt.name+".txt")
+			if *update {
+				if err := os.WriteFile(path, []byte(got.String()), 0o644); err != nil {
+					t.Fatalf("update golden: %v", err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("read golden (go test -update creates it): %v", err)
+			}
+			if got.String() != string(want) {
+				t.Errorf("sagactl %s: output differs from %s\ngot:\n%s\nwant:\n%s", strings.Join(tt.args, " "), path, got, want)
+			}
+		})
+	}
+}
+
+// TestValidateJSON checks that --format json is a JSON array of
+// definition.Problem with positions, and [] when all files are valid.
+func TestValidateJSON(t *testing.T) {
+	tests := []struct {
+		name      string
+		files     []string
+		wantCode  int
+		wantFiles []string
+	}{
+		{"valid", []string{shipped}, 0, nil},
+		{"invalid", []string{shipped, "testdata/bad.yaml", "testdata/broken_yaml.yaml"}, 1, []string{"testdata/bad.yaml", "testdata/broken_yaml.yaml"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := runSagactl(t, append([]string{"validate", "--format", "json"}, tt.files...)...)
+			if got.code != tt.wantCode {
+				t.Fatalf("exit = %d, want %d\n%s", got.code, tt.wantCode, got)
+			}
+			var problems []definition.Problem
+			if err := json.Unmarshal([]byte(got.stdout), &problems); err != nil {
+				t.Fatalf("stdout is not a JSON array of problems: %v\n%s", err, got.stdout)
+			}
+			if problems == nil {
+				t.Fatalf("stdout = %q, want a JSON array", got.stdout)
+			}
+			seen := map[string]bool{}
+			for _, p := range problems {
+				seen[p.File] = true
+				if p.Line == 0 || p.Rule == "" || p.Message == "" {
+					t.Errorf("problem %+v lacks a position, rule or message", p)
+				}
+			}
+			for _, f := range tt.wantFiles {
+				if !seen[f] {
+					t.Errorf("no problem for %s in %v", f, problems)
+				}
+			}
+			if len(tt.wantFiles) == 0 && len(problems) != 0 {
+				t.Errorf("problems = %v, want none", problems)
+			}
+		})
+	}
+}
+
+// TestRenderMatchesEngineGolden ties the command to the engine's golden
+// diagrams, which docs/manual-create-order.md shows.
+func TestRenderMatchesEngineGolden(t *testing.T) {
+	for format, file := range map[string]string{"mermaid": "manual_create_order.mmd", "dot": "manual_create_order.dot"} {
+		got := runSagactl(t, "render", "--format", format, shipped)
+		want, err := os.ReadFile(filepath.Join("..", "..", "engine", "testdata", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.code != 0 || got.stdout != string(want) {
+			t.Errorf("render --format %s = exit %d, stdout differs from engine/testdata/%s:\n%s", format, got.code, file, got)
+		}
+	}
+}
+
+func TestParseInterspersed(t *testing.T) {
+	tests := []struct {
+		args       []string
+		wantFormat string
+		wantPos    []string
+	}{
+		{[]string{"a", "b"}, "text", []string{"a", "b"}},
+		{[]string{"--format", "json", "a"}, "json", []string{"a"}},
+		{[]string{"a", "--format=json", "b"}, "json", []string{"a", "b"}},
+		{[]string{"a", "--", "--format=json"}, "text", []string{"a", "--format=json"}},
+	}
+	for _, tt := range tests {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		format := fs.String("format", "text", "")
+		pos, err := parseInterspersed(fs, tt.args)
+		if err != nil {
+			t.Fatalf("parseInterspersed(%q): %v", tt.args, err)
+		}
+		if *format != tt.wantFormat || strings.Join(pos, "|") != strings.Join(tt.wantPos, "|") {
+			t.Errorf("parseInterspersed(%q) = format %s, args %q; want %s, %q", tt.args, *format, pos, tt.wantFormat, tt.wantPos)
+		}
+	}
+}
+
+func TestDuration(t *testing.T) {
+	for in, want := range map[string]string{"10m": "10m", "2s": "2s", "1m0s": "1m", "1h": "1h", "1h30m": "1h30m", "90s": "1m30s", "500ms": "500ms"} {
+		d, err := time.ParseDuration(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := duration(d); got != want {
+			t.Errorf("duration(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
