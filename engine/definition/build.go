@@ -228,13 +228,12 @@ func (p *parser) timeout(n *yaml.Node, state string) *Timeout {
 	if !ok {
 		return nil
 	}
-	t := &Timeout{Pos: posOf(n)}
+	// A bad duration is reported but does not hide the event from the
+	// graph checks; only a missing or unreadable event does.
+	t := &Timeout{Pos: posOf(resolve(n))}
 	good := true
 	if f, ok := fields["after"]; ok {
-		t.After, ok = p.duration(f.val, "timeout after", ruleTimeoutRange, minTimeout, maxTimeout)
-		good = good && ok
-	} else {
-		good = false
+		t.After, _ = p.duration(f.val, "timeout after", ruleTimeoutRange, minTimeout, maxTimeout)
 	}
 	if f, ok := fields["event"]; ok {
 		t.Event, ok = p.name(f.val, "event", upperSnake)
@@ -346,6 +345,8 @@ func (p *parser) retry(n *yaml.Node) *Retry {
 	if !ok {
 		return nil
 	}
+	// Bad numbers are reported but do not hide the exhausted event from
+	// the graph checks; only a missing or unreadable event does.
 	r := &Retry{Pos: posOf(resolve(n))}
 	good := true
 	if f, ok := fields["attempts"]; ok {
@@ -354,23 +355,16 @@ func (p *parser) retry(n *yaml.Node) *Retry {
 				p.addAt(f.val, ruleRetryRange, "attempts %d is out of range: it must be between %d and %d (sends in all, the first one included)", r.Attempts, minAttempts, maxAttempts)
 			}
 		}
-		good = good && ok
-	} else {
-		good = false
 	}
 	backoffOK := false
 	if f, ok := fields["backoff"]; ok {
 		r.Backoff, backoffOK = p.duration(f.val, "backoff", ruleRetryRange, minBackoff, maxBackoff)
-		good = good && backoffOK
-	} else {
-		good = false
 	}
 	r.MaxBackoff = r.Backoff
 	if f, ok := fields["max_backoff"]; ok {
 		if r.MaxBackoff, ok = p.duration(f.val, "max_backoff", ruleRetryRange, minBackoff, maxBackoff); ok && backoffOK && r.MaxBackoff < r.Backoff {
 			p.addAt(f.val, ruleRetryRange, "max_backoff %s is shorter than backoff %s: it must be at least the backoff", fmtDuration(r.MaxBackoff), fmtDuration(r.Backoff))
 		}
-		good = good && ok
 	}
 	if f, ok := fields["exhausted"]; ok {
 		r.Exhausted, ok = p.name(f.val, "event", upperSnake)

@@ -176,6 +176,7 @@ func (p *parser) checkGraph(def *Definition, final, failed map[string]bool) {
 			prev[t.To.Value] = append(prev[t.To.Value], f.Value)
 		}
 	}
+	queueStart := append([]string(nil), queue...)
 	for len(queue) > 0 {
 		s := queue[0]
 		queue = queue[1:]
@@ -205,8 +206,6 @@ func (p *parser) checkGraph(def *Definition, final, failed map[string]bool) {
 		}
 	}
 	names := sortedStateNames(def)
-	stateNames := make([]string, 0, len(names))
-	stateNames = append(stateNames, names...)
 	for _, name := range names {
 		st := def.States[name]
 		if p.onlyDeclared[name] && !terminal(name) {
@@ -214,10 +213,10 @@ func (p *parser) checkGraph(def *Definition, final, failed map[string]bool) {
 			continue
 		}
 		hint := ""
-		if s := suggest(name, without(stateNames, name)); s != "" {
+		if s := suggest(name, without(names, name)); s != "" {
 			hint = fmt.Sprintf(" (did you mean %s?)", s)
 		}
-		if !failed[name] && !reached[name] {
+		if !failed[name] && !reached[name] && len(queueStart) > 0 {
 			if !entered[name] {
 				p.add(st.Pos, ruleUnreachable, "state %s is never entered: no transition has to: %s%s", name, name, hint)
 			} else {
@@ -273,11 +272,11 @@ func (p *parser) checkEngineEvents(def *Definition, terminal func(string) bool) 
 	unhandled := func(at Pos, what, event, state string) {
 		by := handlers[state][event]
 		if len(by) == 0 {
-			p.add(at, ruleUnhandledEvent, "%s %s is not handled: add a transition with on: %s, by: engine, from: [%s]", what, event, event, state)
+			p.add(at, ruleUnhandledEvent, "%s is not handled: add a transition with on: %s, by: engine, from: [%s]", what, event, state)
 			return
 		}
 		if !contains(by, Engine) {
-			p.add(at, ruleUnhandledEvent, "%s %s is handled in %s only by %s; the engine raises it, so the transition needs by: engine", what, event, state, strings.Join(by, ", "))
+			p.add(at, ruleUnhandledEvent, "%s is handled in %s only by %s; the engine raises it, so the transition needs by: engine", what, state, strings.Join(by, ", "))
 		}
 	}
 	for _, name := range sortedStateNames(def) {
@@ -287,7 +286,7 @@ func (p *parser) checkEngineEvents(def *Definition, terminal func(string) bool) 
 		}
 		raise(name, st.Timeout.Event.Value)
 		if !terminal(name) {
-			unhandled(st.Timeout.Event.Pos, "the timeout event of state "+name+",", st.Timeout.Event.Value, name)
+			unhandled(st.Timeout.Event.Pos, fmt.Sprintf("timeout event %s of state %s", st.Timeout.Event.Value, name), st.Timeout.Event.Value, name)
 		}
 	}
 	for _, t := range def.Transitions {
@@ -297,7 +296,7 @@ func (p *parser) checkEngineEvents(def *Definition, terminal func(string) bool) 
 		r := t.Send.Retry
 		raise(t.To.Value, r.Exhausted.Value)
 		if !terminal(t.To.Value) {
-			unhandled(r.Exhausted.Pos, fmt.Sprintf("the exhausted event of %s's retry (raised in %s),", t.Send.Command.Value, t.To.Value), r.Exhausted.Value, t.To.Value)
+			unhandled(r.Exhausted.Pos, fmt.Sprintf("exhausted event %s of the retry of %s (raised in state %s)", r.Exhausted.Value, t.Send.Command.Value, t.To.Value), r.Exhausted.Value, t.To.Value)
 		}
 	}
 	for _, t := range def.Transitions {

@@ -209,7 +209,7 @@ func badNameMessage(s, what string, re *regexp.Regexp) string {
 		fix = strings.ToLower(strings.ReplaceAll(strings.TrimSpace(s), " ", "_"))
 	case keyName:
 		rule = "lower_snake_case (small letters, digits and _, starting with a letter)"
-		fix = strings.ToLower(nonAlnum.ReplaceAllString(strings.TrimSpace(s), "_"))
+		fix = strings.ToLower(nonAlnum.ReplaceAllString(camelHump.ReplaceAllString(strings.TrimSpace(s), "${1}_${2}"), "_"))
 	default:
 		rule = "written as " + re.String()
 	}
@@ -220,7 +220,10 @@ func badNameMessage(s, what string, re *regexp.Regexp) string {
 	return msg
 }
 
-var nonAlnum = regexp.MustCompile(`[^A-Za-z0-9]+`)
+var (
+	nonAlnum  = regexp.MustCompile(`[^A-Za-z0-9]+`)
+	camelHump = regexp.MustCompile(`([a-z0-9])([A-Z])`)
+)
 
 // names reads a list of names; repeated names are reported and dropped.
 func (p *parser) names(n *yaml.Node, expected, what string, re *regexp.Regexp) ([]Name, bool) {
@@ -243,7 +246,7 @@ func (p *parser) names(n *yaml.Node, expected, what string, re *regexp.Regexp) (
 			continue
 		}
 		if first, dup := seen[nm.Value]; dup {
-			p.add(nm.Pos, ruleDuplicateEntry, "%s `%s` is already listed at line %d", what, nm.Value, first.Line)
+			p.add(nm.Pos, ruleDuplicateEntry, "%s `%s` is listed twice (first at line %d, column %d)", what, nm.Value, first.Line, first.Col)
 			continue
 		}
 		seen[nm.Value] = nm.Pos

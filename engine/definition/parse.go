@@ -142,15 +142,40 @@ func (p *parser) syntax(err error) {
 	pos := Pos{Line: 1, Col: 1}
 	msg := err.Error()
 	if m := syntaxErr.FindStringSubmatch(msg); m != nil {
+		msg = m[3]
 		if l, e := strconv.Atoi(m[1]); e == nil && l > 0 {
 			pos.Line = l
+			if parserProblems[msg] != "" {
+				// yaml.v3 reports parser (not scanner) errors with a
+				// 0-based line number; they point at where the broken
+				// construct starts.
+				pos.Line++
+			}
 		}
 		if c, e := strconv.Atoi(m[2]); e == nil && c > 0 {
 			pos.Col = c
 		}
-		msg = m[3]
+	}
+	if hint := parserProblems[msg]; hint != "" && hint != "-" {
+		msg += " (" + hint + ")"
 	}
 	p.add(pos, ruleYAMLSyntax, "YAML syntax error: %s", msg)
+}
+
+// parserProblems are the messages of yaml.v3's parser (as opposed to its
+// scanner), with a hint for an analyst where one helps ("-": no hint).
+var parserProblems = map[string]string{
+	"did not find expected ',' or ']'":       "a [ list opened on this line is not closed with ], or two items lack a comma between them",
+	"did not find expected ',' or '}'":       "a { mapping opened on this line is not closed with }, or two entries lack a comma between them",
+	"did not find expected '-' indicator":    "a list item here is indented differently from the others",
+	"did not find expected key":              "a line here is indented differently from the keys around it",
+	"did not find expected node content":     "a value is missing, e.g. an unclosed [ or {",
+	"did not find expected <document start>": "-",
+	"did not find expected <stream-start>":   "-",
+	"found duplicate %TAG directive":         "-",
+	"found duplicate %YAML directive":        "-",
+	"found incompatible YAML document":       "-",
+	"found undefined tag handle":             "-",
 }
 
 // decodeSafely runs the YAML decoder and turns a panic inside the YAML
