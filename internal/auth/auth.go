@@ -219,7 +219,10 @@ func (a *Authenticator) authenticate(r *http.Request) (User, bool, *failure) {
 		a.log.Info("auth: refused bearer token", "method", r.Method, "path", r.URL.Path, "error", err)
 		detail := "the access token is invalid: " + err.Error()
 		var expired *oidc.TokenExpiredError
-		if errors.As(err, &expired) {
+		switch {
+		case errors.As(err, &expired) && expired.Expiry.IsZero():
+			detail = "the access token has no expiry (exp claim)"
+		case errors.As(err, &expired):
 			detail = "the access token expired at " + expired.Expiry.UTC().Format(time.RFC3339)
 		}
 		return User{}, false, &failure{status: http.StatusUnauthorized, code: "invalid_token", detail: detail}

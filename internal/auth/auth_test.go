@@ -270,31 +270,36 @@ func TestMiddlewareRefuses(t *testing.T) {
 		name    string
 		headers map[string]string
 		code    string
+		detail  string
 	}{
-		{"missing header", nil, ""},
-		{"dev headers ignored when dev mode is off", map[string]string{auth.HeaderDevUser: "alice", auth.HeaderDevRoles: auth.RoleOperator}, ""},
-		{"basic scheme", map[string]string{"Authorization": "Basic YWxpY2U6c2VjcmV0"}, "invalid_request"},
-		{"bearer without token", map[string]string{"Authorization": "Bearer"}, "invalid_request"},
-		{"bearer with two words", map[string]string{"Authorization": "Bearer a b"}, "invalid_request"},
-		{"token without scheme", map[string]string{"Authorization": valid}, "invalid_request"},
-		{"not a jwt", bearer("not-a-jwt"), "invalid_token"},
-		{"expired", bearer(mustToken(t, iss, "alice", issuer.TokenOptions{Audience: audience, TTL: -time.Hour})), "invalid_token"},
-		{"wrong issuer claim, right key", bearer(mustSign(t, iss, func(c map[string]any) { c["iss"] = "https://evil.example/realms/x" })), "invalid_token"},
-		{"token of another issuer", bearer(mustToken(t, other, "alice", issuer.TokenOptions{Audience: audience})), "invalid_token"},
-		{"wrong audience", bearer(mustToken(t, iss, "alice", issuer.TokenOptions{Audience: "profile"})), "invalid_token"},
-		{"bad signature (same iss, another key)", bearer(mustToken(t, impostor, "alice", issuer.TokenOptions{Audience: audience})), "invalid_token"},
-		{"tampered payload", bearer(tampered), "invalid_token"},
-		{"alg none", bearer(noneH + "." + noneC + "."), "invalid_token"},
-		{"alg HS256", bearer(hs256), "invalid_token"},
-		{"keycloak ID token used as bearer", bearer(mustSign(t, iss, func(c map[string]any) { c["typ"] = "ID" })), "invalid_token"},
-		{"no subject", bearer(mustSign(t, iss, func(c map[string]any) { delete(c, "sub") })), "invalid_token"},
-		{"no expiry", bearer(mustSign(t, iss, func(c map[string]any) { delete(c, "exp") })), "invalid_token"},
-		{"not yet valid", bearer(mustSign(t, iss, func(c map[string]any) { c["nbf"] = time.Now().Add(time.Hour).Unix() })), "invalid_token"},
-		{"roles claim of the wrong type", bearer(mustSign(t, iss, func(c map[string]any) { c["roles"] = "saga-operator" })), "invalid_token"},
+		{"missing header", nil, "", "no Authorization"},
+		{"dev headers ignored when dev mode is off", map[string]string{auth.HeaderDevUser: "alice", auth.HeaderDevRoles: auth.RoleOperator}, "", "no Authorization"},
+		{"basic scheme", map[string]string{"Authorization": "Basic YWxpY2U6c2VjcmV0"}, "invalid_request", "not of the form"},
+		{"bearer without token", map[string]string{"Authorization": "Bearer"}, "invalid_request", "not of the form"},
+		{"bearer with two words", map[string]string{"Authorization": "Bearer a b"}, "invalid_request", "not of the form"},
+		{"token without scheme", map[string]string{"Authorization": valid}, "invalid_request", "not of the form"},
+		{"not a jwt", bearer("not-a-jwt"), "invalid_token", "malformed jwt"},
+		{"expired", bearer(mustToken(t, iss, "alice", issuer.TokenOptions{Audience: audience, TTL: -time.Hour})), "invalid_token", "expired at"},
+		{"wrong issuer claim, right key", bearer(mustSign(t, iss, func(c map[string]any) { c["iss"] = "https://evil.example/realms/x" })), "invalid_token", "different provider"},
+		{"token of another issuer", bearer(mustToken(t, other, "alice", issuer.TokenOptions{Audience: audience})), "invalid_token", "signature"},
+		{"wrong audience", bearer(mustToken(t, iss, "alice", issuer.TokenOptions{Audience: "profile"})), "invalid_token", "expected audience"},
+		{"bad signature (same iss, another key)", bearer(mustToken(t, impostor, "alice", issuer.TokenOptions{Audience: audience})), "invalid_token", "signature"},
+		{"tampered payload", bearer(tampered), "invalid_token", "signature"},
+		{"alg none", bearer(noneH + "." + noneC + "."), "invalid_token", "\"none\""},
+		{"alg HS256", bearer(hs256), "invalid_token", "\"HS256\""},
+		{"keycloak ID token used as bearer", bearer(mustSign(t, iss, func(c map[string]any) { c["typ"] = "ID" })), "invalid_token", "not an access token"},
+		{"no subject", bearer(mustSign(t, iss, func(c map[string]any) { delete(c, "sub") })), "invalid_token", "no subject"},
+		{"no expiry", bearer(mustSign(t, iss, func(c map[string]any) { delete(c, "exp") })), "invalid_token", "no expiry"},
+		{"not yet valid", bearer(mustSign(t, iss, func(c map[string]any) { c["nbf"] = time.Now().Add(time.Hour).Unix() })), "invalid_token", "nbf"},
+		{"roles claim of the wrong type", bearer(mustSign(t, iss, func(c map[string]any) { c["roles"] = "saga-operator" })), "invalid_token", "roles"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			checkRefused(t, serve(t, a.Middleware(echoUser), tt.headers), http.StatusUnauthorized, tt.code)
+			res := serve(t, a.Middleware(echoUser), tt.headers)
+			checkRefused(t, res, http.StatusUnauthorized, tt.code)
+			if !strings.Contains(res.problem.Detail, tt.detail) {
+				t.Errorf("detail = %q, want it to contain %q", res.problem.Detail, tt.detail)
+			}
 		})
 	}
 }
