@@ -187,3 +187,38 @@ func TestDuration(t *testing.T) {
 		}
 	}
 }
+
+// TestDocsAreCurrent checks that the diagrams and transcripts pasted in the
+// docs are what sagactl prints today.
+func TestDocsAreCurrent(t *testing.T) {
+	docs := map[string]string{}
+	for _, f := range []string{"manual-create-order.md", "sagactl.md"} {
+		data, err := os.ReadFile(filepath.Join("..", "..", "docs", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs[f] = string(data)
+	}
+	tests := []struct {
+		doc  string
+		args []string
+	}{
+		{"manual-create-order.md", []string{"render", "--format", "mermaid", "sagas/manual_create_order.yaml"}},
+		{"manual-create-order.md", []string{"simulate", "sagas/manual_create_order.yaml", "REGISTER", "ORDER_APPROVED", "DEAL_UPDATED"}},
+		{"manual-create-order.md", []string{"simulate", "sagas/manual_create_order.yaml", "REGISTER", "ORDER_REJECTED", "DEAL_UPDATED"}},
+		{"sagactl.md", []string{"validate", "sagas/manual_create_order.yaml"}},
+		{"sagactl.md", []string{"render", "--format", "dot", "sagas/manual_create_order.yaml"}},
+		{"sagactl.md", []string{"simulate", "sagas/manual_create_order.yaml", "REGISTER", "ORDER_APPROVED"}},
+	}
+	// The docs show paths relative to the repository root.
+	t.Chdir(filepath.Join("..", ".."))
+	for _, tt := range tests {
+		got := runSagactl(t, tt.args...)
+		if got.code != 0 {
+			t.Fatalf("sagactl %s: exit %d\n%s", strings.Join(tt.args, " "), got.code, got)
+		}
+		if !strings.Contains(docs[tt.doc], got.stdout) {
+			t.Errorf("docs/%s does not show the current output of sagactl %s; paste:\n%s", tt.doc, strings.Join(tt.args, " "), got.stdout)
+		}
+	}
+}
