@@ -1,0 +1,276 @@
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+)
+
+// Defaults applied to the zero fields of a Config.
+const (
+	DefaultBatchSize     = 500
+	DefaultRelayBatch    = 1000
+	DefaultRelayLease    = 30 * time.Second
+	DefaultRelayPoll     = 250 * time.Millisecond
+	DefaultTimerPoll     = 200 * time.Millisecond
+	DefaultTimerBatch    = 200
+	DefaultDrainTimeout  = 10 * time.Second
+	DefaultConflictRetry = 8
+)
+
+// Config tunes an Orchestrator. Its zero value means "the defaults" (the
+// Default* constants, a discarding logger, time.Now, no metrics).
+type Config struct {
+	// Logger receives structured logs; every line about one saga carries
+	// saga_id. Default: discard.
+	Logger *slog.Logger
+	// Clock returns the current time (tests pass a fake). Default time.Now.
+	Clock func() time.Time
+	// BatchSize is the most records fetched and applied in one transaction.
+	// Default 500.
+	BatchSize int
+	// RelayBatch is the most outbox records leased and published at once.
+	// Default 1000.
+	RelayBatch int
+	// RelayLease is how long a leased outbox record is reserved for this
+	// relay before another replica may publish it. Default 30s.
+	RelayLease time.Duration
+	// RelayPoll is how often an idle relay looks for outbox records that it
+	// was not woken up for (other replicas' records, expired leases, timers).
+	// Default 250ms.
+	RelayPoll time.Duration
+	// TimerPoll is how often due timers (timeouts, retries) are looked for.
+	// Default 200ms.
+	TimerPoll time.Duration
+	// TimerBatch is the most due timers handled per poll. Default 200.
+	TimerBatch int
+	// DrainTimeout bounds the final outbox flush when Run stops. Default 10s.
+	DrainTimeout time.Duration
+	// ConflictRetries bounds how often a batch is retried at once after an
+	// optimistic-lock conflict before HandleRecords returns the conflict.
+	// Default 8.
+	ConflictRetries int
+	// Owner names this replica in outbox leases. Default: host name, process
+	// id and a random suffix.
+	Owner string
+	// Observer receives metrics hooks. Default: none.
+	Observer Observer
+}
+
+func (c Config) withDefaults() (Config, error) {
+	neg := func(name string, bad bool) error {
+		if bad {
+			return Errorf(CodeInvalid, "orchestrator config", "%s is negative", name)
+		}
+		return nil
+	}
+	if err := errors.Join(
+		neg("BatchSize", c.BatchSize < 0), neg("RelayBatch", c.RelayBatch < 0),
+		neg("RelayLease", c.RelayLease < 0), neg("RelayPoll", c.RelayPoll < 0),
+		neg("TimerPoll", c.TimerPoll < 0), neg("TimerBatch", c.TimerBatch < 0),
+		neg("DrainTimeout", c.DrainTimeout < 0), neg("ConflictRetries", c.ConflictRetries < 0),
+	); err != nil {
+		return c, err
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defD := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&c.BatchSize, DefaultBatchSize)
+	def(&c.RelayBatch, DefaultRelayBatch)
+	def(&c.TimerBatch, DefaultTimerBatch)
+	def(&c.ConflictRetries, DefaultConflictRetry)
+	defD(&c.RelayLease, DefaultRelayLease)
+	defD(&c.RelayPoll, DefaultRelayPoll)
+	defD(&c.TimerPoll, DefaultTimerPoll)
+	defD(&c.DrainTimeout, DefaultDrainTimeout)
+	if c.Owner == "" {
+		host, _ := os.Hostname()
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		c.Owner = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+	}
+	if c.Observer == nil {
+		c.Observer = NopObserver{}
+	}
+	return c, nil
+}
+
+// Orchestrator is the durable saga runtime: it applies participants' events
+// to saga instances (intake), publishes the commands they cause (relay),
+// fires state timeouts and command retries (timers), and carries out
+// operator actions. All state lives in the Store, so any number of
+// replicas may run against one database and one consumer group.
+type Orchestrator struct {
+	cfg Config
+	cat *Catalog
+	st  Store
+	pub Publisher
+	log *slog.Logger
+	obs Observer
+
+	wake chan struct{} // relay wake-up, buffered 1
+}
+
+// New checks cfg and returns an orchestrator over the definitions in cat,
+// the store st and the publisher pub. pub may be nil when Run is never
+// called (for example in tests of HandleRecords alone).
+func New(cfg Config, cat *Catalog, st Store, pub Publisher) (*Orchestrator, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if cat == nil {
+		return nil, Errorf(CodeInvalid, "new orchestrator", "catalog is nil")
+	}
+	if st == nil {
+		return nil, Errorf(CodeInvalid, "new orchestrator", "store is nil")
+	}
+	return &Orchestrator{
+		cfg:  cfg,
+		cat:  cat,
+		st:   st,
+		pub:  pub,
+		log:  cfg.Logger,
+		obs:  cfg.Observer,
+		wake: make(chan struct{}, 1),
+	}, nil
+}
+
+// Catalog returns the loaded saga definitions.
+func (o *Orchestrator) Catalog() *Catalog { return o.cat }
+
+// Store returns the store the orchestrator works on.
+func (o *Orchestrator) Store() Store { return o.st }
+
+// Run consumes events from c, relays the outbox and fires timers until ctx
+// is done. Then it stops fetching, finishes the batch in flight (its
+// transaction and its offset commit), flushes the outbox for at most
+// Config.DrainTimeout and returns nil. It returns an error only if it cannot
+// start (no publisher).
+func (o *Orchestrator) Run(ctx context.Context, c Consumer) error {
+	if o.pub == nil {
+		return Errorf(CodeInvalid, "run orchestrator", "no publisher: New was given a nil Publisher")
+	}
+	if c == nil {
+		return Errorf(CodeInvalid, "run orchestrator", "consumer is nil")
+	}
+	o.log.Info("orchestrator running", "owner", o.cfg.Owner, "batch_size", o.cfg.BatchSize)
+
+	bg := context.WithoutCancel(ctx)
+	relayCtx, stopRelay := context.WithCancel(bg)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); o.relayLoop(relayCtx) }()
+	timerCtx, stopTimers := context.WithCancel(ctx)
+	go func() { defer wg.Done(); o.timerLoop(timerCtx) }()
+
+	o.intakeLoop(ctx, c)
+
+	// Stop the background loops, then flush what the last batches enqueued
+	// (one relay at a time, so nothing is leased twice by this replica).
+	stopTimers()
+	stopRelay()
+	wg.Wait()
+	drainCtx, cancel := context.WithTimeout(bg, o.cfg.DrainTimeout)
+	n, err := o.flushOutbox(drainCtx)
+	cancel()
+	if err != nil {
+		o.log.Warn("outbox not fully flushed at shutdown; the next start publishes the rest", "published", n, "err", err)
+	} else {
+		o.log.Info("orchestrator stopped", "flushed", n)
+	}
+	return nil
+}
+
+// intakeLoop fetches and applies batches until ctx is done.
+func (o *Orchestrator) intakeLoop(ctx context.Context, c Consumer) {
+	bg := context.WithoutCancel(ctx)
+	fetchFailures := 0
+	for ctx.Err() == nil {
+		recs, err := c.Fetch(ctx, o.cfg.BatchSize)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			fetchFailures++
+			o.log.Warn("fetch events failed; retrying", "err", err, "failures", fetchFailures)
+			sleep(ctx, backoff(fetchFailures, 100*time.Millisecond, 5*time.Second))
+			continue
+		}
+		fetchFailures = 0
+		if len(recs) == 0 {
+			continue
+		}
+		// The batch in flight is finished even when ctx ends meanwhile; only
+		// while the database refuses it do we give up at shutdown (the
+		// records are then redelivered, nothing is committed past them).
+		for attempt := 1; ; attempt++ {
+			err = o.HandleRecords(bg, recs)
+			if err == nil {
+				break
+			}
+			o.log.Error("apply batch failed; retrying it", "records", len(recs), "attempt", attempt, "code", ErrorCode(err), "err", err)
+			if ctx.Err() != nil {
+				o.log.Warn("shutting down with an unapplied batch; its offsets are not committed", "records", len(recs))
+				return
+			}
+			sleep(ctx, backoff(attempt, 50*time.Millisecond, 5*time.Second))
+		}
+		if err := c.Commit(bg, recs); err != nil {
+			// The effects are durable; redelivered records are duplicates
+			// that the inbox drops.
+			o.log.Warn("commit offsets failed; the records will be redelivered and dropped as duplicates", "records", len(recs), "err", err)
+		}
+		o.Wake()
+	}
+}
+
+// Wake tells the relay that the outbox has new records.
+func (o *Orchestrator) Wake() {
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// sleep waits for d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// backoff is base·2^(attempt-1), capped at max.
+func backoff(attempt int, base, max time.Duration) time.Duration {
+	d := base
+	for i := 1; i < attempt && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	return d
+}

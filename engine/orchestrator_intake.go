@@ -1,0 +1,118 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// permanent marks an error that retrying the transaction cannot fix.
+type permanent struct{ error }
+
+func (p permanent) Unwrap() error { return p.error }
+
+// inTx runs fn in a transaction and retries it, with a short backoff, while
+// it fails with an optimistic-lock conflict (CodeConflict) not marked
+// permanent, at most Config.ConflictRetries times.
+func (o *Orchestrator) inTx(ctx context.Context, fn func(ctx context.Context, tx Tx) error) error {
+	for attempt := 1; ; attempt++ {
+		err := o.st.InTx(ctx, fn)
+		if err == nil {
+			return nil
+		}
+		var p permanent
+		if errors.As(err, &p) {
+			return p.error
+		}
+		if ErrorCode(err) != CodeConflict || attempt > o.cfg.ConflictRetries {
+			return err
+		}
+		d := backoff(attempt, 2*time.Millisecond, 200*time.Millisecond)
+		sleep(ctx, d/2+rand.N(d/2+1))
+		if ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+// HandleRecords applies one batch of consumed records in one transaction:
+// it records every message id in the inbox (duplicates change nothing),
+// applies the events in record order, creates and updates the saga
+// instances, appends their history, puts the commands they cause in the
+// outbox and dead-letters what cannot be applied. It returns nil once all
+// of that is committed; only then may the records' offsets be committed.
+// On an optimistic-lock conflict with a timer or an operator the whole
+// batch is retried; any other error (e.g. the database is unreachable)
+// is returned and the caller retries the batch later.
+func (o *Orchestrator) HandleRecords(ctx context.Context, recs []Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	ins := make([]inbound, len(recs))
+	for i, r := range recs {
+		ins[i] = decodeRecord(r)
+	}
+	var b *batch
+	err := o.inTx(ctx, func(ctx context.Context, tx Tx) error {
+		b = newBatch(o.cfg.Clock().UTC())
+		return o.applyAll(ctx, tx, b, ins)
+	})
+	if err != nil {
+		return fmt.Errorf("apply a batch of %d records: %w", len(recs), err)
+	}
+	b.committed()
+	if b.dups > 0 {
+		o.log.Debug("dropped duplicate events", "count", b.dups)
+	}
+	return nil
+}
+
+// applyAll claims, loads, applies and writes ins in tx.
+func (o *Orchestrator) applyAll(ctx context.Context, tx Tx, b *batch, ins []inbound) error {
+	ids := make([]string, 0, len(ins))
+	seen := make(map[string]bool, len(ins))
+	for i := range ins {
+		if id := ins[i].inboxID; !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	fresh, err := tx.Claim(ctx, ids)
+	if err != nil {
+		return fmt.Errorf("claim %d message ids: %w", len(ids), err)
+	}
+	sagaIDs := make([]string, 0, len(ins))
+	seenSaga := make(map[string]bool, len(ins))
+	for i := range ins {
+		in := &ins[i]
+		if in.bad == nil && fresh[in.inboxID] && !seenSaga[in.msg.SagaID] {
+			seenSaga[in.msg.SagaID] = true
+			sagaIDs = append(sagaIDs, in.msg.SagaID)
+		}
+	}
+	if len(sagaIDs) > 0 {
+		loaded, err := tx.Load(ctx, sagaIDs)
+		if err != nil {
+			return fmt.Errorf("load %d sagas: %w", len(sagaIDs), err)
+		}
+		b.add(loaded)
+	}
+	for i := range ins {
+		in := &ins[i]
+		if !fresh[in.inboxID] {
+			b.dups++
+			continue
+		}
+		delete(fresh, in.inboxID) // a second copy in this batch is a duplicate too
+		if in.bad != nil {
+			o.refuse(b, in, in.bad)
+			continue
+		}
+		if err := o.apply(b, in); err != nil {
+			o.refuse(b, in, err)
+		}
+	}
+	return b.write(ctx, tx)
+}

@@ -1,0 +1,93 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// relayLoop publishes the outbox until ctx is done: while there is backlog
+// it keeps going, otherwise it waits for a wake-up or Config.RelayPoll.
+func (o *Orchestrator) relayLoop(ctx context.Context) {
+	failures := 0
+	for ctx.Err() == nil {
+		n, err := o.RelayOnce(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			failures++
+			o.log.Warn("relay outbox failed; retrying", "err", err, "failures", failures)
+			sleep(ctx, backoff(failures, 50*time.Millisecond, 5*time.Second))
+			continue
+		}
+		failures = 0
+		if n > 0 {
+			continue
+		}
+		t := time.NewTimer(o.cfg.RelayPoll)
+		select {
+		case <-ctx.Done():
+		case <-o.wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// RelayOnce leases up to Config.RelayBatch outbox records, publishes them
+// and deletes them, and returns how many it published. Records are deleted
+// only after the publisher acknowledged them, so a crash in between
+// publishes them again (at-least-once).
+func (o *Orchestrator) RelayOnce(ctx context.Context) (int, error) {
+	if o.pub == nil {
+		return 0, Errorf(CodeInvalid, "relay outbox", "no publisher")
+	}
+	recs, err := o.st.ClaimOutbox(ctx, o.cfg.Owner, o.cfg.RelayBatch, o.cfg.RelayLease)
+	if err != nil {
+		return 0, fmt.Errorf("lease outbox records: %w", err)
+	}
+	if len(recs) == 0 {
+		return 0, nil
+	}
+	out := make([]Record, len(recs))
+	seqs := make([]int64, len(recs))
+	oldest := recs[0].Message.OccurredAt
+	for i, r := range recs {
+		val, err := json.Marshal(r.Message)
+		if err != nil {
+			return 0, fmt.Errorf("encode outbox record %d: %w", r.Seq, err)
+		}
+		out[i] = Record{Topic: r.Topic, Key: r.Key, Value: val, Headers: map[string]string{
+			HeaderKind: string(r.Message.Kind), HeaderName: r.Message.Name,
+		}}
+		seqs[i] = r.Seq
+		if r.Message.OccurredAt.Before(oldest) {
+			oldest = r.Message.OccurredAt
+		}
+	}
+	if err := o.pub.Publish(ctx, out); err != nil {
+		return 0, fmt.Errorf("publish %d commands: %w", len(out), err)
+	}
+	if err := o.st.DeleteOutbox(ctx, seqs); err != nil {
+		return 0, fmt.Errorf("delete %d published outbox records (they will be published again): %w", len(seqs), err)
+	}
+	o.obs.CommandsPublished(len(out), o.cfg.Clock().Sub(oldest))
+	return len(out), nil
+}
+
+// flushOutbox relays until the outbox is empty, an error occurs or ctx ends.
+func (o *Orchestrator) flushOutbox(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		n, err := o.RelayOnce(ctx)
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if n == 0 {
+			return total, nil
+		}
+	}
+}

@@ -1,0 +1,678 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/portfolio-counselor/sagamachine/engine/definition"
+)
+
+// fakeClock is a settable clock for timer tests.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// testCatalog loads the shipped MANUAL_CREATE_ORDER definition plus extra
+// YAML documents (one definition each).
+func testCatalog(tb testing.TB, extra ...string) *Catalog {
+	tb.Helper()
+	data, err := os.ReadFile("../sagas/manual_create_order.yaml")
+	if err != nil {
+		tb.Fatalf("read definition: %v", err)
+	}
+	def, probs := definition.Parse("manual_create_order.yaml", data)
+	if len(probs) > 0 {
+		tb.Fatalf("parse definition: %v", probs)
+	}
+	defs := []*definition.Definition{def}
+	for i, y := range extra {
+		d, probs := definition.Parse(fmt.Sprintf("extra%d.yaml", i), []byte(y))
+		if len(probs) > 0 {
+			tb.Fatalf("parse extra definition %d: %v", i, probs)
+		}
+		defs = append(defs, d)
+	}
+	cat, err := NewCatalog(defs...)
+	if err != nil {
+		tb.Fatalf("new catalog: %v", err)
+	}
+	return cat
+}
+
+type harness struct {
+	o     *Orchestrator
+	st    *memStore
+	pub   *memPublisher
+	clock *fakeClock
+	obs   *countingObserver
+	off   int64
+}
+
+func newHarness(tb testing.TB, extra ...string) *harness {
+	tb.Helper()
+	h := &harness{st: newMemStore(), pub: &memPublisher{}, clock: &fakeClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}, obs: &countingObserver{}}
+	o, err := New(Config{Clock: h.clock.Now, Observer: h.obs}, testCatalog(tb, extra...), h.st, h.pub)
+	if err != nil {
+		tb.Fatalf("New: %v", err)
+	}
+	h.o = o
+	return h
+}
+
+// event builds an event envelope.
+func event(sagaID, name, by string, payload string) Message {
+	m := Message{V: EnvelopeVersion, ID: uuid.NewString(), SagaID: sagaID, Saga: "MANUAL_CREATE_ORDER", Kind: KindEvent,
+		Name: name, Participant: by, OccurredAt: time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC)}
+	if payload != "" {
+		m.Payload = json.RawMessage(payload)
+	}
+	return m
+}
+
+func (h *harness) record(tb testing.TB, m Message) Record {
+	tb.Helper()
+	b, err := json.Marshal(m)
+	if err != nil {
+		tb.Fatalf("encode: %v", err)
+	}
+	h.off++
+	return Record{Topic: "SAGA_SERVER_TOPIC", Key: m.SagaID, Value: b, Partition: 0, Offset: h.off}
+}
+
+func (h *harness) handle(tb testing.TB, msgs ...Message) {
+	tb.Helper()
+	recs := make([]Record, len(msgs))
+	for i, m := range msgs {
+		recs[i] = h.record(tb, m)
+	}
+	if err := h.o.HandleRecords(context.Background(), recs); err != nil {
+		tb.Fatalf("HandleRecords: %v", err)
+	}
+}
+
+func (h *harness) inst(tb testing.TB, id string) Instance {
+	tb.Helper()
+	in, err := h.st.GetInstance(context.Background(), id)
+	if err != nil {
+		tb.Fatalf("GetInstance(%s): %v", id, err)
+	}
+	return in
+}
+
+// outboxNames lists the command names waiting in the outbox.
+func (h *harness) outboxNames() []string {
+	h.st.mu.Lock()
+	defer h.st.mu.Unlock()
+	var out []string
+	for _, r := range h.st.s.outbox {
+		out = append(out, r.Message.Name)
+	}
+	return out
+}
+
+type countingObserver struct {
+	NopObserver
+	mu                       sync.Mutex
+	started, finished, dead  int
+	applied, retried, timers int
+	published                int
+}
+
+func (c *countingObserver) SagaStarted(string, int) { c.mu.Lock(); c.started++; c.mu.Unlock() }
+func (c *countingObserver) SagaFinished(string, int, string, Status) {
+	c.mu.Lock()
+	c.finished++
+	c.mu.Unlock()
+}
+func (c *countingObserver) EventApplied(string, string, time.Duration) {
+	c.mu.Lock()
+	c.applied++
+	c.mu.Unlock()
+}
+func (c *countingObserver) DeadLettered(Code)             { c.mu.Lock(); c.dead++; c.mu.Unlock() }
+func (c *countingObserver) CommandRetried(string, string) { c.mu.Lock(); c.retried++; c.mu.Unlock() }
+func (c *countingObserver) TimerFired(string, string)     { c.mu.Lock(); c.timers++; c.mu.Unlock() }
+func (c *countingObserver) CommandsPublished(n int, _ time.Duration) {
+	c.mu.Lock()
+	c.published += n
+	c.mu.Unlock()
+}
+
+func TestApplyTransitions(t *testing.T) {
+	const reg = `{"deal_context":{"deal_id":"D1","user_id":42,"amount":"10.5"}}`
+	tests := []struct {
+		name      string
+		before    []string // events (NAME/by) applied first
+		event     string
+		by        string
+		payload   string
+		wantState string
+		wantCmd   string // command in the outbox for this event, "" = none
+		wantCode  Code   // refusal code, "" = accepted
+	}{
+		{name: "register starts", event: "REGISTER", by: "deals", payload: reg, wantState: "DRAFT", wantCmd: "APPROVE_ORDER"},
+		{name: "approved", before: []string{"REGISTER/deals"}, event: "ORDER_APPROVED", by: "profile", wantState: "APPROVED", wantCmd: "APPROVE_DEAL"},
+		{name: "rejected", before: []string{"REGISTER/deals"}, event: "ORDER_REJECTED", by: "profile", wantState: "REJECTED", wantCmd: "REJECT_DEAL"},
+		{name: "deal updated after approval", before: []string{"REGISTER/deals", "ORDER_APPROVED/profile"}, event: "DEAL_UPDATED", by: "deals", wantState: "NOTIFICATION", wantCmd: "NOTIFY"},
+		{name: "deal updated after rejection", before: []string{"REGISTER/deals", "ORDER_REJECTED/profile"}, event: "DEAL_UPDATED", by: "deals", wantState: "NOTIFICATION", wantCmd: "NOTIFY"},
+		{name: "illegal in state", before: []string{"REGISTER/deals"}, event: "DEAL_UPDATED", by: "deals", wantState: "DRAFT", wantCode: CodeIllegal},
+		{name: "wrong participant", before: []string{"REGISTER/deals"}, event: "ORDER_APPROVED", by: "deals", wantState: "DRAFT", wantCode: CodeWrongParticipant},
+		{name: "unknown event", before: []string{"REGISTER/deals"}, event: "NO_SUCH_EVENT", by: "deals", wantState: "DRAFT", wantCode: CodeUnknownEvent},
+		{name: "finished", before: []string{"REGISTER/deals", "ORDER_APPROVED/profile", "DEAL_UPDATED/deals"}, event: "DEAL_UPDATED", by: "deals", wantState: "NOTIFICATION", wantCode: CodeFinished},
+		{name: "unknown instance", event: "ORDER_APPROVED", by: "profile", wantCode: CodeNotFound},
+		{name: "register twice", before: []string{"REGISTER/deals"}, event: "REGISTER", by: "deals", wantState: "DRAFT", wantCode: CodeIllegal},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			id := uuid.NewString()
+			for _, b := range tt.before {
+				name, by, _ := strings.Cut(b, "/")
+				p := ""
+				if name == "REGISTER" {
+					p = reg
+				}
+				h.handle(t, event(id, name, by, p))
+			}
+			outBefore := len(h.outboxNames())
+			h.handle(t, event(id, tt.event, tt.by, tt.payload))
+			out := h.outboxNames()[outBefore:]
+			dls, _ := h.st.DeadLetters(context.Background(), 100, true)
+			if tt.wantCode != "" {
+				if len(dls) != 1 || dls[0].Code != tt.wantCode {
+					t.Fatalf("dead letters = %+v, want one with code %s", dls, tt.wantCode)
+				}
+				if len(out) != 0 {
+					t.Errorf("refused event sent %v, want nothing", out)
+				}
+			} else {
+				if len(dls) != 0 {
+					t.Fatalf("dead letters = %+v, want none", dls)
+				}
+				if tt.wantCmd != "" && (len(out) != 1 || out[0] != tt.wantCmd) {
+					t.Errorf("sent %v, want [%s]", out, tt.wantCmd)
+				}
+			}
+			if tt.wantState == "" {
+				if _, err := h.st.GetInstance(context.Background(), id); ErrorCode(err) != CodeNotFound {
+					t.Errorf("GetInstance err = %v, want not-found", err)
+				}
+				return
+			}
+			got := h.inst(t, id)
+			if got.State != tt.wantState {
+				t.Errorf("state = %s, want %s", got.State, tt.wantState)
+			}
+			hist, _ := h.st.History(context.Background(), id)
+			last := hist[len(hist)-1]
+			if tt.wantCode != "" && (last.Kind != EntryRefused || last.Code != tt.wantCode) {
+				t.Errorf("last history entry = %+v, want refused with %s", last, tt.wantCode)
+			}
+			if tt.wantCode == "" && (last.Kind != EntryEvent || last.Event != tt.event || last.ToState != tt.wantState) {
+				t.Errorf("last history entry = %+v, want event %s to %s", last, tt.event, tt.wantState)
+			}
+		})
+	}
+}
+
+func TestContextMergeKeysAndCommand(t *testing.T) {
+	h := newHarness(t)
+	id := uuid.NewString()
+	reg := event(id, "REGISTER", "deals", `{"deal_context":{"deal_id":"D-7","user_id":42},"note":"a"}`)
+	h.handle(t, reg, event(id, "ORDER_APPROVED", "profile", `{"note":"b","approved_by":"profile"}`))
+	got := h.inst(t, id)
+	var doc map[string]any
+	if err := json.Unmarshal(got.Context, &doc); err != nil {
+		t.Fatalf("context %s: %v", got.Context, err)
+	}
+	if doc["note"] != "b" || doc["approved_by"] != "profile" || doc["deal_context"] == nil {
+		t.Errorf("context = %s, want merged top-level keys with the later note", got.Context)
+	}
+	if got.Keys["deal_id"] != "D-7" || got.Keys["user_id"] != "42" {
+		t.Errorf("keys = %v, want deal_id D-7, user_id 42", got.Keys)
+	}
+	if got.SagaVersion != 1 || got.Status != StatusRunning || got.Rev != 1 {
+		t.Errorf("version %d status %s rev %d, want 1 running 1 (created and advanced in one batch)", got.SagaVersion, got.Status, got.Rev)
+	}
+	h.st.mu.Lock()
+	cmds := append([]OutboxRecord(nil), h.st.s.outbox...)
+	h.st.mu.Unlock()
+	if len(cmds) != 2 {
+		t.Fatalf("outbox has %d records, want 2", len(cmds))
+	}
+	c := cmds[1]
+	if c.Topic != "DEALS_TOPIC" || c.Key != id || c.Message.Kind != KindCommand || c.Message.Participant != "deals" ||
+		c.Message.Attempt != 1 || c.Message.SagaVersion != 1 || c.Message.CausationID == "" || string(c.Message.Payload) != string(got.Context) {
+		t.Errorf("command = %+v, want APPROVE_DEAL to deals on DEALS_TOPIC keyed by the saga with the whole context", c)
+	}
+	if got.Pending == nil || got.Pending.ID != c.Message.ID || got.Attempts != 1 {
+		t.Errorf("pending = %+v attempts %d, want the APPROVE_DEAL command, 1", got.Pending, got.Attempts)
+	}
+}
+
+func TestDuplicatesChangeNothing(t *testing.T) {
+	h := newHarness(t)
+	id := uuid.NewString()
+	reg := event(id, "REGISTER", "deals", `{"deal_context":{"deal_id":"D1"}}`)
+	appr := event(id, "ORDER_APPROVED", "profile", "")
+	// A duplicate in the same batch and one in a later batch.
+	h.handle(t, reg, reg, appr)
+	before := h.inst(t, id)
+	h.handle(t, appr, reg)
+	after := h.inst(t, id)
+	if after.Rev != before.Rev || after.State != "APPROVED" {
+		t.Errorf("after duplicates: rev %d state %s, want rev %d APPROVED", after.Rev, after.State, before.Rev)
+	}
+	if got := h.outboxNames(); len(got) != 2 {
+		t.Errorf("outbox = %v, want 2 commands", got)
+	}
+	hist, _ := h.st.History(context.Background(), id)
+	if len(hist) != 2 {
+		t.Errorf("history has %d entries, want 2", len(hist))
+	}
+	if dls, _ := h.st.DeadLetters(context.Background(), 10, true); len(dls) != 0 {
+		t.Errorf("dead letters = %+v, want none", dls)
+	}
+}
+
+func TestMalformedRecordsAreDeadLettered(t *testing.T) {
+	good := event("s1", "REGISTER", "deals", "")
+	enc := func(mod func(m map[string]any)) []byte {
+		b, _ := json.Marshal(good)
+		var m map[string]any
+		_ = json.Unmarshal(b, &m)
+		mod(m)
+		b, _ = json.Marshal(m)
+		return b
+	}
+	tests := []struct {
+		name   string
+		raw    []byte
+		reason string
+	}{
+		{"not json", []byte("{oops"), "not a JSON message envelope"},
+		{"missing id", enc(func(m map[string]any) { delete(m, "id") }), "missing id"},
+		{"missing saga and name", enc(func(m map[string]any) { delete(m, "saga"); delete(m, "name") }), "missing saga; missing name"},
+		{"command kind", enc(func(m map[string]any) { m["kind"] = "command" }), `kind is "command"`},
+		{"bad version", enc(func(m map[string]any) { m["v"] = 7 }), "envelope version 7"},
+		{"array payload", enc(func(m map[string]any) { m["payload"] = []int{1} }), "payload is not a JSON object"},
+		{"no occurred_at", enc(func(m map[string]any) { delete(m, "occurred_at") }), "missing occurred_at"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			rec := Record{Topic: "T", Partition: 2, Offset: 99, Value: tt.raw}
+			ok := h.record(t, event(uuid.NewString(), "REGISTER", "deals", ""))
+			if err := h.o.HandleRecords(context.Background(), []Record{rec, ok}); err != nil {
+				t.Fatalf("HandleRecords: %v", err)
+			}
+			// Redelivery of the same records adds nothing.
+			if err := h.o.HandleRecords(context.Background(), []Record{rec, ok}); err != nil {
+				t.Fatalf("HandleRecords again: %v", err)
+			}
+			dls, _ := h.st.DeadLetters(context.Background(), 10, true)
+			if len(dls) != 1 {
+				t.Fatalf("got %d dead letters, want 1", len(dls))
+			}
+			d := dls[0]
+			if d.Code != CodeInvalid || !strings.Contains(d.Reason, tt.reason) || string(d.Raw) != string(tt.raw) ||
+				d.Topic != "T" || d.Partition != 2 || d.Offset != 99 {
+				t.Errorf("dead letter = %+v, want invalid with %q, the raw bytes and T/2/99", d, tt.reason)
+			}
+			if n := len(h.outboxNames()); n != 1 {
+				t.Errorf("the good record in the batch sent %d commands, want 1", n)
+			}
+		})
+	}
+}
+
+func TestUnknownSagaAndVersion(t *testing.T) {
+	h := newHarness(t)
+	m1 := event(uuid.NewString(), "REGISTER", "deals", "")
+	m1.Saga = "NO_SUCH_SAGA"
+	m2 := event(uuid.NewString(), "REGISTER", "deals", "")
+	m2.SagaVersion = 9
+	h.handle(t, m1, m2)
+	dls, _ := h.st.DeadLetters(context.Background(), 10, true)
+	if len(dls) != 2 || dls[0].Code != CodeUnknownSaga || dls[1].Code != CodeUnknownSaga {
+		t.Fatalf("dead letters = %+v, want two unknown-saga", dls)
+	}
+}
+
+const v2 = `
+saga: MANUAL_CREATE_ORDER
+version: 2
+participants:
+  deals: { topic: DEALS_V2 }
+  profile: { topic: PROFILE_V2 }
+transitions:
+  - { on: REGISTER, by: deals, from: [], to: CHECKING, send: { to: profile, command: CHECK } }
+  - { on: CHECKED, by: profile, from: [CHECKING], to: DONE }
+final: [DONE]
+`
+
+func TestInstancesKeepTheirVersion(t *testing.T) {
+	h := newHarness(t, v2)
+	old, newer := uuid.NewString(), uuid.NewString()
+	pinned := event(old, "REGISTER", "deals", "")
+	pinned.SagaVersion = 1
+	h.handle(t, pinned, event(newer, "REGISTER", "deals", ""))
+	if got := h.inst(t, old); got.SagaVersion != 1 || got.State != "DRAFT" {
+		t.Errorf("pinned saga: v%d %s, want v1 DRAFT", got.SagaVersion, got.State)
+	}
+	if got := h.inst(t, newer); got.SagaVersion != 2 || got.State != "CHECKING" {
+		t.Errorf("new saga: v%d %s, want v2 CHECKING", got.SagaVersion, got.State)
+	}
+	// A later event without a version still applies on the instance's version.
+	h.handle(t, event(old, "ORDER_APPROVED", "profile", ""), event(newer, "CHECKED", "profile", ""))
+	if got := h.inst(t, old); got.State != "APPROVED" {
+		t.Errorf("v1 saga state = %s, want APPROVED", got.State)
+	}
+	if got := h.inst(t, newer); got.State != "DONE" || got.Status != StatusCompleted {
+		t.Errorf("v2 saga = %s %s, want DONE completed", got.State, got.Status)
+	}
+}
+
+const fast = `
+saga: FAST
+version: 1
+participants:
+  p: { topic: P_TOPIC }
+states:
+  WAIT:
+    timeout: { after: 1m, event: TIMED_OUT }
+transitions:
+  - on: GO
+    by: p
+    from: []
+    to: WAIT
+    send: { to: p, command: DO, retry: { attempts: 3, backoff: 1s, max_backoff: 3s, exhausted: GAVE_UP } }
+  - { on: DONE, by: p, from: [WAIT], to: OK }
+  - { on: GAVE_UP, by: engine, from: [WAIT], to: BROKEN }
+  - { on: TIMED_OUT, by: engine, from: [WAIT], to: LATE }
+final: [OK]
+failed: [BROKEN, LATE]
+`
+
+func fastEvent(id, name string) Message {
+	m := event(id, name, "p", "")
+	m.Saga = "FAST"
+	return m
+}
+
+func TestRetryThenExhausted(t *testing.T) {
+	h := newHarness(t, fast)
+	ctx := context.Background()
+	id := uuid.NewString()
+	h.handle(t, fastEvent(id, "GO"))
+	inst := h.inst(t, id)
+	if want := h.clock.Now().Add(time.Second); inst.TimerAt == nil || !inst.TimerAt.Equal(want) {
+		t.Fatalf("timer = %v, want %v (first backoff)", inst.TimerAt, want)
+	}
+	// Nothing is due yet.
+	if n, err := h.o.FireTimers(ctx); err != nil || n != 0 {
+		t.Fatalf("FireTimers before due = %d, %v; want 0, nil", n, err)
+	}
+	wantDelays := []time.Duration{2 * time.Second, 3 * time.Second} // doubled, then capped
+	for i, d := range wantDelays {
+		h.clock.Advance(h.inst(t, id).TimerAt.Sub(h.clock.Now()))
+		if _, err := h.o.FireTimers(ctx); err != nil {
+			t.Fatalf("FireTimers: %v", err)
+		}
+		got := h.inst(t, id)
+		if got.Attempts != i+2 || got.Pending.Attempt != i+2 {
+			t.Fatalf("after retry %d: attempts %d (pending attempt %d), want %d", i+1, got.Attempts, got.Pending.Attempt, i+2)
+		}
+		if want := h.clock.Now().Add(d); !got.TimerAt.Equal(want) {
+			t.Errorf("after retry %d: timer %v, want %v", i+1, got.TimerAt, want)
+		}
+	}
+	h.st.mu.Lock()
+	var ids []string
+	for _, r := range h.st.s.outbox {
+		ids = append(ids, r.Message.ID)
+	}
+	h.st.mu.Unlock()
+	if len(ids) != 3 || ids[0] != ids[1] || ids[1] != ids[2] {
+		t.Errorf("outbox ids = %v, want the same command id 3 times", ids)
+	}
+	h.clock.Advance(3 * time.Second)
+	if _, err := h.o.FireTimers(ctx); err != nil {
+		t.Fatalf("FireTimers: %v", err)
+	}
+	got := h.inst(t, id)
+	if got.State != "BROKEN" || got.Status != StatusFailed || got.TimerAt != nil {
+		t.Errorf("after exhaustion: %s %s timer %v, want BROKEN failed no timer", got.State, got.Status, got.TimerAt)
+	}
+	hist, _ := h.st.History(ctx, id)
+	var kinds []string
+	for _, e := range hist {
+		kinds = append(kinds, string(e.Kind)+":"+e.Event)
+	}
+	if want := "event:GO retry: retry: timer:GAVE_UP"; strings.Join(kinds, " ") != want {
+		t.Errorf("history = %v, want %s", kinds, want)
+	}
+	if h.obs.retried != 2 || h.obs.timers != 1 {
+		t.Errorf("observer retried %d timers %d, want 2 and 1", h.obs.retried, h.obs.timers)
+	}
+}
+
+func TestStateTimeoutWins(t *testing.T) {
+	h := newHarness(t, fast)
+	ctx := context.Background()
+	id := uuid.NewString()
+	h.handle(t, fastEvent(id, "GO"))
+	h.clock.Advance(2 * time.Minute) // past both the retry and the state deadline
+	if _, err := h.o.FireTimers(ctx); err != nil {
+		t.Fatalf("FireTimers: %v", err)
+	}
+	got := h.inst(t, id)
+	if got.State != "LATE" || got.Pending != nil || got.TimerAt != nil {
+		t.Errorf("after deadline: %s pending %v timer %v, want LATE, none, none", got.State, got.Pending, got.TimerAt)
+	}
+	// The answer arriving late is refused.
+	h.handle(t, fastEvent(id, "DONE"))
+	dls, _ := h.st.DeadLetters(ctx, 10, true)
+	if len(dls) != 1 || dls[0].Code != CodeFinished {
+		t.Errorf("dead letters = %+v, want one finished", dls)
+	}
+}
+
+func TestAnswerDisarmsRetry(t *testing.T) {
+	h := newHarness(t, fast)
+	id := uuid.NewString()
+	h.handle(t, fastEvent(id, "GO"), fastEvent(id, "DONE"))
+	got := h.inst(t, id)
+	if got.State != "OK" || got.TimerAt != nil || got.Status != StatusCompleted {
+		t.Errorf("got %s %s timer %v, want OK completed no timer", got.State, got.Status, got.TimerAt)
+	}
+	if h.obs.started != 1 || h.obs.finished != 1 || h.obs.applied != 2 {
+		t.Errorf("observer started %d finished %d applied %d, want 1 1 2", h.obs.started, h.obs.finished, h.obs.applied)
+	}
+}
+
+func TestStartIsIdempotent(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	req := StartRequest{Saga: "MANUAL_CREATE_ORDER", IdempotencyKey: "k-1", Payload: json.RawMessage(`{"deal_context":{"deal_id":"D9"}}`)}
+	a, created, err := h.o.Start(ctx, req)
+	if err != nil || !created {
+		t.Fatalf("Start = %v, %v; want created", created, err)
+	}
+	b, created, err := h.o.Start(ctx, req)
+	if err != nil || created || b.ID != a.ID {
+		t.Fatalf("Start again = %s, %v, %v; want %s, not created", b.ID, created, err, a.ID)
+	}
+	if a.State != "DRAFT" || a.Keys["deal_id"] != "D9" {
+		t.Errorf("saga = %s keys %v, want DRAFT with deal_id D9", a.State, a.Keys)
+	}
+	if got := h.outboxNames(); len(got) != 1 {
+		t.Errorf("outbox = %v, want one APPROVE_ORDER", got)
+	}
+	for _, tt := range []struct {
+		name string
+		req  StartRequest
+		code Code
+	}{
+		{"unknown saga", StartRequest{Saga: "NOPE"}, CodeUnknownSaga},
+		{"not a starting event", StartRequest{Saga: "MANUAL_CREATE_ORDER", Event: "ORDER_APPROVED"}, CodeNotFound},
+		{"wrong participant", StartRequest{Saga: "MANUAL_CREATE_ORDER", By: "profile"}, CodeWrongParticipant},
+		{"existing id", StartRequest{Saga: "MANUAL_CREATE_ORDER", SagaID: a.ID}, CodeConflict},
+		{"payload not object", StartRequest{Saga: "MANUAL_CREATE_ORDER", Payload: json.RawMessage(`[1]`)}, CodeInvalid},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, _, err := h.o.Start(ctx, tt.req); ErrorCode(err) != tt.code {
+				t.Errorf("Start err = %v, want code %s", err, tt.code)
+			}
+		})
+	}
+}
+
+func TestResendAndAbort(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	id := uuid.NewString()
+	h.handle(t, event(id, "REGISTER", "deals", ""))
+	if _, err := h.o.Resend(ctx, id, "", "why"); ErrorCode(err) != CodeInvalid {
+		t.Errorf("Resend without actor err = %v, want invalid", err)
+	}
+	got, err := h.o.Resend(ctx, id, "alice", "profile lost it")
+	if err != nil || got.Attempts != 2 {
+		t.Fatalf("Resend = attempts %d, %v; want 2", got.Attempts, err)
+	}
+	if _, err := h.o.Abort(ctx, id, "DRAFT", "alice", "x"); ErrorCode(err) != CodeInvalid {
+		t.Errorf("Abort into a running state err = %v, want invalid", err)
+	}
+	got, err = h.o.Abort(ctx, id, "", "alice", "customer called")
+	if err != nil || got.State != "FAILED" || got.Status != StatusFailed || got.TimerAt != nil || got.Pending != nil {
+		t.Fatalf("Abort = %+v, %v; want FAILED, no timer, no pending", got, err)
+	}
+	if _, err := h.o.Abort(ctx, id, "", "alice", "again"); ErrorCode(err) != CodeFinished {
+		t.Errorf("second Abort err = %v, want finished", err)
+	}
+	if _, err := h.o.Resend(ctx, "nope", "alice", ""); ErrorCode(err) != CodeNotFound {
+		t.Errorf("Resend unknown err = %v, want not-found", err)
+	}
+	hist, _ := h.st.History(ctx, id)
+	if len(hist) != 3 || hist[1].Kind != EntryOperator || hist[1].Actor != "alice" || hist[1].Reason != "profile lost it" ||
+		hist[2].Event != "ABORT" || hist[2].ToState != "FAILED" {
+		t.Errorf("history = %+v, want event, operator re-send, operator abort", hist)
+	}
+	if got := h.outboxNames(); len(got) != 2 {
+		t.Errorf("outbox = %v, want APPROVE_ORDER twice", got)
+	}
+}
+
+func TestReplayDeadLetter(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	id := uuid.NewString()
+	early := event(id, "ORDER_APPROVED", "profile", "")
+	h.handle(t, early) // no such saga yet
+	dls, _ := h.st.DeadLetters(ctx, 10, false)
+	if len(dls) != 1 || dls[0].Code != CodeNotFound {
+		t.Fatalf("dead letters = %+v, want one not-found", dls)
+	}
+	// Still refused: nothing changes.
+	if err := h.o.Replay(ctx, dls[0].ID, "bob"); ErrorCode(err) != CodeNotFound {
+		t.Fatalf("Replay err = %v, want not-found", err)
+	}
+	h.handle(t, event(id, "REGISTER", "deals", ""))
+	if err := h.o.Replay(ctx, dls[0].ID, "bob"); err != nil {
+		t.Fatalf("Replay: %v", err)
+	}
+	if got := h.inst(t, id); got.State != "APPROVED" {
+		t.Errorf("state after replay = %s, want APPROVED", got.State)
+	}
+	if err := h.o.Replay(ctx, dls[0].ID, "bob"); ErrorCode(err) != CodeConflict {
+		t.Errorf("second Replay err = %v, want conflict", err)
+	}
+	if left, _ := h.st.DeadLetters(ctx, 10, false); len(left) != 0 {
+		t.Errorf("unreplayed dead letters = %+v, want none", left)
+	}
+}
+
+func TestConflictRetriesBatchAndOtherErrorsSurface(t *testing.T) {
+	h := newHarness(t)
+	h.st.failTx = Errorf(CodeConflict, "update", "changed concurrently")
+	id := uuid.NewString()
+	h.handle(t, event(id, "REGISTER", "deals", ""))
+	if got := h.inst(t, id); got.State != "DRAFT" {
+		t.Errorf("state = %s, want DRAFT after the retried batch", got.State)
+	}
+	h.st.failTx = Errorf(CodeUnavailable, "connect", "database down")
+	rec := h.record(t, event(id, "ORDER_APPROVED", "profile", ""))
+	if err := h.o.HandleRecords(context.Background(), []Record{rec}); ErrorCode(err) != CodeUnavailable {
+		t.Fatalf("HandleRecords err = %v, want unavailable", err)
+	}
+	if got := h.inst(t, id); got.State != "DRAFT" {
+		t.Errorf("state = %s, want DRAFT: nothing applied when the database failed", got.State)
+	}
+	if err := h.o.HandleRecords(context.Background(), []Record{rec}); err != nil {
+		t.Fatalf("HandleRecords retry: %v", err)
+	}
+	if got := h.inst(t, id); got.State != "APPROVED" {
+		t.Errorf("state = %s, want APPROVED after the retry", got.State)
+	}
+}
+
+func TestRelayPublishesThenDeletes(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	h.handle(t, event(uuid.NewString(), "REGISTER", "deals", ""), event(uuid.NewString(), "REGISTER", "deals", ""))
+	h.pub.fail = fmt.Errorf("broker down")
+	if _, err := h.o.RelayOnce(ctx); err == nil {
+		t.Fatal("RelayOnce with a failing publisher: got nil error")
+	}
+	if n, _ := h.st.OutboxBacklog(ctx); n != 2 {
+		t.Fatalf("backlog after failed publish = %d, want 2", n)
+	}
+	h.pub.fail = nil
+	if n, err := h.o.RelayOnce(ctx); err != nil || n != 2 {
+		t.Fatalf("RelayOnce = %d, %v; want 2", n, err)
+	}
+	if n, _ := h.st.OutboxBacklog(ctx); n != 0 {
+		t.Errorf("backlog = %d, want 0", n)
+	}
+	for _, m := range h.pub.messages() {
+		if m.Name != "APPROVE_ORDER" || m.Kind != KindCommand {
+			t.Errorf("published %+v, want APPROVE_ORDER commands", m)
+		}
+	}
+	if h.pub.recs[0].Headers[HeaderName] != "APPROVE_ORDER" || h.pub.recs[0].Topic != "PROFILE_TOPIC" {
+		t.Errorf("record = %+v, want topic PROFILE_TOPIC and name header", h.pub.recs[0])
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	cat := testCatalog(t)
+	if _, err := New(Config{BatchSize: -1}, cat, newMemStore(), nil); ErrorCode(err) != CodeInvalid {
+		t.Errorf("negative BatchSize err = %v, want invalid", err)
+	}
+	if _, err := New(Config{}, nil, newMemStore(), nil); ErrorCode(err) != CodeInvalid {
+		t.Errorf("nil catalog err = %v, want invalid", err)
+	}
+	o, err := New(Config{}, cat, newMemStore(), nil)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	if o.cfg.BatchSize != DefaultBatchSize || o.cfg.TimerPoll != DefaultTimerPoll || o.cfg.Owner == "" {
+		t.Errorf("defaults not applied: %+v", o.cfg)
+	}
+}

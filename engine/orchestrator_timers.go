@@ -1,0 +1,169 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/portfolio-counselor/sagamachine/engine/definition"
+)
+
+// timerLoop fires due timers every Config.TimerPoll until ctx is done.
+func (o *Orchestrator) timerLoop(ctx context.Context) {
+	t := time.NewTicker(o.cfg.TimerPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for ctx.Err() == nil {
+			n, err := o.FireTimers(ctx)
+			if err != nil && ctx.Err() == nil {
+				o.log.Warn("fire due timers failed", "err", err)
+			}
+			if n < o.cfg.TimerBatch || err != nil {
+				break
+			}
+		}
+	}
+}
+
+// FireTimers handles the sagas whose timer is due now (at most
+// Config.TimerBatch), each in its own transaction, and returns how many it
+// looked at. Run calls it every Config.TimerPoll; tests call it directly.
+func (o *Orchestrator) FireTimers(ctx context.Context) (int, error) {
+	ids, err := o.st.DueTimers(ctx, o.cfg.Clock().UTC(), o.cfg.TimerBatch)
+	if err != nil {
+		return 0, fmt.Errorf("find due timers: %w", err)
+	}
+	fired := false
+	for _, id := range ids {
+		ok, err := o.fireTimer(ctx, id)
+		if err != nil {
+			if ErrorCode(err) == CodeConflict {
+				// Another replica or the intake changed the saga; whoever
+				// won re-armed (or cleared) its timer.
+				o.log.Debug("timer skipped: saga changed concurrently", "saga_id", id)
+				continue
+			}
+			if ctx.Err() != nil {
+				return len(ids), ctx.Err()
+			}
+			o.log.Warn("fire timer failed", "saga_id", id, "err", err)
+			continue
+		}
+		fired = fired || ok
+	}
+	if fired {
+		o.Wake()
+	}
+	return len(ids), nil
+}
+
+// fireTimer handles one saga's due timer in a transaction: its state timeout
+// raises the timeout event; otherwise its pending command is re-sent, or,
+// after the last attempt, the retry's exhausted event is raised. It reports
+// whether it did anything.
+func (o *Orchestrator) fireTimer(ctx context.Context, sagaID string) (bool, error) {
+	var b *batch
+	did := false
+	err := o.st.InTx(ctx, func(ctx context.Context, tx Tx) error {
+		b, did = newBatch(o.cfg.Clock().UTC()), false
+		loaded, err := tx.Load(ctx, []string{sagaID})
+		if err != nil {
+			return fmt.Errorf("load saga %s: %w", sagaID, err)
+		}
+		inst := loaded[sagaID]
+		if inst == nil || inst.TimerAt == nil || inst.TimerAt.After(b.now) {
+			return nil // another replica handled it
+		}
+		b.add(loaded)
+		w := b.sagas[sagaID]
+		did = true
+		w.model, err = o.cat.Get(inst.Saga, inst.SagaVersion)
+		if err != nil {
+			// Nothing can be done without the definition: disarm so the
+			// loop does not spin, and say so.
+			inst.TimerAt, w.changed = nil, true
+			b.after = append(b.after, func() {
+				o.log.Error("timer disarmed: the saga's definition is not loaded", "saga_id", sagaID, "err", err)
+			})
+			return b.write(ctx, tx)
+		}
+		m := w.model
+		to := m.Timeout(inst.State)
+		retry := pendingRetry(m, inst)
+		switch {
+		case m.IsTerminal(inst.State):
+			inst.TimerAt, w.changed = nil, true
+		case to != nil && !b.now.Before(inst.EnteredAt.Add(to.After)):
+			if err := o.raise(ctx, tx, b, w, to.Event.Value); err != nil {
+				return err
+			}
+		case retry != nil && inst.Attempts < retry.Attempts:
+			cmd := o.resend(b, w)
+			inst.TimerAt = nextTimer(m, inst, retry, b.now)
+			inst.UpdatedAt = b.now
+			w.changed = true
+			b.entries = append(b.entries, HistoryEntry{
+				SagaID: inst.ID, At: b.now, Kind: EntryRetry, FromState: inst.State, ToState: inst.State,
+				Commands: []CommandRef{{ID: cmd.ID, Name: cmd.Name, Participant: cmd.Participant, Attempt: cmd.Attempt}},
+				Reason: fmt.Sprintf("no answer to %s; attempt %d of %d", cmd.Name, cmd.Attempt, retry.Attempts),
+			})
+			saga := inst.Saga
+			b.after = append(b.after, func() {
+				o.obs.CommandRetried(saga, cmd.Name)
+				o.log.Info("command re-sent", "saga_id", sagaID, "command", cmd.Name, "attempt", cmd.Attempt)
+			})
+		case retry != nil:
+			if err := o.raise(ctx, tx, b, w, retry.Exhausted.Value); err != nil {
+				return err
+			}
+		default:
+			inst.TimerAt, w.changed = nil, true // nothing left to wait for
+		}
+		return b.write(ctx, tx)
+	})
+	if err != nil {
+		return false, fmt.Errorf("fire timer of saga %s: %w", sagaID, err)
+	}
+	b.committed()
+	return did, nil
+}
+
+// raise applies an event the engine emits itself (by definition.Engine) to
+// w through the same path as participants' events. Its id is derived from
+// the saga id, its revision and the event, so that two replicas racing for
+// the same timer raise the same message and the inbox keeps one.
+func (o *Orchestrator) raise(ctx context.Context, tx Tx, b *batch, w *sagaWork, event string) error {
+	inst := w.inst
+	in := inbound{kind: EntryTimer, msg: Message{
+		V: EnvelopeVersion, ID: derivedID("timer", inst.ID, strconv.FormatInt(inst.Rev, 10), event),
+		SagaID: inst.ID, Saga: inst.Saga, SagaVersion: inst.SagaVersion, Kind: KindEvent, Name: event,
+		Participant: definition.Engine, OccurredAt: b.now,
+	}}
+	in.inboxID = in.msg.ID
+	in.rec.Value, _ = json.Marshal(in.msg)
+	fresh, err := tx.Claim(ctx, []string{in.msg.ID})
+	if err != nil {
+		return fmt.Errorf("claim timer event %s: %w", event, err)
+	}
+	if !fresh[in.msg.ID] {
+		return Errorf(CodeConflict, "raise "+event, "saga %s: the event was already raised", inst.ID)
+	}
+	if err := o.apply(b, &in); err != nil {
+		o.refuse(b, &in, err)
+		inst.TimerAt, w.changed = nil, true
+		return nil
+	}
+	saga := inst.Saga
+	b.after = append(b.after, func() {
+		o.obs.TimerFired(saga, event)
+		o.log.Info("engine raised event", "saga_id", inst.ID, "event", event, "state", inst.State)
+	})
+	return nil
+}
