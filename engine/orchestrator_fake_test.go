@@ -260,8 +260,10 @@ func (m *memStore) History(_ context.Context, id string) ([]HistoryEntry, error)
 	return out, nil
 }
 
-func (m *memStore) ListInstances(context.Context, SagaFilter) (SagaPage, error) { return SagaPage{}, nil }
-func (m *memStore) CountByState(context.Context) ([]StateCount, error)     { return nil, nil }
+func (m *memStore) ListInstances(context.Context, SagaFilter) (SagaPage, error) {
+	return SagaPage{}, nil
+}
+func (m *memStore) CountByState(context.Context) ([]StateCount, error) { return nil, nil }
 
 func (m *memStore) DeadLetters(_ context.Context, limit int, includeReplayed bool) ([]DeadLetter, error) {
 	m.mu.Lock()

@@ -173,7 +173,7 @@ func (o *Orchestrator) Resend(ctx context.Context, sagaID, actor, reason string)
 		b.entries = append(b.entries, HistoryEntry{
 			SagaID: inst.ID, At: b.now, Kind: EntryOperator, Event: "RESEND", FromState: inst.State, ToState: inst.State,
 			Commands: []CommandRef{{ID: cmd.ID, Name: cmd.Name, Participant: cmd.Participant, Attempt: cmd.Attempt}},
-			Actor: actor, Reason: reason,
+			Actor:    actor, Reason: reason,
 		})
 		id := inst.ID
 		b.after = append(b.after, func() {

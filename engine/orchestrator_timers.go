@@ -112,7 +112,7 @@ func (o *Orchestrator) fireTimer(ctx context.Context, sagaID string) (bool, erro
 			b.entries = append(b.entries, HistoryEntry{
 				SagaID: inst.ID, At: b.now, Kind: EntryRetry, FromState: inst.State, ToState: inst.State,
 				Commands: []CommandRef{{ID: cmd.ID, Name: cmd.Name, Participant: cmd.Participant, Attempt: cmd.Attempt}},
-				Reason: fmt.Sprintf("no answer to %s; attempt %d of %d", cmd.Name, cmd.Attempt, retry.Attempts),
+				Reason:   fmt.Sprintf("no answer to %s; attempt %d of %d", cmd.Name, cmd.Attempt, retry.Attempts),
 			})
 			saga := inst.Saga
 			b.after = append(b.after, func() {
