@@ -353,7 +353,7 @@ func (m *Model) applyError(state, event, by string) error {
 		}
 		return Errorf(CodeIllegal, op, "event %s is not allowed in state %s; %s", event, state, m.allowedText(state))
 	}
-	return Errorf(CodeWrongParticipant, op, "event %s in state %s must come from %s, not %q", event, displayState(state), e.by, by)
+	return Errorf(CodeWrongParticipant, op, "event %s in state %s must come from %s, not %q; %s", event, displayState(state), e.by, by, m.allowedText(state))
 }
 
 func (m *Model) allowedText(state string) string {
