@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strings"
 	"sync"
@@ -54,6 +55,9 @@ type Config struct {
 	// heartbeats before the group evicts it; it must lie within the
 	// broker's group.{min,max}.session.timeout.ms. Default 45s.
 	SessionTimeout time.Duration
+	// Logger receives the client's warnings and errors (connection
+	// failures, retried fetch errors). Default slog.Default().
+	Logger *slog.Logger
 }
 
 // withDefaults validates cfg and fills its zero fields.
@@ -103,6 +107,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.SessionTimeout == 0 {
 		cfg.SessionTimeout = DefaultSessionTimeout
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
 	return cfg, nil
 }
 
@@ -112,7 +119,21 @@ func (cfg Config) clientOpts() []kgo.Opt {
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ClientID(cfg.ClientID),
 		kgo.DialTimeout(cfg.DialTimeout),
+		kgo.WithLogger(kgoLogger{cfg.Logger.With("component", "kafka", "client_id", cfg.ClientID)}),
 	}
+}
+
+// kgoLogger passes franz-go's warnings and errors to slog.
+type kgoLogger struct{ l *slog.Logger }
+
+func (kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
+
+func (g kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	lvl := slog.LevelWarn
+	if level == kgo.LogLevelError {
+		lvl = slog.LevelError
+	}
+	g.l.Log(context.Background(), lvl, msg, keyvals...)
 }
 
 // Record is one Kafka record as this transport sees it.
@@ -264,6 +285,7 @@ type Consumer struct {
 	closeOnce sync.Once
 	group     string
 	topics    []string
+	log       *slog.Logger
 }
 
 // NewConsumer joins group (asynchronously, on the first Fetch) consuming the
@@ -298,7 +320,7 @@ func NewConsumer(cfg Config, group string, topics ...string) (*Consumer, error) 
 	if err != nil {
 		return nil, fmt.Errorf("new kafka consumer for group %s on %v: %w", group, cfg.Brokers, err)
 	}
-	return &Consumer{cl: cl, group: group, topics: append([]string(nil), topics...)}, nil
+	return &Consumer{cl: cl, group: group, topics: append([]string(nil), topics...), log: cfg.Logger}, nil
 }
 
 // Fetch blocks until at least one record is available or ctx ends, and
@@ -313,30 +335,44 @@ func (c *Consumer) Fetch(ctx context.Context, max int) ([]Record, error) {
 	if max <= 0 {
 		return nil, fmt.Errorf("fetch from %s (group %s): max must be positive, got %d", strings.Join(c.topics, ", "), c.group, max)
 	}
-	fetches := c.cl.PollRecords(ctx, max)
-	var recs []Record
-	fetches.EachRecord(func(kr *kgo.Record) { recs = append(recs, fromKgo(kr)) })
-	if len(recs) > 0 {
-		return recs, nil
-	}
-	// Nothing to process: let the group rebalance (a poll that returns only
-	// errors still counts as a poll).
-	c.cl.AllowRebalance()
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("fetch from %s (group %s): %w", strings.Join(c.topics, ", "), c.group, err)
-	}
-	var errs []error
-	fetches.EachError(func(topic string, partition int32, err error) {
-		if topic != "" {
-			err = fmt.Errorf("%s[%d]: %w", topic, partition, err)
+	for {
+		fetches := c.cl.PollRecords(ctx, max)
+		var recs []Record
+		fetches.EachRecord(func(kr *kgo.Record) { recs = append(recs, fromKgo(kr)) })
+		if len(recs) > 0 {
+			return recs, nil
 		}
-		errs = append(errs, err)
-	})
-	if len(errs) == 0 {
-		// PollRecords returns empty only with an error; be explicit anyway.
-		errs = append(errs, errors.New("no records and no error"))
+		// Nothing to process: let the group rebalance (a poll that
+		// returns no records still counts as a poll).
+		c.cl.AllowRebalance()
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("fetch from %s (group %s): %w", strings.Join(c.topics, ", "), c.group, err)
+		}
+		var fatal []error
+		fetches.EachError(func(topic string, partition int32, err error) {
+			if topic != "" {
+				err = fmt.Errorf("%s[%d]: %w", topic, partition, err)
+			}
+			if transient(err) {
+				c.log.Warn("kafka fetch error, retrying", "group", c.group, "err", err)
+				return
+			}
+			fatal = append(fatal, err)
+		})
+		if len(fatal) > 0 {
+			return nil, fmt.Errorf("fetch from %s (group %s): %w", strings.Join(c.topics, ", "), c.group, errors.Join(fatal...))
+		}
+		// Only empty or transient results (e.g. a partition moved, a
+		// topic still being created): poll again.
 	}
-	return nil, fmt.Errorf("fetch from %s (group %s): %w", strings.Join(c.topics, ", "), c.group, errors.Join(errs...))
+}
+
+// transient reports whether the client recovers from err by itself, so Fetch
+// keeps polling instead of returning it.
+func transient(err error) bool {
+	var groupErr *kgo.ErrGroupSession
+	var lossErr *kgo.ErrDataLoss
+	return kerr.IsRetriable(err) || errors.As(err, &groupErr) || errors.As(err, &lossErr)
 }
 
 // Commit synchronously commits, per partition, the offset after the highest
