@@ -1,0 +1,361 @@
+package sdk
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/kafka"
+)
+
+// Outcome tells what Dispatch did with one command record.
+type Outcome struct {
+	// Command is the decoded envelope (zero if it could not be decoded).
+	Command engine.Message
+	// Reply is the message written to the outbox, if any. For a duplicate
+	// it is the stored reply of the first delivery (same message id).
+	Reply *engine.Message
+	// Duplicate is true if the command id was already in the inbox: the
+	// handler did not run and the stored reply was re-enqueued.
+	Duplicate bool
+	// Attempts counts handler runs for this delivery.
+	Attempts int
+	// DeadLetter is set if the command was parked.
+	DeadLetter *DeadLetter
+	// Err is the last handler (or validation) error, if any.
+	Err error
+}
+
+// errStopped is returned when Run is stopping while a command still waits
+// for a retry; the record is not committed and will be redelivered.
+var errStopped = errors.New("participant is stopping")
+
+// Dispatch handles one raw command record exactly as Run does for a record
+// fetched from Kafka: decode and validate the envelope, then, per attempt,
+// one transaction with the inbox record, the handler and the reply in the
+// outbox; retries with backoff; dead letter after Config.MaxAttempts (or at
+// once for a malformed envelope, an unknown command or a Permanent error).
+//
+// A nil error means the record is done with (handled, a duplicate, or
+// parked) and its offset may be committed. A non-nil error means it could
+// not be made durable (database unreachable, ctx ended) and must be
+// delivered again. Replies are published later by the relay (Run or Flush).
+func (p *Participant) Dispatch(ctx context.Context, rec kafka.Record) (Outcome, error) {
+	return p.dispatch(ctx, ctx.Done(), rec)
+}
+
+// dispatch is Dispatch with a separate stop signal: when stop closes, no
+// further attempt starts, but an attempt under way finishes with ctx.
+func (p *Participant) dispatch(ctx context.Context, stop <-chan struct{}, rec kafka.Record) (Outcome, error) {
+	msg, err := p.decode(rec)
+	if err != nil {
+		return p.parkRecord(ctx, rec, msg, err, 0)
+	}
+	out := Outcome{Command: msg}
+	log := p.log.With("saga_id", msg.SagaID, "command_id", msg.ID, "command", msg.Name)
+	h, ok := p.handler(msg.Name)
+	if !ok {
+		return p.parkRecord(ctx, rec, msg, engine.Errorf(engine.CodeInvalid, "dispatch", "participant %s has no handler for command %s (handlers: %s)", p.cfg.Name, msg.Name, strings.Join(p.Commands(), ", ")), 0)
+	}
+	infraFailures := 0
+	for {
+		res, counted, err := p.attempt(ctx, msg, rec.Headers, h, nil)
+		if counted {
+			out.Attempts++
+		}
+		if err == nil {
+			out.Reply, out.Duplicate, out.Err = res.reply, res.duplicate, nil
+			if res.duplicate {
+				log.Debug("duplicate command: re-sent the stored reply", "reply_id", replyID(res.reply))
+			} else {
+				log.Debug("command handled", "reply", replyName(res.reply), "attempts", out.Attempts)
+			}
+			if res.reply != nil {
+				p.wake()
+			}
+			return out, nil
+		}
+		out.Err = err
+		if ctx.Err() != nil {
+			return out, fmt.Errorf("handle %s %s: %w", msg.Name, msg.ID, ctx.Err())
+		}
+		var wait time.Duration
+		if counted {
+			if IsPermanent(err) || out.Attempts >= p.cfg.MaxAttempts {
+				log.Warn("command failed, parking it as a dead letter", "attempts", out.Attempts, "err", err)
+				parked, perr := p.parkRecord(ctx, rec, msg, err, out.Attempts)
+				parked.Attempts = out.Attempts
+				return parked, perr
+			}
+			log.Info("command failed, will retry", "attempt", out.Attempts, "err", err)
+			wait = p.backoff(out.Attempts)
+		} else {
+			infraFailures++
+			log.Warn("database unavailable, will retry the command", "err", err)
+			wait = p.backoff(infraFailures)
+		}
+		if !sleep(stop, wait) {
+			return out, fmt.Errorf("handle %s %s: %w (last error: %w)", msg.Name, msg.ID, errStopped, err)
+		}
+	}
+}
+
+// decode parses and validates a command envelope. On error it returns what
+// it could read, for the dead letter.
+func (p *Participant) decode(rec kafka.Record) (engine.Message, error) {
+	var msg engine.Message
+	if err := json.Unmarshal(rec.Value, &msg); err != nil {
+		return engine.Message{SagaID: rec.Key}, engine.Errorf(engine.CodeInvalid, "decode command", "malformed envelope: %v", err)
+	}
+	var problems []string
+	if msg.V != engine.EnvelopeVersion {
+		problems = append(problems, fmt.Sprintf("envelope version %d, want %d", msg.V, engine.EnvelopeVersion))
+	}
+	if msg.ID == "" {
+		problems = append(problems, "no id")
+	}
+	if msg.SagaID == "" {
+		problems = append(problems, "no saga_id")
+	}
+	if msg.Kind != engine.KindCommand {
+		problems = append(problems, fmt.Sprintf("kind %q, want %q", msg.Kind, engine.KindCommand))
+	}
+	if !validName(msg.Name) {
+		problems = append(problems, fmt.Sprintf("command name %q is not like APPROVE_ORDER", msg.Name))
+	}
+	if msg.Participant != "" && msg.Participant != p.cfg.Name {
+		problems = append(problems, fmt.Sprintf("addressed to participant %q, this is %q", msg.Participant, p.cfg.Name))
+	}
+	if len(problems) > 0 {
+		if msg.SagaID == "" {
+			msg.SagaID = rec.Key
+		}
+		return msg, engine.Errorf(engine.CodeInvalid, "decode command", "invalid envelope: %s", strings.Join(problems, "; "))
+	}
+	return msg, nil
+}
+
+// attemptResult is what one committed attempt produced.
+type attemptResult struct {
+	reply     *engine.Message
+	duplicate bool
+}
+
+// attempt runs one transaction: inbox claim, handler, reply. counted tells
+// whether the handler ran (so a failure counts as an attempt); failures
+// before it runs (the database is unreachable) do not count. extra, if set,
+// runs in the same transaction after the reply (Replay deletes the dead
+// letter there).
+func (p *Participant) attempt(ctx context.Context, msg engine.Message, headers map[string]string, h handlerFunc, extra func(*sqlx.Tx) error) (attemptResult, bool, error) {
+	tx, err := p.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return attemptResult{}, false, fmt.Errorf("begin transaction for %s %s: %w", msg.Name, msg.ID, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	fresh, err := p.claimInbox(ctx, tx, msg)
+	if err != nil {
+		return attemptResult{}, false, err
+	}
+	if !fresh {
+		reply, body, err := p.storedReply(ctx, tx, msg.ID)
+		if err != nil {
+			return attemptResult{}, false, err
+		}
+		if reply != nil {
+			if err := p.insertOutbox(ctx, tx, p.outRowFor(reply, body, headers)); err != nil {
+				return attemptResult{}, false, err
+			}
+		}
+		if extra != nil {
+			if err := extra(tx); err != nil {
+				return attemptResult{}, false, err
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			return attemptResult{}, false, fmt.Errorf("commit duplicate %s %s: %w", msg.Name, msg.ID, err)
+		}
+		return attemptResult{reply: reply, duplicate: true}, false, nil
+	}
+	res, err := p.callHandler(ctx, tx, msg, h)
+	if err != nil {
+		return attemptResult{}, true, err
+	}
+	var reply *engine.Message
+	if res.event != "" || res.reject {
+		reply, err = p.replyFor(msg, res)
+		if err != nil {
+			return attemptResult{}, true, Permanent(err)
+		}
+		body, err := json.Marshal(reply)
+		if err != nil {
+			return attemptResult{}, true, Permanent(fmt.Errorf("encode reply %s: %w", reply.Name, err))
+		}
+		if err := p.storeReply(ctx, tx, msg.ID, p.outRowFor(reply, body, headers)); err != nil {
+			return attemptResult{}, true, err
+		}
+	}
+	if extra != nil {
+		if err := extra(tx); err != nil {
+			return attemptResult{}, true, err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return attemptResult{}, true, fmt.Errorf("commit %s %s: %w", msg.Name, msg.ID, err)
+	}
+	return attemptResult{reply: reply}, true, nil
+}
+
+// callHandler runs the handler, turning a panic into an error.
+func (p *Participant) callHandler(ctx context.Context, tx *sqlx.Tx, msg engine.Message, h handlerFunc) (res Result, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.log.Error("handler panicked", "saga_id", msg.SagaID, "command_id", msg.ID, "command", msg.Name,
+				"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			err = fmt.Errorf("handler for %s panicked: %v", msg.Name, r)
+		}
+	}()
+	res, err = h(ctx, tx, msg)
+	if err != nil {
+		return res, fmt.Errorf("handler for %s: %w", msg.Name, err)
+	}
+	return res, nil
+}
+
+// replyFor builds the reply envelope of a handler's Result.
+func (p *Participant) replyFor(cmd engine.Message, res Result) (*engine.Message, error) {
+	if !validName(res.event) {
+		return nil, fmt.Errorf("handler for %s answered with event name %q, want a name like ORDER_APPROVED", cmd.Name, res.event)
+	}
+	if res.reject && strings.TrimSpace(res.reason) == "" {
+		return nil, fmt.Errorf("handler for %s rejected with %s but gave no reason", cmd.Name, res.event)
+	}
+	payload, err := marshalObject(res.event, res.payload)
+	if err != nil {
+		return nil, fmt.Errorf("handler for %s: %w", cmd.Name, err)
+	}
+	return &engine.Message{
+		V:           engine.EnvelopeVersion,
+		ID:          uuid.NewString(),
+		SagaID:      cmd.SagaID,
+		Saga:        cmd.Saga,
+		SagaVersion: cmd.SagaVersion,
+		Kind:        engine.KindEvent,
+		Name:        res.event,
+		Participant: p.cfg.Name,
+		CausationID: cmd.ID,
+		OccurredAt:  time.Now().UTC(),
+		Reason:      res.reason,
+		Payload:     payload,
+	}, nil
+}
+
+// outRowFor turns an event into an outbox row for the event topic, passing
+// the trace context of the command on.
+func (p *Participant) outRowFor(m *engine.Message, body []byte, in map[string]string) outRow {
+	h := map[string]string{engine.HeaderKind: string(m.Kind), engine.HeaderName: m.Name}
+	if tp := in[engine.HeaderTraceparent]; tp != "" {
+		h[engine.HeaderTraceparent] = tp
+	}
+	return outRow{id: m.ID, topic: p.cfg.EventTopic, key: m.SagaID, name: m.Name, headers: h, body: body}
+}
+
+// parkRecord stores a dead letter for rec. A nil error means it is durable.
+func (p *Participant) parkRecord(ctx context.Context, rec kafka.Record, msg engine.Message, cause error, attempts int) (Outcome, error) {
+	offset := rec.Offset
+	if rec.Topic == "" {
+		offset = -1
+	}
+	dl := DeadLetter{
+		MessageID: msg.ID, SagaID: msg.SagaID, Command: msg.Name, Reason: cause.Error(), Attempts: attempts,
+		Topic: rec.Topic, Partition: rec.Partition, Offset: offset, Headers: rec.Headers, Body: rec.Value,
+	}
+	out := Outcome{Command: msg, Attempts: attempts, Err: cause}
+	stored, err := p.park(ctx, dl)
+	if err != nil {
+		return out, err
+	}
+	out.DeadLetter = &stored
+	p.log.Warn("command parked as a dead letter", slog.String("dead_letter_id", stored.ID),
+		"saga_id", msg.SagaID, "command_id", msg.ID, "command", msg.Name, "reason", stored.Reason)
+	return out, nil
+}
+
+// Replay handles a parked command again (one attempt, no retries). On
+// success the dead letter is deleted in the same transaction as the
+// handler's changes and the reply; on failure it stays, with the new reason
+// and one more attempt, and the error is returned. An unknown id gives an
+// *engine.Error with code engine.CodeNotFound; a command that still cannot
+// be decoded or has no handler gives engine.CodeInvalid.
+func (p *Participant) Replay(ctx context.Context, id string) (Outcome, error) {
+	dl, err := p.deadLetter(ctx, id)
+	if err != nil {
+		return Outcome{}, err
+	}
+	rec := kafka.Record{Topic: dl.Topic, Partition: dl.Partition, Offset: dl.Offset, Key: dl.SagaID, Headers: dl.Headers, Value: dl.Body}
+	msg, err := p.decode(rec)
+	if err != nil {
+		if uerr := p.updateDeadLetter(ctx, id, err.Error(), 0); uerr != nil {
+			return Outcome{}, errors.Join(err, uerr)
+		}
+		return Outcome{Command: msg, Err: err}, fmt.Errorf("replay dead letter %s: %w", id, err)
+	}
+	h, ok := p.handler(msg.Name)
+	if !ok {
+		err := engine.Errorf(engine.CodeInvalid, "replay dead letter", "participant %s has no handler for command %s", p.cfg.Name, msg.Name)
+		if uerr := p.updateDeadLetter(ctx, id, err.Error(), 0); uerr != nil {
+			return Outcome{}, errors.Join(err, uerr)
+		}
+		return Outcome{Command: msg, Err: err}, err
+	}
+	res, counted, err := p.attempt(ctx, msg, dl.Headers, h, func(tx *sqlx.Tx) error { return deleteDeadLetter(ctx, tx, id) })
+	out := Outcome{Command: msg, Reply: res.reply, Duplicate: res.duplicate, Err: err}
+	if counted {
+		out.Attempts = 1
+	}
+	if err != nil {
+		if uerr := p.updateDeadLetter(ctx, id, err.Error(), out.Attempts); uerr != nil {
+			return out, errors.Join(err, uerr)
+		}
+		return out, fmt.Errorf("replay dead letter %s: %w", id, err)
+	}
+	if res.reply != nil {
+		p.wake()
+	}
+	p.log.Info("dead letter replayed", "dead_letter_id", id, "saga_id", msg.SagaID, "command_id", msg.ID, "command", msg.Name)
+	return out, nil
+}
+
+func replyID(m *engine.Message) string {
+	if m == nil {
+		return ""
+	}
+	return m.ID
+}
+
+func replyName(m *engine.Message) string {
+	if m == nil {
+		return ""
+	}
+	return m.Name
+}
+
+// sleep waits d or until stop closes; it reports whether it waited fully.
+func sleep(stop <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-stop:
+		return false
+	}
+}

@@ -1,0 +1,38 @@
+// Package sdk is the participant SDK of saga-machine: a participant service
+// registers one handler per command and gets idempotency, retries, dead
+// letters and reliable publishing for free.
+//
+//	p, err := sdk.New(sdk.Config{Name: "profile", DB: db, Brokers: brokers})
+//	sdk.Handle(p, "APPROVE_ORDER", approveOrder)
+//	err = p.Run(ctx)
+//
+// A handler receives the command with its payload decoded into the type it
+// asks for, and a database transaction. It answers with Reply (success
+// event), Reject (business rejection event with a reason) or NoReply.
+//
+// # Guarantees
+//
+// Kafka delivers at least once; the SDK makes every command's effects
+// happen exactly once. For each command, one transaction in the
+// participant's own database holds: the command id in the inbox table
+// (INSERT ... ON CONFLICT DO NOTHING), the handler's business changes and
+// the reply in the outbox table. The Kafka offset is committed only after
+// that transaction commits. A redelivered command finds its id in the inbox:
+// the handler does not run again and the stored reply (same message id) is
+// enqueued again, so a reply lost on the way is re-sent. A relay publishes
+// the outbox in batches to the event topic (key = saga id) and deletes what
+// was published. Nothing is published from inside a transaction.
+//
+// A failing (or panicking) handler is rolled back and retried with backoff
+// (Config.MaxAttempts, Backoff, MaxBackoff); then the command is parked as a
+// dead letter in the same database, with the reason, and consumption moves
+// on. Malformed envelopes and unknown commands are parked at once. See
+// Participant.DeadLetters and Participant.Replay.
+//
+// StartSaga starts a saga atomically with the caller's business change.
+//
+// The SDK works on PostgreSQL (lib/pq) and SQLite (modernc.org/sqlite), on
+// Apache Kafka and the embedded broker. Its tables are created by Migrate.
+// Package sdktest runs handlers in unit tests without Kafka or a database
+// server. docs/participant-sdk.md is the guide.
+package sdk

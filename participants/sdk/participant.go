@@ -1,0 +1,211 @@
+package sdk
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// Defaults applied by New to zero Config fields.
+const (
+	DefaultEventTopic      = "SAGA_SERVER_TOPIC"
+	DefaultMaxAttempts     = 5
+	DefaultBackoff         = 100 * time.Millisecond
+	DefaultMaxBackoff      = 5 * time.Second
+	DefaultBatchSize       = 500
+	DefaultRelayBatch      = 1000
+	DefaultRelayInterval   = 100 * time.Millisecond
+	DefaultShutdownTimeout = 10 * time.Second
+	// DefaultConcurrencyPostgres is how many partitions of a fetched batch
+	// are handled at once on PostgreSQL; SQLite handles one at a time.
+	DefaultConcurrencyPostgres = 4
+)
+
+// Config configures a Participant. The zero value of every field but Name
+// and DB means its default; New validates the rest.
+type Config struct {
+	// Name is the participant name as written in the saga definitions,
+	// e.g. "profile". Required.
+	Name string
+	// DB is the participant's own database: PostgreSQL (driver "postgres",
+	// lib/pq) or SQLite (driver "sqlite", modernc.org/sqlite), with the SDK
+	// tables created by Migrate. Required.
+	DB *sqlx.DB
+	// Brokers are the Kafka (or embedded broker) addresses. Required by Run;
+	// a participant used only through Dispatch (e.g. in sdktest) needs none.
+	Brokers []string
+	// CommandTopic is the topic the participant's commands arrive on.
+	// Default strings.ToUpper(Name)+"_TOPIC", e.g. PROFILE_TOPIC.
+	CommandTopic string
+	// EventTopic is where replies and saga-starting events go. Default
+	// SAGA_SERVER_TOPIC.
+	EventTopic string
+	// Group is the Kafka consumer group. Default Name.
+	Group string
+	// MaxAttempts is how many times a failing handler runs for one
+	// delivery before the command is parked as a dead letter. Default 5.
+	MaxAttempts int
+	// Backoff is the wait after the first failed attempt; it doubles after
+	// each further failure up to MaxBackoff. Defaults 100ms and 5s.
+	Backoff    time.Duration
+	MaxBackoff time.Duration
+	// BatchSize is the most records fetched from Kafka at once. Default 500.
+	BatchSize int
+	// Concurrency is how many partitions of a fetched batch are handled at
+	// the same time (commands of one partition, and so of one saga, stay in
+	// order). Default 4 on PostgreSQL, 1 on SQLite.
+	Concurrency int
+	// RelayBatch is the most outbox rows published at once. Default 1000.
+	RelayBatch int
+	// RelayInterval is how often the relay looks at the outbox when nothing
+	// woke it (saga starts written by other processes). Default 100ms.
+	RelayInterval time.Duration
+	// ShutdownTimeout bounds how long Run keeps finishing in-flight commands
+	// and relaying the outbox after its context ends. Default 10s.
+	ShutdownTimeout time.Duration
+	// Logger receives the SDK's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Participant is one participant service's connection to the saga bus:
+// registered handlers, its database, and (in Run) its Kafka clients.
+type Participant struct {
+	cfg     Config
+	db      *sqlx.DB
+	dialect dialect
+	log     *slog.Logger
+	kick    chan struct{}
+
+	mu       sync.RWMutex
+	handlers map[string]handlerFunc
+}
+
+// New validates cfg, applies the defaults and returns a Participant. It
+// does not connect to Kafka; Run does.
+func New(cfg Config) (*Participant, error) {
+	if strings.TrimSpace(cfg.Name) == "" {
+		return nil, errors.New("new participant: Config.Name is empty")
+	}
+	if cfg.DB == nil {
+		return nil, fmt.Errorf("new participant %s: Config.DB is nil", cfg.Name)
+	}
+	d, err := detectDialect(cfg.DB)
+	if err != nil {
+		return nil, fmt.Errorf("new participant %s: %w", cfg.Name, err)
+	}
+	for i, b := range cfg.Brokers {
+		if strings.TrimSpace(b) == "" {
+			return nil, fmt.Errorf("new participant %s: broker %d is empty", cfg.Name, i)
+		}
+	}
+	type check struct {
+		name string
+		bad  bool
+	}
+	for _, c := range []check{
+		{"MaxAttempts", cfg.MaxAttempts < 0},
+		{"Backoff", cfg.Backoff < 0},
+		{"MaxBackoff", cfg.MaxBackoff < 0},
+		{"BatchSize", cfg.BatchSize < 0},
+		{"Concurrency", cfg.Concurrency < 0},
+		{"RelayBatch", cfg.RelayBatch < 0},
+		{"RelayInterval", cfg.RelayInterval < 0},
+		{"ShutdownTimeout", cfg.ShutdownTimeout < 0},
+	} {
+		if c.bad {
+			return nil, fmt.Errorf("new participant %s: Config.%s is negative", cfg.Name, c.name)
+		}
+	}
+	if cfg.CommandTopic == "" {
+		cfg.CommandTopic = strings.ToUpper(cfg.Name) + "_TOPIC"
+	}
+	if cfg.EventTopic == "" {
+		cfg.EventTopic = DefaultEventTopic
+	}
+	if cfg.Group == "" {
+		cfg.Group = cfg.Name
+	}
+	if cfg.MaxAttempts == 0 {
+		cfg.MaxAttempts = DefaultMaxAttempts
+	}
+	if cfg.Backoff == 0 {
+		cfg.Backoff = DefaultBackoff
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = DefaultMaxBackoff
+	}
+	if cfg.MaxBackoff < cfg.Backoff {
+		return nil, fmt.Errorf("new participant %s: Config.MaxBackoff %s is below Backoff %s", cfg.Name, cfg.MaxBackoff, cfg.Backoff)
+	}
+	if cfg.BatchSize == 0 {
+		cfg.BatchSize = DefaultBatchSize
+	}
+	if cfg.Concurrency == 0 {
+		cfg.Concurrency = 1
+		if d == dialectPostgres {
+			cfg.Concurrency = DefaultConcurrencyPostgres
+		}
+	}
+	if cfg.RelayBatch == 0 {
+		cfg.RelayBatch = DefaultRelayBatch
+	}
+	if cfg.RelayInterval == 0 {
+		cfg.RelayInterval = DefaultRelayInterval
+	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Participant{
+		cfg:      cfg,
+		db:       cfg.DB,
+		dialect:  d,
+		log:      cfg.Logger.With("participant", cfg.Name),
+		kick:     make(chan struct{}, 1),
+		handlers: map[string]handlerFunc{},
+	}, nil
+}
+
+// Name returns the participant name.
+func (p *Participant) Name() string { return p.cfg.Name }
+
+// DB returns the participant's database.
+func (p *Participant) DB() *sqlx.DB { return p.db }
+
+// Config returns the configuration with every default applied.
+func (p *Participant) Config() Config { return p.cfg }
+
+// Commands returns the names of the registered commands.
+func (p *Participant) Commands() []string {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	names := make([]string, 0, len(p.handlers))
+	for n := range p.handlers {
+		names = append(names, n)
+	}
+	return names
+}
+
+// wake tells the relay there is something new in the outbox.
+func (p *Participant) wake() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// backoff returns the wait after the n-th failure (n >= 1).
+func (p *Participant) backoff(n int) time.Duration {
+	d := p.cfg.Backoff
+	for i := 1; i < n && d < p.cfg.MaxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, p.cfg.MaxBackoff)
+}

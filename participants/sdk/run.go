@@ -1,0 +1,160 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/portfolio-counselor/sagamachine/engine/kafka"
+)
+
+// Run consumes the participant's commands and relays its outbox until ctx
+// ends, then stops gracefully: commands under way finish (their retries do
+// not), their offsets are committed and the outbox is relayed once more,
+// all within Config.ShutdownTimeout. It returns nil after a graceful stop
+// and an error only if it could not start (no brokers, bad configuration).
+// Broker and database outages while running are logged and retried.
+func (p *Participant) Run(ctx context.Context) error {
+	if len(p.cfg.Brokers) == 0 {
+		return fmt.Errorf("run participant %s: Config.Brokers is empty", p.cfg.Name)
+	}
+	kcfg := kafka.Config{Brokers: p.cfg.Brokers, ClientID: "saga-participant-" + p.cfg.Name}
+	prod, err := kafka.NewProducer(kcfg)
+	if err != nil {
+		return fmt.Errorf("run participant %s: %w", p.cfg.Name, err)
+	}
+	defer prod.Close()
+	cons, err := kafka.NewConsumer(kcfg, p.cfg.Group, p.cfg.CommandTopic)
+	if err != nil {
+		return fmt.Errorf("run participant %s: %w", p.cfg.Name, err)
+	}
+	defer cons.Close()
+
+	// work carries the database and publish calls: it outlives ctx by at
+	// most ShutdownTimeout so in-flight work can finish.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	var grace *time.Timer
+	var graceMu sync.Mutex
+	stopAfter := context.AfterFunc(ctx, func() {
+		graceMu.Lock()
+		grace = time.AfterFunc(p.cfg.ShutdownTimeout, cancelWork)
+		graceMu.Unlock()
+	})
+	defer func() {
+		stopAfter()
+		graceMu.Lock()
+		if grace != nil {
+			grace.Stop()
+		}
+		graceMu.Unlock()
+	}()
+
+	p.log.Info("participant running", "command_topic", p.cfg.CommandTopic, "event_topic", p.cfg.EventTopic,
+		"group", p.cfg.Group, "commands", p.Commands(), "db", p.dialect.String())
+	consumed := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { p.relay(work, consumed, prod.Publish) })
+	p.consume(ctx, work, cons)
+	close(consumed)
+	wg.Wait()
+	p.log.Info("participant stopped")
+	return nil
+}
+
+// consume fetches batches until ctx ends; each batch is handled and its
+// handled records committed.
+func (p *Participant) consume(ctx, work context.Context, cons *kafka.Consumer) {
+	failures := 0
+	for ctx.Err() == nil {
+		recs, err := cons.Fetch(ctx, p.cfg.BatchSize)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			failures++
+			p.log.Warn("fetching commands failed, will retry", "topic", p.cfg.CommandTopic, "err", err, "failures", failures)
+			sleep(ctx.Done(), p.backoff(failures))
+			continue
+		}
+		failures = 0
+		done := p.handleBatch(work, ctx.Done(), recs)
+		cctx, cancel := context.WithTimeout(work, 10*time.Second)
+		if err := cons.Commit(cctx, done); err != nil {
+			// The records are redelivered; the inbox drops them as duplicates.
+			p.log.Warn("committing offsets failed; handled commands will be redelivered and dropped as duplicates", "records", len(done), "err", err)
+		}
+		cancel()
+	}
+}
+
+type partitionKey struct {
+	topic     string
+	partition int32
+}
+
+// handleBatch handles a fetched batch, partitions in parallel (up to
+// Config.Concurrency), each partition in order. It returns the records that
+// are done with (for each partition, a prefix of its records).
+func (p *Participant) handleBatch(work context.Context, stop <-chan struct{}, recs []kafka.Record) []kafka.Record {
+	if p.cfg.Concurrency == 1 {
+		return p.handlePartition(work, stop, recs)
+	}
+	var order []partitionKey
+	groups := map[partitionKey][]kafka.Record{}
+	for _, r := range recs {
+		k := partitionKey{r.Topic, r.Partition}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], r)
+	}
+	if len(order) == 1 {
+		return p.handlePartition(work, stop, recs)
+	}
+	results := make([][]kafka.Record, len(order))
+	sem := make(chan struct{}, p.cfg.Concurrency)
+	var wg sync.WaitGroup
+	for i, k := range order {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			results[i] = p.handlePartition(work, stop, groups[k])
+		})
+	}
+	wg.Wait()
+	var done []kafka.Record
+	for _, r := range results {
+		done = append(done, r...)
+	}
+	return done
+}
+
+// handlePartition handles records in order; it stops early (returning the
+// done prefix) when stopping or when a record cannot be made durable.
+func (p *Participant) handlePartition(work context.Context, stop <-chan struct{}, recs []kafka.Record) []kafka.Record {
+	for i, rec := range recs {
+		select {
+		case <-stop:
+			return recs[:i]
+		default:
+		}
+		for failures := 1; ; failures++ {
+			_, err := p.dispatch(work, stop, rec)
+			if err == nil {
+				break
+			}
+			if errors.Is(err, errStopped) || work.Err() != nil {
+				return recs[:i]
+			}
+			p.log.Warn("command could not be stored, will retry", "topic", rec.Topic, "partition", rec.Partition,
+				"offset", rec.Offset, "saga_id", rec.Key, "err", err)
+			if !sleep(stop, p.backoff(failures)) {
+				return recs[:i]
+			}
+		}
+	}
+	return recs
+}

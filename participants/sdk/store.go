@@ -1,0 +1,352 @@
+package sdk
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+
+	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/schema"
+)
+
+// VersionTable is the goose version table of the SDK's own migrations.
+const VersionTable = "sdk_goose_db_version"
+
+// migrationLockID is the PostgreSQL advisory lock taken while migrating, so
+// replicas starting together do not race (distinct from goose's default).
+const migrationLockID = 0x5d6b5344 // "]kSD"
+
+type dialect int
+
+const (
+	dialectPostgres dialect = iota + 1
+	dialectSQLite
+)
+
+func (d dialect) String() string {
+	switch d {
+	case dialectPostgres:
+		return "postgres"
+	case dialectSQLite:
+		return "sqlite"
+	}
+	return "unknown"
+}
+
+func detectDialect(db *sqlx.DB) (dialect, error) {
+	switch db.DriverName() {
+	case "postgres", "pgx", "pq":
+		return dialectPostgres, nil
+	case "sqlite", "sqlite3":
+		return dialectSQLite, nil
+	}
+	return 0, fmt.Errorf("unsupported database driver %q (want postgres or sqlite)", db.DriverName())
+}
+
+// Migrate creates or upgrades the SDK's own tables (inbox, outbox, dead
+// letters) in db with goose, tracked in the version table
+// "sdk_goose_db_version". Services run their business migrations
+// separately (with goose's default table or their own). Safe to call from
+// several replicas at once on PostgreSQL (advisory lock).
+func Migrate(ctx context.Context, db *sqlx.DB) error {
+	if db == nil {
+		return errors.New("migrate sdk tables: db is nil")
+	}
+	d, err := detectDialect(db)
+	if err != nil {
+		return fmt.Errorf("migrate sdk tables: %w", err)
+	}
+	fsys, err := schema.Migrations("sdk/" + d.String())
+	if err != nil {
+		return fmt.Errorf("migrate sdk tables: open embedded migrations: %w", err)
+	}
+	if _, err := fs.Stat(fsys, "."); err != nil {
+		return fmt.Errorf("migrate sdk tables: embedded migrations sdk/%s: %w", d, err)
+	}
+	opts := []goose.ProviderOption{goose.WithTableName(VersionTable), goose.WithDisableGlobalRegistry(true)}
+	gd := goose.DialectSQLite3
+	if d == dialectPostgres {
+		gd = goose.DialectPostgres
+		locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(migrationLockID))
+		if err != nil {
+			return fmt.Errorf("migrate sdk tables: %w", err)
+		}
+		opts = append(opts, goose.WithSessionLocker(locker))
+	}
+	prov, err := goose.NewProvider(gd, db.DB, fsys, opts...)
+	if err != nil {
+		return fmt.Errorf("migrate sdk tables (%s): %w", d, err)
+	}
+	if _, err := prov.Up(ctx); err != nil {
+		return fmt.Errorf("migrate sdk tables (%s): %w", d, err)
+	}
+	return nil
+}
+
+// outRow is one outbox row to write.
+type outRow struct {
+	id      string
+	topic   string
+	key     string
+	name    string
+	headers map[string]string
+	body    []byte
+}
+
+func encodeHeaders(h map[string]string) string {
+	if len(h) == 0 {
+		return "{}"
+	}
+	b, _ := json.Marshal(h) // map[string]string always encodes
+	return string(b)
+}
+
+func decodeHeaders(s string) (map[string]string, error) {
+	if s == "" || s == "{}" {
+		return nil, nil
+	}
+	var h map[string]string
+	if err := json.Unmarshal([]byte(s), &h); err != nil {
+		return nil, fmt.Errorf("decode stored headers: %w", err)
+	}
+	return h, nil
+}
+
+func (p *Participant) insertOutbox(ctx context.Context, tx *sqlx.Tx, r outRow) error {
+	q := tx.Rebind(`INSERT INTO sdk_outbox (message_id, topic, msg_key, name, headers, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`)
+	if _, err := tx.ExecContext(ctx, q, r.id, r.topic, r.key, r.name, encodeHeaders(r.headers), r.body, time.Now().UTC()); err != nil {
+		return fmt.Errorf("write %s %s to the outbox: %w", r.name, r.id, err)
+	}
+	return nil
+}
+
+// storeReply writes the reply to the outbox and keeps it in the command's
+// inbox row, in one round trip on PostgreSQL.
+func (p *Participant) storeReply(ctx context.Context, tx *sqlx.Tx, commandID string, r outRow) error {
+	now := time.Now().UTC()
+	if p.dialect == dialectPostgres {
+		const q = `WITH o AS (
+			INSERT INTO sdk_outbox (message_id, topic, msg_key, name, headers, body, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7))
+		UPDATE sdk_inbox SET reply_id = $1, reply = $6 WHERE message_id = $8`
+		if _, err := tx.ExecContext(ctx, q, r.id, r.topic, r.key, r.name, encodeHeaders(r.headers), r.body, now, commandID); err != nil {
+			return fmt.Errorf("write reply %s %s to the outbox: %w", r.name, r.id, err)
+		}
+		return nil
+	}
+	if err := p.insertOutbox(ctx, tx, r); err != nil {
+		return err
+	}
+	q := tx.Rebind(`UPDATE sdk_inbox SET reply_id = ?, reply = ? WHERE message_id = ?`)
+	if _, err := tx.ExecContext(ctx, q, r.id, r.body, commandID); err != nil {
+		return fmt.Errorf("keep reply %s in the inbox: %w", r.id, err)
+	}
+	return nil
+}
+
+// claimInbox records the command id; it reports false if it was there
+// already (a duplicate).
+func (p *Participant) claimInbox(ctx context.Context, tx *sqlx.Tx, msg engine.Message) (bool, error) {
+	q := tx.Rebind(`INSERT INTO sdk_inbox (message_id, saga_id, command, processed_at) VALUES (?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING`)
+	res, err := tx.ExecContext(ctx, q, msg.ID, msg.SagaID, msg.Name, time.Now().UTC())
+	if err != nil {
+		return false, fmt.Errorf("record command %s in the inbox: %w", msg.ID, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("record command %s in the inbox: %w", msg.ID, err)
+	}
+	return n == 1, nil
+}
+
+// storedReply returns the reply kept for an already handled command (nil if
+// it had none).
+func (p *Participant) storedReply(ctx context.Context, tx *sqlx.Tx, commandID string) (*engine.Message, []byte, error) {
+	var id sql.NullString
+	var body []byte
+	q := tx.Rebind(`SELECT reply_id, reply FROM sdk_inbox WHERE message_id = ?`)
+	if err := tx.QueryRowxContext(ctx, q, commandID).Scan(&id, &body); err != nil {
+		return nil, nil, fmt.Errorf("read the stored reply of command %s: %w", commandID, err)
+	}
+	if !id.Valid || len(body) == 0 {
+		return nil, nil, nil
+	}
+	var m engine.Message
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, nil, fmt.Errorf("decode the stored reply %s of command %s: %w", id.String, commandID, err)
+	}
+	return &m, body, nil
+}
+
+// DeadLetter is a command the participant could not handle: malformed,
+// unknown, or failing after every attempt. It stays in the participant's
+// database until replayed.
+type DeadLetter struct {
+	// ID identifies the dead letter (for Replay).
+	ID string
+	// MessageID, SagaID and Command come from the envelope (may be empty
+	// for a malformed one).
+	MessageID string
+	SagaID    string
+	Command   string
+	// Reason is the last error.
+	Reason string
+	// Attempts counts handler runs over all deliveries of the command.
+	Attempts int
+	// Topic, Partition and Offset locate the record on the bus (Offset -1
+	// when it did not come from Kafka).
+	Topic     string
+	Partition int32
+	Offset    int64
+	// Headers and Body are the record as received.
+	Headers   map[string]string
+	Body      []byte
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// deadLetterRow is a DeadLetter as stored.
+type deadLetterRow struct {
+	ID        string    `db:"id"`
+	MessageID string    `db:"message_id"`
+	SagaID    string    `db:"saga_id"`
+	Command   string    `db:"command"`
+	Reason    string    `db:"reason"`
+	Attempts  int       `db:"attempts"`
+	Topic     string    `db:"topic"`
+	Partition int32     `db:"kpartition"`
+	Offset    int64     `db:"koffset"`
+	Headers   string    `db:"headers"`
+	Body      []byte    `db:"body"`
+	CreatedAt time.Time `db:"created_at"`
+	UpdatedAt time.Time `db:"updated_at"`
+}
+
+func (r deadLetterRow) deadLetter() (DeadLetter, error) {
+	h, err := decodeHeaders(r.Headers)
+	if err != nil {
+		return DeadLetter{}, fmt.Errorf("dead letter %s: %w", r.ID, err)
+	}
+	return DeadLetter{
+		ID: r.ID, MessageID: r.MessageID, SagaID: r.SagaID, Command: r.Command, Reason: r.Reason,
+		Attempts: r.Attempts, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
+		Headers: h, Body: r.Body, CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
+	}, nil
+}
+
+// park stores a dead letter. A command already parked (same message id) is
+// updated rather than stored twice, so the saga-machine's re-sends of a
+// failing command leave one row.
+func (p *Participant) park(ctx context.Context, dl DeadLetter) (DeadLetter, error) {
+	now := time.Now().UTC()
+	tx, err := p.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return dl, fmt.Errorf("park command %s as a dead letter: %w", dl.MessageID, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	if dl.MessageID != "" {
+		var row deadLetterRow
+		q := tx.Rebind(`SELECT * FROM sdk_dead_letters WHERE message_id = ? ORDER BY created_at LIMIT 1`)
+		err := tx.GetContext(ctx, &row, q, dl.MessageID)
+		switch {
+		case err == nil:
+			q := tx.Rebind(`UPDATE sdk_dead_letters SET reason = ?, attempts = attempts + ?, topic = ?, kpartition = ?, koffset = ?, updated_at = ? WHERE id = ?`)
+			if _, err := tx.ExecContext(ctx, q, dl.Reason, dl.Attempts, dl.Topic, dl.Partition, dl.Offset, now, row.ID); err != nil {
+				return dl, fmt.Errorf("park command %s as dead letter %s: %w", dl.MessageID, row.ID, err)
+			}
+			if err := tx.Commit(); err != nil {
+				return dl, fmt.Errorf("park command %s as dead letter %s: commit: %w", dl.MessageID, row.ID, err)
+			}
+			dl.ID, dl.CreatedAt, dl.UpdatedAt = row.ID, row.CreatedAt.UTC(), now
+			dl.Attempts += row.Attempts
+			return dl, nil
+		case !errors.Is(err, sql.ErrNoRows):
+			return dl, fmt.Errorf("park command %s as a dead letter: look up: %w", dl.MessageID, err)
+		}
+	}
+	dl.ID = uuid.NewString()
+	dl.CreatedAt, dl.UpdatedAt = now, now
+	q := tx.Rebind(`INSERT INTO sdk_dead_letters (id, message_id, saga_id, command, reason, attempts, topic, kpartition, koffset, headers, body, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	body := dl.Body
+	if body == nil {
+		body = []byte{}
+	}
+	if _, err := tx.ExecContext(ctx, q, dl.ID, dl.MessageID, dl.SagaID, dl.Command, dl.Reason, dl.Attempts,
+		dl.Topic, dl.Partition, dl.Offset, encodeHeaders(dl.Headers), body, now, now); err != nil {
+		return dl, fmt.Errorf("park command %s as a dead letter: %w", dl.MessageID, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return dl, fmt.Errorf("park command %s as a dead letter: commit: %w", dl.MessageID, err)
+	}
+	return dl, nil
+}
+
+// DeadLetters lists the parked commands, oldest first.
+func (p *Participant) DeadLetters(ctx context.Context) ([]DeadLetter, error) {
+	var rows []deadLetterRow
+	if err := p.db.SelectContext(ctx, &rows, `SELECT * FROM sdk_dead_letters ORDER BY created_at, id`); err != nil {
+		return nil, fmt.Errorf("list dead letters of %s: %w", p.cfg.Name, err)
+	}
+	out := make([]DeadLetter, 0, len(rows))
+	for _, r := range rows {
+		dl, err := r.deadLetter()
+		if err != nil {
+			return nil, fmt.Errorf("list dead letters of %s: %w", p.cfg.Name, err)
+		}
+		out = append(out, dl)
+	}
+	return out, nil
+}
+
+func (p *Participant) deadLetter(ctx context.Context, id string) (DeadLetter, error) {
+	var row deadLetterRow
+	err := p.db.GetContext(ctx, &row, p.db.Rebind(`SELECT * FROM sdk_dead_letters WHERE id = ?`), id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return DeadLetter{}, engine.Errorf(engine.CodeNotFound, "replay dead letter", "no dead letter %q in %s", id, p.cfg.Name)
+	}
+	if err != nil {
+		return DeadLetter{}, fmt.Errorf("read dead letter %s: %w", id, err)
+	}
+	return row.deadLetter()
+}
+
+func (p *Participant) updateDeadLetter(ctx context.Context, id, reason string, attempts int) error {
+	q := p.db.Rebind(`UPDATE sdk_dead_letters SET reason = ?, attempts = attempts + ?, updated_at = ? WHERE id = ?`)
+	if _, err := p.db.ExecContext(ctx, q, reason, attempts, time.Now().UTC(), id); err != nil {
+		return fmt.Errorf("update dead letter %s: %w", id, err)
+	}
+	return nil
+}
+
+func deleteDeadLetter(ctx context.Context, tx *sqlx.Tx, id string) error {
+	if _, err := tx.ExecContext(ctx, tx.Rebind(`DELETE FROM sdk_dead_letters WHERE id = ?`), id); err != nil {
+		return fmt.Errorf("delete dead letter %s: %w", id, err)
+	}
+	return nil
+}
+
+// PurgeInbox deletes inbox records of commands handled before olderThan and
+// returns how many it deleted. A command re-delivered after its record is
+// gone runs again, so keep records longer than the saga-machine re-sends
+// commands (its retry and timeout policies).
+func (p *Participant) PurgeInbox(ctx context.Context, olderThan time.Time) (int64, error) {
+	res, err := p.db.ExecContext(ctx, p.db.Rebind(`DELETE FROM sdk_inbox WHERE processed_at < ?`), olderThan.UTC())
+	if err != nil {
+		return 0, fmt.Errorf("purge inbox of %s before %s: %w", p.cfg.Name, olderThan.Format(time.RFC3339), err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("purge inbox of %s: %w", p.cfg.Name, err)
+	}
+	return n, nil
+}
