@@ -1,0 +1,360 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/definition"
+	"github.com/portfolio-counselor/sagamachine/engine/kafka"
+	"github.com/portfolio-counselor/sagamachine/engine/kafka/embedded"
+	"github.com/portfolio-counselor/sagamachine/engine/sqlstore"
+	"github.com/portfolio-counselor/sagamachine/sagas"
+)
+
+// Built-in defaults, used when neither a flag nor its variable is set.
+const (
+	defaultDB         = "sqlite:./.saga-machine/saga.db"
+	defaultKafkaData  = "./.saga-machine/kafka"
+	defaultEmbedded   = "127.0.0.1:9092"
+	defaultListen     = "127.0.0.1:8080"
+	defaultTopic      = "SAGA_SERVER_TOPIC"
+	defaultGroup      = "saga-machine"
+	defaultPartitions = 3
+)
+
+// config is the daemon's configuration after flags and environment.
+type config struct {
+	sagasDir   string
+	db         string
+	brokers    []string
+	kafkaData  string
+	listen     string
+	topic      string
+	group      string
+	partitions int
+	logLevel   slog.Level
+	// Tuning, mostly for tests.
+	timerPoll time.Duration
+	batchSize int
+}
+
+// problemsError reports invalid definitions; they are printed already.
+type problemsError struct{ n int }
+
+func (e problemsError) Error() string { return fmt.Sprintf("%d problems in the saga definitions", e.n) }
+
+// run is the whole program: args without the program name, env like
+// os.Getenv. It returns when ctx ends (after a graceful stop) or on a fatal
+// error.
+func run(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "migrate" {
+		return runMigrate(ctx, args[1:], env, stdout, stderr)
+	}
+	cfg, err := parseFlags("saga-machine", args, env, stderr)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	d, err := start(ctx, cfg, log, stderr)
+	if err != nil {
+		return err
+	}
+	return d.serve(ctx)
+}
+
+func runMigrate(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("saga-machine migrate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	db := fs.String("db", envOr(env, "SAGA_DB_URL", defaultDB), "database URL (env SAGA_DB_URL)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := prepareSQLiteDir(*db); err != nil {
+		return err
+	}
+	if err := sqlstore.MigrateOnly(ctx, *db); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	fmt.Fprintln(stdout, "saga-machine: database migrated")
+	return nil
+}
+
+func envOr(env func(string) string, name, def string) string {
+	if v := env(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func parseFlags(name string, args []string, env func(string) string, stderr io.Writer) (config, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg config
+	var brokers, level, parts string
+	fs.StringVar(&cfg.sagasDir, "sagas", env("SAGA_SAGAS_DIR"), "directory of saga definitions (env SAGA_SAGAS_DIR; default: the built-in definitions)")
+	fs.StringVar(&cfg.db, "db", envOr(env, "SAGA_DB_URL", defaultDB), "database URL: postgres://… or sqlite:PATH (env SAGA_DB_URL)")
+	fs.StringVar(&brokers, "brokers", env("SAGA_KAFKA_BROKERS"), "Kafka brokers, comma-separated (env SAGA_KAFKA_BROKERS; default: start an embedded broker on "+defaultEmbedded+")")
+	fs.StringVar(&cfg.kafkaData, "kafka-data", envOr(env, "SAGA_KAFKA_DATA_DIR", defaultKafkaData), "data directory of the embedded broker (env SAGA_KAFKA_DATA_DIR)")
+	fs.StringVar(&cfg.listen, "listen", envOr(env, "SAGA_LISTEN", defaultListen), "HTTP listen address (env SAGA_LISTEN)")
+	fs.StringVar(&cfg.topic, "topic", envOr(env, "SAGA_SERVER_TOPIC", defaultTopic), "topic participants send events to (env SAGA_SERVER_TOPIC)")
+	fs.StringVar(&cfg.group, "group", envOr(env, "SAGA_GROUP", defaultGroup), "Kafka consumer group (env SAGA_GROUP)")
+	fs.StringVar(&parts, "partitions", envOr(env, "SAGA_PARTITIONS", strconv.Itoa(defaultPartitions)), "partitions of topics created at start (env SAGA_PARTITIONS)")
+	fs.StringVar(&level, "log-level", envOr(env, "SAGA_LOG_LEVEL", "info"), "debug, info, warn or error (env SAGA_LOG_LEVEL)")
+	fs.DurationVar(&cfg.timerPoll, "timer-poll", 0, "how often due timers are looked for (default 200ms)")
+	fs.IntVar(&cfg.batchSize, "batch-size", 0, "events applied per transaction (default 500)")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments %q (the only subcommand is migrate)", fs.Args())
+	}
+	if brokers != "" {
+		for _, b := range strings.Split(brokers, ",") {
+			if b = strings.TrimSpace(b); b != "" {
+				cfg.brokers = append(cfg.brokers, b)
+			}
+		}
+	}
+	n, err := strconv.Atoi(parts)
+	if err != nil || n <= 0 {
+		return cfg, fmt.Errorf("--partitions %q: want a positive number", parts)
+	}
+	cfg.partitions = n
+	if err := cfg.logLevel.UnmarshalText([]byte(level)); err != nil {
+		return cfg, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	return cfg, nil
+}
+
+// loadCatalog loads and validates every definition; on problems it prints
+// each as FILE:LINE:COL: message.
+func loadCatalog(dir string, stderr io.Writer) (*engine.Catalog, error) {
+	var fsys fs.FS = sagas.FS
+	if dir != "" {
+		st, err := os.Stat(dir)
+		if err != nil {
+			return nil, fmt.Errorf("saga definitions directory: %w", err)
+		}
+		if !st.IsDir() {
+			return nil, fmt.Errorf("saga definitions directory %s is not a directory", dir)
+		}
+		fsys = os.DirFS(dir)
+	}
+	defs, probs := definition.LoadDir(fsys)
+	if len(probs) > 0 {
+		for _, p := range probs {
+			if dir != "" {
+				p.File = filepath.Join(dir, p.File)
+			}
+			fmt.Fprintln(stderr, p.String())
+		}
+		return nil, problemsError{len(probs)}
+	}
+	cat, err := engine.NewCatalog(defs...)
+	if err != nil {
+		return nil, fmt.Errorf("load saga definitions: %w", err)
+	}
+	return cat, nil
+}
+
+// prepareSQLiteDir creates the directory of a SQLite file database.
+func prepareSQLiteDir(url string) error {
+	path, ok := strings.CutPrefix(url, "sqlite:")
+	if !ok {
+		path, ok = strings.CutPrefix(url, "file:")
+	}
+	if !ok || path == ":memory:" || path == "" {
+		return nil
+	}
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	if dir := filepath.Dir(path); dir != "." {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("create database directory: %w", err)
+		}
+	}
+	return nil
+}
+
+// daemon is a started saga-machine.
+type daemon struct {
+	cfg    config
+	log    *slog.Logger
+	kcfg   kafka.Config
+	broker *embedded.Broker
+	store  *sqlstore.Store
+	prod   *kafka.Producer
+	cons   *kafka.Consumer
+	orch   *engine.Orchestrator
+	ln     net.Listener
+}
+
+// start loads, migrates, connects and listens; on error it releases what it
+// acquired.
+func start(ctx context.Context, cfg config, log *slog.Logger, stderr io.Writer) (d *daemon, err error) {
+	d = &daemon{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+	cat, err := loadCatalog(cfg.sagasDir, stderr)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range cat.List() {
+		log.Info("saga definition loaded", "saga", m.Name(), "saga_version", m.Version())
+	}
+	if err := prepareSQLiteDir(cfg.db); err != nil {
+		return nil, err
+	}
+	if d.store, err = sqlstore.Open(ctx, cfg.db); err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	log.Info("database ready", "dialect", d.store.Dialect())
+
+	brokers := cfg.brokers
+	if len(brokers) == 0 {
+		if cfg.kafkaData != "" {
+			if err := os.MkdirAll(cfg.kafkaData, 0o755); err != nil {
+				return nil, fmt.Errorf("create embedded broker data directory: %w", err)
+			}
+		}
+		d.broker, err = embedded.Start(embedded.Options{Addr: defaultEmbedded, Partitions: int32(cfg.partitions), DataDir: cfg.kafkaData})
+		if err != nil {
+			return nil, fmt.Errorf("start the embedded broker (pass --brokers to use a real Kafka): %w", err)
+		}
+		brokers = d.broker.Addrs()
+		log.Info("embedded Kafka broker started", "addrs", brokers, "data_dir", cfg.kafkaData)
+	}
+	d.kcfg = kafka.Config{Brokers: brokers, ClientID: "saga-machine"}
+	topics := []string{cfg.topic}
+	seen := map[string]bool{cfg.topic: true}
+	for _, m := range cat.List() {
+		for _, p := range m.Participants() {
+			if t := m.Topic(p); !seen[t] {
+				seen[t] = true
+				topics = append(topics, t)
+			}
+		}
+	}
+	if err := kafka.EnsureTopics(ctx, d.kcfg, int32(cfg.partitions), topics...); err != nil {
+		return nil, err
+	}
+	log.Info("topics ready", "topics", topics, "brokers", brokers)
+	if d.prod, err = kafka.NewProducer(d.kcfg); err != nil {
+		return nil, err
+	}
+	if d.cons, err = kafka.NewConsumer(d.kcfg, cfg.group, cfg.topic); err != nil {
+		return nil, err
+	}
+	d.orch, err = engine.New(engine.Config{
+		Logger: log, TimerPoll: cfg.timerPoll, BatchSize: cfg.batchSize,
+	}, cat, d.store, publisher{d.prod})
+	if err != nil {
+		return nil, err
+	}
+	if d.ln, err = net.Listen("tcp", cfg.listen); err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.listen, err)
+	}
+	return d, nil
+}
+
+// routes is the HTTP surface. The operator/API router (engine/httpapi)
+// mounts here in one line next to the probes.
+func (d *daemon) routes() http.Handler {
+	r := mux.NewRouter()
+	r.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	}).Methods(http.MethodGet)
+	r.HandleFunc("/readyz", d.ready).Methods(http.MethodGet)
+	return r
+}
+
+// ready checks the database and the broker.
+func (d *daemon) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	var probs []string
+	if err := d.store.Ping(ctx); err != nil {
+		probs = append(probs, "database: "+err.Error())
+	}
+	if err := kafka.Ping(ctx, d.kcfg); err != nil {
+		probs = append(probs, "kafka: "+err.Error())
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if len(probs) > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, strings.Join(probs, "\n")+"\n")
+		return
+	}
+	io.WriteString(w, "ready\n")
+}
+
+// serve runs the orchestrator and the HTTP server until ctx ends, then stops
+// them gracefully.
+func (d *daemon) serve(ctx context.Context) error {
+	defer d.close()
+	srv := &http.Server{Handler: d.routes(), ReadHeaderTimeout: 10 * time.Second}
+	httpErr := make(chan error, 1)
+	go func() { httpErr <- srv.Serve(d.ln) }()
+	d.log.Info("saga-machine running", "listen", d.ln.Addr().String(), "topic", d.cfg.topic, "group", d.cfg.group)
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	orchDone := make(chan error, 1)
+	go func() { orchDone <- d.orch.Run(runCtx, newConsumer(d.cons)) }()
+
+	var err error
+	select {
+	case err = <-orchDone:
+	case err = <-httpErr:
+		err = fmt.Errorf("http server stopped: %w", err)
+		cancel()
+		<-orchDone
+	case <-ctx.Done():
+		d.log.Info("stopping: finishing the batch in flight and flushing the outbox")
+		err = <-orchDone
+	}
+	shutCtx, done := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer done()
+	if serr := srv.Shutdown(shutCtx); serr != nil && err == nil {
+		err = fmt.Errorf("http shutdown: %w", serr)
+	}
+	d.log.Info("saga-machine stopped")
+	return err
+}
+
+func (d *daemon) close() {
+	if d.cons != nil {
+		d.cons.Close()
+	}
+	if d.prod != nil {
+		d.prod.Close()
+	}
+	if d.ln != nil {
+		d.ln.Close()
+	}
+	if d.store != nil {
+		d.store.Close()
+	}
+	if d.broker != nil {
+		d.broker.Close()
+	}
+}
