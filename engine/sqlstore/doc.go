@@ -1,0 +1,31 @@
+// Package sqlstore implements engine.Store on PostgreSQL (jmoiron/sqlx +
+// lib/pq) and SQLite (modernc.org/sqlite, pure Go, the embedded default).
+//
+// Open picks the database from the URL:
+//
+//	postgres://user@host:5432/db?sslmode=disable   PostgreSQL
+//	sqlite:/var/lib/saga/saga.db                   SQLite file (also file:PATH, or any PATH ending in .db)
+//	sqlite::memory:                                SQLite in memory (tests)
+//
+// and applies the embedded goose migrations (schema/migrations/engine/<dialect>)
+// unless WithoutMigrations is given; MigrateOnly serves a `migrate` subcommand.
+//
+// Every Tx method writes a whole batch with a constant number of statements on
+// PostgreSQL (arrays bound with pq.Array and expanded by unnest), so that the
+// orchestrator can apply hundreds of events per transaction. On SQLite, which
+// runs in-process, batches use prepared statements per row inside the
+// transaction; SQLite runs in WAL mode with synchronous=FULL, foreign keys
+// and a busy timeout, with one writer connection and a separate pool of
+// readers (for file databases).
+//
+// Times are stored in UTC with microsecond precision on both databases
+// (timestamptz on PostgreSQL, INTEGER unix microseconds on SQLite): a time
+// read back equals the time written, truncated to the microsecond.
+//
+// Errors are *engine.Error: CodeNotFound for a missing saga or dead letter,
+// CodeConflict for an optimistic-lock conflict, a duplicate id or a database
+// deadlock (retry the transaction), CodeInvalid for bad input, and
+// CodeUnavailable when the database cannot be reached.
+//
+// The conformance suite every implementation passes is in package storetest.
+package sqlstore

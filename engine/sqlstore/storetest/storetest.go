@@ -1,0 +1,1182 @@
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/portfolio-counselor/sagamachine/engine"
+)
+
+// Run runs the conformance suite. open must return a new, empty, migrated
+// store for each call; Run closes it when the subtest ends.
+func Run(t *testing.T, open func(t *testing.T) engine.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s engine.Store)
+	}{
+		{"Ping", testPing},
+		{"InstanceRoundTrip", testInstanceRoundTrip},
+		{"GetInstanceNotFound", testGetInstanceNotFound},
+		{"InsertConflict", testInsertConflict},
+		{"InvalidInput", testInvalidInput},
+		{"Claim", testClaim},
+		{"Update", testUpdate},
+		{"UpdateConflictRollsBackBatch", testUpdateConflictRollsBack},
+		{"History", testHistory},
+		{"Outbox", testOutbox},
+		{"OutboxLeaseExpiry", testOutboxLeaseExpiry},
+		{"OutboxConcurrentClaimers", testOutboxConcurrentClaimers},
+		{"DueTimers", testDueTimers},
+		{"ListInstances", testListInstances},
+		{"ListPagination", testListPagination},
+		{"CountByState", testCountByState},
+		{"DeadLetters", testDeadLetters},
+		{"InTxRollback", testInTxRollback},
+		{"ConcurrentInTx", testConcurrentInTx},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := open(t)
+			t.Cleanup(func() {
+				if err := s.Close(); err != nil {
+					t.Errorf("close store: %v", err)
+				}
+			})
+			tc.fn(t, s)
+		})
+	}
+}
+
+// base is a time with nanoseconds in a non-UTC zone: stores keep microseconds.
+var base = time.Date(2025, 3, 14, 9, 26, 53, 589793238, time.FixedZone("UTC+3", 3*3600))
+
+func at(d time.Duration) time.Time { return base.Add(d) }
+
+// mustTx runs fn in a transaction and fails the test on error.
+func mustTx(t testing.TB, s engine.Store, fn func(ctx context.Context, tx engine.Tx) error) {
+	t.Helper()
+	if err := s.InTx(context.Background(), fn); err != nil {
+		t.Fatalf("InTx: %v", err)
+	}
+}
+
+func insert(t testing.TB, s engine.Store, insts ...*engine.Instance) {
+	t.Helper()
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.Insert(ctx, insts) })
+}
+
+func wantCode(t testing.TB, what string, err error, want engine.Code) {
+	t.Helper()
+	if got := engine.ErrorCode(err); got != want {
+		t.Fatalf("%s: got error %v (code %q), want code %q", what, err, got, want)
+	}
+}
+
+// fullInstance has every field set.
+func fullInstance(id string) *engine.Instance {
+	timer := at(90 * time.Second)
+	return &engine.Instance{
+		ID: id, Saga: "MANUAL_CREATE_ORDER", SagaVersion: 3, State: "DRAFT", Status: engine.StatusRunning,
+		Context: json.RawMessage(`{"deal_context":{"deal_id":"d-1","amount":"12.50","tags":["a","b"],"note":"quote \" and \\ and é"}}`),
+		Keys:    map[string]string{"deal_id": "d-1", "portfolio_id": "p-9"},
+		CreatedAt: at(0), UpdatedAt: at(time.Second), EnteredAt: at(2 * time.Second),
+		Pending: &engine.Message{
+			V: engine.EnvelopeVersion, ID: "cmd-" + id, SagaID: id, Saga: "MANUAL_CREATE_ORDER", SagaVersion: 3,
+			Kind: engine.KindCommand, Name: "APPROVE_ORDER", Participant: "profile", CausationID: "evt-" + id,
+			OccurredAt: at(3 * time.Second), Attempt: 2, Payload: json.RawMessage(`{"deal_context":{"deal_id":"d-1"}}`),
+		},
+		Attempts: 2, TimerAt: &timer,
+	}
+}
+
+// minimalInstance has only the required fields.
+func minimalInstance(id string, created time.Time) *engine.Instance {
+	return &engine.Instance{ID: id, Saga: "S", SagaVersion: 1, State: "A", Status: engine.StatusRunning,
+		CreatedAt: created, UpdatedAt: created, EnteredAt: created}
+}
+
+func clone(in *engine.Instance) *engine.Instance {
+	c := *in
+	c.Keys = maps.Clone(in.Keys)
+	if in.Pending != nil {
+		p := *in.Pending
+		c.Pending = &p
+	}
+	if in.TimerAt != nil {
+		tm := *in.TimerAt
+		c.TimerAt = &tm
+	}
+	return &c
+}
+
+// jsonEqual compares two JSON documents by meaning; empty equals empty.
+func jsonEqual(a, b []byte) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return len(a) == len(b)
+	}
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return bytes.Equal(a, b)
+	}
+	return reflect.DeepEqual(x, y)
+}
+
+func timeEqual(a, b time.Time) bool { return a.Equal(b.Truncate(time.Microsecond)) }
+
+func timePtrEqual(a, b *time.Time) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return timeEqual(*a, *b)
+}
+
+// diffInstance describes how got differs from want after a round trip
+// (times compared at microsecond precision, JSON by meaning).
+func diffInstance(got, want *engine.Instance) string {
+	var d []string
+	add := func(field string, g, w any) { d = append(d, fmt.Sprintf("%s: got %v, want %v", field, g, w)) }
+	if got.ID != want.ID || got.Saga != want.Saga || got.SagaVersion != want.SagaVersion || got.State != want.State ||
+		got.Status != want.Status || got.Rev != want.Rev || got.Attempts != want.Attempts {
+		add("scalars", fmt.Sprintf("%s %s v%d %s %s rev=%d attempts=%d", got.ID, got.Saga, got.SagaVersion, got.State, got.Status, got.Rev, got.Attempts),
+			fmt.Sprintf("%s %s v%d %s %s rev=%d attempts=%d", want.ID, want.Saga, want.SagaVersion, want.State, want.Status, want.Rev, want.Attempts))
+	}
+	if !jsonEqual(got.Context, want.Context) {
+		add("Context", string(got.Context), string(want.Context))
+	}
+	if len(got.Keys) != len(want.Keys) || (len(want.Keys) > 0 && !maps.Equal(got.Keys, want.Keys)) {
+		add("Keys", got.Keys, want.Keys)
+	}
+	if !timeEqual(got.CreatedAt, want.CreatedAt) {
+		add("CreatedAt", got.CreatedAt, want.CreatedAt)
+	}
+	if !timeEqual(got.UpdatedAt, want.UpdatedAt) {
+		add("UpdatedAt", got.UpdatedAt, want.UpdatedAt)
+	}
+	if !timeEqual(got.EnteredAt, want.EnteredAt) {
+		add("EnteredAt", got.EnteredAt, want.EnteredAt)
+	}
+	if !timePtrEqual(got.TimerAt, want.TimerAt) {
+		add("TimerAt", got.TimerAt, want.TimerAt)
+	}
+	if (got.Pending == nil) != (want.Pending == nil) {
+		add("Pending", got.Pending, want.Pending)
+	} else if got.Pending != nil {
+		if diff := diffMessage(*got.Pending, *want.Pending); diff != "" {
+			add("Pending", diff, "")
+		}
+	}
+	return strings.Join(d, "; ")
+}
+
+func diffMessage(got, want engine.Message) string {
+	if !got.OccurredAt.Equal(want.OccurredAt) {
+		return fmt.Sprintf("OccurredAt %v, want %v", got.OccurredAt, want.OccurredAt)
+	}
+	if !jsonEqual(got.Payload, want.Payload) {
+		return fmt.Sprintf("Payload %s, want %s", got.Payload, want.Payload)
+	}
+	got.OccurredAt, want.OccurredAt, got.Payload, want.Payload = time.Time{}, time.Time{}, nil, nil
+	if !reflect.DeepEqual(got, want) {
+		return fmt.Sprintf("%+v, want %+v", got, want)
+	}
+	return ""
+}
+
+func testPing(t *testing.T, s engine.Store) {
+	if err := s.Ping(context.Background()); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+}
+
+func testInstanceRoundTrip(t *testing.T, s engine.Store) {
+	ctx := context.Background()
+	utcTimer := time.Date(2030, 1, 2, 3, 4, 5, 6000, time.UTC)
+	tests := []struct {
+		name string
+		in   *engine.Instance
+	}{
+		{"every field", fullInstance("rt-full")},
+		{"required fields only", minimalInstance("rt-min", at(0))},
+		{"empty keys map and empty context object", func() *engine.Instance {
+			in := minimalInstance("rt-empty", at(time.Hour))
+			in.Keys, in.Context = map[string]string{}, json.RawMessage(`{}`)
+			return in
+		}()},
+		{"finished, timer in UTC, zero-valued pending", func() *engine.Instance {
+			in := minimalInstance("rt-done", at(-time.Hour))
+			in.Status, in.State, in.TimerAt, in.Pending = engine.StatusCompleted, "NOTIFICATION", &utcTimer, &engine.Message{}
+			return in
+		}()},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			want := clone(tc.in)
+			want.Rev = 1
+			in := clone(tc.in)
+			in.Rev = 42 // Insert sets Rev 1 whatever the caller says
+			insert(t, s, in)
+			if in.Rev != 1 {
+				t.Errorf("Rev after Insert: got %d, want 1", in.Rev)
+			}
+			got, err := s.GetInstance(ctx, tc.in.ID)
+			if err != nil {
+				t.Fatalf("GetInstance: %v", err)
+			}
+			if diff := diffInstance(&got, want); diff != "" {
+				t.Errorf("GetInstance round trip: %s", diff)
+			}
+			if got.CreatedAt.Location() != time.UTC {
+				t.Errorf("CreatedAt location: got %v, want UTC", got.CreatedAt.Location())
+			}
+			mustTx(t, s, func(ctx context.Context, tx engine.Tx) error {
+				m, err := tx.Load(ctx, []string{tc.in.ID, "absent"})
+				if err != nil {
+					return err
+				}
+				if len(m) != 1 || m[tc.in.ID] == nil {
+					t.Fatalf("Load: got %d instances %v, want only %s", len(m), slices.Collect(maps.Keys(m)), tc.in.ID)
+				}
+				if diff := diffInstance(m[tc.in.ID], want); diff != "" {
+					t.Errorf("Load round trip: %s", diff)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+func testGetInstanceNotFound(t *testing.T, s engine.Store) {
+	_, err := s.GetInstance(context.Background(), "nope")
+	wantCode(t, "GetInstance of a missing saga", err, engine.CodeNotFound)
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error {
+		m, err := tx.Load(ctx, []string{"nope"})
+		if err != nil {
+			return err
+		}
+		if len(m) != 0 {
+			t.Errorf("Load of a missing saga: got %d instances, want 0", len(m))
+		}
+		m, err = tx.Load(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if len(m) != 0 {
+			t.Errorf("Load of nothing: got %d instances, want 0", len(m))
+		}
+		return nil
+	})
+}
+
+func testInsertConflict(t *testing.T, s engine.Store) {
+	ctx := context.Background()
+	first := fullInstance("dup")
+	insert(t, s, first)
+	again := minimalInstance("dup", at(time.Hour))
+	other := minimalInstance("other", at(time.Hour))
+	err := s.InTx(ctx, func(ctx context.Context, tx engine.Tx) error { return tx.Insert(ctx, []*engine.Instance{other, again}) })
+	wantCode(t, "Insert of an existing id", err, engine.CodeConflict)
+	got, err := s.GetInstance(ctx, "dup")
+	if err != nil {
+		t.Fatalf("GetInstance: %v", err)
+	}
+	if diff := diffInstance(&got, first); diff != "" {
+		t.Errorf("existing saga changed by a failed Insert: %s", diff)
+	}
+	_, err = s.GetInstance(ctx, "other")
+	wantCode(t, "GetInstance of a saga whose Insert rolled back", err, engine.CodeNotFound)
+}
+
+func testInvalidInput(t *testing.T, s engine.Store) {
+	ctx := context.Background()
+	badJSON := minimalInstance("bad-json", at(0))
+	badJSON.Context = json.RawMessage(`{"a":`)
+	twice := minimalInstance("twice", at(0))
+	tests := []struct {
+		name string
+		fn   func(ctx context.Context, tx engine.Tx) error
+	}{
+		{"insert nil instance", func(ctx context.Context, tx engine.Tx) error { return tx.Insert(ctx, []*engine.Instance{nil}) }},
+		{"insert without id", func(ctx context.Context, tx engine.Tx) error {
+			return tx.Insert(ctx, []*engine.Instance{minimalInstance("", at(0))})
+		}},
+		{"insert invalid context JSON", func(ctx context.Context, tx engine.Tx) error { return tx.Insert(ctx, []*engine.Instance{badJSON}) }},
+		{"insert the same id twice in a batch", func(ctx context.Context, tx engine.Tx) error {
+			return tx.Insert(ctx, []*engine.Instance{twice, clone(twice)})
+		}},
+		{"claim an empty id", func(ctx context.Context, tx engine.Tx) error { _, err := tx.Claim(ctx, []string{"a", ""}); return err }},
+		{"history entry without saga id", func(ctx context.Context, tx engine.Tx) error {
+			return tx.AppendHistory(ctx, []engine.HistoryEntry{{Kind: engine.EntryEvent, At: at(0)}})
+		}},
+		{"outbox record without topic", func(ctx context.Context, tx engine.Tx) error {
+			return tx.Enqueue(ctx, []engine.OutboxRecord{{Key: "k"}})
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			wantCode(t, tc.name, s.InTx(ctx, tc.fn), engine.CodeInvalid)
+		})
+	}
+	_, err := s.ListInstances(ctx, engine.SagaFilter{Cursor: "not a cursor!"})
+	wantCode(t, "ListInstances with a bad cursor", err, engine.CodeInvalid)
+	_, err = s.ListInstances(ctx, engine.SagaFilter{KeyValue: "v"})
+	wantCode(t, "ListInstances with a key value but no key name", err, engine.CodeInvalid)
+	_, err = s.ClaimOutbox(ctx, "relay", 0, time.Minute)
+	wantCode(t, "ClaimOutbox with limit 0", err, engine.CodeInvalid)
+}
+
+func testClaim(t *testing.T, s engine.Store) {
+	steps := []struct {
+		name string
+		ids  []string
+		want []string // fresh
+	}{
+		{"all fresh", []string{"m1", "m2", "m3"}, []string{"m1", "m2", "m3"}},
+		{"all duplicates", []string{"m2", "m1"}, nil},
+		{"mixed", []string{"m3", "m4", "m1", "m5"}, []string{"m4", "m5"}},
+		{"duplicates within one call", []string{"m6", "m6", "m2", "m6"}, []string{"m6"}},
+		{"empty", nil, nil},
+	}
+	for _, st := range steps {
+		var fresh map[string]bool
+		mustTx(t, s, func(ctx context.Context, tx engine.Tx) error {
+			var err error
+			fresh, err = tx.Claim(ctx, st.ids)
+			return err
+		})
+		got := slices.Sorted(maps.Keys(fresh))
+		for id, ok := range fresh {
+			if !ok {
+				t.Errorf("%s: fresh[%s] = false; the map should hold only fresh ids", st.name, id)
+			}
+		}
+		if !slices.Equal(got, st.want) {
+			t.Errorf("%s: Claim(%v) fresh = %v, want %v", st.name, st.ids, got, st.want)
+		}
+	}
+	// A claim in a transaction that rolls back is forgotten.
+	errBoom := errors.New("boom")
+	err := s.InTx(context.Background(), func(ctx context.Context, tx engine.Tx) error {
+		if _, err := tx.Claim(ctx, []string{"m7"}); err != nil {
+			return err
+		}
+		return errBoom
+	})
+	if !errors.Is(err, errBoom) {
+		t.Fatalf("InTx: got %v, want %v", err, errBoom)
+	}
+	// Unclaim makes an id fresh again.
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error {
+		if err := tx.Unclaim(ctx, "m1"); err != nil {
+			return err
+		}
+		return tx.Unclaim(ctx, "never-claimed")
+	})
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error {
+		fresh, err := tx.Claim(ctx, []string{"m1", "m2", "m7"})
+		if err != nil {
+			return err
+		}
+		if got, want := slices.Sorted(maps.Keys(fresh)), []string{"m1", "m7"}; !slices.Equal(got, want) {
+			t.Errorf("Claim after Unclaim and rollback: fresh = %v, want %v", got, want)
+		}
+		return nil
+	})
+}
+
+func testUpdate(t *testing.T, s engine.Store) {
+	ctx := context.Background()
+	a, b := fullInstance("u-a"), minimalInstance("u-b", at(0))
+	b.Keys = map[string]string{"k1": "v1", "k2": "v2"}
+	insert(t, s, a, b)
+
+	// Change every mutable field; drop a key, change a key, add a key.
+	a2 := clone(a)
+	a2.State, a2.Status, a2.SagaVersion = "APPROVED", engine.StatusRunning, 4
+	a2.Context = json.RawMessage(`{"deal_context":{"deal_id":"d-1","approved":true}}`)
+	a2.UpdatedAt, a2.EnteredAt = at(time.Minute), at(time.Minute)
+	a2.Pending, a2.Attempts, a2.TimerAt = nil, 0, nil
+	a2.Keys = map[string]string{"deal_id": "d-1", "order_id": "o-7"}
+	b2 := clone(b)
+	b2.Keys = map[string]string{"k1": "changed"}
+	timer := at(time.Hour)
+	b2.TimerAt, b2.Attempts = &timer, 1
+	b2.Pending = &engine.Message{V: 1, ID: "c2", Kind: engine.KindCommand, Name: "X", OccurredAt: at(0)}
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error {
+		m, err := tx.Load(ctx, []string{"u-a", "u-b"})
+		if err != nil {
+			return err
+		}
+		a2.Rev, b2.Rev = m["u-a"].Rev, m["u-b"].Rev
+		return tx.Update(ctx, []*engine.Instance{b2, a2})
+	})
+	if a2.Rev != 2 || b2.Rev != 2 {
+		t.Errorf("Rev after Update: got %d and %d, want 2 and 2", a2.Rev, b2.Rev)
+	}
+	for _, want := range []*engine.Instance{a2, b2} {
+		got, err := s.GetInstance(ctx, want.ID)
+		if err != nil {
+			t.Fatalf("GetInstance: %v", err)
+		}
+		if diff := diffInstance(&got, want); diff != "" {
+			t.Errorf("after Update %s: %s", want.ID, diff)
+		}
+	}
+	// Keys are searchable as replaced.
+	for _, tc := range []struct {
+		name, value string
+		want        []string
+	}{{"order_id", "o-7", []string{"u-a"}}, {"k1", "changed", []string{"u-b"}}, {"k1", "v1", nil}, {"k2", "v2", nil}, {"portfolio_id", "p-9", nil}} {
+		page, err := s.ListInstances(ctx, engine.SagaFilter{KeyName: tc.name, KeyValue: tc.value})
+		if err != nil {
+			t.Fatalf("ListInstances: %v", err)
+		}
+		if got := ids(page.Sagas); !slices.Equal(got, tc.want) {
+			t.Errorf("sagas with key %s=%s: got %v, want %v", tc.name, tc.value, got, tc.want)
+		}
+	}
+
+	// A stale Rev is a conflict, and a missing saga too.
+	stale := clone(a2)
+	stale.Rev = 1
+	err := s.InTx(ctx, func(ctx context.Context, tx engine.Tx) error { return tx.Update(ctx, []*engine.Instance{stale}) })
+	wantCode(t, "Update with a stale Rev", err, engine.CodeConflict)
+	if stale.Rev != 1 {
+		t.Errorf("Rev after a conflicting Update: got %d, want 1 (unchanged)", stale.Rev)
+	}
+	missing := minimalInstance("u-missing", at(0))
+	missing.Rev = 1
+	err = s.InTx(ctx, func(ctx context.Context, tx engine.Tx) error { return tx.Update(ctx, []*engine.Instance{missing}) })
+	wantCode(t, "Update of a missing saga", err, engine.CodeConflict)
+
+	// Two updates in one transaction each bump Rev.
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error {
+		if err := tx.Update(ctx, []*engine.Instance{a2}); err != nil {
+			return err
+		}
+		return tx.Update(ctx, []*engine.Instance{a2})
+	})
+	if got, err := s.GetInstance(ctx, "u-a"); err != nil || got.Rev != 4 || a2.Rev != 4 {
+		t.Errorf("Rev after two updates: stored %d (err %v), in memory %d, want 4", got.Rev, err, a2.Rev)
+	}
+}
+
+func testUpdateConflictRollsBack(t *testing.T, s engine.Store) {
+	ctx := context.Background()
+	var batch []*engine.Instance
+	for i := range 10 {
+		batch = append(batch, minimalInstance(fmt.Sprintf("rb-%02d", i), at(time.Duration(i)*time.Second)))
+	}
+	insert(t, s, batch...)
+	changed := make([]*engine.Instance, len(batch))
+	for i, in := range batch {
+		changed[i] = clone(in)
+		changed[i].State = "B"
+	}
+	changed[7].Rev = 99 // one stale instance in the batch
+	err := s.InTx(ctx, func(ctx context.Context, tx engine.Tx) error {
+		if _, err := tx.Claim(ctx, []string{"rb-msg"}); err != nil {
+			return err
+		}
+		if err := tx.AppendHistory(ctx, []engine.HistoryEntry{{SagaID: "rb-00", At: at(0), Kind: engine.EntryEvent}}); err != nil {
+			return err
+		}
+		return tx.Update(ctx, changed)
+	})
+	wantCode(t, "Update of a batch with one stale Rev", err, engine.CodeConflict)
+	if !strings.Contains(err.Error(), "rb-07") {
+		t.Errorf("conflict error %q does not name the stale saga rb-07", err)
+	}
+	for _, in := range batch {
+		got, err := s.GetInstance(ctx, in.ID)
+		if err != nil {
+			t.Fatalf("GetInstance: %v", err)
+		}
+		if got.State != "A" || got.Rev != 1 {
+			t.Errorf("%s after a rolled-back batch: state %s rev %d, want A rev 1", in.ID, got.State, got.Rev)
+		}
+	}
+	h, err := s.History(ctx, "rb-00")
+	if err != nil {
+		t.Fatalf("History: %v", err)
+	}
+	if len(h) != 0 {
+		t.Errorf("history after a rolled-back batch: got %d entries, want 0", len(h))
+	}
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error {
+		fresh, err := tx.Claim(ctx, []string{"rb-msg"})
+		if err == nil && !fresh["rb-msg"] {
+			t.Errorf("claim of a rolled-back batch was kept")
+		}
+		return err
+	})
+}
+
+func testHistory(t *testing.T, s engine.Store) {
+	ctx := context.Background()
+	entries := []engine.HistoryEntry{
+		{SagaID: "h-1", At: at(0), Kind: engine.EntryEvent, MessageID: "e1", Event: "REGISTER", By: "deals",
+			ToState: "DRAFT", Commands: []engine.CommandRef{{ID: "c1", Name: "APPROVE_ORDER", Participant: "profile", Attempt: 1}}},
+		{SagaID: "h-2", At: at(time.Second), Kind: engine.EntryEvent, MessageID: "x1", Event: "REGISTER", By: "deals", ToState: "DRAFT"},
+		{SagaID: "h-1", At: at(2 * time.Second), Kind: engine.EntryRefused, MessageID: "e2", Event: "DEAL_UPDATED",
+			By: "deals", FromState: "DRAFT", Code: engine.CodeIllegal, Reason: "not allowed in DRAFT"},
+	}
+	more := []engine.HistoryEntry{
+		{SagaID: "h-1", At: at(3 * time.Second), Kind: engine.EntryRetry,
+			Commands: []engine.CommandRef{{ID: "c1", Name: "APPROVE_ORDER", Participant: "profile", Attempt: 2}, {ID: "c9", Name: "NOTIFY", Participant: "notification", Attempt: 1}}},
+		{SagaID: "h-1", At: at(4 * time.Second), Kind: engine.EntryOperator, FromState: "DRAFT", ToState: "FAILED",
+			Reason: "customer called", Actor: "alice@example.com"},
+	}
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.AppendHistory(ctx, entries) })
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.AppendHistory(ctx, more) })
+	got, err := s.History(ctx, "h-1")
+	if err != nil {
+		t.Fatalf("History: %v", err)
+	}
+	want := []engine.HistoryEntry{entries[0], entries[2], more[0], more[1]}
+	if len(got) != len(want) {
+		t.Fatalf("History: got %d entries, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if i > 0 && got[i].Seq <= got[i-1].Seq {
+			t.Errorf("entry %d: Seq %d not after %d", i, got[i].Seq, got[i-1].Seq)
+		}
+		g, w := got[i], want[i]
+		if !timeEqual(g.At, w.At) {
+			t.Errorf("entry %d At: got %v, want %v", i, g.At, w.At)
+		}
+		g.Seq, g.At, w.At = 0, time.Time{}, time.Time{}
+		if len(w.Commands) == 0 {
+			w.Commands = nil
+		}
+		if !reflect.DeepEqual(g, w) {
+			t.Errorf("entry %d:\n got %+v\nwant %+v", i, g, w)
+		}
+	}
+	if h, err := s.History(ctx, "h-none"); err != nil || len(h) != 0 {
+		t.Errorf("History of an unknown saga: got %d entries, err %v; want none", len(h), err)
+	}
+}
+
+func outboxRecords(n int, prefix string) []engine.OutboxRecord {
+	recs := make([]engine.OutboxRecord, n)
+	for i := range recs {
+		recs[i] = engine.OutboxRecord{Topic: "DEALS_TOPIC", Key: fmt.Sprintf("saga-%d", i%3), Message: engine.Message{
+			V: 1, ID: fmt.Sprintf("%s-%03d", prefix, i), SagaID: fmt.Sprintf("saga-%d", i%3), Saga: "S", Kind: engine.KindCommand,
+			Name: "APPROVE_DEAL", Participant: "deals", OccurredAt: at(time.Duration(i) * time.Millisecond),
+			Payload: json.RawMessage(`{"n":` + fmt.Sprint(i) + `}`)}}
+	}
+	return recs
+}
+
+func msgIDs(recs []engine.OutboxRecord) []string {
+	out := make([]string, len(recs))
+	for i, r := range recs {
+		out[i] = r.Message.ID
+	}
+	return out
+}
+
+func seqs(recs []engine.OutboxRecord) []int64 {
+	out := make([]int64, len(recs))
+	for i, r := range recs {
+		out[i] = r.Seq
+	}
+	return out
+}
+
+func testOutbox(t *testing.T, s engine.Store) {
+	ctx := context.Background()
+	recs := outboxRecords(5, "o")
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.Enqueue(ctx, recs) })
+	if n, err := s.OutboxBacklog(ctx); err != nil || n != 5 {
+		t.Fatalf("OutboxBacklog: got %d, %v; want 5", n, err)
+	}
+	a, err := s.ClaimOutbox(ctx, "relay-a", 3, time.Hour)
+	if err != nil {
+		t.Fatalf("ClaimOutbox a: %v", err)
+	}
+	if got, want := msgIDs(a), msgIDs(recs[:3]); !slices.Equal(got, want) {
+		t.Fatalf("relay-a claimed %v, want the oldest %v", got, want)
+	}
+	for i, r := range a {
+		w := recs[i]
+		if r.Topic != w.Topic || r.Key != w.Key || r.Seq == 0 {
+			t.Errorf("record %d: got topic %q key %q seq %d, want %q %q and a seq", i, r.Topic, r.Key, r.Seq, w.Topic, w.Key)
+		}
+		if diff := diffMessage(r.Message, w.Message); diff != "" {
+			t.Errorf("record %d message: %s", i, diff)
+		}
+	}
+	b, err := s.ClaimOutbox(ctx, "relay-b", 10, time.Hour)
+	if err != nil {
+		t.Fatalf("ClaimOutbox b: %v", err)
+	}
+	if got, want := msgIDs(b), msgIDs(recs[3:]); !slices.Equal(got, want) {
+		t.Errorf("relay-b claimed %v, want the rest %v", got, want)
+	}
+	c, err := s.ClaimOutbox(ctx, "relay-c", 10, time.Hour)
+	if err != nil || len(c) != 0 {
+		t.Errorf("relay-c claimed %v (err %v) while every lease runs; want nothing", msgIDs(c), err)
+	}
+	if err := s.DeleteOutbox(ctx, seqs(a)); err != nil {
+		t.Fatalf("DeleteOutbox: %v", err)
+	}
+	if err := s.DeleteOutbox(ctx, nil); err != nil {
+		t.Fatalf("DeleteOutbox of nothing: %v", err)
+	}
+	if n, err := s.OutboxBacklog(ctx); err != nil || n != 2 {
+		t.Errorf("OutboxBacklog after delete: got %d, %v; want 2", n, err)
+	}
+	// Records enqueued later come after, with larger seqs.
+	later := outboxRecords(2, "late")
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.Enqueue(ctx, later) })
+	d, err := s.ClaimOutbox(ctx, "relay-d", 10, time.Hour)
+	if err != nil {
+		t.Fatalf("ClaimOutbox d: %v", err)
+	}
+	if got, want := msgIDs(d), msgIDs(later); !slices.Equal(got, want) {
+		t.Errorf("relay-d claimed %v, want %v", got, want)
+	}
+	if len(d) == 2 && (d[0].Seq <= b[len(b)-1].Seq || d[1].Seq <= d[0].Seq) {
+		t.Errorf("seqs %v after %v are not increasing", seqs(d), seqs(b))
+	}
+}
+
+func testOutboxLeaseExpiry(t *testing.T, s engine.Store) {
+	ctx := context.Background()
+	recs := outboxRecords(2, "lease")
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.Enqueue(ctx, recs) })
+	first, err := s.ClaimOutbox(ctx, "crashed-relay", 1, time.Millisecond)
+	if err != nil || len(first) != 1 {
+		t.Fatalf("ClaimOutbox: got %d records, %v; want 1", len(first), err)
+	}
+	time.Sleep(20 * time.Millisecond) // let the 1ms lease run out
+	again, err := s.ClaimOutbox(ctx, "relay-b", 10, time.Hour)
+	if err != nil {
+		t.Fatalf("ClaimOutbox after the lease ran out: %v", err)
+	}
+	if got, want := msgIDs(again), msgIDs(recs); !slices.Equal(got, want) {
+		t.Errorf("after the lease ran out relay-b claimed %v, want %v", got, want)
+	}
+}
+
+func testOutboxConcurrentClaimers(t *testing.T, s engine.Store) {
+	ctx := context.Background()
+	const n = 300
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.Enqueue(ctx, outboxRecords(n, "cc")) })
+	var (
+		mu     sync.Mutex
+		owners = map[int64]string{}
+		wg     sync.WaitGroup
+		errs   = make(chan error, 2)
+	)
+	for _, owner := range []string{"relay-1", "relay-2"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				recs, err := s.ClaimOutbox(ctx, owner, 7, time.Hour)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if len(recs) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, r := range recs {
+					if prev, ok := owners[r.Seq]; ok {
+						errs <- fmt.Errorf("record %d claimed by %s and %s", r.Seq, prev, owner)
+					}
+					owners[r.Seq] = owner
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if len(owners) != n {
+		t.Errorf("claimed %d distinct records, want %d", len(owners), n)
+	}
+}
+
+func testDueTimers(t *testing.T, s engine.Store) {
+	ctx := context.Background()
+	var insts []*engine.Instance
+	for i, off := range []time.Duration{5 * time.Second, -time.Hour, 0, 2 * time.Second, time.Hour, -time.Minute} {
+		in := minimalInstance(fmt.Sprintf("t-%d", i), at(0))
+		tm := at(off)
+		in.TimerAt = &tm
+		insts = append(insts, in)
+	}
+	insts = append(insts, minimalInstance("t-none", at(0)))
+	insert(t, s, insts...)
+	now := at(5 * time.Second)
+	tests := []struct {
+		name  string
+		now   time.Time
+		limit int
+		want  []string
+	}{
+		{"all due, earliest first", now, 10, []string{"t-1", "t-5", "t-2", "t-3", "t-0"}},
+		{"limit", now, 2, []string{"t-1", "t-5"}},
+		{"none due", at(-2 * time.Hour), 10, nil},
+		{"inclusive of now", at(0), 10, []string{"t-1", "t-5", "t-2"}},
+	}
+	for _, tc := range tests {
+		got, err := s.DueTimers(ctx, tc.now, tc.limit)
+		if err != nil {
+			t.Fatalf("%s: DueTimers: %v", tc.name, err)
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: DueTimers = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	// Disarming a timer takes the saga off the list.
+	upd := clone(insts[1])
+	upd.Rev, upd.TimerAt = 1, nil
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.Update(ctx, []*engine.Instance{upd}) })
+	got, err := s.DueTimers(ctx, now, 1)
+	if err != nil || !slices.Equal(got, []string{"t-5"}) {
+		t.Errorf("DueTimers after disarming t-1: got %v, %v; want [t-5]", got, err)
+	}
+}
+
+func ids(insts []engine.Instance) []string {
+	var out []string
+	for _, in := range insts {
+		out = append(out, in.ID)
+	}
+	return out
+}
+
+// fixture inserts a varied population of sagas and returns them.
+func fixture(t *testing.T, s engine.Store, n int) []*engine.Instance {
+	t.Helper()
+	states := []struct {
+		saga, state string
+		status      engine.Status
+	}{
+		{"ORDER", "DRAFT", engine.StatusRunning}, {"ORDER", "APPROVED", engine.StatusRunning},
+		{"ORDER", "NOTIFICATION", engine.StatusCompleted}, {"REFUND", "OPEN", engine.StatusRunning},
+		{"REFUND", "FAILED", engine.StatusFailed},
+	}
+	var insts []*engine.Instance
+	for i := range n {
+		st := states[i%len(states)]
+		// Every third pair shares a creation time, so the id breaks ties.
+		in := minimalInstance(fmt.Sprintf("l-%03d", i), at(time.Duration(i/2)*time.Minute))
+		in.Saga, in.State, in.Status = st.saga, st.state, st.status
+		in.SagaVersion = 1 + i%2
+		in.Keys = map[string]string{"deal_id": fmt.Sprintf("d-%d", i%4)}
+		if i%3 == 0 {
+			in.Keys["vip"] = "yes"
+		}
+		insts = append(insts, in)
+	}
+	// Insert in several transactions and out of order.
+	for start := 0; start < n; start += 10 {
+		batch := slices.Clone(insts[start:min(start+10, n)])
+		slices.Reverse(batch)
+		insert(t, s, batch...)
+	}
+	return insts
+}
+
+// expect returns the ids of insts matching keep, newest first.
+func expect(insts []*engine.Instance, keep func(*engine.Instance) bool) []string {
+	var sel []*engine.Instance
+	for _, in := range insts {
+		if keep(in) {
+			sel = append(sel, in)
+		}
+	}
+	sort.Slice(sel, func(i, j int) bool {
+		if !sel[i].CreatedAt.Equal(sel[j].CreatedAt) {
+			return sel[i].CreatedAt.After(sel[j].CreatedAt)
+		}
+		return sel[i].ID > sel[j].ID
+	})
+	var out []string
+	for _, in := range sel {
+		out = append(out, in.ID)
+	}
+	return out
+}
+
+// listAll follows Next through every page of f.
+func listAll(t *testing.T, s engine.Store, f engine.SagaFilter) (all []string, pages int) {
+	t.Helper()
+	for {
+		page, err := s.ListInstances(context.Background(), f)
+		if err != nil {
+			t.Fatalf("ListInstances(%+v): %v", f, err)
+		}
+		pages++
+		if f.Limit > 0 && len(page.Sagas) > f.Limit {
+			t.Fatalf("page of %d sagas, limit %d", len(page.Sagas), f.Limit)
+		}
+		all = append(all, ids(page.Sagas)...)
+		if page.Next == "" {
+			return all, pages
+		}
+		if pages > 1000 {
+			t.Fatal("ListInstances does not stop paging")
+		}
+		f.Cursor = page.Next
+	}
+}
+
+func testListInstances(t *testing.T, s engine.Store) {
+	insts := fixture(t, s, 40)
+	tests := []struct {
+		name string
+		f    engine.SagaFilter
+		keep func(*engine.Instance) bool
+	}{
+		{"everything", engine.SagaFilter{}, func(*engine.Instance) bool { return true }},
+		{"saga", engine.SagaFilter{Saga: "REFUND"}, func(in *engine.Instance) bool { return in.Saga == "REFUND" }},
+		{"saga and state", engine.SagaFilter{Saga: "ORDER", State: "APPROVED"}, func(in *engine.Instance) bool {
+			return in.Saga == "ORDER" && in.State == "APPROVED"
+		}},
+		{"status", engine.SagaFilter{Status: engine.StatusRunning}, func(in *engine.Instance) bool { return in.Status == engine.StatusRunning }},
+		{"time range", engine.SagaFilter{From: at(5 * time.Minute), To: at(12 * time.Minute)}, func(in *engine.Instance) bool {
+			return !in.CreatedAt.Before(at(5*time.Minute)) && in.CreatedAt.Before(at(12*time.Minute))
+		}},
+		{"key name and value", engine.SagaFilter{KeyName: "deal_id", KeyValue: "d-2"}, func(in *engine.Instance) bool { return in.Keys["deal_id"] == "d-2" }},
+		{"key name only", engine.SagaFilter{KeyName: "vip"}, func(in *engine.Instance) bool { _, ok := in.Keys["vip"]; return ok }},
+		{"everything combined", engine.SagaFilter{Saga: "ORDER", Status: engine.StatusRunning, KeyName: "vip", KeyValue: "yes", From: at(3 * time.Minute)},
+			func(in *engine.Instance) bool {
+				return in.Saga == "ORDER" && in.Status == engine.StatusRunning && in.Keys["vip"] == "yes" && !in.CreatedAt.Before(at(3*time.Minute))
+			}},
+		{"nothing matches", engine.SagaFilter{Saga: "NONE"}, func(*engine.Instance) bool { return false }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			want := expect(insts, tc.keep)
+			got, _ := listAll(t, s, tc.f)
+			if !slices.Equal(got, want) {
+				t.Errorf("got %v,\nwant %v", got, want)
+			}
+			f := tc.f
+			f.Limit = 3
+			paged, pages := listAll(t, s, f)
+			if !slices.Equal(paged, want) {
+				t.Errorf("by pages of 3: got %v,\nwant %v", paged, want)
+			}
+			if wantPages := max(1, (len(want)+2)/3); pages != wantPages && pages != wantPages+1 {
+				t.Errorf("pages of 3 for %d sagas: got %d, want %d", len(want), pages, wantPages)
+			}
+		})
+	}
+	page, err := s.ListInstances(context.Background(), engine.SagaFilter{})
+	if err != nil {
+		t.Fatalf("ListInstances: %v", err)
+	}
+	if len(page.Sagas) == 0 || len(page.Sagas[0].Keys) == 0 {
+		t.Errorf("listed sagas carry no keys")
+	}
+}
+
+func testListPagination(t *testing.T, s engine.Store) {
+	insts := fixture(t, s, 120)
+	want := expect(insts, func(*engine.Instance) bool { return true })
+	for _, limit := range []int{1, 7, 50, 119, 120, 121} {
+		got, pages := listAll(t, s, engine.SagaFilter{Limit: limit})
+		seen := map[string]bool{}
+		for _, id := range got {
+			if seen[id] {
+				t.Errorf("limit %d: %s listed twice", limit, id)
+			}
+			seen[id] = true
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("limit %d: got %d sagas %v, want %d", limit, len(got), got, len(want))
+		}
+		if min := (len(want) + limit - 1) / limit; pages < min || pages > min+1 {
+			t.Errorf("limit %d: %d pages, want %d", limit, pages, min)
+		}
+	}
+	// The default limit is 50.
+	page, err := s.ListInstances(context.Background(), engine.SagaFilter{})
+	if err != nil {
+		t.Fatalf("ListInstances: %v", err)
+	}
+	if len(page.Sagas) != 50 || page.Next == "" {
+		t.Errorf("default page: got %d sagas, next %q; want 50 and a cursor", len(page.Sagas), page.Next)
+	}
+	// Sagas created after a cursor was issued do not shift the next page.
+	insert(t, s, minimalInstance("l-new", at(24*time.Hour)))
+	next, err := s.ListInstances(context.Background(), engine.SagaFilter{Cursor: page.Next, Limit: 10})
+	if err != nil {
+		t.Fatalf("ListInstances: %v", err)
+	}
+	if got := ids(next.Sagas); !slices.Equal(got, want[50:60]) {
+		t.Errorf("page after cursor: got %v, want %v", got, want[50:60])
+	}
+}
+
+func testCountByState(t *testing.T, s engine.Store) {
+	insts := fixture(t, s, 23)
+	counts := map[engine.StateCount]int64{}
+	for _, in := range insts {
+		counts[engine.StateCount{Saga: in.Saga, SagaVersion: in.SagaVersion, State: in.State}]++
+	}
+	got, err := s.CountByState(context.Background())
+	if err != nil {
+		t.Fatalf("CountByState: %v", err)
+	}
+	gotMap := map[engine.StateCount]int64{}
+	for _, c := range got {
+		n := c.Count
+		c.Count = 0
+		if _, dup := gotMap[c]; dup {
+			t.Errorf("CountByState lists %+v twice", c)
+		}
+		gotMap[c] = n
+	}
+	if !maps.Equal(gotMap, counts) {
+		t.Errorf("CountByState: got %v, want %v", gotMap, counts)
+	}
+}
+
+func testDeadLetters(t *testing.T, s engine.Store) {
+	ctx := context.Background()
+	raw := []byte{0, 1, 2, 0xff, '{', '"'}
+	dls := []engine.DeadLetter{
+		{MessageID: "dl-1", SagaID: "s-1", Topic: "SAGA_SERVER_TOPIC", Partition: 3, Offset: 1 << 40, Raw: raw,
+			Code: engine.CodeIllegal, Reason: "ORDER_APPROVED not allowed in NOTIFICATION", CreatedAt: at(0)},
+		{Topic: "SAGA_SERVER_TOPIC", Partition: 0, Offset: 7, Raw: []byte("not json"), Code: engine.CodeInvalid,
+			Reason: "cannot decode", CreatedAt: at(time.Second)},
+		{MessageID: "dl-3", Topic: "SAGA_SERVER_TOPIC", Raw: nil, Code: engine.CodeUnknownSaga, Reason: "no such saga", CreatedAt: at(2 * time.Second)},
+	}
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.AddDeadLetters(ctx, dls) })
+	// The same message again (also twice in one call) is skipped; a second
+	// undecodable message is kept.
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error {
+		return tx.AddDeadLetters(ctx, []engine.DeadLetter{
+			{MessageID: "dl-1", Topic: "T", Code: engine.CodeIllegal, Reason: "again", CreatedAt: at(time.Hour)},
+			{MessageID: "dl-4", Topic: "T", Code: engine.CodeIllegal, Reason: "first", CreatedAt: at(time.Hour)},
+			{MessageID: "dl-4", Topic: "T", Code: engine.CodeIllegal, Reason: "dup in batch", CreatedAt: at(time.Hour)},
+			{Topic: "T", Raw: []byte("junk"), Code: engine.CodeInvalid, Reason: "cannot decode either"},
+		})
+	})
+	list, err := s.DeadLetters(ctx, 100, false)
+	if err != nil {
+		t.Fatalf("DeadLetters: %v", err)
+	}
+	var reasons []string
+	for _, dl := range list {
+		reasons = append(reasons, dl.Reason)
+	}
+	if want := []string{"cannot decode either", "first", "no such saga", "cannot decode", dls[0].Reason}; !slices.Equal(reasons, want) {
+		t.Fatalf("DeadLetters newest first: got %q, want %q", reasons, want)
+	}
+	if list[0].CreatedAt.IsZero() {
+		t.Errorf("dead letter without CreatedAt: got zero, want the time it was added")
+	}
+	first := list[len(list)-1]
+	got, err := s.GetDeadLetter(ctx, first.ID)
+	if err != nil {
+		t.Fatalf("GetDeadLetter: %v", err)
+	}
+	w := dls[0]
+	if got.ID != first.ID || got.MessageID != w.MessageID || got.SagaID != w.SagaID || got.Topic != w.Topic ||
+		got.Partition != w.Partition || got.Offset != w.Offset || !bytes.Equal(got.Raw, w.Raw) || got.Code != w.Code ||
+		got.Reason != w.Reason || !timeEqual(got.CreatedAt, w.CreatedAt) || got.ReplayedAt != nil || got.ReplayedBy != "" {
+		t.Errorf("GetDeadLetter round trip:\n got %+v\nwant %+v", got, w)
+	}
+	if nr := list[2]; nr.MessageID != "dl-3" || len(nr.Raw) != 0 {
+		t.Errorf("dead letter with nil raw: got message %q raw %v", nr.MessageID, nr.Raw)
+	}
+	_, err = s.GetDeadLetter(ctx, first.ID+1000)
+	wantCode(t, "GetDeadLetter of a missing id", err, engine.CodeNotFound)
+	if l, err := s.DeadLetters(ctx, 2, false); err != nil || len(l) != 2 {
+		t.Errorf("DeadLetters limit 2: got %d, %v", len(l), err)
+	}
+
+	// Replay.
+	replayedAt := at(time.Hour)
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.MarkReplayed(ctx, first.ID, "bob", replayedAt) })
+	got, err = s.GetDeadLetter(ctx, first.ID)
+	if err != nil {
+		t.Fatalf("GetDeadLetter: %v", err)
+	}
+	if got.ReplayedAt == nil || !timeEqual(*got.ReplayedAt, replayedAt) || got.ReplayedBy != "bob" {
+		t.Errorf("after MarkReplayed: replayed at %v by %q, want %v by bob", got.ReplayedAt, got.ReplayedBy, replayedAt)
+	}
+	err = s.InTx(ctx, func(ctx context.Context, tx engine.Tx) error { return tx.MarkReplayed(ctx, first.ID, "bob", replayedAt) })
+	wantCode(t, "MarkReplayed twice", err, engine.CodeConflict)
+	err = s.InTx(ctx, func(ctx context.Context, tx engine.Tx) error { return tx.MarkReplayed(ctx, first.ID+1000, "bob", replayedAt) })
+	wantCode(t, "MarkReplayed of a missing id", err, engine.CodeNotFound)
+	open, err := s.DeadLetters(ctx, 100, false)
+	if err != nil {
+		t.Fatalf("DeadLetters: %v", err)
+	}
+	all, err := s.DeadLetters(ctx, 100, true)
+	if err != nil {
+		t.Fatalf("DeadLetters: %v", err)
+	}
+	if len(open) != 4 || len(all) != 5 {
+		t.Errorf("after one replay: %d open and %d in all, want 4 and 5", len(open), len(all))
+	}
+	// A replayed message can be parked again.
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error {
+		return tx.AddDeadLetters(ctx, []engine.DeadLetter{{MessageID: "dl-1", Topic: "T", Code: engine.CodeIllegal, Reason: "failed again"}})
+	})
+	if open, err := s.DeadLetters(ctx, 1, false); err != nil || len(open) != 1 || open[0].Reason != "failed again" {
+		t.Errorf("re-parked dead letter: got %+v, %v", open, err)
+	}
+}
+
+func testInTxRollback(t *testing.T, s engine.Store) {
+	ctx := context.Background()
+	errBoom := errors.New("boom")
+	err := s.InTx(ctx, func(ctx context.Context, tx engine.Tx) error {
+		if _, err := tx.Claim(ctx, []string{"rb"}); err != nil {
+			return err
+		}
+		if err := tx.Insert(ctx, []*engine.Instance{fullInstance("rb-saga")}); err != nil {
+			return err
+		}
+		if err := tx.AppendHistory(ctx, []engine.HistoryEntry{{SagaID: "rb-saga", At: at(0), Kind: engine.EntryEvent}}); err != nil {
+			return err
+		}
+		if err := tx.Enqueue(ctx, outboxRecords(3, "rb")); err != nil {
+			return err
+		}
+		if err := tx.AddDeadLetters(ctx, []engine.DeadLetter{{MessageID: "x", Topic: "T", Code: engine.CodeInvalid}}); err != nil {
+			return err
+		}
+		return errBoom
+	})
+	if err != errBoom {
+		t.Fatalf("InTx: got %v, want fn's error unchanged", err)
+	}
+	_, err = s.GetInstance(ctx, "rb-saga")
+	wantCode(t, "GetInstance after rollback", err, engine.CodeNotFound)
+	if h, err := s.History(ctx, "rb-saga"); err != nil || len(h) != 0 {
+		t.Errorf("History after rollback: %d entries, %v", len(h), err)
+	}
+	if n, err := s.OutboxBacklog(ctx); err != nil || n != 0 {
+		t.Errorf("OutboxBacklog after rollback: %d, %v", n, err)
+	}
+	if dl, err := s.DeadLetters(ctx, 10, true); err != nil || len(dl) != 0 {
+		t.Errorf("DeadLetters after rollback: %d, %v", len(dl), err)
+	}
+	// A panic rolls back too and the store stays usable.
+	func() {
+		defer func() {
+			if r := recover(); r != "kaboom" {
+				t.Errorf("recovered %v, want the panic value", r)
+			}
+		}()
+		_ = s.InTx(ctx, func(ctx context.Context, tx engine.Tx) error {
+			if _, err := tx.Claim(ctx, []string{"panicked"}); err != nil {
+				return err
+			}
+			panic("kaboom")
+		})
+	}()
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error {
+		fresh, err := tx.Claim(ctx, []string{"rb", "panicked"})
+		if err == nil && (!fresh["rb"] || !fresh["panicked"]) {
+			t.Errorf("claims of rolled-back transactions were kept: fresh = %v", fresh)
+		}
+		return err
+	})
+}
+
+// testConcurrentInTx runs transactions from several goroutines that claim,
+// insert and update overlapping sagas, retrying conflicts the way the
+// orchestrator does. Every successful update must be counted exactly once.
+func testConcurrentInTx(t *testing.T, s engine.Store) {
+	ctx := context.Background()
+	const workers, rounds = 4, 15
+	shared := []*engine.Instance{minimalInstance("c-a", at(0)), minimalInstance("c-b", at(0)), minimalInstance("c-c", at(0))}
+	insert(t, s, shared...)
+	var (
+		wg   sync.WaitGroup
+		errs = make(chan error, workers)
+	)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			order := []string{"c-a", "c-b", "c-c"}
+			if w%2 == 1 {
+				slices.Reverse(order)
+			}
+			for r := range rounds {
+				for attempt := 0; ; attempt++ {
+					err := s.InTx(ctx, func(ctx context.Context, tx engine.Tx) error {
+						if _, err := tx.Claim(ctx, []string{fmt.Sprintf("c-msg-%d-%d", w, r)}); err != nil {
+							return err
+						}
+						m, err := tx.Load(ctx, order)
+						if err != nil {
+							return err
+						}
+						var upd []*engine.Instance
+						for _, id := range order {
+							in := m[id]
+							in.Attempts++
+							upd = append(upd, in)
+						}
+						if err := tx.Update(ctx, upd); err != nil {
+							return err
+						}
+						own := minimalInstance(fmt.Sprintf("c-own-%d-%d", w, r), at(time.Duration(r)*time.Second))
+						if err := tx.Insert(ctx, []*engine.Instance{own}); err != nil {
+							return err
+						}
+						return tx.AppendHistory(ctx, []engine.HistoryEntry{{SagaID: own.ID, At: at(0), Kind: engine.EntryEvent}})
+					})
+					if err == nil {
+						break
+					}
+					if engine.ErrorCode(err) != engine.CodeConflict || attempt > 1000 {
+						errs <- fmt.Errorf("worker %d round %d: %w", w, r, err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for _, id := range []string{"c-a", "c-b", "c-c"} {
+		got, err := s.GetInstance(ctx, id)
+		if err != nil {
+			t.Fatalf("GetInstance: %v", err)
+		}
+		if got.Attempts != workers*rounds || got.Rev != int64(1+workers*rounds) {
+			t.Errorf("%s: attempts %d rev %d, want %d and %d (no lost update)", id, got.Attempts, got.Rev, workers*rounds, 1+workers*rounds)
+		}
+	}
+	page, err := s.ListInstances(ctx, engine.SagaFilter{Limit: 500})
+	if err != nil {
+		t.Fatalf("ListInstances: %v", err)
+	}
+	if got, want := len(page.Sagas), 3+workers*rounds; got != want {
+		t.Errorf("sagas after the concurrent run: got %d, want %d", got, want)
+	}
+}

@@ -1,0 +1,358 @@
+package sqlstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/portfolio-counselor/sagamachine/engine"
+)
+
+// tx is the engine.Tx of one InTx call. The validation and encoding of a
+// batch is shared; writing it is per dialect (tx_postgres.go, tx_sqlite.go).
+type tx struct {
+	s  *Store
+	tx *sqlx.Tx
+}
+
+var _ engine.Tx = (*tx)(nil)
+
+func (t *tx) d() dialect { return t.s.d }
+
+// uniqueSorted returns the distinct non-empty ids in order (a stable lock
+// order for concurrent transactions), or an error naming an empty one.
+func uniqueSorted(ids []string) ([]string, error) {
+	out := make([]string, 0, len(ids))
+	seen := make(map[string]struct{}, len(ids))
+	for i, id := range ids {
+		if id == "" {
+			return nil, fmt.Errorf("id %d of %d is empty", i, len(ids))
+		}
+		if _, ok := seen[id]; ok {
+			continue
+		}
+		seen[id] = struct{}{}
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Claim records message ids in the inbox and returns the fresh ones.
+func (t *tx) Claim(ctx context.Context, ids []string) (map[string]bool, error) {
+	const op = "sqlstore: claim messages"
+	ids, err := uniqueSorted(ids)
+	if err != nil {
+		return nil, &engine.Error{Code: engine.CodeInvalid, Op: op, Err: err}
+	}
+	fresh := make(map[string]bool, len(ids))
+	if len(ids) == 0 {
+		return fresh, nil
+	}
+	if t.d().postgres {
+		err = t.claimPostgres(ctx, ids, fresh)
+	} else {
+		err = t.claimSQLite(ctx, ids, fresh)
+	}
+	if err != nil {
+		return nil, t.s.wrap(op, err)
+	}
+	return fresh, nil
+}
+
+// Unclaim forgets a message id.
+func (t *tx) Unclaim(ctx context.Context, id string) error {
+	if _, err := t.tx.ExecContext(ctx, t.d().q("DELETE FROM inbox WHERE message_id = ?"), id); err != nil {
+		return t.s.wrap("sqlstore: unclaim message "+id, err)
+	}
+	return nil
+}
+
+// Load returns those of ids that exist, by id.
+func (t *tx) Load(ctx context.Context, ids []string) (map[string]*engine.Instance, error) {
+	const op = "sqlstore: load sagas"
+	ids, err := uniqueSorted(ids)
+	if err != nil {
+		return nil, &engine.Error{Code: engine.CodeInvalid, Op: op, Err: err}
+	}
+	out := make(map[string]*engine.Instance, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	arg, err := t.d().list(ids)
+	if err != nil {
+		return nil, t.s.wrap(op, err)
+	}
+	rows, err := t.tx.QueryxContext(ctx, t.d().q("SELECT "+t.d().instanceCols()+" FROM saga_instances s WHERE "+t.d().in("s.id")), arg)
+	if err != nil {
+		return nil, t.s.wrap(op, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		in, err := scanInstance(rows)
+		if err != nil {
+			return nil, t.s.wrap(op, err)
+		}
+		out[in.ID] = in
+	}
+	if err := rows.Err(); err != nil {
+		return nil, t.s.wrap(op, err)
+	}
+	return out, nil
+}
+
+// instRow is an instance encoded for the database.
+type instRow struct {
+	in      *engine.Instance
+	context *string // JSON, nil for none
+	pending *string // JSON, nil for none
+}
+
+// encodeInstances validates and encodes a batch of instances.
+func encodeInstances(insts []*engine.Instance) ([]instRow, error) {
+	rows := make([]instRow, len(insts))
+	seen := make(map[string]struct{}, len(insts))
+	for i, in := range insts {
+		if in == nil {
+			return nil, fmt.Errorf("instance %d of %d is nil", i, len(insts))
+		}
+		switch {
+		case in.ID == "":
+			return nil, fmt.Errorf("instance %d of %d has no id", i, len(insts))
+		case in.Saga == "":
+			return nil, fmt.Errorf("saga %s has no definition name", in.ID)
+		case in.State == "":
+			return nil, fmt.Errorf("saga %s has no state", in.ID)
+		case in.Status == "":
+			return nil, fmt.Errorf("saga %s has no status", in.ID)
+		}
+		if _, ok := seen[in.ID]; ok {
+			return nil, fmt.Errorf("saga %s appears twice in one batch", in.ID)
+		}
+		seen[in.ID] = struct{}{}
+		if len(in.Context) > 0 && !json.Valid(in.Context) {
+			return nil, fmt.Errorf("saga %s: context is not valid JSON", in.ID)
+		}
+		r := instRow{in: in, context: nullJSON(in.Context)}
+		if in.Pending != nil {
+			b, err := json.Marshal(in.Pending)
+			if err != nil {
+				return nil, fmt.Errorf("saga %s: encode pending command: %w", in.ID, err)
+			}
+			r.pending = nullJSON(b)
+		}
+		for k := range in.Keys {
+			if k == "" {
+				return nil, fmt.Errorf("saga %s has a key without a name", in.ID)
+			}
+		}
+		rows[i] = r
+	}
+	// A stable order keeps concurrent transactions from deadlocking.
+	sort.Slice(rows, func(i, j int) bool { return rows[i].in.ID < rows[j].in.ID })
+	return rows, nil
+}
+
+// keyRows flattens the keys of a batch, in a stable order.
+func keyRows(rows []instRow) (ids, names, values []string) {
+	for _, r := range rows {
+		names0 := make([]string, 0, len(r.in.Keys))
+		for k := range r.in.Keys {
+			names0 = append(names0, k)
+		}
+		sort.Strings(names0)
+		for _, k := range names0 {
+			ids = append(ids, r.in.ID)
+			names = append(names, k)
+			values = append(values, r.in.Keys[k])
+		}
+	}
+	return ids, names, values
+}
+
+// Insert stores new instances with Rev 1; an existing id is CodeConflict.
+func (t *tx) Insert(ctx context.Context, insts []*engine.Instance) error {
+	const op = "sqlstore: insert sagas"
+	if len(insts) == 0 {
+		return nil
+	}
+	rows, err := encodeInstances(insts)
+	if err != nil {
+		return &engine.Error{Code: engine.CodeInvalid, Op: op, Err: err}
+	}
+	if t.d().postgres {
+		err = t.insertPostgres(ctx, rows)
+	} else {
+		err = t.insertSQLite(ctx, rows)
+	}
+	if err != nil {
+		if engine.ErrorCode(t.s.wrap(op, err)) == engine.CodeConflict {
+			return &engine.Error{Code: engine.CodeConflict, Op: op, Message: "a saga with one of these ids exists", Err: err}
+		}
+		return t.s.wrap(op, err)
+	}
+	for _, in := range insts {
+		in.Rev = 1
+	}
+	return nil
+}
+
+// Update stores changed instances whose stored Rev equals inst.Rev and
+// increments their Rev; if any Rev no longer matches it returns CodeConflict
+// and changes no Rev. ID and CreatedAt are never changed.
+func (t *tx) Update(ctx context.Context, insts []*engine.Instance) error {
+	const op = "sqlstore: update sagas"
+	if len(insts) == 0 {
+		return nil
+	}
+	rows, err := encodeInstances(insts)
+	if err != nil {
+		return &engine.Error{Code: engine.CodeInvalid, Op: op, Err: err}
+	}
+	var updated map[string]bool
+	if t.d().postgres {
+		updated, err = t.updatePostgres(ctx, rows)
+	} else {
+		updated, err = t.updateSQLite(ctx, rows)
+	}
+	if err != nil {
+		return t.s.wrap(op, err)
+	}
+	if len(updated) != len(rows) {
+		var stale []string
+		for _, r := range rows {
+			if !updated[r.in.ID] {
+				stale = append(stale, fmt.Sprintf("%s@%d", r.in.ID, r.in.Rev))
+			}
+		}
+		return engine.Errorf(engine.CodeConflict, op, "%d of %d sagas changed since they were read (or do not exist): %s",
+			len(stale), len(rows), strings.Join(stale, ", "))
+	}
+	for _, in := range insts {
+		in.Rev++
+	}
+	return nil
+}
+
+// histRow is a history entry encoded for the database.
+type histRow struct {
+	e        *engine.HistoryEntry
+	commands *string
+}
+
+// AppendHistory appends timeline entries, in order.
+func (t *tx) AppendHistory(ctx context.Context, entries []engine.HistoryEntry) error {
+	const op = "sqlstore: append history"
+	if len(entries) == 0 {
+		return nil
+	}
+	rows := make([]histRow, len(entries))
+	for i := range entries {
+		e := &entries[i]
+		if e.SagaID == "" || e.Kind == "" {
+			return engine.Errorf(engine.CodeInvalid, op, "entry %d of %d: saga id and kind are required", i, len(entries))
+		}
+		rows[i].e = e
+		if len(e.Commands) > 0 {
+			b, err := json.Marshal(e.Commands)
+			if err != nil {
+				return &engine.Error{Code: engine.CodeInvalid, Op: op, Err: err}
+			}
+			rows[i].commands = nullJSON(b)
+		}
+	}
+	var err error
+	if t.d().postgres {
+		err = t.historyPostgres(ctx, rows)
+	} else {
+		err = t.historySQLite(ctx, rows)
+	}
+	return t.s.wrap(op, err)
+}
+
+// Enqueue adds records to the outbox, in order.
+func (t *tx) Enqueue(ctx context.Context, recs []engine.OutboxRecord) error {
+	const op = "sqlstore: enqueue"
+	if len(recs) == 0 {
+		return nil
+	}
+	msgs := make([]string, len(recs))
+	for i := range recs {
+		if recs[i].Topic == "" {
+			return engine.Errorf(engine.CodeInvalid, op, "record %d of %d has no topic", i, len(recs))
+		}
+		b, err := json.Marshal(&recs[i].Message)
+		if err != nil {
+			return &engine.Error{Code: engine.CodeInvalid, Op: op, Err: fmt.Errorf("record %d: %w", i, err)}
+		}
+		msgs[i] = string(b)
+	}
+	var err error
+	if t.d().postgres {
+		err = t.enqueuePostgres(ctx, recs, msgs)
+	} else {
+		err = t.enqueueSQLite(ctx, recs, msgs)
+	}
+	return t.s.wrap(op, err)
+}
+
+// AddDeadLetters stores dead letters; one whose MessageID is already parked
+// and not replayed is skipped. A zero CreatedAt is set to now.
+func (t *tx) AddDeadLetters(ctx context.Context, dls []engine.DeadLetter) error {
+	const op = "sqlstore: add dead letters"
+	if len(dls) == 0 {
+		return nil
+	}
+	now := t.s.now()
+	for i := range dls {
+		if dls[i].Topic == "" || dls[i].Code == "" {
+			return engine.Errorf(engine.CodeInvalid, op, "dead letter %d of %d: topic and code are required", i, len(dls))
+		}
+	}
+	var err error
+	if t.d().postgres {
+		err = t.deadLettersPostgres(ctx, dls, now)
+	} else {
+		err = t.deadLettersSQLite(ctx, dls, now)
+	}
+	return t.s.wrap(op, err)
+}
+
+// MarkReplayed records that actor replayed dead letter id at at. A dead
+// letter that does not exist is CodeNotFound; one already replayed is
+// CodeConflict.
+func (t *tx) MarkReplayed(ctx context.Context, id int64, actor string, at time.Time) error {
+	op := fmt.Sprintf("sqlstore: mark dead letter %d replayed", id)
+	res, err := t.tx.ExecContext(ctx, t.d().q(`UPDATE dead_letters SET replayed_at = ?, replayed_by = ?
+		WHERE id = ? AND replayed_at IS NULL`), t.d().t(at), actor, id)
+	if err != nil {
+		return t.s.wrap(op, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return t.s.wrap(op, err)
+	}
+	if n == 1 {
+		return nil
+	}
+	var exists int
+	if err := t.tx.GetContext(ctx, &exists, t.d().q("SELECT count(*) FROM dead_letters WHERE id = ?"), id); err != nil {
+		return t.s.wrap(op, err)
+	}
+	if exists == 0 {
+		return engine.Errorf(engine.CodeNotFound, op, "no dead letter %d", id)
+	}
+	return engine.Errorf(engine.CodeConflict, op, "dead letter %d was already replayed", id)
+}
+
+func nullString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}

@@ -1,0 +1,197 @@
+package sqlstore
+
+import (
+	"context"
+	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/portfolio-counselor/sagamachine/engine"
+)
+
+// PostgreSQL writes whole batches with one statement each: the batch is bound
+// as one array per column and expanded with unnest.
+
+func (t *tx) claimPostgres(ctx context.Context, ids []string, fresh map[string]bool) error {
+	rows, err := t.tx.QueryContext(ctx, `INSERT INTO inbox (message_id) SELECT unnest($1::text[])
+		ON CONFLICT DO NOTHING RETURNING message_id`, pq.StringArray(ids))
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return err
+		}
+		fresh[id] = true
+	}
+	return rows.Err()
+}
+
+// instColumns are the arrays of a batch of instances.
+type instColumns struct {
+	ids, sagas, states, statuses []string
+	versions, attempts           []int64
+	revs                         []int64
+	contexts, pendings, timers   []*string
+	createds, updateds, entereds []string
+}
+
+func pgInstColumns(rows []instRow) instColumns {
+	n := len(rows)
+	c := instColumns{
+		ids: make([]string, n), sagas: make([]string, n), states: make([]string, n), statuses: make([]string, n),
+		versions: make([]int64, n), attempts: make([]int64, n), revs: make([]int64, n),
+		contexts: make([]*string, n), pendings: make([]*string, n), timers: make([]*string, n),
+		createds: make([]string, n), updateds: make([]string, n), entereds: make([]string, n),
+	}
+	for i, r := range rows {
+		in := r.in
+		c.ids[i], c.sagas[i], c.states[i], c.statuses[i] = in.ID, in.Saga, in.State, string(in.Status)
+		c.versions[i], c.attempts[i], c.revs[i] = int64(in.SagaVersion), int64(in.Attempts), in.Rev
+		c.contexts[i], c.pendings[i], c.timers[i] = r.context, r.pending, pgNullTime(in.TimerAt)
+		c.createds[i], c.updateds[i], c.entereds[i] = pgTime(in.CreatedAt), pgTime(in.UpdatedAt), pgTime(in.EnteredAt)
+	}
+	return c
+}
+
+func (t *tx) insertPostgres(ctx context.Context, rows []instRow) error {
+	c := pgInstColumns(rows)
+	if _, err := t.tx.ExecContext(ctx, `INSERT INTO saga_instances (id, saga, saga_version, state, status, context,
+			created_at, updated_at, entered_at, rev, pending, attempts, timer_at)
+		SELECT id, saga, saga_version, state, status, context, created_at, updated_at, entered_at, 1, pending, attempts, timer_at
+		FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::jsonb[], $7::timestamptz[],
+			$8::timestamptz[], $9::timestamptz[], $10::jsonb[], $11::int[], $12::timestamptz[])
+			AS v(id, saga, saga_version, state, status, context, created_at, updated_at, entered_at, pending, attempts, timer_at)`,
+		pq.StringArray(c.ids), pq.StringArray(c.sagas), pq.Int64Array(c.versions), pq.StringArray(c.states),
+		pq.StringArray(c.statuses), pq.GenericArray{A: c.contexts}, pq.StringArray(c.createds),
+		pq.StringArray(c.updateds), pq.StringArray(c.entereds), pq.GenericArray{A: c.pendings},
+		pq.Int64Array(c.attempts), pq.GenericArray{A: c.timers}); err != nil {
+		return err
+	}
+	kIDs, kNames, kValues := keyRows(rows)
+	if len(kIDs) == 0 {
+		return nil
+	}
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO saga_keys (saga_id, name, value)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[])`,
+		pq.StringArray(kIDs), pq.StringArray(kNames), pq.StringArray(kValues))
+	return err
+}
+
+func (t *tx) updatePostgres(ctx context.Context, rows []instRow) (map[string]bool, error) {
+	c := pgInstColumns(rows)
+	res, err := t.tx.QueryContext(ctx, `UPDATE saga_instances AS s SET saga = v.saga, saga_version = v.saga_version,
+			state = v.state, status = v.status, context = v.context, updated_at = v.updated_at,
+			entered_at = v.entered_at, rev = s.rev + 1, pending = v.pending, attempts = v.attempts, timer_at = v.timer_at
+		FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::text[], $6::text[], $7::jsonb[],
+			$8::timestamptz[], $9::timestamptz[], $10::jsonb[], $11::int[], $12::timestamptz[])
+			AS v(id, rev, saga, saga_version, state, status, context, updated_at, entered_at, pending, attempts, timer_at)
+		WHERE s.id = v.id AND s.rev = v.rev
+		RETURNING s.id`,
+		pq.StringArray(c.ids), pq.Int64Array(c.revs), pq.StringArray(c.sagas), pq.Int64Array(c.versions),
+		pq.StringArray(c.states), pq.StringArray(c.statuses), pq.GenericArray{A: c.contexts},
+		pq.StringArray(c.updateds), pq.StringArray(c.entereds), pq.GenericArray{A: c.pendings},
+		pq.Int64Array(c.attempts), pq.GenericArray{A: c.timers})
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	updated := make(map[string]bool, len(rows))
+	for res.Next() {
+		var id string
+		if err := res.Scan(&id); err != nil {
+			return nil, err
+		}
+		updated[id] = true
+	}
+	if err := res.Err(); err != nil {
+		return nil, err
+	}
+	if len(updated) != len(rows) {
+		return updated, nil // conflict: the caller rolls back, keys do not matter
+	}
+	// Replace the keys: drop the ones that are gone or changed, add the new
+	// ones; keys that did not change are not touched.
+	kIDs, kNames, kValues := keyRows(rows)
+	if _, err := t.tx.ExecContext(ctx, `DELETE FROM saga_keys AS k WHERE k.saga_id = ANY($1::text[])
+		AND NOT EXISTS (SELECT 1 FROM unnest($2::text[], $3::text[], $4::text[]) AS n(saga_id, name, value)
+			WHERE n.saga_id = k.saga_id AND n.name = k.name AND n.value = k.value)`,
+		pq.StringArray(c.ids), pq.StringArray(kIDs), pq.StringArray(kNames), pq.StringArray(kValues)); err != nil {
+		return nil, err
+	}
+	if len(kIDs) == 0 {
+		return updated, nil
+	}
+	if _, err := t.tx.ExecContext(ctx, `INSERT INTO saga_keys (saga_id, name, value)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING`,
+		pq.StringArray(kIDs), pq.StringArray(kNames), pq.StringArray(kValues)); err != nil {
+		return nil, err
+	}
+	return updated, nil
+}
+
+func (t *tx) historyPostgres(ctx context.Context, rows []histRow) error {
+	n := len(rows)
+	var (
+		sagaIDs, ats, kinds, msgIDs, events, bys = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		froms, tos, codes, reasons, actors       = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		cmds                                     = make([]*string, n)
+	)
+	for i, r := range rows {
+		e := r.e
+		sagaIDs[i], ats[i], kinds[i], msgIDs[i], events[i], bys[i] = e.SagaID, pgTime(e.At), string(e.Kind), e.MessageID, e.Event, e.By
+		froms[i], tos[i], codes[i], reasons[i], actors[i], cmds[i] = e.FromState, e.ToState, string(e.Code), e.Reason, e.Actor, r.commands
+	}
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO saga_history (saga_id, at, kind, message_id, event, by_participant,
+			from_state, to_state, commands, code, reason, actor)
+		SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
+			$7::text[], $8::text[], $9::jsonb[], $10::text[], $11::text[], $12::text[])`,
+		pq.StringArray(sagaIDs), pq.StringArray(ats), pq.StringArray(kinds), pq.StringArray(msgIDs),
+		pq.StringArray(events), pq.StringArray(bys), pq.StringArray(froms), pq.StringArray(tos),
+		pq.GenericArray{A: cmds}, pq.StringArray(codes), pq.StringArray(reasons), pq.StringArray(actors))
+	return err
+}
+
+func (t *tx) enqueuePostgres(ctx context.Context, recs []engine.OutboxRecord, msgs []string) error {
+	topics, keys := make([]string, len(recs)), make([]string, len(recs))
+	for i := range recs {
+		topics[i], keys[i] = recs[i].Topic, recs[i].Key
+	}
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO outbox (topic, key, message)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::json[])`,
+		pq.StringArray(topics), pq.StringArray(keys), pq.StringArray(msgs))
+	return err
+}
+
+func (t *tx) deadLettersPostgres(ctx context.Context, dls []engine.DeadLetter, now time.Time) error {
+	n := len(dls)
+	var (
+		msgIDs                                  = make([]*string, n)
+		sagaIDs, topics, codes, reasons, creats = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		parts, offsets                          = make([]int64, n), make([]int64, n)
+		raws                                    = make([][]byte, n)
+	)
+	for i, dl := range dls {
+		created := dl.CreatedAt
+		if created.IsZero() {
+			created = now
+		}
+		msgIDs[i], sagaIDs[i], topics[i], codes[i], reasons[i], creats[i] = nullString(dl.MessageID), dl.SagaID, dl.Topic, string(dl.Code), dl.Reason, pgTime(created)
+		parts[i], offsets[i] = int64(dl.Partition), dl.Offset
+		raws[i] = dl.Raw
+		if raws[i] == nil {
+			raws[i] = []byte{}
+		}
+	}
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO dead_letters (message_id, saga_id, topic, kafka_partition,
+			kafka_offset, raw, code, reason, created_at)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::bytea[], $7::text[],
+			$8::text[], $9::timestamptz[])
+		ON CONFLICT DO NOTHING`,
+		pq.GenericArray{A: msgIDs}, pq.StringArray(sagaIDs), pq.StringArray(topics), pq.Int64Array(parts),
+		pq.Int64Array(offsets), pq.ByteaArray(raws), pq.StringArray(codes), pq.StringArray(reasons),
+		pq.StringArray(creats))
+	return err
+}

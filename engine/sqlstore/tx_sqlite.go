@@ -1,0 +1,188 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+	"time"
+
+	"github.com/portfolio-counselor/sagamachine/engine"
+)
+
+// SQLite runs in-process, so a statement costs no round trip: batches are
+// written with one prepared statement executed per row, inside the
+// transaction. Claims use multi-row VALUES, chunked under SQLite's limit on
+// bound variables.
+
+// sqliteClaimChunk is the number of rows per claim statement (2 variables each).
+const sqliteClaimChunk = 500
+
+func (t *tx) claimSQLite(ctx context.Context, ids []string, fresh map[string]bool) error {
+	now := t.s.now().UnixMicro()
+	for start := 0; start < len(ids); start += sqliteClaimChunk {
+		chunk := ids[start:min(start+sqliteClaimChunk, len(ids))]
+		var b strings.Builder
+		b.WriteString("INSERT INTO inbox (message_id, processed_at) VALUES ")
+		args := make([]any, 0, 2*len(chunk))
+		for i, id := range chunk {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString("(?,?)")
+			args = append(args, id, now)
+		}
+		b.WriteString(" ON CONFLICT DO NOTHING RETURNING message_id")
+		if err := func() error {
+			rows, err := t.tx.QueryContext(ctx, b.String(), args...)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					return err
+				}
+				fresh[id] = true
+			}
+			return rows.Err()
+		}(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// each prepares query in the transaction and runs do with it.
+func (t *tx) each(ctx context.Context, query string, do func(st *sql.Stmt) error) error {
+	st, err := t.tx.PrepareContext(ctx, query)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return do(st)
+}
+
+func (t *tx) insertSQLite(ctx context.Context, rows []instRow) error {
+	d := t.d()
+	err := t.each(ctx, `INSERT INTO saga_instances (id, saga, saga_version, state, status, context,
+			created_at, updated_at, entered_at, rev, pending, attempts, timer_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)`, func(st *sql.Stmt) error {
+		for _, r := range rows {
+			in := r.in
+			if _, err := st.ExecContext(ctx, in.ID, in.Saga, in.SagaVersion, in.State, string(in.Status), r.context,
+				d.t(in.CreatedAt), d.t(in.UpdatedAt), d.t(in.EnteredAt), r.pending, in.Attempts, d.nt(in.TimerAt)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return t.insertKeysSQLite(ctx, rows)
+}
+
+func (t *tx) insertKeysSQLite(ctx context.Context, rows []instRow) error {
+	kIDs, kNames, kValues := keyRows(rows)
+	if len(kIDs) == 0 {
+		return nil
+	}
+	return t.each(ctx, "INSERT INTO saga_keys (saga_id, name, value) VALUES (?, ?, ?)", func(st *sql.Stmt) error {
+		for i := range kIDs {
+			if _, err := st.ExecContext(ctx, kIDs[i], kNames[i], kValues[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (t *tx) updateSQLite(ctx context.Context, rows []instRow) (map[string]bool, error) {
+	d := t.d()
+	updated := make(map[string]bool, len(rows))
+	err := t.each(ctx, `UPDATE saga_instances SET saga = ?, saga_version = ?, state = ?, status = ?, context = ?,
+			updated_at = ?, entered_at = ?, rev = rev + 1, pending = ?, attempts = ?, timer_at = ?
+		WHERE id = ? AND rev = ?`, func(st *sql.Stmt) error {
+		for _, r := range rows {
+			in := r.in
+			res, err := st.ExecContext(ctx, in.Saga, in.SagaVersion, in.State, string(in.Status), r.context,
+				d.t(in.UpdatedAt), d.t(in.EnteredAt), r.pending, in.Attempts, d.nt(in.TimerAt), in.ID, in.Rev)
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return err
+			} else if n == 1 {
+				updated[in.ID] = true
+			}
+		}
+		return nil
+	})
+	if err != nil || len(updated) != len(rows) {
+		return updated, err
+	}
+	err = t.each(ctx, "DELETE FROM saga_keys WHERE saga_id = ?", func(st *sql.Stmt) error {
+		for _, r := range rows {
+			if _, err := st.ExecContext(ctx, r.in.ID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return updated, t.insertKeysSQLite(ctx, rows)
+}
+
+func (t *tx) historySQLite(ctx context.Context, rows []histRow) error {
+	d := t.d()
+	return t.each(ctx, `INSERT INTO saga_history (saga_id, at, kind, message_id, event, by_participant,
+			from_state, to_state, commands, code, reason, actor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		func(st *sql.Stmt) error {
+			for _, r := range rows {
+				e := r.e
+				if _, err := st.ExecContext(ctx, e.SagaID, d.t(e.At), string(e.Kind), e.MessageID, e.Event, e.By,
+					e.FromState, e.ToState, r.commands, string(e.Code), e.Reason, e.Actor); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+}
+
+func (t *tx) enqueueSQLite(ctx context.Context, recs []engine.OutboxRecord, msgs []string) error {
+	now := t.s.now().UnixMicro()
+	return t.each(ctx, "INSERT INTO outbox (topic, key, message, created_at) VALUES (?, ?, ?, ?)", func(st *sql.Stmt) error {
+		for i := range recs {
+			if _, err := st.ExecContext(ctx, recs[i].Topic, recs[i].Key, msgs[i], now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (t *tx) deadLettersSQLite(ctx context.Context, dls []engine.DeadLetter, now time.Time) error {
+	d := t.d()
+	return t.each(ctx, `INSERT INTO dead_letters (message_id, saga_id, topic, kafka_partition, kafka_offset, raw,
+			code, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+		func(st *sql.Stmt) error {
+			for _, dl := range dls {
+				created := dl.CreatedAt
+				if created.IsZero() {
+					created = now
+				}
+				raw := dl.Raw
+				if raw == nil {
+					raw = []byte{}
+				}
+				if _, err := st.ExecContext(ctx, nullString(dl.MessageID), dl.SagaID, dl.Topic, dl.Partition, dl.Offset,
+					raw, string(dl.Code), dl.Reason, d.t(created)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+}
