@@ -254,23 +254,25 @@ func (p *Participant) park(ctx context.Context, dl DeadLetter) (DeadLetter, erro
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
 	if dl.MessageID != "" {
-		var row deadLetterRow
-		q := tx.Rebind(`SELECT * FROM sdk_dead_letters WHERE message_id = ? ORDER BY created_at LIMIT 1`)
-		err := tx.GetContext(ctx, &row, q, dl.MessageID)
-		switch {
-		case err == nil:
-			q := tx.Rebind(`UPDATE sdk_dead_letters SET reason = ?, attempts = attempts + ?, topic = ?, kpartition = ?, koffset = ?, updated_at = ? WHERE id = ?`)
-			if _, err := tx.ExecContext(ctx, q, dl.Reason, dl.Attempts, dl.Topic, dl.Partition, dl.Offset, now, row.ID); err != nil {
-				return dl, fmt.Errorf("park command %s as dead letter %s: %w", dl.MessageID, row.ID, err)
+		// Write first, then read: on SQLite a transaction that reads before
+		// writing cannot take the write lock once another writer committed.
+		q := tx.Rebind(`UPDATE sdk_dead_letters SET reason = ?, attempts = attempts + ?, topic = ?, kpartition = ?, koffset = ?, updated_at = ? WHERE message_id = ?`)
+		res, err := tx.ExecContext(ctx, q, dl.Reason, dl.Attempts, dl.Topic, dl.Partition, dl.Offset, now, dl.MessageID)
+		if err != nil {
+			return dl, fmt.Errorf("park command %s as a dead letter: update: %w", dl.MessageID, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return dl, fmt.Errorf("park command %s as a dead letter: update: %w", dl.MessageID, err)
+		} else if n > 0 {
+			var row deadLetterRow
+			q := tx.Rebind(`SELECT * FROM sdk_dead_letters WHERE message_id = ? ORDER BY created_at LIMIT 1`)
+			if err := tx.GetContext(ctx, &row, q, dl.MessageID); err != nil {
+				return dl, fmt.Errorf("park command %s as a dead letter: read back: %w", dl.MessageID, err)
 			}
 			if err := tx.Commit(); err != nil {
 				return dl, fmt.Errorf("park command %s as dead letter %s: commit: %w", dl.MessageID, row.ID, err)
 			}
-			dl.ID, dl.CreatedAt, dl.UpdatedAt = row.ID, row.CreatedAt.UTC(), now
-			dl.Attempts += row.Attempts
-			return dl, nil
-		case !errors.Is(err, sql.ErrNoRows):
-			return dl, fmt.Errorf("park command %s as a dead letter: look up: %w", dl.MessageID, err)
+			return row.deadLetter()
 		}
 	}
 	dl.ID = uuid.NewString()

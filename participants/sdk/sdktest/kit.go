@@ -43,7 +43,7 @@ type Kit struct {
 func New(tb testing.TB, cfg sdk.Config, register func(*sdk.Participant), setup func(db *sqlx.DB) error) *Kit {
 	tb.Helper()
 	path := filepath.Join(tb.TempDir(), "participant.db")
-	db, err := sqlx.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)")
+	db, err := sqlx.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_txlock=immediate")
 	if err != nil {
 		tb.Fatalf("sdktest: open sqlite %s: %v", path, err)
 	}
