@@ -188,9 +188,11 @@ func (p *parser) checkGraph(def *Definition, final, failed map[string]bool) {
 		}
 	}
 	// States from which an end state can be reached (walking backwards).
+	// Dead ends count as ends here: they are reported on their own, and
+	// the states leading to them need no second report.
 	canEnd := map[string]bool{}
 	for s := range def.States {
-		if terminal(s) {
+		if terminal(s) || len(next[s]) == 0 {
 			canEnd[s] = true
 			queue = append(queue, s)
 		}
