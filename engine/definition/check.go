@@ -208,19 +208,35 @@ func (p *parser) checkGraph(def *Definition, final, failed map[string]bool) {
 		}
 	}
 	names := sortedStateNames(def)
+	var deadEnds, neverEntered []string
+	for _, name := range names {
+		if p.onlyDeclared[name] {
+			continue
+		}
+		if !entered[name] {
+			neverEntered = append(neverEntered, name)
+		}
+		if !terminal(name) && len(next[name]) == 0 {
+			deadEnds = append(deadEnds, name)
+		}
+	}
 	for _, name := range names {
 		st := def.States[name]
 		if p.onlyDeclared[name] && !terminal(name) {
 			p.add(st.Pos, ruleUnusedState, "state %s is declared under states but no transition goes to or leaves it; remove it or add its transitions", name)
 			continue
 		}
-		hint := ""
-		if s := suggest(name, without(names, name)); s != "" {
-			hint = fmt.Sprintf(" (did you mean %s?)", s)
+		// A misspelled state in `to:` makes a dead end of the typo and an
+		// unreachable state of the right name: suggest one for the other.
+		hint := func(candidates []string) string {
+			if s := suggest(name, without(candidates, name)); s != "" {
+				return fmt.Sprintf(" (did you mean %s?)", s)
+			}
+			return ""
 		}
 		if !failed[name] && !reached[name] && len(queueStart) > 0 {
 			if !entered[name] {
-				p.add(st.Pos, ruleUnreachable, "state %s is never entered: no transition has to: %s%s", name, name, hint)
+				p.add(st.Pos, ruleUnreachable, "state %s is never entered: no transition has to: %s%s", name, name, hint(deadEnds))
 			} else {
 				p.add(st.Pos, ruleUnreachable, "state %s can never be reached: every transition into it leaves from a state that is never reached", name)
 			}
@@ -229,7 +245,7 @@ func (p *parser) checkGraph(def *Definition, final, failed map[string]bool) {
 			continue
 		}
 		if len(next[name]) == 0 {
-			p.add(st.Pos, ruleDeadEnd, "state %s is a dead end: no transition leaves it and it is not listed in final or failed%s", name, hint)
+			p.add(st.Pos, ruleDeadEnd, "state %s is a dead end: no transition leaves it and it is not listed in final or failed%s", name, hint(neverEntered))
 			continue
 		}
 		if !canEnd[name] {

@@ -6,4 +6,16 @@
 // every node, so that later checks (and tools such as sagactl) can point back
 // at the YAML. The engine compiles a Definition into an executable model; this
 // package knows nothing about running sagas.
+//
+// Parse walks the yaml.v3 node tree (never struct decoding), so unknown keys,
+// duplicate keys and values of the wrong kind are errors with a position, and
+// it reports every problem of a file at once, each with a stable Rule id
+// (unknown-key, undeclared-participant, unreachable-state, ...). LoadDir does
+// the same for every *.yaml / *.yml file of a directory (for example
+// sagas.FS) and also refuses two files defining the same saga and version.
+//
+// The language and every rule are described for analysts in
+// docs/definition-language.md; schema/saga-definition.schema.json describes
+// the same language as a JSON Schema for editors. The schema checks only the
+// shape of a file; Parse is the authority.
 package definition

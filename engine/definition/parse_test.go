@@ -395,3 +395,14 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkParse(b *testing.B) {
+	data := readFile(b, filepath.Join("..", "..", "sagas", "manual_create_order.yaml"))
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, problems := definition.Parse("manual_create_order.yaml", data); len(problems) > 0 {
+			b.Fatal(problems)
+		}
+	}
+}
