@@ -1,0 +1,122 @@
+package deals
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/shopspring/decimal"
+
+	"github.com/portfolio-counselor/sagamachine/internal/auth"
+	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
+	"github.com/portfolio-counselor/sagamachine/participants/sdk"
+)
+
+// Name is the participant name of the service in the saga definitions.
+const Name = "deals"
+
+// Saga and event the service starts for each new deal.
+const (
+	SagaName      = "MANUAL_CREATE_ORDER"
+	StartEvent    = "REGISTER"
+	CommandApprove = "APPROVE_DEAL"
+	CommandReject  = "REJECT_DEAL"
+	EventUpdated   = "DEAL_UPDATED"
+)
+
+// Deal statuses.
+const (
+	StatusDraft    = "draft"
+	StatusExecuted = "executed"
+	StatusRejected = "rejected"
+)
+
+// Config configures a Service. DB, Participant and Auth are required.
+type Config struct {
+	// DB is the service's database, migrated with Migrate and sdk.Migrate.
+	DB *sqlx.DB
+	// Participant is the SDK participant the service starts sagas with and
+	// registers its command handlers on (RegisterHandlers).
+	Participant *sdk.Participant
+	// Auth authenticates every HTTP route but the probes.
+	Auth *auth.Authenticator
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Service is the deals service. It is safe for concurrent use.
+type Service struct {
+	db      *sqlx.DB
+	dialect service.Dialect
+	p       *sdk.Participant
+	auth    *auth.Authenticator
+	log     *slog.Logger
+	now     func() time.Time
+}
+
+// New validates cfg and returns the service.
+func New(cfg Config) (*Service, error) {
+	if cfg.DB == nil {
+		return nil, errors.New("new deals service: Config.DB is nil")
+	}
+	if cfg.Participant == nil {
+		return nil, errors.New("new deals service: Config.Participant is nil")
+	}
+	if cfg.Auth == nil {
+		return nil, errors.New("new deals service: Config.Auth is nil")
+	}
+	d, err := service.DialectOf(cfg.DB)
+	if err != nil {
+		return nil, fmt.Errorf("new deals service: %w", err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Service{db: cfg.DB, dialect: d, p: cfg.Participant, auth: cfg.Auth,
+		log: cfg.Logger.With("service", Name), now: cfg.Now}, nil
+}
+
+// Migrate applies the service's business migrations
+// (schema/migrations/deals/<dialect>, version table deals_goose_db_version).
+// The SDK's tables are migrated separately with sdk.Migrate.
+func Migrate(ctx context.Context, db *sqlx.DB) error { return service.Migrate(ctx, db, Name) }
+
+// Deal is one deal (order) of a client.
+type Deal struct {
+	Seq         int64           `json:"-" db:"seq"`
+	ID          string          `json:"id" db:"id"`
+	UserID      string          `json:"user_id" db:"user_id"`
+	PortfolioID string          `json:"portfolio_id" db:"portfolio_id"`
+	Side        string          `json:"side" db:"side"`
+	Instrument  string          `json:"instrument" db:"instrument"`
+	Quantity    decimal.Decimal `json:"quantity" db:"quantity"`
+	Price       decimal.Decimal `json:"price" db:"price"`
+	Amount      decimal.Decimal `json:"amount" db:"amount"`
+	Currency    string          `json:"currency" db:"currency"`
+	Status      string          `json:"status" db:"status"`
+	Reason      string          `json:"reason,omitempty" db:"reason"`
+	SagaID      string          `json:"saga_id" db:"saga_id"`
+	CreatedAt   time.Time       `json:"created_at" db:"created_at"`
+	UpdatedAt   time.Time       `json:"updated_at" db:"updated_at"`
+
+	IdempotencyKey sql.NullString `json:"-" db:"idempotency_key"`
+	RequestHash    string         `json:"-" db:"request_hash"`
+}
+
+func (d *Deal) normalize() {
+	d.CreatedAt = d.CreatedAt.UTC()
+	d.UpdatedAt = d.UpdatedAt.UTC()
+}
+
+// Router returns the service's HTTP handler.
+func (s *Service) Router() http.Handler { return s.routes() }

@@ -1,0 +1,21 @@
+// Package deals is the deals participant service: it keeps clients' deals
+// (orders) and starts the MANUAL_CREATE_ORDER saga for each one.
+//
+// HTTP (schema/openapi/deals.yaml), every route but the probes behind the
+// OIDC bearer-token middleware and scoped to the token's subject:
+//
+//	POST /deals        validate, store a draft deal and, in the same
+//	                   transaction, write the saga's REGISTER event to the
+//	                   outbox (sdk.Participant.StartSaga); Idempotency-Key
+//	                   supported
+//	GET  /deals        the caller's deals, newest first (?status=, ?limit=, ?cursor=)
+//	GET  /deals/{id}   one deal (404 when it is another user's)
+//	GET  /healthz, /readyz
+//
+// Commands (DEALS_TOPIC): APPROVE_DEAL marks the deal executed, REJECT_DEAL
+// marks it rejected with the reason profile put in deal_context; both reply
+// DEAL_UPDATED with the deal's deal_context and its status. A command that
+// contradicts the deal's state (REJECT_DEAL after execution, APPROVE_DEAL
+// after rejection) is a permanent error: the SDK parks it as a dead letter
+// with the reason.
+package deals

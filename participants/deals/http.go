@@ -1,0 +1,102 @@
+package deals
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/gorilla/mux"
+
+	"github.com/portfolio-counselor/sagamachine/internal/auth"
+	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
+)
+
+// HeaderIdempotencyKey makes POST /deals idempotent per user.
+const HeaderIdempotencyKey = "Idempotency-Key"
+
+// HeaderReplayed is set to "true" on a POST /deals answered from an earlier
+// request with the same Idempotency-Key.
+const HeaderReplayed = "Idempotent-Replayed"
+
+// maxIdempotencyKey bounds the Idempotency-Key header.
+const maxIdempotencyKey = 255
+
+// createRequest is the body of POST /deals.
+type createRequest struct {
+	PortfolioID string `json:"portfolio_id"`
+	Side        string `json:"side"`
+	Instrument  string `json:"instrument"`
+	Quantity    string `json:"quantity"`
+	Price       string `json:"price"`
+	Currency    string `json:"currency"`
+}
+
+func (s *Service) routes() *mux.Router {
+	r := service.NewRouter(s.db)
+	r.Handle("/deals", service.Authed(s.auth, s.log, s.handleCreate)).Methods(http.MethodPost)
+	r.Handle("/deals", service.Authed(s.auth, s.log, s.handleList)).Methods(http.MethodGet)
+	r.Handle("/deals/{id}", service.Authed(s.auth, s.log, s.handleGet)).Methods(http.MethodGet)
+	return r
+}
+
+func (s *Service) handleCreate(w http.ResponseWriter, r *http.Request, u auth.User) error {
+	key := r.Header.Get(HeaderIdempotencyKey)
+	if _, sent := r.Header[http.CanonicalHeaderKey(HeaderIdempotencyKey)]; sent && !validKey(key) {
+		return service.Invalid(service.FieldError{Field: HeaderIdempotencyKey,
+			Message: "must be 1 to 255 printable ASCII characters (e.g. a UUID)"})
+	}
+	var req createRequest
+	if err := service.DecodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	d, replayed, err := s.Create(r.Context(), u.Subject, NewDeal(req), key)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/deals/"+d.ID)
+	if replayed {
+		w.Header().Set(HeaderReplayed, "true")
+	}
+	service.WriteJSON(w, http.StatusCreated, d)
+	return nil
+}
+
+func validKey(k string) bool {
+	if k == "" || len(k) > maxIdempotencyKey {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x21 || k[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Service) handleList(w http.ResponseWriter, r *http.Request, u auth.User) error {
+	page, err := service.ParsePage(r)
+	if err != nil {
+		return err
+	}
+	status := r.URL.Query().Get("status")
+	switch status {
+	case "", StatusDraft, StatusExecuted, StatusRejected:
+	default:
+		return service.Invalid(service.FieldError{Field: "status",
+			Message: "must be one of " + strings.Join([]string{StatusDraft, StatusExecuted, StatusRejected}, ", ") + `, got "` + status + `"`})
+	}
+	p, err := s.List(r.Context(), u.Subject, status, page)
+	if err != nil {
+		return err
+	}
+	service.WriteJSON(w, http.StatusOK, p)
+	return nil
+}
+
+func (s *Service) handleGet(w http.ResponseWriter, r *http.Request, u auth.User) error {
+	d, err := s.Get(r.Context(), u.Subject, mux.Vars(r)["id"])
+	if err != nil {
+		return err
+	}
+	service.WriteJSON(w, http.StatusOK, d)
+	return nil
+}

@@ -1,0 +1,142 @@
+package service
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+)
+
+// ProblemTypePrefix starts the type URI of every problem the services write;
+// the suffix is the stable slug of the error (see the Type constants).
+const ProblemTypePrefix = "urn:saga-machine:problem:"
+
+// Problem types (RFC 9457 "type" members). They are stable: clients may
+// switch on them.
+const (
+	TypeMalformed        = ProblemTypePrefix + "malformed-request"      // 400: body is not the JSON expected
+	TypeValidation       = ProblemTypePrefix + "validation"             // 422: fields fail validation; see "errors"
+	TypeNotFound         = ProblemTypePrefix + "not-found"              // 404: no such object for this caller
+	TypeMethodNotAllowed = ProblemTypePrefix + "method-not-allowed"     // 405
+	TypeUnsupportedMedia = ProblemTypePrefix + "unsupported-media-type" // 415: Content-Type is not application/json
+	TypeIdempotencyReuse = ProblemTypePrefix + "idempotency-key-reused" // 422: same Idempotency-Key, different request
+	TypeConflict         = ProblemTypePrefix + "conflict"               // 409: the object changed meanwhile
+	TypeUnavailable      = ProblemTypePrefix + "unavailable"            // 503: database unreachable
+	TypeInternal         = ProblemTypePrefix + "internal"               // 500
+)
+
+// FieldError is one validation failure of a request field.
+type FieldError struct {
+	// Field is the JSON name of the field (or query parameter, or header).
+	Field string `json:"field"`
+	// Message says what is wrong and what is expected.
+	Message string `json:"message"`
+}
+
+// Problem is an RFC 9457 problem details document.
+type Problem struct {
+	Type     string       `json:"type"`
+	Title    string       `json:"title"`
+	Status   int          `json:"status"`
+	Detail   string       `json:"detail,omitempty"`
+	Instance string       `json:"instance,omitempty"`
+	Errors   []FieldError `json:"errors,omitempty"`
+}
+
+// Error is an error that carries the problem to answer with. Handlers return
+// it from their logic; WriteError renders it.
+type Error struct {
+	Problem
+}
+
+func (e *Error) Error() string {
+	if e.Detail != "" {
+		return e.Title + ": " + e.Detail
+	}
+	return e.Title
+}
+
+// NewError returns an *Error of the given status, type and detail; the
+// title is the status text.
+func NewError(status int, typ, detail string) *Error {
+	return &Error{Problem{Type: typ, Title: http.StatusText(status), Status: status, Detail: detail}}
+}
+
+// NotFound is the 404 problem for an object the caller cannot see: it never
+// tells "does not exist" from "belongs to someone else".
+func NotFound(what, id string) *Error {
+	return NewError(http.StatusNotFound, TypeNotFound, what+" "+quote(id)+" not found")
+}
+
+// Invalid is the 422 problem for field validation failures.
+func Invalid(errs ...FieldError) *Error {
+	e := NewError(http.StatusUnprocessableEntity, TypeValidation, "the request has invalid fields")
+	e.Title = "Validation failed"
+	if len(errs) == 1 {
+		e.Detail = errs[0].Field + ": " + errs[0].Message
+	}
+	e.Errors = errs
+	return e
+}
+
+// Malformed is the 400 problem for a body or parameter that cannot be read.
+func Malformed(detail string) *Error {
+	return NewError(http.StatusBadRequest, TypeMalformed, detail)
+}
+
+func quote(s string) string {
+	b, _ := json.Marshal(s) // a string always encodes
+	return string(b)
+}
+
+// WriteProblem writes p as application/problem+json.
+func WriteProblem(w http.ResponseWriter, r *http.Request, p Problem) {
+	if p.Instance == "" && r != nil {
+		p.Instance = r.URL.Path
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(p.Status)
+	_ = json.NewEncoder(w).Encode(p) // the client went away: nothing left to do
+}
+
+// WriteError answers with err's problem when it is an *Error, else with a
+// 500 internal problem (the cause is logged, not shown to the client).
+func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	if e, ok := asError(err); ok {
+		WriteProblem(w, r, e.Problem)
+		return
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+	WriteProblem(w, r, NewError(http.StatusInternalServerError, TypeInternal, "internal error; the server logged the cause").Problem)
+}
+
+// WriteJSON writes v as application/json with the given status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v) // the client went away: nothing left to do
+}
+
+// NotFoundHandler answers unknown paths with a 404 problem.
+func NotFoundHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		WriteProblem(w, r, NewError(http.StatusNotFound, TypeNotFound, "no resource at "+r.URL.Path).Problem)
+	})
+}
+
+// MethodNotAllowedHandler answers a known path with a wrong method.
+func MethodNotAllowedHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		WriteProblem(w, r, NewError(http.StatusMethodNotAllowed, TypeMethodNotAllowed, "method "+r.Method+" is not allowed on "+r.URL.Path).Problem)
+	})
+}
+
+func asError(err error) (*Error, bool) {
+	var e *Error
+	ok := errors.As(err, &e)
+	return e, ok
+}

@@ -1,0 +1,67 @@
+package servicetest
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/kafka"
+	"github.com/portfolio-counselor/sagamachine/participants/sdk"
+)
+
+// Dispatch sends one command (fresh message id) of saga sagaID to p through
+// sdk.Participant.Dispatch, the code path of the Kafka intake, on whatever
+// database p uses, and returns the outcome. It fails the test if the record
+// could not be made durable.
+func Dispatch(tb testing.TB, p *sdk.Participant, command, sagaID string, payload any) sdk.Outcome {
+	tb.Helper()
+	raw, err := json.Marshal(payload)
+	if err != nil {
+		tb.Fatalf("encode %s payload: %v", command, err)
+	}
+	msg := engine.Message{
+		V: engine.EnvelopeVersion, ID: uuid.NewString(), SagaID: sagaID, Saga: "MANUAL_CREATE_ORDER", SagaVersion: 1,
+		Kind: engine.KindCommand, Name: command, Participant: p.Name(), OccurredAt: time.Now().UTC(), Attempt: 1, Payload: raw,
+	}
+	body, err := json.Marshal(msg)
+	if err != nil {
+		tb.Fatalf("encode %s: %v", command, err)
+	}
+	out, err := p.Dispatch(context.Background(), kafka.Record{
+		Topic: p.Config().CommandTopic, Key: sagaID, Value: body,
+		Headers: map[string]string{engine.HeaderKind: string(engine.KindCommand)},
+	})
+	if err != nil {
+		tb.Fatalf("dispatch %s: %v", command, err)
+	}
+	return out
+}
+
+// Flush relays p's outbox by hand and returns the messages it held, in order.
+func Flush(tb testing.TB, p *sdk.Participant) []engine.Message {
+	tb.Helper()
+	var out []engine.Message
+	publish := func(_ context.Context, recs []kafka.Record) error {
+		for _, r := range recs {
+			var m engine.Message
+			if err := json.Unmarshal(r.Value, &m); err != nil {
+				return err
+			}
+			out = append(out, m)
+		}
+		return nil
+	}
+	for {
+		n, err := p.Flush(context.Background(), publish)
+		if err != nil {
+			tb.Fatalf("relay the outbox of %s: %v", p.Name(), err)
+		}
+		if n == 0 {
+			return out
+		}
+	}
+}

@@ -1,0 +1,75 @@
+package servicetest
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/gorilla/mux"
+	"gopkg.in/yaml.v3"
+
+	"github.com/portfolio-counselor/sagamachine/schema"
+)
+
+// CheckOpenAPI checks that the routes of r (path template and method) and
+// the paths and operations of the embedded OpenAPI document specName
+// (e.g. "deals.yaml") are the same, both ways.
+func CheckOpenAPI(tb testing.TB, r *mux.Router, specName string) {
+	tb.Helper()
+	raw, err := schema.OpenAPI(specName)
+	if err != nil {
+		tb.Fatalf("read OpenAPI %s: %v", specName, err)
+	}
+	var doc struct {
+		OpenAPI string                    `yaml:"openapi"`
+		Paths   map[string]map[string]any `yaml:"paths"`
+	}
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		tb.Fatalf("parse OpenAPI %s: %v", specName, err)
+	}
+	if !strings.HasPrefix(doc.OpenAPI, "3.") {
+		tb.Errorf("%s: openapi version: got %q, want 3.x", specName, doc.OpenAPI)
+	}
+	methods := []string{"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+	var inSpec []string
+	for path, item := range doc.Paths {
+		for m := range item {
+			if slices.Contains(methods, m) {
+				inSpec = append(inSpec, strings.ToUpper(m)+" "+path)
+			}
+		}
+	}
+	var served []string
+	err = r.Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
+		tpl, err := route.GetPathTemplate()
+		if err != nil {
+			return nil // a route without a path (none here)
+		}
+		ms, err := route.GetMethods()
+		if err != nil {
+			ms = []string{"ANY"}
+		}
+		for _, m := range ms {
+			served = append(served, m+" "+tpl)
+		}
+		return nil
+	})
+	if err != nil {
+		tb.Fatalf("walk router: %v", err)
+	}
+	slices.Sort(inSpec)
+	slices.Sort(served)
+	if len(served) == 0 {
+		tb.Fatalf("the router serves no routes")
+	}
+	for _, s := range served {
+		if !slices.Contains(inSpec, s) {
+			tb.Errorf("route %s is served but not in %s", s, specName)
+		}
+	}
+	for _, s := range inSpec {
+		if !slices.Contains(served, s) {
+			tb.Errorf("operation %s is in %s but not served", s, specName)
+		}
+	}
+}

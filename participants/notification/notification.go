@@ -1,0 +1,179 @@
+package notification
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/mux"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/portfolio-counselor/sagamachine/internal/auth"
+	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
+	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
+	"github.com/portfolio-counselor/sagamachine/participants/sdk"
+)
+
+// Name is the participant name of the service in the saga definitions.
+const Name = "notification"
+
+// CommandNotify is the command handled.
+const CommandNotify = "NOTIFY"
+
+// Config configures a Service. DB and Auth are required.
+type Config struct {
+	// DB is the service's database, migrated with Migrate and sdk.Migrate.
+	DB *sqlx.DB
+	// Participant is the SDK participant the NOTIFY handler is registered
+	// on (RegisterHandlers). Optional: it is not used otherwise.
+	Participant *sdk.Participant
+	// Auth authenticates every HTTP route but the probes.
+	Auth *auth.Authenticator
+	// Logger receives what would be sent; default slog.Default().
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Service is the notification service. It is safe for concurrent use.
+type Service struct {
+	db   *sqlx.DB
+	auth *auth.Authenticator
+	log  *slog.Logger
+	now  func() time.Time
+}
+
+// New validates cfg and returns the service.
+func New(cfg Config) (*Service, error) {
+	if cfg.DB == nil {
+		return nil, errors.New("new notification service: Config.DB is nil")
+	}
+	if cfg.Auth == nil {
+		return nil, errors.New("new notification service: Config.Auth is nil")
+	}
+	if _, err := service.DialectOf(cfg.DB); err != nil {
+		return nil, fmt.Errorf("new notification service: %w", err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Service{db: cfg.DB, auth: cfg.Auth, log: cfg.Logger.With("service", Name), now: cfg.Now}, nil
+}
+
+// Migrate applies the service's business migrations
+// (schema/migrations/notification/<dialect>, version table
+// notification_goose_db_version). The SDK's tables are migrated separately
+// with sdk.Migrate.
+func Migrate(ctx context.Context, db *sqlx.DB) error { return service.Migrate(ctx, db, Name) }
+
+// Notification is one message to a user.
+type Notification struct {
+	Seq       int64     `json:"-" db:"seq"`
+	ID        string    `json:"id" db:"id"`
+	UserID    string    `json:"-" db:"user_id"`
+	DealID    string    `json:"deal_id" db:"deal_id"`
+	SagaID    string    `json:"saga_id" db:"saga_id"`
+	Status    string    `json:"status" db:"status"`
+	Text      string    `json:"text" db:"text"`
+	CreatedAt time.Time `json:"created_at" db:"created_at"`
+}
+
+// Text is the message for a settled deal.
+func Text(dc dealctx.DealContext) (string, error) {
+	switch dc.Status {
+	case dealctx.StatusExecuted:
+		return "Your " + dc.Describe() + " was executed", nil
+	case dealctx.StatusRejected:
+		reason := dc.Reason
+		if reason == "" {
+			reason = "no reason given"
+		}
+		return "Your " + dc.Describe() + " was rejected: " + reason, nil
+	}
+	return "", fmt.Errorf("deal %s has status %q; NOTIFY expects %q or %q", dc.DealID, dc.Status, dealctx.StatusExecuted, dealctx.StatusRejected)
+}
+
+// RegisterHandlers registers NOTIFY on p.
+func (s *Service) RegisterHandlers(p *sdk.Participant) {
+	sdk.Handle(p, CommandNotify, s.handleNotify)
+}
+
+func (s *Service) handleNotify(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[dealctx.Envelope]) (sdk.Result, error) {
+	dc, err := dealctx.FromCommand(cmd.Payload)
+	if err != nil {
+		return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: %w", cmd.Name, err))
+	}
+	text, err := Text(dc)
+	if err != nil {
+		return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: %w", cmd.Name, err))
+	}
+	n := Notification{ID: uuid.NewString(), UserID: dc.UserID, DealID: dc.DealID, SagaID: cmd.SagaID,
+		Status: dc.Status, Text: text, CreatedAt: s.now().UTC()}
+	// One notification per deal outcome: NOTIFY arriving again under a new
+	// message id is not sent twice.
+	q := tx.Rebind(`INSERT INTO notifications (id, user_id, deal_id, saga_id, status, text, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (deal_id, status) DO NOTHING`)
+	res, err := tx.ExecContext(ctx, q, n.ID, n.UserID, n.DealID, n.SagaID, n.Status, n.Text, n.CreatedAt)
+	if err != nil {
+		return sdk.Result{}, fmt.Errorf("%s: store notification of deal %s: %w", cmd.Name, dc.DealID, err)
+	}
+	if k, err := res.RowsAffected(); err != nil {
+		return sdk.Result{}, fmt.Errorf("%s: store notification of deal %s: %w", cmd.Name, dc.DealID, err)
+	} else if k == 0 {
+		s.log.InfoContext(ctx, "notification already sent", "deal_id", dc.DealID, "status", dc.Status)
+		return sdk.NoReply(), nil
+	}
+	// The stub gateway: a real one would send here (through its own outbox).
+	s.log.InfoContext(ctx, "notification (stub gateway: would send)", "to_user", n.UserID, "notification_id", n.ID,
+		"deal_id", n.DealID, "saga_id", n.SagaID, "text", n.Text)
+	return sdk.NoReply(), nil
+}
+
+// List returns a page of userID's notifications, newest first.
+func (s *Service) List(ctx context.Context, userID string, page service.PageRequest) (service.Page[Notification], error) {
+	q := `SELECT seq, id, user_id, deal_id, saga_id, status, text, created_at FROM notifications WHERE user_id = ?`
+	args := []any{userID}
+	if page.Before > 0 {
+		q += ` AND seq < ?`
+		args = append(args, page.Before)
+	}
+	q += ` ORDER BY seq DESC LIMIT ?`
+	args = append(args, page.Limit+1)
+	var rows []Notification
+	if err := s.db.SelectContext(ctx, &rows, s.db.Rebind(q), args...); err != nil {
+		return service.Page[Notification]{}, fmt.Errorf("list notifications of %s: %w", userID, err)
+	}
+	for i := range rows {
+		rows[i].CreatedAt = rows[i].CreatedAt.UTC()
+	}
+	return service.NewPage(rows, page.Limit, func(n Notification) int64 { return n.Seq }), nil
+}
+
+// Router returns the service's HTTP handler.
+func (s *Service) Router() http.Handler { return s.routes() }
+
+func (s *Service) routes() *mux.Router {
+	r := service.NewRouter(s.db)
+	r.Handle("/notifications", service.Authed(s.auth, s.log, s.handleList)).Methods(http.MethodGet)
+	return r
+}
+
+func (s *Service) handleList(w http.ResponseWriter, r *http.Request, u auth.User) error {
+	page, err := service.ParsePage(r)
+	if err != nil {
+		return err
+	}
+	p, err := s.List(r.Context(), u.Subject, page)
+	if err != nil {
+		return err
+	}
+	service.WriteJSON(w, http.StatusOK, p)
+	return nil
+}

@@ -1,0 +1,25 @@
+// Package profile is the profile participant service: client profiles,
+// their investment portfolios (cash and positions) and dated snapshots of
+// each portfolio, and the balance check of the MANUAL_CREATE_ORDER saga.
+//
+// HTTP (schema/openapi/profile.yaml), every route but the probes behind the
+// OIDC bearer-token middleware and scoped to the token's subject (another
+// user's portfolio is 404):
+//
+//	GET  /login                              the caller's profile, created from the token claims on first call
+//	GET  /portfolios, POST /portfolios       list / create (POST may fund the portfolio with "cash")
+//	GET  /portfolios/{id}, PUT /portfolios/{id}   read / rename (PUT may set "cash": a demo/admin convenience)
+//	GET  /portfolios/{id}/snapshots          dated snapshots (one per day, the position at the end of it)
+//	GET  /portfolios/{id}/snapshots/{date}   the position as of date: the latest snapshot on or before it
+//	GET  /healthz, /readyz
+//
+// Command (PROFILE_TOPIC): APPROVE_ORDER checks the deal against the
+// portfolio (it must be the deal user's, in the deal's currency; a buy needs
+// cash >= quantity*price, a sell needs holdings >= quantity). On approval it
+// moves cash and positions, upserts today's snapshot and replies
+// ORDER_APPROVED, all in the command's transaction; otherwise it replies
+// ORDER_REJECTED with a precise reason. Both replies carry deal_context with
+// status ("approved" / "rejected") and reason, for deals to record. Each
+// deal is decided once: its decision is stored and repeated if the command
+// comes again.
+package profile

@@ -1,0 +1,197 @@
+package profile
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/mux"
+	"github.com/shopspring/decimal"
+
+	"github.com/portfolio-counselor/sagamachine/internal/auth"
+	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
+	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
+)
+
+// maxNameRunes bounds portfolio names.
+const maxNameRunes = 100
+
+// createRequest is the body of POST /portfolios.
+type createRequest struct {
+	Name     string  `json:"name"`
+	Currency string  `json:"currency"`
+	Cash     *string `json:"cash"` // optional initial funding, default "0"
+}
+
+// updateRequest is the body of PUT /portfolios/{id}.
+type updateRequest struct {
+	Name     string  `json:"name"`
+	Currency *string `json:"currency"` // optional; must equal the portfolio's
+	Cash     *string `json:"cash"`     // optional: sets the cash balance (demo/admin convenience)
+}
+
+func (s *Service) routes() *mux.Router {
+	r := service.NewRouter(s.db)
+	h := func(f service.Handler) http.Handler { return service.Authed(s.auth, s.log, f) }
+	r.Handle("/login", h(s.handleLogin)).Methods(http.MethodGet)
+	r.Handle("/portfolios", h(s.handleList)).Methods(http.MethodGet)
+	r.Handle("/portfolios", h(s.handleCreate)).Methods(http.MethodPost)
+	r.Handle("/portfolios/{id}", h(s.handleGet)).Methods(http.MethodGet)
+	r.Handle("/portfolios/{id}", h(s.handleUpdate)).Methods(http.MethodPut)
+	r.Handle("/portfolios/{id}/snapshots", h(s.handleSnapshots)).Methods(http.MethodGet)
+	r.Handle("/portfolios/{id}/snapshots/{date}", h(s.handleSnapshotAt)).Methods(http.MethodGet)
+	return r
+}
+
+func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request, u auth.User) error {
+	p, err := s.Login(r.Context(), u)
+	if err != nil {
+		return err
+	}
+	service.WriteJSON(w, http.StatusOK, p)
+	return nil
+}
+
+func (s *Service) handleList(w http.ResponseWriter, r *http.Request, u auth.User) error {
+	pfs, err := s.Portfolios(r.Context(), u.Subject)
+	if err != nil {
+		return err
+	}
+	service.WriteJSON(w, http.StatusOK, map[string]any{"items": pfs})
+	return nil
+}
+
+func (s *Service) handleCreate(w http.ResponseWriter, r *http.Request, u auth.User) error {
+	var req createRequest
+	if err := service.DecodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	var errs []service.FieldError
+	in := NewPortfolio{Name: strings.TrimSpace(req.Name), Currency: req.Currency}
+	errs = checkName(errs, in.Name)
+	if req.Currency == "" {
+		errs = append(errs, service.FieldError{Field: "currency", Message: "is required (ISO 4217, e.g. USD)"})
+	} else if err := dealctx.CheckCurrency(req.Currency); err != nil {
+		errs = append(errs, service.FieldError{Field: "currency", Message: err.Error()})
+	}
+	if req.Cash != nil {
+		errs = parseCash(errs, *req.Cash, &in.Cash)
+	}
+	if len(errs) > 0 {
+		return service.Invalid(errs...)
+	}
+	pf, err := s.CreatePortfolio(r.Context(), u.Subject, in)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/portfolios/"+pf.ID)
+	service.WriteJSON(w, http.StatusCreated, pf)
+	return nil
+}
+
+func (s *Service) handleGet(w http.ResponseWriter, r *http.Request, u auth.User) error {
+	pf, err := s.Portfolio(r.Context(), u.Subject, mux.Vars(r)["id"])
+	if err != nil {
+		return err
+	}
+	service.WriteJSON(w, http.StatusOK, pf)
+	return nil
+}
+
+func (s *Service) handleUpdate(w http.ResponseWriter, r *http.Request, u auth.User) error {
+	id := mux.Vars(r)["id"]
+	var req updateRequest
+	if err := service.DecodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	in := PortfolioUpdate{Name: strings.TrimSpace(req.Name)}
+	errs := checkName(nil, in.Name)
+	if req.Cash != nil {
+		var cash decimal.Decimal
+		errs = parseCash(errs, *req.Cash, &cash)
+		in.Cash = &cash
+	}
+	if req.Currency != nil {
+		// Checked against the stored portfolio below (after the 404 check).
+		cur, err := s.Portfolio(r.Context(), u.Subject, id)
+		if err != nil {
+			return err
+		}
+		if *req.Currency != cur.Currency {
+			errs = append(errs, service.FieldError{Field: "currency",
+				Message: "cannot be changed (the portfolio holds " + cur.Currency + "); omit it or send " + cur.Currency})
+		}
+	}
+	if len(errs) > 0 {
+		return service.Invalid(errs...)
+	}
+	pf, err := s.UpdatePortfolio(r.Context(), u.Subject, id, in)
+	if err != nil {
+		return err
+	}
+	service.WriteJSON(w, http.StatusOK, pf)
+	return nil
+}
+
+func (s *Service) handleSnapshots(w http.ResponseWriter, r *http.Request, u auth.User) error {
+	q := r.URL.Query()
+	var errs []service.FieldError
+	for _, f := range []string{"from", "to"} {
+		if v := q.Get(f); v != "" && !validDate(v) {
+			errs = append(errs, service.FieldError{Field: f, Message: "must be a date YYYY-MM-DD, got " + quote(v)})
+		}
+	}
+	if len(errs) > 0 {
+		return service.Invalid(errs...)
+	}
+	snaps, err := s.Snapshots(r.Context(), u.Subject, mux.Vars(r)["id"], q.Get("from"), q.Get("to"))
+	if err != nil {
+		return err
+	}
+	service.WriteJSON(w, http.StatusOK, map[string]any{"items": snaps})
+	return nil
+}
+
+func (s *Service) handleSnapshotAt(w http.ResponseWriter, r *http.Request, u auth.User) error {
+	date := mux.Vars(r)["date"]
+	if !validDate(date) {
+		return service.Invalid(service.FieldError{Field: "date", Message: "must be a date YYYY-MM-DD, got " + quote(date)})
+	}
+	snap, err := s.SnapshotAt(r.Context(), u.Subject, mux.Vars(r)["id"], date)
+	if err != nil {
+		return err
+	}
+	service.WriteJSON(w, http.StatusOK, snap)
+	return nil
+}
+
+func checkName(errs []service.FieldError, name string) []service.FieldError {
+	switch {
+	case name == "":
+		return append(errs, service.FieldError{Field: "name", Message: "is required (e.g. \"Retirement\")"})
+	case utf8.RuneCountInString(name) > maxNameRunes:
+		return append(errs, service.FieldError{Field: "name", Message: "must be at most 100 characters"})
+	}
+	return errs
+}
+
+func parseCash(errs []service.FieldError, raw string, dst *decimal.Decimal) []service.FieldError {
+	v, err := dealctx.ParseDecimal(raw)
+	switch {
+	case err != nil:
+		return append(errs, service.FieldError{Field: "cash", Message: err.Error()})
+	case v.IsNegative():
+		return append(errs, service.FieldError{Field: "cash", Message: "must not be negative, got " + quote(raw)})
+	}
+	*dst = v
+	return errs
+}
+
+func validDate(s string) bool {
+	t, err := time.Parse(DateLayout, s)
+	return err == nil && t.Format(DateLayout) == s
+}
+
+func quote(s string) string { return strconv.Quote(s) }
