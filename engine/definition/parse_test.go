@@ -158,7 +158,9 @@ func TestManualCreateOrder(t *testing.T) {
 	if r.Attempts != 5 || r.Backoff != 2*time.Second || r.MaxBackoff != time.Minute || r.Exhausted.Value != "PROFILE_UNAVAILABLE" {
 		t.Errorf("first retry: got %+v, want 5 attempts, 2s backoff, 1m max, PROFILE_UNAVAILABLE", r)
 	}
-	if got, want := start.On.Pos, (definition.Pos{Line: 39, Col: 9}); got != want {
+	// The position of REGISTER is where "- on: REGISTER" stands in the file.
+	wantLine := 1 + strings.Count(string(data[:strings.Index(string(data), "- on: REGISTER")]), "\n")
+	if got, want := start.On.Pos, (definition.Pos{Line: wantLine, Col: 9}); got != want {
 		t.Errorf("REGISTER position: got %v, want %v", got, want)
 	}
 	var finals, faileds []string
