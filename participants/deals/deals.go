@@ -22,8 +22,8 @@ const Name = "deals"
 
 // Saga and event the service starts for each new deal.
 const (
-	SagaName      = "MANUAL_CREATE_ORDER"
-	StartEvent    = "REGISTER"
+	SagaName       = "MANUAL_CREATE_ORDER"
+	StartEvent     = "REGISTER"
 	CommandApprove = "APPROVE_DEAL"
 	CommandReject  = "REJECT_DEAL"
 	EventUpdated   = "DEAL_UPDATED"
@@ -82,6 +82,10 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	clock := cfg.Now
+	// Both databases keep microseconds: truncate so a time read back equals
+	// the time written.
+	cfg.Now = func() time.Time { return clock().UTC().Truncate(time.Microsecond) }
 	return &Service{db: cfg.DB, dialect: d, p: cfg.Participant, auth: cfg.Auth,
 		log: cfg.Logger.With("service", Name), now: cfg.Now}, nil
 }

@@ -71,6 +71,10 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	clock := cfg.Now
+	// Both databases keep microseconds: truncate so a time read back equals
+	// the time written.
+	cfg.Now = func() time.Time { return clock().UTC().Truncate(time.Microsecond) }
 	return &Service{db: cfg.DB, dialect: d, auth: cfg.Auth, log: cfg.Logger.With("service", Name), now: cfg.Now}, nil
 }
 

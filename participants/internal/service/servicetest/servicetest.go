@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -39,7 +40,8 @@ func NewIssuer(tb testing.TB) *Issuer {
 	tb.Cleanup(stop)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	a, err := auth.New(ctx, auth.Config{Issuer: iss.URL(), Audience: issuer.DefaultAudience})
+	a, err := auth.New(ctx, auth.Config{Issuer: iss.URL(), Audience: issuer.DefaultAudience,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		tb.Fatalf("new authenticator: %v", err)
 	}

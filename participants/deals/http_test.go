@@ -1,0 +1,246 @@
+package deals
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/portfolio-counselor/sagamachine/internal/auth/issuer"
+	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
+	"github.com/portfolio-counselor/sagamachine/participants/internal/service/servicetest"
+	"github.com/portfolio-counselor/sagamachine/participants/sdk"
+)
+
+type httpEnv struct {
+	h     http.Handler
+	iss   *servicetest.Issuer
+	p     *sdk.Participant
+	alice string
+	bob   string
+}
+
+func newHTTP(t *testing.T, db *sqlx.DB) httpEnv {
+	t.Helper()
+	iss := servicetest.NewIssuer(t)
+	s, p := newService(t, db, iss.Auth)
+	return httpEnv{h: s.Router(), iss: iss, p: p, alice: iss.Token(t, "alice"), bob: iss.Token(t, "bob")}
+}
+
+func body() map[string]string {
+	return map[string]string{"portfolio_id": portfolioID, "side": "buy", "instrument": "AAPL", "quantity": "10", "price": "150.00", "currency": "USD"}
+}
+
+func TestHTTPCreateGetList(t *testing.T) {
+	servicetest.EachDB(t, Migrate, func(t *testing.T, db *sqlx.DB) {
+		e := newHTTP(t, db)
+		res := servicetest.Call(t, e.h, "POST", "/deals", e.alice, body())
+		if res.Status != http.StatusCreated {
+			t.Fatalf("POST /deals: got %d %s, want 201", res.Status, res.Body)
+		}
+		var d Deal
+		res.Decode(t, &d)
+		if got, want := res.Header.Get("Location"), "/deals/"+d.ID; got != want {
+			t.Errorf("Location: got %q, want %q", got, want)
+		}
+		if d.Status != StatusDraft || d.UserID != "alice" || d.Amount.String() != "1500" || d.SagaID == "" {
+			t.Errorf("created deal: got %+v, want alice's draft of amount 1500 with a saga", d)
+		}
+		if !strings.Contains(string(res.Body), `"quantity":"10"`) {
+			t.Errorf("decimals must be JSON strings: got %s", res.Body)
+		}
+		msgs := servicetest.Flush(t, e.p)
+		if len(msgs) != 1 || msgs[0].Name != StartEvent || msgs[0].SagaID != d.SagaID {
+			t.Fatalf("outbox after POST: got %v, want one REGISTER of saga %s", msgs, d.SagaID)
+		}
+
+		get := servicetest.Call(t, e.h, "GET", "/deals/"+d.ID, e.alice, nil)
+		var got Deal
+		get.Decode(t, &got)
+		if get.Status != http.StatusOK || got.ID != d.ID || !got.Quantity.Equal(d.Quantity) || !got.CreatedAt.Equal(d.CreatedAt) {
+			t.Errorf("GET /deals/{id}: got %d %+v, want 200 and %+v", get.Status, got, d)
+		}
+
+		// Bob sees neither the deal nor its existence.
+		other := servicetest.Call(t, e.h, "GET", "/deals/"+d.ID, e.bob, nil)
+		if other.Status != http.StatusNotFound || other.Problem(t).Type != service.TypeNotFound {
+			t.Errorf("another user's deal: got %d %s, want 404 not-found", other.Status, other.Body)
+		}
+		missing := servicetest.Call(t, e.h, "GET", "/deals/00000000-0000-4000-8000-000000000000", e.alice, nil)
+		if missing.Status != http.StatusNotFound {
+			t.Errorf("unknown deal: got %d, want 404", missing.Status)
+		}
+		var bobs service.Page[Deal]
+		servicetest.Call(t, e.h, "GET", "/deals", e.bob, nil).Decode(t, &bobs)
+		if len(bobs.Items) != 0 {
+			t.Errorf("bob's list: got %d deals, want 0", len(bobs.Items))
+		}
+
+		// Four more deals, one settled, then page through newest first.
+		ids := []string{d.ID}
+		for i := range 4 {
+			b := body()
+			b["quantity"] = fmt.Sprint(i + 1)
+			r := servicetest.Call(t, e.h, "POST", "/deals", e.alice, b)
+			var nd Deal
+			r.Decode(t, &nd)
+			ids = append(ids, nd.ID)
+		}
+		if out := servicetest.Dispatch(t, e.p, CommandApprove, mustGet(t, e, ids[2]).SagaID, map[string]any{"deal_context": mustGet(t, e, ids[2]).context()}); out.Err != nil {
+			t.Fatalf("approve: %v", out.Err)
+		}
+		var seen []string
+		cursor := ""
+		for pages := 0; ; pages++ {
+			if pages > 5 {
+				t.Fatal("pagination does not end")
+			}
+			r := servicetest.Call(t, e.h, "GET", "/deals?limit=2&cursor="+cursor, e.alice, nil)
+			var page service.Page[Deal]
+			r.Decode(t, &page)
+			for _, it := range page.Items {
+				seen = append(seen, it.ID)
+			}
+			if page.NextCursor == "" {
+				break
+			}
+			cursor = page.NextCursor
+		}
+		want := []string{ids[4], ids[3], ids[2], ids[1], ids[0]}
+		if strings.Join(seen, ",") != strings.Join(want, ",") {
+			t.Errorf("pages: got %v, want newest first %v", seen, want)
+		}
+		var executed service.Page[Deal]
+		servicetest.Call(t, e.h, "GET", "/deals?status=executed", e.alice, nil).Decode(t, &executed)
+		if len(executed.Items) != 1 || executed.Items[0].ID != ids[2] || executed.Items[0].Status != StatusExecuted {
+			t.Errorf("?status=executed: got %+v, want only deal %s", executed.Items, ids[2])
+		}
+	})
+}
+
+func mustGet(t *testing.T, e httpEnv, id string) Deal {
+	t.Helper()
+	var d Deal
+	r := servicetest.Call(t, e.h, "GET", "/deals/"+id, e.alice, nil)
+	if r.Status != http.StatusOK {
+		t.Fatalf("GET /deals/%s: got %d %s", id, r.Status, r.Body)
+	}
+	r.Decode(t, &d)
+	return d
+}
+
+func TestHTTPIdempotencyKey(t *testing.T) {
+	e := newHTTP(t, servicetest.SQLite(t, Migrate))
+	first := servicetest.Call(t, e.h, "POST", "/deals", e.alice, body(), HeaderIdempotencyKey, "k-1")
+	second := servicetest.Call(t, e.h, "POST", "/deals", e.alice, body(), HeaderIdempotencyKey, "k-1")
+	var d1, d2 Deal
+	first.Decode(t, &d1)
+	second.Decode(t, &d2)
+	if first.Status != http.StatusCreated || second.Status != http.StatusCreated || d1.ID != d2.ID || d1.SagaID != d2.SagaID {
+		t.Fatalf("same key twice: got %d %s and %d %s, want 201 with the same deal", first.Status, d1.ID, second.Status, d2.ID)
+	}
+	if second.Header.Get(HeaderReplayed) != "true" || first.Header.Get(HeaderReplayed) != "" {
+		t.Errorf("%s: got %q then %q, want \"\" then \"true\"", HeaderReplayed, first.Header.Get(HeaderReplayed), second.Header.Get(HeaderReplayed))
+	}
+	// Bob may use the same key: keys are per user.
+	bobs := servicetest.Call(t, e.h, "POST", "/deals", e.bob, body(), HeaderIdempotencyKey, "k-1")
+	var d3 Deal
+	bobs.Decode(t, &d3)
+	if bobs.Status != http.StatusCreated || d3.ID == d1.ID {
+		t.Errorf("bob with alice's key: got %d deal %s, want 201 and a new deal", bobs.Status, d3.ID)
+	}
+	if msgs := servicetest.Flush(t, e.p); len(msgs) != 2 {
+		t.Errorf("sagas started: got %d, want 2 (one for alice's key, one for bob)", len(msgs))
+	}
+	changed := body()
+	changed["quantity"] = "11"
+	reuse := servicetest.Call(t, e.h, "POST", "/deals", e.alice, changed, HeaderIdempotencyKey, "k-1")
+	if reuse.Status != http.StatusUnprocessableEntity || reuse.Problem(t).Type != service.TypeIdempotencyReuse {
+		t.Errorf("same key, different body: got %d %s, want 422 idempotency-key-reused", reuse.Status, reuse.Body)
+	}
+	bad := servicetest.Call(t, e.h, "POST", "/deals", e.alice, body(), HeaderIdempotencyKey, "has space")
+	if bad.Status != http.StatusUnprocessableEntity {
+		t.Errorf("bad key: got %d %s, want 422", bad.Status, bad.Body)
+	}
+}
+
+func TestHTTPErrors(t *testing.T) {
+	e := newHTTP(t, servicetest.SQLite(t, Migrate))
+	expired, err := e.iss.Issuer.Token("alice", issuer.TokenOptions{TTL: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	numeric := `{"portfolio_id":"` + portfolioID + `","side":"buy","instrument":"AAPL","quantity":10,"price":"1","currency":"USD"}`
+	tests := []struct {
+		name     string
+		method   string
+		path     string
+		token    string
+		body     any
+		headers  []string
+		status   int
+		typ      string
+		contains string
+	}{
+		{"no token", "GET", "/deals", "", nil, nil, 401, "about:blank", "no Authorization"},
+		{"garbage token", "GET", "/deals", "not-a-jwt", nil, nil, 401, "about:blank", "invalid"},
+		{"expired token", "POST", "/deals", expired, body(), nil, 401, "about:blank", "expired"},
+		{"missing fields", "POST", "/deals", e.alice, map[string]string{"side": "hold"}, nil, 422, service.TypeValidation, ""},
+		{"unknown field", "POST", "/deals", e.alice, `{"portfolio_id":"x","extra":1}`, nil, 400, service.TypeMalformed, `unknown field "extra"`},
+		{"number for decimal", "POST", "/deals", e.alice, numeric, nil, 400, service.TypeMalformed, `field "quantity" must be a string`},
+		{"not json", "POST", "/deals", e.alice, `{"side":`, nil, 400, service.TypeMalformed, "truncated"},
+		{"two values", "POST", "/deals", e.alice, `{} {}`, nil, 400, service.TypeMalformed, "more than one"},
+		{"empty body", "POST", "/deals", e.alice, "", nil, 400, service.TypeMalformed, "empty"},
+		{"bad status filter", "GET", "/deals?status=open", e.alice, nil, nil, 422, service.TypeValidation, "status"},
+		{"bad limit", "GET", "/deals?limit=1000", e.alice, nil, nil, 422, service.TypeValidation, "limit"},
+		{"bad cursor", "GET", "/deals?cursor=zzz", e.alice, nil, nil, 422, service.TypeValidation, "cursor"},
+		{"wrong method", "DELETE", "/deals", e.alice, nil, nil, 405, service.TypeMethodNotAllowed, "DELETE"},
+		{"unknown path", "GET", "/nope", e.alice, nil, nil, 404, service.TypeNotFound, "/nope"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := servicetest.Call(t, e.h, tt.method, tt.path, tt.token, tt.body, tt.headers...)
+			if res.Status != tt.status {
+				t.Fatalf("status: got %d %s, want %d", res.Status, res.Body, tt.status)
+			}
+			p := res.Problem(t)
+			if p.Type != tt.typ {
+				t.Errorf("type: got %q, want %q", p.Type, tt.typ)
+			}
+			if !strings.Contains(p.Detail, tt.contains) {
+				t.Errorf("detail: got %q, want it to contain %q", p.Detail, tt.contains)
+			}
+		})
+	}
+	// Validation reports every bad field at once, by name.
+	res := servicetest.Call(t, e.h, "POST", "/deals", e.alice, map[string]string{"side": "hold"})
+	var p service.Problem
+	res.Decode(t, &p)
+	var fields []string
+	for _, f := range p.Errors {
+		fields = append(fields, f.Field)
+	}
+	if got, want := strings.Join(fields, ","), "portfolio_id,side,instrument,currency,quantity,price"; got != want {
+		t.Errorf("invalid fields: got %s, want %s", got, want)
+	}
+	// Wrong content type.
+	r := servicetest.Call(t, e.h, "POST", "/deals", e.alice, body(), "Content-Type", "text/plain")
+	if r.Status != http.StatusUnsupportedMediaType {
+		t.Errorf("text/plain body: got %d, want 415", r.Status)
+	}
+	// Nothing was stored by the failed requests.
+	if msgs := servicetest.Flush(t, e.p); len(msgs) != 0 {
+		t.Errorf("sagas started by failed requests: got %d, want 0", len(msgs))
+	}
+}
+
+func TestHTTPProbes(t *testing.T) {
+	e := newHTTP(t, servicetest.SQLite(t, Migrate))
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if res := servicetest.Call(t, e.h, "GET", path, "", nil); res.Status != http.StatusOK {
+			t.Errorf("GET %s without token: got %d %s, want 200", path, res.Status, res.Body)
+		}
+	}
+}
