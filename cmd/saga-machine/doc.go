@@ -19,6 +19,7 @@
 //	--group NAME        SAGA_GROUP          saga-machine
 //	--partitions N      SAGA_PARTITIONS     3 (for topics created at start)
 //	--log-level LEVEL   SAGA_LOG_LEVEL      info
+//	--kafka-session-timeout D  SAGA_KAFKA_SESSION_TIMEOUT  45s (how soon a crashed replica's partitions move)
 //
 // SIGTERM or SIGINT stops fetching, finishes the batch in flight, commits
 // its offsets, flushes the outbox (bounded) and exits 0. See

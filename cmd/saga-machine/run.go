@@ -48,8 +48,9 @@ type config struct {
 	partitions int
 	logLevel   slog.Level
 	// Tuning, mostly for tests.
-	timerPoll time.Duration
-	batchSize int
+	timerPoll      time.Duration
+	batchSize      int
+	sessionTimeout time.Duration
 }
 
 // problemsError reports invalid definitions; they are printed already.
@@ -116,6 +117,8 @@ func parseFlags(name string, args []string, env func(string) string, stderr io.W
 	fs.StringVar(&level, "log-level", envOr(env, "SAGA_LOG_LEVEL", "info"), "debug, info, warn or error (env SAGA_LOG_LEVEL)")
 	fs.DurationVar(&cfg.timerPoll, "timer-poll", 0, "how often due timers are looked for (default 200ms)")
 	fs.IntVar(&cfg.batchSize, "batch-size", 0, "events applied per transaction (default 500)")
+	var session string
+	fs.StringVar(&session, "kafka-session-timeout", env("SAGA_KAFKA_SESSION_TIMEOUT"), "consumer group session timeout: how soon a crashed replica's partitions move (env SAGA_KAFKA_SESSION_TIMEOUT; default 45s)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -134,6 +137,11 @@ func parseFlags(name string, args []string, env func(string) string, stderr io.W
 		return cfg, fmt.Errorf("--partitions %q: want a positive number", parts)
 	}
 	cfg.partitions = n
+	if session != "" {
+		if cfg.sessionTimeout, err = time.ParseDuration(session); err != nil || cfg.sessionTimeout <= 0 {
+			return cfg, fmt.Errorf("--kafka-session-timeout %q: want a positive duration such as 10s", session)
+		}
+	}
 	if err := cfg.logLevel.UnmarshalText([]byte(level)); err != nil {
 		return cfg, fmt.Errorf("--log-level %q: %w", level, err)
 	}
@@ -242,7 +250,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger, stderr io.Writer) 
 		brokers = d.broker.Addrs()
 		log.Info("embedded Kafka broker started", "addrs", brokers, "data_dir", cfg.kafkaData)
 	}
-	d.kcfg = kafka.Config{Brokers: brokers, ClientID: "saga-machine"}
+	d.kcfg = kafka.Config{Brokers: brokers, ClientID: "saga-machine", SessionTimeout: cfg.sessionTimeout}
 	topics := []string{cfg.topic}
 	seen := map[string]bool{cfg.topic: true}
 	for _, m := range cat.List() {
