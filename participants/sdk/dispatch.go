@@ -50,12 +50,19 @@ var errStopped = errors.New("participant is stopping")
 // not be made durable (database unreachable, ctx ended) and must be
 // delivered again. Replies are published later by the relay (Run or Flush).
 func (p *Participant) Dispatch(ctx context.Context, rec kafka.Record) (Outcome, error) {
-	return p.dispatch(ctx, ctx.Done(), rec)
+	outs, err := p.process(ctx, ctx.Done(), []kafka.Record{rec})
+	if len(outs) == 1 {
+		return outs[0], nil
+	}
+	return Outcome{Err: err}, err
 }
 
-// dispatch is Dispatch with a separate stop signal: when stop closes, no
-// further attempt starts, but an attempt under way finishes with ctx.
-func (p *Participant) dispatch(ctx context.Context, stop <-chan struct{}, rec kafka.Record) (Outcome, error) {
+// dispatch handles one record on its own (the slow path: retries, dead
+// letters) with a separate stop signal: when stop closes, no further
+// attempt starts, but an attempt under way finishes with ctx. prior is the
+// error of a run of the handler that already failed in a batch (nil if
+// none); it counts as the first attempt.
+func (p *Participant) dispatch(ctx context.Context, stop <-chan struct{}, rec kafka.Record, prior error) (Outcome, error) {
 	msg, err := p.decode(rec)
 	if err != nil {
 		return p.parkRecord(ctx, rec, msg, err, 0)
@@ -67,6 +74,19 @@ func (p *Participant) dispatch(ctx context.Context, stop <-chan struct{}, rec ka
 		return p.parkRecord(ctx, rec, msg, engine.Errorf(engine.CodeInvalid, "dispatch", "participant %s has no handler for command %s (handlers: %s)", p.cfg.Name, msg.Name, strings.Join(p.Commands(), ", ")), 0)
 	}
 	infraFailures := 0
+	if prior != nil {
+		out.Attempts, out.Err = 1, prior
+		if IsPermanent(prior) || p.cfg.MaxAttempts <= 1 {
+			log.Warn("command failed, parking it as a dead letter", "attempts", 1, "err", prior)
+			parked, perr := p.parkRecord(ctx, rec, msg, prior, 1)
+			parked.Attempts = 1
+			return parked, perr
+		}
+		log.Info("command failed, will retry", "attempt", 1, "err", prior)
+		if !sleep(stop, p.backoff(1)) {
+			return out, fmt.Errorf("handle %s %s: %w (last error: %w)", msg.Name, msg.ID, errStopped, prior)
+		}
+	}
 	for {
 		res, counted, err := p.attempt(ctx, msg, rec.Headers, h, nil)
 		if counted {

@@ -133,28 +133,25 @@ func (p *Participant) handleBatch(work context.Context, stop <-chan struct{}, re
 }
 
 // handlePartition handles records in order; it stops early (returning the
-// done prefix) when stopping or when a record cannot be made durable.
+// done prefix) when stopping, and retries a record that cannot be stored
+// (database down) until it can.
 func (p *Participant) handlePartition(work context.Context, stop <-chan struct{}, recs []kafka.Record) []kafka.Record {
-	for i, rec := range recs {
-		select {
-		case <-stop:
-			return recs[:i]
-		default:
+	done := 0
+	for failures := 1; done < len(recs); failures++ {
+		outs, err := p.process(work, stop, recs[done:])
+		done += len(outs)
+		if err == nil {
+			break
 		}
-		for failures := 1; ; failures++ {
-			_, err := p.dispatch(work, stop, rec)
-			if err == nil {
-				break
-			}
-			if errors.Is(err, errStopped) || work.Err() != nil {
-				return recs[:i]
-			}
-			p.log.Warn("command could not be stored, will retry", "topic", rec.Topic, "partition", rec.Partition,
-				"offset", rec.Offset, "saga_id", rec.Key, "err", err)
-			if !sleep(stop, p.backoff(failures)) {
-				return recs[:i]
-			}
+		if errors.Is(err, errStopped) || work.Err() != nil {
+			return recs[:done]
+		}
+		rec := recs[done]
+		p.log.Warn("command could not be stored, will retry", "topic", rec.Topic, "partition", rec.Partition,
+			"offset", rec.Offset, "saga_id", rec.Key, "err", err)
+		if !sleep(stop, p.backoff(failures)) {
+			return recs[:done]
 		}
 	}
-	return recs
+	return recs[:done]
 }

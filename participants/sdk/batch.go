@@ -1,0 +1,295 @@
+package sdk
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/kafka"
+)
+
+// maxTxBatch bounds the commands handled in one transaction. Each runs in
+// its own savepoint; PostgreSQL slows down for every session once a
+// transaction has more than 64 subtransactions that wrote.
+const maxTxBatch = 32
+
+// process handles recs in order: runs of well-formed commands in one
+// transaction each (batch), anything else (malformed, unknown, failing
+// handler, database trouble) one by one with retries (dispatch). It returns
+// the outcomes of the records done with, a prefix of recs; the error says
+// why it stopped early (stopping, or a record that could not be stored).
+func (p *Participant) process(ctx context.Context, stop <-chan struct{}, recs []kafka.Record) ([]Outcome, error) {
+	outs := make([]Outcome, 0, len(recs))
+	for len(outs) < len(recs) {
+		select {
+		case <-stop:
+			return outs, errStopped
+		default:
+		}
+		rest := recs[len(outs):]
+		chunk := rest[:min(maxTxBatch, len(rest))]
+		done, failure := p.batch(ctx, chunk)
+		outs = append(outs, done...)
+		if len(done) == len(chunk) {
+			continue
+		}
+		out, err := p.dispatch(ctx, stop, recs[len(outs)], failure)
+		if err != nil {
+			return outs, err
+		}
+		outs = append(outs, out)
+	}
+	return outs, nil
+}
+
+// keptReply is the reply stored for a handled command (nil reply: none).
+type keptReply struct {
+	reply *engine.Message
+	body  []byte
+}
+
+// batch handles a prefix of recs in one transaction, each command in a
+// savepoint: duplicates re-enqueue their stored reply; others run the
+// handler, then record the inbox row (with the reply) and the outbox row.
+// It stops before the first record that is malformed or has no handler, and
+// at the first handler failure (returned as failure, to count as an
+// attempt); the commands before it commit. Database errors make it return
+// nothing: the slow path then deals with the first record.
+func (p *Participant) batch(ctx context.Context, recs []kafka.Record) (outs []Outcome, failure error) {
+	msgs := make([]engine.Message, 0, len(recs))
+	hs := make([]handlerFunc, 0, len(recs))
+	for _, r := range recs {
+		m, err := p.decode(r)
+		if err != nil {
+			break
+		}
+		h, ok := p.handler(m.Name)
+		if !ok {
+			break
+		}
+		msgs, hs = append(msgs, m), append(hs, h)
+	}
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	tx, err := p.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return nil, nil
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	kept, err := p.keptReplies(ctx, tx, msgs)
+	if err != nil {
+		p.log.Debug("batch: read inbox", "err", err)
+		return nil, nil
+	}
+	// One command alone needs no savepoint: on failure the whole
+	// transaction rolls back.
+	savepoints := len(msgs) > 1
+	exec := func(q string) error {
+		if !savepoints {
+			return nil
+		}
+		_, err := tx.ExecContext(ctx, q)
+		return err
+	}
+	woke := false
+	for j, m := range msgs {
+		headers := recs[j].Headers
+		if k, dup := kept[m.ID]; dup {
+			if k.reply != nil {
+				if err := p.insertOutbox(ctx, tx, p.outRowFor(k.reply, k.body, headers)); err != nil {
+					return nil, nil
+				}
+				woke = true
+			}
+			outs = append(outs, Outcome{Command: m, Reply: k.reply, Duplicate: true})
+			continue
+		}
+		if err := exec(`SAVEPOINT sdk_cmd`); err != nil {
+			return nil, nil
+		}
+		reply, body, herr := p.runHandler(ctx, tx, m, hs[j])
+		claimed := false
+		if herr == nil {
+			var row *outRow
+			if reply != nil {
+				r := p.outRowFor(reply, body, headers)
+				row = &r
+			}
+			claimed, herr = p.recordHandled(ctx, tx, m, row)
+		}
+		if herr != nil || !claimed {
+			if !savepoints {
+				// The deferred Rollback undoes the handler; the slow path
+				// sees a duplicate (or retries the failure).
+				return nil, herr
+			}
+			if err := exec(`ROLLBACK TO SAVEPOINT sdk_cmd`); err != nil {
+				return nil, nil
+			}
+		}
+		if herr != nil {
+			if err := p.commitBatch(tx, outs, woke); err != nil {
+				return nil, nil
+			}
+			return outs, herr
+		}
+		if !claimed {
+			// Handled meanwhile by another consumer (a rebalance): its
+			// transaction won; re-send its reply.
+			stored, body, err := p.storedReply(ctx, tx, m.ID)
+			if err != nil {
+				return nil, nil
+			}
+			if stored != nil {
+				if err := p.insertOutbox(ctx, tx, p.outRowFor(stored, body, headers)); err != nil {
+					return nil, nil
+				}
+				woke = true
+			}
+			kept[m.ID] = keptReply{reply: stored, body: body}
+			outs = append(outs, Outcome{Command: m, Reply: stored, Duplicate: true})
+			continue
+		}
+		// No RELEASE: saves a round trip; the next SAVEPOINT of the same
+		// name stacks on this one and ROLLBACK TO goes to the newest.
+		kept[m.ID] = keptReply{reply: reply, body: body}
+		woke = woke || reply != nil
+		outs = append(outs, Outcome{Command: m, Reply: reply, Attempts: 1})
+	}
+	if err := p.commitBatch(tx, outs, woke); err != nil {
+		return nil, nil
+	}
+	return outs, nil
+}
+
+func (p *Participant) commitBatch(tx *sqlx.Tx, outs []Outcome, woke bool) error {
+	if len(outs) == 0 {
+		return nil
+	}
+	if err := tx.Commit(); err != nil {
+		p.log.Info("batch commit failed; handling its commands one by one", "commands", len(outs), "err", err)
+		return fmt.Errorf("commit %d commands: %w", len(outs), err)
+	}
+	for _, o := range outs {
+		if o.Duplicate {
+			p.log.Debug("duplicate command: re-sent the stored reply", "saga_id", o.Command.SagaID, "command_id", o.Command.ID, "command", o.Command.Name, "reply_id", replyID(o.Reply))
+		} else {
+			p.log.Debug("command handled", "saga_id", o.Command.SagaID, "command_id", o.Command.ID, "command", o.Command.Name, "reply", replyName(o.Reply))
+		}
+	}
+	if woke {
+		p.wake()
+	}
+	return nil
+}
+
+// runHandler runs the handler and builds its reply (nil for NoReply).
+func (p *Participant) runHandler(ctx context.Context, tx *sqlx.Tx, m engine.Message, h handlerFunc) (*engine.Message, []byte, error) {
+	res, err := p.callHandler(ctx, tx, m, h)
+	if err != nil {
+		return nil, nil, err
+	}
+	if res.event == "" && !res.reject {
+		return nil, nil, nil
+	}
+	reply, err := p.replyFor(m, res)
+	if err != nil {
+		return nil, nil, Permanent(err)
+	}
+	body, err := json.Marshal(reply)
+	if err != nil {
+		return nil, nil, Permanent(fmt.Errorf("encode reply %s: %w", reply.Name, err))
+	}
+	return reply, body, nil
+}
+
+// keptReplies reads the inbox rows of msgs: the ids found are duplicates.
+func (p *Participant) keptReplies(ctx context.Context, tx *sqlx.Tx, msgs []engine.Message) (map[string]keptReply, error) {
+	ids := make([]string, len(msgs))
+	for i, m := range msgs {
+		ids[i] = m.ID
+	}
+	q, args, err := sqlx.In(`SELECT message_id, reply_id, reply FROM sdk_inbox WHERE message_id IN (?)`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("look up %d commands in the inbox: %w", len(ids), err)
+	}
+	rows, err := tx.QueryxContext(ctx, tx.Rebind(q), args...)
+	if err != nil {
+		return nil, fmt.Errorf("look up %d commands in the inbox: %w", len(ids), err)
+	}
+	defer rows.Close()
+	kept := make(map[string]keptReply, len(msgs))
+	for rows.Next() {
+		var id string
+		var rid sql.NullString
+		var body []byte
+		if err := rows.Scan(&id, &rid, &body); err != nil {
+			return nil, fmt.Errorf("look up commands in the inbox: %w", err)
+		}
+		k := keptReply{}
+		if rid.Valid && len(body) > 0 {
+			var m engine.Message
+			if err := json.Unmarshal(body, &m); err != nil {
+				return nil, fmt.Errorf("decode the stored reply %s of command %s: %w", rid.String, id, err)
+			}
+			k = keptReply{reply: &m, body: body}
+		}
+		kept[id] = k
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("look up commands in the inbox: %w", err)
+	}
+	return kept, nil
+}
+
+// recordHandled writes the inbox row of a handled command with its reply,
+// and the reply's outbox row (one statement on PostgreSQL). It reports
+// false, writing nothing, if the command id is in the inbox already.
+func (p *Participant) recordHandled(ctx context.Context, tx *sqlx.Tx, m engine.Message, reply *outRow) (bool, error) {
+	now := time.Now().UTC()
+	if p.dialect == dialectPostgres && reply != nil {
+		const q = `WITH i AS (
+			INSERT INTO sdk_inbox (message_id, saga_id, command, reply_id, reply, processed_at)
+			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (message_id) DO NOTHING RETURNING 1)
+		INSERT INTO sdk_outbox (message_id, topic, msg_key, name, headers, body, created_at)
+		SELECT $4, $7, $8, $9, $10, $5, $6 FROM i`
+		res, err := tx.ExecContext(ctx, q, m.ID, m.SagaID, m.Name, reply.id, reply.body, now,
+			reply.topic, reply.key, reply.name, encodeHeaders(reply.headers))
+		if err != nil {
+			return false, fmt.Errorf("record command %s and its reply %s: %w", m.ID, reply.name, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return false, fmt.Errorf("record command %s: %w", m.ID, err)
+		}
+		return n == 1, nil
+	}
+	var rid, body any
+	if reply != nil {
+		rid, body = reply.id, reply.body
+	}
+	q := tx.Rebind(`INSERT INTO sdk_inbox (message_id, saga_id, command, reply_id, reply, processed_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING`)
+	res, err := tx.ExecContext(ctx, q, m.ID, m.SagaID, m.Name, rid, body, now)
+	if err != nil {
+		return false, fmt.Errorf("record command %s in the inbox: %w", m.ID, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("record command %s in the inbox: %w", m.ID, err)
+	}
+	if n == 0 {
+		return false, nil
+	}
+	if reply != nil {
+		if err := p.insertOutbox(ctx, tx, *reply); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}

@@ -1,0 +1,210 @@
+package sdk
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+	_ "github.com/lib/pq"
+	_ "modernc.org/sqlite"
+
+	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/kafka"
+	"github.com/portfolio-counselor/sagamachine/internal/testenv"
+)
+
+type doPayload struct {
+	Fail int  `json:"fail"` // fail this many runs
+	Perm bool `json:"perm"` // fail permanently
+	// Steal makes the handler commit the command's inbox row from another
+	// connection before the SDK records it (a concurrent consumer).
+	Steal bool `json:"steal"`
+}
+
+type batchFixture struct {
+	p    *Participant
+	mu   sync.Mutex
+	runs map[string]int
+}
+
+func newBatchFixture(t *testing.T, db *sqlx.DB) *batchFixture {
+	t.Helper()
+	ctx := context.Background()
+	if err := Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `CREATE TABLE effects (command_id TEXT NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(Config{Name: "worker", DB: db, MaxAttempts: 3, Backoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &batchFixture{p: p, runs: map[string]int{}}
+	Handle(p, "DO", func(ctx context.Context, tx *sqlx.Tx, cmd Command[doPayload]) (Result, error) {
+		f.mu.Lock()
+		f.runs[cmd.ID]++
+		n := f.runs[cmd.ID]
+		f.mu.Unlock()
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO effects (command_id) VALUES (?)`), cmd.ID); err != nil {
+			return Result{}, err
+		}
+		switch {
+		case cmd.Payload.Perm:
+			return Result{}, Permanent(fmt.Errorf("bad command %s", cmd.ID))
+		case n <= cmd.Payload.Fail:
+			return Result{}, fmt.Errorf("run %d fails", n)
+		case cmd.Payload.Steal && n == 1:
+			stolen, _ := json.Marshal(engine.Message{V: 1, ID: "stolen-" + cmd.ID, SagaID: cmd.SagaID, Kind: engine.KindEvent, Name: "STOLEN"})
+			q := db.Rebind(`INSERT INTO sdk_inbox (message_id, saga_id, command, reply_id, reply, processed_at) VALUES (?, ?, ?, ?, ?, ?)`)
+			if _, err := db.ExecContext(ctx, q, cmd.ID, cmd.SagaID, cmd.Name, "stolen-"+cmd.ID, stolen, time.Now().UTC()); err != nil {
+				return Result{}, fmt.Errorf("steal: %w", err)
+			}
+		}
+		return Reply("DONE", map[string]any{"by": cmd.ID}), nil
+	})
+	return f
+}
+
+func doRecord(t *testing.T, pl doPayload) (engine.Message, kafka.Record) {
+	t.Helper()
+	raw, _ := json.Marshal(pl)
+	m := engine.Message{V: 1, ID: uuid.NewString(), SagaID: uuid.NewString(), Saga: "S", SagaVersion: 1, Kind: engine.KindCommand,
+		Name: "DO", Participant: "worker", OccurredAt: time.Now().UTC(), Payload: raw}
+	b, _ := json.Marshal(m)
+	return m, kafka.Record{Topic: "WORKER_TOPIC", Key: m.SagaID, Value: b}
+}
+
+func batchDBs(t *testing.T) map[string]func(t *testing.T) *sqlx.DB {
+	return map[string]func(t *testing.T) *sqlx.DB{
+		"sqlite": func(t *testing.T) *sqlx.DB {
+			db, err := sqlx.Open("sqlite", "file:"+filepath.Join(t.TempDir(), "b.db")+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			return db
+		},
+		"postgres": func(t *testing.T) *sqlx.DB {
+			db, err := sqlx.Open("postgres", testenv.Postgres(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			return db
+		},
+	}
+}
+
+// TestProcessBatchMixed runs one fetched batch mixing good commands, a
+// failing one, a duplicate, a malformed record and a permanent failure: the
+// transaction batching must give every record the outcome it would get
+// alone.
+func TestProcessBatchMixed(t *testing.T) {
+	for name, open := range batchDBs(t) {
+		t.Run(name, func(t *testing.T) {
+			f := newBatchFixture(t, open(t))
+			ctx := context.Background()
+			ok1, r1 := doRecord(t, doPayload{})
+			flaky, r2 := doRecord(t, doPayload{Fail: 1})
+			ok2, r3 := doRecord(t, doPayload{})
+			malformed := kafka.Record{Topic: "WORKER_TOPIC", Key: "k", Value: []byte("nope")}
+			ok3, r6 := doRecord(t, doPayload{})
+			perm, r7 := doRecord(t, doPayload{Perm: true})
+			recs := []kafka.Record{r1, r2, r3, r1, malformed, r6, r7}
+
+			outs, err := f.p.process(ctx, nil, recs)
+			if err != nil {
+				t.Fatalf("process: %v", err)
+			}
+			if got, want := len(outs), len(recs); got != want {
+				t.Fatalf("outcomes = %d, want %d", got, want)
+			}
+			type want struct {
+				id        string
+				reply     bool
+				duplicate bool
+				dead      bool
+				attempts  int
+			}
+			wants := []want{
+				{ok1.ID, true, false, false, 1},
+				{flaky.ID, true, false, false, 2},
+				{ok2.ID, true, false, false, 1},
+				{ok1.ID, true, true, false, 0},
+				{"", false, false, true, 0},
+				{ok3.ID, true, false, false, 1},
+				{perm.ID, false, false, true, 1},
+			}
+			for i, w := range wants {
+				o := outs[i]
+				if o.Command.ID != w.id || (o.Reply != nil) != w.reply || o.Duplicate != w.duplicate || (o.DeadLetter != nil) != w.dead || o.Attempts != w.attempts {
+					t.Errorf("record %d: id %q reply %v duplicate %v dead %v attempts %d; want %+v (err %v)",
+						i, o.Command.ID, o.Reply != nil, o.Duplicate, o.DeadLetter != nil, o.Attempts, w, o.Err)
+				}
+			}
+			if outs[3].Reply != nil && outs[0].Reply != nil && outs[3].Reply.ID != outs[0].Reply.ID {
+				t.Errorf("duplicate reply id = %s, want the first reply's %s", outs[3].Reply.ID, outs[0].Reply.ID)
+			}
+			var effects []string
+			if err := f.p.db.Select(&effects, `SELECT command_id FROM effects ORDER BY command_id`); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := len(effects), 4; got != want {
+				t.Errorf("effects = %d %v, want %d (ok1, flaky, ok2, ok3 once each)", got, effects, want)
+			}
+			var outbox []string
+			if err := f.p.db.Select(&outbox, `SELECT name FROM sdk_outbox ORDER BY seq`); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := len(outbox), 5; got != want {
+				t.Errorf("outbox rows = %d, want %d (4 replies and the duplicate's re-send)", got, want)
+			}
+			if got, want := f.runs[ok1.ID], 1; got != want {
+				t.Errorf("ok1 handler runs = %d, want %d", got, want)
+			}
+		})
+	}
+}
+
+// TestProcessConcurrentDuplicate: another consumer records the command
+// while our handler runs; ours must roll back and re-send the winner's
+// reply, alone and inside a batch.
+func TestProcessConcurrentDuplicate(t *testing.T) {
+	open := batchDBs(t)["postgres"] // SQLite has one writer: no such race
+	for _, batched := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batched=%v", batched), func(t *testing.T) {
+			f := newBatchFixture(t, open(t))
+			stolen, rs := doRecord(t, doPayload{Steal: true})
+			recs := []kafka.Record{rs}
+			if batched {
+				_, r0 := doRecord(t, doPayload{})
+				recs = []kafka.Record{r0, rs}
+			}
+			outs, err := f.p.process(context.Background(), nil, recs)
+			if err != nil {
+				t.Fatalf("process: %v", err)
+			}
+			o := outs[len(outs)-1]
+			if !o.Duplicate || o.Reply == nil || o.Reply.ID != "stolen-"+stolen.ID {
+				t.Errorf("outcome: duplicate %v reply %+v, want the stolen reply re-sent", o.Duplicate, o.Reply)
+			}
+			var n int
+			if err := f.p.db.Get(&n, f.p.db.Rebind(`SELECT COUNT(*) FROM effects WHERE command_id = ?`), stolen.ID); err != nil {
+				t.Fatal(err)
+			}
+			if n != 0 {
+				t.Errorf("effects of the stolen command = %d, want 0 (rolled back)", n)
+			}
+		})
+	}
+}
