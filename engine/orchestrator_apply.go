@@ -249,7 +249,12 @@ func (o *Orchestrator) enter(b *batch, w *sagaWork, in *inbound, step Step) erro
 			OccurredAt: now, Attempt: 1, Payload: inst.Context,
 		}
 		b.outbox = append(b.outbox, OutboxRecord{Topic: step.Send.Topic, Key: inst.ID, Message: cmd})
-		inst.Pending, inst.Attempts = &cmd, 1
+		// Pending is stored without its payload: the payload of a command
+		// is the saga context, which does not change until the next
+		// accepted event replaces Pending anyway (resend restores it).
+		pending := cmd
+		pending.Payload = nil
+		inst.Pending, inst.Attempts = &pending, 1
 		refs = []CommandRef{{ID: cmd.ID, Name: cmd.Name, Participant: cmd.Participant, Attempt: 1}}
 		retry = step.Send.Retry
 	}

@@ -187,11 +187,11 @@ func (o *Orchestrator) Resend(ctx context.Context, sagaID, actor, reason string)
 // The timer is left alone (the caller re-arms it if needed).
 func (o *Orchestrator) resend(b *batch, w *sagaWork) Message {
 	inst := w.inst
-	cmd := *inst.Pending
 	inst.Attempts++
-	cmd.Attempt = inst.Attempts
-	cmd.OccurredAt = b.now
-	inst.Pending = &cmd
+	inst.Pending.Attempt = inst.Attempts
+	inst.Pending.OccurredAt = b.now
+	cmd := *inst.Pending
+	cmd.Payload = inst.Context
 	b.outbox = append(b.outbox, OutboxRecord{Topic: w.model.Topic(cmd.Participant), Key: inst.ID, Message: cmd})
 	return cmd
 }
