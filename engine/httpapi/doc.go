@@ -1,0 +1,27 @@
+// Package httpapi is saga-machine's HTTP interface: the JSON API under
+// /api/v1 (definitions, sagas, operator actions, dead letters), the health
+// endpoints /healthz and /readyz, Prometheus metrics at /metrics and the
+// operator console (package console) at / and /console/.
+//
+// New builds the whole handler from a Config. Routes use gorilla/mux; the
+// OpenAPI 3 document schema/openapi/saga-machine.yaml describes every route
+// under /api/v1 plus the health and metrics endpoints, and a test checks
+// that the router and the document list the same paths and methods.
+//
+// Every error is an RFC 9457 application/problem+json body whose type is a
+// stable URI per engine.Code (see ProblemType and the table in problem.go).
+// JSON request bodies are limited in size and decoded strictly: unknown
+// fields, trailing data and wrong types are refused with a message that
+// names the field.
+//
+// With Config.Auth set, every /api/v1 route needs an authenticated user and
+// the operator actions (re-send, abort, replay) need the saga-operator role;
+// the user's subject is recorded in the saga's timeline as the actor. A nil
+// Auth (tests and the explicit dev mode only) records the actor "anonymous".
+//
+// Metrics come from two sources: NewMetrics returns an engine.Observer whose
+// counters and histograms the orchestrator updates (pass it in
+// engine.Config.Observer), and New registers a collector that reads the
+// number of instances per state and the outbox backlog from the store at
+// scrape time.
+package httpapi

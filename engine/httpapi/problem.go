@@ -1,0 +1,96 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/portfolio-counselor/sagamachine/engine"
+)
+
+// ProblemTypePrefix starts the type URI of every problem this API returns;
+// the engine.Code (or one of the HTTP-level codes below) follows it, e.g.
+// urn:saga-machine:problem:not-found. docs/http-api.md lists them all.
+const ProblemTypePrefix = "urn:saga-machine:problem:"
+
+// HTTP-level problem codes, for errors that happen before the engine is
+// involved. They share the table with the engine's codes.
+const (
+	CodeMethodNotAllowed engine.Code = "method-not-allowed"
+	CodeTooLarge         engine.Code = "too-large"
+	CodeMediaType        engine.Code = "unsupported-media-type"
+)
+
+// problemKind is one row of the code table.
+type problemKind struct {
+	status int
+	title  string
+}
+
+// problemKinds maps every code to its HTTP status and title: the one table
+// mapping engine codes to HTTP.
+var problemKinds = map[engine.Code]problemKind{
+	engine.CodeInvalid:          {http.StatusBadRequest, "Invalid request"},
+	engine.CodeNotFound:         {http.StatusNotFound, "Not found"},
+	engine.CodeUnknownSaga:      {http.StatusUnprocessableEntity, "Unknown saga definition"},
+	engine.CodeUnknownEvent:     {http.StatusUnprocessableEntity, "Unknown event"},
+	engine.CodeIllegal:          {http.StatusConflict, "Event not allowed in the current state"},
+	engine.CodeWrongParticipant: {http.StatusUnprocessableEntity, "Event emitted by the wrong participant"},
+	engine.CodeFinished:         {http.StatusConflict, "Saga already finished"},
+	engine.CodeConflict:         {http.StatusConflict, "Conflict"},
+	engine.CodeUnavailable:      {http.StatusServiceUnavailable, "Service unavailable"},
+	engine.CodeInternal:         {http.StatusInternalServerError, "Internal error"},
+	CodeMethodNotAllowed:        {http.StatusMethodNotAllowed, "Method not allowed"},
+	CodeTooLarge:                {http.StatusRequestEntityTooLarge, "Request body too large"},
+	CodeMediaType:               {http.StatusUnsupportedMediaType, "Unsupported media type"},
+}
+
+// ProblemType returns the type URI of code.
+func ProblemType(code engine.Code) string { return ProblemTypePrefix + string(code) }
+
+// StatusOf returns the HTTP status for code (500 for a code not in the table).
+func StatusOf(code engine.Code) int {
+	if k, ok := problemKinds[code]; ok {
+		return k.status
+	}
+	return http.StatusInternalServerError
+}
+
+// Problem is an RFC 9457 problem details body. Code repeats the last
+// segment of Type for clients that prefer a short string.
+type Problem struct {
+	Type     string `json:"type"`
+	Title    string `json:"title"`
+	Status   int    `json:"status"`
+	Detail   string `json:"detail,omitempty"`
+	Instance string `json:"instance,omitempty"`
+	Code     string `json:"code"`
+}
+
+// problemFor builds the problem for err on a request to instance.
+func problemFor(err error, instance string) Problem {
+	code := engine.ErrorCode(err)
+	k, ok := problemKinds[code]
+	if !ok {
+		code, k = engine.CodeInternal, problemKinds[engine.CodeInternal]
+	}
+	detail := err.Error()
+	var e *engine.Error
+	if code == engine.CodeInternal && !errors.As(err, &e) {
+		// A non-engine error may carry driver details; the log has them.
+		detail = "internal error; the server log has the details"
+	}
+	return Problem{Type: ProblemType(code), Title: k.title, Status: k.status, Detail: detail, Instance: instance, Code: string(code)}
+}
+
+// writeProblem answers with err as application/problem+json.
+func writeProblem(w http.ResponseWriter, r *http.Request, err error) {
+	p := problemFor(err, r.URL.RequestURI())
+	if info := infoFrom(r.Context()); info != nil {
+		info.err = err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(p.Status)
+	_ = json.NewEncoder(w).Encode(p) // the client went away; the request log has the status
+}
