@@ -296,4 +296,3 @@ func TestOpenAPIMatchesRouter(t *testing.T) {
 	s, _ := newService(t, db, devAuth(t))
 	servicetest.CheckOpenAPI(t, s.routes(), "deals.yaml")
 }
-
