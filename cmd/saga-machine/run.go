@@ -214,8 +214,8 @@ type daemon struct {
 
 // start loads, migrates, connects and listens; on error it releases what it
 // acquired.
-func start(ctx context.Context, cfg config, log *slog.Logger, stderr io.Writer) (d *daemon, err error) {
-	d = &daemon{cfg: cfg, log: log}
+func start(ctx context.Context, cfg config, log *slog.Logger, stderr io.Writer) (_ *daemon, err error) {
+	d := &daemon{cfg: cfg, log: log}
 	defer func() {
 		if err != nil {
 			d.close()

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/portfolio-counselor/sagamachine/engine/kafka/embedded"
+	"github.com/portfolio-counselor/sagamachine/engine/sqlstore"
+)
+
+func envMap(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestFlagsWinOverEnvWinOverDefaults(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantDB  string
+		wantTop string
+		wantBr  []string
+	}{
+		{"defaults", nil, nil, defaultDB, defaultTopic, nil},
+		{"env", nil, map[string]string{"SAGA_DB_URL": "sqlite:/x.db", "SAGA_SERVER_TOPIC": "EV", "SAGA_KAFKA_BROKERS": "a:1, b:2"}, "sqlite:/x.db", "EV", []string{"a:1", "b:2"}},
+		{"flag wins", []string{"--db", "postgres://h/db", "--topic", "F", "--brokers", "c:3"}, map[string]string{"SAGA_DB_URL": "sqlite:/x.db", "SAGA_SERVER_TOPIC": "EV", "SAGA_KAFKA_BROKERS": "a:1"}, "postgres://h/db", "F", []string{"c:3"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := parseFlags("saga-machine", tt.args, envMap(tt.env), io.Discard)
+			if err != nil {
+				t.Fatalf("parseFlags: %v", err)
+			}
+			if cfg.db != tt.wantDB || cfg.topic != tt.wantTop || strings.Join(cfg.brokers, ",") != strings.Join(tt.wantBr, ",") {
+				t.Errorf("got db %q topic %q brokers %v, want %q %q %v", cfg.db, cfg.topic, cfg.brokers, tt.wantDB, tt.wantTop, tt.wantBr)
+			}
+		})
+	}
+}
+
+func TestBadFlagsAreErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"--partitions", "0"},
+		{"--log-level", "loud"},
+		{"--kafka-session-timeout", "soon"},
+		{"extra-arg"},
+		{"--no-such-flag"},
+	} {
+		if _, err := parseFlags("saga-machine", args, envMap(nil), io.Discard); err == nil {
+			t.Errorf("parseFlags(%q) = nil error, want an error", args)
+		}
+	}
+}
+
+func TestInvalidDefinitionsArePrintedAndExit(t *testing.T) {
+	dir := t.TempDir()
+	bad := "saga: BROKEN\nversion: 1\nparticipants:\n  p: { topic: T }\ntransitions:\n  - { on: GO, by: nobody, from: [], to: X }\nfinal: [X]\n"
+	if err := os.WriteFile(filepath.Join(dir, "broken.yaml"), []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	err := run(context.Background(), []string{"--sagas", dir, "--db", "sqlite::memory:"}, envMap(nil), io.Discard, &stderr)
+	var pe problemsError
+	if err == nil || !errorsAs(err, &pe) {
+		t.Fatalf("run = %v, want a problemsError", err)
+	}
+	line := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(filepath.Join(dir, "broken.yaml")) + `:\d+:\d+: .+$`)
+	if !line.MatchString(stderr.String()) {
+		t.Errorf("stderr = %q, want FILE:LINE:COL: message lines", stderr.String())
+	}
+}
+
+func TestMigrateSubcommand(t *testing.T) {
+	url := "sqlite:" + filepath.Join(t.TempDir(), "sub", "saga.db")
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"migrate", "--db", url}, envMap(nil), &out, io.Discard); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	st, err := sqlstore.Open(context.Background(), url, sqlstore.WithoutMigrations())
+	if err != nil {
+		t.Fatalf("open migrated db: %v", err)
+	}
+	defer st.Close()
+	if _, err := st.OutboxBacklog(context.Background()); err != nil {
+		t.Errorf("outbox table missing after migrate: %v", err)
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// The daemon starts on SQLite and an embedded broker, answers its probes and
+// stops cleanly when its context ends.
+func TestRunServesProbesAndStops(t *testing.T) {
+	b, err := embedded.Start(embedded.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &syncBuf{}
+	done := make(chan error, 1)
+	args := []string{"--db", "sqlite:" + filepath.Join(t.TempDir(), "saga.db"), "--brokers", strings.Join(b.Addrs(), ","), "--listen", "127.0.0.1:0"}
+	go func() { done <- run(ctx, args, envMap(nil), io.Discard, logs) }()
+
+	addr := regexp.MustCompile(`"msg":"saga-machine running","listen":"([^"]+)"`)
+	var base string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && base == ""; time.Sleep(50 * time.Millisecond) {
+		if m := addr.FindStringSubmatch(logs.String()); m != nil {
+			base = "http://" + m[1]
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("run returned early: %v\n%s", err, logs.String())
+		default:
+		}
+	}
+	if base == "" {
+		t.Fatalf("daemon did not start:\n%s", logs.String())
+	}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s = %d %s, want 200", path, resp.StatusCode, body)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("run after stop = %v, want nil", err)
+	}
+	if !strings.Contains(logs.String(), "saga-machine stopped") {
+		t.Errorf("logs lack the stop line:\n%s", logs.String())
+	}
+}
