@@ -1,0 +1,14 @@
+// Command profile runs the profile participant service (package
+// participants/profile) as its own process: HTTP API on --listen (default
+// 127.0.0.1:8081) and the PROFILE_TOPIC command consumer.
+//
+//	profile [flags]            serve until SIGTERM or interrupt (graceful stop)
+//	profile migrate [--db URL] apply the SDK's and the service's migrations and exit (the migration job)
+//
+// Flags and variables: --db / PROFILE_DB_URL (postgres://… or sqlite:PATH,
+// default sqlite:./.saga-machine/profile.db), --brokers / SAGA_KAFKA_BROKERS
+// (default 127.0.0.1:9092, the embedded broker saga-machine starts),
+// --listen / PROFILE_LISTEN, --issuer / OIDC_ISSUER, --audience /
+// OIDC_AUDIENCE, --skip-audience, --dev-header (explicit dev mode),
+// --migrate (default true), --log-level / PROFILE_LOG_LEVEL.
+package main
