@@ -121,14 +121,14 @@ func (s *server) routes(metrics http.Handler) *mux.Router {
 	r.Handle("/readyz", http.HandlerFunc(s.readyz)).Methods(http.MethodGet)
 	r.Handle("/metrics", metrics).Methods(http.MethodGet)
 
-	api := r.PathPrefix("/api/v1").Subrouter()
-	api.NotFoundHandler = r.NotFoundHandler
-	api.MethodNotAllowedHandler = r.MethodNotAllowedHandler
+	// No mux subrouter: with one, gorilla/mux answers 404 instead of 405
+	// for a known path with a wrong method.
+	const api = "/api/v1"
 	read := func(path string, h http.HandlerFunc, methods ...string) {
-		api.Handle(path, s.authn(h)).Methods(methods...)
+		r.Handle(api+path, s.authn(h)).Methods(methods...)
 	}
 	operate := func(path string, h http.HandlerFunc) {
-		api.Handle(path, s.operator(h)).Methods(http.MethodPost)
+		r.Handle(api+path, s.operator(h)).Methods(http.MethodPost)
 	}
 	read("/definitions", s.listDefinitions, http.MethodGet)
 	read("/definitions/validate", s.validateDefinition, http.MethodPost)

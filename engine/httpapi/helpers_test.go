@@ -46,6 +46,7 @@ type env struct {
 	logs    *bytes.Buffer
 	logMu   *sync.Mutex
 	offset  int64
+	spec    *specChecker
 }
 
 // envOptions tweak newEnv.
@@ -76,7 +77,7 @@ func newEnv(tb testing.TB, dbURL string, opts envOptions) *env {
 	if err != nil {
 		tb.Fatalf("NewMetrics: %v", err)
 	}
-	e := &env{store: st, reg: reg, logs: &bytes.Buffer{}, logMu: &sync.Mutex{}}
+	e := &env{store: st, reg: reg, logs: &bytes.Buffer{}, logMu: &sync.Mutex{}, spec: newSpecChecker(tb)}
 	logger := slog.New(slog.NewJSONHandler(lockedWriter{e.logMu, e.logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.orch, err = engine.New(engine.Config{Observer: metrics, Logger: logger}, cat, st, &memPublisher{})
 	if err != nil {
@@ -176,6 +177,7 @@ func (e *env) do(tb testing.TB, method, target, body string, hdr ...string) *htt
 	}
 	rec := httptest.NewRecorder()
 	e.handler.ServeHTTP(rec, req)
+	e.spec.check(tb, req, rec)
 	return rec
 }
 

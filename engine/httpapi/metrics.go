@@ -127,7 +127,9 @@ func (m *Metrics) CommandsPublished(n int, oldest time.Duration) {
 }
 
 // CommandRetried counts a command re-sent by its retry policy.
-func (m *Metrics) CommandRetried(saga, command string) { m.retried.WithLabelValues(saga, command).Inc() }
+func (m *Metrics) CommandRetried(saga, command string) {
+	m.retried.WithLabelValues(saga, command).Inc()
+}
 
 // TimerFired counts a raised timeout or exhausted retry.
 func (m *Metrics) TimerFired(saga, event string) { m.timers.WithLabelValues(saga, event).Inc() }

@@ -240,5 +240,3 @@ func abbreviate(s string, n int) string {
 	}
 	return string(r[:n]) + "…"
 }
-
-

@@ -1,0 +1,492 @@
+package httpapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/httpapi"
+	"github.com/portfolio-counselor/sagamachine/internal/auth"
+)
+
+// problemOf decodes a problem+json answer and checks status, type and
+// content type.
+func problemOf(tb testing.TB, rec interface {
+	Result() *http.Response
+}, wantStatus int, wantCode engine.Code) httpapi.Problem {
+	tb.Helper()
+	res := rec.Result()
+	defer res.Body.Close()
+	var p httpapi.Problem
+	if err := json.NewDecoder(res.Body).Decode(&p); err != nil {
+		tb.Fatalf("decode problem: %v", err)
+	}
+	if got := res.Header.Get("Content-Type"); got != "application/problem+json" {
+		tb.Errorf("Content-Type = %q, want application/problem+json", got)
+	}
+	if res.StatusCode != wantStatus || p.Status != wantStatus {
+		tb.Errorf("status = %d (body %d), want %d; problem %+v", res.StatusCode, p.Status, wantStatus, p)
+	}
+	if got, want := p.Type, httpapi.ProblemType(wantCode); got != want {
+		tb.Errorf("type = %q, want %q; detail %q", got, want, p.Detail)
+	}
+	if p.Title == "" || p.Detail == "" || p.Instance == "" {
+		tb.Errorf("problem lacks title, detail or instance: %+v", p)
+	}
+	return p
+}
+
+func TestDefinitions(t *testing.T) {
+	e := newEnv(t, "", envOptions{})
+	e.seed(t)
+
+	list := decode[struct {
+		Definitions []httpapi.DefinitionSummary `json:"definitions"`
+	}](t, e.do(t, "GET", "/api/v1/definitions", ""), 200)
+	if len(list.Definitions) != 1 {
+		t.Fatalf("got %d definitions, want 1", len(list.Definitions))
+	}
+	d := list.Definitions[0]
+	wantCounts := map[string]int64{"DRAFT": 1, "APPROVED": 2, "REJECTED": 0, "NOTIFICATION": 1, "FAILED": 0}
+	for st, want := range wantCounts {
+		if got := d.Counts[st]; got != want {
+			t.Errorf("count of %s = %d, want %d", st, got, want)
+		}
+	}
+	if d.Running != 3 || d.Completed != 1 || d.Failed != 0 {
+		t.Errorf("running/completed/failed = %d/%d/%d, want 3/1/0", d.Running, d.Completed, d.Failed)
+	}
+
+	det := decode[httpapi.DefinitionDetail](t, e.do(t, "GET", "/api/v1/definitions/MANUAL_CREATE_ORDER?version=1", ""), 200)
+	if got, want := len(det.Transitions), 7; got != want {
+		t.Errorf("transitions = %d, want %d", got, want)
+	}
+	if got := det.StartEvents; len(got) != 1 || got[0] != "REGISTER" {
+		t.Errorf("start events = %v, want [REGISTER]", got)
+	}
+	if !strings.HasPrefix(det.Diagram.Mermaid, "---\ntitle: MANUAL_CREATE_ORDER v1") || !strings.Contains(det.Diagram.Mermaid, "DRAFT --> APPROVED") {
+		t.Errorf("mermaid text is not the model's diagram:\n%s", det.Diagram.Mermaid)
+	}
+	if got, want := det.Diagram.SVG, "/api/v1/definitions/MANUAL_CREATE_ORDER/diagram.svg?version=1"; got != want {
+		t.Errorf("svg link = %q, want %q", got, want)
+	}
+	var draft *httpapi.StateView
+	for i := range det.StateInfo {
+		if det.StateInfo[i].Name == "DRAFT" {
+			draft = &det.StateInfo[i]
+		}
+	}
+	if draft == nil || draft.Timeout == nil || draft.Timeout.Event != "APPROVAL_TIMED_OUT" {
+		t.Errorf("DRAFT state info = %+v, want its timeout raising APPROVAL_TIMED_OUT", draft)
+	}
+
+	svg := e.do(t, "GET", det.Diagram.SVG, "")
+	if svg.Code != 200 || svg.Header().Get("Content-Type") != "image/svg+xml" {
+		t.Fatalf("diagram: status %d, type %q", svg.Code, svg.Header().Get("Content-Type"))
+	}
+	body := svg.Body.String()
+	for _, want := range []string{`<svg xmlns="http://www.w3.org/2000/svg"`, `data-state="NOTIFICATION"`,
+		`<g class="count" data-state="APPROVED"><title>instances in APPROVED</title>`, `>2</text></g>`,
+		"ORDER_APPROVED (profile) → APPROVE_DEAL to deals", "APPROVAL_TIMED_OUT (engine: timeout 10m)"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("diagram lacks %q", want)
+		}
+	}
+
+	for _, tc := range []struct {
+		target string
+		status int
+		code   engine.Code
+	}{
+		{"/api/v1/definitions/NO_SUCH_SAGA", 404, engine.CodeNotFound},
+		{"/api/v1/definitions/MANUAL_CREATE_ORDER?version=7", 404, engine.CodeNotFound},
+		{"/api/v1/definitions/MANUAL_CREATE_ORDER?version=one", 400, engine.CodeInvalid},
+		{"/api/v1/definitions/MANUAL_CREATE_ORDER?versoin=1", 400, engine.CodeInvalid},
+		{"/api/v1/definitions/NO_SUCH_SAGA/diagram.svg", 404, engine.CodeNotFound},
+	} {
+		t.Run(tc.target, func(t *testing.T) { problemOf(t, e.do(t, "GET", tc.target, ""), tc.status, tc.code) })
+	}
+}
+
+func TestValidateDefinition(t *testing.T) {
+	e := newEnv(t, "", envOptions{})
+	good, err := os.ReadFile("../../sagas/manual_create_order.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	yamlHdr := []string{"Content-Type", "application/yaml"}
+	res := decode[httpapi.ValidationResult](t, e.do(t, "POST", "/api/v1/definitions/validate", string(good), yamlHdr...), 200)
+	if !res.Valid || res.Saga != "MANUAL_CREATE_ORDER" || res.Version != 1 || len(res.Problems) != 0 {
+		t.Errorf("shipped saga: got %+v, want valid MANUAL_CREATE_ORDER v1", res)
+	}
+	bad := strings.Replace(string(good), "to: APPROVED", "to: APROVED", 1)
+	bad = strings.Replace(bad, "participants:", "participant:", 1)
+	res = decode[httpapi.ValidationResult](t, e.do(t, "POST", "/api/v1/definitions/validate?file=mine.yaml", bad, yamlHdr...), 200)
+	if res.Valid || len(res.Problems) == 0 {
+		t.Fatalf("broken saga: got %+v, want problems", res)
+	}
+	for _, p := range res.Problems {
+		if p.File != "mine.yaml" || p.Line == 0 || p.Rule == "" || p.Message == "" {
+			t.Errorf("problem without file, position, rule or message: %+v", p)
+		}
+	}
+	problemOf(t, e.do(t, "POST", "/api/v1/definitions/validate", "saga: X", "Content-Type", "application/json"), 415, httpapi.CodeMediaType)
+	problemOf(t, e.do(t, "POST", "/api/v1/definitions/validate", strings.Repeat("#", httpapi.MaxDefinitionBody+1), yamlHdr...), 413, httpapi.CodeTooLarge)
+}
+
+func TestStartSaga(t *testing.T) {
+	e := newEnv(t, "", envOptions{})
+	body := `{"saga":"MANUAL_CREATE_ORDER","payload":{"deal_context":{"deal_id":"D-9","user_id":"U-1"}}}`
+	first := e.do(t, "POST", "/api/v1/sagas", body, "Idempotency-Key", "deal-D-9")
+	inst := decode[engine.Instance](t, first, http.StatusCreated)
+	if inst.State != "DRAFT" || inst.Status != engine.StatusRunning || inst.Keys["deal_id"] != "D-9" {
+		t.Errorf("started saga = %+v, want DRAFT, running, deal_id D-9", inst)
+	}
+	if got, want := first.Header().Get("Location"), "/api/v1/sagas/"+inst.ID; got != want {
+		t.Errorf("Location = %q, want %q", got, want)
+	}
+	again := decode[engine.Instance](t, e.do(t, "POST", "/api/v1/sagas", body, "Idempotency-Key", "deal-D-9"), http.StatusOK)
+	if again.ID != inst.ID {
+		t.Errorf("same Idempotency-Key gave saga %s, want %s", again.ID, inst.ID)
+	}
+	other := decode[engine.Instance](t, e.do(t, "POST", "/api/v1/sagas", body, "Idempotency-Key", "deal-D-10"), http.StatusCreated)
+	if other.ID == inst.ID {
+		t.Errorf("another Idempotency-Key gave the same saga %s", other.ID)
+	}
+
+	for _, tc := range []struct {
+		name, body string
+		hdr        []string
+		status     int
+		code       engine.Code
+		detail     string
+	}{
+		{"unknown field", `{"saga":"MANUAL_CREATE_ORDER","payload":{},"extra":1}`, nil, 400, engine.CodeInvalid, `unknown field "extra"`},
+		{"wrong type", `{"saga":"MANUAL_CREATE_ORDER","version":"1"}`, nil, 400, engine.CodeInvalid, `field "version" must be a number`},
+		{"syntax", `{"saga":`, nil, 400, engine.CodeInvalid, "cut short"},
+		{"bad JSON", `{"saga" "x"}`, nil, 400, engine.CodeInvalid, "line 1, column"},
+		{"trailing data", `{"saga":"MANUAL_CREATE_ORDER"} {}`, nil, 400, engine.CodeInvalid, "unexpected data"},
+		{"empty", ``, nil, 400, engine.CodeInvalid, "empty"},
+		{"no saga", `{"payload":{}}`, nil, 400, engine.CodeInvalid, `"saga" is required`},
+		{"array payload", `{"saga":"MANUAL_CREATE_ORDER","payload":[1]}`, nil, 400, engine.CodeInvalid, `"payload" must be a JSON object`},
+		{"negative version", `{"saga":"MANUAL_CREATE_ORDER","version":-1}`, nil, 400, engine.CodeInvalid, "positive"},
+		{"unknown saga", `{"saga":"NOPE"}`, nil, 422, engine.CodeUnknownSaga, "no saga NOPE"},
+		{"unknown version", `{"saga":"MANUAL_CREATE_ORDER","version":3}`, nil, 422, engine.CodeUnknownSaga, "no version 3"},
+		{"form type", `saga=X`, []string{"Content-Type", "application/x-www-form-urlencoded"}, 415, httpapi.CodeMediaType, "application/json"},
+		{"too large", `{"saga":"` + strings.Repeat("x", httpapi.MaxJSONBody) + `"}`, nil, 413, httpapi.CodeTooLarge, "larger than"},
+		{"long key", `{"saga":"MANUAL_CREATE_ORDER"}`, []string{"Idempotency-Key", strings.Repeat("k", 201)}, 400, engine.CodeInvalid, "Idempotency-Key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := problemOf(t, e.do(t, "POST", "/api/v1/sagas", tc.body, tc.hdr...), tc.status, tc.code)
+			if !strings.Contains(p.Detail, tc.detail) {
+				t.Errorf("detail = %q, want it to mention %q", p.Detail, tc.detail)
+			}
+		})
+	}
+}
+
+func TestGetAndListSagas(t *testing.T) {
+	e := newEnv(t, "", envOptions{})
+	s := e.seed(t)
+
+	det := decode[httpapi.SagaDetail](t, e.do(t, "GET", "/api/v1/sagas/"+s.done.ID, ""), 200)
+	if det.Saga.State != "NOTIFICATION" || det.Saga.Status != engine.StatusCompleted {
+		t.Errorf("saga = %s/%s, want NOTIFICATION/completed", det.Saga.State, det.Saga.Status)
+	}
+	var events []string
+	for _, h := range det.Timeline {
+		events = append(events, h.Event+":"+h.FromState+">"+h.ToState)
+	}
+	if got, want := strings.Join(events, " "), "REGISTER:>DRAFT ORDER_REJECTED:DRAFT>REJECTED DEAL_UPDATED:REJECTED>NOTIFICATION"; got != want {
+		t.Errorf("timeline = %s, want %s", got, want)
+	}
+	if len(det.Timeline) > 0 && (len(det.Timeline[0].Commands) != 1 || det.Timeline[0].Commands[0].Name != "APPROVE_ORDER") {
+		t.Errorf("REGISTER entry commands = %+v, want APPROVE_ORDER", det.Timeline[0].Commands)
+	}
+	refused := decode[httpapi.SagaDetail](t, e.do(t, "GET", "/api/v1/sagas/"+s.outOfOrder.ID, ""), 200)
+	found := false
+	for _, h := range refused.Timeline {
+		if h.Kind == engine.EntryRefused && h.Event == "DEAL_UPDATED" && h.Code == engine.CodeIllegal {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("timeline of the out-of-order saga lacks the refused DEAL_UPDATED: %+v", refused.Timeline)
+	}
+	problemOf(t, e.do(t, "GET", "/api/v1/sagas/no-such-saga", ""), 404, engine.CodeNotFound)
+
+	ids := func(target string) []string {
+		t.Helper()
+		page := decode[engine.SagaPage](t, e.do(t, "GET", target, ""), 200)
+		var out []string
+		for _, in := range page.Sagas {
+			out = append(out, in.ID)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		query string
+		want  []string
+	}{
+		{"", []string{s.outOfOrder.ID, s.waiting.ID, s.done.ID, s.approved.ID}},
+		{"?state=APPROVED", []string{s.outOfOrder.ID, s.approved.ID}},
+		{"?status=completed", []string{s.done.ID}},
+		{"?saga=MANUAL_CREATE_ORDER&status=running&state=DRAFT", []string{s.waiting.ID}},
+		{"?key=deal_id:D-2", []string{s.done.ID}},
+		{"?key=user_id:u-D-4", []string{s.outOfOrder.ID}},
+		{"?key=deal_id:nope", nil},
+		{"?from=2000-01-01T00:00:00Z&to=2001-01-01T00:00:00Z", nil},
+	} {
+		t.Run("filter"+tc.query, func(t *testing.T) {
+			if got := ids("/api/v1/sagas" + tc.query); strings.Join(got, ",") != strings.Join(tc.want, ",") {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+
+	// Pages of one follow each other without gaps or repeats.
+	var paged []string
+	target := "/api/v1/sagas?limit=1"
+	for range 10 {
+		page := decode[engine.SagaPage](t, e.do(t, "GET", target, ""), 200)
+		for _, in := range page.Sagas {
+			paged = append(paged, in.ID)
+		}
+		if page.Next == "" {
+			break
+		}
+		target = "/api/v1/sagas?limit=1&cursor=" + page.Next
+	}
+	if got, want := strings.Join(paged, ","), strings.Join(ids("/api/v1/sagas"), ","); got != want {
+		t.Errorf("paged = %s, want %s", got, want)
+	}
+
+	for _, q := range []string{"?status=done", "?key=deal_id", "?key=:x", "?from=yesterday", "?limit=0", "?limit=501",
+		"?cursor=bm90LWEtY3Vyc29y", "?sage=X", "?saga=NOPE", "?state=A&state=B", "?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z"} {
+		t.Run("bad"+q, func(t *testing.T) { problemOf(t, e.do(t, "GET", "/api/v1/sagas"+q, ""), 400, engine.CodeInvalid) })
+	}
+}
+
+func TestOperatorActions(t *testing.T) {
+	e := newEnv(t, "", envOptions{})
+	s := e.seed(t)
+
+	inst := decode[engine.Instance](t, e.do(t, "POST", "/api/v1/sagas/"+s.waiting.ID+"/resend", `{"reason":"profile was down"}`), 200)
+	if inst.Attempts != 2 {
+		t.Errorf("attempts after re-send = %d, want 2", inst.Attempts)
+	}
+	inst = decode[engine.Instance](t, e.do(t, "POST", "/api/v1/sagas/"+s.waiting.ID+"/abort", `{"reason":"client cancelled by phone"}`), 200)
+	if inst.State != "FAILED" || inst.Status != engine.StatusFailed {
+		t.Errorf("after abort: %s/%s, want FAILED/failed", inst.State, inst.Status)
+	}
+	det := decode[httpapi.SagaDetail](t, e.do(t, "GET", "/api/v1/sagas/"+s.waiting.ID, ""), 200)
+	var ops []string
+	for _, h := range det.Timeline {
+		if h.Kind == engine.EntryOperator {
+			ops = append(ops, h.Event+" by "+h.Actor+": "+h.Reason)
+		}
+	}
+	if got, want := strings.Join(ops, "; "), "RESEND by anonymous: profile was down; ABORT by anonymous: client cancelled by phone"; got != want {
+		t.Errorf("operator entries = %q, want %q", got, want)
+	}
+
+	for _, tc := range []struct {
+		name, target, body string
+		status             int
+		code               engine.Code
+	}{
+		{"no reason", "/api/v1/sagas/" + s.approved.ID + "/resend", `{}`, 400, engine.CodeInvalid},
+		{"blank reason", "/api/v1/sagas/" + s.approved.ID + "/abort", `{"reason":"  "}`, 400, engine.CodeInvalid},
+		{"unknown field", "/api/v1/sagas/" + s.approved.ID + "/abort", `{"reason":"x","why":"y"}`, 400, engine.CodeInvalid},
+		{"not a failed state", "/api/v1/sagas/" + s.approved.ID + "/abort", `{"reason":"x","state":"NOTIFICATION"}`, 400, engine.CodeInvalid},
+		{"abort finished", "/api/v1/sagas/" + s.done.ID + "/abort", `{"reason":"x"}`, 409, engine.CodeFinished},
+		{"resend without pending", "/api/v1/sagas/" + s.waiting.ID + "/resend", `{"reason":"x"}`, 409, engine.CodeConflict},
+		{"unknown saga", "/api/v1/sagas/nope/resend", `{"reason":"x"}`, 404, engine.CodeNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) { problemOf(t, e.do(t, "POST", tc.target, tc.body), tc.status, tc.code) })
+	}
+	if !strings.Contains(e.logText(), `"saga_id":"`+s.waiting.ID+`"`) {
+		t.Errorf("request log has no line with saga_id %s", s.waiting.ID)
+	}
+}
+
+func TestDeadLetters(t *testing.T) {
+	e := newEnv(t, "", envOptions{})
+	s := e.seed(t)
+
+	list := decode[struct {
+		DeadLetters []httpapi.DeadLetterView `json:"dead_letters"`
+	}](t, e.do(t, "GET", "/api/v1/dead-letters", ""), 200)
+	if len(list.DeadLetters) != 1 {
+		t.Fatalf("dead letters = %d, want 1", len(list.DeadLetters))
+	}
+	dl := list.DeadLetters[0]
+	if dl.SagaID != s.outOfOrder.ID || dl.Code != engine.CodeIllegal || !strings.Contains(dl.Raw, `"name":"DEAL_UPDATED"`) {
+		t.Errorf("dead letter = %+v, want the refused DEAL_UPDATED of %s", dl, s.outOfOrder.ID)
+	}
+	one := decode[httpapi.DeadLetterView](t, e.do(t, "GET", "/api/v1/dead-letters/"+itoa(dl.ID), ""), 200)
+	if one.MessageID != dl.MessageID {
+		t.Errorf("get dead letter: message %s, want %s", one.MessageID, dl.MessageID)
+	}
+	res := decode[httpapi.ReplayResult](t, e.do(t, "POST", "/api/v1/dead-letters/"+itoa(dl.ID)+"/replay", ""), 200)
+	if res.DeadLetter.ReplayedAt == nil || res.DeadLetter.ReplayedBy != "anonymous" {
+		t.Errorf("replayed dead letter = %+v, want replayed by anonymous", res.DeadLetter)
+	}
+	if res.Saga == nil || res.Saga.State != "NOTIFICATION" {
+		t.Errorf("saga after replay = %+v, want NOTIFICATION", res.Saga)
+	}
+	problemOf(t, e.do(t, "POST", "/api/v1/dead-letters/"+itoa(dl.ID)+"/replay", "{}"), 409, engine.CodeConflict)
+	list = decode[struct {
+		DeadLetters []httpapi.DeadLetterView `json:"dead_letters"`
+	}](t, e.do(t, "GET", "/api/v1/dead-letters", ""), 200)
+	if len(list.DeadLetters) != 0 {
+		t.Errorf("unreplayed dead letters after replay = %d, want 0", len(list.DeadLetters))
+	}
+	list = decode[struct {
+		DeadLetters []httpapi.DeadLetterView `json:"dead_letters"`
+	}](t, e.do(t, "GET", "/api/v1/dead-letters?include_replayed=true&limit=5", ""), 200)
+	if len(list.DeadLetters) != 1 {
+		t.Errorf("dead letters with replayed = %d, want 1", len(list.DeadLetters))
+	}
+	for _, tc := range []struct {
+		method, target, body string
+		status               int
+		code                 engine.Code
+	}{
+		{"GET", "/api/v1/dead-letters/999", "", 404, engine.CodeNotFound},
+		{"GET", "/api/v1/dead-letters/abc", "", 400, engine.CodeInvalid},
+		{"GET", "/api/v1/dead-letters?limit=0", "", 400, engine.CodeInvalid},
+		{"GET", "/api/v1/dead-letters?include_replayed=maybe", "", 400, engine.CodeInvalid},
+		{"POST", "/api/v1/dead-letters/999/replay", "", 404, engine.CodeNotFound},
+		{"POST", "/api/v1/dead-letters/1/replay", `{"force":true}`, 400, engine.CodeInvalid},
+	} {
+		t.Run(tc.method+tc.target, func(t *testing.T) { problemOf(t, e.do(t, tc.method, tc.target, tc.body), tc.status, tc.code) })
+	}
+}
+
+func TestRoutingProblems(t *testing.T) {
+	e := newEnv(t, "", envOptions{})
+	rec := e.do(t, "DELETE", "/api/v1/sagas", "")
+	problemOf(t, rec, 405, httpapi.CodeMethodNotAllowed)
+	if got, want := rec.Header().Get("Allow"), "GET, POST"; got != want {
+		t.Errorf("Allow = %q, want %q", got, want)
+	}
+	problemOf(t, e.do(t, "GET", "/api/v1/nothing-here", ""), 404, engine.CodeNotFound)
+	if got := e.do(t, "GET", "/healthz", ""); got.Code != 200 {
+		t.Errorf("healthz = %d, want 200", got.Code)
+	}
+	if got := e.do(t, "GET", "/", ""); got.Code != http.StatusFound || got.Header().Get("Location") != "/console/" {
+		t.Errorf("GET / = %d to %q, want 302 to /console/", got.Code, got.Header().Get("Location"))
+	}
+	page := e.do(t, "GET", "/console/", "")
+	if page.Code != 200 || !strings.Contains(page.Body.String(), "saga-machine console") || page.Header().Get("Content-Security-Policy") == "" {
+		t.Errorf("console index: %d, CSP %q", page.Code, page.Header().Get("Content-Security-Policy"))
+	}
+}
+
+func TestReadiness(t *testing.T) {
+	down := errors.New("broker 127.0.0.1:1 refused the connection")
+	for _, tc := range []struct {
+		name   string
+		ready  func(context.Context) error
+		status int
+		broker string
+	}{
+		{"no broker check", nil, 200, "skipped"},
+		{"broker up", func(context.Context) error { return nil }, 200, "ok"},
+		{"broker down", func(context.Context) error { return down }, 503, "failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, "", envOptions{ready: tc.ready})
+			got := decode[struct {
+				Status string `json:"status"`
+				Checks map[string]struct {
+					Status, Error string
+				} `json:"checks"`
+			}](t, e.do(t, "GET", "/readyz", ""), tc.status)
+			if got.Checks["database"].Status != "ok" || got.Checks["broker"].Status != tc.broker {
+				t.Errorf("checks = %+v, want database ok, broker %s", got.Checks, tc.broker)
+			}
+		})
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	e := newEnv(t, "", envOptions{})
+	e.seed(t)
+	rec := e.do(t, "GET", "/metrics", "")
+	if rec.Code != 200 {
+		t.Fatalf("metrics status %d", rec.Code)
+	}
+	body := rec.Body.String()
+	for _, want := range []string{
+		`saga_machine_sagas_started_total{saga="MANUAL_CREATE_ORDER",version="1"} 4`,
+		`saga_machine_sagas_finished_total{saga="MANUAL_CREATE_ORDER",state="NOTIFICATION",status="completed",version="1"} 1`,
+		`saga_machine_instances{saga="MANUAL_CREATE_ORDER",state="APPROVED",version="1"} 2`,
+		`saga_machine_instances{saga="MANUAL_CREATE_ORDER",state="DRAFT",version="1"} 1`,
+		`saga_machine_dead_letters_total{code="illegal-transition"} 1`,
+		`saga_machine_events_refused_total{code="illegal-transition",event="DEAL_UPDATED",saga="MANUAL_CREATE_ORDER"} 1`,
+		`saga_machine_event_to_command_seconds_count{saga="MANUAL_CREATE_ORDER"} 8`,
+		"saga_machine_outbox_backlog 8",
+		"saga_machine_store_up 1",
+		"go_goroutines",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	// A second API over the same registry is refused nothing (collectors are shared).
+	if _, err := httpapi.NewMetrics(e.reg); err == nil {
+		t.Error("NewMetrics on a registry that has them: got nil error, want already registered")
+	}
+}
+
+func TestAuth(t *testing.T) {
+	a, err := auth.New(context.Background(), auth.Config{DevHeader: true})
+	if err != nil {
+		t.Fatalf("auth.New: %v", err)
+	}
+	e := newEnv(t, "", envOptions{auth: a})
+	s := e.seed(t)
+	viewer := []string{auth.HeaderDevUser, "vera", auth.HeaderDevRoles, "viewer"}
+	operator := []string{auth.HeaderDevUser, "olga", auth.HeaderDevRoles, "viewer," + auth.RoleOperator}
+
+	if got := e.do(t, "GET", "/api/v1/sagas", ""); got.Code != 401 || got.Header().Get("WWW-Authenticate") == "" {
+		t.Errorf("no credentials: %d, WWW-Authenticate %q; want 401 with a challenge", got.Code, got.Header().Get("WWW-Authenticate"))
+	}
+	if got := e.do(t, "GET", "/api/v1/sagas", "", viewer...); got.Code != 200 {
+		t.Errorf("viewer lists sagas: %d, want 200", got.Code)
+	}
+	if got := e.do(t, "POST", "/api/v1/sagas/"+s.approved.ID+"/resend", `{"reason":"x"}`, viewer...); got.Code != 403 {
+		t.Errorf("viewer re-sends: %d, want 403", got.Code)
+	}
+	if got := e.do(t, "POST", "/api/v1/dead-letters/1/replay", ``, viewer...); got.Code != 403 {
+		t.Errorf("viewer replays: %d, want 403", got.Code)
+	}
+	decode[engine.Instance](t, e.do(t, "POST", "/api/v1/sagas/"+s.approved.ID+"/resend", `{"reason":"deals restarted"}`, operator...), 200)
+	det := decode[httpapi.SagaDetail](t, e.do(t, "GET", "/api/v1/sagas/"+s.approved.ID, "", operator...), 200)
+	last := det.Timeline[len(det.Timeline)-1]
+	if last.Event != "RESEND" || last.Actor != "olga" || last.Reason != "deals restarted" {
+		t.Errorf("last timeline entry = %+v, want RESEND by olga", last)
+	}
+	for _, open := range []string{"/healthz", "/readyz", "/metrics", "/console/"} {
+		if got := e.do(t, "GET", open, ""); got.Code != 200 {
+			t.Errorf("GET %s without credentials: %d, want 200", open, got.Code)
+		}
+	}
+	if !strings.Contains(e.logText(), `"user":"olga"`) {
+		t.Error("request log does not name the user olga")
+	}
+}
+
+func itoa(n int64) string { return strings.TrimSpace(strings.Replace(jsonString(n), `"`, "", -1)) }
+
+func jsonString(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
