@@ -26,7 +26,7 @@ func newHTTP(t *testing.T, db *sqlx.DB) httpEnv {
 	t.Helper()
 	iss := servicetest.NewIssuer(t)
 	s, p := newService(t, db, iss.Auth)
-	return httpEnv{h: s.Router(), iss: iss, p: p, alice: iss.Token(t, "alice"), bob: iss.Token(t, "bob")}
+	return httpEnv{h: servicetest.Validated(t, s.Router(), "deals.yaml"), iss: iss, p: p, alice: iss.Token(t, "alice"), bob: iss.Token(t, "bob")}
 }
 
 func body() map[string]string {

@@ -106,7 +106,7 @@ func TestHTTPNotifications(t *testing.T) {
 			t.Fatal(err)
 		}
 		s.RegisterHandlers(p)
-		h := s.Router()
+		h := servicetest.Validated(t, s.Router(), "notification.yaml")
 		var want []string
 		for i := range 3 {
 			dc := settled("alice", dealctx.StatusRejected, fmt.Sprintf("reason %d", i))

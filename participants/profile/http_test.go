@@ -36,7 +36,7 @@ func newHTTP(t *testing.T, db *sqlx.DB) httpEnv {
 		t.Fatal(err)
 	}
 	s.RegisterHandlers(p)
-	return httpEnv{h: s.Router(), s: s, p: p, clk: clk, alice: iss.Token(t, "alice"), bob: iss.Token(t, "bob")}
+	return httpEnv{h: servicetest.Validated(t, s.Router(), "profile.yaml"), s: s, p: p, clk: clk, alice: iss.Token(t, "alice"), bob: iss.Token(t, "bob")}
 }
 
 func TestHTTPPortfolios(t *testing.T) {
