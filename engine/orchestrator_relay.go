@@ -44,6 +44,7 @@ func (o *Orchestrator) RelayOnce(ctx context.Context) (int, error) {
 	if o.pub == nil {
 		return 0, Errorf(CodeInvalid, "relay outbox", "no publisher")
 	}
+	leasedAt := time.Now()
 	recs, err := o.st.ClaimOutbox(ctx, o.cfg.Owner, o.cfg.RelayBatch, o.cfg.RelayLease)
 	if err != nil {
 		return 0, fmt.Errorf("lease outbox records: %w", err)
@@ -67,8 +68,20 @@ func (o *Orchestrator) RelayOnce(ctx context.Context) (int, error) {
 			oldest = r.Message.OccurredAt
 		}
 	}
-	if err := o.pub.Publish(ctx, out); err != nil {
-		return 0, fmt.Errorf("publish %d commands: %w", len(out), err)
+	// The records are ours until the lease runs out: keep retrying them
+	// within it rather than leaving them leased and idle after a failure.
+	pubCtx, cancel := context.WithDeadline(ctx, leasedAt.Add(o.cfg.RelayLease*4/5))
+	defer cancel()
+	for attempt := 1; ; attempt++ {
+		err := o.pub.Publish(pubCtx, out)
+		if err == nil {
+			break
+		}
+		if pubCtx.Err() != nil {
+			return 0, fmt.Errorf("publish %d commands (they are published again when their lease runs out): %w", len(out), err)
+		}
+		o.log.Warn("publish commands failed; retrying", "commands", len(out), "attempt", attempt, "err", err)
+		sleep(pubCtx, backoff(attempt, 50*time.Millisecond, 2*time.Second))
 	}
 	if err := o.st.DeleteOutbox(ctx, seqs); err != nil {
 		return 0, fmt.Errorf("delete %d published outbox records (they will be published again): %w", len(seqs), err)

@@ -636,6 +636,7 @@ func TestRelayPublishesThenDeletes(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
 	h.handle(t, event(uuid.NewString(), "REGISTER", "deals", ""), event(uuid.NewString(), "REGISTER", "deals", ""))
+	h.o.cfg.RelayLease = 300 * time.Millisecond // a failed publish is retried within the lease, then given up
 	h.pub.fail = fmt.Errorf("broker down")
 	if _, err := h.o.RelayOnce(ctx); err == nil {
 		t.Fatal("RelayOnce with a failing publisher: got nil error")
@@ -674,5 +675,77 @@ func TestConfigValidation(t *testing.T) {
 	}
 	if o.cfg.BatchSize != DefaultBatchSize || o.cfg.TimerPoll != DefaultTimerPoll || o.cfg.Owner == "" {
 		t.Errorf("defaults not applied: %+v", o.cfg)
+	}
+}
+
+// fakeConsumer hands out batches, then blocks; Commit checks a condition.
+type fakeConsumer struct {
+	mu       sync.Mutex
+	batches  [][]Record
+	commits  [][]Record
+	onCommit func()
+	done     chan struct{}
+}
+
+func (c *fakeConsumer) Fetch(ctx context.Context, _ int) ([]Record, error) {
+	c.mu.Lock()
+	if len(c.batches) > 0 {
+		b := c.batches[0]
+		c.batches = c.batches[1:]
+		c.mu.Unlock()
+		return b, nil
+	}
+	c.mu.Unlock()
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (c *fakeConsumer) Commit(_ context.Context, recs []Record) error {
+	if c.onCommit != nil {
+		c.onCommit()
+	}
+	c.mu.Lock()
+	c.commits = append(c.commits, recs)
+	c.mu.Unlock()
+	close(c.done)
+	return nil
+}
+
+// Run retries a batch the database refused and commits its offsets only
+// after the batch is durable; the relay then publishes its command, and a
+// stop flushes the outbox.
+func TestRunCommitsOffsetsOnlyAfterTheBatchIsDurable(t *testing.T) {
+	h := newHarness(t)
+	h.o.cfg.RelayPoll = 10 * time.Millisecond
+	id := uuid.NewString()
+	rec := h.record(t, event(id, "REGISTER", "deals", ""))
+	h.st.failTx = Errorf(CodeUnavailable, "connect", "database down")
+	c := &fakeConsumer{batches: [][]Record{{rec}}, done: make(chan struct{})}
+	stateAtCommit := ""
+	c.onCommit = func() {
+		in, err := h.st.GetInstance(context.Background(), id)
+		if err == nil {
+			stateAtCommit = in.State
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- h.o.Run(ctx, c) }()
+	<-c.done
+	cancel()
+	if err := <-runErr; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if stateAtCommit != "DRAFT" {
+		t.Errorf("saga state when offsets were committed = %q, want DRAFT (committed first)", stateAtCommit)
+	}
+	if len(c.commits) != 1 || len(c.commits[0]) != 1 || c.commits[0][0].Offset != rec.Offset {
+		t.Errorf("commits = %+v, want the one record once", c.commits)
+	}
+	if h.st.txCount < 2 {
+		t.Errorf("transactions = %d, want the refused one and the retry", h.st.txCount)
+	}
+	if msgs := h.pub.messages(); len(msgs) != 1 || msgs[0].Name != "APPROVE_ORDER" {
+		t.Errorf("published %+v, want APPROVE_ORDER once", msgs)
 	}
 }
