@@ -238,7 +238,9 @@ func (o *Orchestrator) enter(b *batch, w *sagaWork, in *inbound, step Step) erro
 	inst.EnteredAt = now
 	inst.UpdatedAt = now
 	inst.Status = statusOf(w.model, step.To)
-	inst.Keys = extractKeys(w.model, w.ctx)
+	if w.created || touchesKeys(w.model, m.Payload) {
+		inst.Keys = extractKeys(w.model, w.ctx)
+	}
 	inst.Pending, inst.Attempts = nil, 0
 	var refs []CommandRef
 	var retry *definition.Retry
@@ -367,8 +369,22 @@ func extractKeys(m *Model, doc map[string]json.RawMessage) map[string]string {
 		return nil
 	}
 	out := make(map[string]string, len(paths))
+	nested := map[string]map[string]json.RawMessage{} // decoded top-level objects, shared by the paths
 	for name, path := range paths {
-		if v, ok := lookupPath(doc, path); ok {
+		top, rest, deep := strings.Cut(path, ".")
+		cur := doc
+		if deep {
+			obj, ok := nested[top]
+			if !ok {
+				raw := bytes.TrimSpace(doc[top])
+				if len(raw) > 0 && raw[0] == '{' {
+					_ = json.Unmarshal(raw, &obj)
+				}
+				nested[top] = obj
+			}
+			cur, path = obj, rest
+		}
+		if v, ok := lookupPath(cur, path); ok {
 			out[name] = v
 		}
 	}
@@ -376,6 +392,21 @@ func extractKeys(m *Model, doc map[string]json.RawMessage) map[string]string {
 		return nil
 	}
 	return out
+}
+
+// touchesKeys reports whether payload may change a business key: whether
+// it has a top-level member that begins one of the model's key paths.
+func touchesKeys(m *Model, payload json.RawMessage) bool {
+	if len(m.keys) == 0 || len(bytes.TrimSpace(payload)) <= 2 {
+		return false
+	}
+	for _, path := range m.keys {
+		top, _, _ := strings.Cut(path, ".")
+		if bytes.Contains(payload, []byte(`"`+top+`"`)) {
+			return true
+		}
+	}
+	return false
 }
 
 func lookupPath(doc map[string]json.RawMessage, path string) (string, bool) {

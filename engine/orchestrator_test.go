@@ -264,6 +264,11 @@ func TestContextMergeKeysAndCommand(t *testing.T) {
 	if got.Pending == nil || got.Pending.ID != c.Message.ID || got.Attempts != 1 {
 		t.Errorf("pending = %+v attempts %d, want the APPROVE_DEAL command, 1", got.Pending, got.Attempts)
 	}
+	// A payload that rewrites deal_context updates the keys.
+	h.handle(t, event(id, "DEAL_UPDATED", "deals", `{"deal_context":{"deal_id":"D-8"}}`))
+	if k := h.inst(t, id).Keys; k["deal_id"] != "D-8" || k["user_id"] != "" {
+		t.Errorf("keys after deal_context replaced = %v, want only deal_id D-8", k)
+	}
 }
 
 func TestDuplicatesChangeNothing(t *testing.T) {
