@@ -75,9 +75,9 @@ func (c *specChecker) check(tb testing.TB, req *http.Request, rec *httptest.Resp
 			Request: req, PathParams: params, Route: route,
 			Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc},
 		},
-		Status: rec.Code,
-		Header: rec.Header(),
-		Body:   io.NopCloser(bytes.NewReader(rec.Body.Bytes())),
+		Status:  rec.Code,
+		Header:  rec.Header(),
+		Body:    io.NopCloser(bytes.NewReader(rec.Body.Bytes())),
 		Options: &openapi3filter.Options{IncludeResponseStatus: true},
 	}
 	if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {

@@ -18,11 +18,17 @@ function el(tag, attrs, ...children) {
     else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
     else e.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === undefined || c === null || c === false) continue;
     e.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
   return e;
+}
+
+// setView replaces view's children with nodes (arrays flattened, empty
+// values skipped).
+function setView(view, ...nodes) {
+  view.replaceChildren(...nodes.flat(Infinity).filter(n => n !== undefined && n !== null && n !== false));
 }
 
 function fmtTime(s) {
@@ -156,7 +162,7 @@ async function definitionsPage(view) {
       })
       .catch(err => diagram.replaceChildren(errorBox(err)));
   }
-  view.replaceChildren(
+  setView(view,
     el("div", { class: "page-head" }, el("h1", {}, "Saga definitions"),
       el("p", { class: "muted" }, "Every loaded definition, with the number of instances in each state (badges on the boxes). Dashed arrows are raised by the engine (timeouts, exhausted retries).")),
     definitions.length ? cards : notice("info", "No saga definitions are loaded."));
@@ -236,7 +242,7 @@ async function sagasPage(view, params) {
     more.onclick = () => load(page.next).catch(err => view.append(errorBox(err)));
   }
   await load("");
-  view.replaceChildren(
+  setView(view,
     el("div", { class: "page-head" }, el("h1", {}, "Sagas"), el("p", { class: "muted" }, "Newest first. Filter by definition, state, status or a business key such as deal_id:42.")),
     el("section", { class: "card" }, form),
     el("section", { class: "card flush" }, table, el("div", { class: "card-foot" }, count, more)));
@@ -296,7 +302,7 @@ async function sagaPage(view, id) {
     el("button", { type: "button", class: "button danger", disabled: !running, onclick: () => act("abort", {}, "Saga aborted") }, "Abort saga"));
   const flash = sessionStorage.getItem("saga-machine.flash");
   sessionStorage.removeItem("saga-machine.flash");
-  view.replaceChildren(
+  setView(view,
     el("div", { class: "page-head" },
       el("p", {}, el("a", { href: "#/sagas" }, "← all sagas")),
       el("h1", {}, "Saga ", el("span", { class: "mono" }, s.id)),
@@ -357,7 +363,7 @@ async function deadLettersPage(view, params) {
       el("td", {}, el("span", { class: "pill red" }, d.code), el("div", { class: "reason small" }, d.reason)),
       el("td", {}, replay, d.replayed_at ? el("div", { class: "muted small" }, `by ${d.replayed_by} at ${fmtTime(d.replayed_at)}`) : null, status));
   });
-  view.replaceChildren(
+  setView(view,
     el("div", { class: "page-head" }, el("h1", {}, "Dead letters"),
       el("p", { class: "muted" }, "Messages that could not be applied, with the reason. Replay applies one again as if it had just arrived (for example after the event it was waiting for has come).")),
     flash ? notice("ok", flash) : null,
