@@ -15,13 +15,15 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/definition"
+	"github.com/portfolio-counselor/sagamachine/engine/httpapi"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka/embedded"
 	"github.com/portfolio-counselor/sagamachine/engine/sqlstore"
+	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/sagas"
 )
 
@@ -51,6 +53,9 @@ type config struct {
 	timerPoll      time.Duration
 	batchSize      int
 	sessionTimeout time.Duration
+	// HTTP API authentication (engine/httpapi, internal/auth).
+	issuer, audience string
+	devHeader        bool
 }
 
 // problemsError reports invalid definitions; they are printed already.
@@ -119,6 +124,9 @@ func parseFlags(name string, args []string, env func(string) string, stderr io.W
 	fs.IntVar(&cfg.batchSize, "batch-size", 0, "events applied per transaction (default 500)")
 	var session string
 	fs.StringVar(&session, "kafka-session-timeout", env("SAGA_KAFKA_SESSION_TIMEOUT"), "consumer group session timeout: how soon a crashed replica's partitions move (env SAGA_KAFKA_SESSION_TIMEOUT; default 45s)")
+	fs.StringVar(&cfg.issuer, "issuer", env("OIDC_ISSUER"), "OIDC issuer URL of the API's bearer tokens, e.g. https://keycloak.example/auth/realms/portfolio (env OIDC_ISSUER)")
+	fs.StringVar(&cfg.audience, "audience", env("OIDC_AUDIENCE"), "expected token audience: saga-machine's client id (env OIDC_AUDIENCE)")
+	fs.BoolVar(&cfg.devHeader, "dev-header", false, "DEV ONLY: trust X-Dev-User/X-Dev-Roles on API requests without a token (explicit; never in a deployment)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -210,6 +218,12 @@ type daemon struct {
 	cons   *kafka.Consumer
 	orch   *engine.Orchestrator
 	ln     net.Listener
+	// HTTP API (engine/httpapi): metrics registry, authenticator (nil = no
+	// authentication, loopback only) and the whole handler.
+	reg     *prometheus.Registry
+	metrics *httpapi.Metrics
+	authn   *auth.Authenticator
+	handler http.Handler
 }
 
 // start loads, migrates, connects and listens; on error it releases what it
@@ -271,10 +285,17 @@ func start(ctx context.Context, cfg config, log *slog.Logger, stderr io.Writer) 
 	if d.cons, err = kafka.NewConsumer(d.kcfg, cfg.group, cfg.topic); err != nil {
 		return nil, err
 	}
+	d.reg = prometheus.NewRegistry()
+	if d.metrics, err = httpapi.NewMetrics(d.reg); err != nil {
+		return nil, err
+	}
 	d.orch, err = engine.New(engine.Config{
-		Logger: log, TimerPoll: cfg.timerPoll, BatchSize: cfg.batchSize,
+		Logger: log, TimerPoll: cfg.timerPoll, BatchSize: cfg.batchSize, Observer: d.metrics,
 	}, cat, d.store, publisher{d.prod})
 	if err != nil {
+		return nil, err
+	}
+	if err := d.buildHandler(ctx); err != nil {
 		return nil, err
 	}
 	if d.ln, err = net.Listen("tcp", cfg.listen); err != nil {
@@ -283,37 +304,54 @@ func start(ctx context.Context, cfg config, log *slog.Logger, stderr io.Writer) 
 	return d, nil
 }
 
-// routes is the HTTP surface. The operator/API router (engine/httpapi)
-// mounts here in one line next to the probes.
-func (d *daemon) routes() http.Handler {
-	r := mux.NewRouter()
-	r.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		io.WriteString(w, "ok\n")
-	}).Methods(http.MethodGet)
-	r.HandleFunc("/readyz", d.ready).Methods(http.MethodGet)
-	return r
+// buildHandler sets up authentication and the HTTP API, console, probes and
+// metrics (engine/httpapi). With --issuer tokens are verified (OIDC); with
+// --dev-header X-Dev-User is trusted; with neither, the API is served
+// without authentication, which is allowed on a loopback address only.
+func (d *daemon) buildHandler(ctx context.Context) error {
+	cfg := d.cfg
+	switch {
+	case cfg.issuer != "" || cfg.devHeader:
+		a, err := auth.New(ctx, auth.Config{Issuer: cfg.issuer, Audience: cfg.audience, DevHeader: cfg.devHeader, Logger: d.log})
+		if err != nil {
+			return fmt.Errorf("set up API authentication: %w", err)
+		}
+		d.authn = a
+	case !loopbackAddr(cfg.listen):
+		return fmt.Errorf("--listen %s is not a loopback address: set --issuer (or OIDC_ISSUER) and --audience so the API checks tokens (or --dev-header for a trial)", cfg.listen)
+	default:
+		d.log.Warn("API AUTHENTICATION IS OFF: no --issuer and no --dev-header; anyone who can reach " + cfg.listen + " can act as an operator. Allowed on loopback only.")
+	}
+	h, err := httpapi.New(httpapi.Config{
+		Orchestrator: d.orch,
+		Auth:         d.authn,
+		Ready:        func(ctx context.Context) error { return kafka.Ping(ctx, d.kcfg) },
+		Logger:       d.log,
+		Registry:     d.reg,
+	})
+	if err != nil {
+		return fmt.Errorf("build the HTTP API: %w", err)
+	}
+	d.handler = h
+	return nil
 }
 
-// ready checks the database and the broker.
-func (d *daemon) ready(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
-	defer cancel()
-	var probs []string
-	if err := d.store.Ping(ctx); err != nil {
-		probs = append(probs, "database: "+err.Error())
+// loopbackAddr reports whether a listen address binds to loopback only.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
 	}
-	if err := kafka.Ping(ctx, d.kcfg); err != nil {
-		probs = append(probs, "kafka: "+err.Error())
+	if host == "localhost" {
+		return true
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if len(probs) > 0 {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		io.WriteString(w, strings.Join(probs, "\n")+"\n")
-		return
-	}
-	io.WriteString(w, "ready\n")
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
+
+// routes is the HTTP surface: API, console, probes and metrics
+// (engine/httpapi), built by start.
+func (d *daemon) routes() http.Handler { return d.handler }
 
 // serve runs the orchestrator and the HTTP server until ctx ends, then stops
 // them gracefully.
