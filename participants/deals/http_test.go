@@ -1,9 +1,13 @@
 package deals
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/jmoiron/sqlx"
@@ -243,4 +247,38 @@ func TestHTTPProbes(t *testing.T) {
 			t.Errorf("GET %s without token: got %d %s, want 200", path, res.Status, res.Body)
 		}
 	}
+}
+
+// TestConcurrentIdempotentCreates posts the same Idempotency-Key at once:
+// one deal, one saga, every caller gets that deal.
+func TestConcurrentIdempotentCreates(t *testing.T) {
+	servicetest.EachDB(t, Migrate, func(t *testing.T, db *sqlx.DB) {
+		e := newHTTP(t, db)
+		const n = 6
+		ids := make([]string, n)
+		statuses := make([]int, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				raw, _ := json.Marshal(body())
+				req := httptest.NewRequest("POST", "/deals", bytes.NewReader(raw))
+				req.Header.Set("Authorization", "Bearer "+e.alice)
+				req.Header.Set(HeaderIdempotencyKey, "same")
+				rec := httptest.NewRecorder()
+				e.h.ServeHTTP(rec, req)
+				var d Deal
+				_ = json.Unmarshal(rec.Body.Bytes(), &d) // checked through ids below
+				ids[i], statuses[i] = d.ID, rec.Code
+			})
+		}
+		wg.Wait()
+		for i := range n {
+			if statuses[i] != http.StatusCreated || ids[i] == "" || ids[i] != ids[0] {
+				t.Errorf("request %d: got %d deal %q, want 201 and deal %q", i, statuses[i], ids[i], ids[0])
+			}
+		}
+		if msgs := servicetest.Flush(t, e.p); len(msgs) != 1 {
+			t.Errorf("sagas started: got %d, want 1", len(msgs))
+		}
+	})
 }

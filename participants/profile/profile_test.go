@@ -14,6 +14,8 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/shopspring/decimal"
 
+	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service/servicetest"
@@ -348,4 +350,71 @@ func TestOpenAPIMatchesRouter(t *testing.T) {
 		t.Fatal(err)
 	}
 	servicetest.CheckOpenAPI(t, s.routes(), "profile.yaml")
+}
+
+// TestConcurrentApprovals sends buys of the same portfolio at once: the
+// portfolio row lock (PostgreSQL) or the single writer (SQLite) must let
+// exactly as many through as the cash covers, with no lost update.
+func TestConcurrentApprovals(t *testing.T) {
+	servicetest.EachDB(t, Migrate, func(t *testing.T, db *sqlx.DB) {
+		p, err := sdk.New(sdk.Config{Name: Name, DB: db, Logger: quiet, Concurrency: 8})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := New(Config{DB: db, Participant: p, Auth: devAuth(t), Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.RegisterHandlers(p)
+		ctx := context.Background()
+		pf, err := s.CreatePortfolio(ctx, "alice", NewPortfolio{Name: "Main", Currency: "USD", Cash: dec("1000")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const n = 8
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		events := map[string]int{}
+		var failures []error
+		for range n {
+			dc := deal("alice", pf.ID, "buy", "1", "300")
+			raw, err := json.Marshal(dealctx.Wrap(dc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			wg.Go(func() {
+				rec := record(p, uuid.NewString(), raw)
+				out, err := p.Dispatch(ctx, rec)
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err != nil:
+					failures = append(failures, err)
+				case out.Reply == nil:
+					failures = append(failures, out.Err)
+				default:
+					events[out.Reply.Name]++
+				}
+			})
+		}
+		wg.Wait()
+		if len(failures) > 0 {
+			t.Fatalf("dispatch failures: %v", failures)
+		}
+		if events[EventOrderApproved] != 3 || events[EventOrderRejected] != n-3 {
+			t.Errorf("decisions: got %v, want 3 approved and %d rejected (1000 covers 3 buys of 300)", events, n-3)
+		}
+		got := mustPortfolio(t, s, "alice", pf.ID)
+		if !got.Cash.Equal(dec("100")) || !got.Positions["AAPL"].Equal(dec("3")) {
+			t.Errorf("portfolio: got cash %s positions %v, want 100 and 3 AAPL", got.Cash, got.Positions)
+		}
+	})
+}
+
+// record builds an APPROVE_ORDER command record as the Kafka intake gets it.
+func record(p *sdk.Participant, sagaID string, payload json.RawMessage) kafka.Record {
+	msg := engine.Message{V: engine.EnvelopeVersion, ID: uuid.NewString(), SagaID: sagaID, Saga: "MANUAL_CREATE_ORDER", SagaVersion: 1,
+		Kind: engine.KindCommand, Name: CommandApproveOrder, Participant: Name, OccurredAt: time.Now().UTC(), Attempt: 1, Payload: payload}
+	body, _ := json.Marshal(msg) // an envelope always encodes
+	return kafka.Record{Topic: p.Config().CommandTopic, Key: sagaID, Value: body}
 }
