@@ -145,7 +145,11 @@ func (s *server) replay(w http.ResponseWriter, r *http.Request) {
 	setSaga(r, d.SagaID)
 	res := ReplayResult{DeadLetter: deadLetterView(d)}
 	if d.SagaID != "" {
-		if inst, err := s.store.GetInstance(r.Context(), d.SagaID); err == nil {
+		inst, err := s.store.GetInstance(r.Context(), d.SagaID)
+		if err != nil {
+			// The replay is committed; only the answer lacks the saga.
+			s.log.Warn("replayed dead letter, but reading its saga failed", "saga_id", d.SagaID, "dead_letter", id, "err", err)
+		} else {
 			res.Saga = &inst
 		}
 	}
