@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 	"time"
@@ -18,6 +19,18 @@ import (
 type tx struct {
 	s  *Store
 	tx *sqlx.Tx
+	// keys are the stored keys of the sagas loaded or written in this
+	// transaction, so that Update rewrites only keys that changed. They stay
+	// valid: keys change only with Rev, and Update checks Rev.
+	keys map[string]map[string]string
+}
+
+// remember records the stored keys of a saga.
+func (t *tx) remember(id string, keys map[string]string) {
+	if t.keys == nil {
+		t.keys = make(map[string]map[string]string)
+	}
+	t.keys[id] = maps.Clone(keys)
 }
 
 var _ engine.Tx = (*tx)(nil)
@@ -99,6 +112,7 @@ func (t *tx) Load(ctx context.Context, ids []string) (map[string]*engine.Instanc
 			return nil, t.s.wrap(op, err)
 		}
 		out[in.ID] = in
+		t.remember(in.ID, in.Keys)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, t.s.wrap(op, err)
@@ -198,6 +212,7 @@ func (t *tx) Insert(ctx context.Context, insts []*engine.Instance) error {
 	}
 	for _, in := range insts {
 		in.Rev = 1
+		t.remember(in.ID, in.Keys)
 	}
 	return nil
 }
@@ -233,8 +248,25 @@ func (t *tx) Update(ctx context.Context, insts []*engine.Instance) error {
 		return engine.Errorf(engine.CodeConflict, op, "%d of %d sagas changed since they were read (or do not exist): %s",
 			len(stale), len(rows), strings.Join(stale, ", "))
 	}
+	var rekey []instRow
+	for _, r := range rows {
+		if old, ok := t.keys[r.in.ID]; !ok || !maps.Equal(old, r.in.Keys) {
+			rekey = append(rekey, r)
+		}
+	}
+	if len(rekey) > 0 {
+		if t.d().postgres {
+			err = t.replaceKeysPostgres(ctx, rekey)
+		} else {
+			err = t.replaceKeysSQLite(ctx, rekey)
+		}
+		if err != nil {
+			return t.s.wrap(op+": replace keys", err)
+		}
+	}
 	for _, in := range insts {
 		in.Rev++
+		t.remember(in.ID, in.Keys)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql/driver"
 	"time"
 
 	"github.com/lib/pq"
@@ -65,9 +66,9 @@ func (t *tx) insertPostgres(ctx context.Context, rows []instRow) error {
 			$8::timestamptz[], $9::timestamptz[], $10::jsonb[], $11::int[], $12::timestamptz[])
 			AS v(id, saga, saga_version, state, status, context, created_at, updated_at, entered_at, pending, attempts, timer_at)`,
 		pq.StringArray(c.ids), pq.StringArray(c.sagas), pq.Int64Array(c.versions), pq.StringArray(c.states),
-		pq.StringArray(c.statuses), pq.GenericArray{A: c.contexts}, pq.StringArray(c.createds),
-		pq.StringArray(c.updateds), pq.StringArray(c.entereds), pq.GenericArray{A: c.pendings},
-		pq.Int64Array(c.attempts), pq.GenericArray{A: c.timers}); err != nil {
+		pq.StringArray(c.statuses), nullTextArray(c.contexts), pq.StringArray(c.createds),
+		pq.StringArray(c.updateds), pq.StringArray(c.entereds), nullTextArray(c.pendings),
+		pq.Int64Array(c.attempts), nullTextArray(c.timers)); err != nil {
 		return err
 	}
 	kIDs, kNames, kValues := keyRows(rows)
@@ -91,9 +92,9 @@ func (t *tx) updatePostgres(ctx context.Context, rows []instRow) (map[string]boo
 		WHERE s.id = v.id AND s.rev = v.rev
 		RETURNING s.id`,
 		pq.StringArray(c.ids), pq.Int64Array(c.revs), pq.StringArray(c.sagas), pq.Int64Array(c.versions),
-		pq.StringArray(c.states), pq.StringArray(c.statuses), pq.GenericArray{A: c.contexts},
-		pq.StringArray(c.updateds), pq.StringArray(c.entereds), pq.GenericArray{A: c.pendings},
-		pq.Int64Array(c.attempts), pq.GenericArray{A: c.timers})
+		pq.StringArray(c.states), pq.StringArray(c.statuses), nullTextArray(c.contexts),
+		pq.StringArray(c.updateds), pq.StringArray(c.entereds), nullTextArray(c.pendings),
+		pq.Int64Array(c.attempts), nullTextArray(c.timers))
 	if err != nil {
 		return nil, err
 	}
@@ -109,27 +110,66 @@ func (t *tx) updatePostgres(ctx context.Context, rows []instRow) (map[string]boo
 	if err := res.Err(); err != nil {
 		return nil, err
 	}
-	if len(updated) != len(rows) {
-		return updated, nil // conflict: the caller rolls back, keys do not matter
+	return updated, nil
+}
+
+// replaceKeysPostgres replaces the keys of rows: it drops the ones that are
+// gone or changed and adds the new ones; unchanged keys are not touched.
+func (t *tx) replaceKeysPostgres(ctx context.Context, rows []instRow) error {
+	ids := make([]string, len(rows))
+	for i, r := range rows {
+		ids[i] = r.in.ID
 	}
-	// Replace the keys: drop the ones that are gone or changed, add the new
-	// ones; keys that did not change are not touched.
 	kIDs, kNames, kValues := keyRows(rows)
 	if _, err := t.tx.ExecContext(ctx, `DELETE FROM saga_keys AS k WHERE k.saga_id = ANY($1::text[])
 		AND NOT EXISTS (SELECT 1 FROM unnest($2::text[], $3::text[], $4::text[]) AS n(saga_id, name, value)
 			WHERE n.saga_id = k.saga_id AND n.name = k.name AND n.value = k.value)`,
-		pq.StringArray(c.ids), pq.StringArray(kIDs), pq.StringArray(kNames), pq.StringArray(kValues)); err != nil {
-		return nil, err
+		pq.StringArray(ids), pq.StringArray(kIDs), pq.StringArray(kNames), pq.StringArray(kValues)); err != nil {
+		return err
 	}
 	if len(kIDs) == 0 {
-		return updated, nil
+		return nil
 	}
-	if _, err := t.tx.ExecContext(ctx, `INSERT INTO saga_keys (saga_id, name, value)
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO saga_keys (saga_id, name, value)
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING`,
-		pq.StringArray(kIDs), pq.StringArray(kNames), pq.StringArray(kValues)); err != nil {
-		return nil, err
+		pq.StringArray(kIDs), pq.StringArray(kNames), pq.StringArray(kValues))
+	return err
+}
+
+// nullTextArray is a PostgreSQL array literal of text whose nil elements are
+// NULL; SQL casts it to the element type (jsonb[], timestamptz[], ...).
+type nullTextArray []*string
+
+// Value implements driver.Valuer.
+func (a nullTextArray) Value() (driver.Value, error) {
+	n := 2
+	for _, s := range a {
+		if s == nil {
+			n += 5
+		} else {
+			n += len(*s) + 3
+		}
 	}
-	return updated, nil
+	b := make([]byte, 0, n+n/8)
+	b = append(b, '{')
+	for i, s := range a {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if s == nil {
+			b = append(b, "NULL"...)
+			continue
+		}
+		b = append(b, '"')
+		for j := 0; j < len(*s); j++ {
+			if c := (*s)[j]; c == '"' || c == '\\' {
+				b = append(b, '\\')
+			}
+			b = append(b, (*s)[j])
+		}
+		b = append(b, '"')
+	}
+	return string(append(b, '}')), nil
 }
 
 func (t *tx) historyPostgres(ctx context.Context, rows []histRow) error {
@@ -150,7 +190,7 @@ func (t *tx) historyPostgres(ctx context.Context, rows []histRow) error {
 			$7::text[], $8::text[], $9::jsonb[], $10::text[], $11::text[], $12::text[])`,
 		pq.StringArray(sagaIDs), pq.StringArray(ats), pq.StringArray(kinds), pq.StringArray(msgIDs),
 		pq.StringArray(events), pq.StringArray(bys), pq.StringArray(froms), pq.StringArray(tos),
-		pq.GenericArray{A: cmds}, pq.StringArray(codes), pq.StringArray(reasons), pq.StringArray(actors))
+		nullTextArray(cmds), pq.StringArray(codes), pq.StringArray(reasons), pq.StringArray(actors))
 	return err
 }
 
@@ -190,7 +230,7 @@ func (t *tx) deadLettersPostgres(ctx context.Context, dls []engine.DeadLetter, n
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::bytea[], $7::text[],
 			$8::text[], $9::timestamptz[])
 		ON CONFLICT DO NOTHING`,
-		pq.GenericArray{A: msgIDs}, pq.StringArray(sagaIDs), pq.StringArray(topics), pq.Int64Array(parts),
+		nullTextArray(msgIDs), pq.StringArray(sagaIDs), pq.StringArray(topics), pq.Int64Array(parts),
 		pq.Int64Array(offsets), pq.ByteaArray(raws), pq.StringArray(codes), pq.StringArray(reasons),
 		pq.StringArray(creats))
 	return err

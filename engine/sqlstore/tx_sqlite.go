@@ -119,10 +119,11 @@ func (t *tx) updateSQLite(ctx context.Context, rows []instRow) (map[string]bool,
 		}
 		return nil
 	})
-	if err != nil || len(updated) != len(rows) {
-		return updated, err
-	}
-	err = t.each(ctx, "DELETE FROM saga_keys WHERE saga_id = ?", func(st *sql.Stmt) error {
+	return updated, err
+}
+
+func (t *tx) replaceKeysSQLite(ctx context.Context, rows []instRow) error {
+	err := t.each(ctx, "DELETE FROM saga_keys WHERE saga_id = ?", func(st *sql.Stmt) error {
 		for _, r := range rows {
 			if _, err := st.ExecContext(ctx, r.in.ID); err != nil {
 				return err
@@ -131,9 +132,9 @@ func (t *tx) updateSQLite(ctx context.Context, rows []instRow) (map[string]bool,
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return updated, t.insertKeysSQLite(ctx, rows)
+	return t.insertKeysSQLite(ctx, rows)
 }
 
 func (t *tx) historySQLite(ctx context.Context, rows []histRow) error {

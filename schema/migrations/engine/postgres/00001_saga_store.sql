@@ -24,7 +24,7 @@ CREATE INDEX saga_instances_status ON saga_instances (status);
 CREATE INDEX saga_instances_created ON saga_instances (created_at DESC, id DESC);
 
 CREATE TABLE saga_keys (
-    saga_id text NOT NULL REFERENCES saga_instances (id) ON DELETE CASCADE,
+    saga_id text NOT NULL, -- saga_instances.id (no foreign key: it costs a trigger per row)
     name    text NOT NULL,
     value   text NOT NULL,
     PRIMARY KEY (saga_id, name)

@@ -24,7 +24,7 @@ CREATE INDEX saga_instances_status ON saga_instances (status);
 CREATE INDEX saga_instances_created ON saga_instances (created_at DESC, id DESC);
 
 CREATE TABLE saga_keys (
-    saga_id TEXT NOT NULL REFERENCES saga_instances (id) ON DELETE CASCADE,
+    saga_id TEXT NOT NULL, -- saga_instances.id (no foreign key, as on PostgreSQL)
     name    TEXT NOT NULL,
     value   TEXT NOT NULL,
     PRIMARY KEY (saga_id, name)
