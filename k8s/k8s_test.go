@@ -652,6 +652,14 @@ func TestWorkloads(t *testing.T) {
 		if s.cmd != "saga-machine" && !slices.Contains(s.c.Args, "--migrate=false") {
 			t.Errorf("%s: got args %q, want --migrate=false (the migration Job migrates)", s, s.c.Args)
 		}
+		// Every HTTP API verifies tokens from Keycloak: the issuer comes
+		// from the shared ConfigMap, the audience is the service's client.
+		if iss := s.env("OIDC_ISSUER"); iss == nil || iss.ValueFrom == nil || iss.ValueFrom.ConfigMapKeyRef == nil {
+			t.Errorf("%s: want OIDC_ISSUER from the shared ConfigMap", s)
+		}
+		if aud := s.env("OIDC_AUDIENCE"); aud == nil || aud.Value != s.cmd {
+			t.Errorf("%s: want OIDC_AUDIENCE %q (the service's Keycloak client)", s, s.cmd)
+		}
 		if s.env("SAGA_KAFKA_BROKERS") == nil {
 			t.Errorf("%s: SAGA_KAFKA_BROKERS not set (saga-machine would start its embedded broker, participants would dial 127.0.0.1)", s)
 		}
