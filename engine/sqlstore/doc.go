@@ -5,7 +5,7 @@
 //
 //	postgres://user@host:5432/db?sslmode=disable   PostgreSQL
 //	sqlite:/var/lib/saga/saga.db                   SQLite file (also file:PATH, or any PATH ending in .db)
-//	sqlite::memory:                                SQLite in memory (tests)
+//	sqlite::memory:                                SQLite in a throwaway file removed by Close (tests)
 //
 // and applies the embedded goose migrations (schema/migrations/engine/<dialect>)
 // unless WithoutMigrations is given; MigrateOnly serves a `migrate` subcommand.

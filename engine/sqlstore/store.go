@@ -5,8 +5,9 @@ import (
 	"database/sql"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -27,6 +28,7 @@ type Store struct {
 	r       *sqlx.DB // reads; the same pool as w on PostgreSQL and in-memory SQLite
 	now     func() time.Time
 	migrate bool
+	tmpDir  string // removed by Close (in-memory SQLite)
 }
 
 var _ engine.Store = (*Store)(nil)
@@ -56,8 +58,6 @@ func WithoutMigrations() Option { return func(c *config) { c.migrate = false } }
 // WithClock sets the clock used for lease times, inbox records and default
 // creation times (default time.Now).
 func WithClock(now func() time.Time) Option { return func(c *config) { c.now = now } }
-
-var memSeq atomic.Int64
 
 // Open connects to the database named by rawURL (see the package doc),
 // applies pending migrations and returns the store.
@@ -98,17 +98,15 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*Store, error) {
 		pragmas := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)",
 			cfg.busyTimeout.Milliseconds())
 		if kind == kindSQLiteMemory {
-			// One connection: every connection to :memory: is its own database.
-			name := fmt.Sprintf("file:sagamem%d?mode=memory&_txlock=immediate&%s", memSeq.Add(1), pragmas)
-			db, err := sqlx.Open("sqlite", name)
+			// Every connection to :memory: would be its own database, so an
+			// in-memory store is a throwaway file: it behaves like a file
+			// store (a writer and readers) and is removed by Close.
+			dir, err := os.MkdirTemp("", "sagastore-*")
 			if err != nil {
-				return nil, &engine.Error{Code: engine.CodeInvalid, Op: op, Err: err}
+				return nil, &engine.Error{Code: engine.CodeUnavailable, Op: op, Err: err}
 			}
-			db.SetMaxOpenConns(1)
-			db.SetConnMaxIdleTime(0)
-			db.SetConnMaxLifetime(0)
-			s.w, s.r = db, db
-			break
+			s.tmpDir, target = dir, filepath.Join(dir, "saga.db")
+			pragmas = strings.Replace(pragmas, "synchronous(FULL)", "synchronous(OFF)", 1)
 		}
 		base := "file:" + target + "?" + pragmas + "&_pragma=journal_mode(WAL)"
 		w, err := sqlx.Open("sqlite", base+"&_txlock=immediate")
@@ -207,6 +205,11 @@ func (s *Store) Close() error {
 	}
 	if s.w != nil {
 		if e := s.w.Close(); e != nil {
+			err = e
+		}
+	}
+	if s.tmpDir != "" {
+		if e := os.RemoveAll(s.tmpDir); e != nil && err == nil {
 			err = e
 		}
 	}

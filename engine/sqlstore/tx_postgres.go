@@ -62,8 +62,8 @@ func (t *tx) insertPostgres(ctx context.Context, rows []instRow) error {
 	if _, err := t.tx.ExecContext(ctx, `INSERT INTO saga_instances (id, saga, saga_version, state, status, context,
 			created_at, updated_at, entered_at, rev, pending, attempts, timer_at)
 		SELECT id, saga, saga_version, state, status, context, created_at, updated_at, entered_at, 1, pending, attempts, timer_at
-		FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::jsonb[], $7::timestamptz[],
-			$8::timestamptz[], $9::timestamptz[], $10::jsonb[], $11::int[], $12::timestamptz[])
+		FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::json[], $7::timestamptz[],
+			$8::timestamptz[], $9::timestamptz[], $10::json[], $11::int[], $12::timestamptz[])
 			AS v(id, saga, saga_version, state, status, context, created_at, updated_at, entered_at, pending, attempts, timer_at)`,
 		pq.StringArray(c.ids), pq.StringArray(c.sagas), pq.Int64Array(c.versions), pq.StringArray(c.states),
 		pq.StringArray(c.statuses), nullTextArray(c.contexts), pq.StringArray(c.createds),
@@ -86,8 +86,8 @@ func (t *tx) updatePostgres(ctx context.Context, rows []instRow) (map[string]boo
 	res, err := t.tx.QueryContext(ctx, `UPDATE saga_instances AS s SET saga = v.saga, saga_version = v.saga_version,
 			state = v.state, status = v.status, context = v.context, updated_at = v.updated_at,
 			entered_at = v.entered_at, rev = s.rev + 1, pending = v.pending, attempts = v.attempts, timer_at = v.timer_at
-		FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::text[], $6::text[], $7::jsonb[],
-			$8::timestamptz[], $9::timestamptz[], $10::jsonb[], $11::int[], $12::timestamptz[])
+		FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::text[], $6::text[], $7::json[],
+			$8::timestamptz[], $9::timestamptz[], $10::json[], $11::int[], $12::timestamptz[])
 			AS v(id, rev, saga, saga_version, state, status, context, updated_at, entered_at, pending, attempts, timer_at)
 		WHERE s.id = v.id AND s.rev = v.rev
 		RETURNING s.id`,
@@ -137,7 +137,7 @@ func (t *tx) replaceKeysPostgres(ctx context.Context, rows []instRow) error {
 }
 
 // nullTextArray is a PostgreSQL array literal of text whose nil elements are
-// NULL; SQL casts it to the element type (jsonb[], timestamptz[], ...).
+// NULL; SQL casts it to the element type (json[], timestamptz[], ...).
 type nullTextArray []*string
 
 // Value implements driver.Valuer.
@@ -187,7 +187,7 @@ func (t *tx) historyPostgres(ctx context.Context, rows []histRow) error {
 	_, err := t.tx.ExecContext(ctx, `INSERT INTO saga_history (saga_id, at, kind, message_id, event, by_participant,
 			from_state, to_state, commands, code, reason, actor)
 		SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
-			$7::text[], $8::text[], $9::jsonb[], $10::text[], $11::text[], $12::text[])`,
+			$7::text[], $8::text[], $9::json[], $10::text[], $11::text[], $12::text[])`,
 		pq.StringArray(sagaIDs), pq.StringArray(ats), pq.StringArray(kinds), pq.StringArray(msgIDs),
 		pq.StringArray(events), pq.StringArray(bys), pq.StringArray(froms), pq.StringArray(tos),
 		nullTextArray(cmds), pq.StringArray(codes), pq.StringArray(reasons), pq.StringArray(actors))
