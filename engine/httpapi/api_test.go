@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
@@ -447,7 +449,7 @@ func TestMetrics(t *testing.T) {
 }
 
 func TestAuth(t *testing.T) {
-	a, err := auth.New(context.Background(), auth.Config{DevHeader: true})
+	a, err := auth.New(context.Background(), auth.Config{DevHeader: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatalf("auth.New: %v", err)
 	}

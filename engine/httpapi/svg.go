@@ -427,19 +427,50 @@ func RenderSVG(m *engine.Model, counts map[string]int64) string {
 		if l.back[e] {
 			src, dst := l.nodes[e.from], l.nodes[e.to]
 			sy, dy := layerY(src.layer)+nodeH/2, layerY(dst.layer)+nodeH/2
-			p0 := pt{src.x + src.w/2, sy}
-			p3 := pt{dst.x + dst.w/2, dy}
-			bulge := 70.0
+			var p0, p1, p2, p3 pt
 			if e.from == e.to {
-				p0.y, p3.y, bulge = sy-10, sy+10, 45
+				// A self-loop on the side of the box with more room.
+				gapL, gapR := math.Inf(1), math.Inf(1)
+				for _, n := range l.layers[src.layer] {
+					if n.dummy || n == src {
+						continue
+					}
+					if d := n.x - src.x; d > 0 {
+						gapR = math.Min(gapR, d)
+					} else {
+						gapL = math.Min(gapL, -d)
+					}
+				}
+				side := 1.0
+				if gapL > gapR {
+					side = -1
+				}
+				edge := src.x + side*src.w/2
+				p0, p3 = pt{edge, sy - 10}, pt{edge, sy + 10}
+				p1, p2 = pt{edge + side*45, sy - 22}, pt{edge + side*45, sy + 22}
+			} else {
+				// A back edge goes round the right of every box of the
+				// layers it spans.
+				right := math.Max(src.x+src.w/2, dst.x+dst.w/2)
+				for li := min(src.layer, dst.layer); li <= max(src.layer, dst.layer); li++ {
+					for _, n := range l.layers[li] {
+						right = math.Max(right, n.x+n.w/2)
+					}
+				}
+				// It leaves from the top of the source (the gap above it is
+				// free of boxes) and enters the target from the right.
+				top := layerY(src.layer)
+				p0, p3 = pt{src.x + src.w/4, top}, pt{dst.x + dst.w/2, dy}
+				p1, p2 = pt{right + 60, top - layerGap/2}, pt{right + 60, dy}
 			}
-			p1 := pt{math.Max(p0.x, p3.x) + bulge, p0.y}
-			p2 := pt{math.Max(p0.x, p3.x) + bulge, p3.y}
 			fmt.Fprintf(&body, `<path class="%s" d="M%.1f,%.1f C%.1f,%.1f %.1f,%.1f %.1f,%.1f" marker-end="url(#arrow)"><title>%s</title></path>`+"\n",
 				cls, p0.x, p0.y, p1.x, p1.y, p2.x, p2.y, p3.x, p3.y, title)
-			grow(rect{p0.x, math.Min(p0.y, p3.y), p1.x, math.Max(p0.y, p3.y)})
 			mid := bezier(p0, p1, p2, p3, 0.5)
-			labels = append(labels, func() { label(e, []pt{mid, bezier(p0, p1, p2, p3, 0.3), bezier(p0, p1, p2, p3, 0.7)}, 1) })
+			grow(rect{math.Min(p0.x, mid.x), math.Min(p0.y, p3.y), math.Max(p0.x, mid.x), math.Max(p0.y, p3.y)})
+			dir := mid.x - p0.x
+			labels = append(labels, func() {
+				label(e, []pt{mid, bezier(p0, p1, p2, p3, 0.3), bezier(p0, p1, p2, p3, 0.7)}, dir)
+			})
 			continue
 		}
 		chain := l.chains[e]
