@@ -287,8 +287,22 @@ probe_kafka() {
 	}
 }
 
+# ---------------------------------------------------------------- Chromium
+
+install_chromium() {
+	# The operator console's browser test drives Debian's headless Chromium.
+	command -v chromium >/dev/null && return 0
+	[[ -x /usr/bin/chromium ]] && return 0
+	log "Chromium not found (needed by the console's browser test): installing it with apt"
+	[[ "$(id -u)" == 0 ]] || die "Chromium is not installed and we are not root: run 'sudo apt-get install -y chromium'"
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+	command -v chromium >/dev/null || die "apt-get install chromium did not provide a chromium command"
+}
+
 start_postgres
 create_databases
+install_chromium
 start_kafka
 probe_kafka
 print_info
