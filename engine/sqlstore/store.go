@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -28,7 +29,8 @@ type Store struct {
 	r       *sqlx.DB // reads; the same pool as w on PostgreSQL and in-memory SQLite
 	now     func() time.Time
 	migrate bool
-	tmpDir  string // removed by Close (in-memory SQLite)
+	tmpDir  string   // removed by Close (in-memory SQLite)
+	stmts   sync.Map // query → *sql.Stmt prepared on w (PostgreSQL batches)
 }
 
 var _ engine.Store = (*Store)(nil)
@@ -200,6 +202,11 @@ func (s *Store) Ping(ctx context.Context) error {
 // Close releases the connections.
 func (s *Store) Close() error {
 	var err error
+	s.stmts.Range(func(q, st any) bool {
+		st.(*sql.Stmt).Close()
+		s.stmts.Delete(q)
+		return true
+	})
 	if s.r != nil && s.r != s.w {
 		err = s.r.Close()
 	}

@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -23,6 +24,49 @@ type tx struct {
 	// transaction, so that Update rewrites only keys that changed. They stay
 	// valid: keys change only with Rev, and Update checks Rev.
 	keys map[string]map[string]string
+}
+
+// stmt returns query prepared on the transaction's connection. Statements
+// are prepared once per connection and kept (database/sql caches them per
+// connection), which saves PostgreSQL a parse, a plan and a round trip per
+// batch statement.
+func (t *tx) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	st, ok := t.s.stmts.Load(query)
+	if !ok {
+		prepared, err := t.s.w.PrepareContext(ctx, query)
+		if err != nil {
+			return nil, err
+		}
+		var loaded bool
+		if st, loaded = t.s.stmts.LoadOrStore(query, prepared); loaded {
+			prepared.Close()
+		}
+	}
+	return t.tx.StmtContext(ctx, st.(*sql.Stmt)), nil
+}
+
+// query runs a query of a batch in the transaction.
+func (t *tx) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if !t.d().postgres {
+		return t.tx.QueryContext(ctx, query, args...)
+	}
+	st, err := t.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+// exec runs a statement of a batch in the transaction.
+func (t *tx) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if !t.d().postgres {
+		return t.tx.ExecContext(ctx, query, args...)
+	}
+	st, err := t.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
 }
 
 // remember records the stored keys of a saga.
@@ -101,7 +145,7 @@ func (t *tx) Load(ctx context.Context, ids []string) (map[string]*engine.Instanc
 	if err != nil {
 		return nil, t.s.wrap(op, err)
 	}
-	rows, err := t.tx.QueryxContext(ctx, t.d().q("SELECT "+t.d().instanceCols()+" FROM saga_instances s WHERE "+t.d().in("s.id")), arg)
+	rows, err := t.query(ctx, t.d().q("SELECT "+t.d().instanceCols()+" FROM saga_instances s WHERE "+t.d().in("s.id")), arg)
 	if err != nil {
 		return nil, t.s.wrap(op, err)
 	}

@@ -14,7 +14,7 @@ import (
 // as one array per column and expanded with unnest.
 
 func (t *tx) claimPostgres(ctx context.Context, ids []string, fresh map[string]bool) error {
-	rows, err := t.tx.QueryContext(ctx, `INSERT INTO inbox (message_id) SELECT unnest($1::text[])
+	rows, err := t.query(ctx, `INSERT INTO inbox (message_id) SELECT unnest($1::text[])
 		ON CONFLICT DO NOTHING RETURNING message_id`, pq.StringArray(ids))
 	if err != nil {
 		return err
@@ -59,7 +59,7 @@ func pgInstColumns(rows []instRow) instColumns {
 
 func (t *tx) insertPostgres(ctx context.Context, rows []instRow) error {
 	c := pgInstColumns(rows)
-	if _, err := t.tx.ExecContext(ctx, `INSERT INTO saga_instances (id, saga, saga_version, state, status, context,
+	if _, err := t.exec(ctx, `INSERT INTO saga_instances (id, saga, saga_version, state, status, context,
 			created_at, updated_at, entered_at, rev, pending, attempts, timer_at)
 		SELECT id, saga, saga_version, state, status, context, created_at, updated_at, entered_at, 1, pending, attempts, timer_at
 		FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::json[], $7::timestamptz[],
@@ -75,7 +75,7 @@ func (t *tx) insertPostgres(ctx context.Context, rows []instRow) error {
 	if len(kIDs) == 0 {
 		return nil
 	}
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO saga_keys (saga_id, name, value)
+	_, err := t.exec(ctx, `INSERT INTO saga_keys (saga_id, name, value)
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[])`,
 		pq.StringArray(kIDs), pq.StringArray(kNames), pq.StringArray(kValues))
 	return err
@@ -83,7 +83,7 @@ func (t *tx) insertPostgres(ctx context.Context, rows []instRow) error {
 
 func (t *tx) updatePostgres(ctx context.Context, rows []instRow) (map[string]bool, error) {
 	c := pgInstColumns(rows)
-	res, err := t.tx.QueryContext(ctx, `UPDATE saga_instances AS s SET saga = v.saga, saga_version = v.saga_version,
+	res, err := t.query(ctx, `UPDATE saga_instances AS s SET saga = v.saga, saga_version = v.saga_version,
 			state = v.state, status = v.status, context = v.context, updated_at = v.updated_at,
 			entered_at = v.entered_at, rev = s.rev + 1, pending = v.pending, attempts = v.attempts, timer_at = v.timer_at
 		FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::text[], $6::text[], $7::json[],
@@ -121,7 +121,7 @@ func (t *tx) replaceKeysPostgres(ctx context.Context, rows []instRow) error {
 		ids[i] = r.in.ID
 	}
 	kIDs, kNames, kValues := keyRows(rows)
-	if _, err := t.tx.ExecContext(ctx, `DELETE FROM saga_keys AS k WHERE k.saga_id = ANY($1::text[])
+	if _, err := t.exec(ctx, `DELETE FROM saga_keys AS k WHERE k.saga_id = ANY($1::text[])
 		AND NOT EXISTS (SELECT 1 FROM unnest($2::text[], $3::text[], $4::text[]) AS n(saga_id, name, value)
 			WHERE n.saga_id = k.saga_id AND n.name = k.name AND n.value = k.value)`,
 		pq.StringArray(ids), pq.StringArray(kIDs), pq.StringArray(kNames), pq.StringArray(kValues)); err != nil {
@@ -130,7 +130,7 @@ func (t *tx) replaceKeysPostgres(ctx context.Context, rows []instRow) error {
 	if len(kIDs) == 0 {
 		return nil
 	}
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO saga_keys (saga_id, name, value)
+	_, err := t.exec(ctx, `INSERT INTO saga_keys (saga_id, name, value)
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING`,
 		pq.StringArray(kIDs), pq.StringArray(kNames), pq.StringArray(kValues))
 	return err
@@ -184,7 +184,7 @@ func (t *tx) historyPostgres(ctx context.Context, rows []histRow) error {
 		sagaIDs[i], ats[i], kinds[i], msgIDs[i], events[i], bys[i] = e.SagaID, pgTime(e.At), string(e.Kind), e.MessageID, e.Event, e.By
 		froms[i], tos[i], codes[i], reasons[i], actors[i], cmds[i] = e.FromState, e.ToState, string(e.Code), e.Reason, e.Actor, r.commands
 	}
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO saga_history (saga_id, at, kind, message_id, event, by_participant,
+	_, err := t.exec(ctx, `INSERT INTO saga_history (saga_id, at, kind, message_id, event, by_participant,
 			from_state, to_state, commands, code, reason, actor)
 		SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
 			$7::text[], $8::text[], $9::json[], $10::text[], $11::text[], $12::text[])`,
@@ -199,7 +199,7 @@ func (t *tx) enqueuePostgres(ctx context.Context, recs []engine.OutboxRecord, ms
 	for i := range recs {
 		topics[i], keys[i] = recs[i].Topic, recs[i].Key
 	}
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO outbox (topic, key, message)
+	_, err := t.exec(ctx, `INSERT INTO outbox (topic, key, message)
 		SELECT * FROM unnest($1::text[], $2::text[], $3::json[])`,
 		pq.StringArray(topics), pq.StringArray(keys), pq.StringArray(msgs))
 	return err
@@ -225,7 +225,7 @@ func (t *tx) deadLettersPostgres(ctx context.Context, dls []engine.DeadLetter, n
 			raws[i] = []byte{}
 		}
 	}
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO dead_letters (message_id, saga_id, topic, kafka_partition,
+	_, err := t.exec(ctx, `INSERT INTO dead_letters (message_id, saga_id, topic, kafka_partition,
 			kafka_offset, raw, code, reason, created_at)
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::bytea[], $7::text[],
 			$8::text[], $9::timestamptz[])
