@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql/driver"
+	"strings"
 	"time"
 
 	"github.com/lib/pq"
@@ -15,7 +16,7 @@ import (
 
 func (t *tx) claimPostgres(ctx context.Context, ids []string, fresh map[string]bool) error {
 	rows, err := t.query(ctx, `INSERT INTO inbox (message_id) SELECT unnest($1::text[])
-		ON CONFLICT DO NOTHING RETURNING message_id`, pq.StringArray(ids))
+		ON CONFLICT DO NOTHING RETURNING message_id`, textArray(ids))
 	if err != nil {
 		return err
 	}
@@ -65,9 +66,9 @@ func (t *tx) insertPostgres(ctx context.Context, rows []instRow) error {
 		FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::json[], $7::timestamptz[],
 			$8::timestamptz[], $9::timestamptz[], $10::json[], $11::int[], $12::timestamptz[])
 			AS v(id, saga, saga_version, state, status, context, created_at, updated_at, entered_at, pending, attempts, timer_at)`,
-		pq.StringArray(c.ids), pq.StringArray(c.sagas), pq.Int64Array(c.versions), pq.StringArray(c.states),
-		pq.StringArray(c.statuses), nullTextArray(c.contexts), pq.StringArray(c.createds),
-		pq.StringArray(c.updateds), pq.StringArray(c.entereds), nullTextArray(c.pendings),
+		textArray(c.ids), textArray(c.sagas), pq.Int64Array(c.versions), textArray(c.states),
+		textArray(c.statuses), nullTextArray(c.contexts), textArray(c.createds),
+		textArray(c.updateds), textArray(c.entereds), nullTextArray(c.pendings),
 		pq.Int64Array(c.attempts), nullTextArray(c.timers)); err != nil {
 		return err
 	}
@@ -77,7 +78,7 @@ func (t *tx) insertPostgres(ctx context.Context, rows []instRow) error {
 	}
 	_, err := t.exec(ctx, `INSERT INTO saga_keys (saga_id, name, value)
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[])`,
-		pq.StringArray(kIDs), pq.StringArray(kNames), pq.StringArray(kValues))
+		textArray(kIDs), textArray(kNames), textArray(kValues))
 	return err
 }
 
@@ -91,9 +92,9 @@ func (t *tx) updatePostgres(ctx context.Context, rows []instRow) (map[string]boo
 			AS v(id, rev, saga, saga_version, state, status, context, updated_at, entered_at, pending, attempts, timer_at)
 		WHERE s.id = v.id AND s.rev = v.rev
 		RETURNING s.id`,
-		pq.StringArray(c.ids), pq.Int64Array(c.revs), pq.StringArray(c.sagas), pq.Int64Array(c.versions),
-		pq.StringArray(c.states), pq.StringArray(c.statuses), nullTextArray(c.contexts),
-		pq.StringArray(c.updateds), pq.StringArray(c.entereds), nullTextArray(c.pendings),
+		textArray(c.ids), pq.Int64Array(c.revs), textArray(c.sagas), pq.Int64Array(c.versions),
+		textArray(c.states), textArray(c.statuses), nullTextArray(c.contexts),
+		textArray(c.updateds), textArray(c.entereds), nullTextArray(c.pendings),
 		pq.Int64Array(c.attempts), nullTextArray(c.timers))
 	if err != nil {
 		return nil, err
@@ -124,7 +125,7 @@ func (t *tx) replaceKeysPostgres(ctx context.Context, rows []instRow) error {
 	if _, err := t.exec(ctx, `DELETE FROM saga_keys AS k WHERE k.saga_id = ANY($1::text[])
 		AND NOT EXISTS (SELECT 1 FROM unnest($2::text[], $3::text[], $4::text[]) AS n(saga_id, name, value)
 			WHERE n.saga_id = k.saga_id AND n.name = k.name AND n.value = k.value)`,
-		pq.StringArray(ids), pq.StringArray(kIDs), pq.StringArray(kNames), pq.StringArray(kValues)); err != nil {
+		textArray(ids), textArray(kIDs), textArray(kNames), textArray(kValues)); err != nil {
 		return err
 	}
 	if len(kIDs) == 0 {
@@ -132,44 +133,72 @@ func (t *tx) replaceKeysPostgres(ctx context.Context, rows []instRow) error {
 	}
 	_, err := t.exec(ctx, `INSERT INTO saga_keys (saga_id, name, value)
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING`,
-		pq.StringArray(kIDs), pq.StringArray(kNames), pq.StringArray(kValues))
+		textArray(kIDs), textArray(kNames), textArray(kValues))
 	return err
 }
 
-// nullTextArray is a PostgreSQL array literal of text whose nil elements are
-// NULL; SQL casts it to the element type (json[], timestamptz[], ...).
+// textArray is a PostgreSQL array literal of text; SQL casts it to the
+// element type (json[], timestamptz[], ...). It does what pq.StringArray
+// does, with one allocation of the exact size.
+type textArray []string
+
+// Value implements driver.Valuer.
+func (a textArray) Value() (driver.Value, error) {
+	return arrayLiteral(len(a), func(i int) (string, bool) { return a[i], true }), nil
+}
+
+// nullTextArray is a textArray whose nil elements are NULL.
 type nullTextArray []*string
 
 // Value implements driver.Valuer.
 func (a nullTextArray) Value() (driver.Value, error) {
-	n := 2
-	for _, s := range a {
-		if s == nil {
-			n += 5
-		} else {
-			n += len(*s) + 3
+	return arrayLiteral(len(a), func(i int) (string, bool) {
+		if a[i] == nil {
+			return "", false
 		}
-	}
-	b := make([]byte, 0, n+n/8)
-	b = append(b, '{')
-	for i, s := range a {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		if s == nil {
-			b = append(b, "NULL"...)
+		return *a[i], true
+	}), nil
+}
+
+// arrayLiteral writes {"e1","e2",NULL}, escaping " and \ in elements.
+func arrayLiteral(n int, elem func(i int) (string, bool)) string {
+	size := 2 + n
+	for i := range n {
+		e, ok := elem(i)
+		if !ok {
+			size += 4
 			continue
 		}
-		b = append(b, '"')
-		for j := 0; j < len(*s); j++ {
-			if c := (*s)[j]; c == '"' || c == '\\' {
-				b = append(b, '\\')
-			}
-			b = append(b, (*s)[j])
-		}
-		b = append(b, '"')
+		size += len(e) + 2 + strings.Count(e, `"`) + strings.Count(e, `\`)
 	}
-	return string(append(b, '}')), nil
+	var b strings.Builder
+	b.Grow(size)
+	b.WriteByte('{')
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		e, ok := elem(i)
+		if !ok {
+			b.WriteString("NULL")
+			continue
+		}
+		b.WriteByte('"')
+		for {
+			j := strings.IndexAny(e, `"\`)
+			if j < 0 {
+				break
+			}
+			b.WriteString(e[:j])
+			b.WriteByte('\\')
+			b.WriteByte(e[j])
+			e = e[j+1:]
+		}
+		b.WriteString(e)
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return b.String()
 }
 
 func (t *tx) historyPostgres(ctx context.Context, rows []histRow) error {
@@ -188,9 +217,9 @@ func (t *tx) historyPostgres(ctx context.Context, rows []histRow) error {
 			from_state, to_state, commands, code, reason, actor)
 		SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
 			$7::text[], $8::text[], $9::json[], $10::text[], $11::text[], $12::text[])`,
-		pq.StringArray(sagaIDs), pq.StringArray(ats), pq.StringArray(kinds), pq.StringArray(msgIDs),
-		pq.StringArray(events), pq.StringArray(bys), pq.StringArray(froms), pq.StringArray(tos),
-		nullTextArray(cmds), pq.StringArray(codes), pq.StringArray(reasons), pq.StringArray(actors))
+		textArray(sagaIDs), textArray(ats), textArray(kinds), textArray(msgIDs),
+		textArray(events), textArray(bys), textArray(froms), textArray(tos),
+		nullTextArray(cmds), textArray(codes), textArray(reasons), textArray(actors))
 	return err
 }
 
@@ -201,7 +230,7 @@ func (t *tx) enqueuePostgres(ctx context.Context, recs []engine.OutboxRecord, ms
 	}
 	_, err := t.exec(ctx, `INSERT INTO outbox (topic, key, message)
 		SELECT * FROM unnest($1::text[], $2::text[], $3::json[])`,
-		pq.StringArray(topics), pq.StringArray(keys), pq.StringArray(msgs))
+		textArray(topics), textArray(keys), textArray(msgs))
 	return err
 }
 
@@ -230,8 +259,8 @@ func (t *tx) deadLettersPostgres(ctx context.Context, dls []engine.DeadLetter, n
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::bytea[], $7::text[],
 			$8::text[], $9::timestamptz[])
 		ON CONFLICT DO NOTHING`,
-		nullTextArray(msgIDs), pq.StringArray(sagaIDs), pq.StringArray(topics), pq.Int64Array(parts),
-		pq.Int64Array(offsets), pq.ByteaArray(raws), pq.StringArray(codes), pq.StringArray(reasons),
-		pq.StringArray(creats))
+		nullTextArray(msgIDs), textArray(sagaIDs), textArray(topics), pq.Int64Array(parts),
+		pq.Int64Array(offsets), pq.ByteaArray(raws), textArray(codes), textArray(reasons),
+		textArray(creats))
 	return err
 }

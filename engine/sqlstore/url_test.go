@@ -1,6 +1,10 @@
 package sqlstore
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/lib/pq"
+)
 
 func TestParseURL(t *testing.T) {
 	tests := []struct {
@@ -55,6 +59,20 @@ func TestNullTextArray(t *testing.T) {
 		got, err := tc.in.Value()
 		if err != nil || got != tc.want {
 			t.Errorf("Value() = %v, %v; want %s", got, err, tc.want)
+		}
+	}
+	// textArray encodes like pq.StringArray.
+	for _, in := range [][]string{nil, {}, {""}, {"a", `q"uote`, `back\slash`, "é, {x}", "NULL"}} {
+		got, err := textArray(in).Value()
+		if err != nil {
+			t.Fatalf("textArray.Value: %v", err)
+		}
+		want, _ := pq.StringArray(in).Value()
+		if in == nil {
+			want = "{}"
+		}
+		if got != want {
+			t.Errorf("textArray(%q) = %v, want %v", in, got, want)
 		}
 	}
 }
