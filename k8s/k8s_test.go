@@ -12,6 +12,7 @@ import (
 	"go/token"
 	"io"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"regexp"
@@ -186,6 +187,39 @@ func TestKustomizationListsEveryManifest(t *testing.T) {
 	}
 	if dup := len(res) - len(slices.Compact(slices.Clone(listed))); dup != 0 {
 		t.Errorf("kustomization lists %d resources twice", dup)
+	}
+}
+
+// TestKustomizeBuild builds the kustomization with kubectl's kustomize when
+// kubectl is installed and checks that it yields exactly the objects of the
+// manifests.
+func TestKustomizeBuild(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("kubectl is not installed: kustomize build not checked")
+	}
+	out, err := exec.Command(kubectl, "kustomize", ".").Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("kubectl kustomize: %v\n%s", err, ee.Stderr)
+		}
+		t.Fatalf("kubectl kustomize: %v", err)
+	}
+	built, err := parseManifest("kubectl kustomize", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := func(objs []*object) []string {
+		var s []string
+		for _, o := range objs {
+			s = append(s, o.kind()+" "+o.namespace()+"/"+o.name())
+		}
+		slices.Sort(s)
+		return s
+	}
+	if got, want := ids(built), ids(manifests(t)); !slices.Equal(got, want) {
+		t.Errorf("kustomize build yields\n%q\nwant the manifests' objects\n%q", got, want)
 	}
 }
 
