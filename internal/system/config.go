@@ -68,7 +68,10 @@ var DefaultTopics = Topics{Events: "SAGA_SERVER_TOPIC", Deals: "DEALS_TOPIC", Pr
 
 func (t Topics) withDefaults() Topics {
 	def := DefaultTopics
-	for _, f := range []struct{ dst *string; d string }{
+	for _, f := range []struct {
+		dst *string
+		d   string
+	}{
 		{&t.Events, def.Events}, {&t.Deals, def.Deals}, {&t.Profile, def.Profile}, {&t.Notification, def.Notification},
 	} {
 		if *f.dst == "" {

@@ -162,4 +162,3 @@ func TestServicesVerifyIssuerTokens(t *testing.T) {
 		t.Errorf("GET /portfolios with an issuer token: %v", err)
 	}
 }
-
