@@ -51,10 +51,13 @@ lint: ## gofmt must list nothing; go vet
 	if [[ -n "$$out" ]]; then echo "gofmt -l lists files to format:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-# For now `make run` validates the saga definitions; later it starts the
-# whole system (saga-machine, participants, embedded database and broker).
-run: ## run the system (for now: validate sagas/*.yaml with sagactl)
-	$(GO) run ./cmd/sagactl validate sagas/*.yaml
+# The whole system in one process on a bare machine (SQLite under
+# ./.saga-machine, embedded Kafka, in-process OIDC issuer), a demo user with
+# two orders, then serve until Ctrl-C. RUN_ARGS passes flags to cmd/dev,
+# e.g. make run RUN_ARGS='--postgres postgres://postgres@127.0.0.1:55432/postgres?sslmode=disable'
+RUN_ARGS ?=
+run: ## run the whole system in one process (saga-machine API + console on http://127.0.0.1:8080) with a demo
+	$(GO) run ./cmd/dev $(RUN_ARGS)
 
 up: ## start PostgreSQL and Kafka for tests (idempotent; installs/fetches what is missing)
 	@scripts/up.sh
