@@ -22,7 +22,7 @@ export SAGA_TEST_KAFKA_BROKERS ?= 127.0.0.1:59092
 # go test -race needs cgo.
 export CGO_ENABLED := 1
 
-.PHONY: help build test fuzz-smoke lint run up down clean-services bench fuzz cc
+.PHONY: help build test fuzz-smoke lint run up down clean-services bench bench-e2e fuzz cc
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -71,6 +71,18 @@ clean-services: ## stop PostgreSQL and Kafka and delete their data
 bench: ## run all benchmarks once (they report their own metrics)
 	@scripts/up.sh
 	$(GO) test -run='^$$' -bench=. -benchmem -timeout $(TEST_TIMEOUT) $(PKGS)
+
+# End-to-end throughput: N MANUAL_CREATE_ORDER sagas through the deals API
+# with C clients, first on SQLite + the embedded broker, then on PostgreSQL
+# + Kafka (scripts/up.sh). BENCH_ARGS adds cmd/bench flags (e.g. --json).
+BENCH_N ?= 5000
+BENCH_C ?= 200
+BENCH_ARGS ?=
+bench-e2e: ## end-to-end saga throughput and latency (cmd/bench) on SQLite+embedded, then PostgreSQL+Kafka
+	$(GO) build -o .saga-machine/bench ./cmd/bench
+	.saga-machine/bench -n $(BENCH_N) -c $(BENCH_C) $(BENCH_ARGS)
+	@scripts/up.sh
+	.saga-machine/bench -n $(BENCH_N) -c $(BENCH_C) --postgres '$(SAGA_TEST_POSTGRES_URL)' --brokers '$(SAGA_TEST_KAFKA_BROKERS)' $(BENCH_ARGS)
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 2m)
 	@found=0; \
