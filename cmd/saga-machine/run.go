@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -15,15 +16,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/definition"
-	"github.com/portfolio-counselor/sagamachine/engine/httpapi"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka/embedded"
 	"github.com/portfolio-counselor/sagamachine/engine/sqlstore"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
+	"github.com/portfolio-counselor/sagamachine/internal/system"
 	"github.com/portfolio-counselor/sagamachine/sagas"
 )
 
@@ -89,7 +88,7 @@ func runMigrate(ctx context.Context, args []string, env func(string) string, std
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if err := prepareSQLiteDir(*db); err != nil {
+	if err := system.PrepareSQLiteDir(*db); err != nil {
 		return err
 	}
 	if err := sqlstore.MigrateOnly(ctx, *db); err != nil {
@@ -156,8 +155,8 @@ func parseFlags(name string, args []string, env func(string) string, stderr io.W
 	return cfg, nil
 }
 
-// loadCatalog loads and validates every definition; on problems it prints
-// each as FILE:LINE:COL: message.
+// loadCatalog loads and validates every definition (system.LoadCatalog); on
+// problems it prints each as FILE:LINE:COL: message.
 func loadCatalog(dir string, stderr io.Writer) (*engine.Catalog, error) {
 	var fsys fs.FS = sagas.FS
 	if dir != "" {
@@ -170,8 +169,9 @@ func loadCatalog(dir string, stderr io.Writer) (*engine.Catalog, error) {
 		}
 		fsys = os.DirFS(dir)
 	}
-	defs, probs := definition.LoadDir(fsys)
-	if len(probs) > 0 {
+	cat, err := system.LoadCatalog(fsys, nil)
+	var probs definition.Problems
+	if errors.As(err, &probs) {
 		for _, p := range probs {
 			if dir != "" {
 				p.File = filepath.Join(dir, p.File)
@@ -180,50 +180,16 @@ func loadCatalog(dir string, stderr io.Writer) (*engine.Catalog, error) {
 		}
 		return nil, problemsError{len(probs)}
 	}
-	cat, err := engine.NewCatalog(defs...)
-	if err != nil {
-		return nil, fmt.Errorf("load saga definitions: %w", err)
-	}
-	return cat, nil
-}
-
-// prepareSQLiteDir creates the directory of a SQLite file database.
-func prepareSQLiteDir(url string) error {
-	path, ok := strings.CutPrefix(url, "sqlite:")
-	if !ok {
-		path, ok = strings.CutPrefix(url, "file:")
-	}
-	if !ok || path == ":memory:" || path == "" {
-		return nil
-	}
-	if i := strings.IndexByte(path, '?'); i >= 0 {
-		path = path[:i]
-	}
-	if dir := filepath.Dir(path); dir != "." {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("create database directory: %w", err)
-		}
-	}
-	return nil
+	return cat, err
 }
 
 // daemon is a started saga-machine.
 type daemon struct {
 	cfg    config
 	log    *slog.Logger
-	kcfg   kafka.Config
 	broker *embedded.Broker
-	store  *sqlstore.Store
-	prod   *kafka.Producer
-	cons   *kafka.Consumer
-	orch   *engine.Orchestrator
+	sm     *system.SagaMachine // store, Kafka clients, orchestrator, HTTP API
 	ln     net.Listener
-	// HTTP API (engine/httpapi): metrics registry, authenticator (nil = no
-	// authentication, loopback only) and the whole handler.
-	reg     *prometheus.Registry
-	metrics *httpapi.Metrics
-	authn   *auth.Authenticator
-	handler http.Handler
 }
 
 // start loads, migrates, connects and listens; on error it releases what it
@@ -242,13 +208,10 @@ func start(ctx context.Context, cfg config, log *slog.Logger, stderr io.Writer) 
 	for _, m := range cat.List() {
 		log.Info("saga definition loaded", "saga", m.Name(), "saga_version", m.Version())
 	}
-	if err := prepareSQLiteDir(cfg.db); err != nil {
+	authn, err := d.authenticator(ctx)
+	if err != nil {
 		return nil, err
 	}
-	if d.store, err = sqlstore.Open(ctx, cfg.db); err != nil {
-		return nil, fmt.Errorf("open database: %w", err)
-	}
-	log.Info("database ready", "dialect", d.store.Dialect())
 
 	brokers := cfg.brokers
 	if len(brokers) == 0 {
@@ -264,76 +227,47 @@ func start(ctx context.Context, cfg config, log *slog.Logger, stderr io.Writer) 
 		brokers = d.broker.Addrs()
 		log.Info("embedded Kafka broker started", "addrs", brokers, "data_dir", cfg.kafkaData)
 	}
-	d.kcfg = kafka.Config{Brokers: brokers, ClientID: "saga-machine", SessionTimeout: cfg.sessionTimeout}
-	topics := []string{cfg.topic}
-	seen := map[string]bool{cfg.topic: true}
-	for _, m := range cat.List() {
-		for _, p := range m.Participants() {
-			if t := m.Topic(p); !seen[t] {
-				seen[t] = true
-				topics = append(topics, t)
-			}
-		}
-	}
-	if err := kafka.EnsureTopics(ctx, d.kcfg, int32(cfg.partitions), topics...); err != nil {
-		return nil, err
-	}
-	log.Info("topics ready", "topics", topics, "brokers", brokers)
-	if d.prod, err = kafka.NewProducer(d.kcfg); err != nil {
-		return nil, err
-	}
-	if d.cons, err = kafka.NewConsumer(d.kcfg, cfg.group, cfg.topic); err != nil {
-		return nil, err
-	}
-	d.reg = prometheus.NewRegistry()
-	if d.metrics, err = httpapi.NewMetrics(d.reg); err != nil {
-		return nil, err
-	}
-	d.orch, err = engine.New(engine.Config{
-		Logger: log, TimerPoll: cfg.timerPoll, BatchSize: cfg.batchSize, Observer: d.metrics,
-	}, cat, d.store, publisher{d.prod})
+	d.sm, err = system.OpenSagaMachine(ctx, system.SagaMachineConfig{
+		Catalog:    cat,
+		DB:         cfg.db,
+		Kafka:      kafka.Config{Brokers: brokers, ClientID: "saga-machine", SessionTimeout: cfg.sessionTimeout},
+		Topic:      cfg.topic,
+		Group:      cfg.group,
+		Partitions: cfg.partitions,
+		Engine:     engine.Config{Logger: log, TimerPoll: cfg.timerPoll, BatchSize: cfg.batchSize},
+		Auth:       authn,
+		Logger:     log,
+	})
 	if err != nil {
 		return nil, err
 	}
-	if err := d.buildHandler(ctx); err != nil {
-		return nil, err
-	}
+	log.Info("database ready", "dialect", d.sm.Store.Dialect())
+	log.Info("topics ready", "topics", append([]string{cfg.topic}, system.CatalogTopics(cat)...), "brokers", brokers)
 	if d.ln, err = net.Listen("tcp", cfg.listen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.listen, err)
 	}
 	return d, nil
 }
 
-// buildHandler sets up authentication and the HTTP API, console, probes and
-// metrics (engine/httpapi). With --issuer tokens are verified (OIDC); with
-// --dev-header X-Dev-User is trusted; with neither, the API is served
-// without authentication, which is allowed on a loopback address only.
-func (d *daemon) buildHandler(ctx context.Context) error {
+// authenticator sets up the HTTP API's authentication. With --issuer tokens
+// are verified (OIDC); with --dev-header X-Dev-User is trusted; with
+// neither, the API is served without authentication (nil), which is
+// allowed on a loopback address only.
+func (d *daemon) authenticator(ctx context.Context) (*auth.Authenticator, error) {
 	cfg := d.cfg
 	switch {
 	case cfg.issuer != "" || cfg.devHeader:
 		a, err := auth.New(ctx, auth.Config{Issuer: cfg.issuer, Audience: cfg.audience, DevHeader: cfg.devHeader, Logger: d.log})
 		if err != nil {
-			return fmt.Errorf("set up API authentication: %w", err)
+			return nil, fmt.Errorf("set up API authentication: %w", err)
 		}
-		d.authn = a
+		return a, nil
 	case !loopbackAddr(cfg.listen):
-		return fmt.Errorf("--listen %s is not a loopback address: set --issuer (or OIDC_ISSUER) and --audience so the API checks tokens (or --dev-header for a trial)", cfg.listen)
+		return nil, fmt.Errorf("--listen %s is not a loopback address: set --issuer (or OIDC_ISSUER) and --audience so the API checks tokens (or --dev-header for a trial)", cfg.listen)
 	default:
 		d.log.Warn("API AUTHENTICATION IS OFF: no --issuer and no --dev-header; anyone who can reach " + cfg.listen + " can act as an operator. Allowed on loopback only.")
+		return nil, nil
 	}
-	h, err := httpapi.New(httpapi.Config{
-		Orchestrator: d.orch,
-		Auth:         d.authn,
-		Ready:        func(ctx context.Context) error { return kafka.Ping(ctx, d.kcfg) },
-		Logger:       d.log,
-		Registry:     d.reg,
-	})
-	if err != nil {
-		return fmt.Errorf("build the HTTP API: %w", err)
-	}
-	d.handler = h
-	return nil
 }
 
 // loopbackAddr reports whether a listen address binds to loopback only.
@@ -351,7 +285,7 @@ func loopbackAddr(addr string) bool {
 
 // routes is the HTTP surface: API, console, probes and metrics
 // (engine/httpapi), built by start.
-func (d *daemon) routes() http.Handler { return d.handler }
+func (d *daemon) routes() http.Handler { return d.sm.Handler }
 
 // serve runs the orchestrator and the HTTP server until ctx ends, then stops
 // them gracefully.
@@ -365,7 +299,7 @@ func (d *daemon) serve(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	orchDone := make(chan error, 1)
-	go func() { orchDone <- d.orch.Run(runCtx, newConsumer(d.cons)) }()
+	go func() { orchDone <- d.sm.Run(runCtx) }()
 
 	var err error
 	select {
@@ -388,17 +322,11 @@ func (d *daemon) serve(ctx context.Context) error {
 }
 
 func (d *daemon) close() {
-	if d.cons != nil {
-		d.cons.Close()
-	}
-	if d.prod != nil {
-		d.prod.Close()
-	}
 	if d.ln != nil {
 		d.ln.Close()
 	}
-	if d.store != nil {
-		d.store.Close()
+	if d.sm != nil {
+		d.sm.Close()
 	}
 	if d.broker != nil {
 		d.broker.Close()
