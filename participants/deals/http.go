@@ -8,6 +8,7 @@ import (
 
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
+	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
 
 // HeaderIdempotencyKey makes POST /deals idempotent per user.
@@ -35,7 +36,15 @@ func (s *Service) routes() *mux.Router {
 	r.Handle("/deals", service.Authed(s.auth, s.log, s.handleCreate)).Methods(http.MethodPost)
 	r.Handle("/deals", service.Authed(s.auth, s.log, s.handleList)).Methods(http.MethodGet)
 	r.Handle("/deals/{id}", service.Authed(s.auth, s.log, s.handleGet)).Methods(http.MethodGet)
+	// The SDK's dead letters (GET/POST /admin/dead-letters...), operators only.
+	sdk.MountAdmin(r, s.p, s.operatorsOnly)
 	return r
+}
+
+// operatorsOnly lets through only authenticated callers with the
+// saga-operator role (401 without a valid token, 403 without the role).
+func (s *Service) operatorsOnly(h http.Handler) http.Handler {
+	return s.auth.Middleware(s.auth.RequireRole(auth.RoleOperator, h))
 }
 
 func (s *Service) handleCreate(w http.ResponseWriter, r *http.Request, u auth.User) error {

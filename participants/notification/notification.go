@@ -29,7 +29,9 @@ type Config struct {
 	// DB is the service's database, migrated with Migrate and sdk.Migrate.
 	DB *sqlx.DB
 	// Participant is the SDK participant the NOTIFY handler is registered
-	// on (RegisterHandlers). Optional: it is not used otherwise.
+	// on (RegisterHandlers); the router serves its dead letters to
+	// operators (/admin/dead-letters). Optional: without it those routes
+	// answer 503.
 	Participant *sdk.Participant
 	// Auth authenticates every HTTP route but the probes.
 	Auth *auth.Authenticator
@@ -42,6 +44,7 @@ type Config struct {
 // Service is the notification service. It is safe for concurrent use.
 type Service struct {
 	db   *sqlx.DB
+	p    *sdk.Participant
 	auth *auth.Authenticator
 	log  *slog.Logger
 	now  func() time.Time
@@ -68,7 +71,7 @@ func New(cfg Config) (*Service, error) {
 	// Both databases keep microseconds: truncate so a time read back equals
 	// the time written.
 	cfg.Now = func() time.Time { return clock().UTC().Truncate(time.Microsecond) }
-	return &Service{db: cfg.DB, auth: cfg.Auth, log: cfg.Logger.With("service", Name), now: cfg.Now}, nil
+	return &Service{db: cfg.DB, p: cfg.Participant, auth: cfg.Auth, log: cfg.Logger.With("service", Name), now: cfg.Now}, nil
 }
 
 // Migrate applies the service's business migrations
@@ -166,7 +169,15 @@ func (s *Service) Router() http.Handler { return s.routes() }
 func (s *Service) routes() *mux.Router {
 	r := service.NewRouter(s.db)
 	r.Handle("/notifications", service.Authed(s.auth, s.log, s.handleList)).Methods(http.MethodGet)
+	// The SDK's dead letters (GET/POST /admin/dead-letters...), operators only.
+	sdk.MountAdmin(r, s.p, s.operatorsOnly)
 	return r
+}
+
+// operatorsOnly lets through only authenticated callers with the
+// saga-operator role (401 without a valid token, 403 without the role).
+func (s *Service) operatorsOnly(h http.Handler) http.Handler {
+	return s.auth.Middleware(s.auth.RequireRole(auth.RoleOperator, h))
 }
 
 func (s *Service) handleList(w http.ResponseWriter, r *http.Request, u auth.User) error {

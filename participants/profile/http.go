@@ -13,6 +13,7 @@ import (
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
+	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
 
 // maxNameRunes bounds portfolio names.
@@ -42,7 +43,15 @@ func (s *Service) routes() *mux.Router {
 	r.Handle("/portfolios/{id}", h(s.handleUpdate)).Methods(http.MethodPut)
 	r.Handle("/portfolios/{id}/snapshots", h(s.handleSnapshots)).Methods(http.MethodGet)
 	r.Handle("/portfolios/{id}/snapshots/{date}", h(s.handleSnapshotAt)).Methods(http.MethodGet)
+	// The SDK's dead letters (GET/POST /admin/dead-letters...), operators only.
+	sdk.MountAdmin(r, s.p, s.operatorsOnly)
 	return r
+}
+
+// operatorsOnly lets through only authenticated callers with the
+// saga-operator role (401 without a valid token, 403 without the role).
+func (s *Service) operatorsOnly(h http.Handler) http.Handler {
+	return s.auth.Middleware(s.auth.RequireRole(auth.RoleOperator, h))
 }
 
 func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request, u auth.User) error {

@@ -34,7 +34,9 @@ type Config struct {
 	// DB is the service's database, migrated with Migrate and sdk.Migrate.
 	DB *sqlx.DB
 	// Participant is the SDK participant the service's command handler is
-	// registered on (RegisterHandlers). Optional: it is not used otherwise.
+	// registered on (RegisterHandlers); the router serves its dead letters
+	// to operators (/admin/dead-letters). Optional: without it those routes
+	// answer 503.
 	Participant *sdk.Participant
 	// Auth authenticates every HTTP route but the probes.
 	Auth *auth.Authenticator
@@ -48,6 +50,7 @@ type Config struct {
 type Service struct {
 	db      *sqlx.DB
 	dialect service.Dialect
+	p       *sdk.Participant
 	auth    *auth.Authenticator
 	log     *slog.Logger
 	now     func() time.Time
@@ -75,7 +78,7 @@ func New(cfg Config) (*Service, error) {
 	// Both databases keep microseconds: truncate so a time read back equals
 	// the time written.
 	cfg.Now = func() time.Time { return clock().UTC().Truncate(time.Microsecond) }
-	return &Service{db: cfg.DB, dialect: d, auth: cfg.Auth, log: cfg.Logger.With("service", Name), now: cfg.Now}, nil
+	return &Service{db: cfg.DB, dialect: d, p: cfg.Participant, auth: cfg.Auth, log: cfg.Logger.With("service", Name), now: cfg.Now}, nil
 }
 
 // Migrate applies the service's business migrations

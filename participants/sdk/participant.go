@@ -21,6 +21,9 @@ const (
 	DefaultRelayBatch      = 1000
 	DefaultRelayInterval   = 100 * time.Millisecond
 	DefaultShutdownTimeout = 10 * time.Second
+	// DefaultInboxRetention is how long inbox records of handled commands
+	// are kept (Config.InboxRetention).
+	DefaultInboxRetention = 7 * 24 * time.Hour
 	// DefaultConcurrencyPostgres is how many partitions of a fetched batch
 	// are handled at once on PostgreSQL; SQLite handles one at a time.
 	DefaultConcurrencyPostgres = 4
@@ -68,6 +71,13 @@ type Config struct {
 	// ShutdownTimeout bounds how long Run keeps finishing in-flight commands
 	// and relaying the outbox after its context ends. Default 10s.
 	ShutdownTimeout time.Duration
+	// InboxRetention is how long the inbox keeps the record of a handled
+	// command; Run prunes older records at start and then hourly (see
+	// Prune). A command delivered again after its record is gone runs
+	// again, so this must exceed the longest time a command can be
+	// delivered again: the command topic's Kafka retention and saga-machine's
+	// retry and timeout policies. Default 7 days; negative: never prune.
+	InboxRetention time.Duration
 	// Logger receives the SDK's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -159,6 +169,9 @@ func New(cfg Config) (*Participant, error) {
 	}
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if cfg.InboxRetention == 0 {
+		cfg.InboxRetention = DefaultInboxRetention
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

@@ -57,11 +57,83 @@ func (p *Participant) Run(ctx context.Context) error {
 	consumed := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() { p.relay(work, consumed, prod.Publish) })
+	wg.Go(func() { p.pruneLoop(ctx) })
 	p.consume(ctx, work, cons)
 	close(consumed)
 	wg.Wait()
 	p.log.Info("participant stopped")
 	return nil
+}
+
+// pruneInterval is how often Run prunes the inbox (after once at start).
+const pruneInterval = time.Hour
+
+// Pruned counts what Prune deleted.
+type Pruned struct {
+	// Inbox is the number of inbox records deleted.
+	Inbox int64
+	// DeadLetters is the number of dead letters deleted with them: dead
+	// letters whose command was handled since (replayed, or delivered
+	// again successfully).
+	DeadLetters int64
+}
+
+// Prune deletes the inbox records of commands handled more than
+// Config.InboxRetention ago, and the dead letters of those same commands
+// (handled since they were parked). Dead letters still parked are never
+// deleted. With a negative InboxRetention it deletes nothing. Run calls it
+// at start and then hourly.
+//
+// A command delivered again after its inbox record is gone is not
+// recognised as a duplicate: its handler runs again and a second reply
+// (with a new message id) is sent. Hence InboxRetention must exceed the
+// longest time a command can be delivered again.
+func (p *Participant) Prune(ctx context.Context) (Pruned, error) {
+	if p.cfg.InboxRetention < 0 {
+		return Pruned{}, nil
+	}
+	before := time.Now().Add(-p.cfg.InboxRetention).UTC()
+	// Dead letters first: if the inbox delete then fails, the next run
+	// finds the same records again.
+	q := p.db.Rebind(`DELETE FROM sdk_dead_letters WHERE message_id IN (SELECT message_id FROM sdk_inbox WHERE processed_at < ?)`)
+	res, err := p.db.ExecContext(ctx, q, before)
+	if err != nil {
+		return Pruned{}, fmt.Errorf("prune handled dead letters of %s: %w", p.cfg.Name, err)
+	}
+	dls, err := res.RowsAffected()
+	if err != nil {
+		return Pruned{}, fmt.Errorf("prune handled dead letters of %s: %w", p.cfg.Name, err)
+	}
+	n, err := p.PurgeInbox(ctx, before)
+	if err != nil {
+		return Pruned{DeadLetters: dls}, err
+	}
+	return Pruned{Inbox: n, DeadLetters: dls}, nil
+}
+
+// pruneLoop prunes at once, then every pruneInterval, until ctx ends.
+func (p *Participant) pruneLoop(ctx context.Context) {
+	if p.cfg.InboxRetention < 0 {
+		p.log.Info("inbox pruning disabled (negative InboxRetention): the inbox grows without bound")
+		return
+	}
+	t := time.NewTicker(pruneInterval)
+	defer t.Stop()
+	for {
+		n, err := p.Prune(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			p.log.Warn("pruning the inbox failed, will retry", "err", err, "in", pruneInterval.String())
+		case err == nil:
+			p.log.Info("inbox pruned", "inbox_records", n.Inbox, "handled_dead_letters", n.DeadLetters,
+				"retention", p.cfg.InboxRetention.String())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // consume fetches batches until ctx ends; each batch is handled and its

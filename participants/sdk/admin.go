@@ -1,0 +1,402 @@
+package sdk
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/mux"
+
+	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/kafka"
+)
+
+// Dead letter states in the admin API.
+const (
+	// StateParked: the command has not been handled since it was parked.
+	StateParked = "parked"
+	// StateHandled: the command has been handled since (replayed through
+	// the admin API, or delivered again by saga-machine and succeeding);
+	// its inbox record is there. Replaying it again only re-sends its reply.
+	StateHandled = "handled"
+)
+
+// Problem types of the admin API, in the services' style
+// (urn:saga-machine:problem:<slug>).
+const (
+	ProblemReplayFailed = "urn:saga-machine:problem:replay-failed" // 409: the command still fails
+	problemNotFound     = "urn:saga-machine:problem:not-found"
+	problemValidation   = "urn:saga-machine:problem:validation"
+	problemMethod       = "urn:saga-machine:problem:method-not-allowed"
+	problemUnavailable  = "urn:saga-machine:problem:unavailable"
+	problemInternal     = "urn:saga-machine:problem:internal"
+)
+
+// Limits of GET /admin/dead-letters.
+const (
+	DefaultAdminListLimit = 100
+	MaxAdminListLimit     = 1000
+)
+
+// AdminRoute is one route AdminHandler serves: a method and a gorilla/mux
+// path template.
+type AdminRoute struct {
+	Method string
+	Path   string
+}
+
+// AdminRoutes returns the routes AdminHandler serves, for services that
+// register them one by one (so that their OpenAPI document lists each).
+func AdminRoutes() []AdminRoute {
+	return []AdminRoute{
+		{http.MethodGet, "/admin/dead-letters"},
+		{http.MethodGet, "/admin/dead-letters/{id}"},
+		{http.MethodPost, "/admin/dead-letters/{id}/replay"},
+	}
+}
+
+// AdminHandler returns the operators' HTTP API over p's dead letters:
+//
+//	GET  /admin/dead-letters?state=parked|handled&limit=1..1000  newest first
+//	GET  /admin/dead-letters/{id}                                 one, with the record as received
+//	POST /admin/dead-letters/{id}/replay                          handle the command once more
+//
+// A replay goes through the same path as a delivery from Kafka (inbox,
+// handler, reply in the outbox, one transaction) and answers 200 with the
+// dead letter, now in state "handled", and the reply; if the command still
+// fails it answers 409 (problem type ProblemReplayFailed) and the dead
+// letter keeps the new reason and one more attempt. Unlike
+// Participant.Replay, the dead letter is kept (state "handled") so that
+// operators see what was replayed; Prune removes it with its inbox record.
+// Errors are application/problem+json as in the services.
+//
+// The handler does NO authentication or authorization: mount it with
+// MountAdmin behind the service's operator check. With a nil p (a service
+// built without its participant) every route answers 503.
+func AdminHandler(p *Participant) http.Handler {
+	a := &admin{p: p}
+	r := mux.NewRouter()
+	if p == nil {
+		r.PathPrefix("/").HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			writeProblem(w, r, http.StatusServiceUnavailable, problemUnavailable, "this service has no SDK participant configured: no dead letters to show")
+		})
+		return r
+	}
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, r, http.StatusNotFound, problemNotFound, "no resource at "+r.URL.Path)
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, r, http.StatusMethodNotAllowed, problemMethod, "method "+r.Method+" is not allowed on "+r.URL.Path)
+	})
+	handlers := []http.HandlerFunc{a.list, a.get, a.replay}
+	for i, rt := range AdminRoutes() {
+		r.Handle(rt.Path, handlers[i]).Methods(rt.Method)
+	}
+	return r
+}
+
+// MountAdmin registers every route of AdminHandler(p) on r, each wrapped by
+// guard, which must authenticate the caller and let only operators through
+// (e.g. auth.Authenticator.Middleware + RequireRole). It panics if guard is
+// nil: the dead letters hold business data and replays change it.
+func MountAdmin(r *mux.Router, p *Participant, guard func(http.Handler) http.Handler) {
+	if guard == nil {
+		panic("sdk.MountAdmin: nil guard; the admin API must be behind authentication")
+	}
+	h := guard(AdminHandler(p))
+	for _, rt := range AdminRoutes() {
+		r.Handle(rt.Path, h).Methods(rt.Method)
+	}
+}
+
+type admin struct{ p *Participant }
+
+// deadLetterView is a dead letter as the admin API shows it.
+type deadLetterView struct {
+	ID        string    `json:"id"`
+	MessageID string    `json:"message_id"`
+	SagaID    string    `json:"saga_id"`
+	Command   string    `json:"command"`
+	Reason    string    `json:"reason"`
+	Attempts  int       `json:"attempts"`
+	Topic     string    `json:"topic"`
+	Partition int32     `json:"partition"`
+	Offset    int64     `json:"offset"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	// State is StateParked or StateHandled; HandledAt and ReplyID come
+	// from the inbox record of a handled command.
+	State     string     `json:"state"`
+	HandledAt *time.Time `json:"handled_at,omitempty"`
+	ReplyID   string     `json:"reply_id,omitempty"`
+	// Headers and Body (or BodyBase64 when it is not UTF-8) are the record
+	// as received; only GET /admin/dead-letters/{id} shows them.
+	Headers    map[string]string `json:"headers,omitempty"`
+	Body       *string           `json:"body,omitempty"`
+	BodyBase64 *string           `json:"body_base64,omitempty"`
+}
+
+// deadLetterStateRow is a dead letter joined with its inbox record.
+type deadLetterStateRow struct {
+	deadLetterRow
+	HandledAt sql.NullTime   `db:"handled_at"`
+	ReplyID   sql.NullString `db:"reply_id"`
+}
+
+const deadLetterStateSelect = `SELECT d.*, i.processed_at AS handled_at, i.reply_id AS reply_id
+	FROM sdk_dead_letters d LEFT JOIN sdk_inbox i ON i.message_id = d.message_id AND d.message_id <> ''`
+
+func (r deadLetterStateRow) view(full bool) (deadLetterView, error) {
+	dl, err := r.deadLetter()
+	if err != nil {
+		return deadLetterView{}, err
+	}
+	v := deadLetterView{
+		ID: dl.ID, MessageID: dl.MessageID, SagaID: dl.SagaID, Command: dl.Command, Reason: dl.Reason,
+		Attempts: dl.Attempts, Topic: dl.Topic, Partition: dl.Partition, Offset: dl.Offset,
+		CreatedAt: dl.CreatedAt, UpdatedAt: dl.UpdatedAt, State: StateParked,
+	}
+	if r.HandledAt.Valid {
+		t := r.HandledAt.Time.UTC()
+		v.State, v.HandledAt, v.ReplyID = StateHandled, &t, r.ReplyID.String
+	}
+	if full {
+		v.Headers = dl.Headers
+		if utf8.Valid(dl.Body) {
+			s := string(dl.Body)
+			v.Body = &s
+		} else {
+			s := base64.StdEncoding.EncodeToString(dl.Body)
+			v.BodyBase64 = &s
+		}
+	}
+	return v, nil
+}
+
+func (a *admin) list(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var bad []fieldError
+	state := q.Get("state")
+	where := ""
+	switch state {
+	case "":
+	case StateParked:
+		where = " WHERE i.message_id IS NULL"
+	case StateHandled:
+		where = " WHERE i.message_id IS NOT NULL"
+	default:
+		bad = append(bad, fieldError{"state", fmt.Sprintf("must be %s or %s, got %q", StateParked, StateHandled, state)})
+	}
+	limit := DefaultAdminListLimit
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxAdminListLimit {
+			bad = append(bad, fieldError{"limit", fmt.Sprintf("must be an integer from 1 to %d, got %q", MaxAdminListLimit, s)})
+		}
+		limit = n
+	}
+	if len(bad) > 0 {
+		writeInvalid(w, r, bad)
+		return
+	}
+	var rows []deadLetterStateRow
+	query := a.p.db.Rebind(deadLetterStateSelect + where + ` ORDER BY d.created_at DESC, d.id DESC LIMIT ?`)
+	if err := a.p.db.SelectContext(r.Context(), &rows, query, limit); err != nil {
+		a.fail(w, r, fmt.Errorf("list dead letters of %s: %w", a.p.cfg.Name, err))
+		return
+	}
+	items := make([]deadLetterView, 0, len(rows))
+	for _, row := range rows {
+		v, err := row.view(false)
+		if err != nil {
+			a.fail(w, r, fmt.Errorf("list dead letters of %s: %w", a.p.cfg.Name, err))
+			return
+		}
+		items = append(items, v)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"items": items})
+}
+
+// find reads one dead letter with its state; a missing one is an
+// *engine.Error with code engine.CodeNotFound.
+func (a *admin) find(ctx context.Context, id string) (deadLetterView, error) {
+	var row deadLetterStateRow
+	err := a.p.db.GetContext(ctx, &row, a.p.db.Rebind(deadLetterStateSelect+` WHERE d.id = ?`), id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return deadLetterView{}, engine.Errorf(engine.CodeNotFound, "read dead letter", "no dead letter %q in %s", id, a.p.cfg.Name)
+	}
+	if err != nil {
+		return deadLetterView{}, fmt.Errorf("read dead letter %s of %s: %w", id, a.p.cfg.Name, err)
+	}
+	return row.view(true)
+}
+
+func (a *admin) get(w http.ResponseWriter, r *http.Request) {
+	v, err := a.find(r.Context(), mux.Vars(r)["id"])
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// replyView is the reply a replay emitted.
+type replyView struct {
+	ID      string          `json:"id"`
+	Name    string          `json:"name"`
+	Reason  string          `json:"reason,omitempty"`
+	Payload json.RawMessage `json:"payload,omitempty"`
+}
+
+// replayView is the answer of a successful replay.
+type replayView struct {
+	DeadLetter deadLetterView `json:"dead_letter"`
+	// Duplicate is true when the command had been handled already: the
+	// handler did not run and the stored reply was sent again.
+	Duplicate bool       `json:"duplicate"`
+	Reply     *replyView `json:"reply,omitempty"`
+}
+
+func (a *admin) replay(w http.ResponseWriter, r *http.Request) {
+	id := mux.Vars(r)["id"]
+	out, err := a.p.replayKeeping(r.Context(), id)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	v, err := a.find(r.Context(), id)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	res := replayView{DeadLetter: v, Duplicate: out.Duplicate}
+	if m := out.Reply; m != nil {
+		res.Reply = &replyView{ID: m.ID, Name: m.Name, Reason: m.Reason, Payload: m.Payload}
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// errReplayFailed marks a replay whose command still cannot be handled.
+type errReplayFailed struct{ err error }
+
+func (e *errReplayFailed) Error() string { return e.err.Error() }
+func (e *errReplayFailed) Unwrap() error { return e.err }
+
+// replayKeeping handles dead letter id once more, like Replay (one
+// attempt, the dispatch path's transaction), but keeps the dead letter: its
+// inbox record now shows it handled. A failure of the command itself
+// (undecodable, no handler, handler error) updates the dead letter's reason
+// and is returned as *errReplayFailed; other errors (database) are
+// returned as they are.
+func (p *Participant) replayKeeping(ctx context.Context, id string) (Outcome, error) {
+	dl, err := p.deadLetter(ctx, id)
+	if err != nil {
+		return Outcome{}, err
+	}
+	failed := func(out Outcome, cause error, attempts int) (Outcome, error) {
+		out.Err = cause
+		if err := p.updateDeadLetter(ctx, id, cause.Error(), attempts); err != nil {
+			return out, errors.Join(cause, err)
+		}
+		p.log.Warn("dead letter replay failed", "dead_letter_id", id, "saga_id", dl.SagaID,
+			"command_id", dl.MessageID, "command", dl.Command, "err", cause)
+		return out, &errReplayFailed{fmt.Errorf("replay dead letter %s: %w", id, cause)}
+	}
+	rec := kafka.Record{Topic: dl.Topic, Partition: dl.Partition, Offset: dl.Offset, Key: dl.SagaID, Headers: dl.Headers, Value: dl.Body}
+	msg, err := p.decode(rec)
+	if err != nil {
+		return failed(Outcome{Command: msg}, err, 0)
+	}
+	h, ok := p.handler(msg.Name)
+	if !ok {
+		return failed(Outcome{Command: msg}, engine.Errorf(engine.CodeInvalid, "replay dead letter", "participant %s has no handler for command %s", p.cfg.Name, msg.Name), 0)
+	}
+	res, counted, err := p.attempt(ctx, msg, dl.Headers, h, nil)
+	out := Outcome{Command: msg, Reply: res.reply, Duplicate: res.duplicate}
+	if counted {
+		out.Attempts = 1
+	}
+	if err != nil {
+		if !counted {
+			return out, fmt.Errorf("replay dead letter %s: %w", id, err)
+		}
+		return failed(out, err, 1)
+	}
+	if res.reply != nil {
+		p.wake()
+	}
+	p.log.Info("dead letter replayed", "dead_letter_id", id, "saga_id", msg.SagaID, "command_id", msg.ID,
+		"command", msg.Name, "duplicate", res.duplicate, "reply", replyName(res.reply))
+	return out, nil
+}
+
+// fail answers with the problem matching err.
+func (a *admin) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var rf *errReplayFailed
+	switch {
+	case errors.As(err, &rf):
+		writeProblem(w, r, http.StatusConflict, ProblemReplayFailed, rf.err.Error())
+	case engine.ErrorCode(err) == engine.CodeNotFound:
+		writeProblem(w, r, http.StatusNotFound, problemNotFound, "dead letter "+strconv.Quote(mux.Vars(r)["id"])+" not found")
+	case r.Context().Err() != nil:
+		// The client went away; nothing useful to answer.
+		writeProblem(w, r, http.StatusServiceUnavailable, problemUnavailable, "request canceled")
+	default:
+		a.p.log.Error("admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		if pingErr := a.p.db.PingContext(r.Context()); pingErr != nil {
+			writeProblem(w, r, http.StatusServiceUnavailable, problemUnavailable, "database unreachable; the server logged the cause")
+			return
+		}
+		writeProblem(w, r, http.StatusInternalServerError, problemInternal, "internal error; the server logged the cause")
+	}
+}
+
+// fieldError is one invalid query parameter.
+type fieldError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+// problem is an RFC 9457 problem details document, as the services write.
+type problem struct {
+	Type     string       `json:"type"`
+	Title    string       `json:"title"`
+	Status   int          `json:"status"`
+	Detail   string       `json:"detail,omitempty"`
+	Instance string       `json:"instance,omitempty"`
+	Errors   []fieldError `json:"errors,omitempty"`
+}
+
+func writeProblem(w http.ResponseWriter, r *http.Request, status int, typ, detail string) {
+	writeProblemDoc(w, problem{Type: typ, Title: http.StatusText(status), Status: status, Detail: detail, Instance: r.URL.Path})
+}
+
+func writeInvalid(w http.ResponseWriter, r *http.Request, errs []fieldError) {
+	p := problem{Type: problemValidation, Title: "Validation failed", Status: http.StatusUnprocessableEntity,
+		Detail: "the request has invalid fields", Instance: r.URL.Path, Errors: errs}
+	if len(errs) == 1 {
+		p.Detail = errs[0].Field + ": " + errs[0].Message
+	}
+	writeProblemDoc(w, p)
+}
+
+func writeProblemDoc(w http.ResponseWriter, p problem) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(p.Status)
+	_ = json.NewEncoder(w).Encode(p) // the client went away: nothing left to do
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v) // the client went away: nothing left to do
+}
