@@ -38,6 +38,10 @@ type Instance struct {
 	// TimerAt is when the engine must next look at this saga (a retry or a
 	// state timeout), nil when nothing is armed.
 	TimerAt *time.Time `json:"timer_at,omitempty"`
+	// Traceparent is the W3C trace context (HeaderTraceparent) of the
+	// latest accepted event: re-sent commands and the events the engine
+	// raises for this saga carry it. Empty when none is known.
+	Traceparent string `json:"traceparent,omitempty"`
 }
 
 // EntryKind classifies timeline entries.
@@ -84,6 +88,10 @@ type OutboxRecord struct {
 	Topic   string
 	Key     string
 	Message Message
+	// Traceparent is the W3C trace context (HeaderTraceparent) of the event
+	// that caused the command; the relay publishes it as a header. Empty
+	// for none.
+	Traceparent string
 }
 
 // DeadLetter is a message that could not be processed, kept with its reason

@@ -23,6 +23,11 @@ const (
 	DefaultTimerBatch    = 200
 	DefaultDrainTimeout  = 10 * time.Second
 	DefaultConflictRetry = 8
+	// DefaultInboxRetention is how long processed message ids are kept to
+	// drop redelivered duplicates.
+	DefaultInboxRetention = 7 * 24 * time.Hour
+	// DefaultInboxPurgeEvery is how often Run purges older inbox records.
+	DefaultInboxPurgeEvery = time.Hour
 )
 
 // Config tunes an Orchestrator. Its zero value means "the defaults" (the
@@ -62,6 +67,15 @@ type Config struct {
 	Owner string
 	// Observer receives metrics hooks. Default: none.
 	Observer Observer
+	// InboxRetention is how long the ids of processed messages are kept so
+	// that redelivered duplicates are dropped; Run purges older ones. It
+	// must exceed how long the bus may redeliver a message (consumer lag,
+	// retention of the event topic, replays from an earlier offset).
+	// Default 7 days.
+	InboxRetention time.Duration
+	// InboxPurgeEvery is how often Run purges the inbox (also once at
+	// start). Default 1 hour.
+	InboxPurgeEvery time.Duration
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -76,6 +90,7 @@ func (c Config) withDefaults() (Config, error) {
 		neg("RelayLease", c.RelayLease < 0), neg("RelayPoll", c.RelayPoll < 0),
 		neg("TimerPoll", c.TimerPoll < 0), neg("TimerBatch", c.TimerBatch < 0),
 		neg("DrainTimeout", c.DrainTimeout < 0), neg("ConflictRetries", c.ConflictRetries < 0),
+		neg("InboxRetention", c.InboxRetention < 0), neg("InboxPurgeEvery", c.InboxPurgeEvery < 0),
 	); err != nil {
 		return c, err
 	}
@@ -103,6 +118,8 @@ func (c Config) withDefaults() (Config, error) {
 	defD(&c.RelayPoll, DefaultRelayPoll)
 	defD(&c.TimerPoll, DefaultTimerPoll)
 	defD(&c.DrainTimeout, DefaultDrainTimeout)
+	defD(&c.InboxRetention, DefaultInboxRetention)
+	defD(&c.InboxPurgeEvery, DefaultInboxPurgeEvery)
 	if c.Owner == "" {
 		host, _ := os.Hostname()
 		var b [4]byte
@@ -162,8 +179,8 @@ func (o *Orchestrator) Catalog() *Catalog { return o.cat }
 // Store returns the store the orchestrator works on.
 func (o *Orchestrator) Store() Store { return o.st }
 
-// Run consumes events from c, relays the outbox and fires timers until ctx
-// is done. Then it stops fetching, finishes the batch in flight (its
+// Run consumes events from c, relays the outbox, fires timers and purges
+// the inbox (Config.InboxRetention) until ctx is done. Then it stops fetching, finishes the batch in flight (its
 // transaction and its offset commit), flushes the outbox for at most
 // Config.DrainTimeout and returns nil. It returns an error only if it cannot
 // start (no publisher).
@@ -179,10 +196,11 @@ func (o *Orchestrator) Run(ctx context.Context, c Consumer) error {
 	bg := context.WithoutCancel(ctx)
 	relayCtx, stopRelay := context.WithCancel(bg)
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); o.relayLoop(relayCtx) }()
 	timerCtx, stopTimers := context.WithCancel(ctx)
 	go func() { defer wg.Done(); o.timerLoop(timerCtx) }()
+	go func() { defer wg.Done(); o.purgeLoop(timerCtx) }()
 
 	o.intakeLoop(ctx, c)
 
@@ -243,6 +261,38 @@ func (o *Orchestrator) intakeLoop(ctx context.Context, c Consumer) {
 		}
 		o.Wake()
 	}
+}
+
+// purgeLoop purges the inbox at once and then every Config.InboxPurgeEvery
+// until ctx is done.
+func (o *Orchestrator) purgeLoop(ctx context.Context) {
+	t := time.NewTicker(o.cfg.InboxPurgeEvery)
+	defer t.Stop()
+	for {
+		n, err := o.PurgeInbox(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			o.log.Warn("purge inbox failed; trying again later", "err", err, "retention", o.cfg.InboxRetention)
+		case n > 0:
+			o.log.Info("purged inbox", "removed", n, "retention", o.cfg.InboxRetention)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// PurgeInbox forgets the ids of messages processed more than
+// Config.InboxRetention ago and returns how many it removed. Run calls it
+// every Config.InboxPurgeEvery.
+func (o *Orchestrator) PurgeInbox(ctx context.Context) (int64, error) {
+	n, err := o.st.PurgeInbox(ctx, o.cfg.Clock().Add(-o.cfg.InboxRetention))
+	if err != nil {
+		return n, fmt.Errorf("purge inbox records older than %v: %w", o.cfg.InboxRetention, err)
+	}
+	return n, nil
 }
 
 // Wake tells the relay that the outbox has new records.

@@ -31,11 +31,13 @@ type inbound struct {
 	bad     error     // decoding failed: dead-letter rec as CodeInvalid
 	inboxID string    // id claimed in the inbox (msg.ID, or derived for bad records)
 	kind    EntryKind // EntryEvent for participants, EntryTimer for the engine's own
+	trace   string    // W3C traceparent the commands it causes carry
 }
 
-// decodeRecord turns a consumed record into an inbound event.
+// decodeRecord turns a consumed record into an inbound event. Its trace is
+// the record's traceparent header, or a new trace when it has no valid one.
 func decodeRecord(r Record) inbound {
-	in := inbound{rec: r, kind: EntryEvent}
+	in := inbound{rec: r, kind: EntryEvent, trace: traceOf(r.Headers[HeaderTraceparent])}
 	in.msg, in.bad = decodeEvent(r.Value)
 	if in.bad != nil {
 		in.inboxID = derivedID("record", r.Topic, strconv.Itoa(int(r.Partition)), strconv.FormatInt(r.Offset, 10))
@@ -242,6 +244,9 @@ func (o *Orchestrator) enter(b *batch, w *sagaWork, in *inbound, step Step) erro
 		inst.Keys = extractKeys(w.model, w.ctx)
 	}
 	inst.Pending, inst.Attempts = nil, 0
+	if in.trace != "" {
+		inst.Traceparent = in.trace
+	}
 	var refs []CommandRef
 	var retry *definition.Retry
 	if step.Send != nil {
@@ -250,7 +255,7 @@ func (o *Orchestrator) enter(b *batch, w *sagaWork, in *inbound, step Step) erro
 			Kind: KindCommand, Name: step.Send.Name, Participant: step.Send.Participant, CausationID: m.ID,
 			OccurredAt: now, Attempt: 1, Payload: inst.Context,
 		}
-		b.outbox = append(b.outbox, OutboxRecord{Topic: step.Send.Topic, Key: inst.ID, Message: cmd})
+		b.outbox = append(b.outbox, OutboxRecord{Topic: step.Send.Topic, Key: inst.ID, Message: cmd, Traceparent: in.trace})
 		// Pending is stored without its payload: the payload of a command
 		// is the saga context, which does not change until the next
 		// accepted event replaces Pending anyway (resend restores it).

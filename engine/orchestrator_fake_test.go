@@ -17,12 +17,14 @@ type memStore struct {
 	s       memState
 	failTx  error // if set, InTx fails with it (and clears it)
 	txCount int
+	purges  int              // PurgeInbox calls
+	now     func() time.Time // inbox claim times; default time.Now
 }
 
 type memState struct {
 	insts   map[string]*Instance
 	history []HistoryEntry
-	inbox   map[string]bool
+	inbox   map[string]time.Time // message id → when claimed
 	outbox  []OutboxRecord
 	leases  map[int64]memLease
 	dls     []DeadLetter
@@ -30,7 +32,7 @@ type memState struct {
 }
 
 func newMemStore() *memStore {
-	return &memStore{s: memState{insts: map[string]*Instance{}, inbox: map[string]bool{}, leases: map[int64]memLease{}}}
+	return &memStore{s: memState{insts: map[string]*Instance{}, inbox: map[string]time.Time{}, leases: map[int64]memLease{}}}
 }
 
 func cloneInst(in *Instance) *Instance {
@@ -55,7 +57,7 @@ func cloneInst(in *Instance) *Instance {
 }
 
 func (s memState) clone() memState {
-	c := memState{insts: map[string]*Instance{}, inbox: map[string]bool{}, leases: map[int64]memLease{}, seq: s.seq}
+	c := memState{insts: map[string]*Instance{}, inbox: map[string]time.Time{}, leases: map[int64]memLease{}, seq: s.seq}
 	for k, v := range s.insts {
 		c.insts[k] = cloneInst(v)
 	}
@@ -76,19 +78,26 @@ type memLease struct {
 	until time.Time
 }
 
-type memTx struct{ s *memState }
+type memTx struct {
+	s   *memState
+	now func() time.Time
+}
 
 func (m *memStore) InTx(ctx context.Context, fn func(ctx context.Context, tx Tx) error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.txCount++
+	now := time.Now
+	if m.now != nil {
+		now = m.now
+	}
 	if m.failTx != nil {
 		err := m.failTx
 		m.failTx = nil
 		return err
 	}
 	work := m.s.clone()
-	if err := fn(ctx, &memTx{s: &work}); err != nil {
+	if err := fn(ctx, &memTx{s: &work, now: now}); err != nil {
 		return err
 	}
 	m.s = work
@@ -97,9 +106,10 @@ func (m *memStore) InTx(ctx context.Context, fn func(ctx context.Context, tx Tx)
 
 func (t *memTx) Claim(_ context.Context, ids []string) (map[string]bool, error) {
 	fresh := map[string]bool{}
+	now := t.now()
 	for _, id := range ids {
-		if !t.s.inbox[id] {
-			t.s.inbox[id] = true
+		if _, ok := t.s.inbox[id]; !ok {
+			t.s.inbox[id] = now
 			fresh[id] = true
 		}
 	}
@@ -220,6 +230,20 @@ func (m *memStore) OutboxBacklog(context.Context) (int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return int64(len(m.s.outbox)), nil
+}
+
+func (m *memStore) PurgeInbox(_ context.Context, olderThan time.Time) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var n int64
+	for id, at := range m.s.inbox {
+		if at.Before(olderThan) {
+			delete(m.s.inbox, id)
+			n++
+		}
+	}
+	m.purges++
+	return n, nil
 }
 
 func (m *memStore) DueTimers(_ context.Context, now time.Time, limit int) ([]string, error) {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/portfolio-counselor/sagamachine/engine/definition"
 )
 
 // permanent marks an error that retrying the transaction cannot fix.
@@ -69,6 +71,15 @@ func (o *Orchestrator) HandleRecords(ctx context.Context, recs []Record) error {
 	return nil
 }
 
+// reservedParticipant is the refusal of an event that claims to come from
+// the engine itself but arrived from the bus or an API caller: only the
+// timer path raises such events (and an operator may replay those).
+func reservedParticipant(m *Message) error {
+	return Errorf(CodeWrongParticipant, "apply "+m.Name,
+		"participant %q is reserved for the events the engine raises itself (timeouts, exhausted retries); an event from the bus or the API may not name it",
+		definition.Engine)
+}
+
 // applyAll claims, loads, applies and writes ins in tx.
 func (o *Orchestrator) applyAll(ctx context.Context, tx Tx, b *batch, ins []inbound) error {
 	ids := make([]string, 0, len(ins))
@@ -108,6 +119,10 @@ func (o *Orchestrator) applyAll(ctx context.Context, tx Tx, b *batch, ins []inbo
 		delete(fresh, in.inboxID) // a second copy in this batch is a duplicate too
 		if in.bad != nil {
 			o.refuse(b, in, in.bad)
+			continue
+		}
+		if in.msg.Participant == definition.Engine {
+			o.refuse(b, in, reservedParticipant(&in.msg))
 			continue
 		}
 		if err := o.apply(b, in); err != nil {

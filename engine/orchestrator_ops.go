@@ -31,6 +31,9 @@ type StartRequest struct {
 	By string
 	// Payload is the starting event's payload, a JSON object (or empty).
 	Payload json.RawMessage
+	// Traceparent is the caller's W3C trace context (e.g. the HTTP
+	// request's traceparent header); empty or invalid starts a new trace.
+	Traceparent string
 }
 
 // Start applies a starting event through the same path as consumed events,
@@ -62,6 +65,9 @@ func (o *Orchestrator) Start(ctx context.Context, req StartRequest) (Instance, b
 	if err := checkObject(req.Payload); err != nil {
 		return Instance{}, false, Errorf(CodeInvalid, op, "payload %v", err)
 	}
+	if by == definition.Engine {
+		return Instance{}, false, reservedParticipant(&Message{Name: event})
+	}
 	msgID, sagaID := uuid.NewString(), req.SagaID
 	if req.IdempotencyKey != "" {
 		msgID = derivedID("start", model.Name(), req.IdempotencyKey)
@@ -72,13 +78,14 @@ func (o *Orchestrator) Start(ctx context.Context, req StartRequest) (Instance, b
 	if sagaID == "" {
 		sagaID = uuid.NewString()
 	}
+	trace := traceOf(req.Traceparent)
 	var inst Instance
 	var created bool
 	var b *batch
 	err = o.inTx(ctx, func(ctx context.Context, tx Tx) error {
 		now := o.cfg.Clock().UTC()
 		b, created = newBatch(now), false
-		in := inbound{kind: EntryEvent, inboxID: msgID, msg: Message{
+		in := inbound{kind: EntryEvent, inboxID: msgID, trace: trace, msg: Message{
 			V: EnvelopeVersion, ID: msgID, SagaID: sagaID, Saga: model.Name(), SagaVersion: model.Version(),
 			Kind: KindEvent, Name: event, Participant: by, OccurredAt: now, Payload: req.Payload,
 		}}
@@ -190,9 +197,11 @@ func (o *Orchestrator) resend(b *batch, w *sagaWork) Message {
 	inst.Attempts++
 	inst.Pending.Attempt = inst.Attempts
 	inst.Pending.OccurredAt = b.now
+	inst.Traceparent = traceOf(inst.Traceparent)
 	cmd := *inst.Pending
 	cmd.Payload = inst.Context
-	b.outbox = append(b.outbox, OutboxRecord{Topic: w.model.Topic(cmd.Participant), Key: inst.ID, Message: cmd})
+	b.outbox = append(b.outbox, OutboxRecord{Topic: w.model.Topic(cmd.Participant), Key: inst.ID, Message: cmd,
+		Traceparent: inst.Traceparent})
 	return cmd
 }
 
@@ -252,6 +261,10 @@ func (o *Orchestrator) Replay(ctx context.Context, deadLetterID int64, actor str
 		return &Error{Code: CodeInvalid, Op: op, Message: "the message still cannot be decoded", Err: in.bad}
 	}
 	if in.msg.Participant == definition.Engine {
+		// Only an event the engine raised itself may name it.
+		if dl.Topic != EngineTopic {
+			return &Error{Code: CodeWrongParticipant, Op: op, Message: "the event came from topic " + dl.Topic, Err: reservedParticipant(&in.msg)}
+		}
 		in.kind = EntryTimer
 	}
 	var b *batch
@@ -271,6 +284,9 @@ func (o *Orchestrator) Replay(ctx context.Context, deadLetterID int64, actor str
 			return fmt.Errorf("load saga %s: %w", in.msg.SagaID, err)
 		}
 		b.add(loaded)
+		if inst := loaded[in.msg.SagaID]; inst != nil && inst.Traceparent != "" {
+			in.trace = traceOf(inst.Traceparent) // the dead letter kept no headers: stay in the saga's trace
+		}
 		b.entries = append(b.entries, HistoryEntry{
 			SagaID: in.msg.SagaID, At: b.now, Kind: EntryOperator, Event: "REPLAY", MessageID: in.msg.ID,
 			Actor: actor, Reason: fmt.Sprintf("replayed dead letter %d (%s)", deadLetterID, in.msg.Name),

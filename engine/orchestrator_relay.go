@@ -62,6 +62,7 @@ func (o *Orchestrator) RelayOnce(ctx context.Context) (int, error) {
 		}
 		out[i] = Record{Topic: r.Topic, Key: r.Key, Value: val, Headers: map[string]string{
 			HeaderKind: string(r.Message.Kind), HeaderName: r.Message.Name,
+			HeaderTraceparent: traceOf(r.Traceparent), // records enqueued before traces were kept get a new one
 		}}
 		seqs[i] = r.Seq
 		if r.Message.OccurredAt.Before(oldest) {

@@ -72,6 +72,7 @@ func newHarness(tb testing.TB, extra ...string) *harness {
 		tb.Fatalf("New: %v", err)
 	}
 	h.o = o
+	h.st.now = h.clock.Now
 	return h
 }
 

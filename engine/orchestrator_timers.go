@@ -10,6 +10,12 @@ import (
 	"github.com/portfolio-counselor/sagamachine/engine/definition"
 )
 
+// EngineTopic is the Topic of the dead letters of events the engine raised
+// itself (timeouts, exhausted retries): they came from no Kafka topic, and
+// it is not a valid Kafka topic name. Only such a dead letter may be
+// replayed with participant definition.Engine.
+const EngineTopic = "(engine)"
+
 // timerLoop fires due timers every Config.TimerPoll until ctx is done.
 func (o *Orchestrator) timerLoop(ctx context.Context) {
 	t := time.NewTicker(o.cfg.TimerPoll)
@@ -141,12 +147,13 @@ func (o *Orchestrator) fireTimer(ctx context.Context, sagaID string) (bool, erro
 // the same timer raise the same message and the inbox keeps one.
 func (o *Orchestrator) raise(ctx context.Context, tx Tx, b *batch, w *sagaWork, event string) error {
 	inst := w.inst
-	in := inbound{kind: EntryTimer, msg: Message{
+	in := inbound{kind: EntryTimer, trace: traceOf(inst.Traceparent), msg: Message{
 		V: EnvelopeVersion, ID: derivedID("timer", inst.ID, strconv.FormatInt(inst.Rev, 10), event),
 		SagaID: inst.ID, Saga: inst.Saga, SagaVersion: inst.SagaVersion, Kind: KindEvent, Name: event,
 		Participant: definition.Engine, OccurredAt: b.now,
 	}}
 	in.inboxID = in.msg.ID
+	in.rec = Record{Topic: EngineTopic, Key: inst.ID, Partition: -1, Offset: -1}
 	in.rec.Value, _ = json.Marshal(in.msg)
 	fresh, err := tx.Claim(ctx, []string{in.msg.ID})
 	if err != nil {

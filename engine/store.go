@@ -20,12 +20,21 @@ type Store interface {
 
 	// ClaimOutbox leases up to limit unpublished records (oldest first) to
 	// owner for lease, skipping records leased to others whose lease has not
-	// run out, so several relays can run at once.
+	// run out, so several relays can run at once. Records already leased to
+	// owner are leased again at once: a relay that gave up on a publish
+	// retries it without waiting for its own lease to run out. Owners must
+	// therefore be unique per relay.
 	ClaimOutbox(ctx context.Context, owner string, limit int, lease time.Duration) ([]OutboxRecord, error)
 	// DeleteOutbox removes published records.
 	DeleteOutbox(ctx context.Context, seqs []int64) error
 	// OutboxBacklog counts unpublished records.
 	OutboxBacklog(ctx context.Context) (int64, error)
+
+	// PurgeInbox forgets the inbox records of messages processed before
+	// olderThan and returns how many it removed. A message redelivered after
+	// its record is purged is processed again, so the retention must exceed
+	// how long the bus may redeliver (Config.InboxRetention).
+	PurgeInbox(ctx context.Context, olderThan time.Time) (int64, error)
 
 	// DueTimers returns the ids of up to limit sagas whose TimerAt <= now,
 	// earliest first.

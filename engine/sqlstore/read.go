@@ -22,7 +22,7 @@ const (
 
 func (d dialect) instanceCols() string {
 	return "s.id, s.saga, s.saga_version, s.state, s.status, s.context, s.created_at, s.updated_at, " +
-		"s.entered_at, s.rev, s.pending, s.attempts, s.timer_at, " + d.keysAgg
+		"s.entered_at, s.rev, s.pending, s.attempts, s.timer_at, s.traceparent, " + d.keysAgg
 }
 
 type scanner interface{ Scan(dest ...any) error }
@@ -34,9 +34,10 @@ func scanInstance(sc scanner) (*engine.Instance, error) {
 		ctxDoc, pend, keys  []byte
 		created, upd, enter dbTime
 		timer               dbTime
+		trace               sql.NullString
 	)
 	if err := sc.Scan(&in.ID, &in.Saga, &in.SagaVersion, &in.State, &status, &ctxDoc, &created, &upd,
-		&enter, &in.Rev, &pend, &in.Attempts, &timer, &keys); err != nil {
+		&enter, &in.Rev, &pend, &in.Attempts, &timer, &trace, &keys); err != nil {
 		return nil, err
 	}
 	in.Status = engine.Status(status)
@@ -45,6 +46,7 @@ func scanInstance(sc scanner) (*engine.Instance, error) {
 	}
 	in.CreatedAt, in.UpdatedAt, in.EnteredAt = created.T, upd.T, enter.T
 	in.TimerAt = timer.ptr()
+	in.Traceparent = trace.String
 	if len(pend) > 0 {
 		var m engine.Message
 		if err := json.Unmarshal(pend, &m); err != nil {
@@ -257,7 +259,7 @@ func (s *Store) OutboxBacklog(ctx context.Context) (int64, error) {
 
 // ClaimOutbox leases up to limit unpublished records, oldest first, to owner
 // until now+lease, skipping records whose lease to another relay has not run
-// out.
+// out. Records already leased to owner are leased again.
 func (s *Store) ClaimOutbox(ctx context.Context, owner string, limit int, lease time.Duration) ([]engine.OutboxRecord, error) {
 	const op = "sqlstore: claim outbox"
 	switch {
@@ -270,9 +272,9 @@ func (s *Store) ClaimOutbox(ctx context.Context, owner string, limit int, lease 
 	}
 	now := s.now()
 	rows, err := s.w.QueryxContext(ctx, s.d.q(`UPDATE outbox SET claimed_by = ?, claimed_until = ?
-		WHERE seq IN (SELECT seq FROM outbox WHERE claimed_until IS NULL OR claimed_until <= ?
+		WHERE seq IN (SELECT seq FROM outbox WHERE claimed_until IS NULL OR claimed_until <= ? OR claimed_by = ?
 			ORDER BY seq LIMIT ?`+s.d.skipLock+`)
-		RETURNING seq, topic, key, message`), owner, s.d.t(now.Add(lease)), s.d.t(now), limit)
+		RETURNING seq, topic, key, message, traceparent`), owner, s.d.t(now.Add(lease)), s.d.t(now), owner, limit)
 	if err != nil {
 		return nil, s.wrap(op, err)
 	}
@@ -280,12 +282,14 @@ func (s *Store) ClaimOutbox(ctx context.Context, owner string, limit int, lease 
 	var out []engine.OutboxRecord
 	for rows.Next() {
 		var (
-			r   engine.OutboxRecord
-			msg []byte
+			r     engine.OutboxRecord
+			msg   []byte
+			trace sql.NullString
 		)
-		if err := rows.Scan(&r.Seq, &r.Topic, &r.Key, &msg); err != nil {
+		if err := rows.Scan(&r.Seq, &r.Topic, &r.Key, &msg, &trace); err != nil {
 			return nil, s.wrap(op, err)
 		}
+		r.Traceparent = trace.String
 		if err := json.Unmarshal(msg, &r.Message); err != nil {
 			return nil, s.wrap(op, fmt.Errorf("record %d: decode message: %w", r.Seq, err))
 		}
@@ -296,6 +300,36 @@ func (s *Store) ClaimOutbox(ctx context.Context, owner string, limit int, lease 
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Seq < out[j].Seq })
 	return out, nil
+}
+
+// purgeChunk is the most inbox records one purge statement deletes, so that
+// a large purge is many short statements rather than one long one.
+const purgeChunk = 10000
+
+// PurgeInbox deletes the inbox records of messages processed before
+// olderThan, in chunks, and returns how many it deleted.
+func (s *Store) PurgeInbox(ctx context.Context, olderThan time.Time) (int64, error) {
+	const op = "sqlstore: purge inbox"
+	if olderThan.IsZero() {
+		return 0, engine.Errorf(engine.CodeInvalid, op, "no cut-off time")
+	}
+	q := s.d.q(`DELETE FROM inbox WHERE message_id IN
+		(SELECT message_id FROM inbox WHERE processed_at < ? LIMIT ?)`)
+	var total int64
+	for {
+		res, err := s.w.ExecContext(ctx, q, s.d.t(olderThan), purgeChunk)
+		if err != nil {
+			return total, s.wrap(fmt.Sprintf("%s (%d deleted so far)", op, total), err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, s.wrap(op, err)
+		}
+		total += n
+		if n < purgeChunk {
+			return total, nil
+		}
+	}
 }
 
 // DeleteOutbox removes published records.

@@ -3,8 +3,9 @@ package sqlstore
 import (
 	"context"
 	"database/sql/driver"
-	"strings"
+	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/lib/pq"
 
@@ -15,8 +16,8 @@ import (
 // as one array per column and expanded with unnest.
 
 func (t *tx) claimPostgres(ctx context.Context, ids []string, fresh map[string]bool) error {
-	rows, err := t.query(ctx, `INSERT INTO inbox (message_id) SELECT unnest($1::text[])
-		ON CONFLICT DO NOTHING RETURNING message_id`, textArray(ids))
+	rows, err := t.query(ctx, `INSERT INTO inbox (message_id, processed_at) SELECT unnest($1::text[]), $2
+		ON CONFLICT DO NOTHING RETURNING message_id`, textArray(ids), pgTime(t.s.now()))
 	if err != nil {
 		return err
 	}
@@ -37,6 +38,7 @@ type instColumns struct {
 	versions, attempts           []int64
 	revs                         []int64
 	contexts, pendings, timers   []*string
+	traces                       []*string
 	createds, updateds, entereds []string
 }
 
@@ -45,7 +47,7 @@ func pgInstColumns(rows []instRow) instColumns {
 	c := instColumns{
 		ids: make([]string, n), sagas: make([]string, n), states: make([]string, n), statuses: make([]string, n),
 		versions: make([]int64, n), attempts: make([]int64, n), revs: make([]int64, n),
-		contexts: make([]*string, n), pendings: make([]*string, n), timers: make([]*string, n),
+		contexts: make([]*string, n), pendings: make([]*string, n), timers: make([]*string, n), traces: make([]*string, n),
 		createds: make([]string, n), updateds: make([]string, n), entereds: make([]string, n),
 	}
 	for i, r := range rows {
@@ -53,6 +55,7 @@ func pgInstColumns(rows []instRow) instColumns {
 		c.ids[i], c.sagas[i], c.states[i], c.statuses[i] = in.ID, in.Saga, in.State, string(in.Status)
 		c.versions[i], c.attempts[i], c.revs[i] = int64(in.SagaVersion), int64(in.Attempts), in.Rev
 		c.contexts[i], c.pendings[i], c.timers[i] = r.context, r.pending, pgNullTime(in.TimerAt)
+		c.traces[i] = nullString(in.Traceparent)
 		c.createds[i], c.updateds[i], c.entereds[i] = pgTime(in.CreatedAt), pgTime(in.UpdatedAt), pgTime(in.EnteredAt)
 	}
 	return c
@@ -61,15 +64,17 @@ func pgInstColumns(rows []instRow) instColumns {
 func (t *tx) insertPostgres(ctx context.Context, rows []instRow) error {
 	c := pgInstColumns(rows)
 	if _, err := t.exec(ctx, `INSERT INTO saga_instances (id, saga, saga_version, state, status, context,
-			created_at, updated_at, entered_at, rev, pending, attempts, timer_at)
-		SELECT id, saga, saga_version, state, status, context, created_at, updated_at, entered_at, 1, pending, attempts, timer_at
+			created_at, updated_at, entered_at, rev, pending, attempts, timer_at, traceparent)
+		SELECT id, saga, saga_version, state, status, context, created_at, updated_at, entered_at, 1, pending, attempts,
+			timer_at, traceparent
 		FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::json[], $7::timestamptz[],
-			$8::timestamptz[], $9::timestamptz[], $10::json[], $11::int[], $12::timestamptz[])
-			AS v(id, saga, saga_version, state, status, context, created_at, updated_at, entered_at, pending, attempts, timer_at)`,
-		textArray(c.ids), textArray(c.sagas), pq.Int64Array(c.versions), textArray(c.states),
+			$8::timestamptz[], $9::timestamptz[], $10::json[], $11::int[], $12::timestamptz[], $13::text[])
+			AS v(id, saga, saga_version, state, status, context, created_at, updated_at, entered_at, pending, attempts,
+				timer_at, traceparent)`,
+		textArray(c.ids), textArray(c.sagas), int64Array(c.versions), textArray(c.states),
 		textArray(c.statuses), nullTextArray(c.contexts), textArray(c.createds),
 		textArray(c.updateds), textArray(c.entereds), nullTextArray(c.pendings),
-		pq.Int64Array(c.attempts), nullTextArray(c.timers)); err != nil {
+		int64Array(c.attempts), nullTextArray(c.timers), nullTextArray(c.traces)); err != nil {
 		return err
 	}
 	kIDs, kNames, kValues := keyRows(rows)
@@ -86,16 +91,18 @@ func (t *tx) updatePostgres(ctx context.Context, rows []instRow) (map[string]boo
 	c := pgInstColumns(rows)
 	res, err := t.query(ctx, `UPDATE saga_instances AS s SET saga = v.saga, saga_version = v.saga_version,
 			state = v.state, status = v.status, context = v.context, updated_at = v.updated_at,
-			entered_at = v.entered_at, rev = s.rev + 1, pending = v.pending, attempts = v.attempts, timer_at = v.timer_at
+			entered_at = v.entered_at, rev = s.rev + 1, pending = v.pending, attempts = v.attempts, timer_at = v.timer_at,
+			traceparent = v.traceparent
 		FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::text[], $6::text[], $7::json[],
-			$8::timestamptz[], $9::timestamptz[], $10::json[], $11::int[], $12::timestamptz[])
-			AS v(id, rev, saga, saga_version, state, status, context, updated_at, entered_at, pending, attempts, timer_at)
+			$8::timestamptz[], $9::timestamptz[], $10::json[], $11::int[], $12::timestamptz[], $13::text[])
+			AS v(id, rev, saga, saga_version, state, status, context, updated_at, entered_at, pending, attempts, timer_at,
+				traceparent)
 		WHERE s.id = v.id AND s.rev = v.rev
 		RETURNING s.id`,
-		textArray(c.ids), pq.Int64Array(c.revs), textArray(c.sagas), pq.Int64Array(c.versions),
+		textArray(c.ids), int64Array(c.revs), textArray(c.sagas), int64Array(c.versions),
 		textArray(c.states), textArray(c.statuses), nullTextArray(c.contexts),
 		textArray(c.updateds), textArray(c.entereds), nullTextArray(c.pendings),
-		pq.Int64Array(c.attempts), nullTextArray(c.timers))
+		int64Array(c.attempts), nullTextArray(c.timers), nullTextArray(c.traces))
 	if err != nil {
 		return nil, err
 	}
@@ -169,36 +176,56 @@ func arrayLiteral(n int, elem func(i int) (string, bool)) string {
 			size += 4
 			continue
 		}
-		size += len(e) + 2 + strings.Count(e, `"`) + strings.Count(e, `\`)
+		size += len(e) + 2
+		for j := 0; j < len(e); j++ {
+			if c := e[j]; c == '"' || c == '\\' {
+				size++
+			}
+		}
 	}
-	var b strings.Builder
-	b.Grow(size)
-	b.WriteByte('{')
+	b := make([]byte, 0, size)
+	b = append(b, '{')
 	for i := range n {
 		if i > 0 {
-			b.WriteByte(',')
+			b = append(b, ',')
 		}
 		e, ok := elem(i)
 		if !ok {
-			b.WriteString("NULL")
+			b = append(b, "NULL"...)
 			continue
 		}
-		b.WriteByte('"')
-		for {
-			j := strings.IndexAny(e, `"\`)
-			if j < 0 {
-				break
+		b = append(b, '"')
+		last := 0
+		for j := 0; j < len(e); j++ {
+			if c := e[j]; c == '"' || c == '\\' {
+				b = append(b, e[last:j]...)
+				b = append(b, '\\', c)
+				last = j + 1
 			}
-			b.WriteString(e[:j])
-			b.WriteByte('\\')
-			b.WriteByte(e[j])
-			e = e[j+1:]
 		}
-		b.WriteString(e)
-		b.WriteByte('"')
+		b = append(b, e[last:]...)
+		b = append(b, '"')
 	}
-	b.WriteByte('}')
-	return b.String()
+	b = append(b, '}')
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
+// int64Array is a PostgreSQL array literal of integers, like pq.Int64Array
+// with one allocation of about the right size.
+type int64Array []int64
+
+// Value implements driver.Valuer.
+func (a int64Array) Value() (driver.Value, error) {
+	b := make([]byte, 0, 2+len(a)*8)
+	b = append(b, '{')
+	for i, v := range a {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, v, 10)
+	}
+	b = append(b, '}')
+	return unsafe.String(unsafe.SliceData(b), len(b)), nil
 }
 
 func (t *tx) historyPostgres(ctx context.Context, rows []histRow) error {
@@ -224,13 +251,13 @@ func (t *tx) historyPostgres(ctx context.Context, rows []histRow) error {
 }
 
 func (t *tx) enqueuePostgres(ctx context.Context, recs []engine.OutboxRecord, msgs []string) error {
-	topics, keys := make([]string, len(recs)), make([]string, len(recs))
+	topics, keys, traces := make([]string, len(recs)), make([]string, len(recs)), make([]*string, len(recs))
 	for i := range recs {
-		topics[i], keys[i] = recs[i].Topic, recs[i].Key
+		topics[i], keys[i], traces[i] = recs[i].Topic, recs[i].Key, nullString(recs[i].Traceparent)
 	}
-	_, err := t.exec(ctx, `INSERT INTO outbox (topic, key, message)
-		SELECT * FROM unnest($1::text[], $2::text[], $3::json[])`,
-		textArray(topics), textArray(keys), textArray(msgs))
+	_, err := t.exec(ctx, `INSERT INTO outbox (topic, key, message, traceparent)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::json[], $4::text[])`,
+		textArray(topics), textArray(keys), textArray(msgs), nullTextArray(traces))
 	return err
 }
 
@@ -259,8 +286,8 @@ func (t *tx) deadLettersPostgres(ctx context.Context, dls []engine.DeadLetter, n
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::bytea[], $7::text[],
 			$8::text[], $9::timestamptz[])
 		ON CONFLICT DO NOTHING`,
-		nullTextArray(msgIDs), textArray(sagaIDs), textArray(topics), pq.Int64Array(parts),
-		pq.Int64Array(offsets), pq.ByteaArray(raws), textArray(codes), textArray(reasons),
+		nullTextArray(msgIDs), textArray(sagaIDs), textArray(topics), int64Array(parts),
+		int64Array(offsets), pq.ByteaArray(raws), textArray(codes), textArray(reasons),
 		textArray(creats))
 	return err
 }

@@ -66,12 +66,13 @@ func (t *tx) each(ctx context.Context, query string, do func(st *sql.Stmt) error
 func (t *tx) insertSQLite(ctx context.Context, rows []instRow) error {
 	d := t.d()
 	err := t.each(ctx, `INSERT INTO saga_instances (id, saga, saga_version, state, status, context,
-			created_at, updated_at, entered_at, rev, pending, attempts, timer_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)`, func(st *sql.Stmt) error {
+			created_at, updated_at, entered_at, rev, pending, attempts, timer_at, traceparent)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)`, func(st *sql.Stmt) error {
 		for _, r := range rows {
 			in := r.in
 			if _, err := st.ExecContext(ctx, in.ID, in.Saga, in.SagaVersion, in.State, string(in.Status), r.context,
-				d.t(in.CreatedAt), d.t(in.UpdatedAt), d.t(in.EnteredAt), r.pending, in.Attempts, d.nt(in.TimerAt)); err != nil {
+				d.t(in.CreatedAt), d.t(in.UpdatedAt), d.t(in.EnteredAt), r.pending, in.Attempts, d.nt(in.TimerAt),
+				nullString(in.Traceparent)); err != nil {
 				return err
 			}
 		}
@@ -102,12 +103,13 @@ func (t *tx) updateSQLite(ctx context.Context, rows []instRow) (map[string]bool,
 	d := t.d()
 	updated := make(map[string]bool, len(rows))
 	err := t.each(ctx, `UPDATE saga_instances SET saga = ?, saga_version = ?, state = ?, status = ?, context = ?,
-			updated_at = ?, entered_at = ?, rev = rev + 1, pending = ?, attempts = ?, timer_at = ?
+			updated_at = ?, entered_at = ?, rev = rev + 1, pending = ?, attempts = ?, timer_at = ?, traceparent = ?
 		WHERE id = ? AND rev = ?`, func(st *sql.Stmt) error {
 		for _, r := range rows {
 			in := r.in
 			res, err := st.ExecContext(ctx, in.Saga, in.SagaVersion, in.State, string(in.Status), r.context,
-				d.t(in.UpdatedAt), d.t(in.EnteredAt), r.pending, in.Attempts, d.nt(in.TimerAt), in.ID, in.Rev)
+				d.t(in.UpdatedAt), d.t(in.EnteredAt), r.pending, in.Attempts, d.nt(in.TimerAt), nullString(in.Traceparent),
+				in.ID, in.Rev)
 			if err != nil {
 				return err
 			}
@@ -155,9 +157,9 @@ func (t *tx) historySQLite(ctx context.Context, rows []histRow) error {
 
 func (t *tx) enqueueSQLite(ctx context.Context, recs []engine.OutboxRecord, msgs []string) error {
 	now := t.s.now().UnixMicro()
-	return t.each(ctx, "INSERT INTO outbox (topic, key, message, created_at) VALUES (?, ?, ?, ?)", func(st *sql.Stmt) error {
+	return t.each(ctx, "INSERT INTO outbox (topic, key, message, created_at, traceparent) VALUES (?, ?, ?, ?, ?)", func(st *sql.Stmt) error {
 		for i := range recs {
-			if _, err := st.ExecContext(ctx, recs[i].Topic, recs[i].Key, msgs[i], now); err != nil {
+			if _, err := st.ExecContext(ctx, recs[i].Topic, recs[i].Key, msgs[i], now, nullString(recs[i].Traceparent)); err != nil {
 				return err
 			}
 		}

@@ -37,6 +37,9 @@ func Run(t *testing.T, open func(t *testing.T) engine.Store) {
 		{"Outbox", testOutbox},
 		{"OutboxLeaseExpiry", testOutboxLeaseExpiry},
 		{"OutboxConcurrentClaimers", testOutboxConcurrentClaimers},
+		{"OutboxReclaimOwnLease", testOutboxReclaimOwnLease},
+		{"OutboxTraceparent", testOutboxTraceparent},
+		{"PurgeInbox", testPurgeInbox},
 		{"DueTimers", testDueTimers},
 		{"ListInstances", testListInstances},
 		{"ListPagination", testListPagination},
@@ -97,6 +100,7 @@ func fullInstance(id string) *engine.Instance {
 			OccurredAt: at(3 * time.Second), Attempt: 2, Payload: json.RawMessage(`{"deal_context":{"deal_id":"d-1"}}`),
 		},
 		Attempts: 2, TimerAt: &timer,
+		Traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
 	}
 }
 
@@ -168,6 +172,9 @@ func diffInstance(got, want *engine.Instance) string {
 	}
 	if !timePtrEqual(got.TimerAt, want.TimerAt) {
 		add("TimerAt", got.TimerAt, want.TimerAt)
+	}
+	if got.Traceparent != want.Traceparent {
+		add("Traceparent", got.Traceparent, want.Traceparent)
 	}
 	if (got.Pending == nil) != (want.Pending == nil) {
 		add("Pending", got.Pending, want.Pending)
@@ -703,6 +710,12 @@ func testOutboxConcurrentClaimers(t *testing.T, s engine.Store) {
 					owners[r.Seq] = owner
 				}
 				mu.Unlock()
+				// Published: a relay deletes what it leased (it would lease
+				// its own records again otherwise).
+				if err := s.DeleteOutbox(ctx, seqs(recs)); err != nil {
+					errs <- err
+					return
+				}
 			}
 		}()
 	}
@@ -716,6 +729,101 @@ func testOutboxConcurrentClaimers(t *testing.T, s engine.Store) {
 	}
 	if len(owners) != n {
 		t.Errorf("claimed %d distinct records, want %d", len(owners), n)
+	}
+}
+
+// A relay that gave up on a publish leases its own records again at once;
+// other relays still skip them until the lease runs out.
+func testOutboxReclaimOwnLease(t *testing.T, s engine.Store) {
+	ctx := context.Background()
+	recs := outboxRecords(4, "own")
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.Enqueue(ctx, recs) })
+	first, err := s.ClaimOutbox(ctx, "relay-a", 3, time.Hour)
+	if err != nil {
+		t.Fatalf("first ClaimOutbox: %v", err)
+	}
+	if got, want := msgIDs(first), msgIDs(recs[:3]); !slices.Equal(got, want) {
+		t.Fatalf("relay-a claimed %v, want %v", got, want)
+	}
+	other, err := s.ClaimOutbox(ctx, "relay-b", 10, time.Hour)
+	if err != nil {
+		t.Fatalf("ClaimOutbox by another relay: %v", err)
+	}
+	if got, want := msgIDs(other), msgIDs(recs[3:]); !slices.Equal(got, want) {
+		t.Errorf("relay-b claimed %v while relay-a's lease runs, want only the free %v", got, want)
+	}
+	again, err := s.ClaimOutbox(ctx, "relay-a", 10, time.Hour)
+	if err != nil {
+		t.Fatalf("second ClaimOutbox by the same relay: %v", err)
+	}
+	if got, want := seqs(again), seqs(first); !slices.Equal(got, want) {
+		t.Errorf("relay-a claimed %v again, want its own leased records %v at once", got, want)
+	}
+	for i, r := range again {
+		if diff := diffMessage(r.Message, recs[i].Message); diff != "" {
+			t.Errorf("reclaimed record %d: %s", i, diff)
+		}
+	}
+}
+
+// The trace context of a command survives the outbox; none stays none.
+func testOutboxTraceparent(t *testing.T, s engine.Store) {
+	ctx := context.Background()
+	recs := outboxRecords(3, "trace")
+	recs[0].Traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	recs[2].Traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.Enqueue(ctx, recs) })
+	got, err := s.ClaimOutbox(ctx, "relay", 10, time.Hour)
+	if err != nil {
+		t.Fatalf("ClaimOutbox: %v", err)
+	}
+	if len(got) != len(recs) {
+		t.Fatalf("claimed %d records, want %d", len(got), len(recs))
+	}
+	for i, r := range got {
+		if r.Traceparent != recs[i].Traceparent {
+			t.Errorf("record %d: Traceparent %q, want %q", i, r.Traceparent, recs[i].Traceparent)
+		}
+	}
+}
+
+// PurgeInbox forgets the message ids processed before the cut-off, and only
+// those: they are fresh again, the later ones are still duplicates.
+func testPurgeInbox(t *testing.T, s engine.Store) {
+	ctx := context.Background()
+	claim := func(ids ...string) []string {
+		t.Helper()
+		var fresh map[string]bool
+		mustTx(t, s, func(ctx context.Context, tx engine.Tx) error {
+			var err error
+			fresh, err = tx.Claim(ctx, ids)
+			return err
+		})
+		return slices.Sorted(maps.Keys(fresh))
+	}
+	if _, err := s.PurgeInbox(ctx, time.Time{}); engine.ErrorCode(err) != engine.CodeInvalid {
+		t.Errorf("PurgeInbox(zero time): got %v, want code %q", err, engine.CodeInvalid)
+	}
+	claim("old-1", "old-2", "old-3")
+	// Stores keep microseconds; step the wall clock past the cut-off.
+	cut := time.Now().Add(time.Millisecond)
+	for !time.Now().After(cut.Add(time.Millisecond)) {
+		time.Sleep(time.Millisecond)
+	}
+	claim("new-1", "new-2")
+	n, err := s.PurgeInbox(ctx, cut.Add(-time.Hour))
+	if err != nil || n != 0 {
+		t.Fatalf("PurgeInbox an hour before everything: got %d, %v; want 0", n, err)
+	}
+	n, err = s.PurgeInbox(ctx, cut)
+	if err != nil {
+		t.Fatalf("PurgeInbox: %v", err)
+	}
+	if n != 3 {
+		t.Errorf("PurgeInbox removed %d records, want the 3 older than the cut-off", n)
+	}
+	if got, want := claim("old-1", "old-2", "old-3", "new-1", "new-2"), []string{"old-1", "old-2", "old-3"}; !slices.Equal(got, want) {
+		t.Errorf("after the purge fresh = %v, want the purged %v", got, want)
 	}
 }
 
