@@ -318,20 +318,38 @@ func drive(ctx context.Context, o options, tg *target, stderr io.Writer) (Result
 		portfolioID string
 	}
 	accounts := make([]account, o.users)
-	for i := range accounts {
-		tok, err := tg.token(fmt.Sprintf("bench-%s-%d", runID, i))
-		if err != nil {
-			return res, err
-		}
-		c := system.NewClient(tg.urls, tok, hc)
-		if _, err := c.Login(ctx); err != nil {
-			return res, fmt.Errorf("set up user %d: %w", i, err)
-		}
-		pf, err := c.CreatePortfolio(ctx, "bench", "USD", "1000000000000.00")
-		if err != nil {
-			return res, fmt.Errorf("set up user %d: %w", i, err)
-		}
-		accounts[i] = account{c, pf.ID}
+	var setupNext atomic.Int64
+	setupErrs := make([]error, min(16, o.users))
+	var setup sync.WaitGroup
+	for g := range setupErrs {
+		setup.Go(func() {
+			for {
+				i := int(setupNext.Add(1)) - 1
+				if i >= o.users || ctx.Err() != nil {
+					return
+				}
+				tok, err := tg.token(fmt.Sprintf("bench-%s-%d", runID, i))
+				if err != nil {
+					setupErrs[g] = err
+					return
+				}
+				c := system.NewClient(tg.urls, tok, hc)
+				if _, err := c.Login(ctx); err != nil {
+					setupErrs[g] = fmt.Errorf("set up user %d: %w", i, err)
+					return
+				}
+				pf, err := c.CreatePortfolio(ctx, "bench", "USD", "1000000000000.00")
+				if err != nil {
+					setupErrs[g] = fmt.Errorf("set up user %d: %w", i, err)
+					return
+				}
+				accounts[i] = account{c, pf.ID}
+			}
+		})
+	}
+	setup.Wait()
+	if err := errors.Join(setupErrs...); err != nil {
+		return res, err
 	}
 
 	w := newWatcher(tg.list, o.poll)
