@@ -14,13 +14,18 @@
 // --cpuprofile FILE writes a CPU profile of the whole process (the system
 // included when bench started it).
 //
-// How finality is detected: one watcher lists the sagas in a terminal
-// state (status completed, then failed) created since the oldest saga still
-// in flight, every --poll, page by page (engine.SagaFilter through the
-// store when bench started the system, GET /api/v1/sagas otherwise). That
-// is two indexed queries per poll whatever C is, instead of one request
-// per saga. The latency is not the detection time: it is the saga's
-// updated_at (the commit of its final transition) minus the time the POST
-// was sent, so the poll interval only delays the next POST, not the
-// measurement.
+// How finality is detected. When bench starts the system it reads the
+// notification topic with a plain Kafka client (a "tap", no consumer group):
+// MANUAL_CREATE_ORDER sends NOTIFY exactly when a saga enters its final
+// state, so a NOTIFY releases the client that posted the deal, with no
+// database query at all; failed sagas (which notify nobody) are found by
+// listing status=failed once a second. With --remote (or --list) one
+// watcher lists the sagas in a terminal state created since the oldest saga
+// still in flight, every --poll, page by page (GET /api/v1/sagas or the
+// store): two indexed queries per poll whatever C is, instead of one request
+// per saga. Either way the latency is not the detection time: after the run
+// each saga is read once from saga-machine's store (or taken from the
+// listing) and its updated_at — the commit of its final transition — minus
+// the time its POST was sent is the latency; the rate is the sagas
+// completed over the time from the first POST to the last final commit.
 package main
