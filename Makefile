@@ -25,7 +25,7 @@ export CGO_ENABLED := 1
 .PHONY: help build test fuzz-smoke lint run up down clean-services bench bench-e2e fuzz cc
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 build: ## compile everything
 	$(GO) build $(PKGS)
