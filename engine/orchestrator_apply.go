@@ -52,7 +52,7 @@ func decodeRecord(r Record) inbound {
 func decodeEvent(raw []byte) (Message, error) {
 	const op = "decode event"
 	var m Message
-	if err := json.Unmarshal(raw, &m); err != nil {
+	if err := UnmarshalMessage(raw, &m); err != nil {
 		return m, &Error{Code: CodeInvalid, Op: op, Message: "not a JSON message envelope", Err: err}
 	}
 	var probs []string
@@ -114,8 +114,7 @@ type batch struct {
 type sagaWork struct {
 	inst    *Instance
 	model   *Model
-	ctx     map[string]json.RawMessage // decoded inst.Context, nil until needed
-	created bool                       // Insert it
+	created bool // Insert it
 	changed bool                       // Update it
 }
 
@@ -204,7 +203,6 @@ func (o *Orchestrator) apply(b *batch, in *inbound) error {
 				Context: json.RawMessage("{}"), CreatedAt: b.now,
 			},
 			model:   model,
-			ctx:     map[string]json.RawMessage{},
 			created: true,
 		}
 		b.sagas[m.SagaID] = w
@@ -241,7 +239,7 @@ func (o *Orchestrator) enter(b *batch, w *sagaWork, in *inbound, step Step) erro
 	inst.UpdatedAt = now
 	inst.Status = statusOf(w.model, step.To)
 	if w.created || touchesKeys(w.model, m.Payload) {
-		inst.Keys = extractKeys(w.model, w.ctx)
+		inst.Keys = extractKeys(w.model, inst.Context)
 	}
 	inst.Pending, inst.Attempts = nil, 0
 	if in.trace != "" {
@@ -335,44 +333,74 @@ func (o *Orchestrator) refuse(b *batch, in *inbound, err error) {
 
 // merge overlays payload's top-level keys on the saga context.
 func (w *sagaWork) merge(payload json.RawMessage) error {
-	if w.ctx == nil {
-		w.ctx = map[string]json.RawMessage{}
-		if len(w.inst.Context) > 0 && !bytes.Equal(bytes.TrimSpace(w.inst.Context), []byte("null")) {
-			if err := json.Unmarshal(w.inst.Context, &w.ctx); err != nil {
-				return Errorf(CodeInternal, "merge event payload", "saga %s has a context that is not a JSON object: %v", w.inst.ID, err)
-			}
-		}
-	}
 	p := bytes.TrimSpace(payload)
+	doc := w.inst.Context
+	if len(bytes.TrimSpace(doc)) == 0 || bytes.Equal(bytes.TrimSpace(doc), []byte("null")) {
+		doc = json.RawMessage("{}")
+	}
 	if len(p) == 0 || bytes.Equal(p, []byte("null")) {
-		if len(w.inst.Context) == 0 {
-			w.inst.Context = json.RawMessage("{}")
-		}
+		w.inst.Context = doc
 		return nil
+	}
+	if merged, ok := mergeObjects(doc, p); ok {
+		w.inst.Context = merged
+		return nil
+	}
+	// Keys with escapes, or malformed input: decode, merge and encode.
+	ctx := map[string]json.RawMessage{}
+	if err := json.Unmarshal(doc, &ctx); err != nil {
+		return Errorf(CodeInternal, "merge event payload", "saga %s has a context that is not a JSON object: %v", w.inst.ID, err)
 	}
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(p, &top); err != nil {
 		return Errorf(CodeInvalid, "merge event payload", "payload is not a JSON object: %v", err)
 	}
 	for k, v := range top {
-		w.ctx[k] = v
+		ctx[k] = v
 	}
-	doc, err := json.Marshal(w.ctx)
+	merged, err := json.Marshal(ctx)
 	if err != nil {
 		return Errorf(CodeInternal, "merge event payload", "encode context of saga %s: %v", w.inst.ID, err)
 	}
-	w.inst.Context = doc
+	w.inst.Context = merged
 	return nil
 }
 
 // extractKeys reads the model's business keys from the context. Strings are
 // taken as they are, numbers and booleans as their JSON text; missing keys
 // and other values are left out.
-func extractKeys(m *Model, doc map[string]json.RawMessage) map[string]string {
+func extractKeys(m *Model, doc json.RawMessage) map[string]string {
 	paths := m.keys
 	if len(paths) == 0 {
 		return nil
 	}
+	out := make(map[string]string, len(paths))
+	for name, path := range paths {
+		raw, found, ok := lookupRaw(doc, path)
+		if !ok {
+			return extractKeysDecoded(m, doc)
+		}
+		if !found {
+			continue
+		}
+		if v, ok := keyValue(raw); ok {
+			out[name] = v
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// extractKeysDecoded is extractKeys for a context the byte scanner does not
+// handle (keys with escapes): it decodes the context.
+func extractKeysDecoded(m *Model, raw json.RawMessage) map[string]string {
+	var doc map[string]json.RawMessage
+	if json.Unmarshal(raw, &doc) != nil {
+		return nil
+	}
+	paths := m.keys
 	out := make(map[string]string, len(paths))
 	nested := map[string]map[string]json.RawMessage{} // decoded top-level objects, shared by the paths
 	for name, path := range paths {

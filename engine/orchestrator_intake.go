@@ -59,6 +59,9 @@ func (o *Orchestrator) HandleRecords(ctx context.Context, recs []Record) error {
 	var b *batch
 	err := o.inTx(ctx, func(ctx context.Context, tx Tx) error {
 		b = newBatch(o.cfg.Clock().UTC())
+		b.entries = make([]HistoryEntry, 0, len(ins))
+		b.outbox = make([]OutboxRecord, 0, len(ins))
+		b.after = make([]func(), 0, len(ins))
 		return o.applyAll(ctx, tx, b, ins)
 	})
 	if err != nil {

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -56,10 +55,7 @@ func (o *Orchestrator) RelayOnce(ctx context.Context) (int, error) {
 	seqs := make([]int64, len(recs))
 	oldest := recs[0].Message.OccurredAt
 	for i, r := range recs {
-		val, err := json.Marshal(r.Message)
-		if err != nil {
-			return 0, fmt.Errorf("encode outbox record %d: %w", r.Seq, err)
-		}
+		val := AppendMessage(make([]byte, 0, 256+len(r.Message.Payload)), &r.Message)
 		out[i] = Record{Topic: r.Topic, Key: r.Key, Value: val, Headers: map[string]string{
 			HeaderKind: string(r.Message.Kind), HeaderName: r.Message.Name,
 			HeaderTraceparent: traceOf(r.Traceparent), // records enqueued before traces were kept get a new one

@@ -49,7 +49,7 @@ func scanInstance(sc scanner) (*engine.Instance, error) {
 	in.Traceparent = trace.String
 	if len(pend) > 0 {
 		var m engine.Message
-		if err := json.Unmarshal(pend, &m); err != nil {
+		if err := engine.UnmarshalMessage(pend, &m); err != nil {
 			return nil, fmt.Errorf("saga %s: decode pending command: %w", in.ID, err)
 		}
 		in.Pending = &m
@@ -290,7 +290,7 @@ func (s *Store) ClaimOutbox(ctx context.Context, owner string, limit int, lease 
 			return nil, s.wrap(op, err)
 		}
 		r.Traceparent = trace.String
-		if err := json.Unmarshal(msg, &r.Message); err != nil {
+		if err := engine.UnmarshalMessage(msg, &r.Message); err != nil {
 			return nil, s.wrap(op, fmt.Errorf("record %d: decode message: %w", r.Seq, err))
 		}
 		out = append(out, r)

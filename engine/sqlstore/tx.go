@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"maps"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/jmoiron/sqlx"
 
@@ -171,8 +173,10 @@ type instRow struct {
 	pending *string // JSON, nil for none
 }
 
-// encodeInstances validates and encodes a batch of instances.
-func encodeInstances(insts []*engine.Instance) ([]instRow, error) {
+// encodeInstances validates and encodes a batch of instances. Contexts
+// are checked to be JSON here for SQLite; PostgreSQL checks them itself
+// (json columns) and refuses a batch with an invalid one (CodeInvalid).
+func encodeInstances(insts []*engine.Instance, checkJSON bool) ([]instRow, error) {
 	rows := make([]instRow, len(insts))
 	seen := make(map[string]struct{}, len(insts))
 	for i, in := range insts {
@@ -193,16 +197,17 @@ func encodeInstances(insts []*engine.Instance) ([]instRow, error) {
 			return nil, fmt.Errorf("saga %s appears twice in one batch", in.ID)
 		}
 		seen[in.ID] = struct{}{}
-		if len(in.Context) > 0 && !json.Valid(in.Context) {
+		if checkJSON && len(in.Context) > 0 && !json.Valid(in.Context) {
 			return nil, fmt.Errorf("saga %s: context is not valid JSON", in.ID)
 		}
 		r := instRow{in: in, context: nullJSON(in.Context)}
 		if in.Pending != nil {
-			b, err := json.Marshal(in.Pending)
-			if err != nil {
-				return nil, fmt.Errorf("saga %s: encode pending command: %w", in.ID, err)
+			if checkJSON && len(in.Pending.Payload) > 0 && !json.Valid(in.Pending.Payload) {
+				return nil, fmt.Errorf("saga %s: pending command's payload is not valid JSON", in.ID)
 			}
-			r.pending = nullJSON(b)
+			b := engine.AppendMessage(make([]byte, 0, 320+len(in.Pending.Payload)), in.Pending)
+			s := unsafe.String(unsafe.SliceData(b), len(b))
+			r.pending = &s
 		}
 		for k := range in.Keys {
 			if k == "" {
@@ -239,7 +244,7 @@ func (t *tx) Insert(ctx context.Context, insts []*engine.Instance) error {
 	if len(insts) == 0 {
 		return nil
 	}
-	rows, err := encodeInstances(insts)
+	rows, err := encodeInstances(insts, !t.d().postgres)
 	if err != nil {
 		return &engine.Error{Code: engine.CodeInvalid, Op: op, Err: err}
 	}
@@ -269,7 +274,7 @@ func (t *tx) Update(ctx context.Context, insts []*engine.Instance) error {
 	if len(insts) == 0 {
 		return nil
 	}
-	rows, err := encodeInstances(insts)
+	rows, err := encodeInstances(insts, !t.d().postgres)
 	if err != nil {
 		return &engine.Error{Code: engine.CodeInvalid, Op: op, Err: err}
 	}
@@ -335,11 +340,9 @@ func (t *tx) AppendHistory(ctx context.Context, entries []engine.HistoryEntry) e
 		}
 		rows[i].e = e
 		if len(e.Commands) > 0 {
-			b, err := json.Marshal(e.Commands)
-			if err != nil {
-				return &engine.Error{Code: engine.CodeInvalid, Op: op, Err: err}
-			}
-			rows[i].commands = nullJSON(b)
+			b := appendCommandRefs(make([]byte, 0, 128*len(e.Commands)), e.Commands)
+			s := unsafe.String(unsafe.SliceData(b), len(b))
+			rows[i].commands = &s
 		}
 	}
 	var err error
@@ -357,16 +360,30 @@ func (t *tx) Enqueue(ctx context.Context, recs []engine.OutboxRecord) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	msgs := make([]string, len(recs))
+	// One buffer for the batch's messages; PostgreSQL checks the JSON
+	// itself (json column), SQLite's is checked here.
+	ends := make([]int, len(recs))
+	size := 0
 	for i := range recs {
+		size += 256 + len(recs[i].Message.Payload)
+	}
+	buf := make([]byte, 0, size)
+	for i := range recs {
+		m := &recs[i].Message
 		if recs[i].Topic == "" {
 			return engine.Errorf(engine.CodeInvalid, op, "record %d of %d has no topic", i, len(recs))
 		}
-		b, err := json.Marshal(&recs[i].Message)
-		if err != nil {
-			return &engine.Error{Code: engine.CodeInvalid, Op: op, Err: fmt.Errorf("record %d: %w", i, err)}
+		if !t.d().postgres && len(m.Payload) > 0 && !json.Valid(m.Payload) {
+			return engine.Errorf(engine.CodeInvalid, op, "record %d of %d: payload is not valid JSON", i, len(recs))
 		}
-		msgs[i] = string(b)
+		buf = engine.AppendMessage(buf, m)
+		ends[i] = len(buf)
+	}
+	msgs := make([]string, len(recs))
+	all := unsafe.String(unsafe.SliceData(buf), len(buf))
+	start := 0
+	for i, end := range ends {
+		msgs[i], start = all[start:end], end
 	}
 	var err error
 	if t.d().postgres {
@@ -424,6 +441,40 @@ func (t *tx) MarkReplayed(ctx context.Context, id int64, actor string, at time.T
 		return engine.Errorf(engine.CodeNotFound, op, "no dead letter %d", id)
 	}
 	return engine.Errorf(engine.CodeConflict, op, "dead letter %d was already replayed", id)
+}
+
+// appendCommandRefs appends refs as the JSON array json.Marshal writes.
+func appendCommandRefs(dst []byte, refs []engine.CommandRef) []byte {
+	dst = append(dst, '[')
+	for i, r := range refs {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `{"id":`...)
+		dst = appendJSONString(dst, r.ID)
+		dst = append(dst, `,"name":`...)
+		dst = appendJSONString(dst, r.Name)
+		dst = append(dst, `,"participant":`...)
+		dst = appendJSONString(dst, r.Participant)
+		dst = append(dst, `,"attempt":`...)
+		dst = strconv.AppendInt(dst, int64(r.Attempt), 10)
+		dst = append(dst, '}')
+	}
+	return append(dst, ']')
+}
+
+// appendJSONString appends s as a JSON string: printable ASCII as it is,
+// anything else through encoding/json.
+func appendJSONString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' {
+			b, _ := json.Marshal(s) // a string always encodes
+			return append(dst, b...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
 }
 
 func nullString(s string) *string {

@@ -5,7 +5,6 @@ import (
 	"database/sql/driver"
 	"strconv"
 	"time"
-	"unsafe"
 
 	"github.com/lib/pq"
 
@@ -146,7 +145,8 @@ func (t *tx) replaceKeysPostgres(ctx context.Context, rows []instRow) error {
 
 // textArray is a PostgreSQL array literal of text; SQL casts it to the
 // element type (json[], timestamptz[], ...). It does what pq.StringArray
-// does, with one allocation of the exact size.
+// does, with one allocation of the exact size, and is bound as []byte,
+// which lib/pq sends without copying it again.
 type textArray []string
 
 // Value implements driver.Valuer.
@@ -168,7 +168,7 @@ func (a nullTextArray) Value() (driver.Value, error) {
 }
 
 // arrayLiteral writes {"e1","e2",NULL}, escaping " and \ in elements.
-func arrayLiteral(n int, elem func(i int) (string, bool)) string {
+func arrayLiteral(n int, elem func(i int) (string, bool)) []byte {
 	size := 2 + n
 	for i := range n {
 		e, ok := elem(i)
@@ -207,7 +207,7 @@ func arrayLiteral(n int, elem func(i int) (string, bool)) string {
 		b = append(b, '"')
 	}
 	b = append(b, '}')
-	return unsafe.String(unsafe.SliceData(b), len(b))
+	return b
 }
 
 // int64Array is a PostgreSQL array literal of integers, like pq.Int64Array
@@ -224,8 +224,7 @@ func (a int64Array) Value() (driver.Value, error) {
 		}
 		b = strconv.AppendInt(b, v, 10)
 	}
-	b = append(b, '}')
-	return unsafe.String(unsafe.SliceData(b), len(b)), nil
+	return append(b, '}'), nil
 }
 
 func (t *tx) historyPostgres(ctx context.Context, rows []histRow) error {

@@ -56,23 +56,34 @@ func TestNullTextArray(t *testing.T) {
 		{nullTextArray{s(""), s("NULL"), s(`{"a":"b\\c"}`), nil}, `{"","NULL","{\"a\":\"b\\\\c\"}",NULL}`},
 	}
 	for _, tc := range tests {
-		got, err := tc.in.Value()
-		if err != nil || got != tc.want {
+		v, err := tc.in.Value()
+		got, _ := v.([]byte)
+		if err != nil || string(got) != tc.want {
 			t.Errorf("Value() = %v, %v; want %s", got, err, tc.want)
 		}
 	}
 	// textArray encodes like pq.StringArray.
 	for _, in := range [][]string{nil, {}, {""}, {"a", `q"uote`, `back\slash`, "é, {x}", "NULL"}} {
-		got, err := textArray(in).Value()
+		v, err := textArray(in).Value()
 		if err != nil {
 			t.Fatalf("textArray.Value: %v", err)
 		}
+		got, _ := v.([]byte)
 		want, _ := pq.StringArray(in).Value()
 		if in == nil {
 			want = "{}"
 		}
-		if got != want {
-			t.Errorf("textArray(%q) = %v, want %v", in, got, want)
+		if string(got) != want {
+			t.Errorf("textArray(%q) = %s, want %v", in, got, want)
+		}
+	}
+	// int64Array encodes like pq.Int64Array.
+	for _, in := range [][]int64{{}, {0}, {1, -2, 9223372036854775807}} {
+		v, _ := int64Array(in).Value()
+		got, _ := v.([]byte)
+		want, _ := pq.Int64Array(in).Value()
+		if string(got) != want {
+			t.Errorf("int64Array(%v) = %s, want %v", in, got, want)
 		}
 	}
 }
