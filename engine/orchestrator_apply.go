@@ -115,7 +115,7 @@ type sagaWork struct {
 	inst    *Instance
 	model   *Model
 	created bool // Insert it
-	changed bool                       // Update it
+	changed bool // Update it
 }
 
 func newBatch(now time.Time) *batch {
