@@ -34,6 +34,21 @@ func (s *Service) settle(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[dealc
 	if err != nil {
 		return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: %w", cmd.Name, err))
 	}
+	reason := ""
+	if status == StatusRejected {
+		reason = dc.Reason
+		if reason == "" {
+			reason = "rejected (profile gave no reason)"
+		}
+	}
+	// The usual case, a draft of this user, portfolio and saga: one statement.
+	if d, ok, err := s.settleDraft(ctx, tx, dc, cmd.SagaID, status, reason); err != nil {
+		return sdk.Result{}, fmt.Errorf("%s: %w", cmd.Name, err)
+	} else if ok {
+		s.log.InfoContext(ctx, "deal settled", "deal_id", d.ID, "status", status, "reason", reason, "saga_id", cmd.SagaID)
+		return sdk.Reply(EventUpdated, dealctx.Wrap(d.context())), nil
+	}
+	// Otherwise find out why: read the deal and decide.
 	d, err := s.lockDeal(ctx, tx, dc.DealID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: deal %s does not exist", cmd.Name, dc.DealID))
@@ -47,13 +62,6 @@ func (s *Service) settle(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[dealc
 	}
 	if d.SagaID != "" && cmd.SagaID != "" && d.SagaID != cmd.SagaID {
 		return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: deal %s belongs to saga %s, not %s", cmd.Name, d.ID, d.SagaID, cmd.SagaID))
-	}
-	reason := ""
-	if status == StatusRejected {
-		reason = dc.Reason
-		if reason == "" {
-			reason = "rejected (profile gave no reason)"
-		}
 	}
 	switch d.Status {
 	case StatusDraft:

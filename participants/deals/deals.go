@@ -13,6 +13,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
+	"github.com/portfolio-counselor/sagamachine/participants/internal/prepared"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
@@ -55,6 +56,7 @@ type Config struct {
 type Service struct {
 	db      *sqlx.DB
 	dialect service.Dialect
+	sql     *prepared.Cache // statements of the saga paths (POST /deals, commands)
 	p       *sdk.Participant
 	auth    *auth.Authenticator
 	log     *slog.Logger
@@ -86,7 +88,7 @@ func New(cfg Config) (*Service, error) {
 	// Both databases keep microseconds: truncate so a time read back equals
 	// the time written.
 	cfg.Now = func() time.Time { return clock().UTC().Truncate(time.Microsecond) }
-	return &Service{db: cfg.DB, dialect: d, p: cfg.Participant, auth: cfg.Auth,
+	return &Service{db: cfg.DB, dialect: d, sql: prepared.New(cfg.DB), p: cfg.Participant, auth: cfg.Auth,
 		log: cfg.Logger.With("service", Name), now: cfg.Now}, nil
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
+	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
 
 const dealColumns = `seq, id, user_id, portfolio_id, side, instrument, quantity, price, amount, currency,
@@ -57,18 +58,20 @@ func (s *Service) Create(ctx context.Context, userID string, in NewDeal, idemKey
 		d.IdempotencyKey = sql.NullString{String: idemKey, Valid: true}
 	}
 	dc.DealID, dc.UserID = d.ID, userID
+	// The saga id is chosen now so the deal row carries it from its INSERT.
+	d.SagaID = sdk.NewSagaID()
 
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return Deal{}, false, fmt.Errorf("create deal: begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	q := tx.Rebind(`INSERT INTO deals (id, user_id, portfolio_id, side, instrument, quantity, price, amount, currency,
+	const q = `INSERT INTO deals (id, user_id, portfolio_id, side, instrument, quantity, price, amount, currency,
 		status, reason, saga_id, idempotency_key, request_hash, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', ?, ?, ?, ?)
-		ON CONFLICT (user_id, idempotency_key) DO NOTHING`)
-	res, err := tx.ExecContext(ctx, q, d.ID, d.UserID, d.PortfolioID, d.Side, d.Instrument, d.Quantity, d.Price, d.Amount,
-		d.Currency, d.Status, d.IdempotencyKey, d.RequestHash, d.CreatedAt, d.UpdatedAt)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?)
+		ON CONFLICT (user_id, idempotency_key) DO NOTHING`
+	res, err := s.sql.Exec(ctx, tx, q, d.ID, d.UserID, d.PortfolioID, d.Side, d.Instrument, d.Quantity, d.Price, d.Amount,
+		d.Currency, d.Status, d.SagaID, d.IdempotencyKey, d.RequestHash, d.CreatedAt, d.UpdatedAt)
 	if err != nil {
 		return Deal{}, false, fmt.Errorf("create deal: insert: %w", err)
 	}
@@ -89,18 +92,13 @@ func (s *Service) Create(ctx context.Context, userID string, in NewDeal, idemKey
 		}
 		return prev, true, nil
 	}
-	sagaID, err := s.p.StartSaga(ctx, tx, SagaName, StartEvent, dealctx.Wrap(dc))
-	if err != nil {
+	if err := s.p.StartSagaWithID(ctx, tx, d.SagaID, SagaName, StartEvent, dealctx.Wrap(dc)); err != nil {
 		return Deal{}, false, fmt.Errorf("create deal %s: start saga %s: %w", d.ID, SagaName, err)
-	}
-	d.SagaID = sagaID
-	if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE deals SET saga_id = ? WHERE id = ?`), sagaID, d.ID); err != nil {
-		return Deal{}, false, fmt.Errorf("create deal %s: record saga id: %w", d.ID, err)
 	}
 	if err := tx.Commit(); err != nil {
 		return Deal{}, false, fmt.Errorf("create deal %s: commit: %w", d.ID, err)
 	}
-	s.log.InfoContext(ctx, "deal created", "deal_id", d.ID, "saga_id", sagaID, "user_id", userID)
+	s.log.InfoContext(ctx, "deal created", "deal_id", d.ID, "saga_id", d.SagaID, "user_id", userID)
 	return d, false, nil
 }
 
@@ -157,18 +155,36 @@ func (s *Service) List(ctx context.Context, userID, status string, page service.
 // lockDeal reads a deal inside tx, locking its row on PostgreSQL.
 func (s *Service) lockDeal(ctx context.Context, tx *sqlx.Tx, id string) (Deal, error) {
 	var d Deal
-	q := tx.Rebind(`SELECT ` + dealColumns + ` FROM deals WHERE id = ?` + s.dialect.ForUpdate())
-	if err := tx.GetContext(ctx, &d, q, id); err != nil {
+	if err := s.sql.Get(ctx, tx, &d, `SELECT `+dealColumns+` FROM deals WHERE id = ?`+s.dialect.ForUpdate(), id); err != nil {
 		return Deal{}, err
 	}
 	d.normalize()
 	return d, nil
 }
 
+// settleDraft moves the draft deal dc.DealID of the context's user,
+// portfolio and saga to status in one statement and returns it; ok is
+// false, with nothing changed, if there is no such draft (the caller then
+// finds out why).
+func (s *Service) settleDraft(ctx context.Context, tx *sqlx.Tx, dc dealctx.DealContext, sagaID, status, reason string) (d Deal, ok bool, err error) {
+	const q = `UPDATE deals SET status = ?, reason = ?, updated_at = ?
+		WHERE id = ? AND status = '` + StatusDraft + `' AND user_id = ? AND portfolio_id = ? AND (saga_id = '' OR ? = '' OR saga_id = ?)
+		RETURNING ` + dealColumns
+	err = s.sql.Get(ctx, tx, &d, q, status, reason, s.now().UTC(), dc.DealID, dc.UserID, dc.PortfolioID, sagaID, sagaID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Deal{}, false, nil
+	}
+	if err != nil {
+		return Deal{}, false, fmt.Errorf("set deal %s %s: %w", dc.DealID, status, err)
+	}
+	d.normalize()
+	return d, true, nil
+}
+
 func (s *Service) setStatus(ctx context.Context, tx *sqlx.Tx, d *Deal, status, reason string) error {
 	d.Status, d.Reason, d.UpdatedAt = status, reason, s.now().UTC()
-	q := tx.Rebind(`UPDATE deals SET status = ?, reason = ?, updated_at = ? WHERE id = ?`)
-	if _, err := tx.ExecContext(ctx, q, d.Status, d.Reason, d.UpdatedAt, d.ID); err != nil {
+	const q = `UPDATE deals SET status = ?, reason = ?, updated_at = ? WHERE id = ?`
+	if _, err := s.sql.Exec(ctx, tx, q, d.Status, d.Reason, d.UpdatedAt, d.ID); err != nil {
 		return fmt.Errorf("set deal %s %s: %w", d.ID, status, err)
 	}
 	return nil

@@ -14,6 +14,7 @@ import (
 
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
+	"github.com/portfolio-counselor/sagamachine/participants/internal/prepared"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
@@ -44,6 +45,7 @@ type Config struct {
 // Service is the notification service. It is safe for concurrent use.
 type Service struct {
 	db   *sqlx.DB
+	sql  *prepared.Cache // statements of the NOTIFY handler
 	p    *sdk.Participant
 	auth *auth.Authenticator
 	log  *slog.Logger
@@ -71,7 +73,7 @@ func New(cfg Config) (*Service, error) {
 	// Both databases keep microseconds: truncate so a time read back equals
 	// the time written.
 	cfg.Now = func() time.Time { return clock().UTC().Truncate(time.Microsecond) }
-	return &Service{db: cfg.DB, p: cfg.Participant, auth: cfg.Auth, log: cfg.Logger.With("service", Name), now: cfg.Now}, nil
+	return &Service{db: cfg.DB, sql: prepared.New(cfg.DB), p: cfg.Participant, auth: cfg.Auth, log: cfg.Logger.With("service", Name), now: cfg.Now}, nil
 }
 
 // Migrate applies the service's business migrations
@@ -125,9 +127,9 @@ func (s *Service) handleNotify(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command
 		Status: dc.Status, Text: text, CreatedAt: s.now().UTC()}
 	// One notification per deal outcome: NOTIFY arriving again under a new
 	// message id is not sent twice.
-	q := tx.Rebind(`INSERT INTO notifications (id, user_id, deal_id, saga_id, status, text, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (deal_id, status) DO NOTHING`)
-	res, err := tx.ExecContext(ctx, q, n.ID, n.UserID, n.DealID, n.SagaID, n.Status, n.Text, n.CreatedAt)
+	const q = `INSERT INTO notifications (id, user_id, deal_id, saga_id, status, text, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (deal_id, status) DO NOTHING`
+	res, err := s.sql.Exec(ctx, tx, q, n.ID, n.UserID, n.DealID, n.SagaID, n.Status, n.Text, n.CreatedAt)
 	if err != nil {
 		return sdk.Result{}, fmt.Errorf("%s: store notification of deal %s: %w", cmd.Name, dc.DealID, err)
 	}

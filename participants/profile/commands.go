@@ -30,7 +30,7 @@ func (s *Service) handleApproveOrder(ctx context.Context, tx *sqlx.Tx, cmd sdk.C
 	}
 	// A deal is decided once; the same decision is repeated if asked again.
 	var prev decision
-	err = tx.GetContext(ctx, &prev, tx.Rebind(`SELECT status, reason FROM order_decisions WHERE deal_id = ?`), dc.DealID)
+	err = s.sql.Get(ctx, tx, &prev, `SELECT status, reason FROM order_decisions WHERE deal_id = ?`, dc.DealID)
 	switch {
 	case err == nil:
 		return s.answer(dc, prev.Status, prev.Reason), nil
@@ -41,8 +41,8 @@ func (s *Service) handleApproveOrder(ctx context.Context, tx *sqlx.Tx, cmd sdk.C
 	if err != nil {
 		return sdk.Result{}, fmt.Errorf("%s: deal %s: %w", cmd.Name, dc.DealID, err)
 	}
-	q := tx.Rebind(`INSERT INTO order_decisions (deal_id, portfolio_id, status, reason, decided_at) VALUES (?, ?, ?, ?, ?)`)
-	if _, err := tx.ExecContext(ctx, q, dc.DealID, dc.PortfolioID, status, reason, s.now().UTC()); err != nil {
+	const q = `INSERT INTO order_decisions (deal_id, portfolio_id, status, reason, decided_at) VALUES (?, ?, ?, ?, ?)`
+	if _, err := s.sql.Exec(ctx, tx, q, dc.DealID, dc.PortfolioID, status, reason, s.now().UTC()); err != nil {
 		return sdk.Result{}, fmt.Errorf("%s: record the decision on deal %s: %w", cmd.Name, dc.DealID, err)
 	}
 	s.log.InfoContext(ctx, "order decided", "deal_id", dc.DealID, "portfolio_id", dc.PortfolioID, "status", status, "reason", reason, "saga_id", cmd.SagaID)
@@ -92,11 +92,11 @@ func (s *Service) decide(ctx context.Context, tx *sqlx.Tx, dc dealctx.DealContex
 		held = held.Sub(dc.Quantity)
 	}
 	pf.UpdatedAt = s.now().UTC()
-	q := tx.Rebind(`UPDATE portfolios SET cash = ?, updated_at = ? WHERE id = ?`)
-	if _, err := tx.ExecContext(ctx, q, pf.Cash, pf.UpdatedAt, pf.ID); err != nil {
+	const q = `UPDATE portfolios SET cash = ?, updated_at = ? WHERE id = ?`
+	if _, err := s.sql.Exec(ctx, tx, q, pf.Cash, pf.UpdatedAt, pf.ID); err != nil {
 		return "", "", fmt.Errorf("update cash of portfolio %s: %w", pf.ID, err)
 	}
-	if err := savePosition(ctx, tx, pf.ID, dc.Instrument, held); err != nil {
+	if err := s.savePosition(ctx, tx, pf.ID, dc.Instrument, held); err != nil {
 		return "", "", err
 	}
 	if held.IsZero() {

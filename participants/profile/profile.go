@@ -12,6 +12,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
+	"github.com/portfolio-counselor/sagamachine/participants/internal/prepared"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
@@ -50,10 +51,13 @@ type Config struct {
 type Service struct {
 	db      *sqlx.DB
 	dialect service.Dialect
+	sql     *prepared.Cache // statements of the command handler and the writes
 	p       *sdk.Participant
 	auth    *auth.Authenticator
 	log     *slog.Logger
 	now     func() time.Time
+
+	lockPortfolioSQL string
 }
 
 // New validates cfg and returns the service.
@@ -78,7 +82,9 @@ func New(cfg Config) (*Service, error) {
 	// Both databases keep microseconds: truncate so a time read back equals
 	// the time written.
 	cfg.Now = func() time.Time { return clock().UTC().Truncate(time.Microsecond) }
-	return &Service{db: cfg.DB, dialect: d, p: cfg.Participant, auth: cfg.Auth, log: cfg.Logger.With("service", Name), now: cfg.Now}, nil
+	return &Service{db: cfg.DB, dialect: d, sql: prepared.New(cfg.DB), p: cfg.Participant, auth: cfg.Auth,
+		log: cfg.Logger.With("service", Name), now: cfg.Now,
+		lockPortfolioSQL: `SELECT ` + portfolioColumns + ` FROM portfolios WHERE id = ?` + d.ForUpdate()}, nil
 }
 
 // Migrate applies the service's business migrations

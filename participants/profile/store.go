@@ -236,16 +236,18 @@ func (pf *Portfolio) normalize() {
 // portfolio row on PostgreSQL. It returns sql.ErrNoRows if there is none.
 func (s *Service) lockPortfolio(ctx context.Context, tx *sqlx.Tx, id string) (Portfolio, error) {
 	var pf Portfolio
-	q := tx.Rebind(`SELECT ` + portfolioColumns + ` FROM portfolios WHERE id = ?` + s.dialect.ForUpdate())
-	if err := tx.GetContext(ctx, &pf, q, id); err != nil {
+	if err := s.sql.Get(ctx, tx, &pf, s.lockPortfolioSQL, id); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return Portfolio{}, err
 		}
 		return Portfolio{}, fmt.Errorf("read portfolio %s: %w", id, err)
 	}
 	pf.normalize()
-	var err error
-	if pf.Positions, err = positions(ctx, tx, id); err != nil {
+	rows, err := s.sql.Query(ctx, tx, `SELECT instrument, quantity FROM positions WHERE portfolio_id = ?`, id)
+	if err != nil {
+		return Portfolio{}, fmt.Errorf("read positions of portfolio %s: %w", id, err)
+	}
+	if pf.Positions, err = scanPositions(rows, id); err != nil {
 		return Portfolio{}, err
 	}
 	return pf, nil
@@ -262,6 +264,11 @@ func positions(ctx context.Context, q queryer, id string) (Positions, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read positions of portfolio %s: %w", id, err)
 	}
+	return scanPositions(rows, id)
+}
+
+// scanPositions reads and closes rows of (instrument, quantity).
+func scanPositions(rows *sqlx.Rows, id string) (Positions, error) {
 	defer rows.Close()
 	pos := Positions{}
 	for rows.Next() {
@@ -280,17 +287,17 @@ func positions(ctx context.Context, q queryer, id string) (Positions, error) {
 
 // savePosition writes the quantity held of one instrument (deleting the row
 // at zero).
-func savePosition(ctx context.Context, tx *sqlx.Tx, portfolioID, instrument string, qty decimal.Decimal) error {
+func (s *Service) savePosition(ctx context.Context, tx *sqlx.Tx, portfolioID, instrument string, qty decimal.Decimal) error {
 	if qty.IsZero() {
-		q := tx.Rebind(`DELETE FROM positions WHERE portfolio_id = ? AND instrument = ?`)
-		if _, err := tx.ExecContext(ctx, q, portfolioID, instrument); err != nil {
+		const q = `DELETE FROM positions WHERE portfolio_id = ? AND instrument = ?`
+		if _, err := s.sql.Exec(ctx, tx, q, portfolioID, instrument); err != nil {
 			return fmt.Errorf("delete position %s of portfolio %s: %w", instrument, portfolioID, err)
 		}
 		return nil
 	}
-	q := tx.Rebind(`INSERT INTO positions (portfolio_id, instrument, quantity) VALUES (?, ?, ?)
-		ON CONFLICT (portfolio_id, instrument) DO UPDATE SET quantity = excluded.quantity`)
-	if _, err := tx.ExecContext(ctx, q, portfolioID, instrument, qty); err != nil {
+	const q = `INSERT INTO positions (portfolio_id, instrument, quantity) VALUES (?, ?, ?)
+		ON CONFLICT (portfolio_id, instrument) DO UPDATE SET quantity = excluded.quantity`
+	if _, err := s.sql.Exec(ctx, tx, q, portfolioID, instrument, qty); err != nil {
 		return fmt.Errorf("save position %s of portfolio %s: %w", instrument, portfolioID, err)
 	}
 	return nil
@@ -308,9 +315,9 @@ func (s *Service) upsertSnapshot(ctx context.Context, tx *sqlx.Tx, pf Portfolio)
 	if err != nil {
 		return fmt.Errorf("encode snapshot of portfolio %s: %w", pf.ID, err)
 	}
-	q := tx.Rebind(`INSERT INTO snapshots (portfolio_id, day, cash, positions, taken_at) VALUES (?, ?, ?, ?, ?)
-		ON CONFLICT (portfolio_id, day) DO UPDATE SET cash = excluded.cash, positions = excluded.positions, taken_at = excluded.taken_at`)
-	if _, err := tx.ExecContext(ctx, q, pf.ID, now.Format(DateLayout), pf.Cash, string(b), now); err != nil {
+	const q = `INSERT INTO snapshots (portfolio_id, day, cash, positions, taken_at) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (portfolio_id, day) DO UPDATE SET cash = excluded.cash, positions = excluded.positions, taken_at = excluded.taken_at`
+	if _, err := s.sql.Exec(ctx, tx, q, pf.ID, now.Format(DateLayout), pf.Cash, string(b), now); err != nil {
 		return fmt.Errorf("upsert snapshot of portfolio %s: %w", pf.ID, err)
 	}
 	return nil

@@ -8,14 +8,13 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 )
 
-// maxTxBatch bounds the commands handled in one transaction. Each runs in
-// its own savepoint; PostgreSQL slows down for every session once a
-// transaction has more than 64 subtransactions that wrote.
+// maxTxBatch bounds the commands handled in one transaction.
 const maxTxBatch = 32
 
 // process handles recs in order: runs of well-formed commands in one
@@ -53,12 +52,16 @@ type keptReply struct {
 	body  []byte
 }
 
-// batch handles a prefix of recs in one transaction, each command in a
-// savepoint: duplicates re-enqueue their stored reply; others run the
-// handler, then record the inbox row (with the reply) and the outbox row.
-// It stops before the first record that is malformed or has no handler, and
-// at the first handler failure (returned as failure, to count as an
-// attempt); the commands before it commit. Database errors make it return
+// batch handles a prefix of recs in one transaction: duplicates re-enqueue
+// their stored reply; others run the handler, then record the inbox row
+// (with the reply) and the outbox row. It stops before the first record
+// that is malformed or has no handler. Commands share the transaction
+// without savepoints (a round trip and a subtransaction each): when one
+// fails (its handler, or another consumer recorded it meanwhile), the whole
+// transaction rolls back and the commands before it run again in a new one,
+// so a handler may run again after a rollback it did not cause; its
+// effects still commit once. The failure is returned to count as an
+// attempt of the record after the outcomes. Database errors make it return
 // nothing: the slow path then deals with the first record.
 func (p *Participant) batch(ctx context.Context, recs []kafka.Record) (outs []Outcome, failure error) {
 	msgs := make([]engine.Message, 0, len(recs))
@@ -74,98 +77,77 @@ func (p *Participant) batch(ctx context.Context, recs []kafka.Record) (outs []Ou
 		}
 		msgs, hs = append(msgs, m), append(hs, h)
 	}
-	if len(msgs) == 0 {
-		return nil, nil
+	for len(msgs) > 0 {
+		outs, failedAt, herr, ok := p.runBatch(ctx, recs, msgs, hs)
+		switch {
+		case !ok:
+			return nil, nil
+		case failedAt < 0:
+			return outs, failure
+		}
+		// Command failedAt failed: commit the ones before it alone.
+		failure = herr
+		msgs, hs = msgs[:failedAt], hs[:failedAt]
 	}
+	return nil, failure
+}
+
+// runBatch handles msgs in one transaction and commits them all
+// (failedAt -1), or rolls back at the first command that cannot commit:
+// failedAt is its index and failure its handler error (nil if another
+// consumer recorded it meanwhile). ok is false on database trouble.
+func (p *Participant) runBatch(ctx context.Context, recs []kafka.Record, msgs []engine.Message, hs []handlerFunc) (outs []Outcome, failedAt int, failure error, ok bool) {
 	tx, err := p.db.BeginTxx(ctx, nil)
 	if err != nil {
-		return nil, nil
+		return nil, 0, nil, false
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
 	kept, err := p.keptReplies(ctx, tx, msgs)
 	if err != nil {
 		p.log.Debug("batch: read inbox", "err", err)
-		return nil, nil
+		return nil, 0, nil, false
 	}
-	// One command alone needs no savepoint: on failure the whole
-	// transaction rolls back.
-	savepoints := len(msgs) > 1
-	exec := func(q string) error {
-		if !savepoints {
-			return nil
-		}
-		_, err := tx.ExecContext(ctx, q)
-		return err
-	}
+	outs = make([]Outcome, 0, len(msgs))
 	woke := false
 	for j, m := range msgs {
 		headers := recs[j].Headers
 		if k, dup := kept[m.ID]; dup {
 			if k.reply != nil {
 				if err := p.insertOutbox(ctx, tx, p.outRowFor(k.reply, k.body, headers)); err != nil {
-					return nil, nil
+					return nil, 0, nil, false
 				}
 				woke = true
 			}
 			outs = append(outs, Outcome{Command: m, Reply: k.reply, Duplicate: true})
 			continue
 		}
-		if err := exec(`SAVEPOINT sdk_cmd`); err != nil {
-			return nil, nil
-		}
 		reply, body, herr := p.runHandler(ctx, tx, m, hs[j])
-		claimed := false
-		if herr == nil {
-			var row *outRow
-			if reply != nil {
-				r := p.outRowFor(reply, body, headers)
-				row = &r
-			}
-			claimed, herr = p.recordHandled(ctx, tx, m, row)
-		}
-		if herr != nil || !claimed {
-			if !savepoints {
-				// The deferred Rollback undoes the handler; the slow path
-				// sees a duplicate (or retries the failure).
-				return nil, herr
-			}
-			if err := exec(`ROLLBACK TO SAVEPOINT sdk_cmd`); err != nil {
-				return nil, nil
-			}
-		}
 		if herr != nil {
-			if err := p.commitBatch(tx, outs, woke); err != nil {
-				return nil, nil
-			}
-			return outs, herr
+			return nil, j, herr, true
+		}
+		var row *outRow
+		if reply != nil {
+			r := p.outRowFor(reply, body, headers)
+			row = &r
+		}
+		claimed, err := p.recordHandled(ctx, tx, m, row)
+		if err != nil {
+			p.log.Debug("batch: record handled command", "command_id", m.ID, "err", err)
+			return nil, 0, nil, false
 		}
 		if !claimed {
 			// Handled meanwhile by another consumer (a rebalance): its
-			// transaction won; re-send its reply.
-			stored, body, err := p.storedReply(ctx, tx, m.ID)
-			if err != nil {
-				return nil, nil
-			}
-			if stored != nil {
-				if err := p.insertOutbox(ctx, tx, p.outRowFor(stored, body, headers)); err != nil {
-					return nil, nil
-				}
-				woke = true
-			}
-			kept[m.ID] = keptReply{reply: stored, body: body}
-			outs = append(outs, Outcome{Command: m, Reply: stored, Duplicate: true})
-			continue
+			// transaction won; the slow path re-sends its reply.
+			return nil, j, nil, true
 		}
-		// No RELEASE: saves a round trip; the next SAVEPOINT of the same
-		// name stacks on this one and ROLLBACK TO goes to the newest.
 		kept[m.ID] = keptReply{reply: reply, body: body}
 		woke = woke || reply != nil
 		outs = append(outs, Outcome{Command: m, Reply: reply, Attempts: 1})
 	}
 	if err := p.commitBatch(tx, outs, woke); err != nil {
-		return nil, nil
+		return nil, 0, nil, false
 	}
-	return outs, nil
+	return outs, -1, nil, true
 }
 
 func (p *Participant) commitBatch(tx *sqlx.Tx, outs []Outcome, woke bool) error {
@@ -215,11 +197,19 @@ func (p *Participant) keptReplies(ctx context.Context, tx *sqlx.Tx, msgs []engin
 	for i, m := range msgs {
 		ids[i] = m.ID
 	}
-	q, args, err := sqlx.In(`SELECT message_id, reply_id, reply FROM sdk_inbox WHERE message_id IN (?)`, ids)
-	if err != nil {
-		return nil, fmt.Errorf("look up %d commands in the inbox: %w", len(ids), err)
+	var rows *sqlx.Rows
+	var err error
+	if p.dialect == dialectPostgres {
+		// One statement text whatever the number of ids: prepared once.
+		rows, err = p.sql.Query(ctx, tx, `SELECT message_id, reply_id, reply FROM sdk_inbox WHERE message_id = ANY($1)`, pq.Array(ids))
+	} else {
+		// One statement text per number of ids (at most maxTxBatch).
+		q, args, qerr := sqlx.In(`SELECT message_id, reply_id, reply FROM sdk_inbox WHERE message_id IN (?)`, ids)
+		if qerr != nil {
+			return nil, fmt.Errorf("look up %d commands in the inbox: %w", len(ids), qerr)
+		}
+		rows, err = p.sql.Query(ctx, tx, q, args...)
 	}
-	rows, err := tx.QueryxContext(ctx, tx.Rebind(q), args...)
 	if err != nil {
 		return nil, fmt.Errorf("look up %d commands in the inbox: %w", len(ids), err)
 	}
@@ -259,7 +249,7 @@ func (p *Participant) recordHandled(ctx context.Context, tx *sqlx.Tx, m engine.M
 			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (message_id) DO NOTHING RETURNING 1)
 		INSERT INTO sdk_outbox (message_id, topic, msg_key, name, headers, body, created_at)
 		SELECT $4, $7, $8, $9, $10, $5, $6 FROM i`
-		res, err := tx.ExecContext(ctx, q, m.ID, m.SagaID, m.Name, reply.id, reply.body, now,
+		res, err := p.sql.Exec(ctx, tx, q, m.ID, m.SagaID, m.Name, reply.id, reply.body, now,
 			reply.topic, reply.key, reply.name, encodeHeaders(reply.headers))
 		if err != nil {
 			return false, fmt.Errorf("record command %s and its reply %s: %w", m.ID, reply.name, err)
@@ -274,8 +264,8 @@ func (p *Participant) recordHandled(ctx context.Context, tx *sqlx.Tx, m engine.M
 	if reply != nil {
 		rid, body = reply.id, reply.body
 	}
-	q := tx.Rebind(`INSERT INTO sdk_inbox (message_id, saga_id, command, reply_id, reply, processed_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING`)
-	res, err := tx.ExecContext(ctx, q, m.ID, m.SagaID, m.Name, rid, body, now)
+	const q = `INSERT INTO sdk_inbox (message_id, saga_id, command, reply_id, reply, processed_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING`
+	res, err := p.sql.Exec(ctx, tx, q, m.ID, m.SagaID, m.Name, rid, body, now)
 	if err != nil {
 		return false, fmt.Errorf("record command %s in the inbox: %w", m.ID, err)
 	}

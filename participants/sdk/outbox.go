@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
@@ -21,23 +22,42 @@ import (
 // (e.g. REGISTER), payload the initial saga context (a JSON object). The
 // instance runs on the newest loaded version of the definition.
 func (p *Participant) StartSaga(ctx context.Context, tx *sqlx.Tx, saga, event string, payload any) (string, error) {
+	id := NewSagaID()
+	if err := p.StartSagaWithID(ctx, tx, id, saga, event, payload); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// NewSagaID returns a fresh saga instance id (a random UUID) for
+// StartSagaWithID.
+func NewSagaID() string { return uuid.NewString() }
+
+// StartSagaWithID is StartSaga with the saga id chosen by the caller
+// (NewSagaID), so that the business row written in the same transaction
+// can carry it from its INSERT on, without a second statement. sagaID must
+// be a UUID and must not have been used before.
+func (p *Participant) StartSagaWithID(ctx context.Context, tx *sqlx.Tx, sagaID, saga, event string, payload any) error {
 	if tx == nil {
-		return "", fmt.Errorf("start saga %s: tx is nil", saga)
+		return fmt.Errorf("start saga %s: tx is nil", saga)
+	}
+	if _, err := uuid.Parse(sagaID); err != nil {
+		return engine.Errorf(engine.CodeInvalid, "start saga", "saga id %q is not a UUID: %v", sagaID, err)
 	}
 	if !validName(saga) {
-		return "", engine.Errorf(engine.CodeInvalid, "start saga", "saga name %q is not like MANUAL_CREATE_ORDER", saga)
+		return engine.Errorf(engine.CodeInvalid, "start saga", "saga name %q is not like MANUAL_CREATE_ORDER", saga)
 	}
 	if !validName(event) {
-		return "", engine.Errorf(engine.CodeInvalid, "start saga", "event name %q is not like REGISTER", event)
+		return engine.Errorf(engine.CodeInvalid, "start saga", "event name %q is not like REGISTER", event)
 	}
 	body, err := marshalObject(event, payload)
 	if err != nil {
-		return "", engine.Errorf(engine.CodeInvalid, "start saga", "%s %s: %v", saga, event, err)
+		return engine.Errorf(engine.CodeInvalid, "start saga", "%s %s: %v", saga, event, err)
 	}
 	m := &engine.Message{
 		V:           engine.EnvelopeVersion,
 		ID:          uuid.NewString(),
-		SagaID:      uuid.NewString(),
+		SagaID:      sagaID,
 		Saga:        saga,
 		Kind:        engine.KindEvent,
 		Name:        event,
@@ -47,14 +67,14 @@ func (p *Participant) StartSaga(ctx context.Context, tx *sqlx.Tx, saga, event st
 	}
 	raw, err := json.Marshal(m)
 	if err != nil {
-		return "", fmt.Errorf("start saga %s: encode %s: %w", saga, event, err)
+		return fmt.Errorf("start saga %s: encode %s: %w", saga, event, err)
 	}
 	if err := p.insertOutbox(ctx, tx, p.outRowFor(m, raw, nil)); err != nil {
-		return "", fmt.Errorf("start saga %s: %w", saga, err)
+		return fmt.Errorf("start saga %s: %w", saga, err)
 	}
 	p.log.Debug("saga start written to the outbox", "saga_id", m.SagaID, "saga", saga, "event", event, "message_id", m.ID)
 	p.wake() // the caller commits soon; the relay also polls
-	return m.SagaID, nil
+	return nil
 }
 
 // PublishFunc publishes records and returns only when they are durable on
@@ -91,7 +111,7 @@ func (p *Participant) flushPostgres(ctx context.Context, publish PublishFunc) (i
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
 	var rows []outboxRow
-	if err := tx.SelectContext(ctx, &rows, `SELECT seq, topic, msg_key, headers, body FROM sdk_outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED`, p.cfg.RelayBatch); err != nil {
+	if err := p.sql.Select(ctx, tx, &rows, `SELECT seq, topic, msg_key, headers, body FROM sdk_outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED`, p.cfg.RelayBatch); err != nil {
 		return 0, fmt.Errorf("relay outbox: read: %w", err)
 	}
 	if len(rows) == 0 {
@@ -100,8 +120,12 @@ func (p *Participant) flushPostgres(ctx context.Context, publish PublishFunc) (i
 	if err := p.publishRows(ctx, publish, rows); err != nil {
 		return 0, err
 	}
-	if err := deleteRows(ctx, tx, rows); err != nil {
-		return 0, err
+	seqs := make([]int64, len(rows))
+	for i, r := range rows {
+		seqs[i] = r.Seq
+	}
+	if _, err := p.sql.Exec(ctx, tx, `DELETE FROM sdk_outbox WHERE seq = ANY($1)`, pq.Array(seqs)); err != nil {
+		return 0, fmt.Errorf("relay outbox: delete %d published rows: %w", len(rows), err)
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("relay outbox: commit deletion of %d published rows: %w", len(rows), err)
@@ -113,7 +137,11 @@ func (p *Participant) flushPostgres(ctx context.Context, publish PublishFunc) (i
 // across the publish: SQLite has one writer, and the reader is this process.
 func (p *Participant) flushSQLite(ctx context.Context, publish PublishFunc) (int, error) {
 	var rows []outboxRow
-	if err := p.db.SelectContext(ctx, &rows, `SELECT seq, topic, msg_key, headers, body FROM sdk_outbox ORDER BY seq LIMIT ?`, p.cfg.RelayBatch); err != nil {
+	st, err := p.sql.Stmt(ctx, nil, `SELECT seq, topic, msg_key, headers, body FROM sdk_outbox ORDER BY seq LIMIT ?`)
+	if err != nil {
+		return 0, fmt.Errorf("relay outbox: read: %w", err)
+	}
+	if err := st.SelectContext(ctx, &rows, p.cfg.RelayBatch); err != nil {
 		return 0, fmt.Errorf("relay outbox: read: %w", err)
 	}
 	if len(rows) == 0 {
@@ -152,7 +180,8 @@ func (p *Participant) publishRows(ctx context.Context, publish PublishFunc, rows
 }
 
 // deleteRows deletes published rows by seq (not "seq <= max": on
-// PostgreSQL a row with a smaller seq may commit after a bigger one).
+// PostgreSQL a row with a smaller seq may commit after a bigger one; the
+// SQLite relay keeps the same rule).
 func deleteRows(ctx context.Context, tx *sqlx.Tx, rows []outboxRow) error {
 	const chunk = 500
 	for start := 0; start < len(rows); start += chunk {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+
+	"github.com/portfolio-counselor/sagamachine/participants/internal/prepared"
 )
 
 // Defaults applied by New to zero Config fields.
@@ -87,6 +89,7 @@ type Config struct {
 type Participant struct {
 	cfg     Config
 	db      *sqlx.DB
+	sql     *prepared.Cache // the SDK's own statements
 	dialect dialect
 	log     *slog.Logger
 	kick    chan struct{}
@@ -179,6 +182,7 @@ func New(cfg Config) (*Participant, error) {
 	return &Participant{
 		cfg:      cfg,
 		db:       cfg.DB,
+		sql:      prepared.New(cfg.DB),
 		dialect:  d,
 		log:      cfg.Logger.With("participant", cfg.Name),
 		kick:     make(chan struct{}, 1),

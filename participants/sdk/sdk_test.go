@@ -529,6 +529,55 @@ func TestStartSaga(t *testing.T) {
 	}
 }
 
+// TestStartSagaWithID: the saga id chosen by the caller is the one the
+// start event carries; an id that is not a UUID is refused.
+func TestStartSagaWithID(t *testing.T) {
+	kit := sdktest.New(t, sdk.Config{Name: "deals"}, nil, nil)
+	p := kit.Participant()
+	ctx := context.Background()
+	tests := []struct {
+		name          string
+		sagaID        string
+		wantErrSubstr string
+	}{
+		{"fresh id", sdk.NewSagaID(), ""},
+		{"not a UUID", "saga-1", "not a UUID"},
+		{"empty", "", "not a UUID"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tx, err := kit.DB().BeginTxx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback() //nolint:errcheck
+			err = p.StartSagaWithID(ctx, tx, tt.sagaID, "MANUAL_CREATE_ORDER", "REGISTER", orderPayload("d-"+tt.name, 10))
+			if tt.wantErrSubstr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErrSubstr) {
+					t.Errorf("StartSagaWithID err = %v, want it to mention %q", err, tt.wantErrSubstr)
+				}
+				if got, want := engine.ErrorCode(err), engine.CodeInvalid; got != want {
+					t.Errorf("code = %q, want %q", got, want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("StartSagaWithID: %v", err)
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			got := kit.Flush(t)
+			if len(got) != 1 {
+				t.Fatalf("emitted %d messages, want 1", len(got))
+			}
+			if got[0].SagaID != tt.sagaID || got[0].Name != "REGISTER" {
+				t.Errorf("start event: saga %s %s, want saga %s REGISTER", got[0].SagaID, got[0].Name, tt.sagaID)
+			}
+		})
+	}
+}
+
 func TestConfigDefaultsAndValidation(t *testing.T) {
 	db := sdktest.New(t, sdk.Config{Name: "x"}, nil, nil).DB()
 	p, err := sdk.New(sdk.Config{Name: "profile", DB: db})

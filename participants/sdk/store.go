@@ -122,8 +122,8 @@ func decodeHeaders(s string) (map[string]string, error) {
 }
 
 func (p *Participant) insertOutbox(ctx context.Context, tx *sqlx.Tx, r outRow) error {
-	q := tx.Rebind(`INSERT INTO sdk_outbox (message_id, topic, msg_key, name, headers, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`)
-	if _, err := tx.ExecContext(ctx, q, r.id, r.topic, r.key, r.name, encodeHeaders(r.headers), r.body, time.Now().UTC()); err != nil {
+	const q = `INSERT INTO sdk_outbox (message_id, topic, msg_key, name, headers, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`
+	if _, err := p.sql.Exec(ctx, tx, q, r.id, r.topic, r.key, r.name, encodeHeaders(r.headers), r.body, time.Now().UTC()); err != nil {
 		return fmt.Errorf("write %s %s to the outbox: %w", r.name, r.id, err)
 	}
 	return nil
@@ -138,7 +138,7 @@ func (p *Participant) storeReply(ctx context.Context, tx *sqlx.Tx, commandID str
 			INSERT INTO sdk_outbox (message_id, topic, msg_key, name, headers, body, created_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7))
 		UPDATE sdk_inbox SET reply_id = $1, reply = $6 WHERE message_id = $8`
-		if _, err := tx.ExecContext(ctx, q, r.id, r.topic, r.key, r.name, encodeHeaders(r.headers), r.body, now, commandID); err != nil {
+		if _, err := p.sql.Exec(ctx, tx, q, r.id, r.topic, r.key, r.name, encodeHeaders(r.headers), r.body, now, commandID); err != nil {
 			return fmt.Errorf("write reply %s %s to the outbox: %w", r.name, r.id, err)
 		}
 		return nil
@@ -146,8 +146,8 @@ func (p *Participant) storeReply(ctx context.Context, tx *sqlx.Tx, commandID str
 	if err := p.insertOutbox(ctx, tx, r); err != nil {
 		return err
 	}
-	q := tx.Rebind(`UPDATE sdk_inbox SET reply_id = ?, reply = ? WHERE message_id = ?`)
-	if _, err := tx.ExecContext(ctx, q, r.id, r.body, commandID); err != nil {
+	const q = `UPDATE sdk_inbox SET reply_id = ?, reply = ? WHERE message_id = ?`
+	if _, err := p.sql.Exec(ctx, tx, q, r.id, r.body, commandID); err != nil {
 		return fmt.Errorf("keep reply %s in the inbox: %w", r.id, err)
 	}
 	return nil
@@ -156,8 +156,8 @@ func (p *Participant) storeReply(ctx context.Context, tx *sqlx.Tx, commandID str
 // claimInbox records the command id; it reports false if it was there
 // already (a duplicate).
 func (p *Participant) claimInbox(ctx context.Context, tx *sqlx.Tx, msg engine.Message) (bool, error) {
-	q := tx.Rebind(`INSERT INTO sdk_inbox (message_id, saga_id, command, processed_at) VALUES (?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING`)
-	res, err := tx.ExecContext(ctx, q, msg.ID, msg.SagaID, msg.Name, time.Now().UTC())
+	const q = `INSERT INTO sdk_inbox (message_id, saga_id, command, processed_at) VALUES (?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING`
+	res, err := p.sql.Exec(ctx, tx, q, msg.ID, msg.SagaID, msg.Name, time.Now().UTC())
 	if err != nil {
 		return false, fmt.Errorf("record command %s in the inbox: %w", msg.ID, err)
 	}
@@ -173,8 +173,11 @@ func (p *Participant) claimInbox(ctx context.Context, tx *sqlx.Tx, msg engine.Me
 func (p *Participant) storedReply(ctx context.Context, tx *sqlx.Tx, commandID string) (*engine.Message, []byte, error) {
 	var id sql.NullString
 	var body []byte
-	q := tx.Rebind(`SELECT reply_id, reply FROM sdk_inbox WHERE message_id = ?`)
-	if err := tx.QueryRowxContext(ctx, q, commandID).Scan(&id, &body); err != nil {
+	st, err := p.sql.Stmt(ctx, tx, `SELECT reply_id, reply FROM sdk_inbox WHERE message_id = ?`)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the stored reply of command %s: %w", commandID, err)
+	}
+	if err := st.QueryRowxContext(ctx, commandID).Scan(&id, &body); err != nil {
 		return nil, nil, fmt.Errorf("read the stored reply of command %s: %w", commandID, err)
 	}
 	if !id.Valid || len(body) == 0 {
