@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
@@ -136,12 +137,14 @@ func pgNullTime(t *time.Time) *string {
 	return &s
 }
 
-// nullJSON returns nil for an empty document.
+// nullJSON returns nil for an empty document. The string shares b's
+// bytes: it is used only while the caller's document stays unchanged
+// (during the store call).
 func nullJSON(b []byte) *string {
 	if len(b) == 0 {
 		return nil
 	}
-	s := string(b)
+	s := unsafe.String(unsafe.SliceData(b), len(b))
 	return &s
 }
 

@@ -173,10 +173,8 @@ type instRow struct {
 	pending *string // JSON, nil for none
 }
 
-// encodeInstances validates and encodes a batch of instances. Contexts
-// are checked to be JSON here for SQLite; PostgreSQL checks them itself
-// (json columns) and refuses a batch with an invalid one (CodeInvalid).
-func encodeInstances(insts []*engine.Instance, checkJSON bool) ([]instRow, error) {
+// encodeInstances validates and encodes a batch of instances.
+func encodeInstances(insts []*engine.Instance) ([]instRow, error) {
 	rows := make([]instRow, len(insts))
 	seen := make(map[string]struct{}, len(insts))
 	for i, in := range insts {
@@ -197,12 +195,12 @@ func encodeInstances(insts []*engine.Instance, checkJSON bool) ([]instRow, error
 			return nil, fmt.Errorf("saga %s appears twice in one batch", in.ID)
 		}
 		seen[in.ID] = struct{}{}
-		if checkJSON && len(in.Context) > 0 && !json.Valid(in.Context) {
+		if len(in.Context) > 0 && !json.Valid(in.Context) {
 			return nil, fmt.Errorf("saga %s: context is not valid JSON", in.ID)
 		}
 		r := instRow{in: in, context: nullJSON(in.Context)}
 		if in.Pending != nil {
-			if checkJSON && len(in.Pending.Payload) > 0 && !json.Valid(in.Pending.Payload) {
+			if len(in.Pending.Payload) > 0 && !json.Valid(in.Pending.Payload) {
 				return nil, fmt.Errorf("saga %s: pending command's payload is not valid JSON", in.ID)
 			}
 			b := engine.AppendMessage(make([]byte, 0, 320+len(in.Pending.Payload)), in.Pending)
@@ -244,7 +242,7 @@ func (t *tx) Insert(ctx context.Context, insts []*engine.Instance) error {
 	if len(insts) == 0 {
 		return nil
 	}
-	rows, err := encodeInstances(insts, !t.d().postgres)
+	rows, err := encodeInstances(insts)
 	if err != nil {
 		return &engine.Error{Code: engine.CodeInvalid, Op: op, Err: err}
 	}
@@ -274,7 +272,7 @@ func (t *tx) Update(ctx context.Context, insts []*engine.Instance) error {
 	if len(insts) == 0 {
 		return nil
 	}
-	rows, err := encodeInstances(insts, !t.d().postgres)
+	rows, err := encodeInstances(insts)
 	if err != nil {
 		return &engine.Error{Code: engine.CodeInvalid, Op: op, Err: err}
 	}
@@ -360,35 +358,40 @@ func (t *tx) Enqueue(ctx context.Context, recs []engine.OutboxRecord) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	// One buffer for the batch's messages; PostgreSQL checks the JSON
-	// itself (json column), SQLite's is checked here.
+	// One buffer for the batch's messages, as a JSON array: PostgreSQL
+	// takes it as it is, SQLite gets each message.
 	ends := make([]int, len(recs))
-	size := 0
+	size := 2
 	for i := range recs {
 		size += 256 + len(recs[i].Message.Payload)
 	}
 	buf := make([]byte, 0, size)
+	buf = append(buf, '[')
 	for i := range recs {
 		m := &recs[i].Message
 		if recs[i].Topic == "" {
 			return engine.Errorf(engine.CodeInvalid, op, "record %d of %d has no topic", i, len(recs))
 		}
-		if !t.d().postgres && len(m.Payload) > 0 && !json.Valid(m.Payload) {
+		if len(m.Payload) > 0 && !json.Valid(m.Payload) {
 			return engine.Errorf(engine.CodeInvalid, op, "record %d of %d: payload is not valid JSON", i, len(recs))
+		}
+		if i > 0 {
+			buf = append(buf, ',')
 		}
 		buf = engine.AppendMessage(buf, m)
 		ends[i] = len(buf)
 	}
-	msgs := make([]string, len(recs))
-	all := unsafe.String(unsafe.SliceData(buf), len(buf))
-	start := 0
-	for i, end := range ends {
-		msgs[i], start = all[start:end], end
-	}
+	buf = append(buf, ']')
 	var err error
 	if t.d().postgres {
-		err = t.enqueuePostgres(ctx, recs, msgs)
+		err = t.enqueuePostgres(ctx, recs, buf)
 	} else {
+		msgs := make([]string, len(recs))
+		all := unsafe.String(unsafe.SliceData(buf), len(buf))
+		start := 1
+		for i, end := range ends {
+			msgs[i], start = all[start:end], end+1
+		}
 		err = t.enqueueSQLite(ctx, recs, msgs)
 	}
 	return t.s.wrap(op, err)
