@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -61,6 +62,11 @@ type Service struct {
 	auth    *auth.Authenticator
 	log     *slog.Logger
 	now     func() time.Time
+
+	// Group commit of new deals (group.go).
+	groupMu  sync.Mutex
+	queue    []*pendingDeal
+	flushing int
 }
 
 // New validates cfg and returns the service.

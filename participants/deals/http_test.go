@@ -282,3 +282,66 @@ func TestConcurrentIdempotentCreates(t *testing.T) {
 		}
 	})
 }
+
+// TestConcurrentCreatesShareCommits: deals created at the same time are
+// written in shared transactions (group commit); each must still get its
+// own row and exactly one saga start carrying its saga id, and a reused
+// Idempotency-Key must still answer with the first deal.
+func TestConcurrentCreatesShareCommits(t *testing.T) {
+	servicetest.EachDB(t, Migrate, func(t *testing.T, db *sqlx.DB) {
+		s, p := newService(t, db, servicetest.NewIssuer(t).Auth)
+		const n, keys = 40, 10
+		deals := make([]Deal, n)
+		replayed := make([]bool, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				key := ""
+				if i%2 == 0 {
+					key = fmt.Sprint("key-", (i/2)%keys)
+				}
+				deals[i], replayed[i], errs[i] = s.Create(t.Context(), "alice", buyRequest(), key)
+			})
+		}
+		wg.Wait()
+		byKey := map[string]string{}
+		distinct := map[string]string{} // deal id -> saga id
+		for i := range n {
+			if errs[i] != nil {
+				t.Fatalf("create %d: %v", i, errs[i])
+			}
+			d := deals[i]
+			distinct[d.ID] = d.SagaID
+			if !d.IdempotencyKey.Valid {
+				continue
+			}
+			if first, ok := byKey[d.IdempotencyKey.String]; ok && first != d.ID {
+				t.Errorf("key %s: deals %s and %s, want one", d.IdempotencyKey.String, first, d.ID)
+			}
+			byKey[d.IdempotencyKey.String] = d.ID
+		}
+		if got, want := len(distinct), n/2+keys; got != want {
+			t.Errorf("distinct deals = %d, want %d (%d without a key, %d keys)", got, want, n/2, keys)
+		}
+		var stored int
+		if err := db.Get(&stored, `SELECT COUNT(*) FROM deals`); err != nil {
+			t.Fatal(err)
+		}
+		if stored != len(distinct) {
+			t.Errorf("stored deals = %d, want %d", stored, len(distinct))
+		}
+		starts := map[string]int{}
+		for _, m := range servicetest.Flush(t, p) {
+			starts[m.SagaID]++
+		}
+		for id, sagaID := range distinct {
+			if starts[sagaID] != 1 {
+				t.Errorf("deal %s: %d starts of saga %s, want 1", id, starts[sagaID], sagaID)
+			}
+		}
+		if got, want := len(starts), len(distinct); got != want {
+			t.Errorf("sagas started = %d, want %d", got, want)
+		}
+	})
+}

@@ -39,7 +39,7 @@ func (n NewDeal) hash() string {
 }
 
 // Create stores a draft deal for userID and starts its saga in the same
-// transaction. With a non-empty idemKey, a second call with the same key
+// transaction (shared with the deals created at the same time: group.go). With a non-empty idemKey, a second call with the same key
 // returns the first deal (replayed true) without starting another saga; the
 // same key with a different request is a 422 problem.
 func (s *Service) Create(ctx context.Context, userID string, in NewDeal, idemKey string) (deal Deal, replayed bool, err error) {
@@ -60,28 +60,15 @@ func (s *Service) Create(ctx context.Context, userID string, in NewDeal, idemKey
 	dc.DealID, dc.UserID = d.ID, userID
 	// The saga id is chosen now so the deal row carries it from its INSERT.
 	d.SagaID = sdk.NewSagaID()
-
-	tx, err := s.db.BeginTxx(ctx, nil)
-	if err != nil {
-		return Deal{}, false, fmt.Errorf("create deal: begin: %w", err)
+	if err := ctx.Err(); err != nil {
+		return Deal{}, false, fmt.Errorf("create deal: %w", err)
 	}
-	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	const q = `INSERT INTO deals (id, user_id, portfolio_id, side, instrument, quantity, price, amount, currency,
-		status, reason, saga_id, idempotency_key, request_hash, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?)
-		ON CONFLICT (user_id, idempotency_key) DO NOTHING`
-	res, err := s.sql.Exec(ctx, tx, q, d.ID, d.UserID, d.PortfolioID, d.Side, d.Instrument, d.Quantity, d.Price, d.Amount,
-		d.Currency, d.Status, d.SagaID, d.IdempotencyKey, d.RequestHash, d.CreatedAt, d.UpdatedAt)
+	inserted, err := s.insertDeal(d, dc)
 	if err != nil {
-		return Deal{}, false, fmt.Errorf("create deal: insert: %w", err)
+		return Deal{}, false, fmt.Errorf("create deal %s: %w", d.ID, err)
 	}
-	if n, err := res.RowsAffected(); err != nil {
-		return Deal{}, false, fmt.Errorf("create deal: insert: %w", err)
-	} else if n == 0 {
+	if !inserted {
 		// The key was used before by this user: answer with that deal.
-		if err := tx.Rollback(); err != nil {
-			return Deal{}, false, fmt.Errorf("create deal: rollback: %w", err)
-		}
 		prev, err := s.byIdempotencyKey(ctx, userID, idemKey)
 		if err != nil {
 			return Deal{}, false, err
@@ -92,14 +79,31 @@ func (s *Service) Create(ctx context.Context, userID string, in NewDeal, idemKey
 		}
 		return prev, true, nil
 	}
-	if err := s.p.StartSagaWithID(ctx, tx, d.SagaID, SagaName, StartEvent, dealctx.Wrap(dc)); err != nil {
-		return Deal{}, false, fmt.Errorf("create deal %s: start saga %s: %w", d.ID, SagaName, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return Deal{}, false, fmt.Errorf("create deal %s: commit: %w", d.ID, err)
-	}
 	s.log.InfoContext(ctx, "deal created", "deal_id", d.ID, "saga_id", d.SagaID, "user_id", userID)
 	return d, false, nil
+}
+
+// writeDeal inserts d and starts its saga in tx; it reports false, writing
+// nothing, if d's Idempotency-Key was used before by the same user.
+func (s *Service) writeDeal(ctx context.Context, tx *sqlx.Tx, d Deal, dc dealctx.DealContext) (bool, error) {
+	const q = `INSERT INTO deals (id, user_id, portfolio_id, side, instrument, quantity, price, amount, currency,
+		status, reason, saga_id, idempotency_key, request_hash, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?)
+		ON CONFLICT (user_id, idempotency_key) DO NOTHING`
+	res, err := s.sql.Exec(ctx, tx, q, d.ID, d.UserID, d.PortfolioID, d.Side, d.Instrument, d.Quantity, d.Price, d.Amount,
+		d.Currency, d.Status, d.SagaID, d.IdempotencyKey, d.RequestHash, d.CreatedAt, d.UpdatedAt)
+	if err != nil {
+		return false, fmt.Errorf("insert: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return false, fmt.Errorf("insert: %w", err)
+	} else if n == 0 {
+		return false, nil
+	}
+	if err := s.p.StartSagaWithID(ctx, tx, d.SagaID, SagaName, StartEvent, dealctx.Wrap(dc)); err != nil {
+		return false, fmt.Errorf("start saga %s: %w", SagaName, err)
+	}
+	return true, nil
 }
 
 func (s *Service) byIdempotencyKey(ctx context.Context, userID, key string) (Deal, error) {

@@ -1,0 +1,140 @@
+package deals
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
+	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
+)
+
+// Group commit of new deals. Concurrent POST /deals requests queue their
+// deal; a flusher takes everything queued (up to maxGroup) and writes it in
+// ONE transaction: for each deal its row and its saga start in the outbox,
+// then one commit for all. A deal is durable, and its saga started, when
+// its request is answered, exactly as with a transaction per request; only
+// the commits (and, on SQLite, the serialised write transactions) are
+// shared. If anything in the group fails, the group is rolled back and each
+// deal is written again in its own transaction, so one bad deal fails only
+// its own request.
+const (
+	maxGroup = 64
+	// groupTimeout bounds a group's transaction (its requests wait for it,
+	// whatever their own contexts say, to learn the outcome).
+	groupTimeout = 30 * time.Second
+)
+
+// pendingDeal is a deal waiting for its group's commit.
+type pendingDeal struct {
+	d    Deal
+	dc   dealctx.DealContext
+	done chan groupResult
+}
+
+type groupResult struct {
+	inserted bool // false: the Idempotency-Key was used before
+	err      error
+}
+
+// flushers is how many groups may be written at once: one on SQLite (one
+// writer anyway), a few on PostgreSQL.
+func flushers(d service.Dialect) int {
+	if d == service.Postgres {
+		return 4
+	}
+	return 1
+}
+
+// insertDeal writes d (inserted false if its Idempotency-Key was used
+// before) and starts its saga, grouped with the deals created meanwhile.
+func (s *Service) insertDeal(d Deal, dc dealctx.DealContext) (bool, error) {
+	pd := &pendingDeal{d: d, dc: dc, done: make(chan groupResult, 1)}
+	s.groupMu.Lock()
+	s.queue = append(s.queue, pd)
+	if s.flushing < flushers(s.dialect) {
+		s.flushing++
+		go s.flushGroups()
+	}
+	s.groupMu.Unlock()
+	res := <-pd.done
+	return res.inserted, res.err
+}
+
+// flushGroups writes queued groups until the queue is empty.
+func (s *Service) flushGroups() {
+	for {
+		s.groupMu.Lock()
+		n := min(len(s.queue), maxGroup)
+		if n == 0 {
+			s.flushing--
+			s.groupMu.Unlock()
+			return
+		}
+		group := make([]*pendingDeal, n)
+		copy(group, s.queue)
+		s.queue = s.queue[n:]
+		if len(s.queue) == 0 {
+			s.queue = nil // let the backing array go
+		}
+		s.groupMu.Unlock()
+		s.writeGroup(group)
+	}
+}
+
+// writeGroup writes group in one transaction, or, if that fails, each deal
+// in its own.
+func (s *Service) writeGroup(group []*pendingDeal) {
+	ctx, cancel := context.WithTimeout(context.Background(), groupTimeout)
+	defer cancel()
+	if len(group) > 1 {
+		inserted, err := s.inTx(ctx, func(tx *sqlx.Tx) ([]bool, error) {
+			ins := make([]bool, len(group))
+			for i, pd := range group {
+				ok, err := s.writeDeal(ctx, tx, pd.d, pd.dc)
+				if err != nil {
+					return nil, err
+				}
+				ins[i] = ok
+			}
+			return ins, nil
+		})
+		if err == nil {
+			for i, pd := range group {
+				pd.done <- groupResult{inserted: inserted[i]}
+			}
+			return
+		}
+		s.log.Info("writing a group of new deals failed; writing them one by one", "deals", len(group), "err", err)
+	}
+	for _, pd := range group {
+		inserted, err := s.inTx(ctx, func(tx *sqlx.Tx) ([]bool, error) {
+			ok, err := s.writeDeal(ctx, tx, pd.d, pd.dc)
+			return []bool{ok}, err
+		})
+		if err != nil {
+			pd.done <- groupResult{err: err}
+			continue
+		}
+		pd.done <- groupResult{inserted: inserted[0]}
+	}
+}
+
+// inTx runs fn in a transaction and commits it.
+func (s *Service) inTx(ctx context.Context, fn func(tx *sqlx.Tx) ([]bool, error)) ([]bool, error) {
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	out, err := fn(tx)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	return out, nil
+}
