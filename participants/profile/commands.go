@@ -3,12 +3,15 @@ package profile
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/shopspring/decimal"
 
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
+	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
 
@@ -23,30 +26,111 @@ type decision struct {
 	Reason string `db:"reason"`
 }
 
+// orderView is what deciding an order reads in one statement: the
+// portfolio (locked on PostgreSQL), its positions and the decision already
+// taken on the deal, if any.
+type orderView struct {
+	Portfolio
+	PositionsJSON sql.NullString `db:"positions_json"`
+	PrevStatus    sql.NullString `db:"prev_status"`
+	PrevReason    sql.NullString `db:"prev_reason"`
+}
+
 func (s *Service) handleApproveOrder(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[dealctx.Envelope]) (sdk.Result, error) {
 	dc, err := dealctx.FromCommand(cmd.Payload)
 	if err != nil {
 		return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: %w", cmd.Name, err))
 	}
-	// A deal is decided once; the same decision is repeated if asked again.
-	var prev decision
-	err = s.sql.Get(ctx, tx, &prev, `SELECT status, reason FROM order_decisions WHERE deal_id = ?`, dc.DealID)
-	switch {
-	case err == nil:
-		return s.answer(dc, prev.Status, prev.Reason), nil
-	case !errors.Is(err, sql.ErrNoRows):
-		return sdk.Result{}, fmt.Errorf("%s: read the decision on deal %s: %w", cmd.Name, dc.DealID, err)
-	}
-	status, reason, err := s.decide(ctx, tx, dc)
+	pf, prev, found, err := s.loadOrder(ctx, tx, dc)
 	if err != nil {
 		return sdk.Result{}, fmt.Errorf("%s: deal %s: %w", cmd.Name, dc.DealID, err)
 	}
-	const q = `INSERT INTO order_decisions (deal_id, portfolio_id, status, reason, decided_at) VALUES (?, ?, ?, ?, ?)`
-	if _, err := s.sql.Exec(ctx, tx, q, dc.DealID, dc.PortfolioID, status, reason, s.now().UTC()); err != nil {
-		return sdk.Result{}, fmt.Errorf("%s: record the decision on deal %s: %w", cmd.Name, dc.DealID, err)
+	// A deal is decided once; the same decision is repeated if asked again.
+	if prev != nil {
+		return s.answer(dc, prev.Status, prev.Reason), nil
+	}
+	var status, reason string
+	var held decimal.Decimal
+	if found && pf.UserID == dc.UserID {
+		status, reason, held = decide(&pf, dc)
+	} else {
+		status, reason = dealctx.StatusRejected, fmt.Sprintf("portfolio %s not found for user %s", dc.PortfolioID, dc.UserID)
+	}
+	if status == dealctx.StatusApproved {
+		pf.UpdatedAt = s.now().UTC()
+		if err := s.apply(ctx, tx, dc, pf, held); err != nil {
+			return sdk.Result{}, fmt.Errorf("%s: deal %s: %w", cmd.Name, dc.DealID, err)
+		}
+	} else {
+		const q = `INSERT INTO order_decisions (deal_id, portfolio_id, status, reason, decided_at) VALUES (?, ?, ?, ?, ?)`
+		if _, err := s.sql.Exec(ctx, tx, q, dc.DealID, dc.PortfolioID, status, reason, s.now().UTC()); err != nil {
+			return sdk.Result{}, fmt.Errorf("%s: record the decision on deal %s: %w", cmd.Name, dc.DealID, err)
+		}
 	}
 	s.log.InfoContext(ctx, "order decided", "deal_id", dc.DealID, "portfolio_id", dc.PortfolioID, "status", status, "reason", reason, "saga_id", cmd.SagaID)
 	return s.answer(dc, status, reason), nil
+}
+
+// loadOrder reads the deal's portfolio with its positions, and the
+// decision already taken on the deal (prev, nil if none): one statement on
+// SQLite (whose write transactions exclude each other); on PostgreSQL the
+// portfolio row is locked first, then positions and decision are read by a
+// second statement, whose snapshot sees what the previous holder of the
+// lock committed (in one statement they would be read as of before the
+// wait: a lost update). found is false if the portfolio does not exist;
+// the previous decision is then read on its own.
+func (s *Service) loadOrder(ctx context.Context, tx *sqlx.Tx, dc dealctx.DealContext) (pf Portfolio, prev *decision, found bool, err error) {
+	var v orderView
+	if s.dialect == service.Postgres {
+		err = s.sql.Get(ctx, tx, &v.Portfolio, s.lockPortfolioSQL, dc.PortfolioID)
+		if err == nil {
+			err = s.sql.Get(ctx, tx, &v, s.loadOrderSQL, dc.DealID, dc.DealID, dc.PortfolioID)
+		}
+	} else {
+		err = s.sql.Get(ctx, tx, &v, s.loadOrderSQL, dc.DealID, dc.DealID, dc.PortfolioID)
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		var d decision
+		err := s.sql.Get(ctx, tx, &d, `SELECT status, reason FROM order_decisions WHERE deal_id = ?`, dc.DealID)
+		switch {
+		case err == nil:
+			return Portfolio{}, &d, false, nil
+		case errors.Is(err, sql.ErrNoRows):
+			return Portfolio{}, nil, false, nil
+		}
+		return Portfolio{}, nil, false, fmt.Errorf("read the decision on the deal: %w", err)
+	}
+	if err != nil {
+		return Portfolio{}, nil, false, fmt.Errorf("read portfolio %s: %w", dc.PortfolioID, err)
+	}
+	if v.PrevStatus.Valid {
+		prev = &decision{Status: v.PrevStatus.String, Reason: v.PrevReason.String}
+	}
+	pf = v.Portfolio
+	pf.normalize()
+	if v.PositionsJSON.Valid && v.PositionsJSON.String != "" {
+		if err := json.Unmarshal([]byte(v.PositionsJSON.String), &pf.Positions); err != nil {
+			return Portfolio{}, nil, false, fmt.Errorf("read positions of portfolio %s: %w", pf.ID, err)
+		}
+	}
+	return pf, prev, true, nil
+}
+
+// orderViewSQL is loadOrder's reading statement (arguments: deal id twice,
+// portfolio id): on PostgreSQL positions and decision only (the portfolio
+// is read by the locking statement before it), on SQLite the portfolio too.
+func orderViewSQL(postgres bool) string {
+	const sub = `(SELECT json_group_object(instrument, quantity) FROM positions WHERE portfolio_id = p.id) AS positions_json,
+		(SELECT status FROM order_decisions WHERE deal_id = ?) AS prev_status,
+		(SELECT reason FROM order_decisions WHERE deal_id = ?) AS prev_reason`
+	if postgres {
+		return `SELECT (SELECT json_object_agg(instrument, quantity)::text FROM positions WHERE portfolio_id = p.id) AS positions_json,
+		(SELECT status FROM order_decisions WHERE deal_id = ?) AS prev_status,
+		(SELECT reason FROM order_decisions WHERE deal_id = ?) AS prev_reason
+		FROM (SELECT CAST(? AS text) AS id) AS p`
+	}
+	return `SELECT p.seq, p.id, p.user_id, p.name, p.currency, p.cash, p.created_at, p.updated_at, ` + sub + `
+		FROM portfolios p WHERE p.id = ?`
 }
 
 func (s *Service) answer(dc dealctx.DealContext, status, reason string) sdk.Result {
@@ -57,25 +141,19 @@ func (s *Service) answer(dc dealctx.DealContext, status, reason string) sdk.Resu
 	return sdk.Reject(EventOrderRejected, reason, dealctx.Wrap(dc))
 }
 
-// decide checks the deal against its portfolio and, when it is approved,
-// applies it: cash and position move and today's snapshot is upserted. It
-// returns the status (approved or rejected) and, for a rejection, why.
-func (s *Service) decide(ctx context.Context, tx *sqlx.Tx, dc dealctx.DealContext) (status, reason string, err error) {
-	rejected := func(format string, args ...any) (string, string, error) {
-		return dealctx.StatusRejected, fmt.Sprintf(format, args...), nil
-	}
-	pf, err := s.lockPortfolio(ctx, tx, dc.PortfolioID)
-	if errors.Is(err, sql.ErrNoRows) || (err == nil && pf.UserID != dc.UserID) {
-		return rejected("portfolio %s not found for user %s", dc.PortfolioID, dc.UserID)
-	}
-	if err != nil {
-		return "", "", err
+// decide checks the deal against its portfolio pf and, when it is
+// approved, applies it to pf in memory (cash and the position move). It
+// returns the status (approved or rejected), for a rejection why, and the
+// quantity of the instrument now held.
+func decide(pf *Portfolio, dc dealctx.DealContext) (status, reason string, held decimal.Decimal) {
+	rejected := func(format string, args ...any) (string, string, decimal.Decimal) {
+		return dealctx.StatusRejected, fmt.Sprintf(format, args...), decimal.Decimal{}
 	}
 	if pf.Currency != dc.Currency {
 		return rejected("currency mismatch: the deal is in %s, portfolio %s holds %s", dc.Currency, pf.ID, pf.Currency)
 	}
 	amount := dc.Quantity.Mul(dc.Price)
-	held := pf.Positions[dc.Instrument]
+	held = pf.Positions[dc.Instrument]
 	switch dc.Side {
 	case dealctx.Buy:
 		if pf.Cash.LessThan(amount) {
@@ -91,21 +169,53 @@ func (s *Service) decide(ctx context.Context, tx *sqlx.Tx, dc dealctx.DealContex
 		pf.Cash = pf.Cash.Add(amount)
 		held = held.Sub(dc.Quantity)
 	}
-	pf.UpdatedAt = s.now().UTC()
-	const q = `UPDATE portfolios SET cash = ?, updated_at = ? WHERE id = ?`
-	if _, err := s.sql.Exec(ctx, tx, q, pf.Cash, pf.UpdatedAt, pf.ID); err != nil {
-		return "", "", fmt.Errorf("update cash of portfolio %s: %w", pf.ID, err)
-	}
-	if err := s.savePosition(ctx, tx, pf.ID, dc.Instrument, held); err != nil {
-		return "", "", err
-	}
 	if held.IsZero() {
 		delete(pf.Positions, dc.Instrument)
 	} else {
 		pf.Positions[dc.Instrument] = held
 	}
-	if err := s.upsertSnapshot(ctx, tx, pf); err != nil {
-		return "", "", err
+	return dealctx.StatusApproved, "", held
+}
+
+// apply writes an approved deal: the portfolio's cash, the position, today's
+// snapshot and the decision. On PostgreSQL that is one statement (one round
+// trip); SQLite runs them one by one, in process.
+func (s *Service) apply(ctx context.Context, tx *sqlx.Tx, dc dealctx.DealContext, pf Portfolio, held decimal.Decimal) error {
+	now := s.now().UTC()
+	snap, err := snapshotJSON(pf)
+	if err != nil {
+		return err
 	}
-	return dealctx.StatusApproved, "", nil
+	if s.dialect == service.Postgres {
+		position := `INSERT INTO positions (portfolio_id, instrument, quantity) VALUES ($3, $4, $5)
+			ON CONFLICT (portfolio_id, instrument) DO UPDATE SET quantity = excluded.quantity`
+		if held.IsZero() {
+			position = `DELETE FROM positions WHERE portfolio_id = $3 AND instrument = $4 AND $5::numeric = 0`
+		}
+		q := `WITH pf AS (UPDATE portfolios SET cash = $1, updated_at = $2 WHERE id = $3),
+			pos AS (` + position + `),
+			snap AS (INSERT INTO snapshots (portfolio_id, day, cash, positions, taken_at) VALUES ($3, $6, $1, $7, $2)
+				ON CONFLICT (portfolio_id, day) DO UPDATE SET cash = excluded.cash, positions = excluded.positions, taken_at = excluded.taken_at)
+			INSERT INTO order_decisions (deal_id, portfolio_id, status, reason, decided_at) VALUES ($8, $3, $9, '', $2)`
+		if _, err := s.sql.Exec(ctx, tx, q, pf.Cash, pf.UpdatedAt, pf.ID, dc.Instrument, held,
+			now.Format(DateLayout), snap, dc.DealID, dealctx.StatusApproved); err != nil {
+			return fmt.Errorf("apply the deal to portfolio %s: %w", pf.ID, err)
+		}
+		return nil
+	}
+	const q = `UPDATE portfolios SET cash = ?, updated_at = ? WHERE id = ?`
+	if _, err := s.sql.Exec(ctx, tx, q, pf.Cash, pf.UpdatedAt, pf.ID); err != nil {
+		return fmt.Errorf("update cash of portfolio %s: %w", pf.ID, err)
+	}
+	if err := s.savePosition(ctx, tx, pf.ID, dc.Instrument, held); err != nil {
+		return err
+	}
+	if err := s.upsertSnapshot(ctx, tx, pf); err != nil {
+		return err
+	}
+	const qd = `INSERT INTO order_decisions (deal_id, portfolio_id, status, reason, decided_at) VALUES (?, ?, ?, ?, ?)`
+	if _, err := s.sql.Exec(ctx, tx, qd, dc.DealID, dc.PortfolioID, dealctx.StatusApproved, "", now); err != nil {
+		return fmt.Errorf("record the decision: %w", err)
+	}
+	return nil
 }

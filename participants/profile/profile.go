@@ -58,6 +58,7 @@ type Service struct {
 	now     func() time.Time
 
 	lockPortfolioSQL string
+	loadOrderSQL     string
 }
 
 // New validates cfg and returns the service.
@@ -84,7 +85,8 @@ func New(cfg Config) (*Service, error) {
 	cfg.Now = func() time.Time { return clock().UTC().Truncate(time.Microsecond) }
 	return &Service{db: cfg.DB, dialect: d, sql: prepared.New(cfg.DB), p: cfg.Participant, auth: cfg.Auth,
 		log: cfg.Logger.With("service", Name), now: cfg.Now,
-		lockPortfolioSQL: `SELECT ` + portfolioColumns + ` FROM portfolios WHERE id = ?` + d.ForUpdate()}, nil
+		lockPortfolioSQL: `SELECT ` + portfolioColumns + ` FROM portfolios WHERE id = ?` + d.ForUpdate(),
+		loadOrderSQL:     orderViewSQL(d == service.Postgres)}, nil
 }
 
 // Migrate applies the service's business migrations

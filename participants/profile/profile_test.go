@@ -418,3 +418,68 @@ func record(p *sdk.Participant, sagaID string, payload json.RawMessage) kafka.Re
 	body, _ := json.Marshal(msg) // an envelope always encodes
 	return kafka.Record{Topic: p.Config().CommandTopic, Key: sagaID, Value: body}
 }
+
+// TestApproveOrderWritesEachDB buys, sells part and sells all on both
+// databases: the approved path writes cash, position (deleted at zero),
+// today's snapshot and the decision (one statement on PostgreSQL), and a
+// repeated command answers the stored decision.
+func TestApproveOrderWritesEachDB(t *testing.T) {
+	servicetest.EachDB(t, Migrate, func(t *testing.T, db *sqlx.DB) {
+		p, err := sdk.New(sdk.Config{Name: Name, DB: db, Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := New(Config{DB: db, Participant: p, Auth: devAuth(t), Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.RegisterHandlers(p)
+		ctx := context.Background()
+		pf, err := s.CreatePortfolio(ctx, "alice", NewPortfolio{Name: "Main", Currency: "USD", Cash: dec("1000")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		steps := []struct {
+			side, qty, price string
+			wantEvent        string
+			wantCash         string
+			wantAAPL         string // "" for no position
+		}{
+			{"buy", "4", "100", EventOrderApproved, "600", "4"},
+			{"sell", "1", "150", EventOrderApproved, "750", "3"},
+			{"buy", "100", "100", EventOrderRejected, "750", "3"},
+			{"sell", "3", "50", EventOrderApproved, "900", ""},
+		}
+		for i, st := range steps {
+			raw, err := json.Marshal(dealctx.Wrap(deal("alice", pf.ID, st.side, st.qty, st.price)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := p.Dispatch(ctx, record(p, uuid.NewString(), raw))
+			if err != nil || out.Reply == nil {
+				t.Fatalf("step %d: dispatch: %v (outcome err %v)", i, err, out.Err)
+			}
+			if out.Reply.Name != st.wantEvent {
+				t.Errorf("step %d: got %s, want %s (%s)", i, out.Reply.Name, st.wantEvent, out.Reply.Reason)
+			}
+			// The same deal again under a new command id: the same answer, nothing applied twice.
+			again, err := p.Dispatch(ctx, record(p, uuid.NewString(), raw))
+			if err != nil || again.Reply == nil || again.Reply.Name != st.wantEvent {
+				t.Errorf("step %d repeated: got %+v (err %v), want %s", i, again.Reply, err, st.wantEvent)
+			}
+			got := mustPortfolio(t, s, "alice", pf.ID)
+			held, has := got.Positions["AAPL"]
+			if !got.Cash.Equal(dec(st.wantCash)) || has != (st.wantAAPL != "") || (has && !held.Equal(dec(st.wantAAPL))) {
+				t.Errorf("step %d: portfolio cash %s positions %v, want cash %s and AAPL %q", i, got.Cash, got.Positions, st.wantCash, st.wantAAPL)
+			}
+			snaps, err := s.Snapshots(ctx, "alice", pf.ID, "", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			last := snaps[len(snaps)-1]
+			if !last.Cash.Equal(got.Cash) || len(last.Positions) != len(got.Positions) {
+				t.Errorf("step %d: snapshot cash %s positions %v, want the portfolio's %s %v", i, last.Cash, last.Positions, got.Cash, got.Positions)
+			}
+		}
+	})
+}

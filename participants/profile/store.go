@@ -307,20 +307,29 @@ func (s *Service) savePosition(ctx context.Context, tx *sqlx.Tx, portfolioID, in
 // they are now), replacing an earlier one of the same day.
 func (s *Service) upsertSnapshot(ctx context.Context, tx *sqlx.Tx, pf Portfolio) error {
 	now := s.now().UTC()
+	b, err := snapshotJSON(pf)
+	if err != nil {
+		return err
+	}
+	const q = `INSERT INTO snapshots (portfolio_id, day, cash, positions, taken_at) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (portfolio_id, day) DO UPDATE SET cash = excluded.cash, positions = excluded.positions, taken_at = excluded.taken_at`
+	if _, err := s.sql.Exec(ctx, tx, q, pf.ID, now.Format(DateLayout), pf.Cash, b, now); err != nil {
+		return fmt.Errorf("upsert snapshot of portfolio %s: %w", pf.ID, err)
+	}
+	return nil
+}
+
+// snapshotJSON encodes the positions of pf as a snapshot keeps them.
+func snapshotJSON(pf Portfolio) (string, error) {
 	pos := pf.Positions
 	if pos == nil {
 		pos = Positions{}
 	}
 	b, err := json.Marshal(pos)
 	if err != nil {
-		return fmt.Errorf("encode snapshot of portfolio %s: %w", pf.ID, err)
+		return "", fmt.Errorf("encode snapshot of portfolio %s: %w", pf.ID, err)
 	}
-	const q = `INSERT INTO snapshots (portfolio_id, day, cash, positions, taken_at) VALUES (?, ?, ?, ?, ?)
-		ON CONFLICT (portfolio_id, day) DO UPDATE SET cash = excluded.cash, positions = excluded.positions, taken_at = excluded.taken_at`
-	if _, err := s.sql.Exec(ctx, tx, q, pf.ID, now.Format(DateLayout), pf.Cash, string(b), now); err != nil {
-		return fmt.Errorf("upsert snapshot of portfolio %s: %w", pf.ID, err)
-	}
-	return nil
+	return string(b), nil
 }
 
 // inTx runs fn in a transaction, wrapping its error with op.
