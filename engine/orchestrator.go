@@ -70,7 +70,7 @@ type Config struct {
 	// that redelivered duplicates are dropped; Run purges older ones. It
 	// must exceed how long the bus may redeliver a message (consumer lag,
 	// retention of the event topic, replays from an earlier offset).
-	// Default 7 days.
+	// Default 7 days; negative: never purge (the inbox grows without bound).
 	InboxRetention time.Duration
 	// InboxPurgeEvery is how often Run purges the inbox (also once at
 	// start). Default 1 hour.
@@ -89,7 +89,7 @@ func (c Config) withDefaults() (Config, error) {
 		neg("RelayLease", c.RelayLease < 0), neg("RelayPoll", c.RelayPoll < 0),
 		neg("TimerPoll", c.TimerPoll < 0), neg("TimerBatch", c.TimerBatch < 0),
 		neg("DrainTimeout", c.DrainTimeout < 0), neg("ConflictRetries", c.ConflictRetries < 0),
-		neg("InboxRetention", c.InboxRetention < 0), neg("InboxPurgeEvery", c.InboxPurgeEvery < 0),
+		neg("InboxPurgeEvery", c.InboxPurgeEvery < 0),
 	); err != nil {
 		return c, err
 	}
@@ -195,11 +195,14 @@ func (o *Orchestrator) Run(ctx context.Context, c Consumer) error {
 	bg := context.WithoutCancel(ctx)
 	relayCtx, stopRelay := context.WithCancel(bg)
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(2)
 	go func() { defer wg.Done(); o.relayLoop(relayCtx) }()
 	timerCtx, stopTimers := context.WithCancel(ctx)
 	go func() { defer wg.Done(); o.timerLoop(timerCtx) }()
-	go func() { defer wg.Done(); o.purgeLoop(timerCtx) }()
+	if o.cfg.InboxRetention > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); o.purgeLoop(timerCtx) }()
+	}
 
 	o.intakeLoop(ctx, c)
 
@@ -284,9 +287,12 @@ func (o *Orchestrator) purgeLoop(ctx context.Context) {
 }
 
 // PurgeInbox forgets the ids of messages processed more than
-// Config.InboxRetention ago and returns how many it removed. Run calls it
-// every Config.InboxPurgeEvery.
+// Config.InboxRetention ago and returns how many it removed (none when the
+// retention is negative). Run calls it every Config.InboxPurgeEvery.
 func (o *Orchestrator) PurgeInbox(ctx context.Context) (int64, error) {
+	if o.cfg.InboxRetention < 0 {
+		return 0, nil
+	}
 	n, err := o.st.PurgeInbox(ctx, o.cfg.Clock().Add(-o.cfg.InboxRetention))
 	if err != nil {
 		return n, fmt.Errorf("purge inbox records older than %v: %w", o.cfg.InboxRetention, err)

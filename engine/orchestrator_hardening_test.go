@@ -205,4 +205,17 @@ func TestPurgeInbox(t *testing.T) {
 	if h.st.purges <= purgesBefore {
 		t.Errorf("Run did not purge the inbox when it started")
 	}
+
+	// A negative retention keeps everything.
+	h.o.cfg.InboxRetention = -1
+	h.clock.Advance(1000 * time.Hour)
+	if n, err := h.o.PurgeInbox(ctx); err != nil || n != 0 {
+		t.Errorf("PurgeInbox with a negative retention = %d, %v; want 0, nil", n, err)
+	}
+	h.st.mu.Lock()
+	_, freshKept = h.st.s.inbox[fresh.ID]
+	h.st.mu.Unlock()
+	if !freshKept {
+		t.Errorf("a negative retention purged the inbox")
+	}
 }
