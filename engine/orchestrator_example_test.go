@@ -51,3 +51,40 @@ func ExampleOrchestrator_HandleRecords() {
 	fmt.Println(inst.State, inst.Keys["deal_id"], inst.Pending.Name, backlog)
 	// Output: DRAFT D-1 APPROVE_ORDER 1
 }
+
+// A participant answering a command keeps the command's trace: it copies
+// the traceparent header to its event, or starts a trace when there is
+// none (or it is malformed).
+func ExampleValidTraceparent() {
+	incoming := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	for _, h := range []string{incoming, "", "not-a-trace"} {
+		out := h
+		if !engine.ValidTraceparent(out) {
+			out = engine.NewTraceparent()
+		}
+		fmt.Println(out == incoming, engine.ValidTraceparent(out))
+	}
+	// Output:
+	// true true
+	// false true
+	// false true
+}
+
+// AppendMessage and UnmarshalMessage are the envelope's JSON, written and
+// read without reflection.
+func ExampleAppendMessage() {
+	m := engine.Message{V: engine.EnvelopeVersion, ID: "3c5d8f0e-1b2a-4c3d-8e9f-0a1b2c3d4e5f",
+		SagaID: "9d1e2f3a-4b5c-4d6e-8f7a-1b2c3d4e5f60", Saga: "MANUAL_CREATE_ORDER", Kind: engine.KindCommand,
+		Name: "APPROVE_ORDER", Participant: "profile", OccurredAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+		Attempt: 1, Payload: json.RawMessage(`{"deal_context":{"deal_id":"D-1"}}`)}
+	b := engine.AppendMessage(nil, &m)
+	fmt.Println(string(b))
+	var back engine.Message
+	if err := engine.UnmarshalMessage(b, &back); err != nil {
+		fmt.Println(err)
+	}
+	fmt.Println(back.Name, back.Attempt, string(back.Payload))
+	// Output:
+	// {"v":1,"id":"3c5d8f0e-1b2a-4c3d-8e9f-0a1b2c3d4e5f","saga_id":"9d1e2f3a-4b5c-4d6e-8f7a-1b2c3d4e5f60","saga":"MANUAL_CREATE_ORDER","kind":"command","name":"APPROVE_ORDER","participant":"profile","occurred_at":"2026-01-02T03:04:05Z","attempt":1,"payload":{"deal_context":{"deal_id":"D-1"}}}
+	// APPROVE_ORDER 1 {"deal_context":{"deal_id":"D-1"}}
+}
