@@ -160,6 +160,15 @@ func TestStartSaga(t *testing.T) {
 	if other.ID == inst.ID {
 		t.Errorf("another Idempotency-Key gave the same saga %s", other.ID)
 	}
+	if !engine.ValidTraceparent(other.Traceparent) {
+		t.Errorf("saga started without a traceparent header got trace %q, want a new valid one", other.Traceparent)
+	}
+	const caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	traced := decode[engine.Instance](t, e.do(t, "POST", "/api/v1/sagas", body,
+		"Idempotency-Key", "deal-D-11", "traceparent", caller), http.StatusCreated)
+	if got, want := traced.Traceparent, caller; got != want {
+		t.Errorf("traceparent of a saga started with the caller's trace = %q, want %q", got, want)
+	}
 
 	for _, tc := range []struct {
 		name, body string

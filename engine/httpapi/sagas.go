@@ -76,6 +76,9 @@ func (s *server) startSaga(w http.ResponseWriter, r *http.Request) {
 	}
 	inst, created, err := s.orch.Start(r.Context(), engine.StartRequest{
 		Saga: req.Saga, Version: req.Version, IdempotencyKey: key, Payload: req.Payload,
+		// A caller's W3C trace context continues into the saga's commands;
+		// the orchestrator starts a new trace when it is absent or invalid.
+		Traceparent: r.Header.Get(engine.HeaderTraceparent),
 	})
 	if err != nil {
 		writeProblem(w, r, err)
