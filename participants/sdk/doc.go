@@ -17,8 +17,10 @@
 // participant's own database holds: the command id in the inbox table
 // (INSERT ... ON CONFLICT DO NOTHING), the handler's business changes and
 // the reply in the outbox table (consecutive commands of a partition share
-// a transaction, each in its own savepoint). The Kafka offset is committed
-// only after that transaction commits. A redelivered command finds its id in the inbox:
+// a transaction; if one fails, the transaction rolls back and the commands
+// before it run again without it, so a handler may run more than once but
+// its changes commit once). The Kafka offset is committed only after that
+// transaction commits. A redelivered command finds its id in the inbox:
 // the handler does not run again and the stored reply (same message id) is
 // enqueued again, so a reply lost on the way is re-sent. A relay publishes
 // the outbox in batches to the event topic (key = saga id) and deletes what
