@@ -52,6 +52,9 @@ type config struct {
 	timerPoll      time.Duration
 	batchSize      int
 	sessionTimeout time.Duration
+	// inboxRetention is engine.Config.InboxRetention: how long processed
+	// message ids are kept to drop redelivered duplicates.
+	inboxRetention time.Duration
 	// HTTP API authentication (engine/httpapi, internal/auth).
 	issuer, audience string
 	devHeader        bool
@@ -123,6 +126,8 @@ func parseFlags(name string, args []string, env func(string) string, stderr io.W
 	fs.IntVar(&cfg.batchSize, "batch-size", 0, "events applied per transaction (default 500)")
 	var session string
 	fs.StringVar(&session, "kafka-session-timeout", env("SAGA_KAFKA_SESSION_TIMEOUT"), "consumer group session timeout: how soon a crashed replica's partitions move (env SAGA_KAFKA_SESSION_TIMEOUT; default 45s)")
+	var retention string
+	fs.StringVar(&retention, "inbox-retention", envOr(env, "SAGA_INBOX_RETENTION", engine.DefaultInboxRetention.String()), "how long processed message ids are kept to drop redelivered duplicates; must exceed how long Kafka may redeliver (env SAGA_INBOX_RETENTION; negative: never purge)")
 	fs.StringVar(&cfg.issuer, "issuer", env("OIDC_ISSUER"), "OIDC issuer URL of the API's bearer tokens, e.g. https://keycloak.example/auth/realms/portfolio (env OIDC_ISSUER)")
 	fs.StringVar(&cfg.audience, "audience", env("OIDC_AUDIENCE"), "expected token audience: saga-machine's client id (env OIDC_AUDIENCE)")
 	fs.BoolVar(&cfg.devHeader, "dev-header", false, "DEV ONLY: trust X-Dev-User/X-Dev-Roles on API requests without a token (explicit; never in a deployment)")
@@ -148,6 +153,9 @@ func parseFlags(name string, args []string, env func(string) string, stderr io.W
 		if cfg.sessionTimeout, err = time.ParseDuration(session); err != nil || cfg.sessionTimeout <= 0 {
 			return cfg, fmt.Errorf("--kafka-session-timeout %q: want a positive duration such as 10s", session)
 		}
+	}
+	if cfg.inboxRetention, err = time.ParseDuration(retention); err != nil || cfg.inboxRetention == 0 {
+		return cfg, fmt.Errorf("--inbox-retention %q: want a Go duration such as 168h (negative: never purge)", retention)
 	}
 	if err := cfg.logLevel.UnmarshalText([]byte(level)); err != nil {
 		return cfg, fmt.Errorf("--log-level %q: %w", level, err)
@@ -234,7 +242,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger, stderr io.Writer) 
 		Topic:      cfg.topic,
 		Group:      cfg.group,
 		Partitions: cfg.partitions,
-		Engine:     engine.Config{Logger: log, TimerPoll: cfg.timerPoll, BatchSize: cfg.batchSize},
+		Engine:     engine.Config{Logger: log, TimerPoll: cfg.timerPoll, BatchSize: cfg.batchSize, InboxRetention: cfg.inboxRetention},
 		Auth:       authn,
 		Logger:     log,
 	})

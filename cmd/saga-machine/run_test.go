@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka/embedded"
 	"github.com/portfolio-counselor/sagamachine/engine/sqlstore"
 )
@@ -45,11 +46,38 @@ func TestFlagsWinOverEnvWinOverDefaults(t *testing.T) {
 	}
 }
 
+func TestInboxRetention(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want time.Duration
+	}{
+		{"default", nil, nil, engine.DefaultInboxRetention},
+		{"env", nil, map[string]string{"SAGA_INBOX_RETENTION": "48h"}, 48 * time.Hour},
+		{"flag wins", []string{"--inbox-retention", "72h"}, map[string]string{"SAGA_INBOX_RETENTION": "48h"}, 72 * time.Hour},
+		{"never purge", []string{"--inbox-retention", "-1s"}, nil, -time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := parseFlags("saga-machine", tt.args, envMap(tt.env), io.Discard)
+			if err != nil {
+				t.Fatalf("parseFlags: %v", err)
+			}
+			if got := cfg.inboxRetention; got != tt.want {
+				t.Errorf("inbox retention: got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestBadFlagsAreErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"--partitions", "0"},
 		{"--log-level", "loud"},
 		{"--kafka-session-timeout", "soon"},
+		{"--inbox-retention", "a week"},
+		{"--inbox-retention", "0"},
 		{"extra-arg"},
 		{"--no-such-flag"},
 	} {

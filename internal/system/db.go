@@ -6,31 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
-	"path/filepath"
-	"strings"
-	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
-	_ "modernc.org/sqlite" // SQLite driver "sqlite"
+
+	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 )
 
-func isPostgres(u string) bool {
-	return strings.HasPrefix(u, "postgres://") || strings.HasPrefix(u, "postgresql://")
-}
+func isPostgres(u string) bool { return sqldb.IsPostgres(u) }
 
 // redact hides the password of a URL, for errors and logs.
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
-	}
-	if _, has := u.User.Password(); has {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return u.String()
-}
+func redact(raw string) string { return sqldb.Redact(raw) }
 
 // withDatabase returns the PostgreSQL URL server with its database replaced
 // by name.
@@ -70,52 +56,9 @@ func ensureDatabase(ctx context.Context, serverURL, name string) error {
 }
 
 // openServiceDB opens a participant service's database the way the
-// services' own command-line runner does: PostgreSQL with a pool of
-// maxConns; SQLite in WAL mode with foreign keys, a busy timeout, immediate
-// write transactions and ONE connection.
+// services' own command-line runner does (internal/sqldb): PostgreSQL with a
+// pool of maxConns; SQLite in WAL mode with foreign keys, a busy timeout,
+// immediate write transactions and ONE connection.
 func openServiceDB(ctx context.Context, rawURL string, maxConns int) (*sqlx.DB, error) {
-	var db *sqlx.DB
-	var err error
-	if isPostgres(rawURL) {
-		if db, err = sqlx.Open("postgres", rawURL); err != nil {
-			return nil, fmt.Errorf("open PostgreSQL %s: %w", redact(rawURL), err)
-		}
-		db.SetMaxOpenConns(maxConns)
-		db.SetMaxIdleConns(maxConns)
-		db.SetConnMaxIdleTime(5 * time.Minute)
-	} else {
-		path, err := sqlitePath(rawURL)
-		if err != nil {
-			return nil, err
-		}
-		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-			return nil, fmt.Errorf("open SQLite %s: create directory: %w", path, err)
-		}
-		dsn := "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate"
-		if db, err = sqlx.Open("sqlite", dsn); err != nil {
-			return nil, fmt.Errorf("open SQLite %s: %w", path, err)
-		}
-		db.SetMaxOpenConns(1)
-		db.SetConnMaxIdleTime(0)
-		db.SetConnMaxLifetime(0)
-	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := db.PingContext(pctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open database %s: ping: %w", redact(rawURL), err)
-	}
-	return db, nil
-}
-
-// sqlitePath is the file of a sqlite:PATH or file:PATH URL.
-func sqlitePath(rawURL string) (string, error) {
-	path, ok := strings.CutPrefix(rawURL, "sqlite:")
-	if !ok {
-		path, ok = strings.CutPrefix(rawURL, "file:")
-	}
-	if !ok || path == "" || strings.ContainsRune(path, '?') || path == ":memory:" {
-		return "", fmt.Errorf("database URL %q: want postgres://… or sqlite:PATH (a file path without parameters)", rawURL)
-	}
-	return path, nil
+	return sqldb.Open(ctx, rawURL, maxConns)
 }

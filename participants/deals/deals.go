@@ -3,8 +3,6 @@ package deals
 import (
 	"context"
 	"database/sql"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -71,31 +69,12 @@ type Service struct {
 
 // New validates cfg and returns the service.
 func New(cfg Config) (*Service, error) {
-	if cfg.DB == nil {
-		return nil, errors.New("new deals service: Config.DB is nil")
-	}
-	if cfg.Participant == nil {
-		return nil, errors.New("new deals service: Config.Participant is nil")
-	}
-	if cfg.Auth == nil {
-		return nil, errors.New("new deals service: Config.Auth is nil")
-	}
-	d, err := service.DialectOf(cfg.DB)
+	c, err := service.NewCore(Name, service.CoreConfig{DB: cfg.DB, Participant: cfg.Participant, Auth: cfg.Auth,
+		Logger: cfg.Logger, Now: cfg.Now, RequireParticipant: true})
 	if err != nil {
-		return nil, fmt.Errorf("new deals service: %w", err)
+		return nil, err
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	clock := cfg.Now
-	// Both databases keep microseconds: truncate so a time read back equals
-	// the time written.
-	cfg.Now = func() time.Time { return clock().UTC().Truncate(time.Microsecond) }
-	return &Service{db: cfg.DB, dialect: d, sql: prepared.New(cfg.DB), p: cfg.Participant, auth: cfg.Auth,
-		log: cfg.Logger.With("service", Name), now: cfg.Now}, nil
+	return &Service{db: c.DB, dialect: c.Dialect, sql: c.SQL, p: c.Participant, auth: c.Auth, log: c.Log, now: c.Now}, nil
 }
 
 // Migrate applies the service's business migrations

@@ -2,7 +2,6 @@ package notification
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -54,26 +53,12 @@ type Service struct {
 
 // New validates cfg and returns the service.
 func New(cfg Config) (*Service, error) {
-	if cfg.DB == nil {
-		return nil, errors.New("new notification service: Config.DB is nil")
+	c, err := service.NewCore(Name, service.CoreConfig{DB: cfg.DB, Participant: cfg.Participant, Auth: cfg.Auth,
+		Logger: cfg.Logger, Now: cfg.Now})
+	if err != nil {
+		return nil, err
 	}
-	if cfg.Auth == nil {
-		return nil, errors.New("new notification service: Config.Auth is nil")
-	}
-	if _, err := service.DialectOf(cfg.DB); err != nil {
-		return nil, fmt.Errorf("new notification service: %w", err)
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	clock := cfg.Now
-	// Both databases keep microseconds: truncate so a time read back equals
-	// the time written.
-	cfg.Now = func() time.Time { return clock().UTC().Truncate(time.Microsecond) }
-	return &Service{db: cfg.DB, sql: prepared.New(cfg.DB), p: cfg.Participant, auth: cfg.Auth, log: cfg.Logger.With("service", Name), now: cfg.Now}, nil
+	return &Service{db: c.DB, sql: c.SQL, p: c.Participant, auth: c.Auth, log: c.Log, now: c.Now}, nil
 }
 
 // Migrate applies the service's business migrations

@@ -2,8 +2,6 @@ package profile
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -63,30 +61,14 @@ type Service struct {
 
 // New validates cfg and returns the service.
 func New(cfg Config) (*Service, error) {
-	if cfg.DB == nil {
-		return nil, errors.New("new profile service: Config.DB is nil")
-	}
-	if cfg.Auth == nil {
-		return nil, errors.New("new profile service: Config.Auth is nil")
-	}
-	d, err := service.DialectOf(cfg.DB)
+	c, err := service.NewCore(Name, service.CoreConfig{DB: cfg.DB, Participant: cfg.Participant, Auth: cfg.Auth,
+		Logger: cfg.Logger, Now: cfg.Now})
 	if err != nil {
-		return nil, fmt.Errorf("new profile service: %w", err)
+		return nil, err
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	clock := cfg.Now
-	// Both databases keep microseconds: truncate so a time read back equals
-	// the time written.
-	cfg.Now = func() time.Time { return clock().UTC().Truncate(time.Microsecond) }
-	return &Service{db: cfg.DB, dialect: d, sql: prepared.New(cfg.DB), p: cfg.Participant, auth: cfg.Auth,
-		log: cfg.Logger.With("service", Name), now: cfg.Now,
-		lockPortfolioSQL: `SELECT ` + portfolioColumns + ` FROM portfolios WHERE id = ?` + d.ForUpdate(),
-		loadOrderSQL:     orderViewSQL(d == service.Postgres)}, nil
+	return &Service{db: c.DB, dialect: c.Dialect, sql: c.SQL, p: c.Participant, auth: c.Auth, log: c.Log, now: c.Now,
+		lockPortfolioSQL: `SELECT ` + portfolioColumns + ` FROM portfolios WHERE id = ?` + c.Dialect.ForUpdate(),
+		loadOrderSQL:     orderViewSQL(c.Dialect == service.Postgres)}, nil
 }
 
 // Migrate applies the service's business migrations

@@ -15,18 +15,24 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
-	"github.com/portfolio-counselor/sagamachine/engine/kafka"
+	"github.com/portfolio-counselor/sagamachine/internal/auth"
 )
 
 // Dead letter states in the admin API.
 const (
 	// StateParked: the command has not been handled since it was parked.
 	StateParked = "parked"
-	// StateHandled: the command has been handled since (replayed through
-	// the admin API, or delivered again by saga-machine and succeeding);
-	// its inbox record is there. Replaying it again only re-sends its reply.
+	// StateHandled: the command has been handled since (replayed, or
+	// delivered again by saga-machine and succeeding); its inbox record is
+	// there. Replaying it again only re-sends its reply.
 	StateHandled = "handled"
 )
+
+// ReplayedByAdmin is what the admin API records as a dead letter's
+// replayed_by when the request carries no authenticated user; with one
+// (auth.UserFrom, set by the services' guard) it records "operator
+// <subject>".
+const ReplayedByAdmin = "admin API"
 
 // Problem types of the admin API, in the services' style
 // (urn:saga-machine:problem:<slug>).
@@ -72,9 +78,10 @@ func AdminRoutes() []AdminRoute {
 // handler, reply in the outbox, one transaction) and answers 200 with the
 // dead letter, now in state "handled", and the reply; if the command still
 // fails it answers 409 (problem type ProblemReplayFailed) and the dead
-// letter keeps the new reason and one more attempt. Unlike
-// Participant.Replay, the dead letter is kept (state "handled") so that
-// operators see what was replayed; Prune removes it with its inbox record.
+// letter keeps the new reason and one more attempt. It is
+// Participant.ReplayAs: the dead letter is kept (state "handled",
+// replayed_at and replayed_by set) so that operators see what was
+// replayed; Prune removes it with its inbox record.
 // Errors are application/problem+json as in the services.
 //
 // The handler does NO authentication or authorization: mount it with
@@ -136,6 +143,9 @@ type deadLetterView struct {
 	State     string     `json:"state"`
 	HandledAt *time.Time `json:"handled_at,omitempty"`
 	ReplyID   string     `json:"reply_id,omitempty"`
+	// ReplayedAt and ReplayedBy are set once a replay succeeded.
+	ReplayedAt *time.Time `json:"replayed_at,omitempty"`
+	ReplayedBy string     `json:"replayed_by,omitempty"`
 	// Headers and Body (or BodyBase64 when it is not UTF-8) are the record
 	// as received; only GET /admin/dead-letters/{id} shows them.
 	Headers    map[string]string `json:"headers,omitempty"`
@@ -162,6 +172,10 @@ func (r deadLetterStateRow) view(full bool) (deadLetterView, error) {
 		ID: dl.ID, MessageID: dl.MessageID, SagaID: dl.SagaID, Command: dl.Command, Reason: dl.Reason,
 		Attempts: dl.Attempts, Topic: dl.Topic, Partition: dl.Partition, Offset: dl.Offset,
 		CreatedAt: dl.CreatedAt, UpdatedAt: dl.UpdatedAt, State: StateParked,
+	}
+	if !dl.ReplayedAt.IsZero() {
+		t := dl.ReplayedAt
+		v.ReplayedAt, v.ReplayedBy = &t, dl.ReplayedBy
 	}
 	if r.HandledAt.Valid {
 		t := r.HandledAt.Time.UTC()
@@ -266,7 +280,11 @@ type replayView struct {
 
 func (a *admin) replay(w http.ResponseWriter, r *http.Request) {
 	id := mux.Vars(r)["id"]
-	out, err := a.p.replayKeeping(r.Context(), id)
+	by := ReplayedByAdmin
+	if u, ok := auth.UserFrom(r.Context()); ok && u.Subject != "" {
+		by = "operator " + u.Subject
+	}
+	out, err := a.p.ReplayAs(r.Context(), id, by)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -281,60 +299,6 @@ func (a *admin) replay(w http.ResponseWriter, r *http.Request) {
 		res.Reply = &replyView{ID: m.ID, Name: m.Name, Reason: m.Reason, Payload: m.Payload}
 	}
 	writeJSON(w, http.StatusOK, res)
-}
-
-// errReplayFailed marks a replay whose command still cannot be handled.
-type errReplayFailed struct{ err error }
-
-func (e *errReplayFailed) Error() string { return e.err.Error() }
-func (e *errReplayFailed) Unwrap() error { return e.err }
-
-// replayKeeping handles dead letter id once more, like Replay (one
-// attempt, the dispatch path's transaction), but keeps the dead letter: its
-// inbox record now shows it handled. A failure of the command itself
-// (undecodable, no handler, handler error) updates the dead letter's reason
-// and is returned as *errReplayFailed; other errors (database) are
-// returned as they are.
-func (p *Participant) replayKeeping(ctx context.Context, id string) (Outcome, error) {
-	dl, err := p.deadLetter(ctx, id)
-	if err != nil {
-		return Outcome{}, err
-	}
-	failed := func(out Outcome, cause error, attempts int) (Outcome, error) {
-		out.Err = cause
-		if err := p.updateDeadLetter(ctx, id, cause.Error(), attempts); err != nil {
-			return out, errors.Join(cause, err)
-		}
-		p.log.Warn("dead letter replay failed", "dead_letter_id", id, "saga_id", dl.SagaID,
-			"command_id", dl.MessageID, "command", dl.Command, "err", cause)
-		return out, &errReplayFailed{fmt.Errorf("replay dead letter %s: %w", id, cause)}
-	}
-	rec := kafka.Record{Topic: dl.Topic, Partition: dl.Partition, Offset: dl.Offset, Key: dl.SagaID, Headers: dl.Headers, Value: dl.Body}
-	msg, err := p.decode(rec)
-	if err != nil {
-		return failed(Outcome{Command: msg}, err, 0)
-	}
-	h, ok := p.handler(msg.Name)
-	if !ok {
-		return failed(Outcome{Command: msg}, engine.Errorf(engine.CodeInvalid, "replay dead letter", "participant %s has no handler for command %s", p.cfg.Name, msg.Name), 0)
-	}
-	res, counted, err := p.attempt(ctx, msg, dl.Headers, h, nil)
-	out := Outcome{Command: msg, Reply: res.reply, Duplicate: res.duplicate}
-	if counted {
-		out.Attempts = 1
-	}
-	if err != nil {
-		if !counted {
-			return out, fmt.Errorf("replay dead letter %s: %w", id, err)
-		}
-		return failed(out, err, 1)
-	}
-	if res.reply != nil {
-		p.wake()
-	}
-	p.log.Info("dead letter replayed", "dead_letter_id", id, "saga_id", msg.SagaID, "command_id", msg.ID,
-		"command", msg.Name, "duplicate", res.duplicate, "reply", replyName(res.reply))
-	return out, nil
 }
 
 // fail answers with the problem matching err.

@@ -161,6 +161,8 @@ type deadLetterJSON struct {
 	State      string            `json:"state"`
 	HandledAt  *time.Time        `json:"handled_at"`
 	ReplyID    string            `json:"reply_id"`
+	ReplayedAt *time.Time        `json:"replayed_at"`
+	ReplayedBy string            `json:"replayed_by"`
 	CreatedAt  time.Time         `json:"created_at"`
 	Headers    map[string]string `json:"headers"`
 	Body       *string           `json:"body"`
@@ -252,8 +254,8 @@ func TestAdminDeadLettersReplay(t *testing.T) {
 		if got, want := res.Problem(t).Type, sdk.ProblemReplayFailed; got != want {
 			t.Errorf("replay while broken: problem type got %q, want %q", got, want)
 		}
-		if got := e.get(t, dl.ID); got.Attempts != 2 || got.State != sdk.StateParked {
-			t.Errorf("after failed replay: attempts %d state %q, want 2 %q", got.Attempts, got.State, sdk.StateParked)
+		if got := e.get(t, dl.ID); got.Attempts != 2 || got.State != sdk.StateParked || got.ReplayedAt != nil {
+			t.Errorf("after failed replay: attempts %d state %q replayed_at %v, want 2 %q and none", got.Attempts, got.State, got.ReplayedAt, sdk.StateParked)
 		}
 
 		// Fixed: the replay produces the reply, and the dead letter shows handled.
@@ -275,6 +277,9 @@ func TestAdminDeadLettersReplay(t *testing.T) {
 		}
 		if rp.DeadLetter.HandledAt == nil {
 			t.Error("replayed dead letter has no handled_at")
+		}
+		if got, want := rp.DeadLetter.ReplayedBy, "operator olga"; rp.DeadLetter.ReplayedAt == nil || got != want {
+			t.Errorf("replayed dead letter: replayed_at %v replayed_by %q, want a time and %q", rp.DeadLetter.ReplayedAt, got, want)
 		}
 		published := f.flush(t)
 		if len(published) != 1 || published[0].ID != rp.Reply.ID || published[0].CausationID != cmd.ID {

@@ -173,8 +173,8 @@ type attemptResult struct {
 // attempt runs one transaction: inbox claim, handler, reply. counted tells
 // whether the handler ran (so a failure counts as an attempt); failures
 // before it runs (the database is unreachable) do not count. extra, if set,
-// runs in the same transaction after the reply (Replay deletes the dead
-// letter there).
+// runs in the same transaction after the reply (ReplayAs marks the dead
+// letter replayed there).
 func (p *Participant) attempt(ctx context.Context, msg engine.Message, headers map[string]string, h handlerFunc, extra func(*sqlx.Tx) error) (attemptResult, bool, error) {
 	tx, err := p.db.BeginTxx(ctx, nil)
 	if err != nil {
@@ -309,50 +309,78 @@ func (p *Participant) parkRecord(ctx context.Context, rec kafka.Record, msg engi
 	return out, nil
 }
 
-// Replay handles a parked command again (one attempt, no retries). On
-// success the dead letter is deleted in the same transaction as the
-// handler's changes and the reply; on failure it stays, with the new reason
-// and one more attempt, and the error is returned. An unknown id gives an
-// *engine.Error with code engine.CodeNotFound; a command that still cannot
-// be decoded or has no handler gives engine.CodeInvalid.
+// ReplayedByGo is what Replay records as a dead letter's ReplayedBy.
+const ReplayedByGo = "sdk.Replay"
+
+// Replay is ReplayAs(ctx, id, ReplayedByGo).
 func (p *Participant) Replay(ctx context.Context, id string) (Outcome, error) {
+	return p.ReplayAs(ctx, id, ReplayedByGo)
+}
+
+// ReplayAs handles a parked command again (one attempt, no retries),
+// through the same path as a delivery from Kafka (inbox, handler, reply in
+// the outbox, one transaction); by says who asked (an operator, a tool).
+// It is the one implementation behind Replay and the admin API's
+// POST /admin/dead-letters/{id}/replay.
+//
+// The dead letter is kept either way. On success it is marked replayed
+// (ReplayedAt, ReplayedBy) in the same transaction as the handler's changes
+// and the reply; a command handled already (a duplicate) only has its
+// stored reply sent again. On failure it keeps the new reason and one more
+// attempt (if the handler ran), and the error is returned: an *engine.Error
+// with code engine.CodeInvalid for a command that still cannot be decoded
+// or has no handler, else the handler's error, wrapped. An unknown id gives
+// engine.CodeNotFound. Prune removes replayed dead letters with the inbox
+// records of their commands.
+func (p *Participant) ReplayAs(ctx context.Context, id, by string) (Outcome, error) {
 	dl, err := p.deadLetter(ctx, id)
 	if err != nil {
 		return Outcome{}, err
 	}
+	failed := func(out Outcome, cause error, attempts int) (Outcome, error) {
+		out.Err = cause
+		if err := p.updateDeadLetter(ctx, id, cause.Error(), attempts); err != nil {
+			return out, errors.Join(cause, err)
+		}
+		p.log.Warn("dead letter replay failed", "dead_letter_id", id, "saga_id", dl.SagaID,
+			"command_id", dl.MessageID, "command", dl.Command, "replayed_by", by, "err", cause)
+		return out, &errReplayFailed{fmt.Errorf("replay dead letter %s: %w", id, cause)}
+	}
 	rec := kafka.Record{Topic: dl.Topic, Partition: dl.Partition, Offset: dl.Offset, Key: dl.SagaID, Headers: dl.Headers, Value: dl.Body}
 	msg, err := p.decode(rec)
 	if err != nil {
-		if uerr := p.updateDeadLetter(ctx, id, err.Error(), 0); uerr != nil {
-			return Outcome{}, errors.Join(err, uerr)
-		}
-		return Outcome{Command: msg, Err: err}, fmt.Errorf("replay dead letter %s: %w", id, err)
+		return failed(Outcome{Command: msg}, err, 0)
 	}
 	h, ok := p.handler(msg.Name)
 	if !ok {
-		err := engine.Errorf(engine.CodeInvalid, "replay dead letter", "participant %s has no handler for command %s", p.cfg.Name, msg.Name)
-		if uerr := p.updateDeadLetter(ctx, id, err.Error(), 0); uerr != nil {
-			return Outcome{}, errors.Join(err, uerr)
-		}
-		return Outcome{Command: msg, Err: err}, err
+		return failed(Outcome{Command: msg}, engine.Errorf(engine.CodeInvalid, "replay dead letter", "participant %s has no handler for command %s", p.cfg.Name, msg.Name), 0)
 	}
-	res, counted, err := p.attempt(ctx, msg, dl.Headers, h, func(tx *sqlx.Tx) error { return deleteDeadLetter(ctx, tx, id) })
-	out := Outcome{Command: msg, Reply: res.reply, Duplicate: res.duplicate, Err: err}
+	res, counted, err := p.attempt(ctx, msg, dl.Headers, h, func(tx *sqlx.Tx) error { return markReplayed(ctx, tx, id, by) })
+	out := Outcome{Command: msg, Reply: res.reply, Duplicate: res.duplicate}
 	if counted {
 		out.Attempts = 1
 	}
 	if err != nil {
-		if uerr := p.updateDeadLetter(ctx, id, err.Error(), out.Attempts); uerr != nil {
-			return out, errors.Join(err, uerr)
+		if !counted {
+			out.Err = err
+			return out, fmt.Errorf("replay dead letter %s: %w", id, err)
 		}
-		return out, fmt.Errorf("replay dead letter %s: %w", id, err)
+		return failed(out, err, 1)
 	}
 	if res.reply != nil {
 		p.wake()
 	}
-	p.log.Info("dead letter replayed", "dead_letter_id", id, "saga_id", msg.SagaID, "command_id", msg.ID, "command", msg.Name)
+	p.log.Info("dead letter replayed", "dead_letter_id", id, "saga_id", msg.SagaID, "command_id", msg.ID,
+		"command", msg.Name, "duplicate", res.duplicate, "reply", replyName(res.reply), "replayed_by", by)
 	return out, nil
 }
+
+// errReplayFailed marks a replay whose command still cannot be handled (the
+// admin API answers 409); it unwraps to the cause.
+type errReplayFailed struct{ err error }
+
+func (e *errReplayFailed) Error() string { return e.err.Error() }
+func (e *errReplayFailed) Unwrap() error { return e.err }
 
 func replyID(m *engine.Message) string {
 	if m == nil {

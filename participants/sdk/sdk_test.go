@@ -355,8 +355,11 @@ func TestReplay(t *testing.T) {
 	if got, want := emitted[0].CausationID, res.Command.ID; got != want {
 		t.Errorf("replayed reply causation_id = %q, want %q", got, want)
 	}
-	if dls, err := p.DeadLetters(ctx); err != nil || len(dls) != 0 {
-		t.Errorf("dead letters after replay = %d (err %v), want 0", len(dls), err)
+	// The dead letter is kept, marked replayed (as the admin API does).
+	if dls, err := p.DeadLetters(ctx); err != nil || len(dls) != 1 {
+		t.Errorf("dead letters after replay = %d (err %v), want 1", len(dls), err)
+	} else if dls[0].ReplayedAt.IsZero() || dls[0].ReplayedBy != sdk.ReplayedByGo {
+		t.Errorf("dead letter after replay: replayed at %v by %q, want a time and %q", dls[0].ReplayedAt, dls[0].ReplayedBy, sdk.ReplayedByGo)
 	}
 	// Now handled: a redelivery is a duplicate with the replayed reply.
 	dup := kit.Redeliver(t)

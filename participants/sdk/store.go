@@ -192,7 +192,8 @@ func (p *Participant) storedReply(ctx context.Context, tx *sqlx.Tx, commandID st
 
 // DeadLetter is a command the participant could not handle: malformed,
 // unknown, or failing after every attempt. It stays in the participant's
-// database until replayed.
+// database, also once replayed (ReplayedAt set), until Prune removes it with
+// the inbox record of its command.
 type DeadLetter struct {
 	// ID identifies the dead letter (for Replay).
 	ID string
@@ -215,6 +216,11 @@ type DeadLetter struct {
 	Body      []byte
 	CreatedAt time.Time
 	UpdatedAt time.Time
+	// ReplayedAt is when a replay (Participant.Replay, ReplayAs or the
+	// admin API) last handled the command successfully; zero if never.
+	// ReplayedBy says who asked for it.
+	ReplayedAt time.Time
+	ReplayedBy string
 }
 
 // deadLetterRow is a DeadLetter as stored.
@@ -232,6 +238,9 @@ type deadLetterRow struct {
 	Body      []byte    `db:"body"`
 	CreatedAt time.Time `db:"created_at"`
 	UpdatedAt time.Time `db:"updated_at"`
+
+	ReplayedAt sql.NullTime `db:"replayed_at"`
+	ReplayedBy string       `db:"replayed_by"`
 }
 
 func (r deadLetterRow) deadLetter() (DeadLetter, error) {
@@ -243,6 +252,7 @@ func (r deadLetterRow) deadLetter() (DeadLetter, error) {
 		ID: r.ID, MessageID: r.MessageID, SagaID: r.SagaID, Command: r.Command, Reason: r.Reason,
 		Attempts: r.Attempts, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
 		Headers: h, Body: r.Body, CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
+		ReplayedAt: r.ReplayedAt.Time.UTC(), ReplayedBy: r.ReplayedBy,
 	}, nil
 }
 
@@ -296,7 +306,8 @@ func (p *Participant) park(ctx context.Context, dl DeadLetter) (DeadLetter, erro
 	return dl, nil
 }
 
-// DeadLetters lists the parked commands, oldest first.
+// DeadLetters lists the dead letters, oldest first: the parked commands
+// and those replayed since (ReplayedAt set) that Prune has not removed yet.
 func (p *Participant) DeadLetters(ctx context.Context) ([]DeadLetter, error) {
 	var rows []deadLetterRow
 	if err := p.db.SelectContext(ctx, &rows, `SELECT * FROM sdk_dead_letters ORDER BY created_at, id`); err != nil {
@@ -333,9 +344,11 @@ func (p *Participant) updateDeadLetter(ctx context.Context, id, reason string, a
 	return nil
 }
 
-func deleteDeadLetter(ctx context.Context, tx *sqlx.Tx, id string) error {
-	if _, err := tx.ExecContext(ctx, tx.Rebind(`DELETE FROM sdk_dead_letters WHERE id = ?`), id); err != nil {
-		return fmt.Errorf("delete dead letter %s: %w", id, err)
+func markReplayed(ctx context.Context, tx *sqlx.Tx, id, by string) error {
+	now := time.Now().UTC()
+	q := tx.Rebind(`UPDATE sdk_dead_letters SET replayed_at = ?, replayed_by = ?, updated_at = ? WHERE id = ?`)
+	if _, err := tx.ExecContext(ctx, q, now, by, now, id); err != nil {
+		return fmt.Errorf("mark dead letter %s replayed: %w", id, err)
 	}
 	return nil
 }

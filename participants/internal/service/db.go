@@ -2,22 +2,15 @@ package service
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"io/fs"
-	"net/url"
-	"os"
-	"path/filepath"
-	"strings"
-	"time"
 
 	"github.com/jmoiron/sqlx"
-	_ "github.com/lib/pq" // PostgreSQL driver "postgres"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
-	_ "modernc.org/sqlite" // SQLite driver "sqlite"
 
+	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 	"github.com/portfolio-counselor/sagamachine/schema"
 )
 
@@ -51,72 +44,17 @@ func (d Dialect) ForUpdate() string {
 	return ""
 }
 
-// OpenDB opens a service database:
-//
-//	postgres://user@host:5432/db?sslmode=disable   PostgreSQL (lib/pq)
-//	postgresql://...                               the same
-//	sqlite:PATH, file:PATH or a plain PATH         SQLite file (modernc.org/sqlite), created if missing
-//
-// SQLite runs in WAL mode with foreign keys, a busy timeout and ONE
-// connection (writes are serialised; never use the *sqlx.DB while holding
-// one of its transactions). The database is pinged before returning.
+// OpenDB opens a service database with internal/sqldb.Open and its default
+// pool: postgres://… (or postgresql://…), or sqlite:PATH, file:PATH or a
+// plain PATH (a SQLite file, created if missing, with ONE connection: never
+// use the *sqlx.DB while holding one of its transactions). The database is
+// pinged before returning.
 func OpenDB(ctx context.Context, rawURL string) (*sqlx.DB, error) {
-	if strings.TrimSpace(rawURL) == "" {
-		return nil, errors.New("open database: the URL is empty")
-	}
-	var db *sqlx.DB
-	var err error
-	switch {
-	case strings.HasPrefix(rawURL, "postgres://"), strings.HasPrefix(rawURL, "postgresql://"):
-		db, err = sqlx.Open("postgres", rawURL)
-		if err != nil {
-			return nil, fmt.Errorf("open PostgreSQL %s: %w", Redact(rawURL), err)
-		}
-		db.SetMaxOpenConns(10)
-		db.SetMaxIdleConns(10)
-		db.SetConnMaxIdleTime(5 * time.Minute)
-	default:
-		path := strings.TrimPrefix(strings.TrimPrefix(rawURL, "sqlite:"), "file:")
-		if i := strings.IndexByte(path, '?'); i >= 0 {
-			return nil, fmt.Errorf("open SQLite %q: query parameters are not supported; give a file path", rawURL)
-		}
-		if path == "" {
-			return nil, fmt.Errorf("open SQLite %q: no file path", rawURL)
-		}
-		if dir := filepath.Dir(path); dir != "." {
-			if err := os.MkdirAll(dir, 0o750); err != nil {
-				return nil, fmt.Errorf("open SQLite %s: create directory: %w", path, err)
-			}
-		}
-		dsn := "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate"
-		db, err = sqlx.Open("sqlite", dsn)
-		if err != nil {
-			return nil, fmt.Errorf("open SQLite %s: %w", path, err)
-		}
-		db.SetMaxOpenConns(1)
-		db.SetConnMaxIdleTime(0)
-		db.SetConnMaxLifetime(0)
-	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := db.PingContext(pctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open database %s: ping: %w", Redact(rawURL), err)
-	}
-	return db, nil
+	return sqldb.Open(ctx, rawURL, sqldb.DefaultMaxConns)
 }
 
 // Redact hides the password of a database URL, for logs and errors.
-func Redact(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil || u.User == nil {
-		return rawURL
-	}
-	if _, has := u.User.Password(); has {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return u.String()
-}
+func Redact(rawURL string) string { return sqldb.Redact(rawURL) }
 
 // VersionTable is the goose version table of a service's business
 // migrations, e.g. "deals_goose_db_version"; it coexists with the SDK's

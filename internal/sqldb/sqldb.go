@@ -1,0 +1,110 @@
+package sqldb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	_ "github.com/lib/pq"  // PostgreSQL driver "postgres"
+	_ "modernc.org/sqlite" // SQLite driver "sqlite"
+)
+
+// DefaultMaxConns is the PostgreSQL pool size when Open is given 0.
+const DefaultMaxConns = 10
+
+// pingTimeout bounds the ping Open does before returning.
+const pingTimeout = 10 * time.Second
+
+// IsPostgres tells whether rawURL is a PostgreSQL URL (postgres:// or
+// postgresql://).
+func IsPostgres(rawURL string) bool {
+	return strings.HasPrefix(rawURL, "postgres://") || strings.HasPrefix(rawURL, "postgresql://")
+}
+
+// SQLitePath is the file of a SQLite database URL: sqlite:PATH, file:PATH
+// or a plain PATH. Query parameters, an empty path and ":memory:" are
+// refused: the services need a durable file.
+func SQLitePath(rawURL string) (string, error) {
+	path := strings.TrimPrefix(strings.TrimPrefix(rawURL, "sqlite:"), "file:")
+	switch {
+	case strings.ContainsRune(path, '?'):
+		return "", fmt.Errorf("SQLite URL %q: query parameters are not supported; give a file path", rawURL)
+	case strings.TrimSpace(path) == "":
+		return "", fmt.Errorf("SQLite URL %q: no file path", rawURL)
+	case path == ":memory:":
+		return "", fmt.Errorf("SQLite URL %q: an in-memory database is not durable; give a file path", rawURL)
+	}
+	return path, nil
+}
+
+// Open opens a service database and pings it:
+//
+//	postgres://user@host:5432/db?sslmode=disable   PostgreSQL (lib/pq), a pool of maxConns (0: DefaultMaxConns)
+//	postgresql://...                               the same
+//	sqlite:PATH, file:PATH or a plain PATH         SQLite file (modernc.org/sqlite), created if missing
+//
+// SQLite runs in WAL mode with foreign keys, a busy timeout, immediate
+// write transactions (_txlock=immediate) and ONE connection: writes are
+// serialised; never use the *sqlx.DB while holding one of its
+// transactions.
+func Open(ctx context.Context, rawURL string, maxConns int) (*sqlx.DB, error) {
+	if strings.TrimSpace(rawURL) == "" {
+		return nil, errors.New("open database: the URL is empty")
+	}
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConns
+	}
+	var db *sqlx.DB
+	var err error
+	if IsPostgres(rawURL) {
+		if db, err = sqlx.Open("postgres", rawURL); err != nil {
+			return nil, fmt.Errorf("open PostgreSQL %s: %w", Redact(rawURL), err)
+		}
+		db.SetMaxOpenConns(maxConns)
+		db.SetMaxIdleConns(maxConns)
+		db.SetConnMaxIdleTime(5 * time.Minute)
+	} else {
+		path, err := SQLitePath(rawURL)
+		if err != nil {
+			return nil, fmt.Errorf("open database: %w", err)
+		}
+		if dir := filepath.Dir(path); dir != "." {
+			if err := os.MkdirAll(dir, 0o750); err != nil {
+				return nil, fmt.Errorf("open SQLite %s: create directory: %w", path, err)
+			}
+		}
+		dsn := "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate"
+		if db, err = sqlx.Open("sqlite", dsn); err != nil {
+			return nil, fmt.Errorf("open SQLite %s: %w", path, err)
+		}
+		db.SetMaxOpenConns(1)
+		db.SetConnMaxIdleTime(0)
+		db.SetConnMaxLifetime(0)
+	}
+	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
+	if err := db.PingContext(pctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open database %s: ping: %w", Redact(rawURL), err)
+	}
+	return db, nil
+}
+
+// Redact hides the password of a database URL, for logs and errors; a URL
+// without one (or a path) is returned unchanged.
+func Redact(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.User == nil {
+		return rawURL
+	}
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
