@@ -219,6 +219,22 @@ func (m *memStore) ClaimOutbox(_ context.Context, owner string, limit int, lease
 	return out, nil
 }
 
+func (m *memStore) PublishOutbox(ctx context.Context, owner string, limit int, lease time.Duration,
+	publish func(ctx context.Context, recs []OutboxRecord) error) (int, error) {
+	recs, err := m.ClaimOutbox(ctx, owner, limit, lease)
+	if err != nil || len(recs) == 0 {
+		return 0, err
+	}
+	if err := publish(ctx, recs); err != nil {
+		return 0, err
+	}
+	seqs := make([]int64, len(recs))
+	for i, r := range recs {
+		seqs[i] = r.Seq
+	}
+	return len(recs), m.DeleteOutbox(ctx, seqs)
+}
+
 func (m *memStore) DeleteOutbox(_ context.Context, seqs []int64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -35,56 +35,60 @@ func (o *Orchestrator) relayLoop(ctx context.Context) {
 	}
 }
 
-// RelayOnce leases up to Config.RelayBatch outbox records, publishes them
-// and deletes them, and returns how many it published. Records are deleted
-// only after the publisher acknowledged them, so a crash in between
-// publishes them again (at-least-once).
+// RelayOnce takes up to Config.RelayBatch outbox records, publishes them
+// and deletes them (Store.PublishOutbox), and returns how many it published.
+// Records are deleted only after the publisher acknowledged them, so a
+// crash in between publishes them again (at-least-once).
 func (o *Orchestrator) RelayOnce(ctx context.Context) (int, error) {
 	if o.pub == nil {
 		return 0, Errorf(CodeInvalid, "relay outbox", "no publisher")
 	}
-	leasedAt := time.Now()
-	recs, err := o.st.ClaimOutbox(ctx, o.cfg.Owner, o.cfg.RelayBatch, o.cfg.RelayLease)
+	var oldest time.Time
+	n, err := o.st.PublishOutbox(ctx, o.cfg.Owner, o.cfg.RelayBatch, o.cfg.RelayLease,
+		func(ctx context.Context, recs []OutboxRecord) error {
+			oldest = recs[0].Message.OccurredAt
+			return o.publishRecords(ctx, recs, &oldest)
+		})
 	if err != nil {
-		return 0, fmt.Errorf("lease outbox records: %w", err)
+		return 0, fmt.Errorf("relay outbox: %w", err)
 	}
-	if len(recs) == 0 {
-		return 0, nil
+	if n > 0 {
+		o.obs.CommandsPublished(n, o.cfg.Clock().Sub(oldest))
 	}
+	return n, nil
+}
+
+// publishRecords publishes recs, retrying failures for most of the relay
+// lease (the store holds the records for this relay that long), and sets
+// *oldest to the earliest OccurredAt among them.
+func (o *Orchestrator) publishRecords(ctx context.Context, recs []OutboxRecord, oldest *time.Time) error {
+	takenAt := time.Now()
 	out := make([]Record, len(recs))
-	seqs := make([]int64, len(recs))
-	oldest := recs[0].Message.OccurredAt
 	for i, r := range recs {
 		val := AppendMessage(make([]byte, 0, 256+len(r.Message.Payload)), &r.Message)
 		out[i] = Record{Topic: r.Topic, Key: r.Key, Value: val, Headers: map[string]string{
 			HeaderKind: string(r.Message.Kind), HeaderName: r.Message.Name,
 			HeaderTraceparent: traceOf(r.Traceparent), // records enqueued before traces were kept get a new one
 		}}
-		seqs[i] = r.Seq
-		if r.Message.OccurredAt.Before(oldest) {
-			oldest = r.Message.OccurredAt
+		if r.Message.OccurredAt.Before(*oldest) {
+			*oldest = r.Message.OccurredAt
 		}
 	}
-	// The records are ours until the lease runs out: keep retrying them
-	// within it rather than leaving them leased and idle after a failure.
-	pubCtx, cancel := context.WithDeadline(ctx, leasedAt.Add(o.cfg.RelayLease*4/5))
+	// Keep retrying within the lease rather than giving the records up
+	// after one failure.
+	pubCtx, cancel := context.WithDeadline(ctx, takenAt.Add(o.cfg.RelayLease*4/5))
 	defer cancel()
 	for attempt := 1; ; attempt++ {
 		err := o.pub.Publish(pubCtx, out)
 		if err == nil {
-			break
+			return nil
 		}
 		if pubCtx.Err() != nil {
-			return 0, fmt.Errorf("publish %d commands (they are published again when their lease runs out): %w", len(out), err)
+			return fmt.Errorf("publish %d commands (they are published again later): %w", len(out), err)
 		}
 		o.log.Warn("publish commands failed; retrying", "commands", len(out), "attempt", attempt, "err", err)
 		sleep(pubCtx, backoff(attempt, 50*time.Millisecond, 2*time.Second))
 	}
-	if err := o.st.DeleteOutbox(ctx, seqs); err != nil {
-		return 0, fmt.Errorf("delete %d published outbox records (they will be published again): %w", len(seqs), err)
-	}
-	o.obs.CommandsPublished(len(out), o.cfg.Clock().Sub(oldest))
-	return len(out), nil
 }
 
 // flushOutbox relays until the outbox is empty, an error occurs or ctx ends.

@@ -25,6 +25,18 @@ type Store interface {
 	// retries it without waiting for its own lease to run out. Owners must
 	// therefore be unique per relay.
 	ClaimOutbox(ctx context.Context, owner string, limit int, lease time.Duration) ([]OutboxRecord, error)
+	// PublishOutbox takes up to limit unpublished records (oldest first)
+	// that no other relay holds, calls publish with them and removes them
+	// if publish returns nil; it returns how many it published. While
+	// publish runs no other relay gets these records; if publish fails they
+	// are released at once, and if the relay dies they become available
+	// again within lease. The store may hold a transaction open across
+	// publish (PostgreSQL locks the rows, which dies with the connection)
+	// or lease the records to owner for lease (SQLite), so publish must
+	// return within lease. Records leased with ClaimOutbox to another
+	// owner are skipped until their lease runs out.
+	PublishOutbox(ctx context.Context, owner string, limit int, lease time.Duration,
+		publish func(ctx context.Context, recs []OutboxRecord) error) (int, error)
 	// DeleteOutbox removes published records.
 	DeleteOutbox(ctx context.Context, seqs []int64) error
 	// OutboxBacklog counts unpublished records.

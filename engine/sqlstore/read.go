@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -255,51 +254,6 @@ func (s *Store) OutboxBacklog(ctx context.Context) (int64, error) {
 		return 0, s.wrap("sqlstore: count outbox", err)
 	}
 	return n, nil
-}
-
-// ClaimOutbox leases up to limit unpublished records, oldest first, to owner
-// until now+lease, skipping records whose lease to another relay has not run
-// out. Records already leased to owner are leased again.
-func (s *Store) ClaimOutbox(ctx context.Context, owner string, limit int, lease time.Duration) ([]engine.OutboxRecord, error) {
-	const op = "sqlstore: claim outbox"
-	switch {
-	case owner == "":
-		return nil, engine.Errorf(engine.CodeInvalid, op, "no owner")
-	case limit <= 0:
-		return nil, engine.Errorf(engine.CodeInvalid, op, "limit %d is not positive", limit)
-	case lease <= 0:
-		return nil, engine.Errorf(engine.CodeInvalid, op, "lease %v is not positive", lease)
-	}
-	now := s.now()
-	rows, err := s.w.QueryxContext(ctx, s.d.q(`UPDATE outbox SET claimed_by = ?, claimed_until = ?
-		WHERE seq IN (SELECT seq FROM outbox WHERE claimed_until IS NULL OR claimed_until <= ? OR claimed_by = ?
-			ORDER BY seq LIMIT ?`+s.d.skipLock+`)
-		RETURNING seq, topic, key, message, traceparent`), owner, s.d.t(now.Add(lease)), s.d.t(now), owner, limit)
-	if err != nil {
-		return nil, s.wrap(op, err)
-	}
-	defer rows.Close()
-	var out []engine.OutboxRecord
-	for rows.Next() {
-		var (
-			r     engine.OutboxRecord
-			msg   []byte
-			trace sql.NullString
-		)
-		if err := rows.Scan(&r.Seq, &r.Topic, &r.Key, &msg, &trace); err != nil {
-			return nil, s.wrap(op, err)
-		}
-		r.Traceparent = trace.String
-		if err := engine.UnmarshalMessage(msg, &r.Message); err != nil {
-			return nil, s.wrap(op, fmt.Errorf("record %d: decode message: %w", r.Seq, err))
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, s.wrap(op, err)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Seq < out[j].Seq })
-	return out, nil
 }
 
 // purgeChunk is the most inbox records one purge statement deletes, so that

@@ -39,6 +39,10 @@ func Run(t *testing.T, open func(t *testing.T) engine.Store) {
 		{"OutboxConcurrentClaimers", testOutboxConcurrentClaimers},
 		{"OutboxReclaimOwnLease", testOutboxReclaimOwnLease},
 		{"OutboxTraceparent", testOutboxTraceparent},
+		{"PublishOutbox", testPublishOutbox},
+		{"PublishOutboxExclusive", testPublishOutboxExclusive},
+		{"PublishOutboxStalledRelay", testPublishOutboxStalledRelay},
+		{"PublishOutboxConcurrentRelays", testPublishOutboxConcurrentRelays},
 		{"PurgeInbox", testPurgeInbox},
 		{"DueTimers", testDueTimers},
 		{"ListInstances", testListInstances},
@@ -1296,5 +1300,189 @@ func testConcurrentInTx(t *testing.T, s engine.Store) {
 	}
 	if got, want := len(page.Sagas), 3+workers*rounds; got != want {
 		t.Errorf("sagas after the concurrent run: got %d, want %d", got, want)
+	}
+}
+
+// publishAll returns a publish function that appends what it is given to
+// *got.
+func publishAll(got *[]engine.OutboxRecord) func(context.Context, []engine.OutboxRecord) error {
+	return func(_ context.Context, recs []engine.OutboxRecord) error {
+		*got = append(*got, recs...)
+		return nil
+	}
+}
+
+func testPublishOutbox(t *testing.T, s engine.Store) {
+	ctx := context.Background()
+	recs := outboxRecords(6, "p")
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.Enqueue(ctx, recs) })
+
+	// A record another relay leased with ClaimOutbox is skipped.
+	leased, err := s.ClaimOutbox(ctx, "lease-relay", 1, time.Hour)
+	if err != nil || len(leased) != 1 {
+		t.Fatalf("ClaimOutbox: got %d records, %v; want 1", len(leased), err)
+	}
+
+	var got []engine.OutboxRecord
+	n, err := s.PublishOutbox(ctx, "relay-a", 3, time.Minute, publishAll(&got))
+	if err != nil || n != 3 {
+		t.Fatalf("PublishOutbox: got %d, %v; want 3", n, err)
+	}
+	if got, want := msgIDs(got), msgIDs(recs[1:4]); !slices.Equal(got, want) {
+		t.Fatalf("published %v, want the oldest free %v", got, want)
+	}
+	for i, r := range got {
+		if diff := diffMessage(r.Message, recs[1+i].Message); diff != "" || r.Topic != recs[1+i].Topic || r.Key != recs[1+i].Key {
+			t.Errorf("record %d: topic %q key %q, message %s", i, r.Topic, r.Key, diff)
+		}
+	}
+	if n, err := s.OutboxBacklog(ctx); err != nil || n != 3 {
+		t.Errorf("OutboxBacklog after publishing 3 of 6: got %d, %v; want 3", n, err)
+	}
+
+	// A failed publish keeps the records and releases them at once.
+	boom := errors.New("broker down")
+	n, err = s.PublishOutbox(ctx, "relay-a", 10, time.Hour, func(context.Context, []engine.OutboxRecord) error { return boom })
+	if !errors.Is(err, boom) || n != 0 {
+		t.Fatalf("PublishOutbox with a failing publish: got %d, %v; want 0 and the publish error", n, err)
+	}
+	if n, err := s.OutboxBacklog(ctx); err != nil || n != 3 {
+		t.Errorf("OutboxBacklog after a failed publish: got %d, %v; want 3", n, err)
+	}
+	got = nil
+	n, err = s.PublishOutbox(ctx, "relay-b", 10, time.Hour, publishAll(&got))
+	if err != nil || n != 2 {
+		t.Fatalf("PublishOutbox by another relay after a failed publish: got %d, %v; want 2", n, err)
+	}
+	if got, want := msgIDs(got), msgIDs(recs[4:]); !slices.Equal(got, want) {
+		t.Errorf("relay-b published %v, want %v", got, want)
+	}
+	// Nothing left but the record leased to someone else.
+	n, err = s.PublishOutbox(ctx, "relay-b", 10, time.Hour, func(context.Context, []engine.OutboxRecord) error {
+		t.Error("publish called with nothing to publish")
+		return nil
+	})
+	if err != nil || n != 0 {
+		t.Errorf("PublishOutbox with nothing free: got %d, %v; want 0, nil", n, err)
+	}
+
+	for _, tc := range []struct {
+		name    string
+		owner   string
+		limit   int
+		lease   time.Duration
+		publish func(context.Context, []engine.OutboxRecord) error
+	}{
+		{"no owner", "", 1, time.Minute, publishAll(&got)},
+		{"limit 0", "r", 0, time.Minute, publishAll(&got)},
+		{"lease 0", "r", 1, 0, publishAll(&got)},
+		{"no publish", "r", 1, time.Minute, nil},
+	} {
+		_, err := s.PublishOutbox(ctx, tc.owner, tc.limit, tc.lease, tc.publish)
+		wantCode(t, "PublishOutbox with "+tc.name, err, engine.CodeInvalid)
+	}
+}
+
+// While one relay publishes, another gets only the other records.
+func testPublishOutboxExclusive(t *testing.T, s engine.Store) {
+	ctx := context.Background()
+	recs := outboxRecords(5, "x")
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.Enqueue(ctx, recs) })
+	var a, b []engine.OutboxRecord
+	n, err := s.PublishOutbox(ctx, "relay-a", 3, time.Minute, func(ctx context.Context, recs []engine.OutboxRecord) error {
+		a = recs
+		m, err := s.PublishOutbox(ctx, "relay-b", 10, time.Minute, publishAll(&b))
+		if err != nil || m != 2 {
+			t.Errorf("relay-b's PublishOutbox while relay-a publishes: got %d, %v; want 2", m, err)
+		}
+		return nil
+	})
+	if err != nil || n != 3 {
+		t.Fatalf("relay-a's PublishOutbox: got %d, %v; want 3", n, err)
+	}
+	if got, want := msgIDs(a), msgIDs(recs[:3]); !slices.Equal(got, want) {
+		t.Errorf("relay-a published %v, want %v", got, want)
+	}
+	if got, want := msgIDs(b), msgIDs(recs[3:]); !slices.Equal(got, want) {
+		t.Errorf("relay-b published %v while relay-a held %v, want only %v", got, msgIDs(a), want)
+	}
+	if n, err := s.OutboxBacklog(ctx); err != nil || n != 0 {
+		t.Errorf("OutboxBacklog: got %d, %v; want 0", n, err)
+	}
+}
+
+// A relay that stalls in publish longer than its lease loses the records to
+// another relay (at-least-once: both may publish them).
+func testPublishOutboxStalledRelay(t *testing.T, s engine.Store) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	recs := outboxRecords(2, "stall")
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.Enqueue(ctx, recs) })
+	const lease = 200 * time.Millisecond
+	var taken []engine.OutboxRecord
+	// The stalled relay's result is not checked: on PostgreSQL its session
+	// is ended, on SQLite it deletes what the other relay published.
+	_, _ = s.PublishOutbox(ctx, "stalled-relay", 10, lease, func(context.Context, []engine.OutboxRecord) error {
+		for len(taken) == 0 && ctx.Err() == nil {
+			if _, err := s.PublishOutbox(ctx, "relay-b", 10, time.Minute, publishAll(&taken)); err != nil {
+				t.Errorf("relay-b's PublishOutbox: %v", err)
+				return nil
+			}
+			time.Sleep(lease / 4)
+		}
+		return nil
+	})
+	if got, want := msgIDs(taken), msgIDs(recs); !slices.Equal(got, want) {
+		t.Errorf("relay-b published %v after the stalled relay's lease, want %v", got, want)
+	}
+}
+
+func testPublishOutboxConcurrentRelays(t *testing.T, s engine.Store) {
+	ctx := context.Background()
+	const n = 300
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.Enqueue(ctx, outboxRecords(n, "pc")) })
+	var (
+		mu     sync.Mutex
+		owners = map[int64]string{}
+		dups   []string
+		wg     sync.WaitGroup
+		errs   = make(chan error, 2)
+	)
+	for _, owner := range []string{"relay-1", "relay-2"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				got, err := s.PublishOutbox(ctx, owner, 7, time.Minute, func(_ context.Context, recs []engine.OutboxRecord) error {
+					mu.Lock()
+					defer mu.Unlock()
+					for _, r := range recs {
+						if prev, ok := owners[r.Seq]; ok {
+							dups = append(dups, fmt.Sprintf("record %d published by %s and %s", r.Seq, prev, owner))
+						}
+						owners[r.Seq] = owner
+					}
+					return nil
+				})
+				if err != nil {
+					errs <- err
+					return
+				}
+				if got == 0 {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if len(dups) > 0 {
+		t.Errorf("%d records published twice, e.g. %s", len(dups), dups[0])
+	}
+	if len(owners) != n {
+		t.Errorf("published %d distinct records, want %d", len(owners), n)
 	}
 }
