@@ -115,7 +115,7 @@ func (s *server) routes(metrics http.Handler) *mux.Router {
 		writeProblem(w, req, engine.Errorf(engine.CodeNotFound, "", "no route %s %s", req.Method, req.URL.Path))
 	})
 	r.MethodNotAllowedHandler = http.HandlerFunc(s.methodNotAllowed)
-	r.Use(noteRoute)
+	r.Use(noteRoute, sameOrigin)
 
 	r.Handle("/healthz", http.HandlerFunc(s.healthz)).Methods(http.MethodGet)
 	r.Handle("/readyz", http.HandlerFunc(s.readyz)).Methods(http.MethodGet)
@@ -165,6 +165,30 @@ func (s *server) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
 	}
 	writeProblem(w, r, engine.Errorf(CodeMethodNotAllowed, "", "%s is not allowed on %s (allowed: %s)",
 		r.Method, r.URL.Path, strings.Join(allowed, ", ")))
+}
+
+// sameOrigin refuses state-changing (non-GET/HEAD/OPTIONS) requests that a
+// browser marks as cross-origin (Sec-Fetch-Site, else Origin against Host),
+// with net/http's CrossOriginProtection. Without it, a web page could make
+// the browser POST an abort or a replay to an API running without
+// authentication on loopback (a body with no Content-Type is accepted as
+// JSON). Clients other than browsers send neither header and pass.
+func sameOrigin(next http.Handler) http.Handler {
+	p := http.NewCrossOriginProtection()
+	p.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, r, engine.Errorf(CodeCrossOrigin, "", "%s %s from another origin (%s) is refused: state-changing requests must come from the console's own origin or from a non-browser client",
+			r.Method, r.URL.Path, originOf(r)))
+	}))
+	return p.Handler(next)
+}
+
+// originOf names where a cross-origin request came from, for the problem
+// detail.
+func originOf(r *http.Request) string {
+	if o := r.Header.Get("Origin"); o != "" {
+		return o
+	}
+	return "Sec-Fetch-Site: " + r.Header.Get("Sec-Fetch-Site")
 }
 
 // authn requires an authenticated user when auth is on.

@@ -19,6 +19,10 @@ const (
 	CodeMethodNotAllowed engine.Code = "method-not-allowed"
 	CodeTooLarge         engine.Code = "too-large"
 	CodeMediaType        engine.Code = "unsupported-media-type"
+	// CodeCrossOrigin refuses a state-changing request a browser sent from
+	// another origin (CSRF), e.g. a web page posting to a loopback API that
+	// runs without authentication.
+	CodeCrossOrigin engine.Code = "cross-origin"
 )
 
 // problemKind is one row of the code table.
@@ -43,6 +47,7 @@ var problemKinds = map[engine.Code]problemKind{
 	CodeMethodNotAllowed:        {http.StatusMethodNotAllowed, "Method not allowed"},
 	CodeTooLarge:                {http.StatusRequestEntityTooLarge, "Request body too large"},
 	CodeMediaType:               {http.StatusUnsupportedMediaType, "Unsupported media type"},
+	CodeCrossOrigin:             {http.StatusForbidden, "Cross-origin request refused"},
 }
 
 // ProblemType returns the type URI of code.
