@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -220,11 +221,22 @@ func runEndToEnd(t *testing.T, db *sqlx.DB, brokers []string) {
 
 	// The unknown and malformed commands were parked; they are behind the
 	// duplicate on their partitions or elsewhere, so wait for them.
-	dls := waitFor(ctx, t, "2 dead letters", func() (bool, error) {
-		dls, err := p.DeadLetters(ctx)
+	var dls []sdk.DeadLetter
+	waitFor(ctx, t, "2 dead letters", func() (bool, error) {
+		var err error
+		dls, err = p.DeadLetters(ctx)
 		return len(dls) == 2, err
 	})
-	_ = dls
+	parked := map[string]sdk.DeadLetter{}
+	for _, dl := range dls {
+		parked[string(dl.Body)] = dl
+	}
+	if dl, ok := parked[string(unknown.Value)]; !ok || dl.Command != "LAUNCH_ROCKET" || dl.Topic != cmdTopic {
+		t.Errorf("dead letters %+v: want the unknown LAUNCH_ROCKET command from %s", dls, cmdTopic)
+	}
+	if dl, ok := parked[string(malformed.Value)]; !ok || dl.SagaID != malformed.Key || dl.Topic != cmdTopic || !strings.Contains(dl.Reason, "malformed envelope") {
+		t.Errorf("dead letters %+v: want the malformed record (key %q) from %s", dls, malformed.Key, cmdTopic)
+	}
 	waitFor(ctx, t, "empty outbox", func() (bool, error) {
 		var rows int
 		err := db.GetContext(ctx, &rows, `SELECT COUNT(*) FROM sdk_outbox`)
