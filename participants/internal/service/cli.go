@@ -36,10 +36,14 @@ type Participant interface {
 
 // Deps are the dependencies the runner builds for a service.
 type Deps struct {
-	DB          *sqlx.DB
+	// DB is the service's database, migrated.
+	DB *sqlx.DB
+	// Participant is the service's SDK participant on DB.
 	Participant *sdk.Participant
-	Auth        *auth.Authenticator
-	Logger      *slog.Logger
+	// Auth authenticates the service's HTTP routes.
+	Auth *auth.Authenticator
+	// Logger is the process's JSON logger tagged with the service name.
+	Logger *slog.Logger
 }
 
 // App describes one participant service for Run.

@@ -35,12 +35,18 @@ type CoreConfig struct {
 // dependencies, the database's dialect, a prepared-statement cache, a
 // logger tagged with the service's name and a clock.
 type Core struct {
-	DB          *sqlx.DB
-	Dialect     Dialect
-	SQL         *prepared.Cache
+	// DB is CoreConfig.DB.
+	DB *sqlx.DB
+	// Dialect is DB's SQL dialect (PostgreSQL or SQLite).
+	Dialect Dialect
+	// SQL caches the service's prepared statements on DB.
+	SQL *prepared.Cache
+	// Participant is CoreConfig.Participant (may be nil unless required).
 	Participant *sdk.Participant
-	Auth        *auth.Authenticator
-	Log         *slog.Logger
+	// Auth is CoreConfig.Auth.
+	Auth *auth.Authenticator
+	// Log is CoreConfig.Logger (or slog.Default()) with service=<name>.
+	Log *slog.Logger
 	// Now returns UTC times truncated to microseconds: both databases keep
 	// microseconds, so a time read back equals the time written.
 	Now func() time.Time
