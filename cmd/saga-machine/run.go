@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -198,6 +199,7 @@ type daemon struct {
 	broker *embedded.Broker
 	sm     *system.SagaMachine // store, Kafka clients, orchestrator, HTTP API
 	ln     net.Listener
+	noAuth bool // the API runs without authentication (loopback only)
 }
 
 // start loads, migrates, connects and listens; on error it releases what it
@@ -220,6 +222,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger, stderr io.Writer) 
 	if err != nil {
 		return nil, err
 	}
+	d.noAuth = authn == nil
 
 	brokers := cfg.brokers
 	if len(brokers) == 0 {
@@ -292,8 +295,40 @@ func loopbackAddr(addr string) bool {
 }
 
 // routes is the HTTP surface: API, console, probes and metrics
-// (engine/httpapi), built by start.
-func (d *daemon) routes() http.Handler { return d.sm.Handler }
+// (engine/httpapi), built by start. Without authentication it answers only
+// requests addressed to a loopback host name, so a web page on another
+// domain that resolves to 127.0.0.1 (DNS rebinding) cannot read or drive it.
+func (d *daemon) routes() http.Handler {
+	if d.noAuth {
+		return loopbackHostOnly(d.sm.Handler)
+	}
+	return d.sm.Handler
+}
+
+// loopbackHostOnly refuses (421 Misdirected Request) requests whose Host is
+// not localhost or a loopback IP address, whatever the port.
+func loopbackHostOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+		ip := net.ParseIP(host)
+		if !strings.EqualFold(host, "localhost") && (ip == nil || !ip.IsLoopback()) {
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(http.StatusMisdirectedRequest)
+			_ = json.NewEncoder(w).Encode(map[string]any{
+				"type":   "urn:saga-machine:problem:misdirected",
+				"title":  "Misdirected Request",
+				"status": http.StatusMisdirectedRequest,
+				"detail": "without authentication this API answers only requests to localhost or a loopback address, not " + r.Host,
+			})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
 
 // serve runs the orchestrator and the HTTP server until ctx ends, then stops
 // them gracefully.

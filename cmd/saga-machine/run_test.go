@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -176,5 +178,38 @@ func TestRunServesProbesAndStops(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "saga-machine stopped") {
 		t.Errorf("logs lack the stop line:\n%s", logs.String())
+	}
+}
+
+func TestLoopbackHostOnly(t *testing.T) {
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) })
+	h := loopbackHostOnly(next)
+	for _, tc := range []struct {
+		host string
+		want int
+	}{
+		{"127.0.0.1:8080", http.StatusTeapot},
+		{"localhost:8080", http.StatusTeapot},
+		{"LOCALHOST", http.StatusTeapot},
+		{"[::1]:8080", http.StatusTeapot},
+		{"127.0.0.2", http.StatusTeapot},
+		{"evil.example:8080", http.StatusMisdirectedRequest},      // DNS rebinding: a foreign name resolving to 127.0.0.1
+		{"localhost.evil.example", http.StatusMisdirectedRequest}, // not the loopback name
+		{"10.0.0.1:8080", http.StatusMisdirectedRequest},
+		{"", http.StatusMisdirectedRequest},
+	} {
+		req := httptest.NewRequest(http.MethodGet, "/api/v1/sagas", nil)
+		req.Host = tc.host
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if got := rec.Code; got != tc.want {
+			t.Errorf("Host %q: status %d, want %d", tc.host, got, tc.want)
+		}
+		if tc.want == http.StatusMisdirectedRequest {
+			var p struct{ Type, Detail string }
+			if err := json.Unmarshal(rec.Body.Bytes(), &p); err != nil || p.Type != "urn:saga-machine:problem:misdirected" {
+				t.Errorf("Host %q: body %q is not the misdirected problem (%v)", tc.host, rec.Body.String(), err)
+			}
+		}
 	}
 }

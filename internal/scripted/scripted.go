@@ -61,7 +61,10 @@ func ManualCreateOrder() map[string]Rule {
 					Reject bool `json:"reject"`
 				} `json:"deal_context"`
 			}
-			_ = json.Unmarshal(cmd.Payload, &p)
+			if err := json.Unmarshal(cmd.Payload, &p); err != nil {
+				// A payload the script cannot read is refused, never approved by default.
+				return []Reply{{Event: "ORDER_REJECTED", Payload: json.RawMessage(`{"profile_decision":"rejected"}`), Reason: "unreadable payload: " + err.Error()}}
+			}
 			if p.DealContext.Reject {
 				return []Reply{{Event: "ORDER_REJECTED", Payload: json.RawMessage(`{"profile_decision":"rejected"}`), Reason: "insufficient balance"}}
 			}

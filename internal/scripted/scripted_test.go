@@ -20,6 +20,7 @@ func TestAnswer(t *testing.T) {
 	}{
 		{"approve", Config{}, cmd("APPROVE_ORDER", 1, `{"deal_context":{}}`), []string{"ORDER_APPROVED"}},
 		{"reject", Config{}, cmd("APPROVE_ORDER", 1, `{"deal_context":{"reject":true}}`), []string{"ORDER_REJECTED"}},
+		{"unreadable payload is rejected", Config{}, cmd("APPROVE_ORDER", 1, `{"deal_context":[1]}`), []string{"ORDER_REJECTED"}},
 		{"deal", Config{}, cmd("REJECT_DEAL", 1, `{}`), []string{"DEAL_UPDATED"}},
 		{"notify says nothing", Config{}, cmd("NOTIFY", 1, `{}`), nil},
 		{"dropped first send", Config{DropFirst: map[string]int{"APPROVE_DEAL": 1}}, cmd("APPROVE_DEAL", 1, `{}`), nil},
