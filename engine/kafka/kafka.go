@@ -340,6 +340,11 @@ func (c *Consumer) Fetch(ctx context.Context, max int) ([]Record, error) {
 		var recs []Record
 		fetches.EachRecord(func(kr *kgo.Record) { recs = append(recs, fromKgo(kr)) })
 		if len(recs) > 0 {
+			// Errors of other partitions in the same poll are not lost:
+			// they are logged here and reported again by a later poll.
+			fetches.EachError(func(topic string, partition int32, err error) {
+				c.log.Warn("kafka fetch error beside records", "group", c.group, "topic", topic, "partition", partition, "err", err)
+			})
 			return recs, nil
 		}
 		// Nothing to process: let the group rebalance (a poll that
