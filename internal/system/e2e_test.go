@@ -17,6 +17,7 @@ import (
 	"github.com/portfolio-counselor/sagamachine/internal/system"
 	"github.com/portfolio-counselor/sagamachine/internal/testenv"
 	"github.com/portfolio-counselor/sagamachine/participants/deals"
+	"github.com/portfolio-counselor/sagamachine/participants/notification"
 	"github.com/portfolio-counselor/sagamachine/participants/profile"
 )
 
@@ -103,9 +104,19 @@ func TestEndToEnd(t *testing.T) {
 			if got, want := mustJSON(t, afterReject), mustJSON(t, afterBuy); got != want {
 				t.Errorf("portfolio changed by the rejected buy:\n got %s\nwant %s", got, want)
 			}
-			notes, err := c.Notifications(ctx)
-			if err != nil {
-				t.Fatalf("notifications: %v", err)
+			// NOTIFY is sent when the saga reaches its final state, so the
+			// notification service stores it a moment later: wait for both
+			// (bounded by ctx), then check exactly what was stored.
+			var notes []notification.Notification
+			for {
+				var err error
+				if notes, err = c.Notifications(ctx); err != nil {
+					t.Fatalf("notifications: %v", err)
+				}
+				if len(notes) >= 2 || ctx.Err() != nil {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
 			}
 			byDeal := map[string]string{}
 			for _, n := range notes {
