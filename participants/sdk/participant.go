@@ -61,6 +61,11 @@ type Config struct {
 	MaxBackoff time.Duration
 	// BatchSize is the most records fetched from Kafka at once. Default 500.
 	BatchSize int
+	// FetchLinger is how long a fetch that got some commands (fewer than
+	// BatchSize) keeps collecting the ones arriving meanwhile before they
+	// are handled: under load, bigger batches mean fewer transactions.
+	// Zero means kafka.DefaultFetchLinger; negative turns it off.
+	FetchLinger time.Duration
 	// Concurrency is how many partitions of a fetched batch are handled at
 	// the same time (commands of one partition, and so of one saga, stay in
 	// order). Default 4 on PostgreSQL, 1 on SQLite.

@@ -20,7 +20,7 @@ func (p *Participant) Run(ctx context.Context) error {
 	if len(p.cfg.Brokers) == 0 {
 		return fmt.Errorf("run participant %s: Config.Brokers is empty", p.cfg.Name)
 	}
-	kcfg := kafka.Config{Brokers: p.cfg.Brokers, ClientID: "saga-participant-" + p.cfg.Name}
+	kcfg := kafka.Config{Brokers: p.cfg.Brokers, ClientID: "saga-participant-" + p.cfg.Name, FetchLinger: p.cfg.FetchLinger}
 	prod, err := kafka.NewProducer(kcfg)
 	if err != nil {
 		return fmt.Errorf("run participant %s: %w", p.cfg.Name, err)
