@@ -53,8 +53,9 @@ type keptReply struct {
 }
 
 // batch handles a prefix of recs in one transaction: duplicates re-enqueue
-// their stored reply; others run the handler, then record the inbox row
-// (with the reply) and the outbox row. It stops before the first record
+// their stored reply; others run the handler; then the inbox rows (with the
+// replies) and the outbox rows of the whole batch are written (one
+// statement on PostgreSQL, see recordBatch). It stops before the first record
 // that is malformed or has no handler. Commands share the transaction
 // without savepoints (a round trip and a subtransaction each): when one
 // fails (its handler, or another consumer recorded it meanwhile), the whole
@@ -108,15 +109,15 @@ func (p *Participant) runBatch(ctx context.Context, recs []kafka.Record, msgs []
 		return nil, 0, nil, false
 	}
 	outs = make([]Outcome, 0, len(msgs))
-	woke := false
+	// The inbox and outbox rows are written together after the handlers:
+	// one statement for the whole batch on PostgreSQL.
+	var rec batchRecord
 	for j, m := range msgs {
 		headers := recs[j].Headers
 		if k, dup := kept[m.ID]; dup {
+			// In the inbox already, or earlier in this batch.
 			if k.reply != nil {
-				if err := p.insertOutbox(ctx, tx, p.outRowFor(k.reply, k.body, headers)); err != nil {
-					return nil, 0, nil, false
-				}
-				woke = true
+				rec.outbox = append(rec.outbox, p.outRowFor(k.reply, k.body, headers))
 			}
 			outs = append(outs, Outcome{Command: m, Reply: k.reply, Duplicate: true})
 			continue
@@ -125,25 +126,26 @@ func (p *Participant) runBatch(ctx context.Context, recs []kafka.Record, msgs []
 		if herr != nil {
 			return nil, j, herr, true
 		}
-		var row *outRow
+		var rid string
 		if reply != nil {
-			r := p.outRowFor(reply, body, headers)
-			row = &r
+			rec.outbox = append(rec.outbox, p.outRowFor(reply, body, headers))
+			rid = reply.ID
 		}
-		claimed, err := p.recordHandled(ctx, tx, m, row)
-		if err != nil {
-			p.log.Debug("batch: record handled command", "command_id", m.ID, "err", err)
-			return nil, 0, nil, false
-		}
-		if !claimed {
-			// Handled meanwhile by another consumer (a rebalance): its
-			// transaction won; the slow path re-sends its reply.
-			return nil, j, nil, true
-		}
+		rec.inbox = append(rec.inbox, inboxRow{at: j, cmd: m, replyID: rid, reply: body})
 		kept[m.ID] = keptReply{reply: reply, body: body}
-		woke = woke || reply != nil
 		outs = append(outs, Outcome{Command: m, Reply: reply, Attempts: 1})
 	}
+	unclaimed, err := p.recordBatch(ctx, tx, rec)
+	if err != nil {
+		p.log.Debug("batch: record handled commands", "commands", len(rec.inbox), "err", err)
+		return nil, 0, nil, false
+	}
+	if unclaimed >= 0 {
+		// Handled meanwhile by another consumer (a rebalance): its
+		// transaction won; the slow path re-sends its reply.
+		return nil, unclaimed, nil, true
+	}
+	woke := len(rec.outbox) > 0
 	if err := p.commitBatch(tx, outs, woke); err != nil {
 		return nil, 0, nil, false
 	}
@@ -238,48 +240,116 @@ func (p *Participant) keptReplies(ctx context.Context, tx *sqlx.Tx, msgs []engin
 	return kept, nil
 }
 
-// recordHandled writes the inbox row of a handled command with its reply,
-// and the reply's outbox row (one statement on PostgreSQL). It reports
-// false, writing nothing, if the command id is in the inbox already.
-func (p *Participant) recordHandled(ctx context.Context, tx *sqlx.Tx, m engine.Message, reply *outRow) (bool, error) {
-	now := time.Now().UTC()
-	if p.dialect == dialectPostgres && reply != nil {
-		const q = `WITH i AS (
-			INSERT INTO sdk_inbox (message_id, saga_id, command, reply_id, reply, processed_at)
-			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (message_id) DO NOTHING RETURNING 1)
-		INSERT INTO sdk_outbox (message_id, topic, msg_key, name, headers, body, created_at)
-		SELECT $4, $7, $8, $9, $10, $5, $6 FROM i`
-		res, err := p.sql.Exec(ctx, tx, q, m.ID, m.SagaID, m.Name, reply.id, reply.body, now,
-			reply.topic, reply.key, reply.name, encodeHeaders(reply.headers))
-		if err != nil {
-			return false, fmt.Errorf("record command %s and its reply %s: %w", m.ID, reply.name, err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return false, fmt.Errorf("record command %s: %w", m.ID, err)
-		}
-		return n == 1, nil
+// inboxRow is the inbox row of a command handled in a batch: at is its
+// index in the batch, replyID and reply are empty without a reply.
+type inboxRow struct {
+	at      int
+	cmd     engine.Message
+	replyID string
+	reply   []byte
+}
+
+// batchRecord is what a batch writes before committing: the inbox rows of
+// the commands it handled and the outbox rows (their replies, and the
+// stored replies re-sent for duplicates), in command order.
+type batchRecord struct {
+	inbox  []inboxRow
+	outbox []outRow
+}
+
+// recordBatch writes the inbox and outbox rows of a batch: one statement
+// on PostgreSQL (arrays expanded by unnest), one per row on SQLite. It
+// returns the batch index of the first command whose id was in the inbox
+// already (recorded meanwhile by another consumer; the caller rolls back),
+// or -1 if every inbox row was written.
+func (p *Participant) recordBatch(ctx context.Context, tx *sqlx.Tx, rec batchRecord) (int, error) {
+	if len(rec.inbox) == 0 && len(rec.outbox) == 0 {
+		return -1, nil
 	}
+	if p.dialect != dialectPostgres {
+		for _, r := range rec.inbox {
+			claimed, err := p.recordHandled(ctx, tx, r)
+			if err != nil {
+				return 0, err
+			}
+			if !claimed {
+				return r.at, nil
+			}
+		}
+		for _, o := range rec.outbox {
+			if err := p.insertOutbox(ctx, tx, o); err != nil {
+				return 0, err
+			}
+		}
+		return -1, nil
+	}
+	n := len(rec.inbox)
+	ids, sagas, cmds, rids := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	bodies := make(pq.ByteaArray, n)
+	for i, r := range rec.inbox {
+		ids[i], sagas[i], cmds[i], rids[i], bodies[i] = r.cmd.ID, r.cmd.SagaID, r.cmd.Name, r.replyID, r.reply
+	}
+	m := len(rec.outbox)
+	oids, topics, keys, names, headers := make([]string, m), make([]string, m), make([]string, m), make([]string, m), make([]string, m)
+	obodies := make(pq.ByteaArray, m)
+	for i, o := range rec.outbox {
+		oids[i], topics[i], keys[i], names[i], headers[i], obodies[i] = o.id, o.topic, o.key, o.name, encodeHeaders(o.headers), o.body
+	}
+	// One statement text whatever the batch size: prepared once. Reply ids
+	// are never empty: '' stands for no reply. The outbox rows take their
+	// seq in command order.
+	const q = `WITH i AS (
+			INSERT INTO sdk_inbox (message_id, saga_id, command, reply_id, reply, processed_at)
+			SELECT r.id, r.saga, r.cmd, NULLIF(r.rid, ''), CASE WHEN r.rid = '' THEN NULL ELSE r.body END, $6
+			FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[]) AS r(id, saga, cmd, rid, body)
+			ON CONFLICT (message_id) DO NOTHING RETURNING message_id),
+		o AS (
+			INSERT INTO sdk_outbox (message_id, topic, msg_key, name, headers, body, created_at)
+			SELECT r.id, r.topic, r.k, r.name, r.headers, r.body, $6
+			FROM unnest($7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[]) WITH ORDINALITY AS r(id, topic, k, name, headers, body, n)
+			ORDER BY r.n)
+		SELECT message_id FROM i`
+	rows, err := p.sql.Query(ctx, tx, q, pq.Array(ids), pq.Array(sagas), pq.Array(cmds), pq.Array(rids), bodies, time.Now().UTC(),
+		pq.Array(oids), pq.Array(topics), pq.Array(keys), pq.Array(names), pq.Array(headers), obodies)
+	if err != nil {
+		return 0, fmt.Errorf("record %d commands and %d replies: %w", n, m, err)
+	}
+	defer rows.Close()
+	claimed := make(map[string]bool, n)
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return 0, fmt.Errorf("record %d commands: %w", n, err)
+		}
+		claimed[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("record %d commands: %w", n, err)
+	}
+	for _, r := range rec.inbox {
+		if !claimed[r.cmd.ID] {
+			return r.at, nil
+		}
+	}
+	return -1, nil
+}
+
+// recordHandled writes the inbox row of a handled command with its reply
+// (SQLite). It reports false, writing nothing, if the command id is in the
+// inbox already.
+func (p *Participant) recordHandled(ctx context.Context, tx *sqlx.Tx, r inboxRow) (bool, error) {
 	var rid, body any
-	if reply != nil {
-		rid, body = reply.id, reply.body
+	if r.replyID != "" {
+		rid, body = r.replyID, r.reply
 	}
 	const q = `INSERT INTO sdk_inbox (message_id, saga_id, command, reply_id, reply, processed_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING`
-	res, err := p.sql.Exec(ctx, tx, q, m.ID, m.SagaID, m.Name, rid, body, now)
+	res, err := p.sql.Exec(ctx, tx, q, r.cmd.ID, r.cmd.SagaID, r.cmd.Name, rid, body, time.Now().UTC())
 	if err != nil {
-		return false, fmt.Errorf("record command %s in the inbox: %w", m.ID, err)
+		return false, fmt.Errorf("record command %s in the inbox: %w", r.cmd.ID, err)
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return false, fmt.Errorf("record command %s in the inbox: %w", m.ID, err)
+		return false, fmt.Errorf("record command %s in the inbox: %w", r.cmd.ID, err)
 	}
-	if n == 0 {
-		return false, nil
-	}
-	if reply != nil {
-		if err := p.insertOutbox(ctx, tx, *reply); err != nil {
-			return false, err
-		}
-	}
-	return true, nil
+	return n == 1, nil
 }
