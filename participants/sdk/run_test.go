@@ -208,8 +208,14 @@ func runEndToEnd(t *testing.T, db *sqlx.DB, brokers []string) {
 			t.Errorf("duplicate's reply id = %s, want the first reply's %s", rs[1].ID, rs[0].ID)
 		}
 	}
-	if got, want := runs.Load(), int64(n); got != want {
-		t.Errorf("handler runs = %d, want %d", got, want)
+	// A handler may run again after a rolled-back batch (e.g. SQLite busy,
+	// then the slow path), as documented; what must hold exactly is the
+	// effect (the approved rows below) and one reply per command (above).
+	// The duplicate never runs the handler, so fewer than n runs is a bug.
+	if got, want := runs.Load(), int64(n); got < want {
+		t.Errorf("handler runs = %d, want at least %d (one per distinct command)", got, want)
+	} else if got > want {
+		t.Logf("handler runs = %d for %d commands: %d re-run(s) after a rolled-back batch", got, want, got-want)
 	}
 	var approved int
 	if err := db.GetContext(ctx, &approved, `SELECT COUNT(*) FROM approved`); err != nil {
