@@ -198,12 +198,7 @@ func (s *server) resend(w http.ResponseWriter, r *http.Request) {
 	id := mux.Vars(r)["id"]
 	setSaga(r, id)
 	var req ResendRequest
-	if err := decodeJSON(w, r, op, &req, false); err != nil {
-		writeProblem(w, r, err)
-		return
-	}
-	if strings.TrimSpace(req.Reason) == "" {
-		writeProblem(w, r, engine.Errorf(engine.CodeInvalid, op, `field "reason" is required: say why, it goes into the saga's timeline`))
+	if !decodeOperatorRequest(w, r, op, &req, &req.Reason) {
 		return
 	}
 	inst, err := s.orch.Resend(r.Context(), id, actor(r), req.Reason)
@@ -219,12 +214,7 @@ func (s *server) abort(w http.ResponseWriter, r *http.Request) {
 	id := mux.Vars(r)["id"]
 	setSaga(r, id)
 	var req AbortRequest
-	if err := decodeJSON(w, r, op, &req, false); err != nil {
-		writeProblem(w, r, err)
-		return
-	}
-	if strings.TrimSpace(req.Reason) == "" {
-		writeProblem(w, r, engine.Errorf(engine.CodeInvalid, op, `field "reason" is required: say why, it goes into the saga's timeline`))
+	if !decodeOperatorRequest(w, r, op, &req, &req.Reason) {
 		return
 	}
 	inst, err := s.orch.Abort(r.Context(), id, req.State, actor(r), req.Reason)
@@ -233,6 +223,21 @@ func (s *server) abort(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, inst)
+}
+
+// decodeOperatorRequest decodes an operator action's body into req and
+// checks that the reason (a field of req) is given: it goes into the
+// saga's timeline. On failure it has written the problem and returns false.
+func decodeOperatorRequest(w http.ResponseWriter, r *http.Request, op string, req any, reason *string) bool {
+	if err := decodeJSON(w, r, op, req, false); err != nil {
+		writeProblem(w, r, err)
+		return false
+	}
+	if strings.TrimSpace(*reason) == "" {
+		writeProblem(w, r, engine.Errorf(engine.CodeInvalid, op, `field "reason" is required: say why, it goes into the saga's timeline`))
+		return false
+	}
+	return true
 }
 
 // abbreviate cuts s to at most n runes with an ellipsis.
