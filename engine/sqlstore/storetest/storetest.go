@@ -683,9 +683,26 @@ func testOutboxLeaseExpiry(t *testing.T, s engine.Store) {
 }
 
 func testOutboxConcurrentClaimers(t *testing.T, s engine.Store) {
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.Enqueue(ctx, outboxRecords(300, "cc")) })
+	relaysShareOutbox(t, 300, "claimed", func(ctx context.Context, owner string, took func([]engine.OutboxRecord)) (int, error) {
+		recs, err := s.ClaimOutbox(ctx, owner, 7, time.Hour)
+		if err != nil || len(recs) == 0 {
+			return 0, err
+		}
+		took(recs)
+		// Published: a relay deletes what it leased (it would lease its own
+		// records again otherwise).
+		return len(recs), s.DeleteOutbox(ctx, seqs(recs))
+	})
+}
+
+// relaysShareOutbox runs two relays ("relay-1", "relay-2") concurrently, each
+// calling round until it takes nothing, and checks that together they took
+// all n records and no record twice. round reports the records it took
+// (verb: what taking means, for messages) through took.
+func relaysShareOutbox(t *testing.T, n int, verb string, round func(ctx context.Context, owner string, took func([]engine.OutboxRecord)) (int, error)) {
+	t.Helper()
 	ctx := context.Background()
-	const n = 300
-	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.Enqueue(ctx, outboxRecords(n, "cc")) })
 	var (
 		mu     sync.Mutex
 		owners = map[int64]string{}
@@ -697,27 +714,23 @@ func testOutboxConcurrentClaimers(t *testing.T, s engine.Store) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			took := func(recs []engine.OutboxRecord) {
+				mu.Lock()
+				defer mu.Unlock()
+				for _, r := range recs {
+					if prev, ok := owners[r.Seq]; ok {
+						dups = append(dups, fmt.Sprintf("record %d %s by %s and %s", r.Seq, verb, prev, owner))
+					}
+					owners[r.Seq] = owner
+				}
+			}
 			for {
-				recs, err := s.ClaimOutbox(ctx, owner, 7, time.Hour)
+				got, err := round(ctx, owner, took)
 				if err != nil {
 					errs <- err
 					return
 				}
-				if len(recs) == 0 {
-					return
-				}
-				mu.Lock()
-				for _, r := range recs {
-					if prev, ok := owners[r.Seq]; ok {
-						dups = append(dups, fmt.Sprintf("record %d claimed by %s and %s", r.Seq, prev, owner))
-					}
-					owners[r.Seq] = owner
-				}
-				mu.Unlock()
-				// Published: a relay deletes what it leased (it would lease
-				// its own records again otherwise).
-				if err := s.DeleteOutbox(ctx, seqs(recs)); err != nil {
-					errs <- err
+				if got == 0 {
 					return
 				}
 			}
@@ -729,10 +742,10 @@ func testOutboxConcurrentClaimers(t *testing.T, s engine.Store) {
 		t.Error(err)
 	}
 	if len(dups) > 0 {
-		t.Errorf("%d records claimed twice, e.g. %s", len(dups), dups[0])
+		t.Errorf("%d records %s twice, e.g. %s", len(dups), verb, dups[0])
 	}
 	if len(owners) != n {
-		t.Errorf("claimed %d distinct records, want %d", len(owners), n)
+		t.Errorf("%s %d distinct records, want %d", verb, len(owners), n)
 	}
 }
 
@@ -1438,51 +1451,11 @@ func testPublishOutboxStalledRelay(t *testing.T, s engine.Store) {
 }
 
 func testPublishOutboxConcurrentRelays(t *testing.T, s engine.Store) {
-	ctx := context.Background()
-	const n = 300
-	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.Enqueue(ctx, outboxRecords(n, "pc")) })
-	var (
-		mu     sync.Mutex
-		owners = map[int64]string{}
-		dups   []string
-		wg     sync.WaitGroup
-		errs   = make(chan error, 2)
-	)
-	for _, owner := range []string{"relay-1", "relay-2"} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				got, err := s.PublishOutbox(ctx, owner, 7, time.Minute, func(_ context.Context, recs []engine.OutboxRecord) error {
-					mu.Lock()
-					defer mu.Unlock()
-					for _, r := range recs {
-						if prev, ok := owners[r.Seq]; ok {
-							dups = append(dups, fmt.Sprintf("record %d published by %s and %s", r.Seq, prev, owner))
-						}
-						owners[r.Seq] = owner
-					}
-					return nil
-				})
-				if err != nil {
-					errs <- err
-					return
-				}
-				if got == 0 {
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	if len(dups) > 0 {
-		t.Errorf("%d records published twice, e.g. %s", len(dups), dups[0])
-	}
-	if len(owners) != n {
-		t.Errorf("published %d distinct records, want %d", len(owners), n)
-	}
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.Enqueue(ctx, outboxRecords(300, "pc")) })
+	relaysShareOutbox(t, 300, "published", func(ctx context.Context, owner string, took func([]engine.OutboxRecord)) (int, error) {
+		return s.PublishOutbox(ctx, owner, 7, time.Minute, func(_ context.Context, recs []engine.OutboxRecord) error {
+			took(recs)
+			return nil
+		})
+	})
 }
