@@ -69,6 +69,14 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// Validate reports what is wrong with cfg (no brokers, an empty broker
+// address, a negative duration or size), as NewProducer and NewConsumer
+// would.
+func (cfg Config) Validate() error {
+	_, err := cfg.withDefaults()
+	return err
+}
+
 // withDefaults validates cfg and fills its zero fields.
 func (cfg Config) withDefaults() (Config, error) {
 	if len(cfg.Brokers) == 0 {

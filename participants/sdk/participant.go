@@ -10,6 +10,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/prepared"
 )
 
@@ -116,9 +117,9 @@ func New(cfg Config) (*Participant, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new participant %s: %w", cfg.Name, err)
 	}
-	for i, b := range cfg.Brokers {
-		if strings.TrimSpace(b) == "" {
-			return nil, fmt.Errorf("new participant %s: broker %d is empty", cfg.Name, i)
+	if len(cfg.Brokers) > 0 { // optional here: Run needs them, the test kit does not
+		if err := (kafka.Config{Brokers: cfg.Brokers}).Validate(); err != nil {
+			return nil, fmt.Errorf("new participant %s: %w", cfg.Name, err)
 		}
 	}
 	type check struct {
