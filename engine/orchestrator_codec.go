@@ -46,12 +46,13 @@ func AppendMessage(dst []byte, m *Message) []byte {
 }
 
 func appendField(dst []byte, name, v string) []byte {
-	return appendString(append(dst, name...), v)
+	return AppendJSONString(append(dst, name...), v)
 }
 
-// appendString appends s as a JSON string. Printable ASCII is copied; any
-// other string is encoded by encoding/json.
-func appendString(dst []byte, s string) []byte {
+// AppendJSONString appends s as a JSON string. Printable ASCII is copied;
+// any other string is encoded by encoding/json. The store uses it for the
+// JSON it builds by hand.
+func AppendJSONString(dst []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' {
 			b, _ := json.Marshal(s) // a string always encodes
@@ -68,7 +69,7 @@ func appendString(dst []byte, s string) []byte {
 // MarshalJSON refuses.
 func appendTime(dst []byte, t time.Time) []byte {
 	if y := t.Year(); y < 0 || y > 9999 {
-		return appendString(dst, t.String())
+		return AppendJSONString(dst, t.String())
 	}
 	dst = append(dst, '"')
 	dst = t.AppendFormat(dst, time.RFC3339Nano)

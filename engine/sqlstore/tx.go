@@ -454,30 +454,16 @@ func appendCommandRefs(dst []byte, refs []engine.CommandRef) []byte {
 			dst = append(dst, ',')
 		}
 		dst = append(dst, `{"id":`...)
-		dst = appendJSONString(dst, r.ID)
+		dst = engine.AppendJSONString(dst, r.ID)
 		dst = append(dst, `,"name":`...)
-		dst = appendJSONString(dst, r.Name)
+		dst = engine.AppendJSONString(dst, r.Name)
 		dst = append(dst, `,"participant":`...)
-		dst = appendJSONString(dst, r.Participant)
+		dst = engine.AppendJSONString(dst, r.Participant)
 		dst = append(dst, `,"attempt":`...)
 		dst = strconv.AppendInt(dst, int64(r.Attempt), 10)
 		dst = append(dst, '}')
 	}
 	return append(dst, ']')
-}
-
-// appendJSONString appends s as a JSON string: printable ASCII as it is,
-// anything else through encoding/json.
-func appendJSONString(dst []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' {
-			b, _ := json.Marshal(s) // a string always encodes
-			return append(dst, b...)
-		}
-	}
-	dst = append(dst, '"')
-	dst = append(dst, s...)
-	return append(dst, '"')
 }
 
 func nullString(s string) *string {
