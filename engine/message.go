@@ -48,10 +48,27 @@ type Message struct {
 	Attempt int `json:"attempt,omitempty"`
 	// Reason explains a business rejection or failure, for humans.
 	Reason string `json:"reason,omitempty"`
+	// Deadline, on a command, is when saga-machine stops waiting for it
+	// (its step's retry budget or state time limit). A participant must not
+	// apply a command after its deadline: the SDK answers such a command
+	// with EventCommandExpired instead of running the handler. Zero: none.
+	Deadline time.Time `json:"deadline,omitzero"`
+	// Compensates, on a compensation command, is the id of the message
+	// whose effect it undoes: the forward command (for a step's send) or
+	// the event (for what a participant did before emitting it). The SDK
+	// records it so that a forward command arriving after its
+	// compensation is refused instead of applied.
+	Compensates string `json:"compensates,omitempty"`
 	// Payload is a JSON object. Events merge their top-level keys into the
 	// saga's context document; commands carry the whole context.
 	Payload json.RawMessage `json:"payload,omitempty"`
 }
+
+// EventCommandExpired is the standard reply of a participant to a command
+// that reached it after its Deadline: the handler did not run and the
+// command had no effect. Its CausationID is the expired command's id. No
+// definition may use this name for an event of its own.
+const EventCommandExpired = "COMMAND_EXPIRED"
 
 // Kafka header names used beside the envelope.
 const (

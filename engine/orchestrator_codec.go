@@ -38,6 +38,13 @@ func AppendMessage(dst []byte, m *Message) []byte {
 	if m.Reason != "" {
 		dst = appendField(dst, `,"reason":`, m.Reason)
 	}
+	if !m.Deadline.IsZero() {
+		dst = append(dst, `,"deadline":`...)
+		dst = appendTime(dst, m.Deadline)
+	}
+	if m.Compensates != "" {
+		dst = appendField(dst, `,"compensates":`, m.Compensates)
+	}
 	if len(m.Payload) > 0 {
 		dst = append(dst, `,"payload":`...)
 		dst = append(dst, m.Payload...)
@@ -129,6 +136,10 @@ func fastUnmarshal(data []byte, m *Message) bool {
 			m.Attempt, ok = plainInt(v)
 		case "reason":
 			m.Reason, ok = plainString(v)
+		case "deadline":
+			ok = len(v) > 0 && v[0] == '"' && m.Deadline.UnmarshalJSON(v) == nil
+		case "compensates":
+			m.Compensates, ok = plainString(v)
 		case "payload":
 			ok = len(v) > 0 && v[0] != 'n' && json.Valid(v)
 			m.Payload = append(json.RawMessage(nil), v...)

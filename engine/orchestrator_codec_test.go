@@ -23,6 +23,10 @@ func TestAppendMessage(t *testing.T) {
 			Participant: "profile", OccurredAt: at.UTC(), Reason: "balance too low: 10 < 20"}},
 		{"strings that need escaping", Message{V: 1, ID: "quote \" backslash \\ tab \t", Saga: "café ✓", Reason: "line\nbreak \u2028 <b>&"}},
 		{"empty payload", Message{V: 1, ID: "x", Payload: json.RawMessage{}}},
+		{"command with deadline", Message{V: 1, ID: "c-2", SagaID: "s-1", Saga: "S", Kind: KindCommand, Name: "APPROVE_ORDER",
+			Participant: "profile", OccurredAt: at, Attempt: 1, Deadline: at.Add(62 * time.Second)}},
+		{"compensation", Message{V: 1, ID: "c-3", SagaID: "s-1", Saga: "S", Kind: KindCommand, Name: "REVERT_ORDER",
+			Participant: "profile", OccurredAt: at, Attempt: 2, Compensates: "c-2"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -58,6 +62,8 @@ func TestUnmarshalMessage(t *testing.T) {
 	inputs := []string{
 		`{"v":1,"id":"e-1","saga_id":"s-1","saga":"S","kind":"event","name":"GO","participant":"p","occurred_at":"2026-01-02T03:04:05.123456789+03:00","payload":{"a":[1,{"b":"}"}]}}`,
 		`{"v":1,"id":"c-1","saga_id":"s","saga":"S","saga_version":2,"kind":"command","name":"DO","participant":"p","causation_id":"e","occurred_at":"2026-01-02T03:04:05Z","attempt":3,"reason":"r"}`,
+		`{"v":1,"id":"c-2","saga_id":"s","saga":"S","kind":"command","name":"UNDO","participant":"p","occurred_at":"2026-01-02T03:04:05Z","attempt":1,"deadline":"2026-01-02T03:05:07.5Z","compensates":"c-1"}`,
+		`{"v":1,"id":"c-3","saga_id":"s","saga":"S","kind":"command","name":"DO","participant":"p","occurred_at":"2026-01-02T03:04:05Z","deadline":"not a time"}`,
 		` { "v" : 1 , "id" : "café" , "payload" : { } } `,
 		`{"v":1,"id":"a\"b"}`,                 // escapes
 		`{"v":1,"ID":"upper"}`,                // differently cased member
