@@ -59,3 +59,41 @@ func ExampleLoadCatalog() {
 	// [DEAL_UPDATED (deals) DEALS_UNAVAILABLE (engine)]
 	// unknown-saga
 }
+
+// A starting transition `by: api` may be fired over saga-machine's HTTP API
+// by a caller holding one of its roles; every other start belongs to a
+// participant and is refused over HTTP.
+func ExampleModel_StartRoles() {
+	src := `saga: PAY_ORDER
+version: 1
+participants:
+  shop: { topic: SHOP_TOPIC }
+  bank: { topic: BANK_TOPIC }
+transitions:
+  - { on: ORDER_PLACED, by: shop, from: [], to: PAYING, send: { to: bank, command: CHARGE } }
+  - { on: PHONE_ORDER_TAKEN, by: api, roles: [shop-clerk, shop-admin], from: [], to: PAYING, send: { to: bank, command: CHARGE } }
+  - { on: CHARGED, by: bank, from: [PAYING], to: PAID }
+final: [PAID]
+`
+	def, problems := definition.Parse("pay_order.yaml", []byte(src))
+	if len(problems) > 0 {
+		log.Fatal(problems)
+	}
+	m, err := engine.Compile(def)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, event := range m.StartEvents() {
+		roles, ok := m.StartRoles(event)
+		fmt.Println(event, "over HTTP:", ok, roles)
+	}
+	step, err := m.Apply("", "PHONE_ORDER_TAKEN", definition.API)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(step.By, "→", step.To, step.Send.Name)
+	// Output:
+	// ORDER_PLACED over HTTP: false []
+	// PHONE_ORDER_TAKEN over HTTP: true [shop-clerk shop-admin]
+	// api → PAYING CHARGE
+}

@@ -45,7 +45,7 @@ type Model struct {
 type Step struct {
 	From   string       // state before ("" when the event starts a saga)
 	Event  string       // event applied
-	By     string       // participant that emitted it (definition.Engine for timers)
+	By     string       // participant that emitted it (definition.Engine for timers, definition.API for HTTP starts)
 	To     string       // state after
 	Send   *CommandSpec // command to send, nil if none; shared, must not be modified
 	Final  bool         // To is a success terminal state
@@ -64,7 +64,7 @@ type CommandSpec struct {
 // where it leads.
 type Allowed struct {
 	Event string // event name
-	By    string // participant that must emit it (definition.Engine for timers and retries)
+	By    string // participant that must emit it (definition.Engine for timers and retries, definition.API for HTTP starts)
 	To    string // state after
 }
 
@@ -80,6 +80,8 @@ type edge struct {
 	send *CommandSpec
 	fin  bool
 	fail bool
+
+	roles []string // by definition.API: the roles that may fire it over HTTP
 }
 
 type stateInfo struct {
@@ -113,7 +115,7 @@ func Compile(def *definition.Definition) (*Model, error) {
 		keys:       make(map[string]string, len(def.Keys)),
 	}
 	for name, p := range def.Participants {
-		if name == definition.Engine {
+		if name == definition.Engine || name == definition.API {
 			return fail("participant name %q is reserved", name)
 		}
 		m.partTopics[name] = p.Topic
@@ -153,10 +155,26 @@ func Compile(def *definition.Definition) (*Model, error) {
 		if ev == "" || by == "" || to == "" {
 			return fail("transition at line %d has an empty event, participant or target", tr.Pos.Line)
 		}
-		if by != definition.Engine {
+		var roles []string
+		switch by {
+		case definition.Engine:
+		case definition.API:
+			if !tr.Starts() {
+				return fail("transition %s by api does not start a saga", ev)
+			}
+			if len(tr.Roles) == 0 {
+				return fail("transition %s by api has no roles", ev)
+			}
+			for _, r := range tr.Roles {
+				roles = append(roles, r.Value)
+			}
+		default:
 			if _, ok := m.partTopics[by]; !ok {
 				return fail("transition %s is emitted by unknown participant %q", ev, by)
 			}
+		}
+		if by != definition.API && len(tr.Roles) > 0 {
+			return fail("transition %s by %s has roles; only by api may", ev, by)
 		}
 		var send *CommandSpec
 		if tr.Send != nil {
@@ -167,7 +185,7 @@ func Compile(def *definition.Definition) (*Model, error) {
 			send = &CommandSpec{Participant: tr.Send.To.Value, Topic: topic, Name: tr.Send.Command.Value, Retry: tr.Send.Retry}
 		}
 		toInfo := info(to)
-		e := &edge{tr: tr, by: by, to: to, send: send, fin: toInfo.final, fail: toInfo.failed}
+		e := &edge{tr: tr, by: by, to: to, send: send, fin: toInfo.final, fail: toInfo.failed, roles: roles}
 		src := []string{""}
 		if !tr.Starts() {
 			src = src[:0]
@@ -427,12 +445,23 @@ func (m *Model) Keys() map[string]string {
 }
 
 // Participants lists the participant names, sorted. The reserved
-// definition.Engine is not among them.
+// definition.Engine and definition.API are not among them.
 func (m *Model) Participants() []string { return slices.Clone(m.partNames) }
 
 // Topic returns the command topic of participant, or "" if the saga has no
 // such participant.
 func (m *Model) Topic(participant string) string { return m.partTopics[participant] }
+
+// StartRoles reports whether event starts a saga over the HTTP API (a starting transition `by: api`)
+// and which roles may fire it (any one suffices). ok is false for events that only a participant may start.
+// The slice is a copy.
+func (m *Model) StartRoles(event string) (roles []string, ok bool) {
+	e, found := m.edges[edgeKey{"", event}]
+	if !found || e.by != definition.API {
+		return nil, false
+	}
+	return slices.Clone(e.roles), true
+}
 
 // StartEvents lists the events that start a saga, in definition order.
 func (m *Model) StartEvents() []string { return slices.Clone(m.startEvts) }

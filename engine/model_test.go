@@ -351,6 +351,105 @@ func TestCompileRejectsBrokenInvariants(t *testing.T) {
 	}
 }
 
+// apiDef is handDef with a second start, PHONE_ORDER_TAKEN, that callers of
+// the HTTP API with role deals-trader or deals-admin may fire.
+func apiDef(tb testing.TB) *definition.Definition {
+	tb.Helper()
+	d := handDef(tb)
+	first := d.Transitions[0]
+	d.Transitions = append(d.Transitions, &definition.Transition{
+		On: definition.Name{Value: "PHONE_ORDER_TAKEN"}, By: definition.Name{Value: definition.API},
+		Roles: []definition.Name{{Value: "deals-trader"}, {Value: "deals-admin"}},
+		From:  []definition.Name{}, To: definition.Name{Value: "DRAFT"}, Send: first.Send, Pos: definition.Pos{Line: 90, Col: 5},
+	})
+	return d
+}
+
+func TestStartRoles(t *testing.T) {
+	m := mustCompile(t, apiDef(t))
+	tests := []struct {
+		event     string
+		wantRoles []string
+		wantOK    bool
+	}{
+		{"PHONE_ORDER_TAKEN", []string{"deals-trader", "deals-admin"}, true},
+		{"REGISTER", nil, false},       // deals starts it over the bus only
+		{"ORDER_APPROVED", nil, false}, // not a starting event
+		{"NO_SUCH_EVENT", nil, false},
+	}
+	for _, tt := range tests {
+		roles, ok := m.StartRoles(tt.event)
+		if ok != tt.wantOK || !slices.Equal(roles, tt.wantRoles) {
+			t.Errorf("StartRoles(%s) = %v, %t; want %v, %t", tt.event, roles, ok, tt.wantRoles, tt.wantOK)
+		}
+	}
+	roles, _ := m.StartRoles("PHONE_ORDER_TAKEN")
+	roles[0] = "anyone"
+	if again, _ := m.StartRoles("PHONE_ORDER_TAKEN"); again[0] != "deals-trader" {
+		t.Errorf("StartRoles after the caller changed its slice: got %v, want a copy", again)
+	}
+	if roles, ok := mustCompile(t, handDef(t)).StartRoles("REGISTER"); ok || roles != nil {
+		t.Errorf("MANUAL_CREATE_ORDER v1 StartRoles(REGISTER) = %v, %t; want none: deals starts it", roles, ok)
+	}
+}
+
+// TestApplyAPIStart: an HTTP start is applied as by api; nobody else may
+// fire it, and api may fire nothing else.
+func TestApplyAPIStart(t *testing.T) {
+	m := mustCompile(t, apiDef(t))
+	step, err := m.Apply("", "PHONE_ORDER_TAKEN", definition.API)
+	if err != nil {
+		t.Fatalf("Apply(PHONE_ORDER_TAKEN by api): %v", err)
+	}
+	if step.To != "DRAFT" || step.By != definition.API || step.Send == nil || step.Send.Name != "APPROVE_ORDER" {
+		t.Errorf("step = %+v, want api → DRAFT sending APPROVE_ORDER", step)
+	}
+	for _, tt := range []struct {
+		state, event, by string
+		want             Code
+	}{
+		{"", "PHONE_ORDER_TAKEN", "deals", CodeWrongParticipant},
+		{"", "REGISTER", definition.API, CodeWrongParticipant},
+		{"DRAFT", "ORDER_APPROVED", definition.API, CodeWrongParticipant},
+		{"DRAFT", "PHONE_ORDER_TAKEN", definition.API, CodeIllegal},
+	} {
+		if _, err := m.Apply(tt.state, tt.event, tt.by); ErrorCode(err) != tt.want {
+			t.Errorf("Apply(%q, %s, %s) = %v, want code %s", tt.state, tt.event, tt.by, err, tt.want)
+		}
+	}
+	if got, want := m.Participants(), []string{"deals", "notification", "profile"}; !slices.Equal(got, want) {
+		t.Errorf("Participants() = %v, want %v (api is no participant)", got, want)
+	}
+}
+
+func TestCompileRejectsBrokenAPIStarts(t *testing.T) {
+	last := func(d *definition.Definition) *definition.Transition { return d.Transitions[len(d.Transitions)-1] }
+	tests := []struct {
+		name   string
+		break_ func(d *definition.Definition)
+		want   string
+	}{
+		{"api moves a running saga", func(d *definition.Definition) {
+			last(d).From = []definition.Name{{Value: "APPROVED"}}
+		}, "by api does not start a saga"},
+		{"api without roles", func(d *definition.Definition) { last(d).Roles = nil }, "by api has no roles"},
+		{"roles by a participant", func(d *definition.Definition) {
+			d.Transitions[0].Roles = []definition.Name{{Value: "deals-trader"}}
+		}, "by deals has roles"},
+		{"api declared", func(d *definition.Definition) { d.Participants["api"] = &definition.Participant{Name: "api"} }, "reserved"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := apiDef(t)
+			tt.break_(d)
+			_, err := Compile(d)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Compile error = %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
 func TestApplyConcurrent(t *testing.T) {
 	m := mustCompile(t, handDef(t))
 	var wg sync.WaitGroup

@@ -44,9 +44,10 @@ var (
 	}
 	transitionFields = []field{
 		{"on", true, "the event that triggers this transition"},
-		{"by", true, "the participant that emits the event, or engine"},
+		{"by", true, "the participant that emits the event, engine, or api"},
 		{"from", true, "the states this transition applies in; from: [] starts a new saga"},
 		{"to", true, "the state the saga moves to"},
+		{"roles", false, ""},
 		{"send", false, ""},
 		{"description", false, ""},
 	}
@@ -138,8 +139,11 @@ func (p *parser) participants(def *Definition, n *yaml.Node) bool {
 	topics := map[string]*yaml.Node{}
 	for _, e := range entries {
 		nm, _ := p.name(e.key, "participant", participantName)
-		if nm.Value == Engine {
+		switch nm.Value {
+		case Engine:
 			p.addAt(e.key, ruleReserved, "the participant name `engine` is reserved for the saga machine itself (timeouts and exhausted retries); choose another name")
+		case API:
+			p.addAt(e.key, ruleReserved, "the participant name `api` is reserved for callers of saga-machine's HTTP API (by: api with roles); choose another name")
 		}
 		part := &Participant{Name: e.name, Pos: posOf(e.key)}
 		def.Participants[e.name] = part
@@ -297,6 +301,15 @@ func (p *parser) transition(n *yaml.Node) *Transition {
 		good = good && ok
 	} else {
 		good = false
+	}
+	if f, ok := fields["roles"]; ok {
+		roles, ok := p.names(f.val, "a list of role names", "role", roleName)
+		if ok && len(roles) == 0 {
+			p.addAt(f.val, ruleAPIRoles, "roles is empty: list at least one role allowed to start the saga over the HTTP API, e.g. roles: [deals-trader]")
+		}
+		t.Roles = roles
+		t.rolesPos = posOf(f.key)
+		good = good && ok
 	}
 	if f, ok := fields["send"]; ok {
 		t.Send = p.send(f.val)

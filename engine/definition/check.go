@@ -87,7 +87,7 @@ func (p *parser) checkParticipants(def *Definition) {
 		p.add(n.Pos, ruleUndeclared, "%s", msg)
 	}
 	for _, t := range def.Transitions {
-		if by := t.By.Value; by != Engine {
+		if by := t.By.Value; by != Engine && by != API {
 			used[by] = true
 			if p.participantsOK && def.Participants[by] == nil {
 				undeclared(t.By, "by: participant")
@@ -101,6 +101,8 @@ func (p *parser) checkParticipants(def *Definition) {
 		switch {
 		case to == Engine:
 			p.add(t.Send.To.Pos, ruleSendToEngine, "commands cannot be sent to the engine: send.to must name a participant")
+		case to == API:
+			p.add(t.Send.To.Pos, ruleSendToAPI, "commands cannot be sent to api (the callers of the HTTP API): send.to must name a participant")
 		case p.participantsOK && def.Participants[to] == nil:
 			undeclared(t.Send.To, "send.to: participant")
 		}
@@ -109,7 +111,7 @@ func (p *parser) checkParticipants(def *Definition) {
 		return
 	}
 	for _, name := range declared {
-		if !used[name] && name != Engine {
+		if !used[name] && name != Engine && name != API {
 			part := def.Participants[name]
 			p.add(part.Pos, ruleUnusedParticipant, "participant %s takes part in no transition (no by: or send.to: names it); remove it or use it", name)
 		}
@@ -119,6 +121,14 @@ func (p *parser) checkParticipants(def *Definition) {
 func (p *parser) checkStarts(def *Definition) {
 	starts := 0
 	for _, t := range def.Transitions {
+		switch {
+		case t.By.Value == API && !t.Starts():
+			p.add(t.By.Pos, ruleAPINotStart, "by: api is allowed only on a starting transition (from: []): over the HTTP API a caller may start a saga, never move a running one")
+		case t.By.Value == API && t.Roles == nil:
+			p.add(t.By.Pos, ruleAPIRoles, "a transition by: api needs roles: the roles allowed to start the saga over the HTTP API (any one suffices), e.g. roles: [deals-trader]")
+		case t.By.Value != API && t.Roles != nil:
+			p.add(t.rolesPos, ruleRolesWithoutAPI, "roles is allowed only with by: api: a transition by %s is fired by that participant over the bus, never over the HTTP API", t.By.Value)
+		}
 		if !t.Starts() {
 			continue
 		}

@@ -15,7 +15,10 @@ var (
 	upperSnake      = regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`)
 	participantName = regexp.MustCompile(`^[a-z][a-z0-9_-]*$`)
 	keyName         = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
-	topicName       = regexp.MustCompile(`^[A-Za-z0-9._-]{1,249}$`)
+	// roleName is what identity providers allow in role names in practice
+	// (Keycloak realm and client roles: saga-operator, deals.trader).
+	roleName  = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.:-]*$`)
+	topicName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,249}$`)
 	// durationText is the subset of time.ParseDuration syntax the language
 	// accepts (no sign, no bare "0"); the JSON Schema uses the same pattern.
 	durationText = regexp.MustCompile(`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`)
@@ -212,6 +215,9 @@ func badNameMessage(s, what string, re *regexp.Regexp) string {
 	case keyName:
 		rule = "lower_snake_case (small letters, digits and _, starting with a letter)"
 		fix = strings.ToLower(nonAlnum.ReplaceAllString(camelHump.ReplaceAllString(strings.TrimSpace(s), "${1}_${2}"), "_"))
+	case roleName:
+		rule = "letters, digits, _, ., : and -, starting with a letter"
+		fix = strings.Trim(nonRole.ReplaceAllString(strings.TrimSpace(s), "-"), "-_.:")
 	default:
 		rule = "written as " + re.String()
 	}
@@ -225,6 +231,7 @@ func badNameMessage(s, what string, re *regexp.Regexp) string {
 var (
 	nonAlnum  = regexp.MustCompile(`[^A-Za-z0-9]+`)
 	camelHump = regexp.MustCompile(`([a-z0-9])([A-Z])`)
+	nonRole   = regexp.MustCompile(`[^A-Za-z0-9_.:-]+`)
 )
 
 // names reads a list of names; repeated names are reported and dropped.

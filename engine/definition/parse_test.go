@@ -98,7 +98,7 @@ func TestEveryRuleHasABadFile(t *testing.T) {
 		"unused-participant", "send-to-engine", "no-start", "engine-start", "nondeterministic",
 		"unreachable-state", "dead-end", "cannot-finish", "final-has-exit", "final-and-failed",
 		"no-final", "unused-state", "terminal-timeout", "unhandled-event", "never-raised",
-		"retry-to-terminal",
+		"retry-to-terminal", "send-to-api", "api-not-start", "api-without-roles", "roles-without-api",
 	} {
 		if !seen[rule] {
 			t.Errorf("rule %s: no file in testdata/bad breaks it", rule)
@@ -194,6 +194,52 @@ transitions:
 final: [PAID]
 failed: [CANCELLED]
 `
+
+// apiStart is small with a second start that callers of the HTTP API with
+// role shop-clerk or shop-admin may fire.
+const apiStart = `saga: PAY_ORDER
+version: 2
+participants:
+  shop: { topic: SHOP_TOPIC }
+  bank: { topic: BANK_TOPIC }
+transitions:
+  - { on: ORDER_PLACED, by: shop, from: [], to: PAYING, send: { to: bank, command: CHARGE } }
+  - on: PHONE_ORDER_TAKEN
+    by: api
+    roles: [shop-clerk, shop-admin]
+    from: []
+    to: PAYING
+    send: { to: bank, command: CHARGE }
+  - { on: CHARGED, by: bank, from: [PAYING], to: PAID }
+final: [PAID]
+`
+
+func TestParseAPIStart(t *testing.T) {
+	def, problems := definition.Parse("api.yaml", []byte(apiStart))
+	if len(problems) > 0 {
+		t.Fatalf("Parse: %v", problems)
+	}
+	tr := def.Transitions[1]
+	if got, want := tr.By.Value, definition.API; got != want {
+		t.Errorf("by: got %q, want %q", got, want)
+	}
+	var roles []string
+	for _, r := range tr.Roles {
+		roles = append(roles, r.Value)
+	}
+	if got, want := strings.Join(roles, ","), "shop-clerk,shop-admin"; got != want {
+		t.Errorf("roles: got %s, want %s", got, want)
+	}
+	if got, want := tr.Roles[0].Pos, (definition.Pos{Line: 10, Col: 13}); got != want {
+		t.Errorf("first role position: got %v, want %v", got, want)
+	}
+	if def.Transitions[0].Roles != nil {
+		t.Errorf("roles of a participant's start: got %v, want nil", def.Transitions[0].Roles)
+	}
+	if _, ok := def.Participants[definition.API]; ok {
+		t.Errorf("api is listed among the participants")
+	}
+}
 
 func TestParseFillsDefaultsAndStates(t *testing.T) {
 	def, problems := definition.Parse("small.yaml", []byte(small))

@@ -81,8 +81,10 @@ func TestShippedSagasPassSchemaAndParse(t *testing.T) {
 
 func TestValidVariantsPassSchema(t *testing.T) {
 	sch := compileSchema(t)
-	if err := validateYAML(sch, []byte(small)); err != nil {
-		t.Errorf("small definition: %v", err)
+	for name, src := range map[string]string{"small": small, "api start": apiStart} {
+		if err := validateYAML(sch, []byte(src)); err != nil {
+			t.Errorf("%s definition: %v", name, err)
+		}
 	}
 }
 

@@ -6,6 +6,12 @@ import "time"
 // raises itself: state timeouts and exhausted command retries.
 const Engine = "engine"
 
+// API is the reserved participant name of starting transitions that an
+// authenticated caller fires over saga-machine's HTTP API (`by: api`). Such a
+// transition lists the roles that may fire it (Transition.Roles). A
+// transition `by:` a participant can never be fired over HTTP.
+const API = "api"
+
 // Pos is a position in a definition file. Line and Col start at 1; the zero
 // Pos means "unknown" (for example for a value that was absent).
 type Pos struct {
@@ -78,9 +84,12 @@ type Transition struct {
 	By          Name
 	From        []Name
 	To          Name
+	Roles       []Name // by: api only: the roles that may fire it over HTTP (any one suffices); nil otherwise
 	Send        *Send
 	Description string
 	Pos         Pos
+
+	rolesPos Pos // of the `roles` key, for problems about it
 }
 
 // Starts reports whether the transition starts a new saga (`from: []`).
