@@ -20,6 +20,16 @@ import (
 // role of the saga-machine client.
 const RoleOperator = "saga-operator"
 
+// RoleViewer is the read-only role of saga-machine's API: it may list and
+// read sagas, timelines and dead letters, but not act on them.
+const RoleViewer = "saga-viewer"
+
+// RoleFundingOperator is the role that may deposit cash into a client's
+// portfolio (POST /portfolios/{id}/deposits on the profile service) and read
+// any portfolio's deposits. Owners of portfolios do not need it to read
+// their own deposits, and it never lets its holder fund her own portfolio.
+const RoleFundingOperator = "funding-operator"
+
 // Headers trusted in dev header mode (Config.DevHeader) only.
 const (
 	HeaderDevUser  = "X-Dev-User"  // subject of the request's user
