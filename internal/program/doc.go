@@ -1,4 +1,7 @@
 // Package program is the common main of the repository's commands: a
 // context that ends on SIGTERM or interrupt, and an exit status 1 with the
-// error on stderr.
+// error on stderr. It also holds what every HTTP server of the repository
+// shares: NewServer (timeouts and header limit) and LoopbackHostOnly (the
+// DNS-rebinding guard of servers that run without a production identity
+// provider).
 package program

@@ -15,5 +15,8 @@
 //
 // The /token endpoint hands a signed token to anyone who asks for any subject
 // and roles. It exists for demos and local development only and must never be
-// reachable in a deployment; production uses Keycloak.
+// reachable in a deployment; production uses Keycloak. Start therefore
+// listens on loopback only, and every endpoint refuses (421 Misdirected
+// Request) a request whose Host is not localhost or a loopback address, so
+// that a web page cannot mint tokens through DNS rebinding.
 package issuer

@@ -18,6 +18,8 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/portfolio-counselor/sagamachine/internal/program"
 )
 
 // DefaultAudience is the audience (aud and azp) of tokens minted without an
@@ -226,12 +228,17 @@ func (i *Issuer) Token(sub string, opts TokenOptions) (string, error) {
 // Handler serves the discovery document, the JWKS and the dev token endpoint
 // under the issuer URL's path (the full request path is matched, so mount it
 // unstripped, e.g. mux.PathPrefix(path + "/").Handler(iss.Handler())).
+//
+// Every endpoint answers only requests whose Host is localhost or a
+// loopback IP address (program.LoopbackHostOnly, 421 otherwise): /token
+// signs any identity with any role for anyone, so a web page must not reach
+// it through DNS rebinding (a foreign name made to resolve to 127.0.0.1).
 func (i *Issuer) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+i.path+"/.well-known/openid-configuration", i.serveDiscovery)
 	mux.HandleFunc("GET "+i.path+"/jwks", i.serveJWKS)
 	mux.HandleFunc("POST "+i.path+"/token", i.serveToken)
-	return mux
+	return program.LoopbackHostOnly("the dev OIDC issuer", mux)
 }
 
 func (i *Issuer) serveDiscovery(w http.ResponseWriter, _ *http.Request) {
@@ -344,12 +351,16 @@ func oauthError(w http.ResponseWriter, status int, code, desc string) {
 	writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
 }
 
-// Start listens on addr (host:port; "" means 127.0.0.1:0), serves a new
-// issuer whose URL is http://<listen address> there, and returns it with a
-// function that stops the server.
+// Start listens on addr (host:port on loopback; "" means 127.0.0.1:0),
+// serves a new issuer whose URL is http://<listen address> there, and
+// returns it with a function that stops the server. An address that is not
+// loopback is refused: the issuer mints any token for anyone.
 func Start(addr string) (*Issuer, func(), error) {
 	if addr == "" {
 		addr = "127.0.0.1:0"
+	}
+	if !program.IsLoopbackAddr(addr) {
+		return nil, nil, fmt.Errorf("issuer: listen address %q is not loopback: the dev issuer signs any token for anyone and listens on 127.0.0.1, ::1 or localhost only", addr)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -360,7 +371,7 @@ func Start(addr string) (*Issuer, func(), error) {
 		ln.Close()
 		return nil, nil, err
 	}
-	srv := &http.Server{Handler: iss.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := program.NewServer(iss.Handler())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

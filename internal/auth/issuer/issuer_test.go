@@ -296,3 +296,67 @@ func TestStartStop(t *testing.T) {
 		t.Errorf("Start on a bad address: error = nil, want one")
 	}
 }
+
+// TestForeignHostRefused performs the DNS-rebinding attack on a running
+// issuer: a page on evil.example, whose name resolves to 127.0.0.1, posts
+// to /token asking for an operator token. The request reaches the issuer's
+// socket with Host: evil.example and must be refused before a token is
+// minted; the same request to the loopback name succeeds.
+func TestForeignHostRefused(t *testing.T) {
+	iss := start(t)
+	post := func(host string) (*http.Response, []byte) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, iss.URL()+"/token", strings.NewReader("sub=mallory&roles=saga-operator,funding-operator"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, body
+	}
+	for _, host := range []string{"evil.example", "evil.example:" + strings.TrimPrefix(iss.URL(), "http://127.0.0.1:"), "localhost.evil.example"} {
+		resp, body := post(host)
+		if resp.StatusCode != http.StatusMisdirectedRequest || resp.Header.Get("Content-Type") != "application/problem+json" {
+			t.Errorf("POST /token with Host %q: got %d %s, want 421 problem+json", host, resp.StatusCode, body)
+		}
+		if strings.Contains(string(body), "access_token") || strings.Contains(string(body), "eyJ") {
+			t.Errorf("POST /token with Host %q minted a token: %s", host, body)
+		}
+	}
+	for _, path := range []string{"/jwks", "/.well-known/openid-configuration"} {
+		req, _ := http.NewRequest(http.MethodGet, iss.URL()+path, nil)
+		req.Host = "evil.example"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMisdirectedRequest {
+			t.Errorf("GET %s with a foreign Host: got %d, want 421", path, resp.StatusCode)
+		}
+	}
+	resp, body := post(strings.TrimPrefix(iss.URL(), "http://"))
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "access_token") {
+		t.Errorf("POST /token to the loopback address: got %d %s, want 200 with a token", resp.StatusCode, body)
+	}
+}
+
+func TestStartRefusesNonLoopback(t *testing.T) {
+	for _, addr := range []string{":0", "0.0.0.0:0", "[::]:0"} {
+		if _, stop, err := issuer.Start(addr); err == nil {
+			stop()
+			t.Errorf("Start(%q): got no error, want a refusal (not loopback)", addr)
+		} else if !strings.Contains(err.Error(), "not loopback") {
+			t.Errorf("Start(%q): got %v, want it to say the address is not loopback", addr, err)
+		}
+	}
+}
