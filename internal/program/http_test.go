@@ -41,7 +41,7 @@ func TestLoopbackHostOnly(t *testing.T) {
 		{"localhost:8090", http.StatusNoContent},
 		{"LOCALHOST", http.StatusNoContent},
 		{"[::1]:8080", http.StatusNoContent},
-		{"evil.example:8090", http.StatusMisdirectedRequest},     // DNS rebinding: a foreign name resolving to 127.0.0.1
+		{"evil.example:8090", http.StatusMisdirectedRequest},      // DNS rebinding: a foreign name resolving to 127.0.0.1
 		{"localhost.evil.example", http.StatusMisdirectedRequest}, // not the loopback name
 		{"127.0.0.1.nip.io:8080", http.StatusMisdirectedRequest},
 		{"10.0.0.1:8080", http.StatusMisdirectedRequest},
