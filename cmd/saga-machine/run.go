@@ -23,6 +23,7 @@ import (
 	"github.com/portfolio-counselor/sagamachine/engine/kafka/embedded"
 	"github.com/portfolio-counselor/sagamachine/engine/sqlstore"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
+	"github.com/portfolio-counselor/sagamachine/internal/program"
 	"github.com/portfolio-counselor/sagamachine/internal/system"
 	"github.com/portfolio-counselor/sagamachine/sagas"
 )
@@ -334,7 +335,7 @@ func loopbackHostOnly(next http.Handler) http.Handler {
 // them gracefully.
 func (d *daemon) serve(ctx context.Context) error {
 	defer d.close()
-	srv := &http.Server{Handler: d.routes(), ReadHeaderTimeout: 10 * time.Second}
+	srv := program.NewServer(d.routes()) // read/write/idle timeouts and a header limit
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- srv.Serve(d.ln) }()
 	d.log.Info("saga-machine running", "listen", d.ln.Addr().String(), "topic", d.cfg.topic, "group", d.cfg.group)
