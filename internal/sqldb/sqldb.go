@@ -49,7 +49,8 @@ func SQLitePath(rawURL string) (string, error) {
 //	postgresql://...                               the same
 //	sqlite:PATH, file:PATH or a plain PATH         SQLite file (modernc.org/sqlite), created if missing
 //
-// SQLite runs in WAL mode with foreign keys, a busy timeout, immediate
+// The SQLite file, its -wal and -shm companions and a directory Open
+// creates are private to the owner (PrepareSQLiteFile). SQLite runs in WAL mode with foreign keys, a busy timeout, immediate
 // write transactions (_txlock=immediate) and ONE connection: writes are
 // serialised; never use the *sqlx.DB while holding one of its
 // transactions.
@@ -74,10 +75,8 @@ func Open(ctx context.Context, rawURL string, maxConns int) (*sqlx.DB, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open database: %w", err)
 		}
-		if dir := filepath.Dir(path); dir != "." {
-			if err := os.MkdirAll(dir, 0o750); err != nil {
-				return nil, fmt.Errorf("open SQLite %s: create directory: %w", path, err)
-			}
+		if err := PrepareSQLiteFile(path); err != nil {
+			return nil, fmt.Errorf("open SQLite %s: %w", path, err)
 		}
 		dsn := "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate"
 		if db, err = sqlx.Open("sqlite", dsn); err != nil {
@@ -107,4 +106,68 @@ func Redact(rawURL string) string {
 		u.User = url.UserPassword(u.User.Username(), "xxxxx")
 	}
 	return u.String()
+}
+
+// File modes of SQLite databases: the data (portfolios, deals, sagas) is
+// for the service's own user only.
+const (
+	SQLiteFileMode = 0o600
+	SQLiteDirMode  = 0o700
+)
+
+// sqliteCompanions are the suffixes of the files SQLite keeps beside a
+// database in WAL mode (and of a rollback journal).
+var sqliteCompanions = []string{"-wal", "-shm", "-journal"}
+
+// PrepareSQLiteFile makes a SQLite database file private before SQLite
+// opens it: it creates path's directory (SQLiteDirMode) if missing and the
+// file itself (SQLiteFileMode, empty: SQLite initialises it) if missing,
+// and takes the group and other permissions away from an existing file and
+// its -wal, -shm and -journal companions (files of an earlier run). SQLite
+// creates the companions with the permissions of the database file, so
+// they are private too. An existing directory is left as it is.
+func PrepareSQLiteFile(path string) error {
+	if dir := filepath.Dir(path); dir != "." {
+		if err := os.MkdirAll(dir, SQLiteDirMode); err != nil {
+			return fmt.Errorf("create directory of %s: %w", path, err)
+		}
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, SQLiteFileMode)
+	switch {
+	case err == nil:
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("create %s: %w", path, err)
+		}
+	case !errors.Is(err, os.ErrExist):
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	for _, p := range append([]string{path}, companions(path)...) {
+		fi, err := os.Stat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("check permissions of %s: %w", p, err)
+		}
+		if !fi.Mode().IsRegular() {
+			if p == path {
+				return fmt.Errorf("%s is not a regular file", p)
+			}
+			continue
+		}
+		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+			if err := os.Chmod(p, perm&^0o077); err != nil {
+				return fmt.Errorf("make %s private (mode %o): %w", p, perm&^0o077, err)
+			}
+		}
+	}
+	return nil
+}
+
+func companions(path string) []string {
+	out := make([]string, 0, len(sqliteCompanions))
+	for _, s := range sqliteCompanions {
+		out = append(out, path+s)
+	}
+	return out
 }

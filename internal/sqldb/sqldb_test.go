@@ -3,6 +3,7 @@ package sqldb_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -74,4 +75,58 @@ func TestRedact(t *testing.T) {
 func ExampleRedact() {
 	fmt.Println(sqldb.Redact("postgres://app:s3cret@db.internal:5432/deals"))
 	// Output: postgres://app:xxxxx@db.internal:5432/deals
+}
+
+// TestSQLiteFilesArePrivate checks that a database Open creates, its WAL
+// and shared-memory files and the directory it creates are readable by the
+// owner only, and that Open takes group and other permissions away from a
+// file an earlier version left world-readable.
+func TestSQLiteFilesArePrivate(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "data")
+	path := filepath.Join(dir, "x.db")
+	db, err := sqldb.Open(ctx, "sqlite:"+path, 0)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE t (v TEXT); INSERT INTO t VALUES ('secret')`); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	checkMode(t, dir, sqldb.SQLiteDirMode)
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		checkMode(t, p, sqldb.SQLiteFileMode)
+	}
+
+	old := filepath.Join(t.TempDir(), "old.db")
+	if err := os.WriteFile(old, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(old+"-wal", nil, 0o664); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(old, 0o644); err != nil { // whatever the umask
+		t.Fatal(err)
+	}
+	if err := os.Chmod(old+"-wal", 0o664); err != nil {
+		t.Fatal(err)
+	}
+	db2, err := sqldb.Open(ctx, old, 0)
+	if err != nil {
+		t.Fatalf("Open of an existing file: %v", err)
+	}
+	defer db2.Close()
+	checkMode(t, old, 0o600)
+	checkMode(t, old+"-wal", 0o600)
+}
+
+func checkMode(t *testing.T, path string, want os.FileMode) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatalf("stat %s: %v", path, err)
+	}
+	if got := fi.Mode().Perm(); got != want {
+		t.Errorf("mode of %s: got %o, want %o", filepath.Base(path), got, want)
+	}
 }

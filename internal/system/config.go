@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/internal/program"
 )
 
 // Default addresses and names of the one-process system.
@@ -198,6 +199,9 @@ func (c Config) withDefaults() (Config, error) {
 		{"Listen", c.Listen}, {"ProfileListen", c.ProfileListen}, {"DealsListen", c.DealsListen},
 		{"NotificationListen", c.NotificationListen}, {"IssuerListen", c.IssuerListen},
 	} {
+		if !program.IsLoopbackAddr(a.addr) {
+			return c, fmt.Errorf("system config: %s %q is not a loopback address: the one-process system trusts its in-process dev issuer, which mints any token for anyone, so it serves on 127.0.0.1, ::1 or localhost only", a.name, a.addr)
+		}
 		if strings.HasSuffix(a.addr, ":0") {
 			continue
 		}

@@ -8,8 +8,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +18,7 @@ import (
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/engine/sqlstore"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
+	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 )
 
 // LoadCatalog loads and validates every definition in fsys (sagas.FS for
@@ -197,23 +196,42 @@ func (m *SagaMachine) Close() {
 	}
 }
 
-// PrepareSQLiteDir creates the directory of a SQLite file database URL
-// (sqlite:PATH or file:PATH); other URLs are left alone.
+// PrepareSQLiteDir prepares the file of a SQLite database URL as
+// engine/sqlstore reads it (sqlite:PATH, sqlite://PATH, file:PATH or a PATH
+// ending in .db, .sqlite or .sqlite3) with sqldb.PrepareSQLiteFile: its
+// directory is created 0700 and the file 0600 (its -wal and -shm files
+// follow). Other URLs, and in-memory databases, are left alone.
 func PrepareSQLiteDir(url string) error {
-	path, ok := strings.CutPrefix(url, "sqlite:")
+	path, ok := sqliteFile(url)
 	if !ok {
-		path, ok = strings.CutPrefix(url, "file:")
-	}
-	if !ok || path == ":memory:" || path == "" {
 		return nil
 	}
-	if i := strings.IndexByte(path, '?'); i >= 0 {
-		path = path[:i]
-	}
-	if dir := filepath.Dir(path); dir != "." {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("create database directory: %w", err)
-		}
+	if err := sqldb.PrepareSQLiteFile(path); err != nil {
+		return fmt.Errorf("prepare the database file: %w", err)
 	}
 	return nil
+}
+
+// sqliteFile is the file of a SQLite file URL, the way engine/sqlstore
+// parses it.
+func sqliteFile(url string) (string, bool) {
+	var path string
+	switch {
+	case sqldb.IsPostgres(url), url == "sqlite::memory:", url == "sqlite:memory", url == ":memory:", url == "file::memory:":
+		return "", false
+	case strings.HasPrefix(url, "sqlite://"):
+		path = strings.TrimPrefix(url, "sqlite://")
+	case strings.HasPrefix(url, "sqlite:"):
+		path = strings.TrimPrefix(url, "sqlite:")
+	case strings.HasPrefix(url, "file:"):
+		path = strings.TrimPrefix(url, "file:")
+	case strings.HasSuffix(url, ".db"), strings.HasSuffix(url, ".sqlite"), strings.HasSuffix(url, ".sqlite3"):
+		path = url
+	default:
+		return "", false
+	}
+	if path == "" || path == ":memory:" || strings.ContainsRune(path, '?') {
+		return "", false // sqlstore refuses or keeps it in memory
+	}
+	return path, true
 }

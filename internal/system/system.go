@@ -18,6 +18,7 @@ import (
 	"github.com/portfolio-counselor/sagamachine/engine/kafka/embedded"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/internal/auth/issuer"
+	"github.com/portfolio-counselor/sagamachine/internal/program"
 	"github.com/portfolio-counselor/sagamachine/participants/deals"
 	"github.com/portfolio-counselor/sagamachine/participants/notification"
 	"github.com/portfolio-counselor/sagamachine/participants/profile"
@@ -137,7 +138,7 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	s.Brokers = cfg.Brokers
 	if len(s.Brokers) == 0 {
 		dir := filepath.Join(cfg.DataDir, "kafka")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("create the embedded broker's data directory: %w", err)
 		}
 		s.broker, err = embedded.Start(embedded.Options{Addr: cfg.EmbeddedKafka, Partitions: int32(cfg.Partitions), DataDir: dir})
@@ -268,8 +269,12 @@ func (s *System) goWorker(name string, run func() error) {
 	})
 }
 
+// serve serves h on ln. Every server of the system trusts the in-process
+// dev issuer, which mints any token for anyone: it answers only requests
+// addressed to a loopback host name (program.LoopbackHostOnly), so a web
+// page cannot drive it through DNS rebinding.
 func (s *System) serve(name string, ln net.Listener, h http.Handler) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := program.NewServer(program.LoopbackHostOnly(name, h))
 	s.servers = append(s.servers, srv)
 	s.httpWG.Go(func() {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
