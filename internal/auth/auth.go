@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	jose "github.com/go-jose/go-jose/v4"
 )
 
 // RoleOperator is the role that saga-machine's operator endpoints require
@@ -77,6 +78,11 @@ type Config struct {
 	// Logger receives the dev-mode warning and one line per refused token.
 	// nil means slog.Default().
 	Logger *slog.Logger
+	// JWKSRefetchInterval is the least time between two fetches of the
+	// issuer's JWKS caused by tokens signed with a key id not in the cached
+	// set (key rotation). A bad signature under a known key id never
+	// causes a fetch. 0 means DefaultJWKSRefetchInterval.
+	JWKSRefetchInterval time.Duration
 }
 
 // Authenticator verifies requests. It is safe for concurrent use.
@@ -84,11 +90,13 @@ type Authenticator struct {
 	cfg      Config
 	log      *slog.Logger
 	verifier *oidc.IDTokenVerifier // nil only in dev header mode without issuer
+	keys     *keySet               // the verifier's; nil without issuer
 }
 
 // New validates cfg, discovers the issuer and returns an Authenticator whose
-// verifier fetches (and refetches, on unknown key ids) the issuer's JWKS.
-// ctx bounds the discovery request only.
+// verifier fetches the issuer's JWKS on the first token and refetches it
+// only for a key id it does not know, at most once per
+// Config.JWKSRefetchInterval. ctx bounds the discovery request only.
 func New(ctx context.Context, cfg Config) (*Authenticator, error) {
 	log := cfg.Logger
 	if log == nil {
@@ -122,11 +130,45 @@ func New(ctx context.Context, cfg Config) (*Authenticator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auth: discovering OIDC issuer %s: %w", cfg.Issuer, err)
 	}
-	a.verifier = provider.Verifier(&oidc.Config{
-		ClientID:          cfg.Audience,
-		SkipClientIDCheck: cfg.SkipAudience,
+	var disc struct {
+		JWKSURL    string   `json:"jwks_uri"`
+		Algorithms []string `json:"id_token_signing_alg_values_supported"`
+	}
+	if err := provider.Claims(&disc); err != nil {
+		return nil, fmt.Errorf("auth: reading the discovery document of %s: %w", cfg.Issuer, err)
+	}
+	if u, err := url.Parse(disc.JWKSURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("auth: the discovery document of %s has no usable jwks_uri (%q)", cfg.Issuer, disc.JWKSURL)
+	}
+	interval := cfg.JWKSRefetchInterval
+	if interval < 0 {
+		return nil, fmt.Errorf("auth: Config.JWKSRefetchInterval %s is negative", interval)
+	}
+	if interval == 0 {
+		interval = DefaultJWKSRefetchInterval
+	}
+	a.keys = &keySet{url: disc.JWKSURL, client: client, interval: interval, log: log, now: time.Now}
+	a.verifier = oidc.NewVerifier(cfg.Issuer, a.keys, &oidc.Config{
+		ClientID:             cfg.Audience,
+		SkipClientIDCheck:    cfg.SkipAudience,
+		SupportedSigningAlgs: supportedAlgs(disc.Algorithms),
 	})
 	return a, nil
+}
+
+// supportedAlgs keeps the asymmetric algorithms the issuer advertises
+// (RS256 when it advertises none), as go-oidc's Provider.Verifier does.
+func supportedAlgs(advertised []string) []string {
+	var out []string
+	for _, a := range advertised {
+		if slices.Contains(signingAlgs, jose.SignatureAlgorithm(a)) && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		out = []string{string(jose.RS256)}
+	}
+	return out
 }
 
 // tokenClaims are the claims read beyond what go-oidc verifies.

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -391,9 +392,22 @@ func countingIssuer(t testing.TB) (*issuer.Issuer, *atomic.Int64) {
 	return iss, &fetches
 }
 
+// fakeClock is a settable clock for the JWKS refetch limit.
+type fakeClock struct{ t atomic.Int64 }
+
+func newFakeClock() *fakeClock {
+	c := &fakeClock{}
+	c.t.Store(time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC).UnixNano())
+	return c
+}
+func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.t.Load()) }
+func (c *fakeClock) Advance(d time.Duration) { c.t.Add(int64(d)) }
+
 func TestKeyRotation(t *testing.T) {
 	iss, fetches := countingIssuer(t)
 	a := newAuth(t, auth.Config{Issuer: iss.URL(), Audience: audience})
+	clk := newFakeClock()
+	auth.SetJWKSClock(a, clk.Now)
 	h := a.Middleware(echoUser)
 	ok := func(tok, sub string) {
 		t.Helper()
@@ -417,6 +431,7 @@ func TestKeyRotation(t *testing.T) {
 		t.Fatalf("Rotate kept key id %q", oldKid)
 	}
 	after := mustToken(t, iss, "after", issuer.TokenOptions{Audience: audience})
+	clk.Advance(auth.DefaultJWKSRefetchInterval) // the last fetch is old enough
 	ok(after, "after")
 	if got, want := fetches.Load(), int64(2); got != want {
 		t.Errorf("JWKS fetches after rotation = %d, want %d (one refetch for the new kid)", got, want)
@@ -541,5 +556,86 @@ func TestUserContext(t *testing.T) {
 	got, ok := auth.UserFrom(auth.WithUser(context.Background(), u))
 	if !ok || got.Subject != "s" || !got.HasRole("a") || got.HasRole("b") {
 		t.Errorf("UserFrom(WithUser(%+v)) = %+v, %v", u, got, ok)
+	}
+}
+
+// TestJWKSRefetchLimited sends what an attacker would: many tokens whose
+// signature is wrong under the issuer's real key id, then many signed by
+// an impostor's keys (unknown key ids). Each is refused; the first kind
+// never makes the service fetch the JWKS again, the second at most once per
+// refetch interval. The fetches are counted at the in-process issuer.
+func TestJWKSRefetchLimited(t *testing.T) {
+	iss, fetches := countingIssuer(t)
+	a := newAuth(t, auth.Config{Issuer: iss.URL(), Audience: audience})
+	clk := newFakeClock()
+	auth.SetJWKSClock(a, clk.Now)
+	h := a.Middleware(echoUser)
+	good := mustToken(t, iss, "alice", issuer.TokenOptions{Audience: audience})
+	if res := serve(t, h, bearer(good)); res.status != http.StatusOK {
+		t.Fatalf("valid token: got %d %+v, want 200", res.status, res.problem)
+	}
+	if got, want := fetches.Load(), int64(1); got != want {
+		t.Fatalf("JWKS fetches after the first token: got %d, want %d", got, want)
+	}
+
+	// 50 tokens under the real kid with a broken signature.
+	parts := strings.Split(good, ".")
+	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		bad := append([]byte(nil), sig...)
+		bad[i%len(bad)] ^= 0x01
+		forged := parts[0] + "." + parts[1] + "." + base64.RawURLEncoding.EncodeToString(bad)
+		checkRefused(t, serve(t, h, bearer(forged)), http.StatusUnauthorized, "invalid_token")
+	}
+	if got, want := fetches.Load(), int64(1); got != want {
+		t.Errorf("JWKS fetches after 50 bad signatures under a known key id: got %d, want %d (no refetch)", got, want)
+	}
+
+	// 50 tokens signed by another issuer's keys (same iss claim, unknown kids).
+	impostor, err := issuer.New(iss.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := strings.Split(mustToken(t, impostor, "mallory", issuer.TokenOptions{Audience: audience, Roles: []string{auth.RoleOperator}}), ".")
+	n := 0
+	forge := func() string { // the impostor's token under a new unknown kid each time
+		n++
+		hdr, err := json.Marshal(map[string]string{"alg": "RS256", "typ": "JWT", "kid": fmt.Sprintf("forged-%d", n)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return base64.RawURLEncoding.EncodeToString(hdr) + "." + base[1] + "." + base[2]
+	}
+	checkRefused(t, serve(t, h, bearer(strings.Join(base, "."))), http.StatusUnauthorized, "invalid_token")
+	for range 50 {
+		checkRefused(t, serve(t, h, bearer(forge())), http.StatusUnauthorized, "invalid_token")
+	}
+	if got, want := fetches.Load(), int64(1); got != want {
+		t.Errorf("JWKS fetches after 50 unknown key ids within the interval: got %d, want %d", got, want)
+	}
+	clk.Advance(auth.DefaultJWKSRefetchInterval)
+	for range 50 {
+		checkRefused(t, serve(t, h, bearer(forge())), http.StatusUnauthorized, "invalid_token")
+	}
+	if got, want := fetches.Load(), int64(2); got != want {
+		t.Errorf("JWKS fetches after 50 more unknown key ids once the interval passed: got %d, want %d (one refetch)", got, want)
+	}
+	// The genuine token still verifies from the cache.
+	if res := serve(t, h, bearer(good)); res.status != http.StatusOK {
+		t.Errorf("valid token after the attack: got %d %+v, want 200", res.status, res.problem)
+	}
+	if got, want := fetches.Load(), int64(2); got != want {
+		t.Errorf("JWKS fetches after a valid token: got %d, want %d", got, want)
+	}
+}
+
+func TestNewRefusesNegativeRefetchInterval(t *testing.T) {
+	iss := startIssuer(t)
+	if _, err := auth.New(context.Background(), auth.Config{Issuer: iss.URL(), Audience: audience, Logger: quietLogger(),
+		JWKSRefetchInterval: -time.Second}); err == nil || !strings.Contains(err.Error(), "negative") {
+		t.Errorf("auth.New with a negative JWKSRefetchInterval: got %v, want an error saying it is negative", err)
 	}
 }

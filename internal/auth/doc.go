@@ -3,10 +3,13 @@
 //
 // New discovers the issuer (Keycloak in deployment, package issuer in the
 // dev run and tests) at {Issuer}/.well-known/openid-configuration and builds
-// a go-oidc verifier over the issuer's remote JWKS: signature (asymmetric
+// a go-oidc verifier over the issuer's JWKS: signature (asymmetric
 // algorithms only, so "none" and HMAC are refused), issuer, audience, expiry
-// and not-before are checked, and an unknown key id makes the verifier
-// refetch the JWKS, which is how key rotation is followed.
+// and not-before are checked. The JWKS is cached; only a token naming a key
+// id that is not in the cache makes the verifier refetch it (key rotation),
+// at most once per Config.JWKSRefetchInterval (10 s by default). A bad
+// signature under a known key id is refused from the cache, so forged
+// tokens cannot turn into a flood of requests to the identity provider.
 //
 // Authenticator.Middleware puts the verified User in the request context
 // (UserFrom) or answers 401 with WWW-Authenticate: Bearer and an RFC 9457
