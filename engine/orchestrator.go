@@ -75,6 +75,12 @@ type Config struct {
 	// InboxPurgeEvery is how often Run purges the inbox (also once at
 	// start). Default 1 hour.
 	InboxPurgeEvery time.Duration
+	// EventTopicBase, if set, binds senders to topics: an event is applied
+	// only if it arrived on EventTopic(EventTopicBase, p) of the
+	// participant p it names; any other event is dead-lettered
+	// (CodeWrongParticipant). Set it whenever participants publish to
+	// their own event topics (saga-machine always does). Empty: no check.
+	EventTopicBase string
 }
 
 func (c Config) withDefaults() (Config, error) {

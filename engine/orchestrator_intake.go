@@ -85,6 +85,7 @@ func reservedParticipant(m *Message) error {
 
 // applyAll claims, loads, applies and writes ins in tx.
 func (o *Orchestrator) applyAll(ctx context.Context, tx Tx, b *batch, ins []inbound) error {
+	owners := o.eventTopicOwners()
 	ids := make([]string, 0, len(ins))
 	seen := make(map[string]bool, len(ins))
 	for i := range ins {
@@ -128,9 +129,46 @@ func (o *Orchestrator) applyAll(ctx context.Context, tx Tx, b *batch, ins []inbo
 			o.refuse(b, in, reservedParticipant(&in.msg))
 			continue
 		}
+		if err := o.checkSender(owners, in); err != nil {
+			o.refuse(b, in, err)
+			continue
+		}
 		if err := o.apply(b, in); err != nil {
 			o.refuse(b, in, err)
 		}
 	}
 	return b.write(ctx, tx)
+}
+
+// eventTopicOwners maps every participant event topic to its participant
+// when Config.EventTopicBase is set (nil otherwise: no check).
+func (o *Orchestrator) eventTopicOwners() map[string]string {
+	if o.cfg.EventTopicBase == "" {
+		return nil
+	}
+	return topicOwners(o.cfg.EventTopicBase, o.cat)
+}
+
+// checkSender refuses an event that did not arrive on the event topic of
+// the participant it names (Config.EventTopicBase). The broker lets each
+// participant principal write only its own event topic, so the topic is
+// the authenticated sender; the envelope's participant is only a claim.
+// owners is eventTopicOwners(); nil checks nothing.
+func (o *Orchestrator) checkSender(owners map[string]string, in *inbound) error {
+	if owners == nil || in.rec.Topic == EngineTopic {
+		return nil
+	}
+	m := &in.msg
+	owner, ok := owners[in.rec.Topic]
+	switch {
+	case !ok:
+		return Errorf(CodeWrongParticipant, "apply "+m.Name,
+			"event from participant %q arrived on topic %q, which is not the event topic of any participant of the loaded definitions (want %s)",
+			m.Participant, in.rec.Topic, EventTopic(o.cfg.EventTopicBase, m.Participant))
+	case owner != m.Participant:
+		return Errorf(CodeWrongParticipant, "apply "+m.Name,
+			"event claims participant %q but arrived on %s, the event topic of %q: a participant may only send its own events (forged sender refused, nothing applied)",
+			m.Participant, in.rec.Topic, owner)
+	}
+	return nil
 }

@@ -1,10 +1,17 @@
 package engine
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -21,19 +28,54 @@ type StartRequest struct {
 	// SagaID is the new saga's id; empty means a new UUID (or, with an
 	// IdempotencyKey, one derived from it).
 	SagaID string
-	// IdempotencyKey makes retries safe: the same key (for the same saga
-	// name) always gives the same saga, created once.
+	// IdempotencyKey makes retries safe: the same key from the same caller
+	// for the same saga name always gives the same saga, created once; the
+	// same key with a different request (saga version, event or payload) is
+	// refused with CodeKeyReused. Keys of different callers never meet.
 	IdempotencyKey string
-	// Event is the starting event; empty means the definition's first one.
+	// Event is the starting event; empty means the definition's first one
+	// (for a Caller: the one starting transition open to the API).
 	Event string
 	// By is the participant the starting event is attributed to; empty
-	// means the one the definition expects.
+	// means the one the definition expects. Ignored when Caller is set: an
+	// API caller speaks as definition.API, never as a participant.
 	By string
+	// Caller, when set, makes this an API start on behalf of a person or
+	// client: only a starting transition `by: api` may fire, only for a
+	// caller holding one of its roles (else CodeForbidden), the event is
+	// attributed to definition.API and the caller's Subject is the Actor of
+	// the timeline entry. nil means a trusted in-process start.
+	Caller *Caller
 	// Payload is the starting event's payload, a JSON object (or empty).
 	Payload json.RawMessage
 	// Traceparent is the caller's W3C trace context (e.g. the HTTP
 	// request's traceparent header); empty or invalid starts a new trace.
 	Traceparent string
+}
+
+// Caller is who asks for a start over the API.
+type Caller struct {
+	// Subject names the caller (the access token's subject). Required.
+	Subject string
+	// Roles are the caller's roles; a start `by: api` needs one of its
+	// transition's roles.
+	Roles []string
+	// AllRoles grants every role: the API runs without authentication
+	// (tests and the explicit dev mode only).
+	AllRoles bool
+}
+
+// hasAny reports whether c holds one of roles.
+func (c *Caller) hasAny(roles []string) bool {
+	if c.AllRoles {
+		return true
+	}
+	for _, r := range roles {
+		if slices.Contains(c.Roles, r) {
+			return true
+		}
+	}
+	return false
 }
 
 // Start applies a starting event through the same path as consumed events,
@@ -49,31 +91,46 @@ func (o *Orchestrator) Start(ctx context.Context, req StartRequest) (Instance, b
 	if err != nil {
 		return Instance{}, false, err
 	}
-	event := req.Event
-	if event == "" {
-		event = model.StartEvents()[0]
-	}
-	by := req.By
-	if by == "" {
-		for _, a := range model.Allowed("") {
-			if a.Event == event {
-				by = a.By
-				break
-			}
-		}
-	}
 	if err := checkObject(req.Payload); err != nil {
 		return Instance{}, false, Errorf(CodeInvalid, op, "payload %v", err)
+	}
+	event, by, caller := req.Event, req.By, ""
+	if req.Caller != nil {
+		if event, err = apiStart(model, req.Caller, req.Event); err != nil {
+			return Instance{}, false, err
+		}
+		by, caller = definition.API, req.Caller.Subject
+	} else {
+		if event == "" {
+			event = model.StartEvents()[0]
+		}
+		if by == "" {
+			for _, a := range model.Allowed("") {
+				if a.Event == event {
+					by = a.By
+					break
+				}
+			}
+		}
 	}
 	if by == definition.Engine {
 		return Instance{}, false, reservedParticipant(&Message{Name: event})
 	}
 	msgID, sagaID := uuid.NewString(), req.SagaID
+	var idem *IdempotencyKey
 	if req.IdempotencyKey != "" {
-		msgID = derivedID("start", model.Name(), req.IdempotencyKey)
+		// The caller is quoted: a subject cannot contain the NUL that
+		// separates the parts, so no two (caller, saga, key) meet.
+		scope := []string{strconv.Quote(caller), model.Name(), req.IdempotencyKey}
+		msgID = derivedID(append([]string{"start"}, scope...)...)
 		if sagaID == "" {
-			sagaID = derivedID("saga", model.Name(), req.IdempotencyKey)
+			sagaID = derivedID(append([]string{"saga"}, scope...)...)
 		}
+		hash, err := startHash(model.Name(), req)
+		if err != nil {
+			return Instance{}, false, err
+		}
+		idem = &IdempotencyKey{Caller: caller, Saga: model.Name(), Key: req.IdempotencyKey, RequestHash: hash, SagaID: sagaID}
 	}
 	if sagaID == "" {
 		sagaID = uuid.NewString()
@@ -85,6 +142,17 @@ func (o *Orchestrator) Start(ctx context.Context, req StartRequest) (Instance, b
 	err = o.inTx(ctx, func(ctx context.Context, tx Tx) error {
 		now := o.cfg.Clock().UTC()
 		b, created = newBatch(now), false
+		if idem != nil {
+			k := *idem
+			k.CreatedAt = now
+			stored, fresh, err := tx.ClaimIdempotencyKey(ctx, k)
+			if err != nil {
+				return fmt.Errorf("claim idempotency key: %w", err)
+			}
+			if !fresh {
+				return o.sameStart(ctx, tx, stored, k, &inst)
+			}
+		}
 		in := inbound{kind: EntryEvent, inboxID: msgID, trace: trace, msg: Message{
 			V: EnvelopeVersion, ID: msgID, SagaID: sagaID, Saga: model.Name(), SagaVersion: model.Version(),
 			Kind: KindEvent, Name: event, Participant: by, OccurredAt: now, Payload: req.Payload,
@@ -98,7 +166,7 @@ func (o *Orchestrator) Start(ctx context.Context, req StartRequest) (Instance, b
 			return fmt.Errorf("load saga %s: %w", sagaID, err)
 		}
 		if !fresh[msgID] {
-			if got := loaded[sagaID]; got != nil {
+			if got := loaded[sagaID]; got != nil && idem == nil {
 				inst = *got
 				return nil
 			}
@@ -109,6 +177,14 @@ func (o *Orchestrator) Start(ctx context.Context, req StartRequest) (Instance, b
 		}
 		if err := o.apply(b, &in); err != nil {
 			return permanent{err}
+		}
+		if caller != "" {
+			// The person (or client) who fired the start is its actor.
+			for i := range b.entries {
+				if b.entries[i].MessageID == msgID {
+					b.entries[i].Actor = caller
+				}
+			}
 		}
 		if err := b.write(ctx, tx); err != nil {
 			return err
@@ -124,6 +200,116 @@ func (o *Orchestrator) Start(ctx context.Context, req StartRequest) (Instance, b
 		o.Wake()
 	}
 	return inst, created, nil
+}
+
+// sameStart answers a start whose idempotency key was already stored: the
+// saga it started if the request is the same, else CodeKeyReused.
+func (o *Orchestrator) sameStart(ctx context.Context, tx Tx, stored, k IdempotencyKey, inst *Instance) error {
+	const op = "start saga"
+	if stored.RequestHash != k.RequestHash {
+		return permanent{Errorf(CodeKeyReused, op,
+			"Idempotency-Key %q was used at %s for a different request (another version, event or payload); send a new key for a new saga, or the same request to get saga %s again",
+			k.Key, stored.CreatedAt.UTC().Format(time.RFC3339), stored.SagaID)}
+	}
+	loaded, err := tx.Load(ctx, []string{stored.SagaID})
+	if err != nil {
+		return fmt.Errorf("load saga %s: %w", stored.SagaID, err)
+	}
+	got := loaded[stored.SagaID]
+	if got == nil {
+		return permanent{Errorf(CodeConflict, op, "Idempotency-Key %q started saga %s, which is no longer stored", k.Key, stored.SagaID)}
+	}
+	*inst = *got
+	return nil
+}
+
+// apiStart picks and checks the starting event of an API start: it must be
+// a starting transition `by: api` of m and c must hold one of its roles.
+// An empty event means m's one starting transition open to the API.
+func apiStart(m *Model, c *Caller, event string) (string, error) {
+	const op = "start saga over the API"
+	if strings.TrimSpace(c.Subject) == "" {
+		return "", Errorf(CodeInvalid, op, "the caller has no subject: an API start must name who asked")
+	}
+	if event == "" {
+		var open []string
+		for _, ev := range m.StartEvents() {
+			if _, ok := m.StartRoles(ev); ok {
+				open = append(open, ev)
+			}
+		}
+		switch len(open) {
+		case 0:
+			return "", Errorf(CodeForbidden, op, "%s opens no start to the HTTP API: %s", m, startersText(m))
+		case 1:
+			event = open[0]
+		default:
+			return "", Errorf(CodeInvalid, op, "%s has several starts open to the API (%s): name one in \"event\"", m, strings.Join(open, ", "))
+		}
+	}
+	roles, ok := m.StartRoles(event)
+	if !ok {
+		for _, a := range m.Allowed("") {
+			if a.Event == event {
+				return "", Errorf(CodeForbidden, op,
+					"%s is not open to the HTTP API: %s starts %s only when participant %s sends it on the bus (a starting transition `by: %s`); only starting transitions `by: api` may be fired over HTTP",
+					event, event, m, a.By, a.By)
+			}
+		}
+		if m.HasEvent(event) {
+			return "", Errorf(CodeForbidden, op, "%s does not start %s: over the HTTP API a caller may only start a saga, never move one", event, m)
+		}
+		return "", Errorf(CodeUnknownEvent, op, "%s has no event %s", m, event)
+	}
+	if !c.hasAny(roles) {
+		have := "no roles"
+		if len(c.Roles) > 0 {
+			have = "the roles " + strings.Join(c.Roles, ", ")
+		}
+		return "", Errorf(CodeForbidden, op, "starting %s with %s needs one of the roles %s; %q has %s",
+			m, event, strings.Join(roles, ", "), c.Subject, have)
+	}
+	return event, nil
+}
+
+// startersText says who starts m's sagas and how, for a refusal.
+func startersText(m *Model) string {
+	var parts []string
+	for _, a := range m.Allowed("") {
+		parts = append(parts, fmt.Sprintf("%s is sent on the bus by participant %s", a.Event, a.By))
+	}
+	if len(parts) == 0 {
+		return "it has no starting transition"
+	}
+	return strings.Join(parts, "; ") + " (only starting transitions `by: api` may be fired over HTTP)"
+}
+
+// startHash is the hex SHA-256 of the canonical form of a start request:
+// the saga name, the requested version and event, and the payload with its
+// object keys sorted and insignificant whitespace removed, so that a retry
+// that re-encodes the same JSON is the same request.
+func startHash(saga string, req StartRequest) (string, error) {
+	payload := []byte{}
+	if t := bytes.TrimSpace(req.Payload); len(t) > 0 && !bytes.Equal(t, []byte("null")) {
+		dec := json.NewDecoder(bytes.NewReader(t))
+		dec.UseNumber()
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			return "", Errorf(CodeInvalid, "start saga", "payload is not valid JSON: %v", err)
+		}
+		var err error
+		if payload, err = json.Marshal(v); err != nil {
+			return "", fmt.Errorf("start saga: canonical payload: %w", err)
+		}
+	}
+	h := sha256.New()
+	for _, part := range [][]byte{[]byte("saga-machine start v1"), []byte(saga), []byte(strconv.Itoa(req.Version)), []byte(req.Event), payload} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(part)))
+		h.Write(n[:])
+		h.Write(part)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // operator runs an operator action on one saga in a transaction: fn changes
@@ -266,6 +452,9 @@ func (o *Orchestrator) Replay(ctx context.Context, deadLetterID int64, actor str
 			return &Error{Code: CodeWrongParticipant, Op: op, Message: "the event came from topic " + dl.Topic, Err: reservedParticipant(&in.msg)}
 		}
 		in.kind = EntryTimer
+	}
+	if err := o.checkSender(o.eventTopicOwners(), &in); err != nil {
+		return &Error{Code: CodeWrongParticipant, Op: op, Message: "the event is still refused", Err: err}
 	}
 	var b *batch
 	err = o.inTx(ctx, func(ctx context.Context, tx Tx) error {

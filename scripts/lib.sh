@@ -35,6 +35,21 @@ KAFKA_CONF="$KAFKA_DIR/server.properties"
 KAFKA_LOG4J="$KAFKA_DIR/log4j2.properties"
 KAFKA_LOG="$KAFKA_DIR/server.log"
 KAFKA_PID="$KAFKA_DIR/kafka.pid"
+KAFKA_USERS_DIR="$KAFKA_DIR/users" # one file per SCRAM user: its password (mode 600)
+
+# Authentication of the test broker: SASL/SCRAM-SHA-512 on the client
+# listener, ACLs (StandardAuthorizer, deny by default), super user admin.
+# The passwords are fixed, well-known test values for a broker that listens
+# on loopback only (internal/testenv uses the same defaults); override them
+# with the variables below. Never reuse them anywhere else.
+# TRANSITIONAL: 1 turns authentication on (the default once every test passes with it).
+KAFKA_AUTH="${SAGA_KAFKA_AUTH:-0}"
+KAFKA_AUTH_VERSION=scram-acl-v1 # written into server.properties; a broker without it is upgraded
+KAFKA_ADMIN_USER="${SAGA_TEST_KAFKA_USER:-admin}"
+KAFKA_ADMIN_PASSWORD="${SAGA_TEST_KAFKA_PASSWORD:-saga-test-admin}"
+# The principals of the saga bus (cmd/saga-machine kafka-setup creates them
+# with these passwords: saga-test-<user> unless SAGA_TEST_KAFKA_PASSWORD_<USER> is set).
+KAFKA_PRINCIPALS=(saga-machine deals profile notification)
 
 POSTGRES_URL="postgres://postgres@$PG_HOST:$PG_PORT/postgres?sslmode=disable"
 KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
@@ -87,6 +102,18 @@ kafka_pid() {
 	printf '%s' "$pid"
 }
 
+# kafka_conf_current succeeds when the broker's configuration file is the
+# one this checkout writes (authentication and ACLs on).
+kafka_conf_current() {
+	grep -qs "^# auth: $KAFKA_AUTH_VERSION\$" "$KAFKA_CONF"
+}
+
+# principal_password USER prints the test password of a bus principal.
+principal_password() {
+	local var="SAGA_TEST_KAFKA_PASSWORD_$(printf '%s' "$1" | tr 'a-z-' 'A-Z_')"
+	printf '%s' "${!var:-saga-test-$1}"
+}
+
 # port_open HOST PORT succeeds when something accepts TCP connections there.
 port_open() {
 	(exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
@@ -97,10 +124,13 @@ print_info() {
 
 saga-machine test services (data in $SAGA_RUN_DIR):
   PostgreSQL $PG_HOST:$PG_PORT, user postgres (trust), databases: ${PG_DATABASES[*]}
-  Apache Kafka $KAFKA_VERSION (KRaft) $KAFKA_BROKERS
+  Apache Kafka $KAFKA_VERSION (KRaft) $KAFKA_BROKERS, SASL/SCRAM + ACLs
 
   export SAGA_TEST_POSTGRES_URL='$POSTGRES_URL'
   export SAGA_TEST_KAFKA_BROKERS=$KAFKA_BROKERS
+  Kafka: SASL_PLAINTEXT + SCRAM-SHA-512, ACLs (deny by default); super user
+  $KAFKA_ADMIN_USER (SAGA_TEST_KAFKA_USER / SAGA_TEST_KAFKA_PASSWORD); the
+  principals ${KAFKA_PRINCIPALS[*]} have their passwords in $KAFKA_USERS_DIR
 
   logs: $PG_LOG
         $KAFKA_LOG

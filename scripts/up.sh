@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # Starts the real services the tests use, on loopback only:
 #   PostgreSQL (our own cluster) on 127.0.0.1:55432, user postgres, trust auth
-#   Apache Kafka 4.x (KRaft, broker+controller) on 127.0.0.1:59092
+#   Apache Kafka 4.x (KRaft, broker+controller) on 127.0.0.1:59092 with
+#   SASL_PLAINTEXT + SCRAM-SHA-512, ACLs (StandardAuthorizer, deny by
+#   default), super user admin, and the saga bus's topics, principals and
+#   ACLs made by `saga-machine kafka-setup` (the same step as the k8s Job)
 # Installs PostgreSQL with apt when it is missing and fetches the Kafka jars
-# from Maven Central. Idempotent: what already runs is left alone.
+# from Maven Central. Idempotent: what already runs is left alone; a broker
+# started by an older checkout without authentication is stopped, its test
+# data wiped, and started again with authentication.
 # Data lives in $SAGA_RUN_DIR (see scripts/lib.sh), never in the repository.
+# SAGA_UP_SERVICES (default "postgres chromium kafka") picks what to start,
+# e.g. SAGA_UP_SERVICES=kafka SAGA_RUN_DIR=/var/tmp/other SAGA_KAFKA_PORT=59192
+# SAGA_KAFKA_CONTROLLER_PORT=59193 scripts/up.sh runs a second broker.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 mkdir -p "$SAGA_RUN_DIR"
@@ -167,8 +175,9 @@ fetch_kafka() {
 	touch "$KAFKA_LIBS/.complete"
 }
 
-write_kafka_conf() {
-	mkdir -p "$KAFKA_LOG_DIRS"
+# TRANSITIONAL (removed when make up switches to authentication): the
+# unauthenticated broker of earlier checkouts.
+write_kafka_conf_plaintext() {
 	cat >"$KAFKA_CONF" <<EOF
 # Written by scripts/up.sh: single-node Kafka (KRaft) for saga-machine tests.
 process.roles=broker,controller
@@ -198,6 +207,61 @@ num.io.threads=4
 log.retention.hours=24
 log.segment.bytes=67108864
 EOF
+}
+
+write_kafka_conf() {
+	mkdir -p "$KAFKA_LOG_DIRS"
+	if [[ "$KAFKA_AUTH" != 1 ]]; then
+		write_kafka_conf_plaintext
+		return 0
+	fi
+	local admin="username=\"$KAFKA_ADMIN_USER\" password=\"$KAFKA_ADMIN_PASSWORD\""
+	(
+		umask 077
+		cat >"$KAFKA_CONF" <<EOF
+# Written by scripts/up.sh: single-node Kafka (KRaft) for saga-machine tests.
+# auth: $KAFKA_AUTH_VERSION
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+# Clients authenticate with SASL/SCRAM-SHA-512 (credentials in the cluster
+# metadata, made by kafka-setup); the controller listener with PLAIN and a
+# static admin (SCRAM needs the metadata the controller serves).
+listeners=SASL_PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=SASL_PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=SASL_PLAINTEXT
+listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required $admin user_$KAFKA_ADMIN_USER="$KAFKA_ADMIN_PASSWORD";
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required $admin;
+# ACLs: what no ACL allows is denied; admin (setup, tests) is the super user.
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:$KAFKA_ADMIN_USER
+log.dirs=$KAFKA_LOG_DIRS
+num.partitions=4
+default.replication.factor=1
+min.insync.replicas=1
+auto.create.topics.enable=true
+delete.topic.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+num.network.threads=2
+num.io.threads=4
+log.retention.hours=24
+log.segment.bytes=67108864
+EOF
+	)
 	cat >"$KAFKA_LOG4J" <<EOF
 # Written by scripts/up.sh: the broker logs to stdout, which up.sh sends to $KAFKA_LOG.
 status = warn
@@ -224,8 +288,32 @@ logger.partition.level = warn
 EOF
 }
 
+# upgrade_kafka stops a broker of an older checkout (no authentication) and
+# wipes its test data, so that start_kafka formats it with the admin's
+# SCRAM credentials and starts it with authentication and ACLs.
+upgrade_kafka() {
+	[[ "$KAFKA_AUTH" == 1 && -f "$KAFKA_CONF" ]] || return 0
+	kafka_conf_current && return 0
+	local pid i
+	if pid="$(kafka_pid)"; then
+		log "Kafka (pid $pid) runs without authentication (an older checkout): stopping it to restart with SASL/SCRAM and ACLs"
+		kill -TERM "$pid" 2>/dev/null || true
+		for ((i = 0; i < 60; i++)); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.5
+		done
+		if kill -0 "$pid" 2>/dev/null; then
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+		rm -f "$KAFKA_PID"
+	fi
+	log "wiping the old broker's test data in $KAFKA_LOG_DIRS (formatted without authentication)"
+	rm -rf "$KAFKA_LOG_DIRS"
+}
+
 start_kafka() {
 	local pid
+	upgrade_kafka
 	if pid="$(kafka_pid)" && port_open 127.0.0.1 "$KAFKA_PORT"; then
 		log "Kafka already running (pid $pid) on $KAFKA_BROKERS"
 		return 0
@@ -246,7 +334,9 @@ start_kafka() {
 		id="$("$java" -cp "$cp" "${jvm[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)"
 		[[ -n "$id" ]] || die "kafka.tools.StorageTool random-uuid printed nothing"
 		log "formatting Kafka storage in $KAFKA_LOG_DIRS (cluster id $id)"
-		"$java" -cp "$cp" "${jvm[@]}" kafka.tools.StorageTool format -t "$id" -c "$KAFKA_CONF" \
+		local scram=()
+		[[ "$KAFKA_AUTH" == 1 ]] && scram=(--add-scram "SCRAM-SHA-512=[name=$KAFKA_ADMIN_USER,password=$KAFKA_ADMIN_PASSWORD]")
+		"$java" -cp "$cp" "${jvm[@]}" kafka.tools.StorageTool format -t "$id" -c "$KAFKA_CONF" "${scram[@]}" \
 			>"$KAFKA_DIR/format.log" 2>&1 ||
 			{ cat "$KAFKA_DIR/format.log" >&2; die "kafka.tools.StorageTool format failed"; }
 	fi
@@ -279,12 +369,29 @@ probe_kafka() {
 	# produce/consume round trip through a consumer group, which makes the
 	# broker create __consumer_offsets before the first test needs it.
 	local args=(-brokers "$KAFKA_BROKERS" -timeout 90s)
+	[[ "$KAFKA_AUTH" == 1 ]] && args+=(-user "$KAFKA_ADMIN_USER")
 	[[ "${KAFKA_STARTED:-0}" == 1 ]] && args+=(-roundtrip)
 	log "probing Kafka (${args[*]})"
-	(cd "$REPO_ROOT" && go run ./scripts/kafkaprobe "${args[@]}") || {
+	(cd "$REPO_ROOT" && SAGA_KAFKA_PASSWORD="$KAFKA_ADMIN_PASSWORD" go run ./scripts/kafkaprobe "${args[@]}") || {
 		tail -n 40 "$KAFKA_LOG" >&2
 		die "Kafka on $KAFKA_BROKERS does not answer (log: $KAFKA_LOG)"
 	}
+}
+
+# setup_kafka runs the same setup step as the k8s Job (saga-machine
+# kafka-setup) with the admin's credentials: the shipped definitions'
+# topics, the principals' SCRAM credentials and exactly their ACLs.
+setup_kafka() {
+	local u
+	mkdir -p "$KAFKA_USERS_DIR"
+	chmod 700 "$KAFKA_USERS_DIR"
+	for u in "${KAFKA_PRINCIPALS[@]}"; do
+		(umask 077 && principal_password "$u" >"$KAFKA_USERS_DIR/$u")
+	done
+	log "applying the Kafka topics, users and ACLs (saga-machine kafka-setup)"
+	(cd "$REPO_ROOT" && SAGA_KAFKA_PASSWORD="$KAFKA_ADMIN_PASSWORD" go run ./cmd/saga-machine kafka-setup \
+		--brokers "$KAFKA_BROKERS" --kafka-user "$KAFKA_ADMIN_USER" --users-dir "$KAFKA_USERS_DIR") ||
+		die "saga-machine kafka-setup failed against $KAFKA_BROKERS"
 }
 
 # ---------------------------------------------------------------- Chromium
@@ -300,9 +407,19 @@ install_chromium() {
 	command -v chromium >/dev/null || die "apt-get install chromium did not provide a chromium command"
 }
 
-start_postgres
-create_databases
-install_chromium
-start_kafka
-probe_kafka
+services=" ${SAGA_UP_SERVICES:-postgres chromium kafka} "
+if [[ "$services" == *" postgres "* ]]; then
+	start_postgres
+	create_databases
+fi
+if [[ "$services" == *" chromium "* ]]; then
+	install_chromium
+fi
+if [[ "$services" == *" kafka "* ]]; then
+	start_kafka
+	probe_kafka
+	if [[ "$KAFKA_AUTH" == 1 ]]; then
+		setup_kafka
+	fi
+fi
 print_info

@@ -13,6 +13,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
 
 // Defaults applied to the zero fields of a Config.
@@ -25,8 +28,94 @@ const (
 	DefaultFetchMaxWait    = 500 * time.Millisecond
 	DefaultDeliveryTimeout = 30 * time.Second
 	DefaultDialTimeout     = 5 * time.Second
-	DefaultSessionTimeout  = 45 * time.Second
+	DefaultSessionTimeout  = 20 * time.Second
+	// DefaultHeartbeatInterval is the default Config.HeartbeatInterval.
+	DefaultHeartbeatInterval = 2 * time.Second
+	// MaxRequestBytes caps one request this package's clients write to a
+	// broker (kgo.BrokerMaxWriteBytes), far above one producer batch
+	// (MaxBatchBytes per partition) and below Kafka's
+	// socket.request.max.bytes; the embedded broker refuses larger frames.
+	MaxRequestBytes = 16 << 20
 )
+
+// SASL mechanisms Config.SASL accepts.
+const (
+	MechanismSCRAMSHA512 = "SCRAM-SHA-512"
+	MechanismSCRAMSHA256 = "SCRAM-SHA-256"
+	// MechanismPlain sends the password itself: only over TLS or loopback.
+	MechanismPlain = "PLAIN"
+)
+
+// SASL is how a client authenticates to the brokers. The zero value means
+// no authentication (the embedded development broker). Its String and
+// LogValue never show the password, so a Config may be logged or printed.
+type SASL struct {
+	// Mechanism is SCRAM-SHA-512 (the default when User is set),
+	// SCRAM-SHA-256 or PLAIN.
+	Mechanism string
+	// User is the principal's name (Kafka principal User:<User>).
+	User string
+	// Password is the user's password. Never logged.
+	Password string
+}
+
+// Enabled reports whether s authenticates (a user is set).
+func (s SASL) Enabled() bool { return s.User != "" }
+
+// String shows the mechanism and user, never the password.
+func (s SASL) String() string {
+	if !s.Enabled() {
+		return "none"
+	}
+	pw := "<empty>"
+	if s.Password != "" {
+		pw = "<redacted>"
+	}
+	return s.mechanism() + " user=" + s.User + " password=" + pw
+}
+
+// GoString is String: %#v must not print the password either.
+func (s SASL) GoString() string { return "kafka.SASL{" + s.String() + "}" }
+
+// LogValue is String for log/slog.
+func (s SASL) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+func (s SASL) mechanism() string {
+	if s.Mechanism == "" {
+		return MechanismSCRAMSHA512
+	}
+	return strings.ToUpper(s.Mechanism)
+}
+
+// validate reports an incomplete or unknown setting.
+func (s SASL) validate() error {
+	switch {
+	case s.User == "" && (s.Password != "" || s.Mechanism != ""):
+		return errors.New("kafka config: SASL password or mechanism given without a user")
+	case s.User == "":
+		return nil
+	case s.Password == "":
+		return fmt.Errorf("kafka config: SASL user %q has an empty password", s.User)
+	case strings.ContainsAny(s.User, ",="):
+		return fmt.Errorf("kafka config: SASL user %q contains ',' or '=' (not allowed in SCRAM user names)", s.User)
+	}
+	switch s.mechanism() {
+	case MechanismSCRAMSHA512, MechanismSCRAMSHA256, MechanismPlain:
+		return nil
+	}
+	return fmt.Errorf("kafka config: SASL mechanism %q: want %s, %s or %s", s.Mechanism, MechanismSCRAMSHA512, MechanismSCRAMSHA256, MechanismPlain)
+}
+
+// saslMechanism is the franz-go mechanism of a validated, enabled s.
+func (s SASL) saslMechanism() sasl.Mechanism {
+	switch s.mechanism() {
+	case MechanismSCRAMSHA256:
+		return scram.Auth{User: s.User, Pass: s.Password}.AsSha256Mechanism()
+	case MechanismPlain:
+		return plain.Auth{User: s.User, Pass: s.Password}.AsMechanism()
+	}
+	return scram.Auth{User: s.User, Pass: s.Password}.AsSha512Mechanism()
+}
 
 // Config tells the transport where Kafka is and how to batch. Its zero value,
 // apart from Brokers, means "use the defaults" (the Default* constants).
@@ -61,9 +150,24 @@ type Config struct {
 	// DialTimeout bounds opening one connection. Default 5s.
 	DialTimeout time.Duration
 	// SessionTimeout is how long a consumer group member may go without
-	// heartbeats before the group evicts it; it must lie within the
-	// broker's group.{min,max}.session.timeout.ms. Default 45s.
+	// heartbeats before the group evicts it and gives its partitions to
+	// the others; it must lie within the broker's
+	// group.{min,max}.session.timeout.ms. A member that restarts with the
+	// same InstanceID gets its partitions back at once, whatever this is.
+	// Default 20s.
 	SessionTimeout time.Duration
+	// HeartbeatInterval is how often a consumer group member heartbeats;
+	// at most a third of SessionTimeout. Default 2s.
+	HeartbeatInterval time.Duration
+	// InstanceID, if set, makes a consumer a static member of its group
+	// (KIP-345): a process restarted with the same id (after a crash or
+	// kill -9) takes over its predecessor's partitions at once instead of
+	// waiting for the session timeout. It must be stable per replica and
+	// unique among the group's live members (e.g. the pod name). Empty:
+	// dynamic membership.
+	InstanceID string
+	// SASL authenticates the clients. Zero: no authentication.
+	SASL SASL
 	// Logger receives the client's warnings and errors (connection
 	// failures, retried fetch errors). Default slog.Default().
 	Logger *slog.Logger
@@ -98,10 +202,17 @@ func (cfg Config) withDefaults() (Config, error) {
 		{"DeliveryTimeout", cfg.DeliveryTimeout < 0},
 		{"DialTimeout", cfg.DialTimeout < 0},
 		{"SessionTimeout", cfg.SessionTimeout < 0},
+		{"HeartbeatInterval", cfg.HeartbeatInterval < 0},
 	} {
 		if c.neg {
 			return cfg, fmt.Errorf("kafka config: %s is negative", c.name)
 		}
+	}
+	if err := cfg.SASL.validate(); err != nil {
+		return cfg, err
+	}
+	if strings.TrimSpace(cfg.InstanceID) != cfg.InstanceID {
+		return cfg, fmt.Errorf("kafka config: InstanceID %q has surrounding spaces", cfg.InstanceID)
 	}
 	if cfg.ClientID == "" {
 		cfg.ClientID = DefaultClientID
@@ -127,20 +238,43 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.SessionTimeout == 0 {
 		cfg.SessionTimeout = DefaultSessionTimeout
 	}
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = min(DefaultHeartbeatInterval, cfg.SessionTimeout/3)
+	}
+	if cfg.HeartbeatInterval*3 > cfg.SessionTimeout {
+		return cfg, fmt.Errorf("kafka config: HeartbeatInterval %s is more than a third of SessionTimeout %s", cfg.HeartbeatInterval, cfg.SessionTimeout)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	return cfg, nil
 }
 
+// ClientOpts returns the franz-go options of a client for cfg (brokers,
+// client id, dial timeout, request size cap, SASL, logger), for code that
+// needs a kgo.Client of its own (admin tools, tests) with the same
+// connection settings. It validates cfg first.
+func (cfg Config) ClientOpts() ([]kgo.Opt, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return cfg.clientOpts(), nil
+}
+
 // clientOpts are the options every client of this package shares.
 func (cfg Config) clientOpts() []kgo.Opt {
-	return []kgo.Opt{
+	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ClientID(cfg.ClientID),
 		kgo.DialTimeout(cfg.DialTimeout),
+		kgo.BrokerMaxWriteBytes(MaxRequestBytes),
 		kgo.WithLogger(kgoLogger{cfg.Logger.With("component", "kafka", "client_id", cfg.ClientID)}),
 	}
+	if cfg.SASL.Enabled() {
+		opts = append(opts, kgo.SASL(cfg.SASL.saslMechanism()))
+	}
+	return opts
 }
 
 // kgoLogger passes franz-go's warnings and errors to slog.
@@ -302,6 +436,7 @@ func topicList(recs []Record) string {
 // Keep the work between them well below the rebalance timeout (60s).
 type Consumer struct {
 	cl        *kgo.Client
+	cfg       Config // with defaults
 	linger    time.Duration
 	closeOnce sync.Once
 	group     string
@@ -335,13 +470,17 @@ func NewConsumer(cfg Config, group string, topics ...string) (*Consumer, error) 
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxWait(cfg.FetchMaxWait),
 		kgo.SessionTimeout(cfg.SessionTimeout),
+		kgo.HeartbeatInterval(cfg.HeartbeatInterval),
 		// Balancer: the default cooperative-sticky.
 	)
+	if cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
+	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("new kafka consumer for group %s on %v: %w", group, cfg.Brokers, err)
 	}
-	return &Consumer{cl: cl, linger: cfg.FetchLinger, group: group, topics: append([]string(nil), topics...), log: cfg.Logger}, nil
+	return &Consumer{cl: cl, cfg: cfg, linger: cfg.FetchLinger, group: group, topics: append([]string(nil), topics...), log: cfg.Logger}, nil
 }
 
 // Fetch blocks until at least one record is available or ctx ends, and
@@ -458,13 +597,45 @@ func (c *Consumer) Commit(ctx context.Context, recs []Record) error {
 
 // Close leaves the group cleanly (its partitions go to the other members at
 // once) and releases the connections. Fetched, uncommitted records are
-// redelivered to the member that gets their partition.
+// redelivered to the member that gets their partition. A static member
+// (Config.InstanceID) is not left by franz-go's close, so Close then sends
+// the LeaveGroup for its instance id itself, within a few seconds: a
+// graceful stop (rolling update, scale-down) hands the partitions over at
+// once, while a crash keeps them reserved for the restarted process.
 // Close may be called more than once.
-func (c *Consumer) Close() { c.closeOnce.Do(c.cl.CloseAllowingRebalance) }
+func (c *Consumer) Close() {
+	c.closeOnce.Do(func() {
+		c.cl.CloseAllowingRebalance()
+		if c.cfg.InstanceID != "" {
+			c.leaveStatic()
+		}
+	})
+}
+
+// leaveStatic removes this consumer's static member from the group.
+func (c *Consumer) leaveStatic() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(c.cfg.clientOpts()...)
+	if err != nil {
+		c.log.Warn("leave group: cannot create a client; partitions move after the session timeout", "group", c.group, "instance_id", c.cfg.InstanceID, "err", err)
+		return
+	}
+	defer cl.Close()
+	resp, err := kadm.NewClient(cl).LeaveGroup(ctx, kadm.LeaveGroup(c.group).InstanceIDs(c.cfg.InstanceID).Reason("consumer closed"))
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil && !errors.Is(err, kerr.UnknownMemberID) {
+		c.log.Warn("leave group failed; partitions move after the session timeout", "group", c.group, "instance_id", c.cfg.InstanceID, "err", err)
+	}
+}
 
 // EnsureTopics creates the topics that do not exist yet, with the given number
 // of partitions and the broker's default replication factor. Existing topics
 // are left as they are (even with another partition count). Idempotent.
+// A principal that may not create topics (no CREATE ACL) succeeds when the
+// topics exist already, and fails naming the missing ones otherwise.
 func EnsureTopics(ctx context.Context, cfg Config, partitions int32, topics ...string) error {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -492,13 +663,44 @@ func EnsureTopics(ctx context.Context, cfg Config, partitions int32, topics ...s
 		return fmt.Errorf("ensure topics %v on %v: %w", topics, cfg.Brokers, err)
 	}
 	var errs []error
+	var denied []string
 	for _, r := range resps.Sorted() {
-		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
+		switch {
+		case r.Err == nil || errors.Is(r.Err, kerr.TopicAlreadyExists):
+		case errors.Is(r.Err, kerr.TopicAuthorizationFailed) || errors.Is(r.Err, kerr.ClusterAuthorizationFailed):
+			denied = append(denied, r.Topic)
+		default:
 			errs = append(errs, fmt.Errorf("create topic %s: %w", r.Topic, r.Err))
+		}
+	}
+	if len(denied) > 0 {
+		// A principal without CREATE (the normal case once an administrator
+		// set up topics and ACLs): fine as long as the topics exist.
+		if err := topicsExist(ctx, adm, denied); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("ensure topics %v: %w", topics, errors.Join(errs...))
+	}
+	return nil
+}
+
+// topicsExist reports the topics that do not exist (or that the principal
+// may not even describe).
+func topicsExist(ctx context.Context, adm *kadm.Client, topics []string) error {
+	details, err := adm.ListTopics(ctx, topics...)
+	if err != nil {
+		return fmt.Errorf("check that topics %v exist: %w", topics, err)
+	}
+	var missing []string
+	for _, t := range topics {
+		if d, ok := details[t]; !ok || d.Err != nil {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("topics %v do not exist (or are not visible) and this principal may not create them: create them with the administrator's credentials (saga-machine kafka-setup)", missing)
 	}
 	return nil
 }

@@ -3,23 +3,33 @@ package testenv
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	_ "github.com/lib/pq" // PostgreSQL driver for the admin connection
+
+	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 )
 
 // Defaults used by `make up`.
 const (
 	DefaultPostgresURL  = "postgres://postgres@127.0.0.1:55432/postgres?sslmode=disable"
 	DefaultKafkaBrokers = "127.0.0.1:59092"
+	// DefaultKafkaUser and DefaultKafkaPassword are the super user that
+	// `make up` gives its loopback-only test broker (scripts/lib.sh).
+	// Tests use it to create their own topics, groups and principals.
+	DefaultKafkaUser     = "admin"
+	DefaultKafkaPassword = "saga-test-admin"
 )
 
 // InCI reports whether the tests run under CI (CI=true), where a missing
@@ -84,7 +94,8 @@ func Postgres(tb testing.TB) string {
 }
 
 // KafkaBrokers returns the brokers of the test Kafka cluster after checking
-// that the first one accepts connections.
+// that the first one accepts connections. Clients also need the
+// credentials: use Kafka, which returns both.
 func KafkaBrokers(tb testing.TB) []string {
 	tb.Helper()
 	list := os.Getenv("SAGA_TEST_KAFKA_BROKERS")
@@ -99,6 +110,84 @@ func KafkaBrokers(tb testing.TB) []string {
 	conn.Close()
 	return brokers
 }
+
+// KafkaAdmin is the test cluster's super user: SAGA_TEST_KAFKA_USER and
+// SAGA_TEST_KAFKA_PASSWORD, by default make up's (DefaultKafkaUser,
+// DefaultKafkaPassword).
+func KafkaAdmin() kafka.SASL {
+	user, pw := os.Getenv("SAGA_TEST_KAFKA_USER"), os.Getenv("SAGA_TEST_KAFKA_PASSWORD")
+	if user == "" {
+		user = DefaultKafkaUser
+	}
+	if pw == "" {
+		pw = DefaultKafkaPassword
+	}
+	return kafka.SASL{Mechanism: kafka.MechanismSCRAMSHA512, User: user, Password: pw}
+}
+
+var (
+	authMu    sync.Mutex
+	authKnown = map[string]bool{} // broker list → the broker authenticates
+)
+
+// Kafka returns a client configuration for the test Kafka cluster: its
+// brokers and the super user's credentials (KafkaAdmin), so the test may
+// create topics and groups of its own. It checks that the cluster answers
+// an authenticated request; a cluster without authentication (a broker
+// started by an older `make up`) is used without credentials and the test
+// logs that.
+func Kafka(tb testing.TB) kafka.Config {
+	tb.Helper()
+	brokers := KafkaBrokers(tb)
+	key := strings.Join(brokers, ",")
+	authMu.Lock()
+	defer authMu.Unlock()
+	secured, known := authKnown[key]
+	if !known {
+		var err error
+		secured, err = probeAuth(brokers)
+		if err != nil {
+			Missing(tb, "Apache Kafka at "+key, err)
+		}
+		authKnown[key] = secured
+	}
+	if !secured {
+		tb.Logf("the Kafka broker at %s has no authentication (started by an older make up?): run `make up` to restart it with SASL/SCRAM and ACLs", key)
+		return kafka.Config{Brokers: brokers}
+	}
+	return kafka.Config{Brokers: brokers, SASL: KafkaAdmin()}
+}
+
+// KafkaSecured is Kafka for tests that prove authentication or ACLs: a
+// cluster without authentication is Missing.
+func KafkaSecured(tb testing.TB) kafka.Config {
+	tb.Helper()
+	cfg := Kafka(tb)
+	if !cfg.SASL.Enabled() {
+		Missing(tb, "Apache Kafka with SASL/SCRAM authentication and ACLs", errors.New("the broker at "+strings.Join(cfg.Brokers, ",")+" accepts unauthenticated clients"))
+	}
+	return cfg
+}
+
+// probeAuth tells whether the brokers answer the super user over SASL
+// (true) or only unauthenticated clients (false).
+func probeAuth(brokers []string) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	errSASL := kafka.Ping(ctx, kafka.Config{Brokers: brokers, SASL: KafkaAdmin(), Logger: quiet})
+	if errSASL == nil {
+		return true, nil
+	}
+	plainCtx, cancelPlain := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancelPlain()
+	if err := kafka.Ping(plainCtx, kafka.Config{Brokers: brokers, Logger: quiet}); err == nil {
+		return false, nil
+	}
+	return false, fmt.Errorf("no answer with the super user %s (%v) nor without credentials", KafkaAdmin().User, errSASL)
+}
+
+// quiet drops the franz-go client's logs of a probe.
+var quiet = slog.New(slog.DiscardHandler)
 
 // Name returns a name unique to this test run, for topics and consumer
 // groups, e.g. Name(t, "SAGA_SERVER_TOPIC") = "SAGA_SERVER_TOPIC.t1a2b3c4".

@@ -1,9 +1,11 @@
 // Command kafkaprobe checks that a Kafka cluster really works, for
 // scripts/up.sh: it waits until a metadata request succeeds and, with
 // -roundtrip, creates a topic, produces a record, consumes it back through a
-// consumer group, commits the offset and deletes the topic.
+// consumer group, commits the offset and deletes the topic. With -user it
+// authenticates with SASL/SCRAM-SHA-512, the password taken from
+// $SAGA_KAFKA_PASSWORD (never from the command line).
 //
-//	go run ./scripts/kafkaprobe -brokers 127.0.0.1:59092 -roundtrip
+//	SAGA_KAFKA_PASSWORD=... go run ./scripts/kafkaprobe -brokers 127.0.0.1:59092 -user admin -roundtrip
 package main
 
 import (
@@ -18,13 +20,23 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
 
 func main() {
 	brokers := flag.String("brokers", "127.0.0.1:59092", "comma-separated seed brokers")
 	timeout := flag.Duration("timeout", 60*time.Second, "give up after this long")
 	roundtrip := flag.Bool("roundtrip", false, "also produce and consume a record through a consumer group")
+	user := flag.String("user", "", "SASL/SCRAM-SHA-512 user (password from $SAGA_KAFKA_PASSWORD); empty: no authentication")
 	flag.Parse()
+	if *user != "" {
+		pw := os.Getenv("SAGA_KAFKA_PASSWORD")
+		if pw == "" {
+			fmt.Fprintln(os.Stderr, "kafkaprobe: -user needs the password in $SAGA_KAFKA_PASSWORD")
+			os.Exit(2)
+		}
+		auth = []kgo.Opt{kgo.SASL(scram.Auth{User: *user, Pass: pw}.AsSha512Mechanism())}
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -35,8 +47,16 @@ func main() {
 	}
 }
 
+// auth are the SASL options of every client (none without -user).
+var auth []kgo.Opt
+
+// opts are the options of a client: the seeds, auth and extra.
+func opts(seeds []string, extra ...kgo.Opt) []kgo.Opt {
+	return append(append([]kgo.Opt{kgo.SeedBrokers(seeds...)}, auth...), extra...)
+}
+
 func run(ctx context.Context, seeds []string, roundtrip bool) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
+	cl, err := kgo.NewClient(opts(seeds)...)
 	if err != nil {
 		return fmt.Errorf("create client for %v: %w", seeds, err)
 	}
@@ -104,7 +124,7 @@ func roundTrip(ctx context.Context, seeds []string, adm *kadm.Client) error {
 	}()
 
 	want := "probe-" + suffix
-	prod, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.RequiredAcks(kgo.AllISRAcks()))
+	prod, err := kgo.NewClient(opts(seeds, kgo.RequiredAcks(kgo.AllISRAcks()))...)
 	if err != nil {
 		return fmt.Errorf("create producer: %w", err)
 	}
@@ -113,8 +133,8 @@ func roundTrip(ctx context.Context, seeds []string, adm *kadm.Client) error {
 		return fmt.Errorf("produce to %s: %w", topic, err)
 	}
 
-	cons, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumeTopics(topic), kgo.ConsumerGroup(group),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit())
+	cons, err := kgo.NewClient(opts(seeds, kgo.ConsumeTopics(topic), kgo.ConsumerGroup(group),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit())...)
 	if err != nil {
 		return fmt.Errorf("create consumer: %w", err)
 	}
