@@ -23,6 +23,16 @@ const (
 	CodeInternal         Code = "internal"
 )
 
+// Error codes of callers' requests (the HTTP API).
+const (
+	// CodeForbidden: the caller may not do this (a role is missing, or the
+	// definition does not open the start to the API).
+	CodeForbidden Code = "forbidden"
+	// CodeKeyReused: an Idempotency-Key was sent again by the same caller
+	// with a different request.
+	CodeKeyReused Code = "idempotency-key-reused"
+)
+
 // Error is the engine's one error type. Op says what was being done; Err is
 // the underlying cause, if any.
 type Error struct {

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -29,6 +30,7 @@ type memState struct {
 	leases  map[int64]memLease
 	dls     []DeadLetter
 	seq     int64
+	idem    map[string]IdempotencyKey // caller NUL saga NUL key → stored key
 }
 
 func newMemStore() *memStore {
@@ -70,6 +72,7 @@ func (s memState) clone() memState {
 	c.history = slices.Clone(s.history)
 	c.outbox = slices.Clone(s.outbox)
 	c.dls = slices.Clone(s.dls)
+	c.idem = maps.Clone(s.idem)
 	return c
 }
 
@@ -114,6 +117,18 @@ func (t *memTx) Claim(_ context.Context, ids []string) (map[string]bool, error) 
 		}
 	}
 	return fresh, nil
+}
+
+func (t *memTx) ClaimIdempotencyKey(_ context.Context, k IdempotencyKey) (IdempotencyKey, bool, error) {
+	id := k.Caller + "\x00" + k.Saga + "\x00" + k.Key
+	if got, ok := t.s.idem[id]; ok {
+		return got, false, nil
+	}
+	if t.s.idem == nil {
+		t.s.idem = map[string]IdempotencyKey{}
+	}
+	t.s.idem[id] = k
+	return k, true, nil
 }
 
 func (t *memTx) Unclaim(_ context.Context, id string) error { delete(t.s.inbox, id); return nil }

@@ -98,4 +98,21 @@ type Tx interface {
 	AddDeadLetters(ctx context.Context, dls []DeadLetter) error
 	// MarkReplayed records that an operator replayed a dead letter.
 	MarkReplayed(ctx context.Context, id int64, actor string, at time.Time) error
+	// ClaimIdempotencyKey stores k if no key with its Caller, Saga and Key
+	// is stored yet, and returns (k, true). Otherwise it stores nothing and
+	// returns the stored key (with its RequestHash and SagaID) and false.
+	ClaimIdempotencyKey(ctx context.Context, k IdempotencyKey) (IdempotencyKey, bool, error)
+}
+
+// IdempotencyKey binds one caller's Idempotency-Key, for one saga
+// definition, to the saga it started and to a hash of the request that
+// started it, so that a retry gets the same saga and a different request
+// under the same key is refused. Keys are kept as long as the store.
+type IdempotencyKey struct {
+	Caller      string    // who started the saga: the API caller's subject, "" for in-process starts
+	Saga        string    // definition name
+	Key         string    // the Idempotency-Key as sent
+	RequestHash string    // hex SHA-256 of the canonical request
+	SagaID      string    // the saga the key started
+	CreatedAt   time.Time // when the key was first used
 }

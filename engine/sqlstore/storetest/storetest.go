@@ -51,6 +51,8 @@ func Run(t *testing.T, open func(t *testing.T) engine.Store) {
 		{"DeadLetters", testDeadLetters},
 		{"InTxRollback", testInTxRollback},
 		{"ConcurrentInTx", testConcurrentInTx},
+		{"IdempotencyKeys", testIdempotencyKeys},
+		{"IdempotencyKeysConcurrent", testIdempotencyKeysConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,134 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// apiSaga opens one start to the API (PHONE_ORDER_TAKEN, for shop clerks
+// and admins) beside a start that only the participant shop may fire.
+const apiSaga = `saga: PAY_ORDER
+version: 1
+participants:
+  shop: { topic: SHOP_TOPIC }
+  bank: { topic: BANK_TOPIC }
+keys:
+  order_id: order.id
+transitions:
+  - { on: ORDER_PLACED, by: shop, from: [], to: PAYING, send: { to: bank, command: CHARGE } }
+  - { on: PHONE_ORDER_TAKEN, by: api, roles: [shop-clerk, shop-admin], from: [], to: PAYING, send: { to: bank, command: CHARGE } }
+  - { on: CHARGED, by: bank, from: [PAYING], to: PAID }
+final: [PAID]
+`
+
+// An API start fires only a starting transition `by: api`, for a caller
+// holding one of its roles; the event is by "api" and the caller is the
+// actor of its timeline entry. Everything else is refused and stores
+// nothing.
+func TestStartOverAPI(t *testing.T) {
+	h := newHarness(t, apiSaga)
+	ctx := context.Background()
+	clerk := &Caller{Subject: "carol", Roles: []string{"shop-clerk"}}
+	payload := json.RawMessage(`{"order":{"id":"O-1","amount":"10.00"}}`)
+
+	inst, created, err := h.o.Start(ctx, StartRequest{Saga: "PAY_ORDER", Caller: clerk, By: "shop", Payload: payload})
+	if err != nil || !created {
+		t.Fatalf("clerk starts PAY_ORDER: created %v, err %v; want created", created, err)
+	}
+	if inst.State != "PAYING" || inst.Keys["order_id"] != "O-1" {
+		t.Errorf("saga = %s keys %v, want PAYING with order_id O-1", inst.State, inst.Keys)
+	}
+	hist, err := h.st.History(ctx, inst.ID)
+	if err != nil || len(hist) != 1 {
+		t.Fatalf("history = %+v, %v; want one entry", hist, err)
+	}
+	if got := hist[0]; got.Event != "PHONE_ORDER_TAKEN" || got.By != "api" || got.Actor != "carol" {
+		t.Errorf("start entry = event %s by %s actor %q, want PHONE_ORDER_TAKEN by api, actor carol (the By field of the request is ignored)", got.Event, got.By, got.Actor)
+	}
+	if got := h.outboxNames(); strings.Join(got, ",") != "CHARGE" {
+		t.Errorf("outbox = %v, want one CHARGE", got)
+	}
+
+	for _, tc := range []struct {
+		name   string
+		req    StartRequest
+		code   Code
+		detail string
+	}{
+		{"participant's start", StartRequest{Saga: "PAY_ORDER", Event: "ORDER_PLACED", Caller: clerk},
+			CodeForbidden, "participant shop sends it on the bus"},
+		{"participant's start with By forged", StartRequest{Saga: "PAY_ORDER", Event: "ORDER_PLACED", By: "shop", Caller: clerk},
+			CodeForbidden, "not open to the HTTP API"},
+		{"MANUAL_CREATE_ORDER opens none", StartRequest{Saga: "MANUAL_CREATE_ORDER", Caller: clerk},
+			CodeForbidden, "REGISTER is sent on the bus by participant deals"},
+		{"REGISTER named", StartRequest{Saga: "MANUAL_CREATE_ORDER", Event: "REGISTER", Caller: &Caller{Subject: "x", AllRoles: true}},
+			CodeForbidden, "participant deals"},
+		{"moving a saga", StartRequest{Saga: "PAY_ORDER", Event: "CHARGED", Caller: clerk},
+			CodeForbidden, "never move one"},
+		{"unknown event", StartRequest{Saga: "PAY_ORDER", Event: "NOPE", Caller: clerk}, CodeUnknownEvent, "no event NOPE"},
+		{"no roles", StartRequest{Saga: "PAY_ORDER", Caller: &Caller{Subject: "mallory"}},
+			CodeForbidden, `needs one of the roles shop-clerk, shop-admin; "mallory" has no roles`},
+		{"other roles", StartRequest{Saga: "PAY_ORDER", Caller: &Caller{Subject: "vera", Roles: []string{"saga-viewer"}}},
+			CodeForbidden, `"vera" has the roles saga-viewer`},
+		{"no subject", StartRequest{Saga: "PAY_ORDER", Caller: &Caller{Roles: []string{"shop-admin"}}}, CodeInvalid, "no subject"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(h.outboxNames())
+			_, _, err := h.o.Start(ctx, tc.req)
+			if ErrorCode(err) != tc.code || !strings.Contains(err.Error(), tc.detail) {
+				t.Errorf("Start err = %v, want code %s mentioning %q", err, tc.code, tc.detail)
+			}
+			if got := len(h.outboxNames()); got != before {
+				t.Errorf("outbox grew from %d to %d records after a refused start", before, got)
+			}
+		})
+	}
+	h.st.mu.Lock()
+	n := len(h.st.s.insts)
+	h.st.mu.Unlock()
+	if n != 1 {
+		t.Errorf("sagas after the refusals = %d, want only the clerk's one", n)
+	}
+}
+
+// Idempotency-Keys are scoped to the caller, and the same caller reusing
+// a key with a different request is refused with CodeKeyReused.
+func TestStartIdempotencyKeyPerCaller(t *testing.T) {
+	h := newHarness(t, apiSaga)
+	ctx := context.Background()
+	alice := &Caller{Subject: "alice", Roles: []string{"shop-clerk"}}
+	bob := &Caller{Subject: "bob", Roles: []string{"shop-clerk"}}
+	req := func(c *Caller, payload string) StartRequest {
+		return StartRequest{Saga: "PAY_ORDER", Caller: c, IdempotencyKey: "order-1", Payload: json.RawMessage(payload)}
+	}
+	a, created, err := h.o.Start(ctx, req(alice, `{"order":{"id":"A","amount":"1"}}`))
+	if err != nil || !created {
+		t.Fatalf("alice: created %v, %v", created, err)
+	}
+	again, created, err := h.o.Start(ctx, req(alice, "{ \"order\" : {\"amount\":\"1\", \"id\":\"A\"} }"))
+	if err != nil || created || again.ID != a.ID {
+		t.Errorf("alice again, same JSON re-encoded: saga %s created %v err %v; want %s, not created", again.ID, created, err, a.ID)
+	}
+	b, created, err := h.o.Start(ctx, req(bob, `{"order":{"id":"A","amount":"1"}}`))
+	if err != nil || !created || b.ID == a.ID {
+		t.Errorf("bob with alice's key: saga %s created %v err %v; want a new saga of his own", b.ID, created, err)
+	}
+	_, _, err = h.o.Start(ctx, req(alice, `{"order":{"id":"A","amount":"1000"}}`))
+	if ErrorCode(err) != CodeKeyReused || !strings.Contains(err.Error(), a.ID) {
+		t.Errorf("alice, same key, other payload: err %v, want %s naming saga %s", err, CodeKeyReused, a.ID)
+	}
+	other := req(alice, `{"order":{"id":"A","amount":"1"}}`)
+	other.Version = 1
+	if _, _, err := h.o.Start(ctx, other); ErrorCode(err) != CodeKeyReused {
+		t.Errorf("alice, same key, version pinned: err %v, want %s", err, CodeKeyReused)
+	}
+	got, err := h.st.GetInstance(ctx, a.ID)
+	if err != nil || !strings.Contains(string(got.Context), `"amount":"1"`) {
+		t.Errorf("alice's saga after the refused reuse: %s, %v; want its first payload", got.Context, err)
+	}
+	if n := len(h.outboxNames()); n != 2 {
+		t.Errorf("outbox has %d commands, want 2 (alice's and bob's sagas)", n)
+	}
+}
