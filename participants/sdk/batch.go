@@ -103,7 +103,7 @@ func (p *Participant) runBatch(ctx context.Context, recs []kafka.Record, msgs []
 		return nil, 0, nil, false
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	kept, err := p.keptReplies(ctx, tx, msgs)
+	kept, comps, err := p.keptReplies(ctx, tx, msgs)
 	if err != nil {
 		p.log.Debug("batch: read inbox", "err", err)
 		return nil, 0, nil, false
@@ -122,6 +122,19 @@ func (p *Participant) runBatch(ctx context.Context, recs []kafka.Record, msgs []
 			outs = append(outs, Outcome{Command: m, Reply: k.reply, Duplicate: true})
 			continue
 		}
+		if reason := p.refusal(m, comps[m.ID]); reason != "" {
+			// Past its deadline, or compensated before it arrived: the
+			// handler does not run; the refusal is stored like a reply.
+			reply, body, err := p.expiredReply(m, reason)
+			if err != nil {
+				return nil, j, Permanent(err), true
+			}
+			rec.outbox = append(rec.outbox, p.outRowFor(reply, body, headers))
+			rec.inbox = append(rec.inbox, inboxRow{at: j, cmd: m, replyID: reply.ID, reply: body})
+			kept[m.ID] = keptReply{reply: reply, body: body}
+			outs = append(outs, Outcome{Command: m, Reply: reply, Expired: true})
+			continue
+		}
 		reply, body, herr := p.runHandler(ctx, tx, m, hs[j])
 		if herr != nil {
 			return nil, j, herr, true
@@ -133,6 +146,14 @@ func (p *Participant) runBatch(ctx context.Context, recs []kafka.Record, msgs []
 		}
 		rec.inbox = append(rec.inbox, inboxRow{at: j, cmd: m, replyID: rid, reply: body})
 		kept[m.ID] = keptReply{reply: reply, body: body}
+		if m.Compensates != "" {
+			// The barrier: the compensated command is refused from now on,
+			// also later in this batch.
+			rec.compensated = append(rec.compensated, compensatedRow{target: m.Compensates, saga: m.SagaID, by: m.ID})
+			if comps[m.Compensates] == "" {
+				comps[m.Compensates] = m.ID
+			}
+		}
 		outs = append(outs, Outcome{Command: m, Reply: reply, Attempts: 1})
 	}
 	unclaimed, err := p.recordBatch(ctx, tx, rec)
@@ -161,7 +182,9 @@ func (p *Participant) commitBatch(tx *sqlx.Tx, outs []Outcome, woke bool) error 
 		return fmt.Errorf("commit %d commands: %w", len(outs), err)
 	}
 	for _, o := range outs {
-		if o.Duplicate {
+		if o.Expired {
+			p.log.Info("command refused: "+o.Reply.Reason, "saga_id", o.Command.SagaID, "command_id", o.Command.ID, "command", o.Command.Name, "reply", o.Reply.Name)
+		} else if o.Duplicate {
 			p.log.Debug("duplicate command: re-sent the stored reply", "saga_id", o.Command.SagaID, "command_id", o.Command.ID, "command", o.Command.Name, "reply_id", replyID(o.Reply))
 		} else {
 			p.log.Debug("command handled", "saga_id", o.Command.SagaID, "command_id", o.Command.ID, "command", o.Command.Name, "reply", replyName(o.Reply))
@@ -193,51 +216,60 @@ func (p *Participant) runHandler(ctx context.Context, tx *sqlx.Tx, m engine.Mess
 	return reply, body, nil
 }
 
-// keptReplies reads the inbox rows of msgs: the ids found are duplicates.
-func (p *Participant) keptReplies(ctx context.Context, tx *sqlx.Tx, msgs []engine.Message) (map[string]keptReply, error) {
+// keptReplies reads the inbox rows of msgs (the ids found are duplicates)
+// and, in the same statement, their barrier records: comps maps the id of
+// a command recorded as compensated to the compensation command's id.
+func (p *Participant) keptReplies(ctx context.Context, tx *sqlx.Tx, msgs []engine.Message) (kept map[string]keptReply, comps map[string]string, err error) {
 	ids := make([]string, len(msgs))
 	for i, m := range msgs {
 		ids[i] = m.ID
 	}
 	var rows *sqlx.Rows
-	var err error
 	if p.dialect == dialectPostgres {
 		// One statement text whatever the number of ids: prepared once.
-		rows, err = p.sql.Query(ctx, tx, `SELECT message_id, reply_id, reply FROM sdk_inbox WHERE message_id = ANY($1)`, pq.Array(ids))
+		const q = `SELECT message_id, reply_id, reply, NULL AS compensation_id FROM sdk_inbox WHERE message_id = ANY($1)
+			UNION ALL SELECT message_id, NULL, NULL, compensation_id FROM sdk_compensated WHERE message_id = ANY($1)`
+		rows, err = p.sql.Query(ctx, tx, q, pq.Array(ids))
 	} else {
 		// One statement text per number of ids (at most maxTxBatch).
-		q, args, qerr := sqlx.In(`SELECT message_id, reply_id, reply FROM sdk_inbox WHERE message_id IN (?)`, ids)
+		q, args, qerr := sqlx.In(`SELECT message_id, reply_id, reply, NULL AS compensation_id FROM sdk_inbox WHERE message_id IN (?)
+			UNION ALL SELECT message_id, NULL, NULL, compensation_id FROM sdk_compensated WHERE message_id IN (?)`, ids, ids)
 		if qerr != nil {
-			return nil, fmt.Errorf("look up %d commands in the inbox: %w", len(ids), qerr)
+			return nil, nil, fmt.Errorf("look up %d commands in the inbox: %w", len(ids), qerr)
 		}
 		rows, err = p.sql.Query(ctx, tx, q, args...)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("look up %d commands in the inbox: %w", len(ids), err)
+		return nil, nil, fmt.Errorf("look up %d commands in the inbox: %w", len(ids), err)
 	}
 	defer rows.Close()
-	kept := make(map[string]keptReply, len(msgs))
+	kept = make(map[string]keptReply, len(msgs))
+	comps = map[string]string{}
 	for rows.Next() {
 		var id string
-		var rid sql.NullString
+		var rid, by sql.NullString
 		var body []byte
-		if err := rows.Scan(&id, &rid, &body); err != nil {
-			return nil, fmt.Errorf("look up commands in the inbox: %w", err)
+		if err := rows.Scan(&id, &rid, &body, &by); err != nil {
+			return nil, nil, fmt.Errorf("look up commands in the inbox: %w", err)
+		}
+		if by.Valid {
+			comps[id] = by.String
+			continue
 		}
 		k := keptReply{}
 		if rid.Valid && len(body) > 0 {
 			var m engine.Message
 			if err := json.Unmarshal(body, &m); err != nil {
-				return nil, fmt.Errorf("decode the stored reply %s of command %s: %w", rid.String, id, err)
+				return nil, nil, fmt.Errorf("decode the stored reply %s of command %s: %w", rid.String, id, err)
 			}
 			k = keptReply{reply: &m, body: body}
 		}
 		kept[id] = k
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("look up commands in the inbox: %w", err)
+		return nil, nil, fmt.Errorf("look up commands in the inbox: %w", err)
 	}
-	return kept, nil
+	return kept, comps, nil
 }
 
 // inboxRow is the inbox row of a command handled in a batch: at is its
@@ -251,14 +283,16 @@ type inboxRow struct {
 
 // batchRecord is what a batch writes before committing: the inbox rows of
 // the commands it handled and the outbox rows (their replies, and the
-// stored replies re-sent for duplicates), in command order.
+// stored replies re-sent for duplicates), in command order, and the
+// barrier records of the compensation commands it handled.
 type batchRecord struct {
-	inbox  []inboxRow
-	outbox []outRow
+	inbox       []inboxRow
+	outbox      []outRow
+	compensated []compensatedRow
 }
 
-// recordBatch writes the inbox and outbox rows of a batch: one statement
-// on PostgreSQL (arrays expanded by unnest), one per row on SQLite. It
+// recordBatch writes the inbox, outbox and barrier rows of a batch: one
+// statement on PostgreSQL (arrays expanded by unnest), one per row on SQLite. It
 // returns the batch index of the first command whose id was in the inbox
 // already (recorded meanwhile by another consumer; the caller rolls back),
 // or -1 if every inbox row was written.
@@ -281,6 +315,11 @@ func (p *Participant) recordBatch(ctx context.Context, tx *sqlx.Tx, rec batchRec
 				return 0, err
 			}
 		}
+		for _, c := range rec.compensated {
+			if err := p.recordCompensated(ctx, tx, c); err != nil {
+				return 0, err
+			}
+		}
 		return -1, nil
 	}
 	n := len(rec.inbox)
@@ -295,6 +334,11 @@ func (p *Participant) recordBatch(ctx context.Context, tx *sqlx.Tx, rec batchRec
 	for i, o := range rec.outbox {
 		oids[i], topics[i], keys[i], names[i], headers[i], obodies[i] = o.id, o.topic, o.key, o.name, encodeHeaders(o.headers), o.body
 	}
+	c := len(rec.compensated)
+	ctargets, csagas, cbys := make([]string, c), make([]string, c), make([]string, c)
+	for i, r := range rec.compensated {
+		ctargets[i], csagas[i], cbys[i] = r.target, r.saga, r.by
+	}
 	// One statement text whatever the batch size: prepared once. Reply ids
 	// are never empty: '' stands for no reply. The outbox rows take their
 	// seq in command order.
@@ -307,10 +351,16 @@ func (p *Participant) recordBatch(ctx context.Context, tx *sqlx.Tx, rec batchRec
 			INSERT INTO sdk_outbox (message_id, topic, msg_key, name, headers, body, created_at)
 			SELECT r.id, r.topic, r.k, r.name, r.headers, r.body, $6
 			FROM unnest($7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[]) WITH ORDINALITY AS r(id, topic, k, name, headers, body, n)
-			ORDER BY r.n)
+			ORDER BY r.n),
+		c AS (
+			INSERT INTO sdk_compensated (message_id, saga_id, compensation_id, compensated_at)
+			SELECT r.id, r.saga, r.cby, $6
+			FROM unnest($13::text[], $14::text[], $15::text[]) AS r(id, saga, cby)
+			ON CONFLICT (message_id) DO NOTHING)
 		SELECT message_id FROM i`
 	rows, err := p.sql.Query(ctx, tx, q, pq.Array(ids), pq.Array(sagas), pq.Array(cmds), pq.Array(rids), bodies, time.Now().UTC(),
-		pq.Array(oids), pq.Array(topics), pq.Array(keys), pq.Array(names), pq.Array(headers), obodies)
+		pq.Array(oids), pq.Array(topics), pq.Array(keys), pq.Array(names), pq.Array(headers), obodies,
+		pq.Array(ctargets), pq.Array(csagas), pq.Array(cbys))
 	if err != nil {
 		return 0, fmt.Errorf("record %d commands and %d replies: %w", n, m, err)
 	}

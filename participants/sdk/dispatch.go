@@ -27,6 +27,11 @@ type Outcome struct {
 	// Duplicate is true if the command id was already in the inbox: the
 	// handler did not run and the stored reply was re-enqueued.
 	Duplicate bool
+	// Expired is true if the command was refused before its handler ran
+	// because its deadline had passed or a compensation command had undone
+	// it before it arrived: Reply is the COMMAND_EXPIRED reply (stored like
+	// any reply, so a redelivery is a Duplicate with the same reply).
+	Expired bool
 	// Attempts counts handler runs for this delivery.
 	Attempts int
 	// DeadLetter is set if the command was parked.
@@ -93,9 +98,11 @@ func (p *Participant) dispatch(ctx context.Context, stop <-chan struct{}, rec ka
 			out.Attempts++
 		}
 		if err == nil {
-			out.Reply, out.Duplicate, out.Err = res.reply, res.duplicate, nil
+			out.Reply, out.Duplicate, out.Expired, out.Err = res.reply, res.duplicate, res.expired, nil
 			if res.duplicate {
 				log.Debug("duplicate command: re-sent the stored reply", "reply_id", replyID(res.reply))
+			} else if res.expired {
+				log.Info("command refused: "+res.reply.Reason, "reply", res.reply.Name)
 			} else {
 				log.Debug("command handled", "reply", replyName(res.reply), "attempts", out.Attempts)
 			}
@@ -155,6 +162,9 @@ func (p *Participant) decode(rec kafka.Record) (engine.Message, error) {
 	if msg.Participant != "" && msg.Participant != p.cfg.Name {
 		problems = append(problems, fmt.Sprintf("addressed to participant %q, this is %q", msg.Participant, p.cfg.Name))
 	}
+	if msg.Compensates != "" && msg.Compensates == msg.ID {
+		problems = append(problems, "compensates its own id")
+	}
 	if len(problems) > 0 {
 		if msg.SagaID == "" {
 			msg.SagaID = rec.Key
@@ -168,6 +178,7 @@ func (p *Participant) decode(rec kafka.Record) (engine.Message, error) {
 type attemptResult struct {
 	reply     *engine.Message
 	duplicate bool
+	expired   bool // refused with COMMAND_EXPIRED, handler not run
 }
 
 // attempt runs one transaction: inbox claim, handler, reply. counted tells
@@ -205,6 +216,32 @@ func (p *Participant) attempt(ctx context.Context, msg engine.Message, headers m
 		}
 		return attemptResult{reply: reply, duplicate: true}, false, nil
 	}
+	if msg.Compensates == "" {
+		by, err := p.compensatedBy(ctx, tx, msg.ID)
+		if err != nil {
+			return attemptResult{}, false, err
+		}
+		if reason := p.refusal(msg, by); reason != "" {
+			// Past its deadline, or compensated before it arrived: the
+			// handler does not run; the refusal is stored like a reply.
+			reply, body, err := p.expiredReply(msg, reason)
+			if err != nil {
+				return attemptResult{}, false, Permanent(err)
+			}
+			if err := p.storeReply(ctx, tx, msg.ID, p.outRowFor(reply, body, headers)); err != nil {
+				return attemptResult{}, false, err
+			}
+			if extra != nil {
+				if err := extra(tx); err != nil {
+					return attemptResult{}, false, err
+				}
+			}
+			if err := tx.Commit(); err != nil {
+				return attemptResult{}, false, fmt.Errorf("commit refusal of %s %s: %w", msg.Name, msg.ID, err)
+			}
+			return attemptResult{reply: reply, expired: true}, false, nil
+		}
+	}
 	res, err := p.callHandler(ctx, tx, msg, h)
 	if err != nil {
 		return attemptResult{}, true, err
@@ -220,6 +257,11 @@ func (p *Participant) attempt(ctx context.Context, msg engine.Message, headers m
 			return attemptResult{}, true, Permanent(fmt.Errorf("encode reply %s: %w", reply.Name, err))
 		}
 		if err := p.storeReply(ctx, tx, msg.ID, p.outRowFor(reply, body, headers)); err != nil {
+			return attemptResult{}, true, err
+		}
+	}
+	if msg.Compensates != "" {
+		if err := p.recordCompensated(ctx, tx, compensatedRow{target: msg.Compensates, saga: msg.SagaID, by: msg.ID}); err != nil {
 			return attemptResult{}, true, err
 		}
 	}
@@ -356,7 +398,7 @@ func (p *Participant) ReplayAs(ctx context.Context, id, by string) (Outcome, err
 		return failed(Outcome{Command: msg}, engine.Errorf(engine.CodeInvalid, "replay dead letter", "participant %s has no handler for command %s", p.cfg.Name, msg.Name), 0)
 	}
 	res, counted, err := p.attempt(ctx, msg, dl.Headers, h, func(tx *sqlx.Tx) error { return markReplayed(ctx, tx, id, by) })
-	out := Outcome{Command: msg, Reply: res.reply, Duplicate: res.duplicate}
+	out := Outcome{Command: msg, Reply: res.reply, Duplicate: res.duplicate, Expired: res.expired}
 	if counted {
 		out.Attempts = 1
 	}

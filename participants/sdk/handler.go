@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/portfolio-counselor/sagamachine/engine"
@@ -23,6 +24,21 @@ type Command[T any] struct {
 	Name string
 	// Attempt counts the saga-machine's sends of this command (1 first).
 	Attempt int
+	// Deadline is when saga-machine stops waiting for this command (zero:
+	// none). The SDK refuses a forward command whose deadline has passed
+	// before the handler runs (Config.DeadlineMargin), so a forward handler
+	// only sees commands still in time. A compensation command's deadline
+	// is ignored: compensations must eventually apply.
+	Deadline time.Time
+	// Compensates is, on a compensation command (e.g. REVERT_ORDER), the id
+	// of the message whose effect it undoes, usually the forward command's
+	// id; "" on a forward command. The SDK records it in the same
+	// transaction as the handler's changes, and refuses that forward command
+	// if it arrives afterwards. A compensation handler must be idempotent
+	// and null-safe: the effect may never have happened (the forward command
+	// was refused, failed, or has not arrived yet), and then it undoes
+	// nothing and still answers its usual event.
+	Compensates string
 	// Payload is the command payload (the saga context) decoded into T.
 	Payload T
 	// Message is the raw envelope.
@@ -85,7 +101,7 @@ func Handle[T any](p *Participant, command string, h func(ctx context.Context, t
 	p.handlers[command] = func(ctx context.Context, tx *sqlx.Tx, msg engine.Message) (Result, error) {
 		cmd := Command[T]{
 			ID: msg.ID, SagaID: msg.SagaID, Saga: msg.Saga, SagaVersion: msg.SagaVersion,
-			Name: msg.Name, Attempt: msg.Attempt, Message: msg,
+			Name: msg.Name, Attempt: msg.Attempt, Deadline: msg.Deadline, Compensates: msg.Compensates, Message: msg,
 		}
 		if len(msg.Payload) > 0 {
 			if err := json.Unmarshal(msg.Payload, &cmd.Payload); err != nil {

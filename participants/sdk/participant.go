@@ -88,6 +88,21 @@ type Config struct {
 	InboxRetention time.Duration
 	// Logger receives the SDK's logs. Default slog.Default().
 	Logger *slog.Logger
+	// Now is the clock the SDK compares command deadlines with. Default
+	// time.Now; tests pin it.
+	Now func() time.Time
+	// DeadlineMargin makes the SDK refuse a command this long before its
+	// deadline rather than at it: a command is refused (reply
+	// COMMAND_EXPIRED, handler not run) unless its deadline is after
+	// Now()+DeadlineMargin. Set it to the clock skew between this host and
+	// saga-machine's plus the time a reply takes to reach saga-machine, so
+	// that an effect applied just before the deadline is not reported after
+	// it (which saga-machine then has to compensate). Default 0: refused
+	// once the deadline is not after Now(). Must not be negative: accepting
+	// commands after their deadline would apply effects saga-machine has
+	// given up on. Compensation commands ignore deadlines (see
+	// Command.Compensates).
+	DeadlineMargin time.Duration
 }
 
 // Participant is one participant service's connection to the saga bus:
@@ -135,6 +150,7 @@ func New(cfg Config) (*Participant, error) {
 		{"RelayBatch", cfg.RelayBatch < 0},
 		{"RelayInterval", cfg.RelayInterval < 0},
 		{"ShutdownTimeout", cfg.ShutdownTimeout < 0},
+		{"DeadlineMargin", cfg.DeadlineMargin < 0},
 	} {
 		if c.bad {
 			return nil, fmt.Errorf("new participant %s: Config.%s is negative", cfg.Name, c.name)
@@ -184,6 +200,9 @@ func New(cfg Config) (*Participant, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	return &Participant{
 		cfg:      cfg,

@@ -76,11 +76,15 @@ type Pruned struct {
 	// letters whose command was handled since (replayed, or delivered
 	// again successfully).
 	DeadLetters int64
+	// Compensated is the number of compensation barrier records deleted
+	// (written more than Config.InboxRetention ago).
+	Compensated int64
 }
 
 // Prune deletes the inbox records of commands handled more than
-// Config.InboxRetention ago, and the dead letters of those same commands
-// (handled since they were parked). Dead letters still parked are never
+// Config.InboxRetention ago, the dead letters of those same commands
+// (handled since they were parked), and the compensation barrier records
+// written before the same time. Dead letters still parked are never
 // deleted. With a negative InboxRetention it deletes nothing. Run calls it
 // at start and then hourly.
 //
@@ -108,7 +112,11 @@ func (p *Participant) Prune(ctx context.Context) (Pruned, error) {
 	if err != nil {
 		return Pruned{DeadLetters: dls}, err
 	}
-	return Pruned{Inbox: n, DeadLetters: dls}, nil
+	c, err := p.pruneCompensated(ctx, before)
+	if err != nil {
+		return Pruned{Inbox: n, DeadLetters: dls}, err
+	}
+	return Pruned{Inbox: n, DeadLetters: dls, Compensated: c}, nil
 }
 
 // pruneLoop prunes at once, then every pruneInterval, until ctx ends.
@@ -125,7 +133,7 @@ func (p *Participant) pruneLoop(ctx context.Context) {
 		case err != nil && ctx.Err() == nil:
 			p.log.Warn("pruning the inbox failed, will retry", "err", err, "in", pruneInterval.String())
 		case err == nil:
-			p.log.Info("inbox pruned", "inbox_records", n.Inbox, "handled_dead_letters", n.DeadLetters,
+			p.log.Info("inbox pruned", "inbox_records", n.Inbox, "handled_dead_letters", n.DeadLetters, "compensation_records", n.Compensated,
 				"retention", p.cfg.InboxRetention.String())
 		}
 		select {
