@@ -24,6 +24,8 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/kafka"
+	"github.com/portfolio-counselor/sagamachine/internal/program"
 	"github.com/portfolio-counselor/sagamachine/internal/system"
 )
 
@@ -34,6 +36,7 @@ type options struct {
 	users         int
 	postgres      string
 	brokers       []string
+	kafkaSASL     kafka.SASL
 	remote        bool
 	urls          system.URLs
 	jsonOut       bool
@@ -73,7 +76,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.concurrency, "participant-concurrency", 0, "partitions each participant handles at once (default: the SDK's)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the started system's databases")
 	fs.StringVar(&level, "log-level", "error", "log level of the started system (stderr)")
+	kf := program.RegisterKafkaFlags(fs, func(string) string { return "" })
 	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	var err error
+	if o.kafkaSASL, err = kf.SASL(); err != nil {
 		return o, err
 	}
 	if fs.NArg() > 0 {
@@ -141,6 +149,7 @@ type target struct {
 	// brokers and notifyTopic, when set, let a notification tap detect
 	// finality instead of polling the listing.
 	brokers     []string
+	kafkaSASL   kafka.SASL
 	notifyTopic string
 	stop        func() error
 }
@@ -197,7 +206,7 @@ func open(ctx context.Context, o options, stderr io.Writer) (*target, error) {
 		return nil, err
 	}
 	cfg := system.Config{
-		DataDir: dir, Brokers: o.brokers, EphemeralPorts: true, Partitions: o.partitions,
+		DataDir: dir, Brokers: o.brokers, KafkaSASL: o.kafkaSASL, EphemeralPorts: true, Partitions: o.partitions,
 		ParticipantConcurrency: o.concurrency,
 		Logger:                 slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel})),
 	}
@@ -226,7 +235,7 @@ func open(ctx context.Context, o options, stderr io.Writer) (*target, error) {
 		token:   func(sub string) (string, error) { return sys.Token(sub) },
 		list:    sys.SagaMachine.Store.ListInstances,
 		get:     sys.SagaMachine.Store.GetInstance,
-		brokers: sys.Brokers, notifyTopic: sys.Topics.Notification,
+		brokers: sys.Brokers, kafkaSASL: o.kafkaSASL, notifyTopic: sys.Topics.Notification,
 		stop: func() error {
 			err := sys.Close()
 			os.RemoveAll(dir)
@@ -357,7 +366,7 @@ func drive(ctx context.Context, o options, tg *target, stderr io.Writer) (Result
 	defer stopWatch()
 	watchErr := make(chan error, 1)
 	if tg.notifyTopic != "" && !o.listOnly {
-		t, err := newTap(ctx, tg.brokers, tg.notifyTopic)
+		t, err := newTap(ctx, kafka.Config{Brokers: tg.brokers, SASL: tg.kafkaSASL}, tg.notifyTopic)
 		if err != nil {
 			return res, err
 		}

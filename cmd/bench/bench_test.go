@@ -76,9 +76,13 @@ func TestBenchOnEmbeddedDefaults(t *testing.T) {
 
 // The same on PostgreSQL and real Kafka (fresh databases and topics).
 func TestBenchOnPostgresAndKafka(t *testing.T) {
-	brokers := testenv.KafkaBrokers(t)
+	kcfg := testenv.Kafka(t)
 	_ = testenv.Postgres(t) // skips (or fails under CI) without PostgreSQL
-	res, _ := runJSON(t, "-n", "24", "-c", "4", "--postgres", testenv.PostgresAdminURL(), "--brokers", strings.Join(brokers, ","))
+	args := []string{"-n", "24", "-c", "4", "--postgres", testenv.PostgresAdminURL(), "--brokers", strings.Join(kcfg.Brokers, ",")}
+	if kcfg.SASL.Enabled() {
+		args = append(args, "--kafka-user", kcfg.SASL.User, "--kafka-password", kcfg.SASL.Password)
+	}
+	res, _ := runJSON(t, args...)
 	checkResult(t, res, 24, 4)
 	if res.Mode != "postgres+kafka" {
 		t.Errorf("mode %q, want postgres+kafka", res.Mode)

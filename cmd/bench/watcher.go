@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 )
 
 // clockSlack widens the created_at window of a listing: a saga is created
@@ -125,9 +126,13 @@ func (w *watcher) scan(ctx context.Context, f engine.SagaFilter) error {
 type tap struct{ cl *kgo.Client }
 
 // newTap starts reading topic at its end (before any deal is posted).
-func newTap(ctx context.Context, brokers []string, topic string) (*tap, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()), kgo.FetchMaxWait(100*time.Millisecond))
+func newTap(ctx context.Context, kcfg kafka.Config, topic string) (*tap, error) {
+	opts, err := kcfg.ClientOpts()
+	if err != nil {
+		return nil, fmt.Errorf("notification tap on %s: %w", topic, err)
+	}
+	cl, err := kgo.NewClient(append(opts, kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()), kgo.FetchMaxWait(100*time.Millisecond))...)
 	if err != nil {
 		return nil, fmt.Errorf("notification tap on %s: %w", topic, err)
 	}

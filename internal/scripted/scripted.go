@@ -37,6 +37,12 @@ type Config struct {
 	Topics []string
 	// EventTopic is where replies go. Default "SAGA_SERVER_TOPIC".
 	EventTopic string
+	// EventTopicBase, if set, sends each reply to the event topic of the
+	// participant the command was addressed to,
+	// engine.EventTopic(EventTopicBase, participant), as real participants
+	// do (saga-machine with engine.Config.EventTopicBase accepts nothing
+	// else); EventTopic is then unused.
+	EventTopicBase string
 	// Rules answer commands by name. Default: ManualCreateOrder().
 	Rules map[string]Rule
 	// DropFirst drops the first N sends (attempts 1..N) of a command name.
@@ -190,7 +196,11 @@ func (p *Participant) answer(cmd engine.Message) []kafka.Record {
 		ev.SagaVersion = cmd.SagaVersion
 		ev.CausationID = cmd.ID
 		ev.Reason = r.Reason
-		rec := Record(p.cfg.EventTopic, ev)
+		topic := p.cfg.EventTopic
+		if p.cfg.EventTopicBase != "" {
+			topic = engine.EventTopic(p.cfg.EventTopicBase, cmd.Participant)
+		}
+		rec := Record(topic, ev)
 		out = append(out, rec)
 		if p.cfg.Duplicate {
 			out = append(out, rec)

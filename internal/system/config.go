@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/internal/program"
 )
 
@@ -125,6 +126,11 @@ type Config struct {
 	Databases Databases
 	// Brokers are real Kafka brokers; empty means the embedded broker.
 	Brokers []string
+	// KafkaSASL authenticates every component to Brokers (one principal
+	// for all of them: the embedded system is a development tool; with a
+	// broker that enforces the per-principal ACLs give its super user).
+	// Not allowed with the embedded broker, which has no authentication.
+	KafkaSASL kafka.SASL
 	// EmbeddedKafka is the embedded broker's address. Default
 	// 127.0.0.1:9092 (127.0.0.1:0 with EphemeralPorts).
 	EmbeddedKafka string
@@ -171,6 +177,9 @@ func (c Config) withDefaults() (Config, error) {
 		if strings.TrimSpace(b) == "" {
 			return c, fmt.Errorf("system config: broker %d is empty", i)
 		}
+	}
+	if c.KafkaSASL.Enabled() && len(c.Brokers) == 0 {
+		return c, fmt.Errorf("system config: KafkaSASL (%s) needs Brokers: the embedded broker has no authentication", c.KafkaSASL)
 	}
 	if c.Postgres != "" && !isPostgres(c.Postgres) {
 		return c, fmt.Errorf("system config: Postgres %q is not a postgres:// URL", redact(c.Postgres))

@@ -69,11 +69,14 @@ type SagaMachineConfig struct {
 	DB string
 	// Kafka is the broker configuration; Brokers is required.
 	Kafka kafka.Config
-	// Topic is the topic participants send events to. Required.
+	// Topic is the base name of the participants' event topics: each
+	// participant p of the catalog sends its events to
+	// engine.EventTopic(Topic, p), and an event naming another participant
+	// than its topic's is refused (engine.Config.EventTopicBase). Required.
 	Topic string
-	// Group is the consumer group of the event topic. Required.
+	// Group is the consumer group of the event topics. Required.
 	Group string
-	// Partitions of the topics created when missing (the event topic and
+	// Partitions of the topics created when missing (the event topics and
 	// every participant topic of the catalog). Default 3.
 	Partitions int
 	// Engine tunes the orchestrator; Observer is set to the HTTP API's
@@ -140,14 +143,15 @@ func OpenSagaMachine(ctx context.Context, cfg SagaMachineConfig) (_ *SagaMachine
 	if m.Store, err = sqlstore.Open(ctx, cfg.DB); err != nil {
 		return nil, fmt.Errorf("open saga-machine database %s: %w", redact(cfg.DB), err)
 	}
-	topics := append([]string{cfg.Topic}, CatalogTopics(cfg.Catalog)...)
+	eventTopics := engine.EventTopics(cfg.Topic, cfg.Catalog)
+	topics := append(append([]string(nil), eventTopics...), CatalogTopics(cfg.Catalog)...)
 	if err := kafka.EnsureTopics(ctx, cfg.Kafka, int32(cfg.Partitions), topics...); err != nil {
 		return nil, fmt.Errorf("open saga-machine: %w", err)
 	}
 	if m.prod, err = kafka.NewProducer(cfg.Kafka); err != nil {
 		return nil, fmt.Errorf("open saga-machine: %w", err)
 	}
-	if m.cons, err = kafka.NewConsumer(cfg.Kafka, cfg.Group, cfg.Topic); err != nil {
+	if m.cons, err = kafka.NewConsumer(cfg.Kafka, cfg.Group, eventTopics...); err != nil {
 		return nil, fmt.Errorf("open saga-machine: %w", err)
 	}
 	m.Registry = prometheus.NewRegistry()
@@ -157,6 +161,7 @@ func OpenSagaMachine(ctx context.Context, cfg SagaMachineConfig) (_ *SagaMachine
 	}
 	ecfg := cfg.Engine
 	ecfg.Observer = metrics
+	ecfg.EventTopicBase = cfg.Topic
 	if ecfg.Logger == nil {
 		ecfg.Logger = cfg.Logger
 	}

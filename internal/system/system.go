@@ -14,6 +14,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka/embedded"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
@@ -147,7 +148,7 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 		}
 		s.Brokers, s.Embedded = s.broker.Addrs(), true
 	}
-	kcfg := kafka.Config{Brokers: s.Brokers, ClientID: "saga-machine", Logger: cfg.Logger}
+	kcfg := kafka.Config{Brokers: s.Brokers, ClientID: "saga-machine", Logger: cfg.Logger, SASL: cfg.KafkaSASL}
 
 	// saga-machine.
 	cat, err := LoadCatalog(sagas.FS, cfg.Topics.rename())
@@ -205,7 +206,8 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 		}
 		svc.Participant, err = sdk.New(sdk.Config{
 			Name: sp.name, DB: svc.DB, Brokers: s.Brokers,
-			CommandTopic: cfg.Topics.Command(sp.name), EventTopic: cfg.Topics.Events,
+			CommandTopic: cfg.Topics.Command(sp.name), EventTopic: engine.EventTopic(cfg.Topics.Events, sp.name),
+			KafkaSASL: cfg.KafkaSASL,
 			Group: cfg.GroupPrefix + sp.name, Concurrency: cfg.ParticipantConcurrency, Logger: log,
 		})
 		if err != nil {
