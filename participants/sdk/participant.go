@@ -10,13 +10,17 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/prepared"
 )
 
 // Defaults applied by New to zero Config fields.
 const (
-	DefaultEventTopic      = "SAGA_SERVER_TOPIC"
+	// DefaultEventTopic is the base of the default Config.EventTopic
+	// (engine.DefaultEventTopicBase): a participant's events go to
+	// engine.EventTopic(DefaultEventTopic, Name).
+	DefaultEventTopic      = engine.DefaultEventTopicBase
 	DefaultMaxAttempts     = 5
 	DefaultBackoff         = 100 * time.Millisecond
 	DefaultMaxBackoff      = 5 * time.Second
@@ -48,9 +52,25 @@ type Config struct {
 	// CommandTopic is the topic the participant's commands arrive on.
 	// Default strings.ToUpper(Name)+"_TOPIC", e.g. PROFILE_TOPIC.
 	CommandTopic string
-	// EventTopic is where replies and saga-starting events go. Default
-	// SAGA_SERVER_TOPIC.
+	// EventTopic is where replies and saga-starting events go: the
+	// participant's own event topic, the only one its Kafka principal may
+	// write and the only one saga-machine accepts its events from. Default
+	// engine.EventTopic(engine.DefaultEventTopicBase, Name), e.g.
+	// SAGA_SERVER_TOPIC_PROFILE.
 	EventTopic string
+	// KafkaSASL authenticates the participant's Kafka clients (its own
+	// principal, e.g. user "profile"). Zero: no authentication (the
+	// embedded development broker).
+	KafkaSASL kafka.SASL
+	// KafkaInstanceID makes the command consumer a static group member
+	// (kafka.Config.InstanceID): a replica restarted after a crash gets its
+	// partitions back at once. Stable per replica, unique among replicas
+	// (e.g. the pod name). Empty: dynamic membership.
+	KafkaInstanceID string
+	// KafkaSessionTimeout is kafka.Config.SessionTimeout: how long a
+	// replica that died without a restart keeps its partitions. Zero:
+	// kafka.DefaultSessionTimeout.
+	KafkaSessionTimeout time.Duration
 	// Group is the Kafka consumer group. Default Name.
 	Group string
 	// MaxAttempts is how many times a failing handler runs for one
@@ -132,8 +152,8 @@ func New(cfg Config) (*Participant, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new participant %s: %w", cfg.Name, err)
 	}
-	if len(cfg.Brokers) > 0 { // optional here: Run needs them, the test kit does not
-		if err := (kafka.Config{Brokers: cfg.Brokers}).Validate(); err != nil {
+	if len(cfg.Brokers) > 0 || cfg.KafkaSASL.Enabled() { // optional here: Run needs them, the test kit does not
+		if err := cfg.kafkaConfig().Validate(); err != nil {
 			return nil, fmt.Errorf("new participant %s: %w", cfg.Name, err)
 		}
 	}
@@ -160,7 +180,7 @@ func New(cfg Config) (*Participant, error) {
 		cfg.CommandTopic = strings.ToUpper(cfg.Name) + "_TOPIC"
 	}
 	if cfg.EventTopic == "" {
-		cfg.EventTopic = DefaultEventTopic
+		cfg.EventTopic = engine.EventTopic(DefaultEventTopic, cfg.Name)
 	}
 	if cfg.Group == "" {
 		cfg.Group = cfg.Name

@@ -20,7 +20,7 @@ func (p *Participant) Run(ctx context.Context) error {
 	if len(p.cfg.Brokers) == 0 {
 		return fmt.Errorf("run participant %s: Config.Brokers is empty", p.cfg.Name)
 	}
-	kcfg := kafka.Config{Brokers: p.cfg.Brokers, ClientID: "saga-participant-" + p.cfg.Name, FetchLinger: p.cfg.FetchLinger}
+	kcfg := p.cfg.kafkaConfig()
 	prod, err := kafka.NewProducer(kcfg)
 	if err != nil {
 		return fmt.Errorf("run participant %s: %w", p.cfg.Name, err)
@@ -63,6 +63,12 @@ func (p *Participant) Run(ctx context.Context) error {
 	wg.Wait()
 	p.log.Info("participant stopped")
 	return nil
+}
+
+// kafkaConfig is the configuration of the participant's Kafka clients.
+func (c Config) kafkaConfig() kafka.Config {
+	return kafka.Config{Brokers: c.Brokers, ClientID: "saga-participant-" + c.Name, FetchLinger: c.FetchLinger,
+		SASL: c.KafkaSASL, InstanceID: c.KafkaInstanceID, SessionTimeout: c.KafkaSessionTimeout, Logger: c.Logger}
 }
 
 // pruneInterval is how often Run prunes the inbox (after once at start).
