@@ -38,7 +38,8 @@ type Model struct {
 	partTopics map[string]string
 	partNames  []string
 	keys       map[string]string
-	eventNames []string // every event, in first-use order
+	eventNames []string           // every event, in first-use order
+	exhausted  map[edgeKey]string // (state, exhausted event) → command whose retries raise it
 }
 
 // Step is the outcome of applying one event to one state.
@@ -113,6 +114,7 @@ func Compile(def *definition.Definition) (*Model, error) {
 		allowed:    make(map[string][]Allowed),
 		partTopics: make(map[string]string, len(def.Participants)),
 		keys:       make(map[string]string, len(def.Keys)),
+		exhausted:  make(map[edgeKey]string),
 	}
 	for name, p := range def.Participants {
 		if name == definition.Engine || name == definition.API {
@@ -214,6 +216,12 @@ func Compile(def *definition.Definition) (*Model, error) {
 			m.startEvts = append(m.startEvts, ev)
 		}
 		m.events = append(m.events, fsm.EventDesc{Name: ev, Src: src, Dst: to})
+		if send != nil && send.Retry != nil {
+			k := edgeKey{to, send.Retry.Exhausted.Value}
+			if _, dup := m.exhausted[k]; !dup {
+				m.exhausted[k] = send.Name
+			}
+		}
 	}
 	if len(m.startEvts) == 0 {
 		return fail("no transition starts a saga (from: [])")
@@ -270,33 +278,58 @@ func (m *Model) orderStates() []string {
 	return append(order, m.failed...)
 }
 
-// crossCheck replays every (state, event) pair through looplab/fsm built from
-// m.events and compares the outcome with the lookup table Apply uses.
+// crossCheck makes sure looplab/fsm, built from m.events, and the lookup
+// table Apply uses agree, in time linear in the number of edges (a
+// definition has up to definition.MaxTransitions transitions; states ×
+// events would be quadratic):
+//   - every edge of the table is allowed by the fsm and leads where the
+//     table says;
+//   - every (state, event) the fsm was given is an edge of the table, so
+//     the fsm allows nothing the table refuses (the fsm knows no pair it
+//     was not given);
+//   - in every state (and before the start) the fsm refuses an event no
+//     transition has.
 func (m *Model) crossCheck() error {
 	f := fsm.NewFSM("", m.events, nil)
 	ctx := context.Background()
 	for _, s := range append([]string{""}, m.states...) {
-		for _, ev := range m.eventNames {
-			e, ok := m.edges[edgeKey{s, ev}]
+		f.SetState(s)
+		if f.Can(noSuchEvent) {
+			return fmt.Errorf("state %s: fsm allows the unknown event %s", displayState(s), noSuchEvent)
+		}
+		for _, a := range m.allowed[s] {
+			e := m.edges[edgeKey{s, a.Event}]
+			if e == nil || e.to != a.To {
+				return fmt.Errorf("state %s, event %s: the allowed list and the table disagree", displayState(s), a.Event)
+			}
 			f.SetState(s)
-			if got := f.Can(ev); got != ok {
-				return fmt.Errorf("state %s, event %s: fsm says allowed=%t, table says %t", displayState(s), ev, got, ok)
+			if !f.Can(a.Event) {
+				return fmt.Errorf("state %s, event %s: fsm says allowed=false, table says true", displayState(s), a.Event)
 			}
-			if !ok {
-				continue
-			}
-			err := f.Event(ctx, ev)
+			err := f.Event(ctx, a.Event)
 			var noTr fsm.NoTransitionError
 			if err != nil && !errors.As(err, &noTr) {
-				return fmt.Errorf("state %s, event %s: %w", displayState(s), ev, err)
+				return fmt.Errorf("state %s, event %s: %w", displayState(s), a.Event, err)
 			}
 			if got := f.Current(); got != e.to {
-				return fmt.Errorf("state %s, event %s: fsm went to %s, table to %s", displayState(s), ev, got, e.to)
+				return fmt.Errorf("state %s, event %s: fsm went to %s, table to %s", displayState(s), a.Event, got, e.to)
+			}
+		}
+	}
+	for _, ed := range m.events {
+		for _, src := range ed.Src {
+			e, ok := m.edges[edgeKey{src, ed.Name}]
+			if !ok || e.to != ed.Dst {
+				return fmt.Errorf("state %s, event %s: fsm was given a transition to %s that the table does not have", displayState(src), ed.Name, ed.Dst)
 			}
 		}
 	}
 	return nil
 }
+
+// noSuchEvent is an event name no definition can have (names are
+// UPPER_SNAKE_CASE).
+const noSuchEvent = "no such event"
 
 // applyFSM is Apply done by looplab/fsm on a fresh FSM for every call. It is
 // kept for the benchmark that justifies the lookup table, and for tests that
@@ -407,6 +440,13 @@ func (m *Model) Timeout(state string) *definition.Timeout {
 		return si.timeout
 	}
 	return nil
+}
+
+// ExhaustedCommand returns the command whose exhausted retries raise event
+// while the saga waits in state (the first such transition in the file), or
+// "" when no retry raises event there.
+func (m *Model) ExhaustedCommand(state, event string) string {
+	return m.exhausted[edgeKey{state, event}]
 }
 
 // IsFinal reports whether state is a success terminal state.

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/looplab/fsm"
+
 	"github.com/portfolio-counselor/sagamachine/engine/definition"
 )
 
@@ -507,6 +509,111 @@ func BenchmarkApply(b *testing.B) {
 			}
 		}
 	})
+}
+
+// bigSaga is a valid definition of n transitions shaped like a real saga,
+// scaled up: a chain S0 → S1 → … → S(n-2) where every step has its own
+// event and sends its own command with a retry, and one engine transition
+// from every waiting state to FAILED when a retry is exhausted. It has n
+// states and n distinct events, so a states × events check is quadratic
+// in its size.
+func bigSaga(n int) []byte {
+	var b strings.Builder
+	// Short names keep 10,000 transitions under definition.MaxFileBytes.
+	b.WriteString("saga: BIG\nversion: 1\nparticipants:\n  shop: { topic: SHOP_TOPIC }\n  b: { topic: BANK_TOPIC }\n")
+	b.WriteString("transitions:\n")
+	b.WriteString("  - { on: E0, by: shop, from: [], to: S0, send: { to: b, command: C0, retry: &r { attempts: 3, backoff: 1s, exhausted: GAVE_UP } } }\n")
+	for i := 1; i < n-2; i++ {
+		fmt.Fprintf(&b, "  - { on: E%d, by: b, from: [S%d], to: S%d, send: { to: b, command: C%d, retry: *r } }\n", i, i-1, i, i)
+	}
+	fmt.Fprintf(&b, "  - { on: E%d, by: b, from: [S%d], to: S%d, send: { to: shop, command: DONE } }\n", n-2, n-3, n-2)
+	b.WriteString("  - { on: GAVE_UP, by: engine, to: FAILED, from: [S0")
+	for i := 1; i < n-2; i++ {
+		fmt.Fprintf(&b, ", S%d", i)
+	}
+	fmt.Fprintf(&b, "] }\nfinal: [S%d]\nfailed: [FAILED]\n", n-2)
+	return []byte(b.String())
+}
+
+func TestBigSagaCompiles(t *testing.T) {
+	if got := len(bigSaga(10_000)); got > definition.MaxFileBytes {
+		t.Fatalf("bigSaga(10000) is %d bytes, more than definition.MaxFileBytes", got)
+	}
+	def, problems := definition.Parse("big.yaml", bigSaga(1000))
+	if len(problems) > 0 {
+		t.Fatalf("Parse: %v", problems)
+	}
+	m := mustCompile(t, def)
+	if got, want := len(def.Transitions), 1000; got != want {
+		t.Errorf("transitions: got %d, want %d", got, want)
+	}
+	if got, want := len(m.States()), 1000; got != want {
+		t.Errorf("states: got %d, want %d", got, want)
+	}
+	if got, want := m.ExhaustedCommand("S500", "GAVE_UP"), "C500"; got != want {
+		t.Errorf("ExhaustedCommand(S500, GAVE_UP) = %q, want %q", got, want)
+	}
+	if step, err := m.Apply("S997", "E998", "b"); err != nil || !step.Final {
+		t.Errorf("Apply(S997, E998) = %+v, %v; want the final step", step, err)
+	}
+}
+
+// BenchmarkLoadSize measures what saga-machine, sagactl and the validate
+// endpoint do with a definition: Parse, then Compile, for growing sizes. It
+// grows linearly: see docs/definition-language.md for the numbers.
+func BenchmarkLoadSize(b *testing.B) {
+	for _, n := range []int{100, 1_000, 10_000} {
+		data := bigSaga(n)
+		b.Run(fmt.Sprintf("transitions=%d", n), func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			b.ReportAllocs()
+			for b.Loop() {
+				def, problems := definition.Parse("big.yaml", data)
+				if len(problems) > 0 {
+					b.Fatal(problems[0])
+				}
+				if _, err := Compile(def); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestCrossCheckCatchesDisagreement breaks the model behind Compile's back
+// and checks that crossCheck notices each kind of disagreement between the
+// table and looplab/fsm.
+func TestCrossCheckCatchesDisagreement(t *testing.T) {
+	tests := []struct {
+		name   string
+		break_ func(m *Model)
+		want   string
+	}{
+		{"fsm knows an edge the table lacks", func(m *Model) {
+			m.events = append(m.events, fsm.EventDesc{Name: "ORDER_APPROVED", Src: []string{"APPROVED"}, Dst: "FAILED"})
+		}, "does not have"},
+		{"table edge leads elsewhere", func(m *Model) {
+			e := *m.edges[edgeKey{"DRAFT", "ORDER_APPROVED"}]
+			e.to = "REJECTED"
+			m.edges[edgeKey{"DRAFT", "ORDER_APPROVED"}] = &e
+		}, "DRAFT, event ORDER_APPROVED"},
+		{"table edge the fsm lacks", func(m *Model) {
+			m.events = slices.DeleteFunc(slices.Clone(m.events), func(e fsm.EventDesc) bool { return e.Name == "DEAL_UPDATED" })
+		}, "fsm says allowed=false"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := mustCompile(t, handDef(t))
+			if err := m.crossCheck(); err != nil {
+				t.Fatalf("crossCheck of an intact model: %v", err)
+			}
+			tt.break_(m)
+			err := m.crossCheck()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("crossCheck = %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
 }
 
 // parsedDef parses the shipped sagas/manual_create_order.yaml.

@@ -37,7 +37,7 @@ func diagramEdges(m *Model) []diagramEdge {
 			if to := m.Timeout(s); to != nil && to.Event.Value == e.event {
 				e.timeout = true
 				e.cause = "timeout " + shortDuration(to.After)
-			} else if cmd := m.exhaustedBy(s, e.event); cmd != "" {
+			} else if cmd := m.ExhaustedCommand(s, e.event); cmd != "" {
 				e.cause = cmd + " retries exhausted"
 			}
 			if tr.Send != nil {
@@ -50,17 +50,6 @@ func diagramEdges(m *Model) []diagramEdge {
 		}
 	}
 	return out
-}
-
-// exhaustedBy returns the command whose exhausted retries raise event while
-// the saga waits in state, or "".
-func (m *Model) exhaustedBy(state, event string) string {
-	for _, tr := range m.def.Transitions {
-		if tr.To.Value == state && tr.Send != nil && tr.Send.Retry != nil && tr.Send.Retry.Exhausted.Value == event {
-			return tr.Send.Command.Value
-		}
-	}
-	return ""
 }
 
 // shortDuration formats d without zero units: 10m, 2s, 1h30m.

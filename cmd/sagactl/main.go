@@ -113,16 +113,26 @@ func flagExit(err error) int {
 	return exitUsage
 }
 
-// load reads and parses one file. A read error is reported to stderr and
-// gives ok=false with no problems.
+// load reads and parses one file, reading no more than the parser accepts
+// (definition.ReadAll). A read error is reported to stderr and gives
+// ok=false with no problems.
 func load(cmd, file string, stderr io.Writer) (def *definition.Definition, problems definition.Problems, ok bool) {
-	data, err := os.ReadFile(file)
+	data, err := readFile(file)
 	if err != nil {
 		fmt.Fprintf(stderr, "sagactl %s: cannot read %s: %v\n", cmd, file, unwrapPathError(err))
 		return nil, nil, false
 	}
 	def, problems = definition.Parse(file, data)
 	return def, problems, true
+}
+
+func readFile(file string) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return definition.ReadAll(f)
 }
 
 func unwrapPathError(err error) error {

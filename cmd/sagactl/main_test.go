@@ -222,3 +222,48 @@ func TestDocsAreCurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateHostileFiles: sagactl reads no more of a file than the parser
+// accepts and prints a bounded list of problems, whatever the file holds.
+func TestValidateHostileFiles(t *testing.T) {
+	dir := t.TempDir()
+	var bomb strings.Builder
+	bomb.WriteString("saga: BOMB\nversion: 1\nparticipants:\n  shop: { topic: SHOP_TOPIC }\ntransitions:\n")
+	bomb.WriteString("  - { on: E0, by: shop, from: [], to: S0 }\n  - &T { on: GO, by: shop, from: [S0")
+	for i := 1; i < 1000; i++ {
+		fmt.Fprintf(&bomb, ", S%d", i)
+	}
+	bomb.WriteString("], to: DONE }\n" + strings.Repeat("  - *T\n", 1000) + "final: [DONE]\n")
+	files := map[string]string{
+		"huge.yaml": strings.Repeat("# padding\n", 3*definition.MaxFileBytes/10),
+		"bomb.yaml": bomb.String(),
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		file      string
+		wantRule  string
+		wantCount int
+	}{
+		{"huge.yaml", "file-too-large", 1},
+		{"bomb.yaml", "too-many-problems", definition.MaxProblems + 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			got := runSagactl(t, "validate", "--format", "json", filepath.Join(dir, tt.file))
+			if got.code != exitInvalid {
+				t.Fatalf("exit = %d, want %d\n%.2000s", got.code, exitInvalid, got)
+			}
+			var problems []definition.Problem
+			if err := json.Unmarshal([]byte(got.stdout), &problems); err != nil {
+				t.Fatalf("stdout is not a JSON array of problems: %v", err)
+			}
+			if len(problems) != tt.wantCount || problems[len(problems)-1].Rule != tt.wantRule {
+				t.Errorf("got %d problems, the last %+v; want %d, the last %s", len(problems), problems[len(problems)-1], tt.wantCount, tt.wantRule)
+			}
+		})
+	}
+}

@@ -125,6 +125,7 @@ func (p *parser) definition(root *yaml.Node) *Definition {
 		p.terminalsOK = p.terminalsOK && ok
 	}
 	p.collectStates(def)
+	p.checkStateCount(def)
 	return def
 }
 
@@ -135,6 +136,10 @@ func (p *parser) participants(def *Definition, n *yaml.Node) bool {
 	}
 	if len(entries) == 0 {
 		p.addAt(n, ruleMissingKey, "participants is empty: declare at least one participant with its topic")
+	}
+	if len(entries) > MaxParticipants {
+		p.tooMany(entries[MaxParticipants].key, ruleTooManyParticipants, MaxParticipants, "participants")
+		return false
 	}
 	topics := map[string]*yaml.Node{}
 	for _, e := range entries {
@@ -155,9 +160,9 @@ func (p *parser) participants(def *Definition, n *yaml.Node) bool {
 			if t, ok := p.str(f.val, "a Kafka topic name for topic"); ok {
 				part.Topic = t
 				if !topicName.MatchString(t) {
-					p.addAt(f.val, ruleBadTopic, "topic `%s` is not a valid Kafka topic name: use 1 to 249 letters, digits, '.', '_' or '-'", t)
+					p.addAt(f.val, ruleBadTopic, "topic `%s` is not a valid Kafka topic name: use 1 to 249 letters, digits, '.', '_' or '-'", clip(t))
 				} else if first, dup := topics[t]; dup {
-					p.addAt(f.val, ruleDuplicateTopic, "topic `%s` is already the topic of another participant (line %d): each participant needs its own topic", t, first.Line)
+					p.addAt(f.val, ruleDuplicateTopic, "topic `%s` is already the topic of another participant (line %d): each participant needs its own topic", clip(t), first.Line)
 				} else {
 					topics[t] = f.val
 				}
@@ -178,6 +183,10 @@ func (p *parser) keys(def *Definition, n *yaml.Node) {
 	if !ok {
 		return
 	}
+	if len(entries) > MaxKeys {
+		p.tooMany(entries[MaxKeys].key, ruleTooManyKeys, MaxKeys, "keys")
+		return
+	}
 	for _, e := range entries {
 		p.name(e.key, "key", keyName)
 		path, ok := p.str(e.val, "a dotted path into the saga context, e.g. deal_context.deal_id")
@@ -186,7 +195,7 @@ func (p *parser) keys(def *Definition, n *yaml.Node) {
 		}
 		for _, seg := range strings.Split(path, ".") {
 			if strings.TrimSpace(seg) == "" {
-				p.addAt(e.val, ruleBadKeyPath, "key path `%s` has an empty segment: write field names separated by single dots, e.g. deal_context.deal_id", path)
+				p.addAt(e.val, ruleBadKeyPath, "key path `%s` has an empty segment: write field names separated by single dots, e.g. deal_context.deal_id", clip(path))
 				break
 			}
 		}
@@ -200,6 +209,10 @@ func (p *parser) states(def *Definition, n *yaml.Node) bool {
 	}
 	entries, ok := p.entries(n, "a mapping of state names to their settings")
 	if !ok {
+		return false
+	}
+	if len(entries) > MaxStates {
+		p.tooMany(entries[MaxStates].key, ruleTooManyStates, MaxStates, "states")
 		return false
 	}
 	all := true
@@ -257,7 +270,12 @@ func (p *parser) transitions(def *Definition, n *yaml.Node) bool {
 		p.wrongType(n, "a list of transitions")
 		return false
 	}
+	if len(r.Content) > MaxTransitions {
+		p.tooMany(r.Content[MaxTransitions], ruleTooManyTransitions, MaxTransitions, "transitions")
+		return false
+	}
 	all := true
+	edges := 0
 	for _, item := range r.Content {
 		t := p.transition(item)
 		if t == nil {
@@ -265,6 +283,11 @@ func (p *parser) transitions(def *Definition, n *yaml.Node) bool {
 			continue
 		}
 		def.Transitions = append(def.Transitions, t)
+		if edges += max(len(t.From), 1); edges > MaxEdges {
+			p.limited = true
+			p.add(t.Pos, ruleTooManyEdges, "the transitions accept their events in more than %d states in all (their from lists together) by this one; split the saga", MaxEdges)
+			return false
+		}
 	}
 	return all
 }

@@ -79,10 +79,10 @@ func (p *parser) checkParticipants(def *Definition) {
 	used := map[string]bool{}
 	undeclared := func(n Name, role string) {
 		msg := fmt.Sprintf("%s `%s` is not declared under participants", role, n.Value)
-		if s := suggest(n.Value, declared); s != "" {
+		if s := p.suggest(n.Value, declared); s != "" {
 			msg += fmt.Sprintf("; did you mean `%s`?", s)
 		} else if len(declared) > 0 {
-			msg += " (declared: " + strings.Join(declared, ", ") + ")"
+			msg += " (declared: " + joinFew(declared, 10) + ")"
 		}
 		p.add(n.Pos, ruleUndeclared, "%s", msg)
 	}
@@ -239,7 +239,7 @@ func (p *parser) checkGraph(def *Definition, final, failed map[string]bool) {
 		// A misspelled state in `to:` makes a dead end of the typo and an
 		// unreachable state of the right name: suggest one for the other.
 		hint := func(candidates []string) string {
-			if s := suggest(name, without(candidates, name)); s != "" {
+			if s := p.suggest(name, candidates); s != "" {
 				return fmt.Sprintf(" (did you mean %s?)", s)
 			}
 			return ""
@@ -264,27 +264,39 @@ func (p *parser) checkGraph(def *Definition, final, failed map[string]bool) {
 	}
 }
 
-func without(list []string, s string) []string {
-	out := make([]string, 0, len(list))
-	for _, x := range list {
-		if x != s {
-			out = append(out, x)
-		}
+// joinFew joins the first n of list with ", " and says how many more
+// there are.
+func joinFew(list []string, n int) string {
+	if len(list) <= n {
+		return strings.Join(list, ", ")
 	}
-	return out
+	return fmt.Sprintf("%s and %d more", strings.Join(list[:n], ", "), len(list)-n)
 }
 
 // checkEngineEvents matches the events the engine raises (state timeouts and
 // exhausted retries) with the transitions that handle them, both ways.
 func (p *parser) checkEngineEvents(def *Definition, terminal func(string) bool) {
-	// handlers[state][event] = participants handling event in state.
-	handlers := map[string]map[string][]string{}
+	// handlers[state][event]: who handles event in state (in a valid file
+	// one participant; a few are kept for the message otherwise).
+	type handling struct {
+		engine bool
+		by     []string // at most 3 names
+	}
+	handlers := map[string]map[string]*handling{}
 	for _, t := range def.Transitions {
 		for _, f := range t.From {
 			if handlers[f.Value] == nil {
-				handlers[f.Value] = map[string][]string{}
+				handlers[f.Value] = map[string]*handling{}
 			}
-			handlers[f.Value][t.On.Value] = append(handlers[f.Value][t.On.Value], t.By.Value)
+			h := handlers[f.Value][t.On.Value]
+			if h == nil {
+				h = &handling{}
+				handlers[f.Value][t.On.Value] = h
+			}
+			h.engine = h.engine || t.By.Value == Engine
+			if len(h.by) < 3 && !contains(h.by, t.By.Value) {
+				h.by = append(h.by, t.By.Value)
+			}
 		}
 	}
 	// raised[state][event]: the engine can raise event while in state.
@@ -298,13 +310,13 @@ func (p *parser) checkEngineEvents(def *Definition, terminal func(string) bool) 
 		raisedAnywhere[event] = true
 	}
 	unhandled := func(at Pos, what, event, state string) {
-		by := handlers[state][event]
-		if len(by) == 0 {
+		h := handlers[state][event]
+		if h == nil {
 			p.add(at, ruleUnhandledEvent, "%s is not handled: add a transition with on: %s, by: engine, from: [%s]", what, event, state)
 			return
 		}
-		if !contains(by, Engine) {
-			p.add(at, ruleUnhandledEvent, "%s is handled in %s only by %s; the engine raises it, so the transition needs by: engine", what, state, strings.Join(by, ", "))
+		if !h.engine {
+			p.add(at, ruleUnhandledEvent, "%s is handled in %s only by %s; the engine raises it, so the transition needs by: engine", what, state, strings.Join(h.by, ", "))
 		}
 	}
 	for _, name := range sortedStateNames(def) {

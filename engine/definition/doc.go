@@ -14,6 +14,11 @@
 // the same for every *.yaml / *.yml file of a directory (for example
 // sagas.FS) and also refuses two files defining the same saga and version.
 //
+// Every reader goes through Parse, which enforces the limits of limits.go
+// (file size, YAML nodes with aliases expanded, states, transitions, ...)
+// before anything else and lists at most MaxProblems problems, so that
+// reading any input costs time and memory roughly proportional to its size.
+//
 // The language and every rule are described for analysts in
 // docs/definition-language.md; schema/saga-definition.schema.json describes
 // the same language as a JSON Schema for editors. The schema checks only the

@@ -28,7 +28,7 @@ func LoadDir(fsys fs.FS) ([]*Definition, Problems) {
 			continue
 		}
 		files++
-		data, err := fs.ReadFile(fsys, name)
+		data, err := readFile(fsys, name)
 		if err != nil {
 			problems = append(problems, Problem{File: name, Rule: ruleReadError, Message: fmt.Sprintf("reading the file: %v", err)})
 			continue
@@ -54,4 +54,14 @@ func LoadDir(fsys fs.FS) ([]*Definition, Problems) {
 	}
 	sortProblems(problems)
 	return defs, problems
+}
+
+// readFile reads at most MaxFileBytes+1 bytes of file name (see ReadAll).
+func readFile(fsys fs.FS, name string) ([]byte, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return ReadAll(f)
 }

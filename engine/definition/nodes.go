@@ -109,7 +109,7 @@ func (p *parser) entries(n *yaml.Node, expected string) ([]pair, bool) {
 			continue
 		}
 		if first, dup := seen[rk.Value]; dup {
-			p.addAt(k, ruleDuplicateKey, "duplicate key `%s`: it is already set at line %d", rk.Value, first.Line)
+			p.addAt(k, ruleDuplicateKey, "duplicate key `%s`: it is already set at line %d", clip(rk.Value), first.Line)
 			continue
 		}
 		seen[rk.Value] = k
@@ -140,8 +140,8 @@ func (p *parser) object(n *yaml.Node, label string, fields []field) (map[string]
 	got := map[string]pair{}
 	for _, e := range ps {
 		if !contains(known, e.name) {
-			msg := fmt.Sprintf("unknown key `%s` in %s", e.name, label)
-			if s := suggest(e.name, known); s != "" {
+			msg := fmt.Sprintf("unknown key `%s` in %s", clip(e.name), label)
+			if s := p.suggest(e.name, known); s != "" {
 				msg += fmt.Sprintf("; did you mean `%s`?", s)
 			} else {
 				msg += "; allowed keys: " + strings.Join(known, ", ")
@@ -186,7 +186,10 @@ func (p *parser) name(n *yaml.Node, what string, re *regexp.Regexp) (Name, bool)
 	if !ok {
 		return Name{}, false
 	}
-	if !re.MatchString(s) {
+	switch {
+	case len(s) > MaxNameBytes:
+		p.addAt(n, ruleBadName, "%s name `%s` is %d bytes long: names have at most %d", what, clip(s), len(s), MaxNameBytes)
+	case !re.MatchString(s):
 		p.addAt(n, ruleBadName, "%s", badNameMessage(s, what, re))
 	}
 	return Name{Value: s, Pos: posOf(n)}, true
@@ -221,9 +224,9 @@ func badNameMessage(s, what string, re *regexp.Regexp) string {
 	default:
 		rule = "written as " + re.String()
 	}
-	msg := fmt.Sprintf("%s name `%s` must be %s", what, s, rule)
+	msg := fmt.Sprintf("%s name `%s` must be %s", what, clip(s), rule)
 	if fix != s && re.MatchString(fix) {
-		msg += fmt.Sprintf("; did you mean `%s`?", fix)
+		msg += fmt.Sprintf("; did you mean `%s`?", clip(fix))
 	}
 	return msg
 }
@@ -240,7 +243,7 @@ func (p *parser) names(n *yaml.Node, expected, what string, re *regexp.Regexp) (
 	if r == nil || r.Kind != yaml.SequenceNode {
 		msg := fmt.Sprintf("expected %s, got %s", expected, describe(n))
 		if r != nil && r.Kind == yaml.ScalarNode && r.ShortTag() == "!!str" {
-			msg += fmt.Sprintf(" (write [%s])", r.Value)
+			msg += fmt.Sprintf(" (write [%s])", clip(r.Value))
 		}
 		p.addAt(n, ruleWrongType, "%s", msg)
 		return nil, false
@@ -273,7 +276,7 @@ func (p *parser) integer(n *yaml.Node, rule string, what string) (int, bool) {
 	}
 	v, err := strconv.ParseInt(strings.ReplaceAll(r.Value, "_", ""), 0, 64)
 	if err != nil || v > 1<<31 || v < -(1<<31) {
-		p.addAt(n, rule, "%s %s is out of range", what, r.Value)
+		p.addAt(n, rule, "%s %s is out of range", what, clip(r.Value))
 		return 0, false
 	}
 	return int(v), true
@@ -287,16 +290,17 @@ func (p *parser) duration(n *yaml.Node, what, rule string, lo, hi time.Duration)
 		return 0, false
 	}
 	if r.ShortTag() != "!!str" {
-		p.addAt(n, ruleBadDuration, "%s `%s` has no unit: write e.g. %ss or %sm", what, r.Value, r.Value, r.Value)
+		v := clip(r.Value)
+		p.addAt(n, ruleBadDuration, "%s `%s` has no unit: write e.g. %ss or %sm", what, v, v, v)
 		return 0, false
 	}
 	d, err := time.ParseDuration(r.Value)
 	if err != nil || !durationText.MatchString(r.Value) {
-		p.addAt(n, ruleBadDuration, "%s `%s` is not a duration: write a number and a unit (ms, s, m, h), e.g. 30s, 10m, 1h30m", what, r.Value)
+		p.addAt(n, ruleBadDuration, "%s `%s` is not a duration: write a number and a unit (ms, s, m, h), e.g. 30s, 10m, 1h30m", what, clip(r.Value))
 		return 0, false
 	}
 	if d < lo || d > hi {
-		p.addAt(n, rule, "%s %s is out of range: it must be between %s and %s", what, r.Value, fmtDuration(lo), fmtDuration(hi))
+		p.addAt(n, rule, "%s %s is out of range: it must be between %s and %s", what, clip(r.Value), fmtDuration(lo), fmtDuration(hi))
 		return d, false
 	}
 	return d, true

@@ -19,14 +19,23 @@ import (
 // When the returned Problems is empty the Definition is complete and valid;
 // otherwise the Definition is nil. Every problem points at the YAML node that
 // causes it and carries a stable Rule id (see docs/definition-language.md).
+//
+// Parse enforces the limits (MaxFileBytes, MaxNodes, MaxAliasNodes,
+// MaxStates, MaxTransitions, ...) before anything else and reports at most
+// MaxProblems problems (plus one too-many-problems line), so that its time
+// and memory stay roughly proportional to len(data) whatever the input.
 func Parse(name string, data []byte) (*Definition, Problems) {
-	p := &parser{file: name}
+	p := &parser{file: name, suggestBudget: suggestCells}
+	if len(data) > MaxFileBytes {
+		p.add(Pos{Line: 1, Col: 1}, ruleFileTooLarge, "the file is larger than %d bytes (1 MiB): a saga definition is a few kilobytes; split the saga", MaxFileBytes)
+		return nil, p.sorted()
+	}
 	root := p.decode(data)
-	if root == nil {
+	if root == nil || !p.measure(root) {
 		return nil, p.sorted()
 	}
 	def := p.definition(root)
-	if def != nil {
+	if def != nil && !p.limited {
 		p.check(def)
 	}
 	if len(p.problems) > 0 {
@@ -38,7 +47,11 @@ func Parse(name string, data []byte) (*Definition, Problems) {
 // parser collects the problems of one file while it walks the YAML tree.
 type parser struct {
 	file     string
-	problems Problems
+	problems Problems // at most a few times MaxProblems, see keep
+	count    int      // problems found, including those no longer held
+
+	limited       bool // a count limit (states, transitions, ...) was passed: no semantic checks
+	suggestBudget int  // edit-distance cells left for "did you mean" suggestions
 
 	// What the semantic checks need to know about the structure.
 	transitionsNode  *yaml.Node // the `transitions:` value, for no-start
@@ -97,20 +110,22 @@ const (
 )
 
 func (p *parser) add(pos Pos, rule, format string, args ...any) {
-	p.problems = append(p.problems, Problem{
-		File: p.file, Line: pos.Line, Col: pos.Col, Rule: rule,
-		Message: fmt.Sprintf(format, args...),
-	})
+	msg := fmt.Sprintf(format, args...)
+	if len(msg) > MaxMessageBytes {
+		msg = cutUTF8(msg, MaxMessageBytes-len("…")) + "…"
+	}
+	p.count++
+	p.problems = append(p.problems, Problem{File: p.file, Line: pos.Line, Col: pos.Col, Rule: rule, Message: msg})
+	p.keep()
 }
 
 func (p *parser) addAt(n *yaml.Node, rule, format string, args ...any) {
 	p.add(posOf(n), rule, format, args...)
 }
 
-func (p *parser) sorted() Problems {
-	sortProblems(p.problems)
-	return p.problems
-}
+// sorted returns the problems in order, at most MaxProblems of them and a
+// summary of the rest.
+func (p *parser) sorted() Problems { return p.summarise() }
 
 func sortProblems(ps Problems) {
 	sort.SliceStable(ps, func(i, j int) bool {

@@ -429,6 +429,7 @@ func FuzzParse(f *testing.F) {
 		"saga: !custom X", "version: 99999999999999999999", "version: 0x10",
 		"transitions: [{from: [&s A], to: *s}]", "\xff\xfe", "\t\tsaga: X", "{{{{{{{{{{",
 		"final: [A, A, A]\nfailed: [A]", "states: {A: {timeout: {after: 1e9h, event: X}}}",
+		"saga: &s [*s]", "a: &a [x, x, x]\nb: &b [*a, *a, *a]\nc: [*b, *b, *b, *b]", "transitions: [&t {from: [A]}, *t, *t]",
 	} {
 		f.Add([]byte(s))
 	}

@@ -1,27 +1,43 @@
 package definition
 
-import "strings"
+import (
+	"strings"
+	"unicode/utf8"
+)
 
 // suggest returns the candidate closest to s when it is close enough to be a
 // likely typo (edit distance at most 2, or one is a prefix of the other), or
-// "" when nothing is close. Ties go to the earlier candidate.
-func suggest(s string, candidates []string) string {
+// "" when nothing is close. Ties go to the earlier candidate. The work of all
+// suggestions of one file is bounded by p.suggestBudget: once it is spent,
+// suggest returns "".
+func (p *parser) suggest(s string, candidates []string) string {
 	best, bestDist := "", 3
 	if len(s) > 64 {
 		return ""
 	}
 	ls := strings.ToLower(s)
 	for _, c := range candidates {
-		if c == s {
+		if c == s || len(c) > 64 {
 			continue
 		}
 		lc := strings.ToLower(c)
-		if len(lc) > 64 {
-			continue
-		}
-		d := levenshtein(ls, lc)
-		if d > 2 && len(ls) >= 3 && len(lc) >= 3 && (strings.HasPrefix(lc, ls) || strings.HasPrefix(ls, lc)) {
+		prefix := len(ls) >= 3 && len(lc) >= 3 && (strings.HasPrefix(lc, ls) || strings.HasPrefix(ls, lc))
+		var d int
+		switch rs, rc := utf8.RuneCountInString(ls), utf8.RuneCountInString(lc); {
+		case rs-rc <= 2 && rc-rs <= 2:
+			// Only lengths at most 2 apart can be at distance 2 or less.
+			if p.suggestBudget <= 0 {
+				continue
+			}
+			p.suggestBudget -= (rs + 1) * (rc + 1)
+			d = levenshtein(ls, lc)
+			if d > 2 && prefix {
+				d = 2
+			}
+		case prefix:
 			d = 2
+		default:
+			continue
 		}
 		if d < bestDist {
 			best, bestDist = c, d

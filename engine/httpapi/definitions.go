@@ -7,6 +7,9 @@ import (
 	"net/url"
 	"sort"
 	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/gorilla/mux"
 
@@ -258,8 +261,21 @@ func (s *server) diagramSVG(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte(RenderSVG(m, counts[m.String()]))) // the client went away
 }
 
+// maxFileParam is the longest ?file= name validate accepts: the name is
+// repeated in every problem of the answer.
+const maxFileParam = 255
+
+// validations bounds how many definitions are parsed at once. Parsing is
+// linear in the body (definition.Parse enforces its limits), but the YAML
+// reader holds up to about 130 MB for a hostile 1 MiB body: two at a time
+// keeps any number of callers within a few hundred MB.
+var validations = make(chan struct{}, 2)
+
 // validateDefinition parses and compiles the YAML body and reports every
-// problem, as `sagactl validate` does.
+// problem, as `sagactl validate` does. The answer is bounded: at most
+// definition.MaxProblems problems (and one line saying how many more), each
+// message at most definition.MaxMessageBytes, the file name at most
+// maxFileParam bytes.
 func (s *server) validateDefinition(w http.ResponseWriter, r *http.Request) {
 	const op = "validate saga definition"
 	if err := onlyParams(r, op, "file"); err != nil {
@@ -270,14 +286,25 @@ func (s *server) validateDefinition(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, r, err)
 		return
 	}
+	file := r.URL.Query().Get("file")
+	if file == "" {
+		file = "definition.yaml"
+	}
+	if len(file) > maxFileParam || !utf8.ValidString(file) || strings.ContainsFunc(file, unicode.IsControl) {
+		writeProblem(w, r, engine.Errorf(engine.CodeInvalid, op, "file must be a name of at most %d bytes without control characters", maxFileParam))
+		return
+	}
+	select {
+	case validations <- struct{}{}:
+		defer func() { <-validations }()
+	case <-r.Context().Done():
+		writeProblem(w, r, engine.Errorf(engine.CodeUnavailable, op, "gave up waiting for a free validation slot: %v", r.Context().Err()))
+		return
+	}
 	body, err := readBody(w, r, op, MaxDefinitionBody)
 	if err != nil {
 		writeProblem(w, r, err)
 		return
-	}
-	file := r.URL.Query().Get("file")
-	if file == "" {
-		file = "definition.yaml"
 	}
 	res := ValidationResult{Problems: []definition.Problem{}}
 	def, problems := definition.Parse(file, body)
