@@ -54,6 +54,9 @@ type config struct {
 	timerPoll      time.Duration
 	batchSize      int
 	sessionTimeout time.Duration
+	// Kafka authentication and static group membership.
+	kafkaSASL  kafka.SASL
+	instanceID string
 	// inboxRetention is engine.Config.InboxRetention: how long processed
 	// message ids are kept to drop redelivered duplicates.
 	inboxRetention time.Duration
@@ -73,6 +76,9 @@ func (e problemsError) Error() string { return fmt.Sprintf("%d problems in the s
 func run(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "migrate" {
 		return runMigrate(ctx, args[1:], env, stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "kafka-setup" {
+		return runKafkaSetup(ctx, args[1:], env, stdout, stderr)
 	}
 	cfg, err := parseFlags("saga-machine", args, env, stderr)
 	if err != nil {
@@ -120,14 +126,15 @@ func parseFlags(name string, args []string, env func(string) string, stderr io.W
 	fs.StringVar(&brokers, "brokers", env("SAGA_KAFKA_BROKERS"), "Kafka brokers, comma-separated (env SAGA_KAFKA_BROKERS; default: start an embedded broker on "+defaultEmbedded+")")
 	fs.StringVar(&cfg.kafkaData, "kafka-data", envOr(env, "SAGA_KAFKA_DATA_DIR", defaultKafkaData), "data directory of the embedded broker (env SAGA_KAFKA_DATA_DIR)")
 	fs.StringVar(&cfg.listen, "listen", envOr(env, "SAGA_LISTEN", defaultListen), "HTTP listen address (env SAGA_LISTEN)")
-	fs.StringVar(&cfg.topic, "topic", envOr(env, "SAGA_SERVER_TOPIC", defaultTopic), "topic participants send events to (env SAGA_SERVER_TOPIC)")
+	fs.StringVar(&cfg.topic, "topic", envOr(env, "SAGA_SERVER_TOPIC", defaultTopic), "base name of the participants' event topics: participant p sends to <base>_<P> (env SAGA_SERVER_TOPIC)")
 	fs.StringVar(&cfg.group, "group", envOr(env, "SAGA_GROUP", defaultGroup), "Kafka consumer group (env SAGA_GROUP)")
 	fs.StringVar(&parts, "partitions", envOr(env, "SAGA_PARTITIONS", strconv.Itoa(defaultPartitions)), "partitions of topics created at start (env SAGA_PARTITIONS)")
 	fs.StringVar(&level, "log-level", envOr(env, "SAGA_LOG_LEVEL", "info"), "debug, info, warn or error (env SAGA_LOG_LEVEL)")
 	fs.DurationVar(&cfg.timerPoll, "timer-poll", 0, "how often due timers are looked for (default 200ms)")
 	fs.IntVar(&cfg.batchSize, "batch-size", 0, "events applied per transaction (default 500)")
 	var session string
-	fs.StringVar(&session, "kafka-session-timeout", env("SAGA_KAFKA_SESSION_TIMEOUT"), "consumer group session timeout: how soon a crashed replica's partitions move (env SAGA_KAFKA_SESSION_TIMEOUT; default 45s)")
+	fs.StringVar(&session, "kafka-session-timeout", env("SAGA_KAFKA_SESSION_TIMEOUT"), "consumer group session timeout: how soon the partitions of a replica that died and did not come back move (a replica restarted with the same --kafka-instance-id gets them back at once) (env SAGA_KAFKA_SESSION_TIMEOUT; default 20s)")
+	kf := program.RegisterKafkaFlags(fs, env)
 	var retention string
 	fs.StringVar(&retention, "inbox-retention", envOr(env, "SAGA_INBOX_RETENTION", engine.DefaultInboxRetention.String()), "how long processed message ids are kept to drop redelivered duplicates; must exceed how long Kafka may redeliver (env SAGA_INBOX_RETENTION; negative: never purge)")
 	fs.StringVar(&cfg.issuer, "issuer", env("OIDC_ISSUER"), "OIDC issuer URL of the API's bearer tokens, e.g. https://keycloak.example/auth/realms/portfolio (env OIDC_ISSUER)")
@@ -137,14 +144,25 @@ func parseFlags(name string, args []string, env func(string) string, stderr io.W
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected arguments %q (the only subcommand is migrate)", fs.Args())
+		return cfg, fmt.Errorf("unexpected arguments %q (the subcommands are migrate and kafka-setup)", fs.Args())
 	}
+	if err := program.RefusePlaceholders(program.Secret{Name: "--db (SAGA_DB_URL)", Value: cfg.db}); err != nil {
+		return cfg, err
+	}
+	var err error
+	if cfg.kafkaSASL, err = kf.SASL(); err != nil {
+		return cfg, err
+	}
+	cfg.instanceID = kf.InstanceID()
 	if brokers != "" {
 		for _, b := range strings.Split(brokers, ",") {
 			if b = strings.TrimSpace(b); b != "" {
 				cfg.brokers = append(cfg.brokers, b)
 			}
 		}
+	}
+	if cfg.kafkaSASL.Enabled() && len(cfg.brokers) == 0 {
+		return cfg, fmt.Errorf("--kafka-user %s needs --brokers: the embedded broker has no authentication", cfg.kafkaSASL.User)
 	}
 	n, err := strconv.Atoi(parts)
 	if err != nil || n <= 0 {
@@ -242,7 +260,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger, stderr io.Writer) 
 	d.sm, err = system.OpenSagaMachine(ctx, system.SagaMachineConfig{
 		Catalog:    cat,
 		DB:         cfg.db,
-		Kafka:      kafka.Config{Brokers: brokers, ClientID: "saga-machine", SessionTimeout: cfg.sessionTimeout},
+		Kafka:      kafka.Config{Brokers: brokers, ClientID: "saga-machine", SessionTimeout: cfg.sessionTimeout, SASL: cfg.kafkaSASL, InstanceID: cfg.instanceID},
 		Topic:      cfg.topic,
 		Group:      cfg.group,
 		Partitions: cfg.partitions,
@@ -254,7 +272,8 @@ func start(ctx context.Context, cfg config, log *slog.Logger, stderr io.Writer) 
 		return nil, err
 	}
 	log.Info("database ready", "dialect", d.sm.Store.Dialect())
-	log.Info("topics ready", "topics", append([]string{cfg.topic}, system.CatalogTopics(cat)...), "brokers", brokers)
+	log.Info("topics ready", "event_topics", engine.EventTopics(cfg.topic, cat), "command_topics", system.CatalogTopics(cat), "brokers", brokers,
+		"kafka_auth", cfg.kafkaSASL, "instance_id", cfg.instanceID)
 	if d.ln, err = net.Listen("tcp", cfg.listen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.listen, err)
 	}
