@@ -25,6 +25,7 @@ import (
 
 	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
+	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/internal/program"
 	"github.com/portfolio-counselor/sagamachine/internal/system"
 )
@@ -257,7 +258,7 @@ func openRemote(o options) *target {
 	tg.list = func(ctx context.Context, f engine.SagaFilter) (engine.SagaPage, error) {
 		mu.Lock()
 		if opTok == "" {
-			t, err := issuerToken(hc, o.urls.Issuer, "bench-watcher", "")
+			t, err := issuerToken(hc, o.urls.Issuer, "bench-watcher", auth.RoleViewer) // listing sagas needs saga-viewer
 			if err != nil {
 				mu.Unlock()
 				return engine.SagaPage{}, err

@@ -35,8 +35,10 @@ type Config struct {
 	// Orchestrator carries out the API's actions; its Store and Catalog are
 	// read for listings. Required.
 	Orchestrator *engine.Orchestrator
-	// Auth authenticates /api/v1 requests and checks the operator role.
-	// nil means NO authentication: only for tests and the explicit dev mode.
+	// Auth authenticates /api/v1 requests; the routes then check roles
+	// (ReadRoles, OperateRoles, and a definition's `by: api` roles for
+	// starts). nil means NO authentication and every action allowed: only
+	// for tests and the explicit dev mode.
 	Auth *auth.Authenticator
 	// Ready checks the dependencies other than the database (the broker) for
 	// /readyz. nil means only the database is checked.
@@ -61,7 +63,8 @@ type server struct {
 	ready func(ctx context.Context) error
 	log   *slog.Logger
 
-	router *mux.Router // for the Allow header of 405 answers
+	router *mux.Router       // for the Allow header of 405 answers
+	access map[string]access // "METHOD /path/{template}" → who may call it
 }
 
 // New returns the whole HTTP handler of saga-machine: API, health, metrics
@@ -122,26 +125,27 @@ func (s *server) routes(metrics http.Handler) *mux.Router {
 	r.Handle("/metrics", metrics).Methods(http.MethodGet)
 
 	// No mux subrouter: with one, gorilla/mux answers 404 instead of 405
-	// for a known path with a wrong method.
+	// for a known path with a wrong method. Each route names who may call
+	// it (see the role matrix in docs/http-api.md).
 	const api = "/api/v1"
-	read := func(path string, h http.HandlerFunc, methods ...string) {
-		r.Handle(api+path, s.authn(h)).Methods(methods...)
+	s.access = map[string]access{}
+	route := func(path string, need access, h http.HandlerFunc, method string) {
+		s.access[method+" "+api+path] = need
+		r.Handle(api+path, s.guard(need, h)).Methods(method)
 	}
-	operate := func(path string, h http.HandlerFunc) {
-		r.Handle(api+path, s.operator(h)).Methods(http.MethodPost)
-	}
-	read("/definitions", s.listDefinitions, http.MethodGet)
-	read("/definitions/validate", s.validateDefinition, http.MethodPost)
-	read("/definitions/{name}", s.getDefinition, http.MethodGet)
-	read("/definitions/{name}/diagram.svg", s.diagramSVG, http.MethodGet)
-	read("/sagas", s.listSagas, http.MethodGet)
-	read("/sagas", s.startSaga, http.MethodPost)
-	read("/sagas/{id}", s.getSaga, http.MethodGet)
-	operate("/sagas/{id}/resend", s.resend)
-	operate("/sagas/{id}/abort", s.abort)
-	read("/dead-letters", s.listDeadLetters, http.MethodGet)
-	read("/dead-letters/{id}", s.getDeadLetter, http.MethodGet)
-	operate("/dead-letters/{id}/replay", s.replay)
+	route("/me", anyUser, s.me, http.MethodGet)
+	route("/definitions", reader, s.listDefinitions, http.MethodGet)
+	route("/definitions/validate", anyUser, s.validateDefinition, http.MethodPost)
+	route("/definitions/{name}", reader, s.getDefinition, http.MethodGet)
+	route("/definitions/{name}/diagram.svg", reader, s.diagramSVG, http.MethodGet)
+	route("/sagas", reader, s.listSagas, http.MethodGet)
+	route("/sagas", anyUser, s.startSaga, http.MethodPost) // the definition's roles decide (engine.Caller)
+	route("/sagas/{id}", reader, s.getSaga, http.MethodGet)
+	route("/sagas/{id}/resend", operator, s.resend, http.MethodPost)
+	route("/sagas/{id}/abort", operator, s.abort, http.MethodPost)
+	route("/dead-letters", reader, s.listDeadLetters, http.MethodGet)
+	route("/dead-letters/{id}", reader, s.getDeadLetter, http.MethodGet)
+	route("/dead-letters/{id}/replay", operator, s.replay, http.MethodPost)
 
 	ui := console.Handler()
 	r.Handle("/", http.RedirectHandler("/console/", http.StatusFound)).Methods(http.MethodGet, http.MethodHead)
@@ -191,20 +195,80 @@ func originOf(r *http.Request) string {
 	return "Sec-Fetch-Site: " + r.Header.Get("Sec-Fetch-Site")
 }
 
-// authn requires an authenticated user when auth is on.
-func (s *server) authn(h http.Handler) http.Handler {
-	if s.auth == nil {
-		return h
+// access is who may call a route when auth is on.
+type access int
+
+const (
+	// anyUser: any authenticated user, whatever her roles. Only routes
+	// that read nothing of the orchestrator's data: who am I, validate a
+	// definition sent in the body, and start a saga (which the
+	// definition's `by: api` roles then allow or refuse).
+	anyUser access = iota
+	// reader: ReadRoles (saga-viewer or saga-operator): definitions with
+	// their live counts, sagas, timelines, dead letters.
+	reader
+	// operator: OperateRoles (saga-operator): re-send, abort, replay.
+	operator
+)
+
+// ReadRoles may read the orchestrator's data (any one suffices);
+// OperateRoles may also change sagas and dead letters.
+var (
+	ReadRoles    = []string{auth.RoleViewer, auth.RoleOperator}
+	OperateRoles = []string{auth.RoleOperator}
+)
+
+// roles returns the roles a route of this access needs (nil: none).
+func (a access) roles() []string {
+	switch a {
+	case reader:
+		return ReadRoles
+	case operator:
+		return OperateRoles
 	}
-	return s.auth.Middleware(noteUser(h))
+	return nil
 }
 
-// operator requires the saga-operator role when auth is on.
-func (s *server) operator(h http.Handler) http.Handler {
+// guard authenticates the request and checks the roles need asks for, when
+// auth is on; without auth (tests and the explicit dev mode) it lets every
+// request through.
+func (s *server) guard(need access, h http.Handler) http.Handler {
 	if s.auth == nil {
 		return h
 	}
-	return s.auth.Middleware(noteUser(s.auth.RequireRole(auth.RoleOperator, h)))
+	roles := need.roles()
+	if len(roles) == 0 {
+		return s.auth.Middleware(noteUser(h))
+	}
+	return s.auth.Middleware(noteUser(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, _ := auth.UserFrom(r.Context())
+		for _, role := range roles {
+			if u.HasRole(role) {
+				h.ServeHTTP(w, r)
+				return
+			}
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope"`)
+		writeProblem(w, r, engine.Errorf(engine.CodeForbidden, "", "%s %s needs the role %s; user %q has %s",
+			r.Method, r.URL.Path, strings.Join(roles, " or "), u.Subject, rolesText(u.Roles)))
+	})))
+}
+
+// rolesText names a user's roles for a refusal.
+func rolesText(roles []string) string {
+	if len(roles) == 0 {
+		return "no roles"
+	}
+	return "the roles " + strings.Join(roles, ", ")
+}
+
+// caller is the engine's view of the request's user: the token's subject
+// and roles, or "anonymous" with every role when auth is off.
+func (s *server) caller(r *http.Request) *engine.Caller {
+	if u, ok := auth.UserFrom(r.Context()); ok && s.auth != nil {
+		return &engine.Caller{Subject: u.Subject, Roles: u.Roles}
+	}
+	return &engine.Caller{Subject: "anonymous", AllRoles: true}
 }
 
 // actor names the user acting: the token's subject, or "anonymous" when
@@ -214,6 +278,48 @@ func actor(r *http.Request) string {
 		return u.Subject
 	}
 	return "anonymous"
+}
+
+// Me is GET /me: who the API takes the caller for and what she may do.
+type Me struct {
+	Subject string   `json:"subject"`        // token subject; "anonymous" when auth is off
+	Name    string   `json:"name,omitempty"` // preferred_username or name
+	Roles   []string `json:"roles"`
+	// Auth is "on" (tokens are verified) or "off" (no authentication:
+	// tests and the explicit dev mode; every action is allowed).
+	Auth string `json:"auth"`
+	// MayRead: the caller may read definitions, sagas, timelines and dead
+	// letters (saga-viewer or saga-operator).
+	MayRead bool `json:"may_read"`
+	// MayOperate: the caller may re-send, abort and replay (saga-operator).
+	MayOperate bool `json:"may_operate"`
+	// ReadRoles and OperateRoles are the roles that grant each.
+	ReadRoles    []string `json:"read_roles"`
+	OperateRoles []string `json:"operate_roles"`
+}
+
+// me answers GET /me, so that the console can tell a user what she may do.
+func (s *server) me(w http.ResponseWriter, r *http.Request) {
+	if err := onlyParams(r, "who am i"); err != nil {
+		writeProblem(w, r, err)
+		return
+	}
+	m := Me{Subject: "anonymous", Roles: []string{}, Auth: "off", MayRead: true, MayOperate: true,
+		ReadRoles: ReadRoles, OperateRoles: OperateRoles}
+	if u, ok := auth.UserFrom(r.Context()); ok && s.auth != nil {
+		m = Me{Subject: u.Subject, Name: u.Name, Roles: u.Roles, Auth: "on", ReadRoles: ReadRoles, OperateRoles: OperateRoles}
+		if m.Roles == nil {
+			m.Roles = []string{}
+		}
+		for _, role := range ReadRoles {
+			m.MayRead = m.MayRead || u.HasRole(role)
+		}
+		for _, role := range OperateRoles {
+			m.MayOperate = m.MayOperate || u.HasRole(role)
+		}
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, m)
 }
 
 // healthz answers 200 while the process serves HTTP.

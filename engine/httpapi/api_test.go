@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"strings"
@@ -13,7 +11,6 @@ import (
 
 	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/httpapi"
-	"github.com/portfolio-counselor/sagamachine/internal/auth"
 )
 
 // problemOf decodes a problem+json answer and checks status, type and
@@ -50,8 +47,8 @@ func TestDefinitions(t *testing.T) {
 	list := decode[struct {
 		Definitions []httpapi.DefinitionSummary `json:"definitions"`
 	}](t, e.do(t, "GET", "/api/v1/definitions", ""), 200)
-	if len(list.Definitions) != 1 {
-		t.Fatalf("got %d definitions, want 1", len(list.Definitions))
+	if len(list.Definitions) != 2 || list.Definitions[0].Name != "MANUAL_CREATE_ORDER" || list.Definitions[1].Name != "SUPPORT_CALLBACK" {
+		t.Fatalf("got definitions %+v, want MANUAL_CREATE_ORDER and SUPPORT_CALLBACK", list.Definitions)
 	}
 	d := list.Definitions[0]
 	wantCounts := map[string]int64{"DRAFT": 1, "APPROVED": 2, "REJECTED": 0, "NOTIFICATION": 1, "FAILED": 0}
@@ -143,20 +140,24 @@ func TestValidateDefinition(t *testing.T) {
 
 func TestStartSaga(t *testing.T) {
 	e := newEnv(t, "", envOptions{})
-	body := `{"saga":"MANUAL_CREATE_ORDER","payload":{"deal_context":{"deal_id":"D-9","user_id":"U-1"}}}`
-	first := e.do(t, "POST", "/api/v1/sagas", body, "Idempotency-Key", "deal-D-9")
+	body := callback("U-9")
+	first := e.do(t, "POST", "/api/v1/sagas", body, "Idempotency-Key", "call-U-9")
 	inst := decode[engine.Instance](t, first, http.StatusCreated)
-	if inst.State != "DRAFT" || inst.Status != engine.StatusRunning || inst.Keys["deal_id"] != "D-9" {
-		t.Errorf("started saga = %+v, want DRAFT, running, deal_id D-9", inst)
+	if inst.Saga != "SUPPORT_CALLBACK" || inst.State != "REQUESTED" || inst.Status != engine.StatusRunning || inst.Keys["user_id"] != "U-9" {
+		t.Errorf("started saga = %+v, want SUPPORT_CALLBACK in REQUESTED, running, user_id U-9", inst)
 	}
 	if got, want := first.Header().Get("Location"), "/api/v1/sagas/"+inst.ID; got != want {
 		t.Errorf("Location = %q, want %q", got, want)
 	}
-	again := decode[engine.Instance](t, e.do(t, "POST", "/api/v1/sagas", body, "Idempotency-Key", "deal-D-9"), http.StatusOK)
+	det := decode[httpapi.SagaDetail](t, e.do(t, "GET", "/api/v1/sagas/"+inst.ID, ""), 200)
+	if h := det.Timeline[0]; h.Event != "CALLBACK_REQUESTED" || h.By != "api" || h.Actor != "anonymous" {
+		t.Errorf("start entry = %s by %s actor %q, want CALLBACK_REQUESTED by api, actor anonymous (auth off)", h.Event, h.By, h.Actor)
+	}
+	again := decode[engine.Instance](t, e.do(t, "POST", "/api/v1/sagas", body, "Idempotency-Key", "call-U-9"), http.StatusOK)
 	if again.ID != inst.ID {
 		t.Errorf("same Idempotency-Key gave saga %s, want %s", again.ID, inst.ID)
 	}
-	other := decode[engine.Instance](t, e.do(t, "POST", "/api/v1/sagas", body, "Idempotency-Key", "deal-D-10"), http.StatusCreated)
+	other := decode[engine.Instance](t, e.do(t, "POST", "/api/v1/sagas", body, "Idempotency-Key", "call-U-10"), http.StatusCreated)
 	if other.ID == inst.ID {
 		t.Errorf("another Idempotency-Key gave the same saga %s", other.ID)
 	}
@@ -165,9 +166,14 @@ func TestStartSaga(t *testing.T) {
 	}
 	const caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	traced := decode[engine.Instance](t, e.do(t, "POST", "/api/v1/sagas", body,
-		"Idempotency-Key", "deal-D-11", "traceparent", caller), http.StatusCreated)
+		"Idempotency-Key", "call-U-11", "traceparent", caller), http.StatusCreated)
 	if got, want := traced.Traceparent, caller; got != want {
 		t.Errorf("traceparent of a saga started with the caller's trace = %q, want %q", got, want)
+	}
+	named := decode[engine.Instance](t, e.do(t, "POST", "/api/v1/sagas",
+		`{"saga":"SUPPORT_CALLBACK","version":1,"event":"CALLBACK_REQUESTED","payload":{}}`), http.StatusCreated)
+	if named.State != "REQUESTED" {
+		t.Errorf("start naming its event: state %s, want REQUESTED", named.State)
 	}
 
 	for _, tc := range []struct {
@@ -177,20 +183,28 @@ func TestStartSaga(t *testing.T) {
 		code       engine.Code
 		detail     string
 	}{
-		{"unknown field", `{"saga":"MANUAL_CREATE_ORDER","payload":{},"extra":1}`, nil, 400, engine.CodeInvalid, `unknown field "extra"`},
-		{"wrong type", `{"saga":"MANUAL_CREATE_ORDER","version":"1"}`, nil, 400, engine.CodeInvalid, `field "version" must be a number`},
+		{"unknown field", `{"saga":"SUPPORT_CALLBACK","payload":{},"extra":1}`, nil, 400, engine.CodeInvalid, `unknown field "extra"`},
+		{"participant named", `{"saga":"SUPPORT_CALLBACK","by":"notification"}`, nil, 400, engine.CodeInvalid, `unknown field "by"`},
+		{"wrong type", `{"saga":"SUPPORT_CALLBACK","version":"1"}`, nil, 400, engine.CodeInvalid, `field "version" must be a number`},
 		{"syntax", `{"saga":`, nil, 400, engine.CodeInvalid, "cut short"},
 		{"bad JSON", `{"saga" "x"}`, nil, 400, engine.CodeInvalid, "line 1, column"},
-		{"trailing data", `{"saga":"MANUAL_CREATE_ORDER"} {}`, nil, 400, engine.CodeInvalid, "unexpected data"},
+		{"trailing data", `{"saga":"SUPPORT_CALLBACK"} {}`, nil, 400, engine.CodeInvalid, "unexpected data"},
 		{"empty", ``, nil, 400, engine.CodeInvalid, "empty"},
 		{"no saga", `{"payload":{}}`, nil, 400, engine.CodeInvalid, `"saga" is required`},
-		{"array payload", `{"saga":"MANUAL_CREATE_ORDER","payload":[1]}`, nil, 400, engine.CodeInvalid, `"payload" must be a JSON object`},
-		{"negative version", `{"saga":"MANUAL_CREATE_ORDER","version":-1}`, nil, 400, engine.CodeInvalid, "positive"},
+		{"array payload", `{"saga":"SUPPORT_CALLBACK","payload":[1]}`, nil, 400, engine.CodeInvalid, `"payload" must be a JSON object`},
+		{"negative version", `{"saga":"SUPPORT_CALLBACK","version":-1}`, nil, 400, engine.CodeInvalid, "positive"},
 		{"unknown saga", `{"saga":"NOPE"}`, nil, 422, engine.CodeUnknownSaga, "no saga NOPE"},
-		{"unknown version", `{"saga":"MANUAL_CREATE_ORDER","version":3}`, nil, 422, engine.CodeUnknownSaga, "no version 3"},
+		{"unknown version", `{"saga":"SUPPORT_CALLBACK","version":3}`, nil, 422, engine.CodeUnknownSaga, "no version 3"},
+		{"unknown event", `{"saga":"SUPPORT_CALLBACK","event":"NOPE"}`, nil, 422, engine.CodeUnknownEvent, "no event NOPE"},
+		{"participant's event", `{"saga":"SUPPORT_CALLBACK","event":"CLIENT_NOTIFIED"}`, nil, 403, engine.CodeForbidden, "never move one"},
+		{"participant's start", `{"saga":"MANUAL_CREATE_ORDER","payload":{}}`, nil, 403, engine.CodeForbidden,
+			"REGISTER is sent on the bus by participant deals"},
+		{"participant's start named", `{"saga":"MANUAL_CREATE_ORDER","event":"REGISTER"}`, nil, 403, engine.CodeForbidden,
+			"only when participant deals sends it on the bus"},
 		{"form type", `saga=X`, []string{"Content-Type", "application/x-www-form-urlencoded"}, 415, httpapi.CodeMediaType, "application/json"},
 		{"too large", `{"saga":"` + strings.Repeat("x", httpapi.MaxJSONBody) + `"}`, nil, 413, httpapi.CodeTooLarge, "larger than"},
-		{"long key", `{"saga":"MANUAL_CREATE_ORDER"}`, []string{"Idempotency-Key", strings.Repeat("k", 201)}, 400, engine.CodeInvalid, "Idempotency-Key"},
+		{"long key", `{"saga":"SUPPORT_CALLBACK"}`, []string{"Idempotency-Key", strings.Repeat("k", 201)}, 400, engine.CodeInvalid, "Idempotency-Key"},
+		{"key reused", callback("U-12"), []string{"Idempotency-Key", "call-U-9"}, 422, engine.CodeKeyReused, "different request"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := problemOf(t, e.do(t, "POST", "/api/v1/sagas", tc.body, tc.hdr...), tc.status, tc.code)
@@ -198,6 +212,10 @@ func TestStartSaga(t *testing.T) {
 				t.Errorf("detail = %q, want it to mention %q", p.Detail, tc.detail)
 			}
 		})
+	}
+	page := decode[engine.SagaPage](t, e.do(t, "GET", "/api/v1/sagas", ""), 200)
+	if got, want := len(page.Sagas), 4; got != want {
+		t.Errorf("%d sagas after the refusals, want the %d started", got, want)
 	}
 }
 
@@ -454,44 +472,6 @@ func TestMetrics(t *testing.T) {
 	// A second API over the same registry is refused nothing (collectors are shared).
 	if _, err := httpapi.NewMetrics(e.reg); err == nil {
 		t.Error("NewMetrics on a registry that has them: got nil error, want already registered")
-	}
-}
-
-func TestAuth(t *testing.T) {
-	a, err := auth.New(context.Background(), auth.Config{DevHeader: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatalf("auth.New: %v", err)
-	}
-	e := newEnv(t, "", envOptions{auth: a})
-	s := e.seed(t)
-	viewer := []string{auth.HeaderDevUser, "vera", auth.HeaderDevRoles, "viewer"}
-	operator := []string{auth.HeaderDevUser, "olga", auth.HeaderDevRoles, "viewer," + auth.RoleOperator}
-
-	if got := e.do(t, "GET", "/api/v1/sagas", ""); got.Code != 401 || got.Header().Get("WWW-Authenticate") == "" {
-		t.Errorf("no credentials: %d, WWW-Authenticate %q; want 401 with a challenge", got.Code, got.Header().Get("WWW-Authenticate"))
-	}
-	if got := e.do(t, "GET", "/api/v1/sagas", "", viewer...); got.Code != 200 {
-		t.Errorf("viewer lists sagas: %d, want 200", got.Code)
-	}
-	if got := e.do(t, "POST", "/api/v1/sagas/"+s.approved.ID+"/resend", `{"reason":"x"}`, viewer...); got.Code != 403 {
-		t.Errorf("viewer re-sends: %d, want 403", got.Code)
-	}
-	if got := e.do(t, "POST", "/api/v1/dead-letters/1/replay", ``, viewer...); got.Code != 403 {
-		t.Errorf("viewer replays: %d, want 403", got.Code)
-	}
-	decode[engine.Instance](t, e.do(t, "POST", "/api/v1/sagas/"+s.approved.ID+"/resend", `{"reason":"deals restarted"}`, operator...), 200)
-	det := decode[httpapi.SagaDetail](t, e.do(t, "GET", "/api/v1/sagas/"+s.approved.ID, "", operator...), 200)
-	last := det.Timeline[len(det.Timeline)-1]
-	if last.Event != "RESEND" || last.Actor != "olga" || last.Reason != "deals restarted" {
-		t.Errorf("last timeline entry = %+v, want RESEND by olga", last)
-	}
-	for _, open := range []string{"/healthz", "/readyz", "/metrics", "/console/"} {
-		if got := e.do(t, "GET", open, ""); got.Code != 200 {
-			t.Errorf("GET %s without credentials: %d, want 200", open, got.Code)
-		}
-	}
-	if !strings.Contains(e.logText(), `"user":"olga"`) {
-		t.Error("request log does not name the user olga")
 	}
 }
 

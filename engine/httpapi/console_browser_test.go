@@ -3,6 +3,8 @@ package httpapi_test
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -13,6 +15,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/portfolio-counselor/sagamachine/internal/auth"
+	"github.com/portfolio-counselor/sagamachine/internal/auth/issuer"
 	"github.com/portfolio-counselor/sagamachine/internal/testenv"
 )
 
@@ -181,11 +185,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	b := newBrowser(t)
 
 	// Definitions: the diagram with a count badge per state.
+	const mco = `section[data-definition="MANUAL_CREATE_ORDER v1"]`
 	b.step("open definitions",
 		chromedp.Navigate(srv.URL+"/"),
-		waitFor(`document.querySelectorAll('.diagram svg g.count').length === 5`))
+		waitFor(`document.querySelectorAll('`+mco+` .diagram svg g.count').length === 5`))
 	var counts map[string]string
-	b.eval(`Object.fromEntries([...document.querySelectorAll('.diagram svg g.count[data-state]')].map(g => [g.dataset.state, g.querySelector('text').textContent]))`, &counts)
+	b.eval(`Object.fromEntries([...document.querySelectorAll('`+mco+` .diagram svg g.count[data-state]')].map(g => [g.dataset.state, g.querySelector('text').textContent]))`, &counts)
 	want := map[string]string{"DRAFT": "1", "APPROVED": "2", "REJECTED": "0", "NOTIFICATION": "1", "FAILED": "0"}
 	for st, n := range want {
 		if counts[st] != n {
@@ -193,7 +198,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 	}
 	var chips string
-	b.eval(`document.querySelector('.chips').innerText`, &chips)
+	b.eval(`document.querySelector('`+mco+` .chips').innerText`, &chips)
 	if !strings.Contains(chips, "3 running") || !strings.Contains(chips, "1 completed") {
 		t.Errorf("summary chips = %q, want 3 running and 1 completed", chips)
 	}
@@ -203,7 +208,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	// A new saga shows up in the counts at the next refresh.
 	e.start(t, "D-5")
 	b.step("counts refresh",
-		waitFor(`document.querySelector('.diagram svg g.count[data-state="DRAFT"] text').textContent === "2"`))
+		waitFor(`document.querySelector('`+mco+` .diagram svg g.count[data-state="DRAFT"] text').textContent === "2"`))
 
 	// Saga list, then a search by business key through the form.
 	b.step("open saga list",
@@ -296,5 +301,104 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	if len(dls) != 1 || dls[0].ReplayedAt == nil || dls[0].ReplayedBy != "anonymous" {
 		t.Errorf("dead letters after replay = %+v, want one replayed by anonymous", dls)
+	}
+}
+
+// TestConsoleRefusesWithoutRole signs into the console with real tokens of
+// the dev issuer: a user without roles gets the "Access refused" page
+// naming her and the roles needed (and the API refuses her data calls); a
+// saga-viewer sees sagas but the action buttons are off with a note, and
+// her abort, forced through the API, is refused and changes nothing.
+func TestConsoleRefusesWithoutRole(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test: skipped with -short")
+	}
+	iss, stop, err := issuer.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("start issuer: %v", err)
+	}
+	defer stop()
+	a, err := auth.New(context.Background(), auth.Config{Issuer: iss.URL(), Audience: issuer.DefaultAudience,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatalf("auth.New: %v", err)
+	}
+	e := newEnv(t, "", envOptions{auth: a})
+	s := e.seed(t)
+	srv := httptest.NewServer(e.handler)
+	defer srv.Close()
+	token := func(sub string, roles ...string) string {
+		tok, err := iss.Token(sub, issuer.TokenOptions{Name: sub, Roles: roles})
+		if err != nil {
+			t.Fatalf("token for %s: %v", sub, err)
+		}
+		return tok
+	}
+	b := newBrowser(t)
+	// signIn pastes a token into the header's field and presses Save, as a
+	// person does.
+	signIn := func(tok string) chromedp.Action[chromedp.Void] {
+		return func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+			return chromedp.Void{}, chromedp.Do(ctx,
+				chromedp.SetValue(chromedp.CSS(`#token`), tok),
+				chromedp.Click(chromedp.CSS(`#token-form button[type=submit]`)))
+		}
+	}
+
+	b.step("open as mallory",
+		chromedp.Navigate(srv.URL+"/console/"),
+		signIn(token("mallory")),
+		waitFor(`!!document.getElementById('access-refused')`))
+	var page string
+	b.eval(`document.getElementById('main').innerText`, &page)
+	for _, want := range []string{"Access refused", "mallory", "none", "saga-viewer or saga-operator"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("refusal page lacks %q:\n%s", want, page)
+		}
+	}
+	for _, secret := range []string{s.approved.ID[:8], "DRAFT", "MANUAL_CREATE_ORDER"} {
+		if strings.Contains(page, secret) {
+			t.Errorf("refusal page shows %q:\n%s", secret, page)
+		}
+	}
+	var who string
+	b.eval(`document.getElementById('whoami').innerText`, &who)
+	if !strings.Contains(who, "mallory") || !strings.Contains(who, "no access") {
+		t.Errorf("header says %q, want mallory with no access", who)
+	}
+	b.checkClean("access refused")
+	b.screenshot("access-refused")
+	b.step("mallory on the sagas page",
+		chromedp.Evaluate[chromedp.Void](`location.hash = "#/sagas/`+s.waiting.ID+`"`),
+		waitFor(`!!document.getElementById('access-refused') && !document.getElementById('timeline')`))
+
+	b.step("open as vera (saga-viewer)",
+		signIn(token("vera", auth.RoleViewer)),
+		waitFor(`document.querySelectorAll('#timeline li').length === 1`))
+	var disabled []bool
+	b.eval(`[...document.querySelectorAll('form.actions button, form.actions input')].map(x => x.disabled)`, &disabled)
+	if len(disabled) != 3 || !disabled[0] || !disabled[1] || !disabled[2] {
+		t.Errorf("action controls disabled = %v, want all three off for a viewer", disabled)
+	}
+	var note string
+	b.eval(`document.querySelector('.read-only').innerText`, &note)
+	if !strings.Contains(note, "read-only") || !strings.Contains(note, "saga-operator") {
+		t.Errorf("viewer note = %q, want it to say read-only and name saga-operator", note)
+	}
+	b.checkClean("viewer saga")
+	b.screenshot("viewer-saga")
+	before := e.snapshot(t)
+	var code string
+	b.step("vera forces an abort through the API",
+		chromedp.Evaluate[chromedp.Void](`fetch("/api/v1/sagas/`+s.waiting.ID+`/abort", {method: "POST",
+			headers: {"Content-Type": "application/json", Authorization: "Bearer " + localStorage.getItem("saga-machine.token")},
+			body: JSON.stringify({reason: "viewer"})}).then(r => r.json()).then(p => { window.abortResult = p.status + " " + p.code; })`),
+		waitFor(`!!window.abortResult`))
+	b.eval(`window.abortResult`, &code)
+	if code != "403 forbidden" {
+		t.Errorf("viewer's abort through the API: %q, want 403 forbidden", code)
+	}
+	if after := e.snapshot(t); after != before {
+		t.Errorf("the viewer's refused abort changed the store:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 }

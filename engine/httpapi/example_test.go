@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http/httptest"
 	"strings"
@@ -16,7 +17,8 @@ import (
 
 // ExampleNew wires the API the way cmd/saga-machine does: the metrics
 // observer goes into the orchestrator, the registry into the API. (Auth is
-// nil here, which only tests and the explicit dev mode may do.)
+// nil here, which only tests and the explicit dev mode may do: every call
+// is allowed, except a start the definition keeps for a participant.)
 func ExampleNew() {
 	ctx := context.Background()
 	st, err := sqlstore.Open(ctx, "sqlite::memory:")
@@ -42,12 +44,20 @@ func ExampleNew() {
 		panic(err)
 	}
 
+	// MANUAL_CREATE_ORDER opens no start to the API: deals starts it on
+	// the bus, after it has stored the deal. An HTTP caller is refused.
 	start := httptest.NewRequest("POST", "/api/v1/sagas",
 		strings.NewReader(`{"saga":"MANUAL_CREATE_ORDER","payload":{"deal_context":{"deal_id":"42"}}}`))
 	start.Header.Set("Idempotency-Key", "deal-42")
 	rec := httptest.NewRecorder()
 	api.ServeHTTP(rec, start)
-	fmt.Println("start:", rec.Code)
+	fmt.Println("start over HTTP:", rec.Code, rec.Header().Get("Content-Type"))
+
+	// The start deals sends on the bus, here applied in-process.
+	if _, _, err := orch.Start(ctx, engine.StartRequest{Saga: "MANUAL_CREATE_ORDER",
+		Payload: json.RawMessage(`{"deal_context":{"deal_id":"42"}}`)}); err != nil {
+		panic(err)
+	}
 
 	rec = httptest.NewRecorder()
 	api.ServeHTTP(rec, httptest.NewRequest("GET", "/api/v1/sagas?key=deal_id:42&limit=5", nil))
@@ -65,7 +75,7 @@ func ExampleNew() {
 		}
 	}
 	// Output:
-	// start: 201
+	// start over HTTP: 403 application/problem+json
 	// search: 200 true
 	// missing: 404 application/problem+json
 	// saga_machine_instances{saga="MANUAL_CREATE_ORDER",state="DRAFT",version="1"} 1

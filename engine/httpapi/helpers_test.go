@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/definition"
 	"github.com/portfolio-counselor/sagamachine/engine/httpapi"
 	"github.com/portfolio-counselor/sagamachine/engine/sqlstore"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
@@ -68,10 +70,7 @@ func newEnv(tb testing.TB, dbURL string, opts envOptions) *env {
 		tb.Fatalf("open store %s: %v", dbURL, err)
 	}
 	tb.Cleanup(func() { st.Close() })
-	cat, problems := engine.LoadCatalog(sagas.FS)
-	if len(problems) > 0 {
-		tb.Fatalf("load shipped sagas: %v", problems)
-	}
+	cat := testCatalog(tb)
 	reg := prometheus.NewRegistry()
 	metrics, err := httpapi.NewMetrics(reg)
 	if err != nil {
@@ -88,6 +87,46 @@ func newEnv(tb testing.TB, dbURL string, opts envOptions) *env {
 		tb.Fatalf("httpapi.New: %v", err)
 	}
 	return e
+}
+
+// testCatalog holds the shipped sagas (MANUAL_CREATE_ORDER, which opens no
+// start to the API) and testdata/sagas (SUPPORT_CALLBACK, started over the
+// API by support-agent or support-lead).
+func testCatalog(tb testing.TB) *engine.Catalog {
+	tb.Helper()
+	shipped, problems := definition.LoadDir(sagas.FS)
+	if len(problems) > 0 {
+		tb.Fatalf("load shipped sagas: %v", problems)
+	}
+	extra, problems := definition.LoadDir(os.DirFS("testdata/sagas"))
+	if len(problems) > 0 {
+		tb.Fatalf("load testdata/sagas: %v", problems)
+	}
+	cat, err := engine.NewCatalog(append(shipped, extra...)...)
+	if err != nil {
+		tb.Fatalf("catalog: %v", err)
+	}
+	return cat
+}
+
+// as returns the dev headers of user with roles (auth in dev header mode).
+func as(user string, roles ...string) []string {
+	return []string{auth.HeaderDevUser, user, auth.HeaderDevRoles, strings.Join(roles, ",")}
+}
+
+// devAuth is an authenticator in dev header mode.
+func devAuth(tb testing.TB) *auth.Authenticator {
+	tb.Helper()
+	a, err := auth.New(context.Background(), auth.Config{DevHeader: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		tb.Fatalf("auth.New: %v", err)
+	}
+	return a
+}
+
+// callback is a SUPPORT_CALLBACK start body for user.
+func callback(user string) string {
+	return `{"saga":"SUPPORT_CALLBACK","payload":{"callback":{"user_id":"` + user + `","phone":"+1 555 0100"}}}`
 }
 
 type lockedWriter struct {

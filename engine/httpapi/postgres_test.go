@@ -10,21 +10,23 @@ import (
 )
 
 // TestOnPostgres runs the API over a real PostgreSQL database: start with
-// an idempotency key, search by business key and page, the timeline, an
-// abort, a dead letter replayed, counts and metrics.
+// an idempotency key (and its reuse with another body refused), search by
+// business key and page, the timeline, an abort, a dead letter replayed,
+// counts and metrics.
 func TestOnPostgres(t *testing.T) {
 	e := newEnv(t, testenv.Postgres(t), envOptions{})
 	s := e.seed(t)
 
-	body := `{"saga":"MANUAL_CREATE_ORDER","payload":{"deal_context":{"deal_id":"PG-1","user_id":"U-PG"}}}`
+	body := callback("U-PG")
 	first := decode[engine.Instance](t, e.do(t, "POST", "/api/v1/sagas", body, "Idempotency-Key", "pg-1"), 201)
 	again := decode[engine.Instance](t, e.do(t, "POST", "/api/v1/sagas", body, "Idempotency-Key", "pg-1"), 200)
 	if again.ID != first.ID {
 		t.Errorf("same Idempotency-Key: saga %s, want %s", again.ID, first.ID)
 	}
-	page := decode[engine.SagaPage](t, e.do(t, "GET", "/api/v1/sagas?key=deal_id:PG-1", ""), 200)
+	problemOf(t, e.do(t, "POST", "/api/v1/sagas", callback("U-PG-2"), "Idempotency-Key", "pg-1"), 422, engine.CodeKeyReused)
+	page := decode[engine.SagaPage](t, e.do(t, "GET", "/api/v1/sagas?key=user_id:U-PG", ""), 200)
 	if len(page.Sagas) != 1 || page.Sagas[0].ID != first.ID {
-		t.Errorf("search deal_id:PG-1 = %+v, want saga %s", page.Sagas, first.ID)
+		t.Errorf("search user_id:U-PG = %+v, want saga %s", page.Sagas, first.ID)
 	}
 	var paged []string
 	target := "/api/v1/sagas?limit=2"
@@ -54,8 +56,11 @@ func TestOnPostgres(t *testing.T) {
 	list := decode[struct {
 		Definitions []httpapi.DefinitionSummary `json:"definitions"`
 	}](t, e.do(t, "GET", "/api/v1/definitions", ""), 200)
-	if c := list.Definitions[0].Counts; c["DRAFT"] != 1 || c["FAILED"] != 1 || c["NOTIFICATION"] != 2 || c["APPROVED"] != 1 {
-		t.Errorf("counts = %v, want DRAFT 1, FAILED 1, NOTIFICATION 2, APPROVED 1", c)
+	if c := list.Definitions[0].Counts; c["DRAFT"] != 0 || c["FAILED"] != 1 || c["NOTIFICATION"] != 2 || c["APPROVED"] != 1 {
+		t.Errorf("MANUAL_CREATE_ORDER counts = %v, want DRAFT 0, FAILED 1, NOTIFICATION 2, APPROVED 1", c)
+	}
+	if c := list.Definitions[1].Counts; list.Definitions[1].Name != "SUPPORT_CALLBACK" || c["REQUESTED"] != 1 {
+		t.Errorf("%s counts = %v, want SUPPORT_CALLBACK with REQUESTED 1", list.Definitions[1].Name, c)
 	}
 	metrics := e.do(t, "GET", "/metrics", "").Body.String()
 	if !strings.Contains(metrics, `saga_machine_instances{saga="MANUAL_CREATE_ORDER",state="FAILED",version="1"} 1`) {

@@ -42,6 +42,8 @@ var problemKinds = map[engine.Code]problemKind{
 	engine.CodeWrongParticipant: {http.StatusUnprocessableEntity, "Event emitted by the wrong participant"},
 	engine.CodeFinished:         {http.StatusConflict, "Saga already finished"},
 	engine.CodeConflict:         {http.StatusConflict, "Conflict"},
+	engine.CodeForbidden:        {http.StatusForbidden, "Forbidden"},
+	engine.CodeKeyReused:        {http.StatusUnprocessableEntity, "Idempotency-Key reused with a different request"},
 	engine.CodeUnavailable:      {http.StatusServiceUnavailable, "Service unavailable"},
 	engine.CodeInternal:         {http.StatusInternalServerError, "Internal error"},
 	CodeMethodNotAllowed:        {http.StatusMethodNotAllowed, "Method not allowed"},

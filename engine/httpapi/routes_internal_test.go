@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sort"
 	"strings"
@@ -94,13 +95,42 @@ func TestRoutesMatchSpec(t *testing.T) {
 	if len(served) < 10 {
 		t.Errorf("walked only %d routes: %v", len(served), served)
 	}
+
+	// Every /api/v1 operation names the roles it needs in x-roles, and the
+	// router asks exactly those.
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			k := method + " " + path
+			need, guarded := s.access[k]
+			raw, documented := op.Extensions["x-roles"]
+			if !strings.HasPrefix(path, "/api/v1/") {
+				if guarded || documented {
+					t.Errorf("%s: outside /api/v1 but guarded %v, x-roles %v", k, guarded, raw)
+				}
+				continue
+			}
+			if !guarded || !documented {
+				t.Errorf("%s: guarded %v, x-roles documented %v; want both", k, guarded, documented)
+				continue
+			}
+			var spec []string
+			if list, ok := raw.([]any); ok {
+				for _, r := range list {
+					spec = append(spec, fmt.Sprint(r))
+				}
+			}
+			if got, want := strings.Join(need.roles(), ","), strings.Join(spec, ","); got != want {
+				t.Errorf("%s: the router asks for roles [%s], the spec's x-roles says [%s]", k, got, want)
+			}
+		}
+	}
 }
 
 // TestEveryCodeHasAStatus checks the problem table covers every engine code.
 func TestEveryCodeHasAStatus(t *testing.T) {
 	codes := []engine.Code{engine.CodeInvalid, engine.CodeNotFound, engine.CodeUnknownSaga, engine.CodeUnknownEvent,
 		engine.CodeIllegal, engine.CodeWrongParticipant, engine.CodeFinished, engine.CodeConflict,
-		engine.CodeUnavailable, engine.CodeInternal}
+		engine.CodeForbidden, engine.CodeKeyReused, engine.CodeUnavailable, engine.CodeInternal}
 	for _, c := range codes {
 		k, ok := problemKinds[c]
 		if !ok {

@@ -16,12 +16,18 @@ import (
 // MaxIdempotencyKey is the longest Idempotency-Key header accepted.
 const MaxIdempotencyKey = 200
 
-// StartSagaRequest is the body of POST /sagas.
+// StartSagaRequest is the body of POST /sagas. The caller speaks for
+// herself only: the starting event is attributed to the reserved
+// participant "api" and she is its actor in the timeline; there is no way
+// to name a participant.
 type StartSagaRequest struct {
 	// Saga is the definition name. Required.
 	Saga string `json:"saga"`
 	// Version pins the definition version; 0 or absent means the newest.
 	Version int `json:"version,omitempty"`
+	// Event is the starting event, which the definition must open to the
+	// API (`by: api`); absent means the definition's one such event.
+	Event string `json:"event,omitempty"`
 	// Payload is the starting event's payload, a JSON object.
 	Payload json.RawMessage `json:"payload,omitempty"`
 }
@@ -75,7 +81,10 @@ func (s *server) startSaga(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	inst, created, err := s.orch.Start(r.Context(), engine.StartRequest{
-		Saga: req.Saga, Version: req.Version, IdempotencyKey: key, Payload: req.Payload,
+		Saga: req.Saga, Version: req.Version, Event: req.Event, IdempotencyKey: key, Payload: req.Payload,
+		// Only starting transitions `by: api` whose roles the caller
+		// holds; she is the actor; her keys are hers alone.
+		Caller: s.caller(r),
 		// A caller's W3C trace context continues into the saga's commands;
 		// the orchestrator starts a new trace when it is absent or invalid.
 		Traceparent: r.Header.Get(engine.HeaderTraceparent),

@@ -7,6 +7,9 @@
 const REFRESH_MS = 5000;
 const TOKEN_KEY = "saga-machine.token";
 let refreshTimer = null;
+// me is GET /api/v1/me for the current token: who the API takes us for and
+// whether we may read (saga-viewer or saga-operator) and act (saga-operator).
+let me = null;
 
 // ---- DOM helpers ----------------------------------------------------------
 
@@ -91,8 +94,44 @@ async function api(path, opts = {}) {
 function errorBox(err) {
   const box = notice("error", err.message);
   if (err.status === 401) box.append(el("div", { class: "hint" }, "Paste a valid access token in the header and press Save."));
-  if (err.status === 403) box.append(el("div", { class: "hint" }, "Your token lacks the saga-operator role needed for this action."));
+  if (err.status === 403 && err.problem && err.problem.code === "forbidden")
+    box.append(el("div", { class: "hint" }, "Your token lacks the role this needs: reading needs saga-viewer or saga-operator, re-send, abort and replay need saga-operator."));
   return box;
+}
+
+function rolesText(roles) {
+  return roles && roles.length ? roles.join(", ") : "none";
+}
+
+// whoami fills the header's "signed in as" line from me.
+function whoami() {
+  const box = document.getElementById("whoami");
+  if (!box) return;
+  if (!me) { box.replaceChildren(); return; }
+  box.replaceChildren(me.auth === "off"
+    ? el("span", { title: "The API runs without authentication (dev or tests): every action is allowed." }, "auth off")
+    : el("span", { title: `roles: ${rolesText(me.roles)}` }, "signed in as ", el("strong", {}, me.name || me.subject),
+      me.may_operate ? " · operator" : me.may_read ? " · read only" : " · no access"));
+}
+
+// refusedPage tells a user without a reading role plainly why the console
+// shows her nothing; no data is requested for her.
+function refusedPage(view) {
+  setView(view,
+    el("section", { class: "card refused", id: "access-refused", role: "alert" },
+      el("h1", {}, "Access refused"),
+      el("p", {}, "You are signed in as ", el("strong", {}, me.name || me.subject),
+        me.name && me.name !== me.subject ? ` (${me.subject})` : "", ", with the roles: ", el("strong", {}, rolesText(me.roles)), "."),
+      el("p", {}, "The console shows saga-machine's sagas, their timelines and dead letters, which hold other people's ids and amounts: only operators may see them. ",
+        "Reading needs the role ", el("code", {}, me.read_roles.join(" or ")), "; re-sending, aborting and replaying need ",
+        el("code", {}, me.operate_roles.join(" or ")), "."),
+      el("p", { class: "muted" }, "Ask your administrator for one of these roles, or paste the token of an account that has one in the header.")));
+}
+
+// readOnlyNote explains to a saga-viewer why the action buttons are off.
+function readOnlyNote() {
+  return el("p", { class: "notice info read-only" },
+    `You have read-only access (roles: ${rolesText(me.roles)}): re-send, abort and replay need ${me.operate_roles.join(" or ")}.`);
 }
 
 // ---- Router ---------------------------------------------------------------
@@ -114,6 +153,11 @@ async function render() {
   const view = el("div", { class: "view" }, el("p", { class: "muted" }, "Loading…"));
   main.replaceChildren(view);
   try {
+    if (!me) {
+      me = await api("/me");
+      whoami();
+    }
+    if (!me.may_read) { refusedPage(view); return; }
     if (page === "definitions") await definitionsPage(view);
     else if (page === "sagas" && parts[1]) await sagaPage(view, parts[1]);
     else if (page === "sagas") await sagasPage(view, params);
@@ -269,7 +313,7 @@ function timelineEntry(h) {
         el("span", { class: "mono muted small" }, ` ${shortID(c.id)}`))),
       h.code ? el("div", { class: "refusal" }, el("span", { class: "pill red" }, h.code), " ", h.reason || "") : null,
       !h.code && h.reason ? el("div", { class: "reason" }, "“", h.reason, "”") : null,
-      h.actor ? el("div", { class: "actor muted small" }, `by operator ${h.actor}`) : null));
+      h.actor ? el("div", { class: "actor muted small" }, h.kind === "operator" ? `by operator ${h.actor}` : `fired over the API by ${h.actor}`) : null));
 }
 
 async function sagaPage(view, id) {
@@ -296,10 +340,12 @@ async function sagaPage(view, id) {
     } catch (err) { result.replaceChildren(errorBox(err)); }
   };
   const running = s.status === "running";
+  const operate = me.may_operate;
+  reason.disabled = !operate;
   const actions = el("form", { class: "actions", onsubmit: ev => ev.preventDefault() },
     reason,
-    el("button", { type: "button", class: "button", disabled: !s.pending, onclick: () => act("resend", {}, "Command re-sent") }, "Re-send pending command"),
-    el("button", { type: "button", class: "button danger", disabled: !running, onclick: () => act("abort", {}, "Saga aborted") }, "Abort saga"));
+    el("button", { type: "button", class: "button", disabled: !s.pending || !operate, onclick: () => act("resend", {}, "Command re-sent") }, "Re-send pending command"),
+    el("button", { type: "button", class: "button danger", disabled: !running || !operate, onclick: () => act("abort", {}, "Saga aborted") }, "Abort saga"));
   const flash = sessionStorage.getItem("saga-machine.flash");
   sessionStorage.removeItem("saga-machine.flash");
   setView(view,
@@ -314,7 +360,8 @@ async function sagaPage(view, id) {
       el("section", { class: "card" }, el("h2", {}, "Context"),
         el("pre", { class: "json" }, JSON.stringify(s.context || {}, null, 2)))),
     el("section", { class: "card" }, el("h2", {}, "Operator actions"),
-      el("p", { class: "muted small" }, "Needs the saga-operator role. Your name and reason go into the timeline."), actions, result),
+      operate ? el("p", { class: "muted small" }, "Needs the saga-operator role. Your name and reason go into the timeline.") : readOnlyNote(),
+      actions, result),
     el("section", { class: "card" }, el("h2", {}, `Timeline (${timeline.length})`),
       el("ol", { class: "timeline", id: "timeline" }, timeline.map(timelineEntry))));
 }
@@ -338,7 +385,7 @@ async function deadLettersPage(view, params) {
   const rows = dls.map(d => {
     const status = el("div", { class: "row-result" });
     const replay = el("button", {
-      type: "button", class: "button primary replay", "data-dead-letter": d.id, disabled: !!d.replayed_at,
+      type: "button", class: "button primary replay", "data-dead-letter": d.id, disabled: !!d.replayed_at || !me.may_operate,
       onclick: async () => {
         replay.disabled = true;
         try {
@@ -367,6 +414,7 @@ async function deadLettersPage(view, params) {
     el("div", { class: "page-head" }, el("h1", {}, "Dead letters"),
       el("p", { class: "muted" }, "Messages that could not be applied, with the reason. Replay applies one again as if it had just arrived (for example after the event it was waiting for has come).")),
     flash ? notice("ok", flash) : null,
+    me.may_operate ? null : readOnlyNote(),
     el("p", {}, all
       ? el("a", { href: "#/dead-letters" }, "Hide replayed dead letters")
       : el("a", { href: "#/dead-letters?all=1" }, "Show replayed dead letters too")),
@@ -386,6 +434,8 @@ document.addEventListener("DOMContentLoaded", () => {
     ev.preventDefault();
     if (input.value.trim()) localStorage.setItem(TOKEN_KEY, input.value.trim());
     else localStorage.removeItem(TOKEN_KEY);
+    me = null; // another token: ask again who we are
+    whoami();
     render();
   });
   window.addEventListener("hashchange", render);
