@@ -9,4 +9,14 @@
 //	res := kit.Send(t, "APPROVE_ORDER", map[string]any{"deal_context": deal})
 //	if res.Event != "ORDER_APPROVED" { t.Fatalf(...) }
 //	again := kit.Redeliver(t) // duplicate: same reply, handler not run again
+//
+// Deadlines and compensations: SendWithDeadline sends a command with a
+// deadline (one already passed gives a Result with Expired set and the
+// COMMAND_EXPIRED reply); Compensate sends a compensation command for an
+// earlier command, or for one built with Command and sent afterwards with
+// SendMessage, which the SDK then refuses.
+//
+//	late := kit.Command(t, "APPROVE_ORDER", deal)
+//	kit.Compensate(t, "REVERT_ORDER", late, deal) // nothing to undo yet
+//	res := kit.SendMessage(t, late)             // res.Expired, res.Event == "COMMAND_EXPIRED"
 package sdktest

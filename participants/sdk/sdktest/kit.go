@@ -107,6 +107,11 @@ type Result struct {
 	DeadLetter   *sdk.DeadLetter
 	// Duplicate is true if the command id had been handled before.
 	Duplicate bool
+	// Expired is true if the SDK refused the command before the handler
+	// ran: its deadline had passed, or a compensation command had undone it
+	// before it arrived. Event is then engine.EventCommandExpired and Reason
+	// says which. A redelivery of it is a Duplicate with the same reply.
+	Expired bool
 	// Attempts counts handler runs for this delivery.
 	Attempts int
 	// Command is the envelope that was sent.
@@ -128,6 +133,44 @@ func (r Result) Decode(tb testing.TB, v any) {
 // given payload, relays the outbox and returns what was emitted.
 func (k *Kit) Send(tb testing.TB, command string, payload any) Result {
 	tb.Helper()
+	return k.SendMessage(tb, k.Command(tb, command, payload))
+}
+
+// SendWithDeadline is Send with the command's deadline set: a deadline
+// not after the participant's clock (Config.Now, plus
+// Config.DeadlineMargin) is refused without running the handler, and the
+// Result is Expired with the COMMAND_EXPIRED reply.
+func (k *Kit) SendWithDeadline(tb testing.TB, command string, deadline time.Time, payload any) Result {
+	tb.Helper()
+	msg := k.Command(tb, command, payload)
+	msg.Deadline = deadline
+	return k.SendMessage(tb, msg)
+}
+
+// Compensate dispatches the compensation command `command` (e.g.
+// REVERT_ORDER) of forward: a new command of forward's saga whose
+// Compensates is forward's id. forward is the Command of an earlier
+// Result, or a message from Command not sent yet: the SDK then refuses
+// it when it is sent after its compensation (Result.Expired).
+func (k *Kit) Compensate(tb testing.TB, command string, forward engine.Message, payload any) Result {
+	tb.Helper()
+	if forward.ID == "" {
+		tb.Fatalf("sdktest: compensate with %s: the forward command has no id (use Kit.Command)", command)
+	}
+	msg := k.Command(tb, command, payload)
+	msg.SagaID, msg.Compensates = forward.SagaID, forward.ID
+	if forward.Saga != "" {
+		msg.Saga, msg.SagaVersion = forward.Saga, forward.SagaVersion
+	}
+	return k.SendMessage(tb, msg)
+}
+
+// Command builds, without sending it, the command envelope Send would
+// send: a fresh id and saga id and every default of SendMessage. Change
+// its fields, then send it with SendMessage (as often as you like: the
+// same id each time).
+func (k *Kit) Command(tb testing.TB, command string, payload any) engine.Message {
+	tb.Helper()
 	var raw json.RawMessage
 	if payload != nil {
 		b, err := json.Marshal(payload)
@@ -136,7 +179,7 @@ func (k *Kit) Send(tb testing.TB, command string, payload any) Result {
 		}
 		raw = b
 	}
-	return k.SendMessage(tb, engine.Message{Name: command, Payload: raw})
+	return k.withDefaults(engine.Message{Name: command, Payload: raw})
 }
 
 // SendMessage dispatches msg; empty fields get defaults (version, a fresh
@@ -144,6 +187,15 @@ func (k *Kit) Send(tb testing.TB, command string, payload any) Result {
 // now, attempt 1).
 func (k *Kit) SendMessage(tb testing.TB, msg engine.Message) Result {
 	tb.Helper()
+	msg = k.withDefaults(msg)
+	body, err := json.Marshal(msg)
+	if err != nil {
+		tb.Fatalf("sdktest: encode %s: %v", msg.Name, err)
+	}
+	return k.SendRaw(tb, msg.SagaID, body)
+}
+
+func (k *Kit) withDefaults(msg engine.Message) engine.Message {
 	if msg.V == 0 {
 		msg.V = engine.EnvelopeVersion
 	}
@@ -171,11 +223,7 @@ func (k *Kit) SendMessage(tb testing.TB, msg engine.Message) Result {
 	if msg.Attempt == 0 {
 		msg.Attempt = 1
 	}
-	body, err := json.Marshal(msg)
-	if err != nil {
-		tb.Fatalf("sdktest: encode %s: %v", msg.Name, err)
-	}
-	return k.SendRaw(tb, msg.SagaID, body)
+	return msg
 }
 
 // SendRaw dispatches a record with any bytes as its value (e.g. a
@@ -210,7 +258,7 @@ func (k *Kit) Redeliver(tb testing.TB) Result {
 func (k *Kit) dispatch(tb testing.TB, rec kafka.Record) Result {
 	tb.Helper()
 	out, err := k.p.Dispatch(context.Background(), rec)
-	res := Result{Command: out.Command, Err: out.Err, Duplicate: out.Duplicate, Attempts: out.Attempts, DeadLetter: out.DeadLetter}
+	res := Result{Command: out.Command, Err: out.Err, Duplicate: out.Duplicate, Expired: out.Expired, Attempts: out.Attempts, DeadLetter: out.DeadLetter}
 	if err != nil {
 		res.Err = err
 	}
