@@ -109,5 +109,7 @@ func (d *Deal) normalize() {
 	d.UpdatedAt = d.UpdatedAt.UTC()
 }
 
-// Router returns the service's HTTP handler.
-func (s *Service) Router() http.Handler { return s.routes() }
+// Router returns the service's HTTP handler, behind service.Guard: a
+// state-changing request from another origin (CSRF) or with a body that is
+// not JSON is refused before any handler runs.
+func (s *Service) Router() http.Handler { return service.Guard(s.routes()) }

@@ -12,6 +12,12 @@
 //	GET  /deals/{id}   one deal (404 when it is another user's)
 //	GET  /healthz, /readyz
 //
+// The portfolio id of a new deal is accepted in any case and stored in
+// canonical lower case; the deal's amount is dealctx.CashAmount, quantity *
+// price rounded to 8 decimal places against the portfolio (a buy's cost
+// up, a sell's proceeds down), below 10^18. Router refuses cross-origin
+// state-changing requests and bodies that are not JSON (service.Guard).
+//
 // Commands (DEALS_TOPIC): APPROVE_DEAL marks the deal executed, REJECT_DEAL
 // marks it rejected with the reason profile put in deal_context; both reply
 // DEAL_UPDATED with the deal's deal_context and its status. A command that

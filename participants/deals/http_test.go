@@ -263,6 +263,7 @@ func TestConcurrentIdempotentCreates(t *testing.T) {
 				raw, _ := json.Marshal(body())
 				req := httptest.NewRequest("POST", "/deals", bytes.NewReader(raw))
 				req.Header.Set("Authorization", "Bearer "+e.alice)
+				req.Header.Set("Content-Type", "application/json")
 				req.Header.Set(HeaderIdempotencyKey, "same")
 				rec := httptest.NewRecorder()
 				e.h.ServeHTTP(rec, req)
@@ -342,6 +343,55 @@ func TestConcurrentCreatesShareCommits(t *testing.T) {
 		}
 		if got, want := len(starts), len(distinct); got != want {
 			t.Errorf("sagas started = %d, want %d", got, want)
+		}
+	})
+}
+
+// TestCrossSiteCreateRefused performs the CSRF attack: a page on another
+// site makes the browser POST a deal (a form, or JSON sent as text/plain)
+// while the user's credentials ride along (here the bearer token, as an
+// ingress that turns a session cookie into Authorization would add it).
+// Every variant is refused before a handler runs: no deal row, no saga.
+func TestCrossSiteCreateRefused(t *testing.T) {
+	servicetest.EachDB(t, Migrate, func(t *testing.T, db *sqlx.DB) {
+		e := newHTTP(t, db)
+		raw, _ := json.Marshal(body())
+		form := "portfolio_id=" + portfolioID + "&side=buy&instrument=AAPL&quantity=10&price=150.00&currency=USD"
+		tests := []struct {
+			name   string
+			body   string
+			hdr    []string
+			status int
+			typ    string
+		}{
+			{"cross-site form", form, []string{"Content-Type", "application/x-www-form-urlencoded", "Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site"}, 403, service.TypeCrossOrigin},
+			{"cross-site json as text/plain", string(raw), []string{"Content-Type", "text/plain;charset=UTF-8", "Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site"}, 403, service.TypeCrossOrigin},
+			{"cross-origin json, old browser", string(raw), []string{"Content-Type", "application/json", "Origin", "https://evil.example"}, 403, service.TypeCrossOrigin},
+			{"form without origin headers", form, []string{"Content-Type", "application/x-www-form-urlencoded"}, 415, service.TypeUnsupportedMedia},
+			{"json as text/plain", string(raw), []string{"Content-Type", "text/plain"}, 415, service.TypeUnsupportedMedia},
+			{"json without content type", string(raw), []string{"Content-Type", ""}, 415, service.TypeUnsupportedMedia},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				res := servicetest.Call(t, e.h, "POST", "/deals", e.alice, tt.body, tt.hdr...)
+				if res.Status != tt.status || res.Problem(t).Type != tt.typ {
+					t.Errorf("got %d %s, want %d %s", res.Status, res.Body, tt.status, tt.typ)
+				}
+			})
+		}
+		var n int
+		if err := db.Get(&n, `SELECT COUNT(*) FROM deals`); err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Errorf("deal rows after the attacks: got %d, want 0", n)
+		}
+		if msgs := servicetest.Flush(t, e.p); len(msgs) != 0 {
+			t.Errorf("sagas started by the attacks: got %d, want 0", len(msgs))
+		}
+		// The same user's own JSON request still works.
+		if res := servicetest.Call(t, e.h, "POST", "/deals", e.alice, body()); res.Status != http.StatusCreated {
+			t.Errorf("same-origin JSON POST: got %d %s, want 201", res.Status, res.Body)
 		}
 	})
 }

@@ -47,6 +47,7 @@ func (s *Service) Create(ctx context.Context, userID string, in NewDeal, idemKey
 	if err != nil {
 		return Deal{}, false, err
 	}
+	in.PortfolioID = dc.PortfolioID // canonical: the same request in any case
 	now := s.now().UTC()
 	d := Deal{
 		ID: uuid.NewString(), UserID: userID, PortfolioID: dc.PortfolioID, Side: dc.Side,
@@ -116,8 +117,10 @@ func (s *Service) byIdempotencyKey(ctx context.Context, userID, key string) (Dea
 	return d, nil
 }
 
-// Get returns the deal id of userID; another user's deal is not found.
+// Get returns the deal id of userID (id in any case); another user's deal
+// is not found.
 func (s *Service) Get(ctx context.Context, userID, id string) (Deal, error) {
+	id = dealctx.CanonicalOrSame(id)
 	var d Deal
 	q := s.db.Rebind(`SELECT ` + dealColumns + ` FROM deals WHERE id = ? AND user_id = ?`)
 	err := s.db.GetContext(ctx, &d, q, id, userID)

@@ -3,7 +3,6 @@ package deals
 import (
 	"strconv"
 
-	"github.com/google/uuid"
 	"github.com/shopspring/decimal"
 
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
@@ -11,15 +10,20 @@ import (
 )
 
 // parseNewDeal validates a create request and returns its deal_context
-// (without deal and user ids). Every invalid field is reported at once.
+// (without deal and user ids): portfolio_id in canonical lower case, amount
+// = dealctx.CashAmount (quantity*price rounded to 8 places against the
+// portfolio), below dealctx.MaxAmount. Every invalid field is reported at
+// once.
 func parseNewDeal(in NewDeal) (dealctx.DealContext, error) {
 	var errs []service.FieldError
 	bad := func(field, msg string) { errs = append(errs, service.FieldError{Field: field, Message: msg}) }
-	dc := dealctx.DealContext{PortfolioID: in.PortfolioID, Side: in.Side, Instrument: in.Instrument, Currency: in.Currency}
+	dc := dealctx.DealContext{Side: in.Side, Instrument: in.Instrument, Currency: in.Currency}
 	if in.PortfolioID == "" {
 		bad("portfolio_id", "is required (the id of one of your portfolios)")
-	} else if _, err := uuid.Parse(in.PortfolioID); err != nil {
+	} else if id, err := dealctx.CanonicalID(in.PortfolioID); err != nil {
 		bad("portfolio_id", "must be a portfolio id (a UUID), got "+quote(in.PortfolioID))
+	} else {
+		dc.PortfolioID = id // stored and sent in canonical lower case
 	}
 	if in.Side == "" {
 		bad("side", `is required: "buy" or "sell"`)
@@ -54,10 +58,15 @@ func parseNewDeal(in NewDeal) (dealctx.DealContext, error) {
 			*f.dst = v
 		}
 	}
+	if len(errs) == 0 {
+		dc.Amount = dealctx.CashAmount(dc.Side, dc.Quantity, dc.Price)
+		if err := dealctx.CheckAmount("quantity*price", dc.Amount); err != nil {
+			bad("quantity", err.Error())
+		}
+	}
 	if len(errs) > 0 {
 		return dealctx.DealContext{}, service.Invalid(errs...)
 	}
-	dc.Amount = dc.Quantity.Mul(dc.Price)
 	return dc, nil
 }
 

@@ -150,8 +150,10 @@ func (s *Service) List(ctx context.Context, userID string, page service.PageRequ
 	return service.NewPage(rows, page.Limit, func(n Notification) int64 { return n.Seq }), nil
 }
 
-// Router returns the service's HTTP handler.
-func (s *Service) Router() http.Handler { return s.routes() }
+// Router returns the service's HTTP handler, behind service.Guard: a
+// state-changing request from another origin (CSRF) or with a body that is
+// not JSON is refused before any handler runs.
+func (s *Service) Router() http.Handler { return service.Guard(s.routes()) }
 
 func (s *Service) routes() *mux.Router {
 	r := service.NewRouter(s.db)

@@ -33,7 +33,7 @@ func BenchmarkApproveOrder(b *testing.B) {
 			}
 			s.RegisterHandlers(p)
 			ctx := context.Background()
-			pf, err := s.CreatePortfolio(ctx, "alice", NewPortfolio{Name: "Main", Currency: "USD", Cash: dec("1000000000")})
+			pf, err := fundedPortfolio(ctx, s, "alice", dec("1000000000"))
 			if err != nil {
 				b.Fatal(err)
 			}

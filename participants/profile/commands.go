@@ -41,7 +41,12 @@ func (s *Service) handleApproveOrder(ctx context.Context, tx *sqlx.Tx, cmd sdk.C
 	if err != nil {
 		return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: %w", cmd.Name, err))
 	}
-	pf, prev, found, err := s.loadOrder(ctx, tx, dc)
+	// The portfolio is looked up by its canonical id (deals sends it so;
+	// a deal registered before deals normalised ids may carry upper case);
+	// the reply carries the deal_context as received.
+	key := dc
+	key.PortfolioID = dealctx.CanonicalOrSame(dc.PortfolioID)
+	pf, prev, found, err := s.loadOrder(ctx, tx, key)
 	if err != nil {
 		return sdk.Result{}, fmt.Errorf("%s: deal %s: %w", cmd.Name, dc.DealID, err)
 	}
@@ -58,12 +63,12 @@ func (s *Service) handleApproveOrder(ctx context.Context, tx *sqlx.Tx, cmd sdk.C
 	}
 	if status == dealctx.StatusApproved {
 		pf.UpdatedAt = s.now().UTC()
-		if err := s.apply(ctx, tx, dc, pf, held); err != nil {
+		if err := s.apply(ctx, tx, key, pf, held); err != nil {
 			return sdk.Result{}, fmt.Errorf("%s: deal %s: %w", cmd.Name, dc.DealID, err)
 		}
 	} else {
 		const q = `INSERT INTO order_decisions (deal_id, portfolio_id, status, reason, decided_at) VALUES (?, ?, ?, ?, ?)`
-		if _, err := s.sql.Exec(ctx, tx, q, dc.DealID, dc.PortfolioID, status, reason, s.now().UTC()); err != nil {
+		if _, err := s.sql.Exec(ctx, tx, q, dc.DealID, key.PortfolioID, status, reason, s.now().UTC()); err != nil {
 			return sdk.Result{}, fmt.Errorf("%s: record the decision on deal %s: %w", cmd.Name, dc.DealID, err)
 		}
 	}
@@ -142,9 +147,12 @@ func (s *Service) answer(dc dealctx.DealContext, status, reason string) sdk.Resu
 }
 
 // decide checks the deal against its portfolio pf and, when it is
-// approved, applies it to pf in memory (cash and the position move). It
-// returns the status (approved or rejected), for a rejection why, and the
-// quantity of the instrument now held.
+// approved, applies it to pf in memory (cash and the position move). The
+// cash moved is dealctx.CashAmount: quantity*price rounded to 8 places
+// against the portfolio (a buy's cost up, a sell's proceeds down), so cash
+// always keeps at most 8 places. It returns the status (approved or
+// rejected), for a rejection why, and the quantity of the instrument now
+// held.
 func decide(pf *Portfolio, dc dealctx.DealContext) (status, reason string, held decimal.Decimal) {
 	rejected := func(format string, args ...any) (string, string, decimal.Decimal) {
 		return dealctx.StatusRejected, fmt.Sprintf(format, args...), decimal.Decimal{}
@@ -152,7 +160,7 @@ func decide(pf *Portfolio, dc dealctx.DealContext) (status, reason string, held 
 	if pf.Currency != dc.Currency {
 		return rejected("currency mismatch: the deal is in %s, portfolio %s holds %s", dc.Currency, pf.ID, pf.Currency)
 	}
-	amount := dc.Quantity.Mul(dc.Price)
+	amount := dealctx.CashAmount(dc.Side, dc.Quantity, dc.Price)
 	held = pf.Positions[dc.Instrument]
 	switch dc.Side {
 	case dealctx.Buy:
@@ -165,6 +173,9 @@ func decide(pf *Portfolio, dc dealctx.DealContext) (status, reason string, held 
 	case dealctx.Sell:
 		if held.LessThan(dc.Quantity) {
 			return rejected("insufficient holdings: need %s %s, have %s %s", dc.Quantity, dc.Instrument, held, dc.Instrument)
+		}
+		if err := dealctx.CheckAmount("the resulting cash", pf.Cash.Add(amount)); err != nil {
+			return rejected("%v", err)
 		}
 		pf.Cash = pf.Cash.Add(amount)
 		held = held.Sub(dc.Quantity)

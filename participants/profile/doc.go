@@ -4,18 +4,26 @@
 //
 // HTTP (schema/openapi/profile.yaml), every route but the probes behind the
 // OIDC bearer-token middleware and scoped to the token's subject (another
-// user's portfolio is 404):
+// user's portfolio is 404), ids accepted in any case:
 //
 //	GET  /login                              the caller's profile, created from the token claims on first call
-//	GET  /portfolios, POST /portfolios       list / create (POST may fund the portfolio with "cash")
-//	GET  /portfolios/{id}, PUT /portfolios/{id}   read / rename (PUT may set "cash": a demo/admin convenience)
+//	GET  /portfolios, POST /portfolios       list / create (cash starts at 0)
+//	GET  /portfolios/{id}, PUT /portfolios/{id}   read / rename (cash and currency cannot change here)
+//	POST /portfolios/{id}/deposits           fund a portfolio: role funding-operator, never one's own; Idempotency-Key required
+//	GET  /portfolios/{id}/deposits           the audit trail of deposits: the owner and funding operators
 //	GET  /portfolios/{id}/snapshots          dated snapshots (one per day, the position at the end of it)
 //	GET  /portfolios/{id}/snapshots/{date}   the position as of date: the latest snapshot on or before it
 //	GET  /healthz, /readyz
 //
+// Cash changes only by deposits (Deposit: the cash, today's snapshot and
+// an audit row in one transaction) and by approved deals. Amounts keep at
+// most 8 decimal places: a deal moves dealctx.CashAmount, quantity*price
+// rounded to 8 places against the portfolio (a buy's cost up, a sell's
+// proceeds down).
+//
 // Command (PROFILE_TOPIC): APPROVE_ORDER checks the deal against the
 // portfolio (it must be the deal user's, in the deal's currency; a buy needs
-// cash >= quantity*price, a sell needs holdings >= quantity). On approval it
+// cash >= its amount, a sell needs holdings >= quantity). On approval it
 // moves cash and positions, upserts today's snapshot and replies
 // ORDER_APPROVED, all in the command's transaction; otherwise it replies
 // ORDER_REJECTED with a precise reason. Both replies carry deal_context with

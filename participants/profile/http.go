@@ -1,6 +1,7 @@
 package profile
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -19,18 +20,39 @@ import (
 // maxNameRunes bounds portfolio names.
 const maxNameRunes = 100
 
+// HeaderIdempotencyKey makes POST /portfolios/{id}/deposits idempotent per
+// funding operator (required there).
+const HeaderIdempotencyKey = "Idempotency-Key"
+
+// HeaderReplayed is set to "true" on a deposit answered from an earlier
+// request with the same Idempotency-Key.
+const HeaderReplayed = "Idempotent-Replayed"
+
+// maxIdempotencyKey bounds the Idempotency-Key header.
+const maxIdempotencyKey = 255
+
+// cashReadOnly is the message of a request that tries to set cash itself.
+const cashReadOnly = "cannot be set by the portfolio's owner: a portfolio starts with 0 and is funded by a funding operator (POST /portfolios/{id}/deposits) or moved by deals"
+
 // createRequest is the body of POST /portfolios.
 type createRequest struct {
 	Name     string  `json:"name"`
 	Currency string  `json:"currency"`
-	Cash     *string `json:"cash"` // optional initial funding, default "0"
+	Cash     *string `json:"cash"` // optional; only "0" is accepted (cash comes from deposits)
 }
 
 // updateRequest is the body of PUT /portfolios/{id}.
 type updateRequest struct {
 	Name     string  `json:"name"`
 	Currency *string `json:"currency"` // optional; must equal the portfolio's
-	Cash     *string `json:"cash"`     // optional: sets the cash balance (demo/admin convenience)
+	Cash     *string `json:"cash"`     // optional; must equal the portfolio's (read-only)
+}
+
+// depositRequest is the body of POST /portfolios/{id}/deposits.
+type depositRequest struct {
+	Amount   string `json:"amount"`
+	Currency string `json:"currency"`
+	Reason   string `json:"reason"`
 }
 
 func (s *Service) routes() *mux.Router {
@@ -41,6 +63,8 @@ func (s *Service) routes() *mux.Router {
 	r.Handle("/portfolios", h(s.handleCreate)).Methods(http.MethodPost)
 	r.Handle("/portfolios/{id}", h(s.handleGet)).Methods(http.MethodGet)
 	r.Handle("/portfolios/{id}", h(s.handleUpdate)).Methods(http.MethodPut)
+	r.Handle("/portfolios/{id}/deposits", h(s.handleDeposit)).Methods(http.MethodPost)
+	r.Handle("/portfolios/{id}/deposits", h(s.handleDeposits)).Methods(http.MethodGet)
 	r.Handle("/portfolios/{id}/snapshots", h(s.handleSnapshots)).Methods(http.MethodGet)
 	r.Handle("/portfolios/{id}/snapshots/{date}", h(s.handleSnapshotAt)).Methods(http.MethodGet)
 	// The SDK's dead letters (GET/POST /admin/dead-letters...), operators only.
@@ -86,7 +110,10 @@ func (s *Service) handleCreate(w http.ResponseWriter, r *http.Request, u auth.Us
 		errs = append(errs, service.FieldError{Field: "currency", Message: err.Error()})
 	}
 	if req.Cash != nil {
-		errs = parseCash(errs, *req.Cash, &in.Cash)
+		var cash decimal.Decimal
+		if errs = parseCash(errs, *req.Cash, &cash); len(errs) == 0 && !cash.IsZero() {
+			errs = append(errs, service.FieldError{Field: "cash", Message: cashReadOnly + "; omit it or send \"0\""})
+		}
 	}
 	if len(errs) > 0 {
 		return service.Invalid(errs...)
@@ -117,20 +144,23 @@ func (s *Service) handleUpdate(w http.ResponseWriter, r *http.Request, u auth.Us
 	}
 	in := PortfolioUpdate{Name: strings.TrimSpace(req.Name)}
 	errs := checkName(nil, in.Name)
+	var cash decimal.Decimal
 	if req.Cash != nil {
-		var cash decimal.Decimal
 		errs = parseCash(errs, *req.Cash, &cash)
-		in.Cash = &cash
 	}
-	if req.Currency != nil {
-		// Checked against the stored portfolio below (after the 404 check).
+	if req.Currency != nil || req.Cash != nil {
+		// Checked against the stored portfolio (after the 404 check): they
+		// may be sent back unchanged, never changed.
 		cur, err := s.Portfolio(r.Context(), u.Subject, id)
 		if err != nil {
 			return err
 		}
-		if *req.Currency != cur.Currency {
+		if req.Currency != nil && *req.Currency != cur.Currency {
 			errs = append(errs, service.FieldError{Field: "currency",
 				Message: "cannot be changed (the portfolio holds " + cur.Currency + "); omit it or send " + cur.Currency})
+		}
+		if req.Cash != nil && len(errs) == 0 && !cash.Equal(cur.Cash) {
+			errs = append(errs, service.FieldError{Field: "cash", Message: cashReadOnly + "; omit it"})
 		}
 	}
 	if len(errs) > 0 {
@@ -142,6 +172,76 @@ func (s *Service) handleUpdate(w http.ResponseWriter, r *http.Request, u auth.Us
 	}
 	service.WriteJSON(w, http.StatusOK, pf)
 	return nil
+}
+
+func (s *Service) handleDeposit(w http.ResponseWriter, r *http.Request, u auth.User) error {
+	// The role first: a caller without it learns nothing about the portfolio.
+	if !u.HasRole(auth.RoleFundingOperator) {
+		return service.NewError(http.StatusForbidden, TypeForbidden,
+			fmt.Sprintf("user %q lacks the role %q: only funding operators deposit cash", u.Subject, auth.RoleFundingOperator))
+	}
+	key := r.Header.Get(HeaderIdempotencyKey)
+	var errs []service.FieldError
+	if !validKey(key) {
+		errs = append(errs, service.FieldError{Field: HeaderIdempotencyKey,
+			Message: "is required: 1 to 255 printable ASCII characters (e.g. a UUID), so that a retried deposit does not fund twice"})
+	}
+	var req depositRequest
+	if err := service.DecodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	in := NewDeposit{Currency: req.Currency, Reason: req.Reason}
+	switch {
+	case req.Amount == "":
+		errs = append(errs, service.FieldError{Field: "amount", Message: `is required: a positive decimal string such as "1000.00"`})
+	default:
+		v, err := dealctx.ParseAmount(req.Amount)
+		if err != nil {
+			errs = append(errs, service.FieldError{Field: "amount", Message: err.Error()})
+		}
+		in.Amount = v
+	}
+	if req.Currency == "" {
+		errs = append(errs, service.FieldError{Field: "currency", Message: "is required (the portfolio's currency, e.g. USD)"})
+	}
+	if len(errs) > 0 {
+		return service.Invalid(errs...)
+	}
+	dep, replayed, err := s.Deposit(r.Context(), u, mux.Vars(r)["id"], in, key)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/portfolios/"+dep.PortfolioID+"/deposits")
+	if replayed {
+		w.Header().Set(HeaderReplayed, "true")
+	}
+	service.WriteJSON(w, http.StatusCreated, dep)
+	return nil
+}
+
+func (s *Service) handleDeposits(w http.ResponseWriter, r *http.Request, u auth.User) error {
+	page, err := service.ParsePage(r)
+	if err != nil {
+		return err
+	}
+	p, err := s.Deposits(r.Context(), u, mux.Vars(r)["id"], page)
+	if err != nil {
+		return err
+	}
+	service.WriteJSON(w, http.StatusOK, p)
+	return nil
+}
+
+func validKey(k string) bool {
+	if k == "" || len(k) > maxIdempotencyKey {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x21 || k[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Service) handleSnapshots(w http.ResponseWriter, r *http.Request, u auth.User) error {

@@ -5,8 +5,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 
+	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service/servicetest"
@@ -17,9 +19,12 @@ type httpEnv struct {
 	h     http.Handler
 	s     *Service
 	p     *sdk.Participant
+	db    *sqlx.DB
 	clk   *clock
 	alice string
 	bob   string
+	// treasury and olga are funding operators; alice and bob are not.
+	treasury, olga string
 }
 
 func newHTTP(t *testing.T, db *sqlx.DB) httpEnv {
@@ -36,7 +41,15 @@ func newHTTP(t *testing.T, db *sqlx.DB) httpEnv {
 		t.Fatal(err)
 	}
 	s.RegisterHandlers(p)
-	return httpEnv{h: servicetest.Validated(t, s.Router(), "profile.yaml"), s: s, p: p, clk: clk, alice: iss.Token(t, "alice"), bob: iss.Token(t, "bob")}
+	return httpEnv{h: servicetest.Validated(t, s.Router(), "profile.yaml"), s: s, p: p, db: db, clk: clk, alice: iss.Token(t, "alice"), bob: iss.Token(t, "bob"),
+		treasury: iss.TokenWithRoles(t, "treasury", auth.RoleFundingOperator), olga: iss.TokenWithRoles(t, "olga", auth.RoleFundingOperator)}
+}
+
+// deposit funds portfolio id over HTTP as the funding operator token.
+func (e httpEnv) deposit(t *testing.T, token, id, amount string) servicetest.Response {
+	t.Helper()
+	return servicetest.Call(t, e.h, "POST", "/portfolios/"+id+"/deposits", token,
+		map[string]string{"amount": amount, "currency": "USD", "reason": "test funding"}, HeaderIdempotencyKey, uuid.NewString())
 }
 
 func TestHTTPPortfolios(t *testing.T) {
@@ -49,14 +62,17 @@ func TestHTTPPortfolios(t *testing.T) {
 			t.Errorf("GET /login: got %d %+v, want alice's profile from the token", login.Status, prof)
 		}
 
-		res := servicetest.Call(t, e.h, "POST", "/portfolios", e.alice, map[string]string{"name": "Main", "currency": "USD", "cash": "2000.00"})
+		res := servicetest.Call(t, e.h, "POST", "/portfolios", e.alice, map[string]string{"name": "Main", "currency": "USD", "cash": "0"})
 		var pf Portfolio
 		res.Decode(t, &pf)
-		if res.Status != http.StatusCreated || res.Header.Get("Location") != "/portfolios/"+pf.ID || pf.Cash.String() != "2000" || len(pf.Positions) != 0 {
-			t.Fatalf("POST /portfolios: got %d %s, want 201 with cash 2000 and no positions", res.Status, res.Body)
+		if res.Status != http.StatusCreated || res.Header.Get("Location") != "/portfolios/"+pf.ID || !pf.Cash.IsZero() || len(pf.Positions) != 0 {
+			t.Fatalf("POST /portfolios: got %d %s, want 201 with cash 0 and no positions", res.Status, res.Body)
 		}
-		if !strings.Contains(string(res.Body), `"cash":"2000"`) || !strings.Contains(string(res.Body), `"positions":{}`) {
+		if !strings.Contains(string(res.Body), `"cash":"0"`) || !strings.Contains(string(res.Body), `"positions":{}`) {
 			t.Errorf("body: got %s, want cash as a JSON string and positions as an object", res.Body)
+		}
+		if dep := e.deposit(t, e.treasury, pf.ID, "2000.00"); dep.Status != http.StatusCreated {
+			t.Fatalf("deposit: got %d %s, want 201", dep.Status, dep.Body)
 		}
 		unfunded := servicetest.Call(t, e.h, "POST", "/portfolios", e.alice, map[string]string{"name": "Side", "currency": "EUR"})
 		var pf2 Portfolio
@@ -81,15 +97,16 @@ func TestHTTPPortfolios(t *testing.T) {
 			t.Errorf("GET /portfolios: got %+v, want Main then Side", list.Items)
 		}
 
-		put := servicetest.Call(t, e.h, "PUT", "/portfolios/"+pf.ID, e.alice, map[string]string{"name": "Renamed", "cash": "100", "currency": "USD"})
+		// Sending the cash back unchanged is accepted (a GET-modify-PUT client).
+		put := servicetest.Call(t, e.h, "PUT", "/portfolios/"+pf.ID, e.alice, map[string]string{"name": "Renamed", "cash": "500.00", "currency": "USD"})
 		var upd Portfolio
 		put.Decode(t, &upd)
-		if put.Status != http.StatusOK || upd.Name != "Renamed" || upd.Cash.String() != "100" || upd.Positions["AAPL"].String() != "10" {
-			t.Errorf("PUT: got %d %s, want renamed, cash 100, positions kept", put.Status, put.Body)
+		if put.Status != http.StatusOK || upd.Name != "Renamed" || upd.Cash.String() != "500" || upd.Positions["AAPL"].String() != "10" {
+			t.Errorf("PUT: got %d %s, want renamed, cash 500, positions kept", put.Status, put.Body)
 		}
 		var snaps struct{ Items []Snapshot }
 		servicetest.Call(t, e.h, "GET", "/portfolios/"+pf.ID+"/snapshots", e.alice, nil).Decode(t, &snaps)
-		if len(snaps.Items) != 1 || snaps.Items[0].Date != "2026-03-02" || snaps.Items[0].Cash.String() != "100" || snaps.Items[0].Positions["AAPL"].String() != "10" {
+		if len(snaps.Items) != 1 || snaps.Items[0].Date != "2026-03-02" || snaps.Items[0].Cash.String() != "500" || snaps.Items[0].Positions["AAPL"].String() != "10" {
 			t.Errorf("snapshots: got %+v, want one of 2026-03-02 with the end-of-day position", snaps.Items)
 		}
 		var asOf SnapshotAsOf
@@ -125,7 +142,7 @@ func TestHTTPPortfolios(t *testing.T) {
 			t.Errorf("bob's portfolios: got %d, want 0", len(bobs.Items))
 		}
 		servicetest.Call(t, e.h, "GET", "/portfolios/"+pf.ID, e.alice, nil).Decode(t, &got)
-		if got.Name != "Renamed" || got.Cash.String() != "100" {
+		if got.Name != "Renamed" || got.Cash.String() != "500" {
 			t.Errorf("alice's portfolio after bob's PUT: got %s %s, want unchanged", got.Name, got.Cash)
 		}
 	})
@@ -150,11 +167,13 @@ func TestHTTPErrors(t *testing.T) {
 		{"bad token", "GET", "/portfolios", "x.y.z", nil, 401, "about:blank", ""},
 		{"missing name and currency", "POST", "/portfolios", e.alice, map[string]string{}, 422, service.TypeValidation, "name,currency"},
 		{"negative cash", "POST", "/portfolios", e.alice, map[string]string{"name": "a", "currency": "USD", "cash": "-1"}, 422, service.TypeValidation, "cash"},
+		{"initial cash", "POST", "/portfolios", e.alice, map[string]string{"name": "a", "currency": "USD", "cash": "100"}, 422, service.TypeValidation, "cash"},
 		{"float cash", "POST", "/portfolios", e.alice, `{"name":"a","currency":"USD","cash":1.5}`, 400, service.TypeMalformed, ""},
 		{"long name", "POST", "/portfolios", e.alice, map[string]string{"name": strings.Repeat("x", 101), "currency": "USD"}, 422, service.TypeValidation, "name"},
 		{"unknown field", "POST", "/portfolios", e.alice, `{"name":"a","currency":"USD","positions":{}}`, 400, service.TypeMalformed, ""},
 		{"currency change", "PUT", "/portfolios/" + pf.ID, e.alice, map[string]string{"name": "a", "currency": "EUR"}, 422, service.TypeValidation, "currency"},
 		{"bad cash on put", "PUT", "/portfolios/" + pf.ID, e.alice, map[string]string{"name": "a", "cash": "lots"}, 422, service.TypeValidation, "cash"},
+		{"cash change on put", "PUT", "/portfolios/" + pf.ID, e.alice, map[string]string{"name": "a", "cash": "1000000"}, 422, service.TypeValidation, "cash"},
 		{"unknown portfolio", "GET", "/portfolios/nope", e.alice, nil, 404, service.TypeNotFound, ""},
 		{"bad date", "GET", "/portfolios/" + pf.ID + "/snapshots/2026-02-30", e.alice, nil, 422, service.TypeValidation, "date"},
 		{"bad from", "GET", "/portfolios/" + pf.ID + "/snapshots?from=yesterday", e.alice, nil, 422, service.TypeValidation, "from"},

@@ -77,8 +77,10 @@ func New(cfg Config) (*Service, error) {
 // sdk.Migrate.
 func Migrate(ctx context.Context, db *sqlx.DB) error { return service.Migrate(ctx, db, Name) }
 
-// Router returns the service's HTTP handler.
-func (s *Service) Router() http.Handler { return s.routes() }
+// Router returns the service's HTTP handler, behind service.Guard: a
+// state-changing request from another origin (CSRF) or with a body that is
+// not JSON is refused before any handler runs.
+func (s *Service) Router() http.Handler { return service.Guard(s.routes()) }
 
 // Profile is a client's profile.
 type Profile struct {

@@ -67,10 +67,26 @@ func kit(t *testing.T, clk *clock) (*sdktest.Kit, *Service) {
 
 func dec(s string) decimal.Decimal { return decimal.RequireFromString(s) }
 
+// treasury is a funding operator: the only way cash enters a portfolio
+// besides sells.
+var treasury = auth.User{Subject: "treasury", Roles: []string{auth.RoleFundingOperator}}
+
+// fundedPortfolio creates a USD portfolio "Main" of user and, unless cash
+// is zero, funds it with a deposit by treasury.
+func fundedPortfolio(ctx context.Context, s *Service, user string, cash decimal.Decimal) (Portfolio, error) {
+	pf, err := s.CreatePortfolio(ctx, user, NewPortfolio{Name: "Main", Currency: "USD"})
+	if err != nil || cash.IsZero() {
+		return pf, err
+	}
+	dep, _, err := s.Deposit(ctx, treasury, pf.ID, NewDeposit{Amount: cash, Currency: "USD", Reason: "test funding"}, uuid.NewString())
+	pf.Cash = dep.CashAfter
+	return pf, err
+}
+
 func deal(user, portfolio, side, qty, price string) dealctx.DealContext {
 	q, p := dec(qty), dec(price)
 	return dealctx.DealContext{DealID: uuid.NewString(), UserID: user, PortfolioID: portfolio, Side: side,
-		Instrument: "AAPL", Quantity: q, Price: p, Amount: q.Mul(p), Currency: "USD"}
+		Instrument: "AAPL", Quantity: q, Price: p, Amount: dealctx.CashAmount(side, q, p), Currency: "USD"}
 }
 
 func reply(t *testing.T, res sdktest.Result) dealctx.DealContext {
@@ -133,7 +149,7 @@ func TestApproveOrder(t *testing.T) {
 			clk.Set("2026-03-02T10:00:00Z")
 			k, s := kit(t, clk)
 			ctx := context.Background()
-			pf, err := s.CreatePortfolio(ctx, "alice", NewPortfolio{Name: "Main", Currency: "USD", Cash: dec(tt.cash)})
+			pf, err := fundedPortfolio(ctx, s, "alice", dec(tt.cash))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -228,7 +244,7 @@ func TestSnapshotsByDate(t *testing.T) {
 	clk.Set("2026-03-02T10:00:00Z")
 	k, s := kit(t, clk)
 	ctx := context.Background()
-	pf, err := s.CreatePortfolio(ctx, "alice", NewPortfolio{Name: "Main", Currency: "USD", Cash: dec("10000")})
+	pf, err := fundedPortfolio(ctx, s, "alice", dec("10000"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,7 +322,7 @@ func TestStorage(t *testing.T) {
 		}
 		s.RegisterHandlers(p)
 		ctx := context.Background()
-		pf, err := s.CreatePortfolio(ctx, "alice", NewPortfolio{Name: "Main", Currency: "USD", Cash: dec("1000.50")})
+		pf, err := fundedPortfolio(ctx, s, "alice", dec("1000.50"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -367,7 +383,7 @@ func TestConcurrentApprovals(t *testing.T) {
 		}
 		s.RegisterHandlers(p)
 		ctx := context.Background()
-		pf, err := s.CreatePortfolio(ctx, "alice", NewPortfolio{Name: "Main", Currency: "USD", Cash: dec("1000")})
+		pf, err := fundedPortfolio(ctx, s, "alice", dec("1000"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -435,7 +451,7 @@ func TestApproveOrderWritesEachDB(t *testing.T) {
 		}
 		s.RegisterHandlers(p)
 		ctx := context.Background()
-		pf, err := s.CreatePortfolio(ctx, "alice", NewPortfolio{Name: "Main", Currency: "USD", Cash: dec("1000")})
+		pf, err := fundedPortfolio(ctx, s, "alice", dec("1000"))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
+	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
 )
 
@@ -40,17 +41,19 @@ func (s *Service) Login(ctx context.Context, u auth.User) (Profile, error) {
 	return p, nil
 }
 
-// NewPortfolio is a validated request to create a portfolio.
+// NewPortfolio is a validated request to create a portfolio. A portfolio
+// starts with no cash: funding is a deposit (Deposit), by a funding
+// operator.
 type NewPortfolio struct {
 	Name     string
 	Currency string
-	Cash     decimal.Decimal
 }
 
-// CreatePortfolio creates a portfolio of userID and its first snapshot.
+// CreatePortfolio creates a portfolio of userID, with no cash, and its
+// first snapshot.
 func (s *Service) CreatePortfolio(ctx context.Context, userID string, in NewPortfolio) (Portfolio, error) {
 	now := s.now().UTC()
-	pf := Portfolio{ID: uuid.NewString(), UserID: userID, Name: in.Name, Currency: in.Currency, Cash: in.Cash,
+	pf := Portfolio{ID: uuid.NewString(), UserID: userID, Name: in.Name, Currency: in.Currency, Cash: decimal.Zero,
 		Positions: Positions{}, CreatedAt: now, UpdatedAt: now}
 	err := s.inTx(ctx, "create portfolio", func(tx *sqlx.Tx) error {
 		q := tx.Rebind(`INSERT INTO portfolios (id, user_id, name, currency, cash, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)`)
@@ -65,16 +68,16 @@ func (s *Service) CreatePortfolio(ctx context.Context, userID string, in NewPort
 	return pf, nil
 }
 
-// PortfolioUpdate is a validated PUT: a new name and, optionally, a new
-// cash balance (a demo/admin convenience to fund a portfolio).
+// PortfolioUpdate is a validated PUT: a new name. The cash is never
+// changed by an update (see Deposit).
 type PortfolioUpdate struct {
 	Name string
-	Cash *decimal.Decimal
 }
 
-// UpdatePortfolio renames (and optionally re-funds) a portfolio of userID
-// and upserts today's snapshot.
+// UpdatePortfolio renames a portfolio of userID (id in any case) and
+// upserts today's snapshot.
 func (s *Service) UpdatePortfolio(ctx context.Context, userID, id string, in PortfolioUpdate) (Portfolio, error) {
+	id = dealctx.CanonicalOrSame(id)
 	var pf Portfolio
 	err := s.inTx(ctx, "update portfolio "+id, func(tx *sqlx.Tx) error {
 		var err error
@@ -86,11 +89,8 @@ func (s *Service) UpdatePortfolio(ctx context.Context, userID, id string, in Por
 			return err
 		}
 		pf.Name, pf.UpdatedAt = in.Name, s.now().UTC()
-		if in.Cash != nil {
-			pf.Cash = *in.Cash
-		}
-		q := tx.Rebind(`UPDATE portfolios SET name = ?, cash = ?, updated_at = ? WHERE id = ?`)
-		if _, err := tx.ExecContext(ctx, q, pf.Name, pf.Cash, pf.UpdatedAt, pf.ID); err != nil {
+		q := tx.Rebind(`UPDATE portfolios SET name = ?, updated_at = ? WHERE id = ?`)
+		if _, err := tx.ExecContext(ctx, q, pf.Name, pf.UpdatedAt, pf.ID); err != nil {
 			return fmt.Errorf("update: %w", err)
 		}
 		return s.upsertSnapshot(ctx, tx, pf)
@@ -101,8 +101,10 @@ func (s *Service) UpdatePortfolio(ctx context.Context, userID, id string, in Por
 	return pf, nil
 }
 
-// Portfolio returns the portfolio id of userID; another user's is not found.
+// Portfolio returns the portfolio id (any case) of userID; another user's
+// is not found.
 func (s *Service) Portfolio(ctx context.Context, userID, id string) (Portfolio, error) {
+	id = dealctx.CanonicalOrSame(id)
 	var pf Portfolio
 	err := s.db.GetContext(ctx, &pf, s.db.Rebind(`SELECT `+portfolioColumns+` FROM portfolios WHERE id = ? AND user_id = ?`), id, userID)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -156,6 +158,7 @@ func (s *Service) Portfolios(ctx context.Context, userID string) ([]Portfolio, e
 // Snapshots lists the dated snapshots of a portfolio of userID, oldest
 // first, optionally from and/or to a date (inclusive, "" for no bound).
 func (s *Service) Snapshots(ctx context.Context, userID, id, from, to string) ([]Snapshot, error) {
+	id = dealctx.CanonicalOrSame(id)
 	pf, err := s.Portfolio(ctx, userID, id)
 	if err != nil {
 		return nil, err
@@ -189,6 +192,7 @@ func (s *Service) Snapshots(ctx context.Context, userID, id, from, to string) ([
 // (YYYY-MM-DD): the latest snapshot on or before it; not found before the
 // first snapshot.
 func (s *Service) SnapshotAt(ctx context.Context, userID, id, date string) (SnapshotAsOf, error) {
+	id = dealctx.CanonicalOrSame(id)
 	pf, err := s.Portfolio(ctx, userID, id)
 	if err != nil {
 		return SnapshotAsOf{}, err

@@ -43,8 +43,10 @@ type DealContext struct {
 	Instrument  string          `json:"instrument"`
 	Quantity    decimal.Decimal `json:"quantity"`
 	Price       decimal.Decimal `json:"price"`
-	Amount      decimal.Decimal `json:"amount"`
-	Currency    string          `json:"currency"`
+	// Amount is CashAmount(Side, Quantity, Price): quantity*price rounded
+	// to AmountPlaces places against the portfolio.
+	Amount   decimal.Decimal `json:"amount"`
+	Currency string          `json:"currency"`
 	// Status is set by profile (approved/rejected) and then deals
 	// (executed/rejected); absent on REGISTER.
 	Status string `json:"status,omitempty"`
@@ -75,7 +77,10 @@ func FromCommand(e Envelope) (DealContext, error) {
 	return dc, nil
 }
 
-// Validate checks every field of a deal_context received from the bus.
+// Validate checks every field of a deal_context received from the bus:
+// ids are UUIDs (any case: profile looks portfolios up by the canonical
+// form), quantity and price positive, amount = CashAmount of side,
+// quantity and price and below MaxAmount.
 func (dc DealContext) Validate() error {
 	var errs []error
 	if _, err := uuid.Parse(dc.DealID); err != nil {
@@ -102,8 +107,12 @@ func (dc DealContext) Validate() error {
 	if !dc.Price.IsPositive() {
 		errs = append(errs, fmt.Errorf("price %s is not positive", dc.Price))
 	}
-	if want := dc.Quantity.Mul(dc.Price); !dc.Amount.Equal(want) {
-		errs = append(errs, fmt.Errorf("amount %s is not quantity*price = %s", dc.Amount, want))
+	if dc.Quantity.IsPositive() && dc.Price.IsPositive() && CheckSide(dc.Side) == nil {
+		if want := CashAmount(dc.Side, dc.Quantity, dc.Price); !dc.Amount.Equal(want) {
+			errs = append(errs, fmt.Errorf("amount %s is not quantity*price rounded to %d places against the portfolio (%s)", dc.Amount, AmountPlaces, want))
+		} else if err := CheckAmount("amount", dc.Amount); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -168,7 +177,7 @@ func digits(s string) bool {
 // when the amount has them (never rounded), e.g. 1500 → "1500.00",
 // 0.125 → "0.125".
 func Money(d decimal.Decimal) string {
-	if d.Exponent() >= -2 {
+	if d.Equal(d.Truncate(2)) {
 		return d.StringFixed(2)
 	}
 	return d.String()

@@ -42,7 +42,7 @@ func TestParseDecimal(t *testing.T) {
 }
 
 func TestMoney(t *testing.T) {
-	for in, want := range map[string]string{"1500": "1500.00", "200.5": "200.50", "0.125": "0.125", "150.00": "150.00", "848.09260509": "848.09260509"} {
+	for in, want := range map[string]string{"1500": "1500.00", "200.5": "200.50", "0.125": "0.125", "150.00": "150.00", "848.09260509": "848.09260509", "1500.00000000": "1500.00", "0.10000000": "0.10", "0.12300000": "0.123"} {
 		if got := Money(decimal.RequireFromString(in)); got != want {
 			t.Errorf("Money(%s): got %s, want %s", in, got, want)
 		}

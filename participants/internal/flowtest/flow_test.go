@@ -42,16 +42,20 @@ func participant(t *testing.T, name string, db *sqlx.DB) *sdk.Participant {
 	return p
 }
 
-func newWorld(t *testing.T) *world {
+// opener opens a migrated service database (servicetest.SQLite or
+// servicetest.Postgres).
+type opener func(testing.TB, func(context.Context, *sqlx.DB) error) *sqlx.DB
+
+func newWorld(t *testing.T, open opener) *world {
 	t.Helper()
 	a, err := auth.New(context.Background(), auth.Config{DevHeader: true, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := &world{parts: map[string]*sdk.Participant{}}
-	ddb := servicetest.SQLite(t, deals.Migrate)
-	pdb := servicetest.SQLite(t, profile.Migrate)
-	ndb := servicetest.SQLite(t, notification.Migrate)
+	ddb := open(t, deals.Migrate)
+	pdb := open(t, profile.Migrate)
+	ndb := open(t, notification.Migrate)
 	w.parts["deals"] = participant(t, deals.Name, ddb)
 	w.parts["profile"] = participant(t, profile.Name, pdb)
 	w.parts["notification"] = participant(t, notification.Name, ndb)
@@ -129,49 +133,84 @@ func (w *world) run(t *testing.T) {
 	t.Fatal("the saga did not end")
 }
 
+// treasury funds the portfolios: cash enters only through deposits.
+var treasury = auth.User{Subject: "treasury", Roles: []string{auth.RoleFundingOperator}}
+
+// order is one case of TestManualCreateOrder.
+type order struct {
+	name         string
+	cash         string
+	upperID      bool // send the portfolio id in upper case
+	qty, price   string
+	wantTimeline string
+	wantStatus   string
+	wantCash     string
+	wantText     string
+}
+
+// TestManualCreateOrder runs the saga through the three services on SQLite
+// and on PostgreSQL: funded, unfunded, a portfolio id sent in upper case
+// (stored canonical, the deal executes) and the API fuzzer's tiny trade
+// (its cost rounded up to 8 places).
 func TestManualCreateOrder(t *testing.T) {
-	tests := []struct {
-		name         string
-		cash         string
-		wantTimeline string
-		wantStatus   string
-		wantCash     string
-		wantText     string
-	}{
-		{"funded", "2000", "REGISTER APPROVE_ORDER ORDER_APPROVED APPROVE_DEAL DEAL_UPDATED NOTIFY", deals.StatusExecuted, "500",
+	const approved = "REGISTER APPROVE_ORDER ORDER_APPROVED APPROVE_DEAL DEAL_UPDATED NOTIFY"
+	tests := []order{
+		{"funded", "2000", false, "10", "150.00", approved, deals.StatusExecuted, "500",
 			"Your buy of 10 AAPL at 150.00 USD was executed"},
-		{"unfunded", "200", "REGISTER APPROVE_ORDER ORDER_REJECTED REJECT_DEAL DEAL_UPDATED NOTIFY", deals.StatusRejected, "200",
+		{"unfunded", "200", false, "10", "150.00", "REGISTER APPROVE_ORDER ORDER_REJECTED REJECT_DEAL DEAL_UPDATED NOTIFY", deals.StatusRejected, "200",
 			"Your buy of 10 AAPL at 150.00 USD was rejected: insufficient cash: need 1500.00 USD, have 200.00 USD"},
+		{"upper-case portfolio id", "2000", true, "10", "150.00", approved, deals.StatusExecuted, "500",
+			"Your buy of 10 AAPL at 150.00 USD was executed"},
+		{"tiny trade", "1", false, "0.00000001", "0.00000001", approved, deals.StatusExecuted, "0.99999999",
+			"Your buy of 0.00000001 AAPL at 0.00000001 USD was executed"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			w := newWorld(t)
-			ctx := context.Background()
-			pf, err := w.profile.CreatePortfolio(ctx, "alice", profile.NewPortfolio{Name: "Main", Currency: "USD", Cash: decimal.RequireFromString(tt.cash)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			d, _, err := w.deals.Create(ctx, "alice", deals.NewDeal{PortfolioID: pf.ID, Side: "buy", Instrument: "AAPL",
-				Quantity: "10", Price: "150.00", Currency: "USD"}, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			w.run(t)
-			if got := strings.Join(w.timeline, " "); got != tt.wantTimeline {
-				t.Errorf("timeline: got %s, want %s", got, tt.wantTimeline)
-			}
-			got, err := w.deals.Get(ctx, "alice", d.ID)
-			if err != nil || got.Status != tt.wantStatus {
-				t.Errorf("deal: got %q (err %v), want %q", got.Status, err, tt.wantStatus)
-			}
-			p, err := w.profile.Portfolio(ctx, "alice", pf.ID)
-			if err != nil || p.Cash.String() != tt.wantCash {
-				t.Errorf("cash: got %s (err %v), want %s", p.Cash, err, tt.wantCash)
-			}
-			page, err := w.notify.List(ctx, "alice", service.PageRequest{Limit: 10})
-			if err != nil || len(page.Items) != 1 || page.Items[0].Text != tt.wantText || page.Items[0].DealID != d.ID {
-				t.Errorf("notifications: got %+v (err %v), want %q for deal %s", page.Items, err, tt.wantText, d.ID)
-			}
-		})
+	for _, db := range []struct {
+		name string
+		open opener
+	}{{"sqlite", servicetest.SQLite}, {"postgres", servicetest.Postgres}} {
+		for _, tt := range tests {
+			t.Run(db.name+"/"+tt.name, func(t *testing.T) { runOrder(t, db.open, tt) })
+		}
+	}
+}
+
+func runOrder(t *testing.T, open opener, tt order) {
+	t.Helper()
+	w := newWorld(t, open)
+	ctx := context.Background()
+	pf, err := w.profile.CreatePortfolio(ctx, "alice", profile.NewPortfolio{Name: "Main", Currency: "USD"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := w.profile.Deposit(ctx, treasury, pf.ID, profile.NewDeposit{Amount: decimal.RequireFromString(tt.cash), Currency: "USD", Reason: "funding"}, "fund-"+pf.ID); err != nil {
+		t.Fatal(err)
+	}
+	sent := pf.ID
+	if tt.upperID {
+		sent = strings.ToUpper(pf.ID)
+	}
+	d, _, err := w.deals.Create(ctx, "alice", deals.NewDeal{PortfolioID: sent, Side: "buy", Instrument: "AAPL",
+		Quantity: tt.qty, Price: tt.price, Currency: "USD"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.PortfolioID != pf.ID {
+		t.Errorf("deal's portfolio_id: got %q, want the canonical %q", d.PortfolioID, pf.ID)
+	}
+	w.run(t)
+	if got := strings.Join(w.timeline, " "); got != tt.wantTimeline {
+		t.Errorf("timeline: got %s, want %s", got, tt.wantTimeline)
+	}
+	got, err := w.deals.Get(ctx, "alice", d.ID)
+	if err != nil || got.Status != tt.wantStatus {
+		t.Errorf("deal: got %q (err %v), want %q", got.Status, err, tt.wantStatus)
+	}
+	p, err := w.profile.Portfolio(ctx, "alice", pf.ID)
+	if err != nil || p.Cash.String() != tt.wantCash {
+		t.Errorf("cash: got %s (err %v), want %s", p.Cash, err, tt.wantCash)
+	}
+	page, err := w.notify.List(ctx, "alice", service.PageRequest{Limit: 10})
+	if err != nil || len(page.Items) != 1 || page.Items[0].Text != tt.wantText || page.Items[0].DealID != d.ID {
+		t.Errorf("notifications: got %+v (err %v), want %q for deal %s", page.Items, err, tt.wantText, d.ID)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
+	"github.com/portfolio-counselor/sagamachine/internal/program"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
 
@@ -123,7 +124,13 @@ func Run(ctx context.Context, app App, args []string, env func(string) string, s
 	if err != nil {
 		return fmt.Errorf("%s: listen on %s: %w", app.Name, cfg.listen, err)
 	}
-	srv := &http.Server{Handler: svc.Router(), ReadHeaderTimeout: 10 * time.Second}
+	h := svc.Router()
+	if cfg.devHeader || LoopbackIssuer(cfg.issuer) {
+		// No production identity provider: answer loopback host names only
+		// (DNS rebinding).
+		h = LocalOnly(app.Name, h)
+	}
+	srv := program.NewServer(h)
 	log.Info("serving", "listen", ln.Addr().String(), "db", Redact(cfg.db), "brokers", cfg.brokers, "issuer", cfg.issuer, "dev_header", cfg.devHeader)
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -230,6 +237,9 @@ func parseRunFlags(app App, args []string, env func(string) string, stderr io.Wr
 	}
 	if cfg.issuer == "" && !cfg.devHeader {
 		return cfg, fmt.Errorf("%s: --issuer (or OIDC_ISSUER) is required; for a local trial without an issuer pass --dev-header explicitly", app.Name)
+	}
+	if cfg.devHeader && !program.IsLoopbackAddr(cfg.listen) {
+		return cfg, fmt.Errorf("%s: --dev-header trusts X-Dev-User from anyone who can connect: --listen %q must be a loopback address (127.0.0.1, ::1 or localhost)", app.Name, cfg.listen)
 	}
 	if err := cfg.logLevel.UnmarshalText([]byte(level)); err != nil {
 		return cfg, fmt.Errorf("%s: --log-level %q: %w", app.Name, level, err)

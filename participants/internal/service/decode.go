@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"strings"
 )
@@ -13,17 +12,13 @@ import (
 // MaxBodyBytes bounds request bodies.
 const MaxBodyBytes = 64 << 10
 
-// DecodeJSON reads r's body into dst strictly: Content-Type (when given)
-// must be application/json, unknown fields are refused, the body must hold
-// exactly one JSON value. Errors are *Error (400 or 415) with a message
-// that names the offending field or byte offset.
+// DecodeJSON reads r's body into dst strictly: Content-Type must be
+// application/json (or a +json type), unknown fields are refused, the body
+// must hold exactly one JSON value. Errors are *Error (400 or 415) with a
+// message that names the offending field or byte offset.
 func DecodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
-			return NewError(http.StatusUnsupportedMediaType, TypeUnsupportedMedia,
-				fmt.Sprintf("Content-Type %q is not supported; send application/json", ct))
-		}
+	if !IsJSONContentType(r.Header.Get("Content-Type")) {
+		return unsupportedMedia(r.Header.Get("Content-Type"))
 	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	dec.DisallowUnknownFields()

@@ -23,7 +23,9 @@ func TestDecodeJSON(t *testing.T) {
 	}{
 		{"ok", "application/json", `{"name":"a","n":1}`, 0, ""},
 		{"ok with charset", "application/json; charset=utf-8", `{"name":"a"}`, 0, ""},
-		{"no content type", "", `{"name":"a"}`, 0, ""},
+		{"no content type", "none", `{"name":"a"}`, 415, "no Content-Type"},
+		{"form", "application/x-www-form-urlencoded", `name=a`, 415, `Content-Type "application/x-www-form-urlencoded"`},
+		{"problem json", "application/merge-patch+json", `{"name":"a"}`, 0, ""},
 		{"text", "text/plain", `{}`, 415, `Content-Type "text/plain"`},
 		{"unknown field", "", `{"nme":"a"}`, 400, `unknown field "nme"`},
 		{"wrong type", "", `{"name":1}`, 400, `field "name" must be a string, got number`},
@@ -37,7 +39,11 @@ func TestDecodeJSON(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := httptest.NewRequest("POST", "/", strings.NewReader(tt.body))
-			if tt.contentType != "" {
+			switch tt.contentType {
+			case "none":
+			case "":
+				r.Header.Set("Content-Type", "application/json")
+			default:
 				r.Header.Set("Content-Type", tt.contentType)
 			}
 			var v req
@@ -149,5 +155,75 @@ func TestWriteError(t *testing.T) {
 	WriteError(rec, httptest.NewRequest("GET", "/x", nil), nil, NotFound("deal", "d1"))
 	if rec.Code != 404 || !strings.Contains(rec.Body.String(), `"instance":"/x"`) || !strings.Contains(rec.Body.String(), `deal \"d1\" not found`) {
 		t.Errorf("not found: got %d %s", rec.Code, rec.Body)
+	}
+}
+
+func TestGuard(t *testing.T) {
+	reached := 0
+	h := Guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached++
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	tests := []struct {
+		name    string
+		method  string
+		body    string
+		headers map[string]string
+		want    int
+		typ     string
+	}{
+		{"json post", "POST", `{}`, map[string]string{"Content-Type": "application/json"}, 204, ""},
+		{"same-origin browser post", "POST", `{}`, map[string]string{"Content-Type": "application/json", "Sec-Fetch-Site": "same-origin", "Origin": "http://svc.example"}, 204, ""},
+		{"post without body", "POST", ``, nil, 204, ""},
+		{"cross-site get", "GET", ``, map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"}, 204, ""},
+		{"cross-site form post", "POST", `portfolio_id=x`, map[string]string{"Content-Type": "application/x-www-form-urlencoded", "Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"}, 403, TypeCrossOrigin},
+		{"cross-site json post", "POST", `{}`, map[string]string{"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"}, 403, TypeCrossOrigin},
+		{"origin mismatch without fetch metadata", "PUT", `{}`, map[string]string{"Content-Type": "application/json", "Origin": "https://evil.example"}, 403, TypeCrossOrigin},
+		{"same-site other origin", "DELETE", ``, map[string]string{"Sec-Fetch-Site": "same-site"}, 403, TypeCrossOrigin},
+		{"text/plain json", "POST", `{}`, map[string]string{"Content-Type": "text/plain"}, 415, TypeUnsupportedMedia},
+		{"form without origin", "POST", `a=b`, map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, 415, TypeUnsupportedMedia},
+		{"multipart", "PUT", `--x--`, map[string]string{"Content-Type": "multipart/form-data; boundary=x"}, 415, TypeUnsupportedMedia},
+		{"body without content type", "POST", `{}`, nil, 415, TypeUnsupportedMedia},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := reached
+			r := httptest.NewRequest(tt.method, "http://svc.example/deals", strings.NewReader(tt.body))
+			for k, v := range tt.headers {
+				r.Header.Set(k, v)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r)
+			if rec.Code != tt.want {
+				t.Fatalf("got %d %s, want %d", rec.Code, rec.Body, tt.want)
+			}
+			if tt.typ == "" {
+				if reached != before+1 {
+					t.Errorf("handler not reached")
+				}
+				return
+			}
+			if reached != before {
+				t.Errorf("handler reached, want the request refused before it")
+			}
+			if ct := rec.Header().Get("Content-Type"); ct != "application/problem+json" || !strings.Contains(rec.Body.String(), tt.typ) {
+				t.Errorf("got %s %s, want a problem of type %s", ct, rec.Body, tt.typ)
+			}
+		})
+	}
+}
+
+func TestLoopbackIssuer(t *testing.T) {
+	for issuer, want := range map[string]bool{
+		"http://127.0.0.1:8090":                          true,
+		"http://localhost:8090/realms/dev":               true,
+		"http://[::1]:8090":                              true,
+		"https://keycloak.example/auth/realms/portfolio": false,
+		"http://10.0.0.5:8080/realms/x":                  false,
+		"":                                               false,
+	} {
+		if got := LoopbackIssuer(issuer); got != want {
+			t.Errorf("LoopbackIssuer(%q): got %v, want %v", issuer, got, want)
+		}
 	}
 }

@@ -58,6 +58,17 @@ func (i *Issuer) Token(tb testing.TB, sub string) string {
 	return tok
 }
 
+// TokenWithRoles mints an access token for sub carrying roles (as realm
+// roles, the way Keycloak puts them).
+func (i *Issuer) TokenWithRoles(tb testing.TB, sub string, roles ...string) string {
+	tb.Helper()
+	tok, err := i.Issuer.Token(sub, issuer.TokenOptions{Name: sub, Email: sub + "@example.com", Roles: roles})
+	if err != nil {
+		tb.Fatalf("mint token for %s: %v", sub, err)
+	}
+	return tok
+}
+
 // Response is a recorded HTTP response.
 type Response struct {
 	Status int
