@@ -565,9 +565,19 @@ func (c *Consumer) lingerFor(ctx context.Context, recs []Record, max int) []Reco
 	return recs
 }
 
+// denied reports an authentication or authorization failure: no retry
+// fixes it, an administrator must (credentials, ACLs).
+func denied(err error) bool {
+	return errors.Is(err, kerr.TopicAuthorizationFailed) || errors.Is(err, kerr.GroupAuthorizationFailed) ||
+		errors.Is(err, kerr.ClusterAuthorizationFailed) || errors.Is(err, kerr.SaslAuthenticationFailed)
+}
+
 // transient reports whether the client recovers from err by itself, so Fetch
 // keeps polling instead of returning it.
 func transient(err error) bool {
+	if denied(err) {
+		return false
+	}
 	var groupErr *kgo.ErrGroupSession
 	var lossErr *kgo.ErrDataLoss
 	return kerr.IsRetriable(err) || errors.As(err, &groupErr) || errors.As(err, &lossErr)

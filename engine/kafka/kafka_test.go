@@ -2,7 +2,10 @@ package kafka_test
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,20 +18,20 @@ import (
 // TestConformance runs the conformance suite against real Apache Kafka
 // (`make up`); it skips locally and fails under CI=true when Kafka is missing.
 func TestConformance(t *testing.T) {
-	kafkatest.Run(t, func(t *testing.T) []string { return testenv.KafkaBrokers(t) })
+	kafkatest.Run(t, func(t *testing.T) kafka.Config { return testenv.Kafka(t) })
 }
 
 // BenchmarkPublish measures Publish against real Kafka.
 func BenchmarkPublish(b *testing.B) {
 	for _, batch := range []int{100, 1000} {
-		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) { kafkatest.BenchPublish(b, testenv.KafkaBrokers(b), batch) })
+		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) { kafkatest.BenchPublish(b, testenv.Kafka(b), batch) })
 	}
 }
 
 // BenchmarkRoundTrip measures publish + fetch + commit against real Kafka.
 func BenchmarkRoundTrip(b *testing.B) {
 	for _, batch := range []int{1, 100} {
-		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) { kafkatest.BenchRoundTrip(b, testenv.KafkaBrokers(b), batch) })
+		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) { kafkatest.BenchRoundTrip(b, testenv.Kafka(b), batch) })
 	}
 }
 
@@ -45,6 +48,13 @@ func TestConfigValidation(t *testing.T) {
 		{"negative delivery timeout", kafka.Config{Brokers: []string{"b:9092"}, DeliveryTimeout: -time.Second}},
 		{"negative dial timeout", kafka.Config{Brokers: []string{"b:9092"}, DialTimeout: -time.Second}},
 		{"negative session timeout", kafka.Config{Brokers: []string{"b:9092"}, SessionTimeout: -time.Second}},
+		{"negative heartbeat", kafka.Config{Brokers: []string{"b:9092"}, HeartbeatInterval: -time.Second}},
+		{"heartbeat above a third of the session", kafka.Config{Brokers: []string{"b:9092"}, SessionTimeout: 6 * time.Second, HeartbeatInterval: 3 * time.Second}},
+		{"SASL user without password", kafka.Config{Brokers: []string{"b:9092"}, SASL: kafka.SASL{User: "deals"}}},
+		{"SASL password without user", kafka.Config{Brokers: []string{"b:9092"}, SASL: kafka.SASL{Password: "pw"}}},
+		{"SASL unknown mechanism", kafka.Config{Brokers: []string{"b:9092"}, SASL: kafka.SASL{Mechanism: "GSSAPI", User: "u", Password: "p"}}},
+		{"SASL user with a comma", kafka.Config{Brokers: []string{"b:9092"}, SASL: kafka.SASL{User: "a,b", Password: "p"}}},
+		{"instance id with spaces", kafka.Config{Brokers: []string{"b:9092"}, InstanceID: " deals-0"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if p, err := kafka.NewProducer(tc.cfg); err == nil {
@@ -82,5 +92,28 @@ func TestNewConsumerArguments(t *testing.T) {
 				t.Errorf("NewConsumer(%q, %q) = nil error, want one", tc.group, tc.topics)
 			}
 		})
+	}
+}
+
+// TestSASLNeverPrintsThePassword: a Config (or its SASL) printed with any
+// verb or logged with slog shows the user, never the password.
+func TestSASLNeverPrintsThePassword(t *testing.T) {
+	const pw = "very-secret-pw"
+	cfg := kafka.Config{Brokers: []string{"b:9092"}, SASL: kafka.SASL{User: "deals", Password: pw}}
+	var logged strings.Builder
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("config", "sasl", cfg.SASL, "cfg", cfg)
+	for _, out := range []string{
+		fmt.Sprintf("%v", cfg), fmt.Sprintf("%+v", cfg), fmt.Sprintf("%#v", cfg),
+		fmt.Sprintf("%s", cfg.SASL), fmt.Sprintf("%v", cfg.SASL), fmt.Sprintf("%#v", cfg.SASL), logged.String(),
+	} {
+		if strings.Contains(out, pw) {
+			t.Errorf("output shows the password: %s", out)
+		}
+		if !strings.Contains(out, "deals") {
+			t.Errorf("output does not name the user: %s", out)
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
 	}
 }

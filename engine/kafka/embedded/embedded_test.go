@@ -2,7 +2,9 @@ package embedded_test
 
 import (
 	"context"
+	"errors"
 	"net"
+	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -24,17 +26,17 @@ func TestConformance(t *testing.T) {
 		t.Fatalf("Start: %v", err)
 	}
 	t.Cleanup(b.Close)
-	kafkatest.Run(t, func(*testing.T) []string { return b.Addrs() })
+	kafkatest.Run(t, func(*testing.T) kafka.Config { return kafka.Config{Brokers: b.Addrs()} })
 }
 
-func startBench(b *testing.B) []string {
+func startBench(b *testing.B) kafka.Config {
 	b.Helper()
 	br, err := embedded.Start(embedded.Options{})
 	if err != nil {
 		b.Fatalf("Start: %v", err)
 	}
 	b.Cleanup(br.Close)
-	return br.Addrs()
+	return kafka.Config{Brokers: br.Addrs()}
 }
 
 // BenchmarkPublish measures Publish against the embedded broker.
@@ -177,5 +179,37 @@ func TestDataDirSurvivesRestart(t *testing.T) {
 		if want := strconv.Itoa(len(first) + i); string(r.Value) != want {
 			t.Errorf("after restart record %d: got %q, want %q", i, r.Value, want)
 		}
+	}
+}
+
+// TestRefusesOversizedFrames is the memory attack on the embedded broker: a
+// client announces a 2 GiB request (kfake would allocate it before reading
+// it). The connection is closed without an answer, and the broker keeps
+// serving other clients.
+func TestRefusesOversizedFrames(t *testing.T) {
+	b := start(t, embedded.Options{MaxRequestBytes: 1 << 20})
+	for _, size := range []uint32{1<<31 - 1, 1<<20 + 1, 0xFFFFFFFF} {
+		conn, err := net.DialTimeout("tcp", b.Addrs()[0], 5*time.Second)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		hdr := []byte{byte(size >> 24), byte(size >> 16), byte(size >> 8), byte(size)}
+		if _, err := conn.Write(append(hdr, make([]byte, 64)...)); err != nil {
+			t.Fatalf("write the frame header: %v", err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := conn.Read(make([]byte, 16))
+		conn.Close()
+		if n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("announced %d bytes: read %d bytes, %v; want the connection closed", size, n, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := kafka.Ping(ctx, kafka.Config{Brokers: b.Addrs()}); err != nil {
+		t.Errorf("Ping after the refused frames: %v", err)
+	}
+	if _, err := embedded.Start(embedded.Options{MaxRequestBytes: -1}); err == nil {
+		t.Errorf("Start with a negative MaxRequestBytes = nil error, want one")
 	}
 }

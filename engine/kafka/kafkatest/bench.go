@@ -27,11 +27,11 @@ func benchRecords(topic string, n, from int) []kafka.Record {
 	return recs
 }
 
-func benchSetup(b *testing.B, brokers []string, base string) (context.Context, kafka.Config, string) {
+func benchSetup(b *testing.B, cfg kafka.Config, base string) (context.Context, kafka.Config, string) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	b.Cleanup(cancel)
-	cfg := kafka.Config{Brokers: brokers, ClientID: "kafkatest-bench"}
+	cfg.ClientID = "kafkatest-bench"
 	topic := testenv.Name(b, base)
 	if err := kafka.EnsureTopics(ctx, cfg, 3, topic); err != nil {
 		b.Fatalf("EnsureTopics: %v", err)
@@ -41,8 +41,8 @@ func benchSetup(b *testing.B, brokers []string, base string) (context.Context, k
 
 // BenchPublish measures Publish of batches of batch records (ValueSize bytes
 // each) to a 3-partition topic, reporting records/s and MB/s of values.
-func BenchPublish(b *testing.B, brokers []string, batch int) {
-	ctx, cfg, topic := benchSetup(b, brokers, "kt.bench.publish")
+func BenchPublish(b *testing.B, cluster kafka.Config, batch int) {
+	ctx, cfg, topic := benchSetup(b, cluster, "kt.bench.publish")
 	p, err := kafka.NewProducer(cfg)
 	if err != nil {
 		b.Fatalf("NewProducer: %v", err)
@@ -65,8 +65,8 @@ func BenchPublish(b *testing.B, brokers []string, batch int) {
 
 // BenchRoundTrip measures publishing batch records and consuming and
 // committing them in one group member: one op is one full round trip.
-func BenchRoundTrip(b *testing.B, brokers []string, batch int) {
-	ctx, cfg, topic := benchSetup(b, brokers, "kt.bench.roundtrip")
+func BenchRoundTrip(b *testing.B, cluster kafka.Config, batch int) {
+	ctx, cfg, topic := benchSetup(b, cluster, "kt.bench.roundtrip")
 	p, err := kafka.NewProducer(cfg)
 	if err != nil {
 		b.Fatalf("NewProducer: %v", err)

@@ -5,7 +5,7 @@
 // Use it from a test:
 //
 //	func TestConformance(t *testing.T) {
-//		kafkatest.Run(t, func(t *testing.T) []string { return testenv.KafkaBrokers(t) })
+//		kafkatest.Run(t, func(t *testing.T) kafka.Config { return testenv.Kafka(t) })
 //	}
 //
 // Every subtest creates its own uniquely named topics and groups, so a shared

@@ -22,10 +22,10 @@ import (
 // hanging it; it is a liveness guard, not a performance assertion.
 const guard = 90 * time.Second
 
-// Run runs the conformance suite against the brokers returned by brokers,
-// which is called once per subtest (it may skip the test when the broker is
-// missing).
-func Run(t *testing.T, brokers func(t *testing.T) []string) {
+// Run runs the conformance suite against the cluster that cluster
+// returns (brokers and credentials), called once per subtest (it may skip
+// the test when the broker is missing).
+func Run(t *testing.T, cluster func(t *testing.T) kafka.Config) {
 	t.Helper()
 	for _, tc := range []struct {
 		name string
@@ -44,7 +44,9 @@ func Run(t *testing.T, brokers func(t *testing.T) []string) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			tc.fn(t, kafka.Config{Brokers: brokers(t), ClientID: "kafkatest"})
+			cfg := cluster(t)
+			cfg.ClientID = "kafkatest"
+			tc.fn(t, cfg)
 		})
 	}
 }
@@ -432,7 +434,11 @@ func testEnsureTopicsIdempotent(t *testing.T, cfg kafka.Config) {
 			t.Fatalf("step %d: EnsureTopics(%d, %v): %v", i, step.partitions, step.topics, err)
 		}
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	opts, err := cfg.ClientOpts()
+	if err != nil {
+		t.Fatalf("client options: %v", err)
+	}
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		t.Fatalf("admin client: %v", err)
 	}
