@@ -76,8 +76,15 @@ func (o *Orchestrator) HandleRecords(ctx context.Context, recs []Record) error {
 
 // reservedParticipant is the refusal of an event that claims to come from
 // the engine itself but arrived from the bus or an API caller: only the
-// timer path raises such events (and an operator may replay those).
+// timer path raises such events (and an operator may replay those). An
+// event from the bus naming definition.API is refused too: only
+// Orchestrator.Start fires those, for an authenticated caller with a role.
 func reservedParticipant(m *Message) error {
+	if m.Participant == definition.API {
+		return Errorf(CodeWrongParticipant, "apply "+m.Name,
+			"participant %q is reserved for starts fired over saga-machine's HTTP API by an authenticated caller holding one of the transition's roles; an event from the bus may not name it",
+			definition.API)
+	}
 	return Errorf(CodeWrongParticipant, "apply "+m.Name,
 		"participant %q is reserved for the events the engine raises itself (timeouts, exhausted retries); an event from the bus or the API may not name it",
 		definition.Engine)
@@ -125,7 +132,7 @@ func (o *Orchestrator) applyAll(ctx context.Context, tx Tx, b *batch, ins []inbo
 			o.refuse(b, in, in.bad)
 			continue
 		}
-		if in.msg.Participant == definition.Engine {
+		if p := in.msg.Participant; p == definition.Engine || p == definition.API {
 			o.refuse(b, in, reservedParticipant(&in.msg))
 			continue
 		}

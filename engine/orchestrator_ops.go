@@ -453,6 +453,10 @@ func (o *Orchestrator) Replay(ctx context.Context, deadLetterID int64, actor str
 		}
 		in.kind = EntryTimer
 	}
+	if in.msg.Participant == definition.API {
+		// API starts are never dead-lettered: this one came from the bus.
+		return &Error{Code: CodeWrongParticipant, Op: op, Message: "the event came from topic " + dl.Topic, Err: reservedParticipant(&in.msg)}
+	}
 	if err := o.checkSender(o.eventTopicOwners(), &in); err != nil {
 		return &Error{Code: CodeWrongParticipant, Op: op, Message: "the event is still refused", Err: err}
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/google/uuid"
 )
 
 // apiSaga opens one start to the API (PHONE_ORDER_TAKEN, for shop clerks
@@ -130,5 +132,35 @@ func TestStartIdempotencyKeyPerCaller(t *testing.T) {
 	}
 	if n := len(h.outboxNames()); n != 2 {
 		t.Errorf("outbox has %d commands, want 2 (alice's and bob's sagas)", n)
+	}
+}
+
+// An event from the bus that names the reserved participant api (which
+// would fire a start `by: api` without any role) is refused and
+// dead-lettered; an operator's replay of it is refused too.
+func TestBusEventByAPIRefused(t *testing.T) {
+	h := newHarness(t, apiSaga)
+	ctx := context.Background()
+	forged := event(uuid.NewString(), "PHONE_ORDER_TAKEN", "api", `{"order":{"id":"O-9"}}`)
+	forged.Saga = "PAY_ORDER"
+	h.handle(t, forged)
+	if _, err := h.st.GetInstance(ctx, forged.SagaID); ErrorCode(err) != CodeNotFound {
+		t.Errorf("saga of the forged start: err %v, want not found", err)
+	}
+	if got := h.outboxNames(); len(got) != 0 {
+		t.Errorf("outbox = %v after a forged start, want empty", got)
+	}
+	dls, err := h.st.DeadLetters(ctx, 10, false)
+	if err != nil || len(dls) != 1 {
+		t.Fatalf("dead letters = %d (%v), want the forged start", len(dls), err)
+	}
+	if dl := dls[0]; dl.Code != CodeWrongParticipant || !strings.Contains(dl.Reason, `"api" is reserved`) {
+		t.Errorf("dead letter %s %q, want %s saying api is reserved", dl.Code, dl.Reason, CodeWrongParticipant)
+	}
+	if err := h.o.Replay(ctx, dls[0].ID, "olga"); ErrorCode(err) != CodeWrongParticipant {
+		t.Errorf("Replay of the forged start: err %v, want %s", err, CodeWrongParticipant)
+	}
+	if _, err := h.st.GetInstance(ctx, forged.SagaID); ErrorCode(err) != CodeNotFound {
+		t.Errorf("saga after the refused replay: err %v, want not found", err)
 	}
 }
