@@ -207,8 +207,7 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 		svc.Participant, err = sdk.New(sdk.Config{
 			Name: sp.name, DB: svc.DB, Brokers: s.Brokers,
 			CommandTopic: cfg.Topics.Command(sp.name), EventTopic: engine.EventTopic(cfg.Topics.Events, sp.name),
-			KafkaSASL: cfg.KafkaSASL,
-			Group: cfg.GroupPrefix + sp.name, Concurrency: cfg.ParticipantConcurrency, Logger: log,
+			Group: cfg.GroupPrefix + sp.name, Concurrency: cfg.ParticipantConcurrency, Logger: log, KafkaSASL: cfg.KafkaSASL,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", sp.name, err)
