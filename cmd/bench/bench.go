@@ -153,6 +153,8 @@ type target struct {
 	kafkaSASL   kafka.SASL
 	notifyTopic string
 	stop        func() error
+	// fund deposits amount (USD) into a portfolio as a funding operator.
+	fund func(ctx context.Context, portfolioID, amount string) error
 }
 
 func run(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
@@ -245,6 +247,10 @@ func open(ctx context.Context, o options, stderr io.Writer) (*target, error) {
 			}
 			return err
 		},
+		fund: func(ctx context.Context, id, amount string) error {
+			_, _, err := sys.Fund(ctx, id, amount, "USD", "bench funding", "bench-"+id)
+			return err
+		},
 	}, nil
 }
 
@@ -255,6 +261,13 @@ func openRemote(o options) *target {
 	var mu sync.Mutex
 	tg := &target{mode: "remote " + o.urls.Deals, urls: o.urls, stop: func() error { return nil }}
 	tg.token = func(sub string) (string, error) { return issuerToken(hc, o.urls.Issuer, sub, "") }
+	tg.fund = func(ctx context.Context, id, amount string) error {
+		tok, err := issuerToken(hc, o.urls.Issuer, "bench-treasury", auth.RoleFundingOperator) // deposits need funding-operator
+		if err == nil {
+			_, _, err = system.NewClient(o.urls, tok, hc).Deposit(ctx, id, amount, "USD", "bench funding", "bench-"+id)
+		}
+		return err
+	}
 	tg.list = func(ctx context.Context, f engine.SagaFilter) (engine.SagaPage, error) {
 		mu.Lock()
 		if opTok == "" {
@@ -348,7 +361,10 @@ func drive(ctx context.Context, o options, tg *target, stderr io.Writer) (Result
 					setupErrs[g] = fmt.Errorf("set up user %d: %w", i, err)
 					return
 				}
-				pf, err := c.CreatePortfolio(ctx, "bench", "USD", "1000000000000.00")
+				pf, err := c.CreatePortfolio(ctx, "bench", "USD")
+				if err == nil {
+					err = tg.fund(ctx, pf.ID, "1000000000000.00")
+				}
 				if err != nil {
 					setupErrs[g] = fmt.Errorf("set up user %d: %w", i, err)
 					return

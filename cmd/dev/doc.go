@@ -6,7 +6,8 @@
 // and the embedded Kafka-protocol broker.
 //
 // At start it creates a demo user ("demo", role saga-operator) with a
-// portfolio of 10,000.00 USD, places a buy the cash covers (approved) and
+// portfolio, which the funding operator "treasury" (role funding-operator)
+// funds with a deposit of 10,000.00 USD, places a buy the cash covers (approved) and
 // one it does not (rejected), waits until both sagas are final and prints
 // their ids and states, where to look, `export SAGA_TOKEN=…` and curl
 // examples. Then it serves until Ctrl-C (graceful stop). Re-running reuses
@@ -14,7 +15,9 @@
 //
 // Addresses (127.0.0.1): saga-machine API + console :8080 (--listen),
 // profile :8081, deals :8082, notification :8083, issuer :8090, embedded
-// Kafka :9092.
+// Kafka :9092. Every address must be loopback: the in-process issuer mints
+// any token for anyone, so every server answers only requests addressed to
+// localhost or a loopback IP (others get 421; DNS rebinding).
 //
 // Flags (and variables; a flag wins over its variable):
 //

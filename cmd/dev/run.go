@@ -123,7 +123,7 @@ func printServices(w io.Writer, sys *system.System, cfg system.Config) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "  saga-machine API + console\t%s\t(console %s/console/)\n", sys.URLs.SagaMachine, sys.URLs.SagaMachine)
 	fmt.Fprintf(tw, "  deals\t%s\t(POST /deals, GET /deals)\n", sys.URLs.Deals)
-	fmt.Fprintf(tw, "  profile\t%s\t(GET /portfolios, /portfolios/{id}/snapshots)\n", sys.URLs.Profile)
+	fmt.Fprintf(tw, "  profile\t%s\t(GET /portfolios, /portfolios/{id}/snapshots, /portfolios/{id}/deposits)\n", sys.URLs.Profile)
 	fmt.Fprintf(tw, "  notification\t%s\t(GET /notifications)\n", sys.URLs.Notification)
 	fmt.Fprintf(tw, "  OIDC issuer\t%s\t(POST /token: sub=…&roles=…)\n", sys.URLs.Issuer)
 	tw.Flush()
@@ -134,7 +134,12 @@ func printDemo(w io.Writer, sys *system.System, res system.DemoResult) {
 	if !res.Created {
 		how = "existing"
 	}
-	fmt.Fprintf(w, "\ndemo user %q (role saga-operator), portfolio %s (%s, funded with %s %s)\n", res.User, res.PortfolioID, how, system.DemoCash, system.DemoCurrency)
+	funded := "funded by an earlier run"
+	if res.DepositID != "" {
+		funded = "deposit " + res.DepositID
+	}
+	fmt.Fprintf(w, "\ndemo user %q (role saga-operator), portfolio %s (%s; %s %s deposited by %q, role funding-operator: %s)\n",
+		res.User, res.PortfolioID, how, system.DemoCash, system.DemoCurrency, system.TreasuryUser, funded)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, o := range res.Orders {
 		r := o.Request
@@ -168,6 +173,10 @@ func printToken(w io.Writer, sys *system.System, token, portfolioID string) {
 			"  -d '{\"portfolio_id\":\"%s\",\"side\":\"buy\",\"instrument\":\"ACME\",\"quantity\":\"1\",\"price\":\"150.00\",\"currency\":\"USD\"}' \\\n"+
 			"  %s/deals\n", portfolioID, sys.URLs.Deals)
 		fmt.Fprintf(w, "curl -s -H \"Authorization: Bearer $SAGA_TOKEN\" %s/portfolios/%s\n", sys.URLs.Profile, portfolioID)
+		fmt.Fprintf(w, "# funding is a funding operator's deposit (never into her own portfolio):\n")
+		fmt.Fprintf(w, "FUND_TOKEN=$(curl -s -d sub=%s -d roles=funding-operator %s/token | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')\n", system.TreasuryUser, sys.URLs.Issuer)
+		fmt.Fprintf(w, "curl -s -H \"Authorization: Bearer $FUND_TOKEN\" -H 'Content-Type: application/json' -H \"Idempotency-Key: $(date +%%s)\" \\\n"+
+			"  -d '{\"amount\":\"500.00\",\"currency\":\"USD\",\"reason\":\"top-up\"}' %s/portfolios/%s/deposits\n", sys.URLs.Profile, portfolioID)
 		fmt.Fprintf(w, "curl -s -H \"Authorization: Bearer $SAGA_TOKEN\" %s/notifications\n", sys.URLs.Notification)
 	}
 }

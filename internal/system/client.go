@@ -111,13 +111,36 @@ func (c *Client) Portfolio(ctx context.Context, id string) (profile.Portfolio, e
 	return p, err
 }
 
-// CreatePortfolio creates a portfolio holding cash (a decimal string) in
-// currency.
-func (c *Client) CreatePortfolio(ctx context.Context, name, currency, cash string) (profile.Portfolio, error) {
+// CreatePortfolio creates a portfolio in currency. Its cash starts at 0:
+// a funding operator funds it with Deposit (System.Fund).
+func (c *Client) CreatePortfolio(ctx context.Context, name, currency string) (profile.Portfolio, error) {
 	var p profile.Portfolio
-	in := map[string]string{"name": name, "currency": currency, "cash": cash}
+	in := map[string]string{"name": name, "currency": currency}
 	_, err := c.do(ctx, http.MethodPost, c.urls.Profile+"/portfolios", nil, in, &p)
 	return p, err
+}
+
+// Deposit funds portfolio portfolioID with amount (a decimal string) in
+// currency, for reason (POST /portfolios/{id}/deposits). The client's token
+// must carry the funding-operator role and must not be the portfolio
+// owner's. idempotencyKey is required: a repeated call with the same key
+// and request returns the first deposit with replayed true.
+func (c *Client) Deposit(ctx context.Context, portfolioID, amount, currency, reason, idempotencyKey string) (d profile.Deposit, replayed bool, err error) {
+	hdr := http.Header{}
+	hdr.Set(profile.HeaderIdempotencyKey, idempotencyKey)
+	in := map[string]string{"amount": amount, "currency": currency, "reason": reason}
+	h, err := c.do(ctx, http.MethodPost, c.urls.Profile+"/portfolios/"+url.PathEscape(portfolioID)+"/deposits", hdr, in, &d)
+	return d, h.Get(profile.HeaderReplayed) == "true", err
+}
+
+// Deposits lists the deposits into a portfolio, newest first (one page of
+// up to 100): the owner's and funding operators' view of the audit trail.
+func (c *Client) Deposits(ctx context.Context, portfolioID string) ([]profile.Deposit, error) {
+	var out struct {
+		Items []profile.Deposit `json:"items"`
+	}
+	_, err := c.do(ctx, http.MethodGet, c.urls.Profile+"/portfolios/"+url.PathEscape(portfolioID)+"/deposits?limit=100", nil, nil, &out)
+	return out.Items, err
 }
 
 // Snapshots lists a portfolio's dated snapshots, oldest first.
@@ -150,6 +173,15 @@ func (c *Client) CreateDeal(ctx context.Context, in DealRequest, idempotencyKey 
 	}
 	h, err := c.do(ctx, http.MethodPost, c.urls.Deals+"/deals", hdr, in, &d)
 	return d, h.Get(deals.HeaderReplayed) == "true", err
+}
+
+// Deals lists the caller's deals, newest first (one page of up to 100).
+func (c *Client) Deals(ctx context.Context) ([]deals.Deal, error) {
+	var out struct {
+		Items []deals.Deal `json:"items"`
+	}
+	_, err := c.do(ctx, http.MethodGet, c.urls.Deals+"/deals?limit=100", nil, nil, &out)
+	return out.Items, err
 }
 
 // Deal returns one of the caller's deals.

@@ -25,6 +25,9 @@ const (
 	DefaultPartitions         = 3
 	// DefaultTokenTTL is how long tokens from System.Token live.
 	DefaultTokenTTL = 12 * time.Hour
+	// TreasuryUser is the subject of the system's funding operator (role
+	// funding-operator): System.Fund and the demo fund portfolios as it.
+	TreasuryUser = "treasury"
 )
 
 // Service names: the participant names of the saga definitions, plus

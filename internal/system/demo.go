@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/shopspring/decimal"
+
 	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
 )
@@ -46,6 +48,9 @@ type DemoResult struct {
 	// created it.
 	PortfolioID string
 	Created     bool
+	// DepositID is the deposit of DemoCash by TreasuryUser this run made;
+	// "" when the portfolio was funded by an earlier run.
+	DepositID string
 	// Orders are the approved and the rejected order.
 	Orders []DemoOrder
 }
@@ -60,11 +65,12 @@ var demoOrders = []struct {
 }
 
 // RunDemo makes sure the demo user (with the saga-operator role) and its
-// funded portfolio exist, places one buy the cash covers and one it does
-// not through the deals API, and waits until both sagas are final. It is
-// idempotent: the portfolio is found by name and the orders carry fixed
-// Idempotency-Keys, so a second run creates nothing and reports the same
-// sagas.
+// portfolio exist, has TreasuryUser (funding-operator) fund the portfolio
+// with DemoCash through the deposits API, places one buy the cash covers
+// and one it does not through the deals API, and waits until both sagas
+// are final. It is idempotent: the portfolio is found by name, the deposit
+// and the orders carry fixed Idempotency-Keys, so a second run creates
+// nothing and reports the same sagas.
 func (s *System) RunDemo(ctx context.Context) (DemoResult, error) {
 	res := DemoResult{User: DemoUser}
 	tok, err := s.Token(DemoUser, auth.RoleOperator)
@@ -86,12 +92,29 @@ func (s *System) RunDemo(ctx context.Context) (DemoResult, error) {
 			break
 		}
 	}
+	var cash decimal.Decimal
 	if res.PortfolioID == "" {
-		pf, err := c.CreatePortfolio(ctx, DemoPortfolioName, DemoCurrency, DemoCash)
+		pf, err := c.CreatePortfolio(ctx, DemoPortfolioName, DemoCurrency)
 		if err != nil {
 			return res, fmt.Errorf("demo: create the portfolio: %w", err)
 		}
-		res.PortfolioID, res.Created = pf.ID, true
+		res.PortfolioID, res.Created, cash = pf.ID, true, pf.Cash
+	} else {
+		for _, pf := range pfs {
+			if pf.ID == res.PortfolioID {
+				cash = pf.Cash
+			}
+		}
+	}
+	// The demo user cannot fund her own portfolio: the system's funding
+	// operator deposits, once (a fixed key per portfolio; an earlier run
+	// that stopped before funding is completed here).
+	if cash.IsZero() {
+		dep, _, err := s.Fund(ctx, res.PortfolioID, DemoCash, DemoCurrency, "demo funding", "demo-funding-v1-"+res.PortfolioID)
+		if err != nil {
+			return res, fmt.Errorf("demo: fund the portfolio: %w", err)
+		}
+		res.DepositID = dep.ID
 	}
 	for _, o := range demoOrders {
 		req := o.req

@@ -66,15 +66,19 @@ func TestEndToEnd(t *testing.T) {
 			if _, err := c.Login(ctx); err != nil {
 				t.Fatalf("login: %v", err)
 			}
-			pf, err := c.CreatePortfolio(ctx, "Main", "USD", "1000.00")
+			pf, err := c.CreatePortfolio(ctx, "Main", "USD")
 			if err != nil {
 				t.Fatalf("create portfolio: %v", err)
 			}
+			if _, _, err := sys.Fund(ctx, pf.ID, "1000.00", "USD", "e2e funding", "e2e-"+pf.ID); err != nil {
+				t.Fatalf("fund the portfolio: %v", err)
+			}
 
-			// Funded: 2 × 100.00 = 200.00 of 1000.00.
-			funded := place(ctx, t, sys, c, system.DealRequest{PortfolioID: pf.ID, Side: "buy", Instrument: "ACME", Quantity: "2", Price: "100.00", Currency: "USD"})
-			if funded.deal.Status != "executed" || funded.deal.Reason != "" {
-				t.Errorf("funded deal: status %q reason %q, want executed without reason", funded.deal.Status, funded.deal.Reason)
+			// Funded: 2 × 100.00 = 200.00 of 1000.00. The portfolio id is sent
+			// in upper case: deals stores it canonical and profile finds it.
+			funded := place(ctx, t, sys, c, system.DealRequest{PortfolioID: strings.ToUpper(pf.ID), Side: "buy", Instrument: "ACME", Quantity: "2", Price: "100.00", Currency: "USD"})
+			if funded.deal.Status != "executed" || funded.deal.Reason != "" || funded.deal.PortfolioID != pf.ID {
+				t.Errorf("funded deal: status %q reason %q portfolio %q, want executed without reason on %s", funded.deal.Status, funded.deal.Reason, funded.deal.PortfolioID, pf.ID)
 			}
 			afterBuy, err := c.Portfolio(ctx, pf.ID)
 			if err != nil {
@@ -153,7 +157,7 @@ func TestEndToEnd(t *testing.T) {
 
 type placed struct {
 	deal struct {
-		ID, Status, Reason, SagaID string
+		ID, Status, Reason, SagaID, PortfolioID string
 	}
 	saga engine.Instance
 }
@@ -177,7 +181,7 @@ func place(ctx context.Context, t *testing.T, sys *system.System, c *system.Clie
 		t.Fatalf("GET /deals/%s: %v", d.ID, err)
 	}
 	var p placed
-	p.deal.ID, p.deal.Status, p.deal.Reason, p.deal.SagaID = got.ID, got.Status, got.Reason, got.SagaID
+	p.deal.ID, p.deal.Status, p.deal.Reason, p.deal.SagaID, p.deal.PortfolioID = got.ID, got.Status, got.Reason, got.SagaID, got.PortfolioID
 	p.saga = inst
 	return p
 }

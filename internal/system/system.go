@@ -320,6 +320,19 @@ func (s *System) Client(subject string, roles ...string) (*Client, error) {
 	return NewClient(s.URLs, tok, nil), nil
 }
 
+// Fund deposits amount (a decimal string) in currency into portfolio
+// portfolioID as TreasuryUser, the system's funding operator (a token with
+// the funding-operator role from the in-process issuer), the way an
+// operator funds a client's portfolio. idempotencyKey is required (see
+// Client.Deposit).
+func (s *System) Fund(ctx context.Context, portfolioID, amount, currency, reason, idempotencyKey string) (profile.Deposit, bool, error) {
+	c, err := s.Client(TreasuryUser, auth.RoleFundingOperator)
+	if err != nil {
+		return profile.Deposit{}, false, fmt.Errorf("fund portfolio %s: %w", portfolioID, err)
+	}
+	return c.Deposit(ctx, portfolioID, amount, currency, reason, idempotencyKey)
+}
+
 // Close stops the system gracefully: the HTTP servers stop accepting
 // requests and finish those under way; the orchestrator and the
 // participants finish their batches in flight, commit and flush their
