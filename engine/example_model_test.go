@@ -3,6 +3,7 @@ package engine_test
 import (
 	"fmt"
 	"log"
+	"os"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/definition"
@@ -96,4 +97,54 @@ final: [PAID]
 	// ORDER_PLACED over HTTP: false []
 	// PHONE_ORDER_TAKEN over HTTP: true [shop-clerk shop-admin]
 	// api → PAYING CHARGE
+}
+
+// When a saga enters a failed state, the compensations of the steps it took
+// are sent one at a time, newest first, each after the done event of the
+// previous one; then the failing transition's own command.
+func ExamplePlan() {
+	data, err := os.ReadFile("definition/testdata/good/compensated_order.yaml")
+	if err != nil {
+		log.Fatal(err)
+	}
+	def, problems := definition.Parse("compensated_order.yaml", data)
+	if len(problems) > 0 {
+		log.Fatal(problems)
+	}
+	m, err := engine.Compile(def)
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	// The saga takes three steps; the third fails it.
+	var taken []engine.Undo // what the orchestrator keeps in the instance
+	state := ""
+	var failing engine.Step
+	for i, ev := range [][2]string{{"REGISTER", "deals"}, {"ORDER_APPROVED", "profile"}, {"DEALS_UNAVAILABLE", definition.Engine}} {
+		step, err := m.Apply(state, ev[0], ev[1])
+		if err != nil {
+			log.Fatal(err)
+		}
+		taken = append(taken, step.Undos(fmt.Sprintf("event-%d", i+1), fmt.Sprintf("command-%d", i+1))...)
+		state, failing = step.To, step
+	}
+	fmt.Println("entered", state, "failed:", failing.Failed)
+
+	for plan := engine.Plan(taken); len(plan) > 0; plan = engine.Plan(taken) {
+		c := plan[0].Compensation
+		fmt.Printf("send %s to %s (undoes %s), wait for %s\n", c.Command, c.Topic, plan[0].Of, c.Done)
+		// The participant answers; the done event names the compensation.
+		done, _ := m.CompensationByDone(c.Participant, c.Done)
+		for i := range taken {
+			if taken[i].Compensation == done && taken[i].Of == plan[0].Of {
+				taken[i].Compensated = true
+			}
+		}
+	}
+	fmt.Println("then send", failing.Send.Name, "to", failing.Send.Topic)
+	// Output:
+	// entered FAILED failed: true
+	// send REVERT_ORDER to PROFILE_TOPIC (undoes command-1), wait for ORDER_REVERTED
+	// send FAIL_DEAL to DEALS_TOPIC (undoes event-1), wait for DEAL_FAILED
+	// then send NOTIFY_FAILURE to NOTIFICATION_TOPIC
 }

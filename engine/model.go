@@ -38,19 +38,21 @@ type Model struct {
 	partTopics map[string]string
 	partNames  []string
 	keys       map[string]string
-	eventNames []string           // every event, in first-use order
-	exhausted  map[edgeKey]string // (state, exhausted event) → command whose retries raise it
+	eventNames []string                    // every event, in first-use order
+	exhausted  map[edgeKey]string          // (state, exhausted event) → command whose retries raise it
+	byDone     map[[2]string]*Compensation // (participant, done event) → compensation
 }
 
 // Step is the outcome of applying one event to one state.
 type Step struct {
-	From   string       // state before ("" when the event starts a saga)
-	Event  string       // event applied
-	By     string       // participant that emitted it (definition.Engine for timers, definition.API for HTTP starts)
-	To     string       // state after
-	Send   *CommandSpec // command to send, nil if none; shared, must not be modified
-	Final  bool         // To is a success terminal state
-	Failed bool         // To is a failure terminal state
+	From   string        // state before ("" when the event starts a saga)
+	Event  string        // event applied
+	By     string        // participant that emitted it (definition.Engine for timers, definition.API for HTTP starts)
+	To     string        // state after
+	Send   *CommandSpec  // command to send, nil if none; shared, must not be modified
+	Undo   *Compensation // undoes what By did before emitting Event, nil if none; shared
+	Final  bool          // To is a success terminal state
+	Failed bool          // To is a failure terminal state
 }
 
 // CommandSpec is a command that a transition sends.
@@ -59,6 +61,7 @@ type CommandSpec struct {
 	Topic       string
 	Name        string
 	Retry       *definition.Retry // nil: send once
+	Compensate  *Compensation     // undoes what the command did (or may have done), nil if none
 }
 
 // Allowed is one event that may be applied in a state: who must emit it and
@@ -79,6 +82,7 @@ type edge struct {
 	by   string
 	to   string
 	send *CommandSpec
+	undo *Compensation
 	fin  bool
 	fail bool
 
@@ -115,6 +119,7 @@ func Compile(def *definition.Definition) (*Model, error) {
 		partTopics: make(map[string]string, len(def.Participants)),
 		keys:       make(map[string]string, len(def.Keys)),
 		exhausted:  make(map[edgeKey]string),
+		byDone:     make(map[[2]string]*Compensation),
 	}
 	for name, p := range def.Participants {
 		if name == definition.Engine || name == definition.API {
@@ -152,7 +157,8 @@ func Compile(def *definition.Definition) (*Model, error) {
 		m.failed = append(m.failed, n.Value)
 	}
 
-	for _, tr := range def.Transitions {
+	edgeOf := make([]*edge, len(def.Transitions))
+	for i, tr := range def.Transitions {
 		ev, by, to := tr.On.Value, tr.By.Value, tr.To.Value
 		if ev == "" || by == "" || to == "" {
 			return fail("transition at line %d has an empty event, participant or target", tr.Pos.Line)
@@ -188,6 +194,7 @@ func Compile(def *definition.Definition) (*Model, error) {
 		}
 		toInfo := info(to)
 		e := &edge{tr: tr, by: by, to: to, send: send, fin: toInfo.final, fail: toInfo.failed, roles: roles}
+		edgeOf[i] = e
 		src := []string{""}
 		if !tr.Starts() {
 			src = src[:0]
@@ -225,6 +232,22 @@ func Compile(def *definition.Definition) (*Model, error) {
 	}
 	if len(m.startEvts) == 0 {
 		return fail("no transition starts a saga (from: [])")
+	}
+	// Compensations, once every event is known (a done event must not be one).
+	for i, tr := range def.Transitions {
+		e := edgeOf[i]
+		if tr.Compensate != nil && (e.by == definition.Engine || e.by == definition.API) {
+			return fail("transition %s by %s has a compensation", tr.On.Value, e.by)
+		}
+		var err error
+		if e.undo, err = m.compensation(tr.Compensate); err != nil {
+			return nil, &Error{Code: CodeInvalid, Op: op, Message: "compile compensations", Err: err}
+		}
+		if tr.Send != nil {
+			if e.send.Compensate, err = m.compensation(tr.Send.Compensate); err != nil {
+				return nil, &Error{Code: CodeInvalid, Op: op, Message: "compile compensations", Err: err}
+			}
+		}
 	}
 	for name, si := range m.stateInfo {
 		if si.timeout != nil && !m.known[si.timeout.Event.Value] {
@@ -372,7 +395,7 @@ func (m *Model) String() string { return fmt.Sprintf("%s v%d", m.def.Saga, m.def
 // does not have gives CodeInvalid.
 func (m *Model) Apply(state, event, by string) (Step, error) {
 	if e, ok := m.edges[edgeKey{state, event}]; ok && e.by == by {
-		return Step{From: state, Event: event, By: by, To: e.to, Send: e.send, Final: e.fin, Failed: e.fail}, nil
+		return Step{From: state, Event: event, By: by, To: e.to, Send: e.send, Undo: e.undo, Final: e.fin, Failed: e.fail}, nil
 	}
 	return Step{}, m.applyError(state, event, by)
 }

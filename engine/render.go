@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/portfolio-counselor/sagamachine/engine/definition"
 )
 
 // edgeLabel describes one transition for a diagram: the event and its
@@ -13,11 +15,14 @@ type diagramEdge struct {
 	from, to string // from "" = start
 	event    string
 	by       string
-	cause    string // for engine events: "timeout 10m" or "APPROVE_ORDER retries exhausted"
-	timeout  bool   // raised by the from state's timeout
-	command  string // "" when none
-	target   string // participant the command goes to
-	retry    string // "retry 5×, 2s..1m" or ""
+	cause    string   // for engine events: "timeout 10m" or "APPROVE_ORDER retries exhausted"
+	timeout  bool     // raised by the from state's timeout
+	command  string   // "" when none
+	target   string   // participant the command goes to
+	retry    string   // "retry 5×, 2s..1m" or ""
+	roles    []string // by api: the roles that may fire it over HTTP
+	undo     string   // the event's compensation: "FAIL_DEAL → deals", or ""
+	undoSend string   // the command's compensation: "REVERT_ORDER → profile", or ""
 }
 
 // diagramEdges lists the transitions in definition order, one per source
@@ -33,7 +38,10 @@ func diagramEdges(m *Model) []diagramEdge {
 			}
 		}
 		for _, s := range src {
-			e := diagramEdge{from: s, to: tr.To.Value, event: tr.On.Value, by: tr.By.Value}
+			e := diagramEdge{from: s, to: tr.To.Value, event: tr.On.Value, by: tr.By.Value, undo: undoText(tr.Compensate)}
+			for _, r := range tr.Roles {
+				e.roles = append(e.roles, r.Value)
+			}
 			if to := m.Timeout(s); to != nil && to.Event.Value == e.event {
 				e.timeout = true
 				e.cause = "timeout " + shortDuration(to.After)
@@ -45,12 +53,38 @@ func diagramEdges(m *Model) []diagramEdge {
 				if r := tr.Send.Retry; r != nil {
 					e.retry = fmt.Sprintf("retry %d×, %s..%s", r.Attempts, shortDuration(r.Backoff), shortDuration(r.MaxBackoff))
 				}
+				e.undoSend = undoText(tr.Send.Compensate)
 			}
 			out = append(out, e)
 		}
 	}
 	return out
 }
+
+// undoText describes a compensation as "COMMAND → participant", or "".
+func undoText(c *definition.Compensation) string {
+	if c == nil {
+		return ""
+	}
+	return c.Command.Value + " → " + c.To.Value
+}
+
+// who is the emitter part of an edge label: "deals", "engine, timeout 10m",
+// "api, roles deals-trader or deals-admin".
+func (e diagramEdge) who() string {
+	who := e.by
+	if e.cause != "" {
+		who += ", " + e.cause
+	}
+	if len(e.roles) > 0 {
+		who += ", roles " + strings.Join(e.roles, " or ")
+	}
+	return who
+}
+
+// failedNote is what a failed state of a model with compensations says:
+// entering it sends the compensations first.
+const failedNote = "entering it first sends the compensations of the steps taken, newest first"
 
 // shortDuration formats d without zero units: 10m, 2s, 1h30m.
 func shortDuration(d time.Duration) string {
@@ -73,9 +107,13 @@ func mermaidText(s string) string {
 // RenderMermaid draws m as a Mermaid stateDiagram-v2 (GitHub renders it in a
 // ```mermaid block). Every transition is an edge labelled
 // "EVENT (by) / COMMAND → participant"; events the engine raises say why
-// (timeout or exhausted retries); final states lead to [*]; failure states
-// are styled with the "failure" class; state descriptions are notes. The
-// output is deterministic.
+// (timeout or exhausted retries); starts over the HTTP API name their roles
+// ("EVENT (api, roles a or b)"); compensations follow what they undo
+// ("(by, undo CMD → participant)", "COMMAND → participant (undo CMD →
+// participant)"); final states lead to [*]; failure states are styled with
+// the "failure" class; state descriptions are notes, and in a model with
+// compensations a failed state's note says they run first. The output is
+// deterministic.
 func RenderMermaid(m *Model) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "---\ntitle: %s\n---\n", mermaidText(m.String()))
@@ -87,13 +125,16 @@ func RenderMermaid(m *Model) string {
 		if from == "" {
 			from = "[*]"
 		}
-		who := e.by
-		if e.cause != "" {
-			who += ", " + e.cause
+		who := e.who()
+		if e.undo != "" {
+			who += ", undo " + e.undo
 		}
 		label := fmt.Sprintf("%s (%s)", e.event, who)
 		if e.command != "" {
 			label += fmt.Sprintf(" / %s → %s", e.command, e.target)
+			if e.undoSend != "" {
+				label += " (undo " + e.undoSend + ")"
+			}
 		}
 		fmt.Fprintf(&b, "    %s --> %s : %s\n", from, e.to, mermaidText(label))
 	}
@@ -101,8 +142,15 @@ func RenderMermaid(m *Model) string {
 		fmt.Fprintf(&b, "    %s --> [*]\n", s)
 	}
 	for _, s := range m.states {
-		if d := m.Description(s); d != "" {
-			fmt.Fprintf(&b, "    note right of %s : %s\n", s, mermaidText(d))
+		note := m.Description(s)
+		if m.IsFailed(s) && m.Compensable() {
+			if note != "" {
+				note += " — "
+			}
+			note += failedNote
+		}
+		if note != "" {
+			fmt.Fprintf(&b, "    note right of %s : %s\n", s, mermaidText(note))
 		}
 	}
 	if len(m.finals) > 0 {
@@ -124,7 +172,10 @@ func dotQuote(s string) string {
 // boxes for waiting states (tooltip = description, timeout in the label),
 // double circles for final states, red double octagons for failure states,
 // dashed edges for transitions raised by a state timeout and dotted edges for
-// exhausted retries. The output is deterministic.
+// exhausted retries. Starts over the HTTP API name their roles, each
+// compensation is an "undo: CMD → participant" line under the event or
+// command it undoes, and in a model with compensations failed states say
+// "⟲ compensates first". The output is deterministic.
 func RenderDOT(m *Model) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "digraph %s {\n", dotQuote(m.String()))
@@ -138,6 +189,14 @@ func RenderDOT(m *Model) string {
 		if to := m.Timeout(s); to != nil {
 			label += "\n⏱ " + shortDuration(to.After)
 		}
+		tooltip := m.Description(s)
+		if m.IsFailed(s) && m.Compensable() {
+			label += "\n⟲ compensates first"
+			if tooltip != "" {
+				tooltip += "\n"
+			}
+			tooltip += failedNote
+		}
 		attrs = append(attrs, "label="+dotQuote(label))
 		switch {
 		case m.IsFinal(s):
@@ -145,8 +204,8 @@ func RenderDOT(m *Model) string {
 		case m.IsFailed(s):
 			attrs = append(attrs, "shape=doubleoctagon", "style=filled", "color=red", "fillcolor=\"#fce8e6\"", "fontcolor=red")
 		}
-		if d := m.Description(s); d != "" {
-			attrs = append(attrs, "tooltip="+dotQuote(d))
+		if tooltip != "" {
+			attrs = append(attrs, "tooltip="+dotQuote(tooltip))
 		}
 		fmt.Fprintf(&b, "    %s [%s];\n", dotQuote(s), strings.Join(attrs, ", "))
 	}
@@ -155,15 +214,17 @@ func RenderDOT(m *Model) string {
 		if e.from != "" {
 			from = dotQuote(e.from)
 		}
-		who := e.by
-		if e.cause != "" {
-			who += ", " + e.cause
+		label := fmt.Sprintf("%s (%s)", e.event, e.who())
+		if e.undo != "" {
+			label += "\nundo: " + e.undo
 		}
-		label := fmt.Sprintf("%s (%s)", e.event, who)
 		if e.command != "" {
 			label += fmt.Sprintf("\n%s → %s", e.command, e.target)
 			if e.retry != "" {
 				label += "\n" + e.retry
+			}
+			if e.undoSend != "" {
+				label += "\nundo: " + e.undoSend
 			}
 		}
 		attrs := []string{"label=" + dotQuote(label)}

@@ -29,6 +29,48 @@ func golden(t *testing.T, name, got string) {
 	}
 }
 
+func TestRenderGoldenCompensated(t *testing.T) {
+	m := mustCompile(t, compensatedDef(t))
+	for _, r := range []struct {
+		file   string
+		render func(*Model) string
+	}{
+		{"compensated_order.mmd", RenderMermaid},
+		{"compensated_order.dot", RenderDOT},
+	} {
+		t.Run(r.file, func(t *testing.T) { golden(t, r.file, r.render(m)) })
+	}
+}
+
+// TestRenderCompensationsAndAPIStarts checks how starts over the HTTP API
+// and compensations are drawn, independently of the golden files.
+func TestRenderCompensationsAndAPIStarts(t *testing.T) {
+	m := mustCompile(t, compensatedDef(t))
+	mmd, dot := RenderMermaid(m), RenderDOT(m)
+	tests := []struct {
+		name, text, want string
+	}{
+		{"mermaid compensations", mmd, "    [*] --> DRAFT : REGISTER (deals, undo FAIL_DEAL → deals) / APPROVE_ORDER → profile (undo REVERT_ORDER → profile)\n"},
+		{"mermaid api start", mmd, "    [*] --> DRAFT : PHONE_ORDER_TAKEN (api, roles deals-trader or deals-admin) / APPROVE_ORDER → profile (undo REVERT_ORDER → profile)\n"},
+		{"mermaid failed note", mmd, "    note right of FAILED : Something went wrong, every effect has been undone and the client told. — entering it first sends the compensations of the steps taken, newest first\n"},
+		{"dot compensations", dot, "    __start -> \"DRAFT\" [label=\"REGISTER (deals)\\nundo: FAIL_DEAL → deals\\nAPPROVE_ORDER → profile\\nretry 5×, 2s..1m\\nundo: REVERT_ORDER → profile\"];\n"},
+		{"dot api start", dot, "    __start -> \"DRAFT\" [label=\"PHONE_ORDER_TAKEN (api, roles deals-trader or deals-admin)\\nAPPROVE_ORDER → profile\\nretry 5×, 2s..1m\\nundo: REVERT_ORDER → profile\"];\n"},
+		{"dot failed state", dot, "    \"FAILED\" [label=\"FAILED\\n⟲ compensates first\""},
+	}
+	for _, tt := range tests {
+		if !strings.Contains(tt.text, tt.want) {
+			t.Errorf("%s: output does not contain %q:\n%s", tt.name, tt.want, tt.text)
+		}
+	}
+	// Without compensations, nothing of it shows.
+	plain := RenderMermaid(mustCompile(t, handDef(t))) + RenderDOT(mustCompile(t, handDef(t)))
+	for _, word := range []string{"undo", "compensat", "roles"} {
+		if strings.Contains(plain, word) {
+			t.Errorf("MANUAL_CREATE_ORDER v1 drawing mentions %q", word)
+		}
+	}
+}
+
 func TestRenderGolden(t *testing.T) {
 	for src, m := range models(t) {
 		for _, r := range []struct {

@@ -18,6 +18,10 @@ var update = flag.Bool("update", false, "rewrite testdata/golden/*.txt")
 
 const shipped = "../../sagas/manual_create_order.yaml"
 
+// compensated is the test definition with compensations and a start over
+// the HTTP API (not shipped).
+const compensated = "../../engine/definition/testdata/good/compensated_order.yaml"
+
 // runResult is what one sagactl invocation did.
 type runResult struct {
 	code           int
@@ -69,6 +73,16 @@ func TestGolden(t *testing.T) {
 		{"simulate-not-started", []string{"simulate", shipped, "ORDER_APPROVED"}, 1},
 		{"simulate-bad-event-arg", []string{"simulate", shipped, "REGISTER@"}, 2},
 		{"simulate-no-events", []string{"simulate", shipped}, 2},
+		{"validate-compensated", []string{"validate", compensated}, 0},
+		{"render-compensated", []string{"render", compensated}, 0},
+		{"simulate-compensated", []string{"simulate", compensated, "REGISTER", "ORDER_APPROVED", "DEALS_UNAVAILABLE", "ORDER_REVERTED", "DEAL_FAILED"}, 0},
+		{"simulate-compensating", []string{"simulate", compensated, "REGISTER", "APPROVAL_TIMED_OUT", "ORDER_REVERTED"}, 0},
+		{"simulate-compensation-wrong-done", []string{"simulate", compensated, "REGISTER", "APPROVAL_TIMED_OUT", "DEAL_FAILED"}, 1},
+		{"simulate-compensation-wrong-participant", []string{"simulate", compensated, "REGISTER", "APPROVAL_TIMED_OUT", "ORDER_REVERTED@deals"}, 1},
+		{"simulate-event-while-compensating", []string{"simulate", compensated, "REGISTER", "APPROVAL_TIMED_OUT", "ORDER_APPROVED"}, 1},
+		{"simulate-after-compensation", []string{"simulate", compensated, "REGISTER", "APPROVAL_TIMED_OUT", "ORDER_REVERTED", "DEAL_FAILED", "ORDER_APPROVED"}, 1},
+		{"simulate-api-start", []string{"simulate", compensated, "PHONE_ORDER_TAKEN", "ORDER_REJECTED", "DEAL_UPDATED"}, 0},
+		{"simulate-api-start-by-participant", []string{"simulate", compensated, "PHONE_ORDER_TAKEN@deals"}, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -209,6 +223,7 @@ func TestDocsAreCurrent(t *testing.T) {
 		{"sagactl.md", []string{"validate", "sagas/manual_create_order.yaml"}},
 		{"sagactl.md", []string{"render", "--format", "dot", "sagas/manual_create_order.yaml"}},
 		{"sagactl.md", []string{"simulate", "sagas/manual_create_order.yaml", "REGISTER", "ORDER_APPROVED"}},
+		{"sagactl.md", []string{"simulate", "engine/definition/testdata/good/compensated_order.yaml", "REGISTER", "ORDER_APPROVED", "DEALS_UNAVAILABLE", "ORDER_REVERTED", "DEAL_FAILED"}},
 	}
 	// The docs show paths relative to the repository root.
 	t.Chdir(filepath.Join("..", ".."))

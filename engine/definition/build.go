@@ -48,6 +48,7 @@ var (
 		{"from", true, "the states this transition applies in; from: [] starts a new saga"},
 		{"to", true, "the state the saga moves to"},
 		{"roles", false, ""},
+		{"compensate", false, ""},
 		{"send", false, ""},
 		{"description", false, ""},
 	}
@@ -55,6 +56,21 @@ var (
 		{"to", true, "the participant that receives the command"},
 		{"command", true, "the command's name"},
 		{"retry", false, ""},
+		{"compensate", false, ""},
+	}
+	compensateFields = []field{
+		{"command", true, "the command that undoes the effect"},
+		{"done", true, "the event the participant answers once the undo is done"},
+		{"to", false, ""},
+		{"retry", false, ""},
+	}
+	// A compensation's retry has no exhausted event; the key is known so
+	// that writing one gets its own rule (compensate-exhausted).
+	compensateRetryFields = []field{
+		{"attempts", true, "how many sends in all, the first one included"},
+		{"backoff", true, "the wait before the first re-send, e.g. 1s"},
+		{"max_backoff", false, ""},
+		{"exhausted", false, ""},
 	}
 	retryFields = []field{
 		{"attempts", true, "how many sends in all, the first one included"},
@@ -334,6 +350,10 @@ func (p *parser) transition(n *yaml.Node) *Transition {
 		t.rolesPos = posOf(f.key)
 		good = good && ok
 	}
+	if f, ok := fields["compensate"]; ok {
+		// A broken compensation does not hide the row from the graph checks.
+		t.Compensate = p.compensation(f.val, "the compensation of the transition", t.By)
+	}
 	if f, ok := fields["send"]; ok {
 		t.Send = p.send(f.val)
 		good = good && t.Send != nil
@@ -373,7 +393,53 @@ func (p *parser) send(n *yaml.Node) *Send {
 	if !good {
 		return nil
 	}
+	if f, ok := fields["compensate"]; ok {
+		s.Compensate = p.compensation(f.val, "the compensation of the command", s.To)
+	}
 	return s
+}
+
+// compensation reads a compensate mapping; def is who undoes when it has no
+// `to` (the transition's by, or the send's to). It returns nil when the
+// compensation is too broken to check further.
+func (p *parser) compensation(n *yaml.Node, label string, def Name) *Compensation {
+	fields, ok := p.object(n, label, compensateFields)
+	if !ok {
+		return nil
+	}
+	c := &Compensation{To: def, Pos: posOf(resolve(n))}
+	good := true
+	if f, ok := fields["to"]; ok {
+		c.To, ok = p.name(f.val, "participant", participantName)
+		c.toWritten = true
+		good = good && ok
+	}
+	if f, ok := fields["command"]; ok {
+		c.Command, ok = p.name(f.val, "command", upperSnake)
+		good = good && ok
+	} else {
+		good = false
+	}
+	if f, ok := fields["done"]; ok {
+		c.Done, ok = p.name(f.val, "event", upperSnake)
+		good = good && ok
+	} else {
+		good = false
+	}
+	if f, ok := fields["retry"]; ok {
+		rf, ok := p.object(f.val, "the retry policy of the compensation", compensateRetryFields)
+		if ok {
+			if e, ok := rf["exhausted"]; ok {
+				p.addAt(e.key, ruleCompensateExhausted, "a compensation has no exhausted event: it never gives up into silence; past its attempts the saga stops as compensation_failed for an operator. Remove exhausted")
+			}
+			c.Retry = p.retryNumbers(f.val, rf)
+		}
+		good = good && c.Retry != nil
+	}
+	if !good {
+		return nil
+	}
+	return c
 }
 
 func (p *parser) retry(n *yaml.Node) *Retry {
@@ -383,8 +449,22 @@ func (p *parser) retry(n *yaml.Node) *Retry {
 	}
 	// Bad numbers are reported but do not hide the exhausted event from
 	// the graph checks; only a missing or unreadable event does.
+	r := p.retryNumbers(n, fields)
+	if f, ok := fields["exhausted"]; ok {
+		r.Exhausted, ok = p.name(f.val, "event", upperSnake)
+		if !ok {
+			return nil
+		}
+	} else {
+		return nil
+	}
+	return r
+}
+
+// retryNumbers reads and checks attempts, backoff and max_backoff (which
+// defaults to backoff) of the retry mapping n.
+func (p *parser) retryNumbers(n *yaml.Node, fields map[string]pair) *Retry {
 	r := &Retry{Pos: posOf(resolve(n))}
-	good := true
 	if f, ok := fields["attempts"]; ok {
 		if r.Attempts, ok = p.integer(f.val, ruleRetryRange, "attempts"); ok {
 			if r.Attempts < minAttempts || r.Attempts > maxAttempts {
@@ -401,15 +481,6 @@ func (p *parser) retry(n *yaml.Node) *Retry {
 		if r.MaxBackoff, ok = p.duration(f.val, "max_backoff", ruleRetryRange, minBackoff, maxBackoff); ok && backoffOK && r.MaxBackoff < r.Backoff {
 			p.addAt(f.val, ruleRetryRange, "max_backoff %s is shorter than backoff %s: it must be at least the backoff", fmtDuration(r.MaxBackoff), fmtDuration(r.Backoff))
 		}
-	}
-	if f, ok := fields["exhausted"]; ok {
-		r.Exhausted, ok = p.name(f.val, "event", upperSnake)
-		good = good && ok
-	} else {
-		good = false
-	}
-	if !good {
-		return nil
 	}
 	return r
 }

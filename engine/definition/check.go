@@ -22,6 +22,7 @@ func (p *parser) check(def *Definition) {
 	}
 
 	p.checkParticipants(def)
+	p.checkCompensations(def, terminal)
 	p.checkStarts(def)
 	p.checkDeterminism(def)
 
@@ -91,6 +92,20 @@ func (p *parser) checkParticipants(def *Definition) {
 			used[by] = true
 			if p.participantsOK && def.Participants[by] == nil {
 				undeclared(t.By, "by: participant")
+			}
+		}
+		for _, c := range t.compensations() {
+			if !c.toWritten {
+				continue // by or send.to, checked here already
+			}
+			switch to := c.To.Value; {
+			case to == Engine || to == API:
+				p.add(c.To.Pos, ruleCompensateToReserved, "compensations cannot be sent to %s: compensate.to must name a participant (the one whose effect is undone)", to)
+			case p.participantsOK && def.Participants[to] == nil:
+				used[to] = true
+				undeclared(c.To, "compensate.to: participant")
+			default:
+				used[to] = true
 			}
 		}
 		if t.Send == nil {
@@ -353,4 +368,72 @@ func (p *parser) checkEngineEvents(def *Definition, terminal func(string) bool) 
 			}
 		}
 	}
+}
+
+// compensations lists the compensations of t: its own, then its send's.
+func (t *Transition) compensations() []*Compensation {
+	var out []*Compensation
+	if t.Compensate != nil {
+		out = append(out, t.Compensate)
+	}
+	if t.Send != nil && t.Send.Compensate != nil {
+		out = append(out, t.Send.Compensate)
+	}
+	return out
+}
+
+// checkCompensations checks what a compensation undoes and that its done
+// event names it alone.
+func (p *parser) checkCompensations(def *Definition, terminal func(string) bool) {
+	on := map[string]*Transition{} // every event that triggers a transition
+	for _, t := range def.Transitions {
+		if on[t.On.Value] == nil {
+			on[t.On.Value] = t
+		}
+	}
+	doneBy := map[string]*Compensation{}
+	var first *Compensation
+	for _, t := range def.Transitions {
+		if c := t.Compensate; c != nil && (t.By.Value == Engine || t.By.Value == API) {
+			what := "the engine raises its events itself"
+			if t.By.Value == API {
+				what = "a caller of the HTTP API asserts its event; no participant did anything yet"
+			}
+			p.add(c.Pos, ruleCompensateByReserved, "a transition by %s has no participant's effect to undo (%s): put compensate on the send of the command whose effect needs undoing", t.By.Value, what)
+		}
+		if s := t.Send; s != nil && s.Compensate != nil && s.Compensate.Command.Value == s.Command.Value {
+			p.add(s.Compensate.Command.Pos, ruleCompensateSame, "the compensation of %s is %s itself: name the command that undoes it, e.g. REVERT_%s", s.Command.Value, s.Command.Value, s.Command.Value)
+		}
+		for _, c := range t.compensations() {
+			if first == nil {
+				first = c
+			}
+			if terminal(t.To.Value) {
+				p.add(c.Pos, ruleCompensateNeverRuns, "this compensation would never run: the transition ends the saga in %s, and compensations run only for the steps before a saga fails; remove compensate", t.To.Value)
+			}
+			done := c.Done.Value
+			if other := on[done]; other != nil {
+				p.add(c.Done.Pos, ruleDoneIsEvent, "%s is the done event of compensation %s and also triggers the transition at line %d: the saga could not tell a finished undo from that event; give the done event its own name, e.g. %s_UNDONE", done, c.Command.Value, other.On.Pos.Line, c.Command.Value)
+			}
+			prev, seen := doneBy[done]
+			switch {
+			case !seen:
+				doneBy[done] = c
+			case prev.To.Value != c.To.Value || prev.Command.Value != c.Command.Value:
+				p.add(c.Done.Pos, ruleDoneReused, "%s is already the done event of compensation %s → %s (line %d): a done event must name one compensation; give this one its own", done, prev.Command.Value, prev.To.Value, prev.Done.Pos.Line)
+			case !sameRetry(prev.Retry, c.Retry):
+				p.add(c.Done.Pos, ruleDoneReused, "%s is already the done event of compensation %s → %s (line %d) with another retry policy: give both the same retry, or this one its own done event", done, prev.Command.Value, prev.To.Value, prev.Done.Pos.Line)
+			}
+		}
+	}
+	if first != nil && len(def.Failed) == 0 {
+		p.add(first.Pos, ruleCompensateNoFailed, "compensations run when the saga enters a failed state, and this saga has none: add failed: [...] with the states where it fails (and the transitions into them), or remove compensate")
+	}
+}
+
+func sameRetry(a, b *Retry) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Attempts == b.Attempts && a.Backoff == b.Backoff && a.MaxBackoff == b.MaxBackoff
 }

@@ -99,6 +99,9 @@ func TestEveryRuleHasABadFile(t *testing.T) {
 		"unreachable-state", "dead-end", "cannot-finish", "final-has-exit", "final-and-failed",
 		"no-final", "unused-state", "terminal-timeout", "unhandled-event", "never-raised",
 		"retry-to-terminal", "send-to-api", "api-not-start", "api-without-roles", "roles-without-api",
+		"alias-cycle", "alias-too-big", "too-many-keys", "too-many-problems",
+		"compensate-exhausted", "compensate-to-reserved", "compensate-by-reserved", "compensate-same-command",
+		"compensate-never-runs", "compensate-without-failed", "done-is-event", "done-reused",
 	} {
 		if !seen[rule] {
 			t.Errorf("rule %s: no file in testdata/bad breaks it", rule)

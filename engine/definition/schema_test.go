@@ -88,6 +88,83 @@ func TestValidVariantsPassSchema(t *testing.T) {
 	}
 }
 
+// goodFiles lists the valid test definitions (not shipped).
+func goodFiles(tb testing.TB) []string {
+	tb.Helper()
+	files, err := filepath.Glob(filepath.Join("testdata", "good", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		tb.Fatalf("listing testdata/good: got %v, %v; want yaml files", files, err)
+	}
+	return files
+}
+
+func TestGoodFilesPassSchemaAndParse(t *testing.T) {
+	sch := compileSchema(t)
+	for _, file := range goodFiles(t) {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			data := readFile(t, file)
+			if err := validateYAML(sch, data); err != nil {
+				t.Errorf("schema: %v", err)
+			}
+			if _, problems := definition.Parse(file, data); len(problems) > 0 {
+				t.Errorf("Parse:\n%v", problems)
+			}
+		})
+	}
+}
+
+// TestSchemaDescribesEveryProperty: an editor shows a property's
+// description on hover, so every property of the schema has one (directly
+// or on the definition it refers to).
+func TestSchemaDescribesEveryProperty(t *testing.T) {
+	var doc map[string]any
+	if err := json.Unmarshal(readFile(t, filepath.Join("..", "..", "schema", "saga-definition.schema.json")), &doc); err != nil {
+		t.Fatalf("reading the schema: %v", err)
+	}
+	defs, _ := doc["$defs"].(map[string]any)
+	described := func(v any) bool {
+		m, _ := v.(map[string]any)
+		if d, _ := m["description"].(string); d != "" {
+			return true
+		}
+		ref, _ := m["$ref"].(string)
+		def, _ := defs[strings.TrimPrefix(ref, "#/$defs/")].(map[string]any)
+		d, _ := def["description"].(string)
+		return d != ""
+	}
+	checked := 0
+	var walk func(path string, v any)
+	walk = func(path string, v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			if props, ok := v["properties"].(map[string]any); ok {
+				for name, p := range props {
+					checked++
+					if !described(p) {
+						t.Errorf("%s.properties.%s has no description", path, name)
+					}
+				}
+			}
+			for k, c := range v {
+				switch k {
+				case "if", "then", "else", "not":
+					// constraints on properties declared elsewhere
+				default:
+					walk(path+"."+k, c)
+				}
+			}
+		case []any:
+			for i, c := range v {
+				walk(fmt.Sprintf("%s[%d]", path, i), c)
+			}
+		}
+	}
+	walk("$", doc)
+	if checked < 30 {
+		t.Errorf("checked %d properties, want the whole schema (at least 30)", checked)
+	}
+}
+
 // TestBadFilesAgainstSchema: every bad file says on its first line whether
 // the schema can see its mistake ("# schema: rejects") or only the
 // validator can ("# schema: accepts"); both claims are checked, so the

@@ -84,7 +84,8 @@ type Transition struct {
 	By          Name
 	From        []Name
 	To          Name
-	Roles       []Name // by: api only: the roles that may fire it over HTTP (any one suffices); nil otherwise
+	Roles       []Name        // by: api only: the roles that may fire it over HTTP (any one suffices); nil otherwise
+	Compensate  *Compensation // undoes what By did before emitting On; nil if none
 	Send        *Send
 	Description string
 	Pos         Pos
@@ -97,10 +98,36 @@ func (t *Transition) Starts() bool { return len(t.From) == 0 }
 
 // Send is the command a transition sends to a participant.
 type Send struct {
-	To      Name
-	Command Name
-	Retry   *Retry // nil: sent once, no re-send
+	To         Name
+	Command    Name
+	Retry      *Retry        // nil: sent once, no re-send
+	Compensate *Compensation // undoes what Command did (or may have done); nil if none
+	Pos        Pos
+}
+
+// Compensation undoes an effect when the saga fails: saga-machine sends
+// Command to participant To, which answers Done once the effect is undone
+// (or when there was nothing to undo). A transition's compensation undoes
+// what its By did before emitting On; a send's compensation undoes what the
+// command did, or may have done, from the moment it was sent. When a saga
+// enters a failed state, the compensations of its steps run one at a time,
+// newest first (see docs/definition-language.md).
+type Compensation struct {
+	To      Name   // who undoes; when the file does not say: the transition's by, or the send's to
+	Command Name   // the undoing command
+	Done    Name   // the event To answers when the undo is done
+	Retry   *Retry // nil: the default policy (DefaultCompensationRetry); Exhausted is never set
 	Pos     Pos
+
+	toWritten bool // To was written in the file (not the default)
+}
+
+// DefaultCompensationRetry is the re-send policy of a compensation that
+// gives none: 10 sends in all, waiting 1s, then twice as long each time up to
+// 1m. A compensation never gives up into an event: past its attempts the
+// saga stops as compensation_failed for an operator.
+func DefaultCompensationRetry() *Retry {
+	return &Retry{Attempts: 10, Backoff: time.Second, MaxBackoff: time.Minute}
 }
 
 // Retry re-sends a command while the saga waits in the target state for an

@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/internal/scripted"
 	"github.com/portfolio-counselor/sagamachine/internal/testenv"
 )
@@ -73,6 +74,9 @@ func (e *env) daemon(t *testing.T, group string) *daemon {
 		"--topic", e.eventTopic, "--group", group, "--listen", "127.0.0.1:0",
 		"--timer-poll", "100ms", "--log-level", "warn", "--kafka-session-timeout", "6s",
 	}}
+	if s := e.kcfg.SASL; s.Enabled() {
+		d.args = append(d.args, "--kafka-user", s.User, "--kafka-password", s.Password)
+	}
 	t.Cleanup(func() {
 		d.stop(syscall.SIGTERM)
 		if t.Failed() {
@@ -109,6 +113,17 @@ func (d *daemon) start() {
 	d.cmd = cmd
 }
 
+// publishOwn sends each event to the event topic of the participant it
+// names, where the daemon (which binds senders to topics) reads it.
+func (e *env) publishOwn(t *testing.T, msgs ...engine.Message) {
+	t.Helper()
+	recs := make([]kafka.Record, len(msgs))
+	for i, m := range msgs {
+		recs[i] = scripted.Record(engine.EventTopic(e.eventTopic, m.Participant), m)
+	}
+	e.publishRaw(t, recs...)
+}
+
 // stop sends sig and waits for the process to exit.
 func (d *daemon) stop(sig syscall.Signal) {
 	if d.cmd == nil {
@@ -141,7 +156,7 @@ func TestKill9WhileSagasRun(t *testing.T) {
 func testKill9(t *testing.T, be backend) {
 	e := newEnv(t, be)
 	st := e.openStore(t) // migrates before the daemon starts
-	p := e.participant(t, nil)
+	p := e.participant(t, func(c *scripted.Config) { c.EventTopicBase = e.eventTopic })
 	d := e.daemon(t, testenv.Name(t, "sm"))
 	d.start()
 
@@ -156,7 +171,7 @@ func testKill9(t *testing.T, be backend) {
 			rejected[id] = i%5 == 0
 			msgs = append(msgs, register(id, rejected[id]))
 		}
-		e.publish(t, msgs...)
+		e.publishOwn(t, msgs...)
 		if w == waves-1 {
 			break
 		}
@@ -244,11 +259,12 @@ func TestRetryAndTimeoutFireAfterRestart(t *testing.T) {
 			c.Rules = map[string]scripted.Rule{"PING": func(engine.Message) []scripted.Reply { return []scripted.Reply{{Event: "PONG"}} }}
 			c.DropFirst = map[string]int{"PING": 1}
 			c.Silent = map[string]bool{"SLOW": true}
+			c.EventTopicBase = e.eventTopic
 		})
 		d := e.daemon(t, testenv.Name(t, "sm"))
 		d.start()
 		retried, slow := uuid.NewString(), uuid.NewString()
-		e.publish(t,
+		e.publishOwn(t,
 			scripted.NewEvent("RESTART_TIMERS", retried, "GO_RETRY", "p", nil),
 			scripted.NewEvent("RESTART_TIMERS", slow, "GO_SLOW", "p", nil))
 		ctx, cancel := context.WithTimeout(context.Background(), guard)

@@ -80,6 +80,7 @@ func newEnv(t *testing.T, be backend, extra ...string) *env {
 		topics:     map[string]string{},
 		sagasDir:   t.TempDir(),
 	}
+	e.kcfg.SASL = testenv.KafkaSASLFor(e.kcfg.Brokers) // the test cluster's super user; none for the embedded broker
 	for _, base := range []string{"DEALS_TOPIC", "PROFILE_TOPIC", "NOTIFICATION_TOPIC", "P_TOPIC"} {
 		e.topics[base] = testenv.Name(t, base)
 	}
@@ -103,7 +104,7 @@ func newEnv(t *testing.T, be backend, extra ...string) *env {
 	if e.cat, err = engine.NewCatalog(defs...); err != nil {
 		t.Fatalf("catalog: %v", err)
 	}
-	topics := []string{e.eventTopic}
+	topics := append([]string{e.eventTopic}, engine.EventTopics(e.eventTopic, e.cat)...) // the daemon reads the participants' own topics
 	for _, n := range e.topics {
 		topics = append(topics, n)
 	}

@@ -35,7 +35,8 @@ var backends = []backend{
 				Saga: testenv.Postgres(t), Deals: testenv.Postgres(t),
 				Profile: testenv.Postgres(t), Notification: testenv.Postgres(t),
 			},
-			Brokers: testenv.KafkaBrokers(t),
+			Brokers:   testenv.KafkaBrokers(t),
+			KafkaSASL: testenv.KafkaSASLFor(testenv.KafkaBrokers(t)),
 			Topics: system.Topics{
 				Events: testenv.Name(t, "SAGA_SERVER_TOPIC"), Deals: testenv.Name(t, "DEALS_TOPIC"),
 				Profile: testenv.Name(t, "PROFILE_TOPIC"), Notification: testenv.Name(t, "NOTIFICATION_TOPIC"),
@@ -136,7 +137,7 @@ func TestEndToEnd(t *testing.T) {
 			if len(sent) != 6 { // APPROVE_ORDER, APPROVE_DEAL|REJECT_DEAL, NOTIFY per saga
 				t.Errorf("timelines list %d commands, want 6", len(sent))
 			}
-			kcfg := kafka.Config{Brokers: sys.Brokers, ClientID: "e2e-test"}
+			kcfg := kafka.Config{Brokers: sys.Brokers, ClientID: "e2e-test", SASL: testenv.KafkaSASLFor(sys.Brokers)}
 			recs := capture(ctx, t, kcfg, sys, sent)
 			prod, err := kafka.NewProducer(kcfg)
 			if err != nil {
@@ -276,8 +277,12 @@ func commandIDs(sagas []sagaView) map[string]bool {
 func capture(ctx context.Context, t *testing.T, kcfg kafka.Config, sys *system.System, want map[string]bool) []kafka.Record {
 	t.Helper()
 	topics := []string{sys.Topics.Deals, sys.Topics.Profile, sys.Topics.Notification}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(kcfg.Brokers...), kgo.ConsumeTopics(topics...),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	opts, err := kcfg.ClientOpts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(append(opts, kgo.ConsumeTopics(topics...),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +319,11 @@ func capture(ctx context.Context, t *testing.T, kcfg kafka.Config, sys *system.S
 // saga-machine consumed everything on the event topic.
 func quiesce(ctx context.Context, t *testing.T, sys *system.System, groupPrefix string) {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(sys.Brokers...))
+	opts, err := kafka.Config{Brokers: sys.Brokers, SASL: testenv.KafkaSASLFor(sys.Brokers)}.ClientOpts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,7 +348,13 @@ func quiesce(ctx context.Context, t *testing.T, sys *system.System, groupPrefix 
 		return true, nil
 	})
 	waitFor(ctx, t, "saga-machine consumed its events", func() (bool, error) {
-		return caughtUp(ctx, adm, groupPrefix+"saga-machine", sys.Topics.Events)
+		for _, svc := range []*system.Service{sys.Deals, sys.Profile, sys.Notification} {
+			ok, err := caughtUp(ctx, adm, groupPrefix+"saga-machine", engine.EventTopic(sys.Topics.Events, svc.Name))
+			if !ok || err != nil {
+				return false, err
+			}
+		}
+		return true, nil
 	})
 }
 

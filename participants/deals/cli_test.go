@@ -140,7 +140,7 @@ func TestMainServes(t *testing.T) {
 	}
 	res.Body.Close()
 
-	cons, err := kafka.NewConsumer(kafka.Config{Brokers: broker.Addrs()}, "test-reader", "SAGA_SERVER_TOPIC")
+	cons, err := kafka.NewConsumer(kafka.Config{Brokers: broker.Addrs()}, "test-reader", engine.EventTopic(engine.DefaultEventTopicBase, "deals"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -115,11 +115,11 @@ func BenchmarkRun(b *testing.B) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			cmdTopic, evTopic := testenv.Name(b, "PROFILE_TOPIC"), testenv.Name(b, "SAGA_SERVER_TOPIC")
-			kcfg := kafka.Config{Brokers: brokers}
+			kcfg := kafka.Config{Brokers: brokers, SASL: testenv.KafkaSASLFor(brokers)}
 			if err := kafka.EnsureTopics(ctx, kcfg, 6, cmdTopic, evTopic); err != nil {
 				b.Fatal(err)
 			}
-			p := benchParticipant(b, benchDB(b, s.db), sdk.Config{Brokers: brokers, CommandTopic: cmdTopic, EventTopic: evTopic, Group: testenv.Name(b, "profile")})
+			p := benchParticipant(b, benchDB(b, s.db), sdk.Config{Brokers: brokers, KafkaSASL: kcfg.SASL, CommandTopic: cmdTopic, EventTopic: evTopic, Group: testenv.Name(b, "profile")})
 			prod, err := kafka.NewProducer(kcfg)
 			if err != nil {
 				b.Fatal(err)

@@ -41,11 +41,11 @@ func runBarrier(t *testing.T, db *sqlx.DB, brokers []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cmdTopic, evTopic := testenv.Name(t, "PROFILE_TOPIC"), testenv.Name(t, "SAGA_SERVER_TOPIC")
-	kcfg := kafka.Config{Brokers: brokers}
+	kcfg := kafka.Config{Brokers: brokers, SASL: testenv.KafkaSASLFor(brokers)}
 	if err := kafka.EnsureTopics(ctx, kcfg, 3, cmdTopic, evTopic); err != nil {
 		t.Fatal(err)
 	}
-	l := newLedger(t, db, sdk.Config{Brokers: brokers, CommandTopic: cmdTopic, EventTopic: evTopic, Group: testenv.Name(t, "profile")})
+	l := newLedger(t, db, sdk.Config{Brokers: brokers, KafkaSASL: kcfg.SASL, CommandTopic: cmdTopic, EventTopic: evTopic, Group: testenv.Name(t, "profile")})
 	now := l.clock.Now()
 	expired := forward("d-expired", now.Add(-time.Minute))
 	hanging := forward("d-hanging", now.Add(time.Minute))

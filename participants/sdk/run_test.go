@@ -88,12 +88,12 @@ func runEndToEnd(t *testing.T, db *sqlx.DB, brokers []string) {
 		t.Fatal(err)
 	}
 	cmdTopic, evTopic := testenv.Name(t, "PROFILE_TOPIC"), testenv.Name(t, "SAGA_SERVER_TOPIC")
-	kcfg := kafka.Config{Brokers: brokers}
+	kcfg := kafka.Config{Brokers: brokers, SASL: testenv.KafkaSASLFor(brokers)}
 	if err := kafka.EnsureTopics(ctx, kcfg, 3, cmdTopic, evTopic); err != nil {
 		t.Fatal(err)
 	}
 	p, err := sdk.New(sdk.Config{
-		Name: "profile", DB: db, Brokers: brokers, CommandTopic: cmdTopic, EventTopic: evTopic,
+		Name: "profile", DB: db, Brokers: brokers, KafkaSASL: kcfg.SASL, CommandTopic: cmdTopic, EventTopic: evTopic,
 		Group: testenv.Name(t, "profile"), MaxAttempts: 2, Backoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
