@@ -67,7 +67,7 @@ const (
 // suggestCells bounds the work of "did you mean" suggestions in one file
 // (edit-distance cells computed); past it, problems come without a
 // suggestion.
-const suggestCells = 20_000_000
+const suggestCells = 2_000_000
 
 // ReadAll reads a definition file from r, but never more than
 // MaxFileBytes+1 bytes: enough for Parse to refuse a larger file with a

@@ -233,6 +233,36 @@ func TestReadAllStopsAfterTheLimit(t *testing.T) {
 	}
 }
 
+// deadEnds is n transitions A_i → B_i where every A_i is never entered and
+// every B_i is a dead end: each of the 2n problems looks for a "did you
+// mean" among n names, quadratic without the suggestion budget.
+func deadEnds(n int) []byte {
+	var b bytes.Buffer
+	b.WriteString(header)
+	b.WriteString("  - { on: E, by: shop, from: [], to: DONE }\n")
+	for i := range n {
+		fmt.Fprintf(&b, "  - { on: E%d, by: shop, from: [A%d], to: B%d }\n", i, i, i)
+	}
+	b.WriteString("final: [DONE]\n")
+	return b.Bytes()
+}
+
+// TestManyMisspeltNames: thousands of problems that each want a
+// suggestion are reported (capped) with suggestions for the first ones.
+func TestManyMisspeltNames(t *testing.T) {
+	_, problems := definition.Parse("dead.yaml", deadEnds(definition.MaxStates/2-1))
+	checkProblems(t, "dead.yaml", problems)
+	if got, want := len(problems), definition.MaxProblems+1; got != want {
+		t.Fatalf("got %d problems, want %d", got, want)
+	}
+	if !strings.Contains(problems[0].Message, "(did you mean") {
+		t.Errorf("first problem %q has no suggestion, want one (A0 ~ B0)", problems[0].Message)
+	}
+	if last := problems[len(problems)-1]; last.Rule != "too-many-problems" {
+		t.Errorf("last problem: got %v, want too-many-problems", last)
+	}
+}
+
 // BenchmarkParseSize shows how Parse scales with the size of a valid
 // definition (a chain of N transitions, N states and N events).
 func BenchmarkParseSize(b *testing.B) {
@@ -244,6 +274,17 @@ func BenchmarkParseSize(b *testing.B) {
 			for b.Loop() {
 				if _, problems := definition.Parse("big.yaml", data); len(problems) > 0 {
 					b.Fatal(problems[0])
+				}
+			}
+		})
+	}
+	for _, n := range []int{1_000, 4_999} {
+		data := deadEnds(n)
+		b.Run(fmt.Sprintf("dead-ends=%d", n), func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				if def, _ := definition.Parse("dead.yaml", data); def != nil {
+					b.Fatal("dead ends accepted")
 				}
 			}
 		})

@@ -8,8 +8,10 @@ import (
 // suggest returns the candidate closest to s when it is close enough to be a
 // likely typo (edit distance at most 2, or one is a prefix of the other), or
 // "" when nothing is close. Ties go to the earlier candidate. The work of all
-// suggestions of one file is bounded by p.suggestBudget: once it is spent,
-// suggest returns "".
+// suggestions of one file is bounded by p.suggestBudget (every candidate
+// looked at costs its length, every edit distance its cells): once it is
+// spent, suggest returns "", so a file with thousands of misspelt names
+// cannot make the checks quadratic.
 func (p *parser) suggest(s string, candidates []string) string {
 	best, bestDist := "", 3
 	if len(s) > 64 {
@@ -17,6 +19,10 @@ func (p *parser) suggest(s string, candidates []string) string {
 	}
 	ls := strings.ToLower(s)
 	for _, c := range candidates {
+		if p.suggestBudget <= 0 {
+			return ""
+		}
+		p.suggestBudget -= len(c) + 1
 		if c == s || len(c) > 64 {
 			continue
 		}
@@ -26,9 +32,6 @@ func (p *parser) suggest(s string, candidates []string) string {
 		switch rs, rc := utf8.RuneCountInString(ls), utf8.RuneCountInString(lc); {
 		case rs-rc <= 2 && rc-rs <= 2:
 			// Only lengths at most 2 apart can be at distance 2 or less.
-			if p.suggestBudget <= 0 {
-				continue
-			}
 			p.suggestBudget -= (rs + 1) * (rc + 1)
 			d = levenshtein(ls, lc)
 			if d > 2 && prefix {
