@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,9 +37,9 @@ type Config struct {
 	// read for listings. Required.
 	Orchestrator *engine.Orchestrator
 	// Auth authenticates /api/v1 requests; the routes then check roles
-	// (ReadRoles, OperateRoles, and a definition's `by: api` roles for
-	// starts). nil means NO authentication and every action allowed: only
-	// for tests and the explicit dev mode.
+	// (saga-viewer or saga-operator to read, saga-operator to act, a
+	// definition's `by: api` roles to start). nil means NO authentication
+	// and every action allowed: only for tests and the explicit dev mode.
 	Auth *auth.Authenticator
 	// Ready checks the dependencies other than the database (the broker) for
 	// /readyz. nil means only the database is checked.
@@ -204,27 +205,27 @@ const (
 	// definition sent in the body, and start a saga (which the
 	// definition's `by: api` roles then allow or refuse).
 	anyUser access = iota
-	// reader: ReadRoles (saga-viewer or saga-operator): definitions with
+	// reader: saga-viewer or saga-operator (readRoles): definitions with
 	// their live counts, sagas, timelines, dead letters.
 	reader
-	// operator: OperateRoles (saga-operator): re-send, abort, replay.
+	// operator: saga-operator (operateRoles): re-send, abort, replay.
 	operator
 )
 
-// ReadRoles may read the orchestrator's data (any one suffices);
-// OperateRoles may also change sagas and dead letters.
+// readRoles may read the orchestrator's data (any one suffices);
+// operateRoles may also change sagas and dead letters.
 var (
-	ReadRoles    = []string{auth.RoleViewer, auth.RoleOperator}
-	OperateRoles = []string{auth.RoleOperator}
+	readRoles    = []string{auth.RoleViewer, auth.RoleOperator}
+	operateRoles = []string{auth.RoleOperator}
 )
 
 // roles returns the roles a route of this access needs (nil: none).
 func (a access) roles() []string {
 	switch a {
 	case reader:
-		return ReadRoles
+		return readRoles
 	case operator:
-		return OperateRoles
+		return operateRoles
 	}
 	return nil
 }
@@ -305,16 +306,16 @@ func (s *server) me(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	m := Me{Subject: "anonymous", Roles: []string{}, Auth: "off", MayRead: true, MayOperate: true,
-		ReadRoles: ReadRoles, OperateRoles: OperateRoles}
+		ReadRoles: slices.Clone(readRoles), OperateRoles: slices.Clone(operateRoles)}
 	if u, ok := auth.UserFrom(r.Context()); ok && s.auth != nil {
-		m = Me{Subject: u.Subject, Name: u.Name, Roles: u.Roles, Auth: "on", ReadRoles: ReadRoles, OperateRoles: OperateRoles}
+		m = Me{Subject: u.Subject, Name: u.Name, Roles: u.Roles, Auth: "on", ReadRoles: slices.Clone(readRoles), OperateRoles: slices.Clone(operateRoles)}
 		if m.Roles == nil {
 			m.Roles = []string{}
 		}
-		for _, role := range ReadRoles {
+		for _, role := range readRoles {
 			m.MayRead = m.MayRead || u.HasRole(role)
 		}
-		for _, role := range OperateRoles {
+		for _, role := range operateRoles {
 			m.MayOperate = m.MayOperate || u.HasRole(role)
 		}
 	}

@@ -17,9 +17,8 @@
 //
 // With Config.Auth set, every /api/v1 route needs an authenticated user;
 // reading the orchestrator (definitions with their counts, sagas,
-// timelines, dead letters) needs ReadRoles (saga-viewer or saga-operator)
-// and the operator actions (re-send, abort, replay) OperateRoles
-// (saga-operator); anyone else gets 403 forbidden. GET /me and validating a
+// timelines, dead letters) needs saga-viewer or saga-operator and the
+// operator actions (re-send, abort, replay) need saga-operator; anyone else gets 403 forbidden. GET /me and validating a
 // definition need only a login. POST /sagas fires only a starting
 // transition the definition opens to the API (`by: api`) for a caller with
 // one of its roles (engine.Caller); Idempotency-Keys are the caller's own.
