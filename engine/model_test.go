@@ -560,7 +560,7 @@ func TestBigSagaCompiles(t *testing.T) {
 
 // BenchmarkLoadSize measures what saga-machine, sagactl and the validate
 // endpoint do with a definition: Parse, then Compile, for growing sizes. It
-// grows linearly: see docs/definition-language.md for the numbers.
+// grows linearly: docs/definition-language.md ("Limits") has the numbers.
 func BenchmarkLoadSize(b *testing.B) {
 	for _, n := range []int{100, 1_000, 10_000} {
 		data := bigSaga(n)
