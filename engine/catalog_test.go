@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"io/fs"
 	"os"
 	"strings"
@@ -160,5 +161,48 @@ func TestLoadCatalog(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLoadCatalogRefusesHostileFiles: saga-machine's start-up reads sagas
+// through the same limits as sagactl and the validate endpoint: a huge file
+// and the alias bomb of issue 8 are refused with a bounded list of problems,
+// and the valid definitions beside them still load.
+func TestLoadCatalogRefusesHostileFiles(t *testing.T) {
+	good, err := fs.ReadFile(sagas.FS, "manual_create_order.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bomb strings.Builder
+	bomb.WriteString("saga: BOMB\nversion: 1\nparticipants:\n  shop: { topic: SHOP_TOPIC }\ntransitions:\n")
+	bomb.WriteString("  - { on: E0, by: shop, from: [], to: S0 }\n  - &T { on: GO, by: shop, from: [S0")
+	for i := 1; i < 1000; i++ {
+		fmt.Fprintf(&bomb, ", S%d", i)
+	}
+	bomb.WriteString("], to: DONE }\n" + strings.Repeat("  - *T\n", 1000) + "final: [DONE]\n")
+	fsys := fstest.MapFS{
+		"manual_create_order.yaml": {Data: good},
+		"bomb.yaml":                {Data: []byte(bomb.String())},
+		"huge.yaml":                {Data: []byte(strings.Repeat("# padding\n", 2*definition.MaxFileBytes/10))},
+	}
+	c, problems := LoadCatalog(fsys)
+	if got := c.List(); len(got) != 1 || got[0].Name() != "MANUAL_CREATE_ORDER" {
+		t.Errorf("catalog = %v, want only MANUAL_CREATE_ORDER", got)
+	}
+	rules := map[string]map[string]int{}
+	for _, p := range problems {
+		if rules[p.File] == nil {
+			rules[p.File] = map[string]int{}
+		}
+		rules[p.File][p.Rule]++
+	}
+	if got := rules["huge.yaml"]; len(got) != 1 || got["file-too-large"] != 1 {
+		t.Errorf("huge.yaml problems by rule = %v, want one file-too-large", got)
+	}
+	if got := rules["bomb.yaml"]; got["alias-too-big"] != definition.MaxProblems || got["too-many-problems"] != 1 {
+		t.Errorf("bomb.yaml problems by rule = %v, want %d alias-too-big and one too-many-problems", got, definition.MaxProblems)
+	}
+	if len(rules) != 2 {
+		t.Errorf("problems in files %v, want huge.yaml and bomb.yaml only", rules)
 	}
 }
