@@ -50,6 +50,8 @@ func TestMainMigrateAndFlags(t *testing.T) {
 		{"bad log level", []string{"--dev-header", "--log-level", "loud"}, "--log-level"},
 		{"issuer without audience", []string{"--issuer", "http://127.0.0.1:1/realms/x", "--listen", "127.0.0.1:0"}, "Audience is required"},
 		{"bad database", []string{"--dev-header", "--db", "sqlite:/dev/null/x.db"}, "open SQLite"},
+		{"dev header on every interface", []string{"--dev-header", "--listen", ":8082"}, "must be a loopback address"},
+		{"dev header on a public address", []string{"--dev-header", "--listen", "0.0.0.0:0"}, "must be a loopback address"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -79,7 +81,7 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 // embedded broker and a real issuer: a deal created over HTTP reaches the
 // bus as REGISTER, and the process stops gracefully.
 func TestMainServes(t *testing.T) {
-	broker, err := embedded.Start(embedded.Options{Partitions: 1, Topics: []string{"SAGA_SERVER_TOPIC", "DEALS_TOPIC"}}) // saga-machine creates them in a real run
+	broker, err := embedded.Start(embedded.Options{Partitions: 1, Topics: []string{engine.EventTopic(engine.DefaultEventTopicBase, "deals"), "DEALS_TOPIC"}}) // saga-machine creates them in a real run
 	if err != nil {
 		t.Fatalf("start embedded broker: %v", err)
 	}
@@ -127,8 +129,24 @@ func TestMainServes(t *testing.T) {
 	}
 
 	raw, _ := json.Marshal(body())
+	alice := iss.Token(t, "alice")
+	// DNS rebinding: the issuer is on loopback (a dev issuer), so the
+	// service answers loopback host names only; a page on evil.example
+	// resolving to 127.0.0.1 is refused before anything is created.
+	evil, _ := http.NewRequest("POST", base+"/deals", bytes.NewReader(raw))
+	evil.Host = "evil.example:" + evil.URL.Port()
+	evil.Header.Set("Authorization", "Bearer "+alice)
+	evil.Header.Set("Content-Type", "application/json")
+	if res, err := http.DefaultClient.Do(evil); err != nil {
+		t.Fatal(err)
+	} else {
+		res.Body.Close()
+		if res.StatusCode != http.StatusMisdirectedRequest {
+			t.Errorf("POST /deals with Host %s: got %d, want 421", evil.Host, res.StatusCode)
+		}
+	}
 	req, _ := http.NewRequest("POST", base+"/deals", bytes.NewReader(raw))
-	req.Header.Set("Authorization", "Bearer "+iss.Token(t, "alice"))
+	req.Header.Set("Authorization", "Bearer "+alice)
 	req.Header.Set("Content-Type", "application/json")
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -139,6 +157,18 @@ func TestMainServes(t *testing.T) {
 		t.Fatalf("POST /deals: got %d (decode err %v)", res.StatusCode, err)
 	}
 	res.Body.Close()
+	list, _ := http.NewRequest("GET", base+"/deals", nil)
+	list.Header.Set("Authorization", "Bearer "+alice)
+	if res, err := http.DefaultClient.Do(list); err != nil {
+		t.Fatal(err)
+	} else {
+		var page struct{ Items []Deal }
+		err := json.NewDecoder(res.Body).Decode(&page)
+		res.Body.Close()
+		if err != nil || len(page.Items) != 1 || page.Items[0].ID != d.ID {
+			t.Errorf("alice's deals: got %+v (err %v), want only %s (the rebinding POST created nothing)", page.Items, err, d.ID)
+		}
+	}
 
 	cons, err := kafka.NewConsumer(kafka.Config{Brokers: broker.Addrs()}, "test-reader", engine.EventTopic(engine.DefaultEventTopicBase, "deals"))
 	if err != nil {
@@ -151,7 +181,7 @@ func TestMainServes(t *testing.T) {
 	for got == nil {
 		recs, err := cons.Fetch(fctx, 10)
 		if err != nil {
-			t.Fatalf("no REGISTER on SAGA_SERVER_TOPIC: %v\n%s", err, logs.String())
+			t.Fatalf("no REGISTER on deals' event topic: %v\n%s", err, logs.String())
 		}
 		for _, r := range recs {
 			var m engine.Message

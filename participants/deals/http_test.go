@@ -11,8 +11,10 @@ import (
 	"testing"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/shopspring/decimal"
 
 	"github.com/portfolio-counselor/sagamachine/internal/auth/issuer"
+	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service/servicetest"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
@@ -177,6 +179,14 @@ func TestHTTPErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	numeric := `{"portfolio_id":"` + portfolioID + `","side":"buy","instrument":"AAPL","quantity":10,"price":"1","currency":"USD"}`
+	with := func(k, v string) map[string]string {
+		b := body()
+		b[k] = v
+		if k == "quantity" {
+			b["price"] = "1000000000" // 10^9 × 10^9 = 10^18
+		}
+		return b
+	}
 	tests := []struct {
 		name     string
 		method   string
@@ -202,6 +212,11 @@ func TestHTTPErrors(t *testing.T) {
 		{"bad cursor", "GET", "/deals?cursor=zzz", e.alice, nil, nil, 422, service.TypeValidation, "cursor"},
 		{"wrong method", "DELETE", "/deals", e.alice, nil, nil, 405, service.TypeMethodNotAllowed, "DELETE"},
 		{"unknown path", "GET", "/nope", e.alice, nil, nil, 404, service.TypeNotFound, "/nope"},
+		{"zero quantity", "POST", "/deals", e.alice, with("quantity", "0"), nil, 422, service.TypeValidation, "must be positive"},
+		{"negative price", "POST", "/deals", e.alice, with("price", "-1"), nil, 422, service.TypeValidation, "price"},
+		{"over-precise price", "POST", "/deals", e.alice, with("price", "0.000000001"), nil, 422, service.TypeValidation, "more than 8 decimal places"},
+		{"amount reaching 10^18", "POST", "/deals", e.alice, with("quantity", "1000000000"), nil, 422, service.TypeValidation, "too large"},
+		{"portfolio id in braces", "POST", "/deals", e.alice, with("portfolio_id", "{"+portfolioID+"}"), nil, 422, service.TypeValidation, "portfolio_id"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -392,6 +407,79 @@ func TestCrossSiteCreateRefused(t *testing.T) {
 		// The same user's own JSON request still works.
 		if res := servicetest.Call(t, e.h, "POST", "/deals", e.alice, body()); res.Status != http.StatusCreated {
 			t.Errorf("same-origin JSON POST: got %d %s, want 201", res.Status, res.Body)
+		}
+	})
+}
+
+// TestSpecDecimalsMatchTheServer: the specs' PositiveDecimal pattern (deal
+// quantity and price, deposit amount) accepts exactly the strings the
+// server accepts, and the Money pattern every amount the rounding rule
+// can produce; zero, negative and over-precise values are refused by both.
+func TestSpecDecimalsMatchTheServer(t *testing.T) {
+	inputs := []string{"1", "10", "150.25", "0.00000001", "0.1", "0.10000000", "00012.5", "999999999999999999", "999999999999999999.99999999",
+		"0", "0.0", "0.00000000", "-1", "-0.5", "0.000000001", "1.123456789", "1000000000000000000", "1e3", "1.", ".5", "", " 1", "+1", "0x10", "1,5", "NaN"}
+	for _, spec := range []string{"deals.yaml", "profile.yaml"} {
+		re := servicetest.SchemaPattern(t, spec, "PositiveDecimal")
+		for _, in := range inputs {
+			_, err := dealctx.ParseAmount(in)
+			if got, want := re.MatchString(in), err == nil; got != want {
+				t.Errorf("%s PositiveDecimal on %q: pattern accepts %v, server accepts %v (%v)", spec, in, got, want, err)
+			}
+		}
+		money := servicetest.SchemaPattern(t, spec, "Money")
+		for _, c := range [][3]string{{"buy", "0.00000001", "0.00000001"}, {"sell", "0.00000001", "0.00000001"}, {"buy", "1.23456789", "9.87654321"},
+			{"buy", "999999999", "999999999"}, {"sell", "0.5", "0.00000003"}} {
+			amt := dealctx.CashAmount(c[0], decimal.RequireFromString(c[1]), decimal.RequireFromString(c[2]))
+			if !money.MatchString(amt.String()) {
+				t.Errorf("%s Money refuses the computed amount %s of %v", spec, amt, c)
+			}
+		}
+		if money.MatchString("0.9999999999999999") || money.MatchString("-1") {
+			t.Errorf("%s Money accepts an over-precise or negative amount", spec)
+		}
+	}
+}
+
+// TestHTTPCanonicalIDsAndAmount: a portfolio id in upper case is stored in
+// canonical lower case (and so is the deal's REGISTER), GET /deals/{id}
+// finds a deal by an upper-case id, and the amount follows the rounding
+// rule: the tiny buy costs 0.00000001, the tiny sell brings 0.
+func TestHTTPCanonicalIDsAndAmount(t *testing.T) {
+	servicetest.EachDB(t, Migrate, func(t *testing.T, db *sqlx.DB) {
+		e := newHTTP(t, db)
+		b := body()
+		b["portfolio_id"] = strings.ToUpper(portfolioID)
+		b["quantity"], b["price"] = "0.00000001", "0.00000001"
+		res := servicetest.Call(t, e.h, "POST", "/deals", e.alice, b)
+		var d Deal
+		res.Decode(t, &d)
+		if res.Status != http.StatusCreated || d.PortfolioID != portfolioID || d.Amount.String() != "0.00000001" {
+			t.Fatalf("POST /deals: got %d %s, want 201 on %s with amount 0.00000001", res.Status, res.Body, portfolioID)
+		}
+		var stored string
+		if err := db.Get(&stored, db.Rebind(`SELECT portfolio_id FROM deals WHERE id = ?`), d.ID); err != nil || stored != portfolioID {
+			t.Errorf("stored portfolio_id: got %q (err %v), want %q", stored, err, portfolioID)
+		}
+		msgs := servicetest.Flush(t, e.p)
+		if len(msgs) != 1 || !strings.Contains(string(msgs[0].Payload), `"portfolio_id":"`+portfolioID+`"`) || !strings.Contains(string(msgs[0].Payload), `"amount":"0.00000001"`) {
+			t.Errorf("REGISTER: got %v, want the canonical portfolio id and the rounded amount", msgs)
+		}
+		if get := servicetest.Call(t, e.h, "GET", "/deals/"+strings.ToUpper(d.ID), e.alice, nil); get.Status != http.StatusOK {
+			t.Errorf("GET /deals/{UPPER}: got %d %s, want 200", get.Status, get.Body)
+		}
+		b["side"] = "sell"
+		var sell Deal
+		servicetest.Call(t, e.h, "POST", "/deals", e.alice, b).Decode(t, &sell)
+		if !sell.Amount.IsZero() {
+			t.Errorf("tiny sell: amount %s, want 0 (proceeds rounded down)", sell.Amount)
+		}
+		// The same request with the id in another case is the same request.
+		k := servicetest.Call(t, e.h, "POST", "/deals", e.alice, body(), HeaderIdempotencyKey, "case")
+		b2 := body()
+		b2["portfolio_id"] = strings.ToUpper(portfolioID)
+		k2 := servicetest.Call(t, e.h, "POST", "/deals", e.alice, b2, HeaderIdempotencyKey, "case")
+		if k.Status != http.StatusCreated || k2.Status != http.StatusCreated || k2.Header.Get(HeaderReplayed) != "true" {
+			t.Errorf("same key, id in upper case: got %d then %d %s, want the first deal replayed", k.Status, k2.Status, k2.Body)
 		}
 	})
 }

@@ -1,6 +1,7 @@
 package servicetest
 
 import (
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -72,4 +73,21 @@ func CheckOpenAPI(tb testing.TB, r *mux.Router, specName string) {
 			tb.Errorf("operation %s is in %s but not served", s, specName)
 		}
 	}
+}
+
+// SchemaPattern returns the compiled pattern of the string schema
+// components/schemas/<name> of the embedded OpenAPI document specName,
+// failing the test if there is none.
+func SchemaPattern(tb testing.TB, specName, name string) *regexp.Regexp {
+	tb.Helper()
+	doc := LoadSpec(tb, specName)
+	ref, ok := doc.Components.Schemas[name]
+	if !ok || ref.Value == nil || ref.Value.Pattern == "" {
+		tb.Fatalf("%s: components/schemas/%s has no pattern", specName, name)
+	}
+	re, err := regexp.Compile(ref.Value.Pattern)
+	if err != nil {
+		tb.Fatalf("%s: pattern of %s: %v", specName, name, err)
+	}
+	return re
 }
