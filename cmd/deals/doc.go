@@ -9,6 +9,7 @@
 // default sqlite:./.saga-machine/deals.db), --brokers / SAGA_KAFKA_BROKERS
 // (default 127.0.0.1:9092, the embedded broker saga-machine starts),
 // --listen / DEALS_LISTEN, --issuer / OIDC_ISSUER, --audience /
-// OIDC_AUDIENCE, --skip-audience, --dev-header (explicit dev mode),
-// --migrate (default true), --log-level / DEALS_LOG_LEVEL.
+// OIDC_AUDIENCE, --skip-audience, --dev-header (explicit dev mode: loopback
+// --listen only; with it, or an issuer on loopback, only loopback Host names
+// are answered), --migrate (default true), --log-level / DEALS_LOG_LEVEL.
 package main

@@ -84,9 +84,13 @@ type runConfig struct {
 // Flags (and environment variables): --db (<NAME>_DB_URL), --brokers
 // (SAGA_KAFKA_BROKERS), --listen (<NAME>_LISTEN), --issuer (OIDC_ISSUER),
 // --audience (OIDC_AUDIENCE), --skip-audience, --dev-header (explicit only,
-// no variable), --migrate, --log-level (<NAME>_LOG_LEVEL). A graceful stop
-// (ctx ends, e.g. on SIGTERM) stops accepting requests, finishes those under
-// way, finishes in-flight commands and relays the outbox.
+// no variable), --migrate, --log-level (<NAME>_LOG_LEVEL). With
+// --dev-header, or an --issuer on loopback (the dev issuer), the service
+// answers only loopback Host names (LocalOnly); --dev-header also needs a
+// loopback --listen. The server is program.NewServer (timeouts, header
+// limit). A graceful stop (ctx ends, e.g. on SIGTERM) stops accepting
+// requests, finishes those under way, finishes in-flight commands and
+// relays the outbox.
 func Run(ctx context.Context, app App, args []string, env func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "migrate" {
 		return runMigrate(ctx, app, args[1:], env, stdout, stderr)
