@@ -89,7 +89,7 @@ func LoopbackHostOnly(what string, next http.Handler) http.Handler {
 				"type":     ProblemMisdirected,
 				"title":    "Misdirected Request",
 				"status":   http.StatusMisdirectedRequest,
-				"detail":   what + " runs without a production identity provider and answers only requests to localhost or a loopback address, not " + quoteHost(r.Host),
+				"detail":   what + " is a development setup (no production identity provider) and answers only requests addressed to localhost or a loopback address, not Host " + quoteHost(r.Host),
 				"instance": r.URL.Path,
 			})
 			return
