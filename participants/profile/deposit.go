@@ -21,13 +21,6 @@ import (
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
 )
 
-// Problem types of deposits.
-const (
-	// TypeForbidden refuses a deposit by a caller without the
-	// funding-operator role, or by an operator into her own portfolio (403).
-	TypeForbidden = service.ProblemTypePrefix + "forbidden"
-)
-
 // maxReasonRunes bounds a deposit's reason.
 const maxReasonRunes = 500
 
@@ -106,7 +99,7 @@ func (in NewDeposit) check() []service.FieldError {
 // dealctx.MaxAmount (422).
 func (s *Service) Deposit(ctx context.Context, operator auth.User, portfolioID string, in NewDeposit, idemKey string) (dep Deposit, replayed bool, err error) {
 	if !operator.HasRole(auth.RoleFundingOperator) {
-		return Deposit{}, false, service.NewError(http.StatusForbidden, TypeForbidden,
+		return Deposit{}, false, service.NewError(http.StatusForbidden, service.TypeForbidden,
 			fmt.Sprintf("user %q lacks the role %q: only funding operators deposit cash", operator.Subject, auth.RoleFundingOperator))
 	}
 	if idemKey == "" {
@@ -139,7 +132,7 @@ func (s *Service) Deposit(ctx context.Context, operator auth.User, portfolioID s
 			return nil
 		}
 		if pf.UserID == operator.Subject {
-			return service.NewError(http.StatusForbidden, TypeForbidden,
+			return service.NewError(http.StatusForbidden, service.TypeForbidden,
 				"funding operators cannot fund their own portfolio: another funding operator must make this deposit")
 		}
 		if in.Currency != pf.Currency {

@@ -137,9 +137,9 @@ func TestDepositAttacks(t *testing.T) {
 			status int
 			typ    string
 		}{
-			{"owner without the role funds her own portfolio", "POST", path, e.alice, good, nil, 403, TypeForbidden},
-			{"a user funds another user's portfolio", "POST", path, e.bob, good, nil, 403, TypeForbidden},
-			{"a funding operator funds her own portfolio", "POST", "/portfolios/" + olgas.ID + "/deposits", e.olga, good, nil, 403, TypeForbidden},
+			{"owner without the role funds her own portfolio", "POST", path, e.alice, good, nil, 403, service.TypeForbidden},
+			{"a user funds another user's portfolio", "POST", path, e.bob, good, nil, 403, service.TypeForbidden},
+			{"a funding operator funds her own portfolio", "POST", "/portfolios/" + olgas.ID + "/deposits", e.olga, good, nil, 403, service.TypeForbidden},
 			{"zero amount", "POST", path, e.treasury, with("amount", "0"), nil, 422, service.TypeValidation},
 			{"zero with places", "POST", path, e.treasury, with("amount", "0.00000000"), nil, 422, service.TypeValidation},
 			{"negative amount", "POST", path, e.treasury, with("amount", "-500"), nil, 422, service.TypeValidation},

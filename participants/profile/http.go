@@ -177,7 +177,7 @@ func (s *Service) handleUpdate(w http.ResponseWriter, r *http.Request, u auth.Us
 func (s *Service) handleDeposit(w http.ResponseWriter, r *http.Request, u auth.User) error {
 	// The role first: a caller without it learns nothing about the portfolio.
 	if !u.HasRole(auth.RoleFundingOperator) {
-		return service.NewError(http.StatusForbidden, TypeForbidden,
+		return service.NewError(http.StatusForbidden, service.TypeForbidden,
 			fmt.Sprintf("user %q lacks the role %q: only funding operators deposit cash", u.Subject, auth.RoleFundingOperator))
 	}
 	key := r.Header.Get(HeaderIdempotencyKey)

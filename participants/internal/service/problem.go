@@ -19,6 +19,7 @@ const (
 	TypeNotFound         = ProblemTypePrefix + "not-found"              // 404: no such object for this caller
 	TypeMethodNotAllowed = ProblemTypePrefix + "method-not-allowed"     // 405
 	TypeUnsupportedMedia = ProblemTypePrefix + "unsupported-media-type" // 415: Content-Type is not application/json
+	TypeForbidden        = ProblemTypePrefix + "forbidden"              // 403: the caller lacks the role, or may not act on this object
 	TypeIdempotencyReuse = ProblemTypePrefix + "idempotency-key-reused" // 422: same Idempotency-Key, different request
 	TypeConflict         = ProblemTypePrefix + "conflict"               // 409: the object changed meanwhile
 	TypeUnavailable      = ProblemTypePrefix + "unavailable"            // 503: database unreachable
