@@ -108,7 +108,30 @@ func KafkaBrokers(tb testing.TB) []string {
 		Missing(tb, "Apache Kafka at "+brokers[0], err)
 	}
 	conn.Close()
+	key := strings.Join(brokers, ",")
+	authMu.Lock()
+	defer authMu.Unlock()
+	if _, known := authKnown[key]; !known {
+		secured, err := probeAuth(brokers)
+		if err != nil {
+			Missing(tb, "Apache Kafka at "+key, err)
+		}
+		authKnown[key] = secured
+	}
 	return brokers
+}
+
+// KafkaSASLFor returns the credentials a test uses with brokers: the super
+// user's (KafkaAdmin) when brokers are the test cluster's (as returned by
+// KafkaBrokers) and it authenticates, none otherwise (an embedded broker,
+// or an unauthenticated broker of an older `make up`).
+func KafkaSASLFor(brokers []string) kafka.SASL {
+	authMu.Lock()
+	defer authMu.Unlock()
+	if authKnown[strings.Join(brokers, ",")] {
+		return KafkaAdmin()
+	}
+	return kafka.SASL{}
 }
 
 // KafkaAdmin is the test cluster's super user: SAGA_TEST_KAFKA_USER and
@@ -139,23 +162,11 @@ var (
 func Kafka(tb testing.TB) kafka.Config {
 	tb.Helper()
 	brokers := KafkaBrokers(tb)
-	key := strings.Join(brokers, ",")
-	authMu.Lock()
-	defer authMu.Unlock()
-	secured, known := authKnown[key]
-	if !known {
-		var err error
-		secured, err = probeAuth(brokers)
-		if err != nil {
-			Missing(tb, "Apache Kafka at "+key, err)
-		}
-		authKnown[key] = secured
+	sasl := KafkaSASLFor(brokers)
+	if !sasl.Enabled() {
+		tb.Logf("the Kafka broker at %s has no authentication (started by an older make up?): run `make up` to restart it with SASL/SCRAM and ACLs", strings.Join(brokers, ","))
 	}
-	if !secured {
-		tb.Logf("the Kafka broker at %s has no authentication (started by an older make up?): run `make up` to restart it with SASL/SCRAM and ACLs", key)
-		return kafka.Config{Brokers: brokers}
-	}
-	return kafka.Config{Brokers: brokers, SASL: KafkaAdmin()}
+	return kafka.Config{Brokers: brokers, SASL: sasl}
 }
 
 // KafkaSecured is Kafka for tests that prove authentication or ACLs: a

@@ -82,6 +82,6 @@ func ExampleParticipant_StartSaga() {
 	})
 	fmt.Println(n, err)
 	// Output:
-	// SAGA_SERVER_TOPIC REGISTER true
+	// SAGA_SERVER_TOPIC_DEALS REGISTER true
 	// 1 <nil>
 }

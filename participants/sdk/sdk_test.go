@@ -594,7 +594,7 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 		want  any
 	}{
 		{"CommandTopic", cfg.CommandTopic, "PROFILE_TOPIC"},
-		{"EventTopic", cfg.EventTopic, "SAGA_SERVER_TOPIC"},
+		{"EventTopic", cfg.EventTopic, "SAGA_SERVER_TOPIC_PROFILE"}, // its own event topic
 		{"Group", cfg.Group, "profile"},
 		{"MaxAttempts", cfg.MaxAttempts, 5},
 		{"Backoff", cfg.Backoff, sdk.DefaultBackoff},
