@@ -99,6 +99,9 @@ func runMigrate(ctx context.Context, args []string, env func(string) string, std
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if err := program.RefusePlaceholders(program.Secret{Name: "--db (SAGA_DB_URL)", Value: *db}); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
 	if err := system.PrepareSQLiteDir(*db); err != nil {
 		return err
 	}

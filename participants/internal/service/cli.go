@@ -15,6 +15,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/internal/program"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
@@ -74,6 +75,10 @@ type runConfig struct {
 	devHeader    bool
 	migrate      bool
 	logLevel     slog.Level
+	// Kafka authentication (the service's own principal) and static
+	// group membership (program.KafkaFlags).
+	kafkaSASL  kafka.SASL
+	instanceID string
 }
 
 // Run is the whole program of one participant service as its own process:
@@ -84,7 +89,10 @@ type runConfig struct {
 // Flags (and environment variables): --db (<NAME>_DB_URL), --brokers
 // (SAGA_KAFKA_BROKERS), --listen (<NAME>_LISTEN), --issuer (OIDC_ISSUER),
 // --audience (OIDC_AUDIENCE), --skip-audience, --dev-header (explicit only,
-// no variable), --migrate, --log-level (<NAME>_LOG_LEVEL). With
+// no variable), --migrate, --log-level (<NAME>_LOG_LEVEL), and the Kafka
+// client flags of program.RegisterKafkaFlags (--kafka-user,
+// --kafka-password-file, --kafka-instance-id, ...: SAGA_KAFKA_*). A --db or
+// Kafka password holding the placeholder CHANGE_ME is refused. With
 // --dev-header, or an --issuer on loopback (the dev issuer), the service
 // answers only loopback Host names (LocalOnly); --dev-header also needs a
 // loopback --listen. The server is program.NewServer (timeouts, header
@@ -115,7 +123,7 @@ func Run(ctx context.Context, app App, args []string, env func(string) string, s
 	if err != nil {
 		return fmt.Errorf("%s: %w", app.Name, err)
 	}
-	p, err := sdk.New(sdk.Config{Name: app.Name, DB: db, Brokers: cfg.brokers, Logger: log})
+	p, err := sdk.New(sdk.Config{Name: app.Name, DB: db, Brokers: cfg.brokers, KafkaSASL: cfg.kafkaSASL, KafkaInstanceID: cfg.instanceID, Logger: log})
 	if err != nil {
 		return fmt.Errorf("%s: %w", app.Name, err)
 	}
@@ -190,6 +198,9 @@ func runMigrate(ctx context.Context, app App, args []string, env func(string) st
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%s migrate: unexpected arguments %q", app.Name, fs.Args())
 	}
+	if err := program.RefusePlaceholders(program.Secret{Name: "--db (" + app.env("DB_URL") + ")", Value: *db}); err != nil {
+		return fmt.Errorf("%s migrate: %w", app.Name, err)
+	}
 	conn, err := OpenDB(ctx, *db)
 	if err != nil {
 		return err
@@ -225,12 +236,21 @@ func parseRunFlags(app App, args []string, env func(string) string, stderr io.Wr
 	fs.BoolVar(&cfg.devHeader, "dev-header", false, "DEV ONLY: trust X-Dev-User/X-Dev-Roles on requests without a token (explicit; never in a deployment)")
 	fs.BoolVar(&cfg.migrate, "migrate", true, "apply pending migrations at start (set false when a migration job does it)")
 	fs.StringVar(&level, "log-level", envOr(env, app.env("LOG_LEVEL"), "info"), "debug, info, warn or error (env "+app.env("LOG_LEVEL")+")")
+	kf := program.RegisterKafkaFlags(fs, env)
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("%s: unexpected arguments %q (the only subcommand is migrate)", app.Name, fs.Args())
 	}
+	if err := program.RefusePlaceholders(program.Secret{Name: "--db (" + app.env("DB_URL") + ")", Value: cfg.db}); err != nil {
+		return cfg, fmt.Errorf("%s: %w", app.Name, err)
+	}
+	var kerr error
+	if cfg.kafkaSASL, kerr = kf.SASL(); kerr != nil {
+		return cfg, fmt.Errorf("%s: %w", app.Name, kerr)
+	}
+	cfg.instanceID = kf.InstanceID()
 	for _, b := range strings.Split(brokers, ",") {
 		if b = strings.TrimSpace(b); b != "" {
 			cfg.brokers = append(cfg.brokers, b)
