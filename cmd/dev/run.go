@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/portfolio-counselor/sagamachine/internal/program"
 	"github.com/portfolio-counselor/sagamachine/internal/system"
 )
 
@@ -41,8 +42,18 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (optio
 	fs.BoolVar(&o.cfg.EphemeralPorts, "free-ports", false, "listen on free ports (every service and the embedded broker); the URLs are printed")
 	fs.StringVar(&level, "log-level", envOr(env, "SAGA_LOG_LEVEL", "warn"), "log level on stderr: debug, info, warn or error (env SAGA_LOG_LEVEL)")
 	fs.BoolVar(&o.noDemo, "no-demo", false, "do not create the demo user and orders")
+	// With --brokers every component uses these credentials (with make up's
+	// broker: its super user admin, since one process runs every principal).
+	kf := program.RegisterKafkaFlags(fs, env)
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	var err error
+	if o.cfg.KafkaSASL, err = kf.SASL(); err != nil {
+		return o, err
+	}
+	if o.cfg.KafkaSASL.Enabled() && brokers == "" {
+		return o, fmt.Errorf("--kafka-user %s needs --brokers: the embedded broker has no authentication", o.cfg.KafkaSASL.User)
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
