@@ -55,7 +55,7 @@ type keySet struct {
 // VerifySignature implements oidc.KeySet: it returns the payload of a
 // token whose signature verifies against a key of the issuer.
 func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error) {
-	jws, err := jose.ParseSigned(raw, signingAlgs)
+	jws, err := jose.ParseSignedCompact(raw, signingAlgs) // a bearer JWT is compact (RFC 7519)
 	if err != nil {
 		return nil, fmt.Errorf("malformed token: %w", err)
 	}
