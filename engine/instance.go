@@ -13,7 +13,26 @@ const (
 	StatusRunning   Status = "running"   // in a non-terminal state
 	StatusCompleted Status = "completed" // in a final (success) state
 	StatusFailed    Status = "failed"    // in a failed state (by the definition or by an operator abort)
+	// StatusCompensating: in a failed state (or a final one, for effects
+	// the saga abandoned), sending compensations one at a time; it becomes
+	// failed (or completed) when the last one is done.
+	StatusCompensating Status = "compensating"
+	// StatusCompensationFailed: a compensation went unanswered past its
+	// last attempt; the saga stopped and waits for an operator
+	// (Orchestrator.RetryCompensation or ResolveCompensation).
+	StatusCompensationFailed Status = "compensation_failed"
 )
+
+// Statuses lists every status, in life-cycle order.
+func Statuses() []Status {
+	return []Status{StatusRunning, StatusCompensating, StatusCompensationFailed, StatusCompleted, StatusFailed}
+}
+
+// Done reports whether a saga with status s has finished and will do
+// nothing more by itself: completed or failed, every compensation done. A
+// compensating saga is not done yet; a compensation_failed one waits for an
+// operator.
+func (s Status) Done() bool { return s == StatusCompleted || s == StatusFailed }
 
 // Instance is one running or finished saga.
 type Instance struct {
@@ -42,6 +61,73 @@ type Instance struct {
 	// latest accepted event: re-sent commands and the events the engine
 	// raises for this saga carry it. Empty when none is known.
 	Traceparent string `json:"traceparent,omitempty"`
+	// Undo lists the saga's compensable effects, oldest first: one entry
+	// per compensable step taken (Step.Undos), with where it stands. Empty
+	// for definitions without compensations.
+	Undo []UndoEntry `json:"undo,omitempty"`
+	// Deferred is the command of the transition into a failed state, held
+	// back (without its payload) until every compensation is done; nil when
+	// none waits.
+	Deferred *Message `json:"deferred,omitempty"`
+}
+
+// UndoStatus is where one compensable effect of a saga stands.
+type UndoStatus string
+
+// Undo entry statuses.
+const (
+	// UndoOpen: the command was sent and not answered; it may have been
+	// applied, so a failing saga compensates it.
+	UndoOpen UndoStatus = "open"
+	// UndoReplied: the effect happened and the saga went on with it (its
+	// event, or the reply to its command, was accepted). A failing saga
+	// compensates it; a succeeding one keeps it.
+	UndoReplied UndoStatus = "replied"
+	// UndoLate: the command was answered after the saga gave up on it (the
+	// reply was not accepted): an effect the saga does not want, undone
+	// whether the saga fails or succeeds.
+	UndoLate UndoStatus = "late"
+	// UndoExpired: the participant refused the command for its deadline
+	// (COMMAND_EXPIRED): no effect, nothing to undo.
+	UndoExpired UndoStatus = "expired"
+	// UndoCompensating: the compensation was sent; saga-machine waits for
+	// its done event.
+	UndoCompensating UndoStatus = "compensating"
+	// UndoCompensated: the participant answered the done event.
+	UndoCompensated UndoStatus = "compensated"
+	// UndoResolved: an operator said the effect was undone by hand.
+	UndoResolved UndoStatus = "resolved"
+)
+
+// UndoEntry is one compensable effect of a saga instance and its
+// compensation's progress. Model.CompensationByDone(Participant, Done)
+// gives back the compensation (topic, retry).
+type UndoEntry struct {
+	Participant string `json:"participant"` // who undoes the effect (receives Command)
+	Command     string `json:"command"`     // the compensating command
+	Done        string `json:"done"`        // the event Participant answers once the undo is done
+	// Of is the id of the message whose effect this undoes: the forward
+	// command (OfKind command) or the event (OfKind event).
+	Of            string     `json:"of"`
+	OfKind        Kind       `json:"of_kind"`
+	OfName        string     `json:"of_name"`        // the forward command's or the event's name
+	OfParticipant string     `json:"of_participant"` // the forward command's receiver, or the event's sender
+	Status        UndoStatus `json:"status"`
+	// CommandID is the compensation command's id once sent; re-sends and
+	// an operator's retry keep it, and the done event's causation_id
+	// must name it.
+	CommandID string `json:"command_id,omitempty"`
+	// Cause is the id of what made saga-machine compensate: the event that
+	// failed (or ended) the saga, a late reply, or an operator's abort.
+	Cause string `json:"cause,omitempty"`
+	// Attempts counts sends since the compensation was started or an
+	// operator retried it (the retry policy's count); Sent counts all
+	// sends (the command's attempt number).
+	Attempts int `json:"attempts,omitempty"`
+	Sent     int `json:"sent,omitempty"`
+	// ResolvedBy and Reason record an operator's resolve.
+	ResolvedBy string `json:"resolved_by,omitempty"`
+	Reason     string `json:"reason,omitempty"`
 }
 
 // EntryKind classifies timeline entries.
@@ -53,7 +139,21 @@ const (
 	EntryRefused  EntryKind = "refused"  // an event was refused (also dead-lettered)
 	EntryTimer    EntryKind = "timer"    // a timeout or exhausted retry raised an event
 	EntryRetry    EntryKind = "retry"    // a command was re-sent by the retry policy
-	EntryOperator EntryKind = "operator" // an operator action (re-send, abort, replay)
+	EntryOperator EntryKind = "operator" // an operator action (re-send, abort, replay, compensation retry or resolve)
+	// EntryCompensation: a compensation was sent, its done event was
+	// accepted, or the saga's compensations finished (and the held-back
+	// command of its failed state was sent).
+	EntryCompensation EntryKind = "compensation"
+	// EntryCompensationFailed: a compensation went unanswered past its last
+	// attempt and the saga stopped (status compensation_failed).
+	EntryCompensationFailed EntryKind = "compensation_failed"
+	// EntryExpired: a participant refused a command for its deadline
+	// (COMMAND_EXPIRED); the command had no effect.
+	EntryExpired EntryKind = "expired"
+	// EntryLate: an answer to a command the saga no longer waited for
+	// (it moved on, is compensating or finished); not a dead letter. The
+	// reason says whether the effect is, was or will be compensated.
+	EntryLate EntryKind = "late"
 )
 
 // HistoryEntry is one line of a saga's timeline. Entries are append-only.
@@ -130,10 +230,12 @@ type SagaPage struct {
 	Next  string     `json:"next,omitempty"`
 }
 
-// StateCount is the number of instances of one definition in one state.
+// StateCount is the number of instances of one definition in one state
+// with one status.
 type StateCount struct {
 	Saga        string `json:"saga"`
 	SagaVersion int    `json:"saga_version"`
 	State       string `json:"state"`
+	Status      Status `json:"status"` // instances in one state may differ in status (failed, compensating, ...)
 	Count       int64  `json:"count"`
 }

@@ -64,7 +64,8 @@ type Config struct {
 	// Owner names this replica in outbox leases. Default: host name, process
 	// id and a random suffix.
 	Owner string
-	// Observer receives metrics hooks. Default: none.
+	// Observer receives metrics hooks; if it also implements
+	// CompensationObserver it gets those hooks too. Default: none.
 	Observer Observer
 	// InboxRetention is how long the ids of processed messages are kept so
 	// that redelivered duplicates are dropped; Run purges older ones. It
@@ -149,6 +150,7 @@ type Orchestrator struct {
 	pub Publisher
 	log *slog.Logger
 	obs Observer
+	cob CompensationObserver // obs if it implements it, else NopObserver
 
 	wake chan struct{} // relay wake-up, buffered 1
 }
@@ -167,6 +169,10 @@ func New(cfg Config, cat *Catalog, st Store, pub Publisher) (*Orchestrator, erro
 	if st == nil {
 		return nil, Errorf(CodeInvalid, "new orchestrator", "store is nil")
 	}
+	cob, ok := cfg.Observer.(CompensationObserver)
+	if !ok {
+		cob = NopObserver{}
+	}
 	return &Orchestrator{
 		cfg:  cfg,
 		cat:  cat,
@@ -174,6 +180,7 @@ func New(cfg Config, cat *Catalog, st Store, pub Publisher) (*Orchestrator, erro
 		pub:  pub,
 		log:  cfg.Logger,
 		obs:  cfg.Observer,
+		cob:  cob,
 		wake: make(chan struct{}, 1),
 	}, nil
 }

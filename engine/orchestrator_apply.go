@@ -108,6 +108,9 @@ type batch struct {
 	dls     []DeadLetter
 	dups    int
 	after   []func() // observer calls and log lines, run after commit
+	// checks run first in write, with the transaction: decisions that need
+	// to read the store (e.g. whether a saga sent a command).
+	checks []func(ctx context.Context, tx Tx) error
 }
 
 // sagaWork is one saga instance touched by a batch.
@@ -134,6 +137,12 @@ func (b *batch) add(insts map[string]*Instance) {
 
 // write stores the batch's effects in tx.
 func (b *batch) write(ctx context.Context, tx Tx) error {
+	for _, check := range b.checks {
+		if err := check(ctx, tx); err != nil {
+			return err
+		}
+	}
+	b.checks = nil
 	var ins, upd []*Instance
 	for _, id := range b.order {
 		w := b.sagas[id]
@@ -190,6 +199,14 @@ func (o *Orchestrator) apply(b *batch, in *inbound) error {
 		if err != nil {
 			return err
 		}
+		if m.Name == EventCommandExpired {
+			return Errorf(CodeNotFound, "apply "+m.Name, "%s from %s answers command %q of saga %s, which does not exist: saga-machine did not send it",
+				m.Name, m.Participant, m.CausationID, m.SagaID)
+		}
+		if c, ok := model.CompensationByDone(m.Participant, m.Name); ok {
+			return Errorf(CodeNotFound, "apply "+m.Name, "%s from %s is the done event of compensation %s of saga %s, which does not exist",
+				m.Name, m.Participant, c.Command, m.SagaID)
+		}
 		step, err := model.Apply("", m.Name, m.Participant)
 		if err != nil {
 			if ErrorCode(err) == CodeIllegal {
@@ -219,15 +236,27 @@ func (o *Orchestrator) apply(b *batch, in *inbound) error {
 	if m.Saga != w.inst.Saga {
 		return Errorf(CodeInvalid, "apply "+m.Name, "the event names saga %s, but saga %s is a %s", m.Saga, m.SagaID, w.inst.Saga)
 	}
+	if m.Name == EventCommandExpired {
+		return o.applyExpired(b, w, in)
+	}
+	if c, ok := w.model.CompensationByDone(m.Participant, m.Name); ok {
+		return o.applyDone(b, w, in, c)
+	}
 	step, err := w.model.Apply(w.inst.State, m.Name, m.Participant)
 	if err != nil {
+		if late, lerr := o.applyLate(b, w, in, err); late || lerr != nil {
+			return lerr
+		}
 		return err
 	}
 	return o.enter(b, w, in, step)
 }
 
-// enter moves w into step.To: merges the payload, extracts keys, sends the
-// step's command, arms the timer and writes the history entry.
+// enter moves w into step.To: merges the payload, extracts keys, records
+// the step's compensable effects, sends the step's command, arms the timer
+// and writes the history entry. Entering a failed state with effects to
+// undo holds the command back and starts compensating; entering a final
+// state sends the command and then compensates what the saga abandoned.
 func (o *Orchestrator) enter(b *batch, w *sagaWork, in *inbound, step Step) error {
 	m, inst, now := &in.msg, w.inst, b.now
 	if err := w.merge(m.Payload); err != nil {
@@ -245,34 +274,68 @@ func (o *Orchestrator) enter(b *batch, w *sagaWork, in *inbound, step Step) erro
 	if in.trace != "" {
 		inst.Traceparent = in.trace
 	}
+	// An accepted answer to a compensable command: its effect is the saga's.
+	if i := commandEntry(inst, m.CausationID); i >= 0 && inst.Undo[i].OfParticipant == m.Participant {
+		switch inst.Undo[i].Status {
+		case UndoOpen, UndoExpired, UndoLate:
+			inst.Undo[i].Status = UndoReplied
+		}
+	}
 	var refs []CommandRef
 	var retry *definition.Retry
+	var cmd *Message
 	if step.Send != nil {
-		cmd := Message{
+		cmd = &Message{
 			V: EnvelopeVersion, ID: uuid.NewString(), SagaID: inst.ID, Saga: inst.Saga, SagaVersion: inst.SagaVersion,
 			Kind: KindCommand, Name: step.Send.Name, Participant: step.Send.Participant, CausationID: m.ID,
 			OccurredAt: now, Attempt: 1, Payload: inst.Context,
 		}
-		b.outbox = append(b.outbox, OutboxRecord{Topic: step.Send.Topic, Key: inst.ID, Message: cmd, Traceparent: in.trace})
-		// Pending is stored without its payload: the payload of a command
-		// is the saga context, which does not change until the next
-		// accepted event replaces Pending anyway (resend restores it).
-		pending := cmd
-		pending.Payload = nil
-		inst.Pending, inst.Attempts = &pending, 1
-		refs = []CommandRef{{ID: cmd.ID, Name: cmd.Name, Participant: cmd.Participant, Attempt: 1}}
+		if !w.model.IsTerminal(step.To) {
+			cmd.Deadline = CommandDeadline(step.Send.Retry, w.model.Timeout(step.To), now, now)
+		}
 		retry = step.Send.Retry
 	}
-	inst.TimerAt = nextTimer(w.model, inst, retry, now)
-	if !w.created {
-		w.changed = true
+	cmdID := ""
+	if cmd != nil {
+		cmdID = cmd.ID
 	}
-	b.entries = append(b.entries, HistoryEntry{
+	for _, u := range step.Undos(m.ID, cmdID) {
+		inst.Undo = append(inst.Undo, newUndoEntry(u, m, cmd))
+	}
+	held := ""
+	if cmd != nil {
+		// Pending and Deferred are stored without the payload: the payload
+		// of a command is the saga context, which does not change until
+		// the next accepted event replaces Pending anyway (resend restores
+		// it), and a held-back command gets the context of when it is sent.
+		pending := *cmd
+		pending.Payload = nil
+		if step.Failed && holdsBack(inst) {
+			inst.Deferred, held = &pending, cmd.Name
+		} else {
+			b.outbox = append(b.outbox, OutboxRecord{Topic: step.Send.Topic, Key: inst.ID, Message: *cmd, Traceparent: in.trace})
+			inst.Pending, inst.Attempts = &pending, 1
+			refs = []CommandRef{{ID: cmd.ID, Name: cmd.Name, Participant: cmd.Participant, Attempt: 1}}
+		}
+	}
+	inst.TimerAt = nextTimer(w.model, inst, retry, now)
+	w.touch()
+	entry := HistoryEntry{
 		SagaID: inst.ID, At: now, Kind: in.kind, MessageID: m.ID, Event: m.Name, By: m.Participant,
 		FromState: from, ToState: step.To, Commands: refs,
-	})
+	}
+	if held != "" {
+		entry.Reason = held + " is held back until the compensations are done"
+	}
+	b.entries = append(b.entries, entry)
+	if step.Failed || step.Final {
+		if err := o.compensateNext(b, w, m.ID); err != nil {
+			return err
+		}
+	}
 
 	saga, version, event, status, created := inst.Saga, inst.SagaVersion, m.Name, inst.Status, w.created && from == ""
+	outcome, terminal := statusOf(w.model, step.To), w.model.IsTerminal(step.To)
 	latency := now.Sub(m.OccurredAt)
 	id, by, to := inst.ID, m.Participant, step.To
 	b.after = append(b.after, func() {
@@ -283,8 +346,8 @@ func (o *Orchestrator) enter(b *batch, w *sagaWork, in *inbound, step Step) erro
 		} else {
 			o.log.Debug("event applied", "saga_id", id, "saga", saga, "event", event, "by", by, "from", from, "to", to)
 		}
-		if status != StatusRunning {
-			o.obs.SagaFinished(saga, version, to, status)
+		if terminal {
+			o.obs.SagaFinished(saga, version, to, outcome)
 			o.log.Info("saga finished", "saga_id", id, "saga", saga, "state", to, "status", string(status))
 		}
 	})

@@ -54,6 +54,11 @@ func cloneInst(in *Instance) *Instance {
 		t := *in.TimerAt
 		c.TimerAt = &t
 	}
+	if in.Deferred != nil {
+		d := *in.Deferred
+		c.Deferred = &d
+	}
+	c.Undo = slices.Clone(in.Undo)
 	c.Context = slices.Clone(in.Context)
 	return &c
 }
@@ -129,6 +134,22 @@ func (t *memTx) ClaimIdempotencyKey(_ context.Context, k IdempotencyKey) (Idempo
 	}
 	t.s.idem[id] = k
 	return k, true, nil
+}
+
+func (t *memTx) SentCommand(_ context.Context, sagaID, commandID string) (CommandRef, bool, error) {
+	var ref CommandRef
+	found := false
+	for _, h := range t.s.history {
+		if h.SagaID != sagaID {
+			continue
+		}
+		for _, c := range h.Commands {
+			if c.ID == commandID {
+				ref, found = c, true
+			}
+		}
+	}
+	return ref, found, nil
 }
 
 func (t *memTx) Unclaim(_ context.Context, id string) error { delete(t.s.inbox, id); return nil }

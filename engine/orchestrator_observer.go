@@ -56,3 +56,43 @@ func (NopObserver) CommandRetried(string, string) {}
 
 // TimerFired does nothing.
 func (NopObserver) TimerFired(string, string) {}
+
+// CompensationOutcome says what happened to a compensation, for
+// CompensationObserver.Compensation.
+type CompensationOutcome string
+
+// Compensation outcomes.
+const (
+	CompensationSent     CompensationOutcome = "sent"     // first sent (re-sends are CommandRetried)
+	CompensationDone     CompensationOutcome = "done"     // its done event was accepted
+	CompensationFailed   CompensationOutcome = "failed"   // unanswered past its last attempt: the saga stopped as compensation_failed
+	CompensationRetried  CompensationOutcome = "retried"  // an operator sent it again after it failed
+	CompensationResolved CompensationOutcome = "resolved" // an operator said it was done by hand
+)
+
+// CompensationObserver receives the hooks of compensations, command
+// deadlines and late replies. An Observer that also implements it gets
+// them (NopObserver does); the hooks run like Observer's, after commit.
+type CompensationObserver interface {
+	// Compensation is called per step of a compensation (see the
+	// CompensationOutcome constants).
+	Compensation(saga, command string, outcome CompensationOutcome)
+	// CommandExpired is called per COMMAND_EXPIRED reply to a command the
+	// saga sent: the participant refused it for its deadline.
+	CommandExpired(saga, command string)
+	// LateReply is called per answer to a compensable command that the
+	// saga no longer waited for (recorded in the timeline, not
+	// dead-lettered).
+	LateReply(saga, event string)
+}
+
+var _ CompensationObserver = NopObserver{}
+
+// Compensation does nothing.
+func (NopObserver) Compensation(string, string, CompensationOutcome) {}
+
+// CommandExpired does nothing.
+func (NopObserver) CommandExpired(string, string) {}
+
+// LateReply does nothing.
+func (NopObserver) LateReply(string, string) {}

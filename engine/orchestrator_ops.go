@@ -393,7 +393,9 @@ func (o *Orchestrator) resend(b *batch, w *sagaWork) Message {
 
 // Abort moves a running saga into the failed state toState ("" = the
 // definition's first failed state), clears its pending command and timer,
-// and records the operator's action in its timeline.
+// and records the operator's action in its timeline. If the saga has
+// effects to undo, it compensates them as a saga failing by its definition
+// does (status compensating, then failed).
 func (o *Orchestrator) Abort(ctx context.Context, sagaID, toState, actor, reason string) (Instance, error) {
 	const op = "abort saga"
 	return o.operator(ctx, op, sagaID, actor, func(b *batch, w *sagaWork) error {
@@ -414,14 +416,21 @@ func (o *Orchestrator) Abort(ctx context.Context, sagaID, toState, actor, reason
 		from := inst.State
 		inst.State, inst.Status, inst.EnteredAt = toState, StatusFailed, b.now
 		inst.Pending, inst.Attempts, inst.TimerAt = nil, 0, nil
+		// The abort is the cause of the compensations it starts.
+		cause := derivedID("abort", inst.ID, strconv.FormatInt(inst.Rev, 10))
 		b.entries = append(b.entries, HistoryEntry{
-			SagaID: inst.ID, At: b.now, Kind: EntryOperator, Event: "ABORT", FromState: from, ToState: toState,
+			SagaID: inst.ID, At: b.now, Kind: EntryOperator, Event: "ABORT", MessageID: cause, FromState: from, ToState: toState,
 			Actor: actor, Reason: reason,
 		})
-		id, saga, version := inst.ID, inst.Saga, inst.SagaVersion
+		// An abort leaves no effect behind: what the saga did, or may
+		// have done, is compensated as when it fails by its definition.
+		if err := o.compensateNext(b, w, cause); err != nil {
+			return err
+		}
+		id, saga, version, status := inst.ID, inst.Saga, inst.SagaVersion, inst.Status
 		b.after = append(b.after, func() {
 			o.obs.SagaFinished(saga, version, toState, StatusFailed)
-			o.log.Info("operator aborted saga", "saga_id", id, "saga", saga, "from", from, "to", toState, "actor", actor, "reason", reason)
+			o.log.Info("operator aborted saga", "saga_id", id, "saga", saga, "from", from, "to", toState, "actor", actor, "reason", reason, "status", string(status))
 		})
 		return nil
 	})

@@ -104,6 +104,10 @@ func (o *Orchestrator) fireTimer(ctx context.Context, sagaID string) (bool, erro
 		to := m.Timeout(inst.State)
 		retry := pendingRetry(m, inst)
 		switch {
+		case inst.Status == StatusCompensating:
+			if err := o.compensationTimer(b, w); err != nil {
+				return err
+			}
 		case m.IsTerminal(inst.State):
 			inst.TimerAt, w.changed = nil, true
 		case to != nil && !b.now.Before(inst.EnteredAt.Add(to.After)):
@@ -146,31 +150,40 @@ func (o *Orchestrator) fireTimer(ctx context.Context, sagaID string) (bool, erro
 // the saga id, its revision and the event, so that two replicas racing for
 // the same timer raise the same message and the inbox keeps one.
 func (o *Orchestrator) raise(ctx context.Context, tx Tx, b *batch, w *sagaWork, event string) error {
+	id := derivedID("timer", w.inst.ID, strconv.FormatInt(w.inst.Rev, 10), event)
+	fresh, err := tx.Claim(ctx, []string{id})
+	if err != nil {
+		return fmt.Errorf("claim timer event %s: %w", event, err)
+	}
+	if !fresh[id] {
+		return Errorf(CodeConflict, "raise "+event, "saga %s: the event was already raised", w.inst.ID)
+	}
+	o.raiseNow(b, w, event, id)
+	return nil
+}
+
+// raiseNow applies the engine's event with message id id to w. If the
+// state machine refuses it, it is dead-lettered (topic EngineTopic) and
+// the saga's timer disarmed.
+func (o *Orchestrator) raiseNow(b *batch, w *sagaWork, event, id string) {
 	inst := w.inst
 	in := inbound{kind: EntryTimer, trace: traceOf(inst.Traceparent), msg: Message{
-		V: EnvelopeVersion, ID: derivedID("timer", inst.ID, strconv.FormatInt(inst.Rev, 10), event),
+		V: EnvelopeVersion, ID: id,
 		SagaID: inst.ID, Saga: inst.Saga, SagaVersion: inst.SagaVersion, Kind: KindEvent, Name: event,
 		Participant: definition.Engine, OccurredAt: b.now,
 	}}
 	in.inboxID = in.msg.ID
 	in.rec = Record{Topic: EngineTopic, Key: inst.ID, Partition: -1, Offset: -1}
 	in.rec.Value, _ = json.Marshal(in.msg)
-	fresh, err := tx.Claim(ctx, []string{in.msg.ID})
-	if err != nil {
-		return fmt.Errorf("claim timer event %s: %w", event, err)
-	}
-	if !fresh[in.msg.ID] {
-		return Errorf(CodeConflict, "raise "+event, "saga %s: the event was already raised", inst.ID)
-	}
 	if err := o.apply(b, &in); err != nil {
 		o.refuse(b, &in, err)
-		inst.TimerAt, w.changed = nil, true
-		return nil
+		inst.TimerAt = nil
+		w.touch()
+		return
 	}
 	saga := inst.Saga
 	b.after = append(b.after, func() {
 		o.obs.TimerFired(saga, event)
 		o.log.Info("engine raised event", "saga_id", inst.ID, "event", event, "state", inst.State)
 	})
-	return nil
 }

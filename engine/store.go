@@ -58,7 +58,8 @@ type Store interface {
 	History(ctx context.Context, sagaID string) ([]HistoryEntry, error)
 	// ListInstances returns one page of sagas matching f, newest first.
 	ListInstances(ctx context.Context, f SagaFilter) (SagaPage, error)
-	// CountByState counts running and finished instances per definition and state.
+	// CountByState counts instances per definition, version, state and
+	// status.
 	CountByState(ctx context.Context) ([]StateCount, error)
 	// DeadLetters returns dead letters, newest first; replayed ones only if
 	// includeReplayed.
@@ -91,6 +92,10 @@ type Tx interface {
 	Update(ctx context.Context, insts []*Instance) error
 	// AppendHistory appends timeline entries.
 	AppendHistory(ctx context.Context, entries []HistoryEntry) error
+	// SentCommand looks for the command commandID in the Commands of
+	// sagaID's timeline entries: whether the saga sent it, and to whom
+	// (the last reference to it, with its latest attempt).
+	SentCommand(ctx context.Context, sagaID, commandID string) (CommandRef, bool, error)
 	// Enqueue adds records to the outbox.
 	Enqueue(ctx context.Context, recs []OutboxRecord) error
 	// AddDeadLetters stores dead letters; one whose MessageID is already

@@ -21,7 +21,7 @@ const (
 
 func (d dialect) instanceCols() string {
 	return "s.id, s.saga, s.saga_version, s.state, s.status, s.context, s.created_at, s.updated_at, " +
-		"s.entered_at, s.rev, s.pending, s.attempts, s.timer_at, s.traceparent, " + d.keysAgg
+		"s.entered_at, s.rev, s.pending, s.attempts, s.timer_at, s.traceparent, s.undo, s.deferred, " + d.keysAgg
 }
 
 type scanner interface{ Scan(dest ...any) error }
@@ -31,12 +31,13 @@ func scanInstance(sc scanner) (*engine.Instance, error) {
 		in                  engine.Instance
 		status              string
 		ctxDoc, pend, keys  []byte
+		undo, deferred      []byte
 		created, upd, enter dbTime
 		timer               dbTime
 		trace               sql.NullString
 	)
 	if err := sc.Scan(&in.ID, &in.Saga, &in.SagaVersion, &in.State, &status, &ctxDoc, &created, &upd,
-		&enter, &in.Rev, &pend, &in.Attempts, &timer, &trace, &keys); err != nil {
+		&enter, &in.Rev, &pend, &in.Attempts, &timer, &trace, &undo, &deferred, &keys); err != nil {
 		return nil, err
 	}
 	in.Status = engine.Status(status)
@@ -52,6 +53,18 @@ func scanInstance(sc scanner) (*engine.Instance, error) {
 			return nil, fmt.Errorf("saga %s: decode pending command: %w", in.ID, err)
 		}
 		in.Pending = &m
+	}
+	if len(undo) > 0 {
+		if err := json.Unmarshal(undo, &in.Undo); err != nil {
+			return nil, fmt.Errorf("saga %s: decode undo list: %w", in.ID, err)
+		}
+	}
+	if len(deferred) > 0 {
+		var m engine.Message
+		if err := engine.UnmarshalMessage(deferred, &m); err != nil {
+			return nil, fmt.Errorf("saga %s: decode deferred command: %w", in.ID, err)
+		}
+		in.Deferred = &m
 	}
 	if len(keys) > 0 {
 		var k map[string]string
@@ -220,11 +233,11 @@ func (s *Store) ListInstances(ctx context.Context, f engine.SagaFilter) (engine.
 	return page, nil
 }
 
-// CountByState counts instances per definition, version and state.
+// CountByState counts instances per definition, version, state and status.
 func (s *Store) CountByState(ctx context.Context) ([]engine.StateCount, error) {
 	var out []engine.StateCount
-	err := s.r.SelectContext(ctx, &out, `SELECT saga, saga_version AS sagaversion, state, count(*) AS count
-		FROM saga_instances GROUP BY saga, saga_version, state ORDER BY saga, saga_version, state`)
+	err := s.r.SelectContext(ctx, &out, `SELECT saga, saga_version AS sagaversion, state, status, count(*) AS count
+		FROM saga_instances GROUP BY saga, saga_version, state, status ORDER BY saga, saga_version, state, status`)
 	if err != nil {
 		return nil, s.wrap("sqlstore: count sagas by state", err)
 	}

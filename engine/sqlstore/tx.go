@@ -168,9 +168,11 @@ func (t *tx) Load(ctx context.Context, ids []string) (map[string]*engine.Instanc
 
 // instRow is an instance encoded for the database.
 type instRow struct {
-	in      *engine.Instance
-	context *string // JSON, nil for none
-	pending *string // JSON, nil for none
+	in       *engine.Instance
+	context  *string // JSON, nil for none
+	pending  *string // JSON, nil for none
+	undo     *string // JSON array, nil for none
+	deferred *string // JSON, nil for none
 }
 
 // encodeInstances validates and encodes a batch of instances.
@@ -206,6 +208,19 @@ func encodeInstances(insts []*engine.Instance) ([]instRow, error) {
 			b := engine.AppendMessage(make([]byte, 0, 320+len(in.Pending.Payload)), in.Pending)
 			s := unsafe.String(unsafe.SliceData(b), len(b))
 			r.pending = &s
+		}
+		if len(in.Undo) > 0 {
+			b, err := json.Marshal(in.Undo)
+			if err != nil {
+				return nil, fmt.Errorf("saga %s: encode undo list: %w", in.ID, err)
+			}
+			s := string(b)
+			r.undo = &s
+		}
+		if in.Deferred != nil {
+			b := engine.AppendMessage(make([]byte, 0, 320), in.Deferred)
+			s := string(b)
+			r.deferred = &s
 		}
 		for k := range in.Keys {
 			if k == "" {
@@ -444,6 +459,45 @@ func (t *tx) MarkReplayed(ctx context.Context, id int64, actor string, at time.T
 		return engine.Errorf(engine.CodeNotFound, op, "no dead letter %d", id)
 	}
 	return engine.Errorf(engine.CodeConflict, op, "dead letter %d was already replayed", id)
+}
+
+// SentCommand looks for commandID among the commands of sagaID's timeline
+// entries and returns the last reference to it.
+func (t *tx) SentCommand(ctx context.Context, sagaID, commandID string) (engine.CommandRef, bool, error) {
+	op := "sqlstore: find command " + commandID + " of saga " + sagaID
+	var ref engine.CommandRef
+	found := false
+	if commandID == "" {
+		return ref, false, nil
+	}
+	rows, err := t.tx.QueryContext(ctx, t.d().q(`SELECT commands FROM saga_history
+		WHERE saga_id = ? AND commands IS NOT NULL ORDER BY seq`), sagaID)
+	if err != nil {
+		return ref, false, t.s.wrap(op, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var raw []byte
+		if err := rows.Scan(&raw); err != nil {
+			return ref, false, t.s.wrap(op, err)
+		}
+		if !strings.Contains(string(raw), commandID) {
+			continue
+		}
+		var refs []engine.CommandRef
+		if err := json.Unmarshal(raw, &refs); err != nil {
+			return ref, false, t.s.wrap(op, fmt.Errorf("decode commands: %w", err))
+		}
+		for _, r := range refs {
+			if r.ID == commandID {
+				ref, found = r, true
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return ref, false, t.s.wrap(op, err)
+	}
+	return ref, found, nil
 }
 
 // appendCommandRefs appends refs as the JSON array json.Marshal writes.

@@ -46,7 +46,7 @@ type instColumns struct {
 	versions, attempts           []int64
 	revs                         []int64
 	contexts, pendings, timers   []*string
-	traces                       []*string
+	traces, undos, deferreds     []*string
 	createds, updateds, entereds []string
 }
 
@@ -56,6 +56,7 @@ func pgInstColumns(rows []instRow) instColumns {
 		ids: make([]string, n), sagas: make([]string, n), states: make([]string, n), statuses: make([]string, n),
 		versions: make([]int64, n), attempts: make([]int64, n), revs: make([]int64, n),
 		contexts: make([]*string, n), pendings: make([]*string, n), timers: make([]*string, n), traces: make([]*string, n),
+		undos: make([]*string, n), deferreds: make([]*string, n),
 		createds: make([]string, n), updateds: make([]string, n), entereds: make([]string, n),
 	}
 	for i, r := range rows {
@@ -64,6 +65,7 @@ func pgInstColumns(rows []instRow) instColumns {
 		c.versions[i], c.attempts[i], c.revs[i] = int64(in.SagaVersion), int64(in.Attempts), in.Rev
 		c.contexts[i], c.pendings[i], c.timers[i] = r.context, r.pending, pgNullTime(in.TimerAt)
 		c.traces[i] = nullString(in.Traceparent)
+		c.undos[i], c.deferreds[i] = r.undo, r.deferred
 		c.createds[i], c.updateds[i], c.entereds[i] = pgTime(in.CreatedAt), pgTime(in.UpdatedAt), pgTime(in.EnteredAt)
 	}
 	return c
@@ -72,18 +74,20 @@ func pgInstColumns(rows []instRow) instColumns {
 func (t *tx) insertPostgres(ctx context.Context, rows []instRow) error {
 	c := pgInstColumns(rows)
 	if _, err := t.exec(ctx, `INSERT INTO saga_instances (id, saga, saga_version, state, status, context,
-			created_at, updated_at, entered_at, rev, pending, attempts, timer_at, traceparent)
+			created_at, updated_at, entered_at, rev, pending, attempts, timer_at, traceparent, undo, deferred)
 		SELECT id, saga, saga_version, state, status, `+jsonOrNull("context")+`, created_at, updated_at, entered_at, 1,
-			`+jsonOrNull("pending")+`, attempts, timer_at, traceparent
+			`+jsonOrNull("pending")+`, attempts, timer_at, traceparent, `+jsonOrNull("undo")+`, `+jsonOrNull("deferred")+`
 		FROM ROWS FROM (unnest($1::text[]), unnest($2::text[]), unnest($3::int[]), unnest($4::text[]), unnest($5::text[]),
 			json_array_elements($6::json), unnest($7::timestamptz[]), unnest($8::timestamptz[]), unnest($9::timestamptz[]),
-			json_array_elements($10::json), unnest($11::int[]), unnest($12::timestamptz[]), unnest($13::text[]))
+			json_array_elements($10::json), unnest($11::int[]), unnest($12::timestamptz[]), unnest($13::text[]),
+			json_array_elements($14::json), json_array_elements($15::json))
 			AS v(id, saga, saga_version, state, status, context, created_at, updated_at, entered_at, pending, attempts,
-				timer_at, traceparent)`,
+				timer_at, traceparent, undo, deferred)`,
 		textArray(c.ids), textArray(c.sagas), int64Array(c.versions), textArray(c.states),
 		textArray(c.statuses), jsonArray(c.contexts), textArray(c.createds),
 		textArray(c.updateds), textArray(c.entereds), jsonArray(c.pendings),
-		int64Array(c.attempts), nullTextArray(c.timers), nullTextArray(c.traces)); err != nil {
+		int64Array(c.attempts), nullTextArray(c.timers), nullTextArray(c.traces),
+		jsonArray(c.undos), jsonArray(c.deferreds)); err != nil {
 		return err
 	}
 	kIDs, kNames, kValues := keyRows(rows)
@@ -101,19 +105,21 @@ func (t *tx) updatePostgres(ctx context.Context, rows []instRow) (map[string]boo
 	res, err := t.query(ctx, `UPDATE saga_instances AS s SET saga = v.saga, saga_version = v.saga_version,
 			state = v.state, status = v.status, context = `+jsonOrNull("v.context")+`, updated_at = v.updated_at,
 			entered_at = v.entered_at, rev = s.rev + 1, pending = `+jsonOrNull("v.pending")+`, attempts = v.attempts,
-			timer_at = v.timer_at, traceparent = v.traceparent
+			timer_at = v.timer_at, traceparent = v.traceparent, undo = `+jsonOrNull("v.undo")+`,
+			deferred = `+jsonOrNull("v.deferred")+`
 		FROM ROWS FROM (unnest($1::text[]), unnest($2::bigint[]), unnest($3::text[]), unnest($4::int[]),
 			unnest($5::text[]), unnest($6::text[]), json_array_elements($7::json), unnest($8::timestamptz[]),
 			unnest($9::timestamptz[]), json_array_elements($10::json), unnest($11::int[]), unnest($12::timestamptz[]),
-			unnest($13::text[]))
+			unnest($13::text[]), json_array_elements($14::json), json_array_elements($15::json))
 			AS v(id, rev, saga, saga_version, state, status, context, updated_at, entered_at, pending, attempts, timer_at,
-				traceparent)
+				traceparent, undo, deferred)
 		WHERE s.id = v.id AND s.rev = v.rev
 		RETURNING s.id`,
 		textArray(c.ids), int64Array(c.revs), textArray(c.sagas), int64Array(c.versions),
 		textArray(c.states), textArray(c.statuses), jsonArray(c.contexts),
 		textArray(c.updateds), textArray(c.entereds), jsonArray(c.pendings),
-		int64Array(c.attempts), nullTextArray(c.timers), nullTextArray(c.traces))
+		int64Array(c.attempts), nullTextArray(c.timers), nullTextArray(c.traces),
+		jsonArray(c.undos), jsonArray(c.deferreds))
 	if err != nil {
 		return nil, err
 	}

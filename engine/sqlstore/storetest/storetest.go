@@ -107,6 +107,18 @@ func fullInstance(id string) *engine.Instance {
 		},
 		Attempts: 2, TimerAt: &timer,
 		Traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		Undo: []engine.UndoEntry{
+			{Participant: "deals", Command: "FAIL_DEAL", Done: "DEAL_FAILED", Of: "evt-" + id, OfKind: engine.KindEvent,
+				OfName: "REGISTER", OfParticipant: "deals", Status: engine.UndoReplied},
+			{Participant: "profile", Command: "REVERT_ORDER", Done: "ORDER_REVERTED", Of: "cmd-" + id, OfKind: engine.KindCommand,
+				OfName: "APPROVE_ORDER", OfParticipant: "profile", Status: engine.UndoCompensating, CommandID: "comp-" + id,
+				Cause: "evt-fail", Attempts: 3, Sent: 7, ResolvedBy: "", Reason: "quote \" and é"},
+		},
+		Deferred: &engine.Message{
+			V: engine.EnvelopeVersion, ID: "notify-" + id, SagaID: id, Saga: "MANUAL_CREATE_ORDER", SagaVersion: 3,
+			Kind: engine.KindCommand, Name: "NOTIFY_FAILURE", Participant: "notification", CausationID: "evt-fail",
+			OccurredAt: at(4 * time.Second), Attempt: 1, Deadline: at(time.Hour),
+		},
 	}
 }
 
@@ -127,6 +139,11 @@ func clone(in *engine.Instance) *engine.Instance {
 		tm := *in.TimerAt
 		c.TimerAt = &tm
 	}
+	if in.Deferred != nil {
+		d := *in.Deferred
+		c.Deferred = &d
+	}
+	c.Undo = slices.Clone(in.Undo)
 	return &c
 }
 
@@ -189,6 +206,16 @@ func diffInstance(got, want *engine.Instance) string {
 			add("Pending", diff, "")
 		}
 	}
+	if (got.Deferred == nil) != (want.Deferred == nil) {
+		add("Deferred", got.Deferred, want.Deferred)
+	} else if got.Deferred != nil {
+		if diff := diffMessage(*got.Deferred, *want.Deferred); diff != "" {
+			add("Deferred", diff, "")
+		}
+	}
+	if len(got.Undo) != len(want.Undo) || (len(want.Undo) > 0 && !reflect.DeepEqual(got.Undo, want.Undo)) {
+		add("Undo", got.Undo, want.Undo)
+	}
 	return strings.Join(d, "; ")
 }
 
@@ -196,6 +223,10 @@ func diffMessage(got, want engine.Message) string {
 	if !got.OccurredAt.Equal(want.OccurredAt) {
 		return fmt.Sprintf("OccurredAt %v, want %v", got.OccurredAt, want.OccurredAt)
 	}
+	if !got.Deadline.Equal(want.Deadline) {
+		return fmt.Sprintf("Deadline %v, want %v", got.Deadline, want.Deadline)
+	}
+	got.Deadline, want.Deadline = time.Time{}, time.Time{}
 	if !jsonEqual(got.Payload, want.Payload) {
 		return fmt.Sprintf("Payload %s, want %s", got.Payload, want.Payload)
 	}
@@ -418,13 +449,18 @@ func testUpdate(t *testing.T, s engine.Store) {
 	a2.State, a2.Status, a2.SagaVersion = "APPROVED", engine.StatusRunning, 4
 	a2.Context = json.RawMessage(`{"deal_context":{"deal_id":"d-1","approved":true}}`)
 	a2.UpdatedAt, a2.EnteredAt = at(time.Minute), at(time.Minute)
-	a2.Pending, a2.Attempts, a2.TimerAt = nil, 0, nil
+	a2.Pending, a2.Attempts, a2.TimerAt, a2.Deferred = nil, 0, nil, nil
+	a2.Undo[1].Status, a2.Undo[1].Attempts = engine.UndoCompensated, 4
 	a2.Keys = map[string]string{"deal_id": "d-1", "order_id": "o-7"}
 	b2 := clone(b)
 	b2.Keys = map[string]string{"k1": "changed"}
 	timer := at(time.Hour)
 	b2.TimerAt, b2.Attempts = &timer, 1
 	b2.Pending = &engine.Message{V: 1, ID: "c2", Kind: engine.KindCommand, Name: "X", OccurredAt: at(0)}
+	b2.Status = engine.StatusCompensationFailed
+	b2.Undo = []engine.UndoEntry{{Participant: "p", Command: "UNDO", Done: "UNDONE", Of: "c1", OfKind: engine.KindCommand,
+		OfName: "DO", OfParticipant: "p", Status: engine.UndoOpen}}
+	b2.Deferred = &engine.Message{V: 1, ID: "c3", Kind: engine.KindCommand, Name: "TELL", OccurredAt: at(0), Compensates: "x"}
 	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error {
 		m, err := tx.Load(ctx, []string{"u-a", "u-b"})
 		if err != nil {
@@ -579,6 +615,31 @@ func testHistory(t *testing.T, s engine.Store) {
 	if h, err := s.History(ctx, "h-none"); err != nil || len(h) != 0 {
 		t.Errorf("History of an unknown saga: got %d entries, err %v; want none", len(h), err)
 	}
+	// SentCommand finds a command in its saga's timeline only, with its
+	// latest reference.
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error {
+		for _, tc := range []struct {
+			saga, id string
+			want     engine.CommandRef
+			found    bool
+		}{
+			{"h-1", "c1", engine.CommandRef{ID: "c1", Name: "APPROVE_ORDER", Participant: "profile", Attempt: 2}, true},
+			{"h-1", "c9", engine.CommandRef{ID: "c9", Name: "NOTIFY", Participant: "notification", Attempt: 1}, true},
+			{"h-2", "c1", engine.CommandRef{}, false}, // another saga's command
+			{"h-1", "c", engine.CommandRef{}, false},  // a prefix of an id is not the id
+			{"h-1", "", engine.CommandRef{}, false},
+			{"h-none", "c1", engine.CommandRef{}, false},
+		} {
+			got, found, err := tx.SentCommand(ctx, tc.saga, tc.id)
+			if err != nil {
+				return err
+			}
+			if found != tc.found || got != tc.want {
+				t.Errorf("SentCommand(%s, %q) = %+v, %v; want %+v, %v", tc.saga, tc.id, got, found, tc.want, tc.found)
+			}
+		}
+		return nil
+	})
 }
 
 func outboxRecords(n int, prefix string) []engine.OutboxRecord {
@@ -905,7 +966,7 @@ func fixture(t *testing.T, s engine.Store, n int) []*engine.Instance {
 	}{
 		{"ORDER", "DRAFT", engine.StatusRunning}, {"ORDER", "APPROVED", engine.StatusRunning},
 		{"ORDER", "NOTIFICATION", engine.StatusCompleted}, {"REFUND", "OPEN", engine.StatusRunning},
-		{"REFUND", "FAILED", engine.StatusFailed},
+		{"REFUND", "FAILED", engine.StatusFailed}, {"REFUND", "FAILED", engine.StatusCompensationFailed},
 	}
 	var insts []*engine.Instance
 	for i := range n {
@@ -986,6 +1047,9 @@ func testListInstances(t *testing.T, s engine.Store) {
 			return in.Saga == "ORDER" && in.State == "APPROVED"
 		}},
 		{"status", engine.SagaFilter{Status: engine.StatusRunning}, func(in *engine.Instance) bool { return in.Status == engine.StatusRunning }},
+		{"status compensation_failed", engine.SagaFilter{Status: engine.StatusCompensationFailed}, func(in *engine.Instance) bool {
+			return in.Status == engine.StatusCompensationFailed
+		}},
 		{"time range", engine.SagaFilter{From: at(5 * time.Minute), To: at(12 * time.Minute)}, func(in *engine.Instance) bool {
 			return !in.CreatedAt.Before(at(5*time.Minute)) && in.CreatedAt.Before(at(12*time.Minute))
 		}},
@@ -1066,7 +1130,7 @@ func testCountByState(t *testing.T, s engine.Store) {
 	insts := fixture(t, s, 23)
 	counts := map[engine.StateCount]int64{}
 	for _, in := range insts {
-		counts[engine.StateCount{Saga: in.Saga, SagaVersion: in.SagaVersion, State: in.State}]++
+		counts[engine.StateCount{Saga: in.Saga, SagaVersion: in.SagaVersion, State: in.State, Status: in.Status}]++
 	}
 	got, err := s.CountByState(context.Background())
 	if err != nil {
