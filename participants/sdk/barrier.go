@@ -2,13 +2,12 @@ package sdk
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
 )
@@ -18,26 +17,32 @@ import (
 // (the barrier against "hanging" effects).
 const ReasonCompensated = "compensated before it arrived"
 
-// compensatedRow is the barrier record a handled compensation command
-// writes: target is the id it compensates, by its own id.
-type compensatedRow struct {
-	target string
-	saga   string
-	by     string
+// inboxPrunable selects the inbox records Prune and PurgeInbox delete
+// (arguments: the cut-off time twice): handled before it, and not
+// compensated after it.
+const inboxPrunable = `processed_at < ? AND NOT EXISTS (SELECT 1 FROM sdk_compensated c
+	WHERE c.message_id = sdk_inbox.message_id AND c.compensated_at >= ?)`
+
+// barrierRow is what a handled compensation command writes: the record
+// of target (the id it compensates) as compensated by it in
+// sdk_compensated, and, unless target was handled already, an inbox row
+// for target whose reply is the refusal (replyID, reply), so that target
+// is refused as a duplicate if it ever arrives.
+type barrierRow struct {
+	target  string
+	saga    string
+	by      string
+	inbox   bool
+	replyID string
+	reply   []byte
 }
 
 // refusal returns why the SDK answers m with COMMAND_EXPIRED instead of
-// running its handler, or "" if the handler runs. by is the id of the
-// compensation command that recorded m.ID as compensated ("" if none).
-// Compensation commands are never refused: their deadline is ignored.
-func (p *Participant) refusal(m engine.Message, by string) string {
-	if m.Compensates != "" {
-		return ""
-	}
-	if by != "" {
-		return fmt.Sprintf("%s (compensation command %s)", ReasonCompensated, by)
-	}
-	if m.Deadline.IsZero() {
+// running its handler, or "" if the handler runs: its deadline is not
+// after Now()+DeadlineMargin. Compensation commands are never refused:
+// their deadline is ignored.
+func (p *Participant) refusal(m engine.Message) string {
+	if m.Compensates != "" || m.Deadline.IsZero() {
 		return ""
 	}
 	now := p.cfg.Now()
@@ -49,6 +54,12 @@ func (p *Participant) refusal(m engine.Message, by string) string {
 		return fmt.Sprintf("deadline %s is within the deadline margin %s of %s", d, p.cfg.DeadlineMargin, n)
 	}
 	return fmt.Sprintf("deadline %s passed at %s", d, n)
+}
+
+// isExpired reports whether reply is the SDK's refusal (a handler may not
+// answer COMMAND_EXPIRED itself).
+func isExpired(reply *engine.Message) bool {
+	return reply != nil && reply.Name == engine.EventCommandExpired
 }
 
 // expiredReply builds the COMMAND_EXPIRED reply to cmd (no payload).
@@ -64,30 +75,71 @@ func (p *Participant) expiredReply(cmd engine.Message, reason string) (*engine.M
 	return reply, body, nil
 }
 
-// compensatedBy reads which compensation command recorded id as
-// compensated ("" if none).
-func (p *Participant) compensatedBy(ctx context.Context, tx *sqlx.Tx, id string) (string, error) {
-	st, err := p.sql.Stmt(ctx, tx, `SELECT compensation_id FROM sdk_compensated WHERE message_id = ?`)
+// barrierFor builds the barrier row of the compensation command c. kept
+// holds the commands known handled (the batch's inbox look-up and the
+// commands handled in it, nil on the slow path): for one of them no inbox
+// row is written; otherwise the refusal is added to kept, so that the
+// compensated command is a duplicate later in the same batch.
+func (p *Participant) barrierFor(c engine.Message, kept map[string]keptReply) (barrierRow, error) {
+	b := barrierRow{target: c.Compensates, saga: c.SagaID, by: c.ID}
+	if _, handled := kept[b.target]; handled {
+		return b, nil
+	}
+	target := engine.Message{ID: b.target, SagaID: c.SagaID, Saga: c.Saga, SagaVersion: c.SagaVersion}
+	reply, body, err := p.expiredReply(target, fmt.Sprintf("%s (compensation command %s)", ReasonCompensated, c.ID))
 	if err != nil {
-		return "", fmt.Errorf("look up whether command %s was compensated: %w", id, err)
+		return b, fmt.Errorf("barrier for %s compensated by %s: %w", b.target, c.ID, err)
 	}
-	var by string
-	err = st.QueryRowxContext(ctx, id).Scan(&by)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil
+	b.inbox, b.replyID, b.reply = true, reply.ID, body
+	if kept != nil {
+		kept[b.target] = keptReply{reply: reply, body: body}
 	}
-	if err != nil {
-		return "", fmt.Errorf("look up whether command %s was compensated: %w", id, err)
-	}
-	return by, nil
+	return b, nil
 }
 
-// recordCompensated writes the barrier record of a handled compensation
-// command; the first compensation of a message keeps its record.
-func (p *Participant) recordCompensated(ctx context.Context, tx *sqlx.Tx, r compensatedRow) error {
-	const q = `INSERT INTO sdk_compensated (message_id, saga_id, compensation_id, compensated_at) VALUES (?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING`
-	if _, err := p.sql.Exec(ctx, tx, q, r.target, r.saga, r.by, time.Now().UTC()); err != nil {
-		return fmt.Errorf("record %s as compensated by %s: %w", r.target, r.by, err)
+// recordBarrier writes barrier rows: into sdk_inbox (skipped if the
+// compensated command was handled meanwhile) and sdk_compensated (the
+// first compensation of a command keeps its record). One statement on
+// PostgreSQL, written only by transactions that handled compensations.
+func (p *Participant) recordBarrier(ctx context.Context, tx *sqlx.Tx, rows []barrierRow) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	now := time.Now().UTC()
+	if p.dialect != dialectPostgres {
+		for _, b := range rows {
+			if b.inbox {
+				const q = `INSERT INTO sdk_inbox (message_id, saga_id, command, reply_id, reply, processed_at) VALUES (?, ?, '', ?, ?, ?) ON CONFLICT (message_id) DO NOTHING`
+				if _, err := p.sql.Exec(ctx, tx, q, b.target, b.saga, b.replyID, b.reply, now); err != nil {
+					return fmt.Errorf("record the barrier for %s compensated by %s: %w", b.target, b.by, err)
+				}
+			}
+			const q = `INSERT INTO sdk_compensated (message_id, saga_id, compensation_id, compensated_at) VALUES (?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING`
+			if _, err := p.sql.Exec(ctx, tx, q, b.target, b.saga, b.by, now); err != nil {
+				return fmt.Errorf("record %s as compensated by %s: %w", b.target, b.by, err)
+			}
+		}
+		return nil
+	}
+	var ids, sagas, bys, iids, isagas, rids []string
+	var bodies pq.ByteaArray
+	for _, b := range rows {
+		ids, sagas, bys = append(ids, b.target), append(sagas, b.saga), append(bys, b.by)
+		if b.inbox {
+			iids, isagas, rids, bodies = append(iids, b.target), append(isagas, b.saga), append(rids, b.replyID), append(bodies, b.reply)
+		}
+	}
+	const q = `WITH b AS (
+			INSERT INTO sdk_inbox (message_id, saga_id, command, reply_id, reply, processed_at)
+			SELECT r.id, r.saga, '', r.rid, r.body, $4
+			FROM unnest($5::text[], $6::text[], $7::text[], $8::bytea[]) AS r(id, saga, rid, body)
+			ON CONFLICT (message_id) DO NOTHING)
+		INSERT INTO sdk_compensated (message_id, saga_id, compensation_id, compensated_at)
+		SELECT r.id, r.saga, r.cby, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS r(id, saga, cby)
+		ON CONFLICT (message_id) DO NOTHING`
+	if _, err := p.sql.Exec(ctx, tx, q, pq.Array(ids), pq.Array(sagas), pq.Array(bys), now,
+		pq.Array(iids), pq.Array(isagas), pq.Array(rids), bodies); err != nil {
+		return fmt.Errorf("record the barrier of %d compensations: %w", len(rows), err)
 	}
 	return nil
 }

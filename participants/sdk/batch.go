@@ -103,7 +103,7 @@ func (p *Participant) runBatch(ctx context.Context, recs []kafka.Record, msgs []
 		return nil, 0, nil, false
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	kept, comps, err := p.keptReplies(ctx, tx, msgs)
+	kept, err := p.keptReplies(ctx, tx, msgs)
 	if err != nil {
 		p.log.Debug("batch: read inbox", "err", err)
 		return nil, 0, nil, false
@@ -119,12 +119,13 @@ func (p *Participant) runBatch(ctx context.Context, recs []kafka.Record, msgs []
 			if k.reply != nil {
 				rec.outbox = append(rec.outbox, p.outRowFor(k.reply, k.body, headers))
 			}
-			outs = append(outs, Outcome{Command: m, Reply: k.reply, Duplicate: true})
+			// A barrier row (compensated before it arrived) is found here too.
+			outs = append(outs, Outcome{Command: m, Reply: k.reply, Duplicate: true, Expired: isExpired(k.reply)})
 			continue
 		}
-		if reason := p.refusal(m, comps[m.ID]); reason != "" {
-			// Past its deadline, or compensated before it arrived: the
-			// handler does not run; the refusal is stored like a reply.
+		if reason := p.refusal(m); reason != "" {
+			// Past its deadline: the handler does not run; the refusal is
+			// stored like a reply.
 			reply, body, err := p.expiredReply(m, reason)
 			if err != nil {
 				return nil, j, Permanent(err), true
@@ -147,12 +148,15 @@ func (p *Participant) runBatch(ctx context.Context, recs []kafka.Record, msgs []
 		rec.inbox = append(rec.inbox, inboxRow{at: j, cmd: m, replyID: rid, reply: body})
 		kept[m.ID] = keptReply{reply: reply, body: body}
 		if m.Compensates != "" {
-			// The barrier: the compensated command is refused from now on,
-			// also later in this batch.
-			rec.compensated = append(rec.compensated, compensatedRow{target: m.Compensates, saga: m.SagaID, by: m.ID})
-			if comps[m.Compensates] == "" {
-				comps[m.Compensates] = m.ID
+			// The barrier: unless the compensated command was handled
+			// already, its id goes into the inbox with a refusal as its
+			// reply, so that it is refused if it comes (later in this batch
+			// too: it is a duplicate now).
+			b, err := p.barrierFor(m, kept)
+			if err != nil {
+				return nil, j, Permanent(err), true
 			}
+			rec.barrier = append(rec.barrier, b)
 		}
 		outs = append(outs, Outcome{Command: m, Reply: reply, Attempts: 1})
 	}
@@ -183,7 +187,8 @@ func (p *Participant) commitBatch(tx *sqlx.Tx, outs []Outcome, woke bool) error 
 	}
 	for _, o := range outs {
 		if o.Expired {
-			p.log.Info("command refused: "+o.Reply.Reason, "saga_id", o.Command.SagaID, "command_id", o.Command.ID, "command", o.Command.Name, "reply", o.Reply.Name)
+			p.log.Info("command refused", "saga_id", o.Command.SagaID, "command_id", o.Command.ID, "command", o.Command.Name,
+				"reason", o.Reply.Reason, "reply_id", o.Reply.ID, "duplicate", o.Duplicate)
 		} else if o.Duplicate {
 			p.log.Debug("duplicate command: re-sent the stored reply", "saga_id", o.Command.SagaID, "command_id", o.Command.ID, "command", o.Command.Name, "reply_id", replyID(o.Reply))
 		} else {
@@ -216,60 +221,53 @@ func (p *Participant) runHandler(ctx context.Context, tx *sqlx.Tx, m engine.Mess
 	return reply, body, nil
 }
 
-// keptReplies reads the inbox rows of msgs (the ids found are duplicates)
-// and, in the same statement, their barrier records: comps maps the id of
-// a command recorded as compensated to the compensation command's id.
-func (p *Participant) keptReplies(ctx context.Context, tx *sqlx.Tx, msgs []engine.Message) (kept map[string]keptReply, comps map[string]string, err error) {
+// keptReplies reads the inbox rows of msgs: the ids found are duplicates
+// (or were compensated before they arrived: their stored reply is the
+// refusal).
+func (p *Participant) keptReplies(ctx context.Context, tx *sqlx.Tx, msgs []engine.Message) (map[string]keptReply, error) {
 	ids := make([]string, len(msgs))
 	for i, m := range msgs {
 		ids[i] = m.ID
 	}
 	var rows *sqlx.Rows
+	var err error
 	if p.dialect == dialectPostgres {
 		// One statement text whatever the number of ids: prepared once.
-		const q = `SELECT message_id, reply_id, reply, NULL AS compensation_id FROM sdk_inbox WHERE message_id = ANY($1)
-			UNION ALL SELECT message_id, NULL, NULL, compensation_id FROM sdk_compensated WHERE message_id = ANY($1)`
-		rows, err = p.sql.Query(ctx, tx, q, pq.Array(ids))
+		rows, err = p.sql.Query(ctx, tx, `SELECT message_id, reply_id, reply FROM sdk_inbox WHERE message_id = ANY($1)`, pq.Array(ids))
 	} else {
 		// One statement text per number of ids (at most maxTxBatch).
-		q, args, qerr := sqlx.In(`SELECT message_id, reply_id, reply, NULL AS compensation_id FROM sdk_inbox WHERE message_id IN (?)
-			UNION ALL SELECT message_id, NULL, NULL, compensation_id FROM sdk_compensated WHERE message_id IN (?)`, ids, ids)
+		q, args, qerr := sqlx.In(`SELECT message_id, reply_id, reply FROM sdk_inbox WHERE message_id IN (?)`, ids)
 		if qerr != nil {
-			return nil, nil, fmt.Errorf("look up %d commands in the inbox: %w", len(ids), qerr)
+			return nil, fmt.Errorf("look up %d commands in the inbox: %w", len(ids), qerr)
 		}
 		rows, err = p.sql.Query(ctx, tx, q, args...)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("look up %d commands in the inbox: %w", len(ids), err)
+		return nil, fmt.Errorf("look up %d commands in the inbox: %w", len(ids), err)
 	}
 	defer rows.Close()
-	kept = make(map[string]keptReply, len(msgs))
-	comps = map[string]string{}
+	kept := make(map[string]keptReply, len(msgs))
 	for rows.Next() {
 		var id string
-		var rid, by sql.NullString
+		var rid sql.NullString
 		var body []byte
-		if err := rows.Scan(&id, &rid, &body, &by); err != nil {
-			return nil, nil, fmt.Errorf("look up commands in the inbox: %w", err)
-		}
-		if by.Valid {
-			comps[id] = by.String
-			continue
+		if err := rows.Scan(&id, &rid, &body); err != nil {
+			return nil, fmt.Errorf("look up commands in the inbox: %w", err)
 		}
 		k := keptReply{}
 		if rid.Valid && len(body) > 0 {
 			var m engine.Message
 			if err := json.Unmarshal(body, &m); err != nil {
-				return nil, nil, fmt.Errorf("decode the stored reply %s of command %s: %w", rid.String, id, err)
+				return nil, fmt.Errorf("decode the stored reply %s of command %s: %w", rid.String, id, err)
 			}
 			k = keptReply{reply: &m, body: body}
 		}
 		kept[id] = k
 	}
 	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("look up commands in the inbox: %w", err)
+		return nil, fmt.Errorf("look up commands in the inbox: %w", err)
 	}
-	return kept, comps, nil
+	return kept, nil
 }
 
 // inboxRow is the inbox row of a command handled in a batch: at is its
@@ -284,15 +282,16 @@ type inboxRow struct {
 // batchRecord is what a batch writes before committing: the inbox rows of
 // the commands it handled and the outbox rows (their replies, and the
 // stored replies re-sent for duplicates), in command order, and the
-// barrier records of the compensation commands it handled.
+// barrier rows of the compensation commands it handled.
 type batchRecord struct {
-	inbox       []inboxRow
-	outbox      []outRow
-	compensated []compensatedRow
+	inbox   []inboxRow
+	outbox  []outRow
+	barrier []barrierRow
 }
 
-// recordBatch writes the inbox, outbox and barrier rows of a batch: one
-// statement on PostgreSQL (arrays expanded by unnest), one per row on SQLite. It
+// recordBatch writes the inbox and outbox rows of a batch: one statement
+// on PostgreSQL (arrays expanded by unnest), one per row on SQLite; then
+// the barrier rows, if the batch handled compensation commands. It
 // returns the batch index of the first command whose id was in the inbox
 // already (recorded meanwhile by another consumer; the caller rolls back),
 // or -1 if every inbox row was written.
@@ -315,12 +314,7 @@ func (p *Participant) recordBatch(ctx context.Context, tx *sqlx.Tx, rec batchRec
 				return 0, err
 			}
 		}
-		for _, c := range rec.compensated {
-			if err := p.recordCompensated(ctx, tx, c); err != nil {
-				return 0, err
-			}
-		}
-		return -1, nil
+		return -1, p.recordBarrier(ctx, tx, rec.barrier)
 	}
 	n := len(rec.inbox)
 	ids, sagas, cmds, rids := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
@@ -334,11 +328,6 @@ func (p *Participant) recordBatch(ctx context.Context, tx *sqlx.Tx, rec batchRec
 	for i, o := range rec.outbox {
 		oids[i], topics[i], keys[i], names[i], headers[i], obodies[i] = o.id, o.topic, o.key, o.name, encodeHeaders(o.headers), o.body
 	}
-	c := len(rec.compensated)
-	ctargets, csagas, cbys := make([]string, c), make([]string, c), make([]string, c)
-	for i, r := range rec.compensated {
-		ctargets[i], csagas[i], cbys[i] = r.target, r.saga, r.by
-	}
 	// One statement text whatever the batch size: prepared once. Reply ids
 	// are never empty: '' stands for no reply. The outbox rows take their
 	// seq in command order.
@@ -351,16 +340,10 @@ func (p *Participant) recordBatch(ctx context.Context, tx *sqlx.Tx, rec batchRec
 			INSERT INTO sdk_outbox (message_id, topic, msg_key, name, headers, body, created_at)
 			SELECT r.id, r.topic, r.k, r.name, r.headers, r.body, $6
 			FROM unnest($7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[]) WITH ORDINALITY AS r(id, topic, k, name, headers, body, n)
-			ORDER BY r.n),
-		c AS (
-			INSERT INTO sdk_compensated (message_id, saga_id, compensation_id, compensated_at)
-			SELECT r.id, r.saga, r.cby, $6
-			FROM unnest($13::text[], $14::text[], $15::text[]) AS r(id, saga, cby)
-			ON CONFLICT (message_id) DO NOTHING)
+			ORDER BY r.n)
 		SELECT message_id FROM i`
 	rows, err := p.sql.Query(ctx, tx, q, pq.Array(ids), pq.Array(sagas), pq.Array(cmds), pq.Array(rids), bodies, time.Now().UTC(),
-		pq.Array(oids), pq.Array(topics), pq.Array(keys), pq.Array(names), pq.Array(headers), obodies,
-		pq.Array(ctargets), pq.Array(csagas), pq.Array(cbys))
+		pq.Array(oids), pq.Array(topics), pq.Array(keys), pq.Array(names), pq.Array(headers), obodies)
 	if err != nil {
 		return 0, fmt.Errorf("record %d commands and %d replies: %w", n, m, err)
 	}
@@ -381,7 +364,7 @@ func (p *Participant) recordBatch(ctx context.Context, tx *sqlx.Tx, rec batchRec
 			return r.at, nil
 		}
 	}
-	return -1, nil
+	return -1, p.recordBarrier(ctx, tx, rec.barrier)
 }
 
 // recordHandled writes the inbox row of a handled command with its reply

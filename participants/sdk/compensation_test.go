@@ -437,26 +437,28 @@ func TestForwardThenCompensation(t *testing.T) {
 			t.Errorf("barrier record of %s: by %q (err %v), want the first compensation %s", fwd.ID, by, err, comp.ID)
 		}
 
-		// Past the inbox retention the forward's inbox record is pruned; the
-		// barrier record (younger) still refuses a replay of it.
+		// Past the inbox retention counted from the forward command, its
+		// inbox record stays while its compensation is younger: a replay
+		// is still a duplicate, with no effect.
 		age(t, db, fwd.ID, sdk.DefaultInboxRetention+time.Hour)
 		n, err := l.p.Prune(ctx)
-		if err != nil || n.Inbox != 1 || n.Compensated != 0 {
-			t.Fatalf("Prune: %+v, %v; want the forward's inbox record only", n, err)
+		if err != nil || n != (sdk.Pruned{}) {
+			t.Fatalf("Prune: %+v, %v; want nothing deleted (compensated recently)", n, err)
 		}
 		l.outbox(t)
-		out := l.dispatch(t, fwd)
-		checkExpired(t, out, l.outbox(t), fwd, sdk.ReasonCompensated)
-		if got, want := l.cash(t), ledgerCash; got != want {
-			t.Errorf("cash after the pruned forward was replayed = %d, want %d", got, want)
+		if out := l.dispatch(t, fwd); !out.Duplicate || out.Reply == nil || out.Reply.ID != approved.Reply.ID {
+			t.Errorf("forward replayed after its retention: duplicate %v reply %+v, want the stored %s", out.Duplicate, out.Reply, approved.Reply.ID)
 		}
-		// Barrier records are pruned with the same retention.
+		if got, want := l.cash(t), ledgerCash; got != want {
+			t.Errorf("cash after the forward was replayed = %d, want %d", got, want)
+		}
+		// Once the compensation is older than the retention too, both go.
 		old := time.Now().Add(-sdk.DefaultInboxRetention - time.Hour).UTC()
 		if _, err := db.Exec(db.Rebind(`UPDATE sdk_compensated SET compensated_at = ?`), old); err != nil {
 			t.Fatal(err)
 		}
-		if n, err := l.p.Prune(ctx); err != nil || n.Compensated != 1 {
-			t.Errorf("Prune: %+v, %v; want 1 barrier record deleted", n, err)
+		if n, err := l.p.Prune(ctx); err != nil || n.Compensated != 1 || n.Inbox != 1 {
+			t.Errorf("Prune: %+v, %v; want 1 barrier record and the forward's inbox record deleted", n, err)
 		}
 		if got := count(t, db, "sdk_compensated"); got != 0 {
 			t.Errorf("barrier records left = %d, want 0", got)

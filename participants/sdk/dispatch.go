@@ -27,10 +27,13 @@ type Outcome struct {
 	// Duplicate is true if the command id was already in the inbox: the
 	// handler did not run and the stored reply was re-enqueued.
 	Duplicate bool
-	// Expired is true if the command was refused before its handler ran
-	// because its deadline had passed or a compensation command had undone
-	// it before it arrived: Reply is the COMMAND_EXPIRED reply (stored like
-	// any reply, so a redelivery is a Duplicate with the same reply).
+	// Expired is true if Reply is the SDK's COMMAND_EXPIRED refusal: the
+	// handler did not run for this command id, now or at an earlier
+	// delivery, because its deadline had passed or a compensation command
+	// had undone it before it arrived. The refusal is stored like any
+	// reply: a redelivery is a Duplicate (and Expired) with the same reply,
+	// and so is a command whose compensation came first (the compensation
+	// put its id in the inbox).
 	Expired bool
 	// Attempts counts handler runs for this delivery.
 	Attempts int
@@ -99,10 +102,10 @@ func (p *Participant) dispatch(ctx context.Context, stop <-chan struct{}, rec ka
 		}
 		if err == nil {
 			out.Reply, out.Duplicate, out.Expired, out.Err = res.reply, res.duplicate, res.expired, nil
-			if res.duplicate {
+			if res.expired {
+				log.Info("command refused", "reason", res.reply.Reason, "reply_id", res.reply.ID, "duplicate", res.duplicate)
+			} else if res.duplicate {
 				log.Debug("duplicate command: re-sent the stored reply", "reply_id", replyID(res.reply))
-			} else if res.expired {
-				log.Info("command refused: "+res.reply.Reason, "reply", res.reply.Name)
 			} else {
 				log.Debug("command handled", "reply", replyName(res.reply), "attempts", out.Attempts)
 			}
@@ -214,33 +217,28 @@ func (p *Participant) attempt(ctx context.Context, msg engine.Message, headers m
 		if err := tx.Commit(); err != nil {
 			return attemptResult{}, false, fmt.Errorf("commit duplicate %s %s: %w", msg.Name, msg.ID, err)
 		}
-		return attemptResult{reply: reply, duplicate: true}, false, nil
+		// A command compensated before it arrived finds its refusal here.
+		return attemptResult{reply: reply, duplicate: true, expired: isExpired(reply)}, false, nil
 	}
-	if msg.Compensates == "" {
-		by, err := p.compensatedBy(ctx, tx, msg.ID)
+	if reason := p.refusal(msg); reason != "" {
+		// Past its deadline: the handler does not run; the refusal is
+		// stored like a reply.
+		reply, body, err := p.expiredReply(msg, reason)
 		if err != nil {
+			return attemptResult{}, false, Permanent(err)
+		}
+		if err := p.storeReply(ctx, tx, msg.ID, p.outRowFor(reply, body, headers)); err != nil {
 			return attemptResult{}, false, err
 		}
-		if reason := p.refusal(msg, by); reason != "" {
-			// Past its deadline, or compensated before it arrived: the
-			// handler does not run; the refusal is stored like a reply.
-			reply, body, err := p.expiredReply(msg, reason)
-			if err != nil {
-				return attemptResult{}, false, Permanent(err)
-			}
-			if err := p.storeReply(ctx, tx, msg.ID, p.outRowFor(reply, body, headers)); err != nil {
+		if extra != nil {
+			if err := extra(tx); err != nil {
 				return attemptResult{}, false, err
 			}
-			if extra != nil {
-				if err := extra(tx); err != nil {
-					return attemptResult{}, false, err
-				}
-			}
-			if err := tx.Commit(); err != nil {
-				return attemptResult{}, false, fmt.Errorf("commit refusal of %s %s: %w", msg.Name, msg.ID, err)
-			}
-			return attemptResult{reply: reply, expired: true}, false, nil
 		}
+		if err := tx.Commit(); err != nil {
+			return attemptResult{}, false, fmt.Errorf("commit refusal of %s %s: %w", msg.Name, msg.ID, err)
+		}
+		return attemptResult{reply: reply, expired: true}, false, nil
 	}
 	res, err := p.callHandler(ctx, tx, msg, h)
 	if err != nil {
@@ -261,7 +259,11 @@ func (p *Participant) attempt(ctx context.Context, msg engine.Message, headers m
 		}
 	}
 	if msg.Compensates != "" {
-		if err := p.recordCompensated(ctx, tx, compensatedRow{target: msg.Compensates, saga: msg.SagaID, by: msg.ID}); err != nil {
+		b, err := p.barrierFor(msg, nil)
+		if err != nil {
+			return attemptResult{}, true, Permanent(err)
+		}
+		if err := p.recordBarrier(ctx, tx, []barrierRow{b}); err != nil {
 			return attemptResult{}, true, err
 		}
 	}
@@ -288,6 +290,9 @@ func (p *Participant) callHandler(ctx context.Context, tx *sqlx.Tx, msg engine.M
 	res, err = h(ctx, tx, msg)
 	if err != nil {
 		return res, fmt.Errorf("handler for %s: %w", msg.Name, err)
+	}
+	if res.event == engine.EventCommandExpired {
+		return res, Permanent(fmt.Errorf("handler for %s answered %s: that reply is the SDK's own (a command refused unhandled)", msg.Name, res.event))
 	}
 	return res, nil
 }

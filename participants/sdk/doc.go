@@ -32,6 +32,20 @@
 // on. Malformed envelopes and unknown commands are parked at once. See
 // Participant.DeadLetters and Participant.Replay.
 //
+// # Deadlines and compensation
+//
+// A forward command whose Deadline has passed (Config.Now,
+// Config.DeadlineMargin) is refused before its handler runs: the SDK
+// answers engine.EventCommandExpired (COMMAND_EXPIRED) and records the
+// command id in the inbox with that reply, so every later delivery of it
+// gets the same answer and nothing applies. A compensation command
+// (Command.Compensates) ignores deadlines and always runs; in its
+// transaction the SDK records what it compensates (table sdk_compensated)
+// and, if that forward command was never handled, puts its id in the inbox
+// with the refusal "compensated before it arrived", so that the forward
+// command never applies if it arrives late. Compensation handlers must be
+// idempotent and null-safe (nothing to undo: still answer).
+//
 // StartSaga starts a saga atomically with the caller's business change.
 //
 // The SDK works on PostgreSQL (lib/pq) and SQLite (modernc.org/sqlite), on

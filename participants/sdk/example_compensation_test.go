@@ -93,8 +93,8 @@ func ExampleHandle_compensation() {
 	// c1 APPROVE_ORDER -> ORDER_APPROVED  expired=false duplicate=false
 	// c2 REVERT_ORDER -> ORDER_REVERTED {"undone":30} expired=false duplicate=false
 	// c3 REVERT_ORDER -> ORDER_REVERTED {"undone":0} expired=false duplicate=false
-	// c4 APPROVE_ORDER -> COMMAND_EXPIRED compensated before it arrived (compensation command c3) expired=true duplicate=false
+	// c4 APPROVE_ORDER -> COMMAND_EXPIRED compensated before it arrived (compensation command c3) expired=true duplicate=true
 	// c5 APPROVE_ORDER -> COMMAND_EXPIRED deadline 2030-01-02T11:59:59Z passed at 2030-01-02T12:00:00Z expired=true duplicate=false
-	// c5 APPROVE_ORDER -> COMMAND_EXPIRED deadline 2030-01-02T11:59:59Z passed at 2030-01-02T12:00:00Z expired=false duplicate=true
+	// c5 APPROVE_ORDER -> COMMAND_EXPIRED deadline 2030-01-02T11:59:59Z passed at 2030-01-02T12:00:00Z expired=true duplicate=true
 	// debits: 0
 }

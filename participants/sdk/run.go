@@ -90,9 +90,10 @@ type Pruned struct {
 // Prune deletes the inbox records of commands handled more than
 // Config.InboxRetention ago, the dead letters of those same commands
 // (handled since they were parked), and the compensation barrier records
-// written before the same time. Dead letters still parked are never
-// deleted. With a negative InboxRetention it deletes nothing. Run calls it
-// at start and then hourly.
+// written before the same time; the inbox record of a command compensated
+// after that time stays until its barrier record goes. Dead letters still
+// parked are never deleted. With a negative InboxRetention it deletes
+// nothing. Run calls it at start and then hourly.
 //
 // A command delivered again after its inbox record is gone is not
 // recognised as a duplicate: its handler runs again and a second reply
@@ -105,8 +106,8 @@ func (p *Participant) Prune(ctx context.Context) (Pruned, error) {
 	before := time.Now().Add(-p.cfg.InboxRetention).UTC()
 	// Dead letters first: if the inbox delete then fails, the next run
 	// finds the same records again.
-	q := p.db.Rebind(`DELETE FROM sdk_dead_letters WHERE message_id IN (SELECT message_id FROM sdk_inbox WHERE processed_at < ?)`)
-	res, err := p.db.ExecContext(ctx, q, before)
+	q := p.db.Rebind(`DELETE FROM sdk_dead_letters WHERE message_id IN (SELECT message_id FROM sdk_inbox WHERE ` + inboxPrunable + `)`)
+	res, err := p.db.ExecContext(ctx, q, before, before)
 	if err != nil {
 		return Pruned{}, fmt.Errorf("prune handled dead letters of %s: %w", p.cfg.Name, err)
 	}

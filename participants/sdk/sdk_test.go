@@ -439,6 +439,8 @@ func TestBadResultIsDeadLettered(t *testing.T) {
 		{"lower-case event", sdk.Reply("done", nil), `event name "done"`},
 		{"payload not an object", sdk.Reply("DONE", []int{1}), "must be a JSON object"},
 		{"reject without reason", sdk.Reject("REJECTED", " ", nil), "gave no reason"},
+		{"the SDK's refusal", sdk.Reply(engine.EventCommandExpired, nil), "the SDK's own"},
+		{"the SDK's refusal as a rejection", sdk.Reject(engine.EventCommandExpired, "no effect", nil), "the SDK's own"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -354,11 +354,14 @@ func markReplayed(ctx context.Context, tx *sqlx.Tx, id, by string) error {
 }
 
 // PurgeInbox deletes inbox records of commands handled before olderThan and
-// returns how many it deleted. A command re-delivered after its record is
-// gone runs again, so keep records longer than the saga-machine re-sends
-// commands (its retry and timeout policies).
+// returns how many it deleted; the record of a command compensated since
+// olderThan is kept until its compensation is older (so a replay of it
+// stays a duplicate). A command re-delivered after its record is gone runs
+// again, so keep records longer than the saga-machine re-sends commands
+// (its retry and timeout policies).
 func (p *Participant) PurgeInbox(ctx context.Context, olderThan time.Time) (int64, error) {
-	res, err := p.db.ExecContext(ctx, p.db.Rebind(`DELETE FROM sdk_inbox WHERE processed_at < ?`), olderThan.UTC())
+	at := olderThan.UTC()
+	res, err := p.db.ExecContext(ctx, p.db.Rebind(`DELETE FROM sdk_inbox WHERE `+inboxPrunable), at, at)
 	if err != nil {
 		return 0, fmt.Errorf("purge inbox of %s before %s: %w", p.cfg.Name, olderThan.Format(time.RFC3339), err)
 	}

@@ -107,10 +107,11 @@ type Result struct {
 	DeadLetter   *sdk.DeadLetter
 	// Duplicate is true if the command id had been handled before.
 	Duplicate bool
-	// Expired is true if the SDK refused the command before the handler
-	// ran: its deadline had passed, or a compensation command had undone it
-	// before it arrived. Event is then engine.EventCommandExpired and Reason
-	// says which. A redelivery of it is a Duplicate with the same reply.
+	// Expired is true if the SDK refused the command without running the
+	// handler (now or at an earlier delivery): its deadline had passed, or
+	// a compensation command had undone it before it arrived. Event is then
+	// engine.EventCommandExpired and Reason says which. A redelivery of it
+	// is a Duplicate, still Expired, with the same reply.
 	Expired bool
 	// Attempts counts handler runs for this delivery.
 	Attempts int
