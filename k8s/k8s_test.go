@@ -25,8 +25,6 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/portfolio-counselor/sagamachine/engine/definition"
-	"github.com/portfolio-counselor/sagamachine/sagas"
 )
 
 var update = flag.Bool("update", false, "regenerate apps/sagas-configmap.yaml and the sagas checksum in apps/saga-machine.yaml from sagas/*.yaml")
@@ -299,6 +297,9 @@ type (
 		ValueFrom *struct {
 			SecretKeyRef    *keyRef `yaml:"secretKeyRef"`
 			ConfigMapKeyRef *keyRef `yaml:"configMapKeyRef"`
+			FieldRef        *struct {
+				FieldPath string `yaml:"fieldPath"`
+			} `yaml:"fieldRef"`
 		} `yaml:"valueFrom"`
 	}
 	probe struct {
@@ -331,6 +332,7 @@ type (
 	}
 	podTemplate struct {
 		Metadata struct {
+			Labels      map[string]string `yaml:"labels"`
 			Annotations map[string]string `yaml:"annotations"`
 		} `yaml:"metadata"`
 		Spec struct {
@@ -341,6 +343,9 @@ type (
 				ConfigMap *struct {
 					Name string `yaml:"name"`
 				} `yaml:"configMap"`
+				Secret *struct {
+					SecretName string `yaml:"secretName"`
+				} `yaml:"secret"`
 			} `yaml:"volumes"`
 		} `yaml:"spec"`
 	}
@@ -604,8 +609,10 @@ func TestWorkloads(t *testing.T) {
 			servers = append(servers, oc)
 		case oc.obj.kind() == "Job" && oc.subcommand() == "migrate":
 			jobs = append(jobs, oc)
+		case oc.obj.kind() == "Job" && oc.subcommand() == "kafka-setup" && oc.cmd == "saga-machine":
+			// Checked by TestKafkaSetup; it has no database.
 		default:
-			t.Errorf("%s: want a Deployment or a migration Job (args [migrate])", oc)
+			t.Errorf("%s: want a Deployment, a migration Job (args [migrate]) or the kafka-setup Job", oc)
 		}
 	}
 	wantCmds := []string{"deals", "notification", "profile", "saga-machine"}
@@ -648,6 +655,9 @@ func TestWorkloads(t *testing.T) {
 		if oc.c.Resources.Requests["cpu"] == "" || oc.c.Resources.Requests["memory"] == "" ||
 			oc.c.Resources.Limits["cpu"] == "" || oc.c.Resources.Limits["memory"] == "" {
 			t.Errorf("%s: want cpu and memory requests and limits, got %+v", oc, oc.c.Resources)
+		}
+		if oc.subcommand() == "kafka-setup" {
+			continue
 		}
 		// The database URL is a Secret and never the SQLite default.
 		db := oc.dbEnv()
@@ -696,6 +706,23 @@ func TestWorkloads(t *testing.T) {
 		}
 		if s.env("SAGA_KAFKA_BROKERS") == nil {
 			t.Errorf("%s: SAGA_KAFKA_BROKERS not set (saga-machine would start its embedded broker, participants would dial 127.0.0.1)", s)
+		}
+		// Its own Kafka principal, its password from the Secret that
+		// kafka-setup sets the users from, and a stable instance id.
+		if u := s.env("SAGA_KAFKA_USER"); u == nil || u.Value != s.cmd {
+			t.Errorf("%s: want SAGA_KAFKA_USER %q (its own principal)", s, s.cmd)
+		}
+		if pw := s.env("SAGA_KAFKA_PASSWORD"); pw == nil || pw.ValueFrom == nil || pw.ValueFrom.SecretKeyRef == nil ||
+			*pw.ValueFrom.SecretKeyRef != (keyRef{Name: kafkaUsersSecret, Key: s.cmd}) {
+			t.Errorf("%s: want SAGA_KAFKA_PASSWORD from Secret %s key %s", s, kafkaUsersSecret, s.cmd)
+		}
+		if id := s.env("SAGA_KAFKA_INSTANCE_ID"); id == nil || id.ValueFrom == nil || id.ValueFrom.FieldRef == nil || id.ValueFrom.FieldRef.FieldPath != "metadata.name" {
+			t.Errorf("%s: want SAGA_KAFKA_INSTANCE_ID from the pod name (fieldRef metadata.name)", s)
+		}
+		for _, e := range s.c.Env {
+			if e.Name == "SAGA_KAFKA_PASSWORD_FILE" || (strings.Contains(e.Name, "PASSWORD") && e.Value != "") {
+				t.Errorf("%s: %s is a literal; passwords come from Secrets", s, e.Name)
+			}
 		}
 	}
 }
@@ -878,57 +905,6 @@ func TestSagasConfigMap(t *testing.T) {
 	}
 	if got, want := sm.tpl.Metadata.Annotations[sagasChecksumKey], sum; got != want {
 		t.Errorf("%s: annotation %s = %q, want %q (run go test ./k8s -run TestSagasConfigMap -update)", sm, sagasChecksumKey, got, want)
-	}
-}
-
-// TestKafkaTopics: the topics Job creates the server topic and every
-// participant topic of the shipped definitions; there is no ZooKeeper.
-func TestKafkaTopics(t *testing.T) {
-	objs := manifests(t)
-	defs, probs := definition.LoadDir(sagas.FS)
-	if len(probs) > 0 {
-		t.Fatalf("the shipped definitions do not load: %v", probs)
-	}
-	want := map[string]bool{"SAGA_SERVER_TOPIC": true}
-	for _, d := range defs {
-		for _, p := range d.Participants {
-			want[p.Topic] = true
-		}
-	}
-	job := find(objs, "Job", "integration", "kafka-topics")
-	if job == nil {
-		t.Fatal("no Job integration/kafka-topics")
-	}
-	var w workload
-	job.decode(t, &w)
-	var script strings.Builder
-	for _, c := range w.Spec.Template.Spec.Containers {
-		script.WriteString(strings.Join(append(c.Command, c.Args...), "\n"))
-	}
-	for topic := range want {
-		if !regexp.MustCompile(`\b` + regexp.QuoteMeta(topic) + `\b`).MatchString(script.String()) {
-			t.Errorf("%s does not create topic %s", job, topic)
-		}
-	}
-	if !strings.Contains(script.String(), "--partitions") {
-		t.Errorf("%s: topics created without --partitions", job)
-	}
-	for _, o := range objs {
-		if !podKinds[o.kind()] {
-			continue
-		}
-		var w workload
-		o.decode(t, &w)
-		for _, c := range w.Spec.Template.Spec.Containers {
-			if strings.Contains(strings.ToLower(c.Image), "zookeeper") {
-				t.Errorf("%s runs %s: Kafka runs in KRaft mode, without ZooKeeper", o, c.Image)
-			}
-			for _, e := range c.Env {
-				if strings.Contains(strings.ToLower(e.Name), "zookeeper") {
-					t.Errorf("%s sets %s: Kafka runs in KRaft mode, without ZooKeeper", o, e.Name)
-				}
-			}
-		}
 	}
 }
 
