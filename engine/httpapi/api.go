@@ -144,6 +144,8 @@ func (s *server) routes(metrics http.Handler) *mux.Router {
 	route("/sagas/{id}", reader, s.getSaga, http.MethodGet)
 	route("/sagas/{id}/resend", operator, s.resend, http.MethodPost)
 	route("/sagas/{id}/abort", operator, s.abort, http.MethodPost)
+	route("/sagas/{id}/compensation/retry", operator, s.retryCompensation, http.MethodPost)
+	route("/sagas/{id}/compensation/resolve", operator, s.resolveCompensation, http.MethodPost)
 	route("/dead-letters", reader, s.listDeadLetters, http.MethodGet)
 	route("/dead-letters/{id}", reader, s.getDeadLetter, http.MethodGet)
 	route("/dead-letters/{id}/replay", operator, s.replay, http.MethodPost)

@@ -18,7 +18,8 @@
 // With Config.Auth set, every /api/v1 route needs an authenticated user;
 // reading the orchestrator (definitions with their counts, sagas,
 // timelines, dead letters) needs saga-viewer or saga-operator and the
-// operator actions (re-send, abort, replay) need saga-operator; anyone else gets 403 forbidden. GET /me and validating a
+// operator actions (re-send, abort, replay, compensation retry and resolve)
+// need saga-operator; anyone else gets 403 forbidden. GET /me and validating a
 // definition need only a login. POST /sagas fires only a starting
 // transition the definition opens to the API (`by: api`) for a caller with
 // one of its roles (engine.Caller); Idempotency-Keys are the caller's own.
@@ -28,7 +29,8 @@
 //
 // Metrics come from two sources: NewMetrics returns an engine.Observer whose
 // counters and histograms the orchestrator updates (pass it in
-// engine.Config.Observer), and New registers a collector that reads the
-// number of instances per state and the outbox backlog from the store at
-// scrape time.
+// engine.Config.Observer; it also counts compensations, expired commands
+// and late replies), and New registers a collector that reads the number of
+// instances per state and per status and the outbox backlog from the store
+// at scrape time.
 package httpapi

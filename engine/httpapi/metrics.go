@@ -32,6 +32,7 @@ type Metrics struct {
 	outboxDelay    prometheus.Histogram
 	retried        *prometheus.CounterVec
 	timers         *prometheus.CounterVec
+	comp           *compensationMetrics
 }
 
 var _ engine.Observer = (*Metrics)(nil)
@@ -89,6 +90,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			return nil, fmt.Errorf("register saga-machine metrics: %w", err)
 		}
 	}
+	var err error
+	if m.comp, err = newCompensationMetrics(reg); err != nil {
+		return nil, err
+	}
 	return m, nil
 }
 
@@ -138,6 +143,7 @@ func (m *Metrics) TimerFired(saga, event string) { m.timers.WithLabelValues(saga
 type storeCollector struct {
 	store     engine.Store
 	instances *prometheus.Desc
+	byStatus  *prometheus.Desc
 	backlog   *prometheus.Desc
 	up        *prometheus.Desc
 }
@@ -148,6 +154,9 @@ func newStoreCollector(st engine.Store) *storeCollector {
 		instances: prometheus.NewDesc(namespace+"_instances",
 			"Saga instances per definition, version and state, read from the store at scrape time.",
 			[]string{"saga", "version", "state"}, nil),
+		byStatus: prometheus.NewDesc(namespace+"_instances_by_status",
+			"Saga instances per definition, version and status (running, compensating, compensation_failed, completed, failed), read from the store at scrape time.",
+			[]string{"saga", "version", "status"}, nil),
 		backlog: prometheus.NewDesc(namespace+"_outbox_backlog",
 			"Commands in the outbox not yet published, read from the store at scrape time.", nil, nil),
 		up: prometheus.NewDesc(namespace+"_store_up",
@@ -158,6 +167,7 @@ func newStoreCollector(st engine.Store) *storeCollector {
 // Describe sends the collector's descriptors.
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.instances
+	ch <- c.byStatus
 	ch <- c.backlog
 	ch <- c.up
 }
@@ -173,9 +183,24 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		up = 0
 		ch <- prometheus.NewInvalidMetric(c.instances, fmt.Errorf("count sagas by state: %w", err))
 	}
+	// The store counts per state and status: sum each way.
+	type key struct{ saga, version, label string }
+	perState, perStatus := map[key]int64{}, map[key]int64{}
+	var order []key
 	for _, sc := range counts {
-		ch <- prometheus.MustNewConstMetric(c.instances, prometheus.GaugeValue, float64(sc.Count),
-			sc.Saga, strconv.Itoa(sc.SagaVersion), sc.State)
+		v := strconv.Itoa(sc.SagaVersion)
+		k := key{sc.Saga, v, sc.State}
+		if _, seen := perState[k]; !seen {
+			order = append(order, k)
+		}
+		perState[k] += sc.Count
+		perStatus[key{sc.Saga, v, string(sc.Status)}] += sc.Count
+	}
+	for _, k := range order {
+		ch <- prometheus.MustNewConstMetric(c.instances, prometheus.GaugeValue, float64(perState[k]), k.saga, k.version, k.label)
+	}
+	for k, n := range perStatus {
+		ch <- prometheus.MustNewConstMetric(c.byStatus, prometheus.GaugeValue, float64(n), k.saga, k.version, k.label)
 	}
 	n, err := c.store.OutboxBacklog(ctx)
 	if err != nil {

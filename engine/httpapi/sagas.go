@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -137,11 +138,10 @@ func parseSagaFilter(q url.Values) (engine.SagaFilter, error) {
 		}
 	}
 	f := engine.SagaFilter{Saga: q.Get("saga"), State: q.Get("state"), Cursor: q.Get("cursor")}
-	switch st := engine.Status(q.Get("status")); st {
-	case "", engine.StatusRunning, engine.StatusCompleted, engine.StatusFailed:
+	if st := engine.Status(q.Get("status")); st == "" || slices.Contains(engine.Statuses(), st) {
 		f.Status = st
-	default:
-		return f, engine.Errorf(engine.CodeInvalid, op, "status %q is not one of running, completed, failed", st)
+	} else {
+		return f, engine.Errorf(engine.CodeInvalid, op, "status %q is not one of %s", st, statusList())
 	}
 	for _, t := range []struct {
 		name string
@@ -247,6 +247,15 @@ func decodeOperatorRequest(w http.ResponseWriter, r *http.Request, op string, re
 		return false
 	}
 	return true
+}
+
+// statusList names every status, for a refusal.
+func statusList() string {
+	names := make([]string, 0, len(engine.Statuses()))
+	for _, st := range engine.Statuses() {
+		names = append(names, string(st))
+	}
+	return strings.Join(names, ", ")
 }
 
 // abbreviate cuts s to at most n runes with an ellipsis.

@@ -48,7 +48,7 @@ function pill(text, kind) {
 }
 
 function statusPill(status) {
-  return pill(status, { running: "blue", completed: "green", failed: "red" }[status] || "grey");
+  return pill(status, { running: "blue", compensating: "amber", compensation_failed: "red", completed: "green", failed: "red" }[status] || "grey");
 }
 
 function shortID(id) {
@@ -244,7 +244,7 @@ async function sagasPage(view, params) {
   const form = el("form", { class: "filters", id: "saga-filters" },
     select("saga", "Definition", names, chosen),
     select("state", "State", states, params.get("state") || ""),
-    select("status", "Status", ["running", "completed", "failed"], params.get("status") || ""),
+    select("status", "Status", ["running", "compensating", "compensation_failed", "completed", "failed"], params.get("status") || ""),
     el("label", {}, "Business key",
       el("input", { name: "key", placeholder: "deal_id:42", value: params.get("key") || "", spellcheck: "false" })),
     el("button", { type: "submit", class: "primary" }, "Search"),
@@ -294,7 +294,8 @@ async function sagasPage(view, params) {
 
 // ---- One saga -------------------------------------------------------------
 
-const kindLabels = { event: "event", refused: "refused", timer: "timer", retry: "retry", operator: "operator" };
+const kindLabels = { event: "event", refused: "refused", timer: "timer", retry: "retry", operator: "operator",
+  compensation: "compensation", compensation_failed: "compensation failed", expired: "expired", late: "late reply" };
 
 function timelineEntry(h) {
   const move = h.from_state || h.to_state
@@ -328,6 +329,7 @@ async function sagaPage(view, id) {
     ["Next timer", s.timer_at ? fmtTime(s.timer_at) : "none"],
     ["Pending command", s.pending ? `${s.pending.name} → ${s.pending.participant} (attempt ${s.attempts || 1})` : "none"],
   ];
+  if (s.deferred) facts.push(["Held back until compensated", `${s.deferred.name} → ${s.deferred.participant}`]);
   for (const [k, v] of Object.entries(s.keys || {})) facts.push([`Key ${k}`, v]);
   const result = el("div", { class: "result" });
   const reason = el("input", { name: "reason", placeholder: "why (recorded in the timeline)", required: true });
@@ -340,12 +342,21 @@ async function sagaPage(view, id) {
     } catch (err) { result.replaceChildren(errorBox(err)); }
   };
   const running = s.status === "running";
+  const stuck = s.status === "compensation_failed";
   const operate = me.may_operate;
   reason.disabled = !operate;
   const actions = el("form", { class: "actions", onsubmit: ev => ev.preventDefault() },
     reason,
     el("button", { type: "button", class: "button", disabled: !s.pending || !operate, onclick: () => act("resend", {}, "Command re-sent") }, "Re-send pending command"),
-    el("button", { type: "button", class: "button danger", disabled: !running || !operate, onclick: () => act("abort", {}, "Saga aborted") }, "Abort saga"));
+    el("button", { type: "button", class: "button danger", disabled: !running || !operate, onclick: () => act("abort", {}, "Saga aborted") }, "Abort saga"),
+    stuck ? el("button", { type: "button", class: "button", disabled: !operate, onclick: () => act("compensation/retry", {}, "Compensation re-sent") }, "Retry compensation") : null,
+    stuck ? el("button", { type: "button", class: "button danger", disabled: !operate, onclick: () => act("compensation/resolve", {}, "Compensation resolved") }, "Mark compensation done by hand") : null);
+  const undo = (s.undo || []).map(u => el("tr", {},
+    el("td", {}, el("strong", {}, u.command), ` → ${u.participant}`),
+    el("td", {}, `${u.of_kind} ${u.of_name}`, el("span", { class: "mono muted small" }, ` ${shortID(u.of)}`)),
+    el("td", {}, pill(u.status, { compensated: "green", resolved: "green", compensating: "amber", expired: "grey" }[u.status] || "blue"),
+      u.resolved_by ? el("div", { class: "muted small" }, `by ${u.resolved_by}: ${u.reason || ""}`) : null,
+      u.sent ? el("div", { class: "muted small" }, `sent ${u.sent}×`) : null)));
   const flash = sessionStorage.getItem("saga-machine.flash");
   sessionStorage.removeItem("saga-machine.flash");
   setView(view,
@@ -359,6 +370,9 @@ async function sagaPage(view, id) {
         el("dl", { class: "facts" }, facts.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]))),
       el("section", { class: "card" }, el("h2", {}, "Context"),
         el("pre", { class: "json" }, JSON.stringify(s.context || {}, null, 2)))),
+    undo.length ? el("section", { class: "card", id: "compensations" }, el("h2", {}, "Compensations (newest is undone first)"),
+      el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Compensation"), el("th", {}, "Undoes"), el("th", {}, "Status"))),
+        el("tbody", {}, undo))) : null,
     el("section", { class: "card" }, el("h2", {}, "Operator actions"),
       operate ? el("p", { class: "muted small" }, "Needs the saga-operator role. Your name and reason go into the timeline.") : readOnlyNote(),
       actions, result),
