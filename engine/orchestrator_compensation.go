@@ -114,6 +114,11 @@ func wanted(s UndoStatus, failure bool) bool {
 
 // nextUndo plans inst's compensations with Plan and returns the index of
 // the first to send, or false when none is left.
+//
+// On success, an abandoned command is not undone when the saga sent the
+// same compensable command again (another id) and went on with that one's
+// answer: a compensation undoes the participant's business record (the
+// debit of the deal), which the kept answer is part of.
 func nextUndo(m *Model, inst *Instance, failure bool) (int, bool) {
 	if len(inst.Undo) == 0 {
 		return 0, false
@@ -121,7 +126,11 @@ func nextUndo(m *Model, inst *Instance, failure bool) (int, bool) {
 	taken := make([]Undo, len(inst.Undo))
 	for i, e := range inst.Undo {
 		comp, _ := m.CompensationByDone(e.Participant, e.Done)
-		taken[i] = Undo{Compensation: comp, Of: e.Of, Compensated: !wanted(e.Status, failure)}
+		want := wanted(e.Status, failure)
+		if want && !failure && keptOther(inst.Undo, i) {
+			want = false
+		}
+		taken[i] = Undo{Compensation: comp, Of: e.Of, Compensated: !want}
 	}
 	plan := Plan(taken)
 	if len(plan) == 0 {
@@ -133,6 +142,18 @@ func nextUndo(m *Model, inst *Instance, failure bool) (int, bool) {
 		}
 	}
 	return 0, false
+}
+
+// keptOther reports whether another entry than undo[i] has the same
+// compensation and was replied (the saga went on with it).
+func keptOther(undo []UndoEntry, i int) bool {
+	e := undo[i]
+	for j, o := range undo {
+		if j != i && o.Status == UndoReplied && o.Participant == e.Participant && o.Command == e.Command && o.Done == e.Done {
+			return true
+		}
+	}
+	return false
 }
 
 // holdsBack reports whether a saga entering a failed state has effects to
@@ -533,7 +554,11 @@ func (o *Orchestrator) applyLate(b *batch, w *sagaWork, in *inbound, refusal err
 			for _, r := range b.outbox[n:] {
 				refs = append(refs, CommandRef{ID: r.Message.ID, Name: r.Message.Name, Participant: r.Message.Participant, Attempt: r.Message.Attempt})
 			}
-			what = fmt.Sprintf("the saga had finished; %s is sent now", e.Command)
+			if e.Status == UndoCompensating {
+				what = fmt.Sprintf("the saga had finished; %s is sent now", e.Command)
+			} else {
+				what = fmt.Sprintf("the saga had finished with another %s answered and kept, which this effect is part of; nothing to undo", e.OfName)
+			}
 		}
 	case UndoCompensating:
 		what = fmt.Sprintf("its compensation %s is under way and undoes it", e.Command)

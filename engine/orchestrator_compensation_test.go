@@ -692,3 +692,79 @@ func (c *compObserver) count(o CompensationOutcome) int {
 	}
 	return n
 }
+
+// loop sends its compensable CHARGE again (a new id) after a timeout.
+const loop = `
+saga: LOOP
+version: 1
+participants:
+  bank: { topic: BANK_TOPIC }
+states:
+  CHARGING:
+    timeout: { after: 1m, event: SLOW }
+transitions:
+  - on: ORDER
+    by: bank
+    from: []
+    to: CHARGING
+    send: { to: bank, command: CHARGE, compensate: { command: REFUND, done: REFUNDED } }
+  - on: SLOW
+    by: engine
+    from: [CHARGING]
+    to: CHARGING_AGAIN
+    send: { to: bank, command: CHARGE, compensate: { command: REFUND, done: REFUNDED } }
+  - { on: CHARGED, by: bank, from: [CHARGING, CHARGING_AGAIN], to: PAID }
+  - { on: GIVE_UP, by: bank, from: [CHARGING_AGAIN], to: FAILED }
+final: [PAID]
+failed: [FAILED]
+`
+
+// A success that kept one of two sends of the same compensable command
+// does not undo the other (the compensation would undo the kept business
+// record); a failure undoes both, newest first.
+func TestSuccessKeepsTheEffectOfARepeatedCommand(t *testing.T) {
+	for _, answer := range []int{0, 1} { // which CHARGE is answered
+		h := newHarness(t, loop)
+		id := uuid.NewString()
+		h.handle(t, ev("LOOP", id, "ORDER", "bank", ""))
+		first := h.last(t, "CHARGE")
+		h.fireAt(t, id) // SLOW → CHARGING_AGAIN, CHARGE again
+		second := h.last(t, "CHARGE")
+		if first.ID == second.ID {
+			t.Fatal("the second CHARGE has the first one's id")
+		}
+		answered := []Message{first, second}[answer]
+		h.handle(t, ev("LOOP", id, "CHARGED", "bank", answered.ID))
+		in := h.inst(t, id)
+		if in.Status != StatusCompleted || slices.Contains(h.outboxNames(), "REFUND") {
+			t.Errorf("answer %d: %s %s, outbox %v; want completed without REFUND", answer, in.Status, undoStatuses(in), h.outboxNames())
+		}
+		other := []Message{first, second}[1-answer]
+		h.handle(t, ev("LOOP", id, "CHARGED", "bank", other.ID))
+		hist := h.history(t, id)
+		if late := hist[len(hist)-1]; late.Kind != EntryLate || !strings.Contains(late.Reason, "nothing to undo") {
+			t.Errorf("answer %d: late entry = %+v", answer, late)
+		}
+		if slices.Contains(h.outboxNames(), "REFUND") || len(h.deadLetters(t)) != 0 {
+			t.Errorf("answer %d: outbox %v dead letters %v", answer, h.outboxNames(), h.deadLetters(t))
+		}
+	}
+	h := newHarness(t, loop)
+	id := uuid.NewString()
+	h.handle(t, ev("LOOP", id, "ORDER", "bank", ""))
+	first := h.last(t, "CHARGE")
+	h.fireAt(t, id)
+	second := h.last(t, "CHARGE")
+	h.handle(t, ev("LOOP", id, "GIVE_UP", "bank", ""))
+	if got := h.last(t, "REFUND"); got.Compensates != second.ID {
+		t.Fatalf("first REFUND compensates %s, want the newest CHARGE %s", got.Compensates, second.ID)
+	}
+	h.handle(t, ev("LOOP", id, "REFUNDED", "bank", h.last(t, "REFUND").ID))
+	if got := h.last(t, "REFUND"); got.Compensates != first.ID {
+		t.Fatalf("second REFUND compensates %s, want %s", got.Compensates, first.ID)
+	}
+	h.handle(t, ev("LOOP", id, "REFUNDED", "bank", h.last(t, "REFUND").ID))
+	if in := h.inst(t, id); in.Status != StatusFailed {
+		t.Errorf("status %s, want failed", in.Status)
+	}
+}
