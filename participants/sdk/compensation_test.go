@@ -501,6 +501,15 @@ func TestDeadlineOnRetryAndReplay(t *testing.T) {
 		if out := l.dispatch(t, compensation(hanging)); out.Reply == nil || out.Reply.Name != "ORDER_REVERTED" {
 			t.Fatalf("compensation of the parked command: reply %+v (err %v)", out.Reply, out.Err)
 		}
+		// The compensation resolved the parked command for operators: it is
+		// handled now (its refusal is its reply), the other one still parked.
+		e := newAdminEnv(t, l.p)
+		if parked := e.list(t, "?state=parked"); len(parked) != 1 || parked[0].MessageID != late.ID {
+			t.Errorf("parked dead letters: %+v, want only %s", parked, late.ID)
+		}
+		if handled := e.list(t, "?state=handled"); len(handled) != 1 || handled[0].MessageID != hanging.ID || handled[0].ReplyID == "" {
+			t.Errorf("handled dead letters: %+v, want %s with its refusal as reply", handled, hanging.ID)
+		}
 		l.clock.Add(2 * time.Minute)
 		l.outbox(t)
 		dls, err := l.p.DeadLetters(context.Background())

@@ -53,8 +53,8 @@ var errStopped = errors.New("participant is stopping")
 // outbox; retries with backoff; dead letter after Config.MaxAttempts (or at
 // once for a malformed envelope, an unknown command or a Permanent error).
 //
-// A nil error means the record is done with (handled, a duplicate, or
-// parked) and its offset may be committed. A non-nil error means it could
+// A nil error means the record is done with (handled, a duplicate,
+// refused as expired, or parked) and its offset may be committed. A non-nil error means it could
 // not be made durable (database unreachable, ctx ended) and must be
 // delivered again. Replies are published later by the relay (Run or Flush).
 func (p *Participant) Dispatch(ctx context.Context, rec kafka.Record) (Outcome, error) {
