@@ -12,10 +12,12 @@ import (
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
 
-// RegisterHandlers registers APPROVE_DEAL and REJECT_DEAL on p.
+// RegisterHandlers registers APPROVE_DEAL, REJECT_DEAL and their (and
+// REGISTER's) compensation FAIL_DEAL on p.
 func (s *Service) RegisterHandlers(p *sdk.Participant) {
 	sdk.Handle(p, CommandApprove, s.handleApprove)
 	sdk.Handle(p, CommandReject, s.handleReject)
+	sdk.Handle(p, CommandFail, s.handleFail)
 }
 
 func (s *Service) handleApprove(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[dealctx.Envelope]) (sdk.Result, error) {
@@ -56,12 +58,8 @@ func (s *Service) settle(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[dealc
 	if err != nil {
 		return sdk.Result{}, fmt.Errorf("%s: read deal %s: %w", cmd.Name, dc.DealID, err)
 	}
-	if d.UserID != dc.UserID || d.PortfolioID != dc.PortfolioID {
-		return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: deal %s belongs to user %q, portfolio %s, but the saga context says user %q, portfolio %s",
-			cmd.Name, d.ID, d.UserID, d.PortfolioID, dc.UserID, dc.PortfolioID))
-	}
-	if d.SagaID != "" && cmd.SagaID != "" && d.SagaID != cmd.SagaID {
-		return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: deal %s belongs to saga %s, not %s", cmd.Name, d.ID, d.SagaID, cmd.SagaID))
+	if err := belongs(d, dc, cmd.SagaID); err != nil {
+		return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: %w", cmd.Name, err))
 	}
 	switch d.Status {
 	case StatusDraft:
@@ -81,4 +79,86 @@ func (s *Service) settle(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[dealc
 			cmd.Name, d.ID, status, d.Status, detail))
 	}
 	return sdk.Reply(EventUpdated, dealctx.Wrap(d.context())), nil
+}
+
+// belongs checks that deal d is the one the saga context dc of saga sagaID
+// names: same user, portfolio and (when both are known) saga.
+func belongs(d Deal, dc dealctx.DealContext, sagaID string) error {
+	if d.UserID != dc.UserID || d.PortfolioID != dc.PortfolioID {
+		return fmt.Errorf("deal %s belongs to user %q, portfolio %s, but the saga context says user %q, portfolio %s",
+			d.ID, d.UserID, d.PortfolioID, dc.UserID, dc.PortfolioID)
+	}
+	if d.SagaID != "" && sagaID != "" && d.SagaID != sagaID {
+		return fmt.Errorf("deal %s belongs to saga %s, not %s", d.ID, d.SagaID, sagaID)
+	}
+	return nil
+}
+
+// handleFail marks the deal failed because its saga failed, and answers
+// DEAL_FAILED with the deal's deal_context (status failed, reason), which
+// the saga-machine merges into the context before it sends NOTIFY. It is the
+// compensation of REGISTER (the draft deal), APPROVE_DEAL (the execution)
+// and REJECT_DEAL (the rejection), so it runs once or several times for one
+// deal, in any order with those:
+//
+//   - a draft, executed or rejected deal becomes failed; the reason is
+//     failureReason of the saga context (what the saga knew when it failed);
+//   - a failed deal stays as it is and the same answer is given again;
+//   - a deal of another user, portfolio or saga is refused (permanent
+//     error: dead letter) and nothing moves; so is a FAIL_DEAL that is not
+//     a compensation (compensates empty) and a deal that does not exist.
+//
+// An APPROVE_DEAL or REJECT_DEAL arriving after it finds a failed deal: a
+// permanent error, nothing moves (settle), if the SDK's barrier has not
+// refused it already.
+func (s *Service) handleFail(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[dealctx.Envelope]) (sdk.Result, error) {
+	dc, err := dealctx.FromCommand(cmd.Payload)
+	if err != nil {
+		return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: %w", cmd.Name, err))
+	}
+	if cmd.Compensates == "" {
+		return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: deal %s: the command names no message it compensates (compensates is empty): "+
+			"FAIL_DEAL is only sent by saga-machine as a compensation", cmd.Name, dc.DealID))
+	}
+	d, err := s.lockDeal(ctx, tx, dc.DealID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: deal %s does not exist", cmd.Name, dc.DealID))
+	}
+	if err != nil {
+		return sdk.Result{}, fmt.Errorf("%s: read deal %s: %w", cmd.Name, dc.DealID, err)
+	}
+	if err := belongs(d, dc, cmd.SagaID); err != nil {
+		return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: %w", cmd.Name, err))
+	}
+	if d.Status == StatusFailed {
+		s.log.InfoContext(ctx, "deal failed before: answered again", "deal_id", d.ID, "saga_id", cmd.SagaID)
+		return sdk.Reply(EventFailed, dealctx.Wrap(d.context())), nil
+	}
+	was := d.Status
+	reason := failureReason(dc)
+	if err := s.setStatus(ctx, tx, &d, StatusFailed, reason); err != nil {
+		return sdk.Result{}, fmt.Errorf("%s: %w", cmd.Name, err)
+	}
+	s.log.InfoContext(ctx, "deal failed", "deal_id", d.ID, "was", was, "reason", reason, "saga_id", cmd.SagaID)
+	return sdk.Reply(EventFailed, dealctx.Wrap(d.context())), nil
+}
+
+// failureReason says, for the client, why the saga of a deal failed, from
+// what its context held then: profile's decision (deal_context.status) if
+// it had arrived. The saga fails only when a service did not answer in
+// time: profile (no decision), or deals (after the decision).
+func failureReason(dc dealctx.DealContext) string {
+	switch dc.Status {
+	case "":
+		return "the order could not be confirmed against your portfolio in time"
+	case dealctx.StatusApproved:
+		return "the approved order could not be executed in time"
+	case dealctx.StatusRejected:
+		why := dc.Reason
+		if why == "" {
+			why = "no reason given"
+		}
+		return "the order was rejected (" + why + ") and the deal could not be settled in time"
+	}
+	return "the deal could not be completed in time"
 }

@@ -27,6 +27,10 @@ const (
 	CommandApprove = "APPROVE_DEAL"
 	CommandReject  = "REJECT_DEAL"
 	EventUpdated   = "DEAL_UPDATED"
+	// CommandFail is the compensation of REGISTER, APPROVE_DEAL and
+	// REJECT_DEAL (MANUAL_CREATE_ORDER v2); EventFailed its done event.
+	CommandFail = "FAIL_DEAL"
+	EventFailed = "DEAL_FAILED"
 )
 
 // Deal statuses.
@@ -34,6 +38,7 @@ const (
 	StatusDraft    = "draft"
 	StatusExecuted = "executed"
 	StatusRejected = "rejected"
+	StatusFailed   = "failed" // the deal's saga failed (FAIL_DEAL); Reason says why
 )
 
 // Config configures a Service. DB, Participant and Auth are required.

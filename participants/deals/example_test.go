@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/jmoiron/sqlx"
 	_ "modernc.org/sqlite"
@@ -52,7 +53,9 @@ func Example() {
 		panic(err)
 	}
 	svc.RegisterHandlers(p)
-	fmt.Println("commands:", len(p.Commands()))
+	names := p.Commands()
+	slices.Sort(names)
+	fmt.Println("commands:", names)
 
 	for _, path := range []string{"/readyz", "/deals"} {
 		rec := httptest.NewRecorder()
@@ -60,7 +63,7 @@ func Example() {
 		fmt.Println(path, rec.Code)
 	}
 	// Output:
-	// commands: 2
+	// commands: [APPROVE_DEAL FAIL_DEAL REJECT_DEAL]
 	// /readyz 200
 	// /deals 401
 }

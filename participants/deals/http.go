@@ -88,10 +88,10 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request, u auth.User
 	}
 	status := r.URL.Query().Get("status")
 	switch status {
-	case "", StatusDraft, StatusExecuted, StatusRejected:
+	case "", StatusDraft, StatusExecuted, StatusRejected, StatusFailed:
 	default:
 		return service.Invalid(service.FieldError{Field: "status",
-			Message: "must be one of " + strings.Join([]string{StatusDraft, StatusExecuted, StatusRejected}, ", ") + `, got "` + status + `"`})
+			Message: "must be one of " + strings.Join([]string{StatusDraft, StatusExecuted, StatusRejected, StatusFailed}, ", ") + `, got "` + status + `"`})
 	}
 	p, err := s.List(r.Context(), u.Subject, status, page)
 	if err != nil {

@@ -79,19 +79,42 @@ type Notification struct {
 	CreatedAt time.Time `json:"created_at" db:"created_at"`
 }
 
-// Text is the message for a settled deal.
-func Text(dc dealctx.DealContext) (string, error) {
+// Text is the message for a deal whose saga ended, and the status it is
+// stored under: executed, rejected, or failed. A failed deal's text says
+// why (deal_context.reason, set by deals' FAIL_DEAL) and, when profile
+// reverted the order (rev, the context's order_reversal, for this deal),
+// that the money or the instruments came back. A NOTIFY of a failed saga
+// whose deal could not be marked failed (deals' FAIL_DEAL was resolved by
+// an operator: the status is still "" or approved) is a failure too. Any
+// other status is an error.
+func Text(dc dealctx.DealContext, rev *dealctx.Reversal) (text, status string, err error) {
 	switch dc.Status {
 	case dealctx.StatusExecuted:
-		return "Your " + dc.Describe() + " was executed", nil
+		return "Your " + dc.Describe() + " was executed", dc.Status, nil
 	case dealctx.StatusRejected:
 		reason := dc.Reason
 		if reason == "" {
 			reason = "no reason given"
 		}
-		return "Your " + dc.Describe() + " was rejected: " + reason, nil
+		return "Your " + dc.Describe() + " was rejected: " + reason, dc.Status, nil
+	case dealctx.StatusFailed, dealctx.StatusApproved, "":
+		reason := dc.Reason
+		if dc.Status != dealctx.StatusFailed || reason == "" {
+			reason = "the deal could not be completed"
+		}
+		text = "Your " + dc.Describe() + " failed: " + reason
+		if rev != nil && rev.Reverted && rev.DealID == dc.DealID {
+			switch dc.Side {
+			case dealctx.Buy:
+				text += ". The " + dealctx.Money(dc.Amount) + " " + dc.Currency + " taken from your cash were returned"
+			case dealctx.Sell:
+				text += ". The " + dc.Quantity.String() + " " + dc.Instrument + " sold were returned to your portfolio"
+			}
+		}
+		return text, dealctx.StatusFailed, nil
 	}
-	return "", fmt.Errorf("deal %s has status %q; NOTIFY expects %q or %q", dc.DealID, dc.Status, dealctx.StatusExecuted, dealctx.StatusRejected)
+	return "", "", fmt.Errorf("deal %s has status %q; NOTIFY expects %q, %q or %q", dc.DealID, dc.Status,
+		dealctx.StatusExecuted, dealctx.StatusRejected, dealctx.StatusFailed)
 }
 
 // RegisterHandlers registers NOTIFY on p.
@@ -104,12 +127,12 @@ func (s *Service) handleNotify(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command
 	if err != nil {
 		return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: %w", cmd.Name, err))
 	}
-	text, err := Text(dc)
+	text, status, err := Text(dc, cmd.Payload.OrderReversal)
 	if err != nil {
 		return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: %w", cmd.Name, err))
 	}
 	n := Notification{ID: uuid.NewString(), UserID: dc.UserID, DealID: dc.DealID, SagaID: cmd.SagaID,
-		Status: dc.Status, Text: text, CreatedAt: s.now().UTC()}
+		Status: status, Text: text, CreatedAt: s.now().UTC()}
 	// One notification per deal outcome: NOTIFY arriving again under a new
 	// message id is not sent twice.
 	const q = `INSERT INTO notifications (id, user_id, deal_id, saga_id, status, text, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -121,7 +144,7 @@ func (s *Service) handleNotify(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command
 	if k, err := res.RowsAffected(); err != nil {
 		return sdk.Result{}, fmt.Errorf("%s: store notification of deal %s: %w", cmd.Name, dc.DealID, err)
 	} else if k == 0 {
-		s.log.InfoContext(ctx, "notification already sent", "deal_id", dc.DealID, "status", dc.Status)
+		s.log.InfoContext(ctx, "notification already sent", "deal_id", dc.DealID, "status", status)
 		return sdk.NoReply(), nil
 	}
 	// The stub gateway: a real one would send here (through its own outbox).

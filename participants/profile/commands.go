@@ -15,25 +15,30 @@ import (
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
 
-// RegisterHandlers registers APPROVE_ORDER on p.
+// RegisterHandlers registers APPROVE_ORDER and its compensation
+// REVERT_ORDER on p.
 func (s *Service) RegisterHandlers(p *sdk.Participant) {
 	sdk.Handle(p, CommandApproveOrder, s.handleApproveOrder)
+	sdk.Handle(p, CommandRevertOrder, s.handleRevertOrder)
 }
 
-// decision is a stored order decision.
+// decision is a stored order decision and whether the deal's order was
+// reverted since (or before it was decided: Status is then "").
 type decision struct {
-	Status string `db:"status"`
-	Reason string `db:"reason"`
+	Status   string `db:"status"`
+	Reason   string `db:"reason"`
+	Reversed bool   `db:"-"`
 }
 
 // orderView is what deciding an order reads in one statement: the
-// portfolio (locked on PostgreSQL), its positions and the decision already
-// taken on the deal, if any.
+// portfolio (locked on PostgreSQL), its positions, the decision already
+// taken on the deal, if any, and whether its order was reverted.
 type orderView struct {
 	Portfolio
 	PositionsJSON sql.NullString `db:"positions_json"`
 	PrevStatus    sql.NullString `db:"prev_status"`
 	PrevReason    sql.NullString `db:"prev_reason"`
+	Reversed      sql.NullString `db:"reversed"`
 }
 
 func (s *Service) handleApproveOrder(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[dealctx.Envelope]) (sdk.Result, error) {
@@ -50,8 +55,17 @@ func (s *Service) handleApproveOrder(ctx context.Context, tx *sqlx.Tx, cmd sdk.C
 	if err != nil {
 		return sdk.Result{}, fmt.Errorf("%s: deal %s: %w", cmd.Name, dc.DealID, err)
 	}
+	// The deal's order was reverted (its saga failed): it is never applied
+	// again, whatever came before. The SDK's barrier refuses this very
+	// command if its compensation came first; this covers the same deal
+	// under another command id.
+	if prev != nil && prev.Reversed {
+		reason := fmt.Sprintf("the order of deal %s was reverted (REVERT_ORDER: its saga failed); it is not applied again", dc.DealID)
+		s.log.InfoContext(ctx, "order not decided: reverted before", "deal_id", dc.DealID, "saga_id", cmd.SagaID)
+		return s.answer(dc, dealctx.StatusRejected, reason), nil
+	}
 	// A deal is decided once; the same decision is repeated if asked again.
-	if prev != nil {
+	if prev != nil && prev.Status != "" {
 		return s.answer(dc, prev.Status, prev.Reason), nil
 	}
 	var status, reason string
@@ -63,12 +77,14 @@ func (s *Service) handleApproveOrder(ctx context.Context, tx *sqlx.Tx, cmd sdk.C
 	}
 	if status == dealctx.StatusApproved {
 		pf.UpdatedAt = s.now().UTC()
-		if err := s.apply(ctx, tx, key, pf, held); err != nil {
+		if err := s.apply(ctx, tx, key, cmd.SagaID, pf, held); err != nil {
 			return sdk.Result{}, fmt.Errorf("%s: deal %s: %w", cmd.Name, dc.DealID, err)
 		}
 	} else {
-		const q = `INSERT INTO order_decisions (deal_id, portfolio_id, status, reason, decided_at) VALUES (?, ?, ?, ?, ?)`
-		if _, err := s.sql.Exec(ctx, tx, q, dc.DealID, key.PortfolioID, status, reason, s.now().UTC()); err != nil {
+		const q = `INSERT INTO order_decisions (deal_id, portfolio_id, status, reason, decided_at, saga_id, side, instrument, quantity, amount)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+		if _, err := s.sql.Exec(ctx, tx, q, dc.DealID, key.PortfolioID, status, reason, s.now().UTC(),
+			cmd.SagaID, dc.Side, dc.Instrument, dc.Quantity, dc.Amount); err != nil {
 			return sdk.Result{}, fmt.Errorf("%s: record the decision on deal %s: %w", cmd.Name, dc.DealID, err)
 		}
 	}
@@ -76,41 +92,39 @@ func (s *Service) handleApproveOrder(ctx context.Context, tx *sqlx.Tx, cmd sdk.C
 	return s.answer(dc, status, reason), nil
 }
 
-// loadOrder reads the deal's portfolio with its positions, and the
-// decision already taken on the deal (prev, nil if none): one statement on
-// SQLite (whose write transactions exclude each other); on PostgreSQL the
-// portfolio row is locked first, then positions and decision are read by a
+// loadOrder reads the deal's portfolio with its positions, the decision
+// already taken on the deal and whether its order was reverted (prev, nil
+// if neither; Status "" if only reverted): one statement on SQLite (whose
+// write transactions exclude each other); on PostgreSQL the portfolio row
+// is locked first, then positions, decision and reversal are read by a
 // second statement, whose snapshot sees what the previous holder of the
 // lock committed (in one statement they would be read as of before the
-// wait: a lost update). found is false if the portfolio does not exist;
-// the previous decision is then read on its own.
+// wait: a lost update, or an approval after its reversal). found is false
+// if the portfolio does not exist; decision and reversal are then read on
+// their own.
 func (s *Service) loadOrder(ctx context.Context, tx *sqlx.Tx, dc dealctx.DealContext) (pf Portfolio, prev *decision, found bool, err error) {
 	var v orderView
 	if s.dialect == service.Postgres {
 		err = s.sql.Get(ctx, tx, &v.Portfolio, s.lockPortfolioSQL, dc.PortfolioID)
 		if err == nil {
-			err = s.sql.Get(ctx, tx, &v, s.loadOrderSQL, dc.DealID, dc.DealID, dc.PortfolioID)
+			err = s.sql.Get(ctx, tx, &v, s.loadOrderSQL, dc.DealID, dc.DealID, dc.DealID, dc.PortfolioID)
 		}
 	} else {
-		err = s.sql.Get(ctx, tx, &v, s.loadOrderSQL, dc.DealID, dc.DealID, dc.PortfolioID)
+		err = s.sql.Get(ctx, tx, &v, s.loadOrderSQL, dc.DealID, dc.DealID, dc.DealID, dc.PortfolioID)
 	}
 	if errors.Is(err, sql.ErrNoRows) {
-		var d decision
-		err := s.sql.Get(ctx, tx, &d, `SELECT status, reason FROM order_decisions WHERE deal_id = ?`, dc.DealID)
-		switch {
-		case err == nil:
-			return Portfolio{}, &d, false, nil
-		case errors.Is(err, sql.ErrNoRows):
-			return Portfolio{}, nil, false, nil
+		const q = `SELECT (SELECT status FROM order_decisions WHERE deal_id = ?) AS prev_status,
+			(SELECT reason FROM order_decisions WHERE deal_id = ?) AS prev_reason,
+			(SELECT outcome FROM order_reversals WHERE deal_id = ?) AS reversed`
+		if err := s.sql.Get(ctx, tx, &v, q, dc.DealID, dc.DealID, dc.DealID); err != nil {
+			return Portfolio{}, nil, false, fmt.Errorf("read the decision on the deal: %w", err)
 		}
-		return Portfolio{}, nil, false, fmt.Errorf("read the decision on the deal: %w", err)
+		return Portfolio{}, v.previous(), false, nil
 	}
 	if err != nil {
 		return Portfolio{}, nil, false, fmt.Errorf("read portfolio %s: %w", dc.PortfolioID, err)
 	}
-	if v.PrevStatus.Valid {
-		prev = &decision{Status: v.PrevStatus.String, Reason: v.PrevReason.String}
-	}
+	prev = v.previous()
 	pf = v.Portfolio
 	pf.normalize()
 	if v.PositionsJSON.Valid && v.PositionsJSON.String != "" {
@@ -121,17 +135,28 @@ func (s *Service) loadOrder(ctx context.Context, tx *sqlx.Tx, dc dealctx.DealCon
 	return pf, prev, true, nil
 }
 
-// orderViewSQL is loadOrder's reading statement (arguments: deal id twice,
-// portfolio id): on PostgreSQL positions and decision only (the portfolio
-// is read by the locking statement before it), on SQLite the portfolio too.
+// previous is the decision and reversal v read, nil if neither.
+func (v *orderView) previous() *decision {
+	if !v.PrevStatus.Valid && !v.Reversed.Valid {
+		return nil
+	}
+	return &decision{Status: v.PrevStatus.String, Reason: v.PrevReason.String, Reversed: v.Reversed.Valid}
+}
+
+// orderViewSQL is loadOrder's reading statement (arguments: deal id three
+// times, portfolio id): on PostgreSQL positions, decision and reversal only
+// (the portfolio is read by the locking statement before it), on SQLite
+// the portfolio too.
 func orderViewSQL(postgres bool) string {
 	const sub = `(SELECT json_group_object(instrument, quantity) FROM positions WHERE portfolio_id = p.id) AS positions_json,
 		(SELECT status FROM order_decisions WHERE deal_id = ?) AS prev_status,
-		(SELECT reason FROM order_decisions WHERE deal_id = ?) AS prev_reason`
+		(SELECT reason FROM order_decisions WHERE deal_id = ?) AS prev_reason,
+		(SELECT outcome FROM order_reversals WHERE deal_id = ?) AS reversed`
 	if postgres {
 		return `SELECT (SELECT json_object_agg(instrument, quantity)::text FROM positions WHERE portfolio_id = p.id) AS positions_json,
 		(SELECT status FROM order_decisions WHERE deal_id = ?) AS prev_status,
-		(SELECT reason FROM order_decisions WHERE deal_id = ?) AS prev_reason
+		(SELECT reason FROM order_decisions WHERE deal_id = ?) AS prev_reason,
+		(SELECT outcome FROM order_reversals WHERE deal_id = ?) AS reversed
 		FROM (SELECT CAST(? AS text) AS id) AS p`
 	}
 	return `SELECT p.seq, p.id, p.user_id, p.name, p.currency, p.cash, p.created_at, p.updated_at, ` + sub + `
@@ -188,10 +213,11 @@ func decide(pf *Portfolio, dc dealctx.DealContext) (status, reason string, held 
 	return dealctx.StatusApproved, "", held
 }
 
-// apply writes an approved deal: the portfolio's cash, the position, today's
-// snapshot and the decision. On PostgreSQL that is one statement (one round
-// trip); SQLite runs them one by one, in process.
-func (s *Service) apply(ctx context.Context, tx *sqlx.Tx, dc dealctx.DealContext, pf Portfolio, held decimal.Decimal) error {
+// apply writes an approved deal of saga sagaID: the portfolio's cash, the
+// position, today's snapshot and the decision (with what it moved, for a
+// reversal). On PostgreSQL that is one statement (one round trip); SQLite
+// runs them one by one, in process.
+func (s *Service) apply(ctx context.Context, tx *sqlx.Tx, dc dealctx.DealContext, sagaID string, pf Portfolio, held decimal.Decimal) error {
 	now := s.now().UTC()
 	snap, err := snapshotJSON(pf)
 	if err != nil {
@@ -207,9 +233,10 @@ func (s *Service) apply(ctx context.Context, tx *sqlx.Tx, dc dealctx.DealContext
 			pos AS (` + position + `),
 			snap AS (INSERT INTO snapshots (portfolio_id, day, cash, positions, taken_at) VALUES ($3, $6, $1, $7, $2)
 				ON CONFLICT (portfolio_id, day) DO UPDATE SET cash = excluded.cash, positions = excluded.positions, taken_at = excluded.taken_at)
-			INSERT INTO order_decisions (deal_id, portfolio_id, status, reason, decided_at) VALUES ($8, $3, $9, '', $2)`
+			INSERT INTO order_decisions (deal_id, portfolio_id, status, reason, decided_at, saga_id, side, instrument, quantity, amount)
+				VALUES ($8, $3, $9, '', $2, $10, $11, $4, $12, $13)`
 		if _, err := s.sql.Exec(ctx, tx, q, pf.Cash, pf.UpdatedAt, pf.ID, dc.Instrument, held,
-			now.Format(DateLayout), snap, dc.DealID, dealctx.StatusApproved); err != nil {
+			now.Format(DateLayout), snap, dc.DealID, dealctx.StatusApproved, sagaID, dc.Side, dc.Quantity, dc.Amount); err != nil {
 			return fmt.Errorf("apply the deal to portfolio %s: %w", pf.ID, err)
 		}
 		return nil
@@ -224,8 +251,10 @@ func (s *Service) apply(ctx context.Context, tx *sqlx.Tx, dc dealctx.DealContext
 	if err := s.upsertSnapshot(ctx, tx, pf); err != nil {
 		return err
 	}
-	const qd = `INSERT INTO order_decisions (deal_id, portfolio_id, status, reason, decided_at) VALUES (?, ?, ?, ?, ?)`
-	if _, err := s.sql.Exec(ctx, tx, qd, dc.DealID, dc.PortfolioID, dealctx.StatusApproved, "", now); err != nil {
+	const qd = `INSERT INTO order_decisions (deal_id, portfolio_id, status, reason, decided_at, saga_id, side, instrument, quantity, amount)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	if _, err := s.sql.Exec(ctx, tx, qd, dc.DealID, dc.PortfolioID, dealctx.StatusApproved, "", now,
+		sagaID, dc.Side, dc.Instrument, dc.Quantity, dc.Amount); err != nil {
 		return fmt.Errorf("record the decision: %w", err)
 	}
 	return nil

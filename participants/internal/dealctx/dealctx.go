@@ -21,6 +21,7 @@ const (
 	StatusApproved = "approved" // profile approved the order (ORDER_APPROVED)
 	StatusRejected = "rejected" // profile rejected it (ORDER_REJECTED), or deals marked the deal rejected
 	StatusExecuted = "executed" // deals executed the deal (DEAL_UPDATED)
+	StatusFailed   = "failed"   // the saga failed and deals marked the deal failed (DEAL_FAILED); Reason says why
 )
 
 // Limits of decimal inputs.
@@ -48,17 +49,39 @@ type DealContext struct {
 	Amount   decimal.Decimal `json:"amount"`
 	Currency string          `json:"currency"`
 	// Status is set by profile (approved/rejected) and then deals
-	// (executed/rejected); absent on REGISTER.
+	// (executed/rejected, or failed when the saga failed); absent on
+	// REGISTER.
 	Status string `json:"status,omitempty"`
-	// Reason explains a rejection.
+	// Reason explains a rejection or a failure.
 	Reason string `json:"reason,omitempty"`
 }
 
 // Envelope is the payload of the saga's commands and events: the saga
-// context, of which only deal_context matters here. Other keys of the saga
-// context are ignored on decoding.
+// context, of which only deal_context and order_reversal matter here.
+// Other keys of the saga context are ignored on decoding.
 type Envelope struct {
 	DealContext *DealContext `json:"deal_context"`
+	// OrderReversal is what profile's REVERT_ORDER did (the payload of
+	// ORDER_REVERTED); absent until the saga failed and profile answered.
+	OrderReversal *Reversal `json:"order_reversal,omitempty"`
+}
+
+// Reversal is the saga context's order_reversal: profile's answer to
+// REVERT_ORDER, the compensation of APPROVE_ORDER.
+type Reversal struct {
+	DealID string `json:"deal_id"`
+	// Reverted is true when the approval's effect (cash, position) was
+	// undone; false when there was none to undo (the order was rejected,
+	// or never decided and now never will be).
+	Reverted bool `json:"reverted"`
+	// Reason says, for people, what was undone or why nothing was.
+	Reason string `json:"reason"`
+}
+
+// ReversalEnvelope is the payload of ORDER_REVERTED: order_reversal only,
+// so that the saga-machine's merge leaves deal_context as it was.
+type ReversalEnvelope struct {
+	OrderReversal Reversal `json:"order_reversal"`
 }
 
 // Wrap returns the event payload carrying dc.
