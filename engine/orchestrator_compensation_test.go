@@ -439,7 +439,7 @@ func TestCommandExpiredRaisesExhaustedAtOnce(t *testing.T) {
 		t.Fatalf("dead letters = %+v, want one wrong-participant", dls)
 	}
 	expired := ev("COMPENSATED_ORDER", id, EventCommandExpired, "profile", approve.ID)
-	expired.Reason = "deadline passed"
+	expired.Reason = "deadline passed " + strings.Repeat("é", 100_000) // a hostile reason is cut
 	h.handle(t, expired)
 	in := h.inst(t, id)
 	if in.State != "FAILED" {
@@ -455,8 +455,8 @@ func TestCommandExpiredRaisesExhaustedAtOnce(t *testing.T) {
 	if got, want := kinds(hist), "event:REGISTER refused:COMMAND_EXPIRED expired:COMMAND_EXPIRED timer:PROFILE_UNAVAILABLE compensation:"; got != want {
 		t.Errorf("timeline = %s, want %s", got, want)
 	}
-	if !strings.Contains(hist[2].Reason, "deadline passed") || !strings.Contains(hist[2].Reason, "PROFILE_UNAVAILABLE") {
-		t.Errorf("expired entry reason = %q", hist[2].Reason)
+	if !strings.Contains(hist[2].Reason, "deadline passed") || !strings.Contains(hist[2].Reason, "PROFILE_UNAVAILABLE") || len(hist[2].Reason) > 1000 {
+		t.Errorf("expired entry reason (%d bytes) = %.200q", len(hist[2].Reason), hist[2].Reason)
 	}
 	fail := h.last(t, "FAIL_DEAL")
 	h.handle(t, ev("COMPENSATED_ORDER", id, "DEAL_FAILED", "deals", fail.ID))
@@ -489,6 +489,16 @@ func TestLateApprovalAfterFailure(t *testing.T) {
 	if in.State != "FAILED" || in.Status != StatusCompensating || undoStatuses(in) != "FAIL_DEAL=replied REVERT_ORDER=compensating" {
 		t.Fatalf("after PROFILE_UNAVAILABLE: %s %s %s", in.State, in.Status, undoStatuses(in))
 	}
+	// A forged approval (deals claiming profile's answer) is refused as
+	// before and changes nothing.
+	before := h.inst(t, id)
+	h.handle(t, ev("COMPENSATED_ORDER", id, "ORDER_APPROVED", "deals", approve.ID))
+	if after := h.inst(t, id); after.Rev != before.Rev || undoStatuses(after) != undoStatuses(before) {
+		t.Fatalf("a forged approval changed the saga: %s", undoStatuses(after))
+	}
+	if dls := h.deadLetters(t); len(dls) != 1 || dls[0].Code != CodeFinished {
+		t.Fatalf("dead letters = %+v, want the forged approval refused", dls)
+	}
 	// The approval arrives while REVERT_ORDER is under way.
 	h.handle(t, ev("COMPENSATED_ORDER", id, "ORDER_APPROVED", "profile", approve.ID))
 	hist := h.history(t, id)
@@ -496,8 +506,8 @@ func TestLateApprovalAfterFailure(t *testing.T) {
 	if late.Kind != EntryLate || late.Event != "ORDER_APPROVED" || !strings.Contains(late.Reason, "under way") {
 		t.Errorf("late entry = %+v", late)
 	}
-	if dls := h.deadLetters(t); len(dls) != 0 {
-		t.Fatalf("dead letters = %+v, want none", dls)
+	if dls := h.deadLetters(t); len(dls) != 1 {
+		t.Fatalf("dead letters = %+v, want only the forged one", dls)
 	}
 	revert := h.last(t, "REVERT_ORDER")
 	h.handle(t, ev("COMPENSATED_ORDER", id, "ORDER_REVERTED", "profile", revert.ID))
@@ -511,13 +521,13 @@ func TestLateApprovalAfterFailure(t *testing.T) {
 	if in := h.inst(t, id); in.Status != StatusFailed {
 		t.Errorf("status = %s", in.Status)
 	}
-	if dls := h.deadLetters(t); len(dls) != 0 {
-		t.Errorf("dead letters = %+v, want none", dls)
+	if dls := h.deadLetters(t); len(dls) != 1 {
+		t.Errorf("dead letters = %+v, want only the forged one", dls)
 	}
 	// An answer to a command without compensation keeps today's refusal.
 	h.handle(t, ev("COMPENSATED_ORDER", id, "DEAL_UPDATED", "deals", uuid.NewString()))
-	if dls := h.deadLetters(t); len(dls) != 1 || dls[0].Code != CodeFinished {
-		t.Errorf("dead letters = %+v, want one finished", dls)
+	if dls := h.deadLetters(t); len(dls) != 2 || dls[0].Code != CodeFinished {
+		t.Errorf("dead letters = %+v, want a second finished", dls)
 	}
 }
 
