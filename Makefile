@@ -1,8 +1,8 @@
 # saga-machine: build, test and run. `make help` lists the targets.
 #
 # make test starts the real services first (scripts/up.sh: PostgreSQL on
-# 127.0.0.1:55432, Apache Kafka on 127.0.0.1:59092) and leaves them running;
-# `make down` stops them.
+# 127.0.0.1:55432, Apache Kafka on 127.0.0.1:59092 with SASL/SCRAM and ACLs)
+# and leaves them running; `make down` stops them.
 
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
@@ -19,6 +19,9 @@ FUZZ_SKIP_NOTE ?= fuzz smoke skipped: no FuzzParse in engine/definition
 # Addresses of the services started by scripts/up.sh (also internal/testenv's defaults).
 export SAGA_TEST_POSTGRES_URL  ?= postgres://postgres@127.0.0.1:55432/postgres?sslmode=disable
 export SAGA_TEST_KAFKA_BROKERS ?= 127.0.0.1:59092
+# The test broker's super user (SASL/SCRAM-SHA-512; loopback-only test values).
+export SAGA_TEST_KAFKA_USER ?= admin
+export SAGA_TEST_KAFKA_PASSWORD ?= saga-test-admin
 # go test -race needs cgo.
 export CGO_ENABLED := 1
 

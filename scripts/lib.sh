@@ -42,8 +42,6 @@ KAFKA_USERS_DIR="$KAFKA_DIR/users" # one file per SCRAM user: its password (mode
 # The passwords are fixed, well-known test values for a broker that listens
 # on loopback only (internal/testenv uses the same defaults); override them
 # with the variables below. Never reuse them anywhere else.
-# TRANSITIONAL: 1 turns authentication on (the default once every test passes with it).
-KAFKA_AUTH="${SAGA_KAFKA_AUTH:-0}"
 KAFKA_AUTH_VERSION=scram-acl-v1 # written into server.properties; a broker without it is upgraded
 KAFKA_ADMIN_USER="${SAGA_TEST_KAFKA_USER:-admin}"
 KAFKA_ADMIN_PASSWORD="${SAGA_TEST_KAFKA_PASSWORD:-saga-test-admin}"

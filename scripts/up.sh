@@ -175,46 +175,8 @@ fetch_kafka() {
 	touch "$KAFKA_LIBS/.complete"
 }
 
-# TRANSITIONAL (removed when make up switches to authentication): the
-# unauthenticated broker of earlier checkouts.
-write_kafka_conf_plaintext() {
-	cat >"$KAFKA_CONF" <<EOF
-# Written by scripts/up.sh: single-node Kafka (KRaft) for saga-machine tests.
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs=$KAFKA_LOG_DIRS
-num.partitions=4
-default.replication.factor=1
-min.insync.replicas=1
-auto.create.topics.enable=true
-delete.topic.enable=true
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=10
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=4
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
-num.network.threads=2
-num.io.threads=4
-log.retention.hours=24
-log.segment.bytes=67108864
-EOF
-}
-
 write_kafka_conf() {
 	mkdir -p "$KAFKA_LOG_DIRS"
-	if [[ "$KAFKA_AUTH" != 1 ]]; then
-		write_kafka_conf_plaintext
-		return 0
-	fi
 	local admin="username=\"$KAFKA_ADMIN_USER\" password=\"$KAFKA_ADMIN_PASSWORD\""
 	(
 		umask 077
@@ -292,7 +254,7 @@ EOF
 # wipes its test data, so that start_kafka formats it with the admin's
 # SCRAM credentials and starts it with authentication and ACLs.
 upgrade_kafka() {
-	[[ "$KAFKA_AUTH" == 1 && -f "$KAFKA_CONF" ]] || return 0
+	[[ -f "$KAFKA_CONF" ]] || return 0
 	kafka_conf_current && return 0
 	local pid i
 	if pid="$(kafka_pid)"; then
@@ -334,9 +296,8 @@ start_kafka() {
 		id="$("$java" -cp "$cp" "${jvm[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)"
 		[[ -n "$id" ]] || die "kafka.tools.StorageTool random-uuid printed nothing"
 		log "formatting Kafka storage in $KAFKA_LOG_DIRS (cluster id $id)"
-		local scram=()
-		[[ "$KAFKA_AUTH" == 1 ]] && scram=(--add-scram "SCRAM-SHA-512=[name=$KAFKA_ADMIN_USER,password=$KAFKA_ADMIN_PASSWORD]")
-		"$java" -cp "$cp" "${jvm[@]}" kafka.tools.StorageTool format -t "$id" -c "$KAFKA_CONF" "${scram[@]}" \
+		"$java" -cp "$cp" "${jvm[@]}" kafka.tools.StorageTool format -t "$id" -c "$KAFKA_CONF" \
+			--add-scram "SCRAM-SHA-512=[name=$KAFKA_ADMIN_USER,password=$KAFKA_ADMIN_PASSWORD]" \
 			>"$KAFKA_DIR/format.log" 2>&1 ||
 			{ cat "$KAFKA_DIR/format.log" >&2; die "kafka.tools.StorageTool format failed"; }
 	fi
@@ -368,8 +329,7 @@ probe_kafka() {
 	# A metadata request must succeed; after a fresh start also a full
 	# produce/consume round trip through a consumer group, which makes the
 	# broker create __consumer_offsets before the first test needs it.
-	local args=(-brokers "$KAFKA_BROKERS" -timeout 90s)
-	[[ "$KAFKA_AUTH" == 1 ]] && args+=(-user "$KAFKA_ADMIN_USER")
+	local args=(-brokers "$KAFKA_BROKERS" -timeout 90s -user "$KAFKA_ADMIN_USER")
 	[[ "${KAFKA_STARTED:-0}" == 1 ]] && args+=(-roundtrip)
 	log "probing Kafka (${args[*]})"
 	(cd "$REPO_ROOT" && SAGA_KAFKA_PASSWORD="$KAFKA_ADMIN_PASSWORD" go run ./scripts/kafkaprobe "${args[@]}") || {
@@ -382,7 +342,15 @@ probe_kafka() {
 # kafka-setup) with the admin's credentials: the shipped definitions'
 # topics, the principals' SCRAM credentials and exactly their ACLs.
 setup_kafka() {
-	local u
+	local u stamp
+	# Skip when this broker already got the setup for these definitions and
+	# passwords (a fresh broker has no stamp).
+	stamp="$( (cat "$REPO_ROOT"/sagas/*.yaml; printf '%s\n' "$KAFKA_PORT" "${KAFKA_PRINCIPALS[@]}"
+		for u in "${KAFKA_PRINCIPALS[@]}"; do principal_password "$u"; done) | sha256sum | cut -d' ' -f1)"
+	if [[ "${KAFKA_STARTED:-0}" != 1 && -f "$KAFKA_DIR/setup.stamp" && "$(cat "$KAFKA_DIR/setup.stamp")" == "$stamp" ]]; then
+		log "Kafka topics, users and ACLs already set up for these definitions"
+		return 0
+	fi
 	mkdir -p "$KAFKA_USERS_DIR"
 	chmod 700 "$KAFKA_USERS_DIR"
 	for u in "${KAFKA_PRINCIPALS[@]}"; do
@@ -392,6 +360,7 @@ setup_kafka() {
 	(cd "$REPO_ROOT" && SAGA_KAFKA_PASSWORD="$KAFKA_ADMIN_PASSWORD" go run ./cmd/saga-machine kafka-setup \
 		--brokers "$KAFKA_BROKERS" --kafka-user "$KAFKA_ADMIN_USER" --users-dir "$KAFKA_USERS_DIR") ||
 		die "saga-machine kafka-setup failed against $KAFKA_BROKERS"
+	printf '%s\n' "$stamp" >"$KAFKA_DIR/setup.stamp"
 }
 
 # ---------------------------------------------------------------- Chromium
@@ -418,8 +387,6 @@ fi
 if [[ "$services" == *" kafka "* ]]; then
 	start_kafka
 	probe_kafka
-	if [[ "$KAFKA_AUTH" == 1 ]]; then
-		setup_kafka
-	fi
+	setup_kafka
 fi
 print_info
