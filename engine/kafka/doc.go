@@ -14,7 +14,18 @@
 //     processes the same records; the caller commits only after its database
 //     transaction committed (at-least-once delivery, duplicates dropped by the
 //     caller's inbox).
-//   - [EnsureTopics] creates topics idempotently, [Ping] checks readiness.
+//   - [EnsureTopics] creates topics idempotently (and accepts a principal
+//     without CREATE when the topics exist), [Ping] checks readiness.
+//   - [Config.SASL] authenticates with SASL/SCRAM-SHA-512 (or SHA-256,
+//     PLAIN); the password is never printed or logged.
+//   - [Config.InstanceID] makes a consumer a static group member: a process
+//     restarted with the same id gets its partitions back at once;
+//     [Consumer.Close] still leaves the group, so a graceful stop hands
+//     them over at once too.
+//   - [Policy] is the access policy of the saga bus (saga-machine writes
+//     commands and reads events; each participant reads its command topic
+//     and writes only its own event topic) and [ApplySetup] makes it true
+//     on a cluster: topics, SCRAM users, exactly its ACLs.
 //
 // Headers are plain strings: the W3C trace context travels as the
 // "traceparent" header without any tracing library.
