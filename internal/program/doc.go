@@ -3,5 +3,7 @@
 // error on stderr. It also holds what every HTTP server of the repository
 // shares: NewServer (timeouts and header limit) and LoopbackHostOnly (the
 // DNS-rebinding guard of servers that run without a production identity
-// provider).
+// provider), the Kafka client flags every command takes (RegisterKafkaFlags:
+// SASL credentials, static membership) and the refusal of secrets left at
+// the manifests' placeholder CHANGE_ME (RefusePlaceholders).
 package program
