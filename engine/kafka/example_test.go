@@ -57,3 +57,36 @@ func Example() {
 	}
 	// Output: saga-42 {"name":"APPROVE_DEAL"} 00
 }
+
+// ExamplePolicy_ACLs lists the ACLs ApplySetup makes for a saga bus with
+// one participant: saga-machine writes its commands and reads its events,
+// the participant reads its commands and writes only its own event topic.
+func ExamplePolicy_ACLs() {
+	pol := kafka.Policy{Participants: []kafka.ParticipantAccess{
+		{Name: "profile", CommandTopic: "PROFILE_TOPIC", EventTopic: "SAGA_SERVER_TOPIC_PROFILE"},
+	}}
+	acls, err := pol.ACLs()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, a := range acls {
+		fmt.Println(a)
+	}
+	// Output:
+	// User:profile READ GROUP:profile
+	// User:profile READ TOPIC:PROFILE_TOPIC
+	// User:profile WRITE TOPIC:SAGA_SERVER_TOPIC_PROFILE
+	// User:saga-machine READ GROUP:saga-machine
+	// User:saga-machine READ TOPIC:SAGA_SERVER_TOPIC_PROFILE
+	// User:saga-machine WRITE TOPIC:PROFILE_TOPIC
+}
+
+// ExampleSASL shows that a configuration with credentials prints without
+// its password.
+func ExampleSASL() {
+	cfg := kafka.Config{Brokers: []string{"kafka:9092"}, SASL: kafka.SASL{User: "deals", Password: "s3cret"}}
+	fmt.Println(cfg.SASL, cfg.Validate())
+	// Output:
+	// SCRAM-SHA-512 user=deals password=<redacted> <nil>
+}
