@@ -121,7 +121,7 @@ func (s *Service) handleRevertOrder(ctx context.Context, tx *sqlx.Tx, cmd sdk.Co
 			break
 		}
 		if !found || pf.UserID != dc.UserID {
-			return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: deal %s was approved on portfolio %s, which is no longer user %s's: "+
+			return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: deal %s was approved on portfolio %s, which does not exist or is not user %s's: "+
 				"it cannot be reverted automatically", cmd.Name, dc.DealID, pid, dc.UserID))
 		}
 		if rev, err = s.revertApproval(ctx, tx, &pf, undoOf(d, dc)); err != nil {

@@ -19,24 +19,48 @@ import (
 // could not be made durable.
 func Dispatch(tb testing.TB, p *sdk.Participant, command, sagaID string, payload any) sdk.Outcome {
 	tb.Helper()
+	return DispatchMessage(tb, p, Command(tb, p, command, sagaID, payload))
+}
+
+// Command builds, without sending it, the envelope Dispatch sends: a
+// MANUAL_CREATE_ORDER command to p with a fresh id. Set its Compensates
+// (a compensation), Deadline or ID, then send it with DispatchMessage, as
+// often as you like (the same id each time: a redelivery or a re-send).
+func Command(tb testing.TB, p *sdk.Participant, command, sagaID string, payload any) engine.Message {
+	tb.Helper()
 	raw, err := json.Marshal(payload)
 	if err != nil {
 		tb.Fatalf("encode %s payload: %v", command, err)
 	}
-	msg := engine.Message{
-		V: engine.EnvelopeVersion, ID: uuid.NewString(), SagaID: sagaID, Saga: "MANUAL_CREATE_ORDER", SagaVersion: 1,
+	return engine.Message{
+		V: engine.EnvelopeVersion, ID: uuid.NewString(), SagaID: sagaID, Saga: "MANUAL_CREATE_ORDER", SagaVersion: 2,
 		Kind: engine.KindCommand, Name: command, Participant: p.Name(), OccurredAt: time.Now().UTC(), Attempt: 1, Payload: raw,
 	}
+}
+
+// Compensation builds the compensation command `command` of forward (a
+// message from Command, sent or not): same saga, a fresh id, Compensates
+// set to forward's id.
+func Compensation(tb testing.TB, p *sdk.Participant, command string, forward engine.Message, payload any) engine.Message {
+	tb.Helper()
+	msg := Command(tb, p, command, forward.SagaID, payload)
+	msg.Compensates = forward.ID
+	return msg
+}
+
+// DispatchMessage sends msg to p as Dispatch does.
+func DispatchMessage(tb testing.TB, p *sdk.Participant, msg engine.Message) sdk.Outcome {
+	tb.Helper()
 	body, err := json.Marshal(msg)
 	if err != nil {
-		tb.Fatalf("encode %s: %v", command, err)
+		tb.Fatalf("encode %s: %v", msg.Name, err)
 	}
 	out, err := p.Dispatch(context.Background(), kafka.Record{
-		Topic: p.Config().CommandTopic, Key: sagaID, Value: body,
+		Topic: p.Config().CommandTopic, Key: msg.SagaID, Value: body,
 		Headers: map[string]string{engine.HeaderKind: string(engine.KindCommand)},
 	})
 	if err != nil {
-		tb.Fatalf("dispatch %s: %v", command, err)
+		tb.Fatalf("dispatch %s: %v", msg.Name, err)
 	}
 	return out
 }
