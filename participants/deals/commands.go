@@ -149,7 +149,7 @@ func (s *Service) handleFail(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[d
 // time: profile (no decision), or deals (after the decision).
 func failureReason(dc dealctx.DealContext) string {
 	switch dc.Status {
-	case "":
+	case "", StatusDraft:
 		return "the order could not be confirmed against your portfolio in time"
 	case dealctx.StatusApproved:
 		return "the approved order could not be executed in time"
