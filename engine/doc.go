@@ -2,7 +2,9 @@
 // definition (built on looplab/fsm, which stays hidden here), the message
 // envelope exchanged with participants, saga instances and their history, the
 // error type with stable codes, and the orchestrator that applies events to
-// instances.
+// instances, puts a deadline on every command it sends (CommandDeadline) and
+// compensates what a failed saga did, newest first (UndoEntry, Plan,
+// Orchestrator.RetryCompensation and ResolveCompensation for operators).
 //
 // The package imports no database and no broker: storage and transport are
 // small interfaces declared here and implemented in sub-packages
