@@ -3,6 +3,8 @@ package engine
 import (
 	"encoding/json"
 	"time"
+
+	"github.com/portfolio-counselor/sagamachine/engine/definition"
 )
 
 // EnvelopeVersion is the version of the message envelope this code writes.
@@ -68,7 +70,7 @@ type Message struct {
 // that reached it after its Deadline: the handler did not run and the
 // command had no effect. Its CausationID is the expired command's id. No
 // definition may use this name for an event of its own.
-const EventCommandExpired = "COMMAND_EXPIRED"
+const EventCommandExpired = definition.CommandExpired
 
 // Kafka header names used beside the envelope.
 const (

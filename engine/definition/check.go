@@ -22,6 +22,7 @@ func (p *parser) check(def *Definition) {
 	}
 
 	p.checkParticipants(def)
+	p.checkReservedEvents(def)
 	p.checkCompensations(def, terminal)
 	p.checkStarts(def)
 	p.checkDeterminism(def)
@@ -436,4 +437,29 @@ func sameRetry(a, b *Retry) bool {
 		return a == b
 	}
 	return a.Attempts == b.Attempts && a.Backoff == b.Backoff && a.MaxBackoff == b.MaxBackoff
+}
+
+// checkReservedEvents refuses definitions that name one of their own events
+// CommandExpired: saga-machine always reads that event as a participant's
+// "this command had no effect" answer, whatever the definition says.
+func (p *parser) checkReservedEvents(def *Definition) {
+	reserved := func(n Name, what string) {
+		if n.Value == CommandExpired {
+			p.add(n.Pos, ruleReservedEvent, "%s %s is reserved: participants answer a command that arrived after its deadline with it (no effect); give this event another name", what, n.Value)
+		}
+	}
+	for _, name := range sortedStateNames(def) {
+		if st := def.States[name]; st.Timeout != nil {
+			reserved(st.Timeout.Event, "timeout event")
+		}
+	}
+	for _, t := range def.Transitions {
+		reserved(t.On, "event")
+		if t.Send != nil && t.Send.Retry != nil {
+			reserved(t.Send.Retry.Exhausted, "exhausted event")
+		}
+		for _, c := range t.compensations() {
+			reserved(c.Done, "done event")
+		}
+	}
 }

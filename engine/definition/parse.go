@@ -99,6 +99,7 @@ const (
 	ruleCompensateNoFailed   = "compensate-without-failed"
 	ruleDoneIsEvent          = "done-is-event"
 	ruleDoneReused           = "done-reused"
+	ruleReservedEvent        = "reserved-event"
 	ruleNoStart              = "no-start"
 	ruleEngineStart          = "engine-start"
 	ruleNondeterministic     = "nondeterministic"

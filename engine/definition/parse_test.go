@@ -101,7 +101,7 @@ func TestEveryRuleHasABadFile(t *testing.T) {
 		"retry-to-terminal", "send-to-api", "api-not-start", "api-without-roles", "roles-without-api",
 		"alias-cycle", "alias-too-big", "too-many-keys", "too-many-problems",
 		"compensate-exhausted", "compensate-to-reserved", "compensate-by-reserved", "compensate-same-command",
-		"compensate-never-runs", "compensate-without-failed", "done-is-event", "done-reused",
+		"compensate-never-runs", "compensate-without-failed", "done-is-event", "done-reused", "reserved-event",
 	} {
 		if !seen[rule] {
 			t.Errorf("rule %s: no file in testdata/bad breaks it", rule)

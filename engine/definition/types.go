@@ -6,6 +6,11 @@ import "time"
 // raises itself: state timeouts and exhausted command retries.
 const Engine = "engine"
 
+// CommandExpired is the reserved event name of a participant's answer to a
+// command that reached it after its deadline: the command had no effect.
+// No definition may use it for an event of its own.
+const CommandExpired = "COMMAND_EXPIRED"
+
 // API is the reserved participant name of starting transitions that an
 // authenticated caller fires over saga-machine's HTTP API (`by: api`). Such a
 // transition lists the roles that may fire it (Transition.Roles). A
