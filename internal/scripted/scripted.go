@@ -58,7 +58,8 @@ type Config struct {
 // ManualCreateOrder is the default script for MANUAL_CREATE_ORDER:
 // APPROVE_ORDER → ORDER_APPROVED (ORDER_REJECTED when the payload's
 // deal_context.reject is true), APPROVE_DEAL and REJECT_DEAL → DEAL_UPDATED,
-// NOTIFY → nothing.
+// NOTIFY → nothing, and the compensations of version 2: REVERT_ORDER →
+// ORDER_REVERTED, FAIL_DEAL → DEAL_FAILED.
 func ManualCreateOrder() map[string]Rule {
 	return map[string]Rule{
 		"APPROVE_ORDER": func(cmd engine.Message) []Reply {
@@ -83,6 +84,12 @@ func ManualCreateOrder() map[string]Rule {
 			return []Reply{{Event: "DEAL_UPDATED", Payload: json.RawMessage(`{"deal_status":"rejected"}`)}}
 		},
 		"NOTIFY": func(engine.Message) []Reply { return nil },
+		"REVERT_ORDER": func(engine.Message) []Reply {
+			return []Reply{{Event: "ORDER_REVERTED", Payload: json.RawMessage(`{"profile_decision":"reverted"}`)}}
+		},
+		"FAIL_DEAL": func(engine.Message) []Reply {
+			return []Reply{{Event: "DEAL_FAILED", Payload: json.RawMessage(`{"deal_status":"failed"}`)}}
+		},
 	}
 }
 
