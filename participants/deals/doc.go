@@ -20,8 +20,12 @@
 //
 // Commands (DEALS_TOPIC): APPROVE_DEAL marks the deal executed, REJECT_DEAL
 // marks it rejected with the reason profile put in deal_context; both reply
-// DEAL_UPDATED with the deal's deal_context and its status. A command that
-// contradicts the deal's state (REJECT_DEAL after execution, APPROVE_DEAL
-// after rejection) is a permanent error: the SDK parks it as a dead letter
-// with the reason.
+// DEAL_UPDATED with the deal's deal_context and its status. FAIL_DEAL, the
+// compensation of REGISTER, APPROVE_DEAL and REJECT_DEAL (MANUAL_CREATE_ORDER
+// v2), marks a draft, executed or rejected deal failed with the reason the
+// saga context gives (a failed one stays as it is) and replies DEAL_FAILED.
+// A command that contradicts the deal's state (REJECT_DEAL after execution,
+// APPROVE_DEAL after rejection, either after failure) is a permanent error:
+// the SDK parks it as a dead letter with the reason, and the deal does not
+// move.
 package deals

@@ -1,8 +1,9 @@
 // Package notification is the notification participant service, a stub of
 // a real notification gateway: NOTIFY stores a notification for the deal's
 // user, with a text built from the saga's deal_context ("Your buy of 10
-// AAPL at 150.00 USD was executed", "... was rejected: <reason>"), and
-// logs what it would send. It emits no reply.
+// AAPL at 150.00 USD was executed", "... was rejected: <reason>", "...
+// failed: <reason>" with what came back when the order was reverted), and
+// logs what it would send, once per deal outcome. It emits no reply.
 //
 // HTTP (schema/openapi/notification.yaml), every route but the probes
 // behind the OIDC bearer-token middleware:

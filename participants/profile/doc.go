@@ -28,6 +28,17 @@
 // ORDER_APPROVED, all in the command's transaction; otherwise it replies
 // ORDER_REJECTED with a precise reason. Both replies carry deal_context with
 // status ("approved" / "rejected") and reason, for deals to record. Each
-// deal is decided once: its decision is stored and repeated if the command
-// comes again.
+// deal is decided once: its decision (with the saga, side, instrument,
+// quantity and amount it moved) is stored and repeated if the command comes
+// again.
+//
+// REVERT_ORDER, the compensation of APPROVE_ORDER (MANUAL_CREATE_ORDER v2),
+// undoes an approval once: the cash and the position move back and today's
+// snapshot is upserted, in one transaction with the reversal's record
+// (table order_reversals); a rejected or undecided order moves nothing, and
+// an APPROVE_ORDER of a reverted deal is rejected afterwards. It answers
+// ORDER_REVERTED with order_reversal (reverted or not, and why) and no
+// deal_context. A reversal that would take a position or the cash below zero
+// (sold or spent since) is refused as a permanent error for an operator;
+// see docs/services.md.
 package profile
