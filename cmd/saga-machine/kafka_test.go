@@ -171,8 +171,15 @@ func TestForgedEventThroughTheDaemon(t *testing.T) {
 			t.Logf("saga-machine logs:\n%s", logs.String())
 		}
 	}()
+	running := regexp.MustCompile(`"msg":"saga-machine running"`)
 	waitUntil(t, ctx, "the daemon runs", func() bool {
-		return regexp.MustCompile(`"msg":"saga-machine running"`).MatchString(logs.String())
+		select {
+		case err := <-done:
+			done <- err // for the deferred stop
+			t.Fatalf("the daemon stopped at start: %v", err)
+		default:
+		}
+		return running.MatchString(logs.String())
 	})
 	st, err := sqlstore.Open(ctx, dbURL, sqlstore.WithoutMigrations())
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -304,7 +305,37 @@ func upsertUsers(ctx context.Context, adm *kadm.Client, passwords map[string]str
 	if err != nil {
 		return nil, fmt.Errorf("kafka setup: set the SCRAM credentials of %v: %w", names, err)
 	}
+	if err := waitForUsers(ctx, adm, names); err != nil {
+		return nil, err
+	}
 	return names, nil
+}
+
+// waitForUsers waits until the broker serves the SCRAM credentials of
+// users (they reach it through the cluster metadata shortly after the
+// controller accepted them), so that the users can log in as soon as
+// ApplySetup returns.
+func waitForUsers(ctx context.Context, adm *kadm.Client, users []string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		described, err := adm.DescribeUserSCRAMs(ctx, users...)
+		missing := 0
+		for _, u := range users {
+			d, ok := described[u]
+			if err != nil || !ok || d.Err != nil || !slices.ContainsFunc(d.CredInfos, func(c kadm.CredInfo) bool { return c.Mechanism == kadm.ScramSha512 }) {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kafka setup: the broker does not serve the credentials of %d of %v yet: %w (last error: %v)", missing, users, ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func (a ACL) kmsgTypes() (kmsg.ACLResourceType, kmsg.ACLOperation, error) {
