@@ -24,7 +24,6 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
-
 )
 
 var update = flag.Bool("update", false, "regenerate apps/sagas-configmap.yaml and the sagas checksum in apps/saga-machine.yaml from sagas/*.yaml")
