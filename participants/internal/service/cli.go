@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -64,6 +65,10 @@ func (a App) env(suffix string) string {
 	return strings.ToUpper(strings.ReplaceAll(a.Name, "-", "_")) + "_" + suffix
 }
 
+// kafkaName is what --command-topic, --event-topic and --group accept:
+// Kafka's legal topic names (the saga definitions' rule).
+var kafkaName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,249}$`)
+
 // runConfig is the parsed command line.
 type runConfig struct {
 	db           string
@@ -79,6 +84,9 @@ type runConfig struct {
 	// group membership (program.KafkaFlags).
 	kafkaSASL  kafka.SASL
 	instanceID string
+	// Topics and consumer group (empty: the SDK's defaults), so that
+	// several stacks can share one cluster (tests, staging).
+	commandTopic, eventTopic, group string
 }
 
 // Run is the whole program of one participant service as its own process:
@@ -89,7 +97,10 @@ type runConfig struct {
 // Flags (and environment variables): --db (<NAME>_DB_URL), --brokers
 // (SAGA_KAFKA_BROKERS), --listen (<NAME>_LISTEN), --issuer (OIDC_ISSUER),
 // --audience (OIDC_AUDIENCE), --skip-audience, --dev-header (explicit only,
-// no variable), --migrate, --log-level (<NAME>_LOG_LEVEL), and the Kafka
+// no variable), --migrate, --log-level (<NAME>_LOG_LEVEL), --command-topic
+// (<NAME>_COMMAND_TOPIC), --event-topic (<NAME>_EVENT_TOPIC) and --group
+// (<NAME>_GROUP) (default: the SDK's, e.g. DEALS_TOPIC,
+// SAGA_SERVER_TOPIC_DEALS and deals), and the Kafka
 // client flags of program.RegisterKafkaFlags (--kafka-user,
 // --kafka-password-file, --kafka-instance-id, ...: SAGA_KAFKA_*). A --db or
 // Kafka password holding the placeholder CHANGE_ME is refused. With
@@ -123,7 +134,8 @@ func Run(ctx context.Context, app App, args []string, env func(string) string, s
 	if err != nil {
 		return fmt.Errorf("%s: %w", app.Name, err)
 	}
-	p, err := sdk.New(sdk.Config{Name: app.Name, DB: db, Brokers: cfg.brokers, KafkaSASL: cfg.kafkaSASL, KafkaInstanceID: cfg.instanceID, Logger: log})
+	p, err := sdk.New(sdk.Config{Name: app.Name, DB: db, Brokers: cfg.brokers, KafkaSASL: cfg.kafkaSASL, KafkaInstanceID: cfg.instanceID,
+		CommandTopic: cfg.commandTopic, EventTopic: cfg.eventTopic, Group: cfg.group, Logger: log})
 	if err != nil {
 		return fmt.Errorf("%s: %w", app.Name, err)
 	}
@@ -236,12 +248,23 @@ func parseRunFlags(app App, args []string, env func(string) string, stderr io.Wr
 	fs.BoolVar(&cfg.devHeader, "dev-header", false, "DEV ONLY: trust X-Dev-User/X-Dev-Roles on requests without a token (explicit; never in a deployment)")
 	fs.BoolVar(&cfg.migrate, "migrate", true, "apply pending migrations at start (set false when a migration job does it)")
 	fs.StringVar(&level, "log-level", envOr(env, app.env("LOG_LEVEL"), "info"), "debug, info, warn or error (env "+app.env("LOG_LEVEL")+")")
+	fs.StringVar(&cfg.commandTopic, "command-topic", env(app.env("COMMAND_TOPIC")), "Kafka topic of this service's commands (env "+app.env("COMMAND_TOPIC")+"; default "+strings.ToUpper(app.Name)+"_TOPIC, as in the saga definitions)")
+	fs.StringVar(&cfg.eventTopic, "event-topic", env(app.env("EVENT_TOPIC")), "Kafka topic this service writes its events to (env "+app.env("EVENT_TOPIC")+"; default SAGA_SERVER_TOPIC_"+strings.ToUpper(app.Name)+", saga-machine's --topic + _"+strings.ToUpper(app.Name)+")")
+	fs.StringVar(&cfg.group, "group", env(app.env("GROUP")), "Kafka consumer group (env "+app.env("GROUP")+"; default "+app.Name+")")
 	kf := program.RegisterKafkaFlags(fs, env)
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("%s: unexpected arguments %q (the only subcommand is migrate)", app.Name, fs.Args())
+	}
+	for _, n := range []struct{ flag, value string }{{"--command-topic", cfg.commandTopic}, {"--event-topic", cfg.eventTopic}, {"--group", cfg.group}} {
+		if n.value != "" && !kafkaName.MatchString(n.value) {
+			return cfg, fmt.Errorf("%s: %s %q: want 1 to 249 characters of A-Z a-z 0-9 . _ -", app.Name, n.flag, n.value)
+		}
+	}
+	if cfg.commandTopic != "" && cfg.commandTopic == cfg.eventTopic {
+		return cfg, fmt.Errorf("%s: --command-topic and --event-topic are both %q: the service would consume its own events", app.Name, cfg.commandTopic)
 	}
 	if err := program.RefusePlaceholders(program.Secret{Name: "--db (" + app.env("DB_URL") + ")", Value: cfg.db}); err != nil {
 		return cfg, fmt.Errorf("%s: %w", app.Name, err)
