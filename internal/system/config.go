@@ -3,6 +3,7 @@ package system
 import (
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,8 @@ import (
 	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/internal/program"
+	"github.com/portfolio-counselor/sagamachine/participants/sdk"
+	"github.com/portfolio-counselor/sagamachine/sagas"
 )
 
 // Default addresses and names of the one-process system.
@@ -158,6 +161,19 @@ type Config struct {
 	// ParticipantConcurrency is the SDK's Config.Concurrency of each
 	// service (0: the SDK's default).
 	ParticipantConcurrency int
+	// Sagas are the saga definitions saga-machine loads (*.yaml at the
+	// root). Default: the shipped ones, sagas.FS.
+	Sagas fs.FS
+	// Paused names participant services (Deals, Profile, Notification)
+	// whose Kafka consumers Start does not run: their HTTP API serves, their
+	// commands wait on the bus until System.Resume starts the consumer (a
+	// service that is down, for tests of what happens meanwhile).
+	Paused []string
+	// Participant, if set, adjusts the SDK configuration of each
+	// participant service (name is Deals, Profile or Notification) before
+	// it is built: e.g. a clock (sdk.Config.Now) that runs behind, for
+	// tests.
+	Participant func(name string, c *sdk.Config)
 	// Logger receives every component's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -175,6 +191,14 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.ParticipantConcurrency < 0 {
 		return c, fmt.Errorf("system config: ParticipantConcurrency %d is negative", c.ParticipantConcurrency)
+	}
+	for _, name := range c.Paused {
+		if name != Deals && name != Profile && name != Notification {
+			return c, fmt.Errorf("system config: Paused names %q, not a participant service (%s, %s or %s)", name, Deals, Profile, Notification)
+		}
+	}
+	if c.Sagas == nil {
+		c.Sagas = sagas.FS
 	}
 	for i, b := range c.Brokers {
 		if strings.TrimSpace(b) == "" {

@@ -141,8 +141,10 @@ func (s *System) RunDemo(ctx context.Context) (DemoResult, error) {
 	return res, nil
 }
 
-// WaitFinal polls saga-machine's store until saga id is in a terminal
-// state (completed or failed) or ctx ends.
+// WaitFinal polls saga-machine's store until saga id is settled —
+// completed, failed (its compensations done), or compensation_failed (a
+// compensation stopped for an operator) — or ctx ends. A saga still
+// compensating is not settled.
 func (s *System) WaitFinal(ctx context.Context, id string) (engine.Instance, error) {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
@@ -150,7 +152,8 @@ func (s *System) WaitFinal(ctx context.Context, id string) (engine.Instance, err
 		inst, err := s.SagaMachine.Store.GetInstance(ctx, id)
 		var ee *engine.Error
 		switch {
-		case err == nil && inst.Status != engine.StatusRunning:
+		case err == nil && inst.Status != engine.StatusRunning && inst.Status != engine.StatusCompensating:
+			// completed, failed, or compensation_failed (stopped for an operator)
 			return inst, nil
 		case err != nil && !(errors.As(err, &ee) && ee.Code == engine.CodeNotFound):
 			return inst, fmt.Errorf("wait for saga %s: %w", id, err)

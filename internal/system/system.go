@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -24,7 +25,6 @@ import (
 	"github.com/portfolio-counselor/sagamachine/participants/notification"
 	"github.com/portfolio-counselor/sagamachine/participants/profile"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
-	"github.com/portfolio-counselor/sagamachine/sagas"
 )
 
 // shutdownTimeout bounds the HTTP servers' graceful shutdown.
@@ -48,7 +48,8 @@ type Service struct {
 	// Handler is the service's HTTP router.
 	Handler http.Handler
 
-	ln net.Listener
+	ln      net.Listener
+	running bool // its consumer was started (System.resumeMu)
 }
 
 // serviceImpl is what a participant service package offers.
@@ -84,7 +85,9 @@ type System struct {
 	stopIssuer func()
 	smLn       net.Listener
 	servers    []*http.Server
+	runCtx     context.Context // the consumers' context
 	cancel     context.CancelFunc
+	resumeMu   sync.Mutex
 	workers    sync.WaitGroup // orchestrator and participants
 	httpWG     sync.WaitGroup
 	failed     chan error
@@ -151,7 +154,7 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	kcfg := kafka.Config{Brokers: s.Brokers, ClientID: "saga-machine", Logger: cfg.Logger, SASL: cfg.KafkaSASL}
 
 	// saga-machine.
-	cat, err := LoadCatalog(sagas.FS, cfg.Topics.rename())
+	cat, err := LoadCatalog(cfg.Sagas, cfg.Topics.rename())
 	if err != nil {
 		return nil, err
 	}
@@ -204,11 +207,15 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 		if err := sdk.Migrate(ctx, svc.DB); err != nil {
 			return nil, fmt.Errorf("%s: %w", sp.name, err)
 		}
-		svc.Participant, err = sdk.New(sdk.Config{
+		pcfg := sdk.Config{
 			Name: sp.name, DB: svc.DB, Brokers: s.Brokers,
 			CommandTopic: cfg.Topics.Command(sp.name), EventTopic: engine.EventTopic(cfg.Topics.Events, sp.name),
 			Group: cfg.GroupPrefix + sp.name, Concurrency: cfg.ParticipantConcurrency, Logger: log, KafkaSASL: cfg.KafkaSASL,
-		})
+		}
+		if cfg.Participant != nil {
+			cfg.Participant(sp.name, &pcfg)
+		}
+		svc.Participant, err = sdk.New(pcfg)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", sp.name, err)
 		}
@@ -229,9 +236,14 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 
 	// Run.
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.cancel = cancel
+	s.runCtx, s.cancel = runCtx, cancel
 	s.goWorker("saga-machine", func() error { return s.SagaMachine.Run(runCtx) })
 	for _, svc := range s.services() {
+		if slices.Contains(cfg.Paused, svc.Name) {
+			s.log.Info("consumer paused until Resume", "service", svc.Name)
+			continue
+		}
+		svc.running = true
 		s.goWorker(svc.Name, func() error { return svc.Participant.Run(runCtx) })
 	}
 	s.serve("saga-machine", s.smLn, s.SagaMachine.Handler)
@@ -241,6 +253,31 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	s.log.Info("system running", "saga_machine", s.URLs.SagaMachine, "deals", s.URLs.Deals, "profile", s.URLs.Profile,
 		"notification", s.URLs.Notification, "issuer", s.URLs.Issuer, "brokers", s.Brokers, "embedded_kafka", s.Embedded)
 	return s, nil
+}
+
+// Resume starts the Kafka consumer of a participant service that
+// Config.Paused kept from starting: it then handles the commands that
+// waited on the bus, as a service that comes back does. Resuming a service
+// that runs is an error.
+func (s *System) Resume(name string) error {
+	s.resumeMu.Lock()
+	defer s.resumeMu.Unlock()
+	for _, svc := range s.services() {
+		if svc.Name != name {
+			continue
+		}
+		if svc.running {
+			return fmt.Errorf("resume %s: its consumer runs already", name)
+		}
+		if s.cancelled() {
+			return fmt.Errorf("resume %s: the system is stopping", name)
+		}
+		svc.running = true
+		s.goWorker(svc.Name, func() error { return svc.Participant.Run(s.runCtx) })
+		s.log.Info("consumer resumed", "service", name)
+		return nil
+	}
+	return fmt.Errorf("resume %s: no such participant service", name)
 }
 
 func (s *System) services() []*Service {
@@ -350,7 +387,9 @@ func (s *System) Close() error {
 			}
 		}
 		s.httpWG.Wait()
+		s.resumeMu.Lock() // no Resume starts a consumer from here on
 		close(s.stopping)
+		s.resumeMu.Unlock()
 		if s.cancel != nil {
 			s.cancel()
 		}

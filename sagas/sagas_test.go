@@ -1,0 +1,136 @@
+package sagas_test
+
+import (
+	"bytes"
+	"io/fs"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/definition"
+	"github.com/portfolio-counselor/sagamachine/sagas"
+)
+
+// schemaLine is the first line of every shipped definition: editors using
+// the YAML language server check the file against the JSON Schema.
+const schemaLine = "# yaml-language-server: $schema=../schema/saga-definition.schema.json\n"
+
+func catalog(t *testing.T) *engine.Catalog {
+	t.Helper()
+	defs, problems := definition.LoadDir(sagas.FS)
+	if len(problems) > 0 {
+		t.Fatalf("shipped sagas: %v", problems)
+	}
+	cat, err := engine.NewCatalog(defs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cat
+}
+
+// TestShipped: both versions of MANUAL_CREATE_ORDER load (running
+// version 1 sagas keep their definition), new sagas get version 2, and
+// every file names the JSON Schema on its first line.
+func TestShipped(t *testing.T) {
+	cat := catalog(t)
+	var got []string
+	for _, m := range cat.List() {
+		got = append(got, m.String())
+	}
+	if strings.Join(got, ", ") != "MANUAL_CREATE_ORDER v1, MANUAL_CREATE_ORDER v2" {
+		t.Errorf("catalog: got %v, want MANUAL_CREATE_ORDER v1 and v2", got)
+	}
+	if m, err := cat.Get("MANUAL_CREATE_ORDER", 0); err != nil || m.Version() != 2 {
+		t.Errorf("version of a new saga: got %v (err %v), want 2", m, err)
+	}
+	files, err := fs.Glob(sagas.FS, "*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		b, err := fs.ReadFile(sagas.FS, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(b, []byte(schemaLine)) {
+			t.Errorf("%s does not start with %q", f, schemaLine)
+		}
+	}
+}
+
+// row is a transition as the seed's table reads it.
+func row(tr *definition.Transition) string {
+	var from []string
+	for _, s := range tr.From {
+		from = append(from, s.Value)
+	}
+	r := tr.On.Value + " by " + tr.By.Value + " from [" + strings.Join(from, " ") + "] to " + tr.To.Value
+	if tr.Send != nil {
+		r += " send " + tr.Send.Command.Value + " to " + tr.Send.To.Value
+	}
+	return r
+}
+
+// TestVersion2KeepsTheTable: version 2 has the rows of version 1 one to
+// one (the seed's table and the engine's rows), adding only compensations
+// and the failed transitions' NOTIFY; every compensable step has one.
+func TestVersion2KeepsTheTable(t *testing.T) {
+	cat := catalog(t)
+	v1, err := cat.Get("MANUAL_CREATE_ORDER", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := cat.Get("MANUAL_CREATE_ORDER", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t1, t2 := v1.Definition().Transitions, v2.Definition().Transitions
+	if len(t1) != len(t2) {
+		t.Fatalf("transitions: v1 has %d, v2 %d", len(t1), len(t2))
+	}
+	for i := range t1 {
+		want, got := row(t1[i]), row(t2[i])
+		if t1[i].Send == nil && t2[i].Send != nil && t2[i].To.Value == "FAILED" && t2[i].Send.Command.Value == "NOTIFY" {
+			want += " send NOTIFY to notification"
+		}
+		if got != want {
+			t.Errorf("row %d: v2 %q, want v1's %q", i+1, got, want)
+		}
+	}
+	undo := map[string]string{}
+	for _, tr := range t2 {
+		if tr.Compensate != nil {
+			undo[tr.On.Value] = tr.Compensate.Command.Value + "/" + tr.Compensate.Done.Value
+		}
+		if tr.Send != nil && tr.Send.Compensate != nil {
+			undo[tr.Send.Command.Value] = tr.Send.Compensate.Command.Value + "/" + tr.Send.Compensate.Done.Value
+		}
+	}
+	want := map[string]string{"REGISTER": "FAIL_DEAL/DEAL_FAILED", "APPROVE_ORDER": "REVERT_ORDER/ORDER_REVERTED",
+		"APPROVE_DEAL": "FAIL_DEAL/DEAL_FAILED", "REJECT_DEAL": "FAIL_DEAL/DEAL_FAILED"}
+	if len(undo) != len(want) {
+		t.Errorf("compensations: got %v, want %v", undo, want)
+	}
+	for k, v := range want {
+		if undo[k] != v {
+			t.Errorf("compensation of %s: got %q, want %q", k, undo[k], v)
+		}
+	}
+}
+
+// TestDocShowsTheYAML: docs/manual-create-order.md pastes the shipped
+// definition as it is.
+func TestDocShowsTheYAML(t *testing.T) {
+	doc, err := os.ReadFile("../docs/manual-create-order.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	yaml, err := fs.ReadFile(sagas.FS, "manual_create_order.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(doc, []byte("```yaml\n"+string(yaml)+"```\n")) {
+		t.Errorf("docs/manual-create-order.md does not show sagas/manual_create_order.yaml as it is: paste it under \"## The YAML\"")
+	}
+}
