@@ -1,0 +1,135 @@
+package procstack
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Caller is who a request comes from. The participant services of a Stack
+// run with --dev-header on loopback, so a test may be any user with any
+// role (headers X-Dev-User and X-Dev-Roles).
+type Caller struct {
+	// User is the subject, e.g. "alice".
+	User string
+	// Roles are the caller's roles, e.g. "funding-operator".
+	Roles []string
+}
+
+// RoleFundingOperator is the role that may deposit into other users'
+// portfolios (docs/services.md).
+const RoleFundingOperator = "funding-operator"
+
+var httpClient = &http.Client{Timeout: 10 * time.Second}
+
+// Call sends a request to the service's HTTP API as caller: body is
+// encoded as JSON (nil: no body), header is added. It returns the status
+// and the response body; err is only a failure to get an answer (the
+// process is down, paused past ctx or the client's 10 s timeout).
+func (sv *Service) Call(ctx context.Context, method, path string, as Caller, body any, header http.Header) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return 0, nil, fmt.Errorf("procstack: encode the body of %s %s: %w", method, path, err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, sv.URL+path, rd)
+	if err != nil {
+		return 0, nil, fmt.Errorf("procstack: %s %s: %w", method, path, err)
+	}
+	for k, vs := range header {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if as.User != "" {
+		req.Header.Set("X-Dev-User", as.User)
+	}
+	if len(as.Roles) > 0 {
+		req.Header.Set("X-Dev-Roles", strings.Join(as.Roles, ","))
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("procstack: %s %s%s: %w", method, sv.Name, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return resp.StatusCode, b, fmt.Errorf("procstack: read the answer to %s %s%s: %w", method, sv.Name, path, err)
+	}
+	return resp.StatusCode, b, nil
+}
+
+// callJSON is Call expecting status want, decoding the answer into out.
+func (sv *Service) callJSON(ctx context.Context, method, path string, as Caller, body any, header http.Header, want int, out any) error {
+	status, b, err := sv.Call(ctx, method, path, as, body, header)
+	if err != nil {
+		return err
+	}
+	if status != want {
+		return fmt.Errorf("procstack: %s %s%s as %s: status %d, want %d: %s", method, sv.Name, path, as.User, status, want, b)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("procstack: decode the answer to %s %s%s: %w", method, sv.Name, path, err)
+		}
+	}
+	return nil
+}
+
+// OpenPortfolio gives user a profile and a new portfolio in currency and
+// has a funding operator of the stack deposit amount (a decimal string)
+// into it through profile's HTTP API. It returns the portfolio id.
+func (s *Stack) OpenPortfolio(ctx context.Context, user, currency, amount string) (string, error) {
+	as := Caller{User: user}
+	if err := s.Profile.callJSON(ctx, http.MethodGet, "/login", as, nil, nil, http.StatusOK, nil); err != nil {
+		return "", err
+	}
+	var pf struct {
+		ID string `json:"id"`
+	}
+	if err := s.Profile.callJSON(ctx, http.MethodPost, "/portfolios", as, map[string]string{"name": "procstack " + user, "currency": currency},
+		nil, http.StatusCreated, &pf); err != nil {
+		return "", err
+	}
+	funder := Caller{User: "funder." + s.ID, Roles: []string{RoleFundingOperator}}
+	h := http.Header{"Idempotency-Key": {"procstack-fund-" + pf.ID}}
+	if err := s.Profile.callJSON(ctx, http.MethodPost, "/portfolios/"+pf.ID+"/deposits", funder,
+		map[string]string{"amount": amount, "currency": currency, "reason": "procstack funding"}, h, http.StatusCreated, nil); err != nil {
+		return "", err
+	}
+	return pf.ID, nil
+}
+
+// Deal is what PostDeal registers.
+type Deal struct {
+	PortfolioID string `json:"portfolio_id"`
+	Side        string `json:"side"` // buy or sell
+	Instrument  string `json:"instrument"`
+	Quantity    string `json:"quantity"` // decimal string
+	Price       string `json:"price"`    // decimal string
+	Currency    string `json:"currency"`
+}
+
+// PostDeal registers a deal as user through deals' HTTP API (POST /deals),
+// which starts its saga. It returns the deal id on 201; another status is
+// an error with the answer.
+func (s *Stack) PostDeal(ctx context.Context, user string, d Deal) (string, error) {
+	var out struct {
+		ID string `json:"id"`
+	}
+	if err := s.Deals.callJSON(ctx, http.MethodPost, "/deals", Caller{User: user}, d, nil, http.StatusCreated, &out); err != nil {
+		return "", err
+	}
+	return out.ID, nil
+}
