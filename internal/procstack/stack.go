@@ -131,8 +131,7 @@ func New(tb testing.TB, cfg Config) *Stack {
 	if cfg.LogLevel == "" {
 		cfg.LogLevel = "info"
 	}
-	bins := Build(tb)
-	admin := testenv.KafkaSecured(tb)
+	admin := testenv.KafkaSecured(tb) // first: a missing service skips (fails under CI) before the build
 	s := &Stack{ID: randomHex(5), Admin: admin}
 	suffix := ".t" + s.ID
 	s.EventTopicBase = engine.DefaultEventTopicBase + suffix
@@ -153,6 +152,7 @@ func New(tb testing.TB, cfg Config) *Stack {
 		return sv
 	}
 	s.SagaMachine, s.Deals, s.Profile, s.Notification = mk(SagaMachine), mk(Deals), mk(Profile), mk(Notification)
+	bins := Build(tb)
 
 	topics := map[string]string{}
 	pol := kafka.Policy{Orchestrator: s.SagaMachine.User, OrchestratorGroup: s.SagaMachine.Group}
