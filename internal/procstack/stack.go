@@ -172,7 +172,11 @@ func New(tb testing.TB, cfg Config) *Stack {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	tb.Cleanup(func() { removeKafka(tb, admin, pol, passwords) })
+	members := map[string]string{} // group → static member id
+	for _, sv := range s.Services() {
+		members[sv.Group] = sv.InstanceID
+	}
+	tb.Cleanup(func() { removeKafka(tb, admin, pol, passwords, members) })
 	if _, err := kafka.ApplySetup(ctx, admin, kafka.Setup{Policy: pol, Partitions: cfg.Partitions, Passwords: passwords}); err != nil {
 		tb.Fatalf("procstack: Kafka setup of the stack: %v", err)
 	}
@@ -246,8 +250,10 @@ func (s *Stack) dbNames() string {
 	return strings.Join(names, " ")
 }
 
-// removeKafka deletes the stack's users, their ACLs and its topics.
-func removeKafka(tb testing.TB, admin kafka.Config, pol kafka.Policy, passwords map[string]string) {
+// removeKafka deletes the stack's users, their ACLs, its topics and its
+// consumer groups (after removing the static members its killed processes
+// left: a group with members cannot be deleted).
+func removeKafka(tb testing.TB, admin kafka.Config, pol kafka.Policy, passwords, members map[string]string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	opts, err := admin.ClientOpts()
@@ -279,11 +285,18 @@ func removeKafka(tb testing.TB, admin kafka.Config, pol kafka.Policy, passwords 
 	if _, err := adm.DeleteTopics(ctx, topics...); err != nil {
 		tb.Logf("procstack: cleanup Kafka topics: %v", err)
 	}
-	groups := []string{pol.OrchestratorGroup}
-	for _, p := range pol.Participants {
-		groups = append(groups, p.Group)
+	var groups []string
+	for group, id := range members {
+		groups = append(groups, group)
+		if _, err := adm.LeaveGroup(ctx, kadm.LeaveGroup(group).InstanceIDs(id).Reason("procstack cleanup")); err != nil {
+			tb.Logf("procstack: cleanup Kafka group %s: remove member %s: %v", group, id, err)
+		}
 	}
-	if _, err := adm.DeleteGroups(ctx, groups...); err != nil {
+	deleted, err := adm.DeleteGroups(ctx, groups...)
+	if err == nil {
+		err = deleted.Error()
+	}
+	if err != nil {
 		tb.Logf("procstack: cleanup Kafka groups: %v", err)
 	}
 }
