@@ -11,5 +11,8 @@
 // --listen / DEALS_LISTEN, --issuer / OIDC_ISSUER, --audience /
 // OIDC_AUDIENCE, --skip-audience, --dev-header (explicit dev mode: loopback
 // --listen only; with it, or an issuer on loopback, only loopback Host names
-// are answered), --migrate (default true), --log-level / DEALS_LOG_LEVEL.
+// are answered), --migrate (default true), --log-level / DEALS_LOG_LEVEL,
+// --command-topic / DEALS_COMMAND_TOPIC (default DEALS_TOPIC), --event-topic /
+// DEALS_EVENT_TOPIC (default SAGA_SERVER_TOPIC_DEALS), --group / DEALS_GROUP
+// (default deals).
 package main

@@ -11,5 +11,8 @@
 // --listen / NOTIFICATION_LISTEN, --issuer / OIDC_ISSUER, --audience /
 // OIDC_AUDIENCE, --skip-audience, --dev-header (explicit dev mode: loopback
 // --listen only; with it, or an issuer on loopback, only loopback Host names
-// are answered), --migrate (default true), --log-level / NOTIFICATION_LOG_LEVEL.
+// are answered), --migrate (default true), --log-level / NOTIFICATION_LOG_LEVEL,
+// --command-topic / NOTIFICATION_COMMAND_TOPIC (default NOTIFICATION_TOPIC), --event-topic /
+// NOTIFICATION_EVENT_TOPIC (default SAGA_SERVER_TOPIC_NOTIFICATION), --group / NOTIFICATION_GROUP
+// (default notification).
 package main

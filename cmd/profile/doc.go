@@ -11,5 +11,8 @@
 // --listen / PROFILE_LISTEN, --issuer / OIDC_ISSUER, --audience /
 // OIDC_AUDIENCE, --skip-audience, --dev-header (explicit dev mode: loopback
 // --listen only; with it, or an issuer on loopback, only loopback Host names
-// are answered), --migrate (default true), --log-level / PROFILE_LOG_LEVEL.
+// are answered), --migrate (default true), --log-level / PROFILE_LOG_LEVEL,
+// --command-topic / PROFILE_COMMAND_TOPIC (default PROFILE_TOPIC), --event-topic /
+// PROFILE_EVENT_TOPIC (default SAGA_SERVER_TOPIC_PROFILE), --group / PROFILE_GROUP
+// (default profile).
 package main
