@@ -270,12 +270,21 @@ func (o *Orchestrator) enter(b *batch, w *sagaWork, in *inbound, step Step) erro
 	if w.created || touchesKeys(w.model, m.Payload) {
 		inst.Keys = extractKeys(w.model, inst.Context)
 	}
+	// The event answers the command it names as its cause; an event without
+	// a causation id that the state machine accepted from the receiver of the
+	// command the saga was waiting for answers that command (a participant
+	// outside the SDK may not set causation ids: its answer must not leave
+	// the command looking abandoned, which would undo it on success).
+	answers := m.CausationID
+	if answers == "" && inst.Pending != nil && inst.Pending.Participant == m.Participant {
+		answers = inst.Pending.ID
+	}
 	inst.Pending, inst.Attempts = nil, 0
 	if in.trace != "" {
 		inst.Traceparent = in.trace
 	}
 	// An accepted answer to a compensable command: its effect is the saga's.
-	if i := commandEntry(inst, m.CausationID); i >= 0 && inst.Undo[i].OfParticipant == m.Participant {
+	if i := commandEntry(inst, answers); i >= 0 && inst.Undo[i].OfParticipant == m.Participant {
 		switch inst.Undo[i].Status {
 		case UndoOpen, UndoExpired, UndoLate:
 			inst.Undo[i].Status = UndoReplied
