@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"runtime"
 	"runtime/pprof"
-	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,6 +52,16 @@ type options struct {
 	keep          bool
 	logLevel      slog.Level
 	progressEvery time.Duration
+
+	// Open loop (rate > 0): n sagas offered at rate per second, the first
+	// warmup of them left out of the latency.
+	rate        float64
+	duration    time.Duration
+	warmup      time.Duration
+	maxInFlight int
+	// CPU accounting.
+	noCPU   bool
+	cpuPIDs []tracked
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -77,9 +89,54 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.concurrency, "participant-concurrency", 0, "partitions each participant handles at once (default: the SDK's)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the started system's databases")
 	fs.StringVar(&level, "log-level", "error", "log level of the started system (stderr)")
+	fs.Float64Var(&o.rate, "rate", 0, "open loop: offer this many sagas per second whatever the system does (latency from each saga's scheduled start); 0: closed loop (-c clients)")
+	fs.DurationVar(&o.duration, "duration", 30*time.Second, "open loop: how long to offer sagas (n = rate × duration; or give -n)")
+	fs.DurationVar(&o.warmup, "warmup", 0, "open loop: leave the sagas scheduled in this first stretch out of the latency (they still count in rates and CPU)")
+	fs.IntVar(&o.maxInFlight, "max-in-flight", 20000, "open loop: at most this many sagas under way; beyond, the generator waits and falls behind (the wait counts in the latency)")
+	fs.BoolVar(&o.noCPU, "no-cpu", false, "do not measure the CPU of the system's processes")
+	fs.Func("cpu-pid", "also report the CPU of this process and its children, as NAME=PID (repeatable)", func(v string) error {
+		name, pid, ok := strings.Cut(v, "=")
+		n, err := strconv.Atoi(pid)
+		if !ok || name == "" || err != nil || n <= 0 {
+			return fmt.Errorf("want NAME=PID, got %q", v)
+		}
+		o.cpuPIDs = append(o.cpuPIDs, tracked{Name: name, PID: n})
+		return nil
+	})
 	kf := program.RegisterKafkaFlags(fs, func(string) string { return "" })
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.rate < 0 || math.IsNaN(o.rate) || math.IsInf(o.rate, 0) {
+		return o, fmt.Errorf("--rate %g: want a positive number of sagas per second (or 0 for the closed loop)", o.rate)
+	}
+	if o.rate > 0 {
+		switch {
+		case set["c"]:
+			return o, errors.New("-c is the closed loop's client count: the open loop (--rate) has no fixed clients")
+		case set["n"] && set["duration"]:
+			return o, errors.New("--rate takes -n or --duration, not both")
+		case o.duration <= 0 || o.warmup < 0:
+			return o, fmt.Errorf("--duration %s --warmup %s: want positive durations", o.duration, o.warmup)
+		case o.maxInFlight <= 0:
+			return o, fmt.Errorf("--max-in-flight %d: want a positive number", o.maxInFlight)
+		case o.rate > 100000:
+			return o, fmt.Errorf("--rate %g: more than 100000 sagas/s is beyond what one generator can schedule", o.rate)
+		}
+		if !set["n"] {
+			o.n = int(math.Round(o.rate * o.duration.Seconds()))
+			if o.n <= 0 {
+				return o, fmt.Errorf("--rate %g × --duration %s offers no saga", o.rate, o.duration)
+			}
+		}
+		if o.warmupSagas() >= o.n {
+			return o, fmt.Errorf("--warmup %s at %g sagas/s leaves none of the %d sagas to measure", o.warmup, o.rate, o.n)
+		}
+		o.c = 0
+	} else if set["duration"] || set["warmup"] || set["max-in-flight"] {
+		return o, errors.New("--duration, --warmup and --max-in-flight are for the open loop: give --rate")
 	}
 	var err error
 	if o.kafkaSASL, err = kf.SASL(); err != nil {
@@ -91,7 +148,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	switch {
 	case o.n <= 0:
 		return o, fmt.Errorf("-n %d: want a positive number", o.n)
-	case o.c <= 0:
+	case o.c <= 0 && o.rate == 0:
 		return o, fmt.Errorf("-c %d: want a positive number", o.c)
 	case o.rejectEvery < 0:
 		return o, fmt.Errorf("--reject-every %d: want 0 or more", o.rejectEvery)
@@ -104,6 +161,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.users == 0 {
 		o.users = o.c
+		if o.rate > 0 {
+			// One second of arrivals: a portfolio gets a new deal about once a second.
+			o.users = min(o.n, max(1, int(math.Ceil(o.rate))))
+		}
 	}
 	for _, b := range strings.Split(brokers, ",") {
 		if b = strings.TrimSpace(b); b != "" {
@@ -117,33 +178,64 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	return o, nil
 }
 
+// warmupSagas is how many sagas the open loop's warm-up holds.
+func (o options) warmupSagas() int { return int(math.Round(o.rate * o.warmup.Seconds())) }
+
 // Result is what bench reports (--json prints it).
 type Result struct {
-	Mode        string  `json:"mode"`
-	N           int     `json:"n"`
-	Concurrency int     `json:"concurrency"`
-	Completed   int     `json:"completed"`
-	Approved    int     `json:"approved"`
-	Rejected    int     `json:"rejected"`
-	Failed      int     `json:"failed"`
-	Errors      int     `json:"errors"`
+	Mode string `json:"mode"`
+	// Loop is "closed" (-c clients, each posting its next deal when its
+	// last saga is final) or "open" (--rate: sagas started on a fixed
+	// schedule whatever the system does).
+	Loop        string `json:"loop"`
+	N           int    `json:"n"`
+	Concurrency int    `json:"concurrency,omitempty"`
+	Completed   int    `json:"completed"`
+	Approved    int    `json:"approved"`
+	Rejected    int    `json:"rejected"`
+	Failed      int    `json:"failed"`
+	Errors      int    `json:"errors"`
+	// Seconds runs from the first saga's start (closed loop: its POST;
+	// open loop: its scheduled time) to the last final commit.
 	Seconds     float64 `json:"seconds"`
 	SagasPerSec float64 `json:"sagas_per_sec"`
-	LatencyMs   struct {
-		P50 float64 `json:"p50"`
-		P95 float64 `json:"p95"`
-		P99 float64 `json:"p99"`
-		Max float64 `json:"max"`
-	} `json:"latency_ms"`
-	CPUs int `json:"cpus"`
+	// LatencyMs: from a saga's start (closed loop: its POST /deals; open
+	// loop: its scheduled start, so that a generator held up by a slow
+	// system does not hide the queue) to the commit of its final state.
+	LatencyMs Percentiles `json:"latency_ms"`
+	// Open loop only.
+	Open *OpenLoop `json:"open_loop,omitempty"`
+	// CPU is the CPU per saga of each process of the system (nil with
+	// --no-cpu or where /proc cannot be read).
+	CPU  *CPUReport `json:"cpu,omitempty"`
+	CPUs int        `json:"cpus"`
+}
+
+// OpenLoop is what an open-loop run adds to its Result.
+type OpenLoop struct {
+	// OfferedPerSec is --rate; SentPerSec the rate at which the generator
+	// really started sagas (lower when it fell behind).
+	OfferedPerSec float64 `json:"offered_per_sec"`
+	SentPerSec    float64 `json:"sent_per_sec"`
+	// WarmupSagas were left out of LatencyMs; Measured are the rest.
+	WarmupSagas int `json:"warmup_sagas"`
+	Measured    int `json:"measured"`
+	// BehindScheduleMs is how late the generator started the sagas
+	// (the time they waited for a free slot, --max-in-flight, and timer
+	// jitter); Late counts those started more than 10ms late.
+	BehindScheduleMs Percentiles `json:"behind_schedule_ms"`
+	Late             int         `json:"late"`
+	MaxInFlight      int         `json:"max_in_flight"`
 }
 
 // target is what the bench drives.
 type target struct {
-	mode  string
-	urls  system.URLs
-	token func(sub string) (string, error)
-	list  lister
+	mode string
+	// dbPrefix starts the names of the started system's PostgreSQL databases.
+	dbPrefix string
+	urls     system.URLs
+	token    func(sub string) (string, error)
+	list     lister
 	// get reads one saga's exact final state after the run (nil: the
 	// watcher's listing already has it).
 	get func(ctx context.Context, id string) (engine.Instance, error)
@@ -155,6 +247,10 @@ type target struct {
 	stop        func() error
 	// fund deposits amount (USD) into a portfolio as a funding operator.
 	fund func(ctx context.Context, portfolioID, amount string) error
+	// cpu are the processes whose CPU is measured, and notes on what was
+	// not found or what they hold.
+	cpu      []tracked
+	cpuNotes []string
 }
 
 func run(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
@@ -179,6 +275,9 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 	if err != nil {
 		return err
 	}
+	if !o.noCPU {
+		tg.cpu, tg.cpuNotes = cpuTargets(ctx, procFS{root: "/proc"}, o, tg, env)
+	}
 	res, runErr := drive(ctx, o, tg, stderr)
 	if err := tg.stop(); err != nil && runErr == nil {
 		runErr = err
@@ -190,12 +289,39 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 		enc := json.NewEncoder(stdout)
 		return enc.Encode(res)
 	}
-	fmt.Fprintf(stdout, "%s: %d sagas (%d approved, %d rejected, %d failed, %d errors), concurrency %d, %d CPUs\n",
-		res.Mode, res.Completed, res.Approved, res.Rejected, res.Failed, res.Errors, res.Concurrency, res.CPUs)
-	fmt.Fprintf(stdout, "  %.0f sagas/s completed (%.2fs)\n", res.SagasPerSec, res.Seconds)
-	fmt.Fprintf(stdout, "  latency POST /deals -> final state: p50 %.1fms  p95 %.1fms  p99 %.1fms  max %.1fms\n",
-		res.LatencyMs.P50, res.LatencyMs.P95, res.LatencyMs.P99, res.LatencyMs.Max)
+	printResult(stdout, res)
 	return nil
+}
+
+// printResult writes res for a person.
+func printResult(w io.Writer, res Result) {
+	load := fmt.Sprintf("closed loop, %d clients", res.Concurrency)
+	from := "POST /deals"
+	if res.Open != nil {
+		load = fmt.Sprintf("open loop, %.0f sagas/s offered", res.Open.OfferedPerSec)
+		from = "scheduled start"
+	}
+	fmt.Fprintf(w, "%s: %d sagas (%d approved, %d rejected, %d failed, %d errors), %s, %d CPUs\n",
+		res.Mode, res.Completed, res.Approved, res.Rejected, res.Failed, res.Errors, load, res.CPUs)
+	fmt.Fprintf(w, "  %.0f sagas/s completed (%.2fs)\n", res.SagasPerSec, res.Seconds)
+	l := res.LatencyMs
+	fmt.Fprintf(w, "  latency %s -> final state: p50 %.1fms  p90 %.1fms  p99 %.1fms  p99.9 %.1fms  max %.1fms\n",
+		from, l.P50, l.P90, l.P99, l.P999, l.Max)
+	if o := res.Open; o != nil {
+		b := o.BehindScheduleMs
+		fmt.Fprintf(w, "  generator: %.0f sagas/s sent; behind schedule p50 %.1fms  p99 %.1fms  max %.1fms; %d started >10ms late; %d warm-up sagas not in the latency\n",
+			o.SentPerSec, b.P50, b.P99, b.Max, o.Late, o.WarmupSagas)
+	}
+	if c := res.CPU; c != nil {
+		fmt.Fprintf(w, "  CPU per saga over %.1fs (machine %.0f%% busy, %.2f ms/saga all processes):\n",
+			c.Seconds, c.Machine.BusyFraction*100, c.Machine.MsPerSaga)
+		for _, p := range c.Processes {
+			fmt.Fprintf(w, "    %-50s %7.2f ms  %5.2f cores  (pid %d)\n", p.Name, p.MsPerSaga, p.Cores, p.PID)
+		}
+		for _, n := range c.Notes {
+			fmt.Fprintf(w, "    note: %s\n", n)
+		}
+	}
 }
 
 // open starts a system (or connects to a running one).
@@ -233,12 +359,13 @@ func open(ctx context.Context, o options, stderr io.Writer) (*target, error) {
 		return nil, err
 	}
 	return &target{
-		mode:    mode,
-		urls:    sys.URLs,
-		token:   func(sub string) (string, error) { return sys.Token(sub) },
-		list:    sys.SagaMachine.Store.ListInstances,
-		get:     sys.SagaMachine.Store.GetInstance,
-		brokers: sys.Brokers, kafkaSASL: o.kafkaSASL, notifyTopic: sys.Topics.Notification,
+		mode:     mode,
+		dbPrefix: cfg.DatabasePrefix,
+		urls:     sys.URLs,
+		token:    func(sub string) (string, error) { return sys.Token(sub) },
+		list:     sys.SagaMachine.Store.ListInstances,
+		get:      sys.SagaMachine.Store.GetInstance,
+		brokers:  sys.Brokers, kafkaSASL: o.kafkaSASL, notifyTopic: sys.Topics.Notification,
 		stop: func() error {
 			err := sys.Close()
 			os.RemoveAll(dir)
@@ -252,6 +379,87 @@ func open(ctx context.Context, o options, stderr io.Writer) (*target, error) {
 			return err
 		},
 	}, nil
+}
+
+// cpuTargets are the processes whose CPU a run reports: the bench's own
+// (with the system in it when bench started it), PostgreSQL's server and
+// Kafka's brokers when they run on this machine, the remote system's
+// processes found by the ports of their URLs, and --cpu-pid's.
+func cpuTargets(ctx context.Context, fs procFS, o options, tg *target, env func(string) string) ([]tracked, []string) {
+	var procs []tracked
+	var notes []string
+	seen := map[int]int{} // pid -> index in procs
+	add := func(t tracked) {
+		if i, ok := seen[t.PID]; ok {
+			procs[i].Name += "+" + t.Name
+			return
+		}
+		seen[t.PID] = len(procs)
+		procs = append(procs, t)
+	}
+	self := tracked{Name: "bench", PID: os.Getpid(), Note: "the load generator (HTTP clients, finality watcher)"}
+	if !o.remote {
+		self.Name = "bench+system"
+		self.Note = "one process: the load generator and the whole system it started (internal/system: saga-machine, deals, profile, notification, the dev issuer"
+		if o.postgres == "" {
+			self.Note += ", SQLite"
+		}
+		if len(o.brokers) == 0 {
+			self.Note += ", the embedded Kafka broker"
+		}
+		self.Note += ")"
+		notes = append(notes, "saga-machine and the participant services run inside the bench process (internal/system): their CPU is reported together as bench+system, which includes the load generator's")
+	}
+	add(self)
+	dir := runDir(env)
+	if o.postgres != "" {
+		addr, err := postgresAddr(o.postgres)
+		var pid int
+		if err == nil {
+			pid, err = findServer(ctx, fs, addr, func(port int) (int, bool) { return postmasterPID(dir, port) })
+		}
+		if err != nil {
+			notes = append(notes, "postgresql not measured: "+err.Error())
+		} else {
+			add(tracked{Name: "postgresql", PID: pid, Backends: tg.dbPrefix,
+				Note: "the postmaster and all its children (every backend: other clients' too)"})
+		}
+	}
+	for _, b := range o.brokers {
+		pid, err := findServer(ctx, fs, b, func(port int) (int, bool) { return kafkaPID(dir, port) })
+		if err != nil {
+			notes = append(notes, "kafka "+b+" not measured: "+err.Error())
+			continue
+		}
+		add(tracked{Name: "kafka", PID: pid, Note: "the broker's JVM (every client's traffic)"})
+	}
+	if o.remote {
+		for _, u := range []struct{ name, url string }{
+			{"saga-machine", o.urls.SagaMachine}, {"deals", o.urls.Deals}, {"profile", o.urls.Profile}, {"issuer", o.urls.Issuer},
+		} {
+			pu, err := url.Parse(u.url)
+			if err != nil || pu.Host == "" {
+				continue
+			}
+			host, port := pu.Hostname(), pu.Port()
+			if port == "" {
+				port = map[string]string{"https": "443"}[pu.Scheme]
+				if port == "" {
+					port = "80"
+				}
+			}
+			pid, err := findServer(ctx, fs, net.JoinHostPort(host, port), nil)
+			if err != nil {
+				notes = append(notes, u.name+" not measured: "+err.Error())
+				continue
+			}
+			add(tracked{Name: u.name, PID: pid})
+		}
+	}
+	for _, t := range o.cpuPIDs {
+		add(t)
+	}
+	return procs, notes
 }
 
 // openRemote drives a running system; tokens come from its dev issuer.
@@ -331,9 +539,16 @@ type sagaRun struct {
 
 // drive sets up users and portfolios, then runs the sagas.
 func drive(ctx context.Context, o options, tg *target, stderr io.Writer) (Result, error) {
-	res := Result{Mode: tg.mode, N: o.n, Concurrency: o.c, CPUs: runtime.NumCPU()}
+	res := Result{Mode: tg.mode, Loop: "closed", N: o.n, Concurrency: o.c, CPUs: runtime.NumCPU()}
+	if o.rate > 0 {
+		res.Loop = "open"
+	}
+	conns := o.c
+	if o.rate > 0 {
+		conns = min(o.maxInFlight, 1024)
+	}
 	hc := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
-		MaxIdleConns: o.c + 16, MaxIdleConnsPerHost: o.c + 16, IdleConnTimeout: time.Minute,
+		MaxIdleConns: conns + 16, MaxIdleConnsPerHost: conns + 16, IdleConnTimeout: time.Minute,
 	}}
 	runID := uuid.NewString()[:8]
 	type account struct {
@@ -392,57 +607,87 @@ func drive(ctx context.Context, o options, tg *target, stderr io.Writer) (Result
 		go func() { watchErr <- w.runList(wctx, o.poll, engine.StatusCompleted, engine.StatusFailed) }()
 	}
 
-	var (
-		next     atomic.Int64
-		done     atomic.Int64
-		inflight atomic.Int64
-		mu       sync.Mutex
-		outcomes []outcome
-		errs     []error
-	)
+	var done, inflight atomic.Int64
+	// one posts saga i's deal at sent and waits until its saga is final.
+	one := func(ctx context.Context, i int, sent time.Time) (outcome, error) {
+		acc := accounts[i%len(accounts)]
+		rejected := o.rejectEvery > 0 && i%o.rejectEvery == o.rejectEvery-1
+		req := system.DealRequest{PortfolioID: acc.portfolioID, Side: "buy", Instrument: "ACME", Quantity: "1", Price: "1.00", Currency: "USD"}
+		if rejected {
+			req.Quantity = "10000000000000" // 1e13 × 1.00 > 1e12 cash
+		}
+		r := &sagaRun{sent: sent, rejected: rejected, done: make(chan engine.Instance, 1)}
+		inflight.Add(1)
+		defer inflight.Add(-1)
+		d, _, err := acc.c.CreateDeal(ctx, req, "")
+		if err != nil {
+			return outcome{}, err
+		}
+		w.add(d.SagaID, r)
+		select {
+		case inst := <-r.done:
+			done.Add(1)
+			return outcome{run: r, inst: inst}, nil
+		case <-ctx.Done():
+			return outcome{}, ctx.Err()
+		}
+	}
+
+	var meter *cpuMeter
+	if len(tg.cpu) > 0 {
+		meter = &cpuMeter{fs: procFS{root: "/proc"}, procs: tg.cpu, notes: tg.cpuNotes}
+		if err := meter.start(); err != nil {
+			fmt.Fprintf(stderr, "CPU not measured: %v\n", err)
+			meter = nil
+		}
+	}
 	start := time.Now()
 	stopProgress := progress(stderr, o, start, &done, &inflight)
-	var wg sync.WaitGroup
-	for g := 0; g < o.c; g++ {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				i := int(next.Add(1)) - 1
-				if i >= o.n {
-					return
-				}
-				acc := accounts[i%len(accounts)]
-				rejected := o.rejectEvery > 0 && i%o.rejectEvery == o.rejectEvery-1
-				req := system.DealRequest{PortfolioID: acc.portfolioID, Side: "buy", Instrument: "ACME", Quantity: "1", Price: "1.00", Currency: "USD"}
-				if rejected {
-					req.Quantity = "10000000000000" // 1e13 × 1.00 > 1e12 cash
-				}
-				r := &sagaRun{sent: time.Now(), rejected: rejected, done: make(chan engine.Instance, 1)}
-				inflight.Add(1)
-				d, _, err := acc.c.CreateDeal(ctx, req, "")
-				if err != nil {
-					inflight.Add(-1)
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-					continue
-				}
-				w.add(d.SagaID, r)
-				var inst engine.Instance
-				select {
-				case inst = <-r.done:
-				case <-ctx.Done():
-					inflight.Add(-1)
-					return
-				}
-				inflight.Add(-1)
-				done.Add(1)
-				mu.Lock()
-				outcomes = append(outcomes, outcome{run: r, inst: inst})
-				mu.Unlock()
+	var (
+		outcomes []outcome
+		errs     []error
+		shots    []shot
+	)
+	if o.rate > 0 {
+		var err error
+		start, shots, err = openLoop(ctx, realClock{}, schedule{rate: o.rate, n: o.n, maxInFlight: o.maxInFlight}, one)
+		if err != nil && ctx.Err() == nil {
+			stopProgress()
+			return res, err
+		}
+		for _, sh := range shots {
+			if sh.err != nil {
+				errs = append(errs, sh.err)
 			}
-		})
+		}
+	} else {
+		var next atomic.Int64
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for g := 0; g < o.c; g++ {
+			wg.Go(func() {
+				for ctx.Err() == nil {
+					i := int(next.Add(1)) - 1
+					if i >= o.n {
+						return
+					}
+					oc, err := one(ctx, i, time.Now())
+					mu.Lock()
+					if err != nil {
+						errs = append(errs, err)
+					} else {
+						outcomes = append(outcomes, oc)
+					}
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
 	}
-	wg.Wait()
+	var cpuErr error
+	if meter != nil {
+		res.CPU, cpuErr = meter.stop(res.CPUs, int(done.Load()))
+	}
 	stopProgress()
 	stopWatch()
 	if err := <-watchErr; err != nil && !errors.Is(err, context.Canceled) {
@@ -451,25 +696,39 @@ func drive(ctx context.Context, o options, tg *target, stderr io.Writer) (Result
 	if err := ctx.Err(); err != nil {
 		return res, fmt.Errorf("%d of %d sagas finished: %w", done.Load(), o.n, err)
 	}
+	if cpuErr != nil {
+		fmt.Fprintf(stderr, "CPU not measured: %v\n", cpuErr)
+	}
 	res.Errors = len(errs)
 	if len(errs) > 0 {
 		fmt.Fprintf(stderr, "%d POST /deals failed; first: %v\n", len(errs), errs[0])
 	}
-	if len(outcomes) == 0 {
-		return res, errors.New("no saga finished")
-	}
-	if tg.get != nil {
+	if o.rate > 0 {
+		// The shots that finished, in order, to be refined like the closed loop's.
+		idx := make([]int, 0, len(shots))
+		for i, sh := range shots {
+			if sh.err == nil {
+				idx = append(idx, i)
+				outcomes = append(outcomes, sh.out)
+			}
+		}
+		if len(outcomes) > 0 && tg.get != nil {
+			if err := refine(ctx, tg.get, outcomes); err != nil {
+				return res, err
+			}
+		}
+		for k, i := range idx {
+			shots[i].out = outcomes[k]
+		}
+	} else if len(outcomes) > 0 && tg.get != nil {
 		if err := refine(ctx, tg.get, outcomes); err != nil {
 			return res, err
 		}
 	}
-	var latencies []time.Duration
-	var lastFinal time.Time
+	if len(outcomes) == 0 {
+		return res, errors.New("no saga finished")
+	}
 	for _, oc := range outcomes {
-		latencies = append(latencies, oc.inst.UpdatedAt.Sub(oc.run.sent))
-		if oc.inst.UpdatedAt.After(lastFinal) {
-			lastFinal = oc.inst.UpdatedAt
-		}
 		switch {
 		case oc.inst.Status != engine.StatusCompleted:
 			res.Failed++
@@ -480,17 +739,29 @@ func drive(ctx context.Context, o options, tg *target, stderr io.Writer) (Result
 		}
 	}
 	res.Completed = len(outcomes)
+	if o.rate > 0 {
+		sum := summarize(start, shots, o.warmupSagas())
+		res.LatencyMs = percentiles(sum.latency)
+		res.Seconds = sum.lastFinal.Sub(start).Seconds()
+		res.SagasPerSec = sum.doneRate
+		res.Open = &OpenLoop{
+			OfferedPerSec: o.rate, SentPerSec: sum.sentRate, WarmupSagas: min(o.warmupSagas(), len(shots)), Measured: sum.measured,
+			BehindScheduleMs: percentiles(sum.behind), Late: sum.late, MaxInFlight: o.maxInFlight,
+		}
+		return res, nil
+	}
+	lat := newHistogram()
+	var lastFinal time.Time
+	for _, oc := range outcomes {
+		record(lat, oc.inst.UpdatedAt.Sub(oc.run.sent))
+		if oc.inst.UpdatedAt.After(lastFinal) {
+			lastFinal = oc.inst.UpdatedAt
+		}
+	}
 	elapsed := lastFinal.Sub(start)
 	res.Seconds = elapsed.Seconds()
 	res.SagasPerSec = float64(res.Completed) / elapsed.Seconds()
-	slices.Sort(latencies)
-	pct := func(p float64) float64 {
-		i := int(p*float64(len(latencies))+0.5) - 1
-		i = max(0, min(i, len(latencies)-1))
-		return float64(latencies[i].Microseconds()) / 1000
-	}
-	res.LatencyMs.P50, res.LatencyMs.P95, res.LatencyMs.P99 = pct(0.50), pct(0.95), pct(0.99)
-	res.LatencyMs.Max = float64(latencies[len(latencies)-1].Microseconds()) / 1000
+	res.LatencyMs = percentiles(lat)
 	return res, nil
 }
 
