@@ -117,9 +117,9 @@ func TestLoadCatalog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v2 := strings.Replace(string(shipped), "version: 1", "version: 2", 1)
-	if v2 == string(shipped) {
-		t.Fatal("shipped saga has no `version: 1` line to bump")
+	v1, err := os.ReadFile(shippedSagaV1)
+	if err != nil {
+		t.Fatal(err)
 	}
 	tests := []struct {
 		name           string
@@ -127,12 +127,17 @@ func TestLoadCatalog(t *testing.T) {
 		wantList       string
 		wantProblemsIn []string
 	}{
-		{"shipped sagas", sagas.FS, "MANUAL_CREATE_ORDER v1", nil},
-		{"two versions", fstest.MapFS{"a.yaml": {Data: shipped}, "b.yml": {Data: []byte(v2)}}, "MANUAL_CREATE_ORDER v1,MANUAL_CREATE_ORDER v2", nil},
+		// The shipped directory: version 2 for new sagas, version 1 kept
+		// for the sagas started on it.
+		{"shipped sagas", sagas.FS, "MANUAL_CREATE_ORDER v1,MANUAL_CREATE_ORDER v2", nil},
+		{"two versions", fstest.MapFS{"a.yaml": {Data: v1}, "b.yml": {Data: shipped}}, "MANUAL_CREATE_ORDER v1,MANUAL_CREATE_ORDER v2", nil},
 		{"one bad file keeps the good one", fstest.MapFS{
 			"a.yaml": {Data: shipped},
 			"b.yaml": {Data: []byte("saga: BROKEN\nversion: one\n")},
-		}, "MANUAL_CREATE_ORDER v1", []string{"b.yaml"}},
+		}, "MANUAL_CREATE_ORDER v2", []string{"b.yaml"}},
+		// A new version written without bumping `version:` is refused; the
+		// first file keeps its version.
+		{"one version twice", fstest.MapFS{"a.yaml": {Data: shipped}, "b.yaml": {Data: shipped}}, "MANUAL_CREATE_ORDER v2", []string{"b.yaml"}},
 		{"empty dir", fstest.MapFS{}, "", []string{"."}},
 	}
 	for _, tt := range tests {

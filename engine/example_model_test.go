@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"fmt"
+	"io/fs"
 	"log"
 	"os"
 
@@ -13,11 +14,15 @@ import (
 // A saga definition is parsed, compiled once, and then every incoming event
 // is checked and applied with Apply.
 func ExampleModel_Apply() {
-	defs, problems := definition.LoadDir(sagas.FS)
+	data, err := fs.ReadFile(sagas.FS, "manual_create_order.yaml")
+	if err != nil {
+		log.Fatal(err)
+	}
+	def, problems := definition.Parse("manual_create_order.yaml", data)
 	if len(problems) > 0 {
 		log.Fatal(problems)
 	}
-	m, err := engine.Compile(defs[0])
+	m, err := engine.Compile(def)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -28,6 +33,7 @@ func ExampleModel_Apply() {
 	}
 	fmt.Println(step.To, step.Send.Name, "→", step.Send.Topic)
 	fmt.Println("timeout:", m.Timeout(step.To).After, m.Timeout(step.To).Event.Value)
+	fmt.Println("undo:", step.Undo.Command, "for REGISTER,", step.Send.Compensate.Command, "for", step.Send.Name)
 
 	_, err = m.Apply(step.To, "DEAL_UPDATED", "deals")
 	fmt.Println(engine.ErrorCode(err))
@@ -35,8 +41,9 @@ func ExampleModel_Apply() {
 	// Output:
 	// DRAFT APPROVE_ORDER → PROFILE_TOPIC
 	// timeout: 10m0s APPROVAL_TIMED_OUT
+	// undo: FAIL_DEAL for REGISTER, REVERT_ORDER for APPROVE_ORDER
 	// illegal-transition
-	// apply DEAL_UPDATED to MANUAL_CREATE_ORDER v1: event DEAL_UPDATED is not allowed in state DRAFT; allowed in DRAFT: ORDER_APPROVED (profile), ORDER_REJECTED (profile), PROFILE_UNAVAILABLE (engine), APPROVAL_TIMED_OUT (engine)
+	// apply DEAL_UPDATED to MANUAL_CREATE_ORDER v2: event DEAL_UPDATED is not allowed in state DRAFT; allowed in DRAFT: ORDER_APPROVED (profile), ORDER_REJECTED (profile), PROFILE_UNAVAILABLE (engine), APPROVAL_TIMED_OUT (engine)
 }
 
 // The daemon loads every shipped definition into a Catalog and finds the
@@ -53,11 +60,19 @@ func ExampleLoadCatalog() {
 	fmt.Println(m, m.States())
 	fmt.Println(m.Allowed("APPROVED"))
 
+	// Sagas started on version 1 finish on it: it stays loaded.
+	old, err := catalog.Get("MANUAL_CREATE_ORDER", 1)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(old, "compensable:", old.Compensable(), "/", m, "compensable:", m.Compensable())
+
 	_, err = catalog.Get("MANUAL_CREATE_ORDER", 9)
 	fmt.Println(engine.ErrorCode(err))
 	// Output:
-	// MANUAL_CREATE_ORDER v1 [DRAFT APPROVED REJECTED NOTIFICATION FAILED]
+	// MANUAL_CREATE_ORDER v2 [DRAFT APPROVED REJECTED NOTIFICATION FAILED]
 	// [DEAL_UPDATED (deals) DEALS_UNAVAILABLE (engine)]
+	// MANUAL_CREATE_ORDER v1 compensable: false / MANUAL_CREATE_ORDER v2 compensable: true
 	// unknown-saga
 }
 

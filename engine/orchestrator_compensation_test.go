@@ -672,18 +672,167 @@ func TestDoneEventForUnknownCompensation(t *testing.T) {
 }
 
 // A v1 definition (no compensation) keeps its behaviour: failure sends the
-// failed transition's command at once and the status is failed.
+// failed transition's command at once and the status is failed. A saga
+// started on MANUAL_CREATE_ORDER v1 finishes on v1 beside v2.
 func TestNoCompensationNoChange(t *testing.T) {
 	h := newHarness(t)
 	id := uuid.NewString()
-	h.handle(t, event(id, "REGISTER", "deals", ""))
+	reg := event(id, "REGISTER", "deals", "")
+	reg.SagaVersion = 1
+	h.handle(t, reg)
 	for range 5 {
 		h.fireAt(t, id)
 	}
 	in := h.inst(t, id)
-	if in.Status != StatusFailed || len(in.Undo) != 0 || in.Deferred != nil {
-		t.Errorf("v1 failure: %s undo %v deferred %v", in.Status, in.Undo, in.Deferred)
+	if in.SagaVersion != 1 || in.State != "FAILED" || in.Status != StatusFailed || len(in.Undo) != 0 || in.Deferred != nil || in.TimerAt != nil {
+		t.Errorf("v1 failure: v%d %s %s undo %v deferred %v timer %v, want v1 FAILED failed with nothing to undo or hold back",
+			in.SagaVersion, in.State, in.Status, in.Undo, in.Deferred, in.TimerAt)
 	}
+	// v1's PROFILE_UNAVAILABLE sends nothing: 5 APPROVE_ORDER and no NOTIFY.
+	if got, want := h.outboxNames(), slices.Repeat([]string{"APPROVE_ORDER"}, 5); !slices.Equal(got, want) {
+		t.Errorf("outbox = %v, want %v", got, want)
+	}
+}
+
+// detour leaves its compensable CHARGE unanswered on a timeout and sends
+// another compensable command, INVOICE, to the same participant.
+const detour = `
+saga: DETOUR
+version: 1
+participants:
+  shop: { topic: SHOP_TOPIC }
+  bank: { topic: BANK_TOPIC }
+states:
+  CHARGING:
+    timeout: { after: 1m, event: CHARGE_SLOW }
+transitions:
+  - on: ORDER
+    by: shop
+    from: []
+    to: CHARGING
+    send: { to: bank, command: CHARGE, compensate: { command: REFUND, done: REFUNDED } }
+  - { on: CHARGED, by: bank, from: [CHARGING], to: PAID }
+  - on: CHARGE_SLOW
+    by: engine
+    from: [CHARGING]
+    to: INVOICING
+    send: { to: bank, command: INVOICE, compensate: { command: CANCEL_INVOICE, done: INVOICE_CANCELLED } }
+  - { on: INVOICED, by: bank, from: [INVOICING], to: BILLED }
+  - { on: CANCEL, by: shop, from: [CHARGING, INVOICING], to: CANCELLED }
+final: [PAID, BILLED]
+failed: [CANCELLED]
+`
+
+// A participant outside the SDK may answer without causation ids. An event
+// the state machine accepts from the receiver of the command the saga waits
+// for answers that command: a v2 MANUAL_CREATE_ORDER answered that way
+// completes and undoes nothing. A command the saga abandoned (a timeout or
+// an exhausted retry moved it on) is still compensated: an answer without
+// causation id is not taken for its answer.
+func TestAnswersWithoutCausationID(t *testing.T) {
+	for _, decision := range []string{"ORDER_APPROVED", "ORDER_REJECTED"} {
+		t.Run("v2 "+decision, func(t *testing.T) {
+			h := newHarness(t)
+			id := uuid.NewString()
+			h.handle(t, event(id, "REGISTER", "deals", `{"deal_context":{"deal_id":"D-1","user_id":7}}`))
+			h.fireAt(t, id) // APPROVE_ORDER re-sent (same id): still the command waited for
+			h.handle(t, event(id, decision, "profile", ""))
+			h.handle(t, event(id, "DEAL_UPDATED", "deals", ""))
+			in := h.inst(t, id)
+			if in.SagaVersion != 2 || in.State != "NOTIFICATION" || in.Status != StatusCompleted || in.TimerAt != nil {
+				t.Fatalf("saga = v%d %s %s timer %v, want v2 NOTIFICATION completed without timer", in.SagaVersion, in.State, in.Status, in.TimerAt)
+			}
+			if got, want := undoStatuses(in), "FAIL_DEAL=replied REVERT_ORDER=replied FAIL_DEAL=replied"; got != want {
+				t.Errorf("undo = %s, want %s (both commands answered)", got, want)
+			}
+			second := map[string]string{"ORDER_APPROVED": "APPROVE_DEAL", "ORDER_REJECTED": "REJECT_DEAL"}[decision]
+			if got, want := h.outboxNames(), []string{"APPROVE_ORDER", "APPROVE_ORDER", second, "NOTIFY"}; !slices.Equal(got, want) {
+				t.Errorf("outbox = %v, want %v: no compensation", got, want)
+			}
+			if got, want := kinds(h.history(t, id)), "event:REGISTER retry: event:"+decision+" event:DEAL_UPDATED"; got != want {
+				t.Errorf("timeline = %s, want %s", got, want)
+			}
+			if dls := h.deadLetters(t); len(dls) != 0 {
+				t.Errorf("dead letters = %+v", dls)
+			}
+		})
+	}
+
+	t.Run("abandoned on a timeout", func(t *testing.T) {
+		h := newHarness(t, detour)
+		id := uuid.NewString()
+		h.handle(t, ev("DETOUR", id, "ORDER", "shop", ""))
+		charge := h.last(t, "CHARGE")
+		h.fireAt(t, id) // CHARGE_SLOW → INVOICING: CHARGE is abandoned
+		invoice := h.last(t, "INVOICE")
+		if in := h.inst(t, id); in.State != "INVOICING" || undoStatuses(in) != "REFUND=open CANCEL_INVOICE=open" {
+			t.Fatalf("after the timeout: %s %s", in.State, undoStatuses(in))
+		}
+		// bank's answer without causation id answers INVOICE, the command
+		// the saga waits for, not the abandoned CHARGE.
+		h.handle(t, ev("DETOUR", id, "INVOICED", "bank", ""))
+		in := h.inst(t, id)
+		if in.State != "BILLED" || in.Status != StatusCompensating || undoStatuses(in) != "REFUND=compensating CANCEL_INVOICE=replied" {
+			t.Fatalf("after INVOICED: %s %s %s, want BILLED compensating the abandoned CHARGE only", in.State, in.Status, undoStatuses(in))
+		}
+		refund := h.last(t, "REFUND")
+		if refund.Compensates != charge.ID || refund.Participant != "bank" {
+			t.Errorf("REFUND = %+v, want it to undo CHARGE %s", refund, charge.ID)
+		}
+		// The abandoned CHARGE's own late answer without causation id is not
+		// taken for an answer either: the REFUND under way goes on.
+		h.handle(t, ev("DETOUR", id, "CHARGED", "bank", ""))
+		if got := h.inst(t, id); got.Status != StatusCompensating || undoStatuses(got) != "REFUND=compensating CANCEL_INVOICE=replied" {
+			t.Errorf("after a CHARGED without causation: %s %s", got.Status, undoStatuses(got))
+		}
+		h.handle(t, ev("DETOUR", id, "REFUNDED", "bank", refund.ID))
+		in = h.inst(t, id)
+		if in.Status != StatusCompleted || in.TimerAt != nil || undoStatuses(in) != "REFUND=compensated CANCEL_INVOICE=replied" {
+			t.Errorf("after REFUNDED: %s timer %v %s, want completed", in.Status, in.TimerAt, undoStatuses(in))
+		}
+		if got, want := h.outboxNames(), []string{"CHARGE", "INVOICE", "REFUND"}; !slices.Equal(got, want) {
+			t.Errorf("outbox = %v, want %v: CANCEL_INVOICE never sent", got, want)
+		}
+		if invoice.ID == charge.ID {
+			t.Error("INVOICE has CHARGE's id")
+		}
+	})
+
+	t.Run("abandoned on an exhausted retry", func(t *testing.T) {
+		h := newHarness(t)
+		id := uuid.NewString()
+		h.handle(t, event(id, "REGISTER", "deals", ""))
+		approve := h.last(t, "APPROVE_ORDER")
+		for range 5 { // 5 sends unanswered, then PROFILE_UNAVAILABLE
+			h.fireAt(t, id)
+		}
+		in := h.inst(t, id)
+		if in.State != "FAILED" || in.Status != StatusCompensating || undoStatuses(in) != "FAIL_DEAL=replied REVERT_ORDER=compensating" {
+			t.Fatalf("after PROFILE_UNAVAILABLE: %s %s %s", in.State, in.Status, undoStatuses(in))
+		}
+		// profile's approval arrives late, without causation id: it cannot
+		// be told from a forgery and changes nothing; REVERT_ORDER goes on.
+		h.handle(t, event(id, "ORDER_APPROVED", "profile", ""))
+		if got := h.inst(t, id); got.Rev != in.Rev || undoStatuses(got) != undoStatuses(in) {
+			t.Errorf("a late approval without causation changed the saga: rev %d → %d, %s", in.Rev, got.Rev, undoStatuses(got))
+		}
+		if dls := h.deadLetters(t); len(dls) != 1 || dls[0].Code != CodeFinished {
+			t.Errorf("dead letters = %+v, want the late approval refused as finished", dls)
+		}
+		revert := h.last(t, "REVERT_ORDER")
+		if revert.Compensates != approve.ID {
+			t.Errorf("REVERT_ORDER compensates %s, want APPROVE_ORDER %s", revert.Compensates, approve.ID)
+		}
+		h.handle(t, ev("MANUAL_CREATE_ORDER", id, "ORDER_REVERTED", "profile", revert.ID))
+		h.handle(t, ev("MANUAL_CREATE_ORDER", id, "DEAL_FAILED", "deals", h.last(t, "FAIL_DEAL").ID))
+		if got := h.inst(t, id); got.Status != StatusFailed || undoStatuses(got) != "FAIL_DEAL=compensated REVERT_ORDER=compensated" {
+			t.Errorf("after the compensations: %s %s, want failed", got.Status, undoStatuses(got))
+		}
+		names := h.outboxNames()
+		if want := []string{"REVERT_ORDER", "FAIL_DEAL", "NOTIFY"}; !slices.Equal(names[len(names)-3:], want) {
+			t.Errorf("outbox = %v, want it to end with %v", names, want)
+		}
+	})
 }
 
 type compObserver struct {

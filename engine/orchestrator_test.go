@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/portfolio-counselor/sagamachine/engine/definition"
+	"github.com/portfolio-counselor/sagamachine/sagas"
 )
 
 // fakeClock is a settable clock for timer tests.
@@ -28,19 +29,16 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// testCatalog loads the shipped MANUAL_CREATE_ORDER definition plus extra
-// YAML documents (one definition each).
+// testCatalog loads the shipped MANUAL_CREATE_ORDER definitions as
+// saga-machine does (version 2, where new sagas start, and version 1, kept
+// for the sagas started on it) plus extra YAML documents (one definition
+// each).
 func testCatalog(tb testing.TB, extra ...string) *Catalog {
 	tb.Helper()
-	data, err := os.ReadFile("../sagas/manual_create_order.yaml")
-	if err != nil {
-		tb.Fatalf("read definition: %v", err)
-	}
-	def, probs := definition.Parse("manual_create_order.yaml", data)
+	defs, probs := definition.LoadDir(sagas.FS)
 	if len(probs) > 0 {
-		tb.Fatalf("parse definition: %v", probs)
+		tb.Fatalf("load shipped definitions: %v", probs)
 	}
-	defs := []*definition.Definition{def}
 	for i, y := range extra {
 		d, probs := definition.Parse(fmt.Sprintf("extra%d.yaml", i), []byte(y))
 		if len(probs) > 0 {
@@ -248,8 +246,9 @@ func TestContextMergeKeysAndCommand(t *testing.T) {
 	if got.Keys["deal_id"] != "D-7" || got.Keys["user_id"] != "42" {
 		t.Errorf("keys = %v, want deal_id D-7, user_id 42", got.Keys)
 	}
-	if got.SagaVersion != 1 || got.Status != StatusRunning || got.Rev != 1 {
-		t.Errorf("version %d status %s rev %d, want 1 running 1 (created and advanced in one batch)", got.SagaVersion, got.Status, got.Rev)
+	// A new saga starts on the newest version (2).
+	if got.SagaVersion != 2 || got.Status != StatusRunning || got.Rev != 1 {
+		t.Errorf("version %d status %s rev %d, want 2 running 1 (created and advanced in one batch)", got.SagaVersion, got.Status, got.Rev)
 	}
 	h.st.mu.Lock()
 	cmds := append([]OutboxRecord(nil), h.st.s.outbox...)
@@ -259,7 +258,7 @@ func TestContextMergeKeysAndCommand(t *testing.T) {
 	}
 	c := cmds[1]
 	if c.Topic != "DEALS_TOPIC" || c.Key != id || c.Message.Kind != KindCommand || c.Message.Participant != "deals" ||
-		c.Message.Attempt != 1 || c.Message.SagaVersion != 1 || c.Message.CausationID == "" || string(c.Message.Payload) != string(got.Context) {
+		c.Message.Attempt != 1 || c.Message.SagaVersion != 2 || c.Message.CausationID == "" || string(c.Message.Payload) != string(got.Context) {
 		t.Errorf("command = %+v, want APPROVE_DEAL to deals on DEALS_TOPIC keyed by the saga with the whole context", c)
 	}
 	if got.Pending == nil || got.Pending.ID != c.Message.ID || got.Attempts != 1 {
@@ -361,12 +360,13 @@ func TestUnknownSagaAndVersion(t *testing.T) {
 	}
 }
 
-const v2 = `
+// v3 is a third MANUAL_CREATE_ORDER, newer than the shipped two.
+const v3 = `
 saga: MANUAL_CREATE_ORDER
-version: 2
+version: 3
 participants:
-  deals: { topic: DEALS_V2 }
-  profile: { topic: PROFILE_V2 }
+  deals: { topic: DEALS_V3 }
+  profile: { topic: PROFILE_V3 }
 transitions:
   - { on: REGISTER, by: deals, from: [], to: CHECKING, send: { to: profile, command: CHECK } }
   - { on: CHECKED, by: profile, from: [CHECKING], to: DONE }
@@ -374,24 +374,43 @@ final: [DONE]
 `
 
 func TestInstancesKeepTheirVersion(t *testing.T) {
-	h := newHarness(t, v2)
-	old, newer := uuid.NewString(), uuid.NewString()
+	h := newHarness(t, v3)
+	old, mid, newer := uuid.NewString(), uuid.NewString(), uuid.NewString()
 	pinned := event(old, "REGISTER", "deals", "")
 	pinned.SagaVersion = 1
-	h.handle(t, pinned, event(newer, "REGISTER", "deals", ""))
-	if got := h.inst(t, old); got.SagaVersion != 1 || got.State != "DRAFT" {
-		t.Errorf("pinned saga: v%d %s, want v1 DRAFT", got.SagaVersion, got.State)
+	pinned2 := event(mid, "REGISTER", "deals", "")
+	pinned2.SagaVersion = 2
+	h.handle(t, pinned, pinned2, event(newer, "REGISTER", "deals", ""))
+	if got := h.inst(t, old); got.SagaVersion != 1 || got.State != "DRAFT" || len(got.Undo) != 0 {
+		t.Errorf("pinned saga: v%d %s undo %v, want v1 DRAFT with nothing to undo", got.SagaVersion, got.State, got.Undo)
 	}
-	if got := h.inst(t, newer); got.SagaVersion != 2 || got.State != "CHECKING" {
-		t.Errorf("new saga: v%d %s, want v2 CHECKING", got.SagaVersion, got.State)
+	if got := h.inst(t, mid); got.SagaVersion != 2 || got.State != "DRAFT" || undoStatuses(got) != "FAIL_DEAL=replied REVERT_ORDER=open" {
+		t.Errorf("pinned saga: v%d %s undo %s, want v2 DRAFT with FAIL_DEAL=replied REVERT_ORDER=open", got.SagaVersion, got.State, undoStatuses(got))
+	}
+	if got := h.inst(t, newer); got.SagaVersion != 3 || got.State != "CHECKING" {
+		t.Errorf("new saga: v%d %s, want v3 CHECKING", got.SagaVersion, got.State)
 	}
 	// A later event without a version still applies on the instance's version.
-	h.handle(t, event(old, "ORDER_APPROVED", "profile", ""), event(newer, "CHECKED", "profile", ""))
-	if got := h.inst(t, old); got.State != "APPROVED" {
-		t.Errorf("v1 saga state = %s, want APPROVED", got.State)
+	h.handle(t, event(old, "ORDER_APPROVED", "profile", ""), event(mid, "ORDER_APPROVED", "profile", ""),
+		event(newer, "CHECKED", "profile", ""))
+	if got := h.inst(t, old); got.State != "APPROVED" || len(got.Undo) != 0 {
+		t.Errorf("v1 saga = %s undo %v, want APPROVED with nothing to undo", got.State, got.Undo)
+	}
+	if got := h.inst(t, mid); got.State != "APPROVED" || undoStatuses(got) != "FAIL_DEAL=replied REVERT_ORDER=replied FAIL_DEAL=open" {
+		t.Errorf("v2 saga = %s undo %s, want APPROVED with APPROVE_ORDER answered and APPROVE_DEAL open", got.State, undoStatuses(got))
 	}
 	if got := h.inst(t, newer); got.State != "DONE" || got.Status != StatusCompleted {
-		t.Errorf("v2 saga = %s %s, want DONE completed", got.State, got.Status)
+		t.Errorf("v3 saga = %s %s, want DONE completed", got.State, got.Status)
+	}
+	// Each command goes to the topic of its saga's version.
+	topics := map[string]string{}
+	for _, r := range h.outbox() {
+		topics[r.Message.SagaID+"/"+r.Message.Name] = r.Topic
+	}
+	for k, want := range map[string]string{old + "/APPROVE_ORDER": "PROFILE_TOPIC", mid + "/APPROVE_ORDER": "PROFILE_TOPIC", newer + "/CHECK": "PROFILE_V3"} {
+		if topics[k] != want {
+			t.Errorf("%s went to %q, want %s", k, topics[k], want)
+		}
 	}
 }
 
@@ -550,38 +569,87 @@ func TestStartIsIdempotent(t *testing.T) {
 	}
 }
 
+// TestResendAndAbort: an operator re-sends the command a saga waits for,
+// then aborts the saga. On version 1 the abort fails the saga at once; on
+// version 2 it first undoes what the saga did (REVERT_ORDER for the
+// APPROVE_ORDER sent, then FAIL_DEAL for the registered deal) and sends no
+// NOTIFY (an abort is not a transition of the table).
 func TestResendAndAbort(t *testing.T) {
-	h := newHarness(t)
-	ctx := context.Background()
-	id := uuid.NewString()
-	h.handle(t, event(id, "REGISTER", "deals", ""))
-	if _, err := h.o.Resend(ctx, id, "", "why"); ErrorCode(err) != CodeInvalid {
-		t.Errorf("Resend without actor err = %v, want invalid", err)
-	}
-	got, err := h.o.Resend(ctx, id, "alice", "profile lost it")
-	if err != nil || got.Attempts != 2 {
-		t.Fatalf("Resend = attempts %d, %v; want 2", got.Attempts, err)
-	}
-	if _, err := h.o.Abort(ctx, id, "DRAFT", "alice", "x"); ErrorCode(err) != CodeInvalid {
-		t.Errorf("Abort into a running state err = %v, want invalid", err)
-	}
-	got, err = h.o.Abort(ctx, id, "", "alice", "customer called")
-	if err != nil || got.State != "FAILED" || got.Status != StatusFailed || got.TimerAt != nil || got.Pending != nil {
-		t.Fatalf("Abort = %+v, %v; want FAILED, no timer, no pending", got, err)
-	}
-	if _, err := h.o.Abort(ctx, id, "", "alice", "again"); ErrorCode(err) != CodeFinished {
-		t.Errorf("second Abort err = %v, want finished", err)
-	}
-	if _, err := h.o.Resend(ctx, "nope", "alice", ""); ErrorCode(err) != CodeNotFound {
-		t.Errorf("Resend unknown err = %v, want not-found", err)
-	}
-	hist, _ := h.st.History(ctx, id)
-	if len(hist) != 3 || hist[1].Kind != EntryOperator || hist[1].Actor != "alice" || hist[1].Reason != "profile lost it" ||
-		hist[2].Event != "ABORT" || hist[2].ToState != "FAILED" {
-		t.Errorf("history = %+v, want event, operator re-send, operator abort", hist)
-	}
-	if got := h.outboxNames(); len(got) != 2 {
-		t.Errorf("outbox = %v, want APPROVE_ORDER twice", got)
+	for _, version := range []int{1, 2} {
+		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
+			h := newHarness(t)
+			ctx := context.Background()
+			id := uuid.NewString()
+			reg := event(id, "REGISTER", "deals", "")
+			reg.SagaVersion = version
+			h.handle(t, reg)
+			if _, err := h.o.Resend(ctx, id, "", "why"); ErrorCode(err) != CodeInvalid {
+				t.Errorf("Resend without actor err = %v, want invalid", err)
+			}
+			got, err := h.o.Resend(ctx, id, "alice", "profile lost it")
+			if err != nil || got.Attempts != 2 {
+				t.Fatalf("Resend = attempts %d, %v; want 2", got.Attempts, err)
+			}
+			approve := h.last(t, "APPROVE_ORDER")
+			if _, err := h.o.Abort(ctx, id, "DRAFT", "alice", "x"); ErrorCode(err) != CodeInvalid {
+				t.Errorf("Abort into a running state err = %v, want invalid", err)
+			}
+			got, err = h.o.Abort(ctx, id, "", "alice", "customer called")
+			if version == 1 {
+				if err != nil || got.State != "FAILED" || got.Status != StatusFailed || got.TimerAt != nil || got.Pending != nil {
+					t.Fatalf("Abort = %+v, %v; want FAILED, no timer, no pending", got, err)
+				}
+			} else {
+				// Compensating: the timer re-sends REVERT_ORDER until profile answers.
+				if err != nil || got.State != "FAILED" || got.Status != StatusCompensating || got.TimerAt == nil || got.Pending != nil ||
+					got.Deferred != nil || undoStatuses(got) != "FAIL_DEAL=replied REVERT_ORDER=compensating" {
+					t.Fatalf("Abort = %+v, %v; want FAILED compensating REVERT_ORDER, its re-send timer, no pending, nothing held back", got, err)
+				}
+			}
+			if _, err := h.o.Abort(ctx, id, "", "alice", "again"); ErrorCode(err) != CodeFinished {
+				t.Errorf("second Abort err = %v, want finished", err)
+			}
+			if _, err := h.o.Resend(ctx, "nope", "alice", ""); ErrorCode(err) != CodeNotFound {
+				t.Errorf("Resend unknown err = %v, want not-found", err)
+			}
+			hist, _ := h.st.History(ctx, id)
+			wantHist := 3
+			if version == 2 {
+				wantHist = 4 // and the compensation sent
+			}
+			if len(hist) != wantHist || hist[1].Kind != EntryOperator || hist[1].Actor != "alice" || hist[1].Reason != "profile lost it" ||
+				hist[2].Event != "ABORT" || hist[2].ToState != "FAILED" {
+				t.Errorf("history = %+v, want event, operator re-send, operator abort", hist)
+			}
+			want := []string{"APPROVE_ORDER", "APPROVE_ORDER"}
+			if version == 2 {
+				want = append(want, "REVERT_ORDER")
+			}
+			if got := h.outboxNames(); !slices.Equal(got, want) {
+				t.Errorf("outbox = %v, want %v", got, want)
+			}
+			if version == 1 {
+				return
+			}
+			revert := h.last(t, "REVERT_ORDER")
+			if revert.Compensates != approve.ID || revert.CausationID != hist[2].MessageID {
+				t.Errorf("REVERT_ORDER compensates %s caused by %s, want APPROVE_ORDER %s caused by the abort %s",
+					revert.Compensates, revert.CausationID, approve.ID, hist[2].MessageID)
+			}
+			h.handle(t, ev("MANUAL_CREATE_ORDER", id, "ORDER_REVERTED", "profile", revert.ID))
+			fail := h.last(t, "FAIL_DEAL")
+			if fail.Compensates != reg.ID {
+				t.Errorf("FAIL_DEAL compensates %s, want REGISTER %s", fail.Compensates, reg.ID)
+			}
+			h.handle(t, ev("MANUAL_CREATE_ORDER", id, "DEAL_FAILED", "deals", fail.ID))
+			in := h.inst(t, id)
+			if in.Status != StatusFailed || in.TimerAt != nil || undoStatuses(in) != "FAIL_DEAL=compensated REVERT_ORDER=compensated" {
+				t.Errorf("after the compensations: %s timer %v undo %s, want failed, no timer, both compensated", in.Status, in.TimerAt, undoStatuses(in))
+			}
+			if want := []string{"APPROVE_ORDER", "APPROVE_ORDER", "REVERT_ORDER", "FAIL_DEAL"}; !slices.Equal(h.outboxNames(), want) {
+				t.Errorf("outbox = %v, want %v (no NOTIFY after an abort)", h.outboxNames(), want)
+			}
+		})
 	}
 }
 

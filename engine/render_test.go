@@ -71,16 +71,22 @@ func TestRenderCompensationsAndAPIStarts(t *testing.T) {
 	}
 }
 
+// TestRenderGolden draws MANUAL_CREATE_ORDER: version 1 (hand-built and
+// sagas/manual_create_order.v1.yaml) into testdata/manual_create_order.v1.*,
+// version 2 (the shipped sagas/manual_create_order.yaml, with its
+// compensations) into testdata/manual_create_order.* (cmd/sagactl checks that
+// `sagactl render` prints the same).
 func TestRenderGolden(t *testing.T) {
-	for src, m := range models(t) {
+	for _, mc := range models(t) {
+		m := mc.m
 		for _, r := range []struct {
 			file   string
 			render func(*Model) string
 		}{
-			{"manual_create_order.mmd", RenderMermaid},
-			{"manual_create_order.dot", RenderDOT},
+			{mc.golden + ".mmd", RenderMermaid},
+			{mc.golden + ".dot", RenderDOT},
 		} {
-			t.Run(src+"/"+r.file, func(t *testing.T) {
+			t.Run(mc.src+"/"+r.file, func(t *testing.T) {
 				got := r.render(m)
 				golden(t, r.file, got)
 				if again := r.render(m); again != got {
