@@ -119,16 +119,96 @@ func TestShippedSagasAreValid(t *testing.T) {
 	}
 }
 
+// TestManualCreateOrder reads both shipped MANUAL_CREATE_ORDER files:
+// version 2 (manual_create_order.yaml, where new sagas start) with its
+// compensations and NOTIFY on failure, and version 1
+// (manual_create_order.v1.yaml, kept for the sagas started on it) without.
 func TestManualCreateOrder(t *testing.T) {
-	data := readFile(t, filepath.Join("..", "..", "sagas", "manual_create_order.yaml"))
-	def, problems := definition.Parse("manual_create_order.yaml", data)
-	if len(problems) > 0 {
-		t.Fatalf("Parse: %v", problems)
+	type comp struct{ command, done string }
+	tests := []struct {
+		file    string
+		version int
+		// compensations, by the command or event they undo ("" = none)
+		undo map[string]comp
+		// command of the transitions into FAILED ("" = none)
+		onFailure string
+	}{
+		{"manual_create_order.v1.yaml", 1, map[string]comp{}, ""},
+		{"manual_create_order.yaml", 2, map[string]comp{
+			"REGISTER":      {"FAIL_DEAL", "DEAL_FAILED"},
+			"APPROVE_ORDER": {"REVERT_ORDER", "ORDER_REVERTED"},
+			"APPROVE_DEAL":  {"FAIL_DEAL", "DEAL_FAILED"},
+			"REJECT_DEAL":   {"FAIL_DEAL", "DEAL_FAILED"},
+		}, "NOTIFY"},
 	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			data := readFile(t, filepath.Join("..", "..", "sagas", tt.file))
+			def, problems := definition.Parse(tt.file, data)
+			if len(problems) > 0 {
+				t.Fatalf("Parse: %v", problems)
+			}
+			checkManualCreateOrder(t, def, data, tt.version)
+			got := map[string]comp{}
+			failures := 0
+			for _, tr := range def.Transitions {
+				if c := tr.Compensate; c != nil {
+					got[tr.On.Value] = comp{c.Command.Value, c.Done.Value}
+					checkCompensation(t, tr.On.Value, c, tr.By.Value)
+				}
+				if tr.Send != nil && tr.Send.Compensate != nil {
+					c := tr.Send.Compensate
+					got[tr.Send.Command.Value] = comp{c.Command.Value, c.Done.Value}
+					checkCompensation(t, tr.Send.Command.Value, c, tr.Send.To.Value)
+				}
+				if tr.To.Value != "FAILED" {
+					continue
+				}
+				failures++
+				switch {
+				case tt.onFailure == "" && tr.Send != nil:
+					t.Errorf("%s into FAILED sends %s, want nothing", tr.On.Value, tr.Send.Command.Value)
+				case tt.onFailure != "" && (tr.Send == nil || tr.Send.Command.Value != tt.onFailure || tr.Send.To.Value != "notification" || tr.Send.Retry != nil):
+					t.Errorf("%s into FAILED sends %+v, want %s to notification, sent once", tr.On.Value, tr.Send, tt.onFailure)
+				}
+			}
+			if failures != 3 {
+				t.Errorf("transitions into FAILED: got %d, want 3", failures)
+			}
+			if len(got) != len(tt.undo) {
+				t.Errorf("compensations: got %v, want %v", got, tt.undo)
+			}
+			for of, want := range tt.undo {
+				if got[of] != want {
+					t.Errorf("compensation of %s: got %+v, want %+v", of, got[of], want)
+				}
+			}
+		})
+	}
+}
+
+// checkCompensation checks what every compensation of MANUAL_CREATE_ORDER v2
+// shares: sent to the participant that had the effect, 20 sends waiting 1s
+// doubling to 1m, and no exhausted event (a compensation never gives up).
+func checkCompensation(tb testing.TB, of string, c *definition.Compensation, to string) {
+	tb.Helper()
+	if c.To.Value != to {
+		tb.Errorf("compensation of %s goes to %q, want %s", of, c.To.Value, to)
+	}
+	if r := c.Retry; r == nil || r.Attempts != 20 || r.Backoff != time.Second || r.MaxBackoff != time.Minute || r.Exhausted.Value != "" {
+		tb.Errorf("compensation of %s retry: got %+v, want 20 sends, 1s..1m, no exhausted", of, r)
+	}
+}
+
+// checkManualCreateOrder checks what both versions of MANUAL_CREATE_ORDER
+// share: the seed's transitions, topics, keys, DRAFT's time limit, the
+// first retry and the terminal states.
+func checkManualCreateOrder(t *testing.T, def *definition.Definition, data []byte, version int) {
+	t.Helper()
 	if got, want := def.Saga, "MANUAL_CREATE_ORDER"; got != want {
 		t.Errorf("Saga: got %q, want %q", got, want)
 	}
-	if got, want := def.Version, 1; got != want {
+	if got, want := def.Version, version; got != want {
 		t.Errorf("Version: got %d, want %d", got, want)
 	}
 	if got, want := len(def.Transitions), 7; got != want {
