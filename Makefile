@@ -81,11 +81,32 @@ bench: ## run all benchmarks once (they report their own metrics)
 BENCH_N ?= 5000
 BENCH_C ?= 200
 BENCH_ARGS ?=
+# cmd/bench reads the Kafka credentials from the environment (not argv).
+BENCH_KAFKA_ENV = SAGA_KAFKA_USER='$(SAGA_TEST_KAFKA_USER)' SAGA_KAFKA_PASSWORD='$(SAGA_TEST_KAFKA_PASSWORD)'
 bench-e2e: ## end-to-end saga throughput and latency (cmd/bench) on SQLite+embedded, then PostgreSQL+Kafka
 	$(GO) build -o .saga-machine/bench ./cmd/bench
 	.saga-machine/bench -n $(BENCH_N) -c $(BENCH_C) $(BENCH_ARGS)
 	@scripts/up.sh
-	.saga-machine/bench -n $(BENCH_N) -c $(BENCH_C) --postgres '$(SAGA_TEST_POSTGRES_URL)' --brokers '$(SAGA_TEST_KAFKA_BROKERS)' $(BENCH_ARGS)
+	$(BENCH_KAFKA_ENV) .saga-machine/bench -n $(BENCH_N) -c $(BENCH_C) --postgres '$(SAGA_TEST_POSTGRES_URL)' --brokers '$(SAGA_TEST_KAFKA_BROKERS)' $(BENCH_ARGS)
+
+# Open loop on PostgreSQL + Kafka: BENCH_RATE sagas/s offered for
+# BENCH_DURATION, latency from each saga's scheduled start (cmd/bench --rate).
+BENCH_RATE ?= 500
+BENCH_DURATION ?= 30s
+.PHONY: bench-open bench-compare
+bench-open: ## open-loop saga latency at BENCH_RATE sagas/s (cmd/bench --rate) on PostgreSQL+Kafka
+	@scripts/up.sh
+	$(GO) build -o .saga-machine/bench ./cmd/bench
+	$(BENCH_KAFKA_ENV) .saga-machine/bench --rate $(BENCH_RATE) --duration $(BENCH_DURATION) --postgres '$(SAGA_TEST_POSTGRES_URL)' --brokers '$(SAGA_TEST_KAFKA_BROKERS)' $(BENCH_ARGS)
+
+# The saga bench beside the floors it stands on, in one run on make up's
+# services at the same client count: pgbench's write-only transaction on the
+# same PostgreSQL, plain produce->consume round trips on the same broker
+# (scripts/bench-compare.sh; installs pgbench with apt if it is missing).
+BENCH_COMPARE_C ?= 32
+BENCH_ROUNDS ?= 1
+bench-compare: ## sagas/s beside pgbench -N and Kafka round trips at BENCH_COMPARE_C clients, and their ratios
+	@BENCH_N='$(BENCH_N)' BENCH_C='$(BENCH_COMPARE_C)' BENCH_ROUNDS='$(BENCH_ROUNDS)' BENCH_ARGS='$(BENCH_ARGS)' GO='$(GO)' scripts/bench-compare.sh
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 2m)
 	@found=0; \

@@ -64,7 +64,7 @@ type options struct {
 	cpuPIDs []tracked
 }
 
-func parseFlags(args []string, stderr io.Writer) (options, error) {
+func parseFlags(args []string, env func(string) string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
@@ -103,7 +103,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		o.cpuPIDs = append(o.cpuPIDs, tracked{Name: name, PID: n})
 		return nil
 	})
-	kf := program.RegisterKafkaFlags(fs, func(string) string { return "" })
+	kf := program.RegisterKafkaFlags(fs, env)
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -254,7 +254,15 @@ type target struct {
 }
 
 func run(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
-	o, err := parseFlags(args, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "kafka-roundtrip":
+			return runKafkaRoundTrip(ctx, args[1:], env, stdout, stderr)
+		case "compare":
+			return runCompare(ctx, args[1:], env, stdout, stderr)
+		}
+	}
+	o, err := parseFlags(args, env, stderr)
 	if err != nil {
 		return err
 	}

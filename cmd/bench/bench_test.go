@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -13,14 +14,50 @@ import (
 	"github.com/portfolio-counselor/sagamachine/internal/testenv"
 )
 
+func noEnv(string) string { return "" }
+
 func TestBadFlagsAreErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"-n", "0"}, {"-c", "-1"}, {"--reject-every", "-2"}, {"--poll", "0s"},
 		{"--remote", "--postgres", "postgres://x/y"}, {"--log-level", "loud"}, {"extra"},
 	} {
-		if _, err := parseFlags(args, io.Discard); err == nil {
+		if _, err := parseFlags(args, noEnv, io.Discard); err == nil {
 			t.Errorf("parseFlags(%q) = nil error, want an error", args)
 		}
+	}
+}
+
+// The open loop's flags: hostile or contradictory values are refused
+// before anything starts.
+func TestOpenLoopFlags(t *testing.T) {
+	o, err := parseFlags([]string{"--rate", "500", "--duration", "30s", "--warmup", "5s"}, noEnv, io.Discard)
+	if err != nil {
+		t.Fatalf("parseFlags: %v", err)
+	}
+	if o.n != 15000 || o.users != 500 || o.warmupSagas() != 2500 || o.c != 0 {
+		t.Errorf("n %d users %d warm-up %d c %d, want 15000, 500, 2500, 0", o.n, o.users, o.warmupSagas(), o.c)
+	}
+	if o, err := parseFlags([]string{"--rate", "2.5", "-n", "10"}, noEnv, io.Discard); err != nil || o.n != 10 || o.users != 3 {
+		t.Errorf("--rate 2.5 -n 10: n %d users %d err %v, want 10, 3, nil", o.n, o.users, err)
+	}
+	for _, args := range [][]string{
+		{"--rate", "-1"}, {"--rate", "NaN"}, {"--rate", "+Inf"}, {"--rate", "1e9"},
+		{"--rate", "10", "-c", "5"},                     // a closed-loop flag
+		{"--rate", "10", "-n", "5", "--duration", "1s"}, // two sizes
+		{"--rate", "10", "--duration", "0s"}, {"--rate", "10", "--warmup", "-1s"},
+		{"--rate", "10", "--duration", "2s", "--warmup", "2s"}, // nothing left to measure
+		{"--rate", "10", "--max-in-flight", "0"},
+		{"--rate", "0.001", "--duration", "1s"},                            // no saga offered
+		{"--duration", "5s"}, {"--warmup", "1s"}, {"--max-in-flight", "5"}, // open-loop flags without --rate
+		{"--cpu-pid", "x"}, {"--cpu-pid", "=5"}, {"--cpu-pid", "pg=-1"}, {"--cpu-pid", "pg=0"}, {"--cpu-pid", "pg=1;reboot"},
+	} {
+		if _, err := parseFlags(args, noEnv, io.Discard); err == nil {
+			t.Errorf("parseFlags(%q) = nil error, want an error", args)
+		}
+	}
+	o, err = parseFlags([]string{"--cpu-pid", "pg=42", "--cpu-pid", "kafka=43"}, noEnv, io.Discard)
+	if err != nil || len(o.cpuPIDs) != 2 || o.cpuPIDs[0] != (tracked{Name: "pg", PID: 42}) {
+		t.Errorf("--cpu-pid: %+v, %v", o.cpuPIDs, err)
 	}
 }
 
@@ -67,6 +104,11 @@ func TestBenchOnEmbeddedDefaults(t *testing.T) {
 			if res.Mode != "sqlite+embedded" {
 				t.Errorf("mode %q, want sqlite+embedded", res.Mode)
 			}
+			// Everything runs in the bench process: one entry, said so.
+			if c := res.CPU; c == nil || len(c.Processes) != 1 || c.Processes[0].Name != "bench+system" ||
+				c.Processes[0].PID != os.Getpid() || c.Sagas != 24 || len(c.Notes) == 0 {
+				t.Errorf("CPU report %+v, want one bench+system entry for this process over 24 sagas, with a note", c)
+			}
 			if !strings.Contains(progress, "24/24 done") || !strings.Contains(progress, "\r") {
 				t.Errorf("progress line %q lacks a \\r-rewritten 24/24 done", progress)
 			}
@@ -86,6 +128,39 @@ func TestBenchOnPostgresAndKafka(t *testing.T) {
 	checkResult(t, res, 24, 4)
 	if res.Mode != "postgres+kafka" {
 		t.Errorf("mode %q, want postgres+kafka", res.Mode)
+	}
+	// PostgreSQL and Kafka are reported, or a note says why not (their
+	// processes belong to another user and make up's pid files are not
+	// readable).
+	if res.CPU == nil {
+		t.Fatal("no CPU report")
+	}
+	names := map[string]bool{}
+	for _, p := range res.CPU.Processes {
+		names[p.Name] = true
+	}
+	notes := strings.Join(res.CPU.Notes, "\n")
+	for _, want := range []string{"postgresql", "kafka"} {
+		if !names[want] && !strings.Contains(notes, want+" ") {
+			t.Errorf("CPU report has neither %s nor a note on it: %+v", want, res.CPU)
+		}
+	}
+	if !names["bench+system"] {
+		t.Errorf("CPU report lacks bench+system: %+v", res.CPU)
+	}
+}
+
+// The open loop on the embedded defaults: every offered saga reaches its
+// final state and the result carries the generator's figures.
+func TestBenchOpenLoopOnEmbeddedDefaults(t *testing.T) {
+	res, _ := runJSON(t, "--rate", "40", "-n", "24", "--warmup", "100ms")
+	checkResult(t, res, 24, 4)
+	o := res.Open
+	if res.Loop != "open" || o == nil || o.OfferedPerSec != 40 || o.WarmupSagas != 4 || o.Measured != 20 || o.SentPerSec <= 0 {
+		t.Fatalf("loop %q open %+v, want open, 40 offered, 4 warm-up, 20 measured", res.Loop, o)
+	}
+	if o.BehindScheduleMs.Max < o.BehindScheduleMs.P50 || res.LatencyMs.P999 < res.LatencyMs.P99 {
+		t.Errorf("inconsistent percentiles: %+v", res)
 	}
 }
 
