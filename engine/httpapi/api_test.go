@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -47,21 +50,58 @@ func TestDefinitions(t *testing.T) {
 	list := decode[struct {
 		Definitions []httpapi.DefinitionSummary `json:"definitions"`
 	}](t, e.do(t, "GET", "/api/v1/definitions", ""), 200)
-	if len(list.Definitions) != 2 || list.Definitions[0].Name != "MANUAL_CREATE_ORDER" || list.Definitions[1].Name != "SUPPORT_CALLBACK" {
-		t.Fatalf("got definitions %+v, want MANUAL_CREATE_ORDER and SUPPORT_CALLBACK", list.Definitions)
+	// One summary per loaded version: MANUAL_CREATE_ORDER v1 (kept for the
+	// sagas started on it) and v2, then SUPPORT_CALLBACK.
+	var names []string
+	for _, d := range list.Definitions {
+		names = append(names, fmt.Sprintf("%s v%d", d.Name, d.Version))
 	}
-	d := list.Definitions[0]
-	wantCounts := map[string]int64{"DRAFT": 1, "APPROVED": 2, "REJECTED": 0, "NOTIFICATION": 1, "FAILED": 0}
-	for st, want := range wantCounts {
-		if got := d.Counts[st]; got != want {
-			t.Errorf("count of %s = %d, want %d", st, got, want)
+	if got, want := strings.Join(names, ", "), "MANUAL_CREATE_ORDER v1, MANUAL_CREATE_ORDER v2, SUPPORT_CALLBACK v1"; got != want {
+		t.Fatalf("got definitions %s, want %s", got, want)
+	}
+	// The seeded sagas started on the newest version; v1 counts none.
+	for _, tc := range []struct {
+		d                          httpapi.DefinitionSummary
+		counts                     map[string]int64
+		running, completed, failed int64
+	}{
+		{list.Definitions[0], map[string]int64{"DRAFT": 0, "APPROVED": 0, "REJECTED": 0, "NOTIFICATION": 0, "FAILED": 0}, 0, 0, 0},
+		{list.Definitions[1], map[string]int64{"DRAFT": 1, "APPROVED": 2, "REJECTED": 0, "NOTIFICATION": 1, "FAILED": 0}, 3, 1, 0},
+	} {
+		d := tc.d
+		if len(d.Counts) != len(tc.counts) {
+			t.Errorf("v%d counts = %v, want every state of %v", d.Version, d.Counts, tc.counts)
+		}
+		for st, want := range tc.counts {
+			if got, ok := d.Counts[st]; !ok || got != want {
+				t.Errorf("v%d count of %s = %d (listed %v), want %d", d.Version, st, got, ok, want)
+			}
+		}
+		if d.Running != tc.running || d.Completed != tc.completed || d.Failed != tc.failed {
+			t.Errorf("v%d running/completed/failed = %d/%d/%d, want %d/%d/%d", d.Version, d.Running, d.Completed, d.Failed, tc.running, tc.completed, tc.failed)
 		}
 	}
-	if d.Running != 3 || d.Completed != 1 || d.Failed != 0 {
-		t.Errorf("running/completed/failed = %d/%d/%d, want 3/1/0", d.Running, d.Completed, d.Failed)
+
+	// Without ?version= the newest: v2, with its compensations drawn.
+	newest := decode[httpapi.DefinitionDetail](t, e.do(t, "GET", "/api/v1/definitions/MANUAL_CREATE_ORDER", ""), 200)
+	if newest.Version != 2 || !slices.Equal(newest.Versions, []int{1, 2}) {
+		t.Errorf("newest = v%d of versions %v, want v2 of [1 2]", newest.Version, newest.Versions)
+	}
+	for _, want := range []string{"---\ntitle: MANUAL_CREATE_ORDER v2",
+		"[*] --> DRAFT : REGISTER (deals, undo FAIL_DEAL → deals) / APPROVE_ORDER → profile (undo REVERT_ORDER → profile)",
+		"DRAFT --> FAILED : PROFILE_UNAVAILABLE (engine, APPROVE_ORDER retries exhausted) / NOTIFY → notification"} {
+		if !strings.Contains(newest.Diagram.Mermaid, want) {
+			t.Errorf("v2 mermaid lacks %q:\n%s", want, newest.Diagram.Mermaid)
+		}
+	}
+	if got, want := newest.Diagram.SVG, "/api/v1/definitions/MANUAL_CREATE_ORDER/diagram.svg?version=2"; got != want {
+		t.Errorf("v2 svg link = %q, want %q", got, want)
 	}
 
 	det := decode[httpapi.DefinitionDetail](t, e.do(t, "GET", "/api/v1/definitions/MANUAL_CREATE_ORDER?version=1", ""), 200)
+	if det.Version != 1 || strings.Contains(det.Diagram.Mermaid, "undo") {
+		t.Errorf("?version=1 = v%d, mermaid:\n%s\nwant v1 without compensations", det.Version, det.Diagram.Mermaid)
+	}
 	if got, want := len(det.Transitions), 7; got != want {
 		t.Errorf("transitions = %d, want %d", got, want)
 	}
@@ -84,16 +124,23 @@ func TestDefinitions(t *testing.T) {
 		t.Errorf("DRAFT state info = %+v, want its timeout raising APPROVAL_TIMED_OUT", draft)
 	}
 
-	svg := e.do(t, "GET", det.Diagram.SVG, "")
-	if svg.Code != 200 || svg.Header().Get("Content-Type") != "image/svg+xml" {
-		t.Fatalf("diagram: status %d, type %q", svg.Code, svg.Header().Get("Content-Type"))
-	}
-	body := svg.Body.String()
-	for _, want := range []string{`<svg xmlns="http://www.w3.org/2000/svg"`, `data-state="NOTIFICATION"`,
-		`<g class="count" data-state="APPROVED"><title>instances in APPROVED</title>`, `>2</text></g>`,
-		"ORDER_APPROVED (profile) → APPROVE_DEAL to deals", "APPROVAL_TIMED_OUT (engine: timeout 10m)"} {
-		if !strings.Contains(body, want) {
-			t.Errorf("diagram lacks %q", want)
+	// The diagram of each version counts that version's sagas: the two in
+	// APPROVED are on v2.
+	badge := regexp.MustCompile(`<g class="count( zero)?" data-state="APPROVED"><title>instances in APPROVED</title><rect [^>]*/><text [^>]*>([0-9]+)</text></g>`)
+	for link, want := range map[string]string{newest.Diagram.SVG: "2", det.Diagram.SVG: "0"} {
+		svg := e.do(t, "GET", link, "")
+		if svg.Code != 200 || svg.Header().Get("Content-Type") != "image/svg+xml" {
+			t.Fatalf("diagram %s: status %d, type %q", link, svg.Code, svg.Header().Get("Content-Type"))
+		}
+		body := svg.Body.String()
+		for _, want := range []string{`<svg xmlns="http://www.w3.org/2000/svg"`, `data-state="NOTIFICATION"`,
+			"ORDER_APPROVED (profile) → APPROVE_DEAL to deals", "APPROVAL_TIMED_OUT (engine: timeout 10m)"} {
+			if !strings.Contains(body, want) {
+				t.Errorf("diagram %s lacks %q", link, want)
+			}
+		}
+		if m := badge.FindStringSubmatch(body); m == nil || m[2] != want || (m[1] != "") != (want == "0") {
+			t.Errorf("diagram %s: APPROVED badge = %q, want %s", link, m, want)
 		}
 	}
 
@@ -118,10 +165,18 @@ func TestValidateDefinition(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	v1, err := os.ReadFile("../../sagas/manual_create_order.v1.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
 	yamlHdr := []string{"Content-Type", "application/yaml"}
 	res := decode[httpapi.ValidationResult](t, e.do(t, "POST", "/api/v1/definitions/validate", string(good), yamlHdr...), 200)
+	if !res.Valid || res.Saga != "MANUAL_CREATE_ORDER" || res.Version != 2 || len(res.Problems) != 0 {
+		t.Errorf("shipped saga: got %+v, want valid MANUAL_CREATE_ORDER v2", res)
+	}
+	res = decode[httpapi.ValidationResult](t, e.do(t, "POST", "/api/v1/definitions/validate", string(v1), yamlHdr...), 200)
 	if !res.Valid || res.Saga != "MANUAL_CREATE_ORDER" || res.Version != 1 || len(res.Problems) != 0 {
-		t.Errorf("shipped saga: got %+v, want valid MANUAL_CREATE_ORDER v1", res)
+		t.Errorf("shipped saga v1: got %+v, want valid MANUAL_CREATE_ORDER v1", res)
 	}
 	bad := strings.Replace(string(good), "to: APPROVED", "to: APROVED", 1)
 	bad = strings.Replace(bad, "participants:", "participant:", 1)
@@ -310,10 +365,22 @@ func TestOperatorActions(t *testing.T) {
 		t.Errorf("attempts after re-send = %d, want 2", inst.Attempts)
 	}
 	inst = decode[engine.Instance](t, e.do(t, "POST", "/api/v1/sagas/"+s.waiting.ID+"/abort", `{"reason":"client cancelled by phone"}`), 200)
-	if inst.State != "FAILED" || inst.Status != engine.StatusFailed {
-		t.Errorf("after abort: %s/%s, want FAILED/failed", inst.State, inst.Status)
+	// MANUAL_CREATE_ORDER v2: the abort first undoes what the saga did,
+	// newest first: REVERT_ORDER for APPROVE_ORDER, then FAIL_DEAL for REGISTER.
+	if inst.State != "FAILED" || inst.Status != engine.StatusCompensating || len(inst.Undo) != 2 ||
+		inst.Undo[1].Command != "REVERT_ORDER" || inst.Undo[1].Status != engine.UndoCompensating {
+		t.Fatalf("after abort: %s/%s undo %+v, want FAILED/compensating with REVERT_ORDER under way", inst.State, inst.Status, inst.Undo)
 	}
+	e.answer(t, s.waiting.ID, "ORDER_REVERTED", "profile", inst.Undo[1].CommandID)
+	inst = decode[httpapi.SagaDetail](t, e.do(t, "GET", "/api/v1/sagas/"+s.waiting.ID, ""), 200).Saga
+	if inst.Status != engine.StatusCompensating || inst.Undo[0].Command != "FAIL_DEAL" || inst.Undo[0].Status != engine.UndoCompensating {
+		t.Fatalf("after ORDER_REVERTED: %s undo %+v, want FAIL_DEAL under way", inst.Status, inst.Undo)
+	}
+	e.answer(t, s.waiting.ID, "DEAL_FAILED", "deals", inst.Undo[0].CommandID)
 	det := decode[httpapi.SagaDetail](t, e.do(t, "GET", "/api/v1/sagas/"+s.waiting.ID, ""), 200)
+	if det.Saga.State != "FAILED" || det.Saga.Status != engine.StatusFailed {
+		t.Errorf("after the compensations: %s/%s, want FAILED/failed", det.Saga.State, det.Saga.Status)
+	}
 	var ops []string
 	for _, h := range det.Timeline {
 		if h.Kind == engine.EntryOperator {
@@ -454,10 +521,11 @@ func TestMetrics(t *testing.T) {
 	}
 	body := rec.Body.String()
 	for _, want := range []string{
-		`saga_machine_sagas_started_total{saga="MANUAL_CREATE_ORDER",version="1"} 4`,
-		`saga_machine_sagas_finished_total{saga="MANUAL_CREATE_ORDER",state="NOTIFICATION",status="completed",version="1"} 1`,
-		`saga_machine_instances{saga="MANUAL_CREATE_ORDER",state="APPROVED",version="1"} 2`,
-		`saga_machine_instances{saga="MANUAL_CREATE_ORDER",state="DRAFT",version="1"} 1`,
+		// The seeded sagas started on the newest MANUAL_CREATE_ORDER, v2.
+		`saga_machine_sagas_started_total{saga="MANUAL_CREATE_ORDER",version="2"} 4`,
+		`saga_machine_sagas_finished_total{saga="MANUAL_CREATE_ORDER",state="NOTIFICATION",status="completed",version="2"} 1`,
+		`saga_machine_instances{saga="MANUAL_CREATE_ORDER",state="APPROVED",version="2"} 2`,
+		`saga_machine_instances{saga="MANUAL_CREATE_ORDER",state="DRAFT",version="2"} 1`,
 		`saga_machine_dead_letters_total{code="illegal-transition"} 1`,
 		`saga_machine_events_refused_total{code="illegal-transition",event="DEAL_UPDATED",saga="MANUAL_CREATE_ORDER"} 1`,
 		`saga_machine_event_to_command_seconds_count{saga="MANUAL_CREATE_ORDER"} 8`,

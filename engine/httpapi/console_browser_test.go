@@ -184,17 +184,27 @@ func TestConsoleInBrowser(t *testing.T) {
 	defer srv.Close()
 	b := newBrowser(t)
 
-	// Definitions: the diagram with a count badge per state.
-	const mco = `section[data-definition="MANUAL_CREATE_ORDER v1"]`
+	// Definitions: the diagram with a count badge per state, one per
+	// version. The seeded sagas run on MANUAL_CREATE_ORDER v2; v1 (kept for
+	// the sagas started on it) counts none.
+	const mco = `section[data-definition="MANUAL_CREATE_ORDER v2"]`
+	const mcoV1 = `section[data-definition="MANUAL_CREATE_ORDER v1"]`
 	b.step("open definitions",
 		chromedp.Navigate(srv.URL+"/"),
-		waitFor(`document.querySelectorAll('`+mco+` .diagram svg g.count').length === 5`))
-	var counts map[string]string
-	b.eval(`Object.fromEntries([...document.querySelectorAll('`+mco+` .diagram svg g.count[data-state]')].map(g => [g.dataset.state, g.querySelector('text').textContent]))`, &counts)
-	want := map[string]string{"DRAFT": "1", "APPROVED": "2", "REJECTED": "0", "NOTIFICATION": "1", "FAILED": "0"}
-	for st, n := range want {
-		if counts[st] != n {
-			t.Errorf("diagram count of %s = %q, want %q (all: %v)", st, counts[st], n, counts)
+		waitFor(`document.querySelectorAll('`+mco+` .diagram svg g.count').length === 5 && document.querySelectorAll('`+mcoV1+` .diagram svg g.count').length === 5`))
+	for _, v := range []struct {
+		section string
+		want    map[string]string
+	}{
+		{mco, map[string]string{"DRAFT": "1", "APPROVED": "2", "REJECTED": "0", "NOTIFICATION": "1", "FAILED": "0"}},
+		{mcoV1, map[string]string{"DRAFT": "0", "APPROVED": "0", "REJECTED": "0", "NOTIFICATION": "0", "FAILED": "0"}},
+	} {
+		var counts map[string]string
+		b.eval(`Object.fromEntries([...document.querySelectorAll('`+v.section+` .diagram svg g.count[data-state]')].map(g => [g.dataset.state, g.querySelector('text').textContent]))`, &counts)
+		for st, n := range v.want {
+			if counts[st] != n {
+				t.Errorf("%s: diagram count of %s = %q, want %q (all: %v)", v.section, st, counts[st], n, counts)
+			}
 		}
 	}
 	var chips string
@@ -250,19 +260,35 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.checkClean("saga")
 	b.screenshot("saga")
 
-	// An operator aborts the waiting saga from its page.
+	// An operator aborts the waiting saga from its page: on v2 the abort
+	// first undoes what the saga did, newest first (REVERT_ORDER is sent,
+	// FAIL_DEAL waits for its done event).
 	b.step("abort",
 		chromedp.Evaluate[chromedp.Void](`location.hash = "#/sagas/`+s.waiting.ID+`"`),
 		waitFor(`document.querySelectorAll('#timeline li').length === 1`),
 		chromedp.SetValue(chromedp.CSS(`form.actions input[name=reason]`), "client cancelled by phone"),
 		chromedp.Click(chromedp.CSS(`form.actions button.danger`)),
-		waitFor(`!!document.querySelector('.notice.ok') && document.querySelectorAll('#timeline li').length === 2`))
+		waitFor(`!!document.querySelector('.notice.ok') && document.querySelectorAll('#timeline li').length === 3`))
 	var last string
-	b.eval(`document.querySelector('#timeline li:last-child').innerText`, &last)
+	b.eval(`document.querySelector('#timeline li[data-kind="operator"]').innerText`, &last)
 	for _, want := range []string{"ABORT", "DRAFT → FAILED", "client cancelled by phone", "by operator anonymous"} {
 		if !strings.Contains(last, want) {
 			t.Errorf("abort entry lacks %q:\n%s", want, last)
 		}
+	}
+	var flash0, compensation string
+	var undo []string
+	b.eval(`document.querySelector('.notice.ok').innerText`, &flash0)
+	b.eval(`document.querySelector('#timeline li:last-child').dataset.kind + ": " + document.querySelector('#timeline li:last-child').innerText`, &compensation)
+	b.eval(`[...document.querySelectorAll('#compensations tbody tr')].map(r => r.cells[0].innerText + " " + r.cells[2].innerText.split("\n")[0])`, &undo)
+	if !strings.Contains(flash0, "FAILED (compensating)") {
+		t.Errorf("abort notice = %q, want the saga FAILED (compensating)", flash0)
+	}
+	if !strings.HasPrefix(compensation, "compensation: ") || !strings.Contains(compensation, "REVERT_ORDER") {
+		t.Errorf("last timeline entry = %q, want the compensation sending REVERT_ORDER", compensation)
+	}
+	if got, want := strings.Join(undo, "; "), "FAIL_DEAL → deals replied; REVERT_ORDER → profile compensating"; got != want {
+		t.Errorf("compensations table = %q, want %q", got, want)
 	}
 	b.checkClean("aborted saga")
 	b.screenshot("saga-aborted")

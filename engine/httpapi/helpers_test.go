@@ -159,19 +159,39 @@ func (e *env) start(tb testing.TB, deal string) engine.Instance {
 	return inst
 }
 
-// send delivers participant events as consumed records.
+// send delivers participant events as consumed records. They carry no
+// causation id, as a participant outside the SDK may send them: an event
+// the saga accepts from the receiver of the command it waits for answers
+// that command.
 func (e *env) send(tb testing.TB, sagaID string, events ...[2]string) {
 	tb.Helper()
-	recs := make([]engine.Record, len(events))
+	msgs := make([]engine.Message, len(events))
 	for i, ev := range events {
-		m := engine.Message{V: engine.EnvelopeVersion, ID: uuid.NewString(), SagaID: sagaID, Saga: "MANUAL_CREATE_ORDER",
+		msgs[i] = engine.Message{V: engine.EnvelopeVersion, ID: uuid.NewString(), SagaID: sagaID, Saga: "MANUAL_CREATE_ORDER",
 			Kind: engine.KindEvent, Name: ev[0], Participant: ev[1], OccurredAt: time.Now().UTC()}
+	}
+	e.handle(tb, msgs...)
+}
+
+// answer delivers participant by's event name answering command causation
+// (a compensation's done event must name its command).
+func (e *env) answer(tb testing.TB, sagaID, name, by, causation string) {
+	tb.Helper()
+	e.handle(tb, engine.Message{V: engine.EnvelopeVersion, ID: uuid.NewString(), SagaID: sagaID, Saga: "MANUAL_CREATE_ORDER",
+		Kind: engine.KindEvent, Name: name, Participant: by, CausationID: causation, OccurredAt: time.Now().UTC()})
+}
+
+// handle hands messages to the orchestrator as consumed records.
+func (e *env) handle(tb testing.TB, msgs ...engine.Message) {
+	tb.Helper()
+	recs := make([]engine.Record, len(msgs))
+	for i, m := range msgs {
 		b, err := json.Marshal(m)
 		if err != nil {
 			tb.Fatalf("encode event: %v", err)
 		}
 		e.offset++
-		recs[i] = engine.Record{Topic: "SAGA_SERVER_TOPIC", Key: sagaID, Value: b, Offset: e.offset}
+		recs[i] = engine.Record{Topic: "SAGA_SERVER_TOPIC", Key: m.SagaID, Value: b, Offset: e.offset}
 	}
 	if err := e.orch.HandleRecords(context.Background(), recs); err != nil {
 		tb.Fatalf("HandleRecords: %v", err)

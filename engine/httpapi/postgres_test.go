@@ -44,10 +44,28 @@ func TestOnPostgres(t *testing.T) {
 		t.Errorf("paging by 2 gave %d sagas, want 5: %v", len(paged), paged)
 	}
 
-	decode[engine.Instance](t, e.do(t, "POST", "/api/v1/sagas/"+s.waiting.ID+"/abort", `{"reason":"test on PostgreSQL"}`), 200)
+	// MANUAL_CREATE_ORDER v2: the abort compensates (REVERT_ORDER, then
+	// FAIL_DEAL), each step stored in PostgreSQL.
+	aborted := decode[engine.Instance](t, e.do(t, "POST", "/api/v1/sagas/"+s.waiting.ID+"/abort", `{"reason":"test on PostgreSQL"}`), 200)
+	if aborted.Status != engine.StatusCompensating || len(aborted.Undo) != 2 || aborted.Undo[1].Status != engine.UndoCompensating {
+		t.Fatalf("after abort: %s undo %+v, want compensating with REVERT_ORDER under way", aborted.Status, aborted.Undo)
+	}
+	e.answer(t, s.waiting.ID, "ORDER_REVERTED", "profile", aborted.Undo[1].CommandID)
 	det := decode[httpapi.SagaDetail](t, e.do(t, "GET", "/api/v1/sagas/"+s.waiting.ID, ""), 200)
-	if last := det.Timeline[len(det.Timeline)-1]; last.Event != "ABORT" || last.Reason != "test on PostgreSQL" {
-		t.Errorf("last entry = %+v, want the ABORT", last)
+	e.answer(t, s.waiting.ID, "DEAL_FAILED", "deals", det.Saga.Undo[0].CommandID)
+	det = decode[httpapi.SagaDetail](t, e.do(t, "GET", "/api/v1/sagas/"+s.waiting.ID, ""), 200)
+	if det.Saga.Status != engine.StatusFailed {
+		t.Errorf("after the compensations: %s, want failed", det.Saga.Status)
+	}
+	var timeline []string
+	for _, h := range det.Timeline {
+		timeline = append(timeline, string(h.Kind)+":"+h.Event)
+	}
+	if got, want := strings.Join(timeline, " "), "event:REGISTER operator:ABORT compensation: compensation:ORDER_REVERTED compensation: compensation:DEAL_FAILED compensation:"; got != want {
+		t.Errorf("timeline = %s, want %s", got, want)
+	}
+	if abort := det.Timeline[1]; abort.Event != "ABORT" || abort.Reason != "test on PostgreSQL" {
+		t.Errorf("abort entry = %+v, want the ABORT with its reason", abort)
 	}
 	res := decode[httpapi.ReplayResult](t, e.do(t, "POST", "/api/v1/dead-letters/1/replay", ""), 200)
 	if res.Saga == nil || res.Saga.ID != s.outOfOrder.ID || res.Saga.State != "NOTIFICATION" {
@@ -56,14 +74,20 @@ func TestOnPostgres(t *testing.T) {
 	list := decode[struct {
 		Definitions []httpapi.DefinitionSummary `json:"definitions"`
 	}](t, e.do(t, "GET", "/api/v1/definitions", ""), 200)
-	if c := list.Definitions[0].Counts; c["DRAFT"] != 0 || c["FAILED"] != 1 || c["NOTIFICATION"] != 2 || c["APPROVED"] != 1 {
-		t.Errorf("MANUAL_CREATE_ORDER counts = %v, want DRAFT 0, FAILED 1, NOTIFICATION 2, APPROVED 1", c)
+	if len(list.Definitions) != 3 {
+		t.Fatalf("definitions = %+v, want MANUAL_CREATE_ORDER v1 and v2, SUPPORT_CALLBACK", list.Definitions)
 	}
-	if c := list.Definitions[1].Counts; list.Definitions[1].Name != "SUPPORT_CALLBACK" || c["REQUESTED"] != 1 {
-		t.Errorf("%s counts = %v, want SUPPORT_CALLBACK with REQUESTED 1", list.Definitions[1].Name, c)
+	if d := list.Definitions[1]; d.Version != 2 || d.Counts["DRAFT"] != 0 || d.Counts["FAILED"] != 1 || d.Counts["NOTIFICATION"] != 2 || d.Counts["APPROVED"] != 1 {
+		t.Errorf("MANUAL_CREATE_ORDER v%d counts = %v, want v2 with DRAFT 0, FAILED 1, NOTIFICATION 2, APPROVED 1", d.Version, d.Counts)
+	}
+	if d := list.Definitions[0]; d.Version != 1 || d.Running+d.Completed+d.Failed != 0 {
+		t.Errorf("MANUAL_CREATE_ORDER v%d = %+v, want v1 without sagas", d.Version, d)
+	}
+	if c := list.Definitions[2].Counts; list.Definitions[2].Name != "SUPPORT_CALLBACK" || c["REQUESTED"] != 1 {
+		t.Errorf("%s counts = %v, want SUPPORT_CALLBACK with REQUESTED 1", list.Definitions[2].Name, c)
 	}
 	metrics := e.do(t, "GET", "/metrics", "").Body.String()
-	if !strings.Contains(metrics, `saga_machine_instances{saga="MANUAL_CREATE_ORDER",state="FAILED",version="1"} 1`) {
+	if !strings.Contains(metrics, `saga_machine_instances{saga="MANUAL_CREATE_ORDER",state="FAILED",version="2"} 1`) {
 		t.Error("metrics lack the FAILED instance count read from PostgreSQL")
 	}
 	rec := e.do(t, "GET", "/readyz", "")
