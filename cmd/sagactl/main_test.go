@@ -16,7 +16,12 @@ import (
 
 var update = flag.Bool("update", false, "rewrite testdata/golden/*.txt")
 
-const shipped = "../../sagas/manual_create_order.yaml"
+// shipped is MANUAL_CREATE_ORDER as new sagas start it (version 2, with
+// compensations); shippedV1 is version 1, kept for the sagas started on it.
+const (
+	shipped   = "../../sagas/manual_create_order.yaml"
+	shippedV1 = "../../sagas/manual_create_order.v1.yaml"
+)
 
 // compensated is the test definition with compensations and a start over
 // the HTTP API (not shipped).
@@ -73,6 +78,12 @@ func TestGolden(t *testing.T) {
 		{"simulate-not-started", []string{"simulate", shipped, "ORDER_APPROVED"}, 1},
 		{"simulate-bad-event-arg", []string{"simulate", shipped, "REGISTER@"}, 2},
 		{"simulate-no-events", []string{"simulate", shipped}, 2},
+		// Version 1: a failed saga is finished at once, nothing to undo.
+		{"validate-shipped-v1", []string{"validate", shippedV1}, 0},
+		{"simulate-timeout-v1", []string{"simulate", shippedV1, "REGISTER", "APPROVAL_TIMED_OUT"}, 0},
+		{"simulate-after-finish-v1", []string{"simulate", shippedV1, "REGISTER", "APPROVAL_TIMED_OUT", "ORDER_APPROVED"}, 1},
+		// Version 2 once every compensation is done: finished in FAILED.
+		{"simulate-after-compensation-shipped", []string{"simulate", shipped, "REGISTER", "APPROVAL_TIMED_OUT", "ORDER_REVERTED", "DEAL_FAILED", "ORDER_APPROVED"}, 1},
 		{"validate-compensated", []string{"validate", compensated}, 0},
 		{"render-compensated", []string{"render", compensated}, 0},
 		{"simulate-compensated", []string{"simulate", compensated, "REGISTER", "ORDER_APPROVED", "DEALS_UNAVAILABLE", "ORDER_REVERTED", "DEAL_FAILED"}, 0},
@@ -152,16 +163,19 @@ func TestValidateJSON(t *testing.T) {
 }
 
 // TestRenderMatchesEngineGolden ties the command to the engine's golden
-// diagrams, which docs/manual-create-order.md shows.
+// diagrams: version 2's, which docs/manual-create-order.md shows, and
+// version 1's.
 func TestRenderMatchesEngineGolden(t *testing.T) {
-	for format, file := range map[string]string{"mermaid": "manual_create_order.mmd", "dot": "manual_create_order.dot"} {
-		got := runSagactl(t, "render", "--format", format, shipped)
-		want, err := os.ReadFile(filepath.Join("..", "..", "engine", "testdata", file))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.code != 0 || got.stdout != string(want) {
-			t.Errorf("render --format %s = exit %d, stdout differs from engine/testdata/%s:\n%s", format, got.code, file, got)
+	for _, tc := range []struct{ file, stem string }{{shipped, "manual_create_order"}, {shippedV1, "manual_create_order.v1"}} {
+		for format, ext := range map[string]string{"mermaid": ".mmd", "dot": ".dot"} {
+			got := runSagactl(t, "render", "--format", format, tc.file)
+			want, err := os.ReadFile(filepath.Join("..", "..", "engine", "testdata", tc.stem+ext))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.code != 0 || got.stdout != string(want) {
+				t.Errorf("render --format %s %s = exit %d, stdout differs from engine/testdata/%s%s:\n%s", format, tc.file, got.code, tc.stem, ext, got)
+			}
 		}
 	}
 }
@@ -213,30 +227,56 @@ func TestDocsAreCurrent(t *testing.T) {
 		}
 		docs[f] = string(data)
 	}
+	const mco, mcoV1 = "sagas/manual_create_order.yaml", "sagas/manual_create_order.v1.yaml"
+	// form is how the doc shows a run: "" a transcript ("$ sagactl ARGS",
+	// with `; echo "exit $?"` and the exit line when it is not 0, then
+	// stdout and stderr), "output" the output alone (a diagram block),
+	// "no-exit" a transcript without the exit status.
 	tests := []struct {
-		doc  string
-		args []string
+		doc      string
+		args     []string
+		wantCode int
+		form     string
 	}{
-		{"manual-create-order.md", []string{"render", "--format", "mermaid", "sagas/manual_create_order.yaml"}},
-		{"manual-create-order.md", []string{"simulate", "sagas/manual_create_order.yaml", "REGISTER", "ORDER_APPROVED", "DEAL_UPDATED"}},
-		{"manual-create-order.md", []string{"simulate", "sagas/manual_create_order.yaml", "REGISTER", "ORDER_REJECTED", "DEAL_UPDATED"}},
-		{"manual-create-order.md", []string{"simulate", "sagas/manual_create_order.yaml", "REGISTER", "PROFILE_UNAVAILABLE", "ORDER_REVERTED", "DEAL_FAILED"}},
-		{"manual-create-order.md", []string{"simulate", "sagas/manual_create_order.yaml", "REGISTER", "APPROVAL_TIMED_OUT", "ORDER_REVERTED", "DEAL_FAILED"}},
-		{"manual-create-order.md", []string{"simulate", "sagas/manual_create_order.yaml", "REGISTER", "ORDER_APPROVED", "DEALS_UNAVAILABLE", "DEAL_FAILED", "ORDER_REVERTED", "DEAL_FAILED"}},
-		{"sagactl.md", []string{"validate", "sagas/manual_create_order.yaml"}},
-		{"sagactl.md", []string{"render", "--format", "dot", "sagas/manual_create_order.yaml"}},
-		{"sagactl.md", []string{"simulate", "sagas/manual_create_order.yaml", "REGISTER", "ORDER_APPROVED"}},
-		{"sagactl.md", []string{"simulate", "engine/definition/testdata/good/compensated_order.yaml", "REGISTER", "ORDER_APPROVED", "DEALS_UNAVAILABLE", "ORDER_REVERTED", "DEAL_FAILED"}},
+		{"manual-create-order.md", []string{"render", "--format", "mermaid", mco}, 0, "output"},
+		{"manual-create-order.md", []string{"simulate", mco, "REGISTER", "ORDER_APPROVED", "DEAL_UPDATED"}, 0, ""},
+		{"manual-create-order.md", []string{"simulate", mco, "REGISTER", "ORDER_REJECTED", "DEAL_UPDATED"}, 0, ""},
+		{"manual-create-order.md", []string{"simulate", mco, "REGISTER", "PROFILE_UNAVAILABLE", "ORDER_REVERTED", "DEAL_FAILED"}, 0, ""},
+		{"manual-create-order.md", []string{"simulate", mco, "REGISTER", "APPROVAL_TIMED_OUT", "ORDER_REVERTED", "DEAL_FAILED"}, 0, ""},
+		{"manual-create-order.md", []string{"simulate", mco, "REGISTER", "ORDER_APPROVED", "DEALS_UNAVAILABLE", "DEAL_FAILED", "ORDER_REVERTED", "DEAL_FAILED"}, 0, ""},
+		{"manual-create-order.md", []string{"simulate", mco, "REGISTER", "ORDER_REJECTED", "ORDER_APPROVED"}, 1, "no-exit"},
+		{"sagactl.md", []string{"validate", mco}, 0, ""},
+		{"sagactl.md", []string{"validate", mcoV1}, 0, ""},
+		{"sagactl.md", []string{"validate", mco, "cmd/sagactl/testdata/bad.yaml"}, 1, ""},
+		{"sagactl.md", []string{"validate", "sagas/missing.yaml"}, 2, ""},
+		{"sagactl.md", []string{"validate", "--format", "json", "cmd/sagactl/testdata/broken_yaml.yaml"}, 1, "no-exit"},
+		{"sagactl.md", []string{"render", "--format", "dot", mco}, 0, ""},
+		{"sagactl.md", []string{"simulate", mco, "REGISTER", "ORDER_APPROVED", "DEAL_UPDATED"}, 0, ""},
+		{"sagactl.md", []string{"simulate", mco, "REGISTER", "ORDER_APPROVED"}, 0, ""},
+		{"sagactl.md", []string{"simulate", mco, "REGISTER", "APPROVAL_TIMED_OUT"}, 0, ""},
+		{"sagactl.md", []string{"simulate", "engine/definition/testdata/good/compensated_order.yaml", "REGISTER", "ORDER_APPROVED", "DEALS_UNAVAILABLE", "ORDER_REVERTED", "DEAL_FAILED"}, 0, ""},
+		{"sagactl.md", []string{"simulate", mco, "REGISTER", "ORDER_REJECTED", "ORDER_APPROVED"}, 1, ""},
+		{"sagactl.md", []string{"simulate", mco, "REGISTER", "ORDER_APPROVED@deals"}, 1, ""},
+		{"sagactl.md", []string{"simulate", mco, "REGISTER", "ORDER_APPROVD"}, 1, ""},
+		{"sagactl.md", []string{"simulate", mco, "REGISTER", "APPROVAL_TIMED_OUT", "ORDER_REVERTED", "DEAL_FAILED", "DEAL_UPDATED"}, 1, ""},
 	}
 	// The docs show paths relative to the repository root.
 	t.Chdir(filepath.Join("..", ".."))
 	for _, tt := range tests {
 		got := runSagactl(t, tt.args...)
-		if got.code != 0 {
-			t.Fatalf("sagactl %s: exit %d\n%s", strings.Join(tt.args, " "), got.code, got)
+		cmd := "sagactl " + strings.Join(tt.args, " ")
+		if got.code != tt.wantCode {
+			t.Fatalf("%s: exit %d, want %d\n%s", cmd, got.code, tt.wantCode, got)
 		}
-		if !strings.Contains(docs[tt.doc], got.stdout) {
-			t.Errorf("docs/%s does not show the current output of sagactl %s; paste:\n%s", tt.doc, strings.Join(tt.args, " "), got.stdout)
+		want := got.stdout + got.stderr
+		switch {
+		case tt.form == "no-exit" || tt.form == "" && tt.wantCode == 0:
+			want = "$ " + cmd + "\n" + want
+		case tt.form == "":
+			want = "$ " + cmd + "; echo \"exit $?\"\n" + want + fmt.Sprintf("exit %d\n", tt.wantCode)
+		}
+		if !strings.Contains(docs[tt.doc], want) {
+			t.Errorf("docs/%s does not show the current output of %s; paste:\n%s", tt.doc, cmd, want)
 		}
 	}
 }
