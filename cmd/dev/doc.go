@@ -9,9 +9,12 @@
 // portfolio, which the funding operator "treasury" (role funding-operator)
 // funds with a deposit of 10,000.00 USD, places a buy the cash covers (approved) and
 // one it does not (rejected), waits until both sagas are final and prints
-// their ids and states, where to look, `export SAGA_TOKEN=…` and curl
-// examples. Then it serves until Ctrl-C (graceful stop). Re-running reuses
-// the data: the portfolio and the two orders are not duplicated.
+// their ids and states, where to look, the console's demo logins (the
+// console signs in on the issuer's login page: user demo, password demo
+// for the operator; viewer/viewer read-only; guest/guest without a role),
+// and for curl `export SAGA_TOKEN=…` and examples. Then it serves until
+// Ctrl-C (graceful stop). Re-running reuses the data: the portfolio and the
+// two orders are not duplicated.
 //
 // Addresses (127.0.0.1): saga-machine API + console :8080 (--listen),
 // profile :8081, deals :8082, notification :8083, issuer :8090, embedded

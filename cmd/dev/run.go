@@ -89,6 +89,7 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 	}
 	defer sys.Close()
 	printServices(stdout, sys, o.cfg)
+	printLogins(stdout, sys)
 
 	if !o.noDemo {
 		dctx, cancel := context.WithTimeout(ctx, demoTimeout)
@@ -136,7 +137,7 @@ func printServices(w io.Writer, sys *system.System, cfg system.Config) {
 	fmt.Fprintf(tw, "  deals\t%s\t(POST /deals, GET /deals)\n", sys.URLs.Deals)
 	fmt.Fprintf(tw, "  profile\t%s\t(GET /portfolios, /portfolios/{id}/snapshots, /portfolios/{id}/deposits)\n", sys.URLs.Profile)
 	fmt.Fprintf(tw, "  notification\t%s\t(GET /notifications)\n", sys.URLs.Notification)
-	fmt.Fprintf(tw, "  OIDC issuer\t%s\t(POST /token: sub=…&roles=…)\n", sys.URLs.Issuer)
+	fmt.Fprintf(tw, "  OIDC issuer\t%s\t(the console's login page; POST /token: sub=…&roles=… for curl)\n", sys.URLs.Issuer)
 	tw.Flush()
 }
 
@@ -171,12 +172,26 @@ func printDemo(w io.Writer, sys *system.System, res system.DemoResult) {
 		fmt.Fprintf(w, "  console   %s/console/#/sagas/%s\n", sys.URLs.SagaMachine, o.SagaID)
 	}
 	fmt.Fprintf(w, "  API       GET %s/api/v1/sagas   (and GET /api/v1/sagas/{id} for a timeline)\n", sys.URLs.SagaMachine)
-	fmt.Fprintf(w, "  (the console asks for a token: paste SAGA_TOKEN below into its header)\n")
 	printToken(w, sys, res.Token, res.PortfolioID)
 }
 
+// printLogins tells how to sign in to the console: the accounts of the
+// in-process issuer's login page.
+func printLogins(w io.Writer, sys *system.System) {
+	fmt.Fprintf(w, "\nConsole: open %s/console/ and sign in on the issuer's login page as\n", sys.URLs.SagaMachine)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, u := range system.DemoLogins {
+		roles := "no role: the console refuses"
+		if len(u.Roles) > 0 {
+			roles = strings.Join(u.Roles, ", ")
+		}
+		fmt.Fprintf(tw, "  user %s\tpassword %s\t(%s)\n", u.Username, u.Password, roles)
+	}
+	tw.Flush()
+}
+
 func printToken(w io.Writer, sys *system.System, token, portfolioID string) {
-	fmt.Fprintf(w, "\nA token of user demo with the saga-operator role (valid %s), accepted by every service:\n\n", system.DefaultTokenTTL)
+	fmt.Fprintf(w, "\nFor curl: a token of user demo with the saga-operator role (valid %s), accepted by every service:\n\n", system.DefaultTokenTTL)
 	fmt.Fprintf(w, "export SAGA_TOKEN=%s\n\n", token)
 	fmt.Fprintf(w, "curl -s -H \"Authorization: Bearer $SAGA_TOKEN\" %s/api/v1/sagas\n", sys.URLs.SagaMachine)
 	if portfolioID != "" {

@@ -78,6 +78,8 @@ func TestRunPrintsDemoAndServes(t *testing.T) {
 		`(?m)^  approved .* saga [0-9a-f-]{36} +NOTIFICATION \(completed\) +deal executed$`,
 		`(?m)^  rejected .* saga [0-9a-f-]{36} +NOTIFICATION \(completed\) +deal rejected: insufficient cash`,
 		`(?m)^export SAGA_TOKEN=\S+$`,
+		`(?m)^Console: open http://127\.0\.0\.1:\d+/console/ and sign in on the issuer's login page as$`,
+		`(?m)^  user demo +password demo +\(saga-operator\)$`,
 	} {
 		if !regexp.MustCompile(re).MatchString(text) {
 			t.Errorf("stdout lacks %s:\n%s", re, text)

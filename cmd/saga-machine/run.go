@@ -19,6 +19,7 @@ import (
 
 	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/definition"
+	"github.com/portfolio-counselor/sagamachine/engine/httpapi/console"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka/embedded"
 	"github.com/portfolio-counselor/sagamachine/engine/sqlstore"
@@ -63,6 +64,9 @@ type config struct {
 	// HTTP API authentication (engine/httpapi, internal/auth).
 	issuer, audience string
 	devHeader        bool
+	// consoleClient is the operator console's OIDC client id at the issuer
+	// ("" : the console does not sign in).
+	consoleClient string
 }
 
 // problemsError reports invalid definitions; they are printed already.
@@ -142,12 +146,16 @@ func parseFlags(name string, args []string, env func(string) string, stderr io.W
 	fs.StringVar(&retention, "inbox-retention", envOr(env, "SAGA_INBOX_RETENTION", engine.DefaultInboxRetention.String()), "how long processed message ids are kept to drop redelivered duplicates; must exceed how long Kafka may redeliver (env SAGA_INBOX_RETENTION; negative: never purge)")
 	fs.StringVar(&cfg.issuer, "issuer", env("OIDC_ISSUER"), "OIDC issuer URL of the API's bearer tokens, e.g. https://keycloak.example/auth/realms/portfolio (env OIDC_ISSUER)")
 	fs.StringVar(&cfg.audience, "audience", env("OIDC_AUDIENCE"), "expected token audience: saga-machine's client id (env OIDC_AUDIENCE)")
+	fs.StringVar(&cfg.consoleClient, "console-client-id", envOr(env, "OIDC_CONSOLE_CLIENT_ID", console.DefaultClientID), "with --issuer: the operator console's client id at the issuer (a public client, authorization code flow with PKCE S256, redirect URI <console URL>/console/); empty: the console does not sign in (env OIDC_CONSOLE_CLIENT_ID)")
 	fs.BoolVar(&cfg.devHeader, "dev-header", false, "DEV ONLY: trust X-Dev-User/X-Dev-Roles on API requests without a token (explicit; never in a deployment)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q (the subcommands are migrate and kafka-setup)", fs.Args())
+	}
+	if err := checkClientID(cfg.consoleClient); err != nil {
+		return cfg, err
 	}
 	if err := program.RefusePlaceholders(program.Secret{Name: "--db (SAGA_DB_URL)", Value: cfg.db}); err != nil {
 		return cfg, err
@@ -216,12 +224,13 @@ func loadCatalog(dir string, stderr io.Writer) (*engine.Catalog, error) {
 
 // daemon is a started saga-machine.
 type daemon struct {
-	cfg    config
-	log    *slog.Logger
-	broker *embedded.Broker
-	sm     *system.SagaMachine // store, Kafka clients, orchestrator, HTTP API
-	ln     net.Listener
-	noAuth bool // the API runs without authentication (loopback only)
+	cfg     config
+	log     *slog.Logger
+	broker  *embedded.Broker
+	sm      *system.SagaMachine // store, Kafka clients, orchestrator, HTTP API
+	ln      net.Listener
+	noAuth  bool          // the API runs without authentication (loopback only)
+	console *console.OIDC // the console's sign-in; nil: none
 }
 
 // start loads, migrates, connects and listens; on error it releases what it
@@ -269,6 +278,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger, stderr io.Writer) 
 		Partitions: cfg.partitions,
 		Engine:     engine.Config{Logger: log, TimerPoll: cfg.timerPoll, BatchSize: cfg.batchSize, InboxRetention: cfg.inboxRetention},
 		Auth:       authn,
+		Console:    console.Config{OIDC: d.console},
 		Logger:     log,
 	})
 	if err != nil {
@@ -294,6 +304,12 @@ func (d *daemon) authenticator(ctx context.Context) (*auth.Authenticator, error)
 		a, err := auth.New(ctx, auth.Config{Issuer: cfg.issuer, Audience: cfg.audience, DevHeader: cfg.devHeader, Logger: d.log})
 		if err != nil {
 			return nil, fmt.Errorf("set up API authentication: %w", err)
+		}
+		if cfg.issuer != "" && cfg.consoleClient != "" {
+			if d.console, err = console.Discover(ctx, nil, cfg.issuer, cfg.consoleClient, ""); err != nil {
+				return nil, fmt.Errorf("set up the console's sign-in (--console-client-id %s): %w", cfg.consoleClient, err)
+			}
+			d.log.Info("console signs in with OIDC", "issuer", cfg.issuer, "client_id", cfg.consoleClient)
 		}
 		return a, nil
 	case !loopbackAddr(cfg.listen):

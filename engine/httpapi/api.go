@@ -53,6 +53,11 @@ type Config struct {
 	// collectors in it. Pass the registry given to NewMetrics so the
 	// orchestrator's counters are served too. nil means a new registry.
 	Registry *prometheus.Registry
+	// Console configures the operator console at /console/: with
+	// Console.OIDC it signs operators in (authorization code + PKCE) and
+	// serves those public settings at /console/config.json. OIDC needs
+	// Auth. The zero value is a console without sign-in.
+	Console console.Config
 }
 
 // server holds what the handlers share.
@@ -66,6 +71,7 @@ type server struct {
 
 	router *mux.Router       // for the Allow header of 405 answers
 	access map[string]access // "METHOD /path/{template}" → who may call it
+	ui     http.Handler      // the console's files and config.json
 }
 
 // New returns the whole HTTP handler of saga-machine: API, health, metrics
@@ -93,6 +99,14 @@ func newServer(cfg Config) (*server, error) {
 		orch: cfg.Orchestrator, store: cfg.Orchestrator.Store(), cat: cfg.Orchestrator.Catalog(),
 		auth: cfg.Auth, ready: cfg.Ready, log: cfg.Logger,
 	}
+	if cfg.Console.OIDC != nil && cfg.Auth == nil {
+		return nil, engine.Errorf(engine.CodeInvalid, "new http api", "Config.Console.OIDC is set but Config.Auth is nil: the console would sign in to an API that checks no token")
+	}
+	ui, err := console.New(cfg.Console)
+	if err != nil {
+		return nil, &engine.Error{Code: engine.CodeInvalid, Op: "new http api: console", Err: err}
+	}
+	s.ui = ui
 	for _, c := range []prometheus.Collector{
 		newStoreCollector(s.store),
 		collectors.NewGoCollector(),
@@ -150,9 +164,8 @@ func (s *server) routes(metrics http.Handler) *mux.Router {
 	route("/dead-letters/{id}", reader, s.getDeadLetter, http.MethodGet)
 	route("/dead-letters/{id}/replay", operator, s.replay, http.MethodPost)
 
-	ui := console.Handler()
 	r.Handle("/", http.RedirectHandler("/console/", http.StatusFound)).Methods(http.MethodGet, http.MethodHead)
-	r.PathPrefix("/console/").Handler(http.StripPrefix("/console", ui)).Methods(http.MethodGet, http.MethodHead)
+	r.PathPrefix("/console/").Handler(http.StripPrefix("/console", s.ui)).Methods(http.MethodGet, http.MethodHead)
 	return r
 }
 

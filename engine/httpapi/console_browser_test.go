@@ -2,19 +2,27 @@ package httpapi_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/portfolio-counselor/sagamachine/engine/httpapi"
+	"github.com/portfolio-counselor/sagamachine/engine/httpapi/console"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/internal/auth/issuer"
 	"github.com/portfolio-counselor/sagamachine/internal/testenv"
@@ -125,11 +133,29 @@ func (b *browser) eval(expr string, v any) {
 	}
 }
 
-// waitFor polls a JavaScript predicate until it is true.
+// waitFor evaluates a JavaScript predicate every 50 ms until it is true.
+// It survives navigations (the sign-in goes to the issuer and back), which
+// a chromedp.Poll does not: an evaluation that fails while a page is being
+// replaced is tried again. 15 s bound the wait (liveness only).
 func waitFor(pred string) chromedp.Action[chromedp.Void] {
 	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
-		_, err := chromedp.Poll[bool](pred, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(15*time.Second))(ctx, t)
-		return chromedp.Void{}, err
+		deadline := time.Now().Add(15 * time.Second)
+		var last error
+		for time.Now().Before(deadline) {
+			ectx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			ok, err := chromedp.Evaluate[bool](pred)(ectx, t)
+			cancel()
+			if err == nil && ok {
+				return chromedp.Void{}, nil
+			}
+			last = err
+			select {
+			case <-ctx.Done():
+				return chromedp.Void{}, fmt.Errorf("waiting for %s: %w (last evaluation error: %v)", pred, ctx.Err(), last)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		return chromedp.Void{}, fmt.Errorf("waiting for %s: not true after 15s (last evaluation error: %v)", pred, last)
 	}
 }
 
@@ -330,54 +356,297 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 }
 
-// TestConsoleRefusesWithoutRole signs into the console with real tokens of
-// the dev issuer: a user without roles gets the "Access refused" page
-// naming her and the roles needed (and the API refuses her data calls); a
-// saga-viewer sees sagas but the action buttons are off with a note, and
-// her abort, forced through the API, is refused and changes nothing.
-func TestConsoleRefusesWithoutRole(t *testing.T) {
-	if testing.Short() {
-		t.Skip("browser test: skipped with -short")
+// issuerWatch serves a dev issuer and records, for the attack checks,
+// how many login forms and token requests reached it and every redirect
+// it sent back to the console (the authorization responses with codes).
+type issuerWatch struct {
+	*issuer.Issuer
+	mu        sync.Mutex
+	logins    int      // POST /login
+	tokens    int      // POST /token
+	callbacks []string // Location of redirects to the console's redirect URI
+}
+
+func (w *issuerWatch) counts() (logins, tokens int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.logins, w.tokens
+}
+
+func (w *issuerWatch) lastCallback() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.callbacks) == 0 {
+		return ""
 	}
-	iss, stop, err := issuer.Start("127.0.0.1:0")
+	return w.callbacks[len(w.callbacks)-1]
+}
+
+// locationRecorder notes the Location header of the answer.
+type locationRecorder struct {
+	http.ResponseWriter
+	note func(string)
+}
+
+func (l *locationRecorder) WriteHeader(code int) {
+	if loc := l.Header().Get("Location"); loc != "" {
+		l.note(loc)
+	}
+	l.ResponseWriter.WriteHeader(code)
+}
+
+// signInSetup is the console over an API whose tokens come from a dev
+// issuer where the console is registered (code flow + PKCE) and four
+// people have accounts: olga (saga-operator), mallory (no role), vera
+// (saga-viewer).
+type signInSetup struct {
+	iss  *issuerWatch
+	e    *env
+	s    seeded
+	srv  *httptest.Server
+	a    *auth.Authenticator
+	b    *browser
+	pass map[string]string
+}
+
+func newSignInSetup(t *testing.T) *signInSetup {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("start issuer: %v", err)
+		t.Fatal(err)
 	}
-	defer stop()
+	iss, err := issuer.New("http://" + ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &issuerWatch{Issuer: iss}
+	h := iss.Handler()
+	issSrv := &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		w.mu.Lock()
+		switch {
+		case r.Method == http.MethodPost && r.URL.Path == "/login":
+			w.logins++
+		case r.Method == http.MethodPost && r.URL.Path == "/token":
+			w.tokens++
+		}
+		w.mu.Unlock()
+		h.ServeHTTP(&locationRecorder{ResponseWriter: rw, note: func(loc string) {
+			if strings.Contains(loc, "/console/?") {
+				w.mu.Lock()
+				w.callbacks = append(w.callbacks, loc)
+				w.mu.Unlock()
+			}
+		}}, r)
+	}), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = issSrv.Serve(ln) }()
+	t.Cleanup(func() { issSrv.Close() })
+
 	a, err := auth.New(context.Background(), auth.Config{Issuer: iss.URL(), Audience: issuer.DefaultAudience,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatalf("auth.New: %v", err)
 	}
-	e := newEnv(t, "", envOptions{auth: a})
-	s := e.seed(t)
-	srv := httptest.NewServer(e.handler)
-	defer srv.Close()
-	token := func(sub string, roles ...string) string {
-		tok, err := iss.Token(sub, issuer.TokenOptions{Name: sub, Roles: roles})
-		if err != nil {
-			t.Fatalf("token for %s: %v", sub, err)
-		}
-		return tok
+	oidc, err := console.Discover(context.Background(), nil, iss.URL(), console.DefaultClientID, "")
+	if err != nil {
+		t.Fatal(err)
 	}
-	b := newBrowser(t)
-	// signIn pastes a token into the header's field and presses Save, as a
-	// person does.
-	signIn := func(tok string) chromedp.Action[chromedp.Void] {
-		return func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
-			return chromedp.Void{}, chromedp.Do(ctx,
-				chromedp.SetValue(chromedp.CSS(`#token`), tok),
-				chromedp.Click(chromedp.CSS(`#token-form button[type=submit]`)))
+	e := newEnv(t, "", envOptions{auth: a, console: console.Config{OIDC: oidc}})
+	st := &signInSetup{iss: w, e: e, s: e.seed(t), a: a,
+		pass: map[string]string{"olga": "olga-pw-1", "mallory": "mallory-pw-2", "vera": "vera-pw-3"}}
+	st.srv = httptest.NewServer(e.handler)
+	t.Cleanup(st.srv.Close)
+	if err := iss.RegisterClient(issuer.Client{
+		ID: console.DefaultClientID, RedirectURIs: []string{st.srv.URL + "/console/"},
+		PostLogoutRedirectURIs: []string{st.srv.URL + "/console/signed-out.html"}, WebOrigins: []string{st.srv.URL},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for user, roles := range map[string][]string{"olga": {auth.RoleOperator}, "mallory": nil, "vera": {auth.RoleViewer}} {
+		if err := iss.AddUser(issuer.User{Username: user, Password: st.pass[user], Roles: roles}); err != nil {
+			t.Fatal(err)
 		}
+	}
+	st.b = newBrowser(t)
+	return st
+}
+
+// login types user's password into the issuer's login page, as a person
+// does, and presses Sign in.
+func (st *signInSetup) login(user, password string) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+		return chromedp.Void{}, chromedp.Do(ctx,
+			waitFor(`location.origin === "`+st.iss.URL()+`" && !!document.getElementById('login-form')`),
+			chromedp.SetValue(chromedp.CSS(`#username`), user),
+			chromedp.SetValue(chromedp.CSS(`#password`), password),
+			chromedp.Click(chromedp.CSS(`#sign-in`)))
+	}
+}
+
+// storageEmpty fails the test unless the console's origin keeps nothing
+// in localStorage, sessionStorage or script-readable cookies.
+func (st *signInSetup) storageEmpty(t *testing.T, when string) {
+	t.Helper()
+	var got struct {
+		Origin  string `json:"origin"`
+		Local   int    `json:"local"`
+		Session int    `json:"session"`
+		Cookie  string `json:"cookie"`
+		Href    string `json:"href"`
+	}
+	st.b.eval(`({origin: location.origin, local: localStorage.length, session: sessionStorage.length, cookie: document.cookie, href: location.href})`, &got)
+	if got.Origin != st.srv.URL {
+		t.Fatalf("%s: the page is on %s, want the console's origin %s", when, got.Origin, st.srv.URL)
+	}
+	if got.Local != 0 || got.Session != 0 || got.Cookie != "" {
+		t.Errorf("%s: localStorage %d items, sessionStorage %d items, document.cookie %q; want all empty", when, got.Local, got.Session, got.Cookie)
+	}
+	if strings.Contains(got.Href, "code=") || strings.Contains(got.Href, "state=") || strings.Contains(got.Href, "token") {
+		t.Errorf("%s: the address bar still holds the authorization response: %s", when, got.Href)
+	}
+}
+
+// TestConsoleSignIn logs into the console through the dev issuer's login
+// page (authorization code + PKCE) as a person would: a wrong password
+// first, then the right one; the console shows the sagas with nothing in
+// localStorage, sessionStorage or the URL; a reload signs in again through
+// the issuer's session without the login page; a forged and a replayed
+// authorization response are refused by the console before any token
+// request; sign-out ends the session, and the console asks for the
+// password again.
+func TestConsoleSignIn(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test: skipped with -short")
+	}
+	st := newSignInSetup(t)
+	b := st.b
+
+	b.step("open the console: the issuer's login page",
+		chromedp.Navigate(st.srv.URL+"/console/#/sagas"),
+		waitFor(`location.origin === "`+st.iss.URL()+`" && !!document.getElementById('login-form')`))
+	var client string
+	b.eval(`document.getElementById('client').innerText`, &client)
+	if client != console.DefaultClientID {
+		t.Errorf("login page names client %q, want %s", client, console.DefaultClientID)
+	}
+	b.screenshot("signin-login-page")
+	b.step("wrong password",
+		st.login("olga", "not-her-password"),
+		waitFor(`!!document.getElementById('login-error')`))
+	var msg string
+	b.eval(`document.getElementById('login-error').innerText`, &msg)
+	if msg != "Invalid username or password." {
+		t.Errorf("login error = %q", msg)
+	}
+	b.screenshot("signin-wrong-password")
+
+	b.step("sign in as olga",
+		st.login("olga", st.pass["olga"]),
+		waitFor(`location.origin === "`+st.srv.URL+`" && document.querySelectorAll('#saga-table tbody tr').length === 4`))
+	var who string
+	b.eval(`document.getElementById('whoami').innerText`, &who)
+	if !strings.Contains(who, "olga") || !strings.Contains(who, "operator") {
+		t.Errorf("header says %q, want olga · operator", who)
+	}
+	var hash string
+	b.eval(`location.hash`, &hash)
+	if hash != "#/sagas" {
+		t.Errorf("after sign-in the console shows %q, want #/sagas (where the operator was going)", hash)
+	}
+	st.storageEmpty(t, "after sign-in")
+	b.checkClean("sagas after sign-in")
+	b.screenshot("signin-console")
+	logins, tokens := st.iss.counts()
+	if logins != 2 || tokens != 1 {
+		t.Errorf("issuer saw %d login posts and %d token requests, want 2 and 1", logins, tokens)
 	}
 
-	b.step("open as mallory",
-		chromedp.Navigate(srv.URL+"/console/"),
-		signIn(token("mallory")),
-		waitFor(`!!document.getElementById('access-refused')`))
+	// An action works with the in-memory token (and is recorded as olga).
+	const abortedByOlga = `[...document.querySelectorAll('#timeline li[data-kind=operator]')].some(li => li.innerText.includes("ABORT") && li.innerText.includes("by operator olga"))`
+	b.step("abort as olga",
+		chromedp.Evaluate[chromedp.Void](`location.hash = "#/sagas/`+st.s.waiting.ID+`"`),
+		waitFor(`document.querySelectorAll('#timeline li').length === 1`),
+		chromedp.SetValue(chromedp.CSS(`form.actions input[name=reason]`), "client cancelled by phone"),
+		chromedp.Click(chromedp.CSS(`form.actions button.danger`)),
+		waitFor(`!!document.querySelector('.notice.ok') && `+abortedByOlga))
+	st.storageEmpty(t, "after an action")
+
+	// Reload: the tokens are gone from memory; the issuer's session signs
+	// the console in again without the login page.
+	b.step("reload",
+		chromedp.Reload(),
+		waitFor(`location.origin === "`+st.srv.URL+`" && `+abortedByOlga))
+	st.storageEmpty(t, "after reload")
+	logins, tokens = st.iss.counts()
+	if logins != 2 || tokens != 2 {
+		t.Errorf("after reload the issuer saw %d login posts and %d token requests, want 2 (no new login) and 2", logins, tokens)
+	}
+
+	// Attacks on the console's redirect URI: a forged authorization
+	// response, and a replay of the real one just used. Both are refused by
+	// the state check, before any token request.
+	replay := st.iss.lastCallback()
+	if !strings.Contains(replay, "code=") {
+		t.Fatalf("no authorization response recorded: %q", replay)
+	}
+	for _, attack := range []struct{ name, url string }{
+		{"forged", st.srv.URL + "/console/?code=forged-code&state=forged-state"},
+		{"replayed", replay},
+	} {
+		b.step(attack.name+" authorization response",
+			chromedp.Navigate(attack.url),
+			waitFor(`!!document.getElementById('sign-in-refused')`))
+		var text string
+		b.eval(`document.getElementById('sign-in-refused').innerText`, &text)
+		if !strings.Contains(text, "state does not match") {
+			t.Errorf("%s response: page says %q, want the state refusal", attack.name, text)
+		}
+		if _, n := st.iss.counts(); n != 2 {
+			t.Errorf("%s response: the issuer got %d token requests, want still 2 (nothing exchanged)", attack.name, n)
+		}
+		st.storageEmpty(t, attack.name+" response")
+		b.screenshot("signin-refused-" + attack.name)
+	}
+
+	// Back to work (silent), then sign out.
+	b.step("sign in again",
+		chromedp.Click(chromedp.CSS(`#sign-in-again`)),
+		waitFor(`location.origin === "`+st.srv.URL+`" && !!document.querySelector('section[data-definition]')`))
+	if st.iss.Sessions() != 1 {
+		t.Errorf("issuer sessions = %d, want 1", st.iss.Sessions())
+	}
+	b.step("sign out",
+		chromedp.Click(chromedp.CSS(`#sign-out`)),
+		waitFor(`location.pathname === "/console/signed-out.html" && !!document.getElementById('signed-out')`))
+	b.screenshot("signed-out")
+	if st.iss.Sessions() != 0 {
+		t.Errorf("issuer sessions after sign-out = %d, want 0", st.iss.Sessions())
+	}
+	st.storageEmpty(t, "after sign-out")
+	b.step("the console asks for the password again",
+		chromedp.Click(chromedp.CSS(`#sign-in-again`)),
+		waitFor(`location.origin === "`+st.iss.URL()+`" && !!document.getElementById('login-form')`))
+}
+
+// TestConsoleRefusesWithoutRole signs into the console through the dev
+// issuer's login page: a user without roles gets the Access refused page
+// naming her and the roles needed (and none of the saga data); a
+// saga-viewer sees sagas with the action buttons off, and her abort forced
+// through the API is refused and changes nothing.
+func TestConsoleRefusesWithoutRole(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test: skipped with -short")
+	}
+	st := newSignInSetup(t)
+	b := st.b
+	s := st.s
+
+	b.step("sign in as mallory",
+		chromedp.Navigate(st.srv.URL+"/console/"),
+		st.login("mallory", st.pass["mallory"]),
+		waitFor(`location.origin === "`+st.srv.URL+`" && !!document.getElementById('access-refused')`))
 	var page string
 	b.eval(`document.getElementById('main').innerText`, &page)
-	for _, want := range []string{"Access refused", "mallory", "none", "saga-viewer or saga-operator"} {
+	for _, want := range []string{"Access refused", "mallory", "none", "saga-viewer or saga-operator", "sign out"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("refusal page lacks %q:\n%s", want, page)
 		}
@@ -392,15 +661,20 @@ func TestConsoleRefusesWithoutRole(t *testing.T) {
 	if !strings.Contains(who, "mallory") || !strings.Contains(who, "no access") {
 		t.Errorf("header says %q, want mallory with no access", who)
 	}
+	st.storageEmpty(t, "mallory signed in")
 	b.checkClean("access refused")
 	b.screenshot("access-refused")
-	b.step("mallory on the sagas page",
+	b.step("mallory on the saga page",
 		chromedp.Evaluate[chromedp.Void](`location.hash = "#/sagas/`+s.waiting.ID+`"`),
 		waitFor(`!!document.getElementById('access-refused') && !document.getElementById('timeline')`))
+	b.step("mallory signs out",
+		chromedp.Click(chromedp.CSS(`#sign-out`)),
+		waitFor(`!!document.getElementById('signed-out')`))
 
-	b.step("open as vera (saga-viewer)",
-		signIn(token("vera", auth.RoleViewer)),
-		waitFor(`document.querySelectorAll('#timeline li').length === 1`))
+	b.step("sign in as vera (saga-viewer)",
+		chromedp.Navigate(st.srv.URL+"/console/#/sagas/"+s.waiting.ID),
+		st.login("vera", st.pass["vera"]),
+		waitFor(`location.origin === "`+st.srv.URL+`" && document.querySelectorAll('#timeline li').length === 1`))
 	var disabled []bool
 	b.eval(`[...document.querySelectorAll('form.actions button, form.actions input')].map(x => x.disabled)`, &disabled)
 	if len(disabled) != 3 || !disabled[0] || !disabled[1] || !disabled[2] {
@@ -413,18 +687,64 @@ func TestConsoleRefusesWithoutRole(t *testing.T) {
 	}
 	b.checkClean("viewer saga")
 	b.screenshot("viewer-saga")
-	before := e.snapshot(t)
+
+	// Vera's abort forced through the API from the page, with a viewer
+	// token of the same issuer: 403, nothing changed.
+	tok, err := st.iss.Token("vera", issuer.TokenOptions{Name: "vera", Roles: []string{auth.RoleViewer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := st.e.snapshot(t)
 	var code string
 	b.step("vera forces an abort through the API",
 		chromedp.Evaluate[chromedp.Void](`fetch("/api/v1/sagas/`+s.waiting.ID+`/abort", {method: "POST",
-			headers: {"Content-Type": "application/json", Authorization: "Bearer " + localStorage.getItem("saga-machine.token")},
+			headers: {"Content-Type": "application/json", Authorization: "Bearer `+tok+`"},
 			body: JSON.stringify({reason: "viewer"})}).then(r => r.json()).then(p => { window.abortResult = p.status + " " + p.code; })`),
 		waitFor(`!!window.abortResult`))
 	b.eval(`window.abortResult`, &code)
 	if code != "403 forbidden" {
 		t.Errorf("viewer's abort through the API: %q, want 403 forbidden", code)
 	}
-	if after := e.snapshot(t); after != before {
+	if after := st.e.snapshot(t); after != before {
 		t.Errorf("the viewer's refused abort changed the store:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// TestConsolePlainSHA256 checks the console's JavaScript SHA-256 (used for
+// the PKCE challenge where crypto.subtle is missing: plain HTTP on a
+// non-loopback host) against Go's, on lengths around the block edges.
+func TestConsolePlainSHA256(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test: skipped with -short")
+	}
+	e := newEnv(t, "", envOptions{})
+	srv := httptest.NewServer(e.handler)
+	defer srv.Close()
+	b := newBrowser(t)
+	b.step("open", chromedp.Navigate(srv.URL+"/console/"), waitFor(`typeof sha256Plain === "function"`))
+	for _, n := range []int{0, 1, 3, 43, 55, 56, 63, 64, 65, 119, 128, 1000} {
+		msg := strings.Repeat("aZ9-._~", n/7+1)[:n]
+		var got string
+		b.eval(`[...sha256Plain(new TextEncoder().encode("`+msg+`"))].map(x => x.toString(16).padStart(2, "0")).join("")`, &got)
+		sum := sha256.Sum256([]byte(msg))
+		if want := hex.EncodeToString(sum[:]); got != want {
+			t.Errorf("sha256Plain(%d bytes) = %s, want %s", n, got, want)
+		}
+	}
+}
+
+// TestConsoleSignInNeedsAuth: the API refuses a console that would sign
+// in while the API checks no token, and serves the console's settings.
+func TestConsoleSignInNeedsAuth(t *testing.T) {
+	oidc := &console.OIDC{Issuer: "http://127.0.0.1:1", ClientID: "saga-console", Scope: "openid",
+		AuthorizationEndpoint: "http://127.0.0.1:1/authorize", TokenEndpoint: "http://127.0.0.1:1/token"}
+	e := newEnv(t, "", envOptions{})
+	if _, err := httpapi.New(httpapi.Config{Orchestrator: e.orch, Console: console.Config{OIDC: oidc}}); err == nil {
+		t.Errorf("httpapi.New with Console.OIDC and no Auth: nil error, want a refusal")
+	}
+	rec := httptest.NewRecorder()
+	e.handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/console/config.json", nil))
+	if rec.Code != http.StatusOK || strings.TrimSpace(rec.Body.String()) != `{"auth":"none"}` {
+		t.Errorf("GET /console/config.json = %d %s, want 200 {\"auth\":\"none\"}", rec.Code, rec.Body)
 	}
 }

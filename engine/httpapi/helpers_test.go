@@ -20,6 +20,7 @@ import (
 	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/definition"
 	"github.com/portfolio-counselor/sagamachine/engine/httpapi"
+	"github.com/portfolio-counselor/sagamachine/engine/httpapi/console"
 	"github.com/portfolio-counselor/sagamachine/engine/sqlstore"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/sagas"
@@ -53,8 +54,9 @@ type env struct {
 
 // envOptions tweak newEnv.
 type envOptions struct {
-	auth  *auth.Authenticator
-	ready func(context.Context) error
+	auth    *auth.Authenticator
+	ready   func(context.Context) error
+	console console.Config // the console's sign-in (console_browser_test.go)
 }
 
 // newEnv builds the API over an orchestrator on the store at dbURL
@@ -82,7 +84,7 @@ func newEnv(tb testing.TB, dbURL string, opts envOptions) *env {
 	if err != nil {
 		tb.Fatalf("engine.New: %v", err)
 	}
-	e.handler, err = httpapi.New(httpapi.Config{Orchestrator: e.orch, Auth: opts.auth, Ready: opts.ready, Logger: logger, Registry: reg})
+	e.handler, err = httpapi.New(httpapi.Config{Orchestrator: e.orch, Auth: opts.auth, Ready: opts.ready, Logger: logger, Registry: reg, Console: opts.console})
 	if err != nil {
 		tb.Fatalf("httpapi.New: %v", err)
 	}

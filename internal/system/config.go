@@ -11,6 +11,7 @@ import (
 
 	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
+	"github.com/portfolio-counselor/sagamachine/internal/auth/issuer"
 	"github.com/portfolio-counselor/sagamachine/internal/program"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 	"github.com/portfolio-counselor/sagamachine/sagas"
@@ -174,6 +175,9 @@ type Config struct {
 	// it is built: e.g. a clock (sdk.Config.Now) that runs behind, for
 	// tests.
 	Participant func(name string, c *sdk.Config)
+	// Logins are the accounts of the in-process issuer's login page, where
+	// the operator console signs in. nil means DemoLogins.
+	Logins []issuer.User
 	// Logger receives every component's logs. Default: discard.
 	Logger *slog.Logger
 }

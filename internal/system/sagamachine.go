@@ -15,6 +15,7 @@ import (
 	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/definition"
 	"github.com/portfolio-counselor/sagamachine/engine/httpapi"
+	"github.com/portfolio-counselor/sagamachine/engine/httpapi/console"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/engine/sqlstore"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
@@ -85,6 +86,9 @@ type SagaMachineConfig struct {
 	// Auth authenticates the HTTP API. nil means NO authentication (the
 	// caller must allow that only on loopback or in tests).
 	Auth *auth.Authenticator
+	// Console configures the operator console's sign-in (OIDC code flow
+	// with PKCE; needs Auth). The zero value: no sign-in.
+	Console console.Config
 	// Logger receives the logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -171,6 +175,7 @@ func OpenSagaMachine(ctx context.Context, cfg SagaMachineConfig) (_ *SagaMachine
 	m.Handler, err = httpapi.New(httpapi.Config{
 		Orchestrator: m.Orchestrator,
 		Auth:         cfg.Auth,
+		Console:      cfg.Console,
 		Ready:        func(ctx context.Context) error { return kafka.Ping(ctx, cfg.Kafka) },
 		Logger:       cfg.Logger,
 		Registry:     m.Registry,

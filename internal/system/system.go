@@ -16,6 +16,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/httpapi/console"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka/embedded"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
@@ -121,6 +122,12 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("set up authentication against %s: %w", s.Issuer.URL(), err)
 	}
+	// The console signs in at the issuer (code flow + PKCE); its client is
+	// registered once saga-machine's address is known.
+	consoleOIDC, err := console.Discover(ctx, nil, s.Issuer.URL(), ConsoleClientID, "")
+	if err != nil {
+		return nil, fmt.Errorf("set up the console's sign-in: %w", err)
+	}
 
 	// Databases.
 	dbURLs := map[string]string{}
@@ -161,7 +168,7 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	s.SagaMachine, err = OpenSagaMachine(ctx, SagaMachineConfig{
 		Catalog: cat, DB: dbURLs[Saga], Kafka: kcfg, Topic: cfg.Topics.Events,
 		Group: cfg.GroupPrefix + "saga-machine", Partitions: cfg.Partitions,
-		Engine: cfg.Engine, Auth: authn, Logger: cfg.Logger.With("service", "saga-machine"),
+		Engine: cfg.Engine, Auth: authn, Console: console.Config{OIDC: consoleOIDC}, Logger: cfg.Logger.With("service", "saga-machine"),
 	})
 	if err != nil {
 		return nil, err
@@ -170,6 +177,9 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 		return nil, fmt.Errorf("saga-machine: listen on %s: %w", cfg.Listen, err)
 	}
 	s.URLs.SagaMachine = "http://" + s.smLn.Addr().String()
+	if err := s.registerConsole(cfg.Logins); err != nil {
+		return nil, err
+	}
 
 	// Participant services.
 	type build func(db *sqlx.DB, p *sdk.Participant, log *slog.Logger) (serviceImpl, func(context.Context, *sqlx.DB) error, error)

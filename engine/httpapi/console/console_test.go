@@ -66,7 +66,7 @@ func TestNothingFromTheInternet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 3 {
-		t.Errorf("walked %d assets, want 3 (index.html, app.js, app.css)", n)
+	if n != 4 {
+		t.Errorf("walked %d assets, want 4 (index.html, app.js, app.css, signed-out.html)", n)
 	}
 }

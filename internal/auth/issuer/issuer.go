@@ -61,6 +61,10 @@ type Issuer struct {
 	mu      sync.RWMutex
 	current signingKey
 	retired []signingKey // still published in the JWKS until DropRetiredKeys
+
+	flowMu sync.Mutex
+	flow   codeFlow         // clients, users, login pages, codes, sessions, refresh tokens
+	now    func() time.Time // the code flow's clock (tests move it)
 }
 
 // New returns an issuer whose identifier (iss claim, discovery base) is
@@ -82,6 +86,8 @@ func New(issuerURL string) (*Issuer, error) {
 		url:     issuerURL,
 		path:    strings.TrimSuffix(u.Path, "/"),
 		current: key,
+		flow:    newCodeFlow(),
+		now:     time.Now,
 	}, nil
 }
 
@@ -225,35 +231,53 @@ func (i *Issuer) Token(sub string, opts TokenOptions) (string, error) {
 	return i.Sign(c)
 }
 
-// Handler serves the discovery document, the JWKS and the dev token endpoint
-// under the issuer URL's path (the full request path is matched, so mount it
-// unstripped, e.g. mux.PathPrefix(path + "/").Handler(iss.Handler())).
+// Handler serves the discovery document, the JWKS, the token endpoint
+// (dev grant, authorization code and refresh token grants), the
+// authorization endpoint with its login page, and the end-session endpoint
+// under the issuer URL's path (the full request path is matched, so mount
+// it unstripped, e.g. mux.PathPrefix(path + "/").Handler(iss.Handler())).
 //
 // Every endpoint answers only requests whose Host is localhost or a
 // loopback IP address (program.LoopbackHostOnly, 421 otherwise): /token
 // signs any identity with any role for anyone, so a web page must not reach
 // it through DNS rebinding (a foreign name made to resolve to 127.0.0.1).
+// The login form also refuses cross-origin posts
+// (http.CrossOriginProtection) besides its CSRF token.
 func (i *Issuer) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+i.path+"/.well-known/openid-configuration", i.serveDiscovery)
 	mux.HandleFunc("GET "+i.path+"/jwks", i.serveJWKS)
 	mux.HandleFunc("POST "+i.path+"/token", i.serveToken)
+	mux.HandleFunc("OPTIONS "+i.path+"/token", i.serveTokenPreflight)
+	mux.HandleFunc("GET "+i.path+"/authorize", i.serveAuthorize)
+	login := http.NewCrossOriginProtection()
+	login.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		i.errorPage(w, http.StatusForbidden, "Sign-in refused", "The login form was posted from another origin.")
+	}))
+	mux.Handle("POST "+i.path+"/login", login.Handler(http.HandlerFunc(i.serveLogin)))
+	mux.HandleFunc("GET "+i.path+"/logout", i.serveLogout)
 	return program.LoopbackHostOnly("the dev OIDC issuer", mux)
 }
 
 func (i *Issuer) serveDiscovery(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
-		"issuer":                                i.url,
-		"jwks_uri":                              i.url + "/jwks",
-		"token_endpoint":                        i.url + "/token",
-		"grant_types_supported":                 []string{"client_credentials"},
-		"response_types_supported":              []string{"token"},
-		"subject_types_supported":               []string{"public"},
-		"id_token_signing_alg_values_supported": []string{string(jose.RS256)},
-		"token_endpoint_auth_methods_supported": []string{"none"},
+		"issuer":                           i.url,
+		"jwks_uri":                         i.url + "/jwks",
+		"token_endpoint":                   i.url + "/token",
+		"authorization_endpoint":           i.url + "/authorize",
+		"end_session_endpoint":             i.url + "/logout",
+		"grant_types_supported":            []string{"authorization_code", "refresh_token", "client_credentials"},
+		"response_types_supported":         []string{"code"},
+		"response_modes_supported":         []string{"query"},
+		"code_challenge_methods_supported": []string{"S256"},
+		"scopes_supported":                 []string{"openid", "profile", "email"},
+		"authorization_response_iss_parameter_supported": true,
+		"subject_types_supported":                        []string{"public"},
+		"id_token_signing_alg_values_supported":          []string{string(jose.RS256)},
+		"token_endpoint_auth_methods_supported":          []string{"none"},
 		"claims_supported": []string{
 			"iss", "sub", "aud", "azp", "exp", "iat", "nbf", "jti", "typ",
-			"preferred_username", "name", "email", "realm_access",
+			"preferred_username", "name", "email", "realm_access", "sid", "nonce", "auth_time",
 		},
 	})
 }
@@ -263,9 +287,11 @@ func (i *Issuer) serveJWKS(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, i.JWKS())
 }
 
-// serveToken implements the dev grant: form fields sub (required), roles
-// (repeatable and/or comma-separated), audience or client_id, name, email,
-// ttl (Go duration). grant_type, when given, must be client_credentials.
+// serveToken is the token endpoint. grant_type authorization_code and
+// refresh_token serve the code flow's clients (serveCodeGrant,
+// serveRefreshGrant); without grant_type or with client_credentials it is
+// the dev grant: form fields sub (required), roles (repeatable and/or
+// comma-separated), audience or client_id, name, email, ttl (Go duration).
 func (i *Issuer) serveToken(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	if err := r.ParseForm(); err != nil {
@@ -273,8 +299,20 @@ func (i *Issuer) serveToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := r.PostForm
-	if gt := f.Get("grant_type"); gt != "" && gt != "client_credentials" {
-		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", fmt.Sprintf("grant_type %q is not supported; use client_credentials or omit it", gt))
+	if len(f["grant_type"]) > 1 {
+		oauthError(w, http.StatusBadRequest, "invalid_request", "parameter grant_type is repeated")
+		return
+	}
+	switch gt := f.Get("grant_type"); gt {
+	case "authorization_code":
+		i.serveCodeGrant(w, r, f)
+		return
+	case "refresh_token":
+		i.serveRefreshGrant(w, r, f)
+		return
+	case "", "client_credentials":
+	default:
+		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", fmt.Sprintf("grant_type %q is not supported; use authorization_code, refresh_token, or client_credentials (or none) for the dev grant", gt))
 		return
 	}
 	sub := strings.TrimSpace(f.Get("sub"))

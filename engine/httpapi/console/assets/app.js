@@ -2,14 +2,30 @@
 // Plain JavaScript, no dependencies. Every value from the API is put into
 // the page with textContent (never innerHTML), except the diagrams, which
 // are SVG documents rendered by the server and parsed with DOMParser.
+//
+// Sign-in (when config.json says "oidc"): OpenID Connect authorization code
+// flow with PKCE (S256) as a public client. The tokens live in this page's
+// memory only (never localStorage or sessionStorage); a reload signs in
+// again through the issuer's session, which shows no page when the session
+// is alive. Only the sign-in request under way (state, nonce, PKCE verifier,
+// the page to come back to) waits in sessionStorage while the browser is at
+// the issuer, and is removed when it comes back.
 "use strict";
 
 const REFRESH_MS = 5000;
-const TOKEN_KEY = "saga-machine.token";
+const LOGIN_KEY = "saga-machine.login";
 let refreshTimer = null;
 // me is GET /api/v1/me for the current token: who the API takes us for and
 // whether we may read (saga-viewer or saga-operator) and act (saga-operator).
 let me = null;
+// settings is config.json: {auth: "none"} or {auth: "oidc", oidc: {...}}.
+let settings = { auth: "none" };
+// tokens is the signed-in session, in memory only:
+// {access, id, refresh, expiresAt, since} (times in ms).
+let tokens = null;
+let refreshing = null;
+// flash is a one-time notice shown by the next page rendered.
+let flash = null;
 
 // ---- DOM helpers ----------------------------------------------------------
 
@@ -59,11 +75,202 @@ function notice(kind, text) {
   return el("div", { class: `notice ${kind}`, role: kind === "error" ? "alert" : "status" }, text);
 }
 
-// ---- API ------------------------------------------------------------------
+// ---- Sign-in (OIDC authorization code + PKCE) -------------------------------
 
-function token() {
-  return localStorage.getItem(TOKEN_KEY) || "";
+// Redirecting is thrown when the browser is on its way to the issuer.
+class Redirecting extends Error {
+  constructor() { super("Signing in…"); }
 }
+
+// SignInError is a sign-in that was refused; the page says why.
+class SignInError extends Error {}
+
+function b64url(bytes) {
+  let s = "";
+  for (const b of bytes) s += String.fromCharCode(b);
+  return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function randomString() {
+  return b64url(crypto.getRandomValues(new Uint8Array(32)));
+}
+
+// SHA-256 in plain JavaScript, for pages served over plain HTTP on a
+// non-loopback host, where crypto.subtle does not exist.
+const SHA256_K = new Uint32Array([0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+  0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
+  0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+  0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb,
+  0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+  0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f,
+  0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2]);
+
+function sha256Plain(msg) {
+  const ror = (x, n) => (x >>> n) | (x << (32 - n));
+  const padded = new Uint8Array(((msg.length + 9 + 63) >> 6) << 6);
+  padded.set(msg);
+  padded[msg.length] = 0x80;
+  const dv = new DataView(padded.buffer);
+  const bits = msg.length * 8;
+  dv.setUint32(padded.length - 8, Math.floor(bits / 0x100000000));
+  dv.setUint32(padded.length - 4, bits >>> 0);
+  const H = new Uint32Array([0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]);
+  const W = new Uint32Array(64);
+  for (let off = 0; off < padded.length; off += 64) {
+    for (let t = 0; t < 16; t++) W[t] = dv.getUint32(off + 4 * t);
+    for (let t = 16; t < 64; t++) {
+      const s0 = ror(W[t - 15], 7) ^ ror(W[t - 15], 18) ^ (W[t - 15] >>> 3);
+      const s1 = ror(W[t - 2], 17) ^ ror(W[t - 2], 19) ^ (W[t - 2] >>> 10);
+      W[t] = W[t - 16] + s0 + W[t - 7] + s1;
+    }
+    let [a, b, c, d, e, f, g, h] = H;
+    for (let t = 0; t < 64; t++) {
+      const t1 = (h + (ror(e, 6) ^ ror(e, 11) ^ ror(e, 25)) + ((e & f) ^ (~e & g)) + SHA256_K[t] + W[t]) >>> 0;
+      const t2 = ((ror(a, 2) ^ ror(a, 13) ^ ror(a, 22)) + ((a & b) ^ (a & c) ^ (b & c))) >>> 0;
+      h = g; g = f; f = e; e = (d + t1) >>> 0; d = c; c = b; b = a; a = (t1 + t2) >>> 0;
+    }
+    H[0] += a; H[1] += b; H[2] += c; H[3] += d; H[4] += e; H[5] += f; H[6] += g; H[7] += h;
+  }
+  const out = new Uint8Array(32);
+  const ov = new DataView(out.buffer);
+  H.forEach((v, n) => ov.setUint32(4 * n, v));
+  return out;
+}
+
+async function sha256(text) {
+  const data = new TextEncoder().encode(text);
+  if (window.crypto && crypto.subtle) return new Uint8Array(await crypto.subtle.digest("SHA-256", data));
+  return sha256Plain(data);
+}
+
+// consoleBase is the console's URL without file, query or fragment
+// (http://host/console/): the redirect URI registered at the issuer.
+function consoleBase() {
+  return location.origin + location.pathname.replace(/[^/]*$/, "");
+}
+
+// startSignIn sends the browser to the issuer's authorization endpoint and
+// remembers (until it comes back) what the answer must match.
+async function startSignIn(returnHash) {
+  const o = settings.oidc;
+  const login = { state: randomString(), nonce: randomString(), verifier: randomString(), hash: returnHash || "", redirect_uri: consoleBase() };
+  const challenge = b64url(await sha256(login.verifier));
+  sessionStorage.setItem(LOGIN_KEY, JSON.stringify(login));
+  const q = new URLSearchParams({
+    response_type: "code", client_id: o.client_id, redirect_uri: login.redirect_uri, scope: o.scope,
+    state: login.state, nonce: login.nonce, code_challenge: challenge, code_challenge_method: "S256",
+  });
+  location.assign(o.authorization_endpoint + (o.authorization_endpoint.includes("?") ? "&" : "?") + q);
+  throw new Redirecting();
+}
+
+// jwtPayload decodes a JWT's claims without checking the signature (the
+// ID token came straight from the token endpoint; the API verifies the
+// access token itself).
+function jwtPayload(jwt) {
+  try {
+    const part = jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(decodeURIComponent(escape(atob(part))));
+  } catch (_) {
+    return null;
+  }
+}
+
+async function tokenRequest(form) {
+  let res;
+  try {
+    res = await fetch(settings.oidc.token_endpoint, { method: "POST", body: new URLSearchParams(form), credentials: "omit", cache: "no-store" });
+  } catch (err) {
+    throw new SignInError(`The issuer's token endpoint could not be reached: ${err.message}`);
+  }
+  let body = {};
+  try { body = await res.json(); } catch (_) { /* not JSON: the status says enough */ }
+  if (!res.ok) throw new SignInError(`The issuer refused: ${body.error || "HTTP " + res.status}${body.error_description ? " (" + body.error_description + ")" : ""}.`);
+  if (!body.access_token || String(body.token_type).toLowerCase() !== "bearer") throw new SignInError("The issuer's answer holds no bearer access token.");
+  return body;
+}
+
+function keep(res, since) {
+  tokens = {
+    access: res.access_token,
+    id: res.id_token || (tokens && tokens.id) || "",
+    refresh: res.refresh_token || "",
+    expiresAt: Date.now() + (Number(res.expires_in) || 300) * 1000,
+    since: since || (tokens && tokens.since) || Date.now(),
+  };
+}
+
+// finishSignIn checks the issuer's answer on the redirect URI against the
+// sign-in this tab started (state, issuer), redeems the code with the PKCE
+// verifier and checks the ID token's nonce. The code leaves the address
+// bar and the history before anything else.
+async function finishSignIn(params) {
+  const o = settings.oidc;
+  let login = null;
+  try { login = JSON.parse(sessionStorage.getItem(LOGIN_KEY) || "null"); } catch (_) { login = null; }
+  sessionStorage.removeItem(LOGIN_KEY);
+  history.replaceState(null, "", location.pathname + (login && login.hash ? login.hash : location.hash));
+  if (!login || !params.get("state") || params.get("state") !== login.state)
+    throw new SignInError("This sign-in answer was not asked for by this page (its state does not match the sign-in started here), so it was refused and nothing was exchanged.");
+  if (params.get("iss") && params.get("iss") !== o.issuer)
+    throw new SignInError(`The answer names another issuer (${params.get("iss")}): refused.`);
+  if (params.get("error"))
+    throw new SignInError(`The issuer refused the sign-in: ${params.get("error")}${params.get("error_description") ? " (" + params.get("error_description") + ")" : ""}.`);
+  const res = await tokenRequest({
+    grant_type: "authorization_code", code: params.get("code") || "", redirect_uri: login.redirect_uri,
+    client_id: o.client_id, code_verifier: login.verifier,
+  });
+  if (res.id_token) {
+    const c = jwtPayload(res.id_token);
+    if (!c || c.nonce !== login.nonce || c.iss !== o.issuer || ![].concat(c.aud).includes(o.client_id))
+      throw new SignInError("The ID token does not belong to this sign-in (nonce, issuer or audience differ): refused.");
+  }
+  keep(res, Date.now());
+}
+
+// accessToken returns a valid access token, refreshing it shortly before
+// it expires; without one it signs in again (the browser leaves the page).
+async function accessToken() {
+  if (settings.auth !== "oidc") return "";
+  if (tokens && Date.now() < tokens.expiresAt - 30000) return tokens.access;
+  if (tokens && tokens.refresh) {
+    refreshing = refreshing || tokenRequest({ grant_type: "refresh_token", refresh_token: tokens.refresh, client_id: settings.oidc.client_id })
+      .then(res => keep(res)).finally(() => { refreshing = null; });
+    try {
+      await refreshing;
+      return tokens.access;
+    } catch (_) { /* the session ended at the issuer: sign in again */ }
+  }
+  tokens = null;
+  return startSignIn(location.hash);
+}
+
+// signOut forgets the tokens and ends the session at the issuer, which
+// sends the browser to signed-out.html.
+function signOut() {
+  const o = settings.oidc;
+  const id = tokens && tokens.id;
+  tokens = null;
+  me = null;
+  sessionStorage.removeItem(LOGIN_KEY);
+  const after = consoleBase() + "signed-out.html";
+  if (o && o.end_session_endpoint && id) {
+    const q = new URLSearchParams({ id_token_hint: id, post_logout_redirect_uri: after, client_id: o.client_id });
+    location.assign(o.end_session_endpoint + (o.end_session_endpoint.includes("?") ? "&" : "?") + q);
+  } else {
+    location.assign(after);
+  }
+}
+
+function signInFailedPage(err) {
+  const main = document.getElementById("main");
+  main.replaceChildren(el("section", { class: "card refused", id: "sign-in-refused", role: "alert" },
+    el("h1", {}, "Sign-in refused"),
+    el("p", {}, err.message),
+    el("p", {}, el("button", { type: "button", class: "button primary", id: "sign-in-again", onclick: () => startSignIn("").catch(() => {}) }, "Sign in again"))));
+}
+
+// ---- API ------------------------------------------------------------------
 
 class APIError extends Error {
   constructor(problem, status) {
@@ -75,7 +282,8 @@ class APIError extends Error {
 
 async function api(path, opts = {}) {
   const headers = Object.assign({ Accept: "application/json" }, opts.headers || {});
-  if (token()) headers.Authorization = "Bearer " + token();
+  const bearer = await accessToken();
+  if (bearer) headers.Authorization = "Bearer " + bearer;
   if (opts.body !== undefined) headers["Content-Type"] = "application/json";
   const res = await fetch("/api/v1" + path, {
     method: opts.method || "GET",
@@ -83,6 +291,12 @@ async function api(path, opts = {}) {
     body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
   });
   const text = await res.text();
+  if (res.status === 401 && tokens && Date.now() - tokens.since > 10000) {
+    // The token stopped working (revoked, keys rotated...): sign in again,
+    // unless it was just issued (then say so instead of looping).
+    tokens = null;
+    return startSignIn(location.hash);
+  }
   if (!res.ok) {
     let problem = { title: res.statusText };
     try { problem = JSON.parse(text); } catch (_) { /* not JSON: keep the status text */ }
@@ -92,8 +306,11 @@ async function api(path, opts = {}) {
 }
 
 function errorBox(err) {
+  if (err instanceof Redirecting) return notice("info", "Signing in…");
   const box = notice("error", err.message);
-  if (err.status === 401) box.append(el("div", { class: "hint" }, "Paste a valid access token in the header and press Save."));
+  if (err.status === 401) box.append(el("div", { class: "hint" }, settings.auth === "oidc"
+    ? "The API refused the token of this sign-in: check that the issuer's access tokens carry the API's audience (see docs/auth.md)."
+    : "The API asks for a token, but this console has no sign-in configured: start saga-machine with --issuer (its console signs in with --console-client-id)."));
   if (err.status === 403 && err.problem && err.problem.code === "forbidden")
     box.append(el("div", { class: "hint" }, "Your token lacks the role this needs: reading needs saga-viewer or saga-operator, re-send, abort and replay need saga-operator."));
   return box;
@@ -107,6 +324,8 @@ function rolesText(roles) {
 function whoami() {
   const box = document.getElementById("whoami");
   if (!box) return;
+  const out = document.getElementById("sign-out");
+  if (out) out.hidden = !(settings.auth === "oidc" && tokens);
   if (!me) { box.replaceChildren(); return; }
   box.replaceChildren(me.auth === "off"
     ? el("span", { title: "The API runs without authentication (dev or tests): every action is allowed." }, "auth off")
@@ -125,7 +344,7 @@ function refusedPage(view) {
       el("p", {}, "The console shows saga-machine's sagas, their timelines and dead letters, which hold other people's ids and amounts: only operators may see them. ",
         "Reading needs the role ", el("code", {}, me.read_roles.join(" or ")), "; re-sending, aborting and replaying need ",
         el("code", {}, me.operate_roles.join(" or ")), "."),
-      el("p", { class: "muted" }, "Ask your administrator for one of these roles, or paste the token of an account that has one in the header.")));
+      el("p", { class: "muted" }, "Ask your administrator for one of these roles, or sign out and sign in with an account that has one.")));
 }
 
 // readOnlyNote explains to a saga-viewer why the action buttons are off.
@@ -166,6 +385,13 @@ async function render() {
   } catch (err) {
     view.replaceChildren(errorBox(err));
   }
+}
+
+// takeFlash returns the one-time notice left by an action, and forgets it.
+function takeFlash() {
+  const f = flash;
+  flash = null;
+  return f;
 }
 
 // ---- Definitions ----------------------------------------------------------
@@ -337,7 +563,7 @@ async function sagaPage(view, id) {
     if (!reason.value.trim()) { result.replaceChildren(notice("error", "Give a reason: it is recorded in the saga's timeline.")); return; }
     try {
       const inst = await api(`/sagas/${encodeURIComponent(id)}/${path}`, { method: "POST", body: Object.assign({ reason: reason.value }, body) });
-      sessionStorage.setItem("saga-machine.flash", `${what}: saga is now ${inst.state} (${inst.status}).`);
+      flash = `${what}: saga is now ${inst.state} (${inst.status}).`;
       render();
     } catch (err) { result.replaceChildren(errorBox(err)); }
   };
@@ -357,14 +583,13 @@ async function sagaPage(view, id) {
     el("td", {}, pill(u.status, { compensated: "green", resolved: "green", compensating: "amber", expired: "grey" }[u.status] || "blue"),
       u.resolved_by ? el("div", { class: "muted small" }, `by ${u.resolved_by}: ${u.reason || ""}`) : null,
       u.sent ? el("div", { class: "muted small" }, `sent ${u.sent}×`) : null)));
-  const flash = sessionStorage.getItem("saga-machine.flash");
-  sessionStorage.removeItem("saga-machine.flash");
+  const flashText = takeFlash();
   setView(view,
     el("div", { class: "page-head" },
       el("p", {}, el("a", { href: "#/sagas" }, "← all sagas")),
       el("h1", {}, "Saga ", el("span", { class: "mono" }, s.id)),
       el("p", {}, pill(s.state, "state"), " ", statusPill(s.status))),
-    flash ? notice("ok", flash) : null,
+    flashText ? notice("ok", flashText) : null,
     el("div", { class: "grid" },
       el("section", { class: "card" }, el("h2", {}, "Facts"),
         el("dl", { class: "facts" }, facts.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]))),
@@ -394,8 +619,7 @@ function envelopeSummary(raw) {
 async function deadLettersPage(view, params) {
   const all = params.get("all") === "1";
   const { dead_letters: dls } = await api(`/dead-letters?limit=200&include_replayed=${all}`);
-  const flash = sessionStorage.getItem("saga-machine.flash");
-  sessionStorage.removeItem("saga-machine.flash");
+  const flashText = takeFlash();
   const rows = dls.map(d => {
     const status = el("div", { class: "row-result" });
     const replay = el("button", {
@@ -405,8 +629,7 @@ async function deadLettersPage(view, params) {
         try {
           const res = await api(`/dead-letters/${d.id}/replay`, { method: "POST", body: {} });
           const s = res.saga;
-          sessionStorage.setItem("saga-machine.flash",
-            `Dead letter ${d.id} replayed` + (s ? `: saga ${shortID(s.id)} is now ${s.state} (${s.status}).` : "."));
+          flash = `Dead letter ${d.id} replayed` + (s ? `: saga ${shortID(s.id)} is now ${s.state} (${s.status}).` : ".");
           render();
         } catch (err) {
           replay.disabled = false;
@@ -427,7 +650,7 @@ async function deadLettersPage(view, params) {
   setView(view,
     el("div", { class: "page-head" }, el("h1", {}, "Dead letters"),
       el("p", { class: "muted" }, "Messages that could not be applied, with the reason. Replay applies one again as if it had just arrived (for example after the event it was waiting for has come).")),
-    flash ? notice("ok", flash) : null,
+    flashText ? notice("ok", flashText) : null,
     me.may_operate ? null : readOnlyNote(),
     el("p", {}, all
       ? el("a", { href: "#/dead-letters" }, "Hide replayed dead letters")
@@ -441,17 +664,34 @@ async function deadLettersPage(view, params) {
 
 // ---- Start ----------------------------------------------------------------
 
-document.addEventListener("DOMContentLoaded", () => {
-  const input = document.getElementById("token");
-  input.value = token();
-  document.getElementById("token-form").addEventListener("submit", ev => {
-    ev.preventDefault();
-    if (input.value.trim()) localStorage.setItem(TOKEN_KEY, input.value.trim());
-    else localStorage.removeItem(TOKEN_KEY);
-    me = null; // another token: ask again who we are
-    whoami();
-    render();
-  });
+// boot reads config.json; with OIDC it either finishes the sign-in the
+// issuer answered (?code=…&state=…) or starts one, then renders.
+async function boot() {
+  document.getElementById("sign-out").addEventListener("click", signOut);
+  try {
+    const res = await fetch("config.json", { cache: "no-store", credentials: "omit" });
+    if (!res.ok) throw new Error(`config.json: HTTP ${res.status}`);
+    settings = await res.json();
+  } catch (err) {
+    document.getElementById("main").replaceChildren(notice("error", `The console's settings could not be read: ${err.message}`));
+    return;
+  }
+  if (settings.auth === "oidc") {
+    const params = new URLSearchParams(location.search);
+    try {
+      if (params.has("code") || params.has("error") || params.has("state")) await finishSignIn(params);
+      else await startSignIn(location.hash);
+    } catch (err) {
+      if (err instanceof Redirecting) {
+        document.getElementById("main").replaceChildren(notice("info", "Signing in…"));
+        return;
+      }
+      signInFailedPage(err);
+      return;
+    }
+  }
   window.addEventListener("hashchange", render);
   render();
-});
+}
+
+document.addEventListener("DOMContentLoaded", boot);
