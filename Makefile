@@ -25,7 +25,7 @@ export SAGA_TEST_KAFKA_PASSWORD ?= saga-test-admin
 # go test -race needs cgo.
 export CGO_ENABLED := 1
 
-.PHONY: help build test fuzz-smoke lint run up down clean-services bench bench-e2e fuzz cc
+.PHONY: help build test fuzz-smoke lint run up down clean-services bench bench-e2e fuzz cc images
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -36,6 +36,7 @@ build: ## compile everything
 # One recipe, in order (safe under make -j): services, tests, fuzz smoke.
 test: cc ## start PostgreSQL and Kafka, run all tests with -race, then a short fuzz smoke
 	@scripts/up.sh
+	@scripts/kubernetes-validate.sh
 	@grep -qs '^func FuzzParse(' engine/definition/*_test.go || echo "note: no FuzzParse in engine/definition yet: the fuzz smoke will be skipped"
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 	@$(MAKE) --no-print-directory fuzz-smoke FUZZ_SKIP_NOTE=
@@ -61,6 +62,16 @@ lint: ## gofmt must list nothing; go vet
 RUN_ARGS ?=
 run: ## run the whole system in one process (saga-machine API + console on http://127.0.0.1:8080) with a demo
 	$(GO) run ./cmd/dev $(RUN_ARGS)
+
+# One OCI image per command (cmd/*): FROM scratch, a static binary, user
+# 65532, reproducible (same sources, Go and SOURCE_DATE_EPOCH -> same
+# digests), built without a container daemon into IMAGES_DIR (gitignored):
+# oci/ (OCI layout), tar/<cmd>.tar (docker-archives), digests.txt.
+# IMAGES_ARGS adds scripts/images flags (e.g. -arch arm64, or command names).
+IMAGES_DIR  ?= dist/images
+IMAGES_ARGS ?=
+images: ## build the OCI image of every cmd/ into dist/images (no Docker needed) and print the digests
+	$(GO) run ./scripts/images -out '$(IMAGES_DIR)' $(IMAGES_ARGS)
 
 up: ## start PostgreSQL and Kafka for tests (idempotent; installs/fetches what is missing)
 	@scripts/up.sh

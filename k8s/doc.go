@@ -1,10 +1,15 @@
 // Package k8s holds saga-machine's Kubernetes manifests (plain YAML, applied
 // with `kubectl apply -k k8s`) and, in its tests, the checks that keep them
-// honest: every manifest parses and names its kind and object, every
-// environment variable and flag given to one of our binaries is one that
-// binary really reads, no manifest turns on the development header mode,
-// the saga definitions ConfigMap equals sagas/*.yaml byte for byte, and the
-// Kafka topics Job creates every topic the definitions use.
+// honest: `kustomize build` (in process) yields exactly the manifests'
+// objects, which are valid against the Kubernetes OpenAPI schemas
+// (kubernetes-validate, offline) and the API server's rules on names,
+// selectors, ports, volumes and quantities; every manifest parses and names
+// its kind and object; every container of ours runs an image `make images`
+// builds; every environment variable and flag given to one of our binaries
+// is one that binary really reads; no manifest turns on the development
+// header mode; every database has an owner; the saga definitions ConfigMap
+// equals sagas/*.yaml byte for byte, and the Kafka topics Job creates every
+// topic the definitions use.
 //
 // The package has no Go API; README.md in this directory describes the
 // deployment. After editing sagas/*.yaml, regenerate the ConfigMap with
