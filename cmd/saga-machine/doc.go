@@ -29,6 +29,11 @@
 //	--kafka-password-file F    SAGA_KAFKA_PASSWORD_FILE   its password (or SAGA_KAFKA_PASSWORD, --kafka-password)
 //	--kafka-sasl-mechanism M   SAGA_KAFKA_SASL_MECHANISM  SCRAM-SHA-512 (default), SCRAM-SHA-256, PLAIN
 //	--kafka-instance-id ID     SAGA_KAFKA_INSTANCE_ID     static group membership (stable per replica)
+//	--issuer URL               OIDC_ISSUER                OIDC issuer of the API's bearer tokens (Keycloak realm URL)
+//	--audience ID              OIDC_AUDIENCE              expected aud: saga-machine's client id
+//	--console-client-id ID     OIDC_CONSOLE_CLIENT_ID     the console's public client at the issuer (default
+//	                                                      saga-console; "" : the console does not sign in)
+//	--dev-header                                          DEV ONLY: trust X-Dev-User/X-Dev-Roles (explicit only)
 //
 // A database URL or Kafka password holding the placeholder CHANGE_ME is
 // refused at start. See docs/kafka-security.md.
