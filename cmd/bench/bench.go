@@ -79,6 +79,7 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (optio
 	fs.StringVar(&o.urls.SagaMachine, "saga-machine-url", "http://"+system.DefaultListen, "saga-machine URL (with --remote)")
 	fs.StringVar(&o.urls.Deals, "deals-url", "http://"+system.DefaultDealsListen, "deals URL (with --remote)")
 	fs.StringVar(&o.urls.Profile, "profile-url", "http://"+system.DefaultProfileListen, "profile URL (with --remote)")
+	fs.StringVar(&o.urls.Notification, "notification-url", "", "notification service URL (with --remote; only to find its process for the CPU report)")
 	fs.StringVar(&o.urls.Issuer, "issuer-url", "http://"+system.DefaultIssuerListen, "URL of the dev OIDC issuer that hands out tokens (with --remote)")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the result as JSON on stdout")
 	fs.DurationVar(&o.poll, "poll", 50*time.Millisecond, "how often the watcher lists finished sagas (--remote or --list)")
@@ -442,8 +443,10 @@ func cpuTargets(ctx context.Context, fs procFS, o options, tg *target, env func(
 		add(tracked{Name: "kafka", PID: pid, Note: "the broker's JVM (every client's traffic)"})
 	}
 	if o.remote {
+		notes = append(notes, "with --remote bench does not know the system's PostgreSQL and Kafka: add them with --cpu-pid NAME=PID")
 		for _, u := range []struct{ name, url string }{
-			{"saga-machine", o.urls.SagaMachine}, {"deals", o.urls.Deals}, {"profile", o.urls.Profile}, {"issuer", o.urls.Issuer},
+			{"saga-machine", o.urls.SagaMachine}, {"deals", o.urls.Deals}, {"profile", o.urls.Profile},
+			{"notification", o.urls.Notification}, {"issuer", o.urls.Issuer},
 		} {
 			pu, err := url.Parse(u.url)
 			if err != nil || pu.Host == "" {

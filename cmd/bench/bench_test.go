@@ -180,4 +180,10 @@ func TestBenchAgainstRunningSystem(t *testing.T) {
 	if !strings.HasPrefix(res.Mode, "remote ") {
 		t.Errorf("mode %q, want remote …", res.Mode)
 	}
+	// The system runs in this test's process: the processes found behind
+	// the URLs' ports are this one, reported once under all its names.
+	if c := res.CPU; c == nil || len(c.Processes) != 1 || c.Processes[0].PID != os.Getpid() ||
+		!strings.Contains(c.Processes[0].Name, "saga-machine") || !strings.Contains(c.Processes[0].Name, "deals") {
+		t.Errorf("CPU report %+v, want one entry for this process named after saga-machine and deals", c)
+	}
 }
