@@ -610,7 +610,9 @@ func TestConsoleSignIn(t *testing.T) {
 	// Back to work (silent), then sign out.
 	b.step("sign in again",
 		chromedp.Click(chromedp.CSS(`#sign-in-again`)),
-		waitFor(`location.origin === "`+st.srv.URL+`" && !!document.querySelector('section[data-definition]')`))
+		waitFor(`location.origin === "`+st.srv.URL+`" && document.querySelectorAll('section[data-definition]').length > 0 && document.querySelectorAll('section[data-definition] .diagram svg').length === document.querySelectorAll('section[data-definition]').length`))
+	b.checkClean("definitions after sign-in")
+	b.screenshot("signin-definitions")
 	if st.iss.Sessions() != 1 {
 		t.Errorf("issuer sessions = %d, want 1", st.iss.Sessions())
 	}
