@@ -669,7 +669,8 @@ async function deadLettersPage(view, params) {
 async function boot() {
   document.getElementById("sign-out").addEventListener("click", signOut);
   try {
-    const res = await fetch("config.json", { cache: "no-store", credentials: "omit" });
+    // Same-origin credentials: behind oauth2-proxy the console's files need its cookie.
+    const res = await fetch("config.json", { cache: "no-store" });
     if (!res.ok) throw new Error(`config.json: HTTP ${res.status}`);
     settings = await res.json();
   } catch (err) {
