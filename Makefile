@@ -25,7 +25,7 @@ export SAGA_TEST_KAFKA_PASSWORD ?= saga-test-admin
 # go test -race needs cgo.
 export CGO_ENABLED := 1
 
-.PHONY: help build test fuzz-smoke lint run up down clean-services bench bench-e2e fuzz cc images
+.PHONY: help build test fuzz-smoke lint run up down clean-services stack stack-down bench bench-e2e fuzz cc images
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -81,6 +81,17 @@ down: ## stop PostgreSQL and Kafka, keep their data
 
 clean-services: ## stop PostgreSQL and Kafka and delete their data
 	@scripts/clean-services.sh
+
+# The seed's front door on loopback: nginx (routes generated from
+# k8s/ingress.yaml) on http://127.0.0.1:58080, Keycloak under /auth,
+# oauth2-proxy, and the four services as separate processes on make up's
+# PostgreSQL and Kafka (scripts/stack.sh; downloads cached in $SAGA_RUN_DIR).
+stack: ## start the full stack behind nginx + oauth2-proxy + Keycloak (idempotent; make up first)
+	@scripts/up.sh
+	@scripts/stack.sh
+
+stack-down: ## stop the full stack (keeps its data and downloads; make up's services keep running)
+	@scripts/stack-down.sh
 
 bench: ## run all benchmarks once (they report their own metrics)
 	@scripts/up.sh

@@ -74,9 +74,9 @@ func postToken(ctx context.Context, c *http.Client, endpoint string, form url.Va
 // Admin calls Keycloak's admin REST API with a token of the master
 // realm's administrator (client admin-cli), as Postman would (seed 2.2).
 type Admin struct {
-	base  string
-	c     *http.Client
-	token string
+	base, user, password string
+	c                    *http.Client
+	token                string
 }
 
 // User is a user to register.
@@ -93,20 +93,40 @@ type User struct {
 }
 
 // NewAdmin logs in as the master realm's administrator. base is Keycloak's
-// public URL including /auth.
+// public URL including /auth. The administrator's tokens are short (a
+// minute): Admin logs in again when the admin API answers 401.
 func NewAdmin(ctx context.Context, c *http.Client, base, user, password string) (*Admin, error) {
-	base = strings.TrimSuffix(base, "/")
-	form := url.Values{"grant_type": {"password"}, "client_id": {"admin-cli"}, "username": {user}, "password": {password}}
-	t, err := postToken(ctx, httpClient(c), base+"/realms/master/protocol/openid-connect/token", form)
-	if err != nil {
-		return nil, fmt.Errorf("stack: Keycloak admin login: %w", err)
+	a := &Admin{base: strings.TrimSuffix(base, "/"), user: user, password: password, c: httpClient(c)}
+	if err := a.login(ctx); err != nil {
+		return nil, err
 	}
-	return &Admin{base: base, c: httpClient(c), token: t.AccessToken}, nil
+	return a, nil
+}
+
+func (a *Admin) login(ctx context.Context) error {
+	form := url.Values{"grant_type": {"password"}, "client_id": {"admin-cli"}, "username": {a.user}, "password": {a.password}}
+	t, err := postToken(ctx, a.c, a.base+"/realms/master/protocol/openid-connect/token", form)
+	if err != nil {
+		return fmt.Errorf("stack: Keycloak admin login: %w", err)
+	}
+	a.token = t.AccessToken
+	return nil
 }
 
 // do sends a JSON request to the admin API and decodes a JSON answer into
 // out (when not nil). It returns the response's status and Location.
 func (a *Admin) do(ctx context.Context, method, path string, in, out any) (int, string, error) {
+	status, loc, err := a.once(ctx, method, path, in, out)
+	if status == http.StatusUnauthorized {
+		if err := a.login(ctx); err != nil {
+			return status, "", err
+		}
+		status, loc, err = a.once(ctx, method, path, in, out)
+	}
+	return status, loc, err
+}
+
+func (a *Admin) once(ctx context.Context, method, path string, in, out any) (int, string, error) {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -217,5 +237,30 @@ func (a *Admin) grant(ctx context.Context, realm, id string, roles []string) err
 		reps = append(reps, role)
 	}
 	_, _, err := a.do(ctx, http.MethodPost, url.PathEscape(realm)+"/users/"+url.PathEscape(id)+"/role-mappings/realm", reps, nil)
+	return err
+}
+
+// DeleteUser removes realm's user id.
+func (a *Admin) DeleteUser(ctx context.Context, realm, id string) error {
+	_, _, err := a.do(ctx, http.MethodDelete, url.PathEscape(realm)+"/users/"+url.PathEscape(id), nil, nil)
+	return err
+}
+
+// CreateClient registers a client in realm from its representation
+// (Keycloak's ClientRepresentation as a map) and returns its internal id.
+func (a *Admin) CreateClient(ctx context.Context, realm string, rep map[string]any) (string, error) {
+	status, loc, err := a.do(ctx, http.MethodPost, url.PathEscape(realm)+"/clients", rep, nil)
+	if err != nil {
+		return "", err
+	}
+	if status == http.StatusConflict {
+		return "", fmt.Errorf("stack: client %v already exists in realm %s", rep["clientId"], realm)
+	}
+	return loc[strings.LastIndex(loc, "/")+1:], nil
+}
+
+// DeleteClient removes realm's client by its internal id.
+func (a *Admin) DeleteClient(ctx context.Context, realm, id string) error {
+	_, _, err := a.do(ctx, http.MethodDelete, url.PathEscape(realm)+"/clients/"+url.PathEscape(id), nil, nil)
 	return err
 }
