@@ -143,6 +143,11 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (optio
 	if o.kafkaSASL, err = kf.SASL(); err != nil {
 		return o, err
 	}
+	if strings.TrimSpace(brokers) == "" && !o.remote && !set["kafka-user"] {
+		// The embedded broker authenticates nobody: credentials from the
+		// environment (SAGA_KAFKA_USER, meant for --brokers) do not apply.
+		o.kafkaSASL = kafka.SASL{}
+	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}

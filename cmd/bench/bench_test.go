@@ -55,6 +55,18 @@ func TestOpenLoopFlags(t *testing.T) {
 			t.Errorf("parseFlags(%q) = nil error, want an error", args)
 		}
 	}
+	// Kafka credentials in the environment are for --brokers: without it
+	// (the embedded broker) they are left out (--kafka-user given as a flag
+	// is kept, and the system refuses it for the embedded broker).
+	creds := func(k string) string {
+		return map[string]string{"SAGA_KAFKA_USER": "admin", "SAGA_KAFKA_PASSWORD": "pw"}[k]
+	}
+	if o, err := parseFlags(nil, creds, io.Discard); err != nil || o.kafkaSASL.Enabled() {
+		t.Errorf("no --brokers, credentials in the environment: SASL %v, %v; want none", o.kafkaSASL, err)
+	}
+	if o, err := parseFlags([]string{"--brokers", "127.0.0.1:1"}, creds, io.Discard); err != nil || o.kafkaSASL.User != "admin" || o.kafkaSASL.Password != "pw" {
+		t.Errorf("--brokers with credentials in the environment: SASL %v, %v; want admin", o.kafkaSASL, err)
+	}
 	o, err = parseFlags([]string{"--cpu-pid", "pg=42", "--cpu-pid", "kafka=43"}, noEnv, io.Discard)
 	if err != nil || len(o.cpuPIDs) != 2 || o.cpuPIDs[0] != (tracked{Name: "pg", PID: 42}) {
 		t.Errorf("--cpu-pid: %+v, %v", o.cpuPIDs, err)
