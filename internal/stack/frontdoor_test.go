@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portfolio-counselor/sagamachine/internal/ingress"
 	"github.com/portfolio-counselor/sagamachine/internal/stack"
 	"github.com/portfolio-counselor/sagamachine/internal/testenv"
 )
@@ -304,6 +305,10 @@ func TestFrontDoor(t *testing.T) {
 			d.SagaID, sg.Saga.State, sg.Saga.Status, len(sg.Timeline))
 	}
 
+	t.Run("every Ingress path is served", func(t *testing.T) {
+		routes(t, env, api, tok.AccessToken, userID)
+	})
+
 	t.Run("attacks", func(t *testing.T) {
 		attacks(t, env, api, admin, tok.AccessToken, opTok.AccessToken, pf, d)
 	})
@@ -353,6 +358,44 @@ func TestFrontDoor(t *testing.T) {
 		t.Errorf("the refused user sees %d saga tables", tables)
 	}
 	ub.screenshot("console-refused")
+}
+
+// routes sends, for every path of k8s/ingress.yaml, a request through the
+// running nginx with a user's token and checks that the right program
+// answered it (by what only that program says).
+func routes(t *testing.T, env stack.Env, api *client, tok, userID string) {
+	ings, err := ingress.ParseFile(repoRoot(t) + "/k8s/ingress.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	probes := map[string]struct {
+		path, want string
+	}{
+		"/auth":                         {"/auth/realms/portfolio", `"realm":"portfolio"`},
+		"/oauth2":                       {"/oauth2/userinfo", `"email":`},
+		"/api/v1":                       {"/api/v1/me", `"subject":"` + userID + `"`},
+		"/console":                      {"/console/config.json", `"client_id":"saga-console"`},
+		"/deals/api/v1(/|$)(.*)":        {"/deals/api/v1/deals", `"items":[`},
+		"/profile/api/v1(/|$)(.*)":      {"/profile/api/v1/login", `"user_id":"` + userID + `"`},
+		"/notification/api/v1(/|$)(.*)": {"/notification/api/v1/notifications", `"text":`},
+	}
+	seen := map[string]bool{}
+	for _, r := range ingress.Routes(ings) {
+		seen[r.Path] = true
+		p, ok := probes[r.Path]
+		if !ok {
+			t.Errorf("route %s of %s (→ %s) has no probe in this test: add one", r.Path, r.Ingress, r.Backend)
+			continue
+		}
+		if got := api.do("GET", p.path, tok, "", nil); got.status != http.StatusOK || !strings.Contains(string(got.body), p.want) {
+			t.Errorf("route %s (→ %s): GET %s got %s, want 200 with %s", r.Path, r.Backend, p.path, got, p.want)
+		}
+	}
+	for path := range probes {
+		if !seen[path] {
+			t.Errorf("probe for %s, which k8s/ingress.yaml does not route", path)
+		}
+	}
 }
 
 // attacks are the front door's attacker tests: each asserts the refusal
