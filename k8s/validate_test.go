@@ -101,16 +101,38 @@ const kubernetesValidateScript = "../scripts/kubernetes-validate.sh"
 // the Kubernetes release (major.minor) whose schemas it checks against.
 func kubernetesValidate(tb testing.TB) (string, string) {
 	tb.Helper()
+	kvOnce.Do(func() { kvProg, kvRelease, kvMissing, kvErr = findKubernetesValidate() })
+	if kvErr != nil {
+		tb.Fatal(kvErr)
+	}
+	if kvMissing != "" {
+		if testenv.InCI() {
+			tb.Fatal(kvMissing + " [CI=true: a missing validator fails the test]")
+		}
+		tb.Skip(kvMissing)
+	}
+	return kvProg, kvRelease
+}
+
+var (
+	kvOnce                       sync.Once
+	kvProg, kvRelease, kvMissing string
+	kvErr                        error
+)
+
+// findKubernetesValidate returns the program and release, or why it is
+// missing, or an error in the repository (no pinned version).
+func findKubernetesValidate() (prog, release, missing string, err error) {
 	script, err := os.ReadFile(kubernetesValidateScript)
 	if err != nil {
-		tb.Fatalf("read %s: %v", kubernetesValidateScript, err)
+		return "", "", "", fmt.Errorf("read %s: %w", kubernetesValidateScript, err)
 	}
 	m := regexp.MustCompile(`(?m)^KUBERNETES_VALIDATE_VERSION=(\d+)\.(\d+)\.(\d+)$`).FindSubmatch(script)
 	if m == nil {
-		tb.Fatalf("%s pins no KUBERNETES_VALIDATE_VERSION=X.Y.Z", kubernetesValidateScript)
+		return "", "", "", fmt.Errorf("%s pins no KUBERNETES_VALIDATE_VERSION=X.Y.Z", kubernetesValidateScript)
 	}
 	version := fmt.Sprintf("%s.%s.%s", m[1], m[2], m[3])
-	release := fmt.Sprintf("%s.%s", m[1], m[2])
+	release = fmt.Sprintf("%s.%s", m[1], m[2])
 
 	var candidates []string
 	if p := os.Getenv("SAGA_KUBERNETES_VALIDATE"); p != "" {
@@ -126,17 +148,12 @@ func kubernetesValidate(tb testing.TB) (string, string) {
 		out, err := exec.Command(c, "--version").Output()
 		got := strings.TrimSpace(string(out))
 		if err == nil && got == version {
-			return c, release
+			return c, release, "", nil
 		}
 		tried = append(tried, fmt.Sprintf("%s: version %q, err %v", c, got, err))
 	}
-	msg := fmt.Sprintf("kubernetes-validate %s not found (%s); scripts/kubernetes-validate.sh installs it (make test runs it)",
-		version, strings.Join(tried, "; "))
-	if testenv.InCI() {
-		tb.Fatal(msg + " [CI=true: a missing validator fails the test]")
-	}
-	tb.Skip(msg)
-	return "", ""
+	return "", release, fmt.Sprintf("kubernetes-validate %s not found (%s); scripts/kubernetes-validate.sh installs it (make test runs it)",
+		version, strings.Join(tried, "; ")), nil
 }
 
 // runDir is scripts/lib.sh's $SAGA_RUN_DIR.
@@ -246,21 +263,23 @@ metadata: {name: w, namespace: default}
 spec: {}
 `, "Couldn't find schema for kind Widget"},
 	}
+	// One run of the validator over all of them (it starts slowly).
+	data := good
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			data := good + "---\n" + tt.doc
-			objs, err := parseManifest("test", []byte(data))
-			if err != nil {
-				t.Fatal(err)
-			}
-			probs := schemaProblems(t, prog, release, []byte(data), objs)
-			if !slices.ContainsFunc(probs, func(p string) bool { return strings.Contains(p, tt.want) }) {
-				t.Errorf("got problems %q, want one containing %q", probs, tt.want)
-			}
-			if slices.ContainsFunc(probs, func(p string) bool { return strings.Contains(p, "configmap/good") }) {
-				t.Errorf("the valid ConfigMap is reported: %q", probs)
-			}
-		})
+		data += "---\n" + tt.doc
+	}
+	objs, err := parseManifest("test", []byte(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	probs := schemaProblems(t, prog, release, []byte(data), objs)
+	for _, tt := range tests {
+		if !slices.ContainsFunc(probs, func(p string) bool { return strings.Contains(p, tt.want) }) {
+			t.Errorf("%s: got problems %q, want one containing %q", tt.name, probs, tt.want)
+		}
+	}
+	if slices.ContainsFunc(probs, func(p string) bool { return strings.Contains(p, "configmap/good") }) {
+		t.Errorf("the valid ConfigMap is reported: %q", probs)
 	}
 }
 
