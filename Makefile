@@ -1,8 +1,9 @@
 # saga-machine: build, test and run. `make help` lists the targets.
 #
 # make test starts the real services first (scripts/up.sh: PostgreSQL on
-# 127.0.0.1:55432, Apache Kafka on 127.0.0.1:59092 with SASL/SCRAM and ACLs)
-# and leaves them running; `make down` stops them.
+# 127.0.0.1:55432, Apache Kafka on 127.0.0.1:59092 with SASL/SCRAM and ACLs;
+# scripts/stack.sh: the full stack behind nginx on 127.0.0.1:58080) and
+# leaves them running; `make stack-down` and `make down` stop them.
 
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
@@ -34,8 +35,9 @@ build: ## compile everything
 	$(GO) build $(PKGS)
 
 # One recipe, in order (safe under make -j): services, tests, fuzz smoke.
-test: cc ## start PostgreSQL and Kafka, run all tests with -race, then a short fuzz smoke
+test: cc ## start PostgreSQL, Kafka and the full stack, run all tests with -race, then a short fuzz smoke
 	@scripts/up.sh
+	@scripts/stack.sh
 	@scripts/kubernetes-validate.sh
 	@grep -qs '^func FuzzParse(' engine/definition/*_test.go || echo "note: no FuzzParse in engine/definition yet: the fuzz smoke will be skipped"
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)

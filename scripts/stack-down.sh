@@ -5,6 +5,7 @@
 # and the secrets; make up's PostgreSQL and Kafka keep running (make down).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/stack-lib.sh"
+stack_lock
 for p in "${STACK_PROCS[@]}"; do
 	proc_stop "$p"
 done

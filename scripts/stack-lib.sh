@@ -42,6 +42,17 @@ FUNDING_PASSWORD=fred-local-pw
 # Processes of the stack, in the order stack-down stops them.
 STACK_PROCS=(nginx oauth2-proxy saga-machine deals profile notification keycloak)
 
+# stack_lock waits until no other stack.sh or stack-down.sh runs (one
+# checkout's make test while another's starts the stack).
+stack_lock() {
+	mkdir -p "$STACK_DIR"
+	exec 9>"$STACK_DIR/lock"
+	if ! flock -n 9; then
+		log "another make stack / stack-down is running: waiting for it"
+		flock -w 900 9 || die "waited 15 minutes for $STACK_DIR/lock"
+	fi
+}
+
 # apt_install PKG... installs Debian packages without starting their
 # services (nginx's package would start a server on port 80 otherwise).
 apt_install() {
@@ -81,7 +92,8 @@ proc_start() {
 	local name="$1" stamp="$2"
 	shift 2
 	: >"$STACK_LOGS/$name.log"
-	setsid nohup "$@" >>"$STACK_LOGS/$name.log" 2>&1 </dev/null &
+	# 9>&-: the stack's lock (stack_lock) must not live on in the process.
+	setsid nohup "$@" >>"$STACK_LOGS/$name.log" 2>&1 </dev/null 9>&- &
 	local pid=$!
 	echo "$pid" >"$STACK_RUN/$name.pid"
 	printf '%s\n' "$stamp" >"$STACK_RUN/$name.stamp"

@@ -20,8 +20,9 @@
 # are cached in $SAGA_RUN_DIR/stack (never in the repository), so only the
 # first start downloads. Idempotent: what runs with the current binaries
 # and settings is left alone, what changed is restarted. A realm file that
-# changed since Keycloak imported it makes the script drop the local
-# "keycloak" database and import it again (local test data only).
+# changed since Keycloak imported it (or a "keycloak" database this stack
+# directory did not make) makes the script drop the local "keycloak"
+# database and import the realm again (local test data only).
 #
 # Accounts of the local realm (made through Keycloak's admin API):
 #   alice / alice-local-pw   a user (no role)
@@ -35,6 +36,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/stack-lib.sh"
 T0=$(date +%s.%N)
 mkdir -p "$STACK_DIR" "$STACK_RUN" "$STACK_LOGS" "$STACK_CACHE" "$STACK_SECRETS"
 chmod 700 "$STACK_SECRETS"
+stack_lock
 
 # ------------------------------------------------------------ prerequisites
 
@@ -118,7 +120,7 @@ fetch_keycloak() {
 }
 
 # Build-time options (kc.sh build): the start below runs --optimized.
-KC_BUILD_OPTS=(--db=postgres --http-relative-path=/auth --health-enabled=true --cache=local)
+KC_BUILD_OPTS=(--db=postgres --http-relative-path=/auth --health-enabled=true)
 
 build_keycloak() {
 	local want
@@ -138,7 +140,7 @@ psql_pg() { "$(pg_bin_dir)/psql" -h "$PG_HOST" -p "$PG_PORT" -U postgres -d post
 # it drops the database first.
 keycloak_db() {
 	if [[ "${1:-}" == fresh ]]; then
-		log "dropping database keycloak (the realm file changed: it is imported again)"
+		log "dropping database keycloak (another realm file, or not made by this stack directory): the realm is imported again"
 		psql_pg -c "DROP DATABASE IF EXISTS keycloak WITH (FORCE)"
 	fi
 	psql_pg -c "DO \$\$BEGIN
@@ -157,7 +159,8 @@ start_keycloak() {
 	"$STACKCTL" realm -manifest "$REPO_ROOT/k8s/auth/keycloak-realm.yaml" -o "$KC_HOME/data/import/portfolio-realm.json"
 	local realm_sum
 	realm_sum="$(sha256sum <"$KC_HOME/data/import/portfolio-realm.json" | cut -d' ' -f1)-$PUBLIC_URL-$O2P_CLIENT_SECRET"
-	local args=(start --optimized --import-realm
+	# --cache=local: one node, no cluster transport (nothing listens but HTTP).
+	local args=(start --optimized --import-realm --cache=local
 		--hostname="$PUBLIC_URL/auth" --http-enabled=true --http-host=127.0.0.1 --http-port="$KC_PORT"
 		--http-management-port="$KC_MGMT_PORT" --proxy-headers=xforwarded
 		--db-url="jdbc:postgresql://$PG_HOST:$PG_PORT/keycloak" --db-username=keycloak)
@@ -168,7 +171,10 @@ start_keycloak() {
 		return 0
 	fi
 	proc_stop keycloak
-	if [[ -f "$STACK_RUN/keycloak.realm" && "$(cat "$STACK_RUN/keycloak.realm")" != "$realm_sum" ]]; then
+	# A realm file (or public URL, or client secret) other than the one
+	# imported, or a database this stack directory did not make (its admin
+	# password would not be ours): import into a fresh database.
+	if [[ "$(cat "$STACK_RUN/keycloak.realm" 2>/dev/null)" != "$realm_sum" ]]; then
 		keycloak_db fresh
 	fi
 	keycloak_db

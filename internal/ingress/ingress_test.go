@@ -51,7 +51,7 @@ func TestParseManifests(t *testing.T) {
 		{"/auth", "auth/keycloak", false, ""},
 		{"/oauth2", "auth/oauth2-proxy", false, ""},
 		{"/api/v1", "default/saga-machine", true, ""},
-		{"/console", "default/saga-machine", false, ""},
+		{"/console", "default/saga-machine", true, ""},
 		{"/deals/api/v1(/|$)(.*)", "default/deals", true, "/$2"},
 		{"/profile/api/v1(/|$)(.*)", "default/profile", true, "/$2"},
 		{"/notification/api/v1(/|$)(.*)", "default/notification", true, "/$2"},
@@ -195,8 +195,8 @@ func TestRenderManifests(t *testing.T) {
 			t.Errorf("generated configuration lacks %q", want)
 		}
 	}
-	// The console and Keycloak are served without the auth check.
-	for _, loc := range []string{`location "/console/" {`, `location "/auth/" {`} {
+	// Keycloak and oauth2-proxy are served without the auth check.
+	for _, loc := range []string{`location "/oauth2/" {`, `location "/auth/" {`} {
 		i := strings.Index(s, loc)
 		block := s[i : i+strings.Index(s[i:], "\n\t\t}")]
 		if strings.Contains(block, "auth_request") {

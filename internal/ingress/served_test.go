@@ -1,7 +1,6 @@
 package ingress_test
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -12,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -123,14 +123,23 @@ func startNginx(tb testing.TB, conf []byte, prefix, listen string) {
 	if out, err := exec.Command(bin, "-t", "-q", "-c", path, "-e", errLog).CombinedOutput(); err != nil {
 		tb.Fatalf("nginx -t: %v\n%s\n%s", err, out, conf)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "-c", path, "-e", errLog, "-g", "daemon off;")
+	cmd := exec.Command(bin, "-c", path, "-e", errLog, "-g", "daemon off;")
+	// Its own process group, killed whole: a master killed alone would
+	// leave its workers listening.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {
-		cancel()
-		_ = cmd.Wait()
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) // nginx: fast shutdown of master and workers
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+		}
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // and any worker left behind
+		<-done
 		if tb.Failed() {
 			b, _ := os.ReadFile(errLog)
 			tb.Logf("nginx error log:\n%s", b)

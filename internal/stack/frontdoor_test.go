@@ -15,6 +15,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -317,13 +318,17 @@ func TestFrontDoor(t *testing.T) {
 	// sees the saga's timeline.
 	ob := newBrowser(t, "operator")
 	ob.navigate(env.URL + "/console/#/sagas/" + d.SagaID)
-	ob.waitJS("the console sends the operator to Keycloak", fmt.Sprintf("location.href.startsWith(%q) && document.getElementById('kc-login')", loginPage), 30*time.Second)
+	ob.waitJS("the ingress sends the operator to Keycloak", fmt.Sprintf("location.href.startsWith(%q) && document.getElementById('kc-login')", loginPage), 30*time.Second)
 	var consoleLogin string
 	ob.mustEval("location.href", &consoleLogin)
-	if q, _ := url.Parse(consoleLogin); q.Query().Get("client_id") != "saga-console" || q.Query().Get("code_challenge_method") != "S256" {
-		t.Errorf("console login page %s: want client saga-console with PKCE S256", consoleLogin)
+	if q, _ := url.Parse(consoleLogin); q.Query().Get("client_id") != "oauth2-proxy" || !strings.Contains(q.Query().Get("redirect_uri"), "/oauth2/callback") {
+		t.Errorf("login page for the console %s: want oauth2-proxy's code flow (the ingress asks first)", consoleLogin)
 	}
 	ob.keycloakLogin(olga[0], olga[1])
+	// Back at /console/ (a URL's #fragment never reaches the server, so the
+	// login returns to the console's first page); she opens the saga.
+	ob.waitJS("the console after login", fmt.Sprintf("location.pathname === '/console/' && document.getElementById('whoami') && document.getElementById('whoami').innerText.includes(%q)", olga[0]), 45*time.Second)
+	ob.mustEval(fmt.Sprintf("(location.hash = %q, true)", "#/sagas/"+d.SagaID), new(bool))
 	ob.waitJS("the saga's timeline in the console", "document.querySelectorAll('#timeline li').length === 3", 45*time.Second)
 	var page string
 	ob.mustEval("document.getElementById('main').innerText", &page)
@@ -343,6 +348,15 @@ func TestFrontDoor(t *testing.T) {
 		t.Errorf("the console left %d items in localStorage, want none (tokens stay in memory)", stored)
 	}
 	ob.screenshot("console-saga")
+	// Past the ingress the console signed in itself (code + PKCE at the
+	// client saga-console, silently on Keycloak's session).
+	users, err := admin.ClientSessionUsers(ctx, stack.Realm, "saga-console")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(users, olga[0]) {
+		t.Errorf("sessions of client saga-console: %v, want %s's (the console's own sign-in)", users, olga[0])
+	}
 
 	// The user (no operator role) opens the console: a clear refusal page.
 	ub.navigate(env.URL + "/console/")

@@ -264,3 +264,30 @@ func (a *Admin) DeleteClient(ctx context.Context, realm, id string) error {
 	_, _, err := a.do(ctx, http.MethodDelete, url.PathEscape(realm)+"/clients/"+url.PathEscape(id), nil, nil)
 	return err
 }
+
+// ClientSessionUsers lists the user names with a session at realm's client
+// clientID (GET /admin/realms/{realm}/clients/{id}/user-sessions): who has
+// signed in through that client.
+func (a *Admin) ClientSessionUsers(ctx context.Context, realm, clientID string) ([]string, error) {
+	var clients []struct {
+		ID string `json:"id"`
+	}
+	q := url.Values{"clientId": {clientID}}
+	if _, _, err := a.do(ctx, http.MethodGet, url.PathEscape(realm)+"/clients?"+q.Encode(), nil, &clients); err != nil {
+		return nil, err
+	}
+	if len(clients) != 1 {
+		return nil, fmt.Errorf("stack: realm %s has %d clients %q", realm, len(clients), clientID)
+	}
+	var sessions []struct {
+		Username string `json:"username"`
+	}
+	if _, _, err := a.do(ctx, http.MethodGet, url.PathEscape(realm)+"/clients/"+url.PathEscape(clients[0].ID)+"/user-sessions", nil, &sessions); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, s := range sessions {
+		out = append(out, s.Username)
+	}
+	return out, nil
+}
