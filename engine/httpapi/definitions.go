@@ -36,6 +36,10 @@ type StateView struct {
 	Timeout     *TimeoutView `json:"timeout,omitempty"`
 	Final       bool         `json:"final"`
 	Failed      bool         `json:"failed"`
+	// CompensatesFirst is true for a failed state of a definition with
+	// compensations: entering it first sends the compensations of the
+	// steps the saga took, newest first.
+	CompensatesFirst bool `json:"compensates_first"`
 }
 
 // TimeoutView is a state's time limit.
@@ -46,12 +50,16 @@ type TimeoutView struct {
 
 // TransitionView is one transition of a definition.
 type TransitionView struct {
-	On          string    `json:"on"`
-	By          string    `json:"by"`
-	From        []string  `json:"from"` // empty: the event starts a saga
-	To          string    `json:"to"`
-	Send        *SendView `json:"send,omitempty"`
-	Description string    `json:"description,omitempty"`
+	On    string   `json:"on"`
+	By    string   `json:"by"`              // a participant, "engine" (timeouts, exhausted retries) or "api" (a start over the HTTP API)
+	From  []string `json:"from"`            // empty: the event starts a saga
+	To    string   `json:"to"`              // the state the saga moves to
+	Roles []string `json:"roles,omitempty"` // by "api": the roles that may fire the start (any one suffices)
+	// Compensate undoes what By did before it emitted On, if the saga
+	// later fails; nil when nothing needs undoing.
+	Compensate  *CompensationView `json:"compensate,omitempty"`
+	Send        *SendView         `json:"send,omitempty"`
+	Description string            `json:"description,omitempty"`
 }
 
 // SendView is the command a transition sends.
@@ -60,6 +68,28 @@ type SendView struct {
 	Command string     `json:"command"`
 	Topic   string     `json:"topic"`
 	Retry   *RetryView `json:"retry,omitempty"`
+	// Compensate undoes what the command did, or may have done, if the
+	// saga later fails; nil when nothing needs undoing.
+	Compensate *CompensationView `json:"compensate,omitempty"`
+}
+
+// CompensationView is a compensating command: what saga-machine sends, to
+// whom, when the saga fails after the step it belongs to.
+type CompensationView struct {
+	To      string                `json:"to"`      // the participant that undoes (the definition's default filled in)
+	Command string                `json:"command"` // the undoing command
+	Done    string                `json:"done"`    // the event To answers once the undo is done
+	Topic   string                `json:"topic"`   // To's command topic
+	Retry   CompensationRetryView `json:"retry"`   // the re-send policy in force (the default when the file gives none)
+}
+
+// CompensationRetryView is a compensation's re-send policy. A compensation
+// has no exhausted event: past its attempts the saga stops as
+// compensation_failed for an operator.
+type CompensationRetryView struct {
+	Attempts   int    `json:"attempts"`
+	Backoff    string `json:"backoff"`
+	MaxBackoff string `json:"max_backoff"`
 }
 
 // RetryView is a command's retry policy.
@@ -94,7 +124,10 @@ type DefinitionDetail struct {
 	StartEvents  []string          `json:"start_events"`
 	Final        []string          `json:"final"`
 	FailedStates []string          `json:"failed_states"`
-	Diagram      DiagramView       `json:"diagram"`
+	// Compensable is true when some step declares a compensation: a saga
+	// that fails undoes those steps before it rests in its failed state.
+	Compensable bool        `json:"compensable"`
+	Diagram     DiagramView `json:"diagram"`
 }
 
 // ValidationResult is the answer of POST /definitions/validate.
@@ -201,7 +234,8 @@ func (s *server) detail(m *engine.Model, counts map[string]int64) DefinitionDeta
 		Keys:              m.Keys(),
 		StartEvents:       m.StartEvents(),
 		Final:             m.FinalStates(),
-		FailedStates:      m.FailedStates(),
+		FailedStates:      append([]string{}, m.FailedStates()...), // [] rather than null for a saga without failed states
+		Compensable:       m.Compensable(),
 		Diagram: DiagramView{
 			Mermaid: engine.RenderMermaid(m),
 			SVG:     fmt.Sprintf("/api/v1/definitions/%s/diagram.svg?version=%d", url.PathEscape(m.Name()), m.Version()),
@@ -221,7 +255,8 @@ func (s *server) detail(m *engine.Model, counts map[string]int64) DefinitionDeta
 	}
 	sort.Slice(d.Participants, func(i, j int) bool { return d.Participants[i].Name < d.Participants[j].Name })
 	for _, st := range m.States() {
-		sv := StateView{Name: st, Description: m.Description(st), Final: m.IsFinal(st), Failed: m.IsFailed(st)}
+		sv := StateView{Name: st, Description: m.Description(st), Final: m.IsFinal(st), Failed: m.IsFailed(st),
+			CompensatesFirst: m.IsFailed(st) && m.Compensable()}
 		if to := m.Timeout(st); to != nil {
 			sv.Timeout = &TimeoutView{After: to.After.String(), Event: to.Event.Value}
 		}
@@ -232,8 +267,13 @@ func (s *server) detail(m *engine.Model, counts map[string]int64) DefinitionDeta
 		for _, f := range tr.From {
 			tv.From = append(tv.From, f.Value)
 		}
+		if roles, ok := m.StartRoles(tr.On.Value); ok && tr.By.Value == definition.API {
+			tv.Roles = roles
+		}
+		tv.Compensate = compensationView(m, tr.Compensate)
 		if sd := tr.Send; sd != nil {
-			tv.Send = &SendView{To: sd.To.Value, Command: sd.Command.Value, Topic: m.Topic(sd.To.Value)}
+			tv.Send = &SendView{To: sd.To.Value, Command: sd.Command.Value, Topic: m.Topic(sd.To.Value),
+				Compensate: compensationView(m, sd.Compensate)}
 			if rt := sd.Retry; rt != nil {
 				tv.Send.Retry = &RetryView{Attempts: rt.Attempts, Backoff: rt.Backoff.String(),
 					MaxBackoff: rt.MaxBackoff.String(), Exhausted: rt.Exhausted.Value}
@@ -242,6 +282,24 @@ func (s *server) detail(m *engine.Model, counts map[string]int64) DefinitionDeta
 		d.Transitions = append(d.Transitions, tv)
 	}
 	return d
+}
+
+// compensationView describes c as the model runs it (the default retry
+// policy filled in), nil for nil.
+func compensationView(m *engine.Model, c *definition.Compensation) *CompensationView {
+	if c == nil {
+		return nil
+	}
+	v := &CompensationView{To: c.To.Value, Command: c.Command.Value, Done: c.Done.Value, Topic: m.Topic(c.To.Value)}
+	retry := c.Retry
+	if comp, ok := m.CompensationByDone(c.To.Value, c.Done.Value); ok {
+		retry = comp.Retry // the policy in force: the default when the file gives none
+	}
+	if retry == nil {
+		retry = definition.DefaultCompensationRetry()
+	}
+	v.Retry = CompensationRetryView{Attempts: retry.Attempts, Backoff: retry.Backoff.String(), MaxBackoff: retry.MaxBackoff.String()}
+	return v
 }
 
 func (s *server) diagramSVG(w http.ResponseWriter, r *http.Request) {

@@ -45,9 +45,9 @@ func textWidth(s string, px float64) float64 {
 // svgEdge is the drawing of every transition between one pair of states.
 type svgEdge struct {
 	from, to string
-	lines    []string // one label line per transition
-	failed   bool     // leads to a failed state
-	engine   bool     // every transition is raised by the engine
+	lines    []svgLine // the label: one or more lines per transition
+	failed   bool      // leads to a failed state
+	engine   bool      // every transition is raised by the engine
 }
 
 // svgNode is a box, the start dot or a dummy point of a long edge.
@@ -59,6 +59,77 @@ type svgNode struct {
 	dummy  bool
 	state  string
 	edgeIx int // for dummies: the edge they belong to
+}
+
+// svgLine is one line of an edge label.
+type svgLine struct {
+	text   string
+	indent bool // continues the transition of the line above
+	undo   bool // a compensation ("undo: COMMAND → participant")
+}
+
+// labelIndent is how far continuation lines of a label are indented.
+const labelIndent = 10.0
+
+// width is the width of the line in the label font, indentation included.
+func (l svgLine) width() float64 {
+	w := textWidth(l.text, labelFont)
+	if l.indent {
+		w += labelIndent
+	}
+	return w
+}
+
+// transitionLines describes one transition leaving src for a diagram:
+// "EVENT (who) → COMMAND to participant" on one line, where who is the
+// emitter, with why the engine raises the event (timeout, exhausted
+// retries) or which roles may fire a start over the HTTP API
+// ("api: role-a | role-b"). A compensation is an "undo: COMMAND →
+// participant" line after what it undoes: after the event for the
+// transition's compensate, after the command for send.compensate.
+func transitionLines(m *engine.Model, src string, tr *definition.Transition) []svgLine {
+	who := tr.By.Value
+	switch who {
+	case definition.Engine:
+		if to := m.Timeout(src); to != nil && to.Event.Value == tr.On.Value {
+			who += ": timeout " + shortDuration(to.After)
+		} else if cmd := m.ExhaustedCommand(src, tr.On.Value); cmd != "" {
+			who += ": " + cmd + " retries exhausted"
+		}
+	case definition.API:
+		roles := make([]string, 0, len(tr.Roles))
+		for _, r := range tr.Roles {
+			roles = append(roles, r.Value)
+		}
+		who += ": " + strings.Join(roles, " | ")
+	}
+	head := fmt.Sprintf("%s (%s)", tr.On.Value, who)
+	send := ""
+	if tr.Send != nil {
+		send = fmt.Sprintf("→ %s to %s", tr.Send.Command.Value, tr.Send.To.Value)
+	}
+	var lines []svgLine
+	if tr.Compensate == nil {
+		if send != "" {
+			head += " " + send
+		}
+		lines = append(lines, svgLine{text: head})
+	} else {
+		lines = append(lines, svgLine{text: head}, svgLine{text: undoLine(tr.Compensate), indent: true, undo: true})
+		if send != "" {
+			lines = append(lines, svgLine{text: send, indent: true})
+		}
+	}
+	if tr.Send != nil && tr.Send.Compensate != nil {
+		lines = append(lines, svgLine{text: undoLine(tr.Send.Compensate), indent: true, undo: true})
+	}
+	return lines
+}
+
+// undoLine is "undo: COMMAND → participant"; the definition fills in the
+// participant when the file does not name one.
+func undoLine(c *definition.Compensation) string {
+	return "undo: " + c.Command.Value + " → " + c.To.Value
 }
 
 // edgesOf groups m's transitions by (from, to), in definition order.
@@ -74,18 +145,6 @@ func edgesOf(m *engine.Model) []*svgEdge {
 			}
 		}
 		for _, src := range srcs {
-			who := tr.By.Value
-			if tr.By.Value == definition.Engine {
-				if to := m.Timeout(src); to != nil && to.Event.Value == tr.On.Value {
-					who += ": timeout " + shortDuration(to.After)
-				} else if cmd := exhaustedBy(m, src, tr.On.Value); cmd != "" {
-					who += ": " + cmd + " retries exhausted"
-				}
-			}
-			line := fmt.Sprintf("%s (%s)", tr.On.Value, who)
-			if tr.Send != nil {
-				line += fmt.Sprintf(" → %s to %s", tr.Send.Command.Value, tr.Send.To.Value)
-			}
 			k := [2]string{src, tr.To.Value}
 			e := idx[k]
 			if e == nil {
@@ -93,11 +152,23 @@ func edgesOf(m *engine.Model) []*svgEdge {
 				idx[k] = e
 				out = append(out, e)
 			}
-			e.lines = append(e.lines, line)
+			e.lines = append(e.lines, transitionLines(m, src, tr)...)
 			e.engine = e.engine && tr.By.Value == definition.Engine
 		}
 	}
 	return out
+}
+
+// title is the edge's tooltip: its label, one line per line.
+func (e *svgEdge) title() string {
+	texts := make([]string, len(e.lines))
+	for i, l := range e.lines {
+		texts[i] = l.text
+		if l.indent {
+			texts[i] = "  " + l.text
+		}
+	}
+	return strings.Join(texts, "\n")
 }
 
 // shortDuration formats d without zero units: 10m, 2s, 1h30m.
@@ -112,15 +183,23 @@ func shortDuration(d time.Duration) string {
 	return s
 }
 
-// exhaustedBy returns the command whose exhausted retries raise event while
-// the saga waits in state, or "".
-func exhaustedBy(m *engine.Model, state, event string) string {
-	for _, tr := range m.Definition().Transitions {
-		if tr.To.Value == state && tr.Send != nil && tr.Send.Retry != nil && tr.Send.Retry.Exhausted.Value == event {
-			return tr.Send.Command.Value
-		}
+// compensatesNote is the second line of a failed state's box in a model
+// with compensations, and compensatesTitle its tooltip.
+const (
+	compensatesNote  = "⟲ compensates first"
+	compensatesTitle = "entering it first sends the compensations of the steps taken, newest first"
+)
+
+// stateNote is the second line of a state's box: its time limit, or that a
+// failed state of a compensable model compensates first; "" for none.
+func stateNote(m *engine.Model, state string) (text, class string) {
+	if to := m.Timeout(state); to != nil {
+		return "timeout " + shortDuration(to.After), "timeout"
 	}
-	return ""
+	if m.IsFailed(state) && m.Compensable() {
+		return compensatesNote, "compensates"
+	}
+	return "", ""
 }
 
 // layout is a layered (Sugiyama-style) drawing of a model.
@@ -143,8 +222,8 @@ func newLayout(m *engine.Model) *layout {
 		w := math.Max(110, textWidth(id, nameFont)+44)
 		if id == startID {
 			w = 2 * startR
-		} else if to := m.Timeout(id); to != nil {
-			w = math.Max(w, textWidth("timeout "+shortDuration(to.After), labelFont)+44)
+		} else if note, _ := stateNote(m, id); note != "" {
+			w = math.Max(w, textWidth(note, labelFont)+44)
 		}
 		l.nodes[id] = &svgNode{id: id, state: id, w: w, order: float64(i)}
 	}
@@ -342,11 +421,14 @@ func bezier(p0, p1, p2, p3 pt, t float64) pt {
 
 // RenderSVG draws m as a standalone SVG document: states as boxes in layers
 // from the start dot downwards, one arrow per pair of states labelled with
-// its transitions (event, emitter, command sent), final states green,
-// failed states red, back edges curving on the right. counts (instances per
-// state, may be nil) are drawn as a badge on each box; every badge is a
-// <g class="count" data-state="NAME"> whose <text> the console updates.
-// The output is deterministic.
+// its transitions (event, emitter, command sent; see transitionLines: why
+// the engine raises an event, the roles of a start over the HTTP API, an
+// "undo: COMMAND → participant" line after each compensated event or
+// command), final states green, failed states red (in a model with
+// compensations marked "⟲ compensates first"), back edges curving on the
+// right. counts (instances per state, may be nil) are drawn as a badge on
+// each box; every badge is a <g class="count" data-state="NAME"> whose
+// <text> the console updates. The output is deterministic.
 func RenderSVG(m *engine.Model, counts map[string]int64) string {
 	l := newLayout(m)
 	var body strings.Builder
@@ -369,8 +451,8 @@ func RenderSVG(m *engine.Model, counts map[string]int64) string {
 	// runs towards dx (negative: leftwards).
 	label := func(e *svgEdge, cands []pt, dx float64) {
 		w := 0.0
-		for _, s := range e.lines {
-			w = math.Max(w, textWidth(s, labelFont))
+		for _, l := range e.lines {
+			w = math.Max(w, l.width())
 		}
 		h := float64(len(e.lines))*labelLineH + 4
 		try := func(p pt, left bool) (rect, bool) {
@@ -399,7 +481,29 @@ func RenderSVG(m *engine.Model, counts map[string]int64) string {
 			}
 		}
 		if !found {
-			best, _ = try(cands[0], dx < 0)
+			// Every candidate overlaps something: start from the first one
+			// and move the label sideways, away from the curve, past
+			// whatever it overlaps. Each move passes a placed box in one
+			// direction, so this ends.
+			left := dx < 0
+			best, _ = try(cands[0], left)
+			for moved := true; moved; {
+				moved = false
+				for _, o := range placed {
+					if !best.overlaps(o) {
+						continue
+					}
+					w := best.x1 - best.x0
+					if left {
+						best.x1 = o.x0 - 4
+						best.x0 = best.x1 - w
+					} else {
+						best.x0 = o.x1 + 4
+						best.x1 = best.x0 + w
+					}
+					moved = true
+				}
+			}
 		}
 		placed = append(placed, best)
 		grow(best)
@@ -408,8 +512,15 @@ func RenderSVG(m *engine.Model, counts map[string]int64) string {
 			cls += " failed"
 		}
 		fmt.Fprintf(&body, `<g class="%s"><rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" rx="3"/>`, cls, best.x0-3, best.y0, best.x1-best.x0+6, h)
-		for i, s := range e.lines {
-			fmt.Fprintf(&body, `<text x="%.1f" y="%.1f">%s</text>`, best.x0, best.y0+labelLineH*float64(i+1)-1, html.EscapeString(s))
+		for i, l := range e.lines {
+			x, cls := best.x0, ""
+			if l.indent {
+				x += labelIndent
+			}
+			if l.undo {
+				cls = ` class="undo"`
+			}
+			fmt.Fprintf(&body, `<text%s x="%.1f" y="%.1f">%s</text>`, cls, x, best.y0+labelLineH*float64(i+1)-1, html.EscapeString(l.text))
 		}
 		body.WriteString("</g>\n")
 	}
@@ -423,7 +534,7 @@ func RenderSVG(m *engine.Model, counts map[string]int64) string {
 		if e.engine {
 			cls += " engine"
 		}
-		title := html.EscapeString(strings.Join(e.lines, "\n"))
+		title := html.EscapeString(e.title())
 		if l.back[e] {
 			src, dst := l.nodes[e.from], l.nodes[e.to]
 			sy, dy := layerY(src.layer)+nodeH/2, layerY(dst.layer)+nodeH/2
@@ -525,14 +636,22 @@ func RenderSVG(m *engine.Model, counts map[string]int64) string {
 				cls += " failed"
 			}
 			fmt.Fprintf(&body, `<g class="%s" data-state="%s">`, cls, html.EscapeString(n.state))
-			if d := m.Description(n.state); d != "" {
-				fmt.Fprintf(&body, "<title>%s</title>", html.EscapeString(d))
+			note, noteClass := stateNote(m, n.state)
+			tip := m.Description(n.state)
+			if noteClass == "compensates" {
+				if tip != "" {
+					tip += "\n"
+				}
+				tip += compensatesTitle
+			}
+			if tip != "" {
+				fmt.Fprintf(&body, "<title>%s</title>", html.EscapeString(tip))
 			}
 			fmt.Fprintf(&body, `<rect class="box" x="%.1f" y="%.1f" width="%.1f" height="%.1f" rx="10"/>`, r.x0, r.y0, n.w, nodeH)
 			ty := r.y0 + nodeH/2 + 4.5
-			if to := m.Timeout(n.state); to != nil {
+			if note != "" {
 				ty = r.y0 + 19
-				fmt.Fprintf(&body, `<text class="timeout" x="%.1f" y="%.1f">timeout %s</text>`, n.x, r.y0+36, html.EscapeString(shortDuration(to.After)))
+				fmt.Fprintf(&body, `<text class="%s" x="%.1f" y="%.1f">%s</text>`, noteClass, n.x, r.y0+36, html.EscapeString(note))
 			}
 			fmt.Fprintf(&body, `<text class="name" x="%.1f" y="%.1f">%s</text>`, n.x, ty, html.EscapeString(n.state))
 			c := counts[n.state]
@@ -570,12 +689,14 @@ const svgStyle = `<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5"
 .label rect { fill: #ffffff; fill-opacity: 0.92; }
 .label text { font-size: 11px; fill: #3c4652; }
 .label.failed text { fill: #a50e0e; }
+.label text.undo { fill: #8a4b00; font-style: italic; }
 .start { fill: #202833; }
 .state rect.box { fill: #eef3fb; stroke: #3b6fb6; stroke-width: 1.5; }
 .state.final rect.box { fill: #e6f4ea; stroke: #137333; }
 .state.failed rect.box { fill: #fce8e6; stroke: #c5221f; }
 .state text.name { font-size: 13px; font-weight: 600; fill: #1f2a37; text-anchor: middle; }
 .state text.timeout { font-size: 11px; fill: #5f6b7a; text-anchor: middle; }
+.state text.compensates { font-size: 11px; fill: #a50e0e; text-anchor: middle; }
 .count rect { fill: #1a56db; stroke: #ffffff; stroke-width: 1.5; }
 .count text { font-size: 11px; font-weight: 700; fill: #ffffff; text-anchor: middle; }
 .count.zero rect { fill: #9aa5b1; }
