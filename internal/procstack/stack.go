@@ -68,7 +68,15 @@ type Service struct {
 	// CommandTopic and EventTopic are a participant's topics (empty for
 	// saga-machine).
 	CommandTopic, EventTopic string
+
+	kafka kafka.Config // its principal's client configuration, see Kafka
 }
+
+// Kafka returns the client configuration of the service's own Kafka
+// principal (the stack's brokers, SCRAM user User and its password), so a
+// test can act on the bus as that service: publish what it may publish,
+// and try what its ACLs refuse.
+func (sv *Service) Kafka() kafka.Config { return sv.kafka }
 
 // Stack is saga-machine, deals, profile and notification running as
 // separate processes on the test's PostgreSQL and Kafka, isolated from
@@ -182,6 +190,8 @@ func New(tb testing.TB, cfg Config) *Stack {
 	}
 
 	for _, sv := range s.Services() {
+		sv.kafka = kafka.Config{Brokers: admin.Brokers, ClientID: "procstack-as-" + sv.Name,
+			SASL: kafka.SASL{User: sv.User, Password: passwords[sv.User]}} // the mechanism the processes use (default)
 		pwFile := filepath.Join(work, sv.Name+".kafka-password")
 		if err := os.WriteFile(pwFile, []byte(passwords[sv.User]), 0o600); err != nil {
 			tb.Fatalf("procstack: %v", err)
