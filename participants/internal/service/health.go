@@ -34,7 +34,7 @@ func AddHealth(r *mux.Router, db *sqlx.DB) {
 func NewRouter(db *sqlx.DB) *mux.Router {
 	r := mux.NewRouter()
 	r.NotFoundHandler = NotFoundHandler()
-	r.MethodNotAllowedHandler = MethodNotAllowedHandler()
+	r.MethodNotAllowedHandler = MethodNotAllowedHandler(r)
 	AddHealth(r, db)
 	return r
 }

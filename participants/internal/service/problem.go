@@ -5,6 +5,9 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
+
+	"github.com/gorilla/mux"
 )
 
 // ProblemTypePrefix starts the type URI of every problem the services write;
@@ -129,11 +132,59 @@ func NotFoundHandler() http.Handler {
 	})
 }
 
-// MethodNotAllowedHandler answers a known path with a wrong method.
-func MethodNotAllowedHandler() http.Handler {
+// MethodNotAllowedHandler answers a known path of router with a wrong
+// method: 405 with the Allow header RFC 9110 requires, listing the methods
+// router serves at that path (AllowedMethods).
+func MethodNotAllowedHandler(router *mux.Router) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		WriteProblem(w, r, NewError(http.StatusMethodNotAllowed, TypeMethodNotAllowed, "method "+r.Method+" is not allowed on "+r.URL.Path).Problem)
+		allowed := AllowedMethods(router, r)
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		WriteProblem(w, r, NewError(http.StatusMethodNotAllowed, TypeMethodNotAllowed,
+			"method "+r.Method+" is not allowed on "+r.URL.Path+" (allowed: "+strings.Join(allowed, ", ")+")").Problem)
 	})
+}
+
+// probeMethods are the methods AllowedMethods tries.
+var probeMethods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
+
+// AllowedMethods returns the methods router serves at r's path. When
+// routes of several path templates match the path (a literal segment
+// beside a {variable}, e.g. /items/export and /items/{id}), the path
+// belongs to the one registered first, as for routing, and only its
+// methods count.
+func AllowedMethods(router *mux.Router, r *http.Request) []string {
+	order := map[*mux.Route]int{}
+	_ = router.Walk(func(rt *mux.Route, _ *mux.Router, _ []*mux.Route) error {
+		order[rt] = len(order)
+		return nil
+	})
+	type hit struct {
+		method, template string
+		index            int
+	}
+	var hits []hit
+	owner := -1
+	for _, m := range probeMethods {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		var match mux.RouteMatch
+		if !router.Match(probe, &match) || match.MatchErr != nil || match.Route == nil {
+			continue
+		}
+		tpl, _ := match.Route.GetPathTemplate()
+		h := hit{m, tpl, order[match.Route]}
+		hits = append(hits, h)
+		if owner < 0 || h.index < hits[owner].index {
+			owner = len(hits) - 1
+		}
+	}
+	var out []string
+	for _, h := range hits {
+		if owner >= 0 && h.template == hits[owner].template {
+			out = append(out, h.method)
+		}
+	}
+	return out
 }
 
 func asError(err error) (*Error, bool) {

@@ -1,6 +1,8 @@
 package servicetest
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"slices"
 	"strings"
@@ -14,7 +16,9 @@ import (
 
 // CheckOpenAPI checks that the routes of r (path template and method) and
 // the paths and operations of the embedded OpenAPI document specName
-// (e.g. "deals.yaml") are the same, both ways.
+// (e.g. "deals.yaml") are the same, both ways, and that a method the spec
+// does not list for a path (TRACE) is answered 405 with an Allow header
+// naming exactly the spec's methods for it (RFC 9110).
 func CheckOpenAPI(tb testing.TB, r *mux.Router, specName string) {
 	tb.Helper()
 	raw, err := schema.OpenAPI(specName)
@@ -72,6 +76,42 @@ func CheckOpenAPI(tb testing.TB, r *mux.Router, specName string) {
 		if !slices.Contains(served, s) {
 			tb.Errorf("operation %s is in %s but not served", s, specName)
 		}
+	}
+	for path, item := range doc.Paths {
+		var want []string
+		for m := range item {
+			if slices.Contains(methods, m) {
+				want = append(want, strings.ToUpper(m))
+			}
+		}
+		checkAllow(tb, r, specName, path, want)
+	}
+}
+
+// pathParam fills the {variables} of an OpenAPI path template.
+var pathParam = regexp.MustCompile(`\{[^}]+\}`)
+
+// checkAllow sends TRACE to path (its variables filled in) and wants 405
+// with an Allow header of exactly the methods want.
+func checkAllow(tb testing.TB, r *mux.Router, specName, path string, want []string) {
+	tb.Helper()
+	target := pathParam.ReplaceAllStringFunc(path, func(v string) string {
+		if v == "{date}" {
+			return "2026-01-02"
+		}
+		return "00000000-0000-4000-8000-000000000000"
+	})
+	rec := httptest.NewRecorder()
+	r.ServeHTTP(rec, httptest.NewRequest(http.MethodTrace, target, nil))
+	if rec.Code != http.StatusMethodNotAllowed {
+		tb.Errorf("TRACE %s: got %d, want 405 (%s)", target, rec.Code, specName)
+		return
+	}
+	got := strings.Split(rec.Header().Get("Allow"), ", ")
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		tb.Errorf("TRACE %s: Allow %q, want the methods of %s in %s: %q", target, rec.Header().Get("Allow"), path, specName, strings.Join(want, ", "))
 	}
 }
 
