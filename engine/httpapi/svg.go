@@ -81,7 +81,8 @@ func (l svgLine) width() float64 {
 }
 
 // transitionLines describes one transition leaving src for a diagram:
-// "EVENT (who) → COMMAND to participant" on one line, where who is the
+// "EVENT (who) → COMMAND to participant", one line when nothing in it is
+// compensated, where who is the
 // emitter, with why the engine raises the event (timeout, exhausted
 // retries) or which roles may fire a start over the HTTP API
 // ("api: role-a | role-b"). A compensation is an "undo: COMMAND →
