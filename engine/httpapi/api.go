@@ -170,13 +170,34 @@ func (s *server) routes(metrics http.Handler) *mux.Router {
 }
 
 // methodNotAllowed answers 405 with the Allow header of the matched path.
+// When routes of several path templates match the path (the literal
+// /definitions/validate beside /definitions/{name}), the path belongs to
+// the one registered first and only its methods count: OPTIONS
+// /definitions/validate does not advertise the GET of {name}, which
+// answers 404 there.
 func (s *server) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	order := map[*mux.Route]int{}
+	_ = s.router.Walk(func(rt *mux.Route, _ *mux.Router, _ []*mux.Route) error {
+		order[rt] = len(order)
+		return nil
+	})
 	var allowed []string
+	owner, ownerIndex := "", -1
+	templates := map[string]string{}
 	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodHead} {
 		probe := r.Clone(r.Context())
 		probe.Method = m
 		var match mux.RouteMatch
-		if s.router.Match(probe, &match) && match.MatchErr == nil {
+		if s.router.Match(probe, &match) && match.MatchErr == nil && match.Route != nil {
+			tpl, _ := match.Route.GetPathTemplate()
+			templates[m] = tpl
+			if i := order[match.Route]; ownerIndex < 0 || i < ownerIndex {
+				owner, ownerIndex = tpl, i
+			}
+		}
+	}
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodHead} {
+		if tpl, ok := templates[m]; ok && tpl == owner {
 			allowed = append(allowed, m)
 		}
 	}

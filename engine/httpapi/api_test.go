@@ -351,7 +351,7 @@ func TestGetAndListSagas(t *testing.T) {
 	}
 
 	for _, q := range []string{"?status=done", "?key=deal_id", "?key=:x", "?from=yesterday", "?limit=0", "?limit=501",
-		"?cursor=bm90LWEtY3Vyc29y", "?sage=X", "?saga=NOPE", "?state=A&state=B", "?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z"} {
+		"?cursor=bm90LWEtY3Vyc29y", "?sage=X", "?saga=NOPE", "?state=A&state=B", "?to="} { // from after to: TestListSagasQueryEdges
 		t.Run("bad"+q, func(t *testing.T) { problemOf(t, e.do(t, "GET", "/api/v1/sagas"+q, ""), 400, engine.CodeInvalid) })
 	}
 }

@@ -62,6 +62,12 @@ func (s *server) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
+	for _, k := range []string{"limit", "include_replayed"} {
+		if q.Has(k) && q.Get(k) == "" {
+			writeProblem(w, r, engine.Errorf(engine.CodeInvalid, op, "query parameter %q is empty: give a value or leave it out", k))
+			return
+		}
+	}
 	limit := DefaultDeadLetterLimit
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
 )
@@ -81,13 +82,44 @@ func problemFor(err error, instance string) Problem {
 	if !ok {
 		code, k = engine.CodeInternal, problemKinds[engine.CodeInternal]
 	}
-	detail := err.Error()
-	var e *engine.Error
-	if code == engine.CodeInternal && !errors.As(err, &e) {
-		// A non-engine error may carry driver details; the log has them.
-		detail = "internal error; the server log has the details"
+	return Problem{Type: ProblemType(code), Title: k.title, Status: k.status, Detail: publicDetail(err, code, k), Instance: instance, Code: string(code)}
+}
+
+// publicDetail is what a client reads of err: the Messages of the
+// engine.Errors in its chain, outermost first, each once. The Op of each
+// (what was being done, layer by layer: "get saga definition: find saga
+// definition", "sqlstore: get saga x") stays in the server log, which has
+// the whole error. A cause that is not an engine.Error (a driver's, a
+// decoder's, an I/O error) is shown only after an engine.Error with a
+// Message of its own, on a 4xx answer: there its author chose to show it
+// ("read the request body: unexpected EOF"). An internal error, or one
+// with no Message at all (a store's bare wrap of a driver error), shows
+// only a generic sentence.
+func publicDetail(err error, code engine.Code, k problemKind) string {
+	const seeLog = "; the server log has the details"
+	if code == engine.CodeInternal {
+		return "internal error" + seeLog
 	}
-	return Problem{Type: ProblemType(code), Title: k.title, Status: k.status, Detail: detail, Instance: instance, Code: string(code)}
+	var msgs []string
+	var last *engine.Error
+	cur := err
+	for cur != nil {
+		var e *engine.Error
+		if !errors.As(cur, &e) {
+			break
+		}
+		if e.Message != "" && (len(msgs) == 0 || msgs[len(msgs)-1] != e.Message) {
+			msgs = append(msgs, e.Message)
+		}
+		last, cur = e, e.Err
+	}
+	if cur != nil && last != nil && last.Message != "" && k.status < http.StatusInternalServerError {
+		msgs = append(msgs, cur.Error())
+	}
+	if len(msgs) == 0 {
+		return k.title + seeLog
+	}
+	return strings.Join(msgs, ": ")
 }
 
 // writeProblem answers with err as application/problem+json.

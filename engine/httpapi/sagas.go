@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -137,6 +138,13 @@ func parseSagaFilter(q url.Values) (engine.SagaFilter, error) {
 			return engine.SagaFilter{}, engine.Errorf(engine.CodeInvalid, op, "query parameter %q is given %d times; give it once", k, len(vs))
 		}
 	}
+	// A typed parameter given with no value is refused rather than read
+	// as absent: the spec has no empty date-time, status, limit or key.
+	for _, k := range []string{"status", "from", "to", "key", "limit"} {
+		if q.Has(k) && q.Get(k) == "" {
+			return engine.SagaFilter{}, engine.Errorf(engine.CodeInvalid, op, "query parameter %q is empty: give a value or leave it out", k)
+		}
+	}
 	f := engine.SagaFilter{Saga: q.Get("saga"), State: q.Get("state"), Cursor: q.Get("cursor")}
 	if st := engine.Status(q.Get("status")); st == "" || slices.Contains(engine.Statuses(), st) {
 		f.Status = st
@@ -157,9 +165,8 @@ func parseSagaFilter(q url.Values) (engine.SagaFilter, error) {
 		}
 		*t.dst = tm
 	}
-	if !f.From.IsZero() && !f.To.IsZero() && !f.From.Before(f.To) {
-		return f, engine.Errorf(engine.CodeInvalid, op, "from %s is not before to %s", q.Get("from"), q.Get("to"))
-	}
+	// from at or after to is an empty range: it finds no saga (the store
+	// takes created_at >= from and < to), it is not an error.
 	if k := q.Get("key"); k != "" {
 		name, value, ok := strings.Cut(k, ":")
 		if !ok || name == "" || value == "" {
@@ -193,6 +200,12 @@ func (s *server) listSagas(w http.ResponseWriter, r *http.Request) {
 	}
 	page, err := s.store.ListInstances(r.Context(), f)
 	if err != nil {
+		if f.Cursor != "" && engine.ErrorCode(err) == engine.CodeInvalid {
+			// The filter is checked above; what the store refuses is the
+			// cursor, which only it can read. Say so without its internals.
+			err = &engine.Error{Code: engine.CodeInvalid, Op: "list sagas",
+				Message: fmt.Sprintf("cursor %q is not one this API returned: pass the next of the previous page, or no cursor for the first page", abbreviate(f.Cursor, 40)), Err: err}
+		}
 		writeProblem(w, r, err)
 		return
 	}
