@@ -39,6 +39,13 @@ OPERATOR_PASSWORD=olga-local-pw
 FUNDING_NAME=fred
 FUNDING_PASSWORD=fred-local-pw
 
+# log (lib.sh's, redefined): each line with the seconds since the script
+# started, so that a slow first start shows where its time went.
+STACK_T0="$(date +%s.%N)"
+log() {
+	printf "==> [%6.1fs] %s\n" "$(awk -v a="$STACK_T0" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')" "$*"
+}
+
 # Processes of the stack, in the order stack-down stops them.
 STACK_PROCS=(nginx oauth2-proxy saga-machine deals profile notification keycloak)
 
