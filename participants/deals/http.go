@@ -87,9 +87,10 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request, u auth.User
 		return err
 	}
 	status := r.URL.Query().Get("status")
-	switch status {
-	case "", StatusDraft, StatusExecuted, StatusRejected, StatusFailed:
-	default:
+	switch {
+	case status == "" && !r.URL.Query().Has("status"):
+	case status == StatusDraft, status == StatusExecuted, status == StatusRejected, status == StatusFailed:
+	default: // an empty ?status= included: the spec has no empty status
 		return service.Invalid(service.FieldError{Field: "status",
 			Message: "must be one of " + strings.Join([]string{StatusDraft, StatusExecuted, StatusRejected, StatusFailed}, ", ") + `, got "` + status + `"`})
 	}

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/gorilla/mux"
@@ -103,7 +104,7 @@ func (s *Service) handleCreate(w http.ResponseWriter, r *http.Request, u auth.Us
 	}
 	var errs []service.FieldError
 	in := NewPortfolio{Name: strings.TrimSpace(req.Name), Currency: req.Currency}
-	errs = checkName(errs, in.Name)
+	errs = checkName(errs, req.Name, in.Name)
 	if req.Currency == "" {
 		errs = append(errs, service.FieldError{Field: "currency", Message: "is required (ISO 4217, e.g. USD)"})
 	} else if err := dealctx.CheckCurrency(req.Currency); err != nil {
@@ -143,7 +144,7 @@ func (s *Service) handleUpdate(w http.ResponseWriter, r *http.Request, u auth.Us
 		return err
 	}
 	in := PortfolioUpdate{Name: strings.TrimSpace(req.Name)}
-	errs := checkName(nil, in.Name)
+	errs := checkName(nil, req.Name, in.Name)
 	var cash decimal.Decimal
 	if req.Cash != nil {
 		errs = parseCash(errs, *req.Cash, &cash)
@@ -248,7 +249,7 @@ func (s *Service) handleSnapshots(w http.ResponseWriter, r *http.Request, u auth
 	q := r.URL.Query()
 	var errs []service.FieldError
 	for _, f := range []string{"from", "to"} {
-		if v := q.Get(f); v != "" && !validDate(v) {
+		if v := q.Get(f); (v != "" || q.Has(f)) && !validDate(v) {
 			errs = append(errs, service.FieldError{Field: f, Message: "must be a date YYYY-MM-DD, got " + quote(v)})
 		}
 	}
@@ -276,12 +277,18 @@ func (s *Service) handleSnapshotAt(w http.ResponseWriter, r *http.Request, u aut
 	return nil
 }
 
-func checkName(errs []service.FieldError, name string) []service.FieldError {
+// checkName checks a portfolio name as sent (raw) and as stored (name,
+// raw without its surrounding spaces): 1 to 100 characters as sent, not
+// only spaces, no control characters (NUL, newlines, C1 controls), as the
+// spec's NewPortfolio.name says.
+func checkName(errs []service.FieldError, raw, name string) []service.FieldError {
 	switch {
 	case name == "":
-		return append(errs, service.FieldError{Field: "name", Message: "is required (e.g. \"Retirement\")"})
-	case utf8.RuneCountInString(name) > maxNameRunes:
+		return append(errs, service.FieldError{Field: "name", Message: "is required and must not be only spaces (e.g. \"Retirement\")"})
+	case utf8.RuneCountInString(raw) > maxNameRunes:
 		return append(errs, service.FieldError{Field: "name", Message: "must be at most 100 characters"})
+	case strings.IndexFunc(raw, unicode.IsControl) >= 0:
+		return append(errs, service.FieldError{Field: "name", Message: "must not contain control characters (NUL, tab, newline, ...)"})
 	}
 	return errs
 }

@@ -14,7 +14,7 @@ import (
 
 	"github.com/gorilla/mux"
 
-	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/errs"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
 )
 
@@ -201,6 +201,9 @@ func (a *admin) list(w http.ResponseWriter, r *http.Request) {
 	where := ""
 	switch state {
 	case "":
+		if q.Has("state") { // ?state= names no state
+			bad = append(bad, fieldError{"state", fmt.Sprintf("must be %s or %s (or left out), got \"\"", StateParked, StateHandled)})
+		}
 	case StateParked:
 		where = " WHERE i.message_id IS NULL"
 	case StateHandled:
@@ -209,7 +212,7 @@ func (a *admin) list(w http.ResponseWriter, r *http.Request) {
 		bad = append(bad, fieldError{"state", fmt.Sprintf("must be %s or %s, got %q", StateParked, StateHandled, state)})
 	}
 	limit := DefaultAdminListLimit
-	if s := q.Get("limit"); s != "" {
+	if s := q.Get("limit"); s != "" || q.Has("limit") {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > MaxAdminListLimit {
 			bad = append(bad, fieldError{"limit", fmt.Sprintf("must be an integer from 1 to %d, got %q", MaxAdminListLimit, s)})
@@ -239,12 +242,12 @@ func (a *admin) list(w http.ResponseWriter, r *http.Request) {
 }
 
 // find reads one dead letter with its state; a missing one is an
-// *engine.Error with code engine.CodeNotFound.
+// *errs.Error with code errs.CodeNotFound.
 func (a *admin) find(ctx context.Context, id string) (deadLetterView, error) {
 	var row deadLetterStateRow
 	err := a.p.db.GetContext(ctx, &row, a.p.db.Rebind(deadLetterStateSelect+` WHERE d.id = ?`), id)
 	if errors.Is(err, sql.ErrNoRows) {
-		return deadLetterView{}, engine.Errorf(engine.CodeNotFound, "read dead letter", "no dead letter %q in %s", id, a.p.cfg.Name)
+		return deadLetterView{}, errs.Errorf(errs.CodeNotFound, "read dead letter", "no dead letter %q in %s", id, a.p.cfg.Name)
 	}
 	if err != nil {
 		return deadLetterView{}, fmt.Errorf("read dead letter %s of %s: %w", id, a.p.cfg.Name, err)
@@ -307,7 +310,7 @@ func (a *admin) fail(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.As(err, &rf):
 		writeProblem(w, r, http.StatusConflict, ProblemReplayFailed, rf.err.Error())
-	case engine.ErrorCode(err) == engine.CodeNotFound:
+	case errs.ErrorCode(err) == errs.CodeNotFound:
 		writeProblem(w, r, http.StatusNotFound, problemNotFound, "dead letter "+strconv.Quote(mux.Vars(r)["id"])+" not found")
 	case r.Context().Err() != nil:
 		// The client went away; nothing useful to answer.

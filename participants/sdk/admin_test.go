@@ -22,7 +22,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/jmoiron/sqlx"
 
-	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka/embedded"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
@@ -105,12 +105,12 @@ func (f *fixable) dispatch(t *testing.T, rec kafka.Record) sdk.Outcome {
 }
 
 // flush relays the outbox and returns what was published.
-func (f *fixable) flush(t *testing.T) []engine.Message {
+func (f *fixable) flush(t *testing.T) []envelope.Message {
 	t.Helper()
-	var got []engine.Message
+	var got []envelope.Message
 	_, err := f.p.Flush(context.Background(), func(_ context.Context, recs []kafka.Record) error {
 		for _, r := range recs {
-			var m engine.Message
+			var m envelope.Message
 			if err := json.Unmarshal(r.Value, &m); err != nil {
 				return fmt.Errorf("relayed record is not an envelope: %w", err)
 			}
@@ -242,8 +242,8 @@ func TestAdminDeadLettersReplay(t *testing.T) {
 		if one.Body == nil || !strings.Contains(*one.Body, cmd.ID) {
 			t.Errorf("GET by id body: got %v, want the envelope with id %s", one.Body, cmd.ID)
 		}
-		if got, want := one.Headers[engine.HeaderName], "DO"; got != want {
-			t.Errorf("GET by id header %s: got %q, want %q", engine.HeaderName, got, want)
+		if got, want := one.Headers[envelope.HeaderName], "DO"; got != want {
+			t.Errorf("GET by id header %s: got %q, want %q", envelope.HeaderName, got, want)
 		}
 
 		// A replay before the fix fails: 409, one more attempt, still parked.
@@ -350,6 +350,9 @@ func TestAdminMalformedAndErrors(t *testing.T) {
 			{"replay unknown id", http.MethodPost, "/admin/dead-letters/nope/replay", e.operator, http.StatusNotFound, "urn:saga-machine:problem:not-found"},
 			{"bad limit", http.MethodGet, "/admin/dead-letters?limit=0", e.operator, http.StatusUnprocessableEntity, "urn:saga-machine:problem:validation"},
 			{"bad state", http.MethodGet, "/admin/dead-letters?state=lost", e.operator, http.StatusUnprocessableEntity, "urn:saga-machine:problem:validation"},
+			// Contract fuzzing: an empty state or limit is not "absent" (the spec has no empty enum or integer).
+			{"empty state", http.MethodGet, "/admin/dead-letters?state=", e.operator, http.StatusUnprocessableEntity, "urn:saga-machine:problem:validation"},
+			{"empty limit", http.MethodGet, "/admin/dead-letters?limit=", e.operator, http.StatusUnprocessableEntity, "urn:saga-machine:problem:validation"},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {

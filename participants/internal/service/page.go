@@ -28,7 +28,7 @@ func ParsePage(r *http.Request) (PageRequest, error) {
 	q := r.URL.Query()
 	p := PageRequest{Limit: DefaultPageSize}
 	var errs []FieldError
-	if s := q.Get("limit"); s != "" {
+	if s := q.Get("limit"); s != "" || q.Has("limit") {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > MaxPageSize {
 			errs = append(errs, FieldError{"limit", fmt.Sprintf("must be an integer from 1 to %d, got %q", MaxPageSize, s)})
