@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/portfolio-counselor/sagamachine/engine/definition"
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 )
 
 // idSpace is the UUIDv5 namespace of the ids the engine derives
@@ -414,7 +415,7 @@ func (w *sagaWork) merge(payload json.RawMessage) error {
 		w.inst.Context = doc
 		return nil
 	}
-	if merged, ok := mergeObjects(doc, p); ok {
+	if merged, ok := envelope.Merge(doc, p); ok {
 		w.inst.Context = merged
 		return nil
 	}
@@ -448,7 +449,7 @@ func extractKeys(m *Model, doc json.RawMessage) map[string]string {
 	}
 	out := make(map[string]string, len(paths))
 	for name, path := range paths {
-		raw, found, ok := lookupRaw(doc, path)
+		raw, found, ok := envelope.Lookup(doc, path)
 		if !ok {
 			return extractKeysDecoded(m, doc)
 		}

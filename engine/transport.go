@@ -3,26 +3,13 @@ package engine
 import (
 	"context"
 	"sort"
-	"strings"
+
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 )
 
-// Record is one Kafka record as the orchestrator sees it. It has exactly the
-// fields of engine/kafka.Record, in the same order, so a kafka.Record r
-// converts with engine.Record(r) (and back) without copying field by field.
-type Record struct {
-	// Topic the record is (to be) written to.
-	Topic string
-	// Key is the saga id: one saga's records share a partition and stay in order.
-	Key string
-	// Value is the JSON envelope (a Message).
-	Value []byte
-	// Headers travel beside the value, e.g. "traceparent".
-	Headers map[string]string
-	// Partition is set on consumed records.
-	Partition int32
-	// Offset is set on consumed records.
-	Offset int64
-}
+// Record is envelope.Record: one record on the bus, an encoded Message
+// with its topic, key and headers.
+type Record = envelope.Record
 
 // Publisher sends records to the bus. Publish returns only when every record
 // is durably accepted by the broker; on error some may have been written, and
@@ -41,19 +28,15 @@ type Consumer interface {
 	Commit(ctx context.Context, recs []Record) error
 }
 
-// DefaultEventTopicBase is the base name of the participants' event topics.
-const DefaultEventTopicBase = "SAGA_SERVER_TOPIC"
+// DefaultEventTopicBase is envelope.DefaultEventTopicBase, the base name of
+// the participants' event topics.
+const DefaultEventTopicBase = envelope.DefaultEventTopicBase
 
-// EventTopic returns the topic participant publishes its events to:
-// base + "_" + the participant name in upper case, e.g.
-// EventTopic("SAGA_SERVER_TOPIC", "deals") = "SAGA_SERVER_TOPIC_DEALS".
-// Each participant writes only its own event topic (broker ACLs), and
-// saga-machine applies an event from a participant's topic only if the
-// envelope names that participant, so a participant cannot speak for
-// another. The engine and the participant SDK both use this function.
-func EventTopic(base, participant string) string {
-	return base + "_" + strings.ToUpper(participant)
-}
+// EventTopic returns the topic participant publishes its events to
+// (envelope.EventTopic), e.g. EventTopic("SAGA_SERVER_TOPIC", "deals") =
+// "SAGA_SERVER_TOPIC_DEALS". saga-machine applies an event from a
+// participant's topic only if the envelope names that participant.
+func EventTopic(base, participant string) string { return envelope.EventTopic(base, participant) }
 
 // EventTopics returns the event topics of every participant of the
 // catalog's definitions (EventTopic(base, p)), sorted, each once.

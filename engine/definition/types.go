@@ -1,6 +1,10 @@
 package definition
 
-import "time"
+import (
+	"time"
+
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
+)
 
 // Engine is the reserved participant name for events that the saga machine
 // raises itself: state timeouts and exhausted command retries.
@@ -8,8 +12,9 @@ const Engine = "engine"
 
 // CommandExpired is the reserved event name of a participant's answer to a
 // command that reached it after its deadline: the command had no effect.
-// No definition may use it for an event of its own.
-const CommandExpired = "COMMAND_EXPIRED"
+// No definition may use it for an event of its own. It is the envelope's
+// name (envelope.CommandExpired), which the participant SDK answers with.
+const CommandExpired = envelope.CommandExpired
 
 // API is the reserved participant name of starting transitions that an
 // authenticated caller fires over saga-machine's HTTP API (`by: api`). Such a

@@ -15,6 +15,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 )
 
 // tx is the engine.Tx of one InTx call. The validation and encoding of a
@@ -508,11 +509,11 @@ func appendCommandRefs(dst []byte, refs []engine.CommandRef) []byte {
 			dst = append(dst, ',')
 		}
 		dst = append(dst, `{"id":`...)
-		dst = engine.AppendJSONString(dst, r.ID)
+		dst = envelope.AppendJSONString(dst, r.ID)
 		dst = append(dst, `,"name":`...)
-		dst = engine.AppendJSONString(dst, r.Name)
+		dst = envelope.AppendJSONString(dst, r.Name)
 		dst = append(dst, `,"participant":`...)
-		dst = engine.AppendJSONString(dst, r.Participant)
+		dst = envelope.AppendJSONString(dst, r.Participant)
 		dst = append(dst, `,"attempt":`...)
 		dst = strconv.AppendInt(dst, int64(r.Attempt), 10)
 		dst = append(dst, '}')

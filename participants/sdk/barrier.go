@@ -9,7 +9,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
-	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 )
 
 // ReasonCompensated starts the reason of the COMMAND_EXPIRED reply to a
@@ -41,7 +41,7 @@ type barrierRow struct {
 // running its handler, or "" if the handler runs: its deadline is not
 // after Now()+DeadlineMargin. Compensation commands are never refused:
 // their deadline is ignored.
-func (p *Participant) refusal(m engine.Message) string {
+func (p *Participant) refusal(m envelope.Message) string {
 	if m.Compensates != "" || m.Deadline.IsZero() {
 		return ""
 	}
@@ -58,13 +58,13 @@ func (p *Participant) refusal(m engine.Message) string {
 
 // isExpired reports whether reply is the SDK's refusal (a handler may not
 // answer COMMAND_EXPIRED itself).
-func isExpired(reply *engine.Message) bool {
-	return reply != nil && reply.Name == engine.EventCommandExpired
+func isExpired(reply *envelope.Message) bool {
+	return reply != nil && reply.Name == envelope.CommandExpired
 }
 
 // expiredReply builds the COMMAND_EXPIRED reply to cmd (no payload).
-func (p *Participant) expiredReply(cmd engine.Message, reason string) (*engine.Message, []byte, error) {
-	reply, err := p.replyFor(cmd, Result{event: engine.EventCommandExpired, reason: reason, reject: true})
+func (p *Participant) expiredReply(cmd envelope.Message, reason string) (*envelope.Message, []byte, error) {
+	reply, err := p.replyFor(cmd, Result{event: envelope.CommandExpired, reason: reason, reject: true})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -80,12 +80,12 @@ func (p *Participant) expiredReply(cmd engine.Message, reason string) (*engine.M
 // commands handled in it, nil on the slow path): for one of them no inbox
 // row is written; otherwise the refusal is added to kept, so that the
 // compensated command is a duplicate later in the same batch.
-func (p *Participant) barrierFor(c engine.Message, kept map[string]keptReply) (barrierRow, error) {
+func (p *Participant) barrierFor(c envelope.Message, kept map[string]keptReply) (barrierRow, error) {
 	b := barrierRow{target: c.Compensates, saga: c.SagaID, by: c.ID}
 	if _, handled := kept[b.target]; handled {
 		return b, nil
 	}
-	target := engine.Message{ID: b.target, SagaID: c.SagaID, Saga: c.Saga, SagaVersion: c.SagaVersion}
+	target := envelope.Message{ID: b.target, SagaID: c.SagaID, Saga: c.Saga, SagaVersion: c.SagaVersion}
 	reply, body, err := p.expiredReply(target, fmt.Sprintf("%s (compensation command %s)", ReasonCompensated, c.ID))
 	if err != nil {
 		return b, fmt.Errorf("barrier for %s compensated by %s: %w", b.target, c.ID, err)

@@ -14,7 +14,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 
-	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 )
 
@@ -74,8 +74,8 @@ func newBarrierFixture(t *testing.T, db *sqlx.DB) *barrierFixture {
 
 // message is a command for the fixture; deadline is relative to the
 // fixture's clock (zero: none).
-func (f *barrierFixture) message(name, compensates string, deadline time.Duration) engine.Message {
-	m := engine.Message{V: 1, ID: uuid.NewString(), SagaID: uuid.NewString(), Saga: "S", SagaVersion: 1, Kind: engine.KindCommand,
+func (f *barrierFixture) message(name, compensates string, deadline time.Duration) envelope.Message {
+	m := envelope.Message{V: 1, ID: uuid.NewString(), SagaID: uuid.NewString(), Saga: "S", SagaVersion: 1, Kind: envelope.KindCommand,
 		Name: name, Participant: "worker", OccurredAt: time.Now().UTC(), Compensates: compensates}
 	if deadline != 0 {
 		m.Deadline = f.p.cfg.Now().Add(deadline)
@@ -83,7 +83,7 @@ func (f *barrierFixture) message(name, compensates string, deadline time.Duratio
 	return m
 }
 
-func barrierRecord(t *testing.T, m engine.Message) kafka.Record {
+func barrierRecord(t *testing.T, m envelope.Message) kafka.Record {
 	t.Helper()
 	b, err := json.Marshal(m)
 	if err != nil {
@@ -110,7 +110,7 @@ func TestProcessBatchBarrier(t *testing.T) {
 			expired := f.message("DO", "", -time.Second)
 			inTime := f.message("DO", "", time.Second)
 			undo2 := f.message("UNDO", hanging.ID, 0)
-			msgs := []engine.Message{undo, hanging, expired, inTime, undo2}
+			msgs := []envelope.Message{undo, hanging, expired, inTime, undo2}
 			recs := make([]kafka.Record, len(msgs))
 			for i, m := range msgs {
 				recs[i] = barrierRecord(t, m)
@@ -128,8 +128,8 @@ func TestProcessBatchBarrier(t *testing.T) {
 				reason  string
 			}{
 				{"UNDONE", false, ""},
-				{engine.EventCommandExpired, true, ReasonCompensated + " (compensation command " + undo.ID + ")"},
-				{engine.EventCommandExpired, true, "passed at 2030-01-01T00:00:00Z"},
+				{envelope.CommandExpired, true, ReasonCompensated + " (compensation command " + undo.ID + ")"},
+				{envelope.CommandExpired, true, "passed at 2030-01-01T00:00:00Z"},
 				{"DONE", false, ""},
 				{"UNDONE", false, ""},
 			}

@@ -10,7 +10,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
-	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 )
 
@@ -48,7 +48,7 @@ func (p *Participant) process(ctx context.Context, stop <-chan struct{}, recs []
 
 // keptReply is the reply stored for a handled command (nil reply: none).
 type keptReply struct {
-	reply *engine.Message
+	reply *envelope.Message
 	body  []byte
 }
 
@@ -65,7 +65,7 @@ type keptReply struct {
 // attempt of the record after the outcomes. Database errors make it return
 // nothing: the slow path then deals with the first record.
 func (p *Participant) batch(ctx context.Context, recs []kafka.Record) (outs []Outcome, failure error) {
-	msgs := make([]engine.Message, 0, len(recs))
+	msgs := make([]envelope.Message, 0, len(recs))
 	hs := make([]handlerFunc, 0, len(recs))
 	for _, r := range recs {
 		m, err := p.decode(r)
@@ -97,7 +97,7 @@ func (p *Participant) batch(ctx context.Context, recs []kafka.Record) (outs []Ou
 // (failedAt -1), or rolls back at the first command that cannot commit:
 // failedAt is its index and failure its handler error (nil if another
 // consumer recorded it meanwhile). ok is false on database trouble.
-func (p *Participant) runBatch(ctx context.Context, recs []kafka.Record, msgs []engine.Message, hs []handlerFunc) (outs []Outcome, failedAt int, failure error, ok bool) {
+func (p *Participant) runBatch(ctx context.Context, recs []kafka.Record, msgs []envelope.Message, hs []handlerFunc) (outs []Outcome, failedAt int, failure error, ok bool) {
 	tx, err := p.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return nil, 0, nil, false
@@ -202,7 +202,7 @@ func (p *Participant) commitBatch(tx *sqlx.Tx, outs []Outcome, woke bool) error 
 }
 
 // runHandler runs the handler and builds its reply (nil for NoReply).
-func (p *Participant) runHandler(ctx context.Context, tx *sqlx.Tx, m engine.Message, h handlerFunc) (*engine.Message, []byte, error) {
+func (p *Participant) runHandler(ctx context.Context, tx *sqlx.Tx, m envelope.Message, h handlerFunc) (*envelope.Message, []byte, error) {
 	res, err := p.callHandler(ctx, tx, m, h)
 	if err != nil {
 		return nil, nil, err
@@ -224,7 +224,7 @@ func (p *Participant) runHandler(ctx context.Context, tx *sqlx.Tx, m engine.Mess
 // keptReplies reads the inbox rows of msgs: the ids found are duplicates
 // (or were compensated before they arrived: their stored reply is the
 // refusal).
-func (p *Participant) keptReplies(ctx context.Context, tx *sqlx.Tx, msgs []engine.Message) (map[string]keptReply, error) {
+func (p *Participant) keptReplies(ctx context.Context, tx *sqlx.Tx, msgs []envelope.Message) (map[string]keptReply, error) {
 	ids := make([]string, len(msgs))
 	for i, m := range msgs {
 		ids[i] = m.ID
@@ -256,7 +256,7 @@ func (p *Participant) keptReplies(ctx context.Context, tx *sqlx.Tx, msgs []engin
 		}
 		k := keptReply{}
 		if rid.Valid && len(body) > 0 {
-			var m engine.Message
+			var m envelope.Message
 			if err := json.Unmarshal(body, &m); err != nil {
 				return nil, fmt.Errorf("decode the stored reply %s of command %s: %w", rid.String, id, err)
 			}
@@ -274,7 +274,7 @@ func (p *Participant) keptReplies(ctx context.Context, tx *sqlx.Tx, msgs []engin
 // index in the batch, replyID and reply are empty without a reply.
 type inboxRow struct {
 	at      int
-	cmd     engine.Message
+	cmd     envelope.Message
 	replyID string
 	reply   []byte
 }

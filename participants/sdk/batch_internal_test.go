@@ -16,7 +16,7 @@ import (
 	_ "github.com/lib/pq"
 	_ "modernc.org/sqlite"
 
-	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/internal/testenv"
 )
@@ -64,7 +64,7 @@ func newBatchFixture(t *testing.T, db *sqlx.DB) *batchFixture {
 		case n <= cmd.Payload.Fail:
 			return Result{}, fmt.Errorf("run %d fails", n)
 		case cmd.Payload.Steal && n == 1:
-			stolen, _ := json.Marshal(engine.Message{V: 1, ID: "stolen-" + cmd.ID, SagaID: cmd.SagaID, Kind: engine.KindEvent, Name: "STOLEN"})
+			stolen, _ := json.Marshal(envelope.Message{V: 1, ID: "stolen-" + cmd.ID, SagaID: cmd.SagaID, Kind: envelope.KindEvent, Name: "STOLEN"})
 			q := db.Rebind(`INSERT INTO sdk_inbox (message_id, saga_id, command, reply_id, reply, processed_at) VALUES (?, ?, ?, ?, ?, ?)`)
 			if _, err := db.ExecContext(ctx, q, cmd.ID, cmd.SagaID, cmd.Name, "stolen-"+cmd.ID, stolen, time.Now().UTC()); err != nil {
 				return Result{}, fmt.Errorf("steal: %w", err)
@@ -75,10 +75,10 @@ func newBatchFixture(t *testing.T, db *sqlx.DB) *batchFixture {
 	return f
 }
 
-func doRecord(t *testing.T, pl doPayload) (engine.Message, kafka.Record) {
+func doRecord(t *testing.T, pl doPayload) (envelope.Message, kafka.Record) {
 	t.Helper()
 	raw, _ := json.Marshal(pl)
-	m := engine.Message{V: 1, ID: uuid.NewString(), SagaID: uuid.NewString(), Saga: "S", SagaVersion: 1, Kind: engine.KindCommand,
+	m := envelope.Message{V: 1, ID: uuid.NewString(), SagaID: uuid.NewString(), Saga: "S", SagaVersion: 1, Kind: envelope.KindCommand,
 		Name: "DO", Participant: "worker", OccurredAt: time.Now().UTC(), Payload: raw}
 	b, _ := json.Marshal(m)
 	return m, kafka.Record{Topic: "WORKER_TOPIC", Key: m.SagaID, Value: b}

@@ -12,7 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 
-	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka/embedded"
 	"github.com/portfolio-counselor/sagamachine/internal/testenv"
@@ -151,7 +151,7 @@ func BenchmarkRun(b *testing.B) {
 					b.Fatal(err)
 				}
 				for _, r := range rs {
-					if r.Headers[engine.HeaderName] == "ORDER_APPROVED" {
+					if r.Headers[envelope.HeaderName] == "ORDER_APPROVED" {
 						got++
 					}
 				}

@@ -14,7 +14,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 
-	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
@@ -154,32 +154,32 @@ func (l *ledger) debits(t *testing.T) []string {
 }
 
 // forward is an APPROVE_ORDER command for deal (amount 30).
-func forward(deal string, deadline time.Time) engine.Message {
+func forward(deal string, deadline time.Time) envelope.Message {
 	raw, _ := json.Marshal(orderPayload(deal, 30))
-	return engine.Message{
-		V: engine.EnvelopeVersion, ID: uuid.NewString(), SagaID: uuid.NewString(), Saga: "MANUAL_CREATE_ORDER", SagaVersion: 2,
-		Kind: engine.KindCommand, Name: "APPROVE_ORDER", Participant: "profile", OccurredAt: time.Now().UTC(), Attempt: 1,
+	return envelope.Message{
+		V: envelope.Version, ID: uuid.NewString(), SagaID: uuid.NewString(), Saga: "MANUAL_CREATE_ORDER", SagaVersion: 2,
+		Kind: envelope.KindCommand, Name: "APPROVE_ORDER", Participant: "profile", OccurredAt: time.Now().UTC(), Attempt: 1,
 		Deadline: deadline, Payload: raw,
 	}
 }
 
 // compensation is the REVERT_ORDER command that undoes fwd.
-func compensation(fwd engine.Message) engine.Message {
+func compensation(fwd envelope.Message) envelope.Message {
 	m := fwd
 	m.ID, m.Name, m.Compensates, m.Deadline, m.Attempt = uuid.NewString(), "REVERT_ORDER", fwd.ID, time.Time{}, 1
 	return m
 }
 
-func record(t *testing.T, m engine.Message) kafka.Record {
+func record(t *testing.T, m envelope.Message) kafka.Record {
 	t.Helper()
 	b, err := json.Marshal(m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return kafka.Record{Topic: "PROFILE_TOPIC", Key: m.SagaID, Value: b, Headers: map[string]string{engine.HeaderKind: "command", engine.HeaderName: m.Name}}
+	return kafka.Record{Topic: "PROFILE_TOPIC", Key: m.SagaID, Value: b, Headers: map[string]string{envelope.HeaderKind: "command", envelope.HeaderName: m.Name}}
 }
 
-func (l *ledger) dispatch(t *testing.T, m engine.Message) sdk.Outcome {
+func (l *ledger) dispatch(t *testing.T, m envelope.Message) sdk.Outcome {
 	t.Helper()
 	out, err := l.p.Dispatch(context.Background(), record(t, m))
 	if err != nil {
@@ -189,12 +189,12 @@ func (l *ledger) dispatch(t *testing.T, m engine.Message) sdk.Outcome {
 }
 
 // outbox returns the messages waiting in the outbox (and relays them).
-func (l *ledger) outbox(t *testing.T) []engine.Message {
+func (l *ledger) outbox(t *testing.T) []envelope.Message {
 	t.Helper()
-	var got []engine.Message
+	var got []envelope.Message
 	_, err := l.p.Flush(context.Background(), func(_ context.Context, recs []kafka.Record) error {
 		for _, r := range recs {
-			var m engine.Message
+			var m envelope.Message
 			if err := json.Unmarshal(r.Value, &m); err != nil {
 				return fmt.Errorf("outbox row is not an envelope: %w", err)
 			}
@@ -219,20 +219,20 @@ func rows(t *testing.T, db *sqlx.DB, table, id string) int {
 
 // checkExpired checks a COMMAND_EXPIRED reply to cmd: the one relayed and
 // the outcome's.
-func checkExpired(t *testing.T, out sdk.Outcome, relayed []engine.Message, cmd engine.Message, wantReason string) {
+func checkExpired(t *testing.T, out sdk.Outcome, relayed []envelope.Message, cmd envelope.Message, wantReason string) {
 	t.Helper()
 	if out.Reply == nil {
 		t.Fatalf("%s: no reply (expired %v, err %v)", cmd.Name, out.Expired, out.Err)
 	}
 	r := out.Reply
-	if r.Name != engine.EventCommandExpired || r.CausationID != cmd.ID || r.SagaID != cmd.SagaID || r.Saga != cmd.Saga ||
-		r.SagaVersion != cmd.SagaVersion || r.Kind != engine.KindEvent || r.Participant != "profile" || len(r.Payload) != 0 {
-		t.Errorf("reply = %+v, want %s (causation %s, saga %s, version %d, by profile, no payload)", r, engine.EventCommandExpired, cmd.ID, cmd.SagaID, cmd.SagaVersion)
+	if r.Name != envelope.CommandExpired || r.CausationID != cmd.ID || r.SagaID != cmd.SagaID || r.Saga != cmd.Saga ||
+		r.SagaVersion != cmd.SagaVersion || r.Kind != envelope.KindEvent || r.Participant != "profile" || len(r.Payload) != 0 {
+		t.Errorf("reply = %+v, want %s (causation %s, saga %s, version %d, by profile, no payload)", r, envelope.CommandExpired, cmd.ID, cmd.SagaID, cmd.SagaVersion)
 	}
 	if !strings.Contains(r.Reason, wantReason) {
 		t.Errorf("reply reason = %q, want it to contain %q", r.Reason, wantReason)
 	}
-	if len(relayed) != 1 || relayed[0].ID != r.ID || relayed[0].Name != engine.EventCommandExpired {
+	if len(relayed) != 1 || relayed[0].ID != r.ID || relayed[0].Name != envelope.CommandExpired {
 		t.Errorf("relayed %+v, want only the reply %s", relayed, r.ID)
 	}
 }
@@ -288,7 +288,7 @@ func TestDeadlineRefusesExpiredCommand(t *testing.T) {
 				again.Attempt = 2
 				noDeadline := cmd
 				noDeadline.Deadline = time.Time{}
-				for i, m := range []engine.Message{cmd, again, noDeadline} {
+				for i, m := range []envelope.Message{cmd, again, noDeadline} {
 					if i == 2 {
 						l.clock.Add(-24 * time.Hour)
 					}
@@ -372,7 +372,7 @@ func TestCompensationBeforeForward(t *testing.T) {
 		// Replays: the same record, a re-send, the deadline removed.
 		again := fwd
 		again.Attempt, again.Deadline = 3, time.Time{}
-		for i, m := range []engine.Message{fwd, again} {
+		for i, m := range []envelope.Message{fwd, again} {
 			out := l.dispatch(t, m)
 			if !out.Duplicate || out.Reply == nil || out.Reply.ID != first {
 				t.Errorf("replay %d: duplicate %v reply %+v, want the stored refusal %s", i, out.Duplicate, out.Reply, first)
@@ -490,7 +490,7 @@ func TestDeadlineOnRetryAndReplay(t *testing.T) {
 		l.mu.Unlock()
 		late := forward("d2", l.clock.Now().Add(time.Minute))
 		hanging := forward("d3", l.clock.Now().Add(time.Hour))
-		for _, m := range []engine.Message{late, hanging} {
+		for _, m := range []envelope.Message{late, hanging} {
 			if out := l.dispatch(t, m); out.DeadLetter == nil {
 				t.Fatalf("%s: not parked (reply %+v, err %v)", m.Payload, out.Reply, out.Err)
 			}

@@ -13,17 +13,18 @@ import (
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 
-	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
+	"github.com/portfolio-counselor/sagamachine/engine/errs"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 )
 
 // Outcome tells what Dispatch did with one command record.
 type Outcome struct {
 	// Command is the decoded envelope (zero if it could not be decoded).
-	Command engine.Message
+	Command envelope.Message
 	// Reply is the message written to the outbox, if any. For a duplicate
 	// it is the stored reply of the first delivery (same message id).
-	Reply *engine.Message
+	Reply *envelope.Message
 	// Duplicate is true if the command id was already in the inbox: the
 	// handler did not run and the stored reply was re-enqueued.
 	Duplicate bool
@@ -79,7 +80,7 @@ func (p *Participant) dispatch(ctx context.Context, stop <-chan struct{}, rec ka
 	log := p.log.With("saga_id", msg.SagaID, "command_id", msg.ID, "command", msg.Name)
 	h, ok := p.handler(msg.Name)
 	if !ok {
-		return p.parkRecord(ctx, rec, msg, engine.Errorf(engine.CodeInvalid, "dispatch", "participant %s has no handler for command %s (handlers: %s)", p.cfg.Name, msg.Name, strings.Join(p.Commands(), ", ")), 0)
+		return p.parkRecord(ctx, rec, msg, errs.Errorf(errs.CodeInvalid, "dispatch", "participant %s has no handler for command %s (handlers: %s)", p.cfg.Name, msg.Name, strings.Join(p.Commands(), ", ")), 0)
 	}
 	infraFailures := 0
 	if prior != nil {
@@ -141,14 +142,14 @@ func (p *Participant) dispatch(ctx context.Context, stop <-chan struct{}, rec ka
 
 // decode parses and validates a command envelope. On error it returns what
 // it could read, for the dead letter.
-func (p *Participant) decode(rec kafka.Record) (engine.Message, error) {
-	var msg engine.Message
+func (p *Participant) decode(rec kafka.Record) (envelope.Message, error) {
+	var msg envelope.Message
 	if err := json.Unmarshal(rec.Value, &msg); err != nil {
-		return engine.Message{SagaID: rec.Key}, engine.Errorf(engine.CodeInvalid, "decode command", "malformed envelope: %v", err)
+		return envelope.Message{SagaID: rec.Key}, errs.Errorf(errs.CodeInvalid, "decode command", "malformed envelope: %v", err)
 	}
 	var problems []string
-	if msg.V != engine.EnvelopeVersion {
-		problems = append(problems, fmt.Sprintf("envelope version %d, want %d", msg.V, engine.EnvelopeVersion))
+	if msg.V != envelope.Version {
+		problems = append(problems, fmt.Sprintf("envelope version %d, want %d", msg.V, envelope.Version))
 	}
 	if msg.ID == "" {
 		problems = append(problems, "no id")
@@ -156,8 +157,8 @@ func (p *Participant) decode(rec kafka.Record) (engine.Message, error) {
 	if msg.SagaID == "" {
 		problems = append(problems, "no saga_id")
 	}
-	if msg.Kind != engine.KindCommand {
-		problems = append(problems, fmt.Sprintf("kind %q, want %q", msg.Kind, engine.KindCommand))
+	if msg.Kind != envelope.KindCommand {
+		problems = append(problems, fmt.Sprintf("kind %q, want %q", msg.Kind, envelope.KindCommand))
 	}
 	if !validName(msg.Name) {
 		problems = append(problems, fmt.Sprintf("command name %q is not like APPROVE_ORDER", msg.Name))
@@ -172,14 +173,14 @@ func (p *Participant) decode(rec kafka.Record) (engine.Message, error) {
 		if msg.SagaID == "" {
 			msg.SagaID = rec.Key
 		}
-		return msg, engine.Errorf(engine.CodeInvalid, "decode command", "invalid envelope: %s", strings.Join(problems, "; "))
+		return msg, errs.Errorf(errs.CodeInvalid, "decode command", "invalid envelope: %s", strings.Join(problems, "; "))
 	}
 	return msg, nil
 }
 
 // attemptResult is what one committed attempt produced.
 type attemptResult struct {
-	reply     *engine.Message
+	reply     *envelope.Message
 	duplicate bool
 	expired   bool // refused with COMMAND_EXPIRED, handler not run
 }
@@ -189,7 +190,7 @@ type attemptResult struct {
 // before it runs (the database is unreachable) do not count. extra, if set,
 // runs in the same transaction after the reply (ReplayAs marks the dead
 // letter replayed there).
-func (p *Participant) attempt(ctx context.Context, msg engine.Message, headers map[string]string, h handlerFunc, extra func(*sqlx.Tx) error) (attemptResult, bool, error) {
+func (p *Participant) attempt(ctx context.Context, msg envelope.Message, headers map[string]string, h handlerFunc, extra func(*sqlx.Tx) error) (attemptResult, bool, error) {
 	tx, err := p.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return attemptResult{}, false, fmt.Errorf("begin transaction for %s %s: %w", msg.Name, msg.ID, err)
@@ -244,7 +245,7 @@ func (p *Participant) attempt(ctx context.Context, msg engine.Message, headers m
 	if err != nil {
 		return attemptResult{}, true, err
 	}
-	var reply *engine.Message
+	var reply *envelope.Message
 	if res.event != "" || res.reject {
 		reply, err = p.replyFor(msg, res)
 		if err != nil {
@@ -279,7 +280,7 @@ func (p *Participant) attempt(ctx context.Context, msg engine.Message, headers m
 }
 
 // callHandler runs the handler, turning a panic into an error.
-func (p *Participant) callHandler(ctx context.Context, tx *sqlx.Tx, msg engine.Message, h handlerFunc) (res Result, err error) {
+func (p *Participant) callHandler(ctx context.Context, tx *sqlx.Tx, msg envelope.Message, h handlerFunc) (res Result, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			p.log.Error("handler panicked", "saga_id", msg.SagaID, "command_id", msg.ID, "command", msg.Name,
@@ -291,14 +292,14 @@ func (p *Participant) callHandler(ctx context.Context, tx *sqlx.Tx, msg engine.M
 	if err != nil {
 		return res, fmt.Errorf("handler for %s: %w", msg.Name, err)
 	}
-	if res.event == engine.EventCommandExpired {
+	if res.event == envelope.CommandExpired {
 		return res, Permanent(fmt.Errorf("handler for %s answered %s: that reply is the SDK's own (a command refused unhandled)", msg.Name, res.event))
 	}
 	return res, nil
 }
 
 // replyFor builds the reply envelope of a handler's Result.
-func (p *Participant) replyFor(cmd engine.Message, res Result) (*engine.Message, error) {
+func (p *Participant) replyFor(cmd envelope.Message, res Result) (*envelope.Message, error) {
 	if !validName(res.event) {
 		return nil, fmt.Errorf("handler for %s answered with event name %q, want a name like ORDER_APPROVED", cmd.Name, res.event)
 	}
@@ -309,13 +310,13 @@ func (p *Participant) replyFor(cmd engine.Message, res Result) (*engine.Message,
 	if err != nil {
 		return nil, fmt.Errorf("handler for %s: %w", cmd.Name, err)
 	}
-	return &engine.Message{
-		V:           engine.EnvelopeVersion,
+	return &envelope.Message{
+		V:           envelope.Version,
 		ID:          uuid.NewString(),
 		SagaID:      cmd.SagaID,
 		Saga:        cmd.Saga,
 		SagaVersion: cmd.SagaVersion,
-		Kind:        engine.KindEvent,
+		Kind:        envelope.KindEvent,
 		Name:        res.event,
 		Participant: p.cfg.Name,
 		CausationID: cmd.ID,
@@ -327,16 +328,16 @@ func (p *Participant) replyFor(cmd engine.Message, res Result) (*engine.Message,
 
 // outRowFor turns an event into an outbox row for the event topic, passing
 // the trace context of the command on.
-func (p *Participant) outRowFor(m *engine.Message, body []byte, in map[string]string) outRow {
-	h := map[string]string{engine.HeaderKind: string(m.Kind), engine.HeaderName: m.Name}
-	if tp := in[engine.HeaderTraceparent]; tp != "" {
-		h[engine.HeaderTraceparent] = tp
+func (p *Participant) outRowFor(m *envelope.Message, body []byte, in map[string]string) outRow {
+	h := map[string]string{envelope.HeaderKind: string(m.Kind), envelope.HeaderName: m.Name}
+	if tp := in[envelope.HeaderTraceparent]; tp != "" {
+		h[envelope.HeaderTraceparent] = tp
 	}
 	return outRow{id: m.ID, topic: p.cfg.EventTopic, key: m.SagaID, name: m.Name, headers: h, body: body}
 }
 
 // parkRecord stores a dead letter for rec. A nil error means it is durable.
-func (p *Participant) parkRecord(ctx context.Context, rec kafka.Record, msg engine.Message, cause error, attempts int) (Outcome, error) {
+func (p *Participant) parkRecord(ctx context.Context, rec kafka.Record, msg envelope.Message, cause error, attempts int) (Outcome, error) {
 	offset := rec.Offset
 	if rec.Topic == "" {
 		offset = -1
@@ -374,10 +375,10 @@ func (p *Participant) Replay(ctx context.Context, id string) (Outcome, error) {
 // (ReplayedAt, ReplayedBy) in the same transaction as the handler's changes
 // and the reply; a command handled already (a duplicate) only has its
 // stored reply sent again. On failure it keeps the new reason and one more
-// attempt (if the handler ran), and the error is returned: an *engine.Error
-// with code engine.CodeInvalid for a command that still cannot be decoded
+// attempt (if the handler ran), and the error is returned: an *errs.Error
+// with code errs.CodeInvalid for a command that still cannot be decoded
 // or has no handler, else the handler's error, wrapped. An unknown id gives
-// engine.CodeNotFound. Prune removes replayed dead letters with the inbox
+// errs.CodeNotFound. Prune removes replayed dead letters with the inbox
 // records of their commands.
 func (p *Participant) ReplayAs(ctx context.Context, id, by string) (Outcome, error) {
 	dl, err := p.deadLetter(ctx, id)
@@ -400,7 +401,7 @@ func (p *Participant) ReplayAs(ctx context.Context, id, by string) (Outcome, err
 	}
 	h, ok := p.handler(msg.Name)
 	if !ok {
-		return failed(Outcome{Command: msg}, engine.Errorf(engine.CodeInvalid, "replay dead letter", "participant %s has no handler for command %s", p.cfg.Name, msg.Name), 0)
+		return failed(Outcome{Command: msg}, errs.Errorf(errs.CodeInvalid, "replay dead letter", "participant %s has no handler for command %s", p.cfg.Name, msg.Name), 0)
 	}
 	res, counted, err := p.attempt(ctx, msg, dl.Headers, h, func(tx *sqlx.Tx) error { return markReplayed(ctx, tx, id, by) })
 	out := Outcome{Command: msg, Reply: res.reply, Duplicate: res.duplicate, Expired: res.expired}
@@ -429,14 +430,14 @@ type errReplayFailed struct{ err error }
 func (e *errReplayFailed) Error() string { return e.err.Error() }
 func (e *errReplayFailed) Unwrap() error { return e.err }
 
-func replyID(m *engine.Message) string {
+func replyID(m *envelope.Message) string {
 	if m == nil {
 		return ""
 	}
 	return m.ID
 }
 
-func replyName(m *engine.Message) string {
+func replyName(m *envelope.Message) string {
 	if m == nil {
 		return ""
 	}

@@ -36,7 +36,7 @@
 //
 // A forward command whose Deadline has passed (Config.Now,
 // Config.DeadlineMargin) is refused before its handler runs: the SDK
-// answers engine.EventCommandExpired (COMMAND_EXPIRED) and records the
+// answers envelope.CommandExpired (COMMAND_EXPIRED) and records the
 // command id in the inbox with that reply, so every later delivery of it
 // gets the same answer and nothing applies. A compensation command
 // (Command.Compensates) ignores deadlines and always runs; in its

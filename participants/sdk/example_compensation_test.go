@@ -14,7 +14,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
-	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
@@ -62,7 +62,7 @@ func ExampleHandle_compensation() {
 	// What saga-machine sends: commands with a deadline; compensations
 	// naming the command they undo.
 	send := func(id, name, compensates string, deadline time.Time) {
-		m := engine.Message{V: engine.EnvelopeVersion, ID: id, SagaID: "saga-1", Saga: "MANUAL_CREATE_ORDER", Kind: engine.KindCommand,
+		m := envelope.Message{V: envelope.Version, ID: id, SagaID: "saga-1", Saga: "MANUAL_CREATE_ORDER", Kind: envelope.KindCommand,
 			Name: name, OccurredAt: time.Now(), Deadline: deadline, Compensates: compensates,
 			Payload: json.RawMessage(`{"deal_id":"d1","amount":30}`)}
 		body, _ := json.Marshal(m)

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 )
 
 // Command is one command delivered to a handler.
@@ -42,7 +42,7 @@ type Command[T any] struct {
 	// Payload is the command payload (the saga context) decoded into T.
 	Payload T
 	// Message is the raw envelope.
-	Message engine.Message
+	Message envelope.Message
 }
 
 // Result is what a handler answers: build it with Reply, Reject or NoReply.
@@ -74,7 +74,7 @@ func (r Result) Event() string { return r.event }
 func (r Result) Reason() string { return r.reason }
 
 // handlerFunc is a registered handler with the payload type erased.
-type handlerFunc func(ctx context.Context, tx *sqlx.Tx, msg engine.Message) (Result, error)
+type handlerFunc func(ctx context.Context, tx *sqlx.Tx, msg envelope.Message) (Result, error)
 
 // Handle registers the handler for one command. The handler runs inside the
 // participant's database transaction: its business changes (made through
@@ -98,7 +98,7 @@ func Handle[T any](p *Participant, command string, h func(ctx context.Context, t
 	if _, dup := p.handlers[command]; dup {
 		panic("sdk.Handle: command " + command + " registered twice")
 	}
-	p.handlers[command] = func(ctx context.Context, tx *sqlx.Tx, msg engine.Message) (Result, error) {
+	p.handlers[command] = func(ctx context.Context, tx *sqlx.Tx, msg envelope.Message) (Result, error) {
 		cmd := Command[T]{
 			ID: msg.ID, SagaID: msg.SagaID, Saga: msg.Saga, SagaVersion: msg.SagaVersion,
 			Name: msg.Name, Attempt: msg.Attempt, Deadline: msg.Deadline, Compensates: msg.Compensates, Message: msg,

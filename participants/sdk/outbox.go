@@ -11,7 +11,8 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
-	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
+	"github.com/portfolio-counselor/sagamachine/engine/errs"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 )
 
@@ -42,24 +43,24 @@ func (p *Participant) StartSagaWithID(ctx context.Context, tx *sqlx.Tx, sagaID, 
 		return fmt.Errorf("start saga %s: tx is nil", saga)
 	}
 	if _, err := uuid.Parse(sagaID); err != nil {
-		return engine.Errorf(engine.CodeInvalid, "start saga", "saga id %q is not a UUID: %v", sagaID, err)
+		return errs.Errorf(errs.CodeInvalid, "start saga", "saga id %q is not a UUID: %v", sagaID, err)
 	}
 	if !validName(saga) {
-		return engine.Errorf(engine.CodeInvalid, "start saga", "saga name %q is not like MANUAL_CREATE_ORDER", saga)
+		return errs.Errorf(errs.CodeInvalid, "start saga", "saga name %q is not like MANUAL_CREATE_ORDER", saga)
 	}
 	if !validName(event) {
-		return engine.Errorf(engine.CodeInvalid, "start saga", "event name %q is not like REGISTER", event)
+		return errs.Errorf(errs.CodeInvalid, "start saga", "event name %q is not like REGISTER", event)
 	}
 	body, err := marshalObject(event, payload)
 	if err != nil {
-		return engine.Errorf(engine.CodeInvalid, "start saga", "%s %s: %v", saga, event, err)
+		return errs.Errorf(errs.CodeInvalid, "start saga", "%s %s: %v", saga, event, err)
 	}
-	m := &engine.Message{
-		V:           engine.EnvelopeVersion,
+	m := &envelope.Message{
+		V:           envelope.Version,
 		ID:          uuid.NewString(),
 		SagaID:      sagaID,
 		Saga:        saga,
-		Kind:        engine.KindEvent,
+		Kind:        envelope.KindEvent,
 		Name:        event,
 		Participant: p.cfg.Name,
 		OccurredAt:  time.Now().UTC(),

@@ -10,7 +10,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
-	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/prepared"
 )
@@ -18,9 +18,9 @@ import (
 // Defaults applied by New to zero Config fields.
 const (
 	// DefaultEventTopic is the base of the default Config.EventTopic
-	// (engine.DefaultEventTopicBase): a participant's events go to
-	// engine.EventTopic(DefaultEventTopic, Name).
-	DefaultEventTopic      = engine.DefaultEventTopicBase
+	// (envelope.DefaultEventTopicBase): a participant's events go to
+	// envelope.EventTopic(DefaultEventTopic, Name).
+	DefaultEventTopic      = envelope.DefaultEventTopicBase
 	DefaultMaxAttempts     = 5
 	DefaultBackoff         = 100 * time.Millisecond
 	DefaultMaxBackoff      = 5 * time.Second
@@ -55,7 +55,7 @@ type Config struct {
 	// EventTopic is where replies and saga-starting events go: the
 	// participant's own event topic, the only one its Kafka principal may
 	// write and the only one saga-machine accepts its events from. Default
-	// engine.EventTopic(engine.DefaultEventTopicBase, Name), e.g.
+	// envelope.EventTopic(envelope.DefaultEventTopicBase, Name), e.g.
 	// SAGA_SERVER_TOPIC_PROFILE.
 	EventTopic string
 	// KafkaSASL authenticates the participant's Kafka clients (its own
@@ -180,7 +180,7 @@ func New(cfg Config) (*Participant, error) {
 		cfg.CommandTopic = strings.ToUpper(cfg.Name) + "_TOPIC"
 	}
 	if cfg.EventTopic == "" {
-		cfg.EventTopic = engine.EventTopic(DefaultEventTopic, cfg.Name)
+		cfg.EventTopic = envelope.EventTopic(DefaultEventTopic, cfg.Name)
 	}
 	if cfg.Group == "" {
 		cfg.Group = cfg.Name

@@ -8,7 +8,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
-	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka/embedded"
 	"github.com/portfolio-counselor/sagamachine/internal/testenv"
@@ -51,7 +51,7 @@ func runBarrier(t *testing.T, db *sqlx.DB, brokers []string) {
 	hanging := forward("d-hanging", now.Add(time.Minute))
 	comp := compensation(hanging)
 	inTime := forward("d-in-time", now.Add(time.Minute))
-	msgs := []engine.Message{expired, comp, hanging, hanging, inTime}
+	msgs := []envelope.Message{expired, comp, hanging, hanging, inTime}
 	recs := make([]kafka.Record, len(msgs))
 	for i, m := range msgs {
 		recs[i] = record(t, m)
@@ -81,14 +81,14 @@ func runBarrier(t *testing.T, db *sqlx.DB, brokers []string) {
 		t.Fatal(err)
 	}
 	defer cons.Close()
-	byCause := map[string][]engine.Message{}
+	byCause := map[string][]envelope.Message{}
 	for got := 0; got < len(msgs); {
 		rs, err := cons.Fetch(ctx, 100)
 		if err != nil {
 			t.Fatalf("read replies (have %d of %d): %v", got, len(msgs), err)
 		}
 		for _, r := range rs {
-			var m engine.Message
+			var m envelope.Message
 			if err := json.Unmarshal(r.Value, &m); err != nil {
 				t.Fatalf("reply is not an envelope: %v", err)
 			}
@@ -100,13 +100,13 @@ func runBarrier(t *testing.T, db *sqlx.DB, brokers []string) {
 		}
 	}
 	wants := []struct {
-		cmd   engine.Message
+		cmd   envelope.Message
 		n     int
 		event string
 	}{
-		{expired, 1, engine.EventCommandExpired},
+		{expired, 1, envelope.CommandExpired},
 		{comp, 1, "ORDER_REVERTED"},
-		{hanging, 2, engine.EventCommandExpired}, // the refusal, then the same reply again
+		{hanging, 2, envelope.CommandExpired}, // the refusal, then the same reply again
 		{inTime, 1, "ORDER_APPROVED"},
 	}
 	for _, w := range wants {

@@ -16,7 +16,7 @@ import (
 	_ "github.com/lib/pq"
 	_ "modernc.org/sqlite"
 
-	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka/embedded"
 	"github.com/portfolio-counselor/sagamachine/internal/testenv"
@@ -55,21 +55,21 @@ func openSQLite(tb testing.TB) *sqlx.DB {
 }
 
 // command builds a command envelope for the profile participant.
-func command(tb testing.TB, name, sagaID string, payload any) (engine.Message, kafka.Record) {
+func command(tb testing.TB, name, sagaID string, payload any) (envelope.Message, kafka.Record) {
 	tb.Helper()
 	raw, err := json.Marshal(payload)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	m := engine.Message{
-		V: engine.EnvelopeVersion, ID: uuid.NewString(), SagaID: sagaID, Saga: "MANUAL_CREATE_ORDER", SagaVersion: 1,
-		Kind: engine.KindCommand, Name: name, Participant: "profile", OccurredAt: time.Now().UTC(), Attempt: 1, Payload: raw,
+	m := envelope.Message{
+		V: envelope.Version, ID: uuid.NewString(), SagaID: sagaID, Saga: "MANUAL_CREATE_ORDER", SagaVersion: 1,
+		Kind: envelope.KindCommand, Name: name, Participant: "profile", OccurredAt: time.Now().UTC(), Attempt: 1, Payload: raw,
 	}
 	body, err := json.Marshal(m)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return m, kafka.Record{Key: sagaID, Value: body, Headers: map[string]string{engine.HeaderKind: "command", engine.HeaderName: name, engine.HeaderTraceparent: "00-" + sagaID[:8] + "-01"}}
+	return m, kafka.Record{Key: sagaID, Value: body, Headers: map[string]string{envelope.HeaderKind: "command", envelope.HeaderName: name, envelope.HeaderTraceparent: "00-" + sagaID[:8] + "-01"}}
 }
 
 // runEndToEnd runs a participant over a real broker and database: commands
@@ -125,7 +125,7 @@ func runEndToEnd(t *testing.T, db *sqlx.DB, brokers []string) {
 	}()
 
 	const n = 12
-	var cmds []engine.Message
+	var cmds []envelope.Message
 	var recs []kafka.Record
 	for i := range n {
 		amount := 10 + i
@@ -158,21 +158,21 @@ func runEndToEnd(t *testing.T, db *sqlx.DB, brokers []string) {
 		t.Fatal(err)
 	}
 	defer cons.Close()
-	var replies []engine.Message
+	var replies []envelope.Message
 	for len(replies) < n+1 {
 		got, err := cons.Fetch(ctx, 100)
 		if err != nil {
 			t.Fatalf("read replies (have %d of %d): %v", len(replies), n+1, err)
 		}
 		for _, r := range got {
-			var m engine.Message
+			var m envelope.Message
 			if err := json.Unmarshal(r.Value, &m); err != nil {
 				t.Fatalf("reply is not an envelope: %v: %s", err, r.Value)
 			}
-			if r.Key != m.SagaID || r.Headers[engine.HeaderKind] != "event" || r.Headers[engine.HeaderName] != m.Name {
+			if r.Key != m.SagaID || r.Headers[envelope.HeaderKind] != "event" || r.Headers[envelope.HeaderName] != m.Name {
 				t.Errorf("reply record key %q headers %v, want key %s, kind event, name %s", r.Key, r.Headers, m.SagaID, m.Name)
 			}
-			if got, want := r.Headers[engine.HeaderTraceparent], "00-"+m.SagaID[:8]+"-01"; got != want {
+			if got, want := r.Headers[envelope.HeaderTraceparent], "00-"+m.SagaID[:8]+"-01"; got != want {
 				t.Errorf("reply traceparent = %q, want the command's %q", got, want)
 			}
 			replies = append(replies, m)
@@ -182,7 +182,7 @@ func runEndToEnd(t *testing.T, db *sqlx.DB, brokers []string) {
 		}
 	}
 
-	byCause := map[string][]engine.Message{}
+	byCause := map[string][]envelope.Message{}
 	for _, m := range replies {
 		byCause[m.CausationID] = append(byCause[m.CausationID], m)
 	}
@@ -201,7 +201,7 @@ func runEndToEnd(t *testing.T, db *sqlx.DB, brokers []string) {
 			want = "ORDER_REJECTED"
 		}
 		r := rs[0]
-		if r.Name != want || r.SagaID != c.SagaID || r.Participant != "profile" || r.Kind != engine.KindEvent || r.Saga != c.Saga || r.SagaVersion != c.SagaVersion {
+		if r.Name != want || r.SagaID != c.SagaID || r.Participant != "profile" || r.Kind != envelope.KindEvent || r.Saga != c.Saga || r.SagaVersion != c.SagaVersion {
 			t.Errorf("command %d: reply %+v, want %s for saga %s by profile", i, r, want, c.SagaID)
 		}
 		if wantCount == 2 && rs[1].ID != rs[0].ID {

@@ -11,7 +11,8 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
-	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
+	"github.com/portfolio-counselor/sagamachine/engine/errs"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk/sdktest"
 )
@@ -130,7 +131,7 @@ func TestReplyRejectNoReply(t *testing.T) {
 				t.Fatal("no reply envelope")
 			}
 			checks := []struct{ field, got, want string }{
-				{"kind", string(r.Kind), string(engine.KindEvent)},
+				{"kind", string(r.Kind), string(envelope.KindEvent)},
 				{"participant", r.Participant, "profile"},
 				{"causation_id", r.CausationID, res.Command.ID},
 				{"saga_id", r.SagaID, res.Command.SagaID},
@@ -367,7 +368,7 @@ func TestReplay(t *testing.T) {
 		t.Errorf("redelivery after replay: duplicate %v reply %+v, want the replayed reply %s", dup.Duplicate, dup.Reply, emitted[0].ID)
 	}
 	_, err = p.Replay(ctx, "no-such-id")
-	if got, want := engine.ErrorCode(err), engine.CodeNotFound; got != want {
+	if got, want := errs.ErrorCode(err), errs.CodeNotFound; got != want {
 		t.Errorf("Replay(unknown) code = %q, want %q (err %v)", got, want, err)
 	}
 }
@@ -383,7 +384,7 @@ func TestBadInputIsDeadLettered(t *testing.T) {
 			return kit.Send(t, "APPROVE_ORDER", map[string]any{"deal_context": "not an object"})
 		}, "decode APPROVE_ORDER payload"},
 		{"payload not JSON object", func(t *testing.T) sdktest.Result {
-			return kit.SendMessage(t, engine.Message{Name: "APPROVE_ORDER", Payload: json.RawMessage(`[1,2]`)})
+			return kit.SendMessage(t, envelope.Message{Name: "APPROVE_ORDER", Payload: json.RawMessage(`[1,2]`)})
 		}, "decode APPROVE_ORDER payload"},
 		{"unknown command", func(t *testing.T) sdktest.Result {
 			return kit.Send(t, "LAUNCH_ROCKET", nil)
@@ -392,10 +393,10 @@ func TestBadInputIsDeadLettered(t *testing.T) {
 			return kit.SendRaw(t, "saga-1", []byte("{nope"))
 		}, "malformed envelope"},
 		{"event on the command topic", func(t *testing.T) sdktest.Result {
-			return kit.SendMessage(t, engine.Message{Name: "ORDER_APPROVED", Kind: engine.KindEvent})
+			return kit.SendMessage(t, envelope.Message{Name: "ORDER_APPROVED", Kind: envelope.KindEvent})
 		}, `kind "event"`},
 		{"wrong participant", func(t *testing.T) sdktest.Result {
-			return kit.SendMessage(t, engine.Message{Name: "APPROVE_ORDER", Participant: "deals"})
+			return kit.SendMessage(t, envelope.Message{Name: "APPROVE_ORDER", Participant: "deals"})
 		}, `addressed to participant "deals"`},
 		{"no id and old version", func(t *testing.T) sdktest.Result {
 			return kit.SendRaw(t, "saga-2", []byte(`{"v":7,"saga_id":"s","kind":"command","name":"APPROVE_ORDER"}`))
@@ -439,8 +440,8 @@ func TestBadResultIsDeadLettered(t *testing.T) {
 		{"lower-case event", sdk.Reply("done", nil), `event name "done"`},
 		{"payload not an object", sdk.Reply("DONE", []int{1}), "must be a JSON object"},
 		{"reject without reason", sdk.Reject("REJECTED", " ", nil), "gave no reason"},
-		{"the SDK's refusal", sdk.Reply(engine.EventCommandExpired, nil), "the SDK's own"},
-		{"the SDK's refusal as a rejection", sdk.Reject(engine.EventCommandExpired, "no effect", nil), "the SDK's own"},
+		{"the SDK's refusal", sdk.Reply(envelope.CommandExpired, nil), "the SDK's own"},
+		{"the SDK's refusal as a rejection", sdk.Reject(envelope.CommandExpired, "no effect", nil), "the SDK's own"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -498,7 +499,7 @@ func TestStartSaga(t *testing.T) {
 		t.Fatalf("emitted %d messages, want 1", len(got))
 	}
 	m := got[0]
-	if m.SagaID != sagaID || m.Saga != "MANUAL_CREATE_ORDER" || m.Name != "REGISTER" || m.Kind != engine.KindEvent || m.Participant != "deals" || m.SagaVersion != 0 {
+	if m.SagaID != sagaID || m.Saga != "MANUAL_CREATE_ORDER" || m.Name != "REGISTER" || m.Kind != envelope.KindEvent || m.Participant != "deals" || m.SagaVersion != 0 {
 		t.Errorf("start event = %+v, want REGISTER event of MANUAL_CREATE_ORDER saga %s by deals, version 0", m, sagaID)
 	}
 	var pl order
@@ -527,7 +528,7 @@ func TestStartSaga(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.wantErrSubstr) {
 				t.Errorf("StartSaga err = %v, want it to mention %q", err, tt.wantErrSubstr)
 			}
-			if got, want := engine.ErrorCode(err), engine.CodeInvalid; got != want {
+			if got, want := errs.ErrorCode(err), errs.CodeInvalid; got != want {
 				t.Errorf("code = %q, want %q", got, want)
 			}
 		})
@@ -561,7 +562,7 @@ func TestStartSagaWithID(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErrSubstr) {
 					t.Errorf("StartSagaWithID err = %v, want it to mention %q", err, tt.wantErrSubstr)
 				}
-				if got, want := engine.ErrorCode(err), engine.CodeInvalid; got != want {
+				if got, want := errs.ErrorCode(err), errs.CodeInvalid; got != want {
 					t.Errorf("code = %q, want %q", got, want)
 				}
 				return

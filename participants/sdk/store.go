@@ -14,7 +14,8 @@ import (
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
 
-	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
+	"github.com/portfolio-counselor/sagamachine/engine/errs"
 	"github.com/portfolio-counselor/sagamachine/schema"
 )
 
@@ -155,7 +156,7 @@ func (p *Participant) storeReply(ctx context.Context, tx *sqlx.Tx, commandID str
 
 // claimInbox records the command id; it reports false if it was there
 // already (a duplicate).
-func (p *Participant) claimInbox(ctx context.Context, tx *sqlx.Tx, msg engine.Message) (bool, error) {
+func (p *Participant) claimInbox(ctx context.Context, tx *sqlx.Tx, msg envelope.Message) (bool, error) {
 	const q = `INSERT INTO sdk_inbox (message_id, saga_id, command, processed_at) VALUES (?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING`
 	res, err := p.sql.Exec(ctx, tx, q, msg.ID, msg.SagaID, msg.Name, time.Now().UTC())
 	if err != nil {
@@ -170,7 +171,7 @@ func (p *Participant) claimInbox(ctx context.Context, tx *sqlx.Tx, msg engine.Me
 
 // storedReply returns the reply kept for an already handled command (nil if
 // it had none).
-func (p *Participant) storedReply(ctx context.Context, tx *sqlx.Tx, commandID string) (*engine.Message, []byte, error) {
+func (p *Participant) storedReply(ctx context.Context, tx *sqlx.Tx, commandID string) (*envelope.Message, []byte, error) {
 	var id sql.NullString
 	var body []byte
 	st, err := p.sql.Stmt(ctx, tx, `SELECT reply_id, reply FROM sdk_inbox WHERE message_id = ?`)
@@ -183,7 +184,7 @@ func (p *Participant) storedReply(ctx context.Context, tx *sqlx.Tx, commandID st
 	if !id.Valid || len(body) == 0 {
 		return nil, nil, nil
 	}
-	var m engine.Message
+	var m envelope.Message
 	if err := json.Unmarshal(body, &m); err != nil {
 		return nil, nil, fmt.Errorf("decode the stored reply %s of command %s: %w", id.String, commandID, err)
 	}
@@ -328,7 +329,7 @@ func (p *Participant) deadLetter(ctx context.Context, id string) (DeadLetter, er
 	var row deadLetterRow
 	err := p.db.GetContext(ctx, &row, p.db.Rebind(`SELECT * FROM sdk_dead_letters WHERE id = ?`), id)
 	if errors.Is(err, sql.ErrNoRows) {
-		return DeadLetter{}, engine.Errorf(engine.CodeNotFound, "replay dead letter", "no dead letter %q in %s", id, p.cfg.Name)
+		return DeadLetter{}, errs.Errorf(errs.CodeNotFound, "replay dead letter", "no dead letter %q in %s", id, p.cfg.Name)
 	}
 	if err != nil {
 		return DeadLetter{}, fmt.Errorf("read dead letter %s: %w", id, err)

@@ -9,7 +9,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
-	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk/sdktest"
 )
@@ -118,8 +118,8 @@ func ExampleKit_Compensate() {
 		late := kit.Command(t, "APPROVE_ORDER", d2)
 		kit.Compensate(t, "REVERT_ORDER", late, d2) // nothing to undo yet
 		res := kit.SendMessage(t, late)
-		if !res.Expired || res.Event != engine.EventCommandExpired {
-			t.Fatalf("APPROVE_ORDER after its compensation: event %q, want %s", res.Event, engine.EventCommandExpired)
+		if !res.Expired || res.Event != envelope.CommandExpired {
+			t.Fatalf("APPROVE_ORDER after its compensation: event %q, want %s", res.Event, envelope.CommandExpired)
 		}
 		// res.Reason: "compensated before it arrived (compensation command ...)"; cash still 100.
 	}
@@ -133,8 +133,8 @@ func ExampleKit_SendWithDeadline() {
 		kit := sdktest.New(t, sdk.Config{Name: "profile"}, registerOrders, migrateOrders)
 
 		res := kit.SendWithDeadline(t, "APPROVE_ORDER", time.Now().Add(-time.Second), map[string]any{"deal_id": "d1", "amount": 30})
-		if !res.Expired || res.Event != engine.EventCommandExpired {
-			t.Fatalf("expired APPROVE_ORDER: event %q, want %s", res.Event, engine.EventCommandExpired)
+		if !res.Expired || res.Event != envelope.CommandExpired {
+			t.Fatalf("expired APPROVE_ORDER: event %q, want %s", res.Event, envelope.CommandExpired)
 		}
 		// res.Reason: "deadline 2025-... passed at 2025-..."; cash unchanged.
 		if again := kit.Redeliver(t); !again.Duplicate || again.Reply.ID != res.Reply.ID {

@@ -15,7 +15,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	_ "modernc.org/sqlite" // the "sqlite" driver
 
-	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
@@ -95,10 +95,10 @@ type Result struct {
 	Reason  string
 	Payload json.RawMessage
 	// Reply is the whole reply envelope, nil if none was emitted.
-	Reply *engine.Message
+	Reply *envelope.Message
 	// Emitted is everything the relay published after the command (the
 	// reply, and saga starts written by the handler).
-	Emitted []engine.Message
+	Emitted []envelope.Message
 	// Err is the last handler error (set when the command was retried into
 	// a dead letter) or an error dispatching it.
 	Err error
@@ -110,13 +110,13 @@ type Result struct {
 	// Expired is true if the SDK refused the command without running the
 	// handler (now or at an earlier delivery): its deadline had passed, or
 	// a compensation command had undone it before it arrived. Event is then
-	// engine.EventCommandExpired and Reason says which. A redelivery of it
+	// envelope.CommandExpired and Reason says which. A redelivery of it
 	// is a Duplicate, still Expired, with the same reply.
 	Expired bool
 	// Attempts counts handler runs for this delivery.
 	Attempts int
 	// Command is the envelope that was sent.
-	Command engine.Message
+	Command envelope.Message
 }
 
 // Decode unmarshals the reply payload into v, failing the test on error.
@@ -153,7 +153,7 @@ func (k *Kit) SendWithDeadline(tb testing.TB, command string, deadline time.Time
 // Compensates is forward's id. forward is the Command of an earlier
 // Result, or a message from Command not sent yet: the SDK then refuses
 // it when it is sent after its compensation (Result.Expired).
-func (k *Kit) Compensate(tb testing.TB, command string, forward engine.Message, payload any) Result {
+func (k *Kit) Compensate(tb testing.TB, command string, forward envelope.Message, payload any) Result {
 	tb.Helper()
 	if forward.ID == "" {
 		tb.Fatalf("sdktest: compensate with %s: the forward command has no id (use Kit.Command)", command)
@@ -170,7 +170,7 @@ func (k *Kit) Compensate(tb testing.TB, command string, forward engine.Message, 
 // send: a fresh id and saga id and every default of SendMessage. Change
 // its fields, then send it with SendMessage (as often as you like: the
 // same id each time).
-func (k *Kit) Command(tb testing.TB, command string, payload any) engine.Message {
+func (k *Kit) Command(tb testing.TB, command string, payload any) envelope.Message {
 	tb.Helper()
 	var raw json.RawMessage
 	if payload != nil {
@@ -180,13 +180,13 @@ func (k *Kit) Command(tb testing.TB, command string, payload any) engine.Message
 		}
 		raw = b
 	}
-	return k.withDefaults(engine.Message{Name: command, Payload: raw})
+	return k.withDefaults(envelope.Message{Name: command, Payload: raw})
 }
 
 // SendMessage dispatches msg; empty fields get defaults (version, a fresh
 // id and saga id, the kit's saga name, kind command, this participant,
 // now, attempt 1).
-func (k *Kit) SendMessage(tb testing.TB, msg engine.Message) Result {
+func (k *Kit) SendMessage(tb testing.TB, msg envelope.Message) Result {
 	tb.Helper()
 	msg = k.withDefaults(msg)
 	body, err := json.Marshal(msg)
@@ -196,9 +196,9 @@ func (k *Kit) SendMessage(tb testing.TB, msg engine.Message) Result {
 	return k.SendRaw(tb, msg.SagaID, body)
 }
 
-func (k *Kit) withDefaults(msg engine.Message) engine.Message {
+func (k *Kit) withDefaults(msg envelope.Message) envelope.Message {
 	if msg.V == 0 {
-		msg.V = engine.EnvelopeVersion
+		msg.V = envelope.Version
 	}
 	if msg.ID == "" {
 		msg.ID = uuid.NewString()
@@ -213,7 +213,7 @@ func (k *Kit) withDefaults(msg engine.Message) engine.Message {
 		msg.SagaVersion = 1
 	}
 	if msg.Kind == "" {
-		msg.Kind = engine.KindCommand
+		msg.Kind = envelope.KindCommand
 	}
 	if msg.Participant == "" {
 		msg.Participant = k.p.Name()
@@ -234,7 +234,7 @@ func (k *Kit) SendRaw(tb testing.TB, key string, value []byte) Result {
 	k.mu.Lock()
 	rec := kafka.Record{
 		Topic: k.p.Config().CommandTopic, Key: key, Value: value, Offset: k.offset,
-		Headers: map[string]string{engine.HeaderKind: string(engine.KindCommand)},
+		Headers: map[string]string{envelope.HeaderKind: string(envelope.KindCommand)},
 	}
 	k.offset++
 	k.last = &rec
@@ -278,13 +278,13 @@ func (k *Kit) dispatch(tb testing.TB, rec kafka.Record) Result {
 
 // Flush relays the outbox and returns the messages published, in order
 // (e.g. after calling StartSaga in a transaction that committed).
-func (k *Kit) Flush(tb testing.TB) []engine.Message {
+func (k *Kit) Flush(tb testing.TB) []envelope.Message {
 	tb.Helper()
-	var out []engine.Message
+	var out []envelope.Message
 	var failed error
 	publish := func(_ context.Context, recs []kafka.Record) error {
 		for _, r := range recs {
-			var m engine.Message
+			var m envelope.Message
 			if err := json.Unmarshal(r.Value, &m); err != nil {
 				failed = fmt.Errorf("relayed record on %s is not an envelope: %w", r.Topic, err)
 				return failed

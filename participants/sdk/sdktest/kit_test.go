@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk/sdktest"
 )
@@ -73,10 +73,10 @@ func TestRevertOrder(t *testing.T) {
 		t.Errorf("REVERT_ORDER before its forward command: event %q (err %v), want ORDER_REVERTED (null-safe)", first.Event, first.Err)
 	}
 	res := kit.SendMessage(t, late)
-	if !res.Expired || res.Event != engine.EventCommandExpired || !strings.HasPrefix(res.Reason, sdk.ReasonCompensated) || res.Reply.CausationID != late.ID || len(res.Payload) != 0 {
+	if !res.Expired || res.Event != envelope.CommandExpired || !strings.HasPrefix(res.Reason, sdk.ReasonCompensated) || res.Reply.CausationID != late.ID || len(res.Payload) != 0 {
 		t.Errorf("APPROVE_ORDER after its compensation: expired %v event %q reason %q reply %+v; want a refusal", res.Expired, res.Event, res.Reason, res.Reply)
 	}
-	if again := kit.SendMessage(t, late); !again.Duplicate || again.Event != engine.EventCommandExpired {
+	if again := kit.SendMessage(t, late); !again.Duplicate || again.Event != envelope.CommandExpired {
 		t.Errorf("refused APPROVE_ORDER sent again: duplicate %v event %q, want the stored refusal", again.Duplicate, again.Event)
 	}
 	if got, want := cashOf(t, kit), 100; got != want {
@@ -91,8 +91,8 @@ func TestExpired(t *testing.T) {
 	kit := sdktest.New(t, sdk.Config{Name: "profile", Now: func() time.Time { return now }}, registerOrders, migrateOrders)
 	d := map[string]any{"deal_id": "d1", "amount": 30}
 	res := kit.SendWithDeadline(t, "APPROVE_ORDER", now.Add(-time.Second), d)
-	if want := "deadline 2030-05-06T07:08:08Z passed at 2030-05-06T07:08:09Z"; !res.Expired || res.Event != engine.EventCommandExpired || res.Reason != want || res.Attempts != 0 {
-		t.Errorf("expired APPROVE_ORDER: expired %v event %q reason %q attempts %d; want %s %q, no attempt", res.Expired, res.Event, res.Reason, res.Attempts, engine.EventCommandExpired, want)
+	if want := "deadline 2030-05-06T07:08:08Z passed at 2030-05-06T07:08:09Z"; !res.Expired || res.Event != envelope.CommandExpired || res.Reason != want || res.Attempts != 0 {
+		t.Errorf("expired APPROVE_ORDER: expired %v event %q reason %q attempts %d; want %s %q, no attempt", res.Expired, res.Event, res.Reason, res.Attempts, envelope.CommandExpired, want)
 	}
 	if !res.Command.Deadline.Equal(now.Add(-time.Second)) {
 		t.Errorf("command deadline = %v, want %v", res.Command.Deadline, now.Add(-time.Second))

@@ -1,8 +1,7 @@
-package engine
+package envelope
 
 import (
 	"bytes"
-	"encoding/json"
 	"unicode/utf8"
 )
 
@@ -10,9 +9,9 @@ import (
 // merging a payload into it by decoding both into maps and encoding the
 // result again was the orchestrator's largest cost per event. These helpers
 // work on the bytes instead: scanObject walks the top-level members of a
-// JSON object without decoding the values, mergeObjects splices two objects
-// and lookupRaw follows a dotted path. Each reports false for input it does
-// not handle (not an object, a key with escapes, malformed JSON), and the
+// JSON object without decoding the values, Merge splices two objects and
+// Lookup follows a dotted path. Each reports false for input it does not
+// handle (not an object, a key with escapes, malformed JSON), and the
 // callers then fall back to encoding/json, which also names the error.
 
 // member is one top-level member of a JSON object: the key as written
@@ -23,7 +22,7 @@ type member struct {
 
 // scanObject appends the top-level members of the JSON object doc to dst.
 // It reports false when doc is not a well-formed object or a key contains
-// an escape sequence.
+// an escape sequence or is not valid UTF-8.
 func scanObject(dst []member, doc []byte) ([]member, bool) {
 	i := skipSpace(doc, 0)
 	if i >= len(doc) || doc[i] != '{' {
@@ -42,6 +41,9 @@ func scanObject(dst []member, doc []byte) ([]member, bool) {
 			return dst, false
 		}
 		key := doc[i+1 : end-1]
+		if !asciiOrUTF8(key) {
+			return dst, false // encoding/json would read it as U+FFFD
+		}
 		i = skipSpace(doc, end)
 		if i >= len(doc) || doc[i] != ':' {
 			return dst, false
@@ -139,11 +141,14 @@ func skipValue(b []byte, i int) int {
 	return j
 }
 
-// mergeObjects returns the JSON object doc with the top-level members of
-// patch set: doc's other members in their order, then patch's (the last of
-// a repeated key wins). It reports false when either is not an object it
-// can scan.
-func mergeObjects(doc, patch []byte) ([]byte, bool) {
+// Merge returns the JSON object doc with the top-level members of patch
+// set: doc's other members in their order, then patch's (the last of a
+// repeated key wins); it is how an event's payload is merged into the saga
+// context. It reports false when either is not an object it can scan (a
+// key with an escape, malformed input): decode both with encoding/json
+// then. Nested values are copied, not validated: doc and patch must be
+// valid JSON (the engine checks payloads with json.Valid on intake).
+func Merge(doc, patch []byte) ([]byte, bool) {
 	var buf [32]member
 	dm, ok := scanObject(buf[:0], doc)
 	if !ok {
@@ -194,10 +199,12 @@ func mergeObjects(doc, patch []byte) ([]byte, bool) {
 	return append(out, '}'), true
 }
 
-// lookupRaw returns the raw value at a dotted path in the JSON object doc;
-// found is false when it is missing, and ok is false when doc (or an object
-// on the way) cannot be scanned.
-func lookupRaw(doc []byte, path string) (val []byte, found, ok bool) {
+// Lookup returns the raw value at a dotted path (e.g.
+// "deal_context.deal_id") in the JSON object doc; found is false when it is
+// missing, and ok is false when doc (or an object on the way) cannot be
+// scanned (decode it with encoding/json then). The last of a repeated key
+// wins, as with encoding/json.
+func Lookup(doc []byte, path string) (val []byte, found, ok bool) {
 	var buf [32]member
 	for {
 		seg, rest, deep := cut(path)
@@ -230,26 +237,13 @@ func cut(path string) (seg, rest string, deep bool) {
 	return path, "", false
 }
 
-// keyValue turns the raw value of a business key into its text: a string
-// as it is, a number or boolean as its JSON text; other values and empty
-// strings are no value.
-func keyValue(raw []byte) (string, bool) {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 {
-		return "", false
-	}
-	switch raw[0] {
-	case '"':
-		if body := raw[1 : len(raw)-1]; len(raw) >= 2 && bytes.IndexByte(body, '\\') < 0 && utf8.Valid(body) {
-			return string(body), len(body) > 0
+// asciiOrUTF8 reports whether b is valid UTF-8, checking only when it has
+// a byte above ASCII.
+func asciiOrUTF8(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return utf8.Valid(b)
 		}
-		var s string
-		if json.Unmarshal(raw, &s) != nil || s == "" {
-			return "", false
-		}
-		return s, true
-	case '{', '[', 'n':
-		return "", false
 	}
-	return string(raw), true
+	return true
 }

@@ -1,10 +1,12 @@
-package engine
+package envelope_test
 
 import (
 	"encoding/json"
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 )
 
 // AppendMessage writes what json.Marshal writes, member for member, and the
@@ -13,24 +15,24 @@ func TestAppendMessage(t *testing.T) {
 	at := time.Date(2026, 3, 14, 9, 26, 53, 589793238, time.FixedZone("UTC+3", 3*3600))
 	tests := []struct {
 		name string
-		m    Message
+		m    envelope.Message
 	}{
-		{"zero", Message{}},
-		{"command", Message{V: 1, ID: "c-1", SagaID: "s-1", Saga: "MANUAL_CREATE_ORDER", SagaVersion: 2, Kind: KindCommand,
+		{"zero", envelope.Message{}},
+		{"command", envelope.Message{V: 1, ID: "c-1", SagaID: "s-1", Saga: "MANUAL_CREATE_ORDER", SagaVersion: 2, Kind: envelope.KindCommand,
 			Name: "APPROVE_ORDER", Participant: "profile", CausationID: "e-1", OccurredAt: at, Attempt: 3,
 			Payload: json.RawMessage(`{"deal_context":{"deal_id":"D-1","amount":"1.5"}}`)}},
-		{"event with reason", Message{V: 1, ID: "e-2", SagaID: "s-1", Saga: "S", Kind: KindEvent, Name: "ORDER_REJECTED",
+		{"event with reason", envelope.Message{V: 1, ID: "e-2", SagaID: "s-1", Saga: "S", Kind: envelope.KindEvent, Name: "ORDER_REJECTED",
 			Participant: "profile", OccurredAt: at.UTC(), Reason: "balance too low: 10 < 20"}},
-		{"strings that need escaping", Message{V: 1, ID: "quote \" backslash \\ tab \t", Saga: "café ✓", Reason: "line\nbreak \u2028 <b>&"}},
-		{"empty payload", Message{V: 1, ID: "x", Payload: json.RawMessage{}}},
-		{"command with deadline", Message{V: 1, ID: "c-2", SagaID: "s-1", Saga: "S", Kind: KindCommand, Name: "APPROVE_ORDER",
+		{"strings that need escaping", envelope.Message{V: 1, ID: "quote \" backslash \\ tab \t", Saga: "café ✓", Reason: "line\nbreak \u2028 <b>&"}},
+		{"empty payload", envelope.Message{V: 1, ID: "x", Payload: json.RawMessage{}}},
+		{"command with deadline", envelope.Message{V: 1, ID: "c-2", SagaID: "s-1", Saga: "S", Kind: envelope.KindCommand, Name: "APPROVE_ORDER",
 			Participant: "profile", OccurredAt: at, Attempt: 1, Deadline: at.Add(62 * time.Second)}},
-		{"compensation", Message{V: 1, ID: "c-3", SagaID: "s-1", Saga: "S", Kind: KindCommand, Name: "REVERT_ORDER",
+		{"compensation", envelope.Message{V: 1, ID: "c-3", SagaID: "s-1", Saga: "S", Kind: envelope.KindCommand, Name: "REVERT_ORDER",
 			Participant: "profile", OccurredAt: at, Attempt: 2, Compensates: "c-2"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := AppendMessage(nil, &tc.m)
+			got := envelope.AppendMessage(nil, &tc.m)
 			want, err := json.Marshal(&tc.m)
 			if err != nil {
 				t.Fatal(err)
@@ -45,7 +47,7 @@ func TestAppendMessage(t *testing.T) {
 			if !reflect.DeepEqual(g, w) {
 				t.Errorf("AppendMessage = %s, want %s", got, want)
 			}
-			var back Message
+			var back envelope.Message
 			if err := json.Unmarshal(got, &back); err != nil {
 				t.Fatal(err)
 			}
@@ -88,8 +90,8 @@ func TestUnmarshalMessage(t *testing.T) {
 		`{"v":1,"kind":"command","name":"N","participant":"p","saga":"S","saga_id":"s","id":"i","occurred_at":"2026-01-02T03:04:05Z"}`,
 	}
 	for _, in := range inputs {
-		var got, want Message
-		gotErr := UnmarshalMessage([]byte(in), &got)
+		var got, want envelope.Message
+		gotErr := envelope.UnmarshalMessage([]byte(in), &got)
 		wantErr := json.Unmarshal([]byte(in), &want)
 		if (gotErr != nil) != (wantErr != nil) {
 			t.Errorf("UnmarshalMessage(%s) err = %v, want %v", in, gotErr, wantErr)
@@ -100,10 +102,10 @@ func TestUnmarshalMessage(t *testing.T) {
 		}
 	}
 	// Round trip through AppendMessage.
-	m := Message{V: 1, ID: "c", SagaID: "s", Saga: "S", SagaVersion: 4, Kind: KindCommand, Name: "N", Participant: "p",
+	m := envelope.Message{V: 1, ID: "c", SagaID: "s", Saga: "S", SagaVersion: 4, Kind: envelope.KindCommand, Name: "N", Participant: "p",
 		OccurredAt: time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC), Attempt: 2, Payload: json.RawMessage(`{"k":"v"}`)}
-	var back Message
-	if err := UnmarshalMessage(AppendMessage(nil, &m), &back); err != nil || !reflect.DeepEqual(back, m) {
+	var back envelope.Message
+	if err := envelope.UnmarshalMessage(envelope.AppendMessage(nil, &m), &back); err != nil || !reflect.DeepEqual(back, m) {
 		t.Errorf("round trip = %+v, %v; want %+v", back, err, m)
 	}
 }

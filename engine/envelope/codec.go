@@ -1,4 +1,4 @@
-package engine
+package envelope
 
 import (
 	"encoding/json"
@@ -9,10 +9,11 @@ import (
 
 // AppendMessage appends the JSON envelope of m to dst: the document
 // json.Marshal(m) gives, with the same members in the same order, written
-// without reflection (the orchestrator and the stores encode a message per
-// event). Two differences in form, none in meaning: strings are not
-// HTML-escaped, and Payload is copied as it is (it must be valid JSON, as
-// json.Marshal would check; the orchestrator's payloads always are).
+// without reflection (the orchestrator, the stores and the SDK encode a
+// message per event or command). Two differences in form, none in meaning:
+// strings are not HTML-escaped, and Payload is copied as it is (it must be
+// valid JSON, as json.Marshal would check; the callers' payloads always
+// are: they come from json.Marshal, json.Valid or Merge).
 func AppendMessage(dst []byte, m *Message) []byte {
 	dst = append(dst, `{"v":`...)
 	dst = strconv.AppendInt(dst, int64(m.V), 10)
@@ -57,8 +58,8 @@ func appendField(dst []byte, name, v string) []byte {
 }
 
 // AppendJSONString appends s as a JSON string. Printable ASCII is copied;
-// any other string is encoded by encoding/json. The store uses it for the
-// JSON it builds by hand.
+// any other string is encoded by encoding/json. The stores use it for the
+// JSON they build by hand.
 func AppendJSONString(dst []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' {
