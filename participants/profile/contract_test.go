@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/jmoiron/sqlx"
 
@@ -45,8 +46,13 @@ func TestPortfolioNamesAsSpecified(t *testing.T) {
 			{"101 characters", strings.Repeat("x", 101), false},
 			{"100 characters and a space", strings.Repeat("x", 100) + " ", false},
 		}
+		spec := servicetest.SchemaPattern(t, "profile.yaml", "PortfolioName")
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
+				n := utf8.RuneCountInString(tt.value)
+				if inSpec := spec.MatchString(tt.value) && n >= 1 && n <= 100; inSpec != tt.ok {
+					t.Errorf("name %q: the spec's PortfolioName says valid=%v, the service %v", tt.value, inSpec, tt.ok)
+				}
 				before := e.portfolios(t)
 				create := servicetest.Call(t, e.h, http.MethodPost, "/portfolios", e.alice, map[string]string{"name": tt.value, "currency": "USD"})
 				rename := servicetest.Call(t, e.h, http.MethodPut, "/portfolios/"+pf.ID, e.alice, map[string]string{"name": tt.value})
@@ -110,5 +116,37 @@ func TestQueryEdges(t *testing.T) {
 	res.Decode(t, &page)
 	if res.Status != http.StatusOK || len(page.Items) != 0 {
 		t.Errorf("from after to: got %d with %d snapshots, want 200 with none", res.Status, len(page.Items))
+	}
+}
+
+// TestNewPortfolioCashAsSpecified: the spec's NewPortfolio.cash is an
+// optional zero (null is as absent); fuzzing found null accepted while the
+// spec refused it, and any decimal allowed while only zero is accepted.
+func TestNewPortfolioCashAsSpecified(t *testing.T) {
+	e := newHTTP(t, servicetest.SQLite(t, Migrate))
+	tests := []struct {
+		body   string
+		status int
+	}{
+		{`{"name":"a","currency":"USD","cash":null}`, http.StatusCreated},
+		{`{"name":"a","currency":"USD","cash":"0"}`, http.StatusCreated},
+		{`{"name":"a","currency":"USD","cash":"-0.00000000"}`, http.StatusCreated},
+		{`{"name":"a","currency":"USD","cash":"0.000000000"}`, http.StatusUnprocessableEntity},
+		{`{"name":"a","currency":"USD","cash":"0.00000001"}`, http.StatusUnprocessableEntity},
+		{`{"name":"a","currency":"USD","cash":"150.25"}`, http.StatusUnprocessableEntity},
+	}
+	for _, tt := range tests {
+		res := servicetest.Call(t, e.h, http.MethodPost, "/portfolios", e.alice, tt.body)
+		if res.Status != tt.status {
+			t.Errorf("%s: got %d %s, want %d", tt.body, res.Status, res.Body, tt.status)
+			continue
+		}
+		if res.Status == http.StatusCreated {
+			var pf Portfolio
+			res.Decode(t, &pf)
+			if !pf.Cash.IsZero() {
+				t.Errorf("%s: cash %s, want 0", tt.body, pf.Cash)
+			}
+		}
 	}
 }
