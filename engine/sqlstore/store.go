@@ -13,12 +13,10 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq" // PostgreSQL driver "postgres"
-	"github.com/pressly/goose/v3"
-	"github.com/pressly/goose/v3/lock"
 	_ "modernc.org/sqlite" // SQLite driver "sqlite"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
-	"github.com/portfolio-counselor/sagamachine/schema"
+	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 )
 
 // Store is an engine.Store on PostgreSQL or SQLite. It is safe for
@@ -97,8 +95,7 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*Store, error) {
 		s.w, s.r = db, db
 	case kindSQLiteMemory, kindSQLiteFile:
 		s.d = sqliteDialect
-		pragmas := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)",
-			cfg.busyTimeout.Milliseconds())
+		o := sqldb.SQLiteOptions{BusyTimeout: cfg.busyTimeout}
 		if kind == kindSQLiteMemory {
 			// Every connection to :memory: would be its own database, so an
 			// in-memory store is a throwaway file: it behaves like a file
@@ -108,17 +105,17 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*Store, error) {
 				return nil, &engine.Error{Code: engine.CodeUnavailable, Op: op, Err: err}
 			}
 			s.tmpDir, target = dir, filepath.Join(dir, "saga.db")
-			pragmas = strings.Replace(pragmas, "synchronous(FULL)", "synchronous(OFF)", 1)
+			o.Synchronous = "OFF"
 		}
-		base := "file:" + target + "?" + pragmas + "&_pragma=journal_mode(WAL)"
-		w, err := sqlx.Open("sqlite", base+"&_txlock=immediate")
+		w, err := sqlx.Open("sqlite", sqldb.SQLiteDSN(target, o))
 		if err != nil {
 			return nil, &engine.Error{Code: engine.CodeInvalid, Op: op, Err: err}
 		}
 		w.SetMaxOpenConns(1)
 		w.SetConnMaxIdleTime(0)
 		w.SetConnMaxLifetime(0)
-		r, err := sqlx.Open("sqlite", base+"&_pragma=query_only(1)")
+		o.ReadOnly = true
+		r, err := sqlx.Open("sqlite", sqldb.SQLiteDSN(target, o))
 		if err != nil {
 			w.Close()
 			return nil, &engine.Error{Code: engine.CodeInvalid, Op: op, Err: err}
@@ -155,30 +152,13 @@ func MigrateOnly(ctx context.Context, rawURL string, opts ...Option) error {
 	return s.Migrate(ctx)
 }
 
-// Migrate applies the pending embedded migrations. On PostgreSQL a session
-// advisory lock keeps several replicas from migrating at once.
+// Migrate applies the pending embedded migrations
+// (schema/migrations/engine/<dialect>, goose's default version table). On
+// PostgreSQL a session advisory lock keeps several replicas from migrating
+// at once.
 func (s *Store) Migrate(ctx context.Context) error {
-	const op = "sqlstore: migrate"
-	fsys, err := schema.Migrations("engine/" + s.d.name)
-	if err != nil {
-		return &engine.Error{Code: engine.CodeInternal, Op: op, Err: err}
-	}
-	var popts []goose.ProviderOption
-	dia := goose.DialectSQLite3
-	if s.d.postgres {
-		dia = goose.DialectPostgres
-		locker, err := lock.NewPostgresSessionLocker()
-		if err != nil {
-			return &engine.Error{Code: engine.CodeInternal, Op: op, Err: err}
-		}
-		popts = append(popts, goose.WithSessionLocker(locker))
-	}
-	p, err := goose.NewProvider(dia, s.w.DB, fsys, popts...)
-	if err != nil {
-		return &engine.Error{Code: engine.CodeInternal, Op: op, Err: err}
-	}
-	if _, err := p.Up(ctx); err != nil {
-		return s.wrap(op+" "+s.d.name, err)
+	if err := sqldb.Migrate(ctx, s.w, sqldb.Migrations{Component: "engine"}); err != nil {
+		return s.wrap("sqlstore: migrate "+s.d.name, err)
 	}
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/portfolio-counselor/sagamachine/internal/problem"
 )
 
 // Limits of every HTTP server of the repository (NewServer). No handler
@@ -44,7 +46,7 @@ func NewServer(h http.Handler) *http.Server {
 
 // ProblemMisdirected is the RFC 9457 type of the 421 answer of
 // LoopbackHostOnly.
-const ProblemMisdirected = "urn:saga-machine:problem:misdirected"
+const ProblemMisdirected = problem.TypePrefix + "misdirected"
 
 // IsLoopbackHost reports whether host (a Host header value, with or without
 // a port) names this machine's loopback: "localhost" or a loopback IP
@@ -82,15 +84,11 @@ func IsLoopbackAddr(addr string) bool {
 func LoopbackHostOnly(what string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !IsLoopbackHost(r.Host) {
-			w.Header().Set("Content-Type", "application/problem+json")
-			w.Header().Set("Cache-Control", "no-store")
-			w.WriteHeader(http.StatusMisdirectedRequest)
-			_ = json.NewEncoder(w).Encode(map[string]any{ // the client went away: nothing left to do
-				"type":     ProblemMisdirected,
-				"title":    "Misdirected Request",
-				"status":   http.StatusMisdirectedRequest,
-				"detail":   what + " is a development setup (no production identity provider) and answers only requests addressed to localhost or a loopback address, not Host " + quoteHost(r.Host),
-				"instance": r.URL.Path,
+			problem.Write(w, r, problem.Problem{
+				Type:   ProblemMisdirected,
+				Title:  "Misdirected Request",
+				Status: http.StatusMisdirectedRequest,
+				Detail: what + " is a development setup (no production identity provider) and answers only requests addressed to localhost or a loopback address, not Host " + quoteHost(r.Host),
 			})
 			return
 		}

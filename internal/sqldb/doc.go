@@ -1,7 +1,9 @@
-// Package sqldb opens the databases of the participant services the one
-// way every caller does (the services' own runner in
-// participants/internal/service and the all-in-one runner in
-// internal/system): PostgreSQL through lib/pq with a connection pool, or a
-// SQLite file through modernc.org/sqlite in WAL mode with a single
-// connection. It also redacts passwords from database URLs for logs.
+// Package sqldb is the database plumbing every component shares: it opens
+// the databases of the participant services the one way every caller does
+// (Open: PostgreSQL through lib/pq with a connection pool, or a SQLite file
+// through modernc.org/sqlite in WAL mode with a single connection), builds
+// the one SQLite data source (SQLiteDSN, also used by saga-machine's store
+// and the SDK's test kit), tells the dialect of a database (DialectOf),
+// applies embedded goose migrations (Migrate: the store's, the SDK's and
+// the services') and redacts passwords from database URLs for logs.
 package sqldb

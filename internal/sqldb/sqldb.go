@@ -78,8 +78,7 @@ func Open(ctx context.Context, rawURL string, maxConns int) (*sqlx.DB, error) {
 		if err := PrepareSQLiteFile(path); err != nil {
 			return nil, fmt.Errorf("open SQLite %s: %w", path, err)
 		}
-		dsn := "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate"
-		if db, err = sqlx.Open("sqlite", dsn); err != nil {
+		if db, err = sqlx.Open("sqlite", SQLiteDSN(path, SQLiteOptions{})); err != nil {
 			return nil, fmt.Errorf("open SQLite %s: %w", path, err)
 		}
 		db.SetMaxOpenConns(1)
@@ -93,6 +92,46 @@ func Open(ctx context.Context, rawURL string, maxConns int) (*sqlx.DB, error) {
 		return nil, fmt.Errorf("open database %s: ping: %w", Redact(rawURL), err)
 	}
 	return db, nil
+}
+
+// DefaultBusyTimeout is how long a SQLite connection waits for a lock held
+// by another connection or process before it fails with "database is
+// locked".
+const DefaultBusyTimeout = 5 * time.Second
+
+// SQLiteOptions tune SQLiteDSN. The zero value is a durable writer.
+type SQLiteOptions struct {
+	// BusyTimeout is how long to wait for a lock (default
+	// DefaultBusyTimeout).
+	BusyTimeout time.Duration
+	// Synchronous is SQLite's synchronous setting: FULL (the default: a
+	// commit survives a power loss), NORMAL or OFF (throwaway databases).
+	Synchronous string
+	// ReadOnly opens a reader (query_only): it never takes the write lock,
+	// so it may run beside the one writer. Default: a writer whose
+	// transactions take the write lock at BEGIN (_txlock=immediate), so
+	// that two writers wait for each other instead of failing.
+	ReadOnly bool
+}
+
+// SQLiteDSN is the modernc.org/sqlite data source of the database file
+// path, the one every SQLite database of saga-machine is opened with (its
+// store, the services, the SDK's test kit): WAL journal, foreign keys, a
+// busy timeout, synchronous FULL unless told otherwise, and immediate
+// write transactions (or query_only for a reader).
+func SQLiteDSN(path string, o SQLiteOptions) string {
+	if o.BusyTimeout <= 0 {
+		o.BusyTimeout = DefaultBusyTimeout
+	}
+	if o.Synchronous == "" {
+		o.Synchronous = "FULL"
+	}
+	dsn := fmt.Sprintf("file:%s?_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)&_pragma=synchronous(%s)&_pragma=journal_mode(WAL)",
+		path, o.BusyTimeout.Milliseconds(), o.Synchronous)
+	if o.ReadOnly {
+		return dsn + "&_pragma=query_only(1)"
+	}
+	return dsn + "&_txlock=immediate"
 }
 
 // Redact hides the password of a database URL, for logs and errors; a URL

@@ -16,6 +16,7 @@ import (
 
 	"github.com/portfolio-counselor/sagamachine/engine/errs"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
+	"github.com/portfolio-counselor/sagamachine/internal/problem"
 )
 
 // Dead letter states in the admin API.
@@ -37,12 +38,12 @@ const ReplayedByAdmin = "admin API"
 // Problem types of the admin API, in the services' style
 // (urn:saga-machine:problem:<slug>).
 const (
-	ProblemReplayFailed = "urn:saga-machine:problem:replay-failed" // 409: the command still fails
-	problemNotFound     = "urn:saga-machine:problem:not-found"
-	problemValidation   = "urn:saga-machine:problem:validation"
-	problemMethod       = "urn:saga-machine:problem:method-not-allowed"
-	problemUnavailable  = "urn:saga-machine:problem:unavailable"
-	problemInternal     = "urn:saga-machine:problem:internal"
+	ProblemReplayFailed = problem.TypePrefix + "replay-failed" // 409: the command still fails
+	problemNotFound     = problem.TypePrefix + "not-found"
+	problemValidation   = problem.TypePrefix + "validation"
+	problemMethod       = problem.TypePrefix + "method-not-allowed"
+	problemUnavailable  = problem.TypePrefix + "unavailable"
+	problemInternal     = problem.TypePrefix + "internal"
 )
 
 // Limits of GET /admin/dead-letters.
@@ -202,20 +203,20 @@ func (a *admin) list(w http.ResponseWriter, r *http.Request) {
 	switch state {
 	case "":
 		if q.Has("state") { // ?state= names no state
-			bad = append(bad, fieldError{"state", fmt.Sprintf("must be %s or %s (or left out), got \"\"", StateParked, StateHandled)})
+			bad = append(bad, fieldError{Field: "state", Message: fmt.Sprintf("must be %s or %s (or left out), got \"\"", StateParked, StateHandled)})
 		}
 	case StateParked:
 		where = " WHERE i.message_id IS NULL"
 	case StateHandled:
 		where = " WHERE i.message_id IS NOT NULL"
 	default:
-		bad = append(bad, fieldError{"state", fmt.Sprintf("must be %s or %s, got %q", StateParked, StateHandled, state)})
+		bad = append(bad, fieldError{Field: "state", Message: fmt.Sprintf("must be %s or %s, got %q", StateParked, StateHandled, state)})
 	}
 	limit := DefaultAdminListLimit
 	if s := q.Get("limit"); s != "" || q.Has("limit") {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > MaxAdminListLimit {
-			bad = append(bad, fieldError{"limit", fmt.Sprintf("must be an integer from 1 to %d, got %q", MaxAdminListLimit, s)})
+			bad = append(bad, fieldError{Field: "limit", Message: fmt.Sprintf("must be an integer from 1 to %d, got %q", MaxAdminListLimit, s)})
 		}
 		limit = n
 	}
@@ -326,39 +327,19 @@ func (a *admin) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // fieldError is one invalid query parameter.
-type fieldError struct {
-	Field   string `json:"field"`
-	Message string `json:"message"`
-}
-
-// problem is an RFC 9457 problem details document, as the services write.
-type problem struct {
-	Type     string       `json:"type"`
-	Title    string       `json:"title"`
-	Status   int          `json:"status"`
-	Detail   string       `json:"detail,omitempty"`
-	Instance string       `json:"instance,omitempty"`
-	Errors   []fieldError `json:"errors,omitempty"`
-}
+type fieldError = problem.FieldError
 
 func writeProblem(w http.ResponseWriter, r *http.Request, status int, typ, detail string) {
-	writeProblemDoc(w, problem{Type: typ, Title: http.StatusText(status), Status: status, Detail: detail, Instance: r.URL.Path})
+	problem.Write(w, r, problem.Problem{Type: typ, Title: http.StatusText(status), Status: status, Detail: detail})
 }
 
 func writeInvalid(w http.ResponseWriter, r *http.Request, errs []fieldError) {
-	p := problem{Type: problemValidation, Title: "Validation failed", Status: http.StatusUnprocessableEntity,
-		Detail: "the request has invalid fields", Instance: r.URL.Path, Errors: errs}
+	p := problem.Problem{Type: problemValidation, Title: "Validation failed", Status: http.StatusUnprocessableEntity,
+		Detail: "the request has invalid fields", Errors: errs}
 	if len(errs) == 1 {
 		p.Detail = errs[0].Field + ": " + errs[0].Message
 	}
-	writeProblemDoc(w, p)
-}
-
-func writeProblemDoc(w http.ResponseWriter, p problem) {
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(p.Status)
-	_ = json.NewEncoder(w).Encode(p) // the client went away: nothing left to do
+	problem.Write(w, r, p)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

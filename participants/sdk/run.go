@@ -53,7 +53,7 @@ func (p *Participant) Run(ctx context.Context) error {
 	}()
 
 	p.log.Info("participant running", "command_topic", p.cfg.CommandTopic, "event_topic", p.cfg.EventTopic,
-		"group", p.cfg.Group, "commands", p.Commands(), "db", p.dialect.String())
+		"group", p.cfg.Group, "commands", p.Commands(), "db", string(p.dialect))
 	consumed := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() { p.relay(work, consumed, prod.Publish) })

@@ -6,17 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
-	"github.com/pressly/goose/v3"
-	"github.com/pressly/goose/v3/lock"
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/errs"
-	"github.com/portfolio-counselor/sagamachine/schema"
+	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 )
 
 // VersionTable is the goose version table of the SDK's own migrations.
@@ -26,69 +23,23 @@ const VersionTable = "sdk_goose_db_version"
 // replicas starting together do not race (distinct from goose's default).
 const migrationLockID = 0x5d6b5344 // "]kSD"
 
-type dialect int
+type dialect = sqldb.Dialect
 
 const (
-	dialectPostgres dialect = iota + 1
-	dialectSQLite
+	dialectPostgres = sqldb.Postgres
+	dialectSQLite   = sqldb.SQLite
 )
 
-func (d dialect) String() string {
-	switch d {
-	case dialectPostgres:
-		return "postgres"
-	case dialectSQLite:
-		return "sqlite"
-	}
-	return "unknown"
-}
-
-func detectDialect(db *sqlx.DB) (dialect, error) {
-	switch db.DriverName() {
-	case "postgres", "pgx", "pq":
-		return dialectPostgres, nil
-	case "sqlite", "sqlite3":
-		return dialectSQLite, nil
-	}
-	return 0, fmt.Errorf("unsupported database driver %q (want postgres or sqlite)", db.DriverName())
-}
+func detectDialect(db *sqlx.DB) (dialect, error) { return sqldb.DialectOf(db) }
 
 // Migrate creates or upgrades the SDK's own tables (inbox, outbox, dead
-// letters) in db with goose, tracked in the version table
-// "sdk_goose_db_version". Services run their business migrations
+// letters, compensation records) in db with goose, tracked in the version
+// table "sdk_goose_db_version". Services run their business migrations
 // separately (with goose's default table or their own). Safe to call from
 // several replicas at once on PostgreSQL (advisory lock).
 func Migrate(ctx context.Context, db *sqlx.DB) error {
-	if db == nil {
-		return errors.New("migrate sdk tables: db is nil")
-	}
-	d, err := detectDialect(db)
-	if err != nil {
+	if err := sqldb.Migrate(ctx, db, sqldb.Migrations{Component: "sdk", Table: VersionTable, LockID: migrationLockID}); err != nil {
 		return fmt.Errorf("migrate sdk tables: %w", err)
-	}
-	fsys, err := schema.Migrations("sdk/" + d.String())
-	if err != nil {
-		return fmt.Errorf("migrate sdk tables: open embedded migrations: %w", err)
-	}
-	if _, err := fs.Stat(fsys, "."); err != nil {
-		return fmt.Errorf("migrate sdk tables: embedded migrations sdk/%s: %w", d, err)
-	}
-	opts := []goose.ProviderOption{goose.WithTableName(VersionTable), goose.WithDisableGlobalRegistry(true)}
-	gd := goose.DialectSQLite3
-	if d == dialectPostgres {
-		gd = goose.DialectPostgres
-		locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(migrationLockID))
-		if err != nil {
-			return fmt.Errorf("migrate sdk tables: %w", err)
-		}
-		opts = append(opts, goose.WithSessionLocker(locker))
-	}
-	prov, err := goose.NewProvider(gd, db.DB, fsys, opts...)
-	if err != nil {
-		return fmt.Errorf("migrate sdk tables (%s): %w", d, err)
-	}
-	if _, err := prov.Up(ctx); err != nil {
-		return fmt.Errorf("migrate sdk tables (%s): %w", d, err)
 	}
 	return nil
 }

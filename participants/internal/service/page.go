@@ -31,7 +31,7 @@ func ParsePage(r *http.Request) (PageRequest, error) {
 	if s := q.Get("limit"); s != "" || q.Has("limit") {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > MaxPageSize {
-			errs = append(errs, FieldError{"limit", fmt.Sprintf("must be an integer from 1 to %d, got %q", MaxPageSize, s)})
+			errs = append(errs, FieldError{Field: "limit", Message: fmt.Sprintf("must be an integer from 1 to %d, got %q", MaxPageSize, s)})
 		} else {
 			p.Limit = n
 		}
@@ -39,7 +39,7 @@ func ParsePage(r *http.Request) (PageRequest, error) {
 	if s := q.Get("cursor"); s != "" {
 		seq, err := DecodeCursor(s)
 		if err != nil {
-			errs = append(errs, FieldError{"cursor", "is not a cursor returned by this API (use next_cursor of the previous page)"})
+			errs = append(errs, FieldError{Field: "cursor", Message: "is not a cursor returned by this API (use next_cursor of the previous page)"})
 		} else {
 			p.Before = seq
 		}

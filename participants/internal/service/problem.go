@@ -8,11 +8,13 @@ import (
 	"strings"
 
 	"github.com/gorilla/mux"
+
+	"github.com/portfolio-counselor/sagamachine/internal/problem"
 )
 
 // ProblemTypePrefix starts the type URI of every problem the services write;
 // the suffix is the stable slug of the error (see the Type constants).
-const ProblemTypePrefix = "urn:saga-machine:problem:"
+const ProblemTypePrefix = problem.TypePrefix
 
 // Problem types (RFC 9457 "type" members). They are stable: clients may
 // switch on them.
@@ -29,23 +31,12 @@ const (
 	TypeInternal         = ProblemTypePrefix + "internal"               // 500
 )
 
-// FieldError is one validation failure of a request field.
-type FieldError struct {
-	// Field is the JSON name of the field (or query parameter, or header).
-	Field string `json:"field"`
-	// Message says what is wrong and what is expected.
-	Message string `json:"message"`
-}
+// FieldError is one validation failure of a request field
+// (problem.FieldError).
+type FieldError = problem.FieldError
 
-// Problem is an RFC 9457 problem details document.
-type Problem struct {
-	Type     string       `json:"type"`
-	Title    string       `json:"title"`
-	Status   int          `json:"status"`
-	Detail   string       `json:"detail,omitempty"`
-	Instance string       `json:"instance,omitempty"`
-	Errors   []FieldError `json:"errors,omitempty"`
-}
+// Problem is an RFC 9457 problem details document (problem.Problem).
+type Problem = problem.Problem
 
 // Error is an error that carries the problem to answer with. Handlers return
 // it from their logic; WriteError renders it.
@@ -93,16 +84,8 @@ func quote(s string) string {
 	return string(b)
 }
 
-// WriteProblem writes p as application/problem+json.
-func WriteProblem(w http.ResponseWriter, r *http.Request, p Problem) {
-	if p.Instance == "" && r != nil {
-		p.Instance = r.URL.Path
-	}
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(p.Status)
-	_ = json.NewEncoder(w).Encode(p) // the client went away: nothing left to do
-}
+// WriteProblem writes p as application/problem+json (problem.Write).
+func WriteProblem(w http.ResponseWriter, r *http.Request, p Problem) { problem.Write(w, r, p) }
 
 // WriteError answers with err's problem when it is an *Error, else with a
 // 500 internal problem (the cause is logged, not shown to the client).

@@ -17,6 +17,7 @@ import (
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
+	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
 
@@ -43,7 +44,7 @@ type Kit struct {
 func New(tb testing.TB, cfg sdk.Config, register func(*sdk.Participant), setup func(db *sqlx.DB) error) *Kit {
 	tb.Helper()
 	path := filepath.Join(tb.TempDir(), "participant.db")
-	db, err := sqlx.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_txlock=immediate")
+	db, err := sqlx.Open("sqlite", sqldb.SQLiteDSN(path, sqldb.SQLiteOptions{}))
 	if err != nil {
 		tb.Fatalf("sdktest: open sqlite %s: %v", path, err)
 	}
