@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -28,7 +27,7 @@ type Store struct {
 	now     func() time.Time
 	migrate bool
 	tmpDir  string   // removed by Close (in-memory SQLite)
-	stmts   sync.Map // query → *sql.Stmt prepared on w (PostgreSQL batches)
+	stmts   *sqldb.Statements // PostgreSQL batch statements, prepared once per connection of w
 }
 
 var _ engine.Store = (*Store)(nil)
@@ -128,6 +127,7 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*Store, error) {
 		r.SetMaxIdleConns(n)
 		s.w, s.r = w, r
 	}
+	s.stmts = sqldb.NewStatements(s.w)
 	if err := s.Ping(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("%s %s: %w", op, redact(rawURL), err)
@@ -182,13 +182,13 @@ func (s *Store) Ping(ctx context.Context) error {
 // Close releases the connections.
 func (s *Store) Close() error {
 	var err error
-	s.stmts.Range(func(q, st any) bool {
-		st.(*sql.Stmt).Close()
-		s.stmts.Delete(q)
-		return true
-	})
+	if s.stmts != nil {
+		err = s.stmts.Close()
+	}
 	if s.r != nil && s.r != s.w {
-		err = s.r.Close()
+		if e := s.r.Close(); e != nil {
+			err = e
+		}
 	}
 	if s.w != nil {
 		if e := s.w.Close(); e != nil {

@@ -29,43 +29,26 @@ type tx struct {
 	keys map[string]map[string]string
 }
 
-// stmt returns query prepared on the transaction's connection. Statements
-// are prepared once per connection and kept (database/sql caches them per
-// connection), which saves PostgreSQL a parse, a plan and a round trip per
-// batch statement.
-func (t *tx) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
-	st, ok := t.s.stmts.Load(query)
-	if !ok {
-		prepared, err := t.s.w.PrepareContext(ctx, query)
-		if err != nil {
-			return nil, err
-		}
-		var loaded bool
-		if st, loaded = t.s.stmts.LoadOrStore(query, prepared); loaded {
-			prepared.Close()
-		}
-	}
-	return t.tx.StmtContext(ctx, st.(*sql.Stmt)), nil
-}
-
-// query runs a query of a batch in the transaction.
+// query runs a query of a batch in the transaction. On PostgreSQL the
+// statement is prepared once per connection and kept (Store.stmts), which
+// saves a parse, a plan and a round trip per batch statement.
 func (t *tx) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	if !t.d().postgres {
 		return t.tx.QueryContext(ctx, query, args...)
 	}
-	st, err := t.stmt(ctx, query)
+	st, err := t.s.stmts.Stmt(ctx, t.tx, query)
 	if err != nil {
 		return nil, err
 	}
 	return st.QueryContext(ctx, args...)
 }
 
-// exec runs a statement of a batch in the transaction.
+// exec runs a statement of a batch in the transaction (prepared like query).
 func (t *tx) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	if !t.d().postgres {
 		return t.tx.ExecContext(ctx, query, args...)
 	}
-	st, err := t.stmt(ctx, query)
+	st, err := t.s.stmts.Stmt(ctx, t.tx, query)
 	if err != nil {
 		return nil, err
 	}

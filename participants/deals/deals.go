@@ -12,7 +12,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
-	"github.com/portfolio-counselor/sagamachine/participants/internal/prepared"
+	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
@@ -60,7 +60,7 @@ type Config struct {
 type Service struct {
 	db      *sqlx.DB
 	dialect service.Dialect
-	sql     *prepared.Cache // statements of the saga paths (POST /deals, commands)
+	sql     *sqldb.Statements // statements of the saga paths (POST /deals, commands)
 	p       *sdk.Participant
 	auth    *auth.Authenticator
 	log     *slog.Logger

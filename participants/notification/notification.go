@@ -12,8 +12,8 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
+	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
-	"github.com/portfolio-counselor/sagamachine/participants/internal/prepared"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
@@ -44,7 +44,7 @@ type Config struct {
 // Service is the notification service. It is safe for concurrent use.
 type Service struct {
 	db   *sqlx.DB
-	sql  *prepared.Cache // statements of the NOTIFY handler
+	sql  *sqldb.Statements // statements of the NOTIFY handler
 	p    *sdk.Participant
 	auth *auth.Authenticator
 	log  *slog.Logger

@@ -10,7 +10,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
-	"github.com/portfolio-counselor/sagamachine/participants/internal/prepared"
+	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
@@ -49,7 +49,7 @@ type Config struct {
 type Service struct {
 	db      *sqlx.DB
 	dialect service.Dialect
-	sql     *prepared.Cache // statements of the command handler and the writes
+	sql     *sqldb.Statements // statements of the command handler and the writes
 	p       *sdk.Participant
 	auth    *auth.Authenticator
 	log     *slog.Logger

@@ -12,7 +12,7 @@ import (
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
-	"github.com/portfolio-counselor/sagamachine/participants/internal/prepared"
+	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 )
 
 // Defaults applied by New to zero Config fields.
@@ -130,7 +130,7 @@ type Config struct {
 type Participant struct {
 	cfg     Config
 	db      *sqlx.DB
-	sql     *prepared.Cache // the SDK's own statements
+	sql     *sqldb.Statements // the SDK's own statements
 	dialect dialect
 	log     *slog.Logger
 	kick    chan struct{}
@@ -227,7 +227,7 @@ func New(cfg Config) (*Participant, error) {
 	return &Participant{
 		cfg:      cfg,
 		db:       cfg.DB,
-		sql:      prepared.New(cfg.DB),
+		sql:      sqldb.NewStatements(cfg.DB),
 		dialect:  d,
 		log:      cfg.Logger.With("participant", cfg.Name),
 		kick:     make(chan struct{}, 1),

@@ -9,7 +9,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
-	"github.com/portfolio-counselor/sagamachine/participants/internal/prepared"
+	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
 
@@ -40,7 +40,7 @@ type Core struct {
 	// Dialect is DB's SQL dialect (PostgreSQL or SQLite).
 	Dialect Dialect
 	// SQL caches the service's prepared statements on DB.
-	SQL *prepared.Cache
+	SQL *sqldb.Statements
 	// Participant is CoreConfig.Participant (may be nil unless required).
 	Participant *sdk.Participant
 	// Auth is CoreConfig.Auth.
@@ -78,7 +78,7 @@ func NewCore(name string, cfg CoreConfig) (Core, error) {
 		clock = time.Now
 	}
 	return Core{
-		DB: cfg.DB, Dialect: d, SQL: prepared.New(cfg.DB), Participant: cfg.Participant, Auth: cfg.Auth,
+		DB: cfg.DB, Dialect: d, SQL: sqldb.NewStatements(cfg.DB), Participant: cfg.Participant, Auth: cfg.Auth,
 		Log: log.With("service", name), Now: func() time.Time { return clock().UTC().Truncate(time.Microsecond) },
 	}, nil
 }

@@ -1,4 +1,4 @@
-package prepared
+package sqldb
 
 import (
 	"context"
@@ -14,10 +14,21 @@ import (
 // a free connection).
 const prepareTimeout = 30 * time.Second
 
-// Cache holds the database-level prepared statements of one database,
-// keyed by query text. It is safe for concurrent use. The zero value is not
-// usable; call New.
-type Cache struct {
+// Statements keeps the prepared statements of a component's hot paths (the
+// store's batch statements, the SDK's inbox and outbox, the services'
+// handlers): each query is prepared once per database connection and then
+// reused by every transaction on that connection, instead of being parsed
+// (and, on PostgreSQL, planned and sent in an extra round trip) on every
+// execution.
+//
+// It belongs to one *sqlx.DB. Its first use of a query inside a transaction
+// prepares it on the transaction itself (so a one-connection SQLite pool
+// never waits on itself) and, in the background, once on the database;
+// later uses bind the database-level statement to the transaction with
+// Tx.Stmtx, which database/sql reuses on the connection the statement was
+// prepared on (and prepares again on any other). It is safe for concurrent
+// use. The zero value is not usable; call NewStatements.
+type Statements struct {
 	db *sqlx.DB
 
 	mu      sync.Mutex
@@ -27,9 +38,9 @@ type Cache struct {
 	wg      sync.WaitGroup
 }
 
-// New returns an empty cache for db.
-func New(db *sqlx.DB) *Cache {
-	return &Cache{db: db, stmts: map[string]*sqlx.Stmt{}, pending: map[string]bool{}}
+// NewStatements returns an empty cache for db.
+func NewStatements(db *sqlx.DB) *Statements {
+	return &Statements{db: db, stmts: map[string]*sqlx.Stmt{}, pending: map[string]bool{}}
 }
 
 // Stmt returns query (written with ? placeholders; rebound for the driver)
@@ -37,7 +48,7 @@ func New(db *sqlx.DB) *Cache {
 // a nil tx it returns the database-level statement, preparing it now if
 // needed: never do that while holding a transaction of a one-connection
 // database.
-func (c *Cache) Stmt(ctx context.Context, tx *sqlx.Tx, query string) (*sqlx.Stmt, error) {
+func (c *Statements) Stmt(ctx context.Context, tx *sqlx.Tx, query string) (*sqlx.Stmt, error) {
 	if tx == nil {
 		return c.dbStmt(ctx, query)
 	}
@@ -59,7 +70,7 @@ func (c *Cache) Stmt(ctx context.Context, tx *sqlx.Tx, query string) (*sqlx.Stmt
 	return st, nil
 }
 
-func (c *Cache) dbStmt(ctx context.Context, query string) (*sqlx.Stmt, error) {
+func (c *Statements) dbStmt(ctx context.Context, query string) (*sqlx.Stmt, error) {
 	c.mu.Lock()
 	s, ok := c.stmts[query]
 	c.mu.Unlock()
@@ -85,7 +96,7 @@ func (c *Cache) dbStmt(ctx context.Context, query string) (*sqlx.Stmt, error) {
 
 // prepare prepares query on the database and keeps it. A failure (the
 // database closing, say) is forgotten: the next use tries again.
-func (c *Cache) prepare(query string) {
+func (c *Statements) prepare(query string) {
 	defer c.wg.Done()
 	ctx, cancel := context.WithTimeout(context.Background(), prepareTimeout)
 	defer cancel()
@@ -104,7 +115,7 @@ func (c *Cache) prepare(query string) {
 }
 
 // Exec executes query with args in tx.
-func (c *Cache) Exec(ctx context.Context, tx *sqlx.Tx, query string, args ...any) (sql.Result, error) {
+func (c *Statements) Exec(ctx context.Context, tx *sqlx.Tx, query string, args ...any) (sql.Result, error) {
 	s, err := c.Stmt(ctx, tx, query)
 	if err != nil {
 		return nil, err
@@ -113,7 +124,7 @@ func (c *Cache) Exec(ctx context.Context, tx *sqlx.Tx, query string, args ...any
 }
 
 // Get scans the one row of query into dest (sql.ErrNoRows if none).
-func (c *Cache) Get(ctx context.Context, tx *sqlx.Tx, dest any, query string, args ...any) error {
+func (c *Statements) Get(ctx context.Context, tx *sqlx.Tx, dest any, query string, args ...any) error {
 	s, err := c.Stmt(ctx, tx, query)
 	if err != nil {
 		return err
@@ -122,7 +133,7 @@ func (c *Cache) Get(ctx context.Context, tx *sqlx.Tx, dest any, query string, ar
 }
 
 // Select scans every row of query into the slice dest.
-func (c *Cache) Select(ctx context.Context, tx *sqlx.Tx, dest any, query string, args ...any) error {
+func (c *Statements) Select(ctx context.Context, tx *sqlx.Tx, dest any, query string, args ...any) error {
 	s, err := c.Stmt(ctx, tx, query)
 	if err != nil {
 		return err
@@ -131,7 +142,7 @@ func (c *Cache) Select(ctx context.Context, tx *sqlx.Tx, dest any, query string,
 }
 
 // Query runs query and returns its rows (close them).
-func (c *Cache) Query(ctx context.Context, tx *sqlx.Tx, query string, args ...any) (*sqlx.Rows, error) {
+func (c *Statements) Query(ctx context.Context, tx *sqlx.Tx, query string, args ...any) (*sqlx.Rows, error) {
 	s, err := c.Stmt(ctx, tx, query)
 	if err != nil {
 		return nil, err
@@ -140,10 +151,10 @@ func (c *Cache) Query(ctx context.Context, tx *sqlx.Tx, query string, args ...an
 }
 
 // wait waits for the background prepares under way.
-func (c *Cache) wait() { c.wg.Wait() }
+func (c *Statements) wait() { c.wg.Wait() }
 
 // Len returns how many queries are prepared at the database level.
-func (c *Cache) Len() int {
+func (c *Statements) Len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.stmts)
@@ -152,7 +163,7 @@ func (c *Cache) Len() int {
 // Close waits for background prepares and closes every statement; the
 // cache then prepares per transaction only. Close it before closing the
 // database.
-func (c *Cache) Close() error {
+func (c *Statements) Close() error {
 	c.mu.Lock()
 	c.closed = true
 	c.mu.Unlock()

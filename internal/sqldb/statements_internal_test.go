@@ -1,4 +1,4 @@
-package prepared
+package sqldb
 
 import (
 	"context"
@@ -25,7 +25,7 @@ func databases(t *testing.T) map[string]func(t *testing.T) *sqlx.DB {
 	return map[string]func(t *testing.T) *sqlx.DB{
 		"sqlite": func(t *testing.T) *sqlx.DB {
 			t.Helper()
-			db, err := sqlx.Open("sqlite", "file:"+filepath.Join(t.TempDir(), "p.db")+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_txlock=immediate")
+			db, err := sqlx.Open("sqlite", SQLiteDSN(filepath.Join(t.TempDir(), "p.db"), SQLiteOptions{}))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -70,7 +70,7 @@ func inTx(t *testing.T, db *sqlx.DB, fn func(tx *sqlx.Tx) error) {
 // (and from several goroutines) and checks their results, that each query
 // ends up prepared once on the database, and that the cache keeps working
 // after Close.
-func TestCacheReusesStatements(t *testing.T) {
+func TestStatementsReusesStatements(t *testing.T) {
 	const (
 		insert = `INSERT INTO items (id, name) VALUES (?, ?)`
 		get    = `SELECT id, name FROM items WHERE id = ?`
@@ -84,7 +84,7 @@ func TestCacheReusesStatements(t *testing.T) {
 			if _, err := db.ExecContext(ctx, `CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL)`); err != nil {
 				t.Fatal(err)
 			}
-			c := New(db)
+			c := NewStatements(db)
 			const workers, each = 4, 10
 			var wg sync.WaitGroup
 			errs := make(chan error, workers)
@@ -183,12 +183,12 @@ func TestCacheReusesStatements(t *testing.T) {
 
 // TestCacheBadQuery: a query that does not prepare is an error naming it,
 // in a transaction and outside one.
-func TestCacheBadQuery(t *testing.T) {
+func TestStatementsBadQuery(t *testing.T) {
 	for name, open := range databases(t) {
 		t.Run(name, func(t *testing.T) {
 			db := open(t)
 			ctx := context.Background()
-			c := New(db)
+			c := NewStatements(db)
 			tx, err := db.BeginTxx(ctx, nil)
 			if err != nil {
 				t.Fatal(err)
