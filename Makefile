@@ -12,10 +12,10 @@ SHELL := /usr/bin/env bash
 GO          ?= go
 PKGS        ?= ./...
 TEST_TIMEOUT ?= 20m
-# Short fuzz smoke run by `make test`; `make fuzz` runs every fuzz target longer.
-FUZZ_SMOKE  ?= 20s
+# Short fuzz smoke of every fuzz target, run by `make test` (scripts/fuzz.sh);
+# `make fuzz` runs each longer.
+FUZZ_SMOKE  ?= 5s
 FUZZTIME    ?= 2m
-FUZZ_SKIP_NOTE ?= fuzz smoke skipped: no FuzzParse in engine/definition
 
 # Addresses of the services started by scripts/up.sh (also internal/testenv's defaults).
 export SAGA_TEST_POSTGRES_URL  ?= postgres://postgres@127.0.0.1:55432/postgres?sslmode=disable
@@ -39,18 +39,13 @@ test: cc ## start PostgreSQL, Kafka and the full stack, run all tests with -race
 	@scripts/up.sh
 	@scripts/stack.sh
 	@scripts/kubernetes-validate.sh
-	@grep -qs '^func FuzzParse(' engine/definition/*_test.go || echo "note: no FuzzParse in engine/definition yet: the fuzz smoke will be skipped"
+	@scripts/schemathesis.sh
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
-	@$(MAKE) --no-print-directory fuzz-smoke FUZZ_SKIP_NOTE=
+	@$(MAKE) --no-print-directory fuzz-smoke
 
-# Runs only when the fuzz target exists (it arrives with engine/definition's tests).
+# Every fuzz target for FUZZ_SMOKE each (scripts/fuzz.sh fails if there is none).
 fuzz-smoke:
-	@if grep -qs '^func FuzzParse(' engine/definition/*_test.go; then \
-		echo "$(GO) test -run=^\$$ -fuzz=^FuzzParse\$$ -fuzztime=$(FUZZ_SMOKE) ./engine/definition"; \
-		$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZ_SMOKE) ./engine/definition; \
-	elif [[ -n "$(FUZZ_SKIP_NOTE)" ]]; then \
-		echo "$(FUZZ_SKIP_NOTE)"; \
-	fi
+	@GO='$(GO)' scripts/fuzz.sh $(FUZZ_SMOKE)
 
 lint: ## gofmt must list nothing; go vet
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
@@ -132,16 +127,19 @@ BENCH_ROUNDS ?= 1
 bench-compare: ## sagas/s beside pgbench -N and Kafka round trips at BENCH_COMPARE_C clients, and their ratios
 	@BENCH_N='$(BENCH_N)' BENCH_C='$(BENCH_COMPARE_C)' BENCH_ROUNDS='$(BENCH_ROUNDS)' BENCH_ARGS='$(BENCH_ARGS)' GO='$(GO)' scripts/bench-compare.sh
 
-fuzz: ## run every fuzz target for FUZZTIME each (default 2m)
-	@found=0; \
-	for f in $$(grep -lE '^func Fuzz[A-Za-z0-9_]*\(' $$(git ls-files '*_test.go')); do \
-		dir="./$$(dirname "$$f")"; \
-		for name in $$(sed -nE 's/^func (Fuzz[A-Za-z0-9_]*)\(.*/\1/p' "$$f"); do \
-			found=1; echo "==> $$dir $$name"; \
-			$(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) "$$dir"; \
-		done; \
-	done; \
-	[[ $$found == 1 ]] || echo "no fuzz targets found"
+fuzz: ## run every fuzz target for FUZZTIME each (default 2m; scripts/fuzz.sh)
+	@GO='$(GO)' scripts/fuzz.sh $(FUZZTIME)
+
+# schemathesis against the four services of a running system, as a user and
+# as an operator (internal/contractfuzz), longer than make test's run:
+# CONTRACT_EXAMPLES per operation, a seed of the day (CONTRACT_SEED).
+CONTRACT_EXAMPLES ?= 100
+CONTRACT_SEED ?= $(shell date +%Y%m%d)
+.PHONY: contract-fuzz
+contract-fuzz: ## schemathesis against all four OpenAPI specs on a running system (CONTRACT_EXAMPLES per operation)
+	@scripts/up.sh
+	@scripts/schemathesis.sh
+	SAGA_CONTRACT_EXAMPLES='$(CONTRACT_EXAMPLES)' SAGA_CONTRACT_SEED='$(CONTRACT_SEED)' $(GO) test -count=1 -v -timeout 120m -run '^TestContract$$' ./internal/contractfuzz
 
 # The race detector needs a C compiler; install one with apt if it is missing.
 cc:
