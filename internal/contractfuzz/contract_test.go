@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
+	"github.com/portfolio-counselor/sagamachine/internal/auth/issuer"
 	"github.com/portfolio-counselor/sagamachine/internal/system"
 	"github.com/portfolio-counselor/sagamachine/internal/testenv"
 )
@@ -74,6 +76,7 @@ func TestContract(t *testing.T) {
 		{"user", userSubject, nil},
 		{"operator", operatorSubject, []string{auth.RoleOperator, auth.RoleFundingOperator}},
 	}
+	t.Run("audiences", func(t *testing.T) { checkAudiences(t, sys) })
 	for _, name := range names {
 		base, ok := specs[name]
 		if !ok {
@@ -297,4 +300,42 @@ func envInt(t *testing.T, name string, def int) int {
 		t.Fatalf("%s=%q: want a positive integer", name, v)
 	}
 	return n
+}
+
+// checkAudiences pins what docs/auth.md says of the one-process system:
+// every service wants aud saga-machine, and a token made for another
+// audience (even a service's own name) is refused by all of them with 401.
+func checkAudiences(t *testing.T, sys *system.System) {
+	t.Helper()
+	paths := map[string]string{
+		"saga-machine": sys.URLs.SagaMachine + "/api/v1/me",
+		"deals":        sys.URLs.Deals + "/deals",
+		"profile":      sys.URLs.Profile + "/portfolios",
+		"notification": sys.URLs.Notification + "/notifications",
+	}
+	for service, target := range paths {
+		for _, aud := range []string{issuer.DefaultAudience, "deals", "profile", "notification", "account"} {
+			tok, err := sys.Issuer.Token(userSubject, issuer.TokenOptions{Audience: aud})
+			if err != nil {
+				t.Fatal(err)
+			}
+			req, err := http.NewRequest(http.MethodGet, target, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer "+tok)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			want := http.StatusUnauthorized
+			if aud == issuer.DefaultAudience {
+				want = http.StatusOK
+			}
+			if res.StatusCode != want {
+				t.Errorf("%s with a token for audience %q: got %d, want %d", service, aud, res.StatusCode, want)
+			}
+		}
+	}
 }
