@@ -1,9 +1,11 @@
 package httpapi_test
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -127,5 +129,41 @@ func TestListSagasQueryEdges(t *testing.T) {
 	page := decode[engine.SagaPage](t, e.do(t, http.MethodGet, "/api/v1/sagas?saga=&state=&cursor=", ""), 200)
 	if len(page.Sagas) != len(all.Sagas) {
 		t.Errorf("saga=&state=&cursor=: got %d sagas, want %d", len(page.Sagas), len(all.Sagas))
+	}
+}
+
+// TestReplayStillRefused: replaying a dead letter whose message is still
+// refused is 409 replay-failed with the reason, not 400 invalid (the
+// request is valid; contract fuzzing found the 400 once it had real dead
+// letters to replay), and it changes nothing: the dead letter stays
+// unreplayed and can be read and replayed again.
+func TestReplayStillRefused(t *testing.T) {
+	e := newEnv(t, "", envOptions{})
+	e.offset++
+	if err := e.orch.HandleRecords(context.Background(), []engine.Record{
+		{Topic: "SAGA_SERVER_TOPIC_DEALS", Key: "s-1", Value: []byte(`{"v":1,"id":"x-1","kind":"command"}`), Offset: e.offset},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	list := decode[struct {
+		DeadLetters []httpapi.DeadLetterView `json:"dead_letters"`
+	}](t, e.do(t, http.MethodGet, "/api/v1/dead-letters", ""), 200)
+	if len(list.DeadLetters) != 1 {
+		t.Fatalf("dead letters: %d, want the undecodable record", len(list.DeadLetters))
+	}
+	id := strconv.FormatInt(list.DeadLetters[0].ID, 10)
+	for range 2 {
+		p := problemOf(t, e.do(t, http.MethodPost, "/api/v1/dead-letters/"+id+"/replay", "{}"), http.StatusConflict, httpapi.CodeReplayFailed)
+		if !strings.HasPrefix(p.Detail, "the message still cannot be decoded: ") {
+			t.Errorf("detail %q, want the reason", p.Detail)
+		}
+		dl := decode[httpapi.DeadLetterView](t, e.do(t, http.MethodGet, "/api/v1/dead-letters/"+id, ""), 200)
+		if dl.ReplayedAt != nil || dl.ReplayedBy != "" {
+			t.Errorf("a failed replay marked the dead letter replayed: %+v", dl)
+		}
+	}
+	page := decode[engine.SagaPage](t, e.do(t, http.MethodGet, "/api/v1/sagas", ""), 200)
+	if len(page.Sagas) != 0 {
+		t.Errorf("sagas after failed replays: %d, want 0", len(page.Sagas))
 	}
 }

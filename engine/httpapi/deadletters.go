@@ -140,6 +140,12 @@ func (s *server) replay(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.orch.Replay(r.Context(), id, actor(r)); err != nil {
+		switch engine.ErrorCode(err) {
+		case engine.CodeInvalid, engine.CodeWrongParticipant, engine.CodeUnknownSaga, engine.CodeUnknownEvent, engine.CodeIllegal, engine.CodeFinished:
+			// The dead letter's message is still refused (the request is
+			// valid): 409 replay-failed with the reason, nothing changed.
+			err = &engine.Error{Code: CodeReplayFailed, Op: op, Err: err}
+		}
 		writeProblem(w, r, err)
 		return
 	}

@@ -24,6 +24,11 @@ const (
 	// another origin (CSRF), e.g. a web page posting to a loopback API that
 	// runs without authentication.
 	CodeCrossOrigin engine.Code = "cross-origin"
+	// CodeReplayFailed answers a replay of a dead letter whose message is
+	// still refused (still undecodable, from the wrong participant, not
+	// allowed in the saga's state, ...): the request was right, the dead
+	// letter is not, as for the participants' replay-failed.
+	CodeReplayFailed engine.Code = "replay-failed"
 )
 
 // problemKind is one row of the code table.
@@ -51,6 +56,7 @@ var problemKinds = map[engine.Code]problemKind{
 	CodeTooLarge:                {http.StatusRequestEntityTooLarge, "Request body too large"},
 	CodeMediaType:               {http.StatusUnsupportedMediaType, "Unsupported media type"},
 	CodeCrossOrigin:             {http.StatusForbidden, "Cross-origin request refused"},
+	CodeReplayFailed:            {http.StatusConflict, "Replay failed: the message is still refused"},
 }
 
 // ProblemType returns the type URI of code.

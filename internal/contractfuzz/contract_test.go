@@ -3,6 +3,7 @@ package contractfuzz
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -16,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
+	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/internal/auth/issuer"
 	"github.com/portfolio-counselor/sagamachine/internal/system"
@@ -199,7 +202,75 @@ func startSystem(t *testing.T) (*system.System, string) {
 	if _, err := sys.RunDemo(ctx); err != nil {
 		t.Fatalf("seed the system with the demo: %v", err)
 	}
+	seedDeadLetters(ctx, t, sys)
 	return sys, logFile
+}
+
+// seedDeadLetters publishes records no service can read to every command
+// topic and to saga-machine's event topic (one JSON that is no envelope,
+// one value that is not UTF-8) and waits until each service lists them as
+// dead letters, so that schemathesis reads and replays real ones (the
+// specs link the lists to GET and replay by id).
+func seedDeadLetters(ctx context.Context, t *testing.T, sys *system.System) {
+	t.Helper()
+	prod, err := kafka.NewProducer(kafka.Config{Brokers: sys.Brokers, ClientID: "contractfuzz"})
+	if err != nil {
+		t.Fatalf("producer: %v", err)
+	}
+	defer prod.Close()
+	var recs []kafka.Record
+	for _, topic := range []string{sys.Topics.Deals, sys.Topics.Profile, sys.Topics.Notification, envelope.EventTopic(sys.Topics.Events, system.Deals)} {
+		recs = append(recs,
+			kafka.Record{Topic: topic, Key: "fuzz-saga-1", Value: []byte(`{"v":1,"id":"fuzz-1","kind":"command"}`), Headers: map[string]string{"origin": "contractfuzz"}},
+			kafka.Record{Topic: topic, Key: "fuzz-saga-2", Value: []byte("\xff\xfe not UTF-8")})
+	}
+	if err := prod.Publish(ctx, recs); err != nil {
+		t.Fatalf("publish unreadable records: %v", err)
+	}
+	tok, err := sys.Token(operatorSubject, auth.RoleOperator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lists := map[string]string{
+		"saga-machine": sys.URLs.SagaMachine + "/api/v1/dead-letters",
+		"deals":        sys.URLs.Deals + "/admin/dead-letters",
+		"profile":      sys.URLs.Profile + "/admin/dead-letters",
+		"notification": sys.URLs.Notification + "/admin/dead-letters",
+	}
+	for name, target := range lists {
+		for n := 0; n < 2; {
+			if ctx.Err() != nil {
+				t.Fatalf("%s lists %d dead letters, want 2: %v", name, n, ctx.Err())
+			}
+			n = countDeadLetters(ctx, t, target, tok)
+			if n < 2 {
+				time.Sleep(50 * time.Millisecond) // polling the service, not timing it
+			}
+		}
+	}
+}
+
+// countDeadLetters returns how many dead letters a service lists.
+func countDeadLetters(ctx context.Context, t *testing.T, target, tok string) int {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", target, err)
+	}
+	defer res.Body.Close()
+	var page struct {
+		Items       []json.RawMessage `json:"items"`
+		DeadLetters []json.RawMessage `json:"dead_letters"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&page); err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d, %v", target, res.StatusCode, err)
+	}
+	return len(page.Items) + len(page.DeadLetters)
 }
 
 // lockedWriter serialises the system's log lines into one file.
