@@ -2,35 +2,49 @@ package engine
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
+
+	"github.com/portfolio-counselor/sagamachine/internal/delivery/relay"
 )
 
 // Defaults applied to the zero fields of a Config.
 const (
-	DefaultBatchSize     = 500
-	DefaultRelayBatch    = 1000
-	DefaultRelayLease    = 30 * time.Second
-	DefaultRelayPoll     = 250 * time.Millisecond
-	DefaultTimerPoll     = 200 * time.Millisecond
-	DefaultTimerBatch    = 200
-	DefaultDrainTimeout  = 10 * time.Second
-	DefaultConflictRetry = 8
+	DefaultBatchSize  = 500
+	DefaultRelayBatch = 1000
+	// DefaultRelayLease is how long the relay holds outbox records it
+	// publishes before another replica may take them.
+	DefaultRelayLease = 30 * time.Second
+	DefaultRelayPoll  = 250 * time.Millisecond
+	DefaultTimerPoll  = 200 * time.Millisecond
+	DefaultTimerBatch = 200
+	// DefaultShutdownTimeout bounds the last outbox flush when Run stops.
+	DefaultShutdownTimeout = 10 * time.Second
+	DefaultConflictRetry   = 8
 	// DefaultInboxRetention is how long processed message ids are kept to
 	// drop redelivered duplicates.
 	DefaultInboxRetention = 7 * 24 * time.Hour
-	// DefaultInboxPurgeEvery is how often Run purges older inbox records.
-	DefaultInboxPurgeEvery = time.Hour
+	// DefaultPruneEvery is how often Run prunes older inbox records.
+	DefaultPruneEvery = time.Hour
+
+	// DefaultDrainTimeout is the former name of DefaultShutdownTimeout.
+	//
+	// Deprecated: use DefaultShutdownTimeout.
+	DefaultDrainTimeout = DefaultShutdownTimeout
+	// DefaultInboxPurgeEvery is the former name of DefaultPruneEvery.
+	//
+	// Deprecated: use DefaultPruneEvery.
+	DefaultInboxPurgeEvery = DefaultPruneEvery
 )
 
 // Config tunes an Orchestrator. Its zero value means "the defaults" (the
-// Default* constants, a discarding logger, time.Now, no metrics).
+// Default* constants, a discarding logger, time.Now, no metrics). The
+// delivery knobs (BatchSize, FetchLinger aside, RelayBatch, RelayLease,
+// RelayPoll, ShutdownTimeout, InboxRetention, PruneEvery) have the same
+// names and meanings as the participant SDK's (sdk.Config).
 type Config struct {
 	// Logger receives structured logs; every line about one saga carries
 	// saga_id. Default: discard.
@@ -40,14 +54,16 @@ type Config struct {
 	// BatchSize is the most records fetched and applied in one transaction.
 	// Default 500.
 	BatchSize int
-	// RelayBatch is the most outbox records leased and published at once.
-	// Default 1000.
+	// RelayBatch is the most outbox records published at once. Default
+	// 1000.
 	RelayBatch int
-	// RelayLease is how long a leased outbox record is reserved for this
-	// relay before another replica may publish it. Default 30s.
+	// RelayLease is how long the relay holds the outbox records it
+	// publishes (a lock on PostgreSQL, a lease on SQLite) before another
+	// replica may publish them; a publish is retried within it. Default
+	// 30s.
 	RelayLease time.Duration
 	// RelayPoll is how often an idle relay looks for outbox records that it
-	// was not woken up for (other replicas' records, expired leases, timers).
+	// was not woken up for (other replicas' records, expired leases).
 	// Default 250ms.
 	RelayPoll time.Duration
 	// TimerPoll is how often due timers (timeouts, retries) are looked for.
@@ -55,8 +71,9 @@ type Config struct {
 	TimerPoll time.Duration
 	// TimerBatch is the most due timers handled per poll. Default 200.
 	TimerBatch int
-	// DrainTimeout bounds the final outbox flush when Run stops. Default 10s.
-	DrainTimeout time.Duration
+	// ShutdownTimeout bounds the last outbox flush when Run stops (the
+	// batch in flight is always finished first). Default 10s.
+	ShutdownTimeout time.Duration
 	// ConflictRetries bounds how often a batch is retried at once after an
 	// optimistic-lock conflict before HandleRecords returns the conflict.
 	// Default 8.
@@ -68,20 +85,31 @@ type Config struct {
 	// CompensationObserver it gets those hooks too. Default: none.
 	Observer Observer
 	// InboxRetention is how long the ids of processed messages are kept so
-	// that redelivered duplicates are dropped; Run purges older ones. It
+	// that redelivered duplicates are dropped; Run prunes older ones. It
 	// must exceed how long the bus may redeliver a message (consumer lag,
 	// retention of the event topic, replays from an earlier offset).
-	// Default 7 days; negative: never purge (the inbox grows without bound).
+	// Default 7 days; negative: never prune (the inbox grows without bound).
 	InboxRetention time.Duration
-	// InboxPurgeEvery is how often Run purges the inbox (also once at
-	// start). Default 1 hour.
-	InboxPurgeEvery time.Duration
+	// PruneEvery is how often Run prunes the inbox (also once at start).
+	// Default 1 hour.
+	PruneEvery time.Duration
 	// EventTopicBase, if set, binds senders to topics: an event is applied
 	// only if it arrived on EventTopic(EventTopicBase, p) of the
 	// participant p it names; any other event is dead-lettered
 	// (CodeWrongParticipant). Set it whenever participants publish to
 	// their own event topics (saga-machine always does). Empty: no check.
 	EventTopicBase string
+
+	// DrainTimeout is the former name of ShutdownTimeout, used when
+	// ShutdownTimeout is zero.
+	//
+	// Deprecated: use ShutdownTimeout.
+	DrainTimeout time.Duration
+	// InboxPurgeEvery is the former name of PruneEvery, used when
+	// PruneEvery is zero.
+	//
+	// Deprecated: use PruneEvery.
+	InboxPurgeEvery time.Duration
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -95,8 +123,9 @@ func (c Config) withDefaults() (Config, error) {
 		neg("BatchSize", c.BatchSize < 0), neg("RelayBatch", c.RelayBatch < 0),
 		neg("RelayLease", c.RelayLease < 0), neg("RelayPoll", c.RelayPoll < 0),
 		neg("TimerPoll", c.TimerPoll < 0), neg("TimerBatch", c.TimerBatch < 0),
-		neg("DrainTimeout", c.DrainTimeout < 0), neg("ConflictRetries", c.ConflictRetries < 0),
-		neg("InboxPurgeEvery", c.InboxPurgeEvery < 0),
+		neg("ShutdownTimeout", c.ShutdownTimeout < 0), neg("DrainTimeout", c.DrainTimeout < 0),
+		neg("ConflictRetries", c.ConflictRetries < 0),
+		neg("PruneEvery", c.PruneEvery < 0), neg("InboxPurgeEvery", c.InboxPurgeEvery < 0),
 	); err != nil {
 		return c, err
 	}
@@ -123,14 +152,14 @@ func (c Config) withDefaults() (Config, error) {
 	defD(&c.RelayLease, DefaultRelayLease)
 	defD(&c.RelayPoll, DefaultRelayPoll)
 	defD(&c.TimerPoll, DefaultTimerPoll)
-	defD(&c.DrainTimeout, DefaultDrainTimeout)
+	defD(&c.ShutdownTimeout, c.DrainTimeout)
+	defD(&c.ShutdownTimeout, DefaultShutdownTimeout)
 	defD(&c.InboxRetention, DefaultInboxRetention)
-	defD(&c.InboxPurgeEvery, DefaultInboxPurgeEvery)
+	defD(&c.PruneEvery, c.InboxPurgeEvery)
+	defD(&c.PruneEvery, DefaultPruneEvery)
+	c.DrainTimeout, c.InboxPurgeEvery = c.ShutdownTimeout, c.PruneEvery
 	if c.Owner == "" {
-		host, _ := os.Hostname()
-		var b [4]byte
-		_, _ = rand.Read(b[:])
-		c.Owner = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+		c.Owner = relay.Owner()
 	}
 	if c.Observer == nil {
 		c.Observer = NopObserver{}
@@ -152,7 +181,7 @@ type Orchestrator struct {
 	obs Observer
 	cob CompensationObserver // obs if it implements it, else NopObserver
 
-	wake chan struct{} // relay wake-up, buffered 1
+	wake relay.Signal // wakes the relay
 }
 
 // New checks cfg and returns an orchestrator over the definitions in cat,
@@ -181,7 +210,7 @@ func New(cfg Config, cat *Catalog, st Store, pub Publisher) (*Orchestrator, erro
 		log:  cfg.Logger,
 		obs:  cfg.Observer,
 		cob:  cob,
-		wake: make(chan struct{}, 1),
+		wake: relay.NewSignal(),
 	}, nil
 }
 
@@ -191,11 +220,11 @@ func (o *Orchestrator) Catalog() *Catalog { return o.cat }
 // Store returns the store the orchestrator works on.
 func (o *Orchestrator) Store() Store { return o.st }
 
-// Run consumes events from c, relays the outbox, fires timers and purges
-// the inbox (Config.InboxRetention) until ctx is done. Then it stops fetching, finishes the batch in flight (its
-// transaction and its offset commit), flushes the outbox for at most
-// Config.DrainTimeout and returns nil. It returns an error only if it cannot
-// start (no publisher).
+// Run consumes events from c, relays the outbox, fires timers and prunes
+// the inbox (Config.InboxRetention) until ctx is done. Then it stops
+// fetching, finishes the batch in flight (its transaction and its offset
+// commit), flushes the outbox for at most Config.ShutdownTimeout and
+// returns nil. It returns an error only if it cannot start (no publisher).
 func (o *Orchestrator) Run(ctx context.Context, c Consumer) error {
 	if o.pub == nil {
 		return Errorf(CodeInvalid, "run orchestrator", "no publisher: New was given a nil Publisher")
@@ -205,16 +234,15 @@ func (o *Orchestrator) Run(ctx context.Context, c Consumer) error {
 	}
 	o.log.Info("orchestrator running", "owner", o.cfg.Owner, "batch_size", o.cfg.BatchSize)
 
+	loop := relay.Loop{Once: o.RelayOnce, Batch: o.cfg.RelayBatch, Poll: o.cfg.RelayPoll, Wake: o.wake, Log: o.log}
 	bg := context.WithoutCancel(ctx)
 	relayCtx, stopRelay := context.WithCancel(bg)
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); o.relayLoop(relayCtx) }()
+	wg.Go(func() { loop.Run(relayCtx) })
 	timerCtx, stopTimers := context.WithCancel(ctx)
-	go func() { defer wg.Done(); o.timerLoop(timerCtx) }()
+	wg.Go(func() { o.timerLoop(timerCtx) })
 	if o.cfg.InboxRetention > 0 {
-		wg.Add(1)
-		go func() { defer wg.Done(); o.purgeLoop(timerCtx) }()
+		wg.Go(func() { relay.Every(timerCtx, o.cfg.PruneEvery, o.pruneOnce) })
 	}
 
 	o.intakeLoop(ctx, c)
@@ -224,8 +252,8 @@ func (o *Orchestrator) Run(ctx context.Context, c Consumer) error {
 	stopTimers()
 	stopRelay()
 	wg.Wait()
-	drainCtx, cancel := context.WithTimeout(bg, o.cfg.DrainTimeout)
-	n, err := o.flushOutbox(drainCtx)
+	drainCtx, cancel := context.WithTimeout(bg, o.cfg.ShutdownTimeout)
+	n, err := loop.Drain(drainCtx)
 	cancel()
 	if err != nil {
 		o.log.Warn("outbox not fully flushed at shutdown; the next start publishes the rest", "published", n, "err", err)
@@ -247,7 +275,7 @@ func (o *Orchestrator) intakeLoop(ctx context.Context, c Consumer) {
 			}
 			fetchFailures++
 			o.log.Warn("fetch events failed; retrying", "err", err, "failures", fetchFailures)
-			sleep(ctx, backoff(fetchFailures, 100*time.Millisecond, 5*time.Second))
+			relay.Sleep(ctx, relay.Backoff(fetchFailures, 100*time.Millisecond, 5*time.Second))
 			continue
 		}
 		fetchFailures = 0
@@ -267,7 +295,7 @@ func (o *Orchestrator) intakeLoop(ctx context.Context, c Consumer) {
 				o.log.Warn("shutting down with an unapplied batch; its offsets are not committed", "records", len(recs))
 				return
 			}
-			sleep(ctx, backoff(attempt, 50*time.Millisecond, 5*time.Second))
+			relay.Sleep(ctx, relay.Backoff(attempt, 50*time.Millisecond, 5*time.Second))
 		}
 		if err := c.Commit(bg, recs); err != nil {
 			// The effects are durable; redelivered records are duplicates
@@ -278,67 +306,35 @@ func (o *Orchestrator) intakeLoop(ctx context.Context, c Consumer) {
 	}
 }
 
-// purgeLoop purges the inbox at once and then every Config.InboxPurgeEvery
-// until ctx is done.
-func (o *Orchestrator) purgeLoop(ctx context.Context) {
-	t := time.NewTicker(o.cfg.InboxPurgeEvery)
-	defer t.Stop()
-	for {
-		n, err := o.PurgeInbox(ctx)
-		switch {
-		case err != nil && ctx.Err() == nil:
-			o.log.Warn("purge inbox failed; trying again later", "err", err, "retention", o.cfg.InboxRetention)
-		case n > 0:
-			o.log.Info("purged inbox", "removed", n, "retention", o.cfg.InboxRetention)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+// pruneOnce prunes the inbox and logs the outcome (Run's pruning job).
+func (o *Orchestrator) pruneOnce(ctx context.Context) {
+	n, err := o.Prune(ctx)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		o.log.Warn("prune inbox failed; trying again later", "err", err, "retention", o.cfg.InboxRetention)
+	case n > 0:
+		o.log.Info("pruned inbox", "removed", n, "retention", o.cfg.InboxRetention)
 	}
 }
 
-// PurgeInbox forgets the ids of messages processed more than
+// Prune forgets the ids of messages processed more than
 // Config.InboxRetention ago and returns how many it removed (none when the
-// retention is negative). Run calls it every Config.InboxPurgeEvery.
-func (o *Orchestrator) PurgeInbox(ctx context.Context) (int64, error) {
+// retention is negative). Run calls it every Config.PruneEvery.
+func (o *Orchestrator) Prune(ctx context.Context) (int64, error) {
 	if o.cfg.InboxRetention < 0 {
 		return 0, nil
 	}
 	n, err := o.st.PurgeInbox(ctx, o.cfg.Clock().Add(-o.cfg.InboxRetention))
 	if err != nil {
-		return n, fmt.Errorf("purge inbox records older than %v: %w", o.cfg.InboxRetention, err)
+		return n, fmt.Errorf("prune inbox records older than %v: %w", o.cfg.InboxRetention, err)
 	}
 	return n, nil
 }
 
+// PurgeInbox is the former name of Prune.
+//
+// Deprecated: use Prune.
+func (o *Orchestrator) PurgeInbox(ctx context.Context) (int64, error) { return o.Prune(ctx) }
+
 // Wake tells the relay that the outbox has new records.
-func (o *Orchestrator) Wake() {
-	select {
-	case o.wake <- struct{}{}:
-	default:
-	}
-}
-
-// sleep waits for d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-}
-
-// backoff is base·2^(attempt-1), capped at max.
-func backoff(attempt int, base, max time.Duration) time.Duration {
-	d := base
-	for i := 1; i < attempt && d < max; i++ {
-		d *= 2
-	}
-	if d > max {
-		d = max
-	}
-	return d
-}
+func (o *Orchestrator) Wake() { o.wake.Notify() }

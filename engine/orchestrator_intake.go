@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/portfolio-counselor/sagamachine/engine/definition"
+	"github.com/portfolio-counselor/sagamachine/internal/delivery/relay"
 )
 
 // permanent marks an error that retrying the transaction cannot fix.
@@ -31,8 +32,8 @@ func (o *Orchestrator) inTx(ctx context.Context, fn func(ctx context.Context, tx
 		if ErrorCode(err) != CodeConflict || attempt > o.cfg.ConflictRetries {
 			return err
 		}
-		d := backoff(attempt, 2*time.Millisecond, 200*time.Millisecond)
-		sleep(ctx, d/2+rand.N(d/2+1))
+		d := relay.Backoff(attempt, 2*time.Millisecond, 200*time.Millisecond)
+		relay.Sleep(ctx, d/2+rand.N(d/2+1))
 		if ctx.Err() != nil {
 			return err
 		}

@@ -26,7 +26,6 @@ type dialect struct {
 	name     string
 	postgres bool
 	bind     int    // sqlx bind type
-	skipLock string // row-lock clause for outbox claims
 	keysAgg  string // aggregate of a saga's keys into a JSON object
 }
 
@@ -34,7 +33,6 @@ var postgresDialect = dialect{
 	name:     "postgres",
 	postgres: true,
 	bind:     sqlx.DOLLAR,
-	skipLock: " FOR UPDATE SKIP LOCKED",
 	keysAgg:  "(SELECT json_object_agg(k.name, k.value) FROM saga_keys k WHERE k.saga_id = s.id)",
 }
 

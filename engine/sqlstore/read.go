@@ -260,61 +260,6 @@ func (s *Store) DueTimers(ctx context.Context, now time.Time, limit int) ([]stri
 	return ids, nil
 }
 
-// OutboxBacklog counts unpublished records.
-func (s *Store) OutboxBacklog(ctx context.Context) (int64, error) {
-	var n int64
-	if err := s.r.GetContext(ctx, &n, "SELECT count(*) FROM outbox"); err != nil {
-		return 0, s.wrap("sqlstore: count outbox", err)
-	}
-	return n, nil
-}
-
-// purgeChunk is the most inbox records one purge statement deletes, so that
-// a large purge is many short statements rather than one long one.
-const purgeChunk = 10000
-
-// PurgeInbox deletes the inbox records of messages processed before
-// olderThan, in chunks, and returns how many it deleted.
-func (s *Store) PurgeInbox(ctx context.Context, olderThan time.Time) (int64, error) {
-	const op = "sqlstore: purge inbox"
-	if olderThan.IsZero() {
-		return 0, engine.Errorf(engine.CodeInvalid, op, "no cut-off time")
-	}
-	q := s.d.q(`DELETE FROM inbox WHERE message_id IN
-		(SELECT message_id FROM inbox WHERE processed_at < ? LIMIT ?)`)
-	var total int64
-	for {
-		res, err := s.w.ExecContext(ctx, q, s.d.t(olderThan), purgeChunk)
-		if err != nil {
-			return total, s.wrap(fmt.Sprintf("%s (%d deleted so far)", op, total), err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return total, s.wrap(op, err)
-		}
-		total += n
-		if n < purgeChunk {
-			return total, nil
-		}
-	}
-}
-
-// DeleteOutbox removes published records.
-func (s *Store) DeleteOutbox(ctx context.Context, seqs []int64) error {
-	const op = "sqlstore: delete outbox records"
-	if len(seqs) == 0 {
-		return nil
-	}
-	arg, err := s.d.list(seqs)
-	if err != nil {
-		return s.wrap(op, err)
-	}
-	if _, err := s.w.ExecContext(ctx, s.d.q("DELETE FROM outbox WHERE "+s.d.in("seq")), arg); err != nil {
-		return s.wrap(op, err)
-	}
-	return nil
-}
-
 const deadLetterCols = `id, message_id, saga_id, topic, kafka_partition, kafka_offset, raw, code, reason,
 	created_at, replayed_at, replayed_by`
 

@@ -11,10 +11,11 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	_ "github.com/lib/pq" // PostgreSQL driver "postgres"
+	_ "github.com/lib/pq"  // PostgreSQL driver "postgres"
 	_ "modernc.org/sqlite" // SQLite driver "sqlite"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/internal/delivery"
 	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 )
 
@@ -26,8 +27,9 @@ type Store struct {
 	r       *sqlx.DB // reads; the same pool as w on PostgreSQL and in-memory SQLite
 	now     func() time.Time
 	migrate bool
-	tmpDir  string   // removed by Close (in-memory SQLite)
+	tmpDir  string            // removed by Close (in-memory SQLite)
 	stmts   *sqldb.Statements // PostgreSQL batch statements, prepared once per connection of w
+	dt      *delivery.Tables  // inbox and outbox (the delivery core, shared with the SDK)
 }
 
 var _ engine.Store = (*Store)(nil)
@@ -128,6 +130,10 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*Store, error) {
 		s.w, s.r = w, r
 	}
 	s.stmts = sqldb.NewStatements(s.w)
+	if s.dt, err = delivery.New(s.w, delivery.EngineTables, delivery.Options{Reader: s.r, Statements: s.stmts, Now: s.now}); err != nil {
+		s.Close()
+		return nil, &engine.Error{Code: engine.CodeInternal, Op: op, Err: err}
+	}
 	if err := s.Ping(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("%s %s: %w", op, redact(rawURL), err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
+	"github.com/portfolio-counselor/sagamachine/internal/delivery"
 )
 
 // tx is the engine.Tx of one InTx call. The validation and encoding of a
@@ -93,15 +94,10 @@ func (t *tx) Claim(ctx context.Context, ids []string) (map[string]bool, error) {
 	if err != nil {
 		return nil, &engine.Error{Code: engine.CodeInvalid, Op: op, Err: err}
 	}
-	fresh := make(map[string]bool, len(ids))
 	if len(ids) == 0 {
-		return fresh, nil
+		return map[string]bool{}, nil
 	}
-	if t.d().postgres {
-		err = t.claimPostgres(ctx, ids, fresh)
-	} else {
-		err = t.claimSQLite(ctx, ids, fresh)
-	}
+	fresh, err := t.s.dt.ClaimIDs(ctx, t.tx, ids)
 	if err != nil {
 		return nil, t.s.wrap(op, err)
 	}
@@ -110,7 +106,7 @@ func (t *tx) Claim(ctx context.Context, ids []string) (map[string]bool, error) {
 
 // Unclaim forgets a message id.
 func (t *tx) Unclaim(ctx context.Context, id string) error {
-	if _, err := t.tx.ExecContext(ctx, t.d().q("DELETE FROM inbox WHERE message_id = ?"), id); err != nil {
+	if err := t.s.dt.Forget(ctx, t.tx, id); err != nil {
 		return t.s.wrap("sqlstore: unclaim message "+id, err)
 	}
 	return nil
@@ -351,21 +347,13 @@ func (t *tx) AppendHistory(ctx context.Context, entries []engine.HistoryEntry) e
 	return t.s.wrap(op, err)
 }
 
-// Enqueue adds records to the outbox, in order.
+// Enqueue adds records to the outbox, in order (delivery.Tables.Write).
 func (t *tx) Enqueue(ctx context.Context, recs []engine.OutboxRecord) error {
 	const op = "sqlstore: enqueue"
 	if len(recs) == 0 {
 		return nil
 	}
-	// One buffer for the batch's messages, as a JSON array: PostgreSQL
-	// takes it as it is, SQLite gets each message.
-	ends := make([]int, len(recs))
-	size := 2
-	for i := range recs {
-		size += 256 + len(recs[i].Message.Payload)
-	}
-	buf := make([]byte, 0, size)
-	buf = append(buf, '[')
+	rows := make([]delivery.Row, len(recs))
 	for i := range recs {
 		m := &recs[i].Message
 		if recs[i].Topic == "" {
@@ -374,26 +362,13 @@ func (t *tx) Enqueue(ctx context.Context, recs []engine.OutboxRecord) error {
 		if len(m.Payload) > 0 && !json.Valid(m.Payload) {
 			return engine.Errorf(engine.CodeInvalid, op, "record %d of %d: payload is not valid JSON", i, len(recs))
 		}
-		if i > 0 {
-			buf = append(buf, ',')
+		// The delivery core encodes the message into its batch buffer.
+		rows[i] = delivery.Row{Topic: recs[i].Topic, Key: recs[i].Key, Message: m}
+		if tp := recs[i].Traceparent; tp != "" {
+			rows[i].Headers = map[string]string{envelope.HeaderTraceparent: tp}
 		}
-		buf = engine.AppendMessage(buf, m)
-		ends[i] = len(buf)
 	}
-	buf = append(buf, ']')
-	var err error
-	if t.d().postgres {
-		err = t.enqueuePostgres(ctx, recs, buf)
-	} else {
-		msgs := make([]string, len(recs))
-		all := unsafe.String(unsafe.SliceData(buf), len(buf))
-		start := 1
-		for i, end := range ends {
-			msgs[i], start = all[start:end], end+1
-		}
-		err = t.enqueueSQLite(ctx, recs, msgs)
-	}
-	return t.s.wrap(op, err)
+	return t.s.wrap(op, t.s.dt.Write(ctx, t.tx, rows))
 }
 
 // AddDeadLetters stores dead letters; one whose MessageID is already parked

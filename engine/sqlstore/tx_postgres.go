@@ -2,13 +2,12 @@ package sqlstore
 
 import (
 	"context"
-	"database/sql/driver"
-	"strconv"
 	"time"
 
 	"github.com/lib/pq"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 )
 
 // PostgreSQL writes whole batches with one statement each: the batch is bound
@@ -21,23 +20,6 @@ import (
 // jsonOrNull turns a JSON null element of a jsonArray back into SQL NULL.
 func jsonOrNull(col string) string {
 	return "CASE WHEN json_typeof(" + col + ") = 'null' THEN NULL ELSE " + col + " END"
-}
-
-func (t *tx) claimPostgres(ctx context.Context, ids []string, fresh map[string]bool) error {
-	rows, err := t.query(ctx, `INSERT INTO inbox (message_id, processed_at) SELECT unnest($1::text[]), $2
-		ON CONFLICT DO NOTHING RETURNING message_id`, textArray(ids), pgTime(t.s.now()))
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return err
-		}
-		fresh[id] = true
-	}
-	return rows.Err()
 }
 
 // instColumns are the arrays of a batch of instances.
@@ -83,11 +65,11 @@ func (t *tx) insertPostgres(ctx context.Context, rows []instRow) error {
 			json_array_elements($14::json), json_array_elements($15::json))
 			AS v(id, saga, saga_version, state, status, context, created_at, updated_at, entered_at, pending, attempts,
 				timer_at, traceparent, undo, deferred)`,
-		textArray(c.ids), textArray(c.sagas), int64Array(c.versions), textArray(c.states),
-		textArray(c.statuses), jsonArray(c.contexts), textArray(c.createds),
-		textArray(c.updateds), textArray(c.entereds), jsonArray(c.pendings),
-		int64Array(c.attempts), nullTextArray(c.timers), nullTextArray(c.traces),
-		jsonArray(c.undos), jsonArray(c.deferreds)); err != nil {
+		sqldb.TextArray(c.ids), sqldb.TextArray(c.sagas), sqldb.Int64Array(c.versions), sqldb.TextArray(c.states),
+		sqldb.TextArray(c.statuses), sqldb.JSONArray(c.contexts), sqldb.TextArray(c.createds),
+		sqldb.TextArray(c.updateds), sqldb.TextArray(c.entereds), sqldb.JSONArray(c.pendings),
+		sqldb.Int64Array(c.attempts), sqldb.NullTextArray(c.timers), sqldb.NullTextArray(c.traces),
+		sqldb.JSONArray(c.undos), sqldb.JSONArray(c.deferreds)); err != nil {
 		return err
 	}
 	kIDs, kNames, kValues := keyRows(rows)
@@ -96,7 +78,7 @@ func (t *tx) insertPostgres(ctx context.Context, rows []instRow) error {
 	}
 	_, err := t.exec(ctx, `INSERT INTO saga_keys (saga_id, name, value)
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[])`,
-		textArray(kIDs), textArray(kNames), textArray(kValues))
+		sqldb.TextArray(kIDs), sqldb.TextArray(kNames), sqldb.TextArray(kValues))
 	return err
 }
 
@@ -115,11 +97,11 @@ func (t *tx) updatePostgres(ctx context.Context, rows []instRow) (map[string]boo
 				traceparent, undo, deferred)
 		WHERE s.id = v.id AND s.rev = v.rev
 		RETURNING s.id`,
-		textArray(c.ids), int64Array(c.revs), textArray(c.sagas), int64Array(c.versions),
-		textArray(c.states), textArray(c.statuses), jsonArray(c.contexts),
-		textArray(c.updateds), textArray(c.entereds), jsonArray(c.pendings),
-		int64Array(c.attempts), nullTextArray(c.timers), nullTextArray(c.traces),
-		jsonArray(c.undos), jsonArray(c.deferreds))
+		sqldb.TextArray(c.ids), sqldb.Int64Array(c.revs), sqldb.TextArray(c.sagas), sqldb.Int64Array(c.versions),
+		sqldb.TextArray(c.states), sqldb.TextArray(c.statuses), sqldb.JSONArray(c.contexts),
+		sqldb.TextArray(c.updateds), sqldb.TextArray(c.entereds), sqldb.JSONArray(c.pendings),
+		sqldb.Int64Array(c.attempts), sqldb.NullTextArray(c.timers), sqldb.NullTextArray(c.traces),
+		sqldb.JSONArray(c.undos), sqldb.JSONArray(c.deferreds))
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +131,7 @@ func (t *tx) replaceKeysPostgres(ctx context.Context, rows []instRow) error {
 	if _, err := t.exec(ctx, `DELETE FROM saga_keys AS k WHERE k.saga_id = ANY($1::text[])
 		AND NOT EXISTS (SELECT 1 FROM unnest($2::text[], $3::text[], $4::text[]) AS n(saga_id, name, value)
 			WHERE n.saga_id = k.saga_id AND n.name = k.name AND n.value = k.value)`,
-		textArray(ids), textArray(kIDs), textArray(kNames), textArray(kValues)); err != nil {
+		sqldb.TextArray(ids), sqldb.TextArray(kIDs), sqldb.TextArray(kNames), sqldb.TextArray(kValues)); err != nil {
 		return err
 	}
 	if len(kIDs) == 0 {
@@ -157,115 +139,8 @@ func (t *tx) replaceKeysPostgres(ctx context.Context, rows []instRow) error {
 	}
 	_, err := t.exec(ctx, `INSERT INTO saga_keys (saga_id, name, value)
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING`,
-		textArray(kIDs), textArray(kNames), textArray(kValues))
+		sqldb.TextArray(kIDs), sqldb.TextArray(kNames), sqldb.TextArray(kValues))
 	return err
-}
-
-// textArray is a PostgreSQL array literal of text; SQL casts it to the
-// element type (json[], timestamptz[], ...). It does what pq.StringArray
-// does, with one allocation of the exact size, and is bound as []byte,
-// which lib/pq sends without copying it again.
-type textArray []string
-
-// Value implements driver.Valuer.
-func (a textArray) Value() (driver.Value, error) {
-	return arrayLiteral(len(a), func(i int) (string, bool) { return a[i], true }), nil
-}
-
-// nullTextArray is a textArray whose nil elements are NULL.
-type nullTextArray []*string
-
-// Value implements driver.Valuer.
-func (a nullTextArray) Value() (driver.Value, error) {
-	return arrayLiteral(len(a), func(i int) (string, bool) {
-		if a[i] == nil {
-			return "", false
-		}
-		return *a[i], true
-	}), nil
-}
-
-// arrayLiteral writes {"e1","e2",NULL}, escaping " and \ in elements.
-// It makes one pass over the elements into a buffer sized for the usual
-// share of quotes in JSON documents.
-func arrayLiteral(n int, elem func(i int) (string, bool)) []byte {
-	size := 2 + 3*n
-	for i := range n {
-		if e, ok := elem(i); ok {
-			size += len(e) + len(e)/6
-		}
-	}
-	b := make([]byte, 0, size)
-	b = append(b, '{')
-	for i := range n {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		e, ok := elem(i)
-		if !ok {
-			b = append(b, "NULL"...)
-			continue
-		}
-		b = append(b, '"')
-		last := 0
-		for j := 0; j < len(e); j++ {
-			if c := e[j]; c == '"' || c == '\\' {
-				b = append(b, e[last:j]...)
-				b = append(b, '\\', c)
-				last = j + 1
-			}
-		}
-		b = append(b, e[last:]...)
-		b = append(b, '"')
-	}
-	return append(b, '}')
-}
-
-// jsonArray is a JSON array of JSON documents, nil elements as null. Every
-// element must be one valid JSON value (the callers check), or the
-// elements would not line up with the other columns.
-type jsonArray []*string
-
-// Value implements driver.Valuer.
-func (a jsonArray) Value() (driver.Value, error) {
-	size := 2 + len(a)
-	for _, e := range a {
-		if e == nil {
-			size += 4
-		} else {
-			size += len(*e)
-		}
-	}
-	b := make([]byte, 0, size)
-	b = append(b, '[')
-	for i, e := range a {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		if e == nil {
-			b = append(b, "null"...)
-		} else {
-			b = append(b, *e...)
-		}
-	}
-	return append(b, ']'), nil
-}
-
-// int64Array is a PostgreSQL array literal of integers, like pq.Int64Array
-// with one allocation of about the right size.
-type int64Array []int64
-
-// Value implements driver.Valuer.
-func (a int64Array) Value() (driver.Value, error) {
-	b := make([]byte, 0, 2+len(a)*8)
-	b = append(b, '{')
-	for i, v := range a {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = strconv.AppendInt(b, v, 10)
-	}
-	return append(b, '}'), nil
 }
 
 func (t *tx) historyPostgres(ctx context.Context, rows []histRow) error {
@@ -288,21 +163,9 @@ func (t *tx) historyPostgres(ctx context.Context, rows []histRow) error {
 			unnest($5::text[]), unnest($6::text[]), unnest($7::text[]), unnest($8::text[]), json_array_elements($9::json),
 			unnest($10::text[]), unnest($11::text[]), unnest($12::text[]))
 			AS v(saga_id, at, kind, message_id, event, by_participant, from_state, to_state, commands, code, reason, actor)`,
-		textArray(sagaIDs), textArray(ats), textArray(kinds), textArray(msgIDs),
-		textArray(events), textArray(bys), textArray(froms), textArray(tos),
-		jsonArray(cmds), textArray(codes), textArray(reasons), textArray(actors))
-	return err
-}
-
-// enqueuePostgres inserts recs; msgs is the JSON array of their messages.
-func (t *tx) enqueuePostgres(ctx context.Context, recs []engine.OutboxRecord, msgs []byte) error {
-	topics, keys, traces := make([]string, len(recs)), make([]string, len(recs)), make([]*string, len(recs))
-	for i := range recs {
-		topics[i], keys[i], traces[i] = recs[i].Topic, recs[i].Key, nullString(recs[i].Traceparent)
-	}
-	_, err := t.exec(ctx, `INSERT INTO outbox (topic, key, message, traceparent)
-		SELECT * FROM ROWS FROM (unnest($1::text[]), unnest($2::text[]), json_array_elements($3::json), unnest($4::text[]))`,
-		textArray(topics), textArray(keys), msgs, nullTextArray(traces))
+		sqldb.TextArray(sagaIDs), sqldb.TextArray(ats), sqldb.TextArray(kinds), sqldb.TextArray(msgIDs),
+		sqldb.TextArray(events), sqldb.TextArray(bys), sqldb.TextArray(froms), sqldb.TextArray(tos),
+		sqldb.JSONArray(cmds), sqldb.TextArray(codes), sqldb.TextArray(reasons), sqldb.TextArray(actors))
 	return err
 }
 
@@ -331,8 +194,8 @@ func (t *tx) deadLettersPostgres(ctx context.Context, dls []engine.DeadLetter, n
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::bytea[], $7::text[],
 			$8::text[], $9::timestamptz[])
 		ON CONFLICT DO NOTHING`,
-		nullTextArray(msgIDs), textArray(sagaIDs), textArray(topics), int64Array(parts),
-		int64Array(offsets), pq.ByteaArray(raws), textArray(codes), textArray(reasons),
-		textArray(creats))
+		sqldb.NullTextArray(msgIDs), sqldb.TextArray(sagaIDs), sqldb.TextArray(topics), sqldb.Int64Array(parts),
+		sqldb.Int64Array(offsets), pq.ByteaArray(raws), sqldb.TextArray(codes), sqldb.TextArray(reasons),
+		sqldb.TextArray(creats))
 	return err
 }

@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
-	"strings"
 	"time"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
@@ -11,47 +10,7 @@ import (
 
 // SQLite runs in-process, so a statement costs no round trip: batches are
 // written with one prepared statement executed per row, inside the
-// transaction. Claims use multi-row VALUES, chunked under SQLite's limit on
-// bound variables.
-
-// sqliteClaimChunk is the number of rows per claim statement (2 variables each).
-const sqliteClaimChunk = 500
-
-func (t *tx) claimSQLite(ctx context.Context, ids []string, fresh map[string]bool) error {
-	now := t.s.now().UnixMicro()
-	for start := 0; start < len(ids); start += sqliteClaimChunk {
-		chunk := ids[start:min(start+sqliteClaimChunk, len(ids))]
-		var b strings.Builder
-		b.WriteString("INSERT INTO inbox (message_id, processed_at) VALUES ")
-		args := make([]any, 0, 2*len(chunk))
-		for i, id := range chunk {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString("(?,?)")
-			args = append(args, id, now)
-		}
-		b.WriteString(" ON CONFLICT DO NOTHING RETURNING message_id")
-		if err := func() error {
-			rows, err := t.tx.QueryContext(ctx, b.String(), args...)
-			if err != nil {
-				return err
-			}
-			defer rows.Close()
-			for rows.Next() {
-				var id string
-				if err := rows.Scan(&id); err != nil {
-					return err
-				}
-				fresh[id] = true
-			}
-			return rows.Err()
-		}(); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+// transaction. (The inbox and the outbox are internal/delivery's.)
 
 // each prepares query in the transaction and runs do with it.
 func (t *tx) each(ctx context.Context, query string, do func(st *sql.Stmt) error) error {
@@ -154,18 +113,6 @@ func (t *tx) historySQLite(ctx context.Context, rows []histRow) error {
 			}
 			return nil
 		})
-}
-
-func (t *tx) enqueueSQLite(ctx context.Context, recs []engine.OutboxRecord, msgs []string) error {
-	now := t.s.now().UnixMicro()
-	return t.each(ctx, "INSERT INTO outbox (topic, key, message, created_at, traceparent) VALUES (?, ?, ?, ?, ?)", func(st *sql.Stmt) error {
-		for i := range recs {
-			if _, err := st.ExecContext(ctx, recs[i].Topic, recs[i].Key, msgs[i], now, nullString(recs[i].Traceparent)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
 }
 
 func (t *tx) deadLettersSQLite(ctx context.Context, dls []engine.DeadLetter, now time.Time) error {

@@ -2,8 +2,6 @@ package sqlstore
 
 import (
 	"testing"
-
-	"github.com/lib/pq"
 )
 
 func TestParseURL(t *testing.T) {
@@ -42,49 +40,6 @@ func TestParseURL(t *testing.T) {
 func TestRedact(t *testing.T) {
 	if got, want := redact("postgres://u:secret@h/db"), "postgres://u:xxxxx@h/db"; got != want {
 		t.Errorf("redact: got %q, want %q", got, want)
-	}
-}
-
-func TestNullTextArray(t *testing.T) {
-	s := func(v string) *string { return &v }
-	tests := []struct {
-		in   nullTextArray
-		want string
-	}{
-		{nil, "{}"},
-		{nullTextArray{nil}, "{NULL}"},
-		{nullTextArray{s(""), s("NULL"), s(`{"a":"b\\c"}`), nil}, `{"","NULL","{\"a\":\"b\\\\c\"}",NULL}`},
-	}
-	for _, tc := range tests {
-		v, err := tc.in.Value()
-		got, _ := v.([]byte)
-		if err != nil || string(got) != tc.want {
-			t.Errorf("Value() = %v, %v; want %s", got, err, tc.want)
-		}
-	}
-	// textArray encodes like pq.StringArray.
-	for _, in := range [][]string{nil, {}, {""}, {"a", `q"uote`, `back\slash`, "é, {x}", "NULL"}} {
-		v, err := textArray(in).Value()
-		if err != nil {
-			t.Fatalf("textArray.Value: %v", err)
-		}
-		got, _ := v.([]byte)
-		want, _ := pq.StringArray(in).Value()
-		if in == nil {
-			want = "{}"
-		}
-		if string(got) != want {
-			t.Errorf("textArray(%q) = %s, want %v", in, got, want)
-		}
-	}
-	// int64Array encodes like pq.Int64Array.
-	for _, in := range [][]int64{{}, {0}, {1, -2, 9223372036854775807}} {
-		v, _ := int64Array(in).Value()
-		got, _ := v.([]byte)
-		want, _ := pq.Int64Array(in).Value()
-		if string(got) != want {
-			t.Errorf("int64Array(%v) = %s, want %v", in, got, want)
-		}
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
-	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
 
 // HeaderIdempotencyKey makes POST /deals idempotent per user.
@@ -37,7 +36,7 @@ func (s *Service) routes() *mux.Router {
 	r.Handle("/deals", service.Authed(s.auth, s.log, s.handleList)).Methods(http.MethodGet)
 	r.Handle("/deals/{id}", service.Authed(s.auth, s.log, s.handleGet)).Methods(http.MethodGet)
 	// The SDK's dead letters (GET/POST /admin/dead-letters...), operators only.
-	sdk.MountAdmin(r, s.p, s.operatorsOnly)
+	service.MountAdmin(r, s.p, s.operatorsOnly)
 	return r
 }
 

@@ -182,7 +182,7 @@ func (s *Service) routes() *mux.Router {
 	r := service.NewRouter(s.db)
 	r.Handle("/notifications", service.Authed(s.auth, s.log, s.handleList)).Methods(http.MethodGet)
 	// The SDK's dead letters (GET/POST /admin/dead-letters...), operators only.
-	sdk.MountAdmin(r, s.p, s.operatorsOnly)
+	service.MountAdmin(r, s.p, s.operatorsOnly)
 	return r
 }
 

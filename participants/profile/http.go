@@ -15,7 +15,6 @@ import (
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
-	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
 
 // maxNameRunes bounds portfolio names.
@@ -69,7 +68,7 @@ func (s *Service) routes() *mux.Router {
 	r.Handle("/portfolios/{id}/snapshots", h(s.handleSnapshots)).Methods(http.MethodGet)
 	r.Handle("/portfolios/{id}/snapshots/{date}", h(s.handleSnapshotAt)).Methods(http.MethodGet)
 	// The SDK's dead letters (GET/POST /admin/dead-letters...), operators only.
-	sdk.MountAdmin(r, s.p, s.operatorsOnly)
+	service.MountAdmin(r, s.p, s.operatorsOnly)
 	return r
 }
 

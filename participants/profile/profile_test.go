@@ -15,7 +15,6 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
-	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service/servicetest"
@@ -428,11 +427,11 @@ func TestConcurrentApprovals(t *testing.T) {
 }
 
 // record builds an APPROVE_ORDER command record as the Kafka intake gets it.
-func record(p *sdk.Participant, sagaID string, payload json.RawMessage) kafka.Record {
+func record(p *sdk.Participant, sagaID string, payload json.RawMessage) sdk.Record {
 	msg := engine.Message{V: engine.EnvelopeVersion, ID: uuid.NewString(), SagaID: sagaID, Saga: "MANUAL_CREATE_ORDER", SagaVersion: 1,
 		Kind: engine.KindCommand, Name: CommandApproveOrder, Participant: Name, OccurredAt: time.Now().UTC(), Attempt: 1, Payload: payload}
 	body, _ := json.Marshal(msg) // an envelope always encodes
-	return kafka.Record{Topic: p.Config().CommandTopic, Key: sagaID, Value: body}
+	return sdk.Record{Topic: p.Config().CommandTopic, Key: sagaID, Value: body}
 }
 
 // TestApproveOrderWritesEachDB buys, sells part and sells all on both

@@ -12,7 +12,6 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
-	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service/servicetest"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
@@ -395,7 +394,7 @@ func TestConcurrentReverts(t *testing.T) {
 				t.Fatal(err)
 			}
 			wg.Go(func() {
-				outs[i], errs[i] = w.p.Dispatch(context.Background(), kafka.Record{Topic: w.p.Config().CommandTopic, Key: m.SagaID, Value: body})
+				outs[i], errs[i] = w.p.Dispatch(context.Background(), sdk.Record{Topic: w.p.Config().CommandTopic, Key: m.SagaID, Value: body})
 			})
 		}
 		wg.Wait()

@@ -52,8 +52,8 @@ const (
 	MaxAdminListLimit     = 1000
 )
 
-// AdminRoute is one route AdminHandler serves: a method and a gorilla/mux
-// path template.
+// AdminRoute is one route AdminHandler serves: a method and a path
+// template ({id} is one path segment).
 type AdminRoute struct {
 	Method string
 	Path   string
@@ -85,9 +85,12 @@ func AdminRoutes() []AdminRoute {
 // replayed; Prune removes it with its inbox record.
 // Errors are application/problem+json as in the services.
 //
-// The handler does NO authentication or authorization: mount it with
-// MountAdmin behind the service's operator check. With a nil p (a service
-// built without its participant) every route answers 503.
+// The handler does NO authentication or authorization: serve it only
+// behind the service's operator check, e.g.
+// guard(AdminHandler(p)) with auth.Authenticator.Middleware and
+// RequireRole(auth.RoleOperator, ...), registered for each of AdminRoutes
+// or under /admin/. With a nil p (a service built without its participant)
+// every route answers 503.
 func AdminHandler(p *Participant) http.Handler {
 	a := &admin{p: p}
 	r := mux.NewRouter()
@@ -108,20 +111,6 @@ func AdminHandler(p *Participant) http.Handler {
 		r.Handle(rt.Path, handlers[i]).Methods(rt.Method)
 	}
 	return r
-}
-
-// MountAdmin registers every route of AdminHandler(p) on r, each wrapped by
-// guard, which must authenticate the caller and let only operators through
-// (e.g. auth.Authenticator.Middleware + RequireRole). It panics if guard is
-// nil: the dead letters hold business data and replays change it.
-func MountAdmin(r *mux.Router, p *Participant, guard func(http.Handler) http.Handler) {
-	if guard == nil {
-		panic("sdk.MountAdmin: nil guard; the admin API must be behind authentication")
-	}
-	h := guard(AdminHandler(p))
-	for _, rt := range AdminRoutes() {
-		r.Handle(rt.Path, h).Methods(rt.Method)
-	}
 }
 
 type admin struct{ p *Participant }

@@ -19,11 +19,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/gorilla/mux"
 	"github.com/jmoiron/sqlx"
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
-	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka/embedded"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/internal/auth/issuer"
@@ -95,7 +93,7 @@ func newFixable(t *testing.T, db *sqlx.DB, cfg sdk.Config) *fixable {
 }
 
 // dispatch hands rec to the participant as Run would.
-func (f *fixable) dispatch(t *testing.T, rec kafka.Record) sdk.Outcome {
+func (f *fixable) dispatch(t *testing.T, rec sdk.Record) sdk.Outcome {
 	t.Helper()
 	out, err := f.p.Dispatch(context.Background(), rec)
 	if err != nil {
@@ -108,7 +106,7 @@ func (f *fixable) dispatch(t *testing.T, rec kafka.Record) sdk.Outcome {
 func (f *fixable) flush(t *testing.T) []envelope.Message {
 	t.Helper()
 	var got []envelope.Message
-	_, err := f.p.Flush(context.Background(), func(_ context.Context, recs []kafka.Record) error {
+	_, err := f.p.Flush(context.Background(), func(_ context.Context, recs []sdk.Record) error {
 		for _, r := range recs {
 			var m envelope.Message
 			if err := json.Unmarshal(r.Value, &m); err != nil {
@@ -136,11 +134,7 @@ type adminEnv struct {
 func newAdminEnv(t *testing.T, p *sdk.Participant) adminEnv {
 	t.Helper()
 	iss := servicetest.NewIssuer(t)
-	r := mux.NewRouter()
-	sdk.MountAdmin(r, p, func(h http.Handler) http.Handler {
-		return iss.Auth.Middleware(iss.Auth.RequireRole(auth.RoleOperator, h))
-	})
-	var h http.Handler = r
+	h := iss.Auth.Middleware(iss.Auth.RequireRole(auth.RoleOperator, sdk.AdminHandler(p)))
 	for _, spec := range []string{"deals.yaml", "profile.yaml", "notification.yaml"} {
 		h = servicetest.Validated(t, h, spec)
 	}
@@ -310,7 +304,7 @@ func TestAdminMalformedAndErrors(t *testing.T) {
 		f := newFixable(t, db, sdk.Config{})
 		e := newAdminEnv(t, f.p)
 		bad := []byte{0xff, 0xfe, '{'}
-		if out := f.dispatch(t, kafka.Record{Topic: "PROFILE_TOPIC", Key: "k", Value: bad}); out.DeadLetter == nil {
+		if out := f.dispatch(t, sdk.Record{Topic: "PROFILE_TOPIC", Key: "k", Value: bad}); out.DeadLetter == nil {
 			t.Fatalf("malformed record was not parked: %+v", out)
 		}
 		_, rec := command(t, "NO_SUCH_COMMAND", uuid.NewString(), nil)
@@ -373,18 +367,10 @@ func TestAdminMalformedAndErrors(t *testing.T) {
 }
 
 func TestAdminWithoutParticipant(t *testing.T) {
-	r := mux.NewRouter()
-	sdk.MountAdmin(r, nil, func(h http.Handler) http.Handler { return h })
-	res := servicetest.Call(t, r, http.MethodGet, "/admin/dead-letters", "", nil)
+	res := servicetest.Call(t, sdk.AdminHandler(nil), http.MethodGet, "/admin/dead-letters", "", nil)
 	if got, want := res.Status, http.StatusServiceUnavailable; got != want {
 		t.Errorf("status: got %d, want %d", got, want)
 	}
-	defer func() {
-		if recover() == nil {
-			t.Error("MountAdmin with a nil guard did not panic")
-		}
-	}()
-	sdk.MountAdmin(r, nil, nil)
 }
 
 // age sets the inbox record of command id to handled long ago.
@@ -554,10 +540,12 @@ func TestRunPrunesAtStart(t *testing.T) {
 	}
 }
 
-// Services mount the admin API on their router behind their operator
-// check; here the guard is a stand-in for
-// auth.Authenticator.Middleware + RequireRole(auth.RoleOperator, ...).
-func ExampleMountAdmin() {
+// Services serve the admin API behind their operator check; here the guard
+// is a stand-in for auth.Authenticator.Middleware +
+// RequireRole(auth.RoleOperator, ...), and the standard library's ServeMux
+// serves it (the participant services register each of sdk.AdminRoutes on
+// their own router).
+func ExampleAdminHandler() {
 	dir, err := os.MkdirTemp("", "sdk-example")
 	if err != nil {
 		log.Fatal(err)
@@ -574,7 +562,7 @@ func ExampleMountAdmin() {
 		log.Fatal(err)
 	}
 	// A record that is not an envelope is parked at once.
-	if _, err := p.Dispatch(ctx, kafka.Record{Topic: "PROFILE_TOPIC", Key: "k", Value: []byte("not json")}); err != nil {
+	if _, err := p.Dispatch(ctx, sdk.Record{Topic: "PROFILE_TOPIC", Key: "k", Value: []byte("not json")}); err != nil {
 		log.Fatal(err)
 	}
 
@@ -587,8 +575,8 @@ func ExampleMountAdmin() {
 			h.ServeHTTP(w, r)
 		})
 	}
-	r := mux.NewRouter()
-	sdk.MountAdmin(r, p, operatorsOnly)
+	r := http.NewServeMux()
+	r.Handle("/admin/", operatorsOnly(sdk.AdminHandler(p)))
 
 	req := httptest.NewRequest(http.MethodGet, "/admin/dead-letters", nil)
 	req.Header.Set("X-Example-Role", auth.RoleOperator)

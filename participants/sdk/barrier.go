@@ -7,21 +7,16 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq"
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
+	"github.com/portfolio-counselor/sagamachine/internal/delivery"
+	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 )
 
 // ReasonCompensated starts the reason of the COMMAND_EXPIRED reply to a
 // forward command that arrived after a compensation command had undone it
 // (the barrier against "hanging" effects).
 const ReasonCompensated = "compensated before it arrived"
-
-// inboxPrunable selects the inbox records Prune and PurgeInbox delete
-// (arguments: the cut-off time twice): handled before it, and not
-// compensated after it.
-const inboxPrunable = `processed_at < ? AND NOT EXISTS (SELECT 1 FROM sdk_compensated c
-	WHERE c.message_id = sdk_inbox.message_id AND c.compensated_at >= ?)`
 
 // barrierRow is what a handled compensation command writes: the record
 // of target (the id it compensates) as compensated by it in
@@ -97,23 +92,26 @@ func (p *Participant) barrierFor(c envelope.Message, kept map[string]keptReply) 
 	return b, nil
 }
 
-// recordBarrier writes barrier rows: into sdk_inbox (skipped if the
-// compensated command was handled meanwhile) and sdk_compensated (the
-// first compensation of a command keeps its record). One statement on
-// PostgreSQL, written only by transactions that handled compensations.
+// recordBarrier writes barrier rows: into sdk_inbox (through the delivery
+// core; skipped if the compensated command was handled meanwhile) and
+// sdk_compensated (the first compensation of a command keeps its record).
+// Written only by transactions that handled compensations.
 func (p *Participant) recordBarrier(ctx context.Context, tx *sqlx.Tx, rows []barrierRow) error {
 	if len(rows) == 0 {
 		return nil
 	}
+	var in []delivery.InboxRow
+	for _, b := range rows {
+		if b.inbox {
+			in = append(in, delivery.InboxRow{ID: b.target, SagaID: b.saga, ReplyID: b.replyID, Reply: b.reply})
+		}
+	}
+	if _, err := p.dt.Claim(ctx, tx, in); err != nil {
+		return fmt.Errorf("record the barrier of %d compensations: %w", len(rows), err)
+	}
 	now := time.Now().UTC()
 	if p.dialect != dialectPostgres {
 		for _, b := range rows {
-			if b.inbox {
-				const q = `INSERT INTO sdk_inbox (message_id, saga_id, command, reply_id, reply, processed_at) VALUES (?, ?, '', ?, ?, ?) ON CONFLICT (message_id) DO NOTHING`
-				if _, err := p.sql.Exec(ctx, tx, q, b.target, b.saga, b.replyID, b.reply, now); err != nil {
-					return fmt.Errorf("record the barrier for %s compensated by %s: %w", b.target, b.by, err)
-				}
-			}
 			const q = `INSERT INTO sdk_compensated (message_id, saga_id, compensation_id, compensated_at) VALUES (?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING`
 			if _, err := p.sql.Exec(ctx, tx, q, b.target, b.saga, b.by, now); err != nil {
 				return fmt.Errorf("record %s as compensated by %s: %w", b.target, b.by, err)
@@ -121,25 +119,15 @@ func (p *Participant) recordBarrier(ctx context.Context, tx *sqlx.Tx, rows []bar
 		}
 		return nil
 	}
-	var ids, sagas, bys, iids, isagas, rids []string
-	var bodies pq.ByteaArray
-	for _, b := range rows {
-		ids, sagas, bys = append(ids, b.target), append(sagas, b.saga), append(bys, b.by)
-		if b.inbox {
-			iids, isagas, rids, bodies = append(iids, b.target), append(isagas, b.saga), append(rids, b.replyID), append(bodies, b.reply)
-		}
+	ids, sagas, bys := make([]string, len(rows)), make([]string, len(rows)), make([]string, len(rows))
+	for i, b := range rows {
+		ids[i], sagas[i], bys[i] = b.target, b.saga, b.by
 	}
-	const q = `WITH b AS (
-			INSERT INTO sdk_inbox (message_id, saga_id, command, reply_id, reply, processed_at)
-			SELECT r.id, r.saga, '', r.rid, r.body, $4
-			FROM unnest($5::text[], $6::text[], $7::text[], $8::bytea[]) AS r(id, saga, rid, body)
-			ON CONFLICT (message_id) DO NOTHING)
-		INSERT INTO sdk_compensated (message_id, saga_id, compensation_id, compensated_at)
+	const q = `INSERT INTO sdk_compensated (message_id, saga_id, compensation_id, compensated_at)
 		SELECT r.id, r.saga, r.cby, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS r(id, saga, cby)
 		ON CONFLICT (message_id) DO NOTHING`
-	if _, err := p.sql.Exec(ctx, tx, q, pq.Array(ids), pq.Array(sagas), pq.Array(bys), now,
-		pq.Array(iids), pq.Array(isagas), pq.Array(rids), bodies); err != nil {
-		return fmt.Errorf("record the barrier of %d compensations: %w", len(rows), err)
+	if _, err := p.sql.Exec(ctx, tx, q, sqldb.TextArray(ids), sqldb.TextArray(sagas), sqldb.TextArray(bys), now); err != nil {
+		return fmt.Errorf("record %d commands as compensated: %w", len(rows), err)
 	}
 	return nil
 }

@@ -2,16 +2,14 @@ package sdk
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
-	"time"
 
 	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq"
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
+	"github.com/portfolio-counselor/sagamachine/internal/delivery"
 )
 
 // maxTxBatch bounds the commands handled in one transaction.
@@ -229,43 +227,21 @@ func (p *Participant) keptReplies(ctx context.Context, tx *sqlx.Tx, msgs []envel
 	for i, m := range msgs {
 		ids[i] = m.ID
 	}
-	var rows *sqlx.Rows
-	var err error
-	if p.dialect == dialectPostgres {
-		// One statement text whatever the number of ids: prepared once.
-		rows, err = p.sql.Query(ctx, tx, `SELECT message_id, reply_id, reply FROM sdk_inbox WHERE message_id = ANY($1)`, pq.Array(ids))
-	} else {
-		// One statement text per number of ids (at most maxTxBatch).
-		q, args, qerr := sqlx.In(`SELECT message_id, reply_id, reply FROM sdk_inbox WHERE message_id IN (?)`, ids)
-		if qerr != nil {
-			return nil, fmt.Errorf("look up %d commands in the inbox: %w", len(ids), qerr)
-		}
-		rows, err = p.sql.Query(ctx, tx, q, args...)
-	}
+	found, err := p.dt.Replies(ctx, tx, ids)
 	if err != nil {
-		return nil, fmt.Errorf("look up %d commands in the inbox: %w", len(ids), err)
+		return nil, err
 	}
-	defer rows.Close()
 	kept := make(map[string]keptReply, len(msgs))
-	for rows.Next() {
-		var id string
-		var rid sql.NullString
-		var body []byte
-		if err := rows.Scan(&id, &rid, &body); err != nil {
-			return nil, fmt.Errorf("look up commands in the inbox: %w", err)
-		}
+	for id, r := range found {
 		k := keptReply{}
-		if rid.Valid && len(body) > 0 {
+		if r.ID != "" {
 			var m envelope.Message
-			if err := json.Unmarshal(body, &m); err != nil {
-				return nil, fmt.Errorf("decode the stored reply %s of command %s: %w", rid.String, id, err)
+			if err := envelope.UnmarshalMessage(r.Body, &m); err != nil {
+				return nil, fmt.Errorf("decode the stored reply %s of command %s: %w", r.ID, id, err)
 			}
-			k = keptReply{reply: &m, body: body}
+			k = keptReply{reply: &m, body: r.Body}
 		}
 		kept[id] = k
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("look up commands in the inbox: %w", err)
 	}
 	return kept, nil
 }
@@ -285,79 +261,27 @@ type inboxRow struct {
 // barrier rows of the compensation commands it handled.
 type batchRecord struct {
 	inbox   []inboxRow
-	outbox  []outRow
+	outbox  []delivery.Row
 	barrier []barrierRow
 }
 
-// recordBatch writes the inbox and outbox rows of a batch: one statement
-// on PostgreSQL (arrays expanded by unnest), one per row on SQLite; then
-// the barrier rows, if the batch handled compensation commands. It
-// returns the batch index of the first command whose id was in the inbox
-// already (recorded meanwhile by another consumer; the caller rolls back),
-// or -1 if every inbox row was written.
+// recordBatch writes the inbox and outbox rows of a batch
+// (delivery.Tables.ClaimAndWrite: one statement on PostgreSQL); then the
+// barrier rows, if the batch handled compensation commands. It returns the
+// batch index of the first command whose id was in the inbox already
+// (recorded meanwhile by another consumer; the caller rolls back), or -1
+// if every inbox row was written.
 func (p *Participant) recordBatch(ctx context.Context, tx *sqlx.Tx, rec batchRecord) (int, error) {
 	if len(rec.inbox) == 0 && len(rec.outbox) == 0 {
 		return -1, nil
 	}
-	if p.dialect != dialectPostgres {
-		for _, r := range rec.inbox {
-			claimed, err := p.recordHandled(ctx, tx, r)
-			if err != nil {
-				return 0, err
-			}
-			if !claimed {
-				return r.at, nil
-			}
-		}
-		for _, o := range rec.outbox {
-			if err := p.insertOutbox(ctx, tx, o); err != nil {
-				return 0, err
-			}
-		}
-		return -1, p.recordBarrier(ctx, tx, rec.barrier)
-	}
-	n := len(rec.inbox)
-	ids, sagas, cmds, rids := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	bodies := make(pq.ByteaArray, n)
+	in := make([]delivery.InboxRow, len(rec.inbox))
 	for i, r := range rec.inbox {
-		ids[i], sagas[i], cmds[i], rids[i], bodies[i] = r.cmd.ID, r.cmd.SagaID, r.cmd.Name, r.replyID, r.reply
+		in[i] = delivery.InboxRow{ID: r.cmd.ID, SagaID: r.cmd.SagaID, Command: r.cmd.Name, ReplyID: r.replyID, Reply: r.reply}
 	}
-	m := len(rec.outbox)
-	oids, topics, keys, names, headers := make([]string, m), make([]string, m), make([]string, m), make([]string, m), make([]string, m)
-	obodies := make(pq.ByteaArray, m)
-	for i, o := range rec.outbox {
-		oids[i], topics[i], keys[i], names[i], headers[i], obodies[i] = o.id, o.topic, o.key, o.name, encodeHeaders(o.headers), o.body
-	}
-	// One statement text whatever the batch size: prepared once. Reply ids
-	// are never empty: '' stands for no reply. The outbox rows take their
-	// seq in command order.
-	const q = `WITH i AS (
-			INSERT INTO sdk_inbox (message_id, saga_id, command, reply_id, reply, processed_at)
-			SELECT r.id, r.saga, r.cmd, NULLIF(r.rid, ''), CASE WHEN r.rid = '' THEN NULL ELSE r.body END, $6
-			FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[]) AS r(id, saga, cmd, rid, body)
-			ON CONFLICT (message_id) DO NOTHING RETURNING message_id),
-		o AS (
-			INSERT INTO sdk_outbox (message_id, topic, msg_key, name, headers, body, created_at)
-			SELECT r.id, r.topic, r.k, r.name, r.headers, r.body, $6
-			FROM unnest($7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[]) WITH ORDINALITY AS r(id, topic, k, name, headers, body, n)
-			ORDER BY r.n)
-		SELECT message_id FROM i`
-	rows, err := p.sql.Query(ctx, tx, q, pq.Array(ids), pq.Array(sagas), pq.Array(cmds), pq.Array(rids), bodies, time.Now().UTC(),
-		pq.Array(oids), pq.Array(topics), pq.Array(keys), pq.Array(names), pq.Array(headers), obodies)
+	claimed, err := p.dt.ClaimAndWrite(ctx, tx, in, rec.outbox)
 	if err != nil {
-		return 0, fmt.Errorf("record %d commands and %d replies: %w", n, m, err)
-	}
-	defer rows.Close()
-	claimed := make(map[string]bool, n)
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return 0, fmt.Errorf("record %d commands: %w", n, err)
-		}
-		claimed[id] = true
-	}
-	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("record %d commands: %w", n, err)
+		return 0, fmt.Errorf("record %d commands and %d replies: %w", len(in), len(rec.outbox), err)
 	}
 	for _, r := range rec.inbox {
 		if !claimed[r.cmd.ID] {
@@ -365,24 +289,4 @@ func (p *Participant) recordBatch(ctx context.Context, tx *sqlx.Tx, rec batchRec
 		}
 	}
 	return -1, p.recordBarrier(ctx, tx, rec.barrier)
-}
-
-// recordHandled writes the inbox row of a handled command with its reply
-// (SQLite). It reports false, writing nothing, if the command id is in the
-// inbox already.
-func (p *Participant) recordHandled(ctx context.Context, tx *sqlx.Tx, r inboxRow) (bool, error) {
-	var rid, body any
-	if r.replyID != "" {
-		rid, body = r.replyID, r.reply
-	}
-	const q = `INSERT INTO sdk_inbox (message_id, saga_id, command, reply_id, reply, processed_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING`
-	res, err := p.sql.Exec(ctx, tx, q, r.cmd.ID, r.cmd.SagaID, r.cmd.Name, rid, body, time.Now().UTC())
-	if err != nil {
-		return false, fmt.Errorf("record command %s in the inbox: %w", r.cmd.ID, err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return false, fmt.Errorf("record command %s in the inbox: %w", r.cmd.ID, err)
-	}
-	return n == 1, nil
 }

@@ -66,11 +66,11 @@ func BenchmarkDispatch(b *testing.B) {
 		b.Run(kind, func(b *testing.B) {
 			p := benchParticipant(b, benchDB(b, kind), sdk.Config{})
 			ctx := context.Background()
-			recs := make([]kafka.Record, b.N)
+			recs := make([]sdk.Record, b.N)
 			for i := range recs {
 				_, recs[i] = command(b, "APPROVE_ORDER", uuid.NewString(), orderPayload(fmt.Sprint(i), i))
 			}
-			discard := func(context.Context, []kafka.Record) error { return nil }
+			discard := func(context.Context, []sdk.Record) error { return nil }
 			b.ResetTimer()
 			start := time.Now()
 			for i, r := range recs {
@@ -130,7 +130,7 @@ func BenchmarkRun(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer cons.Close()
-			recs := make([]kafka.Record, b.N)
+			recs := make([]sdk.Record, b.N)
 			for i := range recs {
 				_, recs[i] = command(b, "APPROVE_ORDER", uuid.NewString(), orderPayload(fmt.Sprint(i), i))
 				recs[i].Topic = cmdTopic
@@ -142,7 +142,7 @@ func BenchmarkRun(b *testing.B) {
 
 			b.ResetTimer()
 			start := time.Now()
-			if err := prod.Publish(ctx, recs); err != nil {
+			if err := prod.Publish(ctx, toKafka(recs)); err != nil {
 				b.Fatal(err)
 			}
 			for got := 0; got < b.N; {

@@ -15,7 +15,6 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
-	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
 
@@ -170,13 +169,13 @@ func compensation(fwd envelope.Message) envelope.Message {
 	return m
 }
 
-func record(t *testing.T, m envelope.Message) kafka.Record {
+func record(t *testing.T, m envelope.Message) sdk.Record {
 	t.Helper()
 	b, err := json.Marshal(m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return kafka.Record{Topic: "PROFILE_TOPIC", Key: m.SagaID, Value: b, Headers: map[string]string{envelope.HeaderKind: "command", envelope.HeaderName: m.Name}}
+	return sdk.Record{Topic: "PROFILE_TOPIC", Key: m.SagaID, Value: b, Headers: map[string]string{envelope.HeaderKind: "command", envelope.HeaderName: m.Name}}
 }
 
 func (l *ledger) dispatch(t *testing.T, m envelope.Message) sdk.Outcome {
@@ -192,7 +191,7 @@ func (l *ledger) dispatch(t *testing.T, m envelope.Message) sdk.Outcome {
 func (l *ledger) outbox(t *testing.T) []envelope.Message {
 	t.Helper()
 	var got []envelope.Message
-	_, err := l.p.Flush(context.Background(), func(_ context.Context, recs []kafka.Record) error {
+	_, err := l.p.Flush(context.Background(), func(_ context.Context, recs []sdk.Record) error {
 		for _, r := range recs {
 			var m envelope.Message
 			if err := json.Unmarshal(r.Value, &m); err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/errs"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
+	"github.com/portfolio-counselor/sagamachine/internal/delivery"
 )
 
 // Outcome tells what Dispatch did with one command record.
@@ -58,8 +59,9 @@ var errStopped = errors.New("participant is stopping")
 // refused as expired, or parked) and its offset may be committed. A non-nil error means it could
 // not be made durable (database unreachable, ctx ended) and must be
 // delivered again. Replies are published later by the relay (Run or Flush).
-func (p *Participant) Dispatch(ctx context.Context, rec kafka.Record) (Outcome, error) {
-	outs, err := p.process(ctx, ctx.Done(), []kafka.Record{rec})
+func (p *Participant) Dispatch(ctx context.Context, rec Record) (Outcome, error) {
+	krec := kafka.Record{Topic: rec.Topic, Key: rec.Key, Value: rec.Value, Headers: rec.Headers, Partition: rec.Partition, Offset: rec.Offset}
+	outs, err := p.process(ctx, ctx.Done(), []kafka.Record{krec})
 	if len(outs) == 1 {
 		return outs[0], nil
 	}
@@ -328,12 +330,12 @@ func (p *Participant) replyFor(cmd envelope.Message, res Result) (*envelope.Mess
 
 // outRowFor turns an event into an outbox row for the event topic, passing
 // the trace context of the command on.
-func (p *Participant) outRowFor(m *envelope.Message, body []byte, in map[string]string) outRow {
+func (p *Participant) outRowFor(m *envelope.Message, body []byte, in map[string]string) delivery.Row {
 	h := map[string]string{envelope.HeaderKind: string(m.Kind), envelope.HeaderName: m.Name}
 	if tp := in[envelope.HeaderTraceparent]; tp != "" {
 		h[envelope.HeaderTraceparent] = tp
 	}
-	return outRow{id: m.ID, topic: p.cfg.EventTopic, key: m.SagaID, name: m.Name, headers: h, body: body}
+	return delivery.Row{ID: m.ID, Name: m.Name, Topic: p.cfg.EventTopic, Key: m.SagaID, Headers: h, Value: body}
 }
 
 // parkRecord stores a dead letter for rec. A nil error means it is durable.

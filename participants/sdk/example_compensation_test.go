@@ -15,7 +15,6 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
-	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
 
@@ -66,7 +65,7 @@ func ExampleHandle_compensation() {
 			Name: name, OccurredAt: time.Now(), Deadline: deadline, Compensates: compensates,
 			Payload: json.RawMessage(`{"deal_id":"d1","amount":30}`)}
 		body, _ := json.Marshal(m)
-		out, err := p.Dispatch(ctx, kafka.Record{Key: m.SagaID, Value: body})
+		out, err := p.Dispatch(ctx, sdk.Record{Key: m.SagaID, Value: body})
 		if err != nil {
 			log.Fatal(err)
 		}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
-	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
 
@@ -74,7 +73,7 @@ func ExampleParticipant_StartSaga() {
 		log.Fatal(err)
 	}
 
-	n, err := p.Flush(ctx, func(ctx context.Context, recs []kafka.Record) error {
+	n, err := p.Flush(ctx, func(ctx context.Context, recs []sdk.Record) error {
 		for _, r := range recs {
 			fmt.Println(r.Topic, r.Headers["name"], r.Key == sagaID)
 		}

@@ -12,6 +12,8 @@ import (
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
+	"github.com/portfolio-counselor/sagamachine/internal/delivery"
+	"github.com/portfolio-counselor/sagamachine/internal/delivery/relay"
 	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 )
 
@@ -26,18 +28,29 @@ const (
 	DefaultMaxBackoff      = 5 * time.Second
 	DefaultBatchSize       = 500
 	DefaultRelayBatch      = 1000
-	DefaultRelayInterval   = 100 * time.Millisecond
+	DefaultRelayPoll       = 100 * time.Millisecond
+	DefaultRelayLease      = 30 * time.Second
 	DefaultShutdownTimeout = 10 * time.Second
 	// DefaultInboxRetention is how long inbox records of handled commands
 	// are kept (Config.InboxRetention).
 	DefaultInboxRetention = 7 * 24 * time.Hour
+	// DefaultPruneEvery is how often Run prunes the inbox
+	// (Config.PruneEvery).
+	DefaultPruneEvery = time.Hour
+	// DefaultRelayInterval is the former name of DefaultRelayPoll.
+	//
+	// Deprecated: use DefaultRelayPoll.
+	DefaultRelayInterval = DefaultRelayPoll
 	// DefaultConcurrencyPostgres is how many partitions of a fetched batch
 	// are handled at once on PostgreSQL; SQLite handles one at a time.
 	DefaultConcurrencyPostgres = 4
 )
 
 // Config configures a Participant. The zero value of every field but Name
-// and DB means its default; New validates the rest.
+// and DB means its default; New validates the rest. The delivery knobs
+// (BatchSize, FetchLinger, RelayBatch, RelayLease, RelayPoll,
+// ShutdownTimeout, InboxRetention, PruneEvery) have the same names and
+// meanings as saga-machine's (engine.Config).
 type Config struct {
 	// Name is the participant name as written in the saga definitions,
 	// e.g. "profile". Required.
@@ -93,19 +106,32 @@ type Config struct {
 	Concurrency int
 	// RelayBatch is the most outbox rows published at once. Default 1000.
 	RelayBatch int
-	// RelayInterval is how often the relay looks at the outbox when nothing
-	// woke it (saga starts written by other processes). Default 100ms.
-	RelayInterval time.Duration
+	// RelayLease is how long the relay holds the outbox rows it publishes
+	// (a lock on PostgreSQL, a lease on SQLite) before another replica may
+	// publish them; a publish is retried within it. Default 30s.
+	RelayLease time.Duration
+	// RelayPoll is how often an idle relay looks at the outbox when nothing
+	// woke it (saga starts written by other processes, expired leases).
+	// Default 100ms.
+	RelayPoll time.Duration
 	// ShutdownTimeout bounds how long Run keeps finishing in-flight commands
 	// and relaying the outbox after its context ends. Default 10s.
 	ShutdownTimeout time.Duration
 	// InboxRetention is how long the inbox keeps the record of a handled
-	// command; Run prunes older records at start and then hourly (see
-	// Prune). A command delivered again after its record is gone runs
+	// command; Run prunes older records at start and then every PruneEvery
+	// (see Prune). A command delivered again after its record is gone runs
 	// again, so this must exceed the longest time a command can be
 	// delivered again: the command topic's Kafka retention and saga-machine's
 	// retry and timeout policies. Default 7 days; negative: never prune.
 	InboxRetention time.Duration
+	// PruneEvery is how often Run prunes the inbox (also once at start).
+	// Default 1 hour.
+	PruneEvery time.Duration
+	// RelayInterval is the former name of RelayPoll, used when RelayPoll
+	// is zero.
+	//
+	// Deprecated: use RelayPoll.
+	RelayInterval time.Duration
 	// Logger receives the SDK's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock the SDK compares command deadlines with. Default
@@ -131,9 +157,11 @@ type Participant struct {
 	cfg     Config
 	db      *sqlx.DB
 	sql     *sqldb.Statements // the SDK's own statements
+	dt      *delivery.Tables  // inbox and outbox: the delivery core shared with saga-machine
+	owner   string            // this replica's name in outbox leases
 	dialect dialect
 	log     *slog.Logger
-	kick    chan struct{}
+	kick    relay.Signal // wakes the relay
 
 	mu       sync.RWMutex
 	handlers map[string]handlerFunc
@@ -168,7 +196,10 @@ func New(cfg Config) (*Participant, error) {
 		{"BatchSize", cfg.BatchSize < 0},
 		{"Concurrency", cfg.Concurrency < 0},
 		{"RelayBatch", cfg.RelayBatch < 0},
+		{"RelayLease", cfg.RelayLease < 0},
+		{"RelayPoll", cfg.RelayPoll < 0},
 		{"RelayInterval", cfg.RelayInterval < 0},
+		{"PruneEvery", cfg.PruneEvery < 0},
 		{"ShutdownTimeout", cfg.ShutdownTimeout < 0},
 		{"DeadlineMargin", cfg.DeadlineMargin < 0},
 	} {
@@ -177,7 +208,7 @@ func New(cfg Config) (*Participant, error) {
 		}
 	}
 	if cfg.CommandTopic == "" {
-		cfg.CommandTopic = strings.ToUpper(cfg.Name) + "_TOPIC"
+		cfg.CommandTopic = envelope.CommandTopic(cfg.Name)
 	}
 	if cfg.EventTopic == "" {
 		cfg.EventTopic = envelope.EventTopic(DefaultEventTopic, cfg.Name)
@@ -209,8 +240,18 @@ func New(cfg Config) (*Participant, error) {
 	if cfg.RelayBatch == 0 {
 		cfg.RelayBatch = DefaultRelayBatch
 	}
-	if cfg.RelayInterval == 0 {
-		cfg.RelayInterval = DefaultRelayInterval
+	if cfg.RelayPoll == 0 {
+		cfg.RelayPoll = cfg.RelayInterval
+	}
+	if cfg.RelayPoll == 0 {
+		cfg.RelayPoll = DefaultRelayPoll
+	}
+	cfg.RelayInterval = cfg.RelayPoll
+	if cfg.RelayLease == 0 {
+		cfg.RelayLease = DefaultRelayLease
+	}
+	if cfg.PruneEvery == 0 {
+		cfg.PruneEvery = DefaultPruneEvery
 	}
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
@@ -224,13 +265,20 @@ func New(cfg Config) (*Participant, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	stmts := sqldb.NewStatements(cfg.DB)
+	dt, err := delivery.New(cfg.DB, delivery.ParticipantTables, delivery.Options{Statements: stmts})
+	if err != nil {
+		return nil, fmt.Errorf("new participant %s: %w", cfg.Name, err)
+	}
 	return &Participant{
 		cfg:      cfg,
 		db:       cfg.DB,
-		sql:      sqldb.NewStatements(cfg.DB),
+		sql:      stmts,
+		dt:       dt,
+		owner:    relay.Owner(),
 		dialect:  d,
 		log:      cfg.Logger.With("participant", cfg.Name),
-		kick:     make(chan struct{}, 1),
+		kick:     relay.NewSignal(),
 		handlers: map[string]handlerFunc{},
 	}, nil
 }
@@ -256,18 +304,9 @@ func (p *Participant) Commands() []string {
 }
 
 // wake tells the relay there is something new in the outbox.
-func (p *Participant) wake() {
-	select {
-	case p.kick <- struct{}{}:
-	default:
-	}
-}
+func (p *Participant) wake() { p.kick.Notify() }
 
 // backoff returns the wait after the n-th failure (n >= 1).
 func (p *Participant) backoff(n int) time.Duration {
-	d := p.cfg.Backoff
-	for i := 1; i < n && d < p.cfg.MaxBackoff; i++ {
-		d *= 2
-	}
-	return min(d, p.cfg.MaxBackoff)
+	return relay.Backoff(n, p.cfg.Backoff, p.cfg.MaxBackoff)
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
+	"github.com/portfolio-counselor/sagamachine/internal/delivery/relay"
 )
 
 // Run consumes the participant's commands and relays its outbox until ctx
@@ -54,13 +55,32 @@ func (p *Participant) Run(ctx context.Context) error {
 
 	p.log.Info("participant running", "command_topic", p.cfg.CommandTopic, "event_topic", p.cfg.EventTopic,
 		"group", p.cfg.Group, "commands", p.Commands(), "db", string(p.dialect))
-	consumed := make(chan struct{})
+	publish := func(ctx context.Context, recs []Record) error {
+		krecs := make([]kafka.Record, len(recs))
+		for i, r := range recs {
+			krecs[i] = kafka.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
+		}
+		return prod.Publish(ctx, krecs)
+	}
+	loop := relay.Loop{
+		Once:  func(ctx context.Context) (int, error) { return p.Flush(ctx, publish) },
+		Batch: p.cfg.RelayBatch, Poll: p.cfg.RelayPoll, Wake: p.kick, Log: p.log,
+	}
+	relayCtx, stopRelay := context.WithCancel(work)
 	var wg sync.WaitGroup
-	wg.Go(func() { p.relay(work, consumed, prod.Publish) })
-	wg.Go(func() { p.pruneLoop(ctx) })
+	wg.Go(func() { loop.Run(relayCtx) })
+	if p.cfg.InboxRetention < 0 {
+		p.log.Info("inbox pruning disabled (negative InboxRetention): the inbox grows without bound")
+	} else {
+		wg.Go(func() { relay.Every(ctx, p.cfg.PruneEvery, p.pruneOnce) })
+	}
 	p.consume(ctx, work, cons)
-	close(consumed)
+	stopRelay()
 	wg.Wait()
+	// The replies of the last commands: bounded by ShutdownTimeout (work).
+	if n, err := loop.Drain(work); err != nil && !errors.Is(err, context.Canceled) {
+		p.log.Warn("outbox relay at shutdown failed; the rest is published on the next start", "published", n, "err", err)
+	}
 	p.log.Info("participant stopped")
 	return nil
 }
@@ -70,9 +90,6 @@ func (c Config) kafkaConfig() kafka.Config {
 	return kafka.Config{Brokers: c.Brokers, ClientID: "saga-participant-" + c.Name, FetchLinger: c.FetchLinger,
 		SASL: c.KafkaSASL, InstanceID: c.KafkaInstanceID, SessionTimeout: c.KafkaSessionTimeout, Logger: c.Logger}
 }
-
-// pruneInterval is how often Run prunes the inbox (after once at start).
-const pruneInterval = time.Hour
 
 // Pruned counts what Prune deleted.
 type Pruned struct {
@@ -93,7 +110,7 @@ type Pruned struct {
 // written before the same time; the inbox record of a command compensated
 // after that time stays until its barrier record goes. Dead letters still
 // parked are never deleted. With a negative InboxRetention it deletes
-// nothing. Run calls it at start and then hourly.
+// nothing. Run calls it at start and then every Config.PruneEvery.
 //
 // A command delivered again after its inbox record is gone is not
 // recognised as a duplicate: its handler runs again and a second reply
@@ -106,8 +123,9 @@ func (p *Participant) Prune(ctx context.Context) (Pruned, error) {
 	before := time.Now().Add(-p.cfg.InboxRetention).UTC()
 	// Dead letters first: if the inbox delete then fails, the next run
 	// finds the same records again.
-	q := p.db.Rebind(`DELETE FROM sdk_dead_letters WHERE message_id IN (SELECT message_id FROM sdk_inbox WHERE ` + inboxPrunable + `)`)
-	res, err := p.db.ExecContext(ctx, q, before, before)
+	cond, args := p.dt.Prunable(before)
+	q := p.db.Rebind(`DELETE FROM sdk_dead_letters WHERE message_id IN (SELECT message_id FROM sdk_inbox WHERE ` + cond + `)`)
+	res, err := p.db.ExecContext(ctx, q, args...)
 	if err != nil {
 		return Pruned{}, fmt.Errorf("prune handled dead letters of %s: %w", p.cfg.Name, err)
 	}
@@ -126,28 +144,15 @@ func (p *Participant) Prune(ctx context.Context) (Pruned, error) {
 	return Pruned{Inbox: n, DeadLetters: dls, Compensated: c}, nil
 }
 
-// pruneLoop prunes at once, then every pruneInterval, until ctx ends.
-func (p *Participant) pruneLoop(ctx context.Context) {
-	if p.cfg.InboxRetention < 0 {
-		p.log.Info("inbox pruning disabled (negative InboxRetention): the inbox grows without bound")
-		return
-	}
-	t := time.NewTicker(pruneInterval)
-	defer t.Stop()
-	for {
-		n, err := p.Prune(ctx)
-		switch {
-		case err != nil && ctx.Err() == nil:
-			p.log.Warn("pruning the inbox failed, will retry", "err", err, "in", pruneInterval.String())
-		case err == nil:
-			p.log.Info("inbox pruned", "inbox_records", n.Inbox, "handled_dead_letters", n.DeadLetters, "compensation_records", n.Compensated,
-				"retention", p.cfg.InboxRetention.String())
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+// pruneOnce prunes and logs the outcome (Run's pruning job).
+func (p *Participant) pruneOnce(ctx context.Context) {
+	n, err := p.Prune(ctx)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		p.log.Warn("pruning the inbox failed, will retry", "err", err, "in", p.cfg.PruneEvery.String())
+	case err == nil:
+		p.log.Info("inbox pruned", "inbox_records", n.Inbox, "handled_dead_letters", n.DeadLetters, "compensation_records", n.Compensated,
+			"retention", p.cfg.InboxRetention.String())
 	}
 }
 

@@ -52,7 +52,7 @@ func runBarrier(t *testing.T, db *sqlx.DB, brokers []string) {
 	comp := compensation(hanging)
 	inTime := forward("d-in-time", now.Add(time.Minute))
 	msgs := []envelope.Message{expired, comp, hanging, hanging, inTime}
-	recs := make([]kafka.Record, len(msgs))
+	recs := make([]sdk.Record, len(msgs))
 	for i, m := range msgs {
 		recs[i] = record(t, m)
 		recs[i].Topic = cmdTopic
@@ -72,7 +72,7 @@ func runBarrier(t *testing.T, db *sqlx.DB, brokers []string) {
 		t.Fatal(err)
 	}
 	defer prod.Close()
-	if err := prod.Publish(ctx, recs); err != nil {
+	if err := prod.Publish(ctx, toKafka(recs)); err != nil {
 		t.Fatal(err)
 	}
 

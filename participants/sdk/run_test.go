@@ -55,7 +55,7 @@ func openSQLite(tb testing.TB) *sqlx.DB {
 }
 
 // command builds a command envelope for the profile participant.
-func command(tb testing.TB, name, sagaID string, payload any) (envelope.Message, kafka.Record) {
+func command(tb testing.TB, name, sagaID string, payload any) (envelope.Message, sdk.Record) {
 	tb.Helper()
 	raw, err := json.Marshal(payload)
 	if err != nil {
@@ -69,7 +69,7 @@ func command(tb testing.TB, name, sagaID string, payload any) (envelope.Message,
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return m, kafka.Record{Key: sagaID, Value: body, Headers: map[string]string{envelope.HeaderKind: "command", envelope.HeaderName: name, envelope.HeaderTraceparent: "00-" + sagaID[:8] + "-01"}}
+	return m, sdk.Record{Key: sagaID, Value: body, Headers: map[string]string{envelope.HeaderKind: "command", envelope.HeaderName: name, envelope.HeaderTraceparent: "00-" + sagaID[:8] + "-01"}}
 }
 
 // runEndToEnd runs a participant over a real broker and database: commands
@@ -126,7 +126,7 @@ func runEndToEnd(t *testing.T, db *sqlx.DB, brokers []string) {
 
 	const n = 12
 	var cmds []envelope.Message
-	var recs []kafka.Record
+	var recs []sdk.Record
 	for i := range n {
 		amount := 10 + i
 		if i%4 == 3 {
@@ -138,8 +138,8 @@ func runEndToEnd(t *testing.T, db *sqlx.DB, brokers []string) {
 	}
 	dup := recs[0]
 	_, unknown := command(t, "LAUNCH_ROCKET", uuid.NewString(), map[string]any{})
-	malformed := kafka.Record{Key: "x", Value: []byte("{not json")}
-	all := append(append([]kafka.Record{}, recs...), dup, unknown, malformed)
+	malformed := sdk.Record{Key: "x", Value: []byte("{not json")}
+	all := append(append([]sdk.Record{}, recs...), dup, unknown, malformed)
 	for i := range all {
 		all[i].Topic = cmdTopic
 	}
@@ -148,7 +148,7 @@ func runEndToEnd(t *testing.T, db *sqlx.DB, brokers []string) {
 		t.Fatal(err)
 	}
 	defer prod.Close()
-	if err := prod.Publish(ctx, all); err != nil {
+	if err := prod.Publish(ctx, toKafka(all)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -287,4 +287,13 @@ type testWriter struct{ tb testing.TB }
 func (w testWriter) Write(b []byte) (int, error) {
 	w.tb.Log(string(b))
 	return len(b), nil
+}
+
+// toKafka turns records into Kafka records for a producer.
+func toKafka(recs []sdk.Record) []kafka.Record {
+	out := make([]kafka.Record, len(recs))
+	for i, r := range recs {
+		out[i] = kafka.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
+	}
+	return out
 }

@@ -603,11 +603,26 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 		{"Backoff", cfg.Backoff, sdk.DefaultBackoff},
 		{"MaxBackoff", cfg.MaxBackoff, sdk.DefaultMaxBackoff},
 		{"Concurrency", cfg.Concurrency, 1},
+		{"RelayBatch", cfg.RelayBatch, sdk.DefaultRelayBatch},
+		{"RelayPoll", cfg.RelayPoll, sdk.DefaultRelayPoll},
+		{"RelayLease", cfg.RelayLease, sdk.DefaultRelayLease},
+		{"ShutdownTimeout", cfg.ShutdownTimeout, sdk.DefaultShutdownTimeout},
+		{"InboxRetention", cfg.InboxRetention, sdk.DefaultInboxRetention},
+		{"PruneEvery", cfg.PruneEvery, sdk.DefaultPruneEvery},
 	}
 	for _, d := range defaults {
 		if d.got != d.want {
 			t.Errorf("default %s = %v, want %v", d.field, d.got, d.want)
 		}
+	}
+	// The former name of RelayPoll still works; the new one wins.
+	old, err := sdk.New(sdk.Config{Name: "profile", DB: db, RelayInterval: 7e6})
+	if err != nil || old.Config().RelayPoll != 7e6 {
+		t.Errorf("RelayInterval 7ms: RelayPoll = %v (err %v), want 7ms", old.Config().RelayPoll, err)
+	}
+	both, err := sdk.New(sdk.Config{Name: "profile", DB: db, RelayInterval: 7e6, RelayPoll: 9e6})
+	if err != nil || both.Config().RelayPoll != 9e6 {
+		t.Errorf("RelayPoll 9ms beside RelayInterval 7ms: RelayPoll = %v (err %v), want 9ms", both.Config().RelayPoll, err)
 	}
 	if err := p.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "Brokers is empty") {
 		t.Errorf("Run without brokers: err = %v, want a clear error", err)
@@ -621,6 +636,9 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 		{"no name", sdk.Config{DB: db}, "Name is empty"},
 		{"no db", sdk.Config{Name: "p"}, "DB is nil"},
 		{"negative attempts", sdk.Config{Name: "p", DB: db, MaxAttempts: -1}, "MaxAttempts is negative"},
+		{"negative relay poll", sdk.Config{Name: "p", DB: db, RelayPoll: -1}, "RelayPoll is negative"},
+		{"negative relay lease", sdk.Config{Name: "p", DB: db, RelayLease: -1}, "RelayLease is negative"},
+		{"negative prune interval", sdk.Config{Name: "p", DB: db, PruneEvery: -1}, "PruneEvery is negative"},
 		{"blank broker", sdk.Config{Name: "p", DB: db, Brokers: []string{" "}}, "broker 0 is empty"},
 		{"max below backoff", sdk.Config{Name: "p", DB: db, Backoff: 2e9, MaxBackoff: 1e9}, "below Backoff"},
 		{"other driver", sdk.Config{Name: "p", DB: sqlx.NewDb(db.DB, "mysql")}, "unsupported database driver"},

@@ -13,6 +13,7 @@ import (
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/errs"
+	"github.com/portfolio-counselor/sagamachine/internal/delivery"
 	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 )
 
@@ -44,16 +45,6 @@ func Migrate(ctx context.Context, db *sqlx.DB) error {
 	return nil
 }
 
-// outRow is one outbox row to write.
-type outRow struct {
-	id      string
-	topic   string
-	key     string
-	name    string
-	headers map[string]string
-	body    []byte
-}
-
 func encodeHeaders(h map[string]string) string {
 	if len(h) == 0 {
 		return "{}"
@@ -73,34 +64,21 @@ func decodeHeaders(s string) (map[string]string, error) {
 	return h, nil
 }
 
-func (p *Participant) insertOutbox(ctx context.Context, tx *sqlx.Tx, r outRow) error {
-	const q = `INSERT INTO sdk_outbox (message_id, topic, msg_key, name, headers, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`
-	if _, err := p.sql.Exec(ctx, tx, q, r.id, r.topic, r.key, r.name, encodeHeaders(r.headers), r.body, time.Now().UTC()); err != nil {
-		return fmt.Errorf("write %s %s to the outbox: %w", r.name, r.id, err)
+func (p *Participant) insertOutbox(ctx context.Context, tx *sqlx.Tx, r delivery.Row) error {
+	if err := p.dt.Write(ctx, tx, []delivery.Row{r}); err != nil {
+		return fmt.Errorf("write %s %s to the outbox: %w", r.Name, r.ID, err)
 	}
 	return nil
 }
 
 // storeReply writes the reply to the outbox and keeps it in the command's
-// inbox row, in one round trip on PostgreSQL.
-func (p *Participant) storeReply(ctx context.Context, tx *sqlx.Tx, commandID string, r outRow) error {
-	now := time.Now().UTC()
-	if p.dialect == dialectPostgres {
-		const q = `WITH o AS (
-			INSERT INTO sdk_outbox (message_id, topic, msg_key, name, headers, body, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7))
-		UPDATE sdk_inbox SET reply_id = $1, reply = $6 WHERE message_id = $8`
-		if _, err := p.sql.Exec(ctx, tx, q, r.id, r.topic, r.key, r.name, encodeHeaders(r.headers), r.body, now, commandID); err != nil {
-			return fmt.Errorf("write reply %s %s to the outbox: %w", r.name, r.id, err)
-		}
-		return nil
-	}
+// inbox row.
+func (p *Participant) storeReply(ctx context.Context, tx *sqlx.Tx, commandID string, r delivery.Row) error {
 	if err := p.insertOutbox(ctx, tx, r); err != nil {
 		return err
 	}
-	const q = `UPDATE sdk_inbox SET reply_id = ?, reply = ? WHERE message_id = ?`
-	if _, err := p.sql.Exec(ctx, tx, q, r.id, r.body, commandID); err != nil {
-		return fmt.Errorf("keep reply %s in the inbox: %w", r.id, err)
+	if err := p.dt.SetReply(ctx, tx, commandID, r.ID, r.Value); err != nil {
+		return fmt.Errorf("keep reply %s in the inbox: %w", r.ID, err)
 	}
 	return nil
 }
@@ -108,38 +86,22 @@ func (p *Participant) storeReply(ctx context.Context, tx *sqlx.Tx, commandID str
 // claimInbox records the command id; it reports false if it was there
 // already (a duplicate).
 func (p *Participant) claimInbox(ctx context.Context, tx *sqlx.Tx, msg envelope.Message) (bool, error) {
-	const q = `INSERT INTO sdk_inbox (message_id, saga_id, command, processed_at) VALUES (?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING`
-	res, err := p.sql.Exec(ctx, tx, q, msg.ID, msg.SagaID, msg.Name, time.Now().UTC())
+	fresh, err := p.dt.Claim(ctx, tx, []delivery.InboxRow{{ID: msg.ID, SagaID: msg.SagaID, Command: msg.Name}})
 	if err != nil {
 		return false, fmt.Errorf("record command %s in the inbox: %w", msg.ID, err)
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return false, fmt.Errorf("record command %s in the inbox: %w", msg.ID, err)
-	}
-	return n == 1, nil
+	return fresh[msg.ID], nil
 }
 
 // storedReply returns the reply kept for an already handled command (nil if
 // it had none).
 func (p *Participant) storedReply(ctx context.Context, tx *sqlx.Tx, commandID string) (*envelope.Message, []byte, error) {
-	var id sql.NullString
-	var body []byte
-	st, err := p.sql.Stmt(ctx, tx, `SELECT reply_id, reply FROM sdk_inbox WHERE message_id = ?`)
+	kept, err := p.keptReplies(ctx, tx, []envelope.Message{{ID: commandID}})
 	if err != nil {
 		return nil, nil, fmt.Errorf("read the stored reply of command %s: %w", commandID, err)
 	}
-	if err := st.QueryRowxContext(ctx, commandID).Scan(&id, &body); err != nil {
-		return nil, nil, fmt.Errorf("read the stored reply of command %s: %w", commandID, err)
-	}
-	if !id.Valid || len(body) == 0 {
-		return nil, nil, nil
-	}
-	var m envelope.Message
-	if err := json.Unmarshal(body, &m); err != nil {
-		return nil, nil, fmt.Errorf("decode the stored reply %s of command %s: %w", id.String, commandID, err)
-	}
-	return &m, body, nil
+	k := kept[commandID]
+	return k.reply, k.body, nil
 }
 
 // DeadLetter is a command the participant could not handle: malformed,
@@ -310,16 +272,15 @@ func markReplayed(ctx context.Context, tx *sqlx.Tx, id, by string) error {
 // olderThan is kept until its compensation is older (so a replay of it
 // stays a duplicate). A command re-delivered after its record is gone runs
 // again, so keep records longer than the saga-machine re-sends commands
-// (its retry and timeout policies).
+// (its retry and timeout policies). Prune does this and more on
+// Config.InboxRetention; PurgeInbox is for your own schedule.
 func (p *Participant) PurgeInbox(ctx context.Context, olderThan time.Time) (int64, error) {
-	at := olderThan.UTC()
-	res, err := p.db.ExecContext(ctx, p.db.Rebind(`DELETE FROM sdk_inbox WHERE `+inboxPrunable), at, at)
-	if err != nil {
-		return 0, fmt.Errorf("purge inbox of %s before %s: %w", p.cfg.Name, olderThan.Format(time.RFC3339), err)
+	if olderThan.IsZero() {
+		return 0, nil // nothing was handled before the zero time
 	}
-	n, err := res.RowsAffected()
+	n, err := p.dt.Purge(ctx, olderThan)
 	if err != nil {
-		return 0, fmt.Errorf("purge inbox of %s: %w", p.cfg.Name, err)
+		return n, fmt.Errorf("purge inbox of %s: %w", p.cfg.Name, err)
 	}
 	return n, nil
 }

@@ -16,7 +16,6 @@ import (
 	_ "modernc.org/sqlite" // the "sqlite" driver
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
-	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
@@ -32,7 +31,7 @@ type Kit struct {
 
 	mu     sync.Mutex
 	offset int64
-	last   *kafka.Record
+	last   *sdk.Record
 }
 
 // New builds a Kit: a temporary SQLite database (removed after the test)
@@ -233,7 +232,7 @@ func (k *Kit) withDefaults(msg envelope.Message) envelope.Message {
 func (k *Kit) SendRaw(tb testing.TB, key string, value []byte) Result {
 	tb.Helper()
 	k.mu.Lock()
-	rec := kafka.Record{
+	rec := sdk.Record{
 		Topic: k.p.Config().CommandTopic, Key: key, Value: value, Offset: k.offset,
 		Headers: map[string]string{envelope.HeaderKind: string(envelope.KindCommand)},
 	}
@@ -257,7 +256,7 @@ func (k *Kit) Redeliver(tb testing.TB) Result {
 	return k.dispatch(tb, *last)
 }
 
-func (k *Kit) dispatch(tb testing.TB, rec kafka.Record) Result {
+func (k *Kit) dispatch(tb testing.TB, rec sdk.Record) Result {
 	tb.Helper()
 	out, err := k.p.Dispatch(context.Background(), rec)
 	res := Result{Command: out.Command, Err: out.Err, Duplicate: out.Duplicate, Expired: out.Expired, Attempts: out.Attempts, DeadLetter: out.DeadLetter}
@@ -283,7 +282,7 @@ func (k *Kit) Flush(tb testing.TB) []envelope.Message {
 	tb.Helper()
 	var out []envelope.Message
 	var failed error
-	publish := func(_ context.Context, recs []kafka.Record) error {
+	publish := func(_ context.Context, recs []sdk.Record) error {
 		for _, r := range recs {
 			var m envelope.Message
 			if err := json.Unmarshal(r.Value, &m); err != nil {

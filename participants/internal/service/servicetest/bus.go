@@ -9,7 +9,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
-	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
 
@@ -55,7 +54,7 @@ func DispatchMessage(tb testing.TB, p *sdk.Participant, msg engine.Message) sdk.
 	if err != nil {
 		tb.Fatalf("encode %s: %v", msg.Name, err)
 	}
-	out, err := p.Dispatch(context.Background(), kafka.Record{
+	out, err := p.Dispatch(context.Background(), sdk.Record{
 		Topic: p.Config().CommandTopic, Key: msg.SagaID, Value: body,
 		Headers: map[string]string{engine.HeaderKind: string(engine.KindCommand)},
 	})
@@ -69,7 +68,7 @@ func DispatchMessage(tb testing.TB, p *sdk.Participant, msg engine.Message) sdk.
 func Flush(tb testing.TB, p *sdk.Participant) []engine.Message {
 	tb.Helper()
 	var out []engine.Message
-	publish := func(_ context.Context, recs []kafka.Record) error {
+	publish := func(_ context.Context, recs []sdk.Record) error {
 		for _, r := range recs {
 			var m engine.Message
 			if err := json.Unmarshal(r.Value, &m); err != nil {

@@ -1,0 +1,406 @@
+package delivery
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+	"unsafe"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
+	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
+)
+
+// Row is one message in the outbox.
+type Row struct {
+	// Seq orders the outbox; set by the table.
+	Seq int64
+	// ID and Name are the message's id and name (kept by a layout with
+	// Headers; for logs).
+	ID, Name string
+	// Topic, Key and Value are the record to publish. Write encodes
+	// Message (envelope.AppendMessage) when it is set and Value is nil;
+	// Publish returns Value.
+	Topic, Key string
+	Value      []byte
+	Message    *envelope.Message
+	// Headers travel beside the value. A layout without Headers keeps only
+	// envelope.HeaderTraceparent.
+	Headers map[string]string
+}
+
+// Record is the bus record of r.
+func (r Row) Record() envelope.Record {
+	return envelope.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
+}
+
+// Write adds rows to the outbox in tx, in order: their Seq ascend in the
+// order given. On PostgreSQL it is one statement whatever the number of
+// rows. A layout with ValueJSON needs every Value to be one JSON document.
+func (t *Tables) Write(ctx context.Context, tx *sqlx.Tx, rows []Row) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	for i := range rows {
+		if rows[i].Topic == "" {
+			return fmt.Errorf("write %d rows to %s: row %d has no topic", len(rows), t.l.Outbox, i+1)
+		}
+	}
+	var err error
+	if t.d == sqldb.Postgres {
+		var q string
+		var args []any
+		if q, args, err = t.writePostgres(rows, 1); err == nil {
+			_, err = t.exec(ctx, tx, q, args...)
+		}
+	} else {
+		err = t.writeSQLite(ctx, tx, rows)
+	}
+	if err != nil {
+		return fmt.Errorf("write %d rows to %s: %w", len(rows), t.l.Outbox, err)
+	}
+	return nil
+}
+
+// writePostgres is the INSERT of rows as one statement, its parameters
+// numbered from first: one array per column expanded with unnest (a json
+// value column as one JSON array expanded with json_array_elements, parsed
+// once), zipped by position, inserted in the order given.
+func (t *Tables) writePostgres(rows []Row, first int) (string, []any, error) {
+	p := func(i int) string { return fmt.Sprintf("$%d", first+i) }
+	n := len(rows)
+	topics, keys := make([]string, n), make([]string, n)
+	for i, r := range rows {
+		topics[i], keys[i] = r.Topic, r.Key
+	}
+	var values any
+	valueExpr := "unnest(" + p(2) + "::bytea[])"
+	if t.l.ValueJSON {
+		size := 2
+		for _, r := range rows {
+			size += valueSize(r) + 1
+		}
+		b := make([]byte, 0, size)
+		b = append(b, '[')
+		for i, r := range rows {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			start := len(b)
+			b = appendValue(b, r)
+			if len(b) == start {
+				return "", nil, fmt.Errorf("row %d has no value", i+1)
+			}
+		}
+		values, valueExpr = append(b, ']'), "json_array_elements("+p(2)+"::json)"
+	} else {
+		bs := make(pq.ByteaArray, n)
+		for i, r := range rows {
+			bs[i] = r.Value
+			if bs[i] == nil && r.Message != nil {
+				bs[i] = appendValue(nil, r)
+			}
+			if bs[i] == nil {
+				bs[i] = []byte{}
+			}
+		}
+		values = bs
+	}
+	if !t.l.Headers {
+		traces := make(sqldb.NullTextArray, n)
+		for i, r := range rows {
+			if tp := r.Headers[envelope.HeaderTraceparent]; tp != "" {
+				traces[i] = &tp
+			}
+		}
+		return `INSERT INTO ` + t.l.Outbox + ` (topic, ` + t.l.Key + `, ` + t.l.Value + `, traceparent, created_at)
+			SELECT v.topic, v.k, v.val, v.tp, ` + p(4) + `
+			FROM ROWS FROM (unnest(` + p(0) + `::text[]), unnest(` + p(1) + `::text[]), ` + valueExpr + `, unnest(` + p(3) + `::text[]))
+				WITH ORDINALITY AS v(topic, k, val, tp, n)
+			ORDER BY v.n`,
+			[]any{sqldb.TextArray(topics), sqldb.TextArray(keys), values, traces, t.at(t.now())}, nil
+	}
+	ids, names, headers := make([]string, n), make([]string, n), make([]string, n)
+	for i, r := range rows {
+		ids[i], names[i], headers[i] = r.ID, r.Name, encodeHeaders(r.Headers)
+	}
+	return `INSERT INTO ` + t.l.Outbox + ` (topic, ` + t.l.Key + `, ` + t.l.Value + `, message_id, name, headers, created_at)
+		SELECT v.topic, v.k, v.val, v.id, v.name, v.headers, ` + p(6) + `
+		FROM ROWS FROM (unnest(` + p(0) + `::text[]), unnest(` + p(1) + `::text[]), ` + valueExpr + `, unnest(` + p(3) + `::text[]),
+			unnest(` + p(4) + `::text[]), unnest(` + p(5) + `::text[]))
+			WITH ORDINALITY AS v(topic, k, val, id, name, headers, n)
+		ORDER BY v.n`,
+		[]any{sqldb.TextArray(topics), sqldb.TextArray(keys), values, sqldb.TextArray(ids), sqldb.TextArray(names),
+			sqldb.TextArray(headers), t.at(t.now())}, nil
+}
+
+// writeSQLite inserts rows one prepared statement execution each (SQLite
+// runs in-process: a statement costs no round trip).
+func (t *Tables) writeSQLite(ctx context.Context, tx *sqlx.Tx, rows []Row) error {
+	now := t.at(t.now())
+	st, err := t.stmt(ctx, tx, t.q.insertOne)
+	if err != nil {
+		return err
+	}
+	size := 0
+	for _, r := range rows {
+		if r.Value == nil && r.Message != nil {
+			size += valueSize(r)
+		}
+	}
+	buf := make([]byte, 0, size) // the encoded Messages, one after the other
+	for _, r := range rows {
+		v := r.Value
+		if v == nil && r.Message != nil {
+			start := len(buf)
+			buf = appendValue(buf, r)
+			v = buf[start:]
+		}
+		var value any = v
+		if t.l.ValueJSON {
+			// A text column; the bytes stay unchanged until the statement
+			// is done with them.
+			value = unsafe.String(unsafe.SliceData(v), len(v))
+		} else if v == nil {
+			value = []byte{}
+		}
+		if t.l.Headers {
+			_, err = st.ExecContext(ctx, r.ID, r.Topic, r.Key, r.Name, encodeHeaders(r.Headers), value, now)
+		} else {
+			var tp any
+			if s := r.Headers[envelope.HeaderTraceparent]; s != "" {
+				tp = s
+			}
+			_, err = st.ExecContext(ctx, r.Topic, r.Key, value, tp, now)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// valueSize estimates the encoded size of r's value.
+func valueSize(r Row) int {
+	if r.Value == nil && r.Message != nil {
+		return 320 + len(r.Message.Payload)
+	}
+	return len(r.Value)
+}
+
+// appendValue appends r's value: Value, or Message encoded.
+func appendValue(dst []byte, r Row) []byte {
+	if r.Value == nil && r.Message != nil {
+		return envelope.AppendMessage(dst, r.Message)
+	}
+	return append(dst, r.Value...)
+}
+
+func encodeHeaders(h map[string]string) string {
+	if len(h) == 0 {
+		return "{}"
+	}
+	b, _ := json.Marshal(h) // a map[string]string always encodes
+	return string(b)
+}
+
+// Publish takes up to limit of the oldest outbox rows no other relay holds,
+// calls publish with them (in Seq order) and deletes them if it returns
+// nil; it returns how many it published. A failed publish releases them
+// at once, and the rows of a relay that dies become free again within
+// lease, so publish must return within lease (relay.Within).
+//
+// On PostgreSQL the rows are locked (FOR UPDATE SKIP LOCKED) by a
+// transaction that lives across publish: a row leaves two row versions
+// (insert, delete), no lease is written, and the locks go with the
+// transaction, so a crashed relay's rows are free once PostgreSQL notices
+// its connection is gone; idle_in_transaction_session_timeout = lease ends
+// a relay that hangs while it holds them. On SQLite, with one writer, a
+// transaction held across a publish would stop every other writer, so the
+// rows are leased to owner (Lease), published, and deleted, each step a
+// short statement of its own. Either way rows leased to another owner are
+// skipped until their lease runs out.
+func (t *Tables) Publish(ctx context.Context, owner string, limit int, lease time.Duration,
+	publish func(ctx context.Context, rows []Row) error) (int, error) {
+	if err := checkClaim(owner, limit, lease); err != nil {
+		return 0, fmt.Errorf("publish %s: %w", t.l.Outbox, err)
+	}
+	if publish == nil {
+		return 0, fmt.Errorf("publish %s: no publish function", t.l.Outbox)
+	}
+	if t.d != sqldb.Postgres {
+		return t.publishLeased(ctx, owner, limit, lease, publish)
+	}
+	tx, err := t.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("publish %s: begin: %w", t.l.Outbox, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	rows, err := t.query(ctx, tx, t.q.selectFree, t.at(t.now()), owner, limit)
+	if err != nil {
+		return 0, fmt.Errorf("publish %s: lock rows: %w", t.l.Outbox, err)
+	}
+	recs, err := t.scan(rows)
+	if err != nil {
+		return 0, fmt.Errorf("publish %s: lock rows: %w", t.l.Outbox, err)
+	}
+	if len(recs) == 0 {
+		return 0, nil
+	}
+	// A relay that stalls while it holds the rows loses its session (and
+	// the rows) after lease.
+	if _, err := t.exec(ctx, tx, t.q.idleTimeout, strconv.FormatInt(max(lease.Milliseconds(), 1), 10)); err != nil {
+		return 0, fmt.Errorf("publish %s: bound the transaction: %w", t.l.Outbox, err)
+	}
+	if err := publish(ctx, recs); err != nil {
+		return 0, err
+	}
+	if _, err := t.exec(ctx, tx, t.q.del, t.list(seqsOf(recs))); err != nil {
+		return 0, fmt.Errorf("publish %s: delete %d published rows (they will be published again): %w", t.l.Outbox, len(recs), err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("publish %s: commit the deletion of %d published rows (they will be published again): %w", t.l.Outbox, len(recs), err)
+	}
+	return len(recs), nil
+}
+
+// publishLeased is Publish with leases and short statements (SQLite).
+func (t *Tables) publishLeased(ctx context.Context, owner string, limit int, lease time.Duration,
+	publish func(ctx context.Context, rows []Row) error) (int, error) {
+	recs, err := t.Lease(ctx, owner, limit, lease)
+	if err != nil || len(recs) == 0 {
+		return 0, err
+	}
+	seqs := seqsOf(recs)
+	if err := publish(ctx, recs); err != nil {
+		if relErr := t.Release(context.WithoutCancel(ctx), owner, seqs); relErr != nil {
+			return 0, errors.Join(err, relErr)
+		}
+		return 0, err
+	}
+	if err := t.Delete(ctx, seqs); err != nil {
+		return 0, fmt.Errorf("delete %d published rows (they will be published again): %w", len(seqs), err)
+	}
+	return len(recs), nil
+}
+
+// Lease leases up to limit of the oldest outbox rows to owner until
+// now+lease and returns them, skipping rows whose lease to another owner
+// has not run out (and, on PostgreSQL, rows another relay's Publish
+// holds). Rows already leased to owner are leased again at once: a relay
+// that gave up on a publish retries it without waiting for its own lease,
+// so owners must be unique per relay (relay.Owner).
+func (t *Tables) Lease(ctx context.Context, owner string, limit int, lease time.Duration) ([]Row, error) {
+	if err := checkClaim(owner, limit, lease); err != nil {
+		return nil, fmt.Errorf("lease %s: %w", t.l.Outbox, err)
+	}
+	now := t.now()
+	rows, err := t.db.QueryContext(ctx, t.q.lease, owner, t.at(now.Add(lease)), t.at(now), owner, limit)
+	if err != nil {
+		return nil, fmt.Errorf("lease %s: %w", t.l.Outbox, err)
+	}
+	out, err := t.scan(rows)
+	if err != nil {
+		return nil, fmt.Errorf("lease %s: %w", t.l.Outbox, err)
+	}
+	return out, nil
+}
+
+// Release gives up owner's leases on seqs.
+func (t *Tables) Release(ctx context.Context, owner string, seqs []int64) error {
+	if len(seqs) == 0 {
+		return nil
+	}
+	if _, err := t.db.ExecContext(ctx, t.q.release, owner, t.list(seqs)); err != nil {
+		return fmt.Errorf("release %d leases in %s: %w", len(seqs), t.l.Outbox, err)
+	}
+	return nil
+}
+
+// Delete removes published rows by seq (not "seq <= max": on PostgreSQL a
+// row with a smaller seq may commit after a bigger one).
+func (t *Tables) Delete(ctx context.Context, seqs []int64) error {
+	if len(seqs) == 0 {
+		return nil
+	}
+	if _, err := t.db.ExecContext(ctx, t.q.del, t.list(seqs)); err != nil {
+		return fmt.Errorf("delete %d published rows from %s: %w", len(seqs), t.l.Outbox, err)
+	}
+	return nil
+}
+
+// Backlog counts the rows waiting in the outbox.
+func (t *Tables) Backlog(ctx context.Context) (int64, error) {
+	var n int64
+	if err := t.reader.GetContext(ctx, &n, t.q.count); err != nil {
+		return 0, fmt.Errorf("count %s: %w", t.l.Outbox, err)
+	}
+	return n, nil
+}
+
+// sortRows orders rows by Seq.
+func sortRows(rows []Row) {
+	sort.Slice(rows, func(i, j int) bool { return rows[i].Seq < rows[j].Seq })
+}
+
+// checkClaim validates the arguments of Publish and Lease.
+func checkClaim(owner string, limit int, lease time.Duration) error {
+	switch {
+	case owner == "":
+		return errors.New("no owner")
+	case limit <= 0:
+		return fmt.Errorf("limit %d is not positive", limit)
+	case lease <= 0:
+		return fmt.Errorf("lease %v is not positive", lease)
+	}
+	return nil
+}
+
+func seqsOf(rows []Row) []int64 {
+	seqs := make([]int64, len(rows))
+	for i, r := range rows {
+		seqs[i] = r.Seq
+	}
+	return seqs
+}
+
+// scan reads and closes rows of outboxCols, in Seq order.
+func (t *Tables) scan(rows *sql.Rows) ([]Row, error) {
+	defer rows.Close()
+	var out []Row
+	for rows.Next() {
+		var r Row
+		if t.l.Headers {
+			var headers string
+			if err := rows.Scan(&r.Seq, &r.Topic, &r.Key, &r.Value, &headers, &r.ID, &r.Name); err != nil {
+				return nil, err
+			}
+			if headers != "" && headers != "{}" {
+				if err := json.Unmarshal([]byte(headers), &r.Headers); err != nil {
+					return nil, fmt.Errorf("row %d: decode headers: %w", r.Seq, err)
+				}
+			}
+		} else {
+			var trace sql.NullString
+			if err := rows.Scan(&r.Seq, &r.Topic, &r.Key, &r.Value, &trace); err != nil {
+				return nil, err
+			}
+			if trace.String != "" {
+				r.Headers = map[string]string{envelope.HeaderTraceparent: trace.String}
+			}
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	sortRows(out)
+	return out, nil
+}
