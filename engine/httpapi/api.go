@@ -107,11 +107,15 @@ func newServer(cfg Config) (*server, error) {
 		return nil, &engine.Error{Code: engine.CodeInvalid, Op: "new http api: console", Err: err}
 	}
 	s.ui = ui
-	for _, c := range []prometheus.Collector{
+	cols := []prometheus.Collector{
 		newStoreCollector(s.store),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-	} {
+	}
+	if ages := newAgeCollector(s.store, time.Now); ages != nil {
+		cols = append(cols, ages)
+	}
+	for _, c := range cols {
 		if err := cfg.Registry.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {
