@@ -263,49 +263,6 @@ func (o *Orchestrator) Run(ctx context.Context, c Consumer) error {
 	return nil
 }
 
-// intakeLoop fetches and applies batches until ctx is done.
-func (o *Orchestrator) intakeLoop(ctx context.Context, c Consumer) {
-	bg := context.WithoutCancel(ctx)
-	fetchFailures := 0
-	for ctx.Err() == nil {
-		recs, err := c.Fetch(ctx, o.cfg.BatchSize)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			fetchFailures++
-			o.log.Warn("fetch events failed; retrying", "err", err, "failures", fetchFailures)
-			relay.Sleep(ctx, relay.Backoff(fetchFailures, 100*time.Millisecond, 5*time.Second))
-			continue
-		}
-		fetchFailures = 0
-		if len(recs) == 0 {
-			continue
-		}
-		// The batch in flight is finished even when ctx ends meanwhile; only
-		// while the database refuses it do we give up at shutdown (the
-		// records are then redelivered, nothing is committed past them).
-		for attempt := 1; ; attempt++ {
-			err = o.HandleRecords(bg, recs)
-			if err == nil {
-				break
-			}
-			o.log.Error("apply batch failed; retrying it", "records", len(recs), "attempt", attempt, "code", ErrorCode(err), "err", err)
-			if ctx.Err() != nil {
-				o.log.Warn("shutting down with an unapplied batch; its offsets are not committed", "records", len(recs))
-				return
-			}
-			relay.Sleep(ctx, relay.Backoff(attempt, 50*time.Millisecond, 5*time.Second))
-		}
-		if err := c.Commit(bg, recs); err != nil {
-			// The effects are durable; redelivered records are duplicates
-			// that the inbox drops.
-			o.log.Warn("commit offsets failed; the records will be redelivered and dropped as duplicates", "records", len(recs), "err", err)
-		}
-		o.Wake()
-	}
-}
-
 // pruneOnce prunes the inbox and logs the outcome (Run's pruning job).
 func (o *Orchestrator) pruneOnce(ctx context.Context) {
 	n, err := o.Prune(ctx)
