@@ -167,3 +167,24 @@ func TestReplayStillRefused(t *testing.T) {
 		t.Errorf("sagas after failed replays: %d, want 0", len(page.Sagas))
 	}
 }
+
+// TestDefinitionVersionParam: ?version= given empty or twice is refused
+// (contract fuzzing: ?version=&version=U drew the newest version), for the
+// detail and the diagram alike; a start's null version, event and payload
+// are as absent, as the spec now says (nullable).
+func TestDefinitionVersionParam(t *testing.T) {
+	e := newEnv(t, "", envOptions{})
+	for _, path := range []string{"/api/v1/definitions/MANUAL_CREATE_ORDER", "/api/v1/definitions/MANUAL_CREATE_ORDER/diagram.svg"} {
+		for _, q := range []string{"?version=", "?version=&version=U", "?version=1&version=2", "?version=U"} {
+			problemOf(t, e.do(t, http.MethodGet, path+q, ""), http.StatusBadRequest, engine.CodeInvalid)
+		}
+		if rec := e.do(t, http.MethodGet, path+"?version=1", ""); rec.Code != http.StatusOK {
+			t.Errorf("%s?version=1: got %d, want 200", path, rec.Code)
+		}
+	}
+	rec := e.do(t, http.MethodPost, "/api/v1/sagas", `{"saga":"SUPPORT_CALLBACK","version":null,"event":null,"payload":null}`)
+	inst := decode[engine.Instance](t, rec, http.StatusCreated)
+	if inst.Saga != "SUPPORT_CALLBACK" || inst.SagaVersion != 1 || inst.State != "REQUESTED" {
+		t.Errorf("start with null version, event and payload: %+v, want SUPPORT_CALLBACK v1 in REQUESTED", inst)
+	}
+}

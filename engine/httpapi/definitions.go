@@ -198,7 +198,10 @@ func (s *server) model(r *http.Request) (*engine.Model, error) {
 	if err := onlyParams(r, op, "version"); err != nil {
 		return nil, err
 	}
-	if v := r.URL.Query().Get("version"); v != "" {
+	if vs := r.URL.Query()["version"]; len(vs) > 1 {
+		return nil, engine.Errorf(engine.CodeInvalid, op, "version is given %d times; give it once", len(vs))
+	}
+	if v := r.URL.Query().Get("version"); v != "" || r.URL.Query().Has("version") {
 		n, err := strconv.Atoi(v)
 		if err != nil || n <= 0 {
 			return nil, engine.Errorf(engine.CodeInvalid, op, "version %q must be a positive integer", v)

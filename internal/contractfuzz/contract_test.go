@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
@@ -23,6 +25,7 @@ import (
 	"github.com/portfolio-counselor/sagamachine/internal/auth/issuer"
 	"github.com/portfolio-counselor/sagamachine/internal/system"
 	"github.com/portfolio-counselor/sagamachine/internal/testenv"
+	"github.com/portfolio-counselor/sagamachine/sagas"
 )
 
 // Defaults of the bounded run of `make test` (see the package doc).
@@ -77,7 +80,7 @@ func TestContract(t *testing.T) {
 		roles   []string
 	}{
 		{"user", userSubject, nil},
-		{"operator", operatorSubject, []string{auth.RoleOperator, auth.RoleFundingOperator}},
+		{"operator", operatorSubject, []string{auth.RoleOperator, auth.RoleFundingOperator, "support-lead"}},
 	}
 	t.Run("audiences", func(t *testing.T) { checkAudiences(t, sys) })
 	for _, name := range names {
@@ -153,6 +156,9 @@ func runSchemathesis(t *testing.T, prog, config, spec, base, tok string, example
 	if err != nil {
 		res.failures = failureSection(text)
 	}
+	if os.Getenv("SAGA_CONTRACT_VERBOSE") != "" {
+		t.Logf("schemathesis %s:\n%s", strings.Join(args[2:4], " "), text)
+	}
 	return res
 }
 
@@ -179,9 +185,14 @@ func startSystem(t *testing.T) (*system.System, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
+	defs, err := definitions()
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := system.Config{
 		DataDir:        dir,
 		EphemeralPorts: true,
+		Sagas:          defs,
 		Databases: system.Databases{
 			Saga: testenv.Postgres(t), Deals: testenv.Postgres(t),
 			Profile: testenv.Postgres(t), Notification: testenv.Postgres(t),
@@ -204,6 +215,35 @@ func startSystem(t *testing.T) (*system.System, string) {
 	}
 	seedDeadLetters(ctx, t, sys)
 	return sys, logFile
+}
+
+// startableSaga is a definition that opens a start to the API (by: api,
+// roles support-agent or support-lead), from httpapi's tests: with it
+// POST /api/v1/sagas can succeed and the stateful phase reaches real
+// sagas (get, re-send, abort). The shipped MANUAL_CREATE_ORDER is started
+// by deals only.
+const startableSaga = "../../engine/httpapi/testdata/sagas/support_callback.yaml"
+
+// definitions are the shipped saga definitions and startableSaga.
+func definitions() (fs.FS, error) {
+	defs := fstest.MapFS{}
+	shipped, err := fs.Glob(sagas.FS, "*.yaml")
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range shipped {
+		b, err := fs.ReadFile(sagas.FS, name)
+		if err != nil {
+			return nil, err
+		}
+		defs[name] = &fstest.MapFile{Data: b}
+	}
+	b, err := os.ReadFile(startableSaga)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", startableSaga, err)
+	}
+	defs[filepath.Base(startableSaga)] = &fstest.MapFile{Data: b}
+	return defs, nil
 }
 
 // seedDeadLetters publishes records no service can read to every command

@@ -16,6 +16,8 @@
 //	SAGA_CONTRACT_EXAMPLES   examples per operation (default 10)
 //	SAGA_CONTRACT_SEED       seed (default 20261126)
 //	SAGA_CONTRACT_SPECS      comma-separated spec names to run (default all four)
+//	SAGA_CONTRACT_VERBOSE    set: log schemathesis' whole output (phases,
+//	                         warnings such as operations it could not reach)
 //	SAGA_SCHEMATHESIS        the schemathesis program (default: the venv of
 //	                         scripts/schemathesis.sh under $SAGA_RUN_DIR)
 //
