@@ -19,6 +19,7 @@ import (
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/engine/sqlstore"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
+	"github.com/portfolio-counselor/sagamachine/internal/kafkalag"
 	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 )
 
@@ -160,6 +161,14 @@ func OpenSagaMachine(ctx context.Context, cfg SagaMachineConfig) (_ *SagaMachine
 	}
 	m.Registry = prometheus.NewRegistry()
 	metrics, err := httpapi.NewMetrics(m.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("open saga-machine: %w", err)
+	}
+	// The event consumer group's lag, read from the brokers at scrape time.
+	lag, err := kafkalag.New(cfg.Kafka, cfg.Group, eventTopics...)
+	if err == nil {
+		err = m.Registry.Register(lag)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open saga-machine: %w", err)
 	}

@@ -69,6 +69,8 @@ func (s *Service) routes() *mux.Router {
 	r.Handle("/portfolios/{id}/snapshots/{date}", h(s.handleSnapshotAt)).Methods(http.MethodGet)
 	// The SDK's dead letters (GET/POST /admin/dead-letters...), operators only.
 	service.MountAdmin(r, s.p, s.operatorsOnly)
+	// Prometheus metrics (dead letters, outbox, consumer lag), unauthenticated.
+	service.AddMetrics(r, s.p)
 	return r
 }
 
