@@ -235,10 +235,14 @@ func (o *Orchestrator) Run(ctx context.Context, c Consumer) error {
 	o.log.Info("orchestrator running", "owner", o.cfg.Owner, "batch_size", o.cfg.BatchSize)
 
 	loop := relay.Loop{Once: o.RelayOnce, Batch: o.cfg.RelayBatch, Poll: o.cfg.RelayPoll, Wake: o.wake, Log: o.log}
-	bg := context.WithoutCancel(ctx)
-	relayCtx, stopRelay := context.WithCancel(bg)
+	// The relay's work outlives ctx by at most ShutdownTimeout: the batch
+	// under way at shutdown is finished (published and deleted), then the
+	// outbox is drained.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stopRelay := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Go(func() { loop.Run(relayCtx) })
+	wg.Go(func() { loop.Run(work, stopRelay) })
 	timerCtx, stopTimers := context.WithCancel(ctx)
 	wg.Go(func() { o.timerLoop(timerCtx) })
 	if o.cfg.InboxRetention > 0 {
@@ -249,12 +253,12 @@ func (o *Orchestrator) Run(ctx context.Context, c Consumer) error {
 
 	// Stop the background loops, then flush what the last batches enqueued
 	// (one relay at a time, so nothing is leased twice by this replica).
+	grace := time.AfterFunc(o.cfg.ShutdownTimeout, cancelWork)
+	defer grace.Stop()
 	stopTimers()
-	stopRelay()
+	close(stopRelay)
 	wg.Wait()
-	drainCtx, cancel := context.WithTimeout(bg, o.cfg.ShutdownTimeout)
-	n, err := loop.Drain(drainCtx)
-	cancel()
+	n, err := loop.Drain(work)
 	if err != nil {
 		o.log.Warn("outbox not fully flushed at shutdown; the next start publishes the rest", "published", n, "err", err)
 	} else {

@@ -1,4 +1,4 @@
-package engine
+package engine_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/definition"
 )
 
@@ -57,24 +58,20 @@ func newCompHarness(tb testing.TB) *harness {
 }
 
 // ev builds an event of saga for sagaID answering causation.
-func ev(saga, sagaID, name, by, causation string) Message {
+func ev(saga, sagaID, name, by, causation string) engine.Message {
 	m := event(sagaID, name, by, "")
 	m.Saga, m.CausationID = saga, causation
 	return m
 }
 
-// outbox returns a copy of the outbox records.
-func (h *harness) outbox() []OutboxRecord {
-	h.st.mu.Lock()
-	defer h.st.mu.Unlock()
-	return slices.Clone(h.st.s.outbox)
-}
+// outbox returns the outbox records (none is published in these tests).
+func (h *harness) outbox() []engine.OutboxRecord { return h.st.outbox(h.tb) }
 
 // sent returns the records enqueued since the outbox had n records.
-func (h *harness) sentSince(n int) []OutboxRecord { return h.outbox()[n:] }
+func (h *harness) sentSince(n int) []engine.OutboxRecord { return h.outbox()[n:] }
 
 // last returns the newest outbox record named name.
-func (h *harness) last(tb testing.TB, name string) Message {
+func (h *harness) last(tb testing.TB, name string) engine.Message {
 	tb.Helper()
 	recs := h.outbox()
 	for i := len(recs) - 1; i >= 0; i-- {
@@ -83,10 +80,10 @@ func (h *harness) last(tb testing.TB, name string) Message {
 		}
 	}
 	tb.Fatalf("no %s in the outbox (%v)", name, h.outboxNames())
-	return Message{}
+	return engine.Message{}
 }
 
-func (h *harness) history(tb testing.TB, id string) []HistoryEntry {
+func (h *harness) history(tb testing.TB, id string) []engine.HistoryEntry {
 	tb.Helper()
 	hist, err := h.st.History(context.Background(), id)
 	if err != nil {
@@ -95,7 +92,7 @@ func (h *harness) history(tb testing.TB, id string) []HistoryEntry {
 	return hist
 }
 
-func (h *harness) deadLetters(tb testing.TB) []DeadLetter {
+func (h *harness) deadLetters(tb testing.TB) []engine.DeadLetter {
 	tb.Helper()
 	dls, err := h.st.DeadLetters(context.Background(), 100, true)
 	if err != nil {
@@ -105,7 +102,7 @@ func (h *harness) deadLetters(tb testing.TB) []DeadLetter {
 }
 
 // kinds lists a timeline as kind:event.
-func kinds(hist []HistoryEntry) string {
+func kinds(hist []engine.HistoryEntry) string {
 	var out []string
 	for _, e := range hist {
 		out = append(out, string(e.Kind)+":"+e.Event)
@@ -113,7 +110,7 @@ func kinds(hist []HistoryEntry) string {
 	return strings.Join(out, " ")
 }
 
-func undoStatuses(in Instance) string {
+func undoStatuses(in engine.Instance) string {
 	var out []string
 	for _, e := range in.Undo {
 		out = append(out, e.Command+"="+string(e.Status))
@@ -140,10 +137,10 @@ func TestRetryBudgetAndCommandDeadline(t *testing.T) {
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	retry := &definition.Retry{Attempts: 5, Backoff: 2 * time.Second, MaxBackoff: time.Minute}
 	capped := &definition.Retry{Attempts: 4, Backoff: 10 * time.Second, MaxBackoff: 15 * time.Second}
-	if got, want := RetryBudget(retry), 62*time.Second; got != want {
+	if got, want := engine.RetryBudget(retry), 62*time.Second; got != want {
 		t.Errorf("RetryBudget(5, 2s, 1m) = %v, want %v", got, want)
 	}
-	if got, want := RetryBudget(capped), 55*time.Second; got != want { // 10 + 15 + 15 + 15
+	if got, want := engine.RetryBudget(capped), 55*time.Second; got != want { // 10 + 15 + 15 + 15
 		t.Errorf("RetryBudget(4, 10s, 15s) = %v, want %v", got, want)
 	}
 	timeout := func(d time.Duration) *definition.Timeout { return &definition.Timeout{After: d} }
@@ -165,7 +162,7 @@ func TestRetryBudgetAndCommandDeadline(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := CommandDeadline(tc.retry, tc.timeout, tc.sent, tc.in)
+			got := engine.CommandDeadline(tc.retry, tc.timeout, tc.sent, tc.in)
 			if tc.wantNoDue {
 				if !got.IsZero() {
 					t.Errorf("got %v, want none", got)
@@ -232,7 +229,7 @@ func TestFailureCompensatesInReverseOrder(t *testing.T) {
 		h.fireAt(t, id)
 	}
 	in := h.inst(t, id)
-	if in.State != "FAILED" || in.Status != StatusCompensating || in.Deferred == nil || in.Deferred.Name != "NOTIFY_FAILURE" {
+	if in.State != "FAILED" || in.Status != engine.StatusCompensating || in.Deferred == nil || in.Deferred.Name != "NOTIFY_FAILURE" {
 		t.Fatalf("after exhaustion: %s %s deferred %+v, want FAILED compensating with NOTIFY_FAILURE held back", in.State, in.Status, in.Deferred)
 	}
 	if slices.Contains(h.outboxNames(), "NOTIFY_FAILURE") {
@@ -258,12 +255,12 @@ func TestFailureCompensatesInReverseOrder(t *testing.T) {
 	if fail.Compensates != reg.ID || fail.Participant != "deals" {
 		t.Errorf("FAIL_DEAL = %+v, want compensates REGISTER %s, to deals", fail, reg.ID)
 	}
-	if in := h.inst(t, id); in.Status != StatusCompensating || !strings.Contains(string(in.Context), `"reverted":true`) {
+	if in := h.inst(t, id); in.Status != engine.StatusCompensating || !strings.Contains(string(in.Context), `"reverted":true`) {
 		t.Errorf("after ORDER_REVERTED: %s context %s", in.Status, in.Context)
 	}
 	h.handle(t, ev("COMPENSATED_ORDER", id, "DEAL_FAILED", "deals", fail.ID))
 	in = h.inst(t, id)
-	if in.Status != StatusFailed || in.TimerAt != nil || in.Deferred != nil {
+	if in.Status != engine.StatusFailed || in.TimerAt != nil || in.Deferred != nil {
 		t.Errorf("after DEAL_FAILED: %s timer %v deferred %v, want failed, none, none", in.Status, in.TimerAt, in.Deferred)
 	}
 	if got := undoStatuses(in); got != "FAIL_DEAL=compensated REVERT_ORDER=compensated" {
@@ -292,10 +289,10 @@ func TestFailureCompensatesInReverseOrder(t *testing.T) {
 	if got := h.sentSince(n); len(got) != 0 {
 		t.Errorf("duplicate done sent %d commands", len(got))
 	}
-	if in2 := h.inst(t, id); in2.Status != StatusFailed || undoStatuses(in2) != undoStatuses(in) {
+	if in2 := h.inst(t, id); in2.Status != engine.StatusFailed || undoStatuses(in2) != undoStatuses(in) {
 		t.Errorf("after a duplicate done: %s %s", in2.Status, undoStatuses(in2))
 	}
-	if last := h.history(t, id); last[len(last)-1].Kind != EntryLate {
+	if last := h.history(t, id); last[len(last)-1].Kind != engine.EntryLate {
 		t.Errorf("duplicate done recorded as %s, want late", last[len(last)-1].Kind)
 	}
 	if dls := h.deadLetters(t); len(dls) != 0 {
@@ -310,19 +307,19 @@ func TestFailureCompensatesInReverseOrder(t *testing.T) {
 func TestCompensationFailedRetryResolve(t *testing.T) {
 	h := newCompHarness(t)
 	obs := &compObserver{}
-	h.o.cob = obs
+	h.reconfigure(func(c *engine.Config) { c.Observer = withComp{h.obs, obs} })
 	ctx := context.Background()
 	id := uuid.NewString()
 	h.handle(t, ev("COMPENSATED_ORDER", id, "REGISTER", "deals", ""))
 	approve := h.last(t, "APPROVE_ORDER")
 	h.handle(t, ev("COMPENSATED_ORDER", id, "ORDER_APPROVED", "profile", approve.ID))
 	// Not stuck: retry and resolve are refused and change nothing.
-	for _, act := range []func() (Instance, error){
-		func() (Instance, error) { return h.o.RetryCompensation(ctx, id, "alice", "x") },
-		func() (Instance, error) { return h.o.ResolveCompensation(ctx, id, "alice", "x") },
+	for _, act := range []func() (engine.Instance, error){
+		func() (engine.Instance, error) { return h.o.RetryCompensation(ctx, id, "alice", "x") },
+		func() (engine.Instance, error) { return h.o.ResolveCompensation(ctx, id, "alice", "x") },
 	} {
 		before := h.inst(t, id)
-		if _, err := act(); ErrorCode(err) != CodeConflict {
+		if _, err := act(); engine.ErrorCode(err) != engine.CodeConflict {
 			t.Errorf("operator action on a running saga: err %v, want conflict", err)
 		}
 		if after := h.inst(t, id); after.Rev != before.Rev {
@@ -333,7 +330,7 @@ func TestCompensationFailedRetryResolve(t *testing.T) {
 		t.Fatalf("Abort: %v", err)
 	}
 	in := h.inst(t, id)
-	if in.State != "FAILED" || in.Status != StatusCompensating {
+	if in.State != "FAILED" || in.Status != engine.StatusCompensating {
 		t.Fatalf("after abort: %s %s, want FAILED compensating", in.State, in.Status)
 	}
 	revert := h.last(t, "REVERT_ORDER")
@@ -342,18 +339,18 @@ func TestCompensationFailedRetryResolve(t *testing.T) {
 		h.fireAt(t, id)
 	}
 	in = h.inst(t, id)
-	if in.Status != StatusCompensationFailed || in.TimerAt != nil {
+	if in.Status != engine.StatusCompensationFailed || in.TimerAt != nil {
 		t.Fatalf("after 20 attempts: %s timer %v, want compensation_failed, no timer", in.Status, in.TimerAt)
 	}
-	if e := in.Undo[1]; e.Status != UndoCompensating || e.Sent != 20 || e.Attempts != 20 {
+	if e := in.Undo[1]; e.Status != engine.UndoCompensating || e.Sent != 20 || e.Attempts != 20 {
 		t.Errorf("stuck entry = %+v", e)
 	}
 	hist := h.history(t, id)
-	if last := hist[len(hist)-1]; last.Kind != EntryCompensationFailed || !strings.Contains(last.Reason, "REVERT_ORDER") {
+	if last := hist[len(hist)-1]; last.Kind != engine.EntryCompensationFailed || !strings.Contains(last.Reason, "REVERT_ORDER") {
 		t.Errorf("last entry = %+v, want compensation_failed naming REVERT_ORDER", last)
 	}
-	if obs.count(CompensationFailed) != 1 {
-		t.Errorf("compensation failed observed %d times, want 1", obs.count(CompensationFailed))
+	if obs.count(engine.CompensationFailed) != 1 {
+		t.Errorf("compensation failed observed %d times, want 1", obs.count(engine.CompensationFailed))
 	}
 	// Nothing fires any more.
 	h.clock.Advance(time.Hour)
@@ -363,7 +360,7 @@ func TestCompensationFailedRetryResolve(t *testing.T) {
 	// Retry: same id, attempt counter goes on, retry budget starts over.
 	n := len(h.outbox())
 	got, err := h.o.RetryCompensation(ctx, id, "alice", "profile is back")
-	if err != nil || got.Status != StatusCompensating {
+	if err != nil || got.Status != engine.StatusCompensating {
 		t.Fatalf("RetryCompensation = %s, %v", got.Status, err)
 	}
 	sent := h.sentSince(n)
@@ -376,23 +373,23 @@ func TestCompensationFailedRetryResolve(t *testing.T) {
 	for range 20 {
 		h.fireAt(t, id)
 	}
-	if got := h.inst(t, id); got.Status != StatusCompensationFailed {
+	if got := h.inst(t, id); got.Status != engine.StatusCompensationFailed {
 		t.Fatalf("after another 20: %s", got.Status)
 	}
 	// Resolve needs a reason; then FAIL_DEAL goes out.
-	if _, err := h.o.ResolveCompensation(ctx, id, "alice", " "); ErrorCode(err) != CodeInvalid {
+	if _, err := h.o.ResolveCompensation(ctx, id, "alice", " "); engine.ErrorCode(err) != engine.CodeInvalid {
 		t.Errorf("resolve without reason: %v, want invalid", err)
 	}
 	got, err = h.o.ResolveCompensation(ctx, id, "alice", "refunded by hand, ticket 42")
-	if err != nil || got.Status != StatusCompensating {
+	if err != nil || got.Status != engine.StatusCompensating {
 		t.Fatalf("ResolveCompensation = %s, %v", got.Status, err)
 	}
-	if e := got.Undo[1]; e.Status != UndoResolved || e.ResolvedBy != "alice" || e.Reason != "refunded by hand, ticket 42" {
+	if e := got.Undo[1]; e.Status != engine.UndoResolved || e.ResolvedBy != "alice" || e.Reason != "refunded by hand, ticket 42" {
 		t.Errorf("resolved entry = %+v", e)
 	}
 	fail := h.last(t, "FAIL_DEAL")
 	h.handle(t, ev("COMPENSATED_ORDER", id, "DEAL_FAILED", "deals", fail.ID))
-	if got := h.inst(t, id); got.Status != StatusFailed {
+	if got := h.inst(t, id); got.Status != engine.StatusFailed {
 		t.Errorf("after the last done: %s, want failed", got.Status)
 	}
 	// The abort has no command of its own to send.
@@ -401,7 +398,7 @@ func TestCompensationFailedRetryResolve(t *testing.T) {
 	}
 	var ops []string
 	for _, e := range h.history(t, id) {
-		if e.Kind == EntryOperator {
+		if e.Kind == engine.EntryOperator {
 			ops = append(ops, e.Event+"/"+e.Actor)
 		}
 	}
@@ -410,13 +407,13 @@ func TestCompensationFailedRetryResolve(t *testing.T) {
 	}
 	// A late done for the resolved compensation is recorded, not applied.
 	h.handle(t, ev("COMPENSATED_ORDER", id, "ORDER_REVERTED", "profile", revert.ID))
-	if got := h.inst(t, id); got.Undo[1].Status != UndoResolved || got.Status != StatusFailed {
+	if got := h.inst(t, id); got.Undo[1].Status != engine.UndoResolved || got.Status != engine.StatusFailed {
 		t.Errorf("late done changed the saga: %s %s", got.Status, undoStatuses(got))
 	}
 	if dls := h.deadLetters(t); len(dls) != 0 {
 		t.Errorf("dead letters: %+v", dls)
 	}
-	if obs.count(CompensationRetried) != 1 || obs.count(CompensationResolved) != 1 || obs.count(CompensationDone) != 1 {
+	if obs.count(engine.CompensationRetried) != 1 || obs.count(engine.CompensationResolved) != 1 || obs.count(engine.CompensationDone) != 1 {
 		t.Errorf("observed %v", obs.seen)
 	}
 }
@@ -430,15 +427,15 @@ func TestCommandExpiredRaisesExhaustedAtOnce(t *testing.T) {
 	h.handle(t, reg)
 	approve := h.last(t, "APPROVE_ORDER")
 	// From the wrong participant: refused, nothing moves.
-	forged := ev("COMPENSATED_ORDER", id, EventCommandExpired, "deals", approve.ID)
+	forged := ev("COMPENSATED_ORDER", id, engine.EventCommandExpired, "deals", approve.ID)
 	h.handle(t, forged)
 	if in := h.inst(t, id); in.State != "DRAFT" {
 		t.Fatalf("a forged COMMAND_EXPIRED moved the saga to %s", in.State)
 	}
-	if dls := h.deadLetters(t); len(dls) != 1 || dls[0].Code != CodeWrongParticipant {
+	if dls := h.deadLetters(t); len(dls) != 1 || dls[0].Code != engine.CodeWrongParticipant {
 		t.Fatalf("dead letters = %+v, want one wrong-participant", dls)
 	}
-	expired := ev("COMPENSATED_ORDER", id, EventCommandExpired, "profile", approve.ID)
+	expired := ev("COMPENSATED_ORDER", id, engine.EventCommandExpired, "profile", approve.ID)
 	expired.Reason = "deadline passed " + strings.Repeat("é", 100_000) // a hostile reason is cut
 	h.handle(t, expired)
 	in := h.inst(t, id)
@@ -460,7 +457,7 @@ func TestCommandExpiredRaisesExhaustedAtOnce(t *testing.T) {
 	}
 	fail := h.last(t, "FAIL_DEAL")
 	h.handle(t, ev("COMPENSATED_ORDER", id, "DEAL_FAILED", "deals", fail.ID))
-	if in := h.inst(t, id); in.Status != StatusFailed {
+	if in := h.inst(t, id); in.Status != engine.StatusFailed {
 		t.Errorf("status = %s, want failed", in.Status)
 	}
 	if h.last(t, "NOTIFY_FAILURE").ID == "" {
@@ -468,7 +465,7 @@ func TestCommandExpiredRaisesExhaustedAtOnce(t *testing.T) {
 	}
 	// The same refusal again (another id, as a non-SDK participant might):
 	// recorded, not a dead letter.
-	h.handle(t, ev("COMPENSATED_ORDER", id, EventCommandExpired, "profile", approve.ID))
+	h.handle(t, ev("COMPENSATED_ORDER", id, engine.EventCommandExpired, "profile", approve.ID))
 	if dls := h.deadLetters(t); len(dls) != 1 {
 		t.Errorf("dead letters = %+v, want only the forged one", dls)
 	}
@@ -486,7 +483,7 @@ func TestLateApprovalAfterFailure(t *testing.T) {
 		h.fireAt(t, id)
 	}
 	in := h.inst(t, id)
-	if in.State != "FAILED" || in.Status != StatusCompensating || undoStatuses(in) != "FAIL_DEAL=replied REVERT_ORDER=compensating" {
+	if in.State != "FAILED" || in.Status != engine.StatusCompensating || undoStatuses(in) != "FAIL_DEAL=replied REVERT_ORDER=compensating" {
 		t.Fatalf("after PROFILE_UNAVAILABLE: %s %s %s", in.State, in.Status, undoStatuses(in))
 	}
 	// A forged approval (deals claiming profile's answer) is refused as
@@ -496,14 +493,14 @@ func TestLateApprovalAfterFailure(t *testing.T) {
 	if after := h.inst(t, id); after.Rev != before.Rev || undoStatuses(after) != undoStatuses(before) {
 		t.Fatalf("a forged approval changed the saga: %s", undoStatuses(after))
 	}
-	if dls := h.deadLetters(t); len(dls) != 1 || dls[0].Code != CodeFinished {
+	if dls := h.deadLetters(t); len(dls) != 1 || dls[0].Code != engine.CodeFinished {
 		t.Fatalf("dead letters = %+v, want the forged approval refused", dls)
 	}
 	// The approval arrives while REVERT_ORDER is under way.
 	h.handle(t, ev("COMPENSATED_ORDER", id, "ORDER_APPROVED", "profile", approve.ID))
 	hist := h.history(t, id)
 	late := hist[len(hist)-1]
-	if late.Kind != EntryLate || late.Event != "ORDER_APPROVED" || !strings.Contains(late.Reason, "under way") {
+	if late.Kind != engine.EntryLate || late.Event != "ORDER_APPROVED" || !strings.Contains(late.Reason, "under way") {
 		t.Errorf("late entry = %+v", late)
 	}
 	if dls := h.deadLetters(t); len(dls) != 1 {
@@ -515,10 +512,10 @@ func TestLateApprovalAfterFailure(t *testing.T) {
 	// Once everything is undone, another late approval says so.
 	h.handle(t, ev("COMPENSATED_ORDER", id, "ORDER_APPROVED", "profile", approve.ID))
 	hist = h.history(t, id)
-	if late := hist[len(hist)-1]; late.Kind != EntryLate || !strings.Contains(late.Reason, "already ran") {
+	if late := hist[len(hist)-1]; late.Kind != engine.EntryLate || !strings.Contains(late.Reason, "already ran") {
 		t.Errorf("late entry after the compensation = %+v", late)
 	}
-	if in := h.inst(t, id); in.Status != StatusFailed {
+	if in := h.inst(t, id); in.Status != engine.StatusFailed {
 		t.Errorf("status = %s", in.Status)
 	}
 	if dls := h.deadLetters(t); len(dls) != 1 {
@@ -526,7 +523,7 @@ func TestLateApprovalAfterFailure(t *testing.T) {
 	}
 	// An answer to a command without compensation keeps today's refusal.
 	h.handle(t, ev("COMPENSATED_ORDER", id, "DEAL_UPDATED", "deals", uuid.NewString()))
-	if dls := h.deadLetters(t); len(dls) != 2 || dls[0].Code != CodeFinished {
+	if dls := h.deadLetters(t); len(dls) != 2 || dls[0].Code != engine.CodeFinished {
 		t.Errorf("dead letters = %+v, want a second finished", dls)
 	}
 }
@@ -541,7 +538,7 @@ func TestSuccessCompensatesAbandonedCommands(t *testing.T) {
 	charge := h.last(t, "CHARGE")
 	h.fireAt(t, id) // CHARGE_SLOW → FREE
 	in := h.inst(t, id)
-	if in.State != "FREE" || in.Status != StatusCompensating {
+	if in.State != "FREE" || in.Status != engine.StatusCompensating {
 		t.Fatalf("after the timeout: %s %s, want FREE compensating", in.State, in.Status)
 	}
 	names := h.outboxNames()
@@ -550,12 +547,12 @@ func TestSuccessCompensatesAbandonedCommands(t *testing.T) {
 	}
 	refund := h.last(t, "REFUND")
 	h.handle(t, ev("ABANDON", id, "REFUNDED", "bank", refund.ID))
-	if in := h.inst(t, id); in.Status != StatusCompleted || in.TimerAt != nil {
+	if in := h.inst(t, id); in.Status != engine.StatusCompleted || in.TimerAt != nil {
 		t.Errorf("after REFUNDED: %s timer %v, want completed", in.Status, in.TimerAt)
 	}
 	h.handle(t, ev("ABANDON", id, "CHARGED", "bank", charge.ID))
 	hist := h.history(t, id)
-	if late := hist[len(hist)-1]; late.Kind != EntryLate || !strings.Contains(late.Reason, "already ran") {
+	if late := hist[len(hist)-1]; late.Kind != engine.EntryLate || !strings.Contains(late.Reason, "already ran") {
 		t.Errorf("late CHARGED = %+v", late)
 	}
 	if dls := h.deadLetters(t); len(dls) != 0 {
@@ -565,7 +562,7 @@ func TestSuccessCompensatesAbandonedCommands(t *testing.T) {
 	ok := uuid.NewString()
 	h.handle(t, ev("ABANDON", ok, "ORDER", "shop", ""))
 	h.handle(t, ev("ABANDON", ok, "CHARGED", "bank", h.last(t, "CHARGE").ID))
-	if in := h.inst(t, ok); in.Status != StatusCompleted || undoStatuses(in) != "REFUND=replied" {
+	if in := h.inst(t, ok); in.Status != engine.StatusCompleted || undoStatuses(in) != "REFUND=replied" {
 		t.Errorf("paid saga: %s %s", in.Status, undoStatuses(in))
 	}
 }
@@ -579,28 +576,28 @@ func TestLateReplyToFinishedSagaIsCompensatedNow(t *testing.T) {
 	charge := h.last(t, "CHARGE")
 	// Profile-like participant said expired first (entry expired), so the
 	// timeout's success did not compensate it ...
-	h.handle(t, ev("ABANDON", id, EventCommandExpired, "bank", charge.ID))
+	h.handle(t, ev("ABANDON", id, engine.EventCommandExpired, "bank", charge.ID))
 	in := h.inst(t, id)
-	if in.State != "FREE" || in.Status != StatusCompleted || undoStatuses(in) != "REFUND=expired" {
+	if in.State != "FREE" || in.Status != engine.StatusCompleted || undoStatuses(in) != "REFUND=expired" {
 		t.Fatalf("after COMMAND_EXPIRED: %s %s %s, want FREE completed with REFUND expired", in.State, in.Status, undoStatuses(in))
 	}
 	// ... and then the charge is reported done after all: an effect.
 	h.handle(t, ev("ABANDON", id, "CHARGED", "bank", charge.ID))
 	in = h.inst(t, id)
-	if in.Status != StatusCompensating || undoStatuses(in) != "REFUND=compensating" {
+	if in.Status != engine.StatusCompensating || undoStatuses(in) != "REFUND=compensating" {
 		t.Fatalf("after the late CHARGED: %s %s", in.Status, undoStatuses(in))
 	}
 	hist := h.history(t, id)
-	if late := hist[len(hist)-2]; late.Kind != EntryCompensation {
+	if late := hist[len(hist)-2]; late.Kind != engine.EntryCompensation {
 		t.Errorf("entry before the late one = %+v", late)
 	}
-	if late := hist[len(hist)-1]; late.Kind != EntryLate || len(late.Commands) != 1 || late.Commands[0].Name != "REFUND" {
+	if late := hist[len(hist)-1]; late.Kind != engine.EntryLate || len(late.Commands) != 1 || late.Commands[0].Name != "REFUND" {
 		t.Errorf("late entry = %+v, want it to name the REFUND sent", late)
 	}
 	// REFUND's retry: 2 attempts, then the saga stops.
 	h.fireAt(t, id)
 	h.fireAt(t, id)
-	if in := h.inst(t, id); in.Status != StatusCompensationFailed {
+	if in := h.inst(t, id); in.Status != engine.StatusCompensationFailed {
 		t.Errorf("after 2 attempts: %s, want compensation_failed", in.Status)
 	}
 }
@@ -614,35 +611,35 @@ func TestCommandExpiredForOtherCommands(t *testing.T) {
 	h.handle(t, fastEvent(id, "GO"))
 	do := h.last(t, "DO")
 	h.handle(t, fastEvent(id, "DONE")) // the saga is finished
-	exp := fastEvent(id, EventCommandExpired)
+	exp := fastEvent(id, engine.EventCommandExpired)
 	exp.CausationID = do.ID
 	h.handle(t, exp)
 	if dls := h.deadLetters(t); len(dls) != 0 {
 		t.Fatalf("dead letters = %+v, want none for a command the saga sent", dls)
 	}
 	hist := h.history(t, id)
-	if last := hist[len(hist)-1]; last.Kind != EntryLate || last.Event != EventCommandExpired || len(last.Commands) != 1 || last.Commands[0].Name != "DO" {
+	if last := hist[len(hist)-1]; last.Kind != engine.EntryLate || last.Event != engine.EventCommandExpired || len(last.Commands) != 1 || last.Commands[0].Name != "DO" {
 		t.Errorf("last entry = %+v, want late COMMAND_EXPIRED naming DO", last)
 	}
-	unknown := fastEvent(id, EventCommandExpired)
+	unknown := fastEvent(id, engine.EventCommandExpired)
 	unknown.CausationID = uuid.NewString()
-	nocause := fastEvent(id, EventCommandExpired)
-	noSaga := fastEvent(uuid.NewString(), EventCommandExpired)
+	nocause := fastEvent(id, engine.EventCommandExpired)
+	noSaga := fastEvent(uuid.NewString(), engine.EventCommandExpired)
 	noSaga.CausationID = do.ID
 	h.handle(t, unknown, nocause, noSaga)
 	dls := h.deadLetters(t)
 	if len(dls) != 3 {
 		t.Fatalf("dead letters = %+v, want 3", dls)
 	}
-	byMsg := map[string]DeadLetter{}
+	byMsg := map[string]engine.DeadLetter{}
 	for _, d := range dls {
 		byMsg[d.MessageID] = d
 	}
 	for _, c := range []struct {
-		m    Message
-		code Code
+		m    engine.Message
+		code engine.Code
 		says string
-	}{{unknown, CodeIllegal, "never sent"}, {nocause, CodeInvalid, "causation_id"}, {noSaga, CodeNotFound, "does not exist"}} {
+	}{{unknown, engine.CodeIllegal, "never sent"}, {nocause, engine.CodeInvalid, "causation_id"}, {noSaga, engine.CodeNotFound, "does not exist"}} {
 		d := byMsg[c.m.ID]
 		if d.Code != c.code || !strings.Contains(d.Reason, c.says) {
 			t.Errorf("dead letter of %s = %s %q, want %s saying %q", c.m.ID, d.Code, d.Reason, c.code, c.says)
@@ -661,12 +658,12 @@ func TestDoneEventForUnknownCompensation(t *testing.T) {
 	if after := h.inst(t, id); after.Rev != before.Rev {
 		t.Errorf("saga changed: rev %d → %d", before.Rev, after.Rev)
 	}
-	if dls := h.deadLetters(t); len(dls) != 1 || dls[0].Code != CodeIllegal || !strings.Contains(dls[0].Reason, "REVERT_ORDER") {
+	if dls := h.deadLetters(t); len(dls) != 1 || dls[0].Code != engine.CodeIllegal || !strings.Contains(dls[0].Reason, "REVERT_ORDER") {
 		t.Errorf("dead letters = %+v", dls)
 	}
 	// From another participant than the compensation's: an unknown event.
 	h.handle(t, ev("COMPENSATED_ORDER", id, "ORDER_REVERTED", "deals", uuid.NewString()))
-	if dls := h.deadLetters(t); len(dls) != 2 || dls[0].Code != CodeUnknownEvent {
+	if dls := h.deadLetters(t); len(dls) != 2 || dls[0].Code != engine.CodeUnknownEvent {
 		t.Errorf("dead letters = %+v", dls)
 	}
 }
@@ -684,7 +681,7 @@ func TestNoCompensationNoChange(t *testing.T) {
 		h.fireAt(t, id)
 	}
 	in := h.inst(t, id)
-	if in.SagaVersion != 1 || in.State != "FAILED" || in.Status != StatusFailed || len(in.Undo) != 0 || in.Deferred != nil || in.TimerAt != nil {
+	if in.SagaVersion != 1 || in.State != "FAILED" || in.Status != engine.StatusFailed || len(in.Undo) != 0 || in.Deferred != nil || in.TimerAt != nil {
 		t.Errorf("v1 failure: v%d %s %s undo %v deferred %v timer %v, want v1 FAILED failed with nothing to undo or hold back",
 			in.SagaVersion, in.State, in.Status, in.Undo, in.Deferred, in.TimerAt)
 	}
@@ -739,7 +736,7 @@ func TestAnswersWithoutCausationID(t *testing.T) {
 			h.handle(t, event(id, decision, "profile", ""))
 			h.handle(t, event(id, "DEAL_UPDATED", "deals", ""))
 			in := h.inst(t, id)
-			if in.SagaVersion != 2 || in.State != "NOTIFICATION" || in.Status != StatusCompleted || in.TimerAt != nil {
+			if in.SagaVersion != 2 || in.State != "NOTIFICATION" || in.Status != engine.StatusCompleted || in.TimerAt != nil {
 				t.Fatalf("saga = v%d %s %s timer %v, want v2 NOTIFICATION completed without timer", in.SagaVersion, in.State, in.Status, in.TimerAt)
 			}
 			if got, want := undoStatuses(in), "FAIL_DEAL=replied REVERT_ORDER=replied FAIL_DEAL=replied"; got != want {
@@ -772,7 +769,7 @@ func TestAnswersWithoutCausationID(t *testing.T) {
 		// the saga waits for, not the abandoned CHARGE.
 		h.handle(t, ev("DETOUR", id, "INVOICED", "bank", ""))
 		in := h.inst(t, id)
-		if in.State != "BILLED" || in.Status != StatusCompensating || undoStatuses(in) != "REFUND=compensating CANCEL_INVOICE=replied" {
+		if in.State != "BILLED" || in.Status != engine.StatusCompensating || undoStatuses(in) != "REFUND=compensating CANCEL_INVOICE=replied" {
 			t.Fatalf("after INVOICED: %s %s %s, want BILLED compensating the abandoned CHARGE only", in.State, in.Status, undoStatuses(in))
 		}
 		refund := h.last(t, "REFUND")
@@ -782,12 +779,12 @@ func TestAnswersWithoutCausationID(t *testing.T) {
 		// The abandoned CHARGE's own late answer without causation id is not
 		// taken for an answer either: the REFUND under way goes on.
 		h.handle(t, ev("DETOUR", id, "CHARGED", "bank", ""))
-		if got := h.inst(t, id); got.Status != StatusCompensating || undoStatuses(got) != "REFUND=compensating CANCEL_INVOICE=replied" {
+		if got := h.inst(t, id); got.Status != engine.StatusCompensating || undoStatuses(got) != "REFUND=compensating CANCEL_INVOICE=replied" {
 			t.Errorf("after a CHARGED without causation: %s %s", got.Status, undoStatuses(got))
 		}
 		h.handle(t, ev("DETOUR", id, "REFUNDED", "bank", refund.ID))
 		in = h.inst(t, id)
-		if in.Status != StatusCompleted || in.TimerAt != nil || undoStatuses(in) != "REFUND=compensated CANCEL_INVOICE=replied" {
+		if in.Status != engine.StatusCompleted || in.TimerAt != nil || undoStatuses(in) != "REFUND=compensated CANCEL_INVOICE=replied" {
 			t.Errorf("after REFUNDED: %s timer %v %s, want completed", in.Status, in.TimerAt, undoStatuses(in))
 		}
 		if got, want := h.outboxNames(), []string{"CHARGE", "INVOICE", "REFUND"}; !slices.Equal(got, want) {
@@ -807,7 +804,7 @@ func TestAnswersWithoutCausationID(t *testing.T) {
 			h.fireAt(t, id)
 		}
 		in := h.inst(t, id)
-		if in.State != "FAILED" || in.Status != StatusCompensating || undoStatuses(in) != "FAIL_DEAL=replied REVERT_ORDER=compensating" {
+		if in.State != "FAILED" || in.Status != engine.StatusCompensating || undoStatuses(in) != "FAIL_DEAL=replied REVERT_ORDER=compensating" {
 			t.Fatalf("after PROFILE_UNAVAILABLE: %s %s %s", in.State, in.Status, undoStatuses(in))
 		}
 		// profile's approval arrives late, without causation id: it cannot
@@ -816,7 +813,7 @@ func TestAnswersWithoutCausationID(t *testing.T) {
 		if got := h.inst(t, id); got.Rev != in.Rev || undoStatuses(got) != undoStatuses(in) {
 			t.Errorf("a late approval without causation changed the saga: rev %d → %d, %s", in.Rev, got.Rev, undoStatuses(got))
 		}
-		if dls := h.deadLetters(t); len(dls) != 1 || dls[0].Code != CodeFinished {
+		if dls := h.deadLetters(t); len(dls) != 1 || dls[0].Code != engine.CodeFinished {
 			t.Errorf("dead letters = %+v, want the late approval refused as finished", dls)
 		}
 		revert := h.last(t, "REVERT_ORDER")
@@ -825,7 +822,7 @@ func TestAnswersWithoutCausationID(t *testing.T) {
 		}
 		h.handle(t, ev("MANUAL_CREATE_ORDER", id, "ORDER_REVERTED", "profile", revert.ID))
 		h.handle(t, ev("MANUAL_CREATE_ORDER", id, "DEAL_FAILED", "deals", h.last(t, "FAIL_DEAL").ID))
-		if got := h.inst(t, id); got.Status != StatusFailed || undoStatuses(got) != "FAIL_DEAL=compensated REVERT_ORDER=compensated" {
+		if got := h.inst(t, id); got.Status != engine.StatusFailed || undoStatuses(got) != "FAIL_DEAL=compensated REVERT_ORDER=compensated" {
 			t.Errorf("after the compensations: %s %s, want failed", got.Status, undoStatuses(got))
 		}
 		names := h.outboxNames()
@@ -835,14 +832,27 @@ func TestAnswersWithoutCausationID(t *testing.T) {
 	})
 }
 
-type compObserver struct {
-	NopObserver
-	seen []CompensationOutcome
+// withComp is the harness's counting observer with compensation outcomes
+// going to comp.
+type withComp struct {
+	*countingObserver
+	comp *compObserver
 }
 
-func (c *compObserver) Compensation(_, _ string, o CompensationOutcome) { c.seen = append(c.seen, o) }
+func (w withComp) Compensation(saga, event string, o engine.CompensationOutcome) {
+	w.comp.Compensation(saga, event, o)
+}
 
-func (c *compObserver) count(o CompensationOutcome) int {
+type compObserver struct {
+	engine.NopObserver
+	seen []engine.CompensationOutcome
+}
+
+func (c *compObserver) Compensation(_, _ string, o engine.CompensationOutcome) {
+	c.seen = append(c.seen, o)
+}
+
+func (c *compObserver) count(o engine.CompensationOutcome) int {
 	n := 0
 	for _, s := range c.seen {
 		if s == o {
@@ -892,16 +902,16 @@ func TestSuccessKeepsTheEffectOfARepeatedCommand(t *testing.T) {
 		if first.ID == second.ID {
 			t.Fatal("the second CHARGE has the first one's id")
 		}
-		answered := []Message{first, second}[answer]
+		answered := []engine.Message{first, second}[answer]
 		h.handle(t, ev("LOOP", id, "CHARGED", "bank", answered.ID))
 		in := h.inst(t, id)
-		if in.Status != StatusCompleted || slices.Contains(h.outboxNames(), "REFUND") {
+		if in.Status != engine.StatusCompleted || slices.Contains(h.outboxNames(), "REFUND") {
 			t.Errorf("answer %d: %s %s, outbox %v; want completed without REFUND", answer, in.Status, undoStatuses(in), h.outboxNames())
 		}
-		other := []Message{first, second}[1-answer]
+		other := []engine.Message{first, second}[1-answer]
 		h.handle(t, ev("LOOP", id, "CHARGED", "bank", other.ID))
 		hist := h.history(t, id)
-		if late := hist[len(hist)-1]; late.Kind != EntryLate || !strings.Contains(late.Reason, "nothing to undo") {
+		if late := hist[len(hist)-1]; late.Kind != engine.EntryLate || !strings.Contains(late.Reason, "nothing to undo") {
 			t.Errorf("answer %d: late entry = %+v", answer, late)
 		}
 		if slices.Contains(h.outboxNames(), "REFUND") || len(h.deadLetters(t)) != 0 {
@@ -923,7 +933,7 @@ func TestSuccessKeepsTheEffectOfARepeatedCommand(t *testing.T) {
 		t.Fatalf("second REFUND compensates %s, want %s", got.Compensates, first.ID)
 	}
 	h.handle(t, ev("LOOP", id, "REFUNDED", "bank", h.last(t, "REFUND").ID))
-	if in := h.inst(t, id); in.Status != StatusFailed {
+	if in := h.inst(t, id); in.Status != engine.StatusFailed {
 		t.Errorf("status %s, want failed", in.Status)
 	}
 }

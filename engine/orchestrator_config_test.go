@@ -12,6 +12,10 @@ func TestConfigKnobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if c.BatchSize != DefaultBatchSize || c.RelayBatch != DefaultRelayBatch || c.TimerPoll != DefaultTimerPoll ||
+		c.TimerBatch != DefaultTimerBatch || c.ConflictRetries != DefaultConflictRetry || c.Owner == "" || c.Logger == nil || c.Clock == nil {
+		t.Errorf("defaults not applied: %+v", c)
+	}
 	for _, d := range []struct {
 		name      string
 		got, want time.Duration

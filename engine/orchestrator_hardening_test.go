@@ -1,4 +1,4 @@
-package engine
+package engine_test
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/portfolio-counselor/sagamachine/engine"
 )
 
 // An event from the bus that names the engine's reserved participant is
@@ -28,30 +30,30 @@ func TestEngineParticipantIsReservedForTheEngine(t *testing.T) {
 		t.Fatalf("dead letters = %+v, want the forged event", dls)
 	}
 	dl := dls[0]
-	if dl.Code != CodeWrongParticipant || dl.MessageID != forged.ID || !strings.Contains(dl.Reason, `"engine" is reserved`) {
+	if dl.Code != engine.CodeWrongParticipant || dl.MessageID != forged.ID || !strings.Contains(dl.Reason, `"engine" is reserved`) {
 		t.Errorf("dead letter code %s message %s reason %q, want %s for %s saying the participant is reserved",
-			dl.Code, dl.MessageID, dl.Reason, CodeWrongParticipant, forged.ID)
+			dl.Code, dl.MessageID, dl.Reason, engine.CodeWrongParticipant, forged.ID)
 	}
 	hist, _ := h.st.History(ctx, id)
-	if last := hist[len(hist)-1]; last.Kind != EntryRefused || last.Code != CodeWrongParticipant {
-		t.Errorf("last history entry = %+v, want a refused entry with code %s", last, CodeWrongParticipant)
+	if last := hist[len(hist)-1]; last.Kind != engine.EntryRefused || last.Code != engine.CodeWrongParticipant {
+		t.Errorf("last history entry = %+v, want a refused entry with code %s", last, engine.CodeWrongParticipant)
 	}
-	if err := h.o.Replay(ctx, dl.ID, "alice"); ErrorCode(err) != CodeWrongParticipant {
-		t.Errorf("Replay of the forged event: err = %v, want code %s", err, CodeWrongParticipant)
+	if err := h.o.Replay(ctx, dl.ID, "alice"); engine.ErrorCode(err) != engine.CodeWrongParticipant {
+		t.Errorf("Replay of the forged event: err = %v, want code %s", err, engine.CodeWrongParticipant)
 	}
 	if got := h.inst(t, id); got.State != "DRAFT" {
 		t.Errorf("state after the refused replay = %s, want DRAFT", got.State)
 	}
-	if _, _, err := h.o.Start(ctx, StartRequest{Saga: "MANUAL_CREATE_ORDER", By: "engine"}); ErrorCode(err) != CodeWrongParticipant {
-		t.Errorf("Start by engine: err = %v, want code %s", err, CodeWrongParticipant)
+	if _, _, err := h.o.Start(ctx, engine.StartRequest{Saga: "MANUAL_CREATE_ORDER", By: "engine"}); engine.ErrorCode(err) != engine.CodeWrongParticipant {
+		t.Errorf("Start by engine: err = %v, want code %s", err, engine.CodeWrongParticipant)
 	}
 
 	// A dead letter of an event the engine raised itself replays.
 	raised := event(id, "PROFILE_UNAVAILABLE", "engine", "")
 	raw := h.record(t, raised).Value
-	if err := h.st.InTx(ctx, func(ctx context.Context, tx Tx) error {
-		return tx.AddDeadLetters(ctx, []DeadLetter{{MessageID: raised.ID, SagaID: id, Topic: EngineTopic, Partition: -1,
-			Offset: -1, Raw: raw, Code: CodeIllegal, Reason: "test", CreatedAt: h.clock.Now()}})
+	if err := h.st.InTx(ctx, func(ctx context.Context, tx engine.Tx) error {
+		return tx.AddDeadLetters(ctx, []engine.DeadLetter{{MessageID: raised.ID, SagaID: id, Topic: engine.EngineTopic, Partition: -1,
+			Offset: -1, Raw: raw, Code: engine.CodeIllegal, Reason: "test", CreatedAt: h.clock.Now()}})
 	}); err != nil {
 		t.Fatalf("park an engine-raised event: %v", err)
 	}
@@ -82,12 +84,12 @@ func TestValidTraceparent(t *testing.T) {
 		{"00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01", false},
 	}
 	for _, tc := range tests {
-		if got := ValidTraceparent(tc.h); got != tc.want {
+		if got := engine.ValidTraceparent(tc.h); got != tc.want {
 			t.Errorf("ValidTraceparent(%q) = %v, want %v", tc.h, got, tc.want)
 		}
 	}
-	a, b := NewTraceparent(), NewTraceparent()
-	if !ValidTraceparent(a) || !strings.HasPrefix(a, "00-") || !strings.HasSuffix(a, "-01") || a[3:35] == b[3:35] {
+	a, b := engine.NewTraceparent(), engine.NewTraceparent()
+	if !engine.ValidTraceparent(a) || !strings.HasPrefix(a, "00-") || !strings.HasSuffix(a, "-01") || a[3:35] == b[3:35] {
 		t.Errorf("NewTraceparent() = %q then %q, want valid version-00 sampled traces with different trace ids", a, b)
 	}
 }
@@ -103,10 +105,10 @@ func TestTraceparentTravelsToCommands(t *testing.T) {
 		headers map[string]string
 		want    string // the trace the commands carry; "" for a new one
 	}{
-		{"valid header", map[string]string{HeaderTraceparent: tp}, tp},
-		{"later version forwarded as 00", map[string]string{HeaderTraceparent: "01" + tp[2:] + "-x"}, tp},
+		{"valid header", map[string]string{engine.HeaderTraceparent: tp}, tp},
+		{"later version forwarded as 00", map[string]string{engine.HeaderTraceparent: "01" + tp[2:] + "-x"}, tp},
 		{"no header", nil, ""},
-		{"malformed header", map[string]string{HeaderTraceparent: "not-a-trace"}, ""},
+		{"malformed header", map[string]string{engine.HeaderTraceparent: "not-a-trace"}, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -115,12 +117,12 @@ func TestTraceparentTravelsToCommands(t *testing.T) {
 			id := uuid.NewString()
 			rec := h.record(t, fastEvent(id, "GO"))
 			rec.Headers = tc.headers
-			if err := h.o.HandleRecords(ctx, []Record{rec}); err != nil {
+			if err := h.o.HandleRecords(ctx, []engine.Record{rec}); err != nil {
 				t.Fatalf("HandleRecords: %v", err)
 			}
 			inst := h.inst(t, id)
 			trace := inst.Traceparent
-			if !ValidTraceparent(trace) {
+			if !engine.ValidTraceparent(trace) {
 				t.Fatalf("saga traceparent %q is not a valid one", trace)
 			}
 			if tc.want != "" && trace != tc.want {
@@ -141,8 +143,8 @@ func TestTraceparentTravelsToCommands(t *testing.T) {
 				t.Fatalf("published %d records, want the command and its re-send", len(h.pub.recs))
 			}
 			for i, r := range h.pub.recs {
-				if got := r.Headers[HeaderTraceparent]; got != trace {
-					t.Errorf("published record %d (%s) traceparent = %q, want the saga's %q", i, r.Headers[HeaderName], got, trace)
+				if got := r.Headers[engine.HeaderTraceparent]; got != trace {
+					t.Errorf("published record %d (%s) traceparent = %q, want the saga's %q", i, r.Headers[engine.HeaderName], got, trace)
 				}
 			}
 			if got := h.inst(t, id).Traceparent; got != trace {
@@ -159,42 +161,36 @@ func TestTraceparentTravelsToCommands(t *testing.T) {
 	}
 }
 
-// Inbox records older than the retention are purged: the message ids are
-// forgotten, newer ones stay; Run purges at once when it starts.
-func TestPurgeInbox(t *testing.T) {
+// Inbox records older than the retention are pruned: the message ids are
+// forgotten, newer ones stay; Run prunes at once when it starts.
+func TestPrune(t *testing.T) {
 	h := newHarness(t)
-	h.o.cfg.InboxRetention = 24 * time.Hour
+	h.reconfigure(func(c *engine.Config) { c.InboxRetention = 24 * time.Hour })
 	ctx := context.Background()
 	old := event(uuid.NewString(), "REGISTER", "deals", "")
 	h.handle(t, old)
 	h.clock.Advance(23 * time.Hour)
 	fresh := event(uuid.NewString(), "REGISTER", "deals", "")
 	h.handle(t, fresh)
-	if n, err := h.o.PurgeInbox(ctx); err != nil || n != 0 {
-		t.Fatalf("PurgeInbox within the retention = %d, %v; want 0, nil", n, err)
+	if n, err := h.o.Prune(ctx); err != nil || n != 0 {
+		t.Fatalf("Prune within the retention = %d, %v; want 0, nil", n, err)
 	}
 	h.clock.Advance(2 * time.Hour)
-	if n, err := h.o.PurgeInbox(ctx); err != nil || n != 1 {
-		t.Fatalf("PurgeInbox = %d, %v; want the 1 record older than a day", n, err)
+	if n, err := h.o.Prune(ctx); err != nil || n != 1 {
+		t.Fatalf("Prune = %d, %v; want the 1 record older than a day", n, err)
 	}
-	h.st.mu.Lock()
-	_, oldKept := h.st.s.inbox[old.ID]
-	_, freshKept := h.st.s.inbox[fresh.ID]
-	h.st.mu.Unlock()
+	oldKept, freshKept := h.st.inInbox(t, old.ID), h.st.inInbox(t, fresh.ID)
 	if oldKept || !freshKept {
 		t.Errorf("inbox keeps old %v fresh %v, want only the fresh one", oldKept, freshKept)
 	}
 
-	purgesBefore := h.st.purges
+	_, purgesBefore := h.st.counts()
 	c := &fakeConsumer{done: make(chan struct{})}
 	runCtx, cancel := context.WithCancel(ctx)
 	runErr := make(chan error, 1)
 	go func() { runErr <- h.o.Run(runCtx, c) }()
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		h.st.mu.Lock()
-		n := h.st.purges
-		h.st.mu.Unlock()
-		if n > purgesBefore {
+		if _, n := h.st.counts(); n > purgesBefore {
 			break
 		}
 	}
@@ -202,20 +198,17 @@ func TestPurgeInbox(t *testing.T) {
 	if err := <-runErr; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if h.st.purges <= purgesBefore {
+	if _, n := h.st.counts(); n <= purgesBefore {
 		t.Errorf("Run did not purge the inbox when it started")
 	}
 
 	// A negative retention keeps everything.
-	h.o.cfg.InboxRetention = -1
+	h.reconfigure(func(c *engine.Config) { c.InboxRetention = -1 })
 	h.clock.Advance(1000 * time.Hour)
-	if n, err := h.o.PurgeInbox(ctx); err != nil || n != 0 {
-		t.Errorf("PurgeInbox with a negative retention = %d, %v; want 0, nil", n, err)
+	if n, err := h.o.Prune(ctx); err != nil || n != 0 {
+		t.Errorf("Prune with a negative retention = %d, %v; want 0, nil", n, err)
 	}
-	h.st.mu.Lock()
-	_, freshKept = h.st.s.inbox[fresh.ID]
-	h.st.mu.Unlock()
-	if !freshKept {
+	if !h.st.inInbox(t, fresh.ID) {
 		t.Errorf("a negative retention purged the inbox")
 	}
 }

@@ -1,4 +1,4 @@
-package engine
+package engine_test
 
 import (
 	"bytes"
@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+
+	"github.com/portfolio-counselor/sagamachine/engine"
 )
 
 func TestEventTopic(t *testing.T) {
@@ -15,11 +17,11 @@ func TestEventTopic(t *testing.T) {
 		{"SAGA_SERVER_TOPIC", "profile", "SAGA_SERVER_TOPIC_PROFILE"},
 		{"EV.t1", "risk-check", "EV.t1_RISK-CHECK"},
 	} {
-		if got := EventTopic(tc.base, tc.participant); got != tc.want {
+		if got := engine.EventTopic(tc.base, tc.participant); got != tc.want {
 			t.Errorf("EventTopic(%q, %q) = %q, want %q", tc.base, tc.participant, got, tc.want)
 		}
 	}
-	got := EventTopics("B", testCatalog(t))
+	got := engine.EventTopics("B", testCatalog(t))
 	want := []string{"B_DEALS", "B_NOTIFICATION", "B_PROFILE"}
 	if len(got) != len(want) {
 		t.Fatalf("EventTopics = %v, want %v", got, want)
@@ -35,7 +37,7 @@ func TestEventTopic(t *testing.T) {
 func senderHarness(t *testing.T) *harness {
 	t.Helper()
 	h := newHarness(t)
-	o, err := New(Config{Clock: h.clock.Now, Observer: h.obs, EventTopicBase: "SAGA_SERVER_TOPIC"}, testCatalog(t), h.st, h.pub)
+	o, err := engine.New(engine.Config{Clock: h.clock.Now, Observer: h.obs, EventTopicBase: "SAGA_SERVER_TOPIC"}, testCatalog(t), h.st, h.pub)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -44,11 +46,11 @@ func senderHarness(t *testing.T) *harness {
 }
 
 // on sends m as a record of topic.
-func (h *harness) on(t *testing.T, topic string, m Message) {
+func (h *harness) on(t *testing.T, topic string, m engine.Message) {
 	t.Helper()
 	rec := h.record(t, m)
 	rec.Topic = topic
-	if err := h.o.HandleRecords(context.Background(), []Record{rec}); err != nil {
+	if err := h.o.HandleRecords(context.Background(), []engine.Record{rec}); err != nil {
 		t.Fatalf("HandleRecords: %v", err)
 	}
 }
@@ -75,7 +77,8 @@ func TestForgedSenderRefused(t *testing.T) {
 		{"on a topic of no participant", "SOMETHING_ELSE"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dlsBefore := len(h.st.s.dls)
+			all, _ := h.st.DeadLetters(context.Background(), 1000, true)
+			dlsBefore := len(all)
 			h.on(t, tc.topic, event(id, "ORDER_APPROVED", "profile", `{"profile_decision":"approved","forged":true}`))
 			after := h.inst(t, id)
 			if after.State != before.State || !bytes.Equal(after.Context, before.Context) {
@@ -85,17 +88,17 @@ func TestForgedSenderRefused(t *testing.T) {
 			if len(dls) != dlsBefore+1 {
 				t.Fatalf("got %d dead letters, want %d", len(dls), dlsBefore+1)
 			}
-			if dls[0].Code != CodeWrongParticipant || dls[0].Topic != tc.topic {
-				t.Errorf("dead letter code %s topic %s, want %s %s (reason %q)", dls[0].Code, dls[0].Topic, CodeWrongParticipant, tc.topic, dls[0].Reason)
+			if dls[0].Code != engine.CodeWrongParticipant || dls[0].Topic != tc.topic {
+				t.Errorf("dead letter code %s topic %s, want %s %s (reason %q)", dls[0].Code, dls[0].Topic, engine.CodeWrongParticipant, tc.topic, dls[0].Reason)
 			}
 			hist, _ := h.st.History(context.Background(), id)
 			last := hist[len(hist)-1]
-			if last.Kind != EntryRefused || last.Code != CodeWrongParticipant {
-				t.Errorf("last timeline entry %+v, want a refusal with %s", last, CodeWrongParticipant)
+			if last.Kind != engine.EntryRefused || last.Code != engine.CodeWrongParticipant {
+				t.Errorf("last timeline entry %+v, want a refusal with %s", last, engine.CodeWrongParticipant)
 			}
 			err := h.o.Replay(context.Background(), dls[0].ID, "operator")
-			if ErrorCode(err) != CodeWrongParticipant {
-				t.Errorf("Replay of the forged event = %v, want %s", err, CodeWrongParticipant)
+			if engine.ErrorCode(err) != engine.CodeWrongParticipant {
+				t.Errorf("Replay of the forged event = %v, want %s", err, engine.CodeWrongParticipant)
 			}
 			if got := h.inst(t, id); got.State != before.State {
 				t.Errorf("after replay: state %s, want %s", got.State, before.State)

@@ -1,4 +1,4 @@
-package engine
+package engine_test
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+
+	"github.com/portfolio-counselor/sagamachine/engine"
 )
 
 // apiSaga opens one start to the API (PHONE_ORDER_TAKEN, for shop clerks
@@ -32,10 +34,10 @@ final: [PAID]
 func TestStartOverAPI(t *testing.T) {
 	h := newHarness(t, apiSaga)
 	ctx := context.Background()
-	clerk := &Caller{Subject: "carol", Roles: []string{"shop-clerk"}}
+	clerk := &engine.Caller{Subject: "carol", Roles: []string{"shop-clerk"}}
 	payload := json.RawMessage(`{"order":{"id":"O-1","amount":"10.00"}}`)
 
-	inst, created, err := h.o.Start(ctx, StartRequest{Saga: "PAY_ORDER", Caller: clerk, By: "shop", Payload: payload})
+	inst, created, err := h.o.Start(ctx, engine.StartRequest{Saga: "PAY_ORDER", Caller: clerk, By: "shop", Payload: payload})
 	if err != nil || !created {
 		t.Fatalf("clerk starts PAY_ORDER: created %v, err %v; want created", created, err)
 	}
@@ -55,31 +57,31 @@ func TestStartOverAPI(t *testing.T) {
 
 	for _, tc := range []struct {
 		name   string
-		req    StartRequest
-		code   Code
+		req    engine.StartRequest
+		code   engine.Code
 		detail string
 	}{
-		{"participant's start", StartRequest{Saga: "PAY_ORDER", Event: "ORDER_PLACED", Caller: clerk},
-			CodeForbidden, "participant shop sends it on the bus"},
-		{"participant's start with By forged", StartRequest{Saga: "PAY_ORDER", Event: "ORDER_PLACED", By: "shop", Caller: clerk},
-			CodeForbidden, "not open to the HTTP API"},
-		{"MANUAL_CREATE_ORDER opens none", StartRequest{Saga: "MANUAL_CREATE_ORDER", Caller: clerk},
-			CodeForbidden, "REGISTER is sent on the bus by participant deals"},
-		{"REGISTER named", StartRequest{Saga: "MANUAL_CREATE_ORDER", Event: "REGISTER", Caller: &Caller{Subject: "x", AllRoles: true}},
-			CodeForbidden, "participant deals"},
-		{"moving a saga", StartRequest{Saga: "PAY_ORDER", Event: "CHARGED", Caller: clerk},
-			CodeForbidden, "never move one"},
-		{"unknown event", StartRequest{Saga: "PAY_ORDER", Event: "NOPE", Caller: clerk}, CodeUnknownEvent, "no event NOPE"},
-		{"no roles", StartRequest{Saga: "PAY_ORDER", Caller: &Caller{Subject: "mallory"}},
-			CodeForbidden, `needs one of the roles shop-clerk, shop-admin; "mallory" has no roles`},
-		{"other roles", StartRequest{Saga: "PAY_ORDER", Caller: &Caller{Subject: "vera", Roles: []string{"saga-viewer"}}},
-			CodeForbidden, `"vera" has the roles saga-viewer`},
-		{"no subject", StartRequest{Saga: "PAY_ORDER", Caller: &Caller{Roles: []string{"shop-admin"}}}, CodeInvalid, "no subject"},
+		{"participant's start", engine.StartRequest{Saga: "PAY_ORDER", Event: "ORDER_PLACED", Caller: clerk},
+			engine.CodeForbidden, "participant shop sends it on the bus"},
+		{"participant's start with By forged", engine.StartRequest{Saga: "PAY_ORDER", Event: "ORDER_PLACED", By: "shop", Caller: clerk},
+			engine.CodeForbidden, "not open to the HTTP API"},
+		{"MANUAL_CREATE_ORDER opens none", engine.StartRequest{Saga: "MANUAL_CREATE_ORDER", Caller: clerk},
+			engine.CodeForbidden, "REGISTER is sent on the bus by participant deals"},
+		{"REGISTER named", engine.StartRequest{Saga: "MANUAL_CREATE_ORDER", Event: "REGISTER", Caller: &engine.Caller{Subject: "x", AllRoles: true}},
+			engine.CodeForbidden, "participant deals"},
+		{"moving a saga", engine.StartRequest{Saga: "PAY_ORDER", Event: "CHARGED", Caller: clerk},
+			engine.CodeForbidden, "never move one"},
+		{"unknown event", engine.StartRequest{Saga: "PAY_ORDER", Event: "NOPE", Caller: clerk}, engine.CodeUnknownEvent, "no event NOPE"},
+		{"no roles", engine.StartRequest{Saga: "PAY_ORDER", Caller: &engine.Caller{Subject: "mallory"}},
+			engine.CodeForbidden, `needs one of the roles shop-clerk, shop-admin; "mallory" has no roles`},
+		{"other roles", engine.StartRequest{Saga: "PAY_ORDER", Caller: &engine.Caller{Subject: "vera", Roles: []string{"saga-viewer"}}},
+			engine.CodeForbidden, `"vera" has the roles saga-viewer`},
+		{"no subject", engine.StartRequest{Saga: "PAY_ORDER", Caller: &engine.Caller{Roles: []string{"shop-admin"}}}, engine.CodeInvalid, "no subject"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(h.outboxNames())
 			_, _, err := h.o.Start(ctx, tc.req)
-			if ErrorCode(err) != tc.code || !strings.Contains(err.Error(), tc.detail) {
+			if engine.ErrorCode(err) != tc.code || !strings.Contains(err.Error(), tc.detail) {
 				t.Errorf("Start err = %v, want code %s mentioning %q", err, tc.code, tc.detail)
 			}
 			if got := len(h.outboxNames()); got != before {
@@ -87,10 +89,11 @@ func TestStartOverAPI(t *testing.T) {
 			}
 		})
 	}
-	h.st.mu.Lock()
-	n := len(h.st.s.insts)
-	h.st.mu.Unlock()
-	if n != 1 {
+	page, err := h.st.ListInstances(ctx, engine.SagaFilter{Limit: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(page.Sagas); n != 1 {
 		t.Errorf("sagas after the refusals = %d, want only the clerk's one", n)
 	}
 }
@@ -100,10 +103,10 @@ func TestStartOverAPI(t *testing.T) {
 func TestStartIdempotencyKeyPerCaller(t *testing.T) {
 	h := newHarness(t, apiSaga)
 	ctx := context.Background()
-	alice := &Caller{Subject: "alice", Roles: []string{"shop-clerk"}}
-	bob := &Caller{Subject: "bob", Roles: []string{"shop-clerk"}}
-	req := func(c *Caller, payload string) StartRequest {
-		return StartRequest{Saga: "PAY_ORDER", Caller: c, IdempotencyKey: "order-1", Payload: json.RawMessage(payload)}
+	alice := &engine.Caller{Subject: "alice", Roles: []string{"shop-clerk"}}
+	bob := &engine.Caller{Subject: "bob", Roles: []string{"shop-clerk"}}
+	req := func(c *engine.Caller, payload string) engine.StartRequest {
+		return engine.StartRequest{Saga: "PAY_ORDER", Caller: c, IdempotencyKey: "order-1", Payload: json.RawMessage(payload)}
 	}
 	a, created, err := h.o.Start(ctx, req(alice, `{"order":{"id":"A","amount":"1"}}`))
 	if err != nil || !created {
@@ -118,13 +121,13 @@ func TestStartIdempotencyKeyPerCaller(t *testing.T) {
 		t.Errorf("bob with alice's key: saga %s created %v err %v; want a new saga of his own", b.ID, created, err)
 	}
 	_, _, err = h.o.Start(ctx, req(alice, `{"order":{"id":"A","amount":"1000"}}`))
-	if ErrorCode(err) != CodeKeyReused || !strings.Contains(err.Error(), a.ID) {
-		t.Errorf("alice, same key, other payload: err %v, want %s naming saga %s", err, CodeKeyReused, a.ID)
+	if engine.ErrorCode(err) != engine.CodeKeyReused || !strings.Contains(err.Error(), a.ID) {
+		t.Errorf("alice, same key, other payload: err %v, want %s naming saga %s", err, engine.CodeKeyReused, a.ID)
 	}
 	other := req(alice, `{"order":{"id":"A","amount":"1"}}`)
 	other.Version = 1
-	if _, _, err := h.o.Start(ctx, other); ErrorCode(err) != CodeKeyReused {
-		t.Errorf("alice, same key, version pinned: err %v, want %s", err, CodeKeyReused)
+	if _, _, err := h.o.Start(ctx, other); engine.ErrorCode(err) != engine.CodeKeyReused {
+		t.Errorf("alice, same key, version pinned: err %v, want %s", err, engine.CodeKeyReused)
 	}
 	got, err := h.st.GetInstance(ctx, a.ID)
 	if err != nil || !strings.Contains(string(got.Context), `"amount":"1"`) {
@@ -144,7 +147,7 @@ func TestBusEventByAPIRefused(t *testing.T) {
 	forged := event(uuid.NewString(), "PHONE_ORDER_TAKEN", "api", `{"order":{"id":"O-9"}}`)
 	forged.Saga = "PAY_ORDER"
 	h.handle(t, forged)
-	if _, err := h.st.GetInstance(ctx, forged.SagaID); ErrorCode(err) != CodeNotFound {
+	if _, err := h.st.GetInstance(ctx, forged.SagaID); engine.ErrorCode(err) != engine.CodeNotFound {
 		t.Errorf("saga of the forged start: err %v, want not found", err)
 	}
 	if got := h.outboxNames(); len(got) != 0 {
@@ -154,13 +157,13 @@ func TestBusEventByAPIRefused(t *testing.T) {
 	if err != nil || len(dls) != 1 {
 		t.Fatalf("dead letters = %d (%v), want the forged start", len(dls), err)
 	}
-	if dl := dls[0]; dl.Code != CodeWrongParticipant || !strings.Contains(dl.Reason, `"api" is reserved`) {
-		t.Errorf("dead letter %s %q, want %s saying api is reserved", dl.Code, dl.Reason, CodeWrongParticipant)
+	if dl := dls[0]; dl.Code != engine.CodeWrongParticipant || !strings.Contains(dl.Reason, `"api" is reserved`) {
+		t.Errorf("dead letter %s %q, want %s saying api is reserved", dl.Code, dl.Reason, engine.CodeWrongParticipant)
 	}
-	if err := h.o.Replay(ctx, dls[0].ID, "olga"); ErrorCode(err) != CodeWrongParticipant {
-		t.Errorf("Replay of the forged start: err %v, want %s", err, CodeWrongParticipant)
+	if err := h.o.Replay(ctx, dls[0].ID, "olga"); engine.ErrorCode(err) != engine.CodeWrongParticipant {
+		t.Errorf("Replay of the forged start: err %v, want %s", err, engine.CodeWrongParticipant)
 	}
-	if _, err := h.st.GetInstance(ctx, forged.SagaID); ErrorCode(err) != CodeNotFound {
+	if _, err := h.st.GetInstance(ctx, forged.SagaID); engine.ErrorCode(err) != engine.CodeNotFound {
 		t.Errorf("saga after the refused replay: err %v, want not found", err)
 	}
 }

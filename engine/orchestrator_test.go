@@ -1,4 +1,4 @@
-package engine
+package engine_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/definition"
 	"github.com/portfolio-counselor/sagamachine/sagas"
 )
@@ -33,7 +34,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 // saga-machine does (version 2, where new sagas start, and version 1, kept
 // for the sagas started on it) plus extra YAML documents (one definition
 // each).
-func testCatalog(tb testing.TB, extra ...string) *Catalog {
+func testCatalog(tb testing.TB, extra ...string) *engine.Catalog {
 	tb.Helper()
 	defs, probs := definition.LoadDir(sagas.FS)
 	if len(probs) > 0 {
@@ -46,7 +47,7 @@ func testCatalog(tb testing.TB, extra ...string) *Catalog {
 		}
 		defs = append(defs, d)
 	}
-	cat, err := NewCatalog(defs...)
+	cat, err := engine.NewCatalog(defs...)
 	if err != nil {
 		tb.Fatalf("new catalog: %v", err)
 	}
@@ -54,29 +55,46 @@ func testCatalog(tb testing.TB, extra ...string) *Catalog {
 }
 
 type harness struct {
-	o     *Orchestrator
-	st    *memStore
+	tb    testing.TB
+	o     *engine.Orchestrator
+	cfg   engine.Config
+	cat   *engine.Catalog
+	st    *testStore
 	pub   *memPublisher
 	clock *fakeClock
 	obs   *countingObserver
 	off   int64
 }
 
+// newHarness is an orchestrator on a fresh SQLite store whose clock is the
+// harness's.
 func newHarness(tb testing.TB, extra ...string) *harness {
 	tb.Helper()
-	h := &harness{st: newMemStore(), pub: &memPublisher{}, clock: &fakeClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}, obs: &countingObserver{}}
-	o, err := New(Config{Clock: h.clock.Now, Observer: h.obs}, testCatalog(tb, extra...), h.st, h.pub)
-	if err != nil {
-		tb.Fatalf("New: %v", err)
-	}
-	h.o = o
-	h.st.now = h.clock.Now
+	h := &harness{tb: tb, pub: &memPublisher{}, clock: &fakeClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}, obs: &countingObserver{}}
+	h.st = openTestStore(tb, h.clock.Now)
+	h.cat = testCatalog(tb, extra...)
+	h.cfg = engine.Config{Clock: h.clock.Now, Observer: h.obs}
+	h.reconfigure(nil)
 	return h
 }
 
+// reconfigure replaces the orchestrator with one whose Config set
+// changed, on the same store, publisher and clock.
+func (h *harness) reconfigure(set func(c *engine.Config)) {
+	h.tb.Helper()
+	if set != nil {
+		set(&h.cfg)
+	}
+	o, err := engine.New(h.cfg, h.cat, h.st, h.pub)
+	if err != nil {
+		h.tb.Fatalf("New: %v", err)
+	}
+	h.o = o
+}
+
 // event builds an event envelope.
-func event(sagaID, name, by string, payload string) Message {
-	m := Message{V: EnvelopeVersion, ID: uuid.NewString(), SagaID: sagaID, Saga: "MANUAL_CREATE_ORDER", Kind: KindEvent,
+func event(sagaID, name, by string, payload string) engine.Message {
+	m := engine.Message{V: engine.EnvelopeVersion, ID: uuid.NewString(), SagaID: sagaID, Saga: "MANUAL_CREATE_ORDER", Kind: engine.KindEvent,
 		Name: name, Participant: by, OccurredAt: time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC)}
 	if payload != "" {
 		m.Payload = json.RawMessage(payload)
@@ -84,19 +102,19 @@ func event(sagaID, name, by string, payload string) Message {
 	return m
 }
 
-func (h *harness) record(tb testing.TB, m Message) Record {
+func (h *harness) record(tb testing.TB, m engine.Message) engine.Record {
 	tb.Helper()
 	b, err := json.Marshal(m)
 	if err != nil {
 		tb.Fatalf("encode: %v", err)
 	}
 	h.off++
-	return Record{Topic: "SAGA_SERVER_TOPIC", Key: m.SagaID, Value: b, Partition: 0, Offset: h.off}
+	return engine.Record{Topic: "SAGA_SERVER_TOPIC", Key: m.SagaID, Value: b, Partition: 0, Offset: h.off}
 }
 
-func (h *harness) handle(tb testing.TB, msgs ...Message) {
+func (h *harness) handle(tb testing.TB, msgs ...engine.Message) {
 	tb.Helper()
-	recs := make([]Record, len(msgs))
+	recs := make([]engine.Record, len(msgs))
 	for i, m := range msgs {
 		recs[i] = h.record(tb, m)
 	}
@@ -105,7 +123,7 @@ func (h *harness) handle(tb testing.TB, msgs ...Message) {
 	}
 }
 
-func (h *harness) inst(tb testing.TB, id string) Instance {
+func (h *harness) inst(tb testing.TB, id string) engine.Instance {
 	tb.Helper()
 	in, err := h.st.GetInstance(context.Background(), id)
 	if err != nil {
@@ -116,17 +134,15 @@ func (h *harness) inst(tb testing.TB, id string) Instance {
 
 // outboxNames lists the command names waiting in the outbox.
 func (h *harness) outboxNames() []string {
-	h.st.mu.Lock()
-	defer h.st.mu.Unlock()
 	var out []string
-	for _, r := range h.st.s.outbox {
+	for _, r := range h.st.outbox(h.tb) {
 		out = append(out, r.Message.Name)
 	}
 	return out
 }
 
 type countingObserver struct {
-	NopObserver
+	engine.NopObserver
 	mu                       sync.Mutex
 	started, finished, dead  int
 	applied, retried, timers int
@@ -134,7 +150,7 @@ type countingObserver struct {
 }
 
 func (c *countingObserver) SagaStarted(string, int) { c.mu.Lock(); c.started++; c.mu.Unlock() }
-func (c *countingObserver) SagaFinished(string, int, string, Status) {
+func (c *countingObserver) SagaFinished(string, int, string, engine.Status) {
 	c.mu.Lock()
 	c.finished++
 	c.mu.Unlock()
@@ -144,7 +160,7 @@ func (c *countingObserver) EventApplied(string, string, time.Duration) {
 	c.applied++
 	c.mu.Unlock()
 }
-func (c *countingObserver) DeadLettered(Code)             { c.mu.Lock(); c.dead++; c.mu.Unlock() }
+func (c *countingObserver) DeadLettered(engine.Code)      { c.mu.Lock(); c.dead++; c.mu.Unlock() }
 func (c *countingObserver) CommandRetried(string, string) { c.mu.Lock(); c.retried++; c.mu.Unlock() }
 func (c *countingObserver) TimerFired(string, string)     { c.mu.Lock(); c.timers++; c.mu.Unlock() }
 func (c *countingObserver) CommandsPublished(n int, _ time.Duration) {
@@ -162,20 +178,20 @@ func TestApplyTransitions(t *testing.T) {
 		by        string
 		payload   string
 		wantState string
-		wantCmd   string // command in the outbox for this event, "" = none
-		wantCode  Code   // refusal code, "" = accepted
+		wantCmd   string      // command in the outbox for this event, "" = none
+		wantCode  engine.Code // refusal code, "" = accepted
 	}{
 		{name: "register starts", event: "REGISTER", by: "deals", payload: reg, wantState: "DRAFT", wantCmd: "APPROVE_ORDER"},
 		{name: "approved", before: []string{"REGISTER/deals"}, event: "ORDER_APPROVED", by: "profile", wantState: "APPROVED", wantCmd: "APPROVE_DEAL"},
 		{name: "rejected", before: []string{"REGISTER/deals"}, event: "ORDER_REJECTED", by: "profile", wantState: "REJECTED", wantCmd: "REJECT_DEAL"},
 		{name: "deal updated after approval", before: []string{"REGISTER/deals", "ORDER_APPROVED/profile"}, event: "DEAL_UPDATED", by: "deals", wantState: "NOTIFICATION", wantCmd: "NOTIFY"},
 		{name: "deal updated after rejection", before: []string{"REGISTER/deals", "ORDER_REJECTED/profile"}, event: "DEAL_UPDATED", by: "deals", wantState: "NOTIFICATION", wantCmd: "NOTIFY"},
-		{name: "illegal in state", before: []string{"REGISTER/deals"}, event: "DEAL_UPDATED", by: "deals", wantState: "DRAFT", wantCode: CodeIllegal},
-		{name: "wrong participant", before: []string{"REGISTER/deals"}, event: "ORDER_APPROVED", by: "deals", wantState: "DRAFT", wantCode: CodeWrongParticipant},
-		{name: "unknown event", before: []string{"REGISTER/deals"}, event: "NO_SUCH_EVENT", by: "deals", wantState: "DRAFT", wantCode: CodeUnknownEvent},
-		{name: "finished", before: []string{"REGISTER/deals", "ORDER_APPROVED/profile", "DEAL_UPDATED/deals"}, event: "DEAL_UPDATED", by: "deals", wantState: "NOTIFICATION", wantCode: CodeFinished},
-		{name: "unknown instance", event: "ORDER_APPROVED", by: "profile", wantCode: CodeNotFound},
-		{name: "register twice", before: []string{"REGISTER/deals"}, event: "REGISTER", by: "deals", wantState: "DRAFT", wantCode: CodeIllegal},
+		{name: "illegal in state", before: []string{"REGISTER/deals"}, event: "DEAL_UPDATED", by: "deals", wantState: "DRAFT", wantCode: engine.CodeIllegal},
+		{name: "wrong participant", before: []string{"REGISTER/deals"}, event: "ORDER_APPROVED", by: "deals", wantState: "DRAFT", wantCode: engine.CodeWrongParticipant},
+		{name: "unknown event", before: []string{"REGISTER/deals"}, event: "NO_SUCH_EVENT", by: "deals", wantState: "DRAFT", wantCode: engine.CodeUnknownEvent},
+		{name: "finished", before: []string{"REGISTER/deals", "ORDER_APPROVED/profile", "DEAL_UPDATED/deals"}, event: "DEAL_UPDATED", by: "deals", wantState: "NOTIFICATION", wantCode: engine.CodeFinished},
+		{name: "unknown instance", event: "ORDER_APPROVED", by: "profile", wantCode: engine.CodeNotFound},
+		{name: "register twice", before: []string{"REGISTER/deals"}, event: "REGISTER", by: "deals", wantState: "DRAFT", wantCode: engine.CodeIllegal},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -209,7 +225,7 @@ func TestApplyTransitions(t *testing.T) {
 				}
 			}
 			if tt.wantState == "" {
-				if _, err := h.st.GetInstance(context.Background(), id); ErrorCode(err) != CodeNotFound {
+				if _, err := h.st.GetInstance(context.Background(), id); engine.ErrorCode(err) != engine.CodeNotFound {
 					t.Errorf("GetInstance err = %v, want not-found", err)
 				}
 				return
@@ -220,10 +236,10 @@ func TestApplyTransitions(t *testing.T) {
 			}
 			hist, _ := h.st.History(context.Background(), id)
 			last := hist[len(hist)-1]
-			if tt.wantCode != "" && (last.Kind != EntryRefused || last.Code != tt.wantCode) {
+			if tt.wantCode != "" && (last.Kind != engine.EntryRefused || last.Code != tt.wantCode) {
 				t.Errorf("last history entry = %+v, want refused with %s", last, tt.wantCode)
 			}
-			if tt.wantCode == "" && (last.Kind != EntryEvent || last.Event != tt.event || last.ToState != tt.wantState) {
+			if tt.wantCode == "" && (last.Kind != engine.EntryEvent || last.Event != tt.event || last.ToState != tt.wantState) {
 				t.Errorf("last history entry = %+v, want event %s to %s", last, tt.event, tt.wantState)
 			}
 		})
@@ -247,17 +263,15 @@ func TestContextMergeKeysAndCommand(t *testing.T) {
 		t.Errorf("keys = %v, want deal_id D-7, user_id 42", got.Keys)
 	}
 	// A new saga starts on the newest version (2).
-	if got.SagaVersion != 2 || got.Status != StatusRunning || got.Rev != 1 {
+	if got.SagaVersion != 2 || got.Status != engine.StatusRunning || got.Rev != 1 {
 		t.Errorf("version %d status %s rev %d, want 2 running 1 (created and advanced in one batch)", got.SagaVersion, got.Status, got.Rev)
 	}
-	h.st.mu.Lock()
-	cmds := append([]OutboxRecord(nil), h.st.s.outbox...)
-	h.st.mu.Unlock()
+	cmds := h.st.outbox(t)
 	if len(cmds) != 2 {
 		t.Fatalf("outbox has %d records, want 2", len(cmds))
 	}
 	c := cmds[1]
-	if c.Topic != "DEALS_TOPIC" || c.Key != id || c.Message.Kind != KindCommand || c.Message.Participant != "deals" ||
+	if c.Topic != "DEALS_TOPIC" || c.Key != id || c.Message.Kind != engine.KindCommand || c.Message.Participant != "deals" ||
 		c.Message.Attempt != 1 || c.Message.SagaVersion != 2 || c.Message.CausationID == "" || string(c.Message.Payload) != string(got.Context) {
 		t.Errorf("command = %+v, want APPROVE_DEAL to deals on DEALS_TOPIC keyed by the saga with the whole context", c)
 	}
@@ -322,13 +336,13 @@ func TestMalformedRecordsAreDeadLettered(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t)
-			rec := Record{Topic: "T", Partition: 2, Offset: 99, Value: tt.raw}
+			rec := engine.Record{Topic: "T", Partition: 2, Offset: 99, Value: tt.raw}
 			ok := h.record(t, event(uuid.NewString(), "REGISTER", "deals", ""))
-			if err := h.o.HandleRecords(context.Background(), []Record{rec, ok}); err != nil {
+			if err := h.o.HandleRecords(context.Background(), []engine.Record{rec, ok}); err != nil {
 				t.Fatalf("HandleRecords: %v", err)
 			}
 			// Redelivery of the same records adds nothing.
-			if err := h.o.HandleRecords(context.Background(), []Record{rec, ok}); err != nil {
+			if err := h.o.HandleRecords(context.Background(), []engine.Record{rec, ok}); err != nil {
 				t.Fatalf("HandleRecords again: %v", err)
 			}
 			dls, _ := h.st.DeadLetters(context.Background(), 10, true)
@@ -336,7 +350,7 @@ func TestMalformedRecordsAreDeadLettered(t *testing.T) {
 				t.Fatalf("got %d dead letters, want 1", len(dls))
 			}
 			d := dls[0]
-			if d.Code != CodeInvalid || !strings.Contains(d.Reason, tt.reason) || string(d.Raw) != string(tt.raw) ||
+			if d.Code != engine.CodeInvalid || !strings.Contains(d.Reason, tt.reason) || string(d.Raw) != string(tt.raw) ||
 				d.Topic != "T" || d.Partition != 2 || d.Offset != 99 {
 				t.Errorf("dead letter = %+v, want invalid with %q, the raw bytes and T/2/99", d, tt.reason)
 			}
@@ -355,7 +369,7 @@ func TestUnknownSagaAndVersion(t *testing.T) {
 	m2.SagaVersion = 9
 	h.handle(t, m1, m2)
 	dls, _ := h.st.DeadLetters(context.Background(), 10, true)
-	if len(dls) != 2 || dls[0].Code != CodeUnknownSaga || dls[1].Code != CodeUnknownSaga {
+	if len(dls) != 2 || dls[0].Code != engine.CodeUnknownSaga || dls[1].Code != engine.CodeUnknownSaga {
 		t.Fatalf("dead letters = %+v, want two unknown-saga", dls)
 	}
 }
@@ -399,7 +413,7 @@ func TestInstancesKeepTheirVersion(t *testing.T) {
 	if got := h.inst(t, mid); got.State != "APPROVED" || undoStatuses(got) != "FAIL_DEAL=replied REVERT_ORDER=replied FAIL_DEAL=open" {
 		t.Errorf("v2 saga = %s undo %s, want APPROVED with APPROVE_ORDER answered and APPROVE_DEAL open", got.State, undoStatuses(got))
 	}
-	if got := h.inst(t, newer); got.State != "DONE" || got.Status != StatusCompleted {
+	if got := h.inst(t, newer); got.State != "DONE" || got.Status != engine.StatusCompleted {
 		t.Errorf("v3 saga = %s %s, want DONE completed", got.State, got.Status)
 	}
 	// Each command goes to the topic of its saga's version.
@@ -435,7 +449,7 @@ final: [OK]
 failed: [BROKEN, LATE]
 `
 
-func fastEvent(id, name string) Message {
+func fastEvent(id, name string) engine.Message {
 	m := event(id, name, "p", "")
 	m.Saga = "FAST"
 	return m
@@ -468,12 +482,10 @@ func TestRetryThenExhausted(t *testing.T) {
 			t.Errorf("after retry %d: timer %v, want %v", i+1, got.TimerAt, want)
 		}
 	}
-	h.st.mu.Lock()
 	var ids []string
-	for _, r := range h.st.s.outbox {
+	for _, r := range h.st.outbox(t) {
 		ids = append(ids, r.Message.ID)
 	}
-	h.st.mu.Unlock()
 	if len(ids) != 3 || ids[0] != ids[1] || ids[1] != ids[2] {
 		t.Errorf("outbox ids = %v, want the same command id 3 times", ids)
 	}
@@ -482,7 +494,7 @@ func TestRetryThenExhausted(t *testing.T) {
 		t.Fatalf("FireTimers: %v", err)
 	}
 	got := h.inst(t, id)
-	if got.State != "BROKEN" || got.Status != StatusFailed || got.TimerAt != nil {
+	if got.State != "BROKEN" || got.Status != engine.StatusFailed || got.TimerAt != nil {
 		t.Errorf("after exhaustion: %s %s timer %v, want BROKEN failed no timer", got.State, got.Status, got.TimerAt)
 	}
 	hist, _ := h.st.History(ctx, id)
@@ -514,7 +526,7 @@ func TestStateTimeoutWins(t *testing.T) {
 	// The answer arriving late is refused.
 	h.handle(t, fastEvent(id, "DONE"))
 	dls, _ := h.st.DeadLetters(ctx, 10, true)
-	if len(dls) != 1 || dls[0].Code != CodeFinished {
+	if len(dls) != 1 || dls[0].Code != engine.CodeFinished {
 		t.Errorf("dead letters = %+v, want one finished", dls)
 	}
 }
@@ -524,7 +536,7 @@ func TestAnswerDisarmsRetry(t *testing.T) {
 	id := uuid.NewString()
 	h.handle(t, fastEvent(id, "GO"), fastEvent(id, "DONE"))
 	got := h.inst(t, id)
-	if got.State != "OK" || got.TimerAt != nil || got.Status != StatusCompleted {
+	if got.State != "OK" || got.TimerAt != nil || got.Status != engine.StatusCompleted {
 		t.Errorf("got %s %s timer %v, want OK completed no timer", got.State, got.Status, got.TimerAt)
 	}
 	if h.obs.started != 1 || h.obs.finished != 1 || h.obs.applied != 2 {
@@ -535,7 +547,7 @@ func TestAnswerDisarmsRetry(t *testing.T) {
 func TestStartIsIdempotent(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
-	req := StartRequest{Saga: "MANUAL_CREATE_ORDER", IdempotencyKey: "k-1", Payload: json.RawMessage(`{"deal_context":{"deal_id":"D9"}}`)}
+	req := engine.StartRequest{Saga: "MANUAL_CREATE_ORDER", IdempotencyKey: "k-1", Payload: json.RawMessage(`{"deal_context":{"deal_id":"D9"}}`)}
 	a, created, err := h.o.Start(ctx, req)
 	if err != nil || !created {
 		t.Fatalf("Start = %v, %v; want created", created, err)
@@ -552,17 +564,17 @@ func TestStartIsIdempotent(t *testing.T) {
 	}
 	for _, tt := range []struct {
 		name string
-		req  StartRequest
-		code Code
+		req  engine.StartRequest
+		code engine.Code
 	}{
-		{"unknown saga", StartRequest{Saga: "NOPE"}, CodeUnknownSaga},
-		{"not a starting event", StartRequest{Saga: "MANUAL_CREATE_ORDER", Event: "ORDER_APPROVED"}, CodeNotFound},
-		{"wrong participant", StartRequest{Saga: "MANUAL_CREATE_ORDER", By: "profile"}, CodeWrongParticipant},
-		{"existing id", StartRequest{Saga: "MANUAL_CREATE_ORDER", SagaID: a.ID}, CodeConflict},
-		{"payload not object", StartRequest{Saga: "MANUAL_CREATE_ORDER", Payload: json.RawMessage(`[1]`)}, CodeInvalid},
+		{"unknown saga", engine.StartRequest{Saga: "NOPE"}, engine.CodeUnknownSaga},
+		{"not a starting event", engine.StartRequest{Saga: "MANUAL_CREATE_ORDER", Event: "ORDER_APPROVED"}, engine.CodeNotFound},
+		{"wrong participant", engine.StartRequest{Saga: "MANUAL_CREATE_ORDER", By: "profile"}, engine.CodeWrongParticipant},
+		{"existing id", engine.StartRequest{Saga: "MANUAL_CREATE_ORDER", SagaID: a.ID}, engine.CodeConflict},
+		{"payload not object", engine.StartRequest{Saga: "MANUAL_CREATE_ORDER", Payload: json.RawMessage(`[1]`)}, engine.CodeInvalid},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, _, err := h.o.Start(ctx, tt.req); ErrorCode(err) != tt.code {
+			if _, _, err := h.o.Start(ctx, tt.req); engine.ErrorCode(err) != tt.code {
 				t.Errorf("Start err = %v, want code %s", err, tt.code)
 			}
 		})
@@ -583,7 +595,7 @@ func TestResendAndAbort(t *testing.T) {
 			reg := event(id, "REGISTER", "deals", "")
 			reg.SagaVersion = version
 			h.handle(t, reg)
-			if _, err := h.o.Resend(ctx, id, "", "why"); ErrorCode(err) != CodeInvalid {
+			if _, err := h.o.Resend(ctx, id, "", "why"); engine.ErrorCode(err) != engine.CodeInvalid {
 				t.Errorf("Resend without actor err = %v, want invalid", err)
 			}
 			got, err := h.o.Resend(ctx, id, "alice", "profile lost it")
@@ -591,25 +603,25 @@ func TestResendAndAbort(t *testing.T) {
 				t.Fatalf("Resend = attempts %d, %v; want 2", got.Attempts, err)
 			}
 			approve := h.last(t, "APPROVE_ORDER")
-			if _, err := h.o.Abort(ctx, id, "DRAFT", "alice", "x"); ErrorCode(err) != CodeInvalid {
+			if _, err := h.o.Abort(ctx, id, "DRAFT", "alice", "x"); engine.ErrorCode(err) != engine.CodeInvalid {
 				t.Errorf("Abort into a running state err = %v, want invalid", err)
 			}
 			got, err = h.o.Abort(ctx, id, "", "alice", "customer called")
 			if version == 1 {
-				if err != nil || got.State != "FAILED" || got.Status != StatusFailed || got.TimerAt != nil || got.Pending != nil {
+				if err != nil || got.State != "FAILED" || got.Status != engine.StatusFailed || got.TimerAt != nil || got.Pending != nil {
 					t.Fatalf("Abort = %+v, %v; want FAILED, no timer, no pending", got, err)
 				}
 			} else {
 				// Compensating: the timer re-sends REVERT_ORDER until profile answers.
-				if err != nil || got.State != "FAILED" || got.Status != StatusCompensating || got.TimerAt == nil || got.Pending != nil ||
+				if err != nil || got.State != "FAILED" || got.Status != engine.StatusCompensating || got.TimerAt == nil || got.Pending != nil ||
 					got.Deferred != nil || undoStatuses(got) != "FAIL_DEAL=replied REVERT_ORDER=compensating" {
 					t.Fatalf("Abort = %+v, %v; want FAILED compensating REVERT_ORDER, its re-send timer, no pending, nothing held back", got, err)
 				}
 			}
-			if _, err := h.o.Abort(ctx, id, "", "alice", "again"); ErrorCode(err) != CodeFinished {
+			if _, err := h.o.Abort(ctx, id, "", "alice", "again"); engine.ErrorCode(err) != engine.CodeFinished {
 				t.Errorf("second Abort err = %v, want finished", err)
 			}
-			if _, err := h.o.Resend(ctx, "nope", "alice", ""); ErrorCode(err) != CodeNotFound {
+			if _, err := h.o.Resend(ctx, "nope", "alice", ""); engine.ErrorCode(err) != engine.CodeNotFound {
 				t.Errorf("Resend unknown err = %v, want not-found", err)
 			}
 			hist, _ := h.st.History(ctx, id)
@@ -617,7 +629,7 @@ func TestResendAndAbort(t *testing.T) {
 			if version == 2 {
 				wantHist = 4 // and the compensation sent
 			}
-			if len(hist) != wantHist || hist[1].Kind != EntryOperator || hist[1].Actor != "alice" || hist[1].Reason != "profile lost it" ||
+			if len(hist) != wantHist || hist[1].Kind != engine.EntryOperator || hist[1].Actor != "alice" || hist[1].Reason != "profile lost it" ||
 				hist[2].Event != "ABORT" || hist[2].ToState != "FAILED" {
 				t.Errorf("history = %+v, want event, operator re-send, operator abort", hist)
 			}
@@ -643,7 +655,7 @@ func TestResendAndAbort(t *testing.T) {
 			}
 			h.handle(t, ev("MANUAL_CREATE_ORDER", id, "DEAL_FAILED", "deals", fail.ID))
 			in := h.inst(t, id)
-			if in.Status != StatusFailed || in.TimerAt != nil || undoStatuses(in) != "FAIL_DEAL=compensated REVERT_ORDER=compensated" {
+			if in.Status != engine.StatusFailed || in.TimerAt != nil || undoStatuses(in) != "FAIL_DEAL=compensated REVERT_ORDER=compensated" {
 				t.Errorf("after the compensations: %s timer %v undo %s, want failed, no timer, both compensated", in.Status, in.TimerAt, undoStatuses(in))
 			}
 			if want := []string{"APPROVE_ORDER", "APPROVE_ORDER", "REVERT_ORDER", "FAIL_DEAL"}; !slices.Equal(h.outboxNames(), want) {
@@ -660,11 +672,11 @@ func TestReplayDeadLetter(t *testing.T) {
 	early := event(id, "ORDER_APPROVED", "profile", "")
 	h.handle(t, early) // no such saga yet
 	dls, _ := h.st.DeadLetters(ctx, 10, false)
-	if len(dls) != 1 || dls[0].Code != CodeNotFound {
+	if len(dls) != 1 || dls[0].Code != engine.CodeNotFound {
 		t.Fatalf("dead letters = %+v, want one not-found", dls)
 	}
 	// Still refused: nothing changes.
-	if err := h.o.Replay(ctx, dls[0].ID, "bob"); ErrorCode(err) != CodeNotFound {
+	if err := h.o.Replay(ctx, dls[0].ID, "bob"); engine.ErrorCode(err) != engine.CodeNotFound {
 		t.Fatalf("Replay err = %v, want not-found", err)
 	}
 	h.handle(t, event(id, "REGISTER", "deals", ""))
@@ -674,7 +686,7 @@ func TestReplayDeadLetter(t *testing.T) {
 	if got := h.inst(t, id); got.State != "APPROVED" {
 		t.Errorf("state after replay = %s, want APPROVED", got.State)
 	}
-	if err := h.o.Replay(ctx, dls[0].ID, "bob"); ErrorCode(err) != CodeConflict {
+	if err := h.o.Replay(ctx, dls[0].ID, "bob"); engine.ErrorCode(err) != engine.CodeConflict {
 		t.Errorf("second Replay err = %v, want conflict", err)
 	}
 	if left, _ := h.st.DeadLetters(ctx, 10, false); len(left) != 0 {
@@ -684,21 +696,21 @@ func TestReplayDeadLetter(t *testing.T) {
 
 func TestConflictRetriesBatchAndOtherErrorsSurface(t *testing.T) {
 	h := newHarness(t)
-	h.st.failTx = Errorf(CodeConflict, "update", "changed concurrently")
+	h.st.fail(engine.Errorf(engine.CodeConflict, "update", "changed concurrently"))
 	id := uuid.NewString()
 	h.handle(t, event(id, "REGISTER", "deals", ""))
 	if got := h.inst(t, id); got.State != "DRAFT" {
 		t.Errorf("state = %s, want DRAFT after the retried batch", got.State)
 	}
-	h.st.failTx = Errorf(CodeUnavailable, "connect", "database down")
+	h.st.fail(engine.Errorf(engine.CodeUnavailable, "connect", "database down"))
 	rec := h.record(t, event(id, "ORDER_APPROVED", "profile", ""))
-	if err := h.o.HandleRecords(context.Background(), []Record{rec}); ErrorCode(err) != CodeUnavailable {
+	if err := h.o.HandleRecords(context.Background(), []engine.Record{rec}); engine.ErrorCode(err) != engine.CodeUnavailable {
 		t.Fatalf("HandleRecords err = %v, want unavailable", err)
 	}
 	if got := h.inst(t, id); got.State != "DRAFT" {
 		t.Errorf("state = %s, want DRAFT: nothing applied when the database failed", got.State)
 	}
-	if err := h.o.HandleRecords(context.Background(), []Record{rec}); err != nil {
+	if err := h.o.HandleRecords(context.Background(), []engine.Record{rec}); err != nil {
 		t.Fatalf("HandleRecords retry: %v", err)
 	}
 	if got := h.inst(t, id); got.State != "APPROVED" {
@@ -710,7 +722,7 @@ func TestRelayPublishesThenDeletes(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
 	h.handle(t, event(uuid.NewString(), "REGISTER", "deals", ""), event(uuid.NewString(), "REGISTER", "deals", ""))
-	h.o.cfg.RelayLease = 300 * time.Millisecond // a failed publish is retried within the lease, then given up
+	h.reconfigure(func(c *engine.Config) { c.RelayLease = 300 * time.Millisecond }) // a failed publish is retried within the lease, then given up
 	h.pub.fail = fmt.Errorf("broker down")
 	if _, err := h.o.RelayOnce(ctx); err == nil {
 		t.Fatal("RelayOnce with a failing publisher: got nil error")
@@ -726,42 +738,42 @@ func TestRelayPublishesThenDeletes(t *testing.T) {
 		t.Errorf("backlog = %d, want 0", n)
 	}
 	for _, m := range h.pub.messages() {
-		if m.Name != "APPROVE_ORDER" || m.Kind != KindCommand {
+		if m.Name != "APPROVE_ORDER" || m.Kind != engine.KindCommand {
 			t.Errorf("published %+v, want APPROVE_ORDER commands", m)
 		}
 	}
-	if h.pub.recs[0].Headers[HeaderName] != "APPROVE_ORDER" || h.pub.recs[0].Topic != "PROFILE_TOPIC" {
+	if h.pub.recs[0].Headers[engine.HeaderName] != "APPROVE_ORDER" || h.pub.recs[0].Topic != "PROFILE_TOPIC" {
 		t.Errorf("record = %+v, want topic PROFILE_TOPIC and name header", h.pub.recs[0])
 	}
 }
 
 func TestConfigValidation(t *testing.T) {
 	cat := testCatalog(t)
-	if _, err := New(Config{BatchSize: -1}, cat, newMemStore(), nil); ErrorCode(err) != CodeInvalid {
+	st := openTestStore(t, time.Now)
+	if _, err := engine.New(engine.Config{BatchSize: -1}, cat, st, nil); engine.ErrorCode(err) != engine.CodeInvalid {
 		t.Errorf("negative BatchSize err = %v, want invalid", err)
 	}
-	if _, err := New(Config{}, nil, newMemStore(), nil); ErrorCode(err) != CodeInvalid {
+	if _, err := engine.New(engine.Config{}, nil, st, nil); engine.ErrorCode(err) != engine.CodeInvalid {
 		t.Errorf("nil catalog err = %v, want invalid", err)
 	}
-	o, err := New(Config{}, cat, newMemStore(), nil)
-	if err != nil {
-		t.Fatalf("New: %v", err)
+	if _, err := engine.New(engine.Config{}, cat, nil, nil); engine.ErrorCode(err) != engine.CodeInvalid {
+		t.Errorf("nil store err = %v, want invalid", err)
 	}
-	if o.cfg.BatchSize != DefaultBatchSize || o.cfg.TimerPoll != DefaultTimerPoll || o.cfg.Owner == "" {
-		t.Errorf("defaults not applied: %+v", o.cfg)
+	if _, err := engine.New(engine.Config{}, cat, st, nil); err != nil {
+		t.Fatalf("New: %v", err) // the defaults: TestConfigKnobs
 	}
 }
 
 // fakeConsumer hands out batches, then blocks; Commit checks a condition.
 type fakeConsumer struct {
 	mu       sync.Mutex
-	batches  [][]Record
-	commits  [][]Record
+	batches  [][]engine.Record
+	commits  [][]engine.Record
 	onCommit func()
 	done     chan struct{}
 }
 
-func (c *fakeConsumer) Fetch(ctx context.Context, _ int) ([]Record, error) {
+func (c *fakeConsumer) Fetch(ctx context.Context, _ int) ([]engine.Record, error) {
 	c.mu.Lock()
 	if len(c.batches) > 0 {
 		b := c.batches[0]
@@ -774,7 +786,7 @@ func (c *fakeConsumer) Fetch(ctx context.Context, _ int) ([]Record, error) {
 	return nil, ctx.Err()
 }
 
-func (c *fakeConsumer) Commit(_ context.Context, recs []Record) error {
+func (c *fakeConsumer) Commit(_ context.Context, recs []engine.Record) error {
 	if c.onCommit != nil {
 		c.onCommit()
 	}
@@ -790,11 +802,11 @@ func (c *fakeConsumer) Commit(_ context.Context, recs []Record) error {
 // stop flushes the outbox.
 func TestRunCommitsOffsetsOnlyAfterTheBatchIsDurable(t *testing.T) {
 	h := newHarness(t)
-	h.o.cfg.RelayPoll = 10 * time.Millisecond
+	h.reconfigure(func(c *engine.Config) { c.RelayPoll = 10 * time.Millisecond })
 	id := uuid.NewString()
 	rec := h.record(t, event(id, "REGISTER", "deals", ""))
-	h.st.failTx = Errorf(CodeUnavailable, "connect", "database down")
-	c := &fakeConsumer{batches: [][]Record{{rec}}, done: make(chan struct{})}
+	h.st.fail(engine.Errorf(engine.CodeUnavailable, "connect", "database down"))
+	c := &fakeConsumer{batches: [][]engine.Record{{rec}}, done: make(chan struct{})}
 	stateAtCommit := ""
 	c.onCommit = func() {
 		in, err := h.st.GetInstance(context.Background(), id)
@@ -816,8 +828,8 @@ func TestRunCommitsOffsetsOnlyAfterTheBatchIsDurable(t *testing.T) {
 	if len(c.commits) != 1 || len(c.commits[0]) != 1 || c.commits[0][0].Offset != rec.Offset {
 		t.Errorf("commits = %+v, want the one record once", c.commits)
 	}
-	if h.st.txCount < 2 {
-		t.Errorf("transactions = %d, want the refused one and the retry", h.st.txCount)
+	if txs, _ := h.st.counts(); txs < 2 {
+		t.Errorf("transactions = %d, want the refused one and the retry", txs)
 	}
 	if msgs := h.pub.messages(); len(msgs) != 1 || msgs[0].Name != "APPROVE_ORDER" {
 		t.Errorf("published %+v, want APPROVE_ORDER once", msgs)

@@ -5,26 +5,23 @@ import (
 	"time"
 )
 
-// Store is the durable state the orchestrator works on. engine/sqlstore
-// implements it for PostgreSQL and SQLite; both pass one conformance suite
-// (engine/sqlstore/storetest).
+// Store is what the orchestrator needs of the durable state, and no more:
+// transactions (Tx), the outbox relay, inbox pruning, due timers and the
+// dead letter an operator replays. engine/sqlstore implements it for
+// PostgreSQL and SQLite; both pass one conformance suite
+// (engine/sqlstore/storetest), and its inbox and outbox are the delivery
+// core's (internal/delivery), which has its own suite.
 //
 // Write methods that change sagas live on Tx so that an event's transition,
 // its history, its commands (outbox) and its inbox record commit together.
 // Every method takes and returns whole batches: the orchestrator applies many
 // events per transaction and the store should use few statements per batch.
+// What operators and the HTTP API read is Queries.
 type Store interface {
 	// InTx runs fn in one database transaction and commits if fn returns nil;
 	// otherwise it rolls back and returns fn's error unchanged.
 	InTx(ctx context.Context, fn func(ctx context.Context, tx Tx) error) error
 
-	// ClaimOutbox leases up to limit unpublished records (oldest first) to
-	// owner for lease, skipping records leased to others whose lease has not
-	// run out, so several relays can run at once. Records already leased to
-	// owner are leased again at once: a relay that gave up on a publish
-	// retries it without waiting for its own lease to run out. Owners must
-	// therefore be unique per relay.
-	ClaimOutbox(ctx context.Context, owner string, limit int, lease time.Duration) ([]OutboxRecord, error)
 	// PublishOutbox takes up to limit unpublished records (oldest first)
 	// that no other relay holds, calls publish with them and removes them
 	// if publish returns nil; it returns how many it published. While
@@ -33,14 +30,9 @@ type Store interface {
 	// again within lease. The store may hold a transaction open across
 	// publish (PostgreSQL locks the rows, which dies with the connection)
 	// or lease the records to owner for lease (SQLite), so publish must
-	// return within lease. Records leased with ClaimOutbox to another
-	// owner are skipped until their lease runs out.
+	// return within lease. Owners must be unique per relay.
 	PublishOutbox(ctx context.Context, owner string, limit int, lease time.Duration,
 		publish func(ctx context.Context, recs []OutboxRecord) error) (int, error)
-	// DeleteOutbox removes published records.
-	DeleteOutbox(ctx context.Context, seqs []int64) error
-	// OutboxBacklog counts unpublished records.
-	OutboxBacklog(ctx context.Context) (int64, error)
 
 	// PurgeInbox forgets the inbox records of messages processed before
 	// olderThan and returns how many it removed. A message redelivered after
@@ -52,6 +44,14 @@ type Store interface {
 	// earliest first.
 	DueTimers(ctx context.Context, now time.Time, limit int) ([]string, error)
 
+	// GetDeadLetter returns one dead letter; *Error CodeNotFound if there is none.
+	GetDeadLetter(ctx context.Context, id int64) (DeadLetter, error)
+}
+
+// Queries is what operators and saga-machine's HTTP API read from the
+// store; the orchestrator never needs it. engine/sqlstore implements it
+// beside Store.
+type Queries interface {
 	// GetInstance returns one saga; *Error CodeNotFound if there is none.
 	GetInstance(ctx context.Context, id string) (Instance, error)
 	// History returns a saga's timeline in order.
@@ -66,11 +66,10 @@ type Store interface {
 	DeadLetters(ctx context.Context, limit int, includeReplayed bool) ([]DeadLetter, error)
 	// GetDeadLetter returns one dead letter; *Error CodeNotFound if there is none.
 	GetDeadLetter(ctx context.Context, id int64) (DeadLetter, error)
-
+	// OutboxBacklog counts unpublished records.
+	OutboxBacklog(ctx context.Context) (int64, error)
 	// Ping checks the database is reachable.
 	Ping(ctx context.Context) error
-	// Close releases the connections.
-	Close() error
 }
 
 // Tx is the write side of one store transaction.

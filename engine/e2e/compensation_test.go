@@ -77,7 +77,7 @@ func openSaga(id string, expire bool) engine.Message {
 }
 
 // compensationDone counts a saga's accepted done events by name.
-func compensationDone(t *testing.T, st engine.Store, id string) map[string]int {
+func compensationDone(t *testing.T, st engine.Queries, id string) map[string]int {
 	t.Helper()
 	hist, err := st.History(context.Background(), id)
 	if err != nil {
@@ -94,7 +94,7 @@ func compensationDone(t *testing.T, st engine.Store, id string) map[string]int {
 
 // sentRefs counts how often a saga's timeline says it sent each command
 // for the first time (attempt 1) or at all.
-func sentRefs(t *testing.T, st engine.Store, id string) (first, all map[string]int) {
+func sentRefs(t *testing.T, st engine.Queries, id string) (first, all map[string]int) {
 	t.Helper()
 	hist, err := st.History(context.Background(), id)
 	if err != nil {
@@ -114,7 +114,7 @@ func sentRefs(t *testing.T, st engine.Store, id string) (first, all map[string]i
 
 // allDone reports whether every saga is completed or failed (every
 // compensation done).
-func allDone(st engine.Store, ids []string) (bool, string) {
+func allDone(st engine.Queries, ids []string) (bool, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, id := range ids {

@@ -294,7 +294,7 @@ func register(sagaID string, reject bool) engine.Message {
 }
 
 // accepted counts a saga's accepted entries per event name.
-func accepted(t *testing.T, st engine.Store, sagaID string) map[string]int {
+func accepted(t *testing.T, st engine.Queries, sagaID string) map[string]int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), guard)
 	defer cancel()
@@ -312,7 +312,7 @@ func accepted(t *testing.T, st engine.Store, sagaID string) map[string]int {
 }
 
 // allFinished reports whether every saga is in a terminal state.
-func allFinished(st engine.Store, ids []string) (bool, string) {
+func allFinished(st engine.Queries, ids []string) (bool, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	running := 0

@@ -22,7 +22,7 @@ type ageCollector struct {
 }
 
 // newAgeCollector returns nil when st does not report ages.
-func newAgeCollector(st engine.Store, now func() time.Time) *ageCollector {
+func newAgeCollector(st engine.Queries, now func() time.Time) *ageCollector {
 	ages, ok := st.(engine.AgeReporter)
 	if !ok {
 		return nil

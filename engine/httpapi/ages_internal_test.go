@@ -14,10 +14,10 @@ import (
 	"github.com/portfolio-counselor/sagamachine/engine"
 )
 
-// agingStore is an engine.Store (only the age methods are called) that
+// agingStore is an engine.Queries (only the age methods are called) that
 // reports fixed ages or fails.
 type agingStore struct {
-	engine.Store
+	engine.Queries
 	ages    []engine.StateAge
 	oldest  time.Time
 	pending bool
@@ -93,7 +93,7 @@ func TestAgeCollector(t *testing.T) {
 			}
 		})
 	}
-	if c := newAgeCollector(struct{ engine.Store }{}, clock); c != nil {
+	if c := newAgeCollector(struct{ engine.Queries }{}, clock); c != nil {
 		t.Errorf("newAgeCollector of a store without ages: got %v, want nil", c)
 	}
 }

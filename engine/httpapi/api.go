@@ -33,9 +33,13 @@ const (
 // Config configures New. Orchestrator is required; the zero value of every
 // other field means the default.
 type Config struct {
-	// Orchestrator carries out the API's actions; its Store and Catalog are
-	// read for listings. Required.
+	// Orchestrator carries out the API's actions; its Catalog is read for
+	// listings. Required.
 	Orchestrator *engine.Orchestrator
+	// Store is what the API reads (sagas, timelines, dead letters, the
+	// outbox backlog). Default: the orchestrator's store, which must then
+	// implement engine.Queries too (engine/sqlstore does).
+	Store engine.Queries
 	// Auth authenticates /api/v1 requests; the routes then check roles
 	// (saga-viewer or saga-operator to read, saga-operator to act, a
 	// definition's `by: api` roles to start). nil means NO authentication
@@ -63,7 +67,7 @@ type Config struct {
 // server holds what the handlers share.
 type server struct {
 	orch  *engine.Orchestrator
-	store engine.Store
+	store engine.Queries
 	cat   *engine.Catalog
 	auth  *auth.Authenticator
 	ready func(ctx context.Context) error
@@ -95,8 +99,15 @@ func newServer(cfg Config) (*server, error) {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
+	if cfg.Store == nil {
+		q, ok := cfg.Orchestrator.Store().(engine.Queries)
+		if !ok {
+			return nil, engine.Errorf(engine.CodeInvalid, "new http api", "Config.Store is nil and the orchestrator's store %T does not implement engine.Queries", cfg.Orchestrator.Store())
+		}
+		cfg.Store = q
+	}
 	s := &server{
-		orch: cfg.Orchestrator, store: cfg.Orchestrator.Store(), cat: cfg.Orchestrator.Catalog(),
+		orch: cfg.Orchestrator, store: cfg.Store, cat: cfg.Orchestrator.Catalog(),
 		auth: cfg.Auth, ready: cfg.Ready, log: cfg.Logger,
 	}
 	if cfg.Console.OIDC != nil && cfg.Auth == nil {

@@ -141,14 +141,14 @@ func (m *Metrics) TimerFired(saga, event string) { m.timers.WithLabelValues(saga
 
 // storeCollector reads gauges from the store at scrape time.
 type storeCollector struct {
-	store     engine.Store
+	store     engine.Queries
 	instances *prometheus.Desc
 	byStatus  *prometheus.Desc
 	backlog   *prometheus.Desc
 	up        *prometheus.Desc
 }
 
-func newStoreCollector(st engine.Store) *storeCollector {
+func newStoreCollector(st engine.Queries) *storeCollector {
 	return &storeCollector{
 		store: st,
 		instances: prometheus.NewDesc(namespace+"_instances",

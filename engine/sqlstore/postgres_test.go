@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/sqlstore"
 	"github.com/portfolio-counselor/sagamachine/engine/sqlstore/storetest"
 	"github.com/portfolio-counselor/sagamachine/internal/testenv"
@@ -21,5 +20,5 @@ func openPostgres(tb testing.TB) *sqlstore.Store {
 }
 
 func TestPostgresConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) engine.Store { return openPostgres(t) })
+	storetest.Run(t, func(t *testing.T) storetest.Store { return openPostgres(t) })
 }

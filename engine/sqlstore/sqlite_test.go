@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/sqlstore"
 	"github.com/portfolio-counselor/sagamachine/engine/sqlstore/storetest"
 )
@@ -21,11 +20,11 @@ func openSQLite(tb testing.TB) *sqlstore.Store {
 }
 
 func TestSQLiteConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) engine.Store { return openSQLite(t) })
+	storetest.Run(t, func(t *testing.T) storetest.Store { return openSQLite(t) })
 }
 
 func TestSQLiteMemoryConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) engine.Store {
+	storetest.Run(t, func(t *testing.T) storetest.Store {
 		s, err := sqlstore.Open(context.Background(), "sqlite::memory:")
 		if err != nil {
 			t.Fatalf("open in-memory SQLite store: %v", err)

@@ -66,16 +66,16 @@ func (p *Participant) Run(ctx context.Context) error {
 		Once:  func(ctx context.Context) (int, error) { return p.Flush(ctx, publish) },
 		Batch: p.cfg.RelayBatch, Poll: p.cfg.RelayPoll, Wake: p.kick, Log: p.log,
 	}
-	relayCtx, stopRelay := context.WithCancel(work)
+	stopRelay := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Go(func() { loop.Run(relayCtx) })
+	wg.Go(func() { loop.Run(work, stopRelay) })
 	if p.cfg.InboxRetention < 0 {
 		p.log.Info("inbox pruning disabled (negative InboxRetention): the inbox grows without bound")
 	} else {
 		wg.Go(func() { relay.Every(ctx, p.cfg.PruneEvery, p.pruneOnce) })
 	}
 	p.consume(ctx, work, cons)
-	stopRelay()
+	close(stopRelay) // the batch under way is finished with work
 	wg.Wait()
 	// The replies of the last commands: bounded by ShutdownTimeout (work).
 	if n, err := loop.Drain(work); err != nil && !errors.Is(err, context.Canceled) {

@@ -12,7 +12,7 @@ import (
 )
 
 // claimKey claims k in its own transaction.
-func claimKey(t *testing.T, s engine.Store, k engine.IdempotencyKey) (engine.IdempotencyKey, bool) {
+func claimKey(t *testing.T, s Store, k engine.IdempotencyKey) (engine.IdempotencyKey, bool) {
 	t.Helper()
 	var got engine.IdempotencyKey
 	var fresh bool
@@ -36,7 +36,7 @@ func diffKey(got, want engine.IdempotencyKey) string {
 // second claim returns the first one's hash and saga; other callers, other
 // definitions and keys differing in case are other keys; a rolled-back
 // claim is forgotten; bad input is CodeInvalid.
-func testIdempotencyKeys(t *testing.T, s engine.Store) {
+func testIdempotencyKeys(t *testing.T, s Store) {
 	ctx := context.Background()
 	alice := engine.IdempotencyKey{Caller: "alice", Saga: "PAY_ORDER", Key: "order-1", RequestHash: "h1", SagaID: "s-1", CreatedAt: at(0)}
 	got, fresh := claimKey(t, s, alice)
@@ -116,7 +116,7 @@ func testIdempotencyKeys(t *testing.T, s engine.Store) {
 
 // testIdempotencyKeysConcurrent: many transactions claiming one key at
 // once store it once, and every loser sees the winner's saga.
-func testIdempotencyKeysConcurrent(t *testing.T, s engine.Store) {
+func testIdempotencyKeysConcurrent(t *testing.T, s Store) {
 	ctx := context.Background()
 	const workers = 8
 	type result struct {

@@ -18,12 +18,28 @@ import (
 	"github.com/portfolio-counselor/sagamachine/engine"
 )
 
+// Store is what the suite checks: engine.Store (what the orchestrator
+// needs), engine.Queries (what operators read), the outbox lease the
+// relay uses on SQLite, and Close.
+type Store interface {
+	engine.Store
+	engine.Queries
+	// ClaimOutbox leases up to limit unpublished records (oldest first) to
+	// owner for lease, skipping records leased to others whose lease has
+	// not run out; records already leased to owner are leased again.
+	ClaimOutbox(ctx context.Context, owner string, limit int, lease time.Duration) ([]engine.OutboxRecord, error)
+	// DeleteOutbox removes published records.
+	DeleteOutbox(ctx context.Context, seqs []int64) error
+	// Close releases the connections.
+	Close() error
+}
+
 // Run runs the conformance suite. open must return a new, empty, migrated
 // store for each call; Run closes it when the subtest ends.
-func Run(t *testing.T, open func(t *testing.T) engine.Store) {
+func Run(t *testing.T, open func(t *testing.T) Store) {
 	tests := []struct {
 		name string
-		fn   func(t *testing.T, s engine.Store)
+		fn   func(t *testing.T, s Store)
 	}{
 		{"Ping", testPing},
 		{"InstanceRoundTrip", testInstanceRoundTrip},
@@ -73,14 +89,14 @@ var base = time.Date(2025, 3, 14, 9, 26, 53, 589793238, time.FixedZone("UTC+3", 
 func at(d time.Duration) time.Time { return base.Add(d) }
 
 // mustTx runs fn in a transaction and fails the test on error.
-func mustTx(t testing.TB, s engine.Store, fn func(ctx context.Context, tx engine.Tx) error) {
+func mustTx(t testing.TB, s Store, fn func(ctx context.Context, tx engine.Tx) error) {
 	t.Helper()
 	if err := s.InTx(context.Background(), fn); err != nil {
 		t.Fatalf("InTx: %v", err)
 	}
 }
 
-func insert(t testing.TB, s engine.Store, insts ...*engine.Instance) {
+func insert(t testing.TB, s Store, insts ...*engine.Instance) {
 	t.Helper()
 	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.Insert(ctx, insts) })
 }
@@ -237,13 +253,13 @@ func diffMessage(got, want engine.Message) string {
 	return ""
 }
 
-func testPing(t *testing.T, s engine.Store) {
+func testPing(t *testing.T, s Store) {
 	if err := s.Ping(context.Background()); err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
 }
 
-func testInstanceRoundTrip(t *testing.T, s engine.Store) {
+func testInstanceRoundTrip(t *testing.T, s Store) {
 	ctx := context.Background()
 	utcTimer := time.Date(2030, 1, 2, 3, 4, 5, 6000, time.UTC)
 	tests := []struct {
@@ -300,7 +316,7 @@ func testInstanceRoundTrip(t *testing.T, s engine.Store) {
 	}
 }
 
-func testGetInstanceNotFound(t *testing.T, s engine.Store) {
+func testGetInstanceNotFound(t *testing.T, s Store) {
 	_, err := s.GetInstance(context.Background(), "nope")
 	wantCode(t, "GetInstance of a missing saga", err, engine.CodeNotFound)
 	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error {
@@ -322,7 +338,7 @@ func testGetInstanceNotFound(t *testing.T, s engine.Store) {
 	})
 }
 
-func testInsertConflict(t *testing.T, s engine.Store) {
+func testInsertConflict(t *testing.T, s Store) {
 	ctx := context.Background()
 	first := fullInstance("dup")
 	insert(t, s, first)
@@ -341,7 +357,7 @@ func testInsertConflict(t *testing.T, s engine.Store) {
 	wantCode(t, "GetInstance of a saga whose Insert rolled back", err, engine.CodeNotFound)
 }
 
-func testInvalidInput(t *testing.T, s engine.Store) {
+func testInvalidInput(t *testing.T, s Store) {
 	ctx := context.Background()
 	badJSON := minimalInstance("bad-json", at(0))
 	badJSON.Context = json.RawMessage(`{"a":`)
@@ -379,7 +395,7 @@ func testInvalidInput(t *testing.T, s engine.Store) {
 	wantCode(t, "ClaimOutbox with limit 0", err, engine.CodeInvalid)
 }
 
-func testClaim(t *testing.T, s engine.Store) {
+func testClaim(t *testing.T, s Store) {
 	steps := []struct {
 		name string
 		ids  []string
@@ -438,7 +454,7 @@ func testClaim(t *testing.T, s engine.Store) {
 	})
 }
 
-func testUpdate(t *testing.T, s engine.Store) {
+func testUpdate(t *testing.T, s Store) {
 	ctx := context.Background()
 	a, b := fullInstance("u-a"), minimalInstance("u-b", at(0))
 	b.Keys = map[string]string{"k1": "v1", "k2": "v2"}
@@ -520,7 +536,7 @@ func testUpdate(t *testing.T, s engine.Store) {
 	}
 }
 
-func testUpdateConflictRollsBack(t *testing.T, s engine.Store) {
+func testUpdateConflictRollsBack(t *testing.T, s Store) {
 	ctx := context.Background()
 	var batch []*engine.Instance
 	for i := range 10 {
@@ -571,7 +587,7 @@ func testUpdateConflictRollsBack(t *testing.T, s engine.Store) {
 	})
 }
 
-func testHistory(t *testing.T, s engine.Store) {
+func testHistory(t *testing.T, s Store) {
 	ctx := context.Background()
 	entries := []engine.HistoryEntry{
 		{SagaID: "h-1", At: at(0), Kind: engine.EntryEvent, MessageID: "e1", Event: "REGISTER", By: "deals",
@@ -669,7 +685,7 @@ func seqs(recs []engine.OutboxRecord) []int64 {
 	return out
 }
 
-func testOutbox(t *testing.T, s engine.Store) {
+func testOutbox(t *testing.T, s Store) {
 	ctx := context.Background()
 	recs := outboxRecords(5, "o")
 	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.Enqueue(ctx, recs) })
@@ -727,7 +743,7 @@ func testOutbox(t *testing.T, s engine.Store) {
 	}
 }
 
-func testOutboxLeaseExpiry(t *testing.T, s engine.Store) {
+func testOutboxLeaseExpiry(t *testing.T, s Store) {
 	ctx := context.Background()
 	recs := outboxRecords(2, "lease")
 	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.Enqueue(ctx, recs) })
@@ -745,7 +761,7 @@ func testOutboxLeaseExpiry(t *testing.T, s engine.Store) {
 	}
 }
 
-func testOutboxConcurrentClaimers(t *testing.T, s engine.Store) {
+func testOutboxConcurrentClaimers(t *testing.T, s Store) {
 	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.Enqueue(ctx, outboxRecords(300, "cc")) })
 	relaysShareOutbox(t, 300, "claimed", func(ctx context.Context, owner string, took func([]engine.OutboxRecord)) (int, error) {
 		recs, err := s.ClaimOutbox(ctx, owner, 7, time.Hour)
@@ -814,7 +830,7 @@ func relaysShareOutbox(t *testing.T, n int, verb string, round func(ctx context.
 
 // A relay that gave up on a publish leases its own records again at once;
 // other relays still skip them until the lease runs out.
-func testOutboxReclaimOwnLease(t *testing.T, s engine.Store) {
+func testOutboxReclaimOwnLease(t *testing.T, s Store) {
 	ctx := context.Background()
 	recs := outboxRecords(4, "own")
 	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.Enqueue(ctx, recs) })
@@ -847,7 +863,7 @@ func testOutboxReclaimOwnLease(t *testing.T, s engine.Store) {
 }
 
 // The trace context of a command survives the outbox; none stays none.
-func testOutboxTraceparent(t *testing.T, s engine.Store) {
+func testOutboxTraceparent(t *testing.T, s Store) {
 	ctx := context.Background()
 	recs := outboxRecords(3, "trace")
 	recs[0].Traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -869,7 +885,7 @@ func testOutboxTraceparent(t *testing.T, s engine.Store) {
 
 // PurgeInbox forgets the message ids processed before the cut-off, and only
 // those: they are fresh again, the later ones are still duplicates.
-func testPurgeInbox(t *testing.T, s engine.Store) {
+func testPurgeInbox(t *testing.T, s Store) {
 	ctx := context.Background()
 	claim := func(ids ...string) []string {
 		t.Helper()
@@ -907,7 +923,7 @@ func testPurgeInbox(t *testing.T, s engine.Store) {
 	}
 }
 
-func testDueTimers(t *testing.T, s engine.Store) {
+func testDueTimers(t *testing.T, s Store) {
 	ctx := context.Background()
 	var insts []*engine.Instance
 	for i, off := range []time.Duration{5 * time.Second, -time.Hour, 0, 2 * time.Second, time.Hour, -time.Minute} {
@@ -958,7 +974,7 @@ func ids(insts []engine.Instance) []string {
 }
 
 // fixture inserts a varied population of sagas and returns them.
-func fixture(t *testing.T, s engine.Store, n int) []*engine.Instance {
+func fixture(t *testing.T, s Store, n int) []*engine.Instance {
 	t.Helper()
 	states := []struct {
 		saga, state string
@@ -1012,7 +1028,7 @@ func expect(insts []*engine.Instance, keep func(*engine.Instance) bool) []string
 }
 
 // listAll follows Next through every page of f.
-func listAll(t *testing.T, s engine.Store, f engine.SagaFilter) (all []string, pages int) {
+func listAll(t *testing.T, s Store, f engine.SagaFilter) (all []string, pages int) {
 	t.Helper()
 	for {
 		page, err := s.ListInstances(context.Background(), f)
@@ -1034,7 +1050,7 @@ func listAll(t *testing.T, s engine.Store, f engine.SagaFilter) (all []string, p
 	}
 }
 
-func testListInstances(t *testing.T, s engine.Store) {
+func testListInstances(t *testing.T, s Store) {
 	insts := fixture(t, s, 40)
 	tests := []struct {
 		name string
@@ -1088,7 +1104,7 @@ func testListInstances(t *testing.T, s engine.Store) {
 	}
 }
 
-func testListPagination(t *testing.T, s engine.Store) {
+func testListPagination(t *testing.T, s Store) {
 	insts := fixture(t, s, 120)
 	want := expect(insts, func(*engine.Instance) bool { return true })
 	for _, limit := range []int{1, 7, 50, 119, 120, 121} {
@@ -1126,7 +1142,7 @@ func testListPagination(t *testing.T, s engine.Store) {
 	}
 }
 
-func testCountByState(t *testing.T, s engine.Store) {
+func testCountByState(t *testing.T, s Store) {
 	insts := fixture(t, s, 23)
 	counts := map[engine.StateCount]int64{}
 	for _, in := range insts {
@@ -1150,7 +1166,7 @@ func testCountByState(t *testing.T, s engine.Store) {
 	}
 }
 
-func testDeadLetters(t *testing.T, s engine.Store) {
+func testDeadLetters(t *testing.T, s Store) {
 	ctx := context.Background()
 	raw := []byte{0, 1, 2, 0xff, '{', '"'}
 	dls := []engine.DeadLetter{
@@ -1245,7 +1261,7 @@ func testDeadLetters(t *testing.T, s engine.Store) {
 	}
 }
 
-func testInTxRollback(t *testing.T, s engine.Store) {
+func testInTxRollback(t *testing.T, s Store) {
 	ctx := context.Background()
 	errBoom := errors.New("boom")
 	err := s.InTx(ctx, func(ctx context.Context, tx engine.Tx) error {
@@ -1306,7 +1322,7 @@ func testInTxRollback(t *testing.T, s engine.Store) {
 // testConcurrentInTx runs transactions from several goroutines that claim,
 // insert and update overlapping sagas, retrying conflicts the way the
 // orchestrator does. Every successful update must be counted exactly once.
-func testConcurrentInTx(t *testing.T, s engine.Store) {
+func testConcurrentInTx(t *testing.T, s Store) {
 	ctx := context.Background()
 	const workers, rounds = 4, 15
 	shared := []*engine.Instance{minimalInstance("c-a", at(0)), minimalInstance("c-b", at(0)), minimalInstance("c-c", at(0))}
@@ -1391,7 +1407,7 @@ func publishAll(got *[]engine.OutboxRecord) func(context.Context, []engine.Outbo
 	}
 }
 
-func testPublishOutbox(t *testing.T, s engine.Store) {
+func testPublishOutbox(t *testing.T, s Store) {
 	ctx := context.Background()
 	recs := outboxRecords(6, "p")
 	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.Enqueue(ctx, recs) })
@@ -1463,7 +1479,7 @@ func testPublishOutbox(t *testing.T, s engine.Store) {
 }
 
 // While one relay publishes, another gets only the other records.
-func testPublishOutboxExclusive(t *testing.T, s engine.Store) {
+func testPublishOutboxExclusive(t *testing.T, s Store) {
 	ctx := context.Background()
 	recs := outboxRecords(5, "x")
 	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.Enqueue(ctx, recs) })
@@ -1492,7 +1508,7 @@ func testPublishOutboxExclusive(t *testing.T, s engine.Store) {
 
 // A relay that stalls in publish longer than its lease loses the records to
 // another relay (at-least-once: both may publish them).
-func testPublishOutboxStalledRelay(t *testing.T, s engine.Store) {
+func testPublishOutboxStalledRelay(t *testing.T, s Store) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	recs := outboxRecords(2, "stall")
@@ -1516,7 +1532,7 @@ func testPublishOutboxStalledRelay(t *testing.T, s engine.Store) {
 	}
 }
 
-func testPublishOutboxConcurrentRelays(t *testing.T, s engine.Store) {
+func testPublishOutboxConcurrentRelays(t *testing.T, s Store) {
 	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.Enqueue(ctx, outboxRecords(300, "pc")) })
 	relaysShareOutbox(t, 300, "published", func(ctx context.Context, owner string, took func([]engine.OutboxRecord)) (int, error) {
 		return s.PublishOutbox(ctx, owner, 7, time.Minute, func(_ context.Context, recs []engine.OutboxRecord) error {

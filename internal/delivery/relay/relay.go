@@ -50,14 +50,21 @@ const (
 	relayMaxBackoff = 5 * time.Second
 )
 
-// Run publishes until ctx ends.
-func (r Loop) Run(ctx context.Context) {
+// Run publishes until stop closes (or ctx ends). A batch under way when
+// stop closes is finished with ctx, so that what it published is also
+// deleted (cancel ctx to cut it short); call Drain afterwards for the rest.
+func (r Loop) Run(ctx context.Context, stop <-chan struct{}) {
 	log := r.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	failures := 0
 	for ctx.Err() == nil {
+		select {
+		case <-stop:
+			return
+		default:
+		}
 		n, err := r.Once(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -65,7 +72,13 @@ func (r Loop) Run(ctx context.Context) {
 			}
 			failures++
 			log.Warn("outbox relay failed; retrying", "err", err, "failures", failures)
-			Sleep(ctx, Backoff(failures, relayBackoff, relayMaxBackoff))
+			t := time.NewTimer(Backoff(failures, relayBackoff, relayMaxBackoff))
+			select {
+			case <-ctx.Done():
+			case <-stop:
+			case <-t.C:
+			}
+			t.Stop()
 			continue
 		}
 		failures = 0
@@ -75,6 +88,7 @@ func (r Loop) Run(ctx context.Context) {
 		t := time.NewTimer(r.Poll)
 		select {
 		case <-ctx.Done():
+		case <-stop:
 		case <-r.Wake:
 		case <-t.C:
 		}

@@ -40,9 +40,9 @@ func TestLoop(t *testing.T) {
 	}
 	wake := relay.NewSignal()
 	r := relay.Loop{Once: once, Batch: 3, Poll: time.Hour, Wake: wake} // no poll: only wake-ups move it
-	ctx, cancel := context.WithCancel(context.Background())
+	stop := make(chan struct{})
 	done := make(chan struct{})
-	go func() { r.Run(ctx); close(done) }()
+	go func() { r.Run(context.Background(), stop); close(done) }()
 
 	add(7, 0)
 	wake.Notify()
@@ -54,7 +54,7 @@ func TestLoop(t *testing.T) {
 	if got := <-published; got != 2 {
 		t.Errorf("after failures published %d, want 2", got)
 	}
-	cancel()
+	close(stop)
 	<-done
 
 	add(5, 0)
@@ -127,5 +127,28 @@ func TestBackoff(t *testing.T) {
 	}
 	if a, b := relay.Owner(), relay.Owner(); a == b || a == "" {
 		t.Errorf("DefaultOwner gave %q twice", a)
+	}
+}
+
+// A batch under way when stop closes is finished with its context intact
+// (so what it published is also deleted), and Run returns after it.
+func TestLoopFinishesTheBatchUnderWay(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	var ctxErr error
+	once := func(ctx context.Context) (int, error) {
+		close(entered)
+		<-release
+		ctxErr = ctx.Err()
+		return 1, nil
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { relay.Loop{Once: once, Batch: 10, Poll: time.Hour}.Run(context.Background(), stop); close(done) }()
+	<-entered
+	close(stop)
+	close(release)
+	<-done
+	if ctxErr != nil {
+		t.Errorf("the batch under way saw its context end: %v", ctxErr)
 	}
 }
