@@ -1,18 +1,18 @@
 package httpapi
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/internal/problem"
 )
 
 // ProblemTypePrefix starts the type URI of every problem this API returns;
 // the engine.Code (or one of the HTTP-level codes below) follows it, e.g.
 // urn:saga-machine:problem:not-found. docs/http-api.md lists them all.
-const ProblemTypePrefix = "urn:saga-machine:problem:"
+const ProblemTypePrefix = problem.TypePrefix
 
 // HTTP-level problem codes, for errors that happen before the engine is
 // involved. They share the table with the engine's codes.
@@ -134,8 +134,5 @@ func writeProblem(w http.ResponseWriter, r *http.Request, err error) {
 	if info := infoFrom(r.Context()); info != nil {
 		info.err = err
 	}
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(p.Status)
-	_ = json.NewEncoder(w).Encode(p) // the client went away; the request log has the status
+	problem.Write(w, r, problem.Problem{Type: p.Type, Title: p.Title, Status: p.Status, Detail: p.Detail, Instance: p.Instance, Code: p.Code})
 }
