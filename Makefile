@@ -40,6 +40,7 @@ test: cc ## start PostgreSQL, Kafka and the full stack, run all tests with -race
 	@scripts/stack.sh
 	@scripts/kubernetes-validate.sh
 	@scripts/schemathesis.sh
+	@scripts/promtool.sh
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 	@$(MAKE) --no-print-directory fuzz-smoke
 

@@ -97,13 +97,22 @@ func kustomizationResources(tb testing.TB) []string {
 	return k.Resources
 }
 
-// manifestFiles lists every *.yaml file under k8s/ except the kustomization.
+// manifestFiles lists every *.yaml file under k8s/ except the kustomization,
+// Prometheus rule files (*.rules.yaml: monitoring/alerts.rules.yaml, which
+// the ConfigMap monitoring/prometheus-rules.yaml carries) and test data
+// (testdata/ directories: promtool's rule tests).
 func manifestFiles(tb testing.TB) []string {
 	tb.Helper()
 	var files []string
 	err := filepath.WalkDir(".", func(p string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		if d.IsDir() && d.Name() == "testdata" {
+			return filepath.SkipDir
+		}
+		if strings.HasSuffix(p, ".rules.yaml") {
+			return nil
 		}
 		if !d.IsDir() && (strings.HasSuffix(p, ".yaml") || strings.HasSuffix(p, ".yml")) && p != kustomizationFile {
 			files = append(files, filepath.ToSlash(p))

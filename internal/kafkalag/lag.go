@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
@@ -135,6 +136,12 @@ func (c *Collector) read(ctx context.Context) ([]partition, error) {
 		return nil, fmt.Errorf("kafka lag of group %s: list end offsets of %v: %w", c.group, c.topics, err)
 	}
 	commits, err := adm.FetchOffsets(ctx, c.group)
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		// A group that never joined nor committed (the embedded broker
+		// says so; Kafka answers with no offsets): it would start at the
+		// earliest offset.
+		commits, err = nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("kafka lag of group %s: fetch committed offsets: %w", c.group, err)
 	}
