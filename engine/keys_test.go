@@ -67,3 +67,28 @@ func FuzzKeyValue(f *testing.F) {
 		}
 	})
 }
+
+// keyValue reads a plain string without encoding/json; it runs for every
+// business key of every transition:
+//
+//	go test ./engine -run '^$' -bench KeyValue -benchmem
+func BenchmarkKeyValue(b *testing.B) {
+	raw := []byte(`"6f1c2c1e-8d7a-4d3e-9a55-0b5b8f6c1a21"`)
+	b.Run("keyValue", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, ok := keyValue(raw); !ok {
+				b.Fatal("no value")
+			}
+		}
+	})
+	b.Run("json.Unmarshal", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var s string
+			if err := json.Unmarshal(raw, &s); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -2,7 +2,6 @@ package sdk
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -63,11 +62,7 @@ func (p *Participant) expiredReply(cmd envelope.Message, reason string) (*envelo
 	if err != nil {
 		return nil, nil, err
 	}
-	body, err := json.Marshal(reply)
-	if err != nil {
-		return nil, nil, fmt.Errorf("encode reply %s: %w", reply.Name, err)
-	}
-	return reply, body, nil
+	return reply, encodeMessage(reply), nil
 }
 
 // barrierFor builds the barrier row of the compensation command c. kept

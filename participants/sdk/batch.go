@@ -2,7 +2,6 @@ package sdk
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/jmoiron/sqlx"
@@ -212,11 +211,7 @@ func (p *Participant) runHandler(ctx context.Context, tx *sqlx.Tx, m envelope.Me
 	if err != nil {
 		return nil, nil, Permanent(err)
 	}
-	body, err := json.Marshal(reply)
-	if err != nil {
-		return nil, nil, Permanent(fmt.Errorf("encode reply %s: %w", reply.Name, err))
-	}
-	return reply, body, nil
+	return reply, encodeMessage(reply), nil
 }
 
 // keptReplies reads the inbox rows of msgs: the ids found are duplicates

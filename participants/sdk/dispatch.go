@@ -2,7 +2,6 @@ package sdk
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -146,7 +145,7 @@ func (p *Participant) dispatch(ctx context.Context, stop <-chan struct{}, rec ka
 // it could read, for the dead letter.
 func (p *Participant) decode(rec kafka.Record) (envelope.Message, error) {
 	var msg envelope.Message
-	if err := json.Unmarshal(rec.Value, &msg); err != nil {
+	if err := envelope.UnmarshalMessage(rec.Value, &msg); err != nil {
 		return envelope.Message{SagaID: rec.Key}, errs.Errorf(errs.CodeInvalid, "decode command", "malformed envelope: %v", err)
 	}
 	var problems []string
@@ -253,10 +252,7 @@ func (p *Participant) attempt(ctx context.Context, msg envelope.Message, headers
 		if err != nil {
 			return attemptResult{}, true, Permanent(err)
 		}
-		body, err := json.Marshal(reply)
-		if err != nil {
-			return attemptResult{}, true, Permanent(fmt.Errorf("encode reply %s: %w", reply.Name, err))
-		}
+		body := encodeMessage(reply)
 		if err := p.storeReply(ctx, tx, msg.ID, p.outRowFor(reply, body, headers)); err != nil {
 			return attemptResult{}, true, err
 		}

@@ -139,6 +139,13 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &pe)
 }
 
+// encodeMessage is the envelope of m as written to the outbox and kept in
+// the inbox: envelope.AppendMessage, what json.Marshal writes without
+// reflection (BenchmarkCodec in engine/envelope).
+func encodeMessage(m *envelope.Message) []byte {
+	return envelope.AppendMessage(make([]byte, 0, 320+len(m.Payload)), m)
+}
+
 // marshalObject encodes a payload that must be a JSON object (or nothing).
 func marshalObject(what string, payload any) (json.RawMessage, error) {
 	if payload == nil {

@@ -2,7 +2,6 @@ package sdk
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -65,11 +64,7 @@ func (p *Participant) StartSagaWithID(ctx context.Context, tx *sqlx.Tx, sagaID, 
 		OccurredAt:  time.Now().UTC(),
 		Payload:     body,
 	}
-	raw, err := json.Marshal(m)
-	if err != nil {
-		return fmt.Errorf("start saga %s: encode %s: %w", saga, event, err)
-	}
-	if err := p.insertOutbox(ctx, tx, p.outRowFor(m, raw, nil)); err != nil {
+	if err := p.insertOutbox(ctx, tx, p.outRowFor(m, encodeMessage(m), nil)); err != nil {
 		return fmt.Errorf("start saga %s: %w", saga, err)
 	}
 	p.log.Debug("saga start written to the outbox", "saga_id", m.SagaID, "saga", saga, "event", event, "message_id", m.ID)
