@@ -31,9 +31,3 @@ const (
 	HeaderKind        = envelope.HeaderKind
 	HeaderName        = envelope.HeaderName
 )
-
-// AppendMessage is envelope.AppendMessage.
-func AppendMessage(dst []byte, m *Message) []byte { return envelope.AppendMessage(dst, m) }
-
-// UnmarshalMessage is envelope.UnmarshalMessage.
-func UnmarshalMessage(data []byte, m *Message) error { return envelope.UnmarshalMessage(data, m) }

@@ -53,7 +53,7 @@ func decodeRecord(r Record) inbound {
 func decodeEvent(raw []byte) (Message, error) {
 	const op = "decode event"
 	var m Message
-	if err := UnmarshalMessage(raw, &m); err != nil {
+	if err := envelope.UnmarshalMessage(raw, &m); err != nil {
 		return m, &Error{Code: CodeInvalid, Op: op, Message: "not a JSON message envelope", Err: err}
 	}
 	var probs []string

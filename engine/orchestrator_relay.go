@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/internal/delivery/relay"
 )
 
@@ -39,7 +40,7 @@ func (o *Orchestrator) RelayOnce(ctx context.Context) (int, error) {
 func (o *Orchestrator) publishRecords(ctx context.Context, recs []OutboxRecord, oldest *time.Time) error {
 	out := make([]Record, len(recs))
 	for i, r := range recs {
-		val := AppendMessage(make([]byte, 0, 256+len(r.Message.Payload)), &r.Message)
+		val := envelope.AppendMessage(make([]byte, 0, 256+len(r.Message.Payload)), &r.Message)
 		out[i] = Record{Topic: r.Topic, Key: r.Key, Value: val, Headers: map[string]string{
 			HeaderKind: string(r.Message.Kind), HeaderName: r.Message.Name,
 			HeaderTraceparent: traceOf(r.Traceparent), // records enqueued before traces were kept get a new one

@@ -10,6 +10,11 @@
 // and applies the embedded goose migrations (schema/migrations/engine/<dialect>)
 // unless WithoutMigrations is given; MigrateOnly serves a `migrate` subcommand.
 //
+// The inbox and the outbox are the delivery core's (internal/delivery, layout
+// EngineTables), which the participant SDK runs on its own tables: claims,
+// outbox writes, the relay's locks (PostgreSQL) or leases (SQLite) and
+// pruning are the same code for both.
+//
 // Every Tx method writes a whole batch with a constant number of statements on
 // PostgreSQL (one array per column expanded by unnest; JSON columns as one
 // JSON array expanded by json_array_elements), so that the orchestrator can

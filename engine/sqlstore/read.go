@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 )
 
 // Listing limits.
@@ -49,7 +50,7 @@ func scanInstance(sc scanner) (*engine.Instance, error) {
 	in.Traceparent = trace.String
 	if len(pend) > 0 {
 		var m engine.Message
-		if err := engine.UnmarshalMessage(pend, &m); err != nil {
+		if err := envelope.UnmarshalMessage(pend, &m); err != nil {
 			return nil, fmt.Errorf("saga %s: decode pending command: %w", in.ID, err)
 		}
 		in.Pending = &m
@@ -61,7 +62,7 @@ func scanInstance(sc scanner) (*engine.Instance, error) {
 	}
 	if len(deferred) > 0 {
 		var m engine.Message
-		if err := engine.UnmarshalMessage(deferred, &m); err != nil {
+		if err := envelope.UnmarshalMessage(deferred, &m); err != nil {
 			return nil, fmt.Errorf("saga %s: decode deferred command: %w", in.ID, err)
 		}
 		in.Deferred = &m

@@ -185,7 +185,7 @@ func encodeInstances(insts []*engine.Instance) ([]instRow, error) {
 			if len(in.Pending.Payload) > 0 && !json.Valid(in.Pending.Payload) {
 				return nil, fmt.Errorf("saga %s: pending command's payload is not valid JSON", in.ID)
 			}
-			b := engine.AppendMessage(make([]byte, 0, 320+len(in.Pending.Payload)), in.Pending)
+			b := envelope.AppendMessage(make([]byte, 0, 320+len(in.Pending.Payload)), in.Pending)
 			s := unsafe.String(unsafe.SliceData(b), len(b))
 			r.pending = &s
 		}
@@ -198,7 +198,7 @@ func encodeInstances(insts []*engine.Instance) ([]instRow, error) {
 			r.undo = &s
 		}
 		if in.Deferred != nil {
-			b := engine.AppendMessage(make([]byte, 0, 320), in.Deferred)
+			b := envelope.AppendMessage(make([]byte, 0, 320), in.Deferred)
 			s := string(b)
 			r.deferred = &s
 		}
