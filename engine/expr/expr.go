@@ -245,7 +245,7 @@ func issues(k Kind, errs []*cel.Error) []Issue {
 }
 
 // undeclared reads the name out of CEL's "undeclared reference to 'x' (in
-// container '')".
+// container ”)".
 func undeclared(msg string) (string, bool) {
 	const prefix = "undeclared reference to '"
 	rest, ok := strings.CutPrefix(msg, prefix)
