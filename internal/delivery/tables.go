@@ -166,8 +166,9 @@ func in(d sqldb.Dialect, col, pgType string) string {
 // queries are the layout's statements, rebound for the dialect.
 type queries struct {
 	claimOne, forget, setReply, replies    string
-	outboxCols                             string // the columns Publish and Lease read
-	insertOne                              string // SQLite: one outbox row
+	repliesIn                              []string // SQLite: the replies of n ids as n placeholders, by n
+	outboxCols                             string   // the columns Publish and Lease read
+	insertOne                              string   // SQLite: one outbox row
 	selectFree, lease, release, del, count string
 	purge                                  string
 	idleTimeout                            string
@@ -193,6 +194,12 @@ func buildQueries(l Layout, d sqldb.Dialect) queries {
 			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING`)
 		q.setReply = rb(`UPDATE ` + l.Inbox + ` SET reply_id = ?, reply = ? WHERE message_id = ?`)
 		q.replies = rb(`SELECT message_id, reply_id, reply FROM ` + l.Inbox + ` WHERE ` + in(d, "message_id", "text"))
+		if d == sqldb.SQLite {
+			q.repliesIn = make([]string, claimOneBelow+1)
+			for n := 1; n <= claimOneBelow; n++ {
+				q.repliesIn[n] = `SELECT message_id, reply_id, reply FROM ` + l.Inbox + ` WHERE message_id IN (?` + strings.Repeat(",?", n-1) + `)`
+			}
+		}
 	} else {
 		q.claimOne = rb(`INSERT INTO ` + l.Inbox + ` (message_id, processed_at) VALUES (?, ?) ON CONFLICT (message_id) DO NOTHING`)
 	}

@@ -143,7 +143,10 @@ func TestLoopFinishesTheBatchUnderWay(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	done := make(chan struct{})
-	go func() { relay.Loop{Once: once, Batch: 10, Poll: time.Hour}.Run(context.Background(), stop); close(done) }()
+	go func() {
+		relay.Loop{Once: once, Batch: 10, Poll: time.Hour}.Run(context.Background(), stop)
+		close(done)
+	}()
 	<-entered
 	close(stop)
 	close(release)
