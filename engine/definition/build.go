@@ -2,10 +2,13 @@ package definition
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/portfolio-counselor/sagamachine/engine/expr"
 )
 
 // Ranges of the language's numbers.
@@ -29,6 +32,7 @@ var (
 		{"transitions", true, "the rows of the state machine"},
 		{"final", true, "the states where the saga ends successfully"},
 		{"failed", false, ""},
+		{"events", false, ""},
 	}
 	participantFields = []field{
 		{"topic", true, "the Kafka topic the participant reads its commands from"},
@@ -48,15 +52,44 @@ var (
 		{"from", true, "the states this transition applies in; from: [] starts a new saga"},
 		{"to", true, "the state the saga moves to"},
 		{"roles", false, ""},
+		{"when", false, ""},
 		{"compensate", false, ""},
 		{"send", false, ""},
+		{"join", false, ""},
 		{"description", false, ""},
 	}
+	// A single send knows the keys of a branch so that writing one gets
+	// its own rule (branch-only).
 	sendFields = []field{
 		{"to", true, "the participant that receives the command"},
 		{"command", true, "the command's name"},
 		{"retry", false, ""},
 		{"compensate", false, ""},
+		{"payload", false, ""},
+		{"ok", false, ""},
+		{"fail", false, ""},
+		{"for_each", false, ""},
+	}
+	branchFields = []field{
+		{"to", true, "the participant that receives the command"},
+		{"command", true, "the command's name"},
+		{"ok", true, "the event the participant answers when the branch succeeded"},
+		{"fail", false, ""},
+		{"retry", false, ""},
+		{"compensate", false, ""},
+		{"payload", false, ""},
+		{"for_each", false, ""},
+	}
+	joinFields = []field{
+		{"policy", true, "all, first or at_least: how many branches must succeed"},
+		{"n", false, ""},
+		{"then", true, "the event the engine raises when enough branches succeeded"},
+		{"else", true, "the event the engine raises when enough branches can no longer succeed"},
+	}
+	eventFields = []field{
+		{"description", false, ""},
+		{"schema", false, ""},
+		{"writes", false, ""},
 	}
 	compensateFields = []field{
 		{"command", true, "the command that undoes the effect"},
@@ -88,6 +121,7 @@ func (p *parser) definition(root *yaml.Node) *Definition {
 		Participants: map[string]*Participant{},
 		Keys:         map[string]*Key{},
 		States:       map[string]*State{},
+		Events:       map[string]*Event{},
 		Pos:          posOf(root),
 	}
 	top, ok := p.object(root, "the saga definition", topFields)
@@ -139,6 +173,9 @@ func (p *parser) definition(root *yaml.Node) *Definition {
 		failed, ok := p.names(e.val, "a list of states", "state", upperSnake)
 		def.Failed = failed
 		p.terminalsOK = p.terminalsOK && ok
+	}
+	if e, ok := top["events"]; ok {
+		p.events(def, e.val)
 	}
 	p.collectStates(def)
 	p.checkStateCount(def)
@@ -350,13 +387,37 @@ func (p *parser) transition(n *yaml.Node) *Transition {
 		t.rolesPos = posOf(f.key)
 		good = good && ok
 	}
+	if f, ok := fields["when"]; ok {
+		// A broken condition does not hide the row from the graph checks.
+		t.When = p.expression(f.val, expr.Condition, false, "a condition (when)")
+		t.whenWritten = true
+	}
 	if f, ok := fields["compensate"]; ok {
 		// A broken compensation does not hide the row from the graph checks.
 		t.Compensate = p.compensation(f.val, "the compensation of the transition", t.By)
 	}
 	if f, ok := fields["send"]; ok {
-		t.Send = p.send(f.val)
-		good = good && t.Send != nil
+		if r := resolve(f.val); r != nil && r.Kind == yaml.SequenceNode {
+			t.Branches = p.branches(r)
+			good = good && t.Branches != nil
+		} else {
+			t.Send = p.send(f.val)
+			good = good && t.Send != nil
+		}
+	}
+	if f, ok := fields["join"]; ok {
+		t.Join = p.join(f.val)
+		good = good && t.Join != nil
+		switch s := fields["send"]; {
+		case s.val == nil:
+			p.addAt(f.key, ruleJoinWithoutBranches, "join ends a parallel step, but this transition sends nothing: write send: as a list of the commands sent at once")
+			t.Join = nil
+		case t.Send != nil:
+			p.addAt(f.key, ruleJoinWithoutBranches, "join ends a parallel step, but this transition sends one command: write send: as a list (- to: ...) of the commands sent at once, or remove join")
+			t.Join = nil
+		}
+	} else if t.Branches != nil {
+		p.addAt(fields["send"].key, ruleBranchesWithoutJoin, "send: is a list (a parallel step), so the transition needs join: { policy: all | first | at_least, then: EVENT, else: EVENT }: when the step is over")
 	}
 	if f, ok := fields["description"]; ok {
 		t.Description, _ = p.str(f.val, "a text for description")
@@ -390,6 +451,14 @@ func (p *parser) send(n *yaml.Node) *Send {
 		s.Retry = p.retry(f.val)
 		good = good && s.Retry != nil
 	}
+	for _, k := range []string{"ok", "fail", "for_each"} {
+		if f, ok := fields[k]; ok {
+			p.addAt(f.key, ruleBranchOnly, "%s is for the branches of a parallel step (send: as a list with join:); a single send's answer is an event with its own transition", k)
+		}
+	}
+	if f, ok := fields["payload"]; ok {
+		s.Payload = p.mapping(f.val, expr.Value, 0)
+	}
 	if !good {
 		return nil
 	}
@@ -397,6 +466,151 @@ func (p *parser) send(n *yaml.Node) *Send {
 		s.Compensate = p.compensation(f.val, "the compensation of the command", s.To)
 	}
 	return s
+}
+
+// branches reads the list of a parallel step's sends; nil when one is too
+// broken for the graph checks.
+func (p *parser) branches(list *yaml.Node) []*Send {
+	if len(list.Content) == 0 {
+		p.addAt(list, ruleMissingKey, "send: [] sends nothing: list the commands of the parallel step, or remove send")
+		return nil
+	}
+	if len(list.Content) > MaxBranches {
+		p.limited = true
+		p.addAt(list.Content[MaxBranches], ruleTooManyBranches, "a parallel step has at most %d branches: this is the %d%s; fan out with for_each over a list instead", MaxBranches, MaxBranches+1, ordinalSuffix(MaxBranches+1))
+		return nil
+	}
+	out := make([]*Send, 0, len(list.Content))
+	all := true
+	for _, item := range list.Content {
+		b := p.branch(item)
+		if b == nil {
+			all = false
+			continue
+		}
+		out = append(out, b)
+	}
+	if !all {
+		return nil
+	}
+	return out
+}
+
+// branch reads one send of a parallel step.
+func (p *parser) branch(n *yaml.Node) *Send {
+	fields, ok := p.object(n, "the branch", branchFields)
+	if !ok {
+		return nil
+	}
+	s := &Send{Pos: posOf(resolve(n))}
+	good := true
+	name := func(key, what string, re *regexp.Regexp) Name {
+		f, ok := fields[key]
+		if !ok {
+			return Name{}
+		}
+		nm, ok := p.name(f.val, what, re)
+		good = good && ok
+		return nm
+	}
+	s.To = name("to", "participant", participantName)
+	s.Command = name("command", "command", upperSnake)
+	s.OK = name("ok", "event", upperSnake)
+	s.Fail = name("fail", "event", upperSnake)
+	for _, k := range []string{"to", "command", "ok"} {
+		if _, ok := fields[k]; !ok {
+			good = false
+		}
+	}
+	if f, ok := fields["retry"]; ok {
+		rf, ok := p.object(f.val, "the retry policy of the branch", compensateRetryFields)
+		if ok {
+			if e, ok := rf["exhausted"]; ok {
+				p.addAt(e.key, ruleBranchExhausted, "a branch has no exhausted event: when its last send goes unanswered the branch fails, and the join decides (else). Remove exhausted")
+			}
+			s.Retry = p.retryNumbers(f.val, rf)
+		}
+		good = good && s.Retry != nil
+	}
+	kind := expr.Value
+	if f, ok := fields["for_each"]; ok {
+		s.ForEach = p.expression(f.val, expr.List, false, "a list (for_each)")
+		kind = expr.ItemValue
+	}
+	if f, ok := fields["payload"]; ok {
+		s.Payload = p.mapping(f.val, kind, 0)
+	}
+	if !good {
+		return nil
+	}
+	if f, ok := fields["compensate"]; ok {
+		s.Compensate = p.compensation(f.val, "the compensation of the branch", s.To)
+	}
+	return s
+}
+
+// join reads a parallel step's join.
+func (p *parser) join(n *yaml.Node) *Join {
+	fields, ok := p.object(n, "the join", joinFields)
+	if !ok {
+		return nil
+	}
+	j := &Join{Pos: posOf(resolve(n))}
+	good := true
+	if f, ok := fields["policy"]; ok {
+		s, ok := p.str(f.val, "all, first or at_least")
+		switch pol := JoinPolicy(s); {
+		case !ok:
+			good = false
+		case pol == JoinAll || pol == JoinFirst || pol == JoinAtLeast:
+			j.Policy = pol
+		default:
+			msg := fmt.Sprintf("join policy `%s` is not one of all, first, at_least", clip(s))
+			if sug := p.suggest(s, []string{"all", "first", "at_least"}); sug != "" {
+				msg += fmt.Sprintf("; did you mean `%s`?", sug)
+			}
+			p.addAt(f.val, ruleJoinPolicy, "%s", msg)
+			good = false
+		}
+	} else {
+		good = false
+	}
+	if f, ok := fields["n"]; ok {
+		if v, ok := p.integer(f.val, ruleJoinPolicy, "n"); ok {
+			j.N = v
+			switch {
+			case j.Policy != "" && j.Policy != JoinAtLeast:
+				p.addAt(f.key, ruleJoinPolicy, "n is only for policy: at_least (policy %s decides the number itself); remove n", j.Policy)
+			case v < 1:
+				p.addAt(f.val, ruleJoinPolicy, "n %d is out of range: at least 1 branch must succeed", v)
+			}
+		} else {
+			good = false
+		}
+	} else if j.Policy == JoinAtLeast {
+		p.addAt(n, ruleJoinPolicy, "policy: at_least needs n: how many branches must succeed, e.g. n: 2")
+	}
+	for _, k := range []string{"then", "else"} {
+		f, ok := fields[k]
+		if !ok {
+			good = false
+			continue
+		}
+		nm, ok := p.name(f.val, "event", upperSnake)
+		good = good && ok
+		if k == "then" {
+			j.Then = nm
+		} else {
+			j.Else = nm
+		}
+	}
+	if good && j.Then.Value == j.Else.Value {
+		p.add(j.Else.Pos, ruleJoinPolicy, "then and else are both %s: the saga could not tell a finished step from a failed one; give them different names", j.Else.Value)
+	}
+	if !good {
+		return nil
+	}
+	return j
 }
 
 // compensation reads a compensate mapping; def is who undoes when it has no

@@ -26,6 +26,8 @@ func (p *parser) check(def *Definition) {
 	p.checkCompensations(def, terminal)
 	p.checkStarts(def)
 	p.checkDeterminism(def)
+	p.checkParallel(def, terminal)
+	p.checkContracts(def)
 
 	for _, t := range def.Transitions {
 		for _, f := range t.From {
@@ -109,18 +111,17 @@ func (p *parser) checkParticipants(def *Definition) {
 				used[to] = true
 			}
 		}
-		if t.Send == nil {
-			continue
-		}
-		to := t.Send.To.Value
-		used[to] = true
-		switch {
-		case to == Engine:
-			p.add(t.Send.To.Pos, ruleSendToEngine, "commands cannot be sent to the engine: send.to must name a participant")
-		case to == API:
-			p.add(t.Send.To.Pos, ruleSendToAPI, "commands cannot be sent to api (the callers of the HTTP API): send.to must name a participant")
-		case p.participantsOK && def.Participants[to] == nil:
-			undeclared(t.Send.To, "send.to: participant")
+		for _, send := range t.Sends() {
+			to := send.To.Value
+			used[to] = true
+			switch {
+			case to == Engine:
+				p.add(send.To.Pos, ruleSendToEngine, "commands cannot be sent to the engine: send.to must name a participant")
+			case to == API:
+				p.add(send.To.Pos, ruleSendToAPI, "commands cannot be sent to api (the callers of the HTTP API): send.to must name a participant")
+			case p.participantsOK && def.Participants[to] == nil:
+				undeclared(send.To, "send.to: participant")
+			}
 		}
 	}
 	if !p.transitionsOK {
@@ -158,9 +159,14 @@ func (p *parser) checkStarts(def *Definition) {
 	}
 }
 
+// checkDeterminism checks the decision groups: the transitions of one
+// event in one state (or of one starting event). A group of one is an
+// ordinary transition; a larger group is a decision on data, whose rows
+// have conditions (when) but one, the default.
 func (p *parser) checkDeterminism(def *Definition) {
 	type key struct{ state, event string }
-	seen := map[key]*Transition{}
+	groups := map[key][]*Transition{}
+	var order []key
 	for _, t := range def.Transitions {
 		froms := t.From
 		if t.Starts() {
@@ -168,16 +174,51 @@ func (p *parser) checkDeterminism(def *Definition) {
 		}
 		for _, f := range froms {
 			k := key{f.Value, t.On.Value}
-			first, dup := seen[k]
-			if !dup {
-				seen[k] = t
-				continue
+			if _, ok := groups[k]; !ok {
+				order = append(order, k)
 			}
-			where := "in state " + f.Value
-			if f.Value == "" {
-				where = "to start a saga"
+			groups[k] = append(groups[k], t)
+		}
+	}
+	where := func(state string) string {
+		if state == "" {
+			return "to start a saga"
+		}
+		return "in state " + state
+	}
+	for _, k := range order {
+		g := groups[k]
+		var defaults []*Transition
+		conds := map[string]*Transition{}
+		for _, t := range g {
+			if !t.whenWritten {
+				defaults = append(defaults, t)
+			} else if t.When != nil {
+				if first, dup := conds[t.When.Text]; dup {
+					p.add(t.When.Pos, ruleDuplicateCondition, "this condition is the same as the one at line %d for event %s %s: the first that holds applies, so this transition could never happen; change or remove one", first.When.Pos.Line, k.event, where(k.state))
+				} else {
+					conds[t.When.Text] = t
+				}
 			}
-			p.add(t.On.Pos, ruleNondeterministic, "event %s is accepted twice %s: here (to %s) and at line %d (to %s); the saga could not know which way to go", t.On.Value, where, t.To.Value, first.On.Pos.Line, first.To.Value)
+			if t.By.Value != g[0].By.Value {
+				p.add(t.By.Pos, ruleDecisionBy, "event %s %s is also accepted at line %d by %s: the transitions of one event in one state are one decision and name the same by (here %s)", k.event, where(k.state), g[0].On.Pos.Line, g[0].By.Value, t.By.Value)
+			}
+		}
+		for i, t := range defaults[min(1, len(defaults)):] {
+			first := defaults[i]
+			p.add(t.On.Pos, ruleNondeterministic, "event %s is accepted twice %s: here (to %s) and at line %d (to %s); the saga could not know which way to go (to decide on data, give all but one of them a condition: when)",
+				k.event, where(k.state), t.To.Value, first.On.Pos.Line, first.To.Value)
+		}
+		if len(defaults) == 0 {
+			lines := make([]string, 0, len(g))
+			for _, t := range g {
+				lines = append(lines, fmt.Sprint(t.On.Pos.Line))
+			}
+			at := "at line "
+			if len(lines) > 1 {
+				at = "at lines "
+			}
+			p.add(g[0].On.Pos, ruleDecisionNoDefault, "event %s %s is decided by conditions only (%s%s): add the default, the same transition without when, taken when no condition holds", k.event, where(k.state), at, strings.Join(lines, ", "))
 		}
 	}
 }
@@ -346,6 +387,14 @@ func (p *parser) checkEngineEvents(def *Definition, terminal func(string) bool) 
 		}
 	}
 	for _, t := range def.Transitions {
+		if j := t.Join; j != nil {
+			raise(t.To.Value, j.Then.Value)
+			raise(t.To.Value, j.Else.Value)
+			if !terminal(t.To.Value) {
+				unhandled(j.Then.Pos, fmt.Sprintf("join event %s of the parallel step into %s", j.Then.Value, t.To.Value), j.Then.Value, t.To.Value)
+				unhandled(j.Else.Pos, fmt.Sprintf("join event %s of the parallel step into %s", j.Else.Value, t.To.Value), j.Else.Value, t.To.Value)
+			}
+		}
 		if t.Send == nil || t.Send.Retry == nil {
 			continue
 		}
@@ -360,27 +409,38 @@ func (p *parser) checkEngineEvents(def *Definition, terminal func(string) bool) 
 			continue
 		}
 		if !raisedAnywhere[t.On.Value] {
-			p.add(t.On.Pos, ruleNeverRaised, "the engine never raises %s: no state timeout (timeout.event) and no retry (retry.exhausted) names it, so this transition could never happen", t.On.Value)
+			p.add(t.On.Pos, ruleNeverRaised, "the engine never raises %s: no state timeout (timeout.event), no retry (retry.exhausted) and no join (then, else) names it, so this transition could never happen", t.On.Value)
 			continue
 		}
 		for _, f := range t.From {
 			if !raised[f.Value][t.On.Value] {
-				p.add(f.Pos, ruleNeverRaised, "the engine never raises %s in state %s: neither a timeout of %s nor a retry of a command sent on entering %s names it", t.On.Value, f.Value, f.Value, f.Value)
+				p.add(f.Pos, ruleNeverRaised, "the engine never raises %s in state %s: neither a timeout of %s nor a retry or join of a command sent on entering %s names it", t.On.Value, f.Value, f.Value, f.Value)
 			}
 		}
 	}
 }
 
-// compensations lists the compensations of t: its own, then its send's.
+// compensations lists the compensations of t: its own, then its sends'.
 func (t *Transition) compensations() []*Compensation {
 	var out []*Compensation
 	if t.Compensate != nil {
 		out = append(out, t.Compensate)
 	}
-	if t.Send != nil && t.Send.Compensate != nil {
-		out = append(out, t.Send.Compensate)
+	for _, s := range t.Sends() {
+		if s.Compensate != nil {
+			out = append(out, s.Compensate)
+		}
 	}
 	return out
+}
+
+// Sends lists the commands t sends: its send, or the branches of its
+// parallel step; none when it sends nothing.
+func (t *Transition) Sends() []*Send {
+	if t.Send != nil {
+		return []*Send{t.Send}
+	}
+	return t.Branches
 }
 
 // checkCompensations checks what a compensation undoes and that its done
@@ -402,8 +462,10 @@ func (p *parser) checkCompensations(def *Definition, terminal func(string) bool)
 			}
 			p.add(c.Pos, ruleCompensateByReserved, "a transition by %s has no participant's effect to undo (%s): put compensate on the send of the command whose effect needs undoing", t.By.Value, what)
 		}
-		if s := t.Send; s != nil && s.Compensate != nil && s.Compensate.Command.Value == s.Command.Value {
-			p.add(s.Compensate.Command.Pos, ruleCompensateSame, "the compensation of %s is %s itself: name the command that undoes it, e.g. REVERT_%s", s.Command.Value, s.Command.Value, s.Command.Value)
+		for _, s := range t.Sends() {
+			if s.Compensate != nil && s.Compensate.Command.Value == s.Command.Value {
+				p.add(s.Compensate.Command.Pos, ruleCompensateSame, "the compensation of %s is %s itself: name the command that undoes it, e.g. REVERT_%s", s.Command.Value, s.Command.Value, s.Command.Value)
+			}
 		}
 		for _, c := range t.compensations() {
 			if first == nil {
@@ -460,6 +522,14 @@ func (p *parser) checkReservedEvents(def *Definition) {
 		}
 		for _, c := range t.compensations() {
 			reserved(c.Done, "done event")
+		}
+		for _, b := range t.Branches {
+			reserved(b.OK, "reply event")
+			reserved(b.Fail, "reply event")
+		}
+		if j := t.Join; j != nil {
+			reserved(j.Then, "join event")
+			reserved(j.Else, "join event")
 		}
 	}
 }

@@ -41,6 +41,17 @@ const (
 	// MaxNameBytes is the longest name (saga, state, event, command,
 	// participant, key, role).
 	MaxNameBytes = 128
+	// MaxExpressions is the most expressions (conditions, payload
+	// mappings and their fields, for_each lists) of one saga: compiling
+	// one takes about 0.2 ms.
+	MaxExpressions = 2_000
+	// MaxBranches is the most branches of one parallel step (a fan-out
+	// with for_each is one branch, whatever its list's length).
+	MaxBranches = 100
+	// MaxSchemaBytes is the largest schema file an event's contract may
+	// name; all the schema files of one definition together are at most
+	// MaxFileBytes.
+	MaxSchemaBytes = 256 << 10
 	// MaxProblems is the most problems reported for one file; when there
 	// are more, a last problem with rule too-many-problems says how many
 	// were left out.
@@ -62,6 +73,8 @@ const (
 	ruleTooManyParticipants = "too-many-participants"
 	ruleTooManyKeys         = "too-many-keys"
 	ruleTooManyProblems     = "too-many-problems"
+	ruleTooManyExpressions  = "too-many-expressions"
+	ruleTooManyBranches     = "too-many-branches"
 )
 
 // suggestCells bounds the work of "did you mean" suggestions in one file

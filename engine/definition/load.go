@@ -33,7 +33,7 @@ func LoadDir(fsys fs.FS) ([]*Definition, Problems) {
 			problems = append(problems, Problem{File: name, Rule: ruleReadError, Message: fmt.Sprintf("reading the file: %v", err)})
 			continue
 		}
-		def, ps := Parse(name, data)
+		def, ps := ParseWith(name, data, Options{Files: fsys})
 		problems = append(problems, ps...)
 		if def == nil {
 			continue

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"regexp"
 	"sort"
 	"strconv"
@@ -25,7 +26,23 @@ import (
 // MaxProblems problems (plus one too-many-problems line), so that its time
 // and memory stay roughly proportional to len(data) whatever the input.
 func Parse(name string, data []byte) (*Definition, Problems) {
-	p := &parser{file: name, suggestBudget: suggestCells}
+	return ParseWith(name, data, Options{})
+}
+
+// Options are what ParseWith needs besides the file's bytes.
+type Options struct {
+	// Files is the directory of the definition file: the schema files an
+	// event's contract names (schema: schemas/x.json) are read from it.
+	// nil: only schemas written inline are accepted, a schema file is a
+	// problem (rule schema-file).
+	Files fs.FS
+}
+
+// ParseWith is Parse with options: the directory schema files are read
+// from. Reading them is bounded too (MaxSchemaBytes per file, MaxFileBytes
+// for all of a definition's schema files).
+func ParseWith(name string, data []byte, opts Options) (*Definition, Problems) {
+	p := &parser{file: name, suggestBudget: suggestCells, src: data, files: opts.Files}
 	if len(data) > MaxFileBytes {
 		p.add(Pos{Line: 1, Col: 1}, ruleFileTooLarge, "the file is larger than %d bytes (1 MiB): a saga definition is a few kilobytes; split the saga", MaxFileBytes)
 		return nil, p.sorted()
@@ -52,6 +69,12 @@ type parser struct {
 
 	limited       bool // a count limit (states, transitions, ...) was passed: no semantic checks
 	suggestBudget int  // edit-distance cells left for "did you mean" suggestions
+
+	src         []byte // the file, for positions inside block-scalar expressions
+	lineStarts  []int  // byte offset of every line of src, computed when first needed
+	files       fs.FS  // the definition's directory, for schema files; nil: none
+	exprs       int    // expressions compiled so far (MaxExpressions)
+	schemaBytes int    // bytes of schema files read so far
 
 	// What the semantic checks need to know about the structure.
 	transitionsNode  *yaml.Node // the `transitions:` value, for no-start
@@ -115,6 +138,25 @@ const (
 	ruleNeverRaised          = "never-raised"
 	ruleRetryToTerminal      = "retry-to-terminal"
 	ruleDuplicateSaga        = "duplicate-definition"
+
+	ruleBadExpression        = "bad-expression"
+	ruleDecisionNoDefault    = "decision-without-default"
+	ruleDecisionBy           = "decision-by-differs"
+	ruleDuplicateCondition   = "duplicate-condition"
+	ruleJoinWithoutBranches  = "join-without-branches"
+	ruleBranchesWithoutJoin  = "branches-without-join"
+	ruleBranchOnly           = "branch-only"
+	ruleBranchExhausted      = "branch-exhausted"
+	ruleJoinPolicy           = "join-policy"
+	ruleBranchReply          = "branch-reply-ambiguous"
+	ruleBranchReplyIsEvent   = "branch-reply-is-event"
+	ruleJoinStateShared      = "join-state-shared"
+	ruleParallelToTerminal   = "parallel-to-terminal"
+	ruleBadSchema            = "bad-schema"
+	ruleSchemaFile           = "schema-file"
+	ruleContractUnknownEvent = "contract-unknown-event"
+	ruleContractEngineEvent  = "contract-engine-event"
+	ruleWritesShared         = "writes-shared"
 	ruleReadError            = "read-error"
 	ruleNoDefinitions        = "no-definitions"
 )

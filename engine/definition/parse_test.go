@@ -40,6 +40,13 @@ func readFile(tb testing.TB, path string) []byte {
 	return data
 }
 
+// parseFile parses a test definition the way LoadDir does: schema files
+// are read from the file's directory.
+func parseFile(tb testing.TB, file string) (*definition.Definition, definition.Problems) {
+	tb.Helper()
+	return definition.ParseWith(file, readFile(tb, file), definition.Options{Files: os.DirFS(filepath.Dir(file))})
+}
+
 // golden formats problems as the .want files hold them.
 func golden(ps definition.Problems) string {
 	var b strings.Builder
@@ -52,7 +59,7 @@ func golden(ps definition.Problems) string {
 func TestBadFiles(t *testing.T) {
 	for _, file := range badFiles(t) {
 		t.Run(filepath.Base(file), func(t *testing.T) {
-			def, problems := definition.Parse(file, readFile(t, file))
+			def, problems := parseFile(t, file)
 			if def != nil {
 				t.Errorf("Parse returned a definition for a bad file")
 			}
@@ -85,7 +92,7 @@ func TestBadFiles(t *testing.T) {
 func TestEveryRuleHasABadFile(t *testing.T) {
 	seen := map[string]bool{}
 	for _, file := range badFiles(t) {
-		_, problems := definition.Parse(file, readFile(t, file))
+		_, problems := parseFile(t, file)
 		for _, p := range problems {
 			seen[p.Rule] = true
 		}
@@ -102,6 +109,10 @@ func TestEveryRuleHasABadFile(t *testing.T) {
 		"alias-cycle", "alias-too-big", "too-many-keys", "too-many-problems",
 		"compensate-exhausted", "compensate-to-reserved", "compensate-by-reserved", "compensate-same-command",
 		"compensate-never-runs", "compensate-without-failed", "done-is-event", "done-reused", "reserved-event",
+		"bad-expression", "decision-without-default", "decision-by-differs", "duplicate-condition",
+		"join-without-branches", "branches-without-join", "branch-only", "branch-exhausted", "join-policy",
+		"branch-reply-ambiguous", "branch-reply-is-event", "join-state-shared", "parallel-to-terminal",
+		"bad-schema", "schema-file", "contract-unknown-event", "contract-engine-event", "writes-shared",
 	} {
 		if !seen[rule] {
 			t.Errorf("rule %s: no file in testdata/bad breaks it", rule)

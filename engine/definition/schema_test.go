@@ -106,7 +106,7 @@ func TestGoodFilesPassSchemaAndParse(t *testing.T) {
 			if err := validateYAML(sch, data); err != nil {
 				t.Errorf("schema: %v", err)
 			}
-			if _, problems := definition.Parse(file, data); len(problems) > 0 {
+			if _, problems := parseFile(t, file); len(problems) > 0 {
 				t.Errorf("Parse:\n%v", problems)
 			}
 		})

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
+	"github.com/portfolio-counselor/sagamachine/engine/expr"
 )
 
 // Engine is the reserved participant name for events that the saga machine
@@ -41,7 +42,12 @@ type Definition struct {
 	Transitions  []*Transition           // in file order
 	Final        []Name                  // success terminal states, in file order
 	Failed       []Name                  // failure terminal states, in file order
-	Pos          Pos                     // of the document's root mapping
+	// Events holds the data contracts of the `events:` section, by event
+	// name: the JSON Schema an event's payload must satisfy and the
+	// top-level context keys it may write. An event without an entry has
+	// no schema and may write any key no other participant owns.
+	Events map[string]*Event
+	Pos    Pos // of the document's root mapping
 }
 
 // Name is a name with the position where it was written.
@@ -96,11 +102,86 @@ type Transition struct {
 	To          Name
 	Roles       []Name        // by: api only: the roles that may fire it over HTTP (any one suffices); nil otherwise
 	Compensate  *Compensation // undoes what By did before emitting On; nil if none
-	Send        *Send
+	Send        *Send         // one command (send: as a mapping); nil if none or a parallel step
 	Description string
 	Pos         Pos
 
-	rolesPos Pos // of the `roles` key, for problems about it
+	// When is the transition's condition (a decision on data), nil for
+	// none. The transitions of one event in one state form a decision
+	// group: their conditions are evaluated in file order, the first that
+	// holds applies, and the one transition without When is the default.
+	When *Expr
+	// Branches are the commands of a parallel step (send: as a list), sent
+	// at once; nil for a transition that sends one command or none. Each
+	// has its reply events (Send.OK, Send.Fail). Join says when the step
+	// is over; the saga waits for it in To.
+	Branches []*Send
+	Join     *Join
+
+	rolesPos    Pos  // of the `roles` key, for problems about it
+	whenWritten bool // the file gives a when (which may not compile: When is then nil)
+}
+
+// Parallel reports whether the transition is a parallel step.
+func (t *Transition) Parallel() bool { return t.Join != nil }
+
+// Expr is an expression of the definition (CEL, see package expr), compiled
+// when the file is read.
+type Expr struct {
+	Text    string
+	Program *expr.Program
+	Pos     Pos // where the expression starts in the file
+}
+
+// Join is the end of a parallel step: how many branches must succeed
+// (Policy and N), and the events the engine raises in the step's target
+// state when that many did (Then) or when that many no longer can (Else).
+type Join struct {
+	Policy JoinPolicy
+	N      int // at_least: the number of branches (fan-out: commands) that must succeed; 0 otherwise
+	Then   Name
+	Else   Name
+	Pos    Pos
+}
+
+// JoinPolicy says how many branches of a parallel step must succeed.
+type JoinPolicy string
+
+// Join policies.
+const (
+	JoinAll     JoinPolicy = "all"      // every branch (every command of a fan-out)
+	JoinFirst   JoinPolicy = "first"    // the first to succeed; the others' effects are undone when they answer
+	JoinAtLeast JoinPolicy = "at_least" // Join.N of them
+)
+
+// Event is the data contract of one event (the `events:` section).
+type Event struct {
+	Name        string
+	Description string
+	Schema      *Schema // nil: the payload is not checked against a schema
+	// Writes lists the top-level context keys the event's payload may
+	// write; nil when the file does not say (then any key no other
+	// participant's event declares).
+	Writes []Name
+	Pos    Pos
+}
+
+// Mapping builds a command's payload from the saga's context, instead of
+// sending the whole context: either one expression giving an object (Expr)
+// or one expression per key (Fields, in file order; a field may nest).
+type Mapping struct {
+	Expr   *Expr
+	Fields []*MappingField
+	Pos    Pos
+}
+
+// MappingField is one key of a mapping: its value is an expression or a
+// nested mapping.
+type MappingField struct {
+	Key    string
+	Expr   *Expr    // nil when Nested is set
+	Nested *Mapping // nil when Expr is set
+	Pos    Pos
 }
 
 // Starts reports whether the transition starts a new saga (`from: []`).
@@ -110,9 +191,15 @@ func (t *Transition) Starts() bool { return len(t.From) == 0 }
 type Send struct {
 	To         Name
 	Command    Name
-	Retry      *Retry        // nil: sent once, no re-send
+	Retry      *Retry        // nil: sent once, no re-send; a branch's retry has no Exhausted (the branch fails)
 	Compensate *Compensation // undoes what Command did (or may have done); nil if none
+	Payload    *Mapping      // builds the command's payload; nil: the whole saga context
 	Pos        Pos
+
+	// A branch of a parallel step only:
+	OK      Name  // the participant's reply when the branch succeeded
+	Fail    Name  // its reply when the branch failed; zero when it has none
+	ForEach *Expr // fan-out: one command per element of this list (the payload sees item and index); nil for one command
 }
 
 // Compensation undoes an effect when the saga fails: saga-machine sends
