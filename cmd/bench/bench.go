@@ -72,7 +72,7 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (optio
 	fs.IntVar(&o.n, "n", 5000, "number of sagas (deals) to run")
 	fs.IntVar(&o.c, "c", 200, "concurrent clients: sagas in flight")
 	fs.IntVar(&o.rejectEvery, "reject-every", 4, "every k-th order is one the cash does not cover (rejected); 0 for none")
-	fs.IntVar(&o.users, "users", 0, "distinct users, each with a funded portfolio (default: c, so no two sagas in flight share a portfolio)")
+	fs.IntVar(&o.users, "users", 0, "distinct users, each with a funded portfolio (default: c, so no two sagas in flight share a portfolio; open loop: the rate, one second of arrivals)")
 	fs.StringVar(&o.postgres, "postgres", "", "PostgreSQL server URL: the started system gets fresh databases on it (dropped afterwards unless --keep)")
 	fs.StringVar(&brokers, "brokers", "", "Kafka brokers, comma-separated, for the started system (fresh topics); default the embedded broker")
 	fs.BoolVar(&o.remote, "remote", false, "drive a running system (make run) instead of starting one")
