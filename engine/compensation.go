@@ -27,6 +27,10 @@ type Undo struct {
 	Compensation *Compensation
 	Of           string // id of the event or command whose effect it undoes
 	Compensated  bool   // the participant answered Compensation.Done: nothing left to undo
+	// Group names the parallel step the command belonged to (for example
+	// the id of the event that started it), "" for a step of its own: the
+	// compensations of one group are sent together (PlanGroup).
+	Group string
 }
 
 // Undos lists the compensable effects of step, oldest first, to append to
@@ -55,6 +59,28 @@ func Plan(taken []Undo) []Undo {
 	for i := len(taken) - 1; i >= 0; i-- {
 		if !taken[i].Compensated {
 			out = append(out, taken[i])
+		}
+	}
+	return out
+}
+
+// PlanGroup returns the compensations to send next, together: the newest
+// one not yet compensated and, when it belongs to a parallel step (Group),
+// every other one of that step not yet compensated, newest first. Send
+// them all, wait for all their done events (marking each Compensated as it
+// arrives), and plan again; the saga is compensated when PlanGroup returns
+// none. Plan gives the whole order, PlanGroup the next batch of it: the
+// completed branches of a failed parallel step are compensated together,
+// steps one after the other. Pure: it does not modify taken.
+func PlanGroup(taken []Undo) []Undo {
+	plan := Plan(taken)
+	if len(plan) == 0 || plan[0].Group == "" {
+		return plan[:min(1, len(plan))]
+	}
+	var out []Undo
+	for _, u := range plan {
+		if u.Group == plan[0].Group {
+			out = append(out, u)
 		}
 	}
 	return out

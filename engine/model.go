@@ -41,6 +41,11 @@ type Model struct {
 	eventNames []string                    // every event, in first-use order
 	exhausted  map[edgeKey]string          // (state, exhausted event) → command whose retries raise it
 	byDone     map[[2]string]*Compensation // (participant, done event) → compensation
+
+	contracts  map[string]*Contract    // event → its data contract (only events that have one)
+	parallels  []*Parallel             // every parallel step, by ID
+	parallelIn map[string][]*Parallel  // state → the parallel steps that lead into it
+	decisions  bool                    // some transition has a condition
 }
 
 // Step is the outcome of applying one event to one state.
@@ -53,6 +58,16 @@ type Step struct {
 	Undo   *Compensation // undoes what By did before emitting Event, nil if none; shared
 	Final  bool          // To is a success terminal state
 	Failed bool          // To is a failure terminal state
+
+	// Condition is the condition (when) of the transition a decision took,
+	// "" for a default or an ordinary transition. For the timeline.
+	Condition string
+	// Parallel is the parallel step the transition starts (its branches
+	// are the commands to send, Send is then nil), nil for none; shared.
+	Parallel *Parallel
+	// Contract is the data contract of Event (Model.Contract), nil when it
+	// has none; shared. ApplyWith has checked the payload against it.
+	Contract *Contract
 }
 
 // CommandSpec is a command that a transition sends.
@@ -60,8 +75,17 @@ type CommandSpec struct {
 	Participant string
 	Topic       string
 	Name        string
-	Retry       *definition.Retry // nil: send once
+	Retry       *definition.Retry // nil: send once; a branch's retry has no Exhausted (the branch fails)
 	Compensate  *Compensation     // undoes what the command did (or may have done), nil if none
+	// Payload builds the command's payload from the context (see
+	// BuildPayload); nil: the payload is the whole saga context.
+	Payload *Mapping
+	// ForEach is a fan-out branch's list: one command per element (see
+	// Expand); nil for one command.
+	ForEach *definition.Expr
+
+	saga    string // for the saga variable of mappings
+	version int
 }
 
 // Allowed is one event that may be applied in a state: who must emit it and
@@ -70,10 +94,17 @@ type Allowed struct {
 	Event string // event name
 	By    string // participant that must emit it (definition.Engine for timers and retries, definition.API for HTTP starts)
 	To    string // state after
+	When  string // the condition of a decision's transition; "" for the default and for ordinary transitions
 }
 
-// String formats a as "EVENT (by)".
-func (a Allowed) String() string { return a.Event + " (" + a.By + ")" }
+// String formats a as "EVENT (by)", or "EVENT (by) when CONDITION" for a
+// decision's conditional transition.
+func (a Allowed) String() string {
+	if a.When != "" {
+		return a.Event + " (" + a.By + ") when " + a.When
+	}
+	return a.Event + " (" + a.By + ")"
+}
 
 type edgeKey struct{ state, event string }
 
@@ -86,7 +117,12 @@ type edge struct {
 	fin  bool
 	fail bool
 
-	roles []string // by definition.API: the roles that may fire it over HTTP
+	roles    []string // by definition.API: the roles that may fire it over HTTP
+	parallel *Parallel
+	contract *Contract // of the event, nil for none
+	// alts are the conditional transitions of a decision, in file order,
+	// tried before this one, the default. nil for an ordinary transition.
+	alts []*edge
 }
 
 type stateInfo struct {
@@ -120,6 +156,8 @@ func Compile(def *definition.Definition) (*Model, error) {
 		keys:       make(map[string]string, len(def.Keys)),
 		exhausted:  make(map[edgeKey]string),
 		byDone:     make(map[[2]string]*Compensation),
+		contracts:  make(map[string]*Contract),
+		parallelIn: make(map[string][]*Parallel),
 	}
 	for name, p := range def.Participants {
 		if name == definition.Engine || name == definition.API {
@@ -157,6 +195,12 @@ func Compile(def *definition.Definition) (*Model, error) {
 		m.failed = append(m.failed, n.Value)
 	}
 
+	type group struct {
+		def  *edge   // the transition without condition
+		alts []*edge // the conditional ones, in file order
+	}
+	groups := map[edgeKey]*group{}
+	var groupOrder []edgeKey
 	edgeOf := make([]*edge, len(def.Transitions))
 	for i, tr := range def.Transitions {
 		ev, by, to := tr.On.Value, tr.By.Value, tr.To.Value
@@ -184,16 +228,27 @@ func Compile(def *definition.Definition) (*Model, error) {
 		if by != definition.API && len(tr.Roles) > 0 {
 			return fail("transition %s by %s has roles; only by api may", ev, by)
 		}
+		if tr.When != nil && tr.When.Program == nil {
+			return fail("the condition of transition %s at line %d is not compiled", ev, tr.Pos.Line)
+		}
 		var send *CommandSpec
 		if tr.Send != nil {
-			topic, ok := m.partTopics[tr.Send.To.Value]
-			if !ok {
-				return fail("transition %s sends %s to unknown participant %q", ev, tr.Send.Command.Value, tr.Send.To.Value)
+			var err error
+			if send, err = m.commandSpec(tr.Send); err != nil {
+				return nil, &Error{Code: CodeInvalid, Op: op, Message: "compile the send of " + ev, Err: err}
 			}
-			send = &CommandSpec{Participant: tr.Send.To.Value, Topic: topic, Name: tr.Send.Command.Value, Retry: tr.Send.Retry}
 		}
 		toInfo := info(to)
 		e := &edge{tr: tr, by: by, to: to, send: send, fin: toInfo.final, fail: toInfo.failed, roles: roles}
+		if tr.Join != nil {
+			p, err := m.compileParallel(tr, len(m.parallels))
+			if err != nil {
+				return nil, &Error{Code: CodeInvalid, Op: op, Message: "compile the parallel step of " + ev, Err: err}
+			}
+			m.parallels = append(m.parallels, p)
+			m.parallelIn[to] = append(m.parallelIn[to], p)
+			e.parallel = p
+		}
 		edgeOf[i] = e
 		src := []string{""}
 		if !tr.Starts() {
@@ -202,6 +257,11 @@ func Compile(def *definition.Definition) (*Model, error) {
 				src = append(src, f.Value)
 			}
 		}
+		when := ""
+		if tr.When != nil {
+			when = tr.When.Text
+			m.decisions = true
+		}
 		for _, s := range src {
 			if s != "" {
 				if si := info(s); si.final || si.failed {
@@ -209,16 +269,30 @@ func Compile(def *definition.Definition) (*Model, error) {
 				}
 			}
 			k := edgeKey{s, ev}
-			if prev, dup := m.edges[k]; dup {
-				return fail("event %s is handled twice in state %s (lines %d and %d)", ev, displayState(s), prev.tr.Pos.Line, tr.Pos.Line)
+			g := groups[k]
+			if g == nil {
+				g = &group{}
+				groups[k] = g
+				groupOrder = append(groupOrder, k)
 			}
-			m.edges[k] = e
-			m.allowed[s] = append(m.allowed[s], Allowed{Event: ev, By: by, To: to})
+			if tr.When != nil {
+				g.alts = append(g.alts, e)
+			} else {
+				if g.def != nil {
+					return fail("event %s is handled twice in state %s (lines %d and %d)", ev, displayState(s), g.def.tr.Pos.Line, tr.Pos.Line)
+				}
+				g.def = e
+			}
+			m.allowed[s] = append(m.allowed[s], Allowed{Event: ev, By: by, To: to, When: when})
 		}
 		if !m.known[ev] {
 			m.eventNames = append(m.eventNames, ev)
 		}
 		m.known[ev] = true
+		if tr.When != nil {
+			// looplab/fsm knows one target per (state, event): the default's.
+			continue
+		}
 		if tr.Starts() {
 			m.startEvts = append(m.startEvts, ev)
 		}
@@ -227,6 +301,15 @@ func Compile(def *definition.Definition) (*Model, error) {
 			k := edgeKey{to, send.Retry.Exhausted.Value}
 			if _, dup := m.exhausted[k]; !dup {
 				m.exhausted[k] = send.Name
+			}
+		}
+	}
+	for i, tr := range def.Transitions {
+		// The exhausted events of the conditional transitions' retries.
+		if e := edgeOf[i]; tr.When != nil && e.send != nil && e.send.Retry != nil {
+			k := edgeKey{e.to, e.send.Retry.Exhausted.Value}
+			if _, dup := m.exhausted[k]; !dup {
+				m.exhausted[k] = e.send.Name
 			}
 		}
 	}
@@ -248,6 +331,39 @@ func Compile(def *definition.Definition) (*Model, error) {
 				return nil, &Error{Code: CodeInvalid, Op: op, Message: "compile compensations", Err: err}
 			}
 		}
+		if e.parallel != nil {
+			for j, b := range tr.Branches {
+				if e.parallel.Branches[j].Command.Compensate, err = m.compensation(b.Compensate); err != nil {
+					return nil, &Error{Code: CodeInvalid, Op: op, Message: "compile compensations", Err: err}
+				}
+			}
+		}
+	}
+	if err := m.compileContracts(def); err != nil {
+		return nil, &Error{Code: CodeInvalid, Op: op, Message: "compile the events' contracts", Err: err}
+	}
+	for i := range def.Transitions {
+		edgeOf[i].contract = m.contracts[edgeOf[i].tr.On.Value]
+	}
+	// One lookup entry per (state, event): the default, with the
+	// conditional transitions of a decision to try first.
+	for _, k := range groupOrder {
+		g := groups[k]
+		if g.def == nil {
+			return fail("event %s in state %s is decided by conditions only: it has no default transition", k.event, displayState(k.state))
+		}
+		for _, a := range g.alts {
+			if a.by != g.def.by {
+				return fail("event %s in state %s comes from %s in one transition and from %s in another", k.event, displayState(k.state), g.def.by, a.by)
+			}
+		}
+		if len(g.alts) == 0 {
+			m.edges[k] = g.def
+			continue
+		}
+		head := *g.def
+		head.alts = g.alts
+		m.edges[k] = &head
 	}
 	for name, si := range m.stateInfo {
 		if si.timeout != nil && !m.known[si.timeout.Event.Value] {
@@ -322,7 +438,7 @@ func (m *Model) crossCheck() error {
 		}
 		for _, a := range m.allowed[s] {
 			e := m.edges[edgeKey{s, a.Event}]
-			if e == nil || e.to != a.To {
+			if e == nil || !e.leadsTo(a.To, a.When) {
 				return fmt.Errorf("state %s, event %s: the allowed list and the table disagree", displayState(s), a.Event)
 			}
 			f.SetState(s)
@@ -348,6 +464,20 @@ func (m *Model) crossCheck() error {
 		}
 	}
 	return nil
+}
+
+// leadsTo reports whether e (a lookup entry) has a transition to state with
+// condition when ("" for the default).
+func (e *edge) leadsTo(state, when string) bool {
+	if when == "" {
+		return e.to == state
+	}
+	for _, a := range e.alts {
+		if a.to == state && a.tr.When != nil && a.tr.When.Text == when {
+			return true
+		}
+	}
+	return false
 }
 
 // noSuchEvent is an event name no definition can have (names are
@@ -393,11 +523,30 @@ func (m *Model) String() string { return fmt.Sprintf("%s v%d", m.def.Saga, m.def
 // CodeUnknownEvent, CodeIllegal, CodeWrongParticipant or CodeFinished and a
 // message naming the events that are allowed in state. A state the model
 // does not have gives CodeInvalid.
+//
+// A decision on data (transitions with conditions) needs the event's
+// payload and the saga's context: Apply refuses it with CodeInvalid and
+// ErrNeedsData; use ApplyWith. Apply does not check the event's contract
+// (Step.Contract); ApplyWith does.
 func (m *Model) Apply(state, event, by string) (Step, error) {
 	if e, ok := m.edges[edgeKey{state, event}]; ok && e.by == by {
-		return Step{From: state, Event: event, By: by, To: e.to, Send: e.send, Undo: e.undo, Final: e.fin, Failed: e.fail}, nil
+		if e.alts != nil {
+			return Step{}, &Error{Code: CodeInvalid, Op: "apply " + event + " to " + m.String(),
+				Message: fmt.Sprintf("event %s in state %s is a decision on data: its conditions need the payload and the context (ApplyWith)", event, displayState(state)), Err: ErrNeedsData}
+		}
+		return e.step(state, event), nil
 	}
 	return Step{}, m.applyError(state, event, by)
+}
+
+// step is the Step of taking e from state on event.
+func (e *edge) step(state, event string) Step {
+	st := Step{From: state, Event: event, By: e.by, To: e.to, Send: e.send, Undo: e.undo, Final: e.fin, Failed: e.fail,
+		Parallel: e.parallel, Contract: e.contract}
+	if e.tr.When != nil {
+		st.Condition = e.tr.When.Text
+	}
+	return st
 }
 
 // applyError explains why Apply refused (state, event, by). It is off the

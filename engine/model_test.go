@@ -352,8 +352,8 @@ func TestModelAccessors(t *testing.T) {
 		{"HasState(DRAFT)", m.HasState("DRAFT"), true},
 		{"HasEvent(NOTIFY)", m.HasEvent("NOTIFY"), false},
 		{"Timeout(APPROVED)", m.Timeout("APPROVED") == nil, true},
-		{"Allowed(\"\")", m.Allowed(""), []Allowed{{"REGISTER", "deals", "DRAFT"}}},
-		{"Allowed(APPROVED)", m.Allowed("APPROVED"), []Allowed{{"DEAL_UPDATED", "deals", "NOTIFICATION"}, {"DEALS_UNAVAILABLE", "engine", "FAILED"}}},
+		{"Allowed(\"\")", m.Allowed(""), []Allowed{{Event: "REGISTER", By: "deals", To: "DRAFT"}}},
+		{"Allowed(APPROVED)", m.Allowed("APPROVED"), []Allowed{{Event: "DEAL_UPDATED", By: "deals", To: "NOTIFICATION"}, {Event: "DEALS_UNAVAILABLE", By: "engine", To: "FAILED"}}},
 		{"Allowed(NOTIFICATION)", len(m.Allowed("NOTIFICATION")), 0},
 		{"Description(DRAFT)", m.Description("DRAFT"), "The deal is registered; profile is checking the balance."},
 	}
