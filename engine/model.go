@@ -42,10 +42,10 @@ type Model struct {
 	exhausted  map[edgeKey]string          // (state, exhausted event) → command whose retries raise it
 	byDone     map[[2]string]*Compensation // (participant, done event) → compensation
 
-	contracts  map[string]*Contract    // event → its data contract (only events that have one)
-	parallels  []*Parallel             // every parallel step, by ID
-	parallelIn map[string][]*Parallel  // state → the parallel steps that lead into it
-	decisions  bool                    // some transition has a condition
+	contracts  map[string]*Contract   // event → its data contract (only events that have one)
+	parallels  []*Parallel            // every parallel step, by ID
+	parallelIn map[string][]*Parallel // state → the parallel steps that lead into it
+	decisions  bool                   // some transition has a condition
 }
 
 // Step is the outcome of applying one event to one state.

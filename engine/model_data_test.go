@@ -219,9 +219,9 @@ func TestParallelStep(t *testing.T) {
 		}
 	}
 	outcomes := []struct {
-		policy                  definition.JoinPolicy
+		policy                 definition.JoinPolicy
 		n, total, succ, failed int
-		want                    JoinOutcome
+		want                   JoinOutcome
 	}{
 		{definition.JoinAll, 0, 4, 3, 0, JoinPending},
 		{definition.JoinAll, 0, 4, 4, 0, JoinDone},
