@@ -16,13 +16,20 @@ import (
 	"github.com/portfolio-counselor/sagamachine/sagas"
 )
 
-const schemaURL = "https://github.com/portfolio-counselor/sagamachine/schema/saga-definition.schema.json"
+const schemaBaseURL = "https://github.com/portfolio-counselor/sagamachine/schema/"
 
 // compileSchema compiles schema/saga-definition.schema.json; compiling also
 // checks it against the draft 2020-12 meta-schema.
 func compileSchema(tb testing.TB) *jsonschema.Schema {
 	tb.Helper()
-	data := readFile(tb, filepath.Join("..", "..", "schema", "saga-definition.schema.json"))
+	return compileSchemaFile(tb, "saga-definition.schema.json")
+}
+
+// compileSchemaFile compiles one of the schemas of schema/.
+func compileSchemaFile(tb testing.TB, name string) *jsonschema.Schema {
+	tb.Helper()
+	schemaURL := schemaBaseURL + name
+	data := readFile(tb, filepath.Join("..", "..", "schema", name))
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
 	if err != nil {
 		tb.Fatalf("reading the definition schema: %v", err)
