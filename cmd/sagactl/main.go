@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
@@ -25,20 +25,31 @@ const (
 const usage = `sagactl checks, draws and dry-runs saga definitions (sagas/*.yaml).
 
 Usage:
-  sagactl validate [--format text|json] FILE...
+  sagactl validate [--format text|json] [--sagas DIR] FILE...
         Check every file. Prints "FILE: ok (SAGA vN, N states, M transitions)"
         for a valid file, and every problem as FILE:LINE:COL: message.
-        --format json prints one JSON array of problems instead.
+        --format json prints one JSON array of problems instead. A migration
+        (a file with migration:) is checked against the definitions in DIR
+        (default: the directory above the migration's, e.g. sagas/).
   sagactl render [--format mermaid|dot] FILE
         Print the state machine as a Mermaid stateDiagram-v2 (default) or a
         Graphviz digraph.
-  sagactl simulate FILE EVENT[@participant]...
+  sagactl simulate [--payload EVENT=FILE]... FILE EVENT[@participant][=JSON]...
         Start a saga and apply the events in order, each emitted by the
         participant the definition expects in the current state (or the one
-        written after @). Prints one line per step with the commands sent and
-        the timeouts and retries armed in the new state. When an event leads
-        into a failed state, prints the compensations to send, newest first;
-        the next EVENTs are then their done events, in that order.
+        written after @), with the payload written after = (or read from the
+        --payload file of that event). Payloads are checked against the
+        events' contracts, decide the decisions and join the context that
+        mappings build commands from. Prints one line per step with the
+        commands sent and the timeouts and retries armed in the new state.
+        In a parallel step the next EVENTs may be the branches' replies; the
+        join's event follows by itself. When an event leads into a failed
+        state, prints the compensations to send, newest first; the next
+        EVENTs are then their done events, in that order.
+  sagactl migrate --dry-run [--sagas DIR] MIGRATION INSTANCE.json
+        Show what MIGRATION (sagas/migrations/*.yaml) does to one saga
+        instance (JSON, as GET /api/v1/sagas/{id} returns it), without
+        changing anything. Applying it is saga-machine's (operator role).
   sagactl help
         Print this text.
 
@@ -65,11 +76,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return render(rest, stdout, stderr)
 	case "simulate":
 		return simulate(rest, stdout, stderr)
+	case "migrate":
+		return migrate(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	default:
-		fmt.Fprintf(stderr, "sagactl: unknown command %q (commands: validate, render, simulate, help)\n", cmd)
+		fmt.Fprintf(stderr, "sagactl: unknown command %q (commands: validate, render, simulate, migrate, help)\n", cmd)
 		return exitUsage
 	}
 }
@@ -124,7 +137,8 @@ func load(cmd, file string, stderr io.Writer) (def *definition.Definition, probl
 		fmt.Fprintf(stderr, "sagactl %s: cannot read %s: %v\n", cmd, file, unwrapPathError(err))
 		return nil, nil, false
 	}
-	def, problems = definition.Parse(file, data)
+	// Schema files (schema: schemas/x.json) are read beside the file.
+	def, problems = definition.ParseWith(file, data, definition.Options{Files: os.DirFS(filepath.Dir(file))})
 	return def, problems, true
 }
 
@@ -168,8 +182,9 @@ func compile(cmd, file string, stderr io.Writer) (*engine.Model, int) {
 }
 
 func validate(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("validate", "[--format text|json] FILE...", stderr)
+	fs := newFlagSet("validate", "[--format text|json] [--sagas DIR] FILE...", stderr)
 	format := fs.String("format", "text", "output format: text or json")
+	sagasDir := fs.String("sagas", "", "the definitions a migration is checked against (default: the directory above the migration's)")
 	files, err := parseInterspersed(fs, args)
 	if err != nil {
 		return flagExit(err)
@@ -186,6 +201,23 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	all := definition.Problems{}
 	unreadable := false
 	for _, file := range files {
+		if data, err := readFile(file); err == nil && definition.IsMigration(data) {
+			problems, summary, ok := validateMigration(file, data, *sagasDir, stderr)
+			if !ok {
+				unreadable = true
+				continue
+			}
+			all = append(all, problems...)
+			if *format == "text" {
+				for _, p := range problems {
+					fmt.Fprintln(stdout, p)
+				}
+				if len(problems) == 0 {
+					fmt.Fprintf(stdout, "%s: ok (%s)\n", file, summary)
+				}
+			}
+			continue
+		}
 		def, problems, ok := load("validate", file, stderr)
 		if !ok {
 			unreadable = true
@@ -248,222 +280,6 @@ func render(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprint(stdout, r(m))
 	return exitOK
-}
-
-func simulate(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("simulate", "FILE EVENT[@participant]...", stderr)
-	rest, err := parseInterspersed(fs, args)
-	if err != nil {
-		return flagExit(err)
-	}
-	if len(rest) < 2 {
-		fmt.Fprintln(stderr, "sagactl simulate: want a FILE and at least one EVENT")
-		fs.Usage()
-		return exitUsage
-	}
-	m, code := compile("simulate", rest[0], stderr)
-	if m == nil {
-		return code
-	}
-	type stepArg struct{ event, by string }
-	var steps []stepArg
-	for i, arg := range rest[1:] {
-		event, by, explicit := strings.Cut(arg, "@")
-		if event == "" || (explicit && by == "") {
-			fmt.Fprintf(stderr, "sagactl simulate: event %d: %q is not EVENT or EVENT@participant\n", i+1, arg)
-			return exitUsage
-		}
-		steps = append(steps, stepArg{event, by})
-	}
-	sim := &simulation{m: m, stdout: stdout}
-	for i, sa := range steps {
-		var err error
-		if sim.compensating() {
-			err = sim.done(i+1, sa.event, sa.by)
-		} else {
-			err = sim.apply(i+1, sa.event, sa.by)
-		}
-		if err != nil {
-			sim.flush()
-			fmt.Fprintf(stderr, "sagactl simulate: step %d: %v\n", i+1, err)
-			return exitInvalid
-		}
-	}
-	sim.flush()
-	state := sim.state
-	switch {
-	case sim.compensating():
-		var left []string
-		for _, u := range engine.Plan(sim.taken) {
-			left = append(left, compensationText(u.Compensation))
-		}
-		fmt.Fprintf(stdout, "saga still compensating before it ends in %s, waiting for: %s (%s); still to undo, newest first: %s\n",
-			state, sim.next().Done, sim.next().Participant, strings.Join(left, ", "))
-	case m.IsFinal(state):
-		fmt.Fprintf(stdout, "saga finished in %s (success)\n", state)
-	case m.IsFailed(state) && sim.undone > 0:
-		fmt.Fprintf(stdout, "saga finished in %s (failure, %d compensations done)\n", state, sim.undone)
-	case m.IsFailed(state):
-		fmt.Fprintf(stdout, "saga finished in %s (failure)\n", state)
-	default:
-		var waiting []string
-		for _, a := range m.Allowed(state) {
-			waiting = append(waiting, a.String())
-		}
-		fmt.Fprintf(stdout, "saga still running in %s, waiting for: %s\n", state, strings.Join(waiting, ", "))
-	}
-	return exitOK
-}
-
-// simulation is one saga run by sagactl simulate: its state, the
-// compensable effects of its steps, and the table printed so far.
-type simulation struct {
-	m      *engine.Model
-	stdout io.Writer
-	tw     *tabwriter.Writer // nil when no row is pending
-
-	state   string
-	taken   []engine.Undo
-	failing *engine.Step // the step into a failed state, while compensating
-	undone  int          // compensations done
-}
-
-func (s *simulation) row(cols ...string) {
-	if s.tw == nil {
-		s.tw = tabwriter.NewWriter(s.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(s.tw, "#\tSTATE BEFORE\tEVENT (by)\tSTATE AFTER\tCOMMANDS SENT\tARMED IN NEW STATE")
-	}
-	fmt.Fprintln(s.tw, strings.Join(cols, "\t"))
-}
-
-func (s *simulation) flush() {
-	if s.tw != nil {
-		s.tw.Flush()
-		s.tw = nil
-	}
-}
-
-// compensating reports whether the saga entered a failed state and still
-// has compensations to send.
-func (s *simulation) compensating() bool { return s.failing != nil }
-
-// next is the compensation the saga waits for while compensating.
-func (s *simulation) next() *engine.Compensation { return engine.Plan(s.taken)[0].Compensation }
-
-// apply applies a participant's or the engine's event to the saga.
-func (s *simulation) apply(n int, event, by string) error {
-	if by == "" {
-		by = expectedBy(s.m, s.state, event)
-	}
-	step, err := s.m.Apply(s.state, event, by)
-	if err != nil {
-		who := event
-		if by != "" {
-			who += " (" + by + ")"
-		}
-		return fmt.Errorf("%s refused in %s [%s]: %s", who, stateName(s.state), engine.ErrorCode(err), errMessage(err))
-	}
-	of := func(what string) string { return fmt.Sprintf("%s of step %d", what, n) }
-	cmd := ""
-	if step.Send != nil {
-		cmd = step.Send.Name
-	}
-	s.taken = append(s.taken, step.Undos(of(step.Event), of(cmd))...)
-	s.state = step.To
-	plan := engine.Plan(s.taken)
-	if !step.Failed || len(plan) == 0 {
-		s.row(fmt.Sprint(n), stateName(step.From), fmt.Sprintf("%s (%s)", step.Event, step.By), step.To, commandText(step.Send), armedText(s.m, step))
-		return nil
-	}
-	// Entering a failed state: the compensations go first, newest first,
-	// one at a time; the transition's own command waits for them.
-	s.failing = &step
-	first := plan[0].Compensation
-	s.row(fmt.Sprint(n), stateName(step.From), fmt.Sprintf("%s (%s)", step.Event, step.By), step.To+" (compensating)",
-		compensationSent(plan[0]), compensationArmed(first))
-	s.flush()
-	fmt.Fprintf(s.stdout, "%s is a failed state: %d compensations to send first, one at a time, newest first, each after the done event of the one before:\n", step.To, len(plan))
-	for i, u := range plan {
-		fmt.Fprintf(s.stdout, "  %d. %s, undoes %s; done: %s (%s)\n", i+1, compensationText(u.Compensation), u.Of, u.Compensation.Done, u.Compensation.Participant)
-	}
-	fmt.Fprintf(s.stdout, "  then: %s\n", commandText(step.Send))
-	return nil
-}
-
-// done takes the done event of the compensation the saga waits for.
-func (s *simulation) done(n int, event, by string) error {
-	want := s.next()
-	if by == "" {
-		by = doneBy(s.m, event, want)
-	}
-	if c, ok := s.m.CompensationByDone(by, event); !ok || c != want {
-		return fmt.Errorf("%s (%s) refused in %s: the saga is compensating and waits for %s (%s), the done event of %s",
-			event, by, s.state, want.Done, want.Participant, want.Command)
-	}
-	for i := len(s.taken) - 1; i >= 0; i-- {
-		if !s.taken[i].Compensated {
-			s.taken[i].Compensated = true
-			break
-		}
-	}
-	s.undone++
-	before := s.state + " (compensating)"
-	if plan := engine.Plan(s.taken); len(plan) > 0 {
-		s.row(fmt.Sprint(n), before, fmt.Sprintf("%s (%s)", event, by), before, compensationSent(plan[0]), compensationArmed(plan[0].Compensation))
-		return nil
-	}
-	failing := *s.failing
-	s.failing = nil
-	s.row(fmt.Sprint(n), before, fmt.Sprintf("%s (%s)", event, by), s.state, commandText(failing.Send), "-")
-	return nil
-}
-
-// doneBy is the participant that emits event while the saga waits for
-// compensation want: want's participant for its done event, else the one
-// whose compensation has that done event, else any emitter of the event (so
-// that the refusal names who would send it).
-func doneBy(m *engine.Model, event string, want *engine.Compensation) string {
-	if event == want.Done {
-		return want.Participant
-	}
-	for _, p := range m.Participants() {
-		if _, ok := m.CompensationByDone(p, event); ok {
-			return p
-		}
-	}
-	return expectedBy(m, "", event)
-}
-
-func compensationText(c *engine.Compensation) string {
-	return fmt.Sprintf("%s → %s (%s)", c.Command, c.Participant, c.Topic)
-}
-
-func compensationSent(u engine.Undo) string {
-	return compensationText(u.Compensation) + ", undoes " + u.Of
-}
-
-// compensationArmed describes the re-sends of a compensation: it never
-// gives up into an event.
-func compensationArmed(c *engine.Compensation) string {
-	r := c.Retry
-	return fmt.Sprintf("re-send %s (%d sends, backoff %s..%s) then compensation_failed", c.Command, r.Attempts, duration(r.Backoff), duration(r.MaxBackoff))
-}
-
-// expectedBy is the participant that emits event in state according to the
-// definition; when the event is not allowed there, any emitter of that event
-// (so that Apply explains why it is refused), or "".
-func expectedBy(m *engine.Model, state, event string) string {
-	for _, a := range m.Allowed(state) {
-		if a.Event == event {
-			return a.By
-		}
-	}
-	for _, tr := range m.Definition().Transitions {
-		if tr.On.Value == event {
-			return tr.By.Value
-		}
-	}
-	return ""
 }
 
 func errMessage(err error) string {

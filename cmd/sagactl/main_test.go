@@ -27,6 +27,16 @@ const (
 // the HTTP API (not shipped).
 const compensated = "../../engine/definition/testdata/good/compensated_order.yaml"
 
+// rebalance is the test definition that uses every construct of the
+// language's second version (decisions, a parallel step with a fan-out,
+// mappings, contracts); mco12 migrates MANUAL_CREATE_ORDER v1 to v2.
+const (
+	rebalance = "../../engine/definition/testdata/good/rebalance_portfolio.yaml"
+	mco12     = "../../engine/definition/testdata/migrations/good/manual_create_order.1-2.yaml"
+	badMig    = "../../engine/definition/testdata/migrations/bad/migration-unknown-state.yaml"
+	planFile  = "REBALANCE_REQUESTED=testdata/payloads/plan.json"
+)
+
 // runResult is what one sagactl invocation did.
 type runResult struct {
 	code           int
@@ -94,6 +104,36 @@ func TestGolden(t *testing.T) {
 		{"simulate-after-compensation", []string{"simulate", compensated, "REGISTER", "APPROVAL_TIMED_OUT", "ORDER_REVERTED", "DEAL_FAILED", "ORDER_APPROVED"}, 1},
 		{"simulate-api-start", []string{"simulate", compensated, "PHONE_ORDER_TAKEN", "ORDER_REJECTED", "DEAL_UPDATED"}, 0},
 		{"simulate-api-start-by-participant", []string{"simulate", compensated, "PHONE_ORDER_TAKEN@deals"}, 1},
+		// Language v2: decisions, parallel steps, mappings, contracts.
+		{"validate-v2", []string{"validate", rebalance}, 0},
+		{"render-v2-mermaid", []string{"render", rebalance}, 0},
+		{"render-v2-dot", []string{"render", "--format", "dot", rebalance}, 0},
+		{"simulate-v2-decision-risky", []string{"simulate", "--payload", planFile, rebalance, "REBALANCE_REQUESTED", `RISK_CHECKED={"risk": {"score": 80}}`}, 0},
+		{"simulate-v2-parallel", []string{"simulate", "--payload", planFile, rebalance, "REBALANCE_REQUESTED", `RISK_CHECKED={"risk": {"score": 10}}`,
+			"ORDER_PLACED", `CASH_RESERVED={"cash": {"reserved": "1500.50"}}`, `ORDER_PLACED={"orders": ["o-1", "o-2"]}`, "ORDER_PLACED"}, 0},
+		{"simulate-v2-parallel-running", []string{"simulate", "--payload", planFile, rebalance, "REBALANCE_REQUESTED", `RISK_CHECKED={"risk": {"score": 10}}`, "ORDER_PLACED"}, 0},
+		{"simulate-v2-parallel-fails", []string{"simulate", "--payload", planFile, rebalance, "REBALANCE_REQUESTED", `RISK_CHECKED={"risk": {"score": 10}}`,
+			"ORDER_PLACED", "CASH_SHORT", "ORDER_CANCELLED", "ORDER_CANCELLED", "ORDER_CANCELLED"}, 0},
+		{"simulate-v2-compensation-batch", []string{"simulate", "--payload", planFile, rebalance, "REBALANCE_REQUESTED", `RISK_CHECKED={"risk": {"score": 10}}`,
+			"ORDER_PLACED", "CASH_SHORT", "ORDER_CANCELLED", "CASH_RELEASED"}, 1},
+		{"simulate-v2-approval", []string{"simulate", "--payload", planFile, rebalance, "REBALANCE_REQUESTED", `RISK_CHECKED={"risk": {"score": 99}}`,
+			`REBALANCE_APPROVED={"approval": {"by": "client"}}`, "ORDER_PLACED", "ORDER_PLACED", "ORDER_PLACED", "CASH_RESERVED"}, 0},
+		{"simulate-v2-payload-not-json", []string{"simulate", rebalance, "REBALANCE_REQUESTED=@testdata/payloads/bad_plan.json"}, 2},
+		{"simulate-v2-schema", []string{"simulate", "--payload", "REBALANCE_REQUESTED=testdata/payloads/bad_plan.json", rebalance, "REBALANCE_REQUESTED"}, 1},
+		{"simulate-v2-writes", []string{"simulate", "--payload", planFile, rebalance, "REBALANCE_REQUESTED", `RISK_CHECKED={"risk": {"score": 10}, "plan": {}}`}, 1},
+		{"simulate-v2-empty-fan-out", []string{"simulate", rebalance, `REBALANCE_REQUESTED={"plan": {"portfolio_id": "P", "cash_needed": "1", "lines": []}}`, `RISK_CHECKED={"risk": {"score": 10}}`}, 0},
+		{"simulate-v2-missing-payload", []string{"simulate", "--payload", planFile, rebalance, "REBALANCE_REQUESTED", "RISK_CHECKED"}, 1},
+		{"simulate-bad-payload-arg", []string{"simulate", rebalance, "REBALANCE_REQUESTED=[1]"}, 2},
+		{"simulate-missing-payload-file", []string{"simulate", "--payload", "X=testdata/payloads/missing.json", rebalance, "REBALANCE_REQUESTED"}, 2},
+		// Migrations.
+		{"validate-migration", []string{"validate", "--sagas", "../../sagas", mco12}, 0},
+		{"validate-migration-bad", []string{"validate", "--sagas", "../../sagas", badMig}, 1},
+		{"migrate-dry-run", []string{"migrate", "--dry-run", "--sagas", "../../sagas", mco12, "testdata/instances/approved_v1.json"}, 0},
+		{"migrate-finished", []string{"migrate", "--dry-run", "--sagas", "../../sagas", mco12, "testdata/instances/finished_v1.json"}, 1},
+		{"migrate-without-dry-run", []string{"migrate", "--sagas", "../../sagas", mco12, "testdata/instances/approved_v1.json"}, 2},
+		{"migrate-bad-migration", []string{"migrate", "--dry-run", "--sagas", "../../sagas", badMig, "testdata/instances/approved_v1.json"}, 1},
+		{"migrate-api-detail", []string{"migrate", "--dry-run", "--sagas", "../../sagas", mco12, "testdata/instances/detail_v1.json"}, 0},
+		{"migrate-not-an-instance", []string{"migrate", "--dry-run", "--sagas", "../../sagas", mco12, "testdata/payloads/plan.json"}, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

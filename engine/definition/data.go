@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"path"
 	"regexp"
+	"sort"
 	"strings"
 	"unicode/utf8"
 
@@ -285,6 +286,7 @@ func violations(err error) string {
 		}
 	}
 	walk(ve.DetailedOutput())
+	sort.Strings(out) // the validator visits properties in map order
 	if len(out) == 0 {
 		return strings.Join(strings.Fields(ve.Error()), " ")
 	}

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/engine/definition"
+)
+
+// maxInstanceBytes bounds the instance file migrate reads.
+const maxInstanceBytes = 4 << 20
+
+// sagasDirOf is where the definitions of a migration are: dir if given,
+// else the directory above the migration's (sagas/migrations/x.yaml →
+// sagas).
+func sagasDirOf(migration, dir string) string {
+	if dir != "" {
+		return dir
+	}
+	return filepath.Dir(filepath.Dir(migration))
+}
+
+// loadDefinitions reads every definition of dir.
+func loadDefinitions(dir string) ([]*definition.Definition, definition.Problems) {
+	return definition.LoadDir(os.DirFS(dir))
+}
+
+// findDef returns the definition of saga at version, or nil.
+func findDef(defs []*definition.Definition, saga string, version int) *definition.Definition {
+	for _, d := range defs {
+		if d.Saga == saga && d.Version == version {
+			return d
+		}
+	}
+	return nil
+}
+
+// validateMigration parses a migration and checks it against the
+// definitions of sagasDir. ok is false when the definitions cannot be read.
+func validateMigration(file string, data []byte, sagasDir string, stderr io.Writer) (definition.Problems, string, bool) {
+	mig, problems := definition.ParseMigration(file, data)
+	if mig == nil {
+		return problems, "", true
+	}
+	dir := sagasDirOf(file, sagasDir)
+	defs, defProblems := loadDefinitions(dir)
+	if len(defs) == 0 && len(defProblems) > 0 {
+		fmt.Fprintf(stderr, "sagactl validate: cannot read the definitions of %s in %s: %v\n", file, dir, defProblems[0].Message)
+		return nil, "", false
+	}
+	problems = definition.CheckMigration(mig, findDef(defs, mig.Saga, mig.From), findDef(defs, mig.Saga, mig.To))
+	summary := fmt.Sprintf("migration of %s v%d → v%d, %d states mapped", mig.Saga, mig.From, mig.To, len(mig.States))
+	return problems, summary, true
+}
+
+func migrate(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("migrate", "--dry-run [--sagas DIR] MIGRATION INSTANCE.json", stderr)
+	dryRun := fs.Bool("dry-run", false, "show what the migration does to the instance (required: sagactl never changes a running saga)")
+	sagasDir := fs.String("sagas", "", "the definitions (default: the directory above the migration's)")
+	files, err := parseInterspersed(fs, args)
+	if err != nil {
+		return flagExit(err)
+	}
+	if !*dryRun {
+		fmt.Fprintln(stderr, "sagactl migrate: only --dry-run: running sagas are migrated by saga-machine (operator role), in one transaction that records it in each timeline")
+		return exitUsage
+	}
+	if len(files) != 2 {
+		fmt.Fprintf(stderr, "sagactl migrate: want a MIGRATION and an INSTANCE.json, got %d files\n", len(files))
+		fs.Usage()
+		return exitUsage
+	}
+	migFile, instFile := files[0], files[1]
+	data, err := readFile(migFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "sagactl migrate: cannot read %s: %v\n", migFile, unwrapPathError(err))
+		return exitUsage
+	}
+	problems, _, ok := validateMigration(migFile, data, *sagasDir, stderr)
+	if !ok {
+		return exitUsage
+	}
+	if len(problems) > 0 {
+		for _, p := range problems {
+			fmt.Fprintln(stderr, p)
+		}
+		fmt.Fprintf(stderr, "sagactl migrate: %s is not a valid migration; see sagactl validate\n", migFile)
+		return exitInvalid
+	}
+	mig, _ := definition.ParseMigration(migFile, data)
+	defs, _ := loadDefinitions(sagasDirOf(migFile, *sagasDir))
+	from, err := engine.Compile(findDef(defs, mig.Saga, mig.From))
+	if err != nil {
+		fmt.Fprintf(stderr, "sagactl migrate: %v\n", err)
+		return exitInvalid
+	}
+	to, err := engine.Compile(findDef(defs, mig.Saga, mig.To))
+	if err != nil {
+		fmt.Fprintf(stderr, "sagactl migrate: %v\n", err)
+		return exitInvalid
+	}
+	inst, err := readInstance(instFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "sagactl migrate: %v\n", err)
+		return exitUsage
+	}
+	out, err := engine.PlanMigration(from, to, mig, inst)
+	if err != nil {
+		fmt.Fprintf(stderr, "sagactl migrate: saga %s cannot migrate [%s]: %s\n", inst.ID, engine.ErrorCode(err), errMessage(err))
+		return exitInvalid
+	}
+	fmt.Fprintf(stdout, "dry run: saga %s would move from %s v%d to v%d (nothing is changed)\n", inst.ID, inst.Saga, inst.SagaVersion, out.SagaVersion)
+	change := func(what, before, after string) {
+		if before == after {
+			fmt.Fprintf(stdout, "  %-8s %s (unchanged)\n", what, before)
+		} else {
+			fmt.Fprintf(stdout, "  %-8s %s → %s\n", what, before, after)
+		}
+	}
+	change("state", inst.State, out.State)
+	change("context", compact(inst.Context), compact(out.Context))
+	change("keys", keysText(inst.Keys), keysText(out.Keys))
+	change("timer", timerText(&inst), timerText(&out))
+	pending := "-"
+	if out.Pending != nil {
+		pending = fmt.Sprintf("%s → %s, %d sends so far", out.Pending.Name, out.Pending.Participant, out.Attempts)
+	}
+	fmt.Fprintf(stdout, "  %-8s %s (kept)\n", "pending", pending)
+	fmt.Fprintf(stdout, "  %-8s %d compensable steps (kept)\n", "undo", len(out.Undo))
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(out); err != nil {
+		fmt.Fprintf(stderr, "sagactl migrate: write JSON: %v\n", err)
+		return exitUsage
+	}
+	return exitOK
+}
+
+// readInstance reads a saga instance (JSON) of at most maxInstanceBytes.
+func readInstance(file string) (engine.Instance, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return engine.Instance{}, fmt.Errorf("cannot read %s: %w", file, unwrapPathError(err))
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxInstanceBytes+1))
+	if err != nil {
+		return engine.Instance{}, fmt.Errorf("cannot read %s: %w", file, err)
+	}
+	if len(data) > maxInstanceBytes {
+		return engine.Instance{}, fmt.Errorf("%s is larger than %d bytes: not a saga instance", file, maxInstanceBytes)
+	}
+	// GET /api/v1/sagas/{id} answers {"saga": {...}, "timeline": [...]}:
+	// take its saga.
+	var detail struct {
+		Saga     json.RawMessage `json:"saga"`
+		Timeline json.RawMessage `json:"timeline"`
+	}
+	if json.Unmarshal(data, &detail) == nil && len(detail.Saga) > 0 && detail.Saga[0] == '{' {
+		data = detail.Saga
+	}
+	var inst engine.Instance
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&inst); err != nil {
+		return engine.Instance{}, fmt.Errorf("%s is not a saga instance (JSON as GET /api/v1/sagas/{id} returns it): %w", file, err)
+	}
+	if inst.ID == "" || inst.Saga == "" || inst.SagaVersion == 0 || inst.State == "" {
+		return engine.Instance{}, fmt.Errorf("%s lacks id, saga, saga_version or state", file)
+	}
+	return inst, nil
+}
+
+// compact prints a JSON document on one line.
+func compact(raw json.RawMessage) string {
+	if len(raw) == 0 {
+		return "{}"
+	}
+	if c, err := json.Marshal(raw); err == nil {
+		return string(c)
+	}
+	return string(raw)
+}
+
+func keysText(keys map[string]string) string {
+	if len(keys) == 0 {
+		return "-"
+	}
+	b, _ := json.Marshal(keys)
+	return string(b)
+}
+
+func timerText(inst *engine.Instance) string {
+	if inst.TimerAt == nil {
+		return "-"
+	}
+	return inst.TimerAt.UTC().Format("2006-01-02T15:04:05Z07:00")
+}
