@@ -23,6 +23,12 @@ type diagramEdge struct {
 	roles    []string // by api: the roles that may fire it over HTTP
 	undo     string   // the event's compensation: "FAIL_DEAL → deals", or ""
 	undoSend string   // the command's compensation: "REVERT_ORDER → profile", or ""
+
+	cond     string   // a decision's condition, "otherwise" for its default, "" for no decision
+	payload  string   // the command's payload mapping: "{deal_id, amount}", or ""
+	branches []string // a parallel step's commands: "PLACE_ORDER → deals for each context.lines (undo: CANCEL_ORDER → deals)"
+	join     string   // a parallel step's join: "join all: then TRADED, else TRADING_FAILED"
+	contract string   // the event's contract: "schema, writes plan", or ""
 }
 
 // diagramEdges lists the transitions in definition order, one per source
@@ -47,6 +53,14 @@ func diagramEdges(m *Model) []diagramEdge {
 				e.cause = "timeout " + shortDuration(to.After)
 			} else if cmd := m.ExhaustedCommand(s, e.event); cmd != "" {
 				e.cause = cmd + " retries exhausted"
+			} else if j := joinRaising(m, s, e.event); j != "" {
+				e.cause = j
+			}
+			switch {
+			case tr.When != nil:
+				e.cond = tr.When.Text
+			case decides(m, s, e.event):
+				e.cond = "otherwise"
 			}
 			if tr.Send != nil {
 				e.command, e.target = tr.Send.Command.Value, tr.Send.To.Value
@@ -54,11 +68,93 @@ func diagramEdges(m *Model) []diagramEdge {
 					e.retry = fmt.Sprintf("retry %d×, %s..%s", r.Attempts, shortDuration(r.Backoff), shortDuration(r.MaxBackoff))
 				}
 				e.undoSend = undoText(tr.Send.Compensate)
+				e.payload = mappingText(tr.Send.Payload)
 			}
+			for _, b := range tr.Branches {
+				e.branches = append(e.branches, branchText(b))
+			}
+			if j := tr.Join; j != nil {
+				e.join = joinText(j) + ": then " + j.Then.Value + ", else " + j.Else.Value
+			}
+			e.contract = contractText(m.def.Events[e.event])
 			out = append(out, e)
 		}
 	}
 	return out
+}
+
+// decides reports whether event in state is a decision on data (some
+// transition of it has a condition).
+func decides(m *Model, state, event string) bool {
+	for _, a := range m.allowed[state] {
+		if a.Event == event && a.When != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// joinRaising names the join of a parallel step into state that raises
+// event: "join all done", "join first failed"; "" when none does.
+func joinRaising(m *Model, state, event string) string {
+	for _, p := range m.parallelIn[state] {
+		switch event {
+		case p.Then:
+			return "join " + joinPolicyText(p.Policy, p.N) + " done"
+		case p.Else:
+			return "join " + joinPolicyText(p.Policy, p.N) + " failed"
+		}
+	}
+	return ""
+}
+
+func joinPolicyText(p definition.JoinPolicy, n int) string {
+	if p == definition.JoinAtLeast {
+		return fmt.Sprintf("at least %d", n)
+	}
+	return string(p)
+}
+
+func joinText(j *definition.Join) string { return "join " + joinPolicyText(j.Policy, j.N) }
+
+// branchText describes a branch of a parallel step: "CMD → participant
+// for each LIST (undo: C → p)".
+func branchText(b *definition.Send) string {
+	t := b.Command.Value + " → " + b.To.Value
+	if b.ForEach != nil {
+		t += " for each " + b.ForEach.Text
+	}
+	if b.Compensate != nil {
+		t += " (undo: " + undoText(b.Compensate) + ")"
+	}
+	return t
+}
+
+// mappingText describes a payload mapping: its keys, or its expression.
+func mappingText(mp *definition.Mapping) string {
+	if mp == nil {
+		return ""
+	}
+	return (&Mapping{def: mp}).Text()
+}
+
+// contractText describes an event's contract: "schema, writes plan, risk".
+func contractText(ev *definition.Event) string {
+	if ev == nil {
+		return ""
+	}
+	var parts []string
+	if ev.Schema != nil {
+		parts = append(parts, "schema")
+	}
+	if ev.Writes != nil {
+		ws := make([]string, len(ev.Writes))
+		for i, w := range ev.Writes {
+			ws[i] = w.Value
+		}
+		parts = append(parts, "writes "+strings.Join(ws, ", "))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // undoText describes a compensation as "COMMAND → participant", or "".
@@ -99,9 +195,10 @@ func shortDuration(d time.Duration) string {
 }
 
 // mermaidText makes s safe inside a Mermaid stateDiagram label or note, where
-// ';' and ':' have a meaning and '#' starts an entity.
+// ';' and ':' have a meaning, '#' starts an entity and '<' and '>'
+// (in conditions) could be read as markup.
 func mermaidText(s string) string {
-	return strings.NewReplacer(";", ",", ":", " -", "#", "No.", "\n", " ", "\r", "").Replace(s)
+	return strings.NewReplacer(";", ",", ":", " -", "#", "No.", "\n", " ", "\r", "", "<", "‹", ">", "›").Replace(s)
 }
 
 // RenderMermaid draws m as a Mermaid stateDiagram-v2 (GitHub renders it in a
@@ -110,10 +207,14 @@ func mermaidText(s string) string {
 // (timeout or exhausted retries); starts over the HTTP API name their roles
 // ("EVENT (api, roles a or b)"); compensations follow what they undo
 // ("(by, undo CMD → participant)", "COMMAND → participant (undo CMD →
-// participant)"); final states lead to [*]; failure states are styled with
-// the "failure" class; state descriptions are notes, and in a model with
-// compensations a failed state's note says they run first. The output is
-// deterministic.
+// participant)"); a decision's transitions show their condition in
+// brackets ("[event.amount › 1000]", "[otherwise]" for the default); a
+// parallel step lists its branches and its join ("at once: A → p + B → q,
+// join all: then DONE, else FAILED") and the engine's join events say so
+// ("(engine, join all done)"); final states lead to [*]; failure states
+// are styled with the "failure" class; state descriptions are notes, and
+// in a model with compensations a failed state's note says they run first.
+// The output is deterministic.
 func RenderMermaid(m *Model) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "---\ntitle: %s\n---\n", mermaidText(m.String()))
@@ -130,11 +231,17 @@ func RenderMermaid(m *Model) string {
 			who += ", undo " + e.undo
 		}
 		label := fmt.Sprintf("%s (%s)", e.event, who)
+		if e.cond != "" {
+			label += " [" + e.cond + "]"
+		}
 		if e.command != "" {
 			label += fmt.Sprintf(" / %s → %s", e.command, e.target)
 			if e.undoSend != "" {
 				label += " (undo " + e.undoSend + ")"
 			}
+		}
+		if len(e.branches) > 0 {
+			label += " / at once: " + strings.Join(e.branches, " + ") + ", " + e.join
 		}
 		fmt.Fprintf(&b, "    %s --> %s : %s\n", from, e.to, mermaidText(label))
 	}
@@ -175,7 +282,13 @@ func dotQuote(s string) string {
 // exhausted retries. Starts over the HTTP API name their roles, each
 // compensation is an "undo: CMD → participant" line under the event or
 // command it undoes, and in a model with compensations failed states say
-// "⟲ compensates first". The output is deterministic.
+// "⟲ compensates first". Language v2 adds lines to an edge's label: the
+// condition of a decision ("[event.amount > 1000]", "[otherwise]"), the
+// event's contract ("contract: schema; writes plan"), the command's payload
+// mapping ("payload {deal_id, amount}"), one "‖ COMMAND → participant"
+// line per branch of a parallel step (with "for each LIST" for a fan-out)
+// and its join ("join all: then DONE, else FAILED"); the engine's join
+// events are dotted like exhausted retries. The output is deterministic.
 func RenderDOT(m *Model) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "digraph %s {\n", dotQuote(m.String()))
@@ -215,17 +328,32 @@ func RenderDOT(m *Model) string {
 			from = dotQuote(e.from)
 		}
 		label := fmt.Sprintf("%s (%s)", e.event, e.who())
+		if e.cond != "" {
+			label += "\n[" + e.cond + "]"
+		}
+		if e.contract != "" {
+			label += "\ncontract: " + e.contract
+		}
 		if e.undo != "" {
 			label += "\nundo: " + e.undo
 		}
 		if e.command != "" {
 			label += fmt.Sprintf("\n%s → %s", e.command, e.target)
+			if e.payload != "" {
+				label += "\npayload " + e.payload
+			}
 			if e.retry != "" {
 				label += "\n" + e.retry
 			}
 			if e.undoSend != "" {
 				label += "\nundo: " + e.undoSend
 			}
+		}
+		for _, br := range e.branches {
+			label += "\n‖ " + br
+		}
+		if e.join != "" {
+			label += "\n" + e.join
 		}
 		attrs := []string{"label=" + dotQuote(label)}
 		switch {

@@ -153,3 +153,37 @@ func TestShortDuration(t *testing.T) {
 		}
 	}
 }
+
+// TestRenderV2 draws the definition that uses every construct of the
+// language's second version: the goldens, and what each construct must
+// show whatever the layout.
+func TestRenderV2(t *testing.T) {
+	m := v2Model(t, rebalanceFile)
+	mmd, dot := RenderMermaid(m), RenderDOT(m)
+	golden(t, "rebalance_portfolio.mmd", mmd)
+	golden(t, "rebalance_portfolio.dot", dot)
+	for _, want := range []string{
+		"CHECKING_RISK --> AWAITING_APPROVAL : RISK_CHECKED (profile) [event.risk.score › 70 || size(context.plan.lines) › 20] / ASK_APPROVAL → notification",
+		"CHECKING_RISK --> TRADING : RISK_CHECKED (profile) [otherwise] / at once - PLACE_ORDER → deals for each context.plan.lines",
+		"+ RESERVE_CASH → profile (undo - RELEASE_CASH → profile), join all - then TRADED, else TRADING_FAILED",
+		"TRADING --> DONE : TRADED (engine, join all done)",
+		"TRADING --> FAILED : TRADING_FAILED (engine, join all failed)",
+	} {
+		if !strings.Contains(mmd, want) {
+			t.Errorf("Mermaid lacks %q", want)
+		}
+	}
+	for _, want := range []string{
+		`[event.risk.score > 70 || size(context.plan.lines) > 20]`,
+		`\n[otherwise]\n`,
+		`contract: schema; writes plan`,
+		`payload {portfolio_id, lines, requested_by}`,
+		`\n‖ PLACE_ORDER → deals for each context.plan.lines (undo: CANCEL_ORDER → deals)`,
+		`\njoin all: then TRADED, else TRADING_FAILED"`,
+		`"TRADING" -> "FAILED" [label="TRADING_FAILED (engine, join all failed)", style=dotted`,
+	} {
+		if !strings.Contains(dot, want) {
+			t.Errorf("DOT lacks %q", want)
+		}
+	}
+}
