@@ -195,12 +195,10 @@ func Compile(def *definition.Definition) (*Model, error) {
 		m.failed = append(m.failed, n.Value)
 	}
 
-	type group struct {
-		def  *edge   // the transition without condition
-		alts []*edge // the conditional ones, in file order
-	}
-	groups := map[edgeKey]*group{}
-	var groupOrder []edgeKey
+	// The conditional transitions of decisions, by (state, event), in file
+	// order; m.edges holds the defaults (and every other transition).
+	alts := map[edgeKey][]*edge{}
+	var altOrder []edgeKey
 	edgeOf := make([]*edge, len(def.Transitions))
 	for i, tr := range def.Transitions {
 		ev, by, to := tr.On.Value, tr.By.Value, tr.To.Value
@@ -269,19 +267,16 @@ func Compile(def *definition.Definition) (*Model, error) {
 				}
 			}
 			k := edgeKey{s, ev}
-			g := groups[k]
-			if g == nil {
-				g = &group{}
-				groups[k] = g
-				groupOrder = append(groupOrder, k)
-			}
 			if tr.When != nil {
-				g.alts = append(g.alts, e)
-			} else {
-				if g.def != nil {
-					return fail("event %s is handled twice in state %s (lines %d and %d)", ev, displayState(s), g.def.tr.Pos.Line, tr.Pos.Line)
+				if alts[k] == nil {
+					altOrder = append(altOrder, k)
 				}
-				g.def = e
+				alts[k] = append(alts[k], e)
+			} else {
+				if prev, dup := m.edges[k]; dup {
+					return fail("event %s is handled twice in state %s (lines %d and %d)", ev, displayState(s), prev.tr.Pos.Line, tr.Pos.Line)
+				}
+				m.edges[k] = e
 			}
 			m.allowed[s] = append(m.allowed[s], Allowed{Event: ev, By: by, To: to, When: when})
 		}
@@ -342,27 +337,26 @@ func Compile(def *definition.Definition) (*Model, error) {
 	if err := m.compileContracts(def); err != nil {
 		return nil, &Error{Code: CodeInvalid, Op: op, Message: "compile the events' contracts", Err: err}
 	}
-	for i := range def.Transitions {
-		edgeOf[i].contract = m.contracts[edgeOf[i].tr.On.Value]
+	if len(m.contracts) > 0 {
+		for i := range def.Transitions {
+			edgeOf[i].contract = m.contracts[edgeOf[i].tr.On.Value]
+		}
 	}
-	// One lookup entry per (state, event): the default, with the
-	// conditional transitions of a decision to try first.
-	for _, k := range groupOrder {
-		g := groups[k]
-		if g.def == nil {
+	// A decision's lookup entry is its default with the conditional
+	// transitions to try first (a copy: the default's edge is shared by
+	// the other states of its from list).
+	for _, k := range altOrder {
+		def, ok := m.edges[k]
+		if !ok {
 			return fail("event %s in state %s is decided by conditions only: it has no default transition", k.event, displayState(k.state))
 		}
-		for _, a := range g.alts {
-			if a.by != g.def.by {
-				return fail("event %s in state %s comes from %s in one transition and from %s in another", k.event, displayState(k.state), g.def.by, a.by)
+		for _, a := range alts[k] {
+			if a.by != def.by {
+				return fail("event %s in state %s comes from %s in one transition and from %s in another", k.event, displayState(k.state), def.by, a.by)
 			}
 		}
-		if len(g.alts) == 0 {
-			m.edges[k] = g.def
-			continue
-		}
-		head := *g.def
-		head.alts = g.alts
+		head := *def
+		head.alts = alts[k]
 		m.edges[k] = &head
 	}
 	for name, si := range m.stateInfo {

@@ -191,6 +191,9 @@ func (m *Model) Contract(event string) *Contract { return m.contracts[event] }
 // compileContracts builds the contracts: the events section, and the keys
 // each participant owns for the events that do not list theirs.
 func (m *Model) compileContracts(def *definition.Definition) error {
+	if len(def.Events) == 0 {
+		return nil // no schema, no writes: no key is owned, nothing to check
+	}
 	emitters := map[string]map[string]bool{} // event → participants (and api) that send it
 	emit := func(event, who string) {
 		if emitters[event] == nil {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -625,21 +626,95 @@ func TestBigSagaCompiles(t *testing.T) {
 // endpoint do with a definition: Parse, then Compile, for growing sizes. It
 // grows linearly: docs/definition-language.md ("Limits") has the numbers.
 func BenchmarkLoadSize(b *testing.B) {
-	for _, n := range []int{100, 1_000, 10_000} {
-		data := bigSaga(n)
-		b.Run(fmt.Sprintf("transitions=%d", n), func(b *testing.B) {
-			b.SetBytes(int64(len(data)))
-			b.ReportAllocs()
-			for b.Loop() {
-				def, problems := definition.Parse("big.yaml", data)
-				if len(problems) > 0 {
-					b.Fatal(problems[0])
-				}
-				if _, err := Compile(def); err != nil {
-					b.Fatal(err)
-				}
+	for _, n := range []int{100, 1_000, 5_000, 10_000} {
+		for _, v2 := range []bool{false, true} {
+			data, name := bigSaga(n), fmt.Sprintf("transitions=%d", n)
+			if v2 && n > 5_000 {
+				continue // bigSagaV2(10000) is larger than definition.MaxFileBytes
 			}
-		})
+			if v2 {
+				data, name = bigSagaV2(n), fmt.Sprintf("v2/transitions=%d", n)
+			}
+			b.Run(name, func(b *testing.B) {
+				b.SetBytes(int64(len(data)))
+				b.ReportAllocs()
+				for b.Loop() {
+					def, problems := definition.Parse("big.yaml", data)
+					if len(problems) > 0 {
+						b.Fatal(problems[0])
+					}
+					if _, err := Compile(def); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// bigSagaV2 is bigSaga with the constructs of the language's second
+// version: every fifth step is a decision on the payload (a condition and
+// its default), sends its command with a payload mapping, and its event
+// has a contract (an inline schema, shared by an alias, and the key it
+// writes). n/5 expressions: 1,000 at 5,000 transitions, the largest that
+// fits in definition.MaxFileBytes.
+func bigSagaV2(n int) []byte {
+	var b strings.Builder
+	b.WriteString("saga: BIG\nversion: 1\nparticipants:\n  shop: { topic: SHOP_TOPIC }\n  b: { topic: BANK_TOPIC }\n")
+	b.WriteString("transitions:\n")
+	b.WriteString("  - { on: E0, by: shop, from: [], to: S0, send: { to: b, command: C0, retry: &r { attempts: 3, backoff: 1s, exhausted: GAVE_UP } } }\n")
+	var events strings.Builder
+	i := 1
+	for ; i < n-2; i++ {
+		if i%5 != 0 || i+1 >= n-2 {
+			fmt.Fprintf(&b, "  - { on: E%d, by: b, from: [S%d], to: S%d, send: { to: b, command: C%d, retry: *r } }\n", i, i-1, i, i)
+			continue
+		}
+		// A decision: E(i) goes on to S(i) when the amount is large, and
+		// skips to S(i+1) otherwise; the skipped transition still exists.
+		fmt.Fprintf(&b, "  - { on: E%d, by: b, from: [S%d], when: \"event.a > %d\", to: S%d, send: { to: b, command: C%d, retry: *r, payload: \"{'a': context.a}\" } }\n", i, i-1, i, i, i)
+		fmt.Fprintf(&b, "  - { on: E%d, by: b, from: [S%d], to: S%d, send: { to: b, command: C%d, retry: *r } }\n", i, i-1, i+1, i+1)
+		if events.Len() == 0 {
+			fmt.Fprintf(&events, "  E%d: { schema: &s { type: object, properties: { a: { type: integer } } }, writes: [a] }\n", i)
+		} else {
+			fmt.Fprintf(&events, "  E%d: { schema: *s, writes: [a] }\n", i)
+		}
+		i++
+		fmt.Fprintf(&b, "  - { on: E%d, by: b, from: [S%d], to: S%d, send: { to: b, command: C%d, retry: *r } }\n", i, i-1, i, i)
+	}
+	fmt.Fprintf(&b, "  - { on: E%d, by: b, from: [S%d], to: S%d, send: { to: shop, command: DONE } }\n", n-2, n-3, n-2)
+	b.WriteString("  - { on: GAVE_UP, by: engine, to: FAILED, from: [S0")
+	for i := 1; i < n-2; i++ {
+		fmt.Fprintf(&b, ", S%d", i)
+	}
+	fmt.Fprintf(&b, "] }\nfinal: [S%d]\nfailed: [FAILED]\nevents:\n%s", n-2, events.String())
+	return []byte(b.String())
+}
+
+func TestBigSagaV2Compiles(t *testing.T) {
+	data := bigSagaV2(5_000)
+	if len(data) > definition.MaxFileBytes {
+		t.Fatalf("bigSagaV2(5000) is %d bytes, more than definition.MaxFileBytes", len(data))
+	}
+	def, problems := definition.Parse("big.yaml", data)
+	if len(problems) > 0 {
+		t.Fatalf("Parse: %v", problems[:min(5, len(problems))])
+	}
+	m := mustCompile(t, def)
+	if !m.Decides() || m.Contract("E5") == nil {
+		t.Errorf("bigSagaV2 has no decision or contract")
+	}
+	st, err := m.ApplyWith("S4", "E5", "b", Data{Payload: json.RawMessage(`{"a": 3, "x": 1}`), Context: json.RawMessage(`{}`)})
+	if err == nil {
+		t.Errorf("E5 writing x: accepted (%+v), want refused by writes", st)
+	}
+	st, err = m.ApplyWith("S4", "E5", "b", Data{Payload: json.RawMessage(`{"a": 3}`), Context: json.RawMessage(`{}`)})
+	if err != nil || st.To != "S6" {
+		t.Errorf("E5 with a small a: %+v, %v; want the default to S6", st, err)
+	}
+	st, err = m.ApplyWith("S4", "E5", "b", Data{Payload: json.RawMessage(`{"a": 300}`), Context: json.RawMessage(`{}`)})
+	if err != nil || st.To != "S5" || st.Send.Payload == nil {
+		t.Errorf("E5 with a large a: %+v, %v; want the condition's transition to S5", st, err)
 	}
 }
 

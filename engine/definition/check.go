@@ -165,6 +165,9 @@ func (p *parser) checkStarts(def *Definition) {
 // have conditions (when) but one, the default.
 func (p *parser) checkDeterminism(def *Definition) {
 	type key struct{ state, event string }
+	// first holds every (state, event); groups only those accepted twice
+	// or more, so that a saga without decisions allocates no lists.
+	first := map[key]*Transition{}
 	groups := map[key][]*Transition{}
 	var order []key
 	for _, t := range def.Transitions {
@@ -174,10 +177,20 @@ func (p *parser) checkDeterminism(def *Definition) {
 		}
 		for _, f := range froms {
 			k := key{f.Value, t.On.Value}
-			if _, ok := groups[k]; !ok {
+			prev, seen := first[k]
+			switch {
+			case !seen:
+				first[k] = t
+				if t.whenWritten {
+					order = append(order, k)
+					groups[k] = []*Transition{t}
+				}
+			case groups[k] == nil:
 				order = append(order, k)
+				groups[k] = []*Transition{prev, t}
+			default:
+				groups[k] = append(groups[k], t)
 			}
-			groups[k] = append(groups[k], t)
 		}
 	}
 	where := func(state string) string {

@@ -9,6 +9,13 @@ import (
 // checkParallel checks the parallel steps: their target states, their join
 // policies and how a reply names its branch.
 func (p *parser) checkParallel(def *Definition, terminal func(string) bool) {
+	parallel := false
+	for _, t := range def.Transitions {
+		parallel = parallel || t.Join != nil
+	}
+	if !parallel {
+		return
+	}
 	into := map[string][]*Transition{}
 	accepted := map[[2]string]*Transition{} // (state, event) → a transition taking it
 	done := map[string]*Compensation{}

@@ -198,6 +198,16 @@ func (p *parser) events(def *Definition, n *yaml.Node) {
 func (p *parser) schema(event string, n *yaml.Node) *Schema {
 	r := resolve(n)
 	s := &Schema{Pos: posOf(n)}
+	// The same schema (an alias, or one file named by several events) is
+	// compiled once.
+	key := any(r)
+	if r != nil && r.Kind == yaml.ScalarNode {
+		key = r.Value
+	}
+	if sch, ok := p.schemas[key]; ok && sch != nil {
+		s.Path, s.compiled = sch.Path, sch.compiled
+		return s
+	}
 	var doc any
 	switch {
 	case r != nil && r.Kind == yaml.MappingNode:
@@ -235,6 +245,10 @@ func (p *parser) schema(event string, n *yaml.Node) *Schema {
 		return nil
 	}
 	s.compiled = sch
+	if p.schemas == nil {
+		p.schemas = map[any]*Schema{}
+	}
+	p.schemas[key] = s
 	return s
 }
 

@@ -300,3 +300,75 @@ func BenchmarkParseSize(b *testing.B) {
 		}
 	})
 }
+
+// decisions is a valid definition of n decisions in a row, each one
+// condition and its default: 2n transitions, n expressions.
+func decisions(n int) []byte {
+	var b bytes.Buffer
+	b.WriteString(header)
+	b.WriteString("  - { on: E0, by: shop, from: [], to: S0 }\n")
+	for i := 1; i < n; i++ {
+		fmt.Fprintf(&b, "  - { on: E%d, by: shop, from: [S%d], when: \"event.amount > %d\", to: S%d }\n", i, i-1, i, i)
+		fmt.Fprintf(&b, "  - { on: E%d, by: shop, from: [S%d], to: S%d }\n", i, i-1, i)
+	}
+	fmt.Fprintf(&b, "final: [S%d]\n", n-1)
+	return b.Bytes()
+}
+
+// TestLimitsOfLanguageV2: expressions are counted, a parallel step has a
+// bounded number of branches, a hostile expression is refused when read,
+// and schema files are read only from the definition's directory and only
+// up to their limit.
+func TestLimitsOfLanguageV2(t *testing.T) {
+	var branches strings.Builder
+	branches.WriteString(header + "  - on: E0\n    by: shop\n    from: []\n    to: S0\n    join: { policy: all, then: DONE_ALL, else: FAILED_ALL }\n    send:\n")
+	for i := 0; i <= definition.MaxBranches; i++ {
+		fmt.Fprintf(&branches, "      - { to: shop, command: C%d, ok: OK%d }\n", i, i)
+	}
+	branches.WriteString("  - { on: DONE_ALL, by: engine, from: [S0], to: END }\n  - { on: FAILED_ALL, by: engine, from: [S0], to: END }\nfinal: [END]\n")
+	deep := header + "  - { on: E0, by: shop, from: [], when: \"" + strings.Repeat("(", 40) + "true" + strings.Repeat(")", 40) + "\", to: S0 }\n  - { on: E0, by: shop, from: [], to: S0 }\nfinal: [S0]\n"
+	long := header + "  - { on: E0, by: shop, from: [], when: \"" + strings.Repeat("event.a == 1 && ", 300) + "true\", to: S0 }\n  - { on: E0, by: shop, from: [], to: S0 }\nfinal: [S0]\n"
+	schemaRef := func(path string) string {
+		return header + "  - { on: E0, by: shop, from: [], to: S0 }\nfinal: [S0]\nevents:\n  E0: { schema: " + path + " }\n"
+	}
+	files := fstest.MapFS{
+		"schemas/big.json":  {Data: []byte(`{"description": "` + strings.Repeat("x", definition.MaxSchemaBytes) + `"}`)},
+		"schemas/ok.json":   {Data: []byte(`{"type": "object"}`)},
+		"schemas/file.json": {Data: []byte(`{"$ref": "file:///etc/passwd"}`)},
+	}
+	tests := []struct {
+		name     string
+		data     []byte
+		rule     string
+		wantLine int
+	}{
+		{"too many expressions", decisions(definition.MaxExpressions + 2), "too-many-expressions", 7 + 2*definition.MaxExpressions},
+		{"too many branches", []byte(branches.String()), "too-many-branches", 12 + definition.MaxBranches},
+		{"deep expression", []byte(deep), "bad-expression", 6},
+		{"long expression", []byte(long), "bad-expression", 6},
+		{"big schema file", []byte(schemaRef("schemas/big.json")), "schema-file", 9},
+		{"schema outside schemas/", []byte(schemaRef("/etc/passwd")), "schema-file", 9},
+		{"schema refers to a file", []byte(schemaRef("schemas/file.json")), "bad-schema", 9},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			def, problems := definition.ParseWith("big.yaml", tt.data, definition.Options{Files: files})
+			if def != nil || len(problems) == 0 {
+				t.Fatalf("accepted")
+			}
+			p := problems[0]
+			if p.Rule != tt.rule || p.Line != tt.wantLine {
+				t.Errorf("first problem %s:%d %s, want %s at line %d", p.Rule, p.Line, p.Message, tt.rule, tt.wantLine)
+			}
+			if len(problems) > definition.MaxProblems+1 {
+				t.Errorf("%d problems", len(problems))
+			}
+		})
+	}
+	if _, problems := definition.ParseWith("ok.yaml", []byte(schemaRef("schemas/ok.json")), definition.Options{Files: files}); len(problems) > 0 {
+		t.Errorf("a small schema file: %v", problems)
+	}
+	if def, problems := definition.Parse("big.yaml", decisions(definition.MaxExpressions)); def == nil {
+		t.Errorf("%d expressions (the limit) refused: %v", definition.MaxExpressions-1, problems[0])
+	}
+}

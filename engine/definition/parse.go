@@ -70,11 +70,12 @@ type parser struct {
 	limited       bool // a count limit (states, transitions, ...) was passed: no semantic checks
 	suggestBudget int  // edit-distance cells left for "did you mean" suggestions
 
-	src         []byte // the file, for positions inside block-scalar expressions
-	lineStarts  []int  // byte offset of every line of src, computed when first needed
-	files       fs.FS  // the definition's directory, for schema files; nil: none
-	exprs       int    // expressions compiled so far (MaxExpressions)
-	schemaBytes int    // bytes of schema files read so far
+	src         []byte          // the file, for positions inside block-scalar expressions
+	lineStarts  []int           // byte offset of every line of src, computed when first needed
+	files       fs.FS           // the definition's directory, for schema files; nil: none
+	exprs       int             // expressions compiled so far (MaxExpressions)
+	schemaBytes int             // bytes of schema files read so far
+	schemas     map[any]*Schema // compiled schemas by YAML node (inline) or path (file)
 
 	// What the semantic checks need to know about the structure.
 	transitionsNode  *yaml.Node // the `transitions:` value, for no-start
