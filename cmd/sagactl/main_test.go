@@ -268,6 +268,11 @@ func TestDocsAreCurrent(t *testing.T) {
 		docs[f] = string(data)
 	}
 	const mco, mcoV1 = "sagas/manual_create_order.yaml", "sagas/manual_create_order.v1.yaml"
+	const (
+		docRebalance = "engine/definition/testdata/good/rebalance_portfolio.yaml"
+		docPlan      = "REBALANCE_REQUESTED=cmd/sagactl/testdata/payloads/plan.json"
+		docMig       = "engine/definition/testdata/migrations/good/manual_create_order.1-2.yaml"
+	)
 	// form is how the doc shows a run: "" a transcript ("$ sagactl ARGS",
 	// with `; echo "exit $?"` and the exit line when it is not 0, then
 	// stdout and stderr), "output" the output alone (a diagram block),
@@ -299,12 +304,26 @@ func TestDocsAreCurrent(t *testing.T) {
 		{"sagactl.md", []string{"simulate", mco, "REGISTER", "ORDER_APPROVED@deals"}, 1, ""},
 		{"sagactl.md", []string{"simulate", mco, "REGISTER", "ORDER_APPROVD"}, 1, ""},
 		{"sagactl.md", []string{"simulate", mco, "REGISTER", "APPROVAL_TIMED_OUT", "ORDER_REVERTED", "DEAL_FAILED", "DEAL_UPDATED"}, 1, ""},
+		// Language v2.
+		{"sagactl.md", []string{"simulate", "--payload", docPlan, docRebalance, "REBALANCE_REQUESTED", `RISK_CHECKED={"risk":{"score":80}}`}, 0, ""},
+		{"sagactl.md", []string{"simulate", "--payload", docPlan, docRebalance, "REBALANCE_REQUESTED", `RISK_CHECKED={"risk":{"score":10}}`,
+			"ORDER_PLACED", "CASH_RESERVED", "ORDER_PLACED", "ORDER_PLACED"}, 0, ""},
+		{"sagactl.md", []string{"simulate", "--payload", docPlan, docRebalance, "REBALANCE_REQUESTED", `RISK_CHECKED={"risk":{"score":10}}`,
+			"ORDER_PLACED", "CASH_SHORT", "ORDER_CANCELLED", "ORDER_CANCELLED", "ORDER_CANCELLED"}, 0, ""},
+		{"sagactl.md", []string{"simulate", "--payload", docPlan, docRebalance, "REBALANCE_REQUESTED", `RISK_CHECKED={"risk":{"score":10},"plan":{}}`}, 1, ""},
+		{"sagactl.md", []string{"validate", "--sagas", "sagas", docMig}, 0, ""},
+		{"sagactl.md", []string{"migrate", "--dry-run", "--sagas", "sagas", docMig, "cmd/sagactl/testdata/instances/approved_v1.json"}, 0, ""},
+		{"sagactl.md", []string{"migrate", "--dry-run", "--sagas", "sagas", docMig, "cmd/sagactl/testdata/instances/finished_v1.json"}, 1, ""},
 	}
 	// The docs show paths relative to the repository root.
 	t.Chdir(filepath.Join("..", ".."))
 	for _, tt := range tests {
 		got := runSagactl(t, tt.args...)
-		cmd := "sagactl " + strings.Join(tt.args, " ")
+		quoted := make([]string, len(tt.args))
+		for i, a := range tt.args {
+			quoted[i] = shellQuote(a)
+		}
+		cmd := "sagactl " + strings.Join(quoted, " ")
 		if got.code != tt.wantCode {
 			t.Fatalf("%s: exit %d, want %d\n%s", cmd, got.code, tt.wantCode, got)
 		}
@@ -319,6 +338,15 @@ func TestDocsAreCurrent(t *testing.T) {
 			t.Errorf("docs/%s does not show the current output of %s; paste:\n%s", tt.doc, cmd, want)
 		}
 	}
+}
+
+// shellQuote quotes an argument the way the docs show it: in single quotes
+// when the shell would otherwise change it (a JSON payload).
+func shellQuote(a string) string {
+	if strings.ContainsAny(a, " \"'{}$*?;&|<>()") {
+		return "'" + a + "'"
+	}
+	return a
 }
 
 // TestValidateHostileFiles: sagactl reads no more of a file than the parser
