@@ -36,11 +36,7 @@ build: ## compile everything
 
 # One recipe, in order (safe under make -j): services, tests, fuzz smoke.
 test: cc ## start PostgreSQL, Kafka and the full stack, run all tests with -race, then a short fuzz smoke
-	@scripts/up.sh
-	@scripts/stack.sh
-	@scripts/kubernetes-validate.sh
-	@scripts/schemathesis.sh
-	@scripts/promtool.sh
+	@scripts/test-setup.sh
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 	@$(MAKE) --no-print-directory fuzz-smoke
 
