@@ -54,8 +54,7 @@ func (t *Tables) Claim(ctx context.Context, tx *sqlx.Tx, rows []InboxRow) (map[s
 		return fresh, nil
 	}
 	if t.d == sqldb.Postgres {
-		q, args := t.claimPostgres(rows, 1)
-		err = t.collect(ctx, tx, q+" RETURNING message_id", args, fresh)
+		err = t.collect(ctx, tx, t.q.claimPG, t.claimPostgresArgs(rows), fresh)
 	} else {
 		err = t.claimSQLite(ctx, tx, rows, fresh)
 	}
@@ -88,14 +87,12 @@ func (t *Tables) ClaimAndWrite(ctx context.Context, tx *sqlx.Tx, in []InboxRow, 
 	if err != nil {
 		return nil, fmt.Errorf("claim %d messages in %s: %w", len(in), t.l.Inbox, err)
 	}
-	claim, args := t.claimPostgres(rows, 1)
-	write, wargs, err := t.writePostgres(out, len(args)+1)
+	wargs, err := t.writePostgresArgs(out)
 	if err != nil {
 		return nil, err
 	}
 	fresh := make(map[string]bool, len(rows))
-	q := "WITH i AS (" + claim + " RETURNING message_id), o AS (" + write + ") SELECT message_id FROM i"
-	if err := t.collect(ctx, tx, q, append(args, wargs...), fresh); err != nil {
+	if err := t.collect(ctx, tx, t.q.claimWritePG, append(t.claimPostgresArgs(rows), wargs...), fresh); err != nil {
 		return nil, fmt.Errorf("claim %d messages in %s and write %d rows to %s: %w", len(rows), t.l.Inbox, len(out), t.l.Outbox, err)
 	}
 	return fresh, nil
@@ -119,18 +116,31 @@ func sortedRows(rows []InboxRow) ([]InboxRow, error) {
 	return out, nil
 }
 
-// claimPostgres is the INSERT of rows as one statement, its parameters
-// numbered from first, without RETURNING.
-func (t *Tables) claimPostgres(rows []InboxRow, first int) (string, []any) {
+// claimPostgresSQL is the INSERT of claimPostgresArgs as one statement,
+// its parameters numbered from first, without RETURNING.
+func claimPostgresSQL(l Layout, first int) string {
 	p := func(i int) string { return fmt.Sprintf("$%d", first+i) }
+	if !l.Replies {
+		return `INSERT INTO ` + l.Inbox + ` (message_id, processed_at) SELECT unnest(` + p(0) + `::text[]), ` + p(1) + `
+			ON CONFLICT (message_id) DO NOTHING`
+	}
+	// Reply ids are never empty: '' stands for no reply.
+	return `INSERT INTO ` + l.Inbox + ` (message_id, saga_id, command, reply_id, reply, processed_at)
+		SELECT r.id, r.saga, r.cmd, NULLIF(r.rid, ''), CASE WHEN r.rid = '' THEN NULL ELSE r.body END, ` + p(5) + `
+		FROM unnest(` + p(0) + `::text[], ` + p(1) + `::text[], ` + p(2) + `::text[], ` + p(3) + `::text[], ` + p(4) + `::bytea[])
+			AS r(id, saga, cmd, rid, body)
+		ON CONFLICT (message_id) DO NOTHING`
+}
+
+// claimPostgresArgs are the arrays of a claim of rows (claimPostgresSQL).
+func (t *Tables) claimPostgresArgs(rows []InboxRow) []any {
 	n := len(rows)
 	ids := make([]string, n)
 	for i, r := range rows {
 		ids[i] = r.ID
 	}
 	if !t.l.Replies {
-		return `INSERT INTO ` + t.l.Inbox + ` (message_id, processed_at) SELECT unnest(` + p(0) + `::text[]), ` + p(1) + `
-			ON CONFLICT (message_id) DO NOTHING`, []any{sqldb.TextArray(ids), t.at(t.now())}
+		return []any{sqldb.TextArray(ids), t.at(t.now())}
 	}
 	sagas, cmds, rids := make([]string, n), make([]string, n), make([]string, n)
 	bodies := make(pq.ByteaArray, n)
@@ -140,13 +150,15 @@ func (t *Tables) claimPostgres(rows []InboxRow, first int) (string, []any) {
 			bodies[i] = r.Reply
 		}
 	}
-	// Reply ids are never empty: '' stands for no reply.
-	return `INSERT INTO ` + t.l.Inbox + ` (message_id, saga_id, command, reply_id, reply, processed_at)
-		SELECT r.id, r.saga, r.cmd, NULLIF(r.rid, ''), CASE WHEN r.rid = '' THEN NULL ELSE r.body END, ` + p(5) + `
-		FROM unnest(` + p(0) + `::text[], ` + p(1) + `::text[], ` + p(2) + `::text[], ` + p(3) + `::text[], ` + p(4) + `::bytea[])
-			AS r(id, saga, cmd, rid, body)
-		ON CONFLICT (message_id) DO NOTHING`,
-		[]any{sqldb.TextArray(ids), sqldb.TextArray(sagas), sqldb.TextArray(cmds), sqldb.TextArray(rids), bodies, t.at(t.now())}
+	return []any{sqldb.TextArray(ids), sqldb.TextArray(sagas), sqldb.TextArray(cmds), sqldb.TextArray(rids), bodies, t.at(t.now())}
+}
+
+// claimArgs is the number of claimPostgresArgs.
+func claimArgs(l Layout) int {
+	if l.Replies {
+		return 6
+	}
+	return 2
 }
 
 // claimOneBelow is the batch size under which SQLite claims go row by row

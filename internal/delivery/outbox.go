@@ -55,10 +55,9 @@ func (t *Tables) Write(ctx context.Context, tx *sqlx.Tx, rows []Row) error {
 	}
 	var err error
 	if t.d == sqldb.Postgres {
-		var q string
 		var args []any
-		if q, args, err = t.writePostgres(rows, 1); err == nil {
-			_, err = t.exec(ctx, tx, q, args...)
+		if args, err = t.writePostgresArgs(rows); err == nil {
+			_, err = t.exec(ctx, tx, t.q.writePG, args...)
 		}
 	} else {
 		err = t.writeSQLite(ctx, tx, rows)
@@ -69,19 +68,40 @@ func (t *Tables) Write(ctx context.Context, tx *sqlx.Tx, rows []Row) error {
 	return nil
 }
 
-// writePostgres is the INSERT of rows as one statement, its parameters
-// numbered from first: one array per column expanded with unnest (a json
-// value column as one JSON array expanded with json_array_elements, parsed
-// once), zipped by position, inserted in the order given.
-func (t *Tables) writePostgres(rows []Row, first int) (string, []any, error) {
+// writePostgresSQL is the INSERT of writePostgresArgs as one statement,
+// its parameters numbered from first: one array per column expanded with
+// unnest (a json value column as one JSON array expanded with
+// json_array_elements, parsed once), zipped by position, inserted in the
+// order given.
+func writePostgresSQL(l Layout, first int) string {
 	p := func(i int) string { return fmt.Sprintf("$%d", first+i) }
+	valueExpr := "unnest(" + p(2) + "::bytea[])"
+	if l.ValueJSON {
+		valueExpr = "json_array_elements(" + p(2) + "::json)"
+	}
+	if !l.Headers {
+		return `INSERT INTO ` + l.Outbox + ` (topic, ` + l.Key + `, ` + l.Value + `, traceparent, created_at)
+			SELECT v.topic, v.k, v.val, v.tp, ` + p(4) + `
+			FROM ROWS FROM (unnest(` + p(0) + `::text[]), unnest(` + p(1) + `::text[]), ` + valueExpr + `, unnest(` + p(3) + `::text[]))
+				WITH ORDINALITY AS v(topic, k, val, tp, n)
+			ORDER BY v.n`
+	}
+	return `INSERT INTO ` + l.Outbox + ` (topic, ` + l.Key + `, ` + l.Value + `, message_id, name, headers, created_at)
+		SELECT v.topic, v.k, v.val, v.id, v.name, v.headers, ` + p(6) + `
+		FROM ROWS FROM (unnest(` + p(0) + `::text[]), unnest(` + p(1) + `::text[]), ` + valueExpr + `, unnest(` + p(3) + `::text[]),
+			unnest(` + p(4) + `::text[]), unnest(` + p(5) + `::text[]))
+			WITH ORDINALITY AS v(topic, k, val, id, name, headers, n)
+		ORDER BY v.n`
+}
+
+// writePostgresArgs are the arrays of a write of rows (writePostgresSQL).
+func (t *Tables) writePostgresArgs(rows []Row) ([]any, error) {
 	n := len(rows)
 	topics, keys := make([]string, n), make([]string, n)
 	for i, r := range rows {
 		topics[i], keys[i] = r.Topic, r.Key
 	}
 	var values any
-	valueExpr := "unnest(" + p(2) + "::bytea[])"
 	if t.l.ValueJSON {
 		size := 2
 		for _, r := range rows {
@@ -96,10 +116,10 @@ func (t *Tables) writePostgres(rows []Row, first int) (string, []any, error) {
 			start := len(b)
 			b = appendValue(b, r)
 			if len(b) == start {
-				return "", nil, fmt.Errorf("row %d has no value", i+1)
+				return nil, fmt.Errorf("row %d has no value", i+1)
 			}
 		}
-		values, valueExpr = append(b, ']'), "json_array_elements("+p(2)+"::json)"
+		values = append(b, ']')
 	} else {
 		bs := make(pq.ByteaArray, n)
 		for i, r := range rows {
@@ -120,25 +140,14 @@ func (t *Tables) writePostgres(rows []Row, first int) (string, []any, error) {
 				traces[i] = &tp
 			}
 		}
-		return `INSERT INTO ` + t.l.Outbox + ` (topic, ` + t.l.Key + `, ` + t.l.Value + `, traceparent, created_at)
-			SELECT v.topic, v.k, v.val, v.tp, ` + p(4) + `
-			FROM ROWS FROM (unnest(` + p(0) + `::text[]), unnest(` + p(1) + `::text[]), ` + valueExpr + `, unnest(` + p(3) + `::text[]))
-				WITH ORDINALITY AS v(topic, k, val, tp, n)
-			ORDER BY v.n`,
-			[]any{sqldb.TextArray(topics), sqldb.TextArray(keys), values, traces, t.at(t.now())}, nil
+		return []any{sqldb.TextArray(topics), sqldb.TextArray(keys), values, traces, t.at(t.now())}, nil
 	}
 	ids, names, headers := make([]string, n), make([]string, n), make([]string, n)
 	for i, r := range rows {
 		ids[i], names[i], headers[i] = r.ID, r.Name, encodeHeaders(r.Headers)
 	}
-	return `INSERT INTO ` + t.l.Outbox + ` (topic, ` + t.l.Key + `, ` + t.l.Value + `, message_id, name, headers, created_at)
-		SELECT v.topic, v.k, v.val, v.id, v.name, v.headers, ` + p(6) + `
-		FROM ROWS FROM (unnest(` + p(0) + `::text[]), unnest(` + p(1) + `::text[]), ` + valueExpr + `, unnest(` + p(3) + `::text[]),
-			unnest(` + p(4) + `::text[]), unnest(` + p(5) + `::text[]))
-			WITH ORDINALITY AS v(topic, k, val, id, name, headers, n)
-		ORDER BY v.n`,
-		[]any{sqldb.TextArray(topics), sqldb.TextArray(keys), values, sqldb.TextArray(ids), sqldb.TextArray(names),
-			sqldb.TextArray(headers), t.at(t.now())}, nil
+	return []any{sqldb.TextArray(topics), sqldb.TextArray(keys), values, sqldb.TextArray(ids), sqldb.TextArray(names),
+		sqldb.TextArray(headers), t.at(t.now())}, nil
 }
 
 // writeSQLite inserts rows one prepared statement execution each (SQLite

@@ -172,6 +172,7 @@ type queries struct {
 	selectFree, lease, release, del, count string
 	purge                                  string
 	idleTimeout                            string
+	claimPG, writePG, claimWritePG         string // PostgreSQL batch statements
 }
 
 func buildQueries(l Layout, d sqldb.Dialect) queries {
@@ -235,6 +236,12 @@ func buildQueries(l Layout, d sqldb.Dialect) queries {
 	q.purge = rb(`DELETE FROM ` + l.Inbox + ` WHERE message_id IN (SELECT message_id FROM ` + l.Inbox +
 		` WHERE processed_at < ?` + keep + ` LIMIT ?)`)
 	q.idleTimeout = `SELECT set_config('idle_in_transaction_session_timeout', $1, true)`
+	if d == sqldb.Postgres {
+		q.claimPG = claimPostgresSQL(l, 1) + " RETURNING message_id"
+		q.writePG = writePostgresSQL(l, 1)
+		q.claimWritePG = "WITH i AS (" + claimPostgresSQL(l, 1) + " RETURNING message_id), o AS (" +
+			writePostgresSQL(l, claimArgs(l)+1) + ") SELECT message_id FROM i"
+	}
 	return q
 }
 
