@@ -5,6 +5,10 @@
 // instances, puts a deadline on every command it sends (CommandDeadline) and
 // compensates what a failed saga did, newest first (UndoEntry, Plan,
 // Orchestrator.RetryCompensation and ResolveCompensation for operators).
+// The model also decides on data (Model.ApplyWith), checks event contracts
+// (Model.Contract), builds command payloads (CommandSpec.BuildPayload,
+// Expand), describes parallel steps (Parallel) and plans the migration of a
+// running saga to another version (PlanMigration).
 //
 // The package imports no database and no broker: storage and transport are
 // small interfaces declared here and implemented in sub-packages

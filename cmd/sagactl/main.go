@@ -282,9 +282,14 @@ func render(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
+// errMessage is an engine error's message and cause, without the
+// operation (the row already says what was done).
 func errMessage(err error) string {
 	var e *engine.Error
 	if errors.As(err, &e) {
+		if e.Err != nil {
+			return e.Message + ": " + e.Err.Error()
+		}
 		return e.Message
 	}
 	return err.Error()

@@ -393,3 +393,50 @@ func TestValidateHostileFiles(t *testing.T) {
 		})
 	}
 }
+
+// TestHostileInputs: the files simulate and migrate read are bounded, and a
+// payload that makes a condition expensive is refused by the cost limit.
+func TestHostileInputs(t *testing.T) {
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big.json")
+	if err := os.WriteFile(big, []byte(`{"x": "`+strings.Repeat("a", maxPayloadBytes)+`"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bigInstance := filepath.Join(dir, "instance.json")
+	if err := os.WriteFile(bigInstance, []byte(`{"id": "`+strings.Repeat("a", maxInstanceBytes)+`"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hostile := filepath.Join(dir, "hostile.yaml")
+	if err := os.WriteFile(hostile, []byte(`saga: HOSTILE
+version: 1
+participants: { shop: { topic: SHOP } }
+transitions:
+  - { on: GO, by: shop, from: [], when: "event.l.all(a, event.l.all(b, event.l.all(c, a + b + c >= 0)))", to: A }
+  - { on: GO, by: shop, from: [], to: B }
+final: [A, B]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	list := strings.TrimSuffix(strings.Repeat("1,", 2000), ",")
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"big payload file", []string{"simulate", "--payload", "X=" + big, rebalance, "REBALANCE_REQUESTED"}, exitUsage, "larger than"},
+		{"big instance file", []string{"migrate", "--dry-run", "--sagas", "../../sagas", mco12, bigInstance}, exitUsage, "larger than"},
+		{"expensive condition", []string{"simulate", hostile, `GO={"l": [` + list + `]}`}, exitInvalid, "costs more than the limit"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := runSagactl(t, tt.args...)
+			if got.code != tt.code || !strings.Contains(got.stderr, tt.want) {
+				t.Errorf("exit %d, stderr %.300q; want exit %d and %q", got.code, got.stderr, tt.code, tt.want)
+			}
+			if len(got.stdout)+len(got.stderr) > 10_000 {
+				t.Errorf("%d bytes of output", len(got.stdout)+len(got.stderr))
+			}
+		})
+	}
+}

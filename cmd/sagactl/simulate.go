@@ -28,15 +28,36 @@ func (p payloadFlags) Set(v string) error {
 	if !ok || event == "" || file == "" {
 		return fmt.Errorf("want EVENT=FILE, got %q", v)
 	}
-	data, err := os.ReadFile(file)
+	data, err := readPayload(file)
 	if err != nil {
-		return fmt.Errorf("read the payload of %s: %w", event, unwrapPathError(err))
+		return fmt.Errorf("read the payload of %s: %w", event, err)
 	}
 	if err := checkPayload(data); err != nil {
 		return fmt.Errorf("the payload of %s in %s: %w", event, file, err)
 	}
 	p[event] = bytes.TrimSpace(data)
 	return nil
+}
+
+// maxPayloadBytes bounds a payload file (saga-machine's messages are far
+// smaller).
+const maxPayloadBytes = 1 << 20
+
+// readPayload reads at most maxPayloadBytes of file.
+func readPayload(file string) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, unwrapPathError(err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxPayloadBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxPayloadBytes {
+		return nil, fmt.Errorf("%s is larger than %d bytes", file, maxPayloadBytes)
+	}
+	return data, nil
 }
 
 // checkPayload accepts a JSON object.

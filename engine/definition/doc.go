@@ -19,6 +19,18 @@
 // before anything else and lists at most MaxProblems problems, so that
 // reading any input costs time and memory roughly proportional to its size.
 //
+// The language's second version adds decisions on data (Transition.When),
+// parallel steps (Transition.Branches and Join), payload mappings
+// (Send.Payload) and event contracts (Definition.Events: a JSON Schema and
+// the context keys an event writes). Their expressions are CEL (package
+// engine/expr), compiled here so that a mistake is a problem with its
+// position inside the expression; schemas are compiled here too, with a
+// loader that fetches nothing. ParseWith reads schema files from the
+// definition's directory. Migrations of running sagas from one version to
+// another (sagas/migrations/*.yaml) are read by ParseMigration and checked
+// against both definitions by CheckMigration (LoadMigrations for a
+// directory).
+//
 // The language and every rule are described for analysts in
 // docs/definition-language.md; schema/saga-definition.schema.json describes
 // the same language as a JSON Schema for editors. The schema checks only the

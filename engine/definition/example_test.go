@@ -84,3 +84,30 @@ func ExampleLoadDir() {
 	// manual_create_order.v1.yaml: MANUAL_CREATE_ORDER v1, 7 transitions
 	// manual_create_order.yaml: MANUAL_CREATE_ORDER v2, 7 transitions
 }
+
+// An event's contract: its payload must satisfy a JSON Schema.
+func ExampleSchema_Validate() {
+	src := `saga: PAY_ORDER
+version: 1
+participants:
+  shop: { topic: SHOP_TOPIC }
+events:
+  ORDER_PLACED:
+    schema: { type: object, required: [order], properties: { order: { type: object, required: [amount] } } }
+    writes: [order]
+transitions:
+  - { on: ORDER_PLACED, by: shop, from: [], to: PLACED }
+final: [PLACED]
+`
+	def, problems := definition.Parse("pay_order.yaml", []byte(src))
+	if len(problems) > 0 {
+		fmt.Println(problems)
+		return
+	}
+	ev := def.Events["ORDER_PLACED"]
+	fmt.Println(ev.Writes[0].Value, ev.Schema.Validate([]byte(`{"order": {"amount": 12}}`)))
+	fmt.Println(ev.Schema.Validate([]byte(`{"order": {}}`)))
+	// Output:
+	// order <nil>
+	// at /order: missing property 'amount'
+}

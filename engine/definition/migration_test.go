@@ -140,3 +140,46 @@ func TestMigrationSchema(t *testing.T) {
 		})
 	}
 }
+
+// TestEveryMigrationRuleHasABadFile keeps the migration corpus honest.
+func TestEveryMigrationRuleHasABadFile(t *testing.T) {
+	defs := shippedDefs(t)
+	files, _ := filepath.Glob(filepath.Join("testdata", "migrations", "bad", "*.yaml"))
+	seen := map[string]bool{}
+	for _, file := range files {
+		_, problems := checkMigrationFile(t, defs, file)
+		for _, p := range problems {
+			seen[p.Rule] = true
+		}
+	}
+	for _, rule := range []string{"migration-unknown-saga", "migration-same-version", "migration-unmapped-state",
+		"migration-unknown-state", "migration-terminal-state", "bad-expression", "unknown-key", "bad-name", "bad-version", "wrong-type"} {
+		if !seen[rule] {
+			t.Errorf("rule %s: no migration in testdata/migrations/bad breaks it", rule)
+		}
+	}
+}
+
+// TestParseWithoutFiles: a reader given the definition alone (the HTTP
+// validate endpoint) cannot read schema files and says so at the schema.
+func TestParseWithoutFiles(t *testing.T) {
+	file := filepath.Join("testdata", "good", "rebalance_portfolio.yaml")
+	_, problems := definition.Parse(file, readFile(t, file))
+	if len(problems) != 1 || problems[0].Rule != "schema-file" || problems[0].Line != 22 || !strings.Contains(problems[0].Message, "cannot be read here") {
+		t.Errorf("got %v, want one schema-file problem at line 22", problems)
+	}
+	def, problems := parseFile(t, file)
+	if len(problems) > 0 {
+		t.Fatalf("with its directory: %v", problems)
+	}
+	var whens, branches int
+	for _, tr := range def.Transitions {
+		if tr.When != nil {
+			whens++
+		}
+		branches += len(tr.Branches)
+	}
+	if whens != 1 || branches != 4 || len(def.Events) != 4 || def.Events["REBALANCE_REQUESTED"].Schema.Path != "schemas/rebalance_requested.json" {
+		t.Errorf("parsed: %d conditions, %d branches, %d contracts", whens, branches, len(def.Events))
+	}
+}
