@@ -229,7 +229,7 @@ func typeName(t *cel.Type) string {
 func issues(k Kind, errs []*cel.Error) []Issue {
 	out := make([]Issue, 0, len(errs))
 	for _, e := range errs {
-		is := Issue{Message: e.Message}
+		is := Issue{Message: syntaxHint(e.Message)}
 		if loc := e.Location; loc != nil && loc.Line() > 0 {
 			is.Line, is.Col = loc.Line(), loc.Column()+1
 		}
@@ -242,6 +242,18 @@ func issues(k Kind, errs []*cel.Error) []Issue {
 		out = append(out, is)
 	}
 	return out
+}
+
+// syntaxHint shortens the parser's messages that list every token it
+// expected.
+func syntaxHint(msg string) string {
+	if strings.HasPrefix(msg, "Syntax error: mismatched input '<EOF>'") {
+		return "Syntax error: the expression ends too early (something is missing at its end)"
+	}
+	if i := strings.Index(msg, " expecting {"); i > 0 {
+		return msg[:i]
+	}
+	return msg
 }
 
 // undeclared reads the name out of CEL's "undeclared reference to 'x' (in
