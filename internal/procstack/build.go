@@ -1,6 +1,7 @@
 package procstack
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -42,6 +43,28 @@ const (
 	Notification = "notification"
 )
 
+// BuildTo compiles cmd/saga-machine, cmd/deals, cmd/profile and
+// cmd/notification (without the race detector: they are the processes under
+// test, not the test) into dir and returns their paths. The go tool runs in
+// the current directory, which must be inside this module.
+func BuildTo(ctx context.Context, dir string) (Binaries, error) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	cmd := exec.CommandContext(ctx, goTool, "build", "-o", dir+string(os.PathSeparator),
+		Module+"/cmd/saga-machine", Module+"/cmd/deals", Module+"/cmd/profile", Module+"/cmd/notification")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return Binaries{}, fmt.Errorf("procstack: go build the services into %s: %w\n%s", dir, err, out)
+	}
+	return Binaries{
+		SagaMachine:  filepath.Join(dir, SagaMachine),
+		Deals:        filepath.Join(dir, Deals),
+		Profile:      filepath.Join(dir, Profile),
+		Notification: filepath.Join(dir, Notification),
+	}, nil
+}
+
 var build struct {
 	once sync.Once
 	dir  string
@@ -49,11 +72,9 @@ var build struct {
 	err  error
 }
 
-// Build compiles cmd/saga-machine, cmd/deals, cmd/profile and
-// cmd/notification (without the race detector: they are the processes under
-// test, not the test) into one temporary directory, once per test binary,
-// and returns their paths. A build failure fails the test. Call Main from
-// TestMain to remove the directory at the end.
+// Build is BuildTo into one temporary directory, once per test binary. A
+// build failure fails the test. Call Main from TestMain to remove the
+// directory at the end.
 func Build(tb testing.TB) Binaries {
 	tb.Helper()
 	build.once.Do(func() {
@@ -62,22 +83,7 @@ func Build(tb testing.TB) Binaries {
 			build.err = fmt.Errorf("procstack: build directory: %w", build.err)
 			return
 		}
-		goTool, err := exec.LookPath("go")
-		if err != nil {
-			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-		}
-		cmd := exec.Command(goTool, "build", "-o", build.dir+string(os.PathSeparator),
-			Module+"/cmd/saga-machine", Module+"/cmd/deals", Module+"/cmd/profile", Module+"/cmd/notification")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			build.err = fmt.Errorf("procstack: go build the services: %w\n%s", err, out)
-			return
-		}
-		build.bins = Binaries{
-			SagaMachine:  filepath.Join(build.dir, SagaMachine),
-			Deals:        filepath.Join(build.dir, Deals),
-			Profile:      filepath.Join(build.dir, Profile),
-			Notification: filepath.Join(build.dir, Notification),
-		}
+		build.bins, build.err = BuildTo(context.Background(), build.dir)
 	})
 	if build.err != nil {
 		tb.Fatal(build.err)

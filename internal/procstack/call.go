@@ -32,17 +32,28 @@ var httpClient = &http.Client{Timeout: 10 * time.Second}
 // and the response body; err is only a failure to get an answer (the
 // process is down, paused past ctx or the client's 10 s timeout).
 func (sv *Service) Call(ctx context.Context, method, path string, as Caller, body any, header http.Header) (int, []byte, error) {
+	status, _, b, err := call(ctx, sv.Name, sv.URL, method, path, as, body, header)
+	return status, b, err
+}
+
+// Call is Service.Call on this replica; it also returns the answer's
+// header.
+func (r *Replica) Call(ctx context.Context, method, path string, as Caller, body any, header http.Header) (int, http.Header, []byte, error) {
+	return call(ctx, r.Name(), r.URL, method, path, as, body, header)
+}
+
+func call(ctx context.Context, name, base, method, path string, as Caller, body any, header http.Header) (int, http.Header, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return 0, nil, fmt.Errorf("procstack: encode the body of %s %s: %w", method, path, err)
+			return 0, nil, nil, fmt.Errorf("procstack: encode the body of %s %s: %w", method, path, err)
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, sv.URL+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
 	if err != nil {
-		return 0, nil, fmt.Errorf("procstack: %s %s: %w", method, path, err)
+		return 0, nil, nil, fmt.Errorf("procstack: %s %s: %w", method, path, err)
 	}
 	for k, vs := range header {
 		for _, v := range vs {
@@ -60,14 +71,14 @@ func (sv *Service) Call(ctx context.Context, method, path string, as Caller, bod
 	}
 	resp, err := httpClient.Do(req)
 	if err != nil {
-		return 0, nil, fmt.Errorf("procstack: %s %s%s: %w", method, sv.Name, path, err)
+		return 0, nil, nil, fmt.Errorf("procstack: %s %s%s: %w", method, name, path, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return resp.StatusCode, b, fmt.Errorf("procstack: read the answer to %s %s%s: %w", method, sv.Name, path, err)
+		return resp.StatusCode, resp.Header, b, fmt.Errorf("procstack: read the answer to %s %s%s: %w", method, name, path, err)
 	}
-	return resp.StatusCode, b, nil
+	return resp.StatusCode, resp.Header, b, nil
 }
 
 // callJSON is Call expecting status want, decoding the answer into out.
@@ -91,6 +102,21 @@ func (sv *Service) callJSON(ctx context.Context, method, path string, as Caller,
 // has a funding operator of the stack deposit amount (a decimal string)
 // into it through profile's HTTP API. It returns the portfolio id.
 func (s *Stack) OpenPortfolio(ctx context.Context, user, currency, amount string) (string, error) {
+	id, err := s.CreatePortfolio(ctx, user, currency)
+	if err != nil {
+		return "", err
+	}
+	if _, err := s.Deposit(ctx, s.Profile.Replicas[0], id, currency, amount, "procstack-fund-"+id); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// CreatePortfolio gives user a profile and a new, empty portfolio in
+// currency through profile's HTTP API (its first replica) and returns the
+// portfolio id. It is not idempotent: a retry after an error may create a
+// second portfolio.
+func (s *Stack) CreatePortfolio(ctx context.Context, user, currency string) (string, error) {
 	as := Caller{User: user}
 	if err := s.Profile.callJSON(ctx, http.MethodGet, "/login", as, nil, nil, http.StatusOK, nil); err != nil {
 		return "", err
@@ -102,13 +128,37 @@ func (s *Stack) OpenPortfolio(ctx context.Context, user, currency, amount string
 		nil, http.StatusCreated, &pf); err != nil {
 		return "", err
 	}
-	funder := Caller{User: "funder." + s.ID, Roles: []string{RoleFundingOperator}}
-	h := http.Header{"Idempotency-Key": {"procstack-fund-" + pf.ID}}
-	if err := s.Profile.callJSON(ctx, http.MethodPost, "/portfolios/"+pf.ID+"/deposits", funder,
-		map[string]string{"amount": amount, "currency": currency, "reason": "procstack funding"}, h, http.StatusCreated, nil); err != nil {
-		return "", err
-	}
 	return pf.ID, nil
+}
+
+// Deposit has a funding operator of the stack deposit amount (a decimal
+// string) into a portfolio through profile replica r's HTTP API, with
+// Idempotency-Key key: a retry with the same key deposits once. It returns
+// whether profile answered from an earlier request with that key.
+func (s *Stack) Deposit(ctx context.Context, r *Replica, portfolioID, currency, amount, key string) (replayed bool, err error) {
+	funder := Caller{User: "funder." + s.ID, Roles: []string{RoleFundingOperator}}
+	status, h, b, err := r.Call(ctx, http.MethodPost, "/portfolios/"+portfolioID+"/deposits", funder,
+		map[string]string{"amount": amount, "currency": currency, "reason": "procstack funding"}, http.Header{"Idempotency-Key": {key}})
+	if err != nil {
+		return false, err
+	}
+	if status != http.StatusCreated && status != http.StatusOK {
+		return false, &StatusError{Status: status, Body: string(b), What: "deposit into portfolio " + portfolioID + " through " + r.Name()}
+	}
+	return h.Get("Idempotent-Replayed") == "true", nil
+}
+
+// StatusError is an answer with a status other than the one wanted.
+type StatusError struct {
+	// Status is the HTTP status, Body the answer.
+	Status int
+	Body   string
+	// What was asked.
+	What string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("procstack: %s: status %d: %s", e.What, e.Status, e.Body)
 }
 
 // Deal is what PostDeal registers.
@@ -119,6 +169,27 @@ type Deal struct {
 	Quantity    string `json:"quantity"` // decimal string
 	Price       string `json:"price"`    // decimal string
 	Currency    string `json:"currency"`
+}
+
+// PostDealKey is PostDeal through deals replica r with Idempotency-Key
+// key: a retry with the same key registers (and starts) one deal. It
+// returns the deal id and whether deals answered from an earlier request
+// with that key; another status than 201 is a *StatusError.
+func (s *Stack) PostDealKey(ctx context.Context, r *Replica, user, key string, d Deal) (id string, replayed bool, err error) {
+	status, h, b, err := r.Call(ctx, http.MethodPost, "/deals", Caller{User: user}, d, http.Header{"Idempotency-Key": {key}})
+	if err != nil {
+		return "", false, err
+	}
+	if status != http.StatusCreated {
+		return "", false, &StatusError{Status: status, Body: string(b), What: "POST /deals through " + r.Name()}
+	}
+	var out struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(b, &out); err != nil || out.ID == "" {
+		return "", false, fmt.Errorf("procstack: decode the answer to POST /deals through %s (%s): %w", r.Name(), b, err)
+	}
+	return out.ID, h.Get("Idempotent-Replayed") == "true", nil
 }
 
 // PostDeal registers a deal as user through deals' HTTP API (POST /deals),

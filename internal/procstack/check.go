@@ -203,9 +203,30 @@ type Report struct {
 	// or command and reason.
 	DeadLetters []string
 	// Violations lists every broken invariant; empty when the stack and
-	// its participants agree.
+	// its participants agree. At most 20 of one kind are listed.
 	Violations []string
+	// Broken counts the broken invariants by kind, all of them (see
+	// the Broken* constants).
+	Broken map[string]int
 }
+
+// Kinds of broken invariants (Report.Broken).
+const (
+	BrokenNotFinal      = "deal-not-final"       // a deal is still draft
+	BrokenSaga          = "saga-disagrees"       // a deal's saga is missing or its status does not match the deal's
+	BrokenMoved         = "executed-not-moved"   // executed ⇔ cash moved is broken (one deal)
+	BrokenPortfolio     = "wrong-portfolio"      // a deal was decided on another portfolio
+	BrokenNotifyMissing = "notification-missing" // a deal has no notification
+	BrokenNotifyExtra   = "notification-extra"   // a deal has more than one notification
+	BrokenNotifyStatus  = "notification-status"  // a deal's notification tells another outcome
+	BrokenOrphan        = "orphan"               // a decision, notification or saga names no deal
+	BrokenNotTerminal   = "saga-not-terminal"    // a saga is running, compensating or compensation_failed
+	BrokenCashShort     = "cash-short"           // a portfolio has less cash than deposits − executed buys + sells
+	BrokenCashOver      = "cash-over"            // a portfolio has more
+	BrokenPosition      = "position"             // a position is not its executed buys − sells
+	BrokenDeadLetter    = "dead-letter"          // a dead letter in some service
+	BrokenOutbox        = "outbox"               // an outbox still holds records
+)
 
 func (r *Report) violate(format string, args ...any) {
 	r.Violations = append(r.Violations, fmt.Sprintf(format, args...))
@@ -234,7 +255,7 @@ const maxListed = 20
 // The error is for failures to read; broken invariants are in
 // Report.Violations.
 func (s *Stack) Check(ctx context.Context) (Report, error) {
-	r := Report{Deals: map[string]int{}, Sagas: map[string]int{}, Decisions: map[string]int{}, Reversals: map[string]int{}}
+	r := Report{Deals: map[string]int{}, Sagas: map[string]int{}, Decisions: map[string]int{}, Reversals: map[string]int{}, Broken: map[string]int{}}
 	type deal struct {
 		ID          string          `db:"id"`
 		UserID      string          `db:"user_id"`
@@ -306,7 +327,7 @@ func (s *Stack) Check(ctx context.Context) (Report, error) {
 		notesOf[n.DealID] = append(notesOf[n.DealID], n.Status)
 	}
 
-	kinds := map[string]int{}
+	kinds := map[string]int{} // counted by limit, listed up to maxListed
 	limit := func(kind string) bool { kinds[kind]++; return kinds[kind] <= maxListed }
 	type key struct{ portfolio, instrument string }
 	cashMoved := map[string]decimal.Decimal{}
@@ -324,28 +345,28 @@ func (s *Stack) Check(ctx context.Context) (Report, error) {
 		case "failed":
 			wantSaga = "failed"
 		default:
-			if limit("final") {
+			if limit(BrokenNotFinal) {
 				r.violate("deal %s is %s, not final (saga %s: %s in %s)", d.ID, d.Status, d.SagaID, sg.Status, sg.State)
 			}
 		}
 		switch {
 		case !ok:
-			if limit("saga") {
+			if limit(BrokenSaga) {
 				r.violate("deal %s (%s) has no saga (saga id %q)", d.ID, d.Status, d.SagaID)
 			}
 		case sg.Status != wantSaga && d.Status != "draft":
-			if limit("saga") {
+			if limit(BrokenSaga) {
 				r.violate("deal %s is %s but its saga %s is %s in %s, want %s", d.ID, d.Status, d.SagaID, sg.Status, sg.State, wantSaga)
 			}
 		}
 		dec, decided := decisions[d.ID]
 		approved := decided && dec.Status == "approved"
 		moved := approved && !reverted[d.ID]
-		if (d.Status == "executed") != moved && limit("moved") {
+		if (d.Status == "executed") != moved && limit(BrokenMoved) {
 			r.violate("deal %s is %s (saga %s) but profile's decision is %q, reverted %v: executed ⇔ cash moved is broken",
 				d.ID, d.Status, d.SagaID, dec.Status, reverted[d.ID])
 		}
-		if decided && dec.PortfolioID != d.PortfolioID && limit("portfolio") {
+		if decided && dec.PortfolioID != d.PortfolioID && limit(BrokenPortfolio) {
 			r.violate("deal %s of portfolio %s was decided on portfolio %s", d.ID, d.PortfolioID, dec.PortfolioID)
 		}
 		if d.Status == "failed" && approved {
@@ -363,30 +384,34 @@ func (s *Stack) Check(ctx context.Context) (Report, error) {
 		}
 		switch got := notesOf[d.ID]; {
 		case len(got) != 1:
-			if limit("notify") {
+			kind := BrokenNotifyMissing
+			if len(got) > 1 {
+				kind = BrokenNotifyExtra
+			}
+			if limit(kind) {
 				r.violate("deal %s (%s) has %d notifications %v, want exactly 1", d.ID, d.Status, len(got), got)
 			}
 		case got[0] != d.Status:
-			if limit("notify") {
+			if limit(BrokenNotifyStatus) {
 				r.violate("deal %s is %s but its notification says %s", d.ID, d.Status, got[0])
 			}
 		}
 	}
 	for id := range decisions {
-		if !dealIDs[id] && limit("orphan") {
+		if !dealIDs[id] && limit(BrokenOrphan) {
 			r.violate("profile decided deal %s, which deals does not know", id)
 		}
 	}
 	for id := range notesOf {
-		if !dealIDs[id] && limit("orphan") {
+		if !dealIDs[id] && limit(BrokenOrphan) {
 			r.violate("a notification names deal %s, which deals does not know", id)
 		}
 	}
 	for _, sg := range sagaRows {
-		if !sagaOfDeal[sg.ID] && limit("orphan") {
+		if !sagaOfDeal[sg.ID] && limit(BrokenOrphan) {
 			r.violate("saga %s (%s in %s) has no deal", sg.ID, sg.Status, sg.State)
 		}
-		if sg.Status != "completed" && sg.Status != "failed" && limit("terminal") {
+		if sg.Status != "completed" && sg.Status != "failed" && limit(BrokenNotTerminal) {
 			r.violate("saga %s is %s in %s, not terminal", sg.ID, sg.Status, sg.State)
 		}
 	}
@@ -415,7 +440,11 @@ func (s *Stack) Check(ctx context.Context) (Report, error) {
 	r.Portfolios = len(pfs)
 	for _, pf := range pfs {
 		want := funded[pf.ID].Add(cashMoved[pf.ID])
-		if !pf.Cash.Equal(want) {
+		kind := BrokenCashOver
+		if pf.Cash.LessThan(want) {
+			kind = BrokenCashShort
+		}
+		if !pf.Cash.Equal(want) && limit(kind) {
 			r.violate("portfolio %s has cash %s, want %s = deposits %s + executed deals %s (difference %s)",
 				pf.ID, pf.Cash, want, funded[pf.ID], cashMoved[pf.ID], pf.Cash.Sub(want))
 		}
@@ -434,12 +463,12 @@ func (s *Stack) Check(ctx context.Context) (Report, error) {
 		held[key{p.PortfolioID, p.Instrument}] = p.Quantity
 	}
 	for k, q := range heldMoved {
-		if !held[k].Equal(q) && limit("position") {
+		if !held[k].Equal(q) && limit(BrokenPosition) {
 			r.violate("portfolio %s holds %s %s, want %s from its executed deals", k.portfolio, held[k], k.instrument, q)
 		}
 	}
 	for k, q := range held {
-		if _, ok := heldMoved[k]; !ok && limit("position") {
+		if _, ok := heldMoved[k]; !ok && limit(BrokenPosition) {
 			r.violate("portfolio %s holds %s %s, want none from its executed deals", k.portfolio, q, k.instrument)
 		}
 	}
@@ -486,6 +515,7 @@ func (s *Stack) Check(ctx context.Context) (Report, error) {
 		}
 	}
 	if n := len(r.DeadLetters); n > 0 {
+		r.Broken[BrokenDeadLetter] = n
 		r.violate("%d dead letters:\n  %s", n, strings.Join(r.DeadLetters, "\n  "))
 	}
 	for _, sv := range s.Services() {
@@ -498,10 +528,12 @@ func (s *Stack) Check(ctx context.Context) (Report, error) {
 			return r, fmt.Errorf("procstack: count %s's outbox: %w", sv.Name, err)
 		}
 		if n > 0 {
+			r.Broken[BrokenOutbox] += n
 			r.violate("%s's outbox still holds %d records", sv.Name, n)
 		}
 	}
 	for kind, n := range kinds {
+		r.Broken[kind] += n
 		if n > maxListed {
 			r.violate("… and %d more violations of the same kind (%s)", n-maxListed, kind)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -46,8 +47,12 @@ type Spec struct {
 	// healthy at once.
 	Health string
 	// Dir is the working directory. Default: a temporary directory of the
-	// test.
+	// test (NewProc), the current directory (NewProcess).
 	Dir string
+	// Log, when set, also receives everything the process writes to its
+	// standard output and error (e.g. a log file); Logs keeps the tail
+	// either way.
+	Log io.Writer
 }
 
 // Proc is one process of a Spec, started, killed and restarted any number
@@ -89,15 +94,28 @@ func NewProc(tb testing.TB, spec Spec) *Proc {
 	if spec.Dir == "" {
 		spec.Dir = tb.TempDir()
 	}
-	p := &Proc{spec: spec, logs: &tail{max: logTail}}
+	p := NewProcess(spec)
 	tb.Cleanup(func() {
 		_ = p.Kill()
 		if tb.Failed() {
-			tb.Logf("--- %s: newest %d lines of output (%d runs)%s\n%s", p.spec.Name, failureLines, p.Runs(),
-				exitsNote(p.Exited()), p.logs.lastLines(failureLines))
+			tb.Logf("%s", p.FailureLog())
 		}
 	})
 	return p
+}
+
+// NewProcess is a Proc of spec, not started (it runs at the first
+// Restart), for a program that is not a test: the caller kills it (Kill)
+// when done.
+func NewProcess(spec Spec) *Proc {
+	return &Proc{spec: spec, logs: &tail{max: logTail}}
+}
+
+// FailureLog is what a failed test shows of the process: its name, runs,
+// unasked exits and the newest lines of its output.
+func (p *Proc) FailureLog() string {
+	return fmt.Sprintf("--- %s: newest %d lines of output (%d runs)%s\n%s", p.spec.Name, failureLines, p.Runs(),
+		exitsNote(p.Exited()), p.logs.lastLines(failureLines))
 }
 
 func exitsNote(exits []string) string {
@@ -123,10 +141,14 @@ func (p *Proc) Restart(ctx context.Context) error {
 	cmd := exec.Command(p.spec.Binary, p.spec.Args...)
 	cmd.Dir = p.spec.Dir
 	cmd.Env = append(childEnv(), p.spec.Env...)
-	cmd.Stdout, cmd.Stderr = p.logs, p.logs
+	var out io.Writer = p.logs
+	if p.spec.Log != nil {
+		out = io.MultiWriter(p.logs, p.spec.Log)
+	}
+	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = sysProcAttr()
 	p.runs++
-	fmt.Fprintf(p.logs, "--- procstack: start %d of %s at %s\n", p.runs, p.spec.Name, time.Now().UTC().Format(time.RFC3339Nano))
+	fmt.Fprintf(out, "--- procstack: start %d of %s at %s\n", p.runs, p.spec.Name, time.Now().UTC().Format(time.RFC3339Nano))
 	if err := cmd.Start(); err != nil {
 		p.mu.Unlock()
 		return fmt.Errorf("procstack: start %s: %w", p.spec.Name, err)
@@ -146,7 +168,7 @@ func (p *Proc) Restart(ctx context.Context) error {
 			p.cmd = nil
 		}
 		p.mu.Unlock()
-		fmt.Fprintf(p.logs, "--- procstack: run %d of %s ended: %s\n", run, p.spec.Name, exitText(err))
+		fmt.Fprintf(out, "--- procstack: run %d of %s ended: %s\n", run, p.spec.Name, exitText(err))
 		close(done)
 	}()
 	return p.waitHealthy(ctx, done)
@@ -328,6 +350,16 @@ func (p *Proc) Exited() []string {
 // Logs returns the newest output of every run (up to 1 MiB), with a line
 // marking each start and end.
 func (p *Proc) Logs() string { return p.logs.String() }
+
+// LastLines returns the newest n lines of Logs.
+func (p *Proc) LastLines(n int) string { return p.logs.lastLines(n) }
+
+// Paused reports whether the process was paused (Pause) and not resumed.
+func (p *Proc) Paused() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.paused && p.cmd != nil
+}
 
 // tail is an io.Writer keeping the newest max bytes written to it.
 type tail struct {
