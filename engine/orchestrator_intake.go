@@ -51,12 +51,14 @@ func (o *Orchestrator) intakeLoop(ctx context.Context, c Consumer) {
 			}
 			relay.Sleep(ctx, relay.Backoff(attempt, 50*time.Millisecond, 5*time.Second))
 		}
+		// The commands are committed: the relay publishes them while the
+		// offsets are committed.
+		o.Wake()
 		if err := c.Commit(bg, recs); err != nil {
 			// The effects are durable; redelivered records are duplicates
 			// that the inbox drops.
 			o.log.Warn("commit offsets failed; the records will be redelivered and dropped as duplicates", "records", len(recs), "err", err)
 		}
-		o.Wake()
 	}
 }
 

@@ -22,8 +22,10 @@ import (
 const (
 	DefaultClientID = "saga-machine"
 	DefaultLinger   = 5 * time.Millisecond
-	// DefaultFetchLinger is the default Config.FetchLinger.
-	DefaultFetchLinger     = 10 * time.Millisecond
+	// DefaultFetchLinger is the default Config.FetchLinger: none. Fetch
+	// returns what has arrived; batches grow with the load by themselves
+	// (what arrives while a batch is handled is the next batch).
+	DefaultFetchLinger     = time.Duration(0)
 	DefaultMaxBatchBytes   = 1_000_000
 	DefaultFetchMaxWait    = 500 * time.Millisecond
 	DefaultDeliveryTimeout = 30 * time.Second
@@ -138,10 +140,12 @@ type Config struct {
 	FetchMaxWait time.Duration
 	// FetchLinger is how long Fetch, once it has records but fewer than
 	// asked for, keeps collecting the records that arrive meanwhile before
-	// it returns them: bigger batches mean fewer transactions (and fsyncs)
-	// per record under load, for at most this much added latency. Idle or
-	// lightly loaded, Fetch returns as soon as the wait ends. Default
-	// DefaultFetchLinger; negative turns it off.
+	// it returns them. Default none (zero or negative): Fetch returns the
+	// records that have arrived, and batches grow with the load by
+	// themselves, since what arrives while one batch is handled is fetched
+	// meanwhile and returned by the next Fetch. A linger adds its whole
+	// length to every hop of an idle system (5 hops of a saga: 50 ms at
+	// 10 ms each, measured), so it is only for tuning a loaded one.
 	FetchLinger time.Duration
 	// DeliveryTimeout bounds how long Publish keeps retrying one record
 	// (broker down, leader moving) when ctx has no earlier deadline.
@@ -220,11 +224,11 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Linger == 0 {
 		cfg.Linger = DefaultLinger
 	}
-	if cfg.FetchLinger == 0 {
-		cfg.FetchLinger = DefaultFetchLinger
-	}
 	if cfg.MaxBatchBytes == 0 {
 		cfg.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	if cfg.FetchLinger == 0 {
+		cfg.FetchLinger = DefaultFetchLinger
 	}
 	if cfg.FetchMaxWait == 0 {
 		cfg.FetchMaxWait = DefaultFetchMaxWait

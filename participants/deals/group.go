@@ -136,5 +136,6 @@ func (s *Service) inTx(ctx context.Context, fn func(tx *sqlx.Tx) ([]bool, error)
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
+	s.p.Wake() // the saga starts are visible now: publish them
 	return out, nil
 }

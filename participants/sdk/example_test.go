@@ -72,6 +72,7 @@ func ExampleParticipant_StartSaga() {
 	if err := tx.Commit(); err != nil {
 		log.Fatal(err)
 	}
+	p.Wake() // committed: Run's relay publishes it now rather than at its next poll
 
 	n, err := p.Flush(ctx, func(ctx context.Context, recs []sdk.Record) error {
 		for _, r := range recs {

@@ -97,8 +97,9 @@ type Config struct {
 	BatchSize int
 	// FetchLinger is how long a fetch that got some commands (fewer than
 	// BatchSize) keeps collecting the ones arriving meanwhile before they
-	// are handled: under load, bigger batches mean fewer transactions.
-	// Zero means kafka.DefaultFetchLinger; negative turns it off.
+	// are handled (kafka.Config.FetchLinger). Default none (zero or
+	// negative): commands are handled as soon as they arrive, and batches
+	// grow with the load by themselves.
 	FetchLinger time.Duration
 	// Concurrency is how many partitions of a fetched batch are handled at
 	// the same time (commands of one partition, and so of one saga, stay in
@@ -305,6 +306,15 @@ func (p *Participant) Commands() []string {
 
 // wake tells the relay there is something new in the outbox.
 func (p *Participant) wake() { p.kick.Notify() }
+
+// Wake tells Run's relay that a transaction which wrote to the outbox
+// (StartSaga, StartSagaWithID) has committed, so that its events are
+// published at once. Call it right after the commit: StartSaga wakes the
+// relay too, but before the caller's commit, and on PostgreSQL the relay
+// may look before the rows are visible; it then finds them only at its
+// next poll (Config.RelayPoll). Wake never blocks; calls made while the
+// relay is busy collapse into one.
+func (p *Participant) Wake() { p.kick.Notify() }
 
 // backoff returns the wait after the n-th failure (n >= 1).
 func (p *Participant) backoff(n int) time.Duration {
