@@ -2,6 +2,7 @@ package engine
 
 import (
 	"encoding/json"
+	"strconv"
 	"time"
 )
 
@@ -66,9 +67,119 @@ type Instance struct {
 	// for definitions without compensations.
 	Undo []UndoEntry `json:"undo,omitempty"`
 	// Deferred is the command of the transition into a failed state, held
-	// back (without its payload) until every compensation is done; nil when
-	// none waits.
+	// back until every compensation is done; nil when none waits. Its
+	// payload is empty, or, for a command with a payload mapping, the
+	// payload built when the saga failed (the command is built again from
+	// the context of when it is sent; this one is kept should that fail).
 	Deferred *Message `json:"deferred,omitempty"`
+	// Join is the saga's latest parallel step: its branch commands and
+	// where each stands. While Outcome is empty the saga waits in
+	// Join.State for the step's join; afterwards the record stays (until
+	// the next parallel step) so that replies arriving late are
+	// recognised. nil when the saga never took a parallel step.
+	Join *Join `json:"join,omitempty"`
+}
+
+// Join is where one parallel step of a saga stands: the commands its
+// branches sent (one per element of a fan-out) and their replies. The
+// engine counts them with Parallel.Outcome and raises the join's then or
+// else event when it decides.
+type Join struct {
+	// Step is the parallel step (Parallel.ID) in the saga's version.
+	Step int `json:"step"`
+	// Event and Cause are the event that started the step and its id; Cause
+	// is also the Group of the branches' undo entries.
+	Event string `json:"event"`
+	Cause string `json:"cause"`
+	// State is where the saga waits for the join.
+	State string `json:"state"`
+	// Policy and Need say how many commands must succeed (all, first,
+	// at_least N) and how many that is for this step's commands.
+	Policy string `json:"policy"`
+	Need   int    `json:"need"`
+	// Outcome is "" while the saga waits; JoinDone or JoinFailed once the
+	// join decided (it raised then or else), JoinLeft when the saga left
+	// the state by another event (a timeout, an operator's abort) first.
+	Outcome JoinResult `json:"outcome,omitempty"`
+	// Commands are the branch commands, in the order they were sent.
+	Commands []BranchCommand `json:"commands"`
+}
+
+// JoinResult is how a parallel step ended (Join.Outcome).
+type JoinResult string
+
+// Join results.
+const (
+	JoinResultDone   JoinResult = "done"   // enough commands succeeded: the join raised then
+	JoinResultFailed JoinResult = "failed" // enough can no longer succeed: the join raised else
+	JoinResultLeft   JoinResult = "left"   // the saga left the state by another event before the join decided
+)
+
+// Waiting reports whether the saga still waits for the join of j (nil: no).
+func (j *Join) Waiting() bool { return j != nil && j.Outcome == "" }
+
+// Count returns how many of j's commands succeeded and failed so far.
+func (j *Join) Count() (succeeded, failed int) {
+	for i := range j.Commands {
+		switch j.Commands[i].Status {
+		case BranchOK:
+			succeeded++
+		case BranchFailed:
+			failed++
+		}
+	}
+	return succeeded, failed
+}
+
+// BranchStatus is where one branch command of a parallel step stands.
+type BranchStatus string
+
+// Branch command statuses.
+const (
+	BranchPending BranchStatus = "pending" // sent, not answered
+	BranchOK      BranchStatus = "ok"      // the participant answered the branch's ok reply
+	// BranchFailed: the participant answered the fail reply, the command's
+	// retries ran out, or the participant refused it for its deadline
+	// (COMMAND_EXPIRED). Why says which.
+	BranchFailed BranchStatus = "failed"
+)
+
+// BranchCommand is one command of a parallel step: a branch's command, or
+// one of a fan-out branch's (Element is then its position in the for_each
+// list).
+type BranchCommand struct {
+	ID          string       `json:"id"`
+	Branch      int          `json:"branch"`            // the branch's position in the step, from 0
+	Element     *int         `json:"element,omitempty"` // fan-out: the element's index in the for_each list
+	Name        string       `json:"name"`
+	Participant string       `json:"participant"`
+	Status      BranchStatus `json:"status"`
+	// Why says why a failed command failed: its fail reply, its retries
+	// ran out, or it expired.
+	Why string `json:"why,omitempty"`
+	// Attempts counts sends; NextAt is when the engine re-sends it (or,
+	// after its last send, gives up on it), nil without a retry.
+	Attempts int        `json:"attempts"`
+	NextAt   *time.Time `json:"next_at,omitempty"`
+	// Deadline is the command's deadline (see CommandDeadline), zero for none.
+	Deadline time.Time `json:"deadline,omitzero"`
+	// Payload is the payload it was sent with: re-sends send it again,
+	// whatever the context became meanwhile.
+	Payload json.RawMessage `json:"payload,omitempty"`
+}
+
+// Label names the command's branch for humans and timelines: "1" for the
+// first branch, "2[3]" for the element at index 3 of the second branch's
+// fan-out.
+func (c *BranchCommand) Label() string { return branchLabel(c.Branch, c.Element) }
+
+// branchLabel is BranchCommand.Label of a branch position and element.
+func branchLabel(branch int, element *int) string {
+	s := strconv.Itoa(branch + 1)
+	if element != nil {
+		s += "[" + strconv.Itoa(*element) + "]"
+	}
+	return s
 }
 
 // UndoStatus is where one compensable effect of a saga stands.
@@ -90,6 +201,9 @@ const (
 	// UndoExpired: the participant refused the command for its deadline
 	// (COMMAND_EXPIRED): no effect, nothing to undo.
 	UndoExpired UndoStatus = "expired"
+	// UndoFailed: the participant answered a parallel step's branch
+	// command with the branch's fail reply: no effect, nothing to undo.
+	UndoFailed UndoStatus = "failed"
 	// UndoCompensating: the compensation was sent; saga-machine waits for
 	// its done event.
 	UndoCompensating UndoStatus = "compensating"
@@ -128,6 +242,20 @@ type UndoEntry struct {
 	// ResolvedBy and Reason record an operator's resolve.
 	ResolvedBy string `json:"resolved_by,omitempty"`
 	Reason     string `json:"reason,omitempty"`
+	// Group names the parallel step the forward command belonged to (the
+	// id of the event that started it; see Join.Cause), "" for a step of
+	// its own. The compensations of one group are sent together
+	// (PlanGroup). Branch is the command's branch label (BranchCommand.Label).
+	Group  string `json:"group,omitempty"`
+	Branch string `json:"branch,omitempty"`
+	// NextAt is when the compensation in flight is re-sent (or, after its
+	// last attempt, given up), set while it is compensating; several
+	// compensations of one group are in flight at once, each on its own
+	// retry policy.
+	NextAt *time.Time `json:"next_at,omitempty"`
+	// Stuck: the compensation went unanswered past its last attempt
+	// (status compensating); an operator retries or resolves it.
+	Stuck bool `json:"stuck,omitempty"`
 }
 
 // EntryKind classifies timeline entries.
@@ -180,6 +308,10 @@ type CommandRef struct {
 	Name        string `json:"name"`
 	Participant string `json:"participant"`
 	Attempt     int    `json:"attempt"`
+	// Branch is the parallel step's branch the command belongs to
+	// (BranchCommand.Label: "2", or "2[3]" for an element of a fan-out),
+	// "" for a command of its own.
+	Branch string `json:"branch,omitempty"`
 }
 
 // OutboxRecord is a message waiting to be published by the relay.
@@ -214,6 +346,7 @@ type DeadLetter struct {
 // SagaFilter selects sagas for listing. Zero fields match everything.
 type SagaFilter struct {
 	Saga     string
+	Version  int // only sagas on this definition version; 0 = any
 	State    string
 	Status   Status
 	From, To time.Time // created_at range, inclusive from, exclusive to

@@ -22,7 +22,7 @@ const (
 
 func (d dialect) instanceCols() string {
 	return "s.id, s.saga, s.saga_version, s.state, s.status, s.context, s.created_at, s.updated_at, " +
-		"s.entered_at, s.rev, s.pending, s.attempts, s.timer_at, s.traceparent, s.undo, s.deferred, " + d.keysAgg
+		"s.entered_at, s.rev, s.pending, s.attempts, s.timer_at, s.traceparent, s.undo, s.deferred, s.join_state, " + d.keysAgg
 }
 
 type scanner interface{ Scan(dest ...any) error }
@@ -33,12 +33,13 @@ func scanInstance(sc scanner) (*engine.Instance, error) {
 		status              string
 		ctxDoc, pend, keys  []byte
 		undo, deferred      []byte
+		join                []byte
 		created, upd, enter dbTime
 		timer               dbTime
 		trace               sql.NullString
 	)
 	if err := sc.Scan(&in.ID, &in.Saga, &in.SagaVersion, &in.State, &status, &ctxDoc, &created, &upd,
-		&enter, &in.Rev, &pend, &in.Attempts, &timer, &trace, &undo, &deferred, &keys); err != nil {
+		&enter, &in.Rev, &pend, &in.Attempts, &timer, &trace, &undo, &deferred, &join, &keys); err != nil {
 		return nil, err
 	}
 	in.Status = engine.Status(status)
@@ -66,6 +67,12 @@ func scanInstance(sc scanner) (*engine.Instance, error) {
 			return nil, fmt.Errorf("saga %s: decode deferred command: %w", in.ID, err)
 		}
 		in.Deferred = &m
+	}
+	if len(join) > 0 {
+		in.Join = &engine.Join{}
+		if err := json.Unmarshal(join, in.Join); err != nil {
+			return nil, fmt.Errorf("saga %s: decode parallel step: %w", in.ID, err)
+		}
 	}
 	if len(keys) > 0 {
 		var k map[string]string
@@ -178,6 +185,12 @@ func (s *Store) ListInstances(ctx context.Context, f engine.SagaFilter) (engine.
 	add := func(cond string, a ...any) { where = append(where, cond); args = append(args, a...) }
 	if f.Saga != "" {
 		add("s.saga = ?", f.Saga)
+	}
+	if f.Version < 0 {
+		return engine.SagaPage{}, engine.Errorf(engine.CodeInvalid, op, "version %d is negative", f.Version)
+	}
+	if f.Version > 0 {
+		add("s.saga_version = ?", f.Version)
 	}
 	if f.State != "" {
 		add("s.state = ?", f.State)

@@ -153,6 +153,7 @@ type instRow struct {
 	pending  *string // JSON, nil for none
 	undo     *string // JSON array, nil for none
 	deferred *string // JSON, nil for none
+	join     *string // JSON, nil for none
 }
 
 // encodeInstances validates and encodes a batch of instances.
@@ -198,9 +199,17 @@ func encodeInstances(insts []*engine.Instance) ([]instRow, error) {
 			r.undo = &s
 		}
 		if in.Deferred != nil {
-			b := envelope.AppendMessage(make([]byte, 0, 320), in.Deferred)
+			b := envelope.AppendMessage(make([]byte, 0, 320+len(in.Deferred.Payload)), in.Deferred)
 			s := string(b)
 			r.deferred = &s
+		}
+		if in.Join != nil {
+			b, err := json.Marshal(in.Join)
+			if err != nil {
+				return nil, fmt.Errorf("saga %s: encode parallel step: %w", in.ID, err)
+			}
+			s := string(b)
+			r.join = &s
 		}
 		for k := range in.Keys {
 			if k == "" {
@@ -474,6 +483,10 @@ func appendCommandRefs(dst []byte, refs []engine.CommandRef) []byte {
 		dst = envelope.AppendJSONString(dst, r.Participant)
 		dst = append(dst, `,"attempt":`...)
 		dst = strconv.AppendInt(dst, int64(r.Attempt), 10)
+		if r.Branch != "" {
+			dst = append(dst, `,"branch":`...)
+			dst = envelope.AppendJSONString(dst, r.Branch)
+		}
 		dst = append(dst, '}')
 	}
 	return append(dst, ']')

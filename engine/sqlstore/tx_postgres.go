@@ -29,6 +29,7 @@ type instColumns struct {
 	revs                         []int64
 	contexts, pendings, timers   []*string
 	traces, undos, deferreds     []*string
+	joins                        []*string
 	createds, updateds, entereds []string
 }
 
@@ -38,7 +39,7 @@ func pgInstColumns(rows []instRow) instColumns {
 		ids: make([]string, n), sagas: make([]string, n), states: make([]string, n), statuses: make([]string, n),
 		versions: make([]int64, n), attempts: make([]int64, n), revs: make([]int64, n),
 		contexts: make([]*string, n), pendings: make([]*string, n), timers: make([]*string, n), traces: make([]*string, n),
-		undos: make([]*string, n), deferreds: make([]*string, n),
+		undos: make([]*string, n), deferreds: make([]*string, n), joins: make([]*string, n),
 		createds: make([]string, n), updateds: make([]string, n), entereds: make([]string, n),
 	}
 	for i, r := range rows {
@@ -47,7 +48,7 @@ func pgInstColumns(rows []instRow) instColumns {
 		c.versions[i], c.attempts[i], c.revs[i] = int64(in.SagaVersion), int64(in.Attempts), in.Rev
 		c.contexts[i], c.pendings[i], c.timers[i] = r.context, r.pending, pgNullTime(in.TimerAt)
 		c.traces[i] = nullString(in.Traceparent)
-		c.undos[i], c.deferreds[i] = r.undo, r.deferred
+		c.undos[i], c.deferreds[i], c.joins[i] = r.undo, r.deferred, r.join
 		c.createds[i], c.updateds[i], c.entereds[i] = pgTime(in.CreatedAt), pgTime(in.UpdatedAt), pgTime(in.EnteredAt)
 	}
 	return c
@@ -56,20 +57,21 @@ func pgInstColumns(rows []instRow) instColumns {
 func (t *tx) insertPostgres(ctx context.Context, rows []instRow) error {
 	c := pgInstColumns(rows)
 	if _, err := t.exec(ctx, `INSERT INTO saga_instances (id, saga, saga_version, state, status, context,
-			created_at, updated_at, entered_at, rev, pending, attempts, timer_at, traceparent, undo, deferred)
+			created_at, updated_at, entered_at, rev, pending, attempts, timer_at, traceparent, undo, deferred, join_state)
 		SELECT id, saga, saga_version, state, status, `+jsonOrNull("context")+`, created_at, updated_at, entered_at, 1,
-			`+jsonOrNull("pending")+`, attempts, timer_at, traceparent, `+jsonOrNull("undo")+`, `+jsonOrNull("deferred")+`
+			`+jsonOrNull("pending")+`, attempts, timer_at, traceparent, `+jsonOrNull("undo")+`, `+jsonOrNull("deferred")+`,
+			`+jsonOrNull("join_state")+`
 		FROM ROWS FROM (unnest($1::text[]), unnest($2::text[]), unnest($3::int[]), unnest($4::text[]), unnest($5::text[]),
 			json_array_elements($6::json), unnest($7::timestamptz[]), unnest($8::timestamptz[]), unnest($9::timestamptz[]),
 			json_array_elements($10::json), unnest($11::int[]), unnest($12::timestamptz[]), unnest($13::text[]),
-			json_array_elements($14::json), json_array_elements($15::json))
+			json_array_elements($14::json), json_array_elements($15::json), json_array_elements($16::json))
 			AS v(id, saga, saga_version, state, status, context, created_at, updated_at, entered_at, pending, attempts,
-				timer_at, traceparent, undo, deferred)`,
+				timer_at, traceparent, undo, deferred, join_state)`,
 		sqldb.TextArray(c.ids), sqldb.TextArray(c.sagas), sqldb.Int64Array(c.versions), sqldb.TextArray(c.states),
 		sqldb.TextArray(c.statuses), sqldb.JSONArray(c.contexts), sqldb.TextArray(c.createds),
 		sqldb.TextArray(c.updateds), sqldb.TextArray(c.entereds), sqldb.JSONArray(c.pendings),
 		sqldb.Int64Array(c.attempts), sqldb.NullTextArray(c.timers), sqldb.NullTextArray(c.traces),
-		sqldb.JSONArray(c.undos), sqldb.JSONArray(c.deferreds)); err != nil {
+		sqldb.JSONArray(c.undos), sqldb.JSONArray(c.deferreds), sqldb.JSONArray(c.joins)); err != nil {
 		return err
 	}
 	kIDs, kNames, kValues := keyRows(rows)
@@ -88,20 +90,21 @@ func (t *tx) updatePostgres(ctx context.Context, rows []instRow) (map[string]boo
 			state = v.state, status = v.status, context = `+jsonOrNull("v.context")+`, updated_at = v.updated_at,
 			entered_at = v.entered_at, rev = s.rev + 1, pending = `+jsonOrNull("v.pending")+`, attempts = v.attempts,
 			timer_at = v.timer_at, traceparent = v.traceparent, undo = `+jsonOrNull("v.undo")+`,
-			deferred = `+jsonOrNull("v.deferred")+`
+			deferred = `+jsonOrNull("v.deferred")+`, join_state = `+jsonOrNull("v.join_state")+`
 		FROM ROWS FROM (unnest($1::text[]), unnest($2::bigint[]), unnest($3::text[]), unnest($4::int[]),
 			unnest($5::text[]), unnest($6::text[]), json_array_elements($7::json), unnest($8::timestamptz[]),
 			unnest($9::timestamptz[]), json_array_elements($10::json), unnest($11::int[]), unnest($12::timestamptz[]),
-			unnest($13::text[]), json_array_elements($14::json), json_array_elements($15::json))
+			unnest($13::text[]), json_array_elements($14::json), json_array_elements($15::json),
+			json_array_elements($16::json))
 			AS v(id, rev, saga, saga_version, state, status, context, updated_at, entered_at, pending, attempts, timer_at,
-				traceparent, undo, deferred)
+				traceparent, undo, deferred, join_state)
 		WHERE s.id = v.id AND s.rev = v.rev
 		RETURNING s.id`,
 		sqldb.TextArray(c.ids), sqldb.Int64Array(c.revs), sqldb.TextArray(c.sagas), sqldb.Int64Array(c.versions),
 		sqldb.TextArray(c.states), sqldb.TextArray(c.statuses), sqldb.JSONArray(c.contexts),
 		sqldb.TextArray(c.updateds), sqldb.TextArray(c.entereds), sqldb.JSONArray(c.pendings),
 		sqldb.Int64Array(c.attempts), sqldb.NullTextArray(c.timers), sqldb.NullTextArray(c.traces),
-		sqldb.JSONArray(c.undos), sqldb.JSONArray(c.deferreds))
+		sqldb.JSONArray(c.undos), sqldb.JSONArray(c.deferreds), sqldb.JSONArray(c.joins))
 	if err != nil {
 		return nil, err
 	}

@@ -25,13 +25,13 @@ func (t *tx) each(ctx context.Context, query string, do func(st *sql.Stmt) error
 func (t *tx) insertSQLite(ctx context.Context, rows []instRow) error {
 	d := t.d()
 	err := t.each(ctx, `INSERT INTO saga_instances (id, saga, saga_version, state, status, context,
-			created_at, updated_at, entered_at, rev, pending, attempts, timer_at, traceparent, undo, deferred)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)`, func(st *sql.Stmt) error {
+			created_at, updated_at, entered_at, rev, pending, attempts, timer_at, traceparent, undo, deferred, join_state)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)`, func(st *sql.Stmt) error {
 		for _, r := range rows {
 			in := r.in
 			if _, err := st.ExecContext(ctx, in.ID, in.Saga, in.SagaVersion, in.State, string(in.Status), r.context,
 				d.t(in.CreatedAt), d.t(in.UpdatedAt), d.t(in.EnteredAt), r.pending, in.Attempts, d.nt(in.TimerAt),
-				nullString(in.Traceparent), r.undo, r.deferred); err != nil {
+				nullString(in.Traceparent), r.undo, r.deferred, r.join); err != nil {
 				return err
 			}
 		}
@@ -63,13 +63,13 @@ func (t *tx) updateSQLite(ctx context.Context, rows []instRow) (map[string]bool,
 	updated := make(map[string]bool, len(rows))
 	err := t.each(ctx, `UPDATE saga_instances SET saga = ?, saga_version = ?, state = ?, status = ?, context = ?,
 			updated_at = ?, entered_at = ?, rev = rev + 1, pending = ?, attempts = ?, timer_at = ?, traceparent = ?,
-			undo = ?, deferred = ?
+			undo = ?, deferred = ?, join_state = ?
 		WHERE id = ? AND rev = ?`, func(st *sql.Stmt) error {
 		for _, r := range rows {
 			in := r.in
 			res, err := st.ExecContext(ctx, in.Saga, in.SagaVersion, in.State, string(in.Status), r.context,
 				d.t(in.UpdatedAt), d.t(in.EnteredAt), r.pending, in.Attempts, d.nt(in.TimerAt), nullString(in.Traceparent),
-				r.undo, r.deferred, in.ID, in.Rev)
+				r.undo, r.deferred, r.join, in.ID, in.Rev)
 			if err != nil {
 				return err
 			}

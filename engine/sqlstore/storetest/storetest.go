@@ -111,6 +111,8 @@ func wantCode(t testing.TB, what string, err error, want engine.Code) {
 // fullInstance has every field set.
 func fullInstance(id string) *engine.Instance {
 	timer := at(90 * time.Second)
+	next := at(95 * time.Second)
+	elem := 2
 	return &engine.Instance{
 		ID: id, Saga: "MANUAL_CREATE_ORDER", SagaVersion: 3, State: "DRAFT", Status: engine.StatusRunning,
 		Context:   json.RawMessage(`{"deal_context":{"deal_id":"d-1","amount":"12.50","tags":["a","b"],"note":"quote \" and \\ and é"}}`),
@@ -129,11 +131,27 @@ func fullInstance(id string) *engine.Instance {
 			{Participant: "profile", Command: "REVERT_ORDER", Done: "ORDER_REVERTED", Of: "cmd-" + id, OfKind: engine.KindCommand,
 				OfName: "APPROVE_ORDER", OfParticipant: "profile", Status: engine.UndoCompensating, CommandID: "comp-" + id,
 				Cause: "evt-fail", Attempts: 3, Sent: 7, ResolvedBy: "", Reason: "quote \" and é"},
+			// A branch of a parallel step: its group, branch label, the
+			// next re-send of its compensation and the stuck flag.
+			{Participant: "deals", Command: "CANCEL_ORDER", Done: "ORDER_CANCELLED", Of: "branch-" + id, OfKind: engine.KindCommand,
+				OfName: "PLACE_ORDER", OfParticipant: "deals", Status: engine.UndoCompensating, CommandID: "comp2-" + id,
+				Group: "evt-" + id, Branch: "1[2]", NextAt: &next, Stuck: true, Attempts: 1, Sent: 1},
 		},
 		Deferred: &engine.Message{
 			V: engine.EnvelopeVersion, ID: "notify-" + id, SagaID: id, Saga: "MANUAL_CREATE_ORDER", SagaVersion: 3,
 			Kind: engine.KindCommand, Name: "NOTIFY_FAILURE", Participant: "notification", CausationID: "evt-fail",
 			OccurredAt: at(4 * time.Second), Attempt: 1, Deadline: at(time.Hour),
+			Payload: json.RawMessage(`{"notificationDTO":{"user":"u-1","message":"é \"quoted\""}}`),
+		},
+		Join: &engine.Join{
+			Step: 2, Event: "RISK_CHECKED", Cause: "evt-" + id, State: "TRADING", Policy: "at_least", Need: 2,
+			Commands: []engine.BranchCommand{
+				{ID: "branch-" + id, Branch: 0, Element: &elem, Name: "PLACE_ORDER", Participant: "deals", Status: engine.BranchOK,
+					Attempts: 1, Deadline: at(time.Hour), Payload: json.RawMessage(`{"line":{"isin":"DE0001"},"line_no":2}`)},
+				{ID: "cash-" + id, Branch: 1, Name: "RESERVE_CASH", Participant: "profile", Status: engine.BranchFailed,
+					Why: "CASH_SHORT", Attempts: 3, NextAt: &next},
+				{ID: "third-" + id, Branch: 2, Name: "HOLD", Participant: "profile", Status: engine.BranchPending, Attempts: 1},
+			},
 		},
 	}
 }
@@ -160,7 +178,21 @@ func clone(in *engine.Instance) *engine.Instance {
 		c.Deferred = &d
 	}
 	c.Undo = slices.Clone(in.Undo)
+	if in.Join != nil {
+		j := *in.Join
+		j.Commands = slices.Clone(in.Join.Commands)
+		c.Join = &j
+	}
 	return &c
+}
+
+// jsonOf encodes v for comparisons by meaning.
+func jsonOf(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return []byte(err.Error())
+	}
+	return b
 }
 
 // jsonEqual compares two JSON documents by meaning; empty equals empty.
@@ -229,8 +261,13 @@ func diffInstance(got, want *engine.Instance) string {
 			add("Deferred", diff, "")
 		}
 	}
-	if len(got.Undo) != len(want.Undo) || (len(want.Undo) > 0 && !reflect.DeepEqual(got.Undo, want.Undo)) {
-		add("Undo", got.Undo, want.Undo)
+	// Undo entries and the parallel step hold times (next_at): compared as
+	// JSON, so that the same instant in another zone is equal.
+	if len(got.Undo) != len(want.Undo) || (len(want.Undo) > 0 && !jsonEqual(jsonOf(got.Undo), jsonOf(want.Undo))) {
+		add("Undo", string(jsonOf(got.Undo)), string(jsonOf(want.Undo)))
+	}
+	if (got.Join == nil) != (want.Join == nil) || (want.Join != nil && !jsonEqual(jsonOf(got.Join), jsonOf(want.Join))) {
+		add("Join", string(jsonOf(got.Join)), string(jsonOf(want.Join)))
 	}
 	return strings.Join(d, "; ")
 }
@@ -391,6 +428,8 @@ func testInvalidInput(t *testing.T, s Store) {
 	wantCode(t, "ListInstances with a bad cursor", err, engine.CodeInvalid)
 	_, err = s.ListInstances(ctx, engine.SagaFilter{KeyValue: "v"})
 	wantCode(t, "ListInstances with a key value but no key name", err, engine.CodeInvalid)
+	_, err = s.ListInstances(ctx, engine.SagaFilter{Saga: "S", Version: -1})
+	wantCode(t, "ListInstances with a negative version", err, engine.CodeInvalid)
 	_, err = s.ClaimOutbox(ctx, "relay", 0, time.Minute)
 	wantCode(t, "ClaimOutbox with limit 0", err, engine.CodeInvalid)
 }
@@ -598,7 +637,8 @@ func testHistory(t *testing.T, s Store) {
 	}
 	more := []engine.HistoryEntry{
 		{SagaID: "h-1", At: at(3 * time.Second), Kind: engine.EntryRetry,
-			Commands: []engine.CommandRef{{ID: "c1", Name: "APPROVE_ORDER", Participant: "profile", Attempt: 2}, {ID: "c9", Name: "NOTIFY", Participant: "notification", Attempt: 1}}},
+			Commands: []engine.CommandRef{{ID: "c1", Name: "APPROVE_ORDER", Participant: "profile", Attempt: 2}, {ID: "c9", Name: "NOTIFY", Participant: "notification", Attempt: 1},
+				{ID: "c10", Name: "PLACE_ORDER", Participant: "deals", Attempt: 1, Branch: "1[12]"}, {ID: "c11", Name: "RESERVE_CASH", Participant: "profile", Attempt: 3, Branch: "2"}}},
 		{SagaID: "h-1", At: at(4 * time.Second), Kind: engine.EntryOperator, FromState: "DRAFT", ToState: "FAILED",
 			Reason: "customer called", Actor: "alice@example.com"},
 	}
@@ -1061,6 +1101,12 @@ func testListInstances(t *testing.T, s Store) {
 		{"saga", engine.SagaFilter{Saga: "REFUND"}, func(in *engine.Instance) bool { return in.Saga == "REFUND" }},
 		{"saga and state", engine.SagaFilter{Saga: "ORDER", State: "APPROVED"}, func(in *engine.Instance) bool {
 			return in.Saga == "ORDER" && in.State == "APPROVED"
+		}},
+		{"saga and version", engine.SagaFilter{Saga: "ORDER", Version: 2}, func(in *engine.Instance) bool {
+			return in.Saga == "ORDER" && in.SagaVersion == 2
+		}},
+		{"version, running", engine.SagaFilter{Version: 1, Status: engine.StatusRunning}, func(in *engine.Instance) bool {
+			return in.SagaVersion == 1 && in.Status == engine.StatusRunning
 		}},
 		{"status", engine.SagaFilter{Status: engine.StatusRunning}, func(in *engine.Instance) bool { return in.Status == engine.StatusRunning }},
 		{"status compensation_failed", engine.SagaFilter{Status: engine.StatusCompensationFailed}, func(in *engine.Instance) bool {
