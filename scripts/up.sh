@@ -332,10 +332,16 @@ probe_kafka() {
 	local args=(-brokers "$KAFKA_BROKERS" -timeout 90s -user "$KAFKA_ADMIN_USER")
 	[[ "${KAFKA_STARTED:-0}" == 1 ]] && args+=(-roundtrip)
 	log "probing Kafka (${args[*]})"
-	(cd "$REPO_ROOT" && SAGA_KAFKA_PASSWORD="$KAFKA_ADMIN_PASSWORD" go run ./scripts/kafkaprobe "${args[@]}") || {
+	local out="$KAFKA_DIR/probe.log"
+	if ! (cd "$REPO_ROOT" && SAGA_KAFKA_PASSWORD="$KAFKA_ADMIN_PASSWORD" go run ./scripts/kafkaprobe "${args[@]}") >"$out" 2>&1; then
+		# The broker's log first, the probe's own words last: a CI log
+		# shows its tail, and the cause is in the probe's output.
 		tail -n 40 "$KAFKA_LOG" >&2
-		die "Kafka on $KAFKA_BROKERS does not answer (log: $KAFKA_LOG)"
-	}
+		printf '\n--- kafkaprobe said:\n' >&2
+		cat "$out" >&2
+		die "Kafka on $KAFKA_BROKERS does not answer the probe (log: $KAFKA_LOG; probe: $out)"
+	fi
+	cat "$out"
 }
 
 # setup_kafka runs the same setup step as the k8s Job (saga-machine

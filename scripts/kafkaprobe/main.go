@@ -19,6 +19,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
@@ -124,12 +125,16 @@ func roundTrip(ctx context.Context, seeds []string, adm *kadm.Client) error {
 	}()
 
 	want := "probe-" + suffix
-	prod, err := kgo.NewClient(opts(seeds, kgo.RequiredAcks(kgo.AllISRAcks()))...)
+	// A broker that restarts on existing data may answer CreateTopics
+	// before it hosts the new partition: the producer waits for the topic
+	// (no limit on unknown-topic retries but ctx) instead of failing after
+	// its default four metadata refreshes.
+	prod, err := kgo.NewClient(opts(seeds, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.UnknownTopicRetries(-1))...)
 	if err != nil {
 		return fmt.Errorf("create producer: %w", err)
 	}
 	defer prod.Close()
-	if err := prod.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: []byte(suffix), Value: []byte(want)}).FirstErr(); err != nil {
+	if err := produce(ctx, prod, &kgo.Record{Topic: topic, Key: []byte(suffix), Value: []byte(want)}); err != nil {
 		return fmt.Errorf("produce to %s: %w", topic, err)
 	}
 
@@ -159,5 +164,22 @@ func roundTrip(ctx context.Context, seeds []string, adm *kadm.Client) error {
 			return fmt.Errorf("commit offset of group %s: %w", group, err)
 		}
 		return nil
+	}
+}
+
+// produce sends r, trying again while the broker answers with a retriable
+// error (a partition not hosted yet, a leader elsewhere), until ctx ends.
+func produce(ctx context.Context, prod *kgo.Client, r *kgo.Record) error {
+	for {
+		err := prod.ProduceSync(ctx, r).FirstErr()
+		if err == nil || !kerr.IsRetriable(err) {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "kafkaprobe: produce: %v (trying again)\n", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case <-time.After(300 * time.Millisecond):
+		}
 	}
 }
