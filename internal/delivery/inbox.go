@@ -277,7 +277,18 @@ func (t *Tables) Replies(ctx context.Context, tx *sqlx.Tx, ids []string) (map[st
 			args[i] = id
 		}
 	}
-	rows, err := t.query(ctx, tx, q, args...)
+	var rows *sql.Rows
+	var err error
+	if t.d == sqldb.Postgres && tx != nil {
+		// Not prepared: a prepared statement's generic plan, made while
+		// the inbox is small (a new database), keeps scanning the whole
+		// inbox as it grows (measured: every batch of the notification
+		// service read all of sdk_inbox). Planned per call, it looks the
+		// ids up in the primary key.
+		rows, err = tx.QueryContext(ctx, q, args...)
+	} else {
+		rows, err = t.query(ctx, tx, q, args...)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("look up %d messages in %s: %w", len(ids), t.l.Inbox, err)
 	}
