@@ -138,6 +138,19 @@ contract-fuzz: ## schemathesis against all four OpenAPI specs on a running syste
 	@scripts/schemathesis.sh
 	SAGA_CONTRACT_EXAMPLES='$(CONTRACT_EXAMPLES)' SAGA_CONTRACT_SEED='$(CONTRACT_SEED)' $(GO) test -count=1 -v -timeout 120m -run '^TestContract$$' ./internal/contractfuzz
 
+# The chaos run (cmd/chaos, internal/chaos): the four services as processes
+# on a private PostgreSQL and Kafka (own ports and data, never make up's),
+# kill -9s, a broker and a PostgreSQL restart, a SIGSTOP past the session
+# timeout, then checks from the databases. make test runs the short one
+# (TestChaosShort); CHAOS_ARGS passes flags, e.g. CHAOS_ARGS='-seed 7 -keep'.
+CHAOS_N ?= 10000
+CHAOS_ARGS ?=
+.PHONY: chaos chaos-short
+chaos: ## chaos run: CHAOS_N (10,000) sagas at 40/s, kill -9 about every 10 s, broker and PostgreSQL restarts, a SIGSTOP
+	$(GO) run ./cmd/chaos -sagas $(CHAOS_N) -v $(CHAOS_ARGS)
+chaos-short: ## chaos run as make test runs it: 1,000 sagas at 12/s, each kind of fault once
+	$(GO) run ./cmd/chaos -short -v $(CHAOS_ARGS)
+
 # The race detector needs a C compiler; install one with apt if it is missing.
 cc:
 	@command -v "$$($(GO) env CC)" >/dev/null || { \

@@ -1,0 +1,385 @@
+package chaos
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portfolio-counselor/sagamachine/internal/procstack"
+)
+
+// fakeStack is a Stack that runs nothing: its services and replicas only,
+// as plan reads them (profile with two replicas, as Run starts it).
+func fakeStack(tb testing.TB) *procstack.Stack {
+	tb.Helper()
+	s := &procstack.Stack{}
+	mk := func(name string, n int) *procstack.Service {
+		sv := &procstack.Service{Name: name}
+		for i := range n {
+			sv.Replicas = append(sv.Replicas, &procstack.Replica{Service: sv, Index: i, InstanceID: fmt.Sprintf("%s-%d", name, i)})
+		}
+		return sv
+	}
+	s.SagaMachine, s.Deals, s.Profile, s.Notification = mk(procstack.SagaMachine, 1), mk(procstack.Deals, 1), mk(procstack.Profile, 2), mk(procstack.Notification, 1)
+	return s
+}
+
+// kindsOf counts the faults by kind, kills by service.
+func kindsOf(faults []*Fault) map[string]int {
+	got := map[string]int{}
+	for _, f := range faults {
+		k := f.Kind
+		if f.Kind == KindKill {
+			k += " " + f.replica.Service.Name
+		}
+		got[k]++
+	}
+	return got
+}
+
+// TestPlanEachKindOnce: the short run's plan kills every service once,
+// restarts the broker and PostgreSQL once, pauses one profile replica, all
+// between the warm-up and the tail, in order, the same for the same seed.
+func TestPlanEachKindOnce(t *testing.T) {
+	for _, seed := range []uint64{1, 2, 3, 42, 1 << 40} {
+		cfg := Short()
+		cfg.Seed = seed
+		cfg = cfg.withDefaults()
+		s := fakeStack(t)
+		traffic := time.Duration(float64(cfg.Sagas) / cfg.Rate * float64(time.Second))
+		faults := plan(cfg, s, traffic)
+		want := map[string]int{
+			KindKill + " " + procstack.SagaMachine: 1, KindKill + " " + procstack.Deals: 1,
+			KindKill + " " + procstack.Profile: 1, KindKill + " " + procstack.Notification: 1,
+			KindKafka: 1, KindPostgres: 1, KindPause: 1,
+		}
+		got := kindsOf(faults)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("seed %d: faults by kind = %v, want %v", seed, got, want)
+		}
+		for i, f := range faults {
+			if f.Planned < cfg.Warmup || f.Planned > traffic-cfg.Tail {
+				t.Errorf("seed %d: %s planned at %s, want within [%s, %s]", seed, f.Name(), f.Planned, cfg.Warmup, traffic-cfg.Tail)
+			}
+			if i > 0 && f.Planned < faults[i-1].Planned {
+				t.Errorf("seed %d: %s at %s planned before the previous fault (%s)", seed, f.Name(), f.Planned, faults[i-1].Planned)
+			}
+			if f.Kind == KindPause {
+				if f.replica == nil || f.replica.Service.Name != cfg.PauseService || f.down != cfg.Pause {
+					t.Errorf("seed %d: pause %+v, want a %s replica paused %s", seed, f, cfg.PauseService, cfg.Pause)
+				}
+			}
+			if f.Kind == KindKill && (f.down < cfg.DownMin || f.down > cfg.DownMax) {
+				t.Errorf("seed %d: %s down %s, want within [%s, %s]", seed, f.Name(), f.down, cfg.DownMin, cfg.DownMax)
+			}
+		}
+		again := plan(cfg, s, traffic)
+		for i := range faults {
+			if faults[i].Name() != again[i].Name() || faults[i].Planned != again[i].Planned {
+				t.Fatalf("seed %d: fault %d is %s at %s, then %s at %s: the plan is not reproducible",
+					seed, i, faults[i].Name(), faults[i].Planned, again[i].Name(), again[i].Planned)
+			}
+		}
+	}
+}
+
+// TestPlanKillEvery: the long run's plan kills every service in its first
+// round, then any process, about every KillEvery, plus one broker restart,
+// one PostgreSQL restart and one pause.
+func TestPlanKillEvery(t *testing.T) {
+	cfg := Long()
+	cfg.Seed = 7
+	cfg = cfg.withDefaults()
+	s := fakeStack(t)
+	traffic := time.Duration(float64(cfg.Sagas) / cfg.Rate * float64(time.Second))
+	faults := plan(cfg, s, traffic)
+	var kills []*Fault
+	for _, f := range faults {
+		if f.Kind == KindKill {
+			kills = append(kills, f)
+		}
+	}
+	first := map[string]bool{}
+	for _, f := range kills[:4] {
+		first[f.replica.Service.Name] = true
+	}
+	if len(first) != 4 {
+		t.Errorf("the first four kills hit %v, want every service", first)
+	}
+	span := traffic - cfg.Warmup - cfg.Tail
+	if lo, hi := int(span/(cfg.KillEvery*3/2)), int(span/(cfg.KillEvery/2))+1; len(kills) < lo || len(kills) > hi {
+		t.Errorf("%d kills over %s, want between %d and %d (one every %s on average)", len(kills), span, lo, hi, cfg.KillEvery)
+	}
+	for i := 1; i < len(kills); i++ {
+		if gap := kills[i].Planned - kills[i-1].Planned; gap < cfg.KillEvery/2 || gap > cfg.KillEvery*3/2 {
+			t.Errorf("kills %d and %d %s apart, want within [%s, %s]", i-1, i, gap, cfg.KillEvery/2, cfg.KillEvery*3/2)
+		}
+	}
+	got := kindsOf(faults)
+	for _, k := range []string{KindKafka, KindPostgres, KindPause} {
+		if got[k] != 1 {
+			t.Errorf("%d faults of kind %s, want 1", got[k], k)
+		}
+	}
+}
+
+// sampleOf is a sample at offset at of base where group svc committed off
+// on partition 0 of topic "t".
+func sampleOf(base time.Time, at time.Duration, committed map[string]int64) sample {
+	s := sample{at: base.Add(at), committed: map[string]map[tp]int64{}}
+	for svc, off := range committed {
+		s.committed[svc] = map[tp]int64{{"t", 0}: off}
+	}
+	return s
+}
+
+func TestResolve(t *testing.T) {
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	p := []tp{{"t", 0}}
+	samples := []sample{
+		sampleOf(base, 1*time.Second, map[string]int64{"a": 10, "b": 5}),
+		sampleOf(base, 2*time.Second, map[string]int64{"a": 11, "b": 5}),
+		sampleOf(base, 3*time.Second, map[string]int64{"a": 12, "b": 6}),
+	}
+	tests := []struct {
+		name     string
+		f        Fault
+		resumed  time.Duration // 0: not resumed
+		recovery time.Duration
+	}{
+		{"one group moves in the next sample",
+			Fault{At: base, after: base.Add(500 * time.Millisecond), based: true,
+				affected: map[string][]tp{"a": p}, baseline: sampleOf(base, 0, map[string]int64{"a": 10})},
+			2 * time.Second, 2 * time.Second},
+		{"every group it hit must move",
+			Fault{At: base, after: base, based: true,
+				affected: map[string][]tp{"a": p, "b": p}, baseline: sampleOf(base, 0, map[string]int64{"a": 10, "b": 5})},
+			3 * time.Second, 3 * time.Second},
+		{"samples before after do not count",
+			Fault{At: base, after: base.Add(2500 * time.Millisecond), based: true,
+				affected: map[string][]tp{"a": p}, baseline: sampleOf(base, 0, map[string]int64{"a": 10})},
+			3 * time.Second, 3 * time.Second},
+		{"never moved past the baseline",
+			Fault{At: base, after: base, based: true,
+				affected: map[string][]tp{"b": p}, baseline: sampleOf(base, 0, map[string]int64{"b": 6})},
+			0, 0},
+		{"no baseline: not resolved",
+			Fault{At: base, after: base, affected: map[string][]tp{"a": p}},
+			0, 0},
+		{"a failed fault is not resolved",
+			Fault{At: base, after: base, based: true, Err: "restart: boom",
+				affected: map[string][]tp{"a": p}, baseline: sampleOf(base, 0, map[string]int64{"a": 0})},
+			0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := tt.f
+			resolve([]*Fault{&f}, samples)
+			d, ok := f.Recovery()
+			if ok != (tt.resumed != 0) || d != tt.recovery {
+				t.Errorf("Recovery() = %s, %v; want %s, %v", d, ok, tt.recovery, tt.resumed != 0)
+			}
+			if tt.resumed != 0 && !f.Resumed.Equal(base.Add(tt.resumed)) {
+				t.Errorf("Resumed = %s, want %s", f.Resumed.Sub(base), tt.resumed)
+			}
+		})
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	ds := func(ms ...int) []time.Duration {
+		var out []time.Duration
+		for _, m := range ms {
+			out = append(out, time.Duration(m)*time.Millisecond)
+		}
+		return out
+	}
+	tests := []struct {
+		sorted []time.Duration
+		p      float64
+		want   time.Duration
+	}{
+		{nil, 50, 0},
+		{ds(7), 50, 7 * time.Millisecond},
+		{ds(7), 99, 7 * time.Millisecond},
+		{ds(1, 2, 3, 4), 50, 2 * time.Millisecond},
+		{ds(1, 2, 3, 4), 99, 4 * time.Millisecond},
+		{ds(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 90, 9 * time.Millisecond},
+		{ds(1, 2, 3), 100, 3 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		if got := percentile(tt.sorted, tt.p); got != tt.want {
+			t.Errorf("percentile(%v, %g) = %s, want %s", tt.sorted, tt.p, got, tt.want)
+		}
+	}
+}
+
+func TestRetryable(t *testing.T) {
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{errors.New("dial tcp: connection refused"), true},
+		{&procstack.StatusError{Status: 500}, true},
+		{&procstack.StatusError{Status: 503}, true},
+		{&procstack.StatusError{Status: 408}, true},
+		{&procstack.StatusError{Status: 429}, true},
+		{fmt.Errorf("post: %w", &procstack.StatusError{Status: 502}), true},
+		{&procstack.StatusError{Status: 400}, false},
+		{&procstack.StatusError{Status: 403}, false},
+		{&procstack.StatusError{Status: 409}, false},
+		{&procstack.StatusError{Status: 422}, false},
+	}
+	for _, tt := range tests {
+		if got, _ := retryable(tt.err); got != tt.want {
+			t.Errorf("retryable(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for n := range 10 {
+		d := backoff(n, rng)
+		ceil := min(200*time.Millisecond<<min(n, 4), 2*time.Second)
+		if d < ceil/2 || d > ceil {
+			t.Errorf("backoff(%d) = %s, want within [%s, %s]", n, d, ceil/2, ceil)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		mod  func(*Config)
+		want string // "" for valid
+	}{
+		{"short", func(*Config) {}, ""},
+		{"pause too short", func(c *Config) { c.Pause = time.Second }, "Pause"},
+		{"unknown pause service", func(c *Config) { c.PauseService = "kafka" }, "PauseService"},
+		{"traffic shorter than warm-up and tail", func(c *Config) { c.Sagas, c.Rate = 10, 10 }, "shorter than Warmup + Tail"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := Short()
+			tt.mod(&cfg)
+			err := cfg.withDefaults().validate()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("validate() = %v, want nil", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("validate() = %v, want an error about %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestWithDefaults(t *testing.T) {
+	c := Config{}.withDefaults()
+	if c.Seed == 0 || c.runID == "" {
+		t.Errorf("seed %d, run id %q: want both drawn", c.Seed, c.runID)
+	}
+	if c.Pause <= c.MinGap || c.PauseService != procstack.Profile || c.DownMax < c.DownMin {
+		t.Errorf("defaults %+v: want a pause longer than the gap on profile, DownMin ≤ DownMax", c)
+	}
+	kept := Config{Seed: 9, Sagas: 5, Rate: 1, DepositEvery: -1}.withDefaults()
+	if kept.Seed != 9 || kept.Sagas != 5 || kept.Rate != 1 || kept.DepositEvery != -1 {
+		t.Errorf("withDefaults changed set fields: %+v", kept)
+	}
+}
+
+func TestFunding(t *testing.T) {
+	tests := []struct {
+		sagas, users int
+		want         string
+	}{
+		{1000, 50, "320.00"},
+		{10000, 200, "800.00"},
+		{10, 50, "100.00"},
+	}
+	for _, tt := range tests {
+		if got := (Config{Sagas: tt.sagas, Users: tt.users}).funding(); got != tt.want {
+			t.Errorf("funding of %d sagas over %d users = %s, want %s", tt.sagas, tt.users, got, tt.want)
+		}
+	}
+}
+
+// TestMakeOffer: offers are reproducible from the seed, each with its own
+// Idempotency-Key, and the mix has buys, sells and unaffordable buys.
+func TestMakeOffer(t *testing.T) {
+	cfg := Config{Seed: 11, Users: 5, runID: "r"}.withDefaults()
+	l := &load{cfg: cfg}
+	for i := range cfg.Users {
+		l.users = append(l.users, user{name: fmt.Sprint("u", i), portfolio: fmt.Sprint("p", i)})
+	}
+	keys := map[string]bool{}
+	kinds := map[string]int{}
+	for n := range 500 {
+		o := l.makeOffer(n)
+		if again := l.makeOffer(n); again.deal != o.deal || again.user != o.user || again.key != o.key {
+			t.Fatalf("offer %d: %+v then %+v", n, o, again)
+		}
+		if keys[o.key] {
+			t.Fatalf("offer %d reuses Idempotency-Key %s", n, o.key)
+		}
+		keys[o.key] = true
+		switch {
+		case o.deal.Quantity == "1000":
+			kinds["unaffordable"]++
+		default:
+			kinds[o.deal.Side]++
+		}
+	}
+	for _, k := range []string{"buy", "sell", "unaffordable"} {
+		if kinds[k] == 0 {
+			t.Errorf("no %s among 500 offers (%v)", k, kinds)
+		}
+	}
+}
+
+// TestReportErr: a report with nothing wrong passes; each kind of problem
+// fails it, and Format says which.
+func TestReportErr(t *testing.T) {
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clean := func() *Report {
+		s := fakeStack(t)
+		return &Report{Config: Short().withDefaults(), Began: start, TrafficStart: start, TrafficEnd: start.Add(time.Minute),
+			Quiet: start.Add(70 * time.Second), Offered: 3, Accepted: 3,
+			Faults: []*Fault{{Kind: KindKill, Target: "deals", replica: s.Deals.Replicas[0], At: start.Add(10 * time.Second),
+				Back: start.Add(11 * time.Second), Ready: start.Add(12 * time.Second), Resumed: start.Add(13 * time.Second)}},
+			Timeline: []Bucket{{Offered: 3, Accepted: 3, Started: 3, Finished: 3, Lag: 0}}}
+	}
+	r := clean()
+	if err := r.Err(); err != nil {
+		t.Fatalf("clean report: Err() = %v", err)
+	}
+	var b strings.Builder
+	r.Format(&b)
+	for _, want := range []string{"RESULT: OK", "kill -9 deals", "recovered 3s"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("clean report's text lacks %q:\n%s", want, b.String())
+		}
+	}
+	broken := []struct {
+		name string
+		mod  func(*Report)
+	}{
+		{"violation", func(r *Report) { r.Check.Violations = []string{"deal d1 has 2 notifications"} }},
+		{"problem", func(r *Report) { r.problem("lost: 1") }},
+	}
+	for _, tt := range broken {
+		r := clean()
+		tt.mod(r)
+		if r.Err() == nil {
+			t.Errorf("%s: Err() = nil, want an error", tt.name)
+		}
+		var b strings.Builder
+		r.Format(&b)
+		if !strings.Contains(b.String(), "RESULT: FAILED") {
+			t.Errorf("%s: the text does not say FAILED:\n%s", tt.name, b.String())
+		}
+	}
+}
