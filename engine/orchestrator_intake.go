@@ -108,6 +108,7 @@ func (o *Orchestrator) HandleRecords(ctx context.Context, recs []Record) error {
 	for i, r := range recs {
 		ins[i] = decodeRecord(r)
 	}
+	endTrace := traceBatch(ins) // orchestrator_trace.go: spans when tracing is on
 	var b *batch
 	err := o.inTx(ctx, func(ctx context.Context, tx Tx) error {
 		b = newBatch(o.cfg.Clock().UTC())
@@ -116,6 +117,7 @@ func (o *Orchestrator) HandleRecords(ctx context.Context, recs []Record) error {
 		b.after = make([]func(), 0, len(ins))
 		return o.applyAll(ctx, tx, b, ins)
 	})
+	endTrace(err)
 	if err != nil {
 		return fmt.Errorf("apply a batch of %d records: %w", len(recs), err)
 	}

@@ -1,15 +1,72 @@
 package engine
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"strconv"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/portfolio-counselor/sagamachine/internal/tracing"
 )
 
 // W3C trace context (https://www.w3.org/TR/trace-context/): an event's
-// traceparent header travels to the commands it causes. The engine records
-// no spans of its own, so it forwards the header unchanged (the commands are
-// children of the span that sent the event); an event without a valid one
-// starts a new trace, so that every saga's messages can be correlated.
+// traceparent header travels to the commands it causes. With tracing off
+// (internal/tracing) the engine records no spans, so it forwards the header
+// unchanged (the commands are children of the span that sent the event); an
+// event without a valid one starts a new trace, so that every saga's
+// messages can be correlated. With tracing on, each event of a batch gets a
+// "handle <EVENT>" span (traceBatch), a child of the event's traceparent
+// (the consumer's "receive" span), and the commands it causes carry that
+// span's traceparent instead.
+
+// noTrace is traceBatch's end function when tracing is off.
+func noTrace(error) {}
+
+// traceBatch starts a "handle <EVENT>" span for each inbound event of a
+// batch, a child of the record's traceparent (a new trace if the record had
+// no valid one), and makes the span's traceparent the one the event's
+// commands and instance carry. The returned function ends the spans once
+// the batch is committed (err nil) or failed. Off, it changes nothing.
+func traceBatch(ins []inbound) (end func(err error)) {
+	if !tracing.Enabled() {
+		return noTrace
+	}
+	spans := make([]trace.Span, len(ins))
+	for i := range ins {
+		in := &ins[i]
+		parent := in.rec.Headers[HeaderTraceparent]
+		if !ValidTraceparent(parent) {
+			parent = "" // traceOf made in.trace up: no span of that id exists
+		}
+		name := "handle"
+		if in.bad == nil {
+			name = tracing.Name("handle", in.msg.Name)
+		}
+		_, span := tracing.StartRemote(context.Background(), parent, name, trace.SpanKindConsumer,
+			tracing.AttrOperation.String("process"),
+			tracing.AttrTopic.String(in.rec.Topic),
+			tracing.AttrPartition.String(strconv.Itoa(int(in.rec.Partition))),
+			tracing.AttrOffset.Int64(in.rec.Offset),
+			tracing.AttrSagaID.String(in.msg.SagaID),
+			tracing.AttrMessageID.String(in.msg.ID),
+			tracing.AttrMessageName.String(in.msg.Name),
+			tracing.AttrParticipant.String(in.msg.Participant))
+		if in.bad != nil {
+			span.RecordError(in.bad)
+		}
+		if tp := tracing.Traceparent(span); tp != "" {
+			in.trace = tp
+		}
+		spans[i] = span
+	}
+	return func(err error) {
+		for _, s := range spans {
+			tracing.End(s, err)
+		}
+	}
+}
 
 // traceparentLen is the length of a version-00 traceparent:
 // 2 + 1 + 32 + 1 + 16 + 1 + 2.
