@@ -148,7 +148,7 @@ CHAOS_ARGS ?=
 .PHONY: chaos chaos-short
 chaos: ## chaos run: CHAOS_N (10,000) sagas at 40/s, kill -9 about every 10 s, broker and PostgreSQL restarts, a SIGSTOP
 	$(GO) run ./cmd/chaos -sagas $(CHAOS_N) -v $(CHAOS_ARGS)
-chaos-short: ## chaos run as make test runs it: 1,000 sagas at 12/s, each kind of fault once
+chaos-short: ## chaos run as make test runs it: 1,000 sagas at 8/s, each kind of fault once
 	$(GO) run ./cmd/chaos -short -v $(CHAOS_ARGS)
 
 # The race detector needs a C compiler; install one with apt if it is missing.

@@ -25,7 +25,7 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	short := fs.Bool("short", false, "make test's run: 1,000 sagas at 12/s from 50 users, each kind of fault once")
+	short := fs.Bool("short", false, "make test's run: 1,000 sagas at 8/s from 50 users, each kind of fault once")
 	cfg := chaos.Long()
 	fs.IntVar(&cfg.Sagas, "sagas", cfg.Sagas, "sagas to offer")
 	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "sagas offered per second (open loop)")

@@ -24,7 +24,7 @@ type Config struct {
 	// Default 1,000.
 	Sagas int
 	// Rate is how many are offered a second (an open loop: the traffic
-	// lasts Sagas/Rate whatever the system does). Default 12.
+	// lasts Sagas/Rate whatever the system does). Default 8.
 	Rate float64
 	// Users is how many clients, each with a funded portfolio, post them.
 	// Default 50.
@@ -90,8 +90,9 @@ type Config struct {
 }
 
 // Short is the run of make test (internal/chaos's test): 1,000 sagas at
-// 12 a second, each kind of fault once.
-func Short() Config { return Config{Sagas: 1000, Rate: 12, Users: 50} }
+// 8 a second (about two minutes of traffic: the faults, one after the
+// other, fit in it on a loaded two-core machine), each kind of fault once.
+func Short() Config { return Config{Sagas: 1000, Rate: 8, Users: 50} }
 
 // Long is make chaos's run: 10,000 sagas at 40 a second from 200 users, a
 // kill -9 about every 10 s, the broker and PostgreSQL restarted once, one
@@ -110,7 +111,7 @@ func (c Config) withDefaults() Config {
 		c.Sagas = 1000
 	}
 	if c.Rate <= 0 {
-		c.Rate = 12
+		c.Rate = 8
 	}
 	if c.Users <= 0 {
 		c.Users = 50
@@ -185,6 +186,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	}
 	var logMu sync.Mutex
 	began := time.Now()
+	loadAtStart := loadAvg()
 	logf := func(format string, args ...any) {
 		logMu.Lock()
 		defer logMu.Unlock()
@@ -288,7 +290,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	wg.Go(func() { inj.run(ctx, l.start, faults, trafficDone) })
 	logf("traffic for %s, %d faults planned", traffic.Round(time.Second), len(faults))
 	wg.Wait()
-	trafficEnd := time.Now()
+	faultsEnd := time.Now()
 	l.wait()
 	logf("traffic and faults done; every post has an outcome")
 	if ctx.Err() != nil {
@@ -305,8 +307,8 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	monDone.Wait()
 	logf("quiescent: %v (%s)", qerr == nil, act)
 
-	rep = &Report{Config: cfg, Began: began, TrafficStart: l.start, TrafficEnd: trafficEnd, Quiet: quiet,
-		Faults: faults, Activity: act}
+	rep = &Report{Config: cfg, Began: began, TrafficStart: l.start, TrafficEnd: l.end, FaultsEnd: faultsEnd, Quiet: quiet,
+		Faults: faults, Activity: act, Machine: machine(ctx, cfg.Repo, began, loadAtStart)}
 	if qerr != nil {
 		rep.QuiesceErr = qerr.Error()
 	}

@@ -144,6 +144,11 @@ func TestResolve(t *testing.T) {
 		sampleOf(base, 2*time.Second, map[string]int64{"a": 11, "b": 5}),
 		sampleOf(base, 3*time.Second, map[string]int64{"a": 12, "b": 6}),
 	}
+	// The partition ends at offset 6: b lags by one until 3s, when it has
+	// caught up.
+	samples[0].ends = map[tp]int64{{"t", 0}: 6}
+	samples[1].ends = map[tp]int64{{"t", 0}: 6}
+	samples[2].ends = map[tp]int64{{"t", 0}: 6}
 	tests := []struct {
 		name     string
 		f        Fault
@@ -164,6 +169,14 @@ func TestResolve(t *testing.T) {
 			3 * time.Second, 3 * time.Second},
 		{"never moved past the baseline",
 			Fault{At: base, after: base, based: true,
+				affected: map[string][]tp{"b": p}, baseline: sampleOf(base, 0, map[string]int64{"b": 6})},
+			0, 0},
+		{"caught up after ready: nothing left to resume",
+			Fault{At: base, after: base, Ready: base.Add(1500 * time.Millisecond), based: true,
+				affected: map[string][]tp{"b": p}, baseline: sampleOf(base, 0, map[string]int64{"b": 6})},
+			3 * time.Second, 3 * time.Second},
+		{"caught up before ready does not count",
+			Fault{At: base, after: base, Ready: base.Add(3500 * time.Millisecond), based: true,
 				affected: map[string][]tp{"b": p}, baseline: sampleOf(base, 0, map[string]int64{"b": 6})},
 			0, 0},
 		{"no baseline: not resolved",

@@ -359,7 +359,9 @@ func (in *injector) inject(ctx context.Context, f *Fault) {
 
 // resolve sets each fault's Resumed from the monitor's samples: the first
 // sample after f.after in which every group the fault hit has committed
-// past its baseline on one of the partitions it hit.
+// past its baseline on one of the partitions it hit, or, once the process
+// or server is ready again, has caught up on all of them (nothing was left
+// to resume: e.g. a fault at the end of the traffic).
 func resolve(faults []*Fault, samples []sample) {
 	for _, f := range faults {
 		if !f.based || f.Err != "" {
@@ -371,14 +373,18 @@ func resolve(faults []*Fault, samples []sample) {
 			}
 			all := true
 			for svc, parts := range f.affected {
-				moved := false
+				moved, caughtUp := false, !f.Ready.IsZero() && s.at.After(f.Ready) && len(parts) > 0
 				for _, p := range parts {
-					if s.committed[svc][p] > f.baseline.committed[svc][p] {
+					c, ok := s.committed[svc][p]
+					if c > f.baseline.committed[svc][p] {
 						moved = true
 						break
 					}
+					if end, known := s.ends[p]; !ok || !known || c < end {
+						caughtUp = false
+					}
 				}
-				if !moved {
+				if !moved && !caughtUp {
 					all = false
 					break
 				}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -78,7 +79,11 @@ func (in *Infra) PostgresURL() string {
 // Kafka is the private broker's super user client configuration.
 func (in *Infra) Kafka() kafka.Config {
 	return kafka.Config{Brokers: []string{"127.0.0.1:" + strconv.Itoa(in.KafkaPort)}, ClientID: "chaos",
-		SASL: kafka.SASL{Mechanism: kafka.MechanismSCRAMSHA512, User: in.AdminUser, Password: in.AdminPassword}}
+		SASL: kafka.SASL{Mechanism: kafka.MechanismSCRAMSHA512, User: in.AdminUser, Password: in.AdminPassword},
+		// The run's own clients (the offset monitor, the stack's setup)
+		// would log every refused connection while the broker is down on
+		// purpose.
+		Logger: slog.New(slog.DiscardHandler)}
 }
 
 // linkKafkaJars points RunDir/kafka/libs at make up's jars when those are

@@ -53,6 +53,7 @@ type load struct {
 	s     *procstack.Stack
 	users []user
 	start time.Time
+	end   time.Time // when the last deal was offered (set by run)
 
 	mu       sync.Mutex
 	offers   []*offer
@@ -158,6 +159,7 @@ func (l *load) run(ctx context.Context) {
 			l.inFlight.Go(func() { l.deposit(ctx, d, rng) })
 		}
 	}
+	l.end = time.Now()
 }
 
 // wait waits until every post and deposit has an outcome.

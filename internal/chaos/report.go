@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
+	"os/exec"
+	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,8 +41,12 @@ type Report struct {
 	// Config is the run's configuration, defaults filled in (Seed too).
 	Config Config
 	// Began is when Run started; TrafficStart and TrafficEnd bound the
-	// offered load; Quiet is when the system was at rest afterwards.
-	Began, TrafficStart, TrafficEnd, Quiet time.Time
+	// offered load (the first and the last deal offered); FaultsEnd is
+	// when both the traffic and the faults were over; Quiet is when the
+	// system was at rest afterwards.
+	Began, TrafficStart, TrafficEnd, FaultsEnd, Quiet time.Time
+	// Machine describes where the run ran (commit, CPUs, load).
+	Machine Machine
 	// Elapsed is Run's whole wall time (build, servers, checks included).
 	Elapsed time.Duration
 
@@ -262,8 +270,8 @@ func (r *Report) collect(ctx context.Context, s *procstack.Stack, l *load, inj *
 	r.LatencyP50, r.LatencyP99, r.LatencyMax = sec(lat.P50), sec(lat.P99), sec(lat.Max)
 
 	end := r.Quiet
-	if r.TrafficEnd.After(end) {
-		end = r.TrafficEnd
+	if r.FaultsEnd.After(end) {
+		end = r.FaultsEnd
 	}
 	n := int(end.Sub(r.TrafficStart)/BucketWidth) + 1
 	r.Timeline = make([]Bucket, n)
@@ -381,7 +389,9 @@ func (r *Report) Format(w io.Writer) {
 	}
 	fmt.Fprintf(w, "chaos run: seed %d; %d sagas offered at %g/s from %d users over %s (open loop, fell behind by at most %s)\n",
 		c.Seed, r.Offered, c.Rate, c.Users, ms(r.TrafficEnd.Sub(r.TrafficStart)), ms(r.Behind))
-	fmt.Fprintf(w, "  wall time %s; at rest %s after the traffic ended\n", ms(r.Elapsed), ms(r.Quiet.Sub(r.TrafficEnd)))
+	fmt.Fprintf(w, "  %s\n", r.Machine)
+	fmt.Fprintf(w, "  wall time %s (build and servers included); faults over %s after the traffic ended, at rest %s after that\n",
+		ms(r.Elapsed), ms(max(r.FaultsEnd.Sub(r.TrafficEnd), 0)), ms(r.Quiet.Sub(r.FaultsEnd)))
 	fmt.Fprintf(w, "deals: %d accepted (%d POST /deals sent; %d answered from an earlier attempt by Idempotency-Key), %d refused, %d given up\n",
 		r.Accepted, r.Attempts, r.Replayed, r.Refused, r.GaveUp)
 	fmt.Fprintf(w, "deposits: %d offered, %d accepted, %d given up\n", r.Deposits, r.DepositsAccepted, r.DepositsGaveUp)
@@ -504,4 +514,66 @@ func lags(m map[string]int64) string {
 		return "unknown"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// Machine is where and when a run ran, for the record.
+type Machine struct {
+	// Date is when the run began (UTC).
+	Date time.Time
+	// Commit is the repository's HEAD, with "+dirty" when the working
+	// tree differs from it (as git describes it); empty when unknown.
+	Commit string
+	// CPUs is runtime.NumCPU; GoVersion the toolchain of the run.
+	CPUs      int
+	GoVersion string
+	// LoadStart and LoadEnd are the 1-minute load averages
+	// (/proc/loadavg) at the start and the end of the run (-1: unknown).
+	LoadStart, LoadEnd float64
+}
+
+func (m Machine) String() string {
+	commit := m.Commit
+	if commit == "" {
+		commit = "unknown"
+	}
+	load := func(v float64) string {
+		if v < 0 {
+			return "?"
+		}
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	}
+	return fmt.Sprintf("%s, commit %s, %s, %d CPUs, load average %s at the start, %s at the end",
+		m.Date.UTC().Format("2006-01-02 15:04 UTC"), commit, m.GoVersion, m.CPUs, load(m.LoadStart), load(m.LoadEnd))
+}
+
+// machine describes this machine for a run that began at began, with
+// the load average loadStart then.
+func machine(ctx context.Context, repo string, began time.Time, loadStart float64) Machine {
+	m := Machine{Date: began.UTC(), CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), LoadStart: loadStart, LoadEnd: loadAvg()}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, "git", "describe", "--always", "--dirty=+dirty", "--abbrev=12", "--exclude=*")
+	cmd.Dir = repo
+	if out, err := cmd.Output(); err == nil {
+		m.Commit = strings.TrimSpace(string(out))
+	}
+	return m
+}
+
+// loadAvg is the 1-minute load average, -1 when /proc/loadavg is not
+// there.
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return -1
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return -1
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return -1
+	}
+	return v
 }
