@@ -16,6 +16,9 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/portfolio-counselor/sagamachine/internal/tracing"
 )
 
 // Defaults applied to the zero fields of a Config.
@@ -389,6 +392,10 @@ func (p *Producer) Publish(ctx context.Context, recs []Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
+	var spans []trace.Span
+	if tracing.Enabled() {
+		recs, spans = traceProduce(ctx, recs) // tracing.go
+	}
 	krs := make([]*kgo.Record, len(recs))
 	for i, r := range recs {
 		if r.Topic == "" {
@@ -397,6 +404,9 @@ func (p *Producer) Publish(ctx context.Context, recs []Record) error {
 		krs[i] = toKgo(r)
 	}
 	results := p.cl.ProduceSync(ctx, krs...)
+	if spans != nil {
+		endProduce(spans, krs, results)
+	}
 	failed := 0
 	var first error
 	for _, res := range results {
@@ -508,7 +518,11 @@ func (c *Consumer) Fetch(ctx context.Context, max int) ([]Record, error) {
 			// Errors of other partitions in the same poll are not lost:
 			// they are logged here and reported again by a later poll.
 			fetches.EachError(c.logBeside)
-			return c.lingerFor(ctx, recs, max), nil
+			recs = c.lingerFor(ctx, recs, max)
+			if tracing.Enabled() {
+				c.traceReceive(ctx, recs) // tracing.go
+			}
+			return recs, nil
 		}
 		// Nothing to process: let the group rebalance (a poll that
 		// returns no records still counts as a poll).

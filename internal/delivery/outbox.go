@@ -13,9 +13,11 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
+	"github.com/portfolio-counselor/sagamachine/internal/tracing"
 )
 
 // Row is one message in the outbox.
@@ -96,6 +98,9 @@ func writePostgresSQL(l Layout, first int) string {
 
 // writePostgresArgs are the arrays of a write of rows (writePostgresSQL).
 func (t *Tables) writePostgresArgs(rows []Row) ([]any, error) {
+	if tracing.Enabled() {
+		rows = traceRows(rows)
+	}
 	n := len(rows)
 	topics, keys := make([]string, n), make([]string, n)
 	for i, r := range rows {
@@ -153,6 +158,9 @@ func (t *Tables) writePostgresArgs(rows []Row) ([]any, error) {
 // writeSQLite inserts rows one prepared statement execution each (SQLite
 // runs in-process: a statement costs no round trip).
 func (t *Tables) writeSQLite(ctx context.Context, tx *sqlx.Tx, rows []Row) error {
+	if tracing.Enabled() {
+		rows = traceRows(rows)
+	}
 	now := t.at(t.now())
 	st, err := t.stmt(ctx, tx, t.q.insertOne)
 	if err != nil {
@@ -412,4 +420,31 @@ func (t *Tables) scan(rows *sql.Rows) ([]Row, error) {
 	}
 	sortRows(out)
 	return out, nil
+}
+
+// traceRows records an "outbox <NAME>" span for each row, a child of the
+// row's traceparent header (the span of the handler or request that wrote
+// it; a new trace if it has none), and returns copies of the rows that
+// carry the span's traceparent: the relay's publish span is its child.
+// rows and their headers are not changed. Call only when tracing.Enabled.
+func traceRows(rows []Row) []Row {
+	out := make([]Row, len(rows))
+	for i, r := range rows {
+		id, name, kind := r.ID, r.Name, ""
+		if r.Message != nil {
+			id, name, kind = r.Message.ID, r.Message.Name, string(r.Message.Kind)
+		} else if k := r.Headers[envelope.HeaderKind]; k != "" {
+			kind = k
+		}
+		_, span := tracing.StartRemote(context.Background(), r.Headers[envelope.HeaderTraceparent], tracing.Name("outbox", name), trace.SpanKindInternal,
+			tracing.AttrTopic.String(r.Topic),
+			tracing.AttrSagaID.String(r.Key),
+			tracing.AttrMessageID.String(id),
+			tracing.AttrMessageName.String(name),
+			tracing.AttrMessageKind.String(kind))
+		r.Headers = tracing.WithTraceparent(r.Headers, tracing.Traceparent(span))
+		span.End()
+		out[i] = r
+	}
+	return out
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
@@ -31,6 +32,7 @@ const (
 type pendingDeal struct {
 	d    Deal
 	dc   dealctx.DealContext
+	span trace.SpanContext // the request's span: the saga's trace starts there (internal/tracing)
 	done chan groupResult
 }
 
@@ -50,8 +52,8 @@ func flushers(d service.Dialect) int {
 
 // insertDeal writes d (inserted false if its Idempotency-Key was used
 // before) and starts its saga, grouped with the deals created meanwhile.
-func (s *Service) insertDeal(d Deal, dc dealctx.DealContext) (bool, error) {
-	pd := &pendingDeal{d: d, dc: dc, done: make(chan groupResult, 1)}
+func (s *Service) insertDeal(span trace.SpanContext, d Deal, dc dealctx.DealContext) (bool, error) {
+	pd := &pendingDeal{d: d, dc: dc, span: span, done: make(chan groupResult, 1)}
 	s.groupMu.Lock()
 	s.queue = append(s.queue, pd)
 	if s.flushing < flushers(s.dialect) {
@@ -93,7 +95,7 @@ func (s *Service) writeGroup(group []*pendingDeal) {
 		inserted, err := s.inTx(ctx, func(tx *sqlx.Tx) ([]bool, error) {
 			ins := make([]bool, len(group))
 			for i, pd := range group {
-				ok, err := s.writeDeal(ctx, tx, pd.d, pd.dc)
+				ok, err := s.writeDeal(trace.ContextWithSpanContext(ctx, pd.span), tx, pd.d, pd.dc)
 				if err != nil {
 					return nil, err
 				}
@@ -111,7 +113,7 @@ func (s *Service) writeGroup(group []*pendingDeal) {
 	}
 	for _, pd := range group {
 		inserted, err := s.inTx(ctx, func(tx *sqlx.Tx) ([]bool, error) {
-			ok, err := s.writeDeal(ctx, tx, pd.d, pd.dc)
+			ok, err := s.writeDeal(trace.ContextWithSpanContext(ctx, pd.span), tx, pd.d, pd.dc)
 			return []bool{ok}, err
 		})
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
@@ -64,7 +65,7 @@ func (s *Service) Create(ctx context.Context, userID string, in NewDeal, idemKey
 	if err := ctx.Err(); err != nil {
 		return Deal{}, false, fmt.Errorf("create deal: %w", err)
 	}
-	inserted, err := s.insertDeal(d, dc)
+	inserted, err := s.insertDeal(trace.SpanContextFromContext(ctx), d, dc)
 	if err != nil {
 		return Deal{}, false, fmt.Errorf("create deal %s: %w", d.ID, err)
 	}

@@ -5,10 +5,12 @@ import (
 	"fmt"
 
 	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/internal/delivery"
+	"github.com/portfolio-counselor/sagamachine/internal/tracing"
 )
 
 // maxTxBatch bounds the commands handled in one transaction.
@@ -109,8 +111,24 @@ func (p *Participant) runBatch(ctx context.Context, recs []kafka.Record, msgs []
 	// The inbox and outbox rows are written together after the handlers:
 	// one statement for the whole batch on PostgreSQL.
 	var rec batchRecord
+	var spans []trace.Span // tracing.go: one per command when tracing is on
+	defer func() {
+		for j, s := range spans {
+			if j == failedAt {
+				tracing.End(s, failure)
+			} else {
+				s.End()
+			}
+		}
+	}()
 	for j, m := range msgs {
 		headers := recs[j].Headers
+		ctx := ctx
+		if tracing.Enabled() {
+			var span trace.Span
+			ctx, headers, span = p.startHandle(ctx, m, headers)
+			spans = append(spans, span)
+		}
 		if k, dup := kept[m.ID]; dup {
 			// In the inbox already, or earlier in this batch.
 			if k.reply != nil {

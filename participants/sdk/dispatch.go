@@ -11,11 +11,13 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/errs"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/internal/delivery"
+	"github.com/portfolio-counselor/sagamachine/internal/tracing"
 )
 
 // Outcome tells what Dispatch did with one command record.
@@ -191,7 +193,12 @@ type attemptResult struct {
 // before it runs (the database is unreachable) do not count. extra, if set,
 // runs in the same transaction after the reply (ReplayAs marks the dead
 // letter replayed there).
-func (p *Participant) attempt(ctx context.Context, msg envelope.Message, headers map[string]string, h handlerFunc, extra func(*sqlx.Tx) error) (attemptResult, bool, error) {
+func (p *Participant) attempt(ctx context.Context, msg envelope.Message, headers map[string]string, h handlerFunc, extra func(*sqlx.Tx) error) (_ attemptResult, _ bool, err error) {
+	if tracing.Enabled() {
+		var span trace.Span
+		ctx, headers, span = p.startHandle(ctx, msg, headers) // tracing.go
+		defer func() { tracing.End(span, err) }()
+	}
 	tx, err := p.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return attemptResult{}, false, fmt.Errorf("begin transaction for %s %s: %w", msg.Name, msg.ID, err)

@@ -64,7 +64,7 @@ func (p *Participant) StartSagaWithID(ctx context.Context, tx *sqlx.Tx, sagaID, 
 		OccurredAt:  time.Now().UTC(),
 		Payload:     body,
 	}
-	if err := p.insertOutbox(ctx, tx, p.outRowFor(m, encodeMessage(m), nil)); err != nil {
+	if err := p.insertOutbox(ctx, tx, p.outRowFor(m, encodeMessage(m), startHeaders(ctx))); err != nil {
 		return fmt.Errorf("start saga %s: %w", saga, err)
 	}
 	p.log.Debug("saga start written to the outbox", "saga_id", m.SagaID, "saga", saga, "event", event, "message_id", m.ID)

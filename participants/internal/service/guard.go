@@ -6,7 +6,10 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/gorilla/mux"
+
 	"github.com/portfolio-counselor/sagamachine/internal/program"
+	"github.com/portfolio-counselor/sagamachine/internal/tracing"
 )
 
 // TypeCrossOrigin is the problem type of a state-changing request a
@@ -28,6 +31,9 @@ const TypeCrossOrigin = ProblemTypePrefix + "cross-origin"
 //     reaches a handler, whichever origin sent it.
 //
 // Both refusals are problem+json; nothing is read or written.
+//
+// When tracing is on (internal/tracing), every request, refused or not,
+// gets a server span named after the route next (a *mux.Router) matches.
 func Guard(next http.Handler) http.Handler {
 	jsonOnly := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if stateChanging(r.Method) && r.ContentLength != 0 && !IsJSONContentType(r.Header.Get("Content-Type")) {
@@ -41,7 +47,8 @@ func Guard(next http.Handler) http.Handler {
 		WriteProblem(w, r, NewError(http.StatusForbidden, TypeCrossOrigin,
 			r.Method+" "+r.URL.Path+" from another origin ("+originOf(r)+") is refused: state-changing requests must come from the service's own origin or from a client that is not a browser").Problem)
 	}))
-	return p.Handler(jsonOnly)
+	router, _ := next.(*mux.Router)
+	return tracing.Handler(router, p.Handler(jsonOnly)) // a server span per request when tracing is on
 }
 
 // LocalOnly refuses (421 problem+json, program.LoopbackHostOnly) requests
