@@ -109,6 +109,11 @@ func TestPlanKillEvery(t *testing.T) {
 	if len(first) != 4 {
 		t.Errorf("the first four kills hit %v, want every service", first)
 	}
+	for i, f := range kills {
+		if f.extra != (i >= 4) {
+			t.Errorf("kill %d (%s): extra = %v, want %v (only kills after each service's first may be skipped)", i, f.Name(), f.extra, i >= 4)
+		}
+	}
 	span := traffic - cfg.Warmup - cfg.Tail
 	if lo, hi := int(span/(cfg.KillEvery*3/2)), int(span/(cfg.KillEvery/2))+1; len(kills) < lo || len(kills) > hi {
 		t.Errorf("%d kills over %s, want between %d and %d (one every %s on average)", len(kills), span, lo, hi, cfg.KillEvery)
@@ -382,6 +387,15 @@ func TestReportErr(t *testing.T) {
 	}{
 		{"violation", func(r *Report) { r.Check.Violations = []string{"deal d1 has 2 notifications"} }},
 		{"problem", func(r *Report) { r.problem("lost: 1") }},
+	}
+	skipped := clean()
+	skipped.Faults = append(skipped.Faults, &Fault{Kind: KindKill, Target: "deals", replica: skipped.Faults[0].replica, extra: true, Skipped: true})
+	var sb strings.Builder
+	skipped.Format(&sb)
+	for _, want := range []string{"extra kills skipped as due after the traffic: 1", "skipped (due after the traffic)", "RESULT: OK"} {
+		if !strings.Contains(sb.String(), want) {
+			t.Errorf("a report with a skipped extra kill lacks %q:\n%s", want, sb.String())
+		}
 	}
 	for _, tt := range broken {
 		r := clean()

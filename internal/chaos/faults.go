@@ -42,6 +42,19 @@ type Fault struct {
 	Err string
 	// DuringTraffic is whether the generator was still offering deals.
 	DuringTraffic bool
+	// Skipped is set on an extra kill (Config.KillEvery, after every
+	// service's first) planned while the traffic ran but due after it
+	// ended: not injected, not a problem.
+	Skipped bool
+	// LockWaits is what PostgreSQL showed just before a pause ended:
+	// sessions waiting for a lock, by database and by the session holding
+	// it (its state, since when, its last statement). A paused process
+	// that holds row locks in an open transaction stops the other
+	// replicas' work on those rows whatever the consumer group does.
+	LockWaits []string
+	// extra marks the kills of Config.KillEvery after each service's
+	// first (see Skipped).
+	extra bool
 
 	replica  *procstack.Replica
 	down     time.Duration
@@ -118,6 +131,7 @@ func plan(cfg Config, s *procstack.Stack, traffic time.Duration) []*Fault {
 		}
 		f := kill(r)
 		f.Planned = at
+		f.extra = i >= len(kills)
 		faults = append(faults, f)
 		at += cfg.KillEvery/2 + time.Duration(rng.Int64N(int64(cfg.KillEvery)+1))
 	}
@@ -204,6 +218,11 @@ func (in *injector) run(ctx context.Context, start time.Time, faults []*Fault, t
 		}
 		select {
 		case <-trafficDone:
+			if f.extra {
+				f.Skipped = true
+				in.logf("fault %s skipped: due after the traffic", f.Name())
+				continue
+			}
 		default:
 			f.DuringTraffic = true
 		}
@@ -282,6 +301,7 @@ func (in *injector) inject(ctx context.Context, f *Fault) {
 		}
 		f.Ready = time.Now()
 	case KindPause:
+		var err error
 		r := f.replica
 		in.hold(r, true)
 		defer in.hold(r, false)
@@ -298,6 +318,12 @@ func (in *injector) inject(ctx context.Context, f *Fault) {
 		f.baseline, f.based = in.mon.sampleNow(ctx)
 		f.after = f.At
 		sleep(ctx, f.down-500*time.Millisecond)
+		lctx, lcancel := context.WithTimeout(ctx, 3*time.Second)
+		f.LockWaits, err = in.infra.LockWaits(lctx)
+		lcancel()
+		if err != nil {
+			f.LockWaits = []string{fmt.Sprintf("(could not read the lock waits: %v)", err)}
+		}
 		f.Back = time.Now()
 		if err := r.Resume(); err != nil {
 			fail("resume: %v", err)

@@ -16,6 +16,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+	_ "github.com/lib/pq" // the private server's statistics
+
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 )
 
@@ -320,4 +323,39 @@ func freePorts(n int) ([]int, error) {
 		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// LockWaits lists the sessions of the private server that wait for a lock,
+// grouped by database and by the session blocking them: how many wait, the
+// blocker's state (e.g. "idle in transaction"), for how long, and its last
+// statement.
+func (in *Infra) LockWaits(ctx context.Context) ([]string, error) {
+	db, err := sqlx.Open("postgres", in.PostgresURL())
+	if err != nil {
+		return nil, fmt.Errorf("chaos: lock waits: %w", err)
+	}
+	defer db.Close()
+	var rows []struct {
+		DB      string  `db:"datname"`
+		Waiting int     `db:"waiting"`
+		Blocker int     `db:"blocker"`
+		State   string  `db:"state"`
+		Since   float64 `db:"since"`
+		Query   string  `db:"query"`
+	}
+	if err := db.SelectContext(ctx, &rows, `SELECT coalesce(w.datname, '') AS datname, count(*) AS waiting, b.pid AS blocker,
+		coalesce(b.state, '') AS state, coalesce(extract(epoch FROM now() - b.state_change), 0) AS since,
+		left(regexp_replace(coalesce(b.query, ''), '\s+', ' ', 'g'), 120) AS query
+		FROM pg_stat_activity w
+		CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS bp(pid)
+		JOIN pg_stat_activity b ON b.pid = bp.pid
+		GROUP BY w.datname, b.pid, b.state, b.state_change, b.query
+		ORDER BY count(*) DESC`); err != nil {
+		return nil, fmt.Errorf("chaos: lock waits: %w", err)
+	}
+	var out []string
+	for _, r := range rows {
+		out = append(out, fmt.Sprintf("%s: %d sessions wait for pid %d, %s for %.1fs, last statement %q", r.DB, r.Waiting, r.Blocker, r.State, r.Since, r.Query))
+	}
+	return out, nil
 }

@@ -229,6 +229,7 @@ func (r *Report) collect(ctx context.Context, s *procstack.Stack, l *load, inj *
 	// Faults, exits, rest.
 	for _, f := range r.Faults {
 		switch {
+		case f.Skipped:
 		case f.At.IsZero():
 			r.problem("fault %s was never injected (the run ended first)", f.Name())
 		case f.Err != "":
@@ -403,8 +404,13 @@ func (r *Report) Format(w io.Writer) {
 	fmt.Fprintf(w, "consumer lag at the end: %s; outboxes %s\n", lags(r.Activity.Lag), counts(r.Activity.Outbox))
 
 	kinds := map[string]int{}
+	injected, skipped := 0, 0
 	for _, f := range r.Faults {
+		if f.Skipped {
+			skipped++
+		}
 		if !f.At.IsZero() {
+			injected++
 			k := f.Kind
 			if f.Kind == KindKill {
 				k = KindKill + " " + f.replica.Service.Name
@@ -412,7 +418,8 @@ func (r *Report) Format(w io.Writer) {
 			kinds[k]++
 		}
 	}
-	fmt.Fprintf(w, "faults injected: %d (%s); processes exited unasked: %d\n", len(r.Faults), counts(kinds), len(r.Unasked))
+	fmt.Fprintf(w, "faults injected: %d (%s); extra kills skipped as due after the traffic: %d; processes exited unasked: %d\n",
+		injected, counts(kinds), skipped, len(r.Unasked))
 	fmt.Fprintf(w, "recovery = from the fault to the first offset commit, past where it stood while stopped, of every consumer group it hit on the partitions it hit\n")
 	fmt.Fprintf(w, "  (a kill or pause: its service's group on the process's partitions; the broker or PostgreSQL: all four groups):\n")
 	for _, g := range r.recoveries() {
@@ -425,8 +432,12 @@ func (r *Report) Format(w io.Writer) {
 	}
 	fmt.Fprintf(w, "faults:\n")
 	for _, f := range r.Faults {
+		if f.Skipped {
+			fmt.Fprintf(w, "  %-36s skipped (due after the traffic)\n", f.Name())
+			continue
+		}
 		if f.At.IsZero() {
-			fmt.Fprintf(w, "  %-28s not injected\n", f.Name())
+			fmt.Fprintf(w, "  %-36s not injected\n", f.Name())
 			continue
 		}
 		rec := "not seen to resume"
@@ -442,6 +453,14 @@ func (r *Report) Format(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  +%-7s %-26s down %-8s ready %-8s after; %s%s\n", ms(f.At.Sub(r.TrafficStart)), f.Name(),
 			ms(f.Back.Sub(f.At)), ms(f.Ready.Sub(f.Back)), rec, note)
+		if f.Kind == KindPause {
+			if len(f.LockWaits) == 0 {
+				fmt.Fprintf(w, "           lock waits in PostgreSQL before SIGCONT: none\n")
+			}
+			for _, lw := range f.LockWaits {
+				fmt.Fprintf(w, "           lock waits in PostgreSQL before SIGCONT: %s\n", lw)
+			}
+		}
 	}
 	fmt.Fprintf(w, "throughput per %s (offered / accepted by deals / sagas started / sagas final; max consumer lag):\n", BucketWidth)
 	for _, b := range r.Timeline {
