@@ -48,7 +48,6 @@ func (m *Model) ApplyWith(state, event, by string, d Data) (Step, error) {
 	if !ok || e.by != by {
 		return Step{}, m.applyError(state, event, by)
 	}
-	op := "apply " + event + " to " + m.String()
 	if e.contract != nil {
 		if err := e.contract.Check(d.Payload); err != nil {
 			return Step{}, err
@@ -57,6 +56,7 @@ func (m *Model) ApplyWith(state, event, by string, d Data) (Step, error) {
 	if len(e.alts) == 0 {
 		return e.step(state, event), nil
 	}
+	op := "apply " + event + " to " + m.String()
 	in, err := m.input(d)
 	if err != nil {
 		return Step{}, &Error{Code: CodeInvalid, Op: op, Message: "read the payload and context for the decision", Err: err}
@@ -560,4 +560,23 @@ func (m *Model) compileParallel(tr *definition.Transition, id int) (*Parallel, e
 		p.Branches = append(p.Branches, &Branch{Index: i, Command: c, OK: b.OK.Value, Fail: b.Fail.Value})
 	}
 	return p, nil
+}
+
+// accepts reports whether some transition handles event in state.
+func (m *Model) accepts(state, event string) bool {
+	_, ok := m.edges[edgeKey{state, event}]
+	return ok
+}
+
+// sendInto returns the command with a payload mapping that a transition
+// into state sends to participant under the name command, or nil.
+func (m *Model) sendInto(state, command, participant string) *CommandSpec {
+	for _, e := range m.edges {
+		for _, c := range append([]*edge{e}, e.alts...) {
+			if c.to == state && c.send != nil && c.send.Name == command && c.send.Participant == participant {
+				return c.send
+			}
+		}
+	}
+	return nil
 }

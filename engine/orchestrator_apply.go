@@ -208,7 +208,7 @@ func (o *Orchestrator) apply(b *batch, in *inbound) error {
 			return Errorf(CodeNotFound, "apply "+m.Name, "%s from %s is the done event of compensation %s of saga %s, which does not exist",
 				m.Name, m.Participant, c.Command, m.SagaID)
 		}
-		step, err := model.Apply("", m.Name, m.Participant)
+		step, err := model.ApplyWith("", m.Name, m.Participant, Data{SagaID: m.SagaID, Payload: m.Payload})
 		if err != nil {
 			if ErrorCode(err) == CodeIllegal {
 				return &Error{Code: CodeNotFound, Op: "apply " + m.Name, Message: fmt.Sprintf("saga %s does not exist and %s does not start a saga", m.SagaID, m.Name), Err: err}
@@ -243,7 +243,14 @@ func (o *Orchestrator) apply(b *batch, in *inbound) error {
 	if c, ok := w.model.CompensationByDone(m.Participant, m.Name); ok {
 		return o.applyDone(b, w, in, c)
 	}
-	step, err := w.model.Apply(w.inst.State, m.Name, m.Participant)
+	if j := w.inst.Join; j != nil {
+		if p := w.model.Parallel(j.Step); p != nil {
+			if br, ok, found := p.Reply(m.Participant, m.Name); found && (j.Waiting() || !w.model.accepts(w.inst.State, m.Name)) {
+				return o.applyBranch(b, w, in, p, br, ok)
+			}
+		}
+	}
+	step, err := w.model.ApplyWith(w.inst.State, m.Name, m.Participant, Data{SagaID: w.inst.ID, Payload: m.Payload, Context: w.inst.Context})
 	if err != nil {
 		if late, lerr := o.applyLate(b, w, in, err); late || lerr != nil {
 			return lerr
@@ -260,8 +267,30 @@ func (o *Orchestrator) apply(b *batch, in *inbound) error {
 // state sends the command and then compensates what the saga abandoned.
 func (o *Orchestrator) enter(b *batch, w *sagaWork, in *inbound, step Step) error {
 	m, inst, now := &in.msg, w.inst, b.now
-	if err := w.merge(m.Payload); err != nil {
+	merged, err := w.merged(m.Payload)
+	if err != nil {
 		return err
+	}
+	// What the step sends is built before anything changes: a payload
+	// mapping or a fan-out that fails on this saga refuses the event.
+	var payload json.RawMessage
+	if step.Send != nil {
+		if payload, err = step.Send.BuildPayload(inst.ID, merged); err != nil {
+			return err
+		}
+	}
+	var fan [][]json.RawMessage
+	if step.Parallel != nil {
+		if fan, err = expandBranches(step.Parallel, inst.ID, merged); err != nil {
+			return err
+		}
+	}
+	inst.Context = merged
+	if inst.Join.Waiting() {
+		// The saga leaves the join's state by another event (a timeout):
+		// the step is over; its replies from now on are late.
+		inst.Join.Outcome = JoinResultLeft
+		inst.Join.stopRetries()
 	}
 	from := inst.State
 	inst.State = step.To
@@ -298,7 +327,7 @@ func (o *Orchestrator) enter(b *batch, w *sagaWork, in *inbound, step Step) erro
 		cmd = &Message{
 			V: EnvelopeVersion, ID: uuid.NewString(), SagaID: inst.ID, Saga: inst.Saga, SagaVersion: inst.SagaVersion,
 			Kind: KindCommand, Name: step.Send.Name, Participant: step.Send.Participant, CausationID: m.ID,
-			OccurredAt: now, Attempt: 1, Payload: inst.Context,
+			OccurredAt: now, Attempt: 1, Payload: payload,
 		}
 		if !w.model.IsTerminal(step.To) {
 			cmd.Deadline = CommandDeadline(step.Send.Retry, w.model.Timeout(step.To), now, now)
@@ -318,8 +347,12 @@ func (o *Orchestrator) enter(b *batch, w *sagaWork, in *inbound, step Step) erro
 		// of a command is the saga context, which does not change until
 		// the next accepted event replaces Pending anyway (resend restores
 		// it), and a held-back command gets the context of when it is sent.
+		// A command built by a mapping keeps its payload (re-sends send
+		// the same).
 		pending := *cmd
-		pending.Payload = nil
+		if step.Send.Payload == nil {
+			pending.Payload = nil
+		}
 		if step.Failed && holdsBack(inst) {
 			inst.Deferred, held = &pending, cmd.Name
 		} else {
@@ -327,6 +360,9 @@ func (o *Orchestrator) enter(b *batch, w *sagaWork, in *inbound, step Step) erro
 			inst.Pending, inst.Attempts = &pending, 1
 			refs = []CommandRef{{ID: cmd.ID, Name: cmd.Name, Participant: cmd.Participant, Attempt: 1}}
 		}
+	}
+	if step.Parallel != nil {
+		refs = o.startJoin(b, w, in, step.Parallel, fan)
 	}
 	inst.TimerAt = nextTimer(w.model, inst, retry, now)
 	w.touch()
@@ -336,6 +372,16 @@ func (o *Orchestrator) enter(b *batch, w *sagaWork, in *inbound, step Step) erro
 	}
 	if held != "" {
 		entry.Reason = held + " is held back until the compensations are done"
+	}
+	if step.Condition != "" {
+		if entry.Reason != "" {
+			entry.Reason = "when " + step.Condition + "; " + entry.Reason
+		} else {
+			entry.Reason = "when " + step.Condition
+		}
+	}
+	if step.Parallel != nil {
+		entry.Reason = joinStartReason(step.Parallel, inst.Join)
 	}
 	b.entries = append(b.entries, entry)
 	if step.Failed || step.Final {
@@ -361,6 +407,10 @@ func (o *Orchestrator) enter(b *batch, w *sagaWork, in *inbound, step Step) erro
 			o.log.Info("saga finished", "saga_id", id, "saga", saga, "state", to, "status", string(status))
 		}
 	})
+	if step.Parallel != nil {
+		// A step whose fan-outs sent nothing may be decided at once.
+		o.checkJoin(b, w, step.Parallel)
+	}
 	return nil
 }
 
@@ -406,37 +456,45 @@ func (o *Orchestrator) refuse(b *batch, in *inbound, err error) {
 
 // merge overlays payload's top-level keys on the saga context.
 func (w *sagaWork) merge(payload json.RawMessage) error {
+	merged, err := w.merged(payload)
+	if err != nil {
+		return err
+	}
+	w.inst.Context = merged
+	return nil
+}
+
+// merged is the saga context with payload's top-level keys overlaid; the
+// instance is not changed.
+func (w *sagaWork) merged(payload json.RawMessage) (json.RawMessage, error) {
 	p := bytes.TrimSpace(payload)
 	doc := w.inst.Context
 	if len(bytes.TrimSpace(doc)) == 0 || bytes.Equal(bytes.TrimSpace(doc), []byte("null")) {
 		doc = json.RawMessage("{}")
 	}
 	if len(p) == 0 || bytes.Equal(p, []byte("null")) {
-		w.inst.Context = doc
-		return nil
+		return doc, nil
 	}
 	if merged, ok := envelope.Merge(doc, p); ok {
-		w.inst.Context = merged
-		return nil
+		return merged, nil
 	}
 	// Keys with escapes, or malformed input: decode, merge and encode.
 	ctx := map[string]json.RawMessage{}
 	if err := json.Unmarshal(doc, &ctx); err != nil {
-		return Errorf(CodeInternal, "merge event payload", "saga %s has a context that is not a JSON object: %v", w.inst.ID, err)
+		return nil, Errorf(CodeInternal, "merge event payload", "saga %s has a context that is not a JSON object: %v", w.inst.ID, err)
 	}
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(p, &top); err != nil {
-		return Errorf(CodeInvalid, "merge event payload", "payload is not a JSON object: %v", err)
+		return nil, Errorf(CodeInvalid, "merge event payload", "payload is not a JSON object: %v", err)
 	}
 	for k, v := range top {
 		ctx[k] = v
 	}
 	merged, err := json.Marshal(ctx)
 	if err != nil {
-		return Errorf(CodeInternal, "merge event payload", "encode context of saga %s: %v", w.inst.ID, err)
+		return nil, Errorf(CodeInternal, "merge event payload", "encode context of saga %s: %v", w.inst.ID, err)
 	}
-	w.inst.Context = merged
-	return nil
+	return merged, nil
 }
 
 // extractKeys reads the model's business keys from the context. Strings are
@@ -582,6 +640,14 @@ func nextTimer(m *Model, inst *Instance, retry *definition.Retry, now time.Time)
 			at = &t
 		}
 	}
+	if j := inst.Join; j.Waiting() && j.State == inst.State {
+		for i := range j.Commands {
+			if t := j.Commands[i].NextAt; t != nil && j.Commands[i].Status == BranchPending && (at == nil || t.Before(*at)) {
+				tt := *t
+				at = &tt
+			}
+		}
+	}
 	return at
 }
 
@@ -617,4 +683,355 @@ func pendingRetry(m *Model, inst *Instance) *definition.Retry {
 		}
 	}
 	return nil
+}
+
+// Parallel steps at run time. A transition with a parallel step
+// (Step.Parallel) sends every branch's commands at once (a fan-out branch
+// one per element of its list) and records them in Instance.Join; the saga
+// waits in the join's state. Each branch reply (Parallel.Reply, matched to
+// its command by causation_id) is checked against its contract, merged
+// into the context and counted once; when Parallel.Outcome decides, the
+// engine raises the join's then or else event in the same transaction.
+// Branch commands with a retry are re-sent by the timer (same id, same
+// payload) and fail past their last attempt; a COMMAND_EXPIRED fails its
+// command. Replies after the join decided (or after the saga left the
+// state) are late: recorded in the timeline, their effect compensated
+// like any late answer. The branches' undo entries share the step's Group
+// so that a failing saga compensates them together (PlanGroup).
+
+// expandBranches builds the payloads of every branch's commands of p for a
+// saga with context ctx (after the event's payload was merged).
+func expandBranches(p *Parallel, sagaID string, ctx json.RawMessage) ([][]json.RawMessage, error) {
+	out := make([][]json.RawMessage, len(p.Branches))
+	for i, br := range p.Branches {
+		ps, err := br.Command.Expand(sagaID, ctx)
+		if err != nil {
+			return nil, &Error{Code: ErrorCode(err), Op: "start parallel step",
+				Message: fmt.Sprintf("branch %d (%s to %s)", i+1, br.Command.Name, br.Command.Participant), Err: err}
+		}
+		out[i] = ps
+	}
+	return out, nil
+}
+
+// startJoin sends the commands of parallel step p (payloads from
+// expandBranches), records them as w's Join and their compensations as
+// undo entries of one group, and returns the timeline's command refs.
+func (o *Orchestrator) startJoin(b *batch, w *sagaWork, in *inbound, p *Parallel, fan [][]json.RawMessage) []CommandRef {
+	inst, m, now := w.inst, &in.msg, b.now
+	j := &Join{Step: p.ID, Event: m.Name, Cause: m.ID, State: p.State, Policy: string(p.Policy)}
+	var refs []CommandRef
+	timeout := w.model.Timeout(p.State)
+	for bi, br := range p.Branches {
+		spec := br.Command
+		for k, payload := range fan[bi] {
+			var elem *int
+			if spec.ForEach != nil {
+				e := k
+				elem = &e
+			}
+			c := BranchCommand{
+				ID: uuid.NewString(), Branch: bi, Element: elem, Name: spec.Name, Participant: spec.Participant,
+				Status: BranchPending, Attempts: 1, Deadline: CommandDeadline(spec.Retry, timeout, now, now), Payload: payload,
+			}
+			if spec.Retry != nil && spec.Retry.Attempts > 0 {
+				t := now.Add(retryDelay(spec.Retry, 1))
+				c.NextAt = &t
+			}
+			cmd := Message{
+				V: EnvelopeVersion, ID: c.ID, SagaID: inst.ID, Saga: inst.Saga, SagaVersion: inst.SagaVersion,
+				Kind: KindCommand, Name: spec.Name, Participant: spec.Participant, CausationID: m.ID,
+				OccurredAt: now, Attempt: 1, Deadline: c.Deadline, Payload: payload,
+			}
+			b.outbox = append(b.outbox, OutboxRecord{Topic: spec.Topic, Key: inst.ID, Message: cmd, Traceparent: in.trace})
+			label := c.Label()
+			if comp := spec.Compensate; comp != nil {
+				inst.Undo = append(inst.Undo, UndoEntry{
+					Participant: comp.Participant, Command: comp.Command, Done: comp.Done,
+					Of: c.ID, OfKind: KindCommand, OfName: spec.Name, OfParticipant: spec.Participant,
+					Status: UndoOpen, Group: m.ID, Branch: label,
+				})
+			}
+			refs = append(refs, CommandRef{ID: c.ID, Name: spec.Name, Participant: spec.Participant, Attempt: 1, Branch: label})
+			j.Commands = append(j.Commands, c)
+		}
+	}
+	j.Need = p.Need(len(j.Commands))
+	inst.Join = j
+	return refs
+}
+
+// joinStartReason describes a started parallel step for the timeline.
+func joinStartReason(p *Parallel, j *Join) string {
+	policy := string(p.Policy)
+	if p.Policy == definition.JoinAtLeast {
+		policy += " " + strconv.Itoa(p.N)
+	}
+	return fmt.Sprintf("parallel step: %d commands in %d branches, join %s (%d must succeed): %s or %s",
+		len(j.Commands), len(p.Branches), policy, j.Need, p.Then, p.Else)
+}
+
+// stopRetries disarms the re-sends of j's unanswered commands.
+func (j *Join) stopRetries() {
+	for i := range j.Commands {
+		j.Commands[i].NextAt = nil
+	}
+}
+
+// checkJoin asks p whether w's join is decided and, if so, records the
+// outcome and raises the join's then or else event.
+func (o *Orchestrator) checkJoin(b *batch, w *sagaWork, p *Parallel) {
+	j := w.inst.Join
+	if !j.Waiting() || j.Step != p.ID || w.inst.State != j.State {
+		return
+	}
+	succ, fail := j.Count()
+	out := p.Outcome(len(j.Commands), succ, fail)
+	event := ""
+	switch out {
+	case JoinDone:
+		j.Outcome, event = JoinResultDone, p.Then
+	case JoinFailed:
+		j.Outcome, event = JoinResultFailed, p.Else
+	default:
+		return
+	}
+	j.stopRetries()
+	w.touch()
+	o.raiseNow(b, w, event, derivedID("join", w.inst.ID, j.Cause, string(j.Outcome)))
+}
+
+// applyBranch applies a reply to a branch of w's parallel step: br's ok
+// reply (ok) or fail reply. The reply names its command by causation_id
+// (a branch with one command may be answered without one).
+func (o *Orchestrator) applyBranch(b *batch, w *sagaWork, in *inbound, p *Parallel, br *Branch, ok bool) error {
+	m, inst, j := &in.msg, w.inst, w.inst.Join
+	op := "apply " + m.Name
+	k := -1
+	if m.CausationID != "" {
+		for i := range j.Commands {
+			if j.Commands[i].ID == m.CausationID {
+				k = i
+				break
+			}
+		}
+		if k < 0 {
+			return Errorf(CodeNotFound, op, "%s from %s answers command %q, which is not a command of the parallel step of saga %s (started by %s %s): no such branch command",
+				m.Name, m.Participant, m.CausationID, inst.ID, j.Event, j.Cause)
+		}
+	} else {
+		for i := range j.Commands {
+			if j.Commands[i].Branch == br.Index {
+				if k >= 0 {
+					return Errorf(CodeInvalid, op, "%s from %s has no causation_id, and branch %d (%s) sent several commands: the reply must name its command",
+						m.Name, m.Participant, br.Index+1, br.Command.Name)
+				}
+				k = i
+			}
+		}
+		if k < 0 {
+			return Errorf(CodeNotFound, op, "%s from %s answers branch %d (%s), which sent no command in saga %s", m.Name, m.Participant, br.Index+1, br.Command.Name, inst.ID)
+		}
+	}
+	c := &j.Commands[k]
+	if c.Branch != br.Index || c.Participant != m.Participant {
+		return Errorf(CodeIllegal, op, "%s from %s answers command %s %s of branch %s (sent to %s): it is not a reply of that branch",
+			m.Name, m.Participant, c.Name, c.ID, c.Label(), c.Participant)
+	}
+	if !j.Waiting() || c.Status != BranchPending || inst.State != j.State {
+		return o.lateBranch(b, w, in, c, ok)
+	}
+	if ct := w.model.Contract(m.Name); ct != nil {
+		if err := ct.Check(m.Payload); err != nil {
+			return err
+		}
+	}
+	merged, err := w.merged(m.Payload)
+	if err != nil {
+		return err
+	}
+	inst.Context = merged
+	if touchesKeys(w.model, m.Payload) {
+		inst.Keys = extractKeys(w.model, inst.Context)
+	}
+	if in.trace != "" {
+		inst.Traceparent = in.trace
+	}
+	c.NextAt = nil
+	what := "ok"
+	if ok {
+		c.Status = BranchOK
+	} else {
+		c.Status, c.Why, what = BranchFailed, m.Name, "failed"
+	}
+	if i := commandEntry(inst, c.ID); i >= 0 {
+		switch u := &inst.Undo[i]; u.Status {
+		case UndoOpen, UndoExpired, UndoLate:
+			if ok {
+				u.Status = UndoReplied
+			} else {
+				u.Status = UndoFailed
+			}
+		}
+	}
+	succ, fail := j.Count()
+	inst.UpdatedAt = b.now
+	inst.TimerAt = nextTimer(w.model, inst, nil, b.now)
+	w.touch()
+	b.entries = append(b.entries, HistoryEntry{
+		SagaID: inst.ID, At: b.now, Kind: EntryEvent, MessageID: m.ID, Event: m.Name, By: m.Participant,
+		FromState: inst.State, ToState: inst.State,
+		Commands: []CommandRef{{ID: c.ID, Name: c.Name, Participant: c.Participant, Attempt: c.Attempts, Branch: c.Label()}},
+		Reason: fmt.Sprintf("branch %s %s %s: %d of %d commands succeeded (%d needed), %d failed",
+			c.Label(), c.Name, what, succ, len(j.Commands), j.Need, fail),
+	})
+	saga, event, latency := inst.Saga, m.Name, b.now.Sub(m.OccurredAt)
+	b.after = append(b.after, func() { o.obs.EventApplied(saga, event, latency) })
+	o.checkJoin(b, w, p)
+	return nil
+}
+
+// lateBranch records a reply to branch command c that the join no longer
+// counts: the join decided, the saga left its state, or c was answered (or
+// given up on) before. A second reply to an answered command changes
+// nothing (it is counted once); an ok reply to a command given up on is a
+// late effect, compensated like any late answer (applyLate); a fail reply
+// had no effect.
+func (o *Orchestrator) lateBranch(b *batch, w *sagaWork, in *inbound, c *BranchCommand, ok bool) error {
+	m, inst := &in.msg, w.inst
+	ref := []CommandRef{{ID: c.ID, Name: c.Name, Participant: c.Participant, Attempt: c.Attempts, Branch: c.Label()}}
+	late := func(reason string) {
+		b.entries = append(b.entries, HistoryEntry{
+			SagaID: inst.ID, At: b.now, Kind: EntryLate, MessageID: m.ID, Event: m.Name, By: m.Participant,
+			FromState: inst.State, ToState: inst.State, Commands: ref, Reason: reason,
+		})
+		inst.UpdatedAt = b.now
+		w.touch()
+		saga, ev := inst.Saga, m.Name
+		b.after = append(b.after, func() { o.cob.LateReply(saga, ev) })
+	}
+	switch {
+	case c.Status == BranchOK || (c.Status == BranchFailed && c.Why != "" && c.Why == m.Name) || (c.Status == BranchFailed && !ok):
+		late(fmt.Sprintf("%s answers branch %s %s (command %s), which was already answered (%s): counted once, nothing changes",
+			m.Name, c.Label(), c.Name, c.ID, c.Status))
+		return nil
+	case !ok:
+		if c.Status == BranchPending {
+			c.Status, c.Why, c.NextAt = BranchFailed, m.Name+" (late)", nil
+		}
+		if i := commandEntry(inst, c.ID); i >= 0 && (inst.Undo[i].Status == UndoOpen || inst.Undo[i].Status == UndoExpired) {
+			inst.Undo[i].Status = UndoFailed
+		}
+		late(fmt.Sprintf("%s answers branch %s %s (command %s) after the parallel step was over: it failed without effect, nothing to undo",
+			m.Name, c.Label(), c.Name, c.ID))
+		return nil
+	}
+	if c.Status == BranchPending {
+		c.Status, c.Why, c.NextAt = BranchOK, "late", nil
+	}
+	took, err := o.applyLate(b, w, in, Errorf(CodeIllegal, "apply "+m.Name, "late branch reply"))
+	if err != nil || took {
+		if took && len(b.entries) > 0 {
+			b.entries[len(b.entries)-1].Commands = append(ref, b.entries[len(b.entries)-1].Commands...)
+		}
+		return err
+	}
+	late(fmt.Sprintf("%s answers branch %s %s (command %s) after the parallel step was over; the branch has no compensation",
+		m.Name, c.Label(), c.Name, c.ID))
+	return nil
+}
+
+// joinTimer handles the due timer of a saga waiting for a join: branch
+// commands due for a re-send are sent again (same id, same payload);
+// those past their last attempt fail. The join may then decide.
+func (o *Orchestrator) joinTimer(b *batch, w *sagaWork) {
+	inst, j := w.inst, w.inst.Join
+	p := w.model.Parallel(j.Step)
+	inst.UpdatedAt = b.now
+	w.touch()
+	if p == nil {
+		inst.TimerAt = nextTimer(w.model, inst, nil, b.now)
+		return
+	}
+	saga, id := inst.Saga, inst.ID
+	for k := range j.Commands {
+		c := &j.Commands[k]
+		if c.Status != BranchPending || c.NextAt == nil || c.NextAt.After(b.now) || c.Branch >= len(p.Branches) {
+			continue
+		}
+		spec := p.Branches[c.Branch].Command
+		r := spec.Retry
+		ref := CommandRef{ID: c.ID, Name: c.Name, Participant: c.Participant, Branch: c.Label()}
+		if r == nil || c.Attempts >= r.Attempts {
+			c.Status, c.NextAt = BranchFailed, nil
+			c.Why = fmt.Sprintf("no answer after %d attempts", c.Attempts)
+			ref.Attempt = c.Attempts
+			b.entries = append(b.entries, HistoryEntry{
+				SagaID: id, At: b.now, Kind: EntryTimer, FromState: inst.State, ToState: inst.State, Commands: []CommandRef{ref},
+				Reason: fmt.Sprintf("branch %s %s failed: %s", c.Label(), c.Name, c.Why),
+			})
+			continue
+		}
+		c.Attempts++
+		t := b.now.Add(retryDelay(r, c.Attempts))
+		c.NextAt = &t
+		inst.Traceparent = traceOf(inst.Traceparent)
+		cmd := Message{
+			V: EnvelopeVersion, ID: c.ID, SagaID: id, Saga: saga, SagaVersion: inst.SagaVersion,
+			Kind: KindCommand, Name: c.Name, Participant: c.Participant, CausationID: j.Cause,
+			OccurredAt: b.now, Attempt: c.Attempts, Deadline: c.Deadline, Payload: c.Payload,
+		}
+		b.outbox = append(b.outbox, OutboxRecord{Topic: spec.Topic, Key: id, Message: cmd, Traceparent: inst.Traceparent})
+		ref.Attempt = c.Attempts
+		b.entries = append(b.entries, HistoryEntry{
+			SagaID: id, At: b.now, Kind: EntryRetry, FromState: inst.State, ToState: inst.State, Commands: []CommandRef{ref},
+			Reason: fmt.Sprintf("no answer to %s (branch %s); attempt %d of %d", c.Name, c.Label(), c.Attempts, r.Attempts),
+		})
+		name, attempt := c.Name, c.Attempts
+		b.after = append(b.after, func() {
+			o.obs.CommandRetried(saga, name)
+			o.log.Info("branch command re-sent", "saga_id", id, "command", name, "attempt", attempt)
+		})
+	}
+	inst.TimerAt = nextTimer(w.model, inst, nil, b.now)
+	o.checkJoin(b, w, p)
+}
+
+// expireBranch fails w's branch command that a participant refused for
+// its deadline (COMMAND_EXPIRED); it reports whether the event named one.
+func (o *Orchestrator) expireBranch(b *batch, w *sagaWork, in *inbound) (bool, error) {
+	m, inst, j := &in.msg, w.inst, w.inst.Join
+	if !j.Waiting() || inst.State != j.State {
+		return false, nil
+	}
+	for k := range j.Commands {
+		c := &j.Commands[k]
+		if c.ID != m.CausationID || c.Status != BranchPending {
+			continue
+		}
+		if c.Participant != m.Participant {
+			return true, Errorf(CodeWrongParticipant, "apply "+EventCommandExpired, "%s answers command %s %s, which was sent to %s, not %s",
+				EventCommandExpired, c.Name, c.ID, c.Participant, m.Participant)
+		}
+		c.Status, c.Why, c.NextAt = BranchFailed, "expired", nil
+		if i := commandEntry(inst, c.ID); i >= 0 && inst.Undo[i].Status == UndoOpen {
+			inst.Undo[i].Status = UndoExpired
+		}
+		b.entries = append(b.entries, HistoryEntry{
+			SagaID: inst.ID, At: b.now, Kind: EntryExpired, MessageID: m.ID, Event: m.Name, By: m.Participant,
+			FromState: inst.State, ToState: inst.State,
+			Commands: []CommandRef{{ID: c.ID, Name: c.Name, Participant: c.Participant, Attempt: c.Attempts, Branch: c.Label()}},
+			Reason:   expiredReason(m, c.Name) + "; branch " + c.Label() + " failed",
+		})
+		inst.UpdatedAt = b.now
+		inst.TimerAt = nextTimer(w.model, inst, nil, b.now)
+		w.touch()
+		saga, name := inst.Saga, c.Name
+		b.after = append(b.after, func() { o.cob.CommandExpired(saga, name) })
+		if p := w.model.Parallel(j.Step); p != nil {
+			o.checkJoin(b, w, p)
+		}
+		return true, nil
+	}
+	return false, nil
 }

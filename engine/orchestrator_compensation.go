@@ -144,6 +144,68 @@ func nextUndo(m *Model, inst *Instance, failure bool) (int, bool) {
 	return 0, false
 }
 
+// nextUndos is nextUndo with parallel steps: the indexes of the entries to
+// compensate next, together (PlanGroup): the newest wanted entry and, when
+// it belongs to a parallel step, every other wanted entry of that step.
+func nextUndos(m *Model, inst *Instance, failure bool) []int {
+	if len(inst.Undo) == 0 {
+		return nil
+	}
+	taken := make([]Undo, len(inst.Undo))
+	for i, e := range inst.Undo {
+		comp, _ := m.CompensationByDone(e.Participant, e.Done)
+		want := wanted(e.Status, failure)
+		if want && !failure && keptOther(inst.Undo, i) {
+			want = false
+		}
+		taken[i] = Undo{Compensation: comp, Of: e.Of, Compensated: !want, Group: e.Group}
+	}
+	plan := PlanGroup(taken)
+	out := make([]int, 0, len(plan))
+	for _, u := range plan {
+		for i := range inst.Undo {
+			if inst.Undo[i].Of == u.Of && inst.Undo[i].Group == u.Group {
+				out = append(out, i)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// compensationTimerAt is when the earliest compensation in flight is due
+// for a re-send (nil when none is in flight). An entry stored before
+// entries had their own time (NextAt nil) keeps the saga's timer.
+func compensationTimerAt(inst *Instance) *time.Time {
+	var at *time.Time
+	for i := range inst.Undo {
+		e := &inst.Undo[i]
+		if e.Status != UndoCompensating || e.Stuck {
+			continue
+		}
+		t := e.NextAt
+		if t == nil {
+			t = inst.TimerAt
+		}
+		if t != nil && (at == nil || t.Before(*at)) {
+			tt := *t
+			at = &tt
+		}
+	}
+	return at
+}
+
+// stuckEntry returns the index of the compensation an operator retries or
+// resolves: the one marked stuck, else the first in flight; -1 for none.
+func stuckEntry(inst *Instance) int {
+	for i := range inst.Undo {
+		if inst.Undo[i].Status == UndoCompensating && inst.Undo[i].Stuck {
+			return i
+		}
+	}
+	return compensatingEntry(inst)
+}
+
 // keptOther reports whether another entry than undo[i] has the same
 // compensation and was replied (the saga went on with it).
 func keptOther(undo []UndoEntry, i int) bool {
@@ -204,7 +266,8 @@ func (o *Orchestrator) sendCompensation(b *batch, w *sagaWork, i int, cause stri
 	}
 	b.outbox = append(b.outbox, OutboxRecord{Topic: comp.Topic, Key: inst.ID, Message: cmd, Traceparent: inst.Traceparent})
 	at := b.now.Add(retryDelay(comp.Retry, e.Attempts))
-	inst.TimerAt = &at
+	e.NextAt, e.Stuck = &at, false
+	inst.TimerAt = compensationTimerAt(inst)
 	inst.UpdatedAt = b.now
 	w.touch()
 	return cmd, nil
@@ -218,28 +281,44 @@ func (o *Orchestrator) sendCompensation(b *batch, w *sagaWork, i int, cause stri
 func (o *Orchestrator) compensateNext(b *batch, w *sagaWork, cause string) error {
 	inst, m := w.inst, w.model
 	failure := m.IsFailed(inst.State)
-	if i, ok := nextUndo(m, inst, failure); ok {
-		cmd, err := o.sendCompensation(b, w, i, cause)
-		if err != nil {
-			return err
+	if compensatingEntry(inst) >= 0 {
+		// Compensations of a parallel step are still in flight: the next
+		// ones wait for all their done events.
+		if inst.Status != StatusCompensationFailed {
+			inst.TimerAt = compensationTimerAt(inst)
 		}
-		inst.Status = StatusCompensating
-		e := inst.Undo[i]
+		inst.UpdatedAt = b.now
+		w.touch()
+		return nil
+	}
+	if next := nextUndos(m, inst, failure); len(next) > 0 {
 		why := "the saga failed"
 		if !failure {
 			why = "the saga ended without this effect"
 		}
-		b.entries = append(b.entries, HistoryEntry{
-			SagaID: inst.ID, At: b.now, Kind: EntryCompensation, FromState: inst.State, ToState: inst.State,
-			Commands: []CommandRef{{ID: cmd.ID, Name: cmd.Name, Participant: cmd.Participant, Attempt: cmd.Attempt}},
-			Reason:   fmt.Sprintf("compensating: %s; %s", e.describe(), why),
-		})
-		id, saga := inst.ID, inst.Saga
-		b.after = append(b.after, func() {
-			o.cob.Compensation(saga, e.Command, CompensationSent)
-			o.log.Info("compensation sent", "saga_id", id, "saga", saga, "command", e.Command, "participant", e.Participant,
-				"undoes", e.OfName, "of", e.Of)
-		})
+		for _, i := range next {
+			cmd, err := o.sendCompensation(b, w, i, cause)
+			if err != nil {
+				return err
+			}
+			inst.Status = StatusCompensating
+			e := inst.Undo[i]
+			reason := fmt.Sprintf("compensating: %s; %s", e.describe(), why)
+			if e.Group != "" {
+				reason = fmt.Sprintf("compensating branch %s of the parallel step started by %s, together with its other branches: %s; %s", e.Branch, e.Group, e.describe(), why)
+			}
+			b.entries = append(b.entries, HistoryEntry{
+				SagaID: inst.ID, At: b.now, Kind: EntryCompensation, FromState: inst.State, ToState: inst.State,
+				Commands: []CommandRef{{ID: cmd.ID, Name: cmd.Name, Participant: cmd.Participant, Attempt: cmd.Attempt, Branch: e.Branch}},
+				Reason:   reason,
+			})
+			id, saga := inst.ID, inst.Saga
+			b.after = append(b.after, func() {
+				o.cob.Compensation(saga, e.Command, CompensationSent)
+				o.log.Info("compensation sent", "saga_id", id, "saga", saga, "command", e.Command, "participant", e.Participant,
+					"undoes", e.OfName, "of", e.Of)
+			})
+		}
 		return nil
 	}
 	was := inst.Status
@@ -248,11 +327,21 @@ func (o *Orchestrator) compensateNext(b *batch, w *sagaWork, cause string) error
 	if d := inst.Deferred; d != nil {
 		cmd := *d
 		cmd.OccurredAt = b.now
-		cmd.Payload = inst.Context
+		if cmd.Payload == nil {
+			cmd.Payload = inst.Context
+		} else if spec := m.sendInto(inst.State, cmd.Name, cmd.Participant); spec != nil {
+			// Built again from the context of now; the payload of when the
+			// saga failed is kept should the mapping fail.
+			if p, err := spec.BuildPayload(inst.ID, inst.Context); err == nil {
+				cmd.Payload = p
+			}
+		}
 		inst.Traceparent = traceOf(inst.Traceparent)
 		b.outbox = append(b.outbox, OutboxRecord{Topic: m.Topic(cmd.Participant), Key: inst.ID, Message: cmd, Traceparent: inst.Traceparent})
 		pending := cmd
-		pending.Payload = nil
+		if d.Payload == nil {
+			pending.Payload = nil
+		}
 		inst.Pending, inst.Attempts, inst.Deferred = &pending, 1, nil
 		refs = []CommandRef{{ID: cmd.ID, Name: cmd.Name, Participant: cmd.Participant, Attempt: cmd.Attempt}}
 	}
@@ -276,52 +365,73 @@ func (o *Orchestrator) compensateNext(b *batch, w *sagaWork, cause string) error
 	return nil
 }
 
-// compensationTimer handles the due timer of a compensating saga: the
-// compensation in flight is sent again, or, past its last attempt, the
+// compensationTimer handles the due timer of a compensating saga: each
+// compensation in flight whose time came (several for a parallel step's
+// branches) is sent again, or, past its last attempt, marked stuck and the
 // saga stops as compensation_failed.
 func (o *Orchestrator) compensationTimer(b *batch, w *sagaWork) error {
 	inst := w.inst
-	i := compensatingEntry(inst)
-	if i < 0 {
+	if compensatingEntry(inst) < 0 {
 		return o.compensateNext(b, w, "")
 	}
-	e := &inst.Undo[i]
-	comp, ok := w.model.CompensationByDone(e.Participant, e.Done)
-	if !ok {
-		return Errorf(CodeInternal, "compensation timer", "saga %s: %s has no compensation %s", inst.ID, w.model, e.Command)
-	}
 	saga, id := inst.Saga, inst.ID
-	if e.Attempts < comp.Retry.Attempts {
-		cmd, err := o.sendCompensation(b, w, i, "")
-		if err != nil {
-			return err
+	armed := inst.TimerAt
+	for i := range inst.Undo {
+		e := &inst.Undo[i]
+		if e.Status != UndoCompensating || e.Stuck {
+			continue
 		}
+		if due := e.NextAt; due == nil {
+			if armed != nil && armed.After(b.now) {
+				continue
+			}
+		} else if due.After(b.now) {
+			continue
+		}
+		comp, ok := w.model.CompensationByDone(e.Participant, e.Done)
+		if !ok {
+			return Errorf(CodeInternal, "compensation timer", "saga %s: %s has no compensation %s", inst.ID, w.model, e.Command)
+		}
+		if e.Attempts < comp.Retry.Attempts {
+			cmd, err := o.sendCompensation(b, w, i, "")
+			if err != nil {
+				return err
+			}
+			b.entries = append(b.entries, HistoryEntry{
+				SagaID: id, At: b.now, Kind: EntryRetry, FromState: inst.State, ToState: inst.State,
+				Commands: []CommandRef{{ID: cmd.ID, Name: cmd.Name, Participant: cmd.Participant, Attempt: cmd.Attempt, Branch: e.Branch}},
+				Reason:   fmt.Sprintf("no %s for compensation %s; attempt %d of %d", e.Done, e.Command, e.Attempts, comp.Retry.Attempts),
+			})
+			b.after = append(b.after, func() {
+				o.obs.CommandRetried(saga, cmd.Name)
+				o.log.Info("compensation re-sent", "saga_id", id, "command", cmd.Name, "attempt", cmd.Attempt)
+			})
+			continue
+		}
+		e.Stuck, e.NextAt = true, nil
+		inst.Status, inst.UpdatedAt = StatusCompensationFailed, b.now
+		w.touch()
+		reason := fmt.Sprintf("compensation %s was not answered with %s after %d attempts: the saga stopped; "+
+			"undo the effect by hand and resolve it, or retry it once %s can answer (POST /api/v1/sagas/%s/compensation/resolve or /retry)",
+			e.describe(), e.Done, e.Attempts, e.Participant, id)
 		b.entries = append(b.entries, HistoryEntry{
-			SagaID: id, At: b.now, Kind: EntryRetry, FromState: inst.State, ToState: inst.State,
-			Commands: []CommandRef{{ID: cmd.ID, Name: cmd.Name, Participant: cmd.Participant, Attempt: cmd.Attempt}},
-			Reason:   fmt.Sprintf("no %s for compensation %s; attempt %d of %d", e.Done, e.Command, e.Attempts, comp.Retry.Attempts),
+			SagaID: id, At: b.now, Kind: EntryCompensationFailed, FromState: inst.State, ToState: inst.State,
+			Commands: []CommandRef{{ID: e.CommandID, Name: e.Command, Participant: e.Participant, Attempt: e.Sent, Branch: e.Branch}},
+			Reason:   reason,
 		})
+		cmdName := e.Command
 		b.after = append(b.after, func() {
-			o.obs.CommandRetried(saga, cmd.Name)
-			o.log.Info("compensation re-sent", "saga_id", id, "command", cmd.Name, "attempt", cmd.Attempt)
+			o.cob.Compensation(saga, cmdName, CompensationFailed)
+			o.log.Error("compensation failed: saga stopped for an operator", "saga_id", id, "saga", saga, "command", cmdName, "reason", reason)
 		})
-		return nil
 	}
-	inst.Status, inst.TimerAt, inst.UpdatedAt = StatusCompensationFailed, nil, b.now
+	if inst.Status == StatusCompensationFailed {
+		inst.TimerAt = nil
+	} else {
+		inst.TimerAt = compensationTimerAt(inst)
+	}
+	inst.UpdatedAt = b.now
 	w.touch()
-	reason := fmt.Sprintf("compensation %s was not answered with %s after %d attempts: the saga stopped; "+
-		"undo the effect by hand and resolve it, or retry it once %s can answer (POST /api/v1/sagas/%s/compensation/resolve or /retry)",
-		e.describe(), e.Done, e.Attempts, e.Participant, id)
-	b.entries = append(b.entries, HistoryEntry{
-		SagaID: id, At: b.now, Kind: EntryCompensationFailed, FromState: inst.State, ToState: inst.State,
-		Commands: []CommandRef{{ID: e.CommandID, Name: e.Command, Participant: e.Participant, Attempt: e.Sent}},
-		Reason:   reason,
-	})
-	cmdName := e.Command
-	b.after = append(b.after, func() {
-		o.cob.Compensation(saga, cmdName, CompensationFailed)
-		o.log.Error("compensation failed: saga stopped for an operator", "saga_id", id, "saga", saga, "command", cmdName, "reason", reason)
-	})
 	return nil
 }
 
@@ -358,6 +468,11 @@ func (o *Orchestrator) applyDone(b *batch, w *sagaWork, in *inbound, comp *Compe
 		b.after = append(b.after, func() { o.cob.LateReply(saga, ev) })
 		return nil
 	}
+	if ct := w.model.Contract(m.Name); ct != nil {
+		if err := ct.Check(m.Payload); err != nil {
+			return err
+		}
+	}
 	if err := w.merge(m.Payload); err != nil {
 		return err
 	}
@@ -367,7 +482,7 @@ func (o *Orchestrator) applyDone(b *batch, w *sagaWork, in *inbound, comp *Compe
 	if in.trace != "" {
 		inst.Traceparent = in.trace
 	}
-	e.Status = UndoCompensated
+	e.Status, e.NextAt, e.Stuck = UndoCompensated, nil, false
 	inst.UpdatedAt = b.now
 	w.touch()
 	b.entries = append(b.entries, HistoryEntry{
@@ -398,6 +513,11 @@ func (o *Orchestrator) applyExpired(b *batch, w *sagaWork, in *inbound) error {
 	op := "apply " + EventCommandExpired
 	if m.CausationID == "" {
 		return Errorf(CodeInvalid, op, "%s from %s has no causation_id: it must name the command it refused", EventCommandExpired, m.Participant)
+	}
+	if inst.Join != nil {
+		if took, err := o.expireBranch(b, w, in); took || err != nil {
+			return err
+		}
 	}
 	saga, id := inst.Saga, inst.ID
 	if p := inst.Pending; p != nil && p.ID == m.CausationID && inst.Status == StatusRunning && !model.IsTerminal(inst.State) {
@@ -590,7 +710,7 @@ func (o *Orchestrator) RetryCompensation(ctx context.Context, sagaID, actor, rea
 	const op = "retry compensation of saga"
 	return o.operator(ctx, op, sagaID, actor, func(b *batch, w *sagaWork) error {
 		inst := w.inst
-		i := compensatingEntry(inst)
+		i := stuckEntry(inst)
 		if inst.Status != StatusCompensationFailed || i < 0 {
 			return Errorf(CodeConflict, op, "saga %s is %s, not compensation_failed: there is no stuck compensation to retry", inst.ID, inst.Status)
 		}
@@ -624,7 +744,7 @@ func (o *Orchestrator) ResolveCompensation(ctx context.Context, sagaID, actor, r
 	const op = "resolve compensation of saga"
 	return o.operator(ctx, op, sagaID, actor, func(b *batch, w *sagaWork) error {
 		inst := w.inst
-		i := compensatingEntry(inst)
+		i := stuckEntry(inst)
 		if inst.Status != StatusCompensationFailed || i < 0 {
 			return Errorf(CodeConflict, op, "saga %s is %s, not compensation_failed: there is no stuck compensation to resolve", inst.ID, inst.Status)
 		}
@@ -632,7 +752,7 @@ func (o *Orchestrator) ResolveCompensation(ctx context.Context, sagaID, actor, r
 			return Errorf(CodeInvalid, op, "reason is empty: say how the effect was undone")
 		}
 		e := &inst.Undo[i]
-		e.Status, e.ResolvedBy, e.Reason = UndoResolved, actor, reason
+		e.Status, e.ResolvedBy, e.Reason, e.Stuck, e.NextAt = UndoResolved, actor, reason, false, nil
 		b.entries = append(b.entries, HistoryEntry{
 			SagaID: inst.ID, At: b.now, Kind: EntryOperator, Event: "COMPENSATION_RESOLVE", FromState: inst.State, ToState: inst.State,
 			Commands: []CommandRef{{ID: e.CommandID, Name: e.Command, Participant: e.Participant, Attempt: e.Sent}},

@@ -385,7 +385,9 @@ func (o *Orchestrator) resend(b *batch, w *sagaWork) Message {
 	inst.Pending.OccurredAt = b.now
 	inst.Traceparent = traceOf(inst.Traceparent)
 	cmd := *inst.Pending
-	cmd.Payload = inst.Context
+	if cmd.Payload == nil { // a command built by a payload mapping keeps its payload
+		cmd.Payload = inst.Context
+	}
 	b.outbox = append(b.outbox, OutboxRecord{Topic: w.model.Topic(cmd.Participant), Key: inst.ID, Message: cmd,
 		Traceparent: inst.Traceparent})
 	return cmd

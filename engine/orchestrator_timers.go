@@ -114,6 +114,8 @@ func (o *Orchestrator) fireTimer(ctx context.Context, sagaID string) (bool, erro
 			if err := o.raise(ctx, tx, b, w, to.Event.Value); err != nil {
 				return err
 			}
+		case inst.Join.Waiting() && inst.Join.State == inst.State:
+			o.joinTimer(b, w)
 		case retry != nil && inst.Attempts < retry.Attempts:
 			cmd := o.resend(b, w)
 			inst.TimerAt = nextTimer(m, inst, retry, b.now)

@@ -1,0 +1,430 @@
+package engine_test
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/portfolio-counselor/sagamachine/engine"
+)
+
+// The runtime of language v2 on the real store (SQLite): decisions on
+// data, data contracts, payload mappings and parallel steps with joins.
+// Every refusal is checked against the database: the saga did not move.
+
+// decideOnly has a decision without a contract: its condition can fail at
+// run time on a payload without the field.
+const decideOnly = `
+saga: DECIDE
+version: 1
+participants:
+  shop: { topic: SHOP_TOPIC }
+transitions:
+  - { on: ORDER, by: shop, from: [], to: NEW }
+  - { on: PRICED, by: shop, from: [NEW], when: event.amount > 1000, to: BIG, send: { to: shop, command: REVIEW } }
+  - { on: PRICED, by: shop, from: [NEW], to: SMALL, send: { to: shop, command: SHIP } }
+final: [BIG, SMALL]
+`
+
+func newV2Harness(tb testing.TB) *harness {
+	tb.Helper()
+	b, err := os.ReadFile("testdata/v2/rebal.yaml")
+	if err != nil {
+		tb.Fatalf("read rebal.yaml: %v", err)
+	}
+	return newHarness(tb, string(b), decideOnly)
+}
+
+// rebal builds an event of REBAL.
+func rebal(sagaID, name, by, causation, payload string) engine.Message {
+	m := event(sagaID, name, by, payload)
+	m.Saga, m.CausationID = "REBAL", causation
+	return m
+}
+
+const plan2 = `{"plan":{"portfolio_id":"P1","cash_needed":250.5,"lines":[{"isin":"DE1","qty":3},{"isin":"FR2","qty":1}]}}`
+
+// stateOf reads the saga from the store: state, status and context.
+func (h *harness) stateOf(tb testing.TB, id string) (string, engine.Status, string) {
+	tb.Helper()
+	in := h.inst(tb, id)
+	return in.State, in.Status, string(in.Context)
+}
+
+// deadLetterFor returns the newest dead letter of message id, failing the
+// test when there is none.
+func (h *harness) deadLetterFor(tb testing.TB, msgID string) engine.DeadLetter {
+	tb.Helper()
+	for _, d := range h.deadLetters(tb) {
+		if d.MessageID == msgID {
+			return d
+		}
+	}
+	tb.Fatalf("no dead letter for message %s", msgID)
+	return engine.DeadLetter{}
+}
+
+func payloadOf(tb testing.TB, m engine.Message) map[string]any {
+	tb.Helper()
+	var v map[string]any
+	if err := json.Unmarshal(m.Payload, &v); err != nil {
+		tb.Fatalf("payload of %s: %v (%s)", m.Name, err, m.Payload)
+	}
+	return v
+}
+
+func TestDecisionOnDataPicksTheTransition(t *testing.T) {
+	tests := []struct {
+		name      string
+		risk      string
+		wantState string
+		wantSent  []string
+	}{
+		{"risky plan waits for approval", `{"risk":{"score":80}}`, "AWAITING_APPROVAL", []string{"ASK_APPROVAL"}},
+		{"safe plan is traded (the default)", `{"risk":{"score":10}}`, "TRADING", []string{"PLACE_ORDER", "PLACE_ORDER", "RESERVE_CASH"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newV2Harness(t)
+			h.handle(t, rebal("s1", "REBALANCE_REQUESTED", "advisor", "", plan2))
+			check := h.last(t, "CHECK_RISK")
+			// The mapping built CHECK_RISK's payload, not the whole context.
+			got := payloadOf(t, check)
+			if got["portfolio_id"] != "P1" || got["requested_by"] != "s1" || len(got["lines"].([]any)) != 2 || got["plan"] != nil {
+				t.Fatalf("CHECK_RISK payload = %s, want the mapping's portfolio_id, lines, requested_by", check.Payload)
+			}
+			n := len(h.outbox())
+			h.handle(t, rebal("s1", "RISK_CHECKED", "profile", check.ID, tt.risk))
+			state, _, _ := h.stateOf(t, "s1")
+			if state != tt.wantState {
+				t.Fatalf("state = %s, want %s", state, tt.wantState)
+			}
+			var names []string
+			for _, r := range h.sentSince(n) {
+				names = append(names, r.Message.Name)
+			}
+			if strings.Join(names, ",") != strings.Join(tt.wantSent, ",") {
+				t.Fatalf("sent %v, want %v", names, tt.wantSent)
+			}
+		})
+	}
+}
+
+func TestDecisionConditionTakenIsInTheTimeline(t *testing.T) {
+	h := newV2Harness(t)
+	h.handle(t, rebal("s1", "REBALANCE_REQUESTED", "advisor", "", plan2))
+	h.handle(t, rebal("s1", "RISK_CHECKED", "profile", "", `{"risk":{"score":99}}`))
+	ask := h.last(t, "ASK_APPROVAL")
+	if got, want := string(ask.Payload), `{"portfolio_id":"P1","score":99}`; got != want {
+		t.Fatalf("ASK_APPROVAL payload = %s, want %s", got, want)
+	}
+	hist := h.history(t, "s1")
+	last := hist[len(hist)-1]
+	if !strings.Contains(last.Reason, "when event.risk.score > 70") {
+		t.Fatalf("timeline entry reason = %q, want the condition taken", last.Reason)
+	}
+}
+
+// A condition that fails at run time (the field is missing) refuses the
+// event with its reason: a dead letter, the saga unchanged.
+func TestDecisionRuntimeErrorIsADeadLetter(t *testing.T) {
+	h := newV2Harness(t)
+	start := event("d1", "ORDER", "shop", `{"order":1}`)
+	start.Saga = "DECIDE"
+	h.handle(t, start)
+	bad := event("d1", "PRICED", "shop", `{"price":5}`)
+	bad.Saga = "DECIDE"
+	h.handle(t, bad)
+	dl := h.deadLetterFor(t, bad.ID)
+	if dl.Code != engine.CodeInvalid || !strings.Contains(dl.Reason, "event.amount > 1000") {
+		t.Fatalf("dead letter = %s %q, want invalid naming the condition", dl.Code, dl.Reason)
+	}
+	if state, _, ctx := h.stateOf(t, "d1"); state != "NEW" || ctx != `{"order":1}` {
+		t.Fatalf("saga = %s %s, want NEW with the context unchanged", state, ctx)
+	}
+	for _, r := range h.outbox() {
+		if r.Message.SagaID == "d1" {
+			t.Fatalf("the refused event sent %s", r.Message.Name)
+		}
+	}
+	good := event("d1", "PRICED", "shop", `{"amount":5000}`)
+	good.Saga = "DECIDE"
+	h.handle(t, good)
+	if state, _, _ := h.stateOf(t, "d1"); state != "BIG" {
+		t.Fatalf("state = %s, want BIG", state)
+	}
+}
+
+// Attacks on the data contracts: each event is refused (dead letter with
+// the reason), the saga's state and context are unchanged in the store
+// and nothing is sent.
+func TestContractViolationsAreDeadLettered(t *testing.T) {
+	tests := []struct {
+		name    string
+		event   string
+		by      string
+		payload string
+		reason  string
+	}{
+		{"profile writes the advisor's plan", "RISK_CHECKED", "profile", `{"risk":{"score":10},"plan":{"portfolio_id":"HACKED","lines":[]}}`,
+			"RISK_CHECKED may write only risk into the saga context, not plan"},
+		{"payload breaks the schema", "RISK_CHECKED", "profile", `{"risk":{"score":"low"}}`, "breaks its schema"},
+		{"score out of range", "RISK_CHECKED", "profile", `{"risk":{"score":1000}}`, "maximum"},
+		{"required field missing", "RISK_CHECKED", "profile", `{"score":10}`, "risk"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newV2Harness(t)
+			h.handle(t, rebal("s1", "REBALANCE_REQUESTED", "advisor", "", plan2))
+			_, _, before := h.stateOf(t, "s1")
+			n := len(h.outbox())
+			bad := rebal("s1", tt.event, tt.by, "", tt.payload)
+			h.handle(t, bad)
+			dl := h.deadLetterFor(t, bad.ID)
+			if dl.Code != engine.CodeInvalid || !strings.Contains(dl.Reason, tt.reason) {
+				t.Fatalf("dead letter = %s %q, want invalid with %q", dl.Code, dl.Reason, tt.reason)
+			}
+			state, _, after := h.stateOf(t, "s1")
+			if state != "CHECKING_RISK" || after != before {
+				t.Fatalf("saga = %s %s, want CHECKING_RISK with context %s", state, after, before)
+			}
+			if sent := h.sentSince(n); len(sent) != 0 {
+				t.Fatalf("a refused event sent %d commands", len(sent))
+			}
+			hist := h.history(t, "s1")
+			if last := hist[len(hist)-1]; last.Kind != engine.EntryRefused {
+				t.Fatalf("last timeline entry = %s, want refused", last.Kind)
+			}
+		})
+	}
+}
+
+// A start event breaking its schema creates no saga.
+func TestStartBreakingItsContractCreatesNothing(t *testing.T) {
+	h := newV2Harness(t)
+	bad := rebal("s9", "REBALANCE_REQUESTED", "advisor", "", `{"plan":{"portfolio_id":"P1","lines":[{"isin":"DE1","qty":0}]}}`)
+	h.handle(t, bad)
+	dl := h.deadLetterFor(t, bad.ID)
+	if !strings.Contains(dl.Reason, "minimum") {
+		t.Fatalf("reason = %q, want the schema's minimum", dl.Reason)
+	}
+	if _, err := h.st.GetInstance(t.Context(), "s9"); engine.ErrorCode(err) != engine.CodeNotFound {
+		t.Fatalf("GetInstance = %v, want not found", err)
+	}
+	if len(h.outbox()) != 0 {
+		t.Fatal("a refused start sent commands")
+	}
+}
+
+// A mapping that fails on the saga's context refuses the event that would
+// send the command: here the plan has no cash_needed for RESERVE_CASH.
+func TestFailingMappingRefusesTheEvent(t *testing.T) {
+	h := newV2Harness(t)
+	h.handle(t, rebal("s1", "REBALANCE_REQUESTED", "advisor", "", `{"plan":{"portfolio_id":"P1","lines":[{"isin":"DE1","qty":3}]}}`))
+	risk := rebal("s1", "RISK_CHECKED", "profile", "", `{"risk":{"score":5}}`)
+	n := len(h.outbox())
+	h.handle(t, risk)
+	dl := h.deadLetterFor(t, risk.ID)
+	if !strings.Contains(dl.Reason, "RESERVE_CASH") || !strings.Contains(dl.Reason, "amount") {
+		t.Fatalf("reason = %q, want the failing branch and key", dl.Reason)
+	}
+	if state, _, ctx := h.stateOf(t, "s1"); state != "CHECKING_RISK" || strings.Contains(ctx, "risk") {
+		t.Fatalf("saga = %s %s, want CHECKING_RISK without the refused risk", state, ctx)
+	}
+	if len(h.sentSince(n)) != 0 {
+		t.Fatal("commands sent for a refused event")
+	}
+	if h.inst(t, "s1").Join != nil {
+		t.Fatal("a join was recorded for a refused event")
+	}
+}
+
+// trading brings saga id into TRADING (a safe plan of two lines) and
+// returns the join's commands by label.
+func (h *harness) trading(tb testing.TB, id string) map[string]engine.BranchCommand {
+	tb.Helper()
+	h.handle(tb, rebal(id, "REBALANCE_REQUESTED", "advisor", "", plan2))
+	h.handle(tb, rebal(id, "RISK_CHECKED", "profile", "", `{"risk":{"score":10}}`))
+	return h.branches(tb, id)
+}
+
+func (h *harness) branches(tb testing.TB, id string) map[string]engine.BranchCommand {
+	tb.Helper()
+	in := h.inst(tb, id)
+	if in.Join == nil {
+		tb.Fatalf("saga %s has no join (state %s)", id, in.State)
+	}
+	out := map[string]engine.BranchCommand{}
+	for _, c := range in.Join.Commands {
+		out[c.Label()] = c
+	}
+	return out
+}
+
+func TestParallelStepJoinAll(t *testing.T) {
+	h := newV2Harness(t)
+	br := h.trading(t, "s1")
+	if len(br) != 3 || br["1[0]"].Name != "PLACE_ORDER" || br["1[1]"].Name != "PLACE_ORDER" || br["2"].Name != "RESERVE_CASH" {
+		t.Fatalf("branches = %v, want 1[0], 1[1] PLACE_ORDER and 2 RESERVE_CASH", br)
+	}
+	// Each fan-out command carries its element.
+	if got := string(h.last(t, "RESERVE_CASH").Payload); got != `{"amount":250.5,"portfolio_id":"P1"}` {
+		t.Fatalf("RESERVE_CASH payload = %s", got)
+	}
+	var orderPayloads []string
+	for _, r := range h.outbox() {
+		if r.Message.Name == "PLACE_ORDER" {
+			orderPayloads = append(orderPayloads, string(r.Message.Payload))
+			if r.Message.Deadline.IsZero() {
+				t.Fatal("branch command without deadline (the state has a time limit)")
+			}
+		}
+	}
+	want := []string{`{"line":{"isin":"DE1","qty":3},"line_no":0,"portfolio_id":"P1"}`, `{"line":{"isin":"FR2","qty":1},"line_no":1,"portfolio_id":"P1"}`}
+	if strings.Join(orderPayloads, " ") != strings.Join(want, " ") {
+		t.Fatalf("PLACE_ORDER payloads = %v, want %v", orderPayloads, want)
+	}
+	// Timeline: the step's entry names every branch.
+	hist := h.history(t, "s1")
+	var labels []string
+	for _, c := range hist[len(hist)-1].Commands {
+		labels = append(labels, c.Branch)
+	}
+	if strings.Join(labels, ",") != "1[0],1[1],2" {
+		t.Fatalf("timeline branches = %v", labels)
+	}
+
+	h.handle(t, rebal("s1", "ORDER_PLACED", "deals", br["1[0]"].ID, `{"orders":["o-1"]}`))
+	// A duplicate reply (another message id) is counted once.
+	dup := rebal("s1", "ORDER_PLACED", "deals", br["1[0]"].ID, `{"orders":["o-1-again"]}`)
+	h.handle(t, dup)
+	// A reply for a branch command that does not exist is refused.
+	ghost := rebal("s1", "ORDER_PLACED", "deals", "00000000-0000-0000-0000-000000000000", `{"orders":["ghost"]}`)
+	h.handle(t, ghost)
+	if dl := h.deadLetterFor(t, ghost.ID); dl.Code != engine.CodeNotFound {
+		t.Fatalf("ghost reply dead letter = %s %q, want not_found", dl.Code, dl.Reason)
+	}
+	// The wrong participant answering a branch is refused too.
+	forged := rebal("s1", "CASH_RESERVED", "deals", br["2"].ID, `{}`)
+	h.handle(t, forged)
+	h.deadLetterFor(t, forged.ID)
+
+	// A restart between replies: the join is in the database.
+	h.reconfigure(nil)
+	in := h.inst(t, "s1")
+	if ok, failed := in.Join.Count(); ok != 1 || failed != 0 || in.State != "TRADING" {
+		t.Fatalf("after 1 reply, a duplicate and a ghost: %d ok, %d failed in %s; want 1, 0 in TRADING", ok, failed, in.State)
+	}
+	if strings.Contains(string(in.Context), "again") || strings.Contains(string(in.Context), "ghost") {
+		t.Fatalf("context = %s: a duplicate or ghost reply was merged", in.Context)
+	}
+	// A branch with one command may be answered without a causation id.
+	h.handle(t, rebal("s1", "CASH_RESERVED", "profile", "", `{"cash":{"reserved":250.5}}`))
+	h.handle(t, rebal("s1", "ORDER_PLACED", "deals", br["1[1]"].ID, `{"orders":["o-1","o-2"]}`))
+	in = h.inst(t, "s1")
+	if in.State != "DONE" || in.Status != engine.StatusCompleted || in.Join.Outcome != engine.JoinResultDone {
+		t.Fatalf("saga = %s %s join %s, want DONE completed, join done", in.State, in.Status, in.Join.Outcome)
+	}
+	notify := h.last(t, "NOTIFY")
+	if got, want := string(notify.Payload), `{"notificationDTO":{"message":"rebalanced: 2 orders","user":"P1"}}`; got != want {
+		t.Fatalf("NOTIFY payload = %s, want %s", got, want)
+	}
+	if got := kinds(h.history(t, "s1")); !strings.Contains(got, "late:ORDER_PLACED") || !strings.Contains(got, "timer:TRADED") {
+		t.Fatalf("timeline = %s, want the duplicate as late and TRADED raised", got)
+	}
+	// A reply after the join decided is late, not a dead letter.
+	late := rebal("s1", "ORDER_PLACED", "deals", br["1[1]"].ID, `{"orders":["late"]}`)
+	h.handle(t, late)
+	for _, d := range h.deadLetters(t) {
+		if d.MessageID == late.ID {
+			t.Fatalf("late reply dead-lettered: %s", d.Reason)
+		}
+	}
+	if c := string(h.inst(t, "s1").Context); strings.Contains(c, `"late"`) {
+		t.Fatalf("context = %s: a late reply was merged", c)
+	}
+}
+
+// A failed branch (policy all) fails the step: the completed branch and
+// the unanswered one are compensated together, the failed one is not.
+func TestParallelFailureCompensatesBranchesTogether(t *testing.T) {
+	h := newV2Harness(t)
+	br := h.trading(t, "s1")
+	h.handle(t, rebal("s1", "ORDER_PLACED", "deals", br["1[0]"].ID, `{"orders":["o-1"]}`))
+	n := len(h.outbox())
+	h.handle(t, rebal("s1", "CASH_SHORT", "profile", br["2"].ID, `{}`))
+	in := h.inst(t, "s1")
+	if in.State != "FAILED" || in.Status != engine.StatusCompensating || in.Join.Outcome != engine.JoinResultFailed {
+		t.Fatalf("saga = %s %s join %s, want FAILED compensating, join failed", in.State, in.Status, in.Join.Outcome)
+	}
+	var sent []string
+	for _, r := range h.sentSince(n) {
+		sent = append(sent, r.Message.Name+"("+r.Message.Compensates+")")
+	}
+	want := []string{"CANCEL_ORDER(" + br["1[1]"].ID + ")", "CANCEL_ORDER(" + br["1[0]"].ID + ")"}
+	if strings.Join(sent, " ") != strings.Join(want, " ") {
+		t.Fatalf("sent %v, want both orders cancelled together %v", sent, want)
+	}
+	if got := undoStatuses(in); got != "CANCEL_ORDER=compensating CANCEL_ORDER=compensating RELEASE_CASH=failed" {
+		t.Fatalf("undo = %s", got)
+	}
+	// The unanswered order is placed late: its compensation is under way.
+	h.handle(t, rebal("s1", "ORDER_PLACED", "deals", br["1[1]"].ID, `{"orders":["o-2"]}`))
+	cancels := map[string]string{}
+	for _, e := range h.inst(t, "s1").Undo {
+		cancels[e.Of] = e.CommandID
+	}
+	h.handle(t, rebal("s1", "ORDER_CANCELLED", "deals", cancels[br["1[0]"].ID], `{}`))
+	if in := h.inst(t, "s1"); in.Status != engine.StatusCompensating {
+		t.Fatalf("status = %s after one of two compensations, want compensating", in.Status)
+	}
+	h.handle(t, rebal("s1", "ORDER_CANCELLED", "deals", cancels[br["1[1]"].ID], `{}`))
+	if in := h.inst(t, "s1"); in.Status != engine.StatusFailed {
+		t.Fatalf("status = %s, want failed once both are compensated (undo %s)", in.Status, undoStatuses(in))
+	}
+}
+
+// RESERVE_CASH has a retry of 3 attempts: the timer re-sends it with the
+// same id and payload, then the branch fails and the step with it.
+func TestBranchRetriesThenFails(t *testing.T) {
+	h := newV2Harness(t)
+	br := h.trading(t, "s1")
+	h.handle(t, rebal("s1", "ORDER_PLACED", "deals", br["1[0]"].ID, `{"orders":["o-1"]}`))
+	h.handle(t, rebal("s1", "ORDER_PLACED", "deals", br["1[1]"].ID, `{"orders":["o-1","o-2"]}`))
+	first := h.last(t, "RESERVE_CASH")
+	for attempt := 2; attempt <= 3; attempt++ {
+		h.fireAt(t, "s1")
+		again := h.last(t, "RESERVE_CASH")
+		if again.ID != first.ID || again.Attempt != attempt || string(again.Payload) != string(first.Payload) {
+			t.Fatalf("re-send = %s attempt %d %s, want %s attempt %d with the same payload", again.ID, again.Attempt, again.Payload, first.ID, attempt)
+		}
+		if in := h.inst(t, "s1"); in.State != "TRADING" {
+			t.Fatalf("state = %s after attempt %d", in.State, attempt)
+		}
+	}
+	h.fireAt(t, "s1")
+	in := h.inst(t, "s1")
+	if in.State != "FAILED" || in.Join.Outcome != engine.JoinResultFailed {
+		t.Fatalf("saga = %s join %s, want FAILED, join failed", in.State, in.Join.Outcome)
+	}
+	// Every branch may have had its effect: all three are compensated together.
+	if got := undoStatuses(in); got != "CANCEL_ORDER=compensating CANCEL_ORDER=compensating RELEASE_CASH=compensating" {
+		t.Fatalf("undo = %s", got)
+	}
+}
+
+// A policy-all step times out in its state: the join is left and every
+// open branch compensated.
+func TestJoinStateTimeoutLeavesTheJoin(t *testing.T) {
+	h := newV2Harness(t)
+	br := h.trading(t, "s1")
+	h.handle(t, rebal("s1", "CASH_RESERVED", "profile", br["2"].ID, `{}`))
+	for i := 0; i < 10 && h.inst(t, "s1").State == "TRADING"; i++ {
+		h.fireAt(t, "s1")
+	}
+	in := h.inst(t, "s1")
+	if in.State != "FAILED" || in.Join.Outcome != engine.JoinResultLeft {
+		t.Fatalf("saga = %s join %q, want FAILED, join left", in.State, in.Join.Outcome)
+	}
+}
