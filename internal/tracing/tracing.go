@@ -3,6 +3,7 @@ package tracing
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net/url"
 	"os"
@@ -44,15 +45,45 @@ type Config struct {
 	// ServiceName is the service.name resource attribute (saga-machine,
 	// deals, profile, notification).
 	ServiceName string
-	// Insecure sends to an https endpoint without checking its
-	// certificate. Never in production.
-	Insecure bool
+	// Env reads the environment; nil: os.Getenv.
+	Env func(string) string
+}
+
+// RegisterFlags registers --otlp-endpoint on fs and returns the Config it
+// fills, for service; Setup it after fs.Parse.
+func RegisterFlags(fs *flag.FlagSet, service string, env func(string) string) *Config {
+	cfg := &Config{ServiceName: service, Env: env}
+	fs.StringVar(&cfg.Endpoint, "otlp-endpoint", "", "record OpenTelemetry traces and send them over OTLP/HTTP to this URL, e.g. http://otel-collector:4318 "+
+		"(default: env "+EnvTracesEndpoint+" or "+EnvEndpoint+"; none: tracing off)")
+	return cfg
+}
+
+func (cfg Config) getenv(name string) string {
+	if cfg.Env == nil {
+		return os.Getenv(name)
+	}
+	return cfg.Env(name)
+}
+
+// endpoint is the traces URL cfg names: Endpoint (given a path if it has
+// none), else EnvTracesEndpoint as is, else EnvEndpoint with /v1/traces
+// appended; "" when none is set.
+func (cfg Config) endpoint() (string, error) {
+	switch {
+	case cfg.Endpoint != "":
+		return endpointURL(cfg.Endpoint)
+	case cfg.getenv(EnvTracesEndpoint) != "":
+		return checkURL(cfg.getenv(EnvTracesEndpoint))
+	case cfg.getenv(EnvEndpoint) != "":
+		return endpointURL(strings.TrimRight(cfg.getenv(EnvEndpoint), "/") + "/v1/traces")
+	}
+	return "", nil
 }
 
 // On reports whether cfg turns tracing on: an endpoint is given or set in
 // the environment.
 func (cfg Config) On() bool {
-	return cfg.Endpoint != "" || os.Getenv(EnvTracesEndpoint) != "" || os.Getenv(EnvEndpoint) != ""
+	return cfg.Endpoint != "" || cfg.getenv(EnvTracesEndpoint) != "" || cfg.getenv(EnvEndpoint) != ""
 }
 
 // state is the installed tracer; nil when tracing is off.
@@ -102,18 +133,11 @@ func Setup(ctx context.Context, cfg Config) (shutdown func(context.Context) erro
 	if cfg.ServiceName == "" {
 		return off, errors.New("set up tracing: no service name")
 	}
-	var opts []otlptracehttp.Option
-	if cfg.Endpoint != "" {
-		u, err := endpointURL(cfg.Endpoint)
-		if err != nil {
-			return off, fmt.Errorf("set up tracing: %w", err)
-		}
-		opts = append(opts, otlptracehttp.WithEndpointURL(u))
+	u, err := cfg.endpoint()
+	if err != nil {
+		return off, fmt.Errorf("set up tracing: %w", err)
 	}
-	if cfg.Insecure {
-		opts = append(opts, otlptracehttp.WithInsecure())
-	}
-	exp, err := otlptracehttp.New(ctx, opts...)
+	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(u))
 	if err != nil {
 		return off, fmt.Errorf("set up tracing: OTLP exporter: %w", err)
 	}
@@ -143,18 +167,35 @@ func Setup(ctx context.Context, cfg Config) (shutdown func(context.Context) erro
 // endpointURL checks an --otlp-endpoint and gives it the traces path if it
 // has none.
 func endpointURL(raw string) (string, error) {
-	u, err := url.Parse(raw)
+	u, err := parseURL(raw)
 	if err != nil {
-		return "", fmt.Errorf("OTLP endpoint %q: %w", raw, err)
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", fmt.Errorf("OTLP endpoint %q: want an http:// or https:// URL with a host (e.g. http://otel-collector:4318)", raw)
-	}
-	if u.User != nil {
-		return "", fmt.Errorf("OTLP endpoint %q: credentials in the URL are refused (set OTEL_EXPORTER_OTLP_HEADERS)", u.Redacted())
+		return "", err
 	}
 	if strings.Trim(u.Path, "/") == "" {
 		u.Path = "/v1/traces"
 	}
 	return u.String(), nil
+}
+
+// checkURL checks a traces URL and returns it as is.
+func checkURL(raw string) (string, error) {
+	u, err := parseURL(raw)
+	if err != nil {
+		return "", err
+	}
+	return u.String(), nil
+}
+
+func parseURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, errors.New("OTLP endpoint is not a URL") // the text may hold credentials: not repeated
+	}
+	if u.User != nil {
+		return nil, fmt.Errorf("OTLP endpoint %q: credentials in the URL are refused (set OTEL_EXPORTER_OTLP_HEADERS)", u.Redacted())
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("OTLP endpoint %q: want an http:// or https:// URL with a host (e.g. http://otel-collector:4318)", raw)
+	}
+	return u, nil
 }

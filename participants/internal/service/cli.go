@@ -19,6 +19,7 @@ import (
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/internal/program"
+	"github.com/portfolio-counselor/sagamachine/internal/tracing"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
 
@@ -87,6 +88,8 @@ type runConfig struct {
 	// Topics and consumer group (empty: the SDK's defaults), so that
 	// several stacks can share one cluster (tests, staging).
 	commandTopic, eventTopic, group string
+	// tracing is --otlp-endpoint (internal/tracing; off by default).
+	tracing *tracing.Config
 }
 
 // Run is the whole program of one participant service as its own process:
@@ -96,6 +99,7 @@ type runConfig struct {
 //
 // Flags (and environment variables): --db (<NAME>_DB_URL), --brokers
 // (SAGA_KAFKA_BROKERS), --listen (<NAME>_LISTEN), --issuer (OIDC_ISSUER),
+// --otlp-endpoint (OTEL_EXPORTER_OTLP_ENDPOINT; tracing, off by default),
 // --audience (OIDC_AUDIENCE), --skip-audience, --dev-header (explicit only,
 // no variable), --migrate, --log-level (<NAME>_LOG_LEVEL), --command-topic
 // (<NAME>_COMMAND_TOPIC), --event-topic (<NAME>_EVENT_TOPIC) and --group
@@ -119,6 +123,17 @@ func Run(ctx context.Context, app App, args []string, env func(string) string, s
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel})).With("service", app.Name)
+	stopTracing, err := tracing.Setup(ctx, *cfg.tracing)
+	if err != nil {
+		return fmt.Errorf("%s: %w", app.Name, err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+		defer cancel()
+		if err := stopTracing(sctx); err != nil {
+			log.Warn("tracing shutdown", "error", err)
+		}
+	}()
 	db, err := OpenDB(ctx, cfg.db)
 	if err != nil {
 		return err
@@ -252,6 +267,7 @@ func parseRunFlags(app App, args []string, env func(string) string, stderr io.Wr
 	fs.StringVar(&cfg.eventTopic, "event-topic", env(app.env("EVENT_TOPIC")), "Kafka topic this service writes its events to (env "+app.env("EVENT_TOPIC")+"; default SAGA_SERVER_TOPIC_"+strings.ToUpper(app.Name)+", saga-machine's --topic + _"+strings.ToUpper(app.Name)+")")
 	fs.StringVar(&cfg.group, "group", env(app.env("GROUP")), "Kafka consumer group (env "+app.env("GROUP")+"; default "+app.Name+")")
 	kf := program.RegisterKafkaFlags(fs, env)
+	cfg.tracing = tracing.RegisterFlags(fs, app.Name, env)
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
