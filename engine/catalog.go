@@ -15,6 +15,8 @@ import (
 type Catalog struct {
 	byName map[string][]*Model // versions ascending
 	list   []*Model            // name ascending, then version ascending
+	// migrations of running sagas between loaded versions (WithMigrations)
+	migrations map[migrationKey]*definition.Migration
 }
 
 // NewCatalog compiles defs into a catalog. Two definitions with the same name

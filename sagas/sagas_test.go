@@ -134,3 +134,42 @@ func TestDocShowsTheYAML(t *testing.T) {
 		t.Errorf("docs/manual-create-order.md does not show sagas/manual_create_order.yaml as it is: paste it under \"## The YAML\"")
 	}
 }
+
+// TestShippedMigrations: every migration under migrations/ fits the
+// shipped definitions, names the migration schema on its first line, and
+// the catalog takes them.
+func TestShippedMigrations(t *testing.T) {
+	defs, problems := definition.LoadDir(sagas.FS)
+	if len(problems) > 0 {
+		t.Fatalf("shipped sagas: %v", problems)
+	}
+	migs, problems := definition.LoadMigrations(sagas.Migrations(), defs)
+	if len(problems) > 0 {
+		t.Fatalf("shipped migrations: %v", problems)
+	}
+	if len(migs) == 0 {
+		t.Fatal("no shipped migration")
+	}
+	cat, err := catalog(t).WithMigrations(migs...)
+	if err != nil {
+		t.Fatalf("WithMigrations: %v", err)
+	}
+	for _, m := range migs {
+		if got, ok := cat.Migration(m.Saga, m.From, m.To); !ok || got != m {
+			t.Errorf("catalog: migration %s %d → %d not found", m.Saga, m.From, m.To)
+		}
+		b, err := fs.ReadFile(sagas.Migrations(), m.File)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "# yaml-language-server: $schema=../../schema/saga-migration.schema.json\n"; !bytes.HasPrefix(b, []byte(want)) {
+			t.Errorf("%s does not start with %q", m.File, want)
+		}
+	}
+	if _, err := cat.WithMigrations(migs[0]); err == nil {
+		t.Error("WithMigrations took a migration twice")
+	}
+	if _, ok := cat.Migration("MANUAL_CREATE_ORDER", 2, 1); ok {
+		t.Error("catalog has a migration back from 2 to 1, which is not shipped")
+	}
+}

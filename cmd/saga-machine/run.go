@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -209,6 +210,9 @@ func loadCatalog(dir string, stderr io.Writer) (*engine.Catalog, error) {
 		fsys = os.DirFS(dir)
 	}
 	cat, err := system.LoadCatalog(fsys, nil)
+	if err == nil {
+		cat, err = loadMigrations(fsys, cat)
+	}
 	var probs definition.Problems
 	if errors.As(err, &probs) {
 		for _, p := range probs {
@@ -220,6 +224,39 @@ func loadCatalog(dir string, stderr io.Writer) (*engine.Catalog, error) {
 		return nil, problemsError{len(probs)}
 	}
 	return cat, err
+}
+
+// loadMigrations adds to cat the migrations of running sagas in the
+// directory migrations of fsys (sagas/migrations), if there is one: each
+// must fit two loaded versions of its saga. A problem in any is returned
+// as definition.Problems, with the file named under migrations/.
+func loadMigrations(fsys fs.FS, cat *engine.Catalog) (*engine.Catalog, error) {
+	st, err := fs.Stat(fsys, "migrations")
+	if errors.Is(err, fs.ErrNotExist) {
+		return cat, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("saga migrations directory: %w", err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("saga migrations: migrations is not a directory")
+	}
+	sub, err := fs.Sub(fsys, "migrations")
+	if err != nil {
+		return nil, fmt.Errorf("saga migrations directory: %w", err)
+	}
+	var defs []*definition.Definition
+	for _, m := range cat.List() {
+		defs = append(defs, m.Definition())
+	}
+	migs, probs := definition.LoadMigrations(sub, defs)
+	if len(probs) > 0 {
+		for i := range probs {
+			probs[i].File = path.Join("migrations", probs[i].File)
+		}
+		return nil, probs
+	}
+	return cat.WithMigrations(migs...)
 }
 
 // daemon is a started saga-machine.
@@ -248,6 +285,9 @@ func start(ctx context.Context, cfg config, log *slog.Logger, stderr io.Writer) 
 	}
 	for _, m := range cat.List() {
 		log.Info("saga definition loaded", "saga", m.Name(), "saga_version", m.Version())
+	}
+	for _, m := range cat.Migrations() {
+		log.Info("saga migration loaded", "saga", m.Saga, "from_version", m.From, "to_version", m.To, "file", m.File)
 	}
 	authn, err := d.authenticator(ctx)
 	if err != nil {

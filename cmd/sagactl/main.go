@@ -50,11 +50,19 @@ Usage:
         Show what MIGRATION (sagas/migrations/*.yaml) does to one saga
         instance (JSON, as GET /api/v1/sagas/{id} returns it), without
         changing anything. Applying it is saga-machine's (operator role).
+  sagactl migrate --apply --url URL --to VERSION [--from VERSION] --reason TEXT
+          [--token-file FILE] SAGA_ID...
+        Migrate running sagas on the saga-machine at URL by its loaded
+        migration to VERSION: for each saga a dry run there, then the apply,
+        recorded in the saga's timeline. Needs the saga-operator role; the
+        bearer token is read from FILE or the environment variable
+        SAGA_TOKEN (sent only over https or to a loopback address).
   sagactl help
         Print this text.
 
-Exit status: 0 all valid / simulation done, 1 invalid definition or refused
-event, 2 usage error or unreadable file.
+Exit status: 0 all valid / simulation done / every saga migrated, 1 invalid
+definition, refused event or saga that cannot migrate, 2 usage error,
+unreadable file or saga-machine unreachable or refusing the caller.
 `
 
 func main() {

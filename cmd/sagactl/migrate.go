@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/definition"
@@ -59,15 +62,28 @@ func validateMigration(file string, data []byte, sagasDir string, stderr io.Writ
 }
 
 func migrate(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("migrate", "--dry-run [--sagas DIR] MIGRATION INSTANCE.json", stderr)
-	dryRun := fs.Bool("dry-run", false, "show what the migration does to the instance (required: sagactl never changes a running saga)")
+	fs := newFlagSet("migrate", "--dry-run [--sagas DIR] MIGRATION INSTANCE.json\n   or: sagactl migrate --apply --url URL --to VERSION [--from VERSION] --reason TEXT [--token-file FILE] SAGA_ID...", stderr)
+	dryRun := fs.Bool("dry-run", false, "show what the migration does to the instance, here, without changing anything")
 	sagasDir := fs.String("sagas", "", "the definitions (default: the directory above the migration's)")
+	apply := fs.Bool("apply", false, "migrate the running sagas SAGA_ID... on the saga-machine at --url (operator role): a dry run there first, then the apply")
+	base := fs.String("url", "", "saga-machine's address, e.g. http://127.0.0.1:8080 (with --apply)")
+	toVersion := fs.Int("to", 0, "the version to move the sagas to (with --apply)")
+	fromVersion := fs.Int("from", 0, "the version the sagas are expected on; a saga on another is refused (with --apply)")
+	reason := fs.String("reason", "", "why; recorded in each saga's timeline (with --apply, required)")
+	tokenFile := fs.String("token-file", "", "file holding the bearer token (default: the environment variable SAGA_TOKEN)")
 	files, err := parseInterspersed(fs, args)
 	if err != nil {
 		return flagExit(err)
 	}
+	if *apply {
+		if *dryRun {
+			fmt.Fprintln(stderr, "sagactl migrate: --dry-run and --apply exclude each other: --dry-run plans one instance file here, --apply migrates running sagas on saga-machine (after a dry run there)")
+			return exitUsage
+		}
+		return migrateRemote(remoteArgs{base: *base, to: *toVersion, from: *fromVersion, reason: *reason, tokenFile: *tokenFile}, files, stdout, stderr)
+	}
 	if !*dryRun {
-		fmt.Fprintln(stderr, "sagactl migrate: only --dry-run: running sagas are migrated by saga-machine (operator role), in one transaction that records it in each timeline")
+		fmt.Fprintln(stderr, "sagactl migrate: want --dry-run (plan one instance file here) or --apply (migrate running sagas on saga-machine, operator role, in one transaction that records it in each timeline)")
 		return exitUsage
 	}
 	if len(files) != 2 {
@@ -200,4 +216,41 @@ func timerText(inst *engine.Instance) string {
 		return "-"
 	}
 	return inst.TimerAt.UTC().Format("2006-01-02T15:04:05Z07:00")
+}
+
+// remoteArgs are the flags of `sagactl migrate --apply`.
+type remoteArgs struct {
+	base, reason, tokenFile string
+	to, from                int
+}
+
+// migrateRemote checks the flags of --apply and migrates ids on saga-machine.
+func migrateRemote(a remoteArgs, ids []string, stdout, stderr io.Writer) int {
+	usage := func(format string, args ...any) int {
+		fmt.Fprintf(stderr, "sagactl migrate: "+format+"\n", args...)
+		return exitUsage
+	}
+	switch {
+	case a.base == "":
+		return usage("--apply needs --url: the address of saga-machine")
+	case a.to <= 0:
+		return usage("--apply needs --to: the version to move the sagas to")
+	case a.from < 0:
+		return usage("--from must be a positive version")
+	case strings.TrimSpace(a.reason) == "":
+		return usage("--apply needs --reason: it is recorded in each saga's timeline")
+	case len(ids) == 0:
+		return usage("--apply needs the ids of the sagas to migrate")
+	}
+	token, err := readToken(a.tokenFile)
+	if err != nil {
+		return usage("%v", err)
+	}
+	base, err := baseURL(a.base, token != "")
+	if err != nil {
+		return usage("%v", err)
+	}
+	rm := remoteMigration{base: base, token: token, to: a.to, from: a.from, reason: a.reason,
+		client: &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	return applyRemote(context.Background(), rm, ids, stdout, stderr)
 }

@@ -56,7 +56,8 @@ type env struct {
 type envOptions struct {
 	auth    *auth.Authenticator
 	ready   func(context.Context) error
-	console console.Config // the console's sign-in (console_browser_test.go)
+	console console.Config  // the console's sign-in (console_browser_test.go)
+	catalog *engine.Catalog // nil: testCatalog
 }
 
 // newEnv builds the API over an orchestrator on the store at dbURL
@@ -72,7 +73,10 @@ func newEnv(tb testing.TB, dbURL string, opts envOptions) *env {
 		tb.Fatalf("open store %s: %v", dbURL, err)
 	}
 	tb.Cleanup(func() { st.Close() })
-	cat := testCatalog(tb)
+	cat := opts.catalog
+	if cat == nil {
+		cat = testCatalog(tb)
+	}
 	reg := prometheus.NewRegistry()
 	metrics, err := httpapi.NewMetrics(reg)
 	if err != nil {

@@ -57,6 +57,7 @@ var problemKinds = map[engine.Code]problemKind{
 	CodeMediaType:               {http.StatusUnsupportedMediaType, "Unsupported media type"},
 	CodeCrossOrigin:             {http.StatusForbidden, "Cross-origin request refused"},
 	CodeReplayFailed:            {http.StatusConflict, "Replay failed: the message is still refused"},
+	CodeUnknownMigration:        {http.StatusUnprocessableEntity, "Unknown migration"},
 }
 
 // ProblemType returns the type URI of code.
