@@ -258,3 +258,52 @@ func TestSagaIsOneTrace(t *testing.T) {
 		})
 	}
 }
+
+// Attack: POST /deals with a hostile traceparent header. The request's
+// span starts a new trace (no parent, not the header's trace id), the saga
+// runs in that trace (its instance keeps a traceparent of it, never the
+// header), and nothing else changes: the deal is executed and the saga
+// completed as without the header.
+func TestHostileTraceparentStartsANewTrace(t *testing.T) {
+	sys, exp := traced(t, system.Config{DataDir: t.TempDir()})
+	ctx, cancel := context.WithTimeout(context.Background(), guard)
+	defer cancel()
+	for i, h := range []struct{ name, tp string }{
+		{"malformed", "00-xyz"},
+		{"huge", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-" + strings.Repeat("a", 4000)},
+		{"all-zero trace id", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"},
+		{"all-zero parent id", "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"},
+	} {
+		t.Run(h.name, func(t *testing.T) {
+			c, pf := fundedClient(ctx, t, sys, "mallory"+string(rune('a'+i)), h.tp)
+			d, _, err := c.CreateDeal(ctx, system.DealRequest{PortfolioID: pf, Side: "buy", Instrument: "ACME", Quantity: "1", Price: "10.00", Currency: "USD"}, "")
+			if err != nil {
+				t.Fatalf("POST /deals with traceparent %.40q: %v", h.tp, err)
+			}
+			inst, err := sys.WaitFinal(ctx, d.SagaID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if inst.Status != engine.StatusCompleted || inst.State != "NOTIFICATION" {
+				t.Errorf("saga %s: %s %s, want NOTIFICATION completed", d.SagaID, inst.State, inst.Status)
+			}
+			got, err := c.Deal(ctx, d.ID)
+			if err != nil || got.Status != "executed" {
+				t.Errorf("deal %s: status %q (%v), want executed", d.ID, got.Status, err)
+			}
+			leaf, spans := waitSpan(ctx, t, exp, "outbox REGISTER", d.SagaID)
+			path := chain(spans, leaf)
+			root := path[0]
+			if root.Name != "POST /deals" || root.Parent.IsValid() {
+				t.Fatalf("REGISTER's root span %q parent %v, want POST /deals without parent", root.Name, root.Parent)
+			}
+			tid := root.SpanContext.TraceID()
+			if strings.Contains(h.tp, tid.String()) {
+				t.Errorf("the request's trace id %s comes from the hostile header", tid)
+			}
+			if inst.Traceparent == h.tp || !strings.Contains(inst.Traceparent, tid.String()) {
+				t.Errorf("instance traceparent %.60q, want one of trace %s", inst.Traceparent, tid)
+			}
+		})
+	}
+}
