@@ -85,7 +85,7 @@ func New(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.logRequests(s.router), nil
+	return s.traced(s.logRequests(s.router)), nil
 }
 
 // newServer checks cfg and builds the server and its router.
