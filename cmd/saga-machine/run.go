@@ -27,6 +27,7 @@ import (
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/internal/program"
 	"github.com/portfolio-counselor/sagamachine/internal/system"
+	"github.com/portfolio-counselor/sagamachine/internal/tracing"
 	"github.com/portfolio-counselor/sagamachine/sagas"
 )
 
@@ -68,6 +69,7 @@ type config struct {
 	// consoleClient is the operator console's OIDC client id at the issuer
 	// ("" : the console does not sign in).
 	consoleClient string
+	tracing       *tracing.Config // --otlp-endpoint (tracing.go)
 }
 
 // problemsError reports invalid definitions; they are printed already.
@@ -90,6 +92,11 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	stopTracing, err := startTracing(ctx, cfg.tracing, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	d, err := start(ctx, cfg, log, stderr)
 	if err != nil {
 		return err
@@ -143,6 +150,7 @@ func parseFlags(name string, args []string, env func(string) string, stderr io.W
 	var session string
 	fs.StringVar(&session, "kafka-session-timeout", env("SAGA_KAFKA_SESSION_TIMEOUT"), "consumer group session timeout: how soon the partitions of a replica that died and did not come back move (a replica restarted with the same --kafka-instance-id gets them back at once) (env SAGA_KAFKA_SESSION_TIMEOUT; default 20s)")
 	kf := program.RegisterKafkaFlags(fs, env)
+	cfg.tracing = tracing.RegisterFlags(fs, "saga-machine", env)
 	var retention string
 	fs.StringVar(&retention, "inbox-retention", envOr(env, "SAGA_INBOX_RETENTION", engine.DefaultInboxRetention.String()), "how long processed message ids are kept to drop redelivered duplicates; must exceed how long Kafka may redeliver (env SAGA_INBOX_RETENTION; negative: never purge)")
 	fs.StringVar(&cfg.issuer, "issuer", env("OIDC_ISSUER"), "OIDC issuer URL of the API's bearer tokens, e.g. https://keycloak.example/auth/realms/portfolio (env OIDC_ISSUER)")
