@@ -13,8 +13,10 @@ import (
 // UndoEntry in the instance (Step.Undos): an event's effect (status
 // replied) or a command's possible effect (status open until answered).
 // Entering a failed state sends the compensations of the entries that are
-// open, replied or late, one at a time, newest first (Plan), each time
-// waiting for its done event; the failed transition's own command is held
+// open, replied or late, newest first, each time waiting for their done
+// events: one at a time, except the branches of one parallel step (same
+// Group), which are sent together (PlanGroup), each on its own retry
+// schedule (UndoEntry.NextAt); the failed transition's own command is held
 // back (Instance.Deferred) until the last one is done. Entering a final
 // state compensates only what the saga abandoned (open and late entries),
 // after the final command. A compensation unanswered past its retry policy

@@ -428,3 +428,114 @@ func TestJoinStateTimeoutLeavesTheJoin(t *testing.T) {
 		t.Fatalf("saga = %s join %q, want FAILED, join left", in.State, in.Join.Outcome)
 	}
 }
+
+// race is a parallel step with policy first: the first success wins.
+const race = `
+saga: RACE
+version: 1
+participants:
+  a: { topic: A_TOPIC }
+  b: { topic: B_TOPIC }
+transitions:
+  - on: GO
+    by: a
+    from: []
+    to: RACING
+    send:
+      - { to: a, command: ASK_A, ok: A_OK, fail: A_NO, compensate: { command: UNDO_A, done: A_UNDONE } }
+      - { to: b, command: ASK_B, ok: B_OK, fail: B_NO }
+    join: { policy: first, then: WON, else: LOST }
+  - { on: WON, by: engine, from: [RACING], to: DONE }
+  - { on: LOST, by: engine, from: [RACING], to: FAILED }
+final: [DONE]
+failed: [FAILED]
+`
+
+// mapped sends a command built by a mapping, with a retry.
+const mapped = `
+saga: MAPPED
+version: 1
+participants:
+  shop: { topic: SHOP_TOPIC }
+transitions:
+  - on: ORDER
+    by: shop
+    from: []
+    to: CHARGING
+    send:
+      to: shop
+      command: CHARGE
+      payload: { amount: context.total, ref: saga.id }
+      retry: { attempts: 3, backoff: 1s, exhausted: CHARGE_FAILED }
+  - { on: CHARGED, by: shop, from: [CHARGING], to: PAID }
+  - { on: CHARGE_FAILED, by: engine, from: [CHARGING], to: UNPAID }
+final: [PAID]
+failed: [UNPAID]
+`
+
+func raceEvent(sagaID, name, by, causation string) engine.Message {
+	m := event(sagaID, name, by, "")
+	m.Saga, m.CausationID = "RACE", causation
+	return m
+}
+
+func TestJoinPolicyFirst(t *testing.T) {
+	h := newHarness(t, race)
+	t.Run("first success wins, a late success is compensated", func(t *testing.T) {
+		h.handle(t, raceEvent("r1", "GO", "a", ""))
+		br := h.branches(t, "r1")
+		h.handle(t, raceEvent("r1", "B_OK", "b", br["2"].ID))
+		in := h.inst(t, "r1")
+		if in.State != "DONE" || in.Join.Outcome != engine.JoinResultDone {
+			t.Fatalf("saga = %s join %s, want DONE, done", in.State, in.Join.Outcome)
+		}
+		// A's command was abandoned by the successful saga: compensated at its end.
+		if undo := h.last(t, "UNDO_A"); undo.Compensates != br["1"].ID {
+			t.Fatalf("UNDO_A compensates %s, want %s", undo.Compensates, br["1"].ID)
+		}
+		n := len(h.outbox())
+		late := raceEvent("r1", "A_OK", "a", br["1"].ID)
+		h.handle(t, late)
+		hist := h.history(t, "r1")
+		if last := hist[len(hist)-1]; last.Kind != engine.EntryLate || last.MessageID != late.ID {
+			t.Fatalf("last entry = %s %s, want the late A_OK", last.Kind, last.MessageID)
+		}
+		if sent := h.sentSince(n); len(sent) != 0 {
+			t.Fatalf("a late reply sent %d commands (its compensation is already under way)", len(sent))
+		}
+	})
+	t.Run("every branch failing fails the step", func(t *testing.T) {
+		h.handle(t, raceEvent("r2", "GO", "a", ""))
+		br := h.branches(t, "r2")
+		expired := raceEvent("r2", engine.EventCommandExpired, "a", br["1"].ID)
+		h.handle(t, expired)
+		if in := h.inst(t, "r2"); in.State != "RACING" {
+			t.Fatalf("state = %s after one failure of two (policy first), want RACING", in.State)
+		}
+		h.handle(t, raceEvent("r2", "B_NO", "b", br["2"].ID))
+		in := h.inst(t, "r2")
+		if in.State != "FAILED" || in.Status != engine.StatusFailed || in.Join.Outcome != engine.JoinResultFailed {
+			t.Fatalf("saga = %s %s join %s, want FAILED failed (nothing to undo: A expired), join failed", in.State, in.Status, in.Join.Outcome)
+		}
+		if got := undoStatuses(in); got != "UNDO_A=expired" {
+			t.Fatalf("undo = %s, want UNDO_A=expired", got)
+		}
+	})
+}
+
+// A command built by a mapping is re-sent with the same payload.
+func TestMappedCommandResentWithItsPayload(t *testing.T) {
+	h := newHarness(t, mapped)
+	start := event("m1", "ORDER", "shop", `{"total":12.5,"secret":"not for the bank"}`)
+	start.Saga = "MAPPED"
+	h.handle(t, start)
+	first := h.last(t, "CHARGE")
+	if got := string(first.Payload); got != `{"amount":12.5,"ref":"m1"}` {
+		t.Fatalf("CHARGE payload = %s", got)
+	}
+	h.fireAt(t, "m1")
+	again := h.last(t, "CHARGE")
+	if again.Attempt != 2 || string(again.Payload) != string(first.Payload) {
+		t.Fatalf("re-send attempt %d payload %s, want attempt 2 with %s", again.Attempt, again.Payload, first.Payload)
+	}
+}
