@@ -325,12 +325,18 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// LockWaits lists the sessions of the private server that wait for a lock,
-// grouped by database and by the session blocking them: how many wait, the
-// blocker's state (e.g. "idle in transaction"), for how long, and its last
-// statement.
+// LockWaits lists the client sessions of the private server that wait for
+// a lock held by another client session (autovacuum and other server
+// processes left out), grouped by database and by the session blocking
+// them: how many wait, the blocker's state (e.g. "idle in transaction"),
+// for how long, and its last statement.
 func (in *Infra) LockWaits(ctx context.Context) ([]string, error) {
-	db, err := sqlx.Open("postgres", in.PostgresURL())
+	return lockWaits(ctx, in.PostgresURL())
+}
+
+// lockWaits is LockWaits on the server of the database at url.
+func lockWaits(ctx context.Context, url string) ([]string, error) {
+	db, err := sqlx.Open("postgres", url)
 	if err != nil {
 		return nil, fmt.Errorf("chaos: lock waits: %w", err)
 	}
@@ -344,11 +350,12 @@ func (in *Infra) LockWaits(ctx context.Context) ([]string, error) {
 		Query   string  `db:"query"`
 	}
 	if err := db.SelectContext(ctx, &rows, `SELECT coalesce(w.datname, '') AS datname, count(*) AS waiting, b.pid AS blocker,
-		coalesce(b.state, '') AS state, coalesce(extract(epoch FROM now() - b.state_change), 0) AS since,
+		coalesce(b.state, '') AS state, greatest(coalesce(extract(epoch FROM now() - b.state_change), 0), 0) AS since,
 		left(regexp_replace(coalesce(b.query, ''), '\s+', ' ', 'g'), 120) AS query
 		FROM pg_stat_activity w
 		CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS bp(pid)
 		JOIN pg_stat_activity b ON b.pid = bp.pid
+		WHERE w.backend_type = 'client backend' AND b.backend_type = 'client backend'
 		GROUP BY w.datname, b.pid, b.state, b.state_change, b.query
 		ORDER BY count(*) DESC`); err != nil {
 		return nil, fmt.Errorf("chaos: lock waits: %w", err)
