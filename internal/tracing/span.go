@@ -6,7 +6,6 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -34,19 +33,52 @@ const (
 	AttrDuplicate   = attribute.Key("saga.duplicate")
 )
 
-var traceContext propagation.TraceContext
-
-// Parse reads a W3C traceparent (the OpenTelemetry propagator's rules:
-// known version, lowercase hex, trace and parent ids not all zeros) into a
-// remote span context. ok is false for anything else, and for a value
-// longer than MaxTraceparent.
+// Parse reads a W3C traceparent into a remote span context: a known
+// version (not ff; version 00 exactly 55 characters, a later version's
+// further fields after a "-"), lowercase hex, and trace and parent ids
+// that are not all zeros. ok is false for anything else, and for a value
+// longer than MaxTraceparent. Only the sampled flag is kept.
 func Parse(h string) (sc trace.SpanContext, ok bool) {
-	if h == "" || len(h) > MaxTraceparent {
+	if len(h) < 55 || len(h) > MaxTraceparent || h[2] != '-' || h[35] != '-' || h[52] != '-' {
 		return trace.SpanContext{}, false
 	}
-	ctx := traceContext.Extract(context.Background(), propagation.MapCarrier{Header: h})
-	sc = trace.SpanContextFromContext(ctx)
+	var ver, flags [1]byte
+	var tid trace.TraceID
+	var sid trace.SpanID
+	if !lowerHex(ver[:], h[:2]) || ver[0] == 0xff || !lowerHex(tid[:], h[3:35]) || !lowerHex(sid[:], h[36:52]) || !lowerHex(flags[:], h[53:55]) {
+		return trace.SpanContext{}, false
+	}
+	if (ver[0] == 0 && len(h) != 55) || (len(h) > 55 && h[55] != '-') {
+		return trace.SpanContext{}, false
+	}
+	sc = trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.TraceFlags(flags[0]) & trace.FlagsSampled, Remote: true})
 	return sc, sc.IsValid()
+}
+
+// lowerHex decodes s (lowercase hex, two characters a byte) into dst.
+func lowerHex(dst []byte, s string) bool {
+	if len(s) != 2*len(dst) {
+		return false
+	}
+	for i := range dst {
+		hi, ok1 := nibble(s[2*i])
+		lo, ok2 := nibble(s[2*i+1])
+		if !ok1 || !ok2 {
+			return false
+		}
+		dst[i] = hi<<4 | lo
+	}
+	return true
+}
+
+func nibble(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
 }
 
 // Format is the version-00 traceparent of sc ("" if sc is not valid).

@@ -64,7 +64,11 @@ func TestParse(t *testing.T) {
 	if sc, ok := tracing.Parse(unsampled); !ok || sc.IsSampled() || tracing.Format(sc) != unsampled {
 		t.Errorf("Parse(%q) = %v, %v; want a valid unsampled span context", unsampled, sc, ok)
 	}
-	for _, h := range append(hostile, struct{ name, tp string }{"empty", ""}) {
+	future := "01-" + validTID + "-" + validSpan + "-01-more-fields"
+	if sc, ok := tracing.Parse(future); !ok || sc.TraceID().String() != validTID || tracing.Format(sc) != validTP {
+		t.Errorf("Parse(%q) = %v, %v; want the span of a later version, formatted as version 00", future, sc, ok)
+	}
+	for _, h := range append(hostile, struct{ name, tp string }{"empty", ""}, struct{ name, tp string }{"later version without dash", "01-" + validTID + "-" + validSpan + "-01x"}) {
 		if sc, ok := tracing.Parse(h.tp); ok || sc.IsValid() {
 			t.Errorf("%s: Parse = %v, true; want refused", h.name, sc)
 		}

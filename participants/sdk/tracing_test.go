@@ -193,3 +193,29 @@ func TestTracingStartSaga(t *testing.T) {
 		t.Errorf("off: published traceparents %q, want none", published)
 	}
 }
+
+// BenchmarkDispatchTracing is BenchmarkDispatch with tracing off and on
+// (a batching provider whose exporter drops the spans: the cost of
+// recording, not of a collector). Run with
+//
+//	go test ./participants/sdk -run '^$' -bench DispatchTracing -benchtime 5000x
+func BenchmarkDispatchTracing(b *testing.B) {
+	for _, kind := range []string{"sqlite", "postgres"} {
+		for _, on := range []bool{false, true} {
+			name := kind + "/tracing=off"
+			if on {
+				name = kind + "/tracing=on"
+			}
+			b.Run(name, func(b *testing.B) {
+				if on {
+					prov := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+					defer func() { _ = prov.Shutdown(context.Background()) }()
+					defer tracing.Install(prov)()
+				} else {
+					defer tracing.Install(nil)()
+				}
+				benchDispatch(b, kind)
+			})
+		}
+	}
+}
