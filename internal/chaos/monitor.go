@@ -205,7 +205,7 @@ func (m *monitor) all() []sample {
 	return append([]sample(nil), m.samples...)
 }
 
-// last returns the newest sample taken before t.
+// before returns the newest sample taken before t.
 func (m *monitor) before(t time.Time) (sample, bool) {
 	m.smu.Lock()
 	defer m.smu.Unlock()

@@ -339,7 +339,7 @@ type recoveryGroup struct {
 	missed int
 }
 
-// Recoveries groups the faults' recovery times by kind (kills by service),
+// recoveries groups the faults' recovery times by kind (kills by service),
 // each sorted.
 func (r *Report) recoveries() []recoveryGroup {
 	by := map[string]*recoveryGroup{}
@@ -550,6 +550,7 @@ type Machine struct {
 	LoadStart, LoadEnd float64
 }
 
+// String is the machine as the report's second line shows it.
 func (m Machine) String() string {
 	commit := m.Commit
 	if commit == "" {
