@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/internal/system"
 	"github.com/portfolio-counselor/sagamachine/internal/testenv"
 	"github.com/portfolio-counselor/sagamachine/internal/tracing"
@@ -303,6 +304,50 @@ func TestHostileTraceparentStartsANewTrace(t *testing.T) {
 			}
 			if inst.Traceparent == h.tp || !strings.Contains(inst.Traceparent, tid.String()) {
 				t.Errorf("instance traceparent %.60q, want one of trace %s", inst.Traceparent, tid)
+			}
+		})
+	}
+}
+
+// saga-machine's API records a server span per request named after its
+// route: the child of a valid traceparent header, a new trace for a
+// hostile one.
+func TestSagaMachineAPISpans(t *testing.T) {
+	sys, exp := traced(t, system.Config{DataDir: t.TempDir()})
+	ctx, cancel := context.WithTimeout(context.Background(), guard)
+	defer cancel()
+	tok, err := sys.Token("olivia", auth.RoleOperator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, tp string
+		child    bool
+	}{
+		{"valid", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", true},
+		{"hostile", "00-00000000000000000000000000000000-00f067aa0ba902b7-01", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			exp.Reset()
+			c := system.NewClient(sys.URLs, tok, &http.Client{Transport: headerTransport{tc.tp}})
+			if _, err := c.Sagas(ctx, engine.SagaFilter{}); err != nil {
+				t.Fatalf("GET /api/v1/sagas: %v", err)
+			}
+			var found bool
+			for _, s := range exp.GetSpans() {
+				if s.Name != "GET /api/v1/sagas" {
+					continue
+				}
+				found = true
+				if s.SpanKind != trace.SpanKindServer || attr(s, "http.response.status_code") != "200" {
+					t.Errorf("span kind %v status %s, want a server span of a 200", s.SpanKind, attr(s, "http.response.status_code"))
+				}
+				if got := s.Parent.IsValid() && s.Parent.SpanID().String() == tc.tp[36:52]; got != tc.child {
+					t.Errorf("span parent %v: child of the header %v, want %v", s.Parent, got, tc.child)
+				}
+			}
+			if !found {
+				t.Errorf("no span GET /api/v1/sagas among %d", len(exp.GetSpans()))
 			}
 		})
 	}
