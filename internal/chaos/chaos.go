@@ -313,6 +313,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		rep.QuiesceErr = qerr.Error()
 	}
 	resolve(faults, mon.all())
+	moved(faults, mon.all())
 	if err := rep.collect(ctx, s, l, inj, mon); err != nil {
 		return rep, err
 	}

@@ -410,3 +410,44 @@ func TestReportErr(t *testing.T) {
 		}
 	}
 }
+
+func TestMoved(t *testing.T) {
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := fakeStack(t)
+	paused := s.Profile.Replicas[1]
+	p0, p1 := tp{"cmd", 0}, tp{"cmd", 1}
+	owners := func(at time.Duration, o0, o1 string) sample {
+		return sample{at: base.Add(at), owner: map[string]map[tp]string{procstack.Profile: {p0: o0, p1: o1}}}
+	}
+	samples := []sample{
+		owners(1*time.Second, "profile-1", "profile-0"),
+		owners(20*time.Second, "", ""), // rebalancing: nobody
+		owners(21*time.Second, "profile-1", "profile-0"), // still listed as its holder
+		owners(22*time.Second, "profile-0", "profile-0"),
+		owners(30*time.Second, "profile-1", "profile-0"),
+	}
+	tests := []struct {
+		name string
+		back time.Duration
+		want time.Duration // 0: not moved
+	}{
+		{"moved once every partition it held has another owner", 25 * time.Second, 22 * time.Second},
+		{"resumed before the move: not moved", 21500 * time.Millisecond, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &Fault{Kind: KindPause, replica: paused, At: base, Back: base.Add(tt.back),
+				affected: map[string][]tp{procstack.Profile: {p0}}}
+			moved([]*Fault{f}, samples)
+			if tt.want == 0 {
+				if !f.Moved.IsZero() {
+					t.Errorf("Moved = +%s, want not moved", f.Moved.Sub(base))
+				}
+				return
+			}
+			if got := f.Moved.Sub(base); got != tt.want {
+				t.Errorf("Moved = +%s, want +%s", got, tt.want)
+			}
+		})
+	}
+}

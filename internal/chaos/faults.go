@@ -52,6 +52,11 @@ type Fault struct {
 	// that holds row locks in an open transaction stops the other
 	// replicas' work on those rows whatever the consumer group does.
 	LockWaits []string
+	// Moved is, for a pause, when the broker's group description first
+	// showed every partition the paused process held assigned to another
+	// member (zero: never seen while it was paused, e.g. the pause was
+	// shorter than the session timeout).
+	Moved time.Time
 	// extra marks the kills of Config.KillEvery after each service's
 	// first (see Skipped).
 	extra bool
@@ -380,6 +385,38 @@ func (in *injector) inject(ctx context.Context, f *Fault) {
 			return
 		}
 		f.Ready = time.Now()
+	}
+}
+
+// moved sets each pause's Moved from the monitor's samples: the first
+// sample between the pause and its end in which every partition the paused
+// process held belongs to another member of its group.
+func moved(faults []*Fault, samples []sample) {
+	for _, f := range faults {
+		if f.Kind != KindPause || f.replica == nil || f.At.IsZero() {
+			continue
+		}
+		svc, id := f.replica.Service.Name, f.replica.InstanceID
+		parts := f.affected[svc]
+		if len(parts) == 0 {
+			continue
+		}
+		for _, s := range samples {
+			if !s.at.After(f.At) || (!f.Back.IsZero() && s.at.After(f.Back)) {
+				continue
+			}
+			all := true
+			for _, p := range parts {
+				if o := s.owner[svc][p]; o == "" || o == id {
+					all = false
+					break
+				}
+			}
+			if all {
+				f.Moved = s.at
+				break
+			}
+		}
 	}
 }
 

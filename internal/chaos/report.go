@@ -454,6 +454,11 @@ func (r *Report) Format(w io.Writer) {
 		fmt.Fprintf(w, "  +%-7s %-26s down %-8s ready %-8s after; %s%s\n", ms(f.At.Sub(r.TrafficStart)), f.Name(),
 			ms(f.Back.Sub(f.At)), ms(f.Ready.Sub(f.Back)), rec, note)
 		if f.Kind == KindPause {
+			if f.Moved.IsZero() {
+				fmt.Fprintf(w, "           its partitions were not seen to move to another member while it was paused\n")
+			} else {
+				fmt.Fprintf(w, "           its partitions moved to another member %s after SIGSTOP\n", ms(f.Moved.Sub(f.At)))
+			}
 			if len(f.LockWaits) == 0 {
 				fmt.Fprintf(w, "           lock waits in PostgreSQL before SIGCONT: none\n")
 			}
