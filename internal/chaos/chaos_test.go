@@ -421,7 +421,7 @@ func TestMoved(t *testing.T) {
 	}
 	samples := []sample{
 		owners(1*time.Second, "profile-1", "profile-0"),
-		owners(20*time.Second, "", ""), // rebalancing: nobody
+		owners(20*time.Second, "", ""),                   // rebalancing: nobody
 		owners(21*time.Second, "profile-1", "profile-0"), // still listed as its holder
 		owners(22*time.Second, "profile-0", "profile-0"),
 		owners(30*time.Second, "profile-1", "profile-0"),
