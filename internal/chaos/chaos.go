@@ -55,9 +55,14 @@ type Config struct {
 	// Warmup is the traffic before the first fault, Tail the traffic
 	// after the last planned one. Default 5 s each.
 	Warmup, Tail time.Duration
-	// MinGap is the least time between a fault's end and the next one.
-	// Default 3 s.
+	// MinGap is the least time between a fault's end and the next one:
+	// the next fault waits until processing has resumed after the previous
+	// one (its recovery, so that two faults' recoveries do not overlap), at
+	// most RecoverWait, and then MinGap more. Default 3 s.
 	MinGap time.Duration
+	// RecoverWait bounds the wait for a fault's recovery before the next
+	// fault. Default 60 s.
+	RecoverWait time.Duration
 	// DepositEvery adds a top-up deposit (through profile, with an
 	// Idempotency-Key, retried) after every that many deals. Default 25;
 	// negative: none.
@@ -134,6 +139,7 @@ func (c Config) withDefaults() Config {
 	def(&c.Warmup, 5*time.Second)
 	def(&c.Tail, 5*time.Second)
 	def(&c.MinGap, 3*time.Second)
+	def(&c.RecoverWait, time.Minute)
 	if c.DepositEvery == 0 {
 		c.DepositEvery = 25
 	}

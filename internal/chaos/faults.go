@@ -208,7 +208,8 @@ func (in *injector) supervise(ctx context.Context) {
 }
 
 // run injects the faults in order: each at its planned time, but not
-// before MinGap after the previous one was undone.
+// before the previous one has recovered (at most RecoverWait) and MinGap
+// has passed after that.
 func (in *injector) run(ctx context.Context, start time.Time, faults []*Fault, trafficDone <-chan struct{}) {
 	next := start
 	for _, f := range faults {
@@ -238,8 +239,28 @@ func (in *injector) run(ctx context.Context, start time.Time, faults []*Fault, t
 			in.logf("fault %s at +%s: back after %s, ready %s later", f.Name(), f.At.Sub(start).Round(100*time.Millisecond),
 				f.Back.Sub(f.At).Round(10*time.Millisecond), f.Ready.Sub(f.Back).Round(10*time.Millisecond))
 		}
+		in.waitRecovered(ctx, f)
 		next = time.Now().Add(in.cfg.MinGap)
 	}
+}
+
+// waitRecovered waits until the monitor's samples show f recovered (see
+// resolve), at most cfg.RecoverWait; the final resolve at the end of the
+// run computes the same Resumed again.
+func (in *injector) waitRecovered(ctx context.Context, f *Fault) {
+	if f.Err != "" || !f.based {
+		return
+	}
+	deadline := time.Now().Add(in.cfg.RecoverWait)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		resolve([]*Fault{f}, in.mon.all())
+		if !f.Resumed.IsZero() {
+			in.logf("fault %s: recovered %s after it", f.Name(), f.Resumed.Sub(f.At).Round(10*time.Millisecond))
+			return
+		}
+		sleep(ctx, 250*time.Millisecond)
+	}
+	in.logf("fault %s: processing not seen to resume within %s; the next fault goes on", f.Name(), in.cfg.RecoverWait)
 }
 
 // sleep waits d or until ctx ends.
