@@ -33,7 +33,8 @@ type Fault struct {
 	// pause).
 	Back time.Time
 	// Ready is when it answered again: a process's health URL, the
-	// broker's port, PostgreSQL's pg_isready (through scripts/up.sh).
+	// broker's answer to the monitor's reads (offsets and group members),
+	// PostgreSQL's pg_isready (through scripts/up.sh).
 	Ready time.Time
 	// Resumed is when processing resumed on what the fault hit (see
 	// Recovery); zero when it was not seen.
@@ -383,6 +384,19 @@ func (in *injector) inject(ctx context.Context, f *Fault) {
 		if err := in.infra.RestartKafka(rctx, argv); err != nil {
 			fail("%v", err)
 			return
+		}
+		// The port opens before the broker serves (its log recovery, the
+		// coordinators' loading): ready is the first full read of the
+		// groups' offsets and members.
+		for {
+			if _, ok := in.mon.sampleNow(rctx); ok {
+				break
+			}
+			if rctx.Err() != nil {
+				fail("the restarted broker did not answer the monitor: %v", rctx.Err())
+				return
+			}
+			sleep(rctx, 200*time.Millisecond)
 		}
 		f.Ready = time.Now()
 	case KindPostgres:
