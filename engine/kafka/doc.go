@@ -28,7 +28,13 @@
 //     on a cluster: topics, SCRAM users, exactly its ACLs.
 //
 // Headers are plain strings: the W3C trace context travels as the
-// "traceparent" header without any tracing library.
+// "traceparent" header. With tracing on (internal/tracing), Publish records
+// a "publish <topic>" producer span per record whose traceparent is valid
+// and sends the span's traceparent instead (the caller's headers are not
+// changed), and Fetch records a "receive <topic>" consumer span per record,
+// a child of its traceparent (a new trace when that is not valid), and
+// hands the span's traceparent on in the record's headers. Off, headers
+// pass unchanged.
 //
 // The zero value of [Config] (apart from Brokers) gives sensible defaults;
 // constructors validate it.
