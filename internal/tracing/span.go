@@ -30,7 +30,7 @@ const (
 	AttrOffset      = attribute.Key("messaging.kafka.offset")
 	AttrGroup       = attribute.Key("messaging.consumer.group.name")
 	AttrOperation   = attribute.Key("messaging.operation.type")
-	AttrDuplicate   = attribute.Key("saga.duplicate")
+	AttrRolledBack  = attribute.Key("saga.rolled_back") // the span's work was rolled back and is done again
 )
 
 // Parse reads a W3C traceparent into a remote span context: a known

@@ -114,9 +114,14 @@ func (p *Participant) runBatch(ctx context.Context, recs []kafka.Record, msgs []
 	var spans []trace.Span // tracing.go: one per command when tracing is on
 	defer func() {
 		for j, s := range spans {
-			if j == failedAt {
+			switch {
+			case j == failedAt && failure != nil:
 				tracing.End(s, failure)
-			} else {
+			case !ok || failedAt >= 0:
+				// Rolled back with the batch: handled again in a new one.
+				s.SetAttributes(tracing.AttrRolledBack.Bool(true))
+				s.End()
+			default:
 				s.End()
 			}
 		}
