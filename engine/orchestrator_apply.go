@@ -244,7 +244,7 @@ func (o *Orchestrator) apply(b *batch, in *inbound) error {
 		return o.applyDone(b, w, in, c)
 	}
 	if j := w.inst.Join; j != nil {
-		if p := w.model.Parallel(j.Step); p != nil {
+		if p := w.model.Parallel(j.Step); p != nil && p.Event == j.Event && p.State == j.State {
 			if br, ok, found := p.Reply(m.Participant, m.Name); found && (j.Waiting() || !w.model.accepts(w.inst.State, m.Name)) {
 				return o.applyBranch(b, w, in, p, br, ok)
 			}
@@ -699,15 +699,35 @@ func pendingRetry(m *Model, inst *Instance) *definition.Retry {
 // like any late answer. The branches' undo entries share the step's Group
 // so that a failing saga compensates them together (PlanGroup).
 
+// MaxStepPayloadBytes bounds the payloads of all the commands one parallel
+// step sends together (they are stored with the saga's join and in the
+// outbox): a mapping copying a large part of the context into every
+// command of a long fan-out is refused rather than amplified.
+const MaxStepPayloadBytes = 16 << 20
+
 // expandBranches builds the payloads of every branch's commands of p for a
-// saga with context ctx (after the event's payload was merged).
+// saga with context ctx (after the event's payload was merged). A step
+// sends at most MaxFanOut commands in all, with at most
+// MaxStepPayloadBytes of payloads.
 func expandBranches(p *Parallel, sagaID string, ctx json.RawMessage) ([][]json.RawMessage, error) {
+	const op = "start parallel step"
 	out := make([][]json.RawMessage, len(p.Branches))
+	count, size := 0, 0
 	for i, br := range p.Branches {
 		ps, err := br.Command.Expand(sagaID, ctx)
 		if err != nil {
-			return nil, &Error{Code: ErrorCode(err), Op: "start parallel step",
+			return nil, &Error{Code: ErrorCode(err), Op: op,
 				Message: fmt.Sprintf("branch %d (%s to %s)", i+1, br.Command.Name, br.Command.Participant), Err: err}
+		}
+		count += len(ps)
+		for _, pl := range ps {
+			size += len(pl)
+		}
+		if count > MaxFanOut {
+			return nil, Errorf(CodeInvalid, op, "the branches send %d commands or more: a parallel step sends at most %d", count, MaxFanOut)
+		}
+		if size > MaxStepPayloadBytes {
+			return nil, Errorf(CodeInvalid, op, "the branches' payloads add up to %d bytes or more: a parallel step sends at most %d", size, MaxStepPayloadBytes)
 		}
 		out[i] = ps
 	}

@@ -283,6 +283,11 @@ func (o *Orchestrator) sendCompensation(b *batch, w *sagaWork, i int, cause stri
 func (o *Orchestrator) compensateNext(b *batch, w *sagaWork, cause string) error {
 	inst, m := w.inst, w.model
 	failure := m.IsFailed(inst.State)
+	if j := inst.Join; j.Waiting() && inst.State != j.State {
+		// An operator's abort left the join's state: the step is over.
+		j.Outcome = JoinResultLeft
+		j.stopRetries()
+	}
 	if compensatingEntry(inst) >= 0 {
 		// Compensations of a parallel step are still in flight: the next
 		// ones wait for all their done events.

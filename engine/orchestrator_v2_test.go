@@ -539,3 +539,127 @@ func TestMappedCommandResentWithItsPayload(t *testing.T) {
 		t.Fatalf("re-send attempt %d payload %s, want attempt 2 with %s", again.Attempt, again.Payload, first.Payload)
 	}
 }
+
+// A branch's compensation unanswered past its attempts stops the saga
+// (compensation_failed) while the other branch's is answered; resolving
+// the stuck one lets the saga finish.
+func TestGroupCompensationStuckThenResolved(t *testing.T) {
+	h := newV2Harness(t)
+	br := h.trading(t, "s1")
+	h.handle(t, rebal("s1", "ORDER_PLACED", "deals", br["1[0]"].ID, `{"orders":["o-1"]}`))
+	h.handle(t, rebal("s1", "ORDER_PLACED", "deals", br["1[1]"].ID, `{"orders":["o-1","o-2"]}`))
+	h.handle(t, rebal("s1", "CASH_SHORT", "profile", br["2"].ID, `{}`))
+	cancels := map[string]string{}
+	for _, e := range h.inst(t, "s1").Undo {
+		cancels[e.Branch] = e.CommandID
+	}
+	h.handle(t, rebal("s1", "ORDER_CANCELLED", "deals", cancels["1[0]"], `{}`))
+	for i := 0; i < 20 && h.inst(t, "s1").Status == engine.StatusCompensating; i++ {
+		h.fireAt(t, "s1")
+	}
+	in := h.inst(t, "s1")
+	if in.Status != engine.StatusCompensationFailed {
+		t.Fatalf("status = %s, want compensation_failed (undo %s)", in.Status, undoStatuses(in))
+	}
+	var stuck []string
+	for _, e := range in.Undo {
+		if e.Stuck {
+			stuck = append(stuck, e.Branch)
+		}
+	}
+	if strings.Join(stuck, ",") != "1[1]" {
+		t.Fatalf("stuck = %v, want branch 1[1]", stuck)
+	}
+	if _, err := h.o.ResolveCompensation(t.Context(), "s1", "ops@example.com", "cancelled by phone"); err != nil {
+		t.Fatalf("ResolveCompensation: %v", err)
+	}
+	in = h.inst(t, "s1")
+	if in.Status != engine.StatusFailed || undoStatuses(in) != "CANCEL_ORDER=compensated CANCEL_ORDER=resolved RELEASE_CASH=failed" {
+		t.Fatalf("after resolve: %s, undo %s; want failed, one compensated, one resolved", in.Status, undoStatuses(in))
+	}
+}
+
+// An operator's abort while the saga waits for its join: the join is
+// left, and every branch that may have had an effect is compensated
+// together.
+func TestAbortDuringJoin(t *testing.T) {
+	h := newV2Harness(t)
+	br := h.trading(t, "s1")
+	h.handle(t, rebal("s1", "ORDER_PLACED", "deals", br["1[0]"].ID, `{"orders":["o-1"]}`))
+	n := len(h.outbox())
+	if _, err := h.o.Abort(t.Context(), "s1", "", "ops@example.com", "client withdrew"); err != nil {
+		t.Fatalf("Abort: %v", err)
+	}
+	in := h.inst(t, "s1")
+	if in.State != "FAILED" || in.Join.Outcome != engine.JoinResultLeft || in.Status != engine.StatusCompensating {
+		t.Fatalf("saga = %s %s join %q, want FAILED compensating, join left", in.State, in.Status, in.Join.Outcome)
+	}
+	if got := len(h.sentSince(n)); got != 3 {
+		t.Fatalf("sent %d compensations, want 3 together", got)
+	}
+	// A branch reply after the abort is late.
+	late := rebal("s1", "CASH_RESERVED", "profile", br["2"].ID, `{}`)
+	h.handle(t, late)
+	hist := h.history(t, "s1")
+	if last := hist[len(hist)-1]; last.Kind != engine.EntryLate || last.MessageID != late.ID {
+		t.Fatalf("last entry = %s %s, want the late CASH_RESERVED", last.Kind, last.MessageID)
+	}
+}
+
+// amplify fans out over a list and copies the whole list into every
+// command: a hostile event could make one step store and send gigabytes.
+const amplify = `
+saga: AMPLIFY
+version: 1
+participants:
+  p: { topic: P_TOPIC }
+transitions:
+  - { on: OPEN, by: p, from: [], to: OPENED }
+  - on: ITEMS
+    by: p
+    from: [OPENED]
+    to: WORKING
+    send:
+      - { to: p, command: WORK, for_each: context.items, payload: { all: context.items, item: item }, ok: WORKED }
+    join: { policy: all, then: ALL_DONE, else: SOME_FAILED }
+  - { on: ALL_DONE, by: engine, from: [WORKING], to: DONE }
+  - { on: SOME_FAILED, by: engine, from: [WORKING], to: FAILED }
+final: [DONE]
+failed: [FAILED]
+`
+
+// Attack: an event whose list makes the parallel step's payloads add up
+// past MaxStepPayloadBytes is refused; the saga and the outbox are
+// unchanged.
+func TestParallelStepPayloadAmplificationRefused(t *testing.T) {
+	h := newHarness(t, amplify)
+	open := event("a1", "OPEN", "p", `{}`)
+	open.Saga = "AMPLIFY"
+	h.handle(t, open)
+	items := make([]string, 1000)
+	for i := range items {
+		items[i] = `"` + strings.Repeat("x", 20) + `"`
+	}
+	hostile := event("a1", "ITEMS", "p", `{"items":[`+strings.Join(items, ",")+`]}`)
+	hostile.Saga = "AMPLIFY"
+	n := len(h.outbox())
+	h.handle(t, hostile)
+	dl := h.deadLetterFor(t, hostile.ID)
+	if dl.Code != engine.CodeInvalid || !strings.Contains(dl.Reason, "a parallel step sends at most") {
+		t.Fatalf("dead letter = %s %q, want invalid: too many payload bytes", dl.Code, dl.Reason)
+	}
+	in := h.inst(t, "a1")
+	if in.State != "OPENED" || in.Join != nil || string(in.Context) != `{}` {
+		t.Fatalf("saga = %s join %v context %.40s, want OPENED, no join, {}", in.State, in.Join, in.Context)
+	}
+	if len(h.sentSince(n)) != 0 {
+		t.Fatal("commands sent for a refused step")
+	}
+	// A modest list goes through.
+	ok := event("a1", "ITEMS", "p", `{"items":["a","b"]}`)
+	ok.Saga = "AMPLIFY"
+	h.handle(t, ok)
+	if got := len(h.sentSince(n)); got != 2 {
+		t.Fatalf("sent %d commands, want 2", got)
+	}
+}
