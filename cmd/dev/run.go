@@ -12,6 +12,7 @@ import (
 
 	"github.com/portfolio-counselor/sagamachine/internal/program"
 	"github.com/portfolio-counselor/sagamachine/internal/system"
+	"github.com/portfolio-counselor/sagamachine/internal/tracing"
 )
 
 // demoTimeout bounds the demo (portfolio, two orders, both sagas final).
@@ -21,6 +22,9 @@ type options struct {
 	cfg    system.Config
 	level  slog.Level
 	noDemo bool
+	// tracing is --otlp-endpoint: every component's spans, as service
+	// saga-machine-dev (one process).
+	tracing *tracing.Config
 }
 
 func envOr(env func(string) string, name, def string) string {
@@ -45,6 +49,7 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (optio
 	// With --brokers every component uses these credentials (with make up's
 	// broker: its super user admin, since one process runs every principal).
 	kf := program.RegisterKafkaFlags(fs, env)
+	o.tracing = tracing.RegisterFlags(fs, "saga-machine-dev", env)
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -83,6 +88,15 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 		return err
 	}
 	o.cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.level}))
+	stopTracing, err := tracing.Setup(ctx, *o.tracing)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = stopTracing(sctx) // best effort at exit
+	}()
 	sys, err := system.Start(ctx, o.cfg)
 	if err != nil {
 		return err
