@@ -663,3 +663,62 @@ func TestParallelStepPayloadAmplificationRefused(t *testing.T) {
 		t.Fatalf("sent %d commands, want 2", got)
 	}
 }
+
+// quorum needs two of three votes (policy at_least, n 2).
+const quorum = `
+saga: QUORUM
+version: 1
+participants:
+  a: { topic: A_TOPIC }
+  b: { topic: B_TOPIC }
+  c: { topic: C_TOPIC }
+transitions:
+  - on: PROPOSE
+    by: a
+    from: []
+    to: VOTING
+    send:
+      - { to: a, command: VOTE_A, ok: A_YES, fail: A_NO }
+      - { to: b, command: VOTE_B, ok: B_YES, fail: B_NO }
+      - { to: c, command: VOTE_C, ok: C_YES, fail: C_NO }
+    join: { policy: at_least, n: 2, then: CARRIED, else: DEFEATED }
+  - { on: CARRIED, by: engine, from: [VOTING], to: ACCEPTED }
+  - { on: DEFEATED, by: engine, from: [VOTING], to: REJECTED }
+final: [ACCEPTED]
+failed: [REJECTED]
+`
+
+func TestJoinPolicyAtLeast(t *testing.T) {
+	vote := func(id, name, by string) engine.Message {
+		m := event(id, name, by, "")
+		m.Saga = "QUORUM"
+		return m
+	}
+	tests := []struct {
+		name      string
+		votes     [][2]string // event, participant
+		wantState string      // after the votes ("VOTING": still waiting)
+	}{
+		{"one yes is not enough", [][2]string{{"A_YES", "a"}}, "VOTING"},
+		{"two yes carry", [][2]string{{"A_YES", "a"}, {"C_YES", "c"}}, "ACCEPTED"},
+		{"one no still leaves two", [][2]string{{"B_NO", "b"}}, "VOTING"},
+		{"two no defeat", [][2]string{{"B_NO", "b"}, {"A_NO", "a"}}, "REJECTED"},
+		{"yes, no, yes carry", [][2]string{{"A_YES", "a"}, {"B_NO", "b"}, {"C_YES", "c"}}, "ACCEPTED"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, quorum)
+			h.handle(t, vote("q1", "PROPOSE", "a"))
+			for _, v := range tt.votes {
+				h.handle(t, vote("q1", v[0], v[1])) // one command per branch: no causation id needed
+			}
+			in := h.inst(t, "q1")
+			if in.State != tt.wantState {
+				t.Fatalf("state = %s, want %s", in.State, tt.wantState)
+			}
+			if in.Join.Need != 2 {
+				t.Fatalf("join need = %d, want 2", in.Join.Need)
+			}
+		})
+	}
+}
