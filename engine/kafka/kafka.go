@@ -399,6 +399,7 @@ func (p *Producer) Publish(ctx context.Context, recs []Record) error {
 	krs := make([]*kgo.Record, len(recs))
 	for i, r := range recs {
 		if r.Topic == "" {
+			endProduce(spans, nil, nil) // tracing.go; nothing when spans is nil
 			return fmt.Errorf("publish %d records: record %d (key %q) has no topic", len(recs), i, r.Key)
 		}
 		krs[i] = toKgo(r)
