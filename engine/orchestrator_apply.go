@@ -949,7 +949,11 @@ func (o *Orchestrator) lateBranch(b *batch, w *sagaWork, in *inbound, c *BranchC
 	if c.Status == BranchPending {
 		c.Status, c.Why, c.NextAt = BranchOK, "late", nil
 	}
-	took, err := o.applyLate(b, w, in, Errorf(CodeIllegal, "apply "+m.Name, "late branch reply"))
+	// applyLate finds the command's undo entry by causation_id, which a
+	// one-command branch's reply may leave out.
+	named := *in
+	named.msg.CausationID = c.ID
+	took, err := o.applyLate(b, w, &named, Errorf(CodeIllegal, "apply "+m.Name, "late branch reply"))
 	if err != nil || took {
 		if took && len(b.entries) > 0 {
 			b.entries[len(b.entries)-1].Commands = append(ref, b.entries[len(b.entries)-1].Commands...)

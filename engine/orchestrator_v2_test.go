@@ -722,3 +722,27 @@ func TestJoinPolicyAtLeast(t *testing.T) {
 		})
 	}
 }
+
+// A late ok reply without causation_id (a one-command branch) is still
+// recognised as its command's effect and compensated.
+func TestLateBranchReplyWithoutCausationIsCompensated(t *testing.T) {
+	h := newHarness(t, race)
+	h.handle(t, raceEvent("r3", "GO", "a", ""))
+	br := h.branches(t, "r3")
+	// B wins: A's command is abandoned.
+	h.handle(t, raceEvent("r3", "B_OK", "b", br["2"].ID))
+	// The saga completed and compensates A's abandoned command at once;
+	// answer that compensation so that nothing is in flight.
+	undo := h.last(t, "UNDO_A")
+	h.handle(t, raceEvent("r3", "A_UNDONE", "a", undo.ID))
+	if in := h.inst(t, "r3"); in.Status != engine.StatusCompleted || undoStatuses(in) != "UNDO_A=compensated" {
+		t.Fatalf("saga = %s undo %s, want completed, UNDO_A compensated", in.Status, undoStatuses(in))
+	}
+	late := raceEvent("r3", "A_OK", "a", "")
+	h.handle(t, late)
+	hist := h.history(t, "r3")
+	last := hist[len(hist)-1]
+	if last.Kind != engine.EntryLate || !strings.Contains(last.Reason, "already ran") {
+		t.Fatalf("last entry = %s %q, want late: its compensation already ran", last.Kind, last.Reason)
+	}
+}
