@@ -568,8 +568,8 @@ func (m *Model) accepts(state, event string) bool {
 	return ok
 }
 
-// sendInto returns the command with a payload mapping that a transition
-// into state sends to participant under the name command, or nil.
+// sendInto returns the command that a transition into state sends to
+// participant under the name command, or nil.
 func (m *Model) sendInto(state, command, participant string) *CommandSpec {
 	for _, e := range m.edges {
 		for _, c := range append([]*edge{e}, e.alts...) {

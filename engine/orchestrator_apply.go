@@ -276,7 +276,13 @@ func (o *Orchestrator) enter(b *batch, w *sagaWork, in *inbound, step Step) erro
 	var payload json.RawMessage
 	if step.Send != nil {
 		if payload, err = step.Send.BuildPayload(inst.ID, merged); err != nil {
-			return err
+			// A command held back until the compensations are done is
+			// built again when it is sent (a compensation's done event may
+			// bring what it needs): the saga is not kept from failing.
+			if !step.Failed || !willHold(inst, step) {
+				return err
+			}
+			payload = nil
 		}
 	}
 	var fan [][]json.RawMessage

@@ -331,26 +331,39 @@ func (o *Orchestrator) compensateNext(b *batch, w *sagaWork, cause string) error
 	was := inst.Status
 	inst.TimerAt = nil
 	var refs []CommandRef
+	notSent := ""
 	if d := inst.Deferred; d != nil {
 		cmd := *d
 		cmd.OccurredAt = b.now
-		if cmd.Payload == nil {
-			cmd.Payload = inst.Context
-		} else if spec := m.sendInto(inst.State, cmd.Name, cmd.Participant); spec != nil {
+		mapped := false
+		if spec := m.sendInto(inst.State, cmd.Name, cmd.Participant); spec != nil && spec.Payload != nil {
 			// Built again from the context of now; the payload of when the
-			// saga failed is kept should the mapping fail.
+			// saga failed is kept should the mapping fail now.
+			mapped = true
 			if p, err := spec.BuildPayload(inst.ID, inst.Context); err == nil {
 				cmd.Payload = p
+			} else if cmd.Payload == nil {
+				notSent = fmt.Sprintf("the held-back %s was not sent: its payload mapping fails on the saga's context (%v)", cmd.Name, err)
 			}
+		} else if cmd.Payload == nil {
+			cmd.Payload = inst.Context
 		}
-		inst.Traceparent = traceOf(inst.Traceparent)
-		b.outbox = append(b.outbox, OutboxRecord{Topic: m.Topic(cmd.Participant), Key: inst.ID, Message: cmd, Traceparent: inst.Traceparent})
-		pending := cmd
-		if d.Payload == nil {
-			pending.Payload = nil
+		inst.Deferred = nil
+		if notSent == "" {
+			inst.Traceparent = traceOf(inst.Traceparent)
+			b.outbox = append(b.outbox, OutboxRecord{Topic: m.Topic(cmd.Participant), Key: inst.ID, Message: cmd, Traceparent: inst.Traceparent})
+			pending := cmd
+			if !mapped {
+				pending.Payload = nil
+			}
+			inst.Pending, inst.Attempts = &pending, 1
+			refs = []CommandRef{{ID: cmd.ID, Name: cmd.Name, Participant: cmd.Participant, Attempt: cmd.Attempt}}
+		} else {
+			id, name, why := inst.ID, cmd.Name, notSent
+			b.after = append(b.after, func() {
+				o.log.Error("held-back command not sent", "saga_id", id, "command", name, "reason", why)
+			})
 		}
-		inst.Pending, inst.Attempts, inst.Deferred = &pending, 1, nil
-		refs = []CommandRef{{ID: cmd.ID, Name: cmd.Name, Participant: cmd.Participant, Attempt: cmd.Attempt}}
 	}
 	inst.Status = statusOf(m, inst.State)
 	inst.UpdatedAt = b.now
@@ -359,6 +372,9 @@ func (o *Orchestrator) compensateNext(b *batch, w *sagaWork, cause string) error
 		reason := "every compensation is done; the saga is " + string(inst.Status)
 		if len(refs) > 0 {
 			reason += "; sent the held-back " + refs[0].Name
+		}
+		if notSent != "" {
+			reason += "; " + notSent
 		}
 		b.entries = append(b.entries, HistoryEntry{
 			SagaID: inst.ID, At: b.now, Kind: EntryCompensation, FromState: inst.State, ToState: inst.State,
@@ -772,4 +788,10 @@ func (o *Orchestrator) ResolveCompensation(ctx context.Context, sagaID, actor, r
 		})
 		return o.compensateNext(b, w, derivedID("resolve", inst.ID, e.CommandID))
 	})
+}
+
+// willHold reports whether taking step (into a failed state) holds its
+// command back: the saga has effects to undo, or the step adds one.
+func willHold(inst *Instance, step Step) bool {
+	return holdsBack(inst) || step.Undo != nil || (step.Send != nil && step.Send.Compensate != nil)
 }

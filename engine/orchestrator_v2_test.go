@@ -746,3 +746,78 @@ func TestLateBranchReplyWithoutCausationIsCompensated(t *testing.T) {
 		t.Fatalf("last entry = %s %q, want late: its compensation already ran", last.Kind, last.Reason)
 	}
 }
+
+// held sends a mapped command from its failed state, held back until the
+// refund is done; the refund's done event brings what the mapping reads.
+const held = `
+saga: HELD
+version: 1
+participants:
+  shop: { topic: SHOP_TOPIC }
+  bank: { topic: BANK_TOPIC }
+transitions:
+  - on: ORDER
+    by: shop
+    from: []
+    to: CHARGING
+    send: { to: bank, command: CHARGE, compensate: { command: REFUND, done: REFUNDED } }
+  - { on: CHARGED, by: bank, from: [CHARGING], to: PAID }
+  - on: CANCEL
+    by: shop
+    from: [CHARGING]
+    to: CANCELLED
+    send: { to: shop, command: TELL_SHOP, payload: { order: context.order, refund: context.refund_ref } }
+final: [PAID]
+failed: [CANCELLED]
+`
+
+func TestHeldBackMappedCommandIsBuiltWhenSent(t *testing.T) {
+	ev := func(id, name, by, causation, payload string) engine.Message {
+		m := event(id, name, by, payload)
+		m.Saga, m.CausationID = "HELD", causation
+		return m
+	}
+	tests := []struct {
+		name     string
+		refunded string // payload of REFUNDED
+		wantSent string // TELL_SHOP's payload, "" for not sent
+	}{
+		{"the done event brings what the mapping reads", `{"refund_ref":"R-9"}`, `{"order":7,"refund":"R-9"}`},
+		{"the mapping still fails: not sent, said in the timeline", `{}`, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, held)
+			h.handle(t, ev("h1", "ORDER", "shop", "", `{"order":7}`))
+			// The mapping fails now (no refund_ref yet): the saga fails all the same.
+			h.handle(t, ev("h1", "CANCEL", "shop", "", ``))
+			in := h.inst(t, "h1")
+			if in.State != "CANCELLED" || in.Status != engine.StatusCompensating || in.Deferred == nil {
+				t.Fatalf("saga = %s %s deferred %v, want CANCELLED compensating with TELL_SHOP held", in.State, in.Status, in.Deferred)
+			}
+			refund := h.last(t, "REFUND")
+			h.handle(t, ev("h1", "REFUNDED", "bank", refund.ID, tt.refunded))
+			in = h.inst(t, "h1")
+			if in.Status != engine.StatusFailed || in.Deferred != nil {
+				t.Fatalf("saga = %s deferred %v, want failed, nothing held", in.Status, in.Deferred)
+			}
+			var tell []engine.Message
+			for _, r := range h.outbox() {
+				if r.Message.Name == "TELL_SHOP" {
+					tell = append(tell, r.Message)
+				}
+			}
+			hist := h.history(t, "h1")
+			last := hist[len(hist)-1]
+			if tt.wantSent == "" {
+				if len(tell) != 0 || !strings.Contains(last.Reason, "was not sent") {
+					t.Fatalf("sent %d TELL_SHOP, last reason %q; want none and the reason", len(tell), last.Reason)
+				}
+				return
+			}
+			if len(tell) != 1 || string(tell[0].Payload) != tt.wantSent {
+				t.Fatalf("TELL_SHOP = %v, want one with %s", tell, tt.wantSent)
+			}
+		})
+	}
+}
