@@ -127,17 +127,17 @@ func TestLoadCatalog(t *testing.T) {
 		wantList       string
 		wantProblemsIn []string
 	}{
-		// The shipped directory: version 2 for new sagas, version 1 kept
-		// for the sagas started on it.
-		{"shipped sagas", sagas.FS, "MANUAL_CREATE_ORDER v1,MANUAL_CREATE_ORDER v2", nil},
-		{"two versions", fstest.MapFS{"a.yaml": {Data: v1}, "b.yml": {Data: shipped}}, "MANUAL_CREATE_ORDER v1,MANUAL_CREATE_ORDER v2", nil},
+		// The shipped directory: version 3 for new sagas, versions 1 and 2
+		// kept for the sagas started on them.
+		{"shipped sagas", sagas.FS, "MANUAL_CREATE_ORDER v1,MANUAL_CREATE_ORDER v2,MANUAL_CREATE_ORDER v3", nil},
+		{"two versions", fstest.MapFS{"a.yaml": {Data: v1}, "b.yml": {Data: shipped}}, "MANUAL_CREATE_ORDER v1,MANUAL_CREATE_ORDER v3", nil},
 		{"one bad file keeps the good one", fstest.MapFS{
 			"a.yaml": {Data: shipped},
 			"b.yaml": {Data: []byte("saga: BROKEN\nversion: one\n")},
-		}, "MANUAL_CREATE_ORDER v2", []string{"b.yaml"}},
+		}, "MANUAL_CREATE_ORDER v3", []string{"b.yaml"}},
 		// A new version written without bumping `version:` is refused; the
 		// first file keeps its version.
-		{"one version twice", fstest.MapFS{"a.yaml": {Data: shipped}, "b.yaml": {Data: shipped}}, "MANUAL_CREATE_ORDER v2", []string{"b.yaml"}},
+		{"one version twice", fstest.MapFS{"a.yaml": {Data: shipped}, "b.yaml": {Data: shipped}}, "MANUAL_CREATE_ORDER v3", []string{"b.yaml"}},
 		{"empty dir", fstest.MapFS{}, "", []string{"."}},
 	}
 	for _, tt := range tests {

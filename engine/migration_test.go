@@ -23,7 +23,7 @@ const mco12 = "definition/testdata/migrations/good/manual_create_order.1-2.yaml"
 
 func TestPlanMigration(t *testing.T) {
 	v1 := mustCompile(t, parsedDef(t, shippedSagaV1))
-	v2 := mustCompile(t, parsedDef(t, shippedSaga))
+	v2 := mustCompile(t, parsedDef(t, shippedSagaV2))
 	data, err := os.ReadFile(mco12)
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +105,7 @@ func TestPlanMigration(t *testing.T) {
 
 func TestPlanMigrationContext(t *testing.T) {
 	v1 := mustCompile(t, parsedDef(t, shippedSagaV1))
-	v2 := mustCompile(t, parsedDef(t, shippedSaga))
+	v2 := mustCompile(t, parsedDef(t, shippedSagaV2))
 	mig := parseMigration(t, `migration: MANUAL_CREATE_ORDER
 from: 1
 to: 2

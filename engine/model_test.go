@@ -137,6 +137,15 @@ var manualCreateOrderV2Rows = []legalRow{
 	{from: "REJECTED", event: "DEALS_UNAVAILABLE", by: "engine", to: "FAILED", cmdTo: "notification", cmd: "NOTIFY", topic: "NOTIFICATION_TOPIC", failed: true},
 }
 
+// manualCreateOrderV3Rows is the table of version 3 (the shipped
+// sagas/manual_create_order.yaml): version 2's rows and CANCEL_REQUESTED
+// from deals in every waiting state into the failed state CANCELLED.
+var manualCreateOrderV3Rows = append(append([]legalRow(nil), manualCreateOrderV2Rows...),
+	legalRow{from: "DRAFT", event: "CANCEL_REQUESTED", by: "deals", to: "CANCELLED", cmdTo: "notification", cmd: "NOTIFY", topic: "NOTIFICATION_TOPIC", failed: true},
+	legalRow{from: "APPROVED", event: "CANCEL_REQUESTED", by: "deals", to: "CANCELLED", cmdTo: "notification", cmd: "NOTIFY", topic: "NOTIFICATION_TOPIC", failed: true},
+	legalRow{from: "REJECTED", event: "CANCEL_REQUESTED", by: "deals", to: "CANCELLED", cmdTo: "notification", cmd: "NOTIFY", topic: "NOTIFICATION_TOPIC", failed: true},
+)
+
 // mcoModel is one compiled MANUAL_CREATE_ORDER with the table it must
 // follow and the stem of its render golden files in testdata/.
 type mcoModel struct {
@@ -148,14 +157,15 @@ type mcoModel struct {
 
 // models gives the MANUAL_CREATE_ORDER models: version 1 compiled from the
 // hand-built definition and from sagas/manual_create_order.v1.yaml (kept for
-// the sagas started on it), and version 2 from the shipped
-// sagas/manual_create_order.yaml.
+// the sagas started on it), version 2 from sagas/manual_create_order.v2.yaml
+// (kept likewise) and version 3 from the shipped sagas/manual_create_order.yaml.
 func models(t *testing.T) []mcoModel {
 	t.Helper()
 	return []mcoModel{
 		{"hand-built", mustCompile(t, handDef(t)), manualCreateOrderRows, "manual_create_order.v1"},
 		{"sagas/manual_create_order.v1.yaml", mustCompile(t, parsedDef(t, shippedSagaV1)), manualCreateOrderRows, "manual_create_order.v1"},
-		{"sagas/manual_create_order.yaml", mustCompile(t, parsedDef(t, shippedSaga)), manualCreateOrderV2Rows, "manual_create_order"},
+		{"sagas/manual_create_order.v2.yaml", mustCompile(t, parsedDef(t, shippedSagaV2)), manualCreateOrderV2Rows, "manual_create_order.v2"},
+		{"sagas/manual_create_order.yaml", mustCompile(t, parsedDef(t, shippedSaga)), manualCreateOrderV3Rows, "manual_create_order"},
 	}
 }
 
@@ -230,6 +240,13 @@ func TestApplyEveryIllegalPair(t *testing.T) {
 			"PROFILE_UNAVAILABLE", "APPROVAL_TIMED_OUT", "DEALS_UNAVAILABLE", "APPROVE_ORDER", "NO_SUCH_EVENT"}
 		bys := []string{"deals", "profile", "notification", "engine", "stranger", ""}
 		terminal := map[string]string{"NOTIFICATION": "success", "FAILED": "failure"}
+		known := map[string]bool{"REGISTER": true, "ORDER_APPROVED": true, "ORDER_REJECTED": true,
+			"DEAL_UPDATED": true, "PROFILE_UNAVAILABLE": true, "APPROVAL_TIMED_OUT": true, "DEALS_UNAVAILABLE": true}
+		if m.HasEvent("CANCEL_REQUESTED") { // version 3: the client's cancellation
+			states = append(states, "CANCELLED")
+			events = append(events, "CANCEL_REQUESTED")
+			known["CANCEL_REQUESTED"], terminal["CANCELLED"] = true, "failure"
+		}
 		checked := 0
 		for _, s := range states {
 			for _, ev := range events {
@@ -238,8 +255,7 @@ func TestApplyEveryIllegalPair(t *testing.T) {
 						continue
 					}
 					var want Code
-					_, knownEvent := map[string]bool{"REGISTER": true, "ORDER_APPROVED": true, "ORDER_REJECTED": true,
-						"DEAL_UPDATED": true, "PROFILE_UNAVAILABLE": true, "APPROVAL_TIMED_OUT": true, "DEALS_UNAVAILABLE": true}[ev]
+					knownEvent := known[ev]
 					_, legalHere := legalStateEvent[[2]string{s, ev}]
 					switch {
 					case !knownEvent:
@@ -769,8 +785,11 @@ func parsedDef(tb testing.TB, path string) *definition.Definition {
 }
 
 const (
-	// shippedSaga is MANUAL_CREATE_ORDER as new sagas start it (version 2).
+	// shippedSaga is MANUAL_CREATE_ORDER as new sagas start it (version 3).
 	shippedSaga = "../sagas/manual_create_order.yaml"
+	// shippedSagaV2 is MANUAL_CREATE_ORDER version 2 (compensations, no
+	// cancellation), kept so that the sagas started on it finish on it.
+	shippedSagaV2 = "../sagas/manual_create_order.v2.yaml"
 	// shippedSagaV1 is MANUAL_CREATE_ORDER version 1, kept so that the
 	// sagas started on it finish on it.
 	shippedSagaV1 = "../sagas/manual_create_order.v1.yaml"

@@ -262,9 +262,9 @@ func TestContextMergeKeysAndCommand(t *testing.T) {
 	if got.Keys["deal_id"] != "D-7" || got.Keys["user_id"] != "42" {
 		t.Errorf("keys = %v, want deal_id D-7, user_id 42", got.Keys)
 	}
-	// A new saga starts on the newest version (2).
-	if got.SagaVersion != 2 || got.Status != engine.StatusRunning || got.Rev != 1 {
-		t.Errorf("version %d status %s rev %d, want 2 running 1 (created and advanced in one batch)", got.SagaVersion, got.Status, got.Rev)
+	// A new saga starts on the newest version (3).
+	if got.SagaVersion != 3 || got.Status != engine.StatusRunning || got.Rev != 1 {
+		t.Errorf("version %d status %s rev %d, want 3 running 1 (created and advanced in one batch)", got.SagaVersion, got.Status, got.Rev)
 	}
 	cmds := h.st.outbox(t)
 	if len(cmds) != 2 {
@@ -272,7 +272,7 @@ func TestContextMergeKeysAndCommand(t *testing.T) {
 	}
 	c := cmds[1]
 	if c.Topic != "DEALS_TOPIC" || c.Key != id || c.Message.Kind != engine.KindCommand || c.Message.Participant != "deals" ||
-		c.Message.Attempt != 1 || c.Message.SagaVersion != 2 || c.Message.CausationID == "" || string(c.Message.Payload) != string(got.Context) {
+		c.Message.Attempt != 1 || c.Message.SagaVersion != 3 || c.Message.CausationID == "" || string(c.Message.Payload) != string(got.Context) {
 		t.Errorf("command = %+v, want APPROVE_DEAL to deals on DEALS_TOPIC keyed by the saga with the whole context", c)
 	}
 	if got.Pending == nil || got.Pending.ID != c.Message.ID || got.Attempts != 1 {
@@ -374,13 +374,13 @@ func TestUnknownSagaAndVersion(t *testing.T) {
 	}
 }
 
-// v3 is a third MANUAL_CREATE_ORDER, newer than the shipped two.
-const v3 = `
+// v4 is a fourth MANUAL_CREATE_ORDER, newer than the shipped three.
+const v4 = `
 saga: MANUAL_CREATE_ORDER
-version: 3
+version: 4
 participants:
-  deals: { topic: DEALS_V3 }
-  profile: { topic: PROFILE_V3 }
+  deals: { topic: DEALS_V4 }
+  profile: { topic: PROFILE_V4 }
 transitions:
   - { on: REGISTER, by: deals, from: [], to: CHECKING, send: { to: profile, command: CHECK } }
   - { on: CHECKED, by: profile, from: [CHECKING], to: DONE }
@@ -388,7 +388,7 @@ final: [DONE]
 `
 
 func TestInstancesKeepTheirVersion(t *testing.T) {
-	h := newHarness(t, v3)
+	h := newHarness(t, v4)
 	old, mid, newer := uuid.NewString(), uuid.NewString(), uuid.NewString()
 	pinned := event(old, "REGISTER", "deals", "")
 	pinned.SagaVersion = 1
@@ -401,8 +401,8 @@ func TestInstancesKeepTheirVersion(t *testing.T) {
 	if got := h.inst(t, mid); got.SagaVersion != 2 || got.State != "DRAFT" || undoStatuses(got) != "FAIL_DEAL=replied REVERT_ORDER=open" {
 		t.Errorf("pinned saga: v%d %s undo %s, want v2 DRAFT with FAIL_DEAL=replied REVERT_ORDER=open", got.SagaVersion, got.State, undoStatuses(got))
 	}
-	if got := h.inst(t, newer); got.SagaVersion != 3 || got.State != "CHECKING" {
-		t.Errorf("new saga: v%d %s, want v3 CHECKING", got.SagaVersion, got.State)
+	if got := h.inst(t, newer); got.SagaVersion != 4 || got.State != "CHECKING" {
+		t.Errorf("new saga: v%d %s, want v4 CHECKING", got.SagaVersion, got.State)
 	}
 	// A later event without a version still applies on the instance's version.
 	h.handle(t, event(old, "ORDER_APPROVED", "profile", ""), event(mid, "ORDER_APPROVED", "profile", ""),
@@ -414,14 +414,14 @@ func TestInstancesKeepTheirVersion(t *testing.T) {
 		t.Errorf("v2 saga = %s undo %s, want APPROVED with APPROVE_ORDER answered and APPROVE_DEAL open", got.State, undoStatuses(got))
 	}
 	if got := h.inst(t, newer); got.State != "DONE" || got.Status != engine.StatusCompleted {
-		t.Errorf("v3 saga = %s %s, want DONE completed", got.State, got.Status)
+		t.Errorf("v4 saga = %s %s, want DONE completed", got.State, got.Status)
 	}
 	// Each command goes to the topic of its saga's version.
 	topics := map[string]string{}
 	for _, r := range h.outbox() {
 		topics[r.Message.SagaID+"/"+r.Message.Name] = r.Topic
 	}
-	for k, want := range map[string]string{old + "/APPROVE_ORDER": "PROFILE_TOPIC", mid + "/APPROVE_ORDER": "PROFILE_TOPIC", newer + "/CHECK": "PROFILE_V3"} {
+	for k, want := range map[string]string{old + "/APPROVE_ORDER": "PROFILE_TOPIC", mid + "/APPROVE_ORDER": "PROFILE_TOPIC", newer + "/CHECK": "PROFILE_V4"} {
 		if topics[k] != want {
 			t.Errorf("%s went to %q, want %s", k, topics[k], want)
 		}

@@ -73,9 +73,11 @@ func TestRenderCompensationsAndAPIStarts(t *testing.T) {
 
 // TestRenderGolden draws MANUAL_CREATE_ORDER: version 1 (hand-built and
 // sagas/manual_create_order.v1.yaml) into testdata/manual_create_order.v1.*,
-// version 2 (the shipped sagas/manual_create_order.yaml, with its
-// compensations) into testdata/manual_create_order.* (cmd/sagactl checks that
-// `sagactl render` prints the same).
+// version 2 (sagas/manual_create_order.v2.yaml, with its compensations) into
+// testdata/manual_create_order.v2.*, version 3 (the shipped
+// sagas/manual_create_order.yaml, with the client's cancellation) into
+// testdata/manual_create_order.* (cmd/sagactl checks that `sagactl render`
+// prints the same).
 func TestRenderGolden(t *testing.T) {
 	for _, mc := range models(t) {
 		m := mc.m

@@ -29,20 +29,20 @@ func catalog(t *testing.T) *engine.Catalog {
 	return cat
 }
 
-// TestShipped: both versions of MANUAL_CREATE_ORDER load (running
-// version 1 sagas keep their definition), new sagas get version 2, and
-// every file names the JSON Schema on its first line.
+// TestShipped: the three versions of MANUAL_CREATE_ORDER load (running
+// version 1 and 2 sagas keep their definition), new sagas get version 3,
+// and every file names the JSON Schema on its first line.
 func TestShipped(t *testing.T) {
 	cat := catalog(t)
 	var got []string
 	for _, m := range cat.List() {
 		got = append(got, m.String())
 	}
-	if strings.Join(got, ", ") != "MANUAL_CREATE_ORDER v1, MANUAL_CREATE_ORDER v2" {
-		t.Errorf("catalog: got %v, want MANUAL_CREATE_ORDER v1 and v2", got)
+	if strings.Join(got, ", ") != "MANUAL_CREATE_ORDER v1, MANUAL_CREATE_ORDER v2, MANUAL_CREATE_ORDER v3" {
+		t.Errorf("catalog: got %v, want MANUAL_CREATE_ORDER v1, v2 and v3", got)
 	}
-	if m, err := cat.Get("MANUAL_CREATE_ORDER", 0); err != nil || m.Version() != 2 {
-		t.Errorf("version of a new saga: got %v (err %v), want 2", m, err)
+	if m, err := cat.Get("MANUAL_CREATE_ORDER", 0); err != nil || m.Version() != 3 {
+		t.Errorf("version of a new saga: got %v (err %v), want 3", m, err)
 	}
 	files, err := fs.Glob(sagas.FS, "*.yaml")
 	if err != nil {
@@ -116,6 +116,52 @@ func TestVersion2KeepsTheTable(t *testing.T) {
 		if undo[k] != v {
 			t.Errorf("compensation of %s: got %q, want %q", k, undo[k], v)
 		}
+	}
+}
+
+// TestVersion3AddsTheCancellation: version 3 is version 2 (the same rows,
+// in order, and the same compensations) with CANCEL_REQUESTED from deals in
+// every waiting state into CANCELLED, a failed state (so that the steps
+// taken are compensated) whose transition tells the client (NOTIFY).
+func TestVersion3AddsTheCancellation(t *testing.T) {
+	cat := catalog(t)
+	v2, err := cat.Get("MANUAL_CREATE_ORDER", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v3, err := cat.Get("MANUAL_CREATE_ORDER", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t2, t3 := v2.Definition().Transitions, v3.Definition().Transitions
+	if len(t3) != len(t2)+1 {
+		t.Fatalf("transitions: v2 has %d, v3 %d, want one more", len(t2), len(t3))
+	}
+	for i := range t2 {
+		if got, want := row(t3[i]), row(t2[i]); got != want {
+			t.Errorf("row %d: v3 %q, want v2's %q", i+1, got, want)
+		}
+		if (t2[i].Compensate == nil) != (t3[i].Compensate == nil) || (t2[i].Send == nil) != (t3[i].Send == nil) ||
+			t2[i].Send != nil && (t2[i].Send.Compensate == nil) != (t3[i].Send.Compensate == nil) {
+			t.Errorf("row %d: compensations differ between v2 and v3", i+1)
+		}
+	}
+	if got, want := row(t3[len(t2)]), "CANCEL_REQUESTED by deals from [DRAFT APPROVED REJECTED] to CANCELLED send NOTIFY to notification"; got != want {
+		t.Errorf("the new row: %q, want %q", got, want)
+	}
+	if !v3.IsFailed("CANCELLED") || v3.IsFailed("NOTIFICATION") {
+		t.Errorf("CANCELLED must be a failed state of v3 (its steps compensated), NOTIFICATION final")
+	}
+	for _, s := range []string{"DRAFT", "APPROVED", "REJECTED"} {
+		if _, err := v3.Apply(s, "CANCEL_REQUESTED", "deals"); err != nil {
+			t.Errorf("CANCEL_REQUESTED in %s: %v", s, err)
+		}
+		if _, err := v3.Apply(s, "CANCEL_REQUESTED", "profile"); err == nil {
+			t.Errorf("CANCEL_REQUESTED by profile in %s: accepted, want refused", s)
+		}
+	}
+	if _, err := v3.Apply("NOTIFICATION", "CANCEL_REQUESTED", "deals"); err == nil {
+		t.Error("CANCEL_REQUESTED once settled (NOTIFICATION): accepted, want refused")
 	}
 }
 

@@ -82,7 +82,8 @@ func ExampleLoadDir() {
 	}
 	// Output:
 	// manual_create_order.v1.yaml: MANUAL_CREATE_ORDER v1, 7 transitions
-	// manual_create_order.yaml: MANUAL_CREATE_ORDER v2, 7 transitions
+	// manual_create_order.v2.yaml: MANUAL_CREATE_ORDER v2, 7 transitions
+	// manual_create_order.yaml: MANUAL_CREATE_ORDER v3, 8 transitions
 }
 
 // An event's contract: its payload must satisfy a JSON Schema.

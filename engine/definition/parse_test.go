@@ -130,10 +130,11 @@ func TestShippedSagasAreValid(t *testing.T) {
 	}
 }
 
-// TestManualCreateOrder reads both shipped MANUAL_CREATE_ORDER files:
-// version 2 (manual_create_order.yaml, where new sagas start) with its
-// compensations and NOTIFY on failure, and version 1
-// (manual_create_order.v1.yaml, kept for the sagas started on it) without.
+// TestManualCreateOrder reads the shipped MANUAL_CREATE_ORDER files kept
+// for the sagas started on them: version 2 (manual_create_order.v2.yaml)
+// with its compensations and NOTIFY on failure, and version 1
+// (manual_create_order.v1.yaml) without. Version 3 (manual_create_order.yaml,
+// version 2 with the client's cancellation) is checked in engine and sagas.
 func TestManualCreateOrder(t *testing.T) {
 	type comp struct{ command, done string }
 	tests := []struct {
@@ -145,7 +146,7 @@ func TestManualCreateOrder(t *testing.T) {
 		onFailure string
 	}{
 		{"manual_create_order.v1.yaml", 1, map[string]comp{}, ""},
-		{"manual_create_order.yaml", 2, map[string]comp{
+		{"manual_create_order.v2.yaml", 2, map[string]comp{
 			"REGISTER":      {"FAIL_DEAL", "DEAL_FAILED"},
 			"APPROVE_ORDER": {"REVERT_ORDER", "ORDER_REVERTED"},
 			"APPROVE_DEAL":  {"FAIL_DEAL", "DEAL_FAILED"},

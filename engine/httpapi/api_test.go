@@ -50,23 +50,24 @@ func TestDefinitions(t *testing.T) {
 	list := decode[struct {
 		Definitions []httpapi.DefinitionSummary `json:"definitions"`
 	}](t, e.do(t, "GET", "/api/v1/definitions", ""), 200)
-	// One summary per loaded version: MANUAL_CREATE_ORDER v1 (kept for the
-	// sagas started on it) and v2, then SUPPORT_CALLBACK.
+	// One summary per loaded version: MANUAL_CREATE_ORDER v1 and v2 (kept
+	// for the sagas started on them) and v3, then SUPPORT_CALLBACK.
 	var names []string
 	for _, d := range list.Definitions {
 		names = append(names, fmt.Sprintf("%s v%d", d.Name, d.Version))
 	}
-	if got, want := strings.Join(names, ", "), "MANUAL_CREATE_ORDER v1, MANUAL_CREATE_ORDER v2, SUPPORT_CALLBACK v1"; got != want {
+	if got, want := strings.Join(names, ", "), "MANUAL_CREATE_ORDER v1, MANUAL_CREATE_ORDER v2, MANUAL_CREATE_ORDER v3, SUPPORT_CALLBACK v1"; got != want {
 		t.Fatalf("got definitions %s, want %s", got, want)
 	}
-	// The seeded sagas started on the newest version; v1 counts none.
+	// The seeded sagas started on the newest version; v1 and v2 count none.
 	for _, tc := range []struct {
 		d                          httpapi.DefinitionSummary
 		counts                     map[string]int64
 		running, completed, failed int64
 	}{
 		{list.Definitions[0], map[string]int64{"DRAFT": 0, "APPROVED": 0, "REJECTED": 0, "NOTIFICATION": 0, "FAILED": 0}, 0, 0, 0},
-		{list.Definitions[1], map[string]int64{"DRAFT": 1, "APPROVED": 2, "REJECTED": 0, "NOTIFICATION": 1, "FAILED": 0}, 3, 1, 0},
+		{list.Definitions[1], map[string]int64{"DRAFT": 0, "APPROVED": 0, "REJECTED": 0, "NOTIFICATION": 0, "FAILED": 0}, 0, 0, 0},
+		{list.Definitions[2], map[string]int64{"DRAFT": 1, "APPROVED": 2, "REJECTED": 0, "NOTIFICATION": 1, "FAILED": 0, "CANCELLED": 0}, 3, 1, 0},
 	} {
 		d := tc.d
 		if len(d.Counts) != len(tc.counts) {
@@ -82,20 +83,20 @@ func TestDefinitions(t *testing.T) {
 		}
 	}
 
-	// Without ?version= the newest: v2, with its compensations drawn.
+	// Without ?version= the newest: v3, with its compensations drawn.
 	newest := decode[httpapi.DefinitionDetail](t, e.do(t, "GET", "/api/v1/definitions/MANUAL_CREATE_ORDER", ""), 200)
-	if newest.Version != 2 || !slices.Equal(newest.Versions, []int{1, 2}) {
-		t.Errorf("newest = v%d of versions %v, want v2 of [1 2]", newest.Version, newest.Versions)
+	if newest.Version != 3 || !slices.Equal(newest.Versions, []int{1, 2, 3}) {
+		t.Errorf("newest = v%d of versions %v, want v3 of [1 2 3]", newest.Version, newest.Versions)
 	}
-	for _, want := range []string{"---\ntitle: MANUAL_CREATE_ORDER v2",
+	for _, want := range []string{"---\ntitle: MANUAL_CREATE_ORDER v3",
 		"[*] --> DRAFT : REGISTER (deals, undo FAIL_DEAL → deals) / APPROVE_ORDER → profile (undo REVERT_ORDER → profile)",
 		"DRAFT --> FAILED : PROFILE_UNAVAILABLE (engine, APPROVE_ORDER retries exhausted) / NOTIFY → notification"} {
 		if !strings.Contains(newest.Diagram.Mermaid, want) {
-			t.Errorf("v2 mermaid lacks %q:\n%s", want, newest.Diagram.Mermaid)
+			t.Errorf("v3 mermaid lacks %q:\n%s", want, newest.Diagram.Mermaid)
 		}
 	}
-	if got, want := newest.Diagram.SVG, "/api/v1/definitions/MANUAL_CREATE_ORDER/diagram.svg?version=2"; got != want {
-		t.Errorf("v2 svg link = %q, want %q", got, want)
+	if got, want := newest.Diagram.SVG, "/api/v1/definitions/MANUAL_CREATE_ORDER/diagram.svg?version=3"; got != want {
+		t.Errorf("v3 svg link = %q, want %q", got, want)
 	}
 
 	det := decode[httpapi.DefinitionDetail](t, e.do(t, "GET", "/api/v1/definitions/MANUAL_CREATE_ORDER?version=1", ""), 200)
@@ -125,7 +126,7 @@ func TestDefinitions(t *testing.T) {
 	}
 
 	// The diagram of each version counts that version's sagas: the two in
-	// APPROVED are on v2.
+	// APPROVED are on v3.
 	badge := regexp.MustCompile(`<g class="count( zero)?" data-state="APPROVED"><title>instances in APPROVED</title><rect [^>]*/><text [^>]*>([0-9]+)</text></g>`)
 	for link, want := range map[string]string{newest.Diagram.SVG: "2", det.Diagram.SVG: "0"} {
 		svg := e.do(t, "GET", link, "")
@@ -171,8 +172,8 @@ func TestValidateDefinition(t *testing.T) {
 	}
 	yamlHdr := []string{"Content-Type", "application/yaml"}
 	res := decode[httpapi.ValidationResult](t, e.do(t, "POST", "/api/v1/definitions/validate", string(good), yamlHdr...), 200)
-	if !res.Valid || res.Saga != "MANUAL_CREATE_ORDER" || res.Version != 2 || len(res.Problems) != 0 {
-		t.Errorf("shipped saga: got %+v, want valid MANUAL_CREATE_ORDER v2", res)
+	if !res.Valid || res.Saga != "MANUAL_CREATE_ORDER" || res.Version != 3 || len(res.Problems) != 0 {
+		t.Errorf("shipped saga: got %+v, want valid MANUAL_CREATE_ORDER v3", res)
 	}
 	res = decode[httpapi.ValidationResult](t, e.do(t, "POST", "/api/v1/definitions/validate", string(v1), yamlHdr...), 200)
 	if !res.Valid || res.Saga != "MANUAL_CREATE_ORDER" || res.Version != 1 || len(res.Problems) != 0 {
@@ -521,11 +522,11 @@ func TestMetrics(t *testing.T) {
 	}
 	body := rec.Body.String()
 	for _, want := range []string{
-		// The seeded sagas started on the newest MANUAL_CREATE_ORDER, v2.
-		`saga_machine_sagas_started_total{saga="MANUAL_CREATE_ORDER",version="2"} 4`,
-		`saga_machine_sagas_finished_total{saga="MANUAL_CREATE_ORDER",state="NOTIFICATION",status="completed",version="2"} 1`,
-		`saga_machine_instances{saga="MANUAL_CREATE_ORDER",state="APPROVED",version="2"} 2`,
-		`saga_machine_instances{saga="MANUAL_CREATE_ORDER",state="DRAFT",version="2"} 1`,
+		// The seeded sagas started on the newest MANUAL_CREATE_ORDER, v3.
+		`saga_machine_sagas_started_total{saga="MANUAL_CREATE_ORDER",version="3"} 4`,
+		`saga_machine_sagas_finished_total{saga="MANUAL_CREATE_ORDER",state="NOTIFICATION",status="completed",version="3"} 1`,
+		`saga_machine_instances{saga="MANUAL_CREATE_ORDER",state="APPROVED",version="3"} 2`,
+		`saga_machine_instances{saga="MANUAL_CREATE_ORDER",state="DRAFT",version="3"} 1`,
 		`saga_machine_dead_letters_total{code="illegal-transition"} 1`,
 		`saga_machine_events_refused_total{code="illegal-transition",event="DEAL_UPDATED",saga="MANUAL_CREATE_ORDER"} 1`,
 		`saga_machine_event_to_command_seconds_count{saga="MANUAL_CREATE_ORDER"} 8`,

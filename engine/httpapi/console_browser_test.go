@@ -211,13 +211,13 @@ func TestConsoleInBrowser(t *testing.T) {
 	b := newBrowser(t)
 
 	// Definitions: the diagram with a count badge per state, one per
-	// version. The seeded sagas run on MANUAL_CREATE_ORDER v2; v1 (kept for
+	// version. The seeded sagas run on MANUAL_CREATE_ORDER v3; v1 (kept for
 	// the sagas started on it) counts none.
-	const mco = `section[data-definition="MANUAL_CREATE_ORDER v2"]`
+	const mco = `section[data-definition="MANUAL_CREATE_ORDER v3"]`
 	const mcoV1 = `section[data-definition="MANUAL_CREATE_ORDER v1"]`
 	b.step("open definitions",
 		chromedp.Navigate(srv.URL+"/"),
-		waitFor(`document.querySelectorAll('`+mco+` .diagram svg g.count').length === 5 && document.querySelectorAll('`+mcoV1+` .diagram svg g.count').length === 5`))
+		waitFor(`document.querySelectorAll('`+mco+` .diagram svg g.count').length === 6 && document.querySelectorAll('`+mcoV1+` .diagram svg g.count').length === 5`))
 	for _, v := range []struct {
 		section string
 		want    map[string]string
@@ -286,7 +286,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.checkClean("saga")
 	b.screenshot("saga")
 
-	// An operator aborts the waiting saga from its page: on v2 the abort
+	// An operator aborts the waiting saga from its page: on v3 the abort
 	// first undoes what the saga did, newest first (REVERT_ORDER is sent,
 	// FAIL_DEAL waits for its done event).
 	b.step("abort",

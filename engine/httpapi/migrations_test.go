@@ -22,7 +22,7 @@ import (
 )
 
 // orderMigrate is a test saga with compensations on both versions (the
-// shipped MANUAL_CREATE_ORDER v2 renamed), so that a saga of its version 1
+// shipped MANUAL_CREATE_ORDER v2 renamed, sagas/manual_create_order.v2.yaml), so that a saga of its version 1
 // can be compensating when someone tries to migrate it.
 const orderMigrate = "ORDER_MIGRATE"
 
@@ -30,13 +30,13 @@ const orderMigrate = "ORDER_MIGRATE"
 // shipped migrations (sagas/migrations) plus ORDER_MIGRATE 1 → 2.
 func migrationCatalog(tb testing.TB) *engine.Catalog {
 	tb.Helper()
-	src, err := fs.ReadFile(sagas.FS, "manual_create_order.yaml")
+	src, err := fs.ReadFile(sagas.FS, "manual_create_order.v2.yaml")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	head := "saga: MANUAL_CREATE_ORDER\nversion: 2\n"
 	if !strings.Contains(string(src), head) {
-		tb.Fatalf("manual_create_order.yaml does not start with %q", head)
+		tb.Fatalf("manual_create_order.v2.yaml does not start with %q", head)
 	}
 	version := func(v string) []byte {
 		return []byte(strings.Replace(string(src), head, "saga: "+orderMigrate+"\nversion: "+v+"\n", 1))

@@ -174,8 +174,8 @@ func BenchmarkRenderSVG(b *testing.B) {
 	b.ReportMetric(float64(size), "svg-bytes")
 }
 
-// TestRenderSVGGolden draws the shipped MANUAL_CREATE_ORDER (version 2
-// with its compensations, and version 1), SUPPORT_CALLBACK (a start over
+// TestRenderSVGGolden draws the shipped MANUAL_CREATE_ORDER (version 3
+// with its compensations and the client's cancellation, and version 1), SUPPORT_CALLBACK (a start over
 // the HTTP API) and PAYMENT into testdata/svg/*.svg.
 func TestRenderSVGGolden(t *testing.T) {
 	cat := testCatalog(t)

@@ -94,7 +94,8 @@ func belongs(d Deal, dc dealctx.DealContext, sagaID string) error {
 	return nil
 }
 
-// handleFail marks the deal failed because its saga failed, and answers
+// handleFail marks the deal failed because its saga failed (cancelled, when
+// the saga was cancelled by the deal's owner: see Cancel), and answers
 // DEAL_FAILED with the deal's deal_context (status failed, reason), which
 // the saga-machine merges into the context before it sends NOTIFY. It is the
 // compensation of REGISTER (the draft deal), APPROVE_DEAL (the execution)
@@ -103,7 +104,8 @@ func belongs(d Deal, dc dealctx.DealContext, sagaID string) error {
 //
 //   - a draft, executed or rejected deal becomes failed; the reason is
 //     failureReason of the saga context (what the saga knew when it failed);
-//   - a failed deal stays as it is and the same answer is given again;
+//   - a failed or cancelled deal stays as it is and the same answer is
+//     given again;
 //   - a deal of another user, portfolio or saga is refused (permanent
 //     error: dead letter) and nothing moves; so is a FAIL_DEAL that is not
 //     a compensation (compensates empty) and a deal that does not exist.
@@ -111,8 +113,8 @@ func belongs(d Deal, dc dealctx.DealContext, sagaID string) error {
 // An APPROVE_DEAL or REJECT_DEAL arriving after it finds a failed deal: a
 // permanent error, nothing moves (settle), if the SDK's barrier has not
 // refused it already.
-func (s *Service) handleFail(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[dealctx.Envelope]) (sdk.Result, error) {
-	dc, err := dealctx.FromCommand(cmd.Payload)
+func (s *Service) handleFail(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[failEnvelope]) (sdk.Result, error) {
+	dc, err := dealctx.FromCommand(cmd.Payload.Envelope)
 	if err != nil {
 		return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: %w", cmd.Name, err))
 	}
@@ -130,16 +132,20 @@ func (s *Service) handleFail(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[d
 	if err := belongs(d, dc, cmd.SagaID); err != nil {
 		return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: %w", cmd.Name, err))
 	}
-	if d.Status == StatusFailed {
-		s.log.InfoContext(ctx, "deal failed before: answered again", "deal_id", d.ID, "saga_id", cmd.SagaID)
+	if d.Status == StatusFailed || d.Status == StatusCancelled {
+		s.log.InfoContext(ctx, "deal "+d.Status+" before: answered again", "deal_id", d.ID, "saga_id", cmd.SagaID)
 		return sdk.Reply(EventFailed, dealctx.Wrap(d.context())), nil
 	}
 	was := d.Status
-	reason := failureReason(dc)
-	if err := s.setStatus(ctx, tx, &d, StatusFailed, reason); err != nil {
+	status, reason := StatusFailed, failureReason(dc)
+	if cancelled(d, cmd.Payload.Cancellation) {
+		// The owner cancelled the deal and its saga undid what was done.
+		status, reason = StatusCancelled, "cancelled at your request"
+	}
+	if err := s.setStatus(ctx, tx, &d, status, reason); err != nil {
 		return sdk.Result{}, fmt.Errorf("%s: %w", cmd.Name, err)
 	}
-	s.log.InfoContext(ctx, "deal failed", "deal_id", d.ID, "was", was, "reason", reason, "saga_id", cmd.SagaID)
+	s.log.InfoContext(ctx, "deal "+status, "deal_id", d.ID, "was", was, "reason", reason, "saga_id", cmd.SagaID)
 	return sdk.Reply(EventFailed, dealctx.Wrap(d.context())), nil
 }
 

@@ -31,6 +31,11 @@ const (
 	// REJECT_DEAL (MANUAL_CREATE_ORDER v2); EventFailed its done event.
 	CommandFail = "FAIL_DEAL"
 	EventFailed = "DEAL_FAILED"
+	// EventCancelRequested is what deals sends the saga when the deal's
+	// owner cancels a deal that is not settled yet (POST /deals/{id}/cancel,
+	// MANUAL_CREATE_ORDER v3); its payload adds "cancellation" to the
+	// saga's context.
+	EventCancelRequested = "CANCEL_REQUESTED"
 )
 
 // Deal statuses.
@@ -39,6 +44,9 @@ const (
 	StatusExecuted = "executed"
 	StatusRejected = "rejected"
 	StatusFailed   = "failed" // the deal's saga failed (FAIL_DEAL); Reason says why
+	// StatusCancelled: the owner cancelled the deal before it was settled
+	// and its saga undid what was done (FAIL_DEAL of a cancelled saga).
+	StatusCancelled = "cancelled"
 )
 
 // Config configures a Service. DB, Participant and Auth are required.
@@ -104,6 +112,10 @@ type Deal struct {
 	SagaID      string          `json:"saga_id" db:"saga_id"`
 	CreatedAt   time.Time       `json:"created_at" db:"created_at"`
 	UpdatedAt   time.Time       `json:"updated_at" db:"updated_at"`
+	// CancelRequestedAt is when the owner's cancellation was accepted (the
+	// deal was still a draft); the deal becomes cancelled once its saga
+	// has undone what was done, or stays as its saga ends otherwise.
+	CancelRequestedAt *time.Time `json:"cancel_requested_at,omitempty" db:"cancel_requested_at"`
 
 	IdempotencyKey sql.NullString `json:"-" db:"idempotency_key"`
 	RequestHash    string         `json:"-" db:"request_hash"`
@@ -112,6 +124,10 @@ type Deal struct {
 func (d *Deal) normalize() {
 	d.CreatedAt = d.CreatedAt.UTC()
 	d.UpdatedAt = d.UpdatedAt.UTC()
+	if d.CancelRequestedAt != nil {
+		t := d.CancelRequestedAt.UTC()
+		d.CancelRequestedAt = &t
+	}
 }
 
 // Router returns the service's HTTP handler, behind service.Guard: a

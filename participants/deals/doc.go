@@ -10,6 +10,11 @@
 //	                   supported
 //	GET  /deals        the caller's deals, newest first (?status=, ?limit=, ?cursor=)
 //	GET  /deals/{id}   one deal (404 when it is another user's)
+//	POST /deals/{id}/cancel
+//	                   the owner cancels a draft deal: cancel_requested_at
+//	                   and, in the same transaction, CANCEL_REQUESTED to the
+//	                   saga (sdk.Participant.EmitEvent); 202, again 202
+//	                   replayed; executed, rejected or failed: 409 (Cancel)
 //	GET  /healthz, /readyz
 //
 // The portfolio id of a new deal is accepted in any case and stored in
@@ -23,7 +28,9 @@
 // DEAL_UPDATED with the deal's deal_context and its status. FAIL_DEAL, the
 // compensation of REGISTER, APPROVE_DEAL and REJECT_DEAL (MANUAL_CREATE_ORDER
 // v2), marks a draft, executed or rejected deal failed with the reason the
-// saga context gives (a failed one stays as it is) and replies DEAL_FAILED.
+// saga context gives (a failed one stays as it is) and replies DEAL_FAILED;
+// cancelled instead when the context carries the cancellation deals
+// accepted (MANUAL_CREATE_ORDER v3's CANCELLED).
 // A command that contradicts the deal's state (REJECT_DEAL after execution,
 // APPROVE_DEAL after rejection, either after failure) is a permanent error:
 // the SDK parks it as a dead letter with the reason, and the deal does not

@@ -35,6 +35,7 @@ func (s *Service) routes() *mux.Router {
 	r.Handle("/deals", service.Authed(s.auth, s.log, s.handleCreate)).Methods(http.MethodPost)
 	r.Handle("/deals", service.Authed(s.auth, s.log, s.handleList)).Methods(http.MethodGet)
 	r.Handle("/deals/{id}", service.Authed(s.auth, s.log, s.handleGet)).Methods(http.MethodGet)
+	r.Handle("/deals/{id}/cancel", service.Authed(s.auth, s.log, s.handleCancel)).Methods(http.MethodPost)
 	// The SDK's dead letters (GET/POST /admin/dead-letters...), operators only.
 	service.MountAdmin(r, s.p, s.operatorsOnly)
 	// Prometheus metrics (dead letters, outbox, consumer lag), unauthenticated.
@@ -90,10 +91,10 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request, u auth.User
 	status := r.URL.Query().Get("status")
 	switch {
 	case status == "" && !r.URL.Query().Has("status"):
-	case status == StatusDraft, status == StatusExecuted, status == StatusRejected, status == StatusFailed:
+	case status == StatusDraft, status == StatusExecuted, status == StatusRejected, status == StatusFailed, status == StatusCancelled:
 	default: // an empty ?status= included: the spec has no empty status
 		return service.Invalid(service.FieldError{Field: "status",
-			Message: "must be one of " + strings.Join([]string{StatusDraft, StatusExecuted, StatusRejected, StatusFailed}, ", ") + `, got "` + status + `"`})
+			Message: "must be one of " + strings.Join([]string{StatusDraft, StatusExecuted, StatusRejected, StatusFailed, StatusCancelled}, ", ") + `, got "` + status + `"`})
 	}
 	p, err := s.List(r.Context(), u.Subject, status, page)
 	if err != nil {

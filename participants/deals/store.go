@@ -20,7 +20,7 @@ import (
 )
 
 const dealColumns = `seq, id, user_id, portfolio_id, side, instrument, quantity, price, amount, currency,
-	status, reason, saga_id, idempotency_key, request_hash, created_at, updated_at`
+	status, reason, saga_id, idempotency_key, request_hash, created_at, updated_at, cancel_requested_at`
 
 // NewDeal is a validated request to create a deal.
 type NewDeal struct {

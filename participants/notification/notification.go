@@ -80,7 +80,8 @@ type Notification struct {
 }
 
 // Text is the message for a deal whose saga ended, and the status it is
-// stored under: executed, rejected, or failed. A failed deal's text says
+// stored under: executed, rejected, failed, or cancelled (the owner
+// cancelled it; what profile gave back is said as for a failure). A failed deal's text says
 // why (deal_context.reason, set by deals' FAIL_DEAL) and, when profile
 // reverted the order (rev, the context's order_reversal, for this deal),
 // that the money or the instruments came back. A NOTIFY of a failed saga
@@ -97,24 +98,35 @@ func Text(dc dealctx.DealContext, rev *dealctx.Reversal) (text, status string, e
 			reason = "no reason given"
 		}
 		return "Your " + dc.Describe() + " was rejected: " + reason, dc.Status, nil
+	case dealctx.StatusCancelled:
+		// The owner cancelled it before it was settled (MANUAL_CREATE_ORDER
+		// v3's CANCELLED): say what came back, as for a failure.
+		return "Your " + dc.Describe() + " was cancelled at your request" + returned(dc, rev), dc.Status, nil
 	case dealctx.StatusFailed, dealctx.StatusApproved, "":
 		reason := dc.Reason
 		if dc.Status != dealctx.StatusFailed || reason == "" {
 			reason = "the deal could not be completed"
 		}
-		text = "Your " + dc.Describe() + " failed: " + reason
-		if rev != nil && rev.Reverted && rev.DealID == dc.DealID {
-			switch dc.Side {
-			case dealctx.Buy:
-				text += ". The " + dealctx.Money(dc.Amount) + " " + dc.Currency + " taken from your cash were returned"
-			case dealctx.Sell:
-				text += ". The " + dc.Quantity.String() + " " + dc.Instrument + " sold were returned to your portfolio"
-			}
-		}
-		return text, dealctx.StatusFailed, nil
+		return "Your " + dc.Describe() + " failed: " + reason + returned(dc, rev), dealctx.StatusFailed, nil
 	}
-	return "", "", fmt.Errorf("deal %s has status %q; NOTIFY expects %q, %q or %q", dc.DealID, dc.Status,
-		dealctx.StatusExecuted, dealctx.StatusRejected, dealctx.StatusFailed)
+	return "", "", fmt.Errorf("deal %s has status %q; NOTIFY expects %q, %q, %q or %q", dc.DealID, dc.Status,
+		dealctx.StatusExecuted, dealctx.StatusRejected, dealctx.StatusFailed, dealctx.StatusCancelled)
+}
+
+// returned is what a failed or cancelled deal's text adds when profile
+// reverted the order (rev, the context's order_reversal, for this deal):
+// that the money or the instruments came back; "" otherwise.
+func returned(dc dealctx.DealContext, rev *dealctx.Reversal) string {
+	if rev == nil || !rev.Reverted || rev.DealID != dc.DealID {
+		return ""
+	}
+	switch dc.Side {
+	case dealctx.Buy:
+		return ". The " + dealctx.Money(dc.Amount) + " " + dc.Currency + " taken from your cash were returned"
+	case dealctx.Sell:
+		return ". The " + dc.Quantity.String() + " " + dc.Instrument + " sold were returned to your portfolio"
+	}
+	return ""
 }
 
 // RegisterHandlers registers NOTIFY on p.

@@ -66,6 +66,15 @@ func TestText(t *testing.T) {
 				return &dealctx.Reversal{DealID: uuid.NewString(), Reverted: true}
 			},
 			want: "Your buy of 10 AAPL at 150.00 USD failed: r", wantStatus: "failed"},
+		{name: "cancelled before approval", status: dealctx.StatusCancelled, reason: "cancelled at your request",
+			want: "Your buy of 10 AAPL at 150.00 USD was cancelled at your request", wantStatus: "cancelled"},
+		{name: "cancelled buy, reverted", status: dealctx.StatusCancelled, reason: "cancelled at your request", rev: buyReverted,
+			want: "Your buy of 10 AAPL at 150.00 USD was cancelled at your request. The 1500.00 USD taken from your cash were returned", wantStatus: "cancelled"},
+		{name: "cancelled, the reversal of another deal", status: dealctx.StatusCancelled,
+			rev: func(dealctx.DealContext) *dealctx.Reversal {
+				return &dealctx.Reversal{DealID: uuid.NewString(), Reverted: true}
+			},
+			want: "Your buy of 10 AAPL at 150.00 USD was cancelled at your request", wantStatus: "cancelled"},
 		{name: "failed without reason", status: dealctx.StatusFailed,
 			want: "Your buy of 10 AAPL at 150.00 USD failed: the deal could not be completed", wantStatus: "failed"},
 		// A failed saga whose FAIL_DEAL an operator resolved by hand: the

@@ -22,6 +22,9 @@ const (
 	StatusRejected = "rejected" // profile rejected it (ORDER_REJECTED), or deals marked the deal rejected
 	StatusExecuted = "executed" // deals executed the deal (DEAL_UPDATED)
 	StatusFailed   = "failed"   // the saga failed and deals marked the deal failed (DEAL_FAILED); Reason says why
+	// StatusCancelled: the client cancelled the deal before it was settled
+	// and deals marked it cancelled (DEAL_FAILED of the cancelled saga).
+	StatusCancelled = "cancelled"
 )
 
 // Limits of decimal inputs.

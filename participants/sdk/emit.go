@@ -1,0 +1,58 @@
+package sdk
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
+	"github.com/portfolio-counselor/sagamachine/engine/errs"
+)
+
+// EmitEvent writes an event of this participant for the running saga
+// sagaID (of definition saga) into the outbox inside the caller's
+// transaction, so it is published if and only if the caller's business
+// change commits: for what the participant learns by itself rather than
+// in answer to a command, e.g. a client's request to cancel (deals'
+// CANCEL_REQUESTED). The event carries no causation id: it answers no
+// command. payload (a JSON object, or nil) is merged into the saga's
+// context as any event's. saga-machine applies it if the saga's state
+// allows it from this participant, and dead-letters it otherwise.
+func (p *Participant) EmitEvent(ctx context.Context, tx *sqlx.Tx, sagaID, saga, event string, payload any) error {
+	if tx == nil {
+		return fmt.Errorf("emit %s: tx is nil", event)
+	}
+	if _, err := uuid.Parse(sagaID); err != nil {
+		return errs.Errorf(errs.CodeInvalid, "emit event", "saga id %q is not a UUID: %v", sagaID, err)
+	}
+	if !validName(saga) {
+		return errs.Errorf(errs.CodeInvalid, "emit event", "saga name %q is not like MANUAL_CREATE_ORDER", saga)
+	}
+	if !validName(event) {
+		return errs.Errorf(errs.CodeInvalid, "emit event", "event name %q is not like CANCEL_REQUESTED", event)
+	}
+	body, err := marshalObject(event, payload)
+	if err != nil {
+		return errs.Errorf(errs.CodeInvalid, "emit event", "%s %s: %v", saga, event, err)
+	}
+	m := &envelope.Message{
+		V:           envelope.Version,
+		ID:          uuid.NewString(),
+		SagaID:      sagaID,
+		Saga:        saga,
+		Kind:        envelope.KindEvent,
+		Name:        event,
+		Participant: p.cfg.Name,
+		OccurredAt:  time.Now().UTC(),
+		Payload:     body,
+	}
+	if err := p.insertOutbox(ctx, tx, p.outRowFor(m, encodeMessage(m), startHeaders(ctx))); err != nil {
+		return fmt.Errorf("emit %s to saga %s: %w", event, sagaID, err)
+	}
+	p.log.Debug("event written to the outbox", "saga_id", m.SagaID, "saga", saga, "event", event, "message_id", m.ID)
+	p.wake() // the caller commits soon; the relay also polls
+	return nil
+}
