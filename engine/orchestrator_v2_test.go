@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -817,6 +818,43 @@ func TestHeldBackMappedCommandIsBuiltWhenSent(t *testing.T) {
 			}
 			if len(tell) != 1 || string(tell[0].Payload) != tt.wantSent {
 				t.Fatalf("TELL_SHOP = %v, want one with %s", tell, tt.wantSent)
+			}
+		})
+	}
+}
+
+// BenchmarkStepV2 compares, on SQLite, one saga's first two steps in the
+// shipped MANUAL_CREATE_ORDER (REGISTER, ORDER_APPROVED: the v1 path) with
+// REBAL's (REBALANCE_REQUESTED with a schema, writes and a mapping;
+// RISK_CHECKED with a schema, a decision and a parallel step fanning out
+// over two lines plus one branch: 3 commands and the join stored). One
+// transaction per event, b.N sagas.
+//
+//	go test ./engine -run '^$' -bench BenchmarkStepV2 -benchmem
+func BenchmarkStepV2(b *testing.B) {
+	for _, c := range []struct {
+		name  string
+		first func(id string) engine.Message
+		next  func(id string) engine.Message
+	}{
+		{"v1-manual-create-order",
+			func(id string) engine.Message {
+				return event(id, "REGISTER", "deals", `{"deal_context":{"deal_id":"D1","user_id":42,"amount":"10.5"}}`)
+			},
+			func(id string) engine.Message {
+				return event(id, "ORDER_APPROVED", "profile", `{"approval":{"balance_after":"900.00"}}`)
+			}},
+		{"v2-rebalance",
+			func(id string) engine.Message { return rebal(id, "REBALANCE_REQUESTED", "advisor", "", plan2) },
+			func(id string) engine.Message { return rebal(id, "RISK_CHECKED", "profile", "", `{"risk":{"score":10}}`) }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			h := newV2Harness(b)
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				id := fmt.Sprintf("bench-%d", i)
+				h.handle(b, c.first(id))
+				h.handle(b, c.next(id))
 			}
 		})
 	}
