@@ -29,7 +29,7 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// TestChaosShort is the short chaos run (Short: 1,000 sagas at 12/s from 50
+// TestChaosShort is the short chaos run (Short: 1,000 sagas at 8/s from 50
 // users) on a private PostgreSQL and Kafka: every service killed with
 // SIGKILL once, the broker and PostgreSQL restarted once, a profile replica
 // paused past the session timeout; then it checks, from the databases,
