@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -216,6 +217,36 @@ func BenchmarkDispatchTracing(b *testing.B) {
 				}
 				benchDispatch(b, kind)
 			})
+		}
+	}
+}
+
+// Attack: a command handed to Dispatch (a custom transport, no Kafka
+// consumer in front) with a hostile traceparent. With tracing on, its
+// handle span starts a new trace and the reply carries the outbox span's
+// traceparent, never the hostile text; the handler runs once and replies
+// as it would without the header.
+func TestTracingHostileTraceparentDispatch(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	prov := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	defer tracing.Install(prov)()
+	for _, hostile := range []string{"garbage", "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+		parentTP + "-" + string(make([]byte, 4096))} {
+		exp.Reset()
+		tp := newTracedParticipant(t, 0)
+		_, rec := command(t, "APPROVE_ORDER", uuid.NewString(), orderPayload("d1", 1))
+		rec.Headers[envelope.HeaderTraceparent] = hostile
+		out, err := tp.p.Dispatch(context.Background(), rec)
+		if err != nil || out.Reply == nil || out.Reply.Name != "ORDER_APPROVED" || tp.runs != 1 {
+			t.Fatalf("Dispatch: %+v, %v, %d runs; want ORDER_APPROVED after one run", out, err, tp.runs)
+		}
+		published := flushHeaders(t, tp.p)
+		handles := spanNamed(t, exp.GetSpans(), "handle APPROVE_ORDER")
+		if len(handles) != 1 || handles[0].Parent.IsValid() {
+			t.Fatalf("handle spans %v, want one starting a new trace", handles)
+		}
+		if len(published) != 1 || published[0] == hostile || !strings.Contains(published[0], handles[0].SpanContext.TraceID().String()) {
+			t.Errorf("reply published with traceparent %.60q, want one of the new trace %s", published, handles[0].SpanContext.TraceID())
 		}
 	}
 }
