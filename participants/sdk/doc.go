@@ -48,6 +48,12 @@
 //
 // StartSaga starts a saga atomically with the caller's business change.
 //
+// Tracing (on when the process set up internal/tracing, e.g. a service
+// run with --otlp-endpoint): each command gets a "handle <COMMAND>" span,
+// a child of its traceparent header, carried by the handler's ctx; the
+// reply and StartSaga's event continue the trace. Off, a command's
+// traceparent is copied onto its reply.
+//
 // The SDK works on PostgreSQL (lib/pq) and SQLite (modernc.org/sqlite), on
 // Apache Kafka and the embedded broker. Its tables are created by Migrate.
 // Package sdktest runs handlers in unit tests without Kafka or a database
