@@ -825,6 +825,12 @@ func (o *Orchestrator) checkJoin(b *batch, w *sagaWork, p *Parallel) {
 	j.stopRetries()
 	w.touch()
 	o.raiseNow(b, w, event, derivedID("join", w.inst.ID, j.Cause, string(j.Outcome)))
+	if w.inst.State == j.State {
+		// The state machine refused the join's event (dead letter): the
+		// saga still waits in the state, whose time limit stays armed so
+		// that it does not wait for ever (an operator may replay or abort).
+		w.inst.TimerAt = nextTimer(w.model, w.inst, nil, b.now)
+	}
 }
 
 // applyBranch applies a reply to a branch of w's parallel step: br's ok

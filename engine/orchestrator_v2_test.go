@@ -846,7 +846,9 @@ func BenchmarkStepV2(b *testing.B) {
 			}},
 		{"v2-rebalance",
 			func(id string) engine.Message { return rebal(id, "REBALANCE_REQUESTED", "advisor", "", plan2) },
-			func(id string) engine.Message { return rebal(id, "RISK_CHECKED", "profile", "", `{"risk":{"score":10}}`) }},
+			func(id string) engine.Message {
+				return rebal(id, "RISK_CHECKED", "profile", "", `{"risk":{"score":10}}`)
+			}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			h := newV2Harness(b)
@@ -857,5 +859,60 @@ func BenchmarkStepV2(b *testing.B) {
 				h.handle(b, c.next(id))
 			}
 		})
+	}
+}
+
+// brokenThen's join event leads to a command whose mapping fails.
+const brokenThen = `
+saga: BROKEN_THEN
+version: 1
+participants:
+  a: { topic: A_TOPIC }
+states:
+  WAITING:
+    timeout: { after: 10m, event: TOO_SLOW }
+transitions:
+  - on: GO
+    by: a
+    from: []
+    to: WAITING
+    send:
+      - { to: a, command: ASK, ok: YES, compensate: { command: UNASK, done: UNASKED } }
+    join: { policy: all, then: ALL_YES, else: SOME_NO }
+  - { on: ALL_YES, by: engine, from: [WAITING], to: DONE, send: { to: a, command: TELL, payload: { x: context.nope } } }
+  - { on: SOME_NO, by: engine, from: [WAITING], to: FAILED }
+  - { on: TOO_SLOW, by: engine, from: [WAITING], to: FAILED }
+final: [DONE]
+failed: [FAILED]
+`
+
+// The join's then event is refused (its command's mapping fails): a dead
+// letter, and the saga keeps its state's time limit, which fails it and
+// compensates the branch instead of leaving it waiting for ever.
+func TestRefusedJoinEventKeepsTheStateTimeout(t *testing.T) {
+	h := newHarness(t, brokenThen)
+	ev := func(name, causation string) engine.Message {
+		m := event("b1", name, "a", "")
+		m.Saga, m.CausationID = "BROKEN_THEN", causation
+		return m
+	}
+	h.handle(t, ev("GO", ""))
+	br := h.branches(t, "b1")
+	h.handle(t, ev("YES", br["1"].ID))
+	in := h.inst(t, "b1")
+	if in.State != "WAITING" || in.Join.Outcome != engine.JoinResultDone || in.TimerAt == nil {
+		t.Fatalf("saga = %s join %s timer %v, want WAITING, join done, timer armed", in.State, in.Join.Outcome, in.TimerAt)
+	}
+	var refused bool
+	for _, d := range h.deadLetters(t) {
+		refused = refused || (d.SagaID == "b1" && strings.Contains(d.Reason, "nope"))
+	}
+	if !refused {
+		t.Fatal("no dead letter for the refused ALL_YES")
+	}
+	h.fireAt(t, "b1")
+	in = h.inst(t, "b1")
+	if in.State != "FAILED" || undoStatuses(in) != "UNASK=compensating" {
+		t.Fatalf("after the time limit: %s undo %s, want FAILED compensating UNASK", in.State, undoStatuses(in))
 	}
 }
