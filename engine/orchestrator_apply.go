@@ -225,7 +225,13 @@ func (o *Orchestrator) apply(b *batch, in *inbound) error {
 		}
 		b.sagas[m.SagaID] = w
 		b.order = append(b.order, m.SagaID)
-		return o.enter(b, w, in, step)
+		if err := o.enter(b, w, in, step); err != nil {
+			// Refused (e.g. a payload mapping fails): no saga is created.
+			delete(b.sagas, m.SagaID)
+			b.order = b.order[:len(b.order)-1]
+			return err
+		}
+		return nil
 	}
 	if w.model == nil {
 		model, err := o.cat.Get(w.inst.Saga, w.inst.SagaVersion)

@@ -916,3 +916,42 @@ func TestRefusedJoinEventKeepsTheStateTimeout(t *testing.T) {
 		t.Fatalf("after the time limit: %s undo %s, want FAILED compensating UNASK", in.State, undoStatuses(in))
 	}
 }
+
+// startMap's start sends a command whose mapping reads the start's payload.
+const startMap = `
+saga: START_MAP
+version: 1
+participants:
+  shop: { topic: SHOP_TOPIC }
+transitions:
+  - { on: ORDER, by: shop, from: [], to: NEW, send: { to: shop, command: ACK, payload: { total: context.order.total } } }
+  - { on: ACKED, by: shop, from: [NEW], to: DONE }
+final: [DONE]
+`
+
+// A start whose command's mapping fails creates no saga: dead letter, no
+// instance, no timeline, nothing sent; a good start afterwards works.
+func TestStartWithFailingMappingCreatesNothing(t *testing.T) {
+	h := newHarness(t, startMap)
+	bad := event("sm1", "ORDER", "shop", `{"basket":[]}`)
+	bad.Saga = "START_MAP"
+	h.handle(t, bad)
+	if dl := h.deadLetterFor(t, bad.ID); dl.Code != engine.CodeInvalid || !strings.Contains(dl.Reason, "total") {
+		t.Fatalf("dead letter = %s %q, want invalid naming the key", dl.Code, dl.Reason)
+	}
+	if _, err := h.st.GetInstance(t.Context(), "sm1"); engine.ErrorCode(err) != engine.CodeNotFound {
+		t.Fatalf("GetInstance = %v, want not found", err)
+	}
+	if hist := h.history(t, "sm1"); len(hist) != 0 {
+		t.Fatalf("timeline of a saga never created: %v", kinds(hist))
+	}
+	if len(h.outbox()) != 0 {
+		t.Fatal("a refused start sent a command")
+	}
+	good := event("sm1", "ORDER", "shop", `{"order":{"total":3}}`)
+	good.Saga = "START_MAP"
+	h.handle(t, good)
+	if got := string(h.last(t, "ACK").Payload); got != `{"total":3}` {
+		t.Fatalf("ACK payload = %s", got)
+	}
+}
