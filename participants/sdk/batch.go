@@ -97,7 +97,7 @@ func (p *Participant) batch(ctx context.Context, recs []kafka.Record) (outs []Ou
 // failedAt is its index and failure its handler error (nil if another
 // consumer recorded it meanwhile). ok is false on database trouble.
 func (p *Participant) runBatch(ctx context.Context, recs []kafka.Record, msgs []envelope.Message, hs []handlerFunc) (outs []Outcome, failedAt int, failure error, ok bool) {
-	tx, err := p.db.BeginTxx(ctx, nil)
+	tx, err := p.beginHandlerTx(ctx)
 	if err != nil {
 		return nil, 0, nil, false
 	}

@@ -199,7 +199,7 @@ func (p *Participant) attempt(ctx context.Context, msg envelope.Message, headers
 		ctx, headers, span = p.startHandle(ctx, msg, headers) // tracing.go
 		defer func() { tracing.End(span, err) }()
 	}
-	tx, err := p.db.BeginTxx(ctx, nil)
+	tx, err := p.beginHandlerTx(ctx)
 	if err != nil {
 		return attemptResult{}, false, fmt.Errorf("begin transaction for %s %s: %w", msg.Name, msg.ID, err)
 	}

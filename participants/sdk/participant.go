@@ -31,6 +31,9 @@ const (
 	DefaultRelayPoll       = 100 * time.Millisecond
 	DefaultRelayLease      = 30 * time.Second
 	DefaultShutdownTimeout = 10 * time.Second
+	// DefaultTxIdleTimeout bounds how long a handler's transaction may sit
+	// idle on PostgreSQL (Config.TxIdleTimeout).
+	DefaultTxIdleTimeout = 15 * time.Second
 	// DefaultInboxRetention is how long inbox records of handled commands
 	// are kept (Config.InboxRetention).
 	DefaultInboxRetention = 7 * 24 * time.Hour
@@ -150,6 +153,19 @@ type Config struct {
 	// given up on. Compensation commands ignore deadlines (see
 	// Command.Compensates).
 	DeadlineMargin time.Duration
+	// TxIdleTimeout bounds, on PostgreSQL, how long the transaction in
+	// which handlers run may sit idle (no statement running) before the
+	// server ends it and its session (idle_in_transaction_session_timeout,
+	// set for that transaction only). A paused or hung replica then
+	// releases the inbox and business rows it locked instead of holding
+	// them until it resumes: once its partitions move, the new owner
+	// handles the same commands without waiting on those locks, and the
+	// paused replica's transaction rolls back. A handler must not spend
+	// longer than this between two statements of its transaction (calls
+	// to slow outside services belong outside it). Default 15s, below
+	// Kafka's session timeout so that the rows are free by the time the
+	// partitions move. Ignored on SQLite (one process owns the file).
+	TxIdleTimeout time.Duration
 }
 
 // Participant is one participant service's connection to the saga bus:
@@ -163,6 +179,7 @@ type Participant struct {
 	dialect dialect
 	log     *slog.Logger
 	kick    relay.Signal // wakes the relay
+	idleSQL string       // txbound.go: bounds a handler transaction's idle time (PostgreSQL)
 
 	mu       sync.RWMutex
 	handlers map[string]handlerFunc
@@ -203,6 +220,7 @@ func New(cfg Config) (*Participant, error) {
 		{"PruneEvery", cfg.PruneEvery < 0},
 		{"ShutdownTimeout", cfg.ShutdownTimeout < 0},
 		{"DeadlineMargin", cfg.DeadlineMargin < 0},
+		{"TxIdleTimeout", cfg.TxIdleTimeout < 0},
 	} {
 		if c.bad {
 			return nil, fmt.Errorf("new participant %s: Config.%s is negative", cfg.Name, c.name)
@@ -260,6 +278,12 @@ func New(cfg Config) (*Participant, error) {
 	if cfg.InboxRetention == 0 {
 		cfg.InboxRetention = DefaultInboxRetention
 	}
+	if cfg.TxIdleTimeout == 0 {
+		cfg.TxIdleTimeout = DefaultTxIdleTimeout
+	}
+	if cfg.TxIdleTimeout < time.Millisecond {
+		return nil, fmt.Errorf("new participant %s: Config.TxIdleTimeout %s is below 1ms (PostgreSQL counts it in milliseconds)", cfg.Name, cfg.TxIdleTimeout)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -280,6 +304,7 @@ func New(cfg Config) (*Participant, error) {
 		dialect:  d,
 		log:      cfg.Logger.With("participant", cfg.Name),
 		kick:     relay.NewSignal(),
+		idleSQL:  idleTimeoutSQL(cfg.TxIdleTimeout.Milliseconds()),
 		handlers: map[string]handlerFunc{},
 	}, nil
 }
