@@ -35,6 +35,16 @@ KAFKA_CONF="$KAFKA_DIR/server.properties"
 KAFKA_LOG4J="$KAFKA_DIR/log4j2.properties"
 KAFKA_LOG="$KAFKA_DIR/server.log"
 KAFKA_PID="$KAFKA_DIR/kafka.pid"
+# The broker's heap. Every test creates topics of its own (a suffix per
+# test), so the test broker holds thousands of partitions after a few runs;
+# 512 MB ran out of heap at about 16,000 (OutOfMemoryError, then the broker
+# stopped answering).
+KAFKA_HEAP="${SAGA_KAFKA_HEAP:-1g}"
+# A stopped broker holding more partitions than this is wiped before it
+# starts again (test data only: the topics of finished tests), because
+# loading them took minutes and answered clients before it was done; the
+# setup step then recreates the users, ACLs and shipped topics.
+KAFKA_MAX_PARTITIONS="${SAGA_KAFKA_MAX_PARTITIONS:-4000}"
 KAFKA_USERS_DIR="$KAFKA_DIR/users" # one file per SCRAM user: its password (mode 600)
 
 # Authentication of the test broker: SASL/SCRAM-SHA-512 on the client

@@ -273,6 +273,20 @@ upgrade_kafka() {
 	rm -rf "$KAFKA_LOG_DIRS"
 }
 
+# wipe_kafka_if_crowded removes the data of a stopped broker that holds
+# more than KAFKA_MAX_PARTITIONS partitions (the topics of finished tests):
+# start_kafka then formats it afresh and setup_kafka recreates what the
+# shipped definitions need.
+wipe_kafka_if_crowded() {
+	[[ -d "$KAFKA_LOG_DIRS" ]] || return 0
+	local n
+	n="$(find "$KAFKA_LOG_DIRS" -mindepth 1 -maxdepth 1 -type d -name '*-[0-9]*' | wc -l)"
+	if ((n > KAFKA_MAX_PARTITIONS)); then
+		log "the stopped broker holds $n partitions (over $KAFKA_MAX_PARTITIONS, mostly finished tests' topics): wiping $KAFKA_LOG_DIRS"
+		rm -rf "$KAFKA_LOG_DIRS"
+	fi
+}
+
 start_kafka() {
 	local pid
 	upgrade_kafka
@@ -287,8 +301,9 @@ start_kafka() {
 	java="$(find_java)" || die "Kafka $KAFKA_VERSION needs Java 17 or newer; found none (java on PATH: $(command -v java || echo none)). apt-get install -y openjdk-17-jre-headless"
 	fetch_kafka
 	write_kafka_conf
+	wipe_kafka_if_crowded
 	local cp="$KAFKA_LIBS/*"
-	local jvm=(-Xms512m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
+	local jvm=("-Xms$KAFKA_HEAP" "-Xmx$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
 		-Dlog4j2.configurationFile="$KAFKA_LOG4J")
 
 	if [[ ! -f "$KAFKA_LOG_DIRS/meta.properties" ]]; then
