@@ -17,6 +17,8 @@ import (
 
 	"github.com/google/uuid"
 	_ "github.com/lib/pq" // PostgreSQL driver for the admin connection
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 )
@@ -202,7 +204,56 @@ var quiet = slog.New(slog.DiscardHandler)
 
 // Name returns a name unique to this test run, for topics and consumer
 // groups, e.g. Name(t, "SAGA_SERVER_TOPIC") = "SAGA_SERVER_TOPIC.t1a2b3c4".
+//
+// When the test ends, the topics of the test Kafka cluster named n, or n
+// followed by "_" or "." (the per-participant event topics a saga-machine
+// derives from it), are deleted, so that the cluster does not accumulate the
+// topics of finished tests from run to run. Nothing happens when no test of
+// this process reached that cluster.
 func Name(tb testing.TB, base string) string {
 	tb.Helper()
-	return base + ".t" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
+	n := base + ".t" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
+	tb.Cleanup(func() { dropTopics(n) })
+	return n
+}
+
+// dropTopics deletes the test cluster's topics named name or starting with
+// name+"_" or name+"." (best effort: a test's result never depends on it).
+func dropTopics(name string) {
+	list := os.Getenv("SAGA_TEST_KAFKA_BROKERS")
+	if list == "" {
+		list = DefaultKafkaBrokers
+	}
+	brokers := strings.Split(list, ",")
+	authMu.Lock()
+	_, reached := authKnown[strings.Join(brokers, ",")]
+	authMu.Unlock()
+	if !reached {
+		return
+	}
+	opts, err := kafka.Config{Brokers: brokers, SASL: KafkaSASLFor(brokers), Logger: quiet}.ClientOpts()
+	if err != nil {
+		return
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	adm := kadm.NewClient(cl)
+	topics, err := adm.ListTopics(ctx)
+	if err != nil {
+		return
+	}
+	var drop []string
+	for _, t := range topics.Names() {
+		if t == name || strings.HasPrefix(t, name+"_") || strings.HasPrefix(t, name+".") {
+			drop = append(drop, t)
+		}
+	}
+	if len(drop) > 0 {
+		_, _ = adm.DeleteTopics(ctx, drop...)
+	}
 }
