@@ -15,6 +15,7 @@
 // Pages (hash routes): #/definitions (every definition drawn as a diagram
 // with the live number of instances per state, refreshed every few
 // seconds), #/sagas (search by definition, state, status and business key),
-// #/sagas/{id} (one saga's timeline, with re-send and abort) and
-// #/dead-letters (with a replay button). See docs/console.md.
+// #/sagas/{id} (one saga's timeline, its parallel step's branches, with
+// re-send and abort) and #/dead-letters (with a replay button). See
+// docs/console.md.
 package console

@@ -523,7 +523,11 @@ async function sagasPage(view, params) {
 const kindLabels = { event: "event", refused: "refused", timer: "timer", retry: "retry", operator: "operator",
   compensation: "compensation", compensation_failed: "compensation failed", expired: "expired", late: "late reply" };
 
-function timelineEntry(h) {
+// timelineEntry renders one timeline entry. seen (optional) maps the ids
+// of the commands named by earlier entries to their latest attempt: a
+// command named again with the same attempt is one this entry answers
+// (a parallel step's branch reply), with a higher one a re-send.
+function timelineEntry(h, seen) {
   const move = h.from_state || h.to_state
     ? el("span", { class: "move" }, h.from_state || "start", " → ", h.to_state || h.from_state)
     : null;
@@ -535,12 +539,81 @@ function timelineEntry(h) {
         el("strong", { class: "event" }, h.event || "(unnamed)"),
         h.by ? el("span", { class: "muted" }, `by ${h.by}`) : null,
         move),
-      (h.commands || []).map(c => el("div", { class: "command" },
-        "⇢ sent ", el("strong", {}, c.name), ` to ${c.participant}`, c.attempt > 1 ? ` (attempt ${c.attempt})` : "",
-        el("span", { class: "mono muted small" }, ` ${shortID(c.id)}`))),
+      (h.commands || []).map(c => {
+        const before = seen ? seen.get(c.id) : undefined;
+        if (seen) seen.set(c.id, Math.max(c.attempt || 0, before || 0));
+        const answered = before !== undefined && (c.attempt || 0) <= before;
+        return el("div", { class: "command", "data-branch": c.branch || null, "data-verb": answered ? "answers" : "sent" },
+        answered ? "⇠ answers " : "⇢ sent ", c.branch ? [branchPill(c.branch), " "] : null,
+        el("strong", {}, c.name), ` to ${c.participant}`, c.attempt > 1 ? ` (attempt ${c.attempt})` : "",
+        el("span", { class: "mono muted small" }, ` ${shortID(c.id)}`));
+      }),
       h.code ? el("div", { class: "refusal" }, el("span", { class: "pill red" }, h.code), " ", h.reason || "") : null,
       !h.code && h.reason ? el("div", { class: "reason" }, "“", h.reason, "”") : null,
       h.actor ? el("div", { class: "actor muted small" }, h.kind === "operator" ? `by operator ${h.actor}` : `fired over the API by ${h.actor}`) : null));
+}
+
+// branchPill names a parallel step's branch: "2", or "2[3]" for the
+// element at index 3 of the second branch's fan-out.
+function branchPill(label) {
+  return el("span", { class: "pill branch", title: "branch of the parallel step" }, `branch ${label}`);
+}
+
+// branchLabel is the engine's BranchCommand.Label: the branch's position
+// from 1, with the fan-out element's index.
+function branchLabel(c) {
+  return String(Number(c.branch) + 1) + (c.element !== undefined && c.element !== null ? `[${c.element}]` : "");
+}
+
+const joinPolicies = { all: "all branches must succeed", first: "the first to succeed", at_least: "at least N must succeed" };
+const joinOutcomes = { done: ["done: raised then", "green"], failed: ["failed: raised else", "red"], left: ["left before the join decided", "grey"] };
+
+// joinDecision finds the timeline entry in which the engine raised the
+// join's then or else event: the first engine entry leaving the join's
+// state after the entry of the event that started the step.
+function joinDecision(j, timeline) {
+  if (j.outcome !== "done" && j.outcome !== "failed") return null;
+  const start = timeline.findIndex(h => h.message_id === j.cause);
+  return timeline.slice(start + 1).find(h => h.kind === "timer" && h.from_state === j.state) || null;
+}
+
+// joinPanel shows the saga's latest parallel step (GET /sagas/{id}'s
+// saga.join): its policy and outcome, and per branch command its label,
+// participant, status, attempts, next re-send, deadline and payload. Every
+// value goes in as text.
+function joinPanel(j, timeline) {
+  const commands = j.commands || [];
+  const ok = commands.filter(c => c.status === "ok").length;
+  const failed = commands.filter(c => c.status === "failed").length;
+  const outcome = j.outcome ? joinOutcomes[j.outcome] || [j.outcome, "grey"] : ["waiting for the join", "blue"];
+  const decision = joinDecision(j, timeline || []);
+  const step = (timeline || []).find(h => h.message_id === j.cause && h.to_state === j.state);
+  const facts = [
+    ["Started by", [el("strong", {}, j.event), el("span", { class: "mono muted small" }, ` ${shortID(j.cause)}`)]],
+    ["Joins in state", pill(j.state, "state")],
+    ["Policy", `${j.policy}${j.policy === "at_least" ? " " + j.need : ""} (${joinPolicies[j.policy] || "policy"}): ${j.need} of ${commands.length} needed`],
+    step && step.reason ? ["Join", step.reason] : null,
+    ["Replies", `${ok} ok, ${failed} failed, ${commands.length - ok - failed} pending`],
+    ["Outcome", [pill(outcome[0], outcome[1]), decision ? [" ", el("strong", { class: "decision" }, decision.event), ` → ${decision.to_state || decision.from_state}`] : null]],
+  ];
+  const rows = commands.map(c => el("tr", { "data-branch": branchLabel(c), "data-status": c.status },
+    el("td", {}, branchPill(branchLabel(c))),
+    el("td", {}, c.participant),
+    el("td", {}, el("strong", {}, c.name), el("div", { class: "mono muted small", title: c.id }, shortID(c.id))),
+    el("td", {}, pill(c.status, { ok: "green", failed: "red", pending: "blue" }[c.status] || "grey"),
+      c.why ? el("div", { class: "reason small" }, c.why) : null),
+    el("td", {}, String(c.attempts || 0)),
+    el("td", { class: "time" }, c.next_at ? fmtTime(c.next_at) : "—"),
+    el("td", { class: "time" }, c.deadline ? fmtTime(c.deadline) : "none"),
+    el("td", {}, c.payload !== undefined
+      ? el("details", {}, el("summary", { class: "small" }, "payload"), el("pre", { class: "json" }, JSON.stringify(c.payload, null, 2)))
+      : el("span", { class: "muted" }, "—"))));
+  return el("section", { class: "card", id: "parallel-step" },
+    el("h2", {}, `Parallel step (${commands.length} command${commands.length === 1 ? "" : "s"})`),
+    el("dl", { class: "facts" }, facts.filter(f => f).map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])),
+    el("table", { class: "list", id: "branch-table" },
+      el("thead", {}, el("tr", {}, ["Branch", "Participant", "Command", "Status", "Attempts", "Next re-send", "Deadline", "Payload"].map(h => el("th", {}, h)))),
+      el("tbody", {}, rows)));
 }
 
 async function sagaPage(view, id) {
@@ -553,7 +626,8 @@ async function sagaPage(view, id) {
     ["Updated", fmtTime(s.updated_at)],
     ["In state since", fmtTime(s.entered_at)],
     ["Next timer", s.timer_at ? fmtTime(s.timer_at) : "none"],
-    ["Pending command", s.pending ? `${s.pending.name} → ${s.pending.participant} (attempt ${s.attempts || 1})` : "none"],
+    ["Pending command", s.pending ? `${s.pending.name} → ${s.pending.participant} (attempt ${s.attempts || 1})`
+      : s.join && !s.join.outcome ? "none: the parallel step below waits for its branches" : "none"],
   ];
   if (s.deferred) facts.push(["Held back until compensated", `${s.deferred.name} → ${s.deferred.participant}`]);
   for (const [k, v] of Object.entries(s.keys || {})) facts.push([`Key ${k}`, v]);
@@ -577,13 +651,17 @@ async function sagaPage(view, id) {
     el("button", { type: "button", class: "button danger", disabled: !running || !operate, onclick: () => act("abort", {}, "Saga aborted") }, "Abort saga"),
     stuck ? el("button", { type: "button", class: "button", disabled: !operate, onclick: () => act("compensation/retry", {}, "Compensation re-sent") }, "Retry compensation") : null,
     stuck ? el("button", { type: "button", class: "button danger", disabled: !operate, onclick: () => act("compensation/resolve", {}, "Compensation resolved") }, "Mark compensation done by hand") : null);
-  const undo = (s.undo || []).map(u => el("tr", {},
+  const undo = (s.undo || []).map(u => el("tr", { "data-branch": u.branch || null, "data-group": u.group || null },
     el("td", {}, el("strong", {}, u.command), ` → ${u.participant}`),
-    el("td", {}, `${u.of_kind} ${u.of_name}`, el("span", { class: "mono muted small" }, ` ${shortID(u.of)}`)),
-    el("td", {}, pill(u.status, { compensated: "green", resolved: "green", compensating: "amber", expired: "grey" }[u.status] || "blue"),
+    el("td", {}, u.branch ? [branchPill(u.branch), " "] : null, `${u.of_kind} ${u.of_name}`, el("span", { class: "mono muted small" }, ` ${shortID(u.of)}`),
+      u.group ? el("div", { class: "muted small", title: u.group }, `parallel step ${shortID(u.group)}: compensated together`) : null),
+    el("td", {}, pill(u.status, { compensated: "green", resolved: "green", compensating: "amber", expired: "grey", failed: "grey" }[u.status] || "blue"),
+      u.stuck ? el("div", { class: "refusal small" }, "unanswered past its last attempt") : null,
       u.resolved_by ? el("div", { class: "muted small" }, `by ${u.resolved_by}: ${u.reason || ""}`) : null,
-      u.sent ? el("div", { class: "muted small" }, `sent ${u.sent}×`) : null)));
+      u.sent ? el("div", { class: "muted small" }, `sent ${u.sent}×`) : null,
+      u.next_at ? el("div", { class: "muted small" }, `next re-send ${fmtTime(u.next_at)}`) : null)));
   const flashText = takeFlash();
+  const seen = new Map(); // command id → latest attempt, for timelineEntry
   setView(view,
     el("div", { class: "page-head" },
       el("p", {}, el("a", { href: "#/sagas" }, "← all sagas")),
@@ -595,6 +673,7 @@ async function sagaPage(view, id) {
         el("dl", { class: "facts" }, facts.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]))),
       el("section", { class: "card" }, el("h2", {}, "Context"),
         el("pre", { class: "json" }, JSON.stringify(s.context || {}, null, 2)))),
+    s.join ? joinPanel(s.join, timeline) : null,
     undo.length ? el("section", { class: "card", id: "compensations" }, el("h2", {}, "Compensations (newest is undone first)"),
       el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Compensation"), el("th", {}, "Undoes"), el("th", {}, "Status"))),
         el("tbody", {}, undo))) : null,
@@ -602,7 +681,7 @@ async function sagaPage(view, id) {
       operate ? el("p", { class: "muted small" }, "Needs the saga-operator role. Your name and reason go into the timeline.") : readOnlyNote(),
       actions, result),
     el("section", { class: "card" }, el("h2", {}, `Timeline (${timeline.length})`),
-      el("ol", { class: "timeline", id: "timeline" }, timeline.map(timelineEntry))));
+      el("ol", { class: "timeline", id: "timeline" }, timeline.map(h => timelineEntry(h, seen)))));
 }
 
 // ---- Dead letters ---------------------------------------------------------
