@@ -5,6 +5,13 @@
 // failed: <reason>" with what came back when the order was reverted), and
 // logs what it would send, once per deal outcome. It emits no reply.
 //
+// NOTIFY carries either the notificationDTO (DTO, {"notificationDTO":
+// {...}}, built by MANUAL_CREATE_ORDER v3's payload mapping) or the whole
+// saga context with its deal_context (versions 1 and 2); anything else, a
+// DTO that is not exactly DTO, and a NOTIFY for a deal already notified to
+// another user or in another saga are parked as dead letters with the
+// reason.
+//
 // HTTP (schema/openapi/notification.yaml), every route but the probes
 // behind the OIDC bearer-token middleware:
 //

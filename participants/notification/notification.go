@@ -2,6 +2,9 @@ package notification
 
 import (
 	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -134,14 +137,24 @@ func (s *Service) RegisterHandlers(p *sdk.Participant) {
 	sdk.Handle(p, CommandNotify, s.handleNotify)
 }
 
-func (s *Service) handleNotify(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[dealctx.Envelope]) (sdk.Result, error) {
-	dc, err := dealctx.FromCommand(cmd.Payload)
+// handleNotify stores the notification a NOTIFY asks for. The payload is
+// either the notificationDTO (MANUAL_CREATE_ORDER v3) or the whole saga
+// context (v1 and v2, still running): parseNotify tells them apart and
+// anything else is parked with the reason. A deal is told to one user in
+// one saga: a NOTIFY naming another user or saga than the deal's earlier
+// notifications is parked and nobody is told.
+func (s *Service) handleNotify(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[json.RawMessage]) (sdk.Result, error) {
+	nt, err := parseNotify(cmd.Payload)
 	if err != nil {
 		return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: %w", cmd.Name, err))
 	}
-	text, status, err := Text(dc, cmd.Payload.OrderReversal)
+	dc := nt.dc
+	text, status, err := Text(dc, nt.rev)
 	if err != nil {
 		return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: %w", cmd.Name, err))
+	}
+	if err := s.checkRecipient(ctx, tx, dc.DealID, dc.UserID, cmd.SagaID); err != nil {
+		return sdk.Result{}, fmt.Errorf("%s: %w", cmd.Name, err)
 	}
 	n := Notification{ID: uuid.NewString(), UserID: dc.UserID, DealID: dc.DealID, SagaID: cmd.SagaID,
 		Status: status, Text: text, CreatedAt: s.now().UTC()}
@@ -163,6 +176,31 @@ func (s *Service) handleNotify(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command
 	s.log.InfoContext(ctx, "notification (stub gateway: would send)", "to_user", n.UserID, "notification_id", n.ID,
 		"deal_id", n.DealID, "saga_id", n.SagaID, "text", n.Text)
 	return sdk.NoReply(), nil
+}
+
+// checkRecipient refuses (permanently) a notification of dealID to userID
+// in sagaID when the deal was notified before to another user or in
+// another saga: a deal has one owner and one saga, so such a NOTIFY is
+// forged or built from a corrupted context, and nobody is told. The
+// service keeps no deals: the first notification of a deal cannot be
+// checked against its owner here (saga-machine, the only writer of
+// NOTIFICATION_TOPIC, builds it from the context deals wrote).
+func (s *Service) checkRecipient(ctx context.Context, tx *sqlx.Tx, dealID, userID, sagaID string) error {
+	const q = `SELECT user_id, saga_id FROM notifications WHERE deal_id = ? AND (user_id <> ? OR saga_id <> ?) LIMIT 1`
+	var prev struct {
+		UserID string `db:"user_id"`
+		SagaID string `db:"saga_id"`
+	}
+	err := s.sql.Get(ctx, tx, &prev, q, dealID, userID, sagaID)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil
+	case err != nil:
+		return fmt.Errorf("check the earlier notifications of deal %s: %w", dealID, err)
+	case prev.UserID != userID:
+		return sdk.Permanent(fmt.Errorf("deal %s was notified to another user before; refusing to tell user %q about it", dealID, truncate(userID, 64)))
+	}
+	return sdk.Permanent(fmt.Errorf("deal %s was notified before in saga %s; refusing a notification from saga %s", dealID, prev.SagaID, sagaID))
 }
 
 // List returns a page of userID's notifications, newest first.
