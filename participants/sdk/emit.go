@@ -3,13 +3,8 @@ package sdk
 import (
 	"context"
 	"fmt"
-	"time"
 
-	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
-
-	"github.com/portfolio-counselor/sagamachine/engine/envelope"
-	"github.com/portfolio-counselor/sagamachine/engine/errs"
 )
 
 // EmitEvent writes an event of this participant for the running saga
@@ -25,29 +20,9 @@ func (p *Participant) EmitEvent(ctx context.Context, tx *sqlx.Tx, sagaID, saga, 
 	if tx == nil {
 		return fmt.Errorf("emit %s: tx is nil", event)
 	}
-	if _, err := uuid.Parse(sagaID); err != nil {
-		return errs.Errorf(errs.CodeInvalid, "emit event", "saga id %q is not a UUID: %v", sagaID, err)
-	}
-	if !validName(saga) {
-		return errs.Errorf(errs.CodeInvalid, "emit event", "saga name %q is not like MANUAL_CREATE_ORDER", saga)
-	}
-	if !validName(event) {
-		return errs.Errorf(errs.CodeInvalid, "emit event", "event name %q is not like CANCEL_REQUESTED", event)
-	}
-	body, err := marshalObject(event, payload)
+	m, err := p.newEvent("emit event", "CANCEL_REQUESTED", sagaID, saga, event, payload)
 	if err != nil {
-		return errs.Errorf(errs.CodeInvalid, "emit event", "%s %s: %v", saga, event, err)
-	}
-	m := &envelope.Message{
-		V:           envelope.Version,
-		ID:          uuid.NewString(),
-		SagaID:      sagaID,
-		Saga:        saga,
-		Kind:        envelope.KindEvent,
-		Name:        event,
-		Participant: p.cfg.Name,
-		OccurredAt:  time.Now().UTC(),
-		Payload:     body,
+		return err
 	}
 	if err := p.insertOutbox(ctx, tx, p.outRowFor(m, encodeMessage(m), startHeaders(ctx))); err != nil {
 		return fmt.Errorf("emit %s to saga %s: %w", event, sagaID, err)

@@ -40,20 +40,37 @@ func (p *Participant) StartSagaWithID(ctx context.Context, tx *sqlx.Tx, sagaID, 
 	if tx == nil {
 		return fmt.Errorf("start saga %s: tx is nil", saga)
 	}
+	m, err := p.newEvent("start saga", "REGISTER", sagaID, saga, event, payload)
+	if err != nil {
+		return err
+	}
+	if err := p.insertOutbox(ctx, tx, p.outRowFor(m, encodeMessage(m), startHeaders(ctx))); err != nil {
+		return fmt.Errorf("start saga %s: %w", saga, err)
+	}
+	p.log.Debug("saga start written to the outbox", "saga_id", m.SagaID, "saga", saga, "event", event, "message_id", m.ID)
+	p.wake() // the caller commits soon; the relay also polls
+	return nil
+}
+
+// newEvent checks the names and the payload of an event this participant
+// writes on its own (a saga start, EmitEvent) and builds its envelope. op
+// names the operation in errors (invalid input, errs.CodeInvalid) and
+// example is an event name shown as the expected form.
+func (p *Participant) newEvent(op, example, sagaID, saga, event string, payload any) (*envelope.Message, error) {
 	if _, err := uuid.Parse(sagaID); err != nil {
-		return errs.Errorf(errs.CodeInvalid, "start saga", "saga id %q is not a UUID: %v", sagaID, err)
+		return nil, errs.Errorf(errs.CodeInvalid, op, "saga id %q is not a UUID: %v", sagaID, err)
 	}
 	if !validName(saga) {
-		return errs.Errorf(errs.CodeInvalid, "start saga", "saga name %q is not like MANUAL_CREATE_ORDER", saga)
+		return nil, errs.Errorf(errs.CodeInvalid, op, "saga name %q is not like MANUAL_CREATE_ORDER", saga)
 	}
 	if !validName(event) {
-		return errs.Errorf(errs.CodeInvalid, "start saga", "event name %q is not like REGISTER", event)
+		return nil, errs.Errorf(errs.CodeInvalid, op, "event name %q is not like %s", event, example)
 	}
 	body, err := marshalObject(event, payload)
 	if err != nil {
-		return errs.Errorf(errs.CodeInvalid, "start saga", "%s %s: %v", saga, event, err)
+		return nil, errs.Errorf(errs.CodeInvalid, op, "%s %s: %v", saga, event, err)
 	}
-	m := &envelope.Message{
+	return &envelope.Message{
 		V:           envelope.Version,
 		ID:          uuid.NewString(),
 		SagaID:      sagaID,
@@ -63,13 +80,7 @@ func (p *Participant) StartSagaWithID(ctx context.Context, tx *sqlx.Tx, sagaID, 
 		Participant: p.cfg.Name,
 		OccurredAt:  time.Now().UTC(),
 		Payload:     body,
-	}
-	if err := p.insertOutbox(ctx, tx, p.outRowFor(m, encodeMessage(m), startHeaders(ctx))); err != nil {
-		return fmt.Errorf("start saga %s: %w", saga, err)
-	}
-	p.log.Debug("saga start written to the outbox", "saga_id", m.SagaID, "saga", saga, "event", event, "message_id", m.ID)
-	p.wake() // the caller commits soon; the relay also polls
-	return nil
+	}, nil
 }
 
 // Record is one record on the bus (envelope.Record): an encoded message
