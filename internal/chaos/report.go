@@ -508,34 +508,24 @@ func (r *Report) otherViolations() int {
 	return n
 }
 
-func counts(m map[string]int) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var parts []string
-	for _, k := range keys {
-		parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
-	}
-	if len(parts) == 0 {
-		return "none"
-	}
-	return strings.Join(parts, ", ")
-}
+func counts(m map[string]int) string { return joinSorted(m, "none") }
 
-func lags(m map[string]int64) string {
+func lags(m map[string]int64) string { return joinSorted(m, "unknown") }
+
+// joinSorted lists m as "key value" pairs in key order, or says empty when
+// m has none.
+func joinSorted[V int | int64](m map[string]V, empty string) string {
+	if len(m) == 0 {
+		return empty
+	}
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	var parts []string
+	parts := make([]string, 0, len(keys))
 	for _, k := range keys {
 		parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
-	}
-	if len(parts) == 0 {
-		return "unknown"
 	}
 	return strings.Join(parts, ", ")
 }
