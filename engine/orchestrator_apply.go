@@ -595,21 +595,7 @@ func lookupPath(doc map[string]json.RawMessage, path string) (string, bool) {
 		}
 		raw = bytes.TrimSpace(raw)
 		if i == len(parts)-1 {
-			if len(raw) == 0 {
-				return "", false
-			}
-			switch raw[0] {
-			case '"':
-				var s string
-				if json.Unmarshal(raw, &s) != nil || s == "" {
-					return "", false
-				}
-				return s, true
-			case '{', '[', 'n':
-				return "", false
-			default:
-				return string(raw), true
-			}
+			return keyValue(raw) // keys.go: the one rule for a key's text
 		}
 		if len(raw) == 0 || raw[0] != '{' {
 			return "", false

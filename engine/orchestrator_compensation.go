@@ -114,41 +114,15 @@ func wanted(s UndoStatus, failure bool) bool {
 	return false
 }
 
-// nextUndo plans inst's compensations with Plan and returns the index of
-// the first to send, or false when none is left.
+// nextUndos plans inst's compensations (PlanGroup) and returns the indexes
+// of the entries to compensate next, together: the newest wanted entry and,
+// when it belongs to a parallel step, every other wanted entry of that
+// step; none when nothing is left.
 //
 // On success, an abandoned command is not undone when the saga sent the
 // same compensable command again (another id) and went on with that one's
 // answer: a compensation undoes the participant's business record (the
 // debit of the deal), which the kept answer is part of.
-func nextUndo(m *Model, inst *Instance, failure bool) (int, bool) {
-	if len(inst.Undo) == 0 {
-		return 0, false
-	}
-	taken := make([]Undo, len(inst.Undo))
-	for i, e := range inst.Undo {
-		comp, _ := m.CompensationByDone(e.Participant, e.Done)
-		want := wanted(e.Status, failure)
-		if want && !failure && keptOther(inst.Undo, i) {
-			want = false
-		}
-		taken[i] = Undo{Compensation: comp, Of: e.Of, Compensated: !want}
-	}
-	plan := Plan(taken)
-	if len(plan) == 0 {
-		return 0, false
-	}
-	for i := range inst.Undo {
-		if inst.Undo[i].Of == plan[0].Of {
-			return i, true
-		}
-	}
-	return 0, false
-}
-
-// nextUndos is nextUndo with parallel steps: the indexes of the entries to
-// compensate next, together (PlanGroup): the newest wanted entry and, when
-// it belongs to a parallel step, every other wanted entry of that step.
 func nextUndos(m *Model, inst *Instance, failure bool) []int {
 	if len(inst.Undo) == 0 {
 		return nil
