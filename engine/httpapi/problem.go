@@ -71,16 +71,10 @@ func StatusOf(code engine.Code) int {
 	return http.StatusInternalServerError
 }
 
-// Problem is an RFC 9457 problem details body. Code repeats the last
-// segment of Type for clients that prefer a short string.
-type Problem struct {
-	Type     string `json:"type"`
-	Title    string `json:"title"`
-	Status   int    `json:"status"`
-	Detail   string `json:"detail,omitempty"`
-	Instance string `json:"instance,omitempty"`
-	Code     string `json:"code"`
-}
+// Problem is an RFC 9457 problem details body, the one every service
+// writes (internal/problem). The API always sets Code, the last segment of
+// Type, for clients that prefer a short string.
+type Problem = problem.Problem
 
 // problemFor builds the problem for err on a request to instance.
 func problemFor(err error, instance string) Problem {
@@ -135,5 +129,5 @@ func writeProblem(w http.ResponseWriter, r *http.Request, err error) {
 	if info := infoFrom(r.Context()); info != nil {
 		info.err = err
 	}
-	problem.Write(w, r, problem.Problem{Type: p.Type, Title: p.Title, Status: p.Status, Detail: p.Detail, Instance: p.Instance, Code: p.Code})
+	problem.Write(w, r, p)
 }
