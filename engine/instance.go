@@ -248,6 +248,12 @@ type UndoEntry struct {
 	// (PlanGroup). Branch is the command's branch label (BranchCommand.Label).
 	Group  string `json:"group,omitempty"`
 	Branch string `json:"branch,omitempty"`
+	// Payload is the payload the forward command was sent with when a
+	// payload mapping built it (a branch's, a fan-out element's): its
+	// compensation carries the same payload, so that it can tell which
+	// element to undo. Empty otherwise: the compensation then carries the
+	// saga's context at the time it is sent.
+	Payload json.RawMessage `json:"payload,omitempty"`
 	// NextAt is when the compensation in flight is re-sent (or, after its
 	// last attempt, given up), set while it is compensating; several
 	// compensations of one group are in flight at once, each on its own

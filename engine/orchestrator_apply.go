@@ -351,7 +351,11 @@ func (o *Orchestrator) enter(b *batch, w *sagaWork, in *inbound, step Step) erro
 		cmdID = cmd.ID
 	}
 	for _, u := range step.Undos(m.ID, cmdID) {
-		inst.Undo = append(inst.Undo, newUndoEntry(u, m, cmd))
+		e := newUndoEntry(u, m, cmd)
+		if e.OfKind == KindCommand && step.Send.Payload != nil {
+			e.Payload = payload
+		}
+		inst.Undo = append(inst.Undo, e)
 	}
 	held := ""
 	if cmd != nil {
@@ -769,6 +773,9 @@ func (o *Orchestrator) startJoin(b *batch, w *sagaWork, in *inbound, p *Parallel
 					Of: c.ID, OfKind: KindCommand, OfName: spec.Name, OfParticipant: spec.Participant,
 					Status: UndoOpen, Group: m.ID, Branch: label,
 				})
+				if spec.Payload != nil {
+					inst.Undo[len(inst.Undo)-1].Payload = payload
+				}
 			}
 			refs = append(refs, CommandRef{ID: c.ID, Name: spec.Name, Participant: spec.Participant, Attempt: 1, Branch: label})
 			j.Commands = append(j.Commands, c)

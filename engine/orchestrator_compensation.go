@@ -235,10 +235,14 @@ func (o *Orchestrator) sendCompensation(b *batch, w *sagaWork, i int, cause stri
 	e.Attempts++
 	e.Sent++
 	inst.Traceparent = traceOf(inst.Traceparent)
+	payload := inst.Context
+	if len(e.Payload) > 0 {
+		payload = e.Payload // the mapped payload of the command it undoes
+	}
 	cmd := Message{
 		V: EnvelopeVersion, ID: e.CommandID, SagaID: inst.ID, Saga: inst.Saga, SagaVersion: inst.SagaVersion,
 		Kind: KindCommand, Name: e.Command, Participant: e.Participant, CausationID: e.Cause,
-		OccurredAt: b.now, Attempt: e.Sent, Compensates: e.Of, Payload: inst.Context,
+		OccurredAt: b.now, Attempt: e.Sent, Compensates: e.Of, Payload: payload,
 	}
 	b.outbox = append(b.outbox, OutboxRecord{Topic: comp.Topic, Key: inst.ID, Message: cmd, Traceparent: inst.Traceparent})
 	at := b.now.Add(retryDelay(comp.Retry, e.Attempts))

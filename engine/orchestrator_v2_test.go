@@ -362,6 +362,17 @@ func TestParallelFailureCompensatesBranchesTogether(t *testing.T) {
 	var sent []string
 	for _, r := range h.sentSince(n) {
 		sent = append(sent, r.Message.Name+"("+r.Message.Compensates+")")
+		// A fan-out command's compensation carries the payload that
+		// command was sent with (its element), not the context: the
+		// participant can tell which order to cancel.
+		for label, c := range br {
+			if c.ID == r.Message.Compensates && string(r.Message.Payload) != string(c.Payload) {
+				t.Errorf("compensation of %s carries %s, want its command's payload %s", label, r.Message.Payload, c.Payload)
+			}
+		}
+		if got := payloadOf(t, r.Message)["line_no"]; got == nil {
+			t.Errorf("compensation %s carries no line_no (payload %s)", r.Message.Name, r.Message.Payload)
+		}
 	}
 	want := []string{"CANCEL_ORDER(" + br["1[1]"].ID + ")", "CANCEL_ORDER(" + br["1[0]"].ID + ")"}
 	if strings.Join(sent, " ") != strings.Join(want, " ") {
