@@ -35,6 +35,9 @@ const (
 	mco12     = "../../engine/definition/testdata/migrations/good/manual_create_order.1-2.yaml"
 	badMig    = "../../engine/definition/testdata/migrations/bad/migration-unknown-state.yaml"
 	planFile  = "REBALANCE_REQUESTED=testdata/payloads/plan.json"
+	// basket is the second shipped saga, BASKET_ORDER.
+	basket     = "../../sagas/basket_order.yaml"
+	basketFile = "BASKET_REGISTERED=testdata/payloads/basket.json"
 )
 
 // runResult is what one sagactl invocation did.
@@ -125,6 +128,15 @@ func TestGolden(t *testing.T) {
 		{"simulate-v2-missing-payload", []string{"simulate", "--payload", planFile, rebalance, "REBALANCE_REQUESTED", "RISK_CHECKED"}, 1},
 		{"simulate-bad-payload-arg", []string{"simulate", rebalance, "REBALANCE_REQUESTED=[1]"}, 2},
 		{"simulate-missing-payload-file", []string{"simulate", "--payload", "X=testdata/payloads/missing.json", rebalance, "REBALANCE_REQUESTED"}, 2},
+		// BASKET_ORDER: a decision on profile's check, a fan-out over the
+		// lines; a refused line reverts the applied ones (not itself).
+		{"validate-basket", []string{"validate", basket}, 0},
+		{"simulate-basket-executed", []string{"simulate", "--payload", basketFile, basket, "BASKET_REGISTERED", `BASKET_CHECKED={"basket_check": {"sufficient": true, "reason": ""}}`,
+			"ORDER_APPROVED", "ORDER_APPROVED", `BASKET_EXECUTED={"basket_result": {"status": "executed", "reason": ""}}`}, 0},
+		{"simulate-basket-rejected", []string{"simulate", "--payload", basketFile, basket, "BASKET_REGISTERED", `BASKET_CHECKED={"basket_check": {"sufficient": false, "reason": "insufficient cash"}}`,
+			`BASKET_REJECTED={"basket_result": {"status": "rejected", "reason": "insufficient cash"}}`}, 0},
+		{"simulate-basket-line-refused", []string{"simulate", "--payload", basketFile, basket, "BASKET_REGISTERED", `BASKET_CHECKED={"basket_check": {"sufficient": true, "reason": ""}}`,
+			"ORDER_APPROVED", `ORDER_REJECTED={"deal_context": {"deal_id": "d2", "reason": "insufficient holdings"}}`, "ORDER_REVERTED", "BASKET_FAILED"}, 0},
 		// Migrations.
 		{"validate-migration", []string{"validate", "--sagas", "../../sagas", mco12}, 0},
 		{"validate-migration-bad", []string{"validate", "--sagas", "../../sagas", badMig}, 1},

@@ -411,26 +411,33 @@ func (s *simulation) reply(n int, sa stepArg) error {
 	if err := s.merge(sa.payload); err != nil {
 		return err
 	}
+	elem := j.answered[b.Index] // replies answer a branch's commands in order
 	j.answered[b.Index]++
 	before := s.stateAfter()
 	if ok {
 		j.succeeded++
 	} else {
 		j.failed++
-		// A failed branch had no effect: nothing to undo.
-		s.dropUndo(b, j)
+		// A failed command had no effect: nothing to undo.
+		s.dropUndo(b, j, elem)
 	}
 	s.row(fmt.Sprint(n), before, fmt.Sprintf("%s (%s)", sa.event, by), s.stateAfter(), "-", "-")
 	return s.joinDecided("↳")
 }
 
-// dropUndo removes the undo of the next unanswered command of branch b.
-func (s *simulation) dropUndo(b *engine.Branch, j *joinRun) {
+// dropUndo removes the undo of command elem (0-based; the element of a
+// fan-out) of branch b of the step the saga waits for.
+func (s *simulation) dropUndo(b *engine.Branch, j *joinRun, elem int) {
 	if b.Command.Compensate == nil {
 		return
 	}
+	name := b.Command.Name
+	if b.Command.ForEach != nil {
+		name = fmt.Sprintf("%s #%d", name, elem+1)
+	}
+	of := fmt.Sprintf("%s of %s", name, j.group)
 	for i, u := range s.taken {
-		if u.Group == j.group && u.Compensation == b.Command.Compensate && !u.Compensated {
+		if u.Group == j.group && u.Compensation == b.Command.Compensate && u.Of == of && !u.Compensated {
 			s.taken = append(s.taken[:i], s.taken[i+1:]...)
 			return
 		}
