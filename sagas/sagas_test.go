@@ -29,17 +29,17 @@ func catalog(t *testing.T) *engine.Catalog {
 	return cat
 }
 
-// TestShipped: the three versions of MANUAL_CREATE_ORDER load (running
-// version 1 and 2 sagas keep their definition), new sagas get version 3,
-// and every file names the JSON Schema on its first line.
+// TestShipped: BASKET_ORDER and the three versions of MANUAL_CREATE_ORDER
+// load (running version 1 and 2 sagas keep their definition), new sagas
+// get version 3, and every file names the JSON Schema on its first line.
 func TestShipped(t *testing.T) {
 	cat := catalog(t)
 	var got []string
 	for _, m := range cat.List() {
 		got = append(got, m.String())
 	}
-	if strings.Join(got, ", ") != "MANUAL_CREATE_ORDER v1, MANUAL_CREATE_ORDER v2, MANUAL_CREATE_ORDER v3" {
-		t.Errorf("catalog: got %v, want MANUAL_CREATE_ORDER v1, v2 and v3", got)
+	if strings.Join(got, ", ") != "BASKET_ORDER v1, MANUAL_CREATE_ORDER v1, MANUAL_CREATE_ORDER v2, MANUAL_CREATE_ORDER v3" {
+		t.Errorf("catalog: got %v, want BASKET_ORDER v1 and MANUAL_CREATE_ORDER v1, v2 and v3", got)
 	}
 	if m, err := cat.Get("MANUAL_CREATE_ORDER", 0); err != nil || m.Version() != 3 {
 		t.Errorf("version of a new saga: got %v (err %v), want 3", m, err)

@@ -81,6 +81,7 @@ func ExampleLoadDir() {
 		fmt.Printf("%s: %s v%d, %d transitions\n", def.File, def.Saga, def.Version, len(def.Transitions))
 	}
 	// Output:
+	// basket_order.yaml: BASKET_ORDER v1, 11 transitions
 	// manual_create_order.v1.yaml: MANUAL_CREATE_ORDER v1, 7 transitions
 	// manual_create_order.v2.yaml: MANUAL_CREATE_ORDER v2, 7 transitions
 	// manual_create_order.yaml: MANUAL_CREATE_ORDER v3, 8 transitions

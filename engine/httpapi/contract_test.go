@@ -75,7 +75,7 @@ func TestProblemDetailsArePublic(t *testing.T) {
 	}{
 		{"/api/v1/sagas/nope", 404, engine.CodeNotFound, "no saga nope"},
 		{"/api/v1/dead-letters/99", 404, engine.CodeNotFound, "no dead letter 99"},
-		{"/api/v1/definitions/NOPE", 404, engine.CodeNotFound, "no saga NOPE is loaded (loaded: MANUAL_CREATE_ORDER, SUPPORT_CALLBACK)"},
+		{"/api/v1/definitions/NOPE", 404, engine.CodeNotFound, "no saga NOPE is loaded (loaded: BASKET_ORDER, MANUAL_CREATE_ORDER, SUPPORT_CALLBACK)"},
 		{"/api/v1/sagas?cursor=abc", 400, engine.CodeInvalid, `cursor "abc" is not one this API returned: pass the next of the previous page, or no cursor for the first page`},
 		{"/api/v1/sagas?cursor=" + url.QueryEscape("¢Æ"), 400, engine.CodeInvalid, `cursor "¢Æ" is not one this API returned: pass the next of the previous page, or no cursor for the first page`},
 		{"/api/v1/sagas?cursor=eyJ0IjoxfQ", 400, engine.CodeInvalid, `cursor "eyJ0IjoxfQ" is not one this API returned: pass the next of the previous page, or no cursor for the first page`},
