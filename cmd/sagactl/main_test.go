@@ -272,7 +272,7 @@ func TestDuration(t *testing.T) {
 // docs are what sagactl prints today.
 func TestDocsAreCurrent(t *testing.T) {
 	docs := map[string]string{}
-	for _, f := range []string{"manual-create-order.md", "sagactl.md"} {
+	for _, f := range []string{"manual-create-order.md", "sagactl.md", "basket-order.md"} {
 		data, err := os.ReadFile(filepath.Join("..", "..", "docs", f))
 		if err != nil {
 			t.Fatal(err)
@@ -284,6 +284,8 @@ func TestDocsAreCurrent(t *testing.T) {
 		docRebalance = "engine/definition/testdata/good/rebalance_portfolio.yaml"
 		docPlan      = "REBALANCE_REQUESTED=cmd/sagactl/testdata/payloads/plan.json"
 		docMig       = "engine/definition/testdata/migrations/good/manual_create_order.1-2.yaml"
+		docBasket    = "sagas/basket_order.yaml"
+		docBasketP   = "BASKET_REGISTERED=cmd/sagactl/testdata/payloads/basket.json"
 	)
 	// form is how the doc shows a run: "" a transcript ("$ sagactl ARGS",
 	// with `; echo "exit $?"` and the exit line when it is not 0, then
@@ -323,6 +325,14 @@ func TestDocsAreCurrent(t *testing.T) {
 		{"sagactl.md", []string{"simulate", "--payload", docPlan, docRebalance, "REBALANCE_REQUESTED", `RISK_CHECKED={"risk":{"score":10}}`,
 			"ORDER_PLACED", "CASH_SHORT", "ORDER_CANCELLED", "ORDER_CANCELLED", "ORDER_CANCELLED"}, 0, ""},
 		{"sagactl.md", []string{"simulate", "--payload", docPlan, docRebalance, "REBALANCE_REQUESTED", `RISK_CHECKED={"risk":{"score":10},"plan":{}}`}, 1, ""},
+		// The second shipped saga.
+		{"basket-order.md", []string{"render", docBasket}, 0, "output"},
+		{"basket-order.md", []string{"simulate", "--payload", docBasketP, docBasket, "BASKET_REGISTERED", `BASKET_CHECKED={"basket_check":{"sufficient":true,"reason":""}}`,
+			"ORDER_APPROVED", "ORDER_APPROVED", `BASKET_EXECUTED={"basket_result":{"status":"executed","reason":""}}`}, 0, ""},
+		{"basket-order.md", []string{"simulate", "--payload", docBasketP, docBasket, "BASKET_REGISTERED", `BASKET_CHECKED={"basket_check":{"sufficient":false,"reason":"insufficient cash"}}`,
+			`BASKET_REJECTED={"basket_result":{"status":"rejected","reason":"insufficient cash"}}`}, 0, ""},
+		{"basket-order.md", []string{"simulate", "--payload", docBasketP, docBasket, "BASKET_REGISTERED", `BASKET_CHECKED={"basket_check":{"sufficient":true,"reason":""}}`,
+			"ORDER_APPROVED", `ORDER_REJECTED={"deal_context":{"deal_id":"d2","reason":"insufficient holdings"}}`, "ORDER_REVERTED", "BASKET_FAILED"}, 0, ""},
 		{"sagactl.md", []string{"validate", "--sagas", "sagas", docMig}, 0, ""},
 		{"sagactl.md", []string{"migrate", "--dry-run", "--sagas", "sagas", docMig, "cmd/sagactl/testdata/instances/approved_v1.json"}, 0, ""},
 		{"sagactl.md", []string{"migrate", "--dry-run", "--sagas", "sagas", docMig, "cmd/sagactl/testdata/instances/finished_v1.json"}, 1, ""},
