@@ -16,10 +16,11 @@ import (
 )
 
 // RegisterHandlers registers APPROVE_ORDER and its compensation
-// REVERT_ORDER on p.
+// REVERT_ORDER, and BASKET_ORDER's CHECK_BASKET, on p.
 func (s *Service) RegisterHandlers(p *sdk.Participant) {
 	sdk.Handle(p, CommandApproveOrder, s.handleApproveOrder)
 	sdk.Handle(p, CommandRevertOrder, s.handleRevertOrder)
+	sdk.Handle(p, CommandCheckBasket, s.handleCheckBasket)
 }
 
 // decision is a stored order decision and whether the deal's order was
