@@ -62,30 +62,46 @@ type DTO struct {
 var dtoFields = []string{"user_id", "deal_id", "portfolio_id", "status", "reason", "side", "instrument",
 	"quantity", "price", "amount", "currency", "reverted"}
 
-// notice is what a NOTIFY says, whichever shape it came in.
+// notice is what a NOTIFY says, whichever shape it came in: a deal (dc,
+// rev) or a basket.
 type notice struct {
-	dc    dealctx.DealContext
-	rev   *dealctx.Reversal
-	shape string // "notificationDTO" or "deal_context" (the legacy whole context)
+	dc     dealctx.DealContext
+	rev    *dealctx.Reversal
+	basket *basketNotice // set for a basketNotificationDTO; dc and rev are then empty
+	shape  string        // "notificationDTO", "deal_context" (the legacy whole context) or "basketNotificationDTO"
 }
 
-// parseNotify tells the two shapes of a NOTIFY payload apart and checks
-// the one it is: {"notificationDTO": {...}} (v3, nothing beside it) or the
-// whole saga context with a deal_context (v1 and v2, other keys ignored).
-// Anything else, and a payload with both, is an error saying why.
+// parseNotify tells the three shapes of a NOTIFY payload apart and checks
+// the one it is: {"notificationDTO": {...}} (v3, nothing beside it), the
+// whole saga context with a deal_context (v1 and v2, other keys ignored),
+// or {"basketNotificationDTO": {...}} (BASKET_ORDER, nothing beside it).
+// Anything else, and a payload with more than one, is an error saying why.
 func parseNotify(payload json.RawMessage) (notice, error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(payload, &top); err != nil || top == nil {
-		return notice{}, fmt.Errorf("the payload is not a JSON object: it must be {%q: {...}} or a saga context with deal_context", DTOKey)
+		return notice{}, fmt.Errorf("the payload is not a JSON object: it must be {%q: {...}}, {%q: {...}} or a saga context with deal_context", DTOKey, BasketDTOKey)
 	}
 	raw, isDTO := top[DTOKey]
 	_, isContext := top["deal_context"]
+	braw, isBasket := top[BasketDTOKey]
 	switch {
+	case isBasket && (isDTO || isContext):
+		return notice{}, fmt.Errorf("the payload has %s beside notificationDTO or deal_context: it must be one of them", BasketDTOKey)
+	case isBasket:
+		if len(top) != 1 {
+			return notice{}, fmt.Errorf("the payload has keys beside %s (%s): a basketNotificationDTO payload has no other key",
+				BasketDTOKey, strings.Join(otherKeys(top, BasketDTOKey), ", "))
+		}
+		b, err := decodeBasketDTO(braw)
+		if err != nil {
+			return notice{}, fmt.Errorf("%s: %w", BasketDTOKey, err)
+		}
+		return notice{basket: &b, shape: BasketDTOKey}, nil
 	case isDTO && isContext:
 		return notice{}, fmt.Errorf("the payload has both %s and deal_context: it must be one or the other", DTOKey)
 	case isDTO:
 		if len(top) != 1 {
-			return notice{}, fmt.Errorf("the payload has keys beside %s (%s): a notificationDTO payload has no other key", DTOKey, strings.Join(otherKeys(top), ", "))
+			return notice{}, fmt.Errorf("the payload has keys beside %s (%s): a notificationDTO payload has no other key", DTOKey, strings.Join(otherKeys(top, DTOKey), ", "))
 		}
 		dto, err := decodeDTO(raw)
 		if err != nil {
@@ -107,14 +123,14 @@ func parseNotify(payload json.RawMessage) (notice, error) {
 		}
 		return notice{dc: dc, rev: e.OrderReversal, shape: "deal_context"}, nil
 	}
-	return notice{}, fmt.Errorf("the payload has neither %s nor deal_context (keys: %s)", DTOKey, strings.Join(otherKeys(top), ", "))
+	return notice{}, fmt.Errorf("the payload has neither %s nor deal_context nor %s (keys: %s)", DTOKey, BasketDTOKey, strings.Join(otherKeys(top, DTOKey), ", "))
 }
 
-// otherKeys lists top's keys but DTOKey, sorted, at most 10 of them, each cut to 40 bytes.
-func otherKeys(top map[string]json.RawMessage) []string {
+// otherKeys lists top's keys but key, sorted, at most 10 of them, each cut to 40 bytes.
+func otherKeys(top map[string]json.RawMessage, key string) []string {
 	var keys []string
 	for k := range top {
-		if k != DTOKey {
+		if k != key {
 			keys = append(keys, fmt.Sprintf("%q", truncate(k, 40)))
 		}
 	}

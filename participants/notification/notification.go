@@ -72,11 +72,14 @@ func Migrate(ctx context.Context, db *sqlx.DB) error { return service.Migrate(ct
 
 // Notification is one message to a user.
 type Notification struct {
-	Seq       int64     `json:"-" db:"seq"`
-	ID        string    `json:"id" db:"id"`
-	UserID    string    `json:"-" db:"user_id"`
-	DealID    string    `json:"deal_id" db:"deal_id"`
-	SagaID    string    `json:"saga_id" db:"saga_id"`
+	Seq    int64  `json:"-" db:"seq"`
+	ID     string `json:"id" db:"id"`
+	UserID string `json:"-" db:"user_id"`
+	DealID string `json:"deal_id" db:"deal_id"`
+	SagaID string `json:"saga_id" db:"saga_id"`
+	// BasketID is set on a basket's notification (BASKET_ORDER; DealID
+	// then holds the basket's id too); "" on a deal's.
+	BasketID  string    `json:"basket_id,omitempty" db:"basket_id"`
 	Status    string    `json:"status" db:"status"`
 	Text      string    `json:"text" db:"text"`
 	CreatedAt time.Time `json:"created_at" db:"created_at"`
@@ -138,15 +141,19 @@ func (s *Service) RegisterHandlers(p *sdk.Participant) {
 }
 
 // handleNotify stores the notification a NOTIFY asks for. The payload is
-// either the notificationDTO (MANUAL_CREATE_ORDER v3) or the whole saga
-// context (v1 and v2, still running): parseNotify tells them apart and
-// anything else is parked with the reason. A deal is told to one user in
+// the notificationDTO (MANUAL_CREATE_ORDER v3), the whole saga context (v1
+// and v2, still running) or the basketNotificationDTO (BASKET_ORDER, see
+// notifyBasket): parseNotify tells them apart and anything else is parked
+// with the reason. A deal is told to one user in
 // one saga: a NOTIFY naming another user or saga than the deal's earlier
 // notifications is parked and nobody is told.
 func (s *Service) handleNotify(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[json.RawMessage]) (sdk.Result, error) {
 	nt, err := parseNotify(cmd.Payload)
 	if err != nil {
 		return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: %w", cmd.Name, err))
+	}
+	if nt.basket != nil {
+		return s.notifyBasket(ctx, tx, cmd, *nt.basket)
 	}
 	dc := nt.dc
 	text, status, err := Text(dc, nt.rev)
@@ -205,7 +212,7 @@ func (s *Service) checkRecipient(ctx context.Context, tx *sqlx.Tx, dealID, userI
 
 // List returns a page of userID's notifications, newest first.
 func (s *Service) List(ctx context.Context, userID string, page service.PageRequest) (service.Page[Notification], error) {
-	q := `SELECT seq, id, user_id, deal_id, saga_id, status, text, created_at FROM notifications WHERE user_id = ?`
+	q := `SELECT seq, id, user_id, deal_id, saga_id, basket_id, status, text, created_at FROM notifications WHERE user_id = ?`
 	args := []any{userID}
 	if page.Before > 0 {
 		q += ` AND seq < ?`
