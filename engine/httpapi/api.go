@@ -176,6 +176,7 @@ func (s *server) routes(metrics http.Handler) *mux.Router {
 	route("/sagas/{id}/compensation/retry", operator, s.retryCompensation, http.MethodPost)
 	route("/sagas/{id}/compensation/resolve", operator, s.resolveCompensation, http.MethodPost)
 	route("/sagas/{id}/migrations", operator, s.migrateSaga, http.MethodPost)
+	route("/migrations", operator, s.migrateSagas, http.MethodPost)
 	route("/dead-letters", reader, s.listDeadLetters, http.MethodGet)
 	route("/dead-letters/{id}", reader, s.getDeadLetter, http.MethodGet)
 	route("/dead-letters/{id}/replay", operator, s.replay, http.MethodPost)
