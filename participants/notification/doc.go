@@ -12,6 +12,14 @@
 // another user or in another saga are parked as dead letters with the
 // reason.
 //
+// BASKET_ORDER's NOTIFY carries the basketNotificationDTO (BasketDTO,
+// {"basketNotificationDTO": {...}} and nothing beside it): one notification
+// per basket for its owner ("Your basket of 3 deals was executed", "... was
+// rejected: <reason>", "... failed: <reason>"), stored with the basket's
+// id and deal ids, once. A malformed DTO, and a NOTIFY for a basket already
+// notified to another user, in another saga or differently, are parked
+// with the reason.
+//
 // HTTP (schema/openapi/notification.yaml), every route but the probes
 // behind the OIDC bearer-token middleware:
 //

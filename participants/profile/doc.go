@@ -1,6 +1,7 @@
 // Package profile is the profile participant service: client profiles,
 // their investment portfolios (cash and positions) and dated snapshots of
-// each portfolio, and the balance check of the MANUAL_CREATE_ORDER saga.
+// each portfolio, and the balance checks of the MANUAL_CREATE_ORDER and
+// BASKET_ORDER sagas.
 //
 // HTTP (schema/openapi/profile.yaml), every route but the probes behind the
 // OIDC bearer-token middleware and scoped to the token's subject (another
@@ -41,4 +42,18 @@
 // deal_context. A reversal that would take a position or the cash below zero
 // (sold or spent since) is refused as a permanent error for an operator;
 // see docs/services.md.
+//
+// CHECK_BASKET (the BASKET_ORDER saga, docs/basket-order.md) checks a
+// client's basket of 1 to MaxBasketLines deals in one portfolio as a whole
+// and moves nothing: it reads the portfolio and its positions once and
+// answers BASKET_CHECKED with basket_check {sufficient, reason}. Sufficient
+// only if the portfolio is the basket user's, in its currency, its cash
+// covers the sum of the buys' costs (the sells' proceeds are not counted:
+// the lines are applied in parallel, in any order) and, per instrument, the
+// holdings cover the sum of its sells; otherwise the reason names every
+// shortfall as APPROVE_ORDER would ("insufficient cash: need 1600.00 USD,
+// have 1500.00 USD"). A malformed basket (Basket.Validate) is a permanent
+// error. Each line is then applied and, if the basket fails, reverted by
+// the ordinary APPROVE_ORDER and REVERT_ORDER, which are keyed by deal: a
+// saga may decide and revert several deals of one portfolio.
 package profile
