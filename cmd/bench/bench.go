@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -23,12 +22,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/lib/pq"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/internal/program"
+	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 	"github.com/portfolio-counselor/sagamachine/internal/system"
 )
 
@@ -532,14 +531,14 @@ func issuerToken(hc *http.Client, issuerURL, sub, roles string) (string, error) 
 
 // dropDatabases drops the databases a bench run created.
 func dropDatabases(server, prefix string) error {
-	db, err := sql.Open("postgres", server)
+	db, err := sqldb.OpenPostgres(server)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
 	var errs []error
 	for _, s := range []string{system.Saga, system.Deals, system.Profile, system.Notification} {
-		if _, err := db.Exec(`DROP DATABASE IF EXISTS ` + pq.QuoteIdentifier(prefix+s) + ` WITH (FORCE)`); err != nil {
+		if _, err := db.Exec(`DROP DATABASE IF EXISTS ` + sqldb.QuoteIdentifier(prefix+s) + ` WITH (FORCE)`); err != nil {
 			errs = append(errs, fmt.Errorf("drop database %s: %w", prefix+s, err))
 		}
 	}

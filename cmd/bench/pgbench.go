@@ -18,7 +18,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/lib/pq"
+
+	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 )
 
 // The PostgreSQL floor: pgbench's built-in write-only transaction
@@ -143,12 +144,12 @@ func runPgbench(ctx context.Context, c pgbenchConfig, stderr io.Writer) (Pgbench
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		return res, fmt.Errorf("pgbench: --postgres %q: want a postgres:// URL", redactURL(c.server))
 	}
-	admin, err := sql.Open("postgres", c.server)
+	admin, err := sqldb.OpenPostgres(c.server)
 	if err != nil {
 		return res, fmt.Errorf("pgbench: open %s: %w", redactURL(c.server), err)
 	}
 	defer admin.Close()
-	free, err := freeConnections(ctx, admin, 10)
+	free, err := freeConnections(ctx, admin.DB, 10)
 	if err != nil {
 		return res, err
 	}
@@ -162,13 +163,13 @@ func runPgbench(ctx context.Context, c pgbenchConfig, stderr io.Writer) (Pgbench
 	res.Threads = min(res.Threads, res.Clients)
 	dbName := "bench_pgb_" + strings.ReplaceAll(uuid.NewString(), "-", "")[:10]
 	res.Database = dbName
-	if _, err := admin.ExecContext(ctx, `CREATE DATABASE `+pq.QuoteIdentifier(dbName)); err != nil {
+	if _, err := admin.ExecContext(ctx, `CREATE DATABASE `+sqldb.QuoteIdentifier(dbName)); err != nil {
 		return res, fmt.Errorf("pgbench: create database %s: %w", dbName, err)
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		if _, err := admin.ExecContext(dctx, `DROP DATABASE IF EXISTS `+pq.QuoteIdentifier(dbName)+` WITH (FORCE)`); err != nil {
+		if _, err := admin.ExecContext(dctx, `DROP DATABASE IF EXISTS `+sqldb.QuoteIdentifier(dbName)+` WITH (FORCE)`); err != nil {
 			fmt.Fprintf(stderr, "pgbench: drop database %s: %v\n", dbName, err)
 		}
 	}()

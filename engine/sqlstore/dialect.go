@@ -14,10 +14,10 @@ import (
 	"unsafe"
 
 	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq"
 	"modernc.org/sqlite"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 )
 
 // dialect holds the few things that differ between PostgreSQL and SQLite;
@@ -56,7 +56,13 @@ func (d dialect) in(col string) string {
 // list binds a list of strings or int64s as one argument for in.
 func (d dialect) list(v any) (any, error) {
 	if d.postgres {
-		return pq.Array(v), nil
+		switch v := v.(type) {
+		case []string:
+			return sqldb.TextArray(v), nil
+		case []int64:
+			return sqldb.Int64Array(v), nil
+		}
+		return nil, fmt.Errorf("bind a list of %T: want []string or []int64", v)
 	}
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -121,18 +127,17 @@ func (x dbTime) ptr() *time.Time {
 	return &t
 }
 
-// pgTime formats a time for a PostgreSQL timestamptz[] element.
-func pgTime(t time.Time) string {
-	return t.UTC().Truncate(micro).Format("2006-01-02T15:04:05.999999Z07:00")
-}
+// pgTime is a time as a PostgreSQL timestamptz[] element stores it: UTC,
+// to the microsecond.
+func pgTime(t time.Time) time.Time { return t.UTC().Truncate(micro) }
 
-// pgNullTime formats an optional time for a timestamptz[] element.
-func pgNullTime(t *time.Time) *string {
+// pgNullTime is pgTime of an optional time.
+func pgNullTime(t *time.Time) *time.Time {
 	if t == nil {
 		return nil
 	}
-	s := pgTime(*t)
-	return &s
+	v := pgTime(*t)
+	return &v
 }
 
 // nullJSON returns nil for an empty document. The string shares b's
@@ -163,14 +168,13 @@ func classify(err error) engine.Code {
 	if errors.Is(err, sql.ErrNoRows) {
 		return engine.CodeNotFound
 	}
-	var pqErr *pq.Error
-	if errors.As(err, &pqErr) {
-		switch {
-		case pqErr.Code == "40001", pqErr.Code == "40P01", pqErr.Code == "23505":
+	if code := sqldb.SQLState(err); len(code) == 5 { // lib/pq's *pq.Error or pgx's *pgconn.PgError
+		switch class := code[:2]; {
+		case code == "40001", code == "40P01", code == "23505":
 			return engine.CodeConflict // serialization failure, deadlock, unique violation
-		case pqErr.Code.Class() == "08", pqErr.Code.Class() == "53", pqErr.Code.Class() == "57":
+		case class == "08", class == "53", class == "57":
 			return engine.CodeUnavailable // connection, resources, operator intervention
-		case pqErr.Code.Class() == "22", pqErr.Code.Class() == "23":
+		case class == "22", class == "23":
 			return engine.CodeInvalid // data exception, integrity constraint
 		}
 		return engine.CodeInternal

@@ -1,5 +1,6 @@
 // Package sqlstore implements engine.Store on PostgreSQL (jmoiron/sqlx +
-// lib/pq) and SQLite (modernc.org/sqlite, pure Go, the embedded default).
+// the driver sqldb.DriverEnv selects, pgx or lib/pq) and SQLite
+// (modernc.org/sqlite, pure Go, the embedded default).
 //
 // Open picks the database from the URL:
 //

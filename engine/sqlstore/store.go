@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	_ "github.com/lib/pq"  // PostgreSQL driver "postgres"
 	_ "modernc.org/sqlite" // SQLite driver "sqlite"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
@@ -82,7 +81,7 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*Store, error) {
 	switch kind {
 	case kindPostgres:
 		s.d = postgresDialect
-		db, err := sqlx.Open("postgres", withCustomPlans(target))
+		db, err := sqldb.OpenPostgres(withCustomPlans(target)) // the driver of sqldb.DriverEnv
 		if err != nil {
 			return nil, &engine.Error{Code: engine.CodeInvalid, Op: op, Err: err}
 		}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/lib/pq"
-
 	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 )
@@ -27,10 +25,11 @@ type instColumns struct {
 	ids, sagas, states, statuses []string
 	versions, attempts           []int64
 	revs                         []int64
-	contexts, pendings, timers   []*string
+	contexts, pendings           []*string
+	timers                       []*time.Time
 	traces, undos, deferreds     []*string
 	joins                        []*string
-	createds, updateds, entereds []string
+	createds, updateds, entereds []time.Time
 }
 
 func pgInstColumns(rows []instRow) instColumns {
@@ -38,9 +37,9 @@ func pgInstColumns(rows []instRow) instColumns {
 	c := instColumns{
 		ids: make([]string, n), sagas: make([]string, n), states: make([]string, n), statuses: make([]string, n),
 		versions: make([]int64, n), attempts: make([]int64, n), revs: make([]int64, n),
-		contexts: make([]*string, n), pendings: make([]*string, n), timers: make([]*string, n), traces: make([]*string, n),
+		contexts: make([]*string, n), pendings: make([]*string, n), timers: make([]*time.Time, n), traces: make([]*string, n),
 		undos: make([]*string, n), deferreds: make([]*string, n), joins: make([]*string, n),
-		createds: make([]string, n), updateds: make([]string, n), entereds: make([]string, n),
+		createds: make([]time.Time, n), updateds: make([]time.Time, n), entereds: make([]time.Time, n),
 	}
 	for i, r := range rows {
 		in := r.in
@@ -68,9 +67,9 @@ func (t *tx) insertPostgres(ctx context.Context, rows []instRow) error {
 			AS v(id, saga, saga_version, state, status, context, created_at, updated_at, entered_at, pending, attempts,
 				timer_at, traceparent, undo, deferred, join_state)`,
 		sqldb.TextArray(c.ids), sqldb.TextArray(c.sagas), sqldb.Int64Array(c.versions), sqldb.TextArray(c.states),
-		sqldb.TextArray(c.statuses), sqldb.JSONArray(c.contexts), sqldb.TextArray(c.createds),
-		sqldb.TextArray(c.updateds), sqldb.TextArray(c.entereds), sqldb.JSONArray(c.pendings),
-		sqldb.Int64Array(c.attempts), sqldb.NullTextArray(c.timers), sqldb.NullTextArray(c.traces),
+		sqldb.TextArray(c.statuses), sqldb.JSONArray(c.contexts), sqldb.TimeArray(c.createds),
+		sqldb.TimeArray(c.updateds), sqldb.TimeArray(c.entereds), sqldb.JSONArray(c.pendings),
+		sqldb.Int64Array(c.attempts), sqldb.NullTimeArray(c.timers), sqldb.NullTextArray(c.traces),
 		sqldb.JSONArray(c.undos), sqldb.JSONArray(c.deferreds), sqldb.JSONArray(c.joins)); err != nil {
 		return err
 	}
@@ -102,8 +101,8 @@ func (t *tx) updatePostgres(ctx context.Context, rows []instRow) (map[string]boo
 		RETURNING s.id`,
 		sqldb.TextArray(c.ids), sqldb.Int64Array(c.revs), sqldb.TextArray(c.sagas), sqldb.Int64Array(c.versions),
 		sqldb.TextArray(c.states), sqldb.TextArray(c.statuses), sqldb.JSONArray(c.contexts),
-		sqldb.TextArray(c.updateds), sqldb.TextArray(c.entereds), sqldb.JSONArray(c.pendings),
-		sqldb.Int64Array(c.attempts), sqldb.NullTextArray(c.timers), sqldb.NullTextArray(c.traces),
+		sqldb.TimeArray(c.updateds), sqldb.TimeArray(c.entereds), sqldb.JSONArray(c.pendings),
+		sqldb.Int64Array(c.attempts), sqldb.NullTimeArray(c.timers), sqldb.NullTextArray(c.traces),
 		sqldb.JSONArray(c.undos), sqldb.JSONArray(c.deferreds), sqldb.JSONArray(c.joins))
 	if err != nil {
 		return nil, err
@@ -149,9 +148,10 @@ func (t *tx) replaceKeysPostgres(ctx context.Context, rows []instRow) error {
 func (t *tx) historyPostgres(ctx context.Context, rows []histRow) error {
 	n := len(rows)
 	var (
-		sagaIDs, ats, kinds, msgIDs, events, bys = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		froms, tos, codes, reasons, actors       = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		cmds                                     = make([]*string, n)
+		ats                                 = make([]time.Time, n)
+		sagaIDs, kinds, msgIDs, events, bys = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		froms, tos, codes, reasons, actors  = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		cmds                                = make([]*string, n)
 	)
 	for i, r := range rows {
 		e := r.e
@@ -166,7 +166,7 @@ func (t *tx) historyPostgres(ctx context.Context, rows []histRow) error {
 			unnest($5::text[]), unnest($6::text[]), unnest($7::text[]), unnest($8::text[]), json_array_elements($9::json),
 			unnest($10::text[]), unnest($11::text[]), unnest($12::text[]))
 			AS v(saga_id, at, kind, message_id, event, by_participant, from_state, to_state, commands, code, reason, actor)`,
-		sqldb.TextArray(sagaIDs), sqldb.TextArray(ats), sqldb.TextArray(kinds), sqldb.TextArray(msgIDs),
+		sqldb.TextArray(sagaIDs), sqldb.TimeArray(ats), sqldb.TextArray(kinds), sqldb.TextArray(msgIDs),
 		sqldb.TextArray(events), sqldb.TextArray(bys), sqldb.TextArray(froms), sqldb.TextArray(tos),
 		sqldb.JSONArray(cmds), sqldb.TextArray(codes), sqldb.TextArray(reasons), sqldb.TextArray(actors))
 	return err
@@ -175,10 +175,11 @@ func (t *tx) historyPostgres(ctx context.Context, rows []histRow) error {
 func (t *tx) deadLettersPostgres(ctx context.Context, dls []engine.DeadLetter, now time.Time) error {
 	n := len(dls)
 	var (
-		msgIDs                                  = make([]*string, n)
-		sagaIDs, topics, codes, reasons, creats = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		parts, offsets                          = make([]int64, n), make([]int64, n)
-		raws                                    = make([][]byte, n)
+		msgIDs                          = make([]*string, n)
+		sagaIDs, topics, codes, reasons = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		creats                          = make([]time.Time, n)
+		parts, offsets                  = make([]int64, n), make([]int64, n)
+		raws                            = make([][]byte, n)
 	)
 	for i, dl := range dls {
 		created := dl.CreatedAt
@@ -198,7 +199,7 @@ func (t *tx) deadLettersPostgres(ctx context.Context, dls []engine.DeadLetter, n
 			$8::text[], $9::timestamptz[])
 		ON CONFLICT DO NOTHING`,
 		sqldb.NullTextArray(msgIDs), sqldb.TextArray(sagaIDs), sqldb.TextArray(topics), sqldb.Int64Array(parts),
-		sqldb.Int64Array(offsets), pq.ByteaArray(raws), sqldb.TextArray(codes), sqldb.TextArray(reasons),
-		sqldb.TextArray(creats))
+		sqldb.Int64Array(offsets), sqldb.ByteaArray(raws), sqldb.TextArray(codes), sqldb.TextArray(reasons),
+		sqldb.TimeArray(creats))
 	return err
 }

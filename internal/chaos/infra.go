@@ -16,10 +16,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jmoiron/sqlx"
-	_ "github.com/lib/pq" // the private server's statistics
-
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
+	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 )
 
 // Infra is a private PostgreSQL server and Kafka broker (SASL/SCRAM and
@@ -336,7 +334,7 @@ func (in *Infra) LockWaits(ctx context.Context) ([]string, error) {
 
 // lockWaits is LockWaits on the server of the database at url.
 func lockWaits(ctx context.Context, url string) ([]string, error) {
-	db, err := sqlx.Open("postgres", url)
+	db, err := sqldb.OpenPostgres(url)
 	if err != nil {
 		return nil, fmt.Errorf("chaos: lock waits: %w", err)
 	}

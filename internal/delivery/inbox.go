@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq"
 
 	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 )
@@ -143,7 +142,7 @@ func (t *Tables) claimPostgresArgs(rows []InboxRow) []any {
 		return []any{sqldb.TextArray(ids), t.at(t.now())}
 	}
 	sagas, cmds, rids := make([]string, n), make([]string, n), make([]string, n)
-	bodies := make(pq.ByteaArray, n)
+	bodies := make(sqldb.ByteaArray, n)
 	for i, r := range rows {
 		sagas[i], cmds[i], rids[i] = r.SagaID, r.Command, r.ReplyID
 		if r.ReplyID != "" {

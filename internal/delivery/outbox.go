@@ -12,7 +12,6 @@ import (
 	"unsafe"
 
 	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
@@ -126,7 +125,7 @@ func (t *Tables) writePostgresArgs(rows []Row) ([]any, error) {
 		}
 		values = append(b, ']')
 	} else {
-		bs := make(pq.ByteaArray, n)
+		bs := make(sqldb.ByteaArray, n)
 		for i, r := range rows {
 			bs[i] = r.Value
 			if bs[i] == nil && r.Message != nil {

@@ -17,14 +17,14 @@ const (
 )
 
 // DialectOf tells the dialect of db from its driver name: "postgres"
-// (lib/pq; also "pgx", "pq") or "sqlite" (modernc.org/sqlite; also
+// (lib/pq; also "pgx", "pgx/v5", "pq") or "sqlite" (modernc.org/sqlite; also
 // "sqlite3").
 func DialectOf(db *sqlx.DB) (Dialect, error) { return DriverDialect(db.DriverName()) }
 
 // DriverDialect tells the dialect of a database/sql driver name.
 func DriverDialect(driver string) (Dialect, error) {
 	switch driver {
-	case "postgres", "pgx", "pq":
+	case "postgres", "pgx", "pgx/v5", "pq":
 		return Postgres, nil
 	case "sqlite", "sqlite3":
 		return SQLite, nil

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	_ "github.com/lib/pq"  // PostgreSQL driver "postgres"
 	_ "modernc.org/sqlite" // SQLite driver "sqlite"
 )
 
@@ -45,7 +44,7 @@ func SQLitePath(rawURL string) (string, error) {
 
 // Open opens a service database and pings it:
 //
-//	postgres://user@host:5432/db?sslmode=disable   PostgreSQL (lib/pq), a pool of maxConns (0: DefaultMaxConns)
+//	postgres://user@host:5432/db?sslmode=disable   PostgreSQL (driver: DriverEnv), a pool of maxConns (0: DefaultMaxConns)
 //	postgresql://...                               the same
 //	sqlite:PATH, file:PATH or a plain PATH         SQLite file (modernc.org/sqlite), created if missing
 //
@@ -64,8 +63,8 @@ func Open(ctx context.Context, rawURL string, maxConns int) (*sqlx.DB, error) {
 	var db *sqlx.DB
 	var err error
 	if IsPostgres(rawURL) {
-		if db, err = sqlx.Open("postgres", rawURL); err != nil {
-			return nil, fmt.Errorf("open PostgreSQL %s: %w", Redact(rawURL), err)
+		if db, err = OpenPostgres(rawURL); err != nil {
+			return nil, err
 		}
 		db.SetMaxOpenConns(maxConns)
 		db.SetMaxIdleConns(maxConns)

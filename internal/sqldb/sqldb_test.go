@@ -50,7 +50,11 @@ func TestOpenPostgres(t *testing.T) {
 		t.Fatalf("Open: %v", err)
 	}
 	defer db.Close()
-	if got, want := db.DriverName(), "postgres"; got != want {
+	want, err := sqldb.PostgresDriver()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := db.DriverName(); got != want {
 		t.Errorf("driver: got %q, want %q", got, want)
 	}
 	if got, want := db.Stats().MaxOpenConnections, 7; got != want {

@@ -2,13 +2,10 @@ package system
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"net/url"
 
 	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq"
 
 	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 )
@@ -33,7 +30,7 @@ func withDatabase(server, name string) (string, error) {
 // ensureDatabase creates database name on the server of serverURL unless it
 // exists.
 func ensureDatabase(ctx context.Context, serverURL, name string) error {
-	db, err := sql.Open("postgres", serverURL)
+	db, err := sqldb.OpenPostgres(serverURL)
 	if err != nil {
 		return fmt.Errorf("create database %s: open %s: %w", name, redact(serverURL), err)
 	}
@@ -45,9 +42,8 @@ func ensureDatabase(ctx context.Context, serverURL, name string) error {
 	if exists {
 		return nil
 	}
-	if _, err := db.ExecContext(ctx, `CREATE DATABASE `+pq.QuoteIdentifier(name)); err != nil {
-		var pe *pq.Error
-		if errors.As(err, &pe) && (pe.Code == "42P04" || pe.Code == "23505") { // created meanwhile
+	if _, err := db.ExecContext(ctx, `CREATE DATABASE `+sqldb.QuoteIdentifier(name)); err != nil {
+		if code := sqldb.SQLState(err); code == "42P04" || code == "23505" { // created meanwhile
 			return nil
 		}
 		return fmt.Errorf("create database %s on %s: %w", name, redact(serverURL), err)

@@ -15,6 +15,7 @@ import (
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka/embedded"
+	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 	"github.com/portfolio-counselor/sagamachine/internal/testenv"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
@@ -24,7 +25,7 @@ func benchDB(b *testing.B, kind string) *sqlx.DB {
 	if kind == "sqlite" {
 		return openSQLite(b)
 	}
-	db, err := sqlx.Open("postgres", testenv.Postgres(b)+os.Getenv("SDK_BENCH_PG_OPTS"))
+	db, err := sqldb.OpenPostgres(testenv.Postgres(b) + os.Getenv("SDK_BENCH_PG_OPTS")) // driver: $SAGA_PG_DRIVER
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -54,7 +54,7 @@
 // reply and StartSaga's event continue the trace. Off, a command's
 // traceparent is copied onto its reply.
 //
-// The SDK works on PostgreSQL (lib/pq) and SQLite (modernc.org/sqlite), on
+// The SDK works on PostgreSQL (pgx or lib/pq) and SQLite (modernc.org/sqlite), on
 // Apache Kafka and the embedded broker. Its tables are created by Migrate.
 // Package sdktest runs handlers in unit tests without Kafka or a database
 // server. docs/participant-sdk.md is the guide.

@@ -58,9 +58,10 @@ type Config struct {
 	// Name is the participant name as written in the saga definitions,
 	// e.g. "profile". Required.
 	Name string
-	// DB is the participant's own database: PostgreSQL (driver "postgres",
-	// lib/pq) or SQLite (driver "sqlite", modernc.org/sqlite), with the SDK
-	// tables created by Migrate. Required.
+	// DB is the participant's own database: PostgreSQL (driver "pgx",
+	// github.com/jackc/pgx/v5/stdlib, or "postgres", lib/pq) or SQLite
+	// (driver "sqlite", modernc.org/sqlite), with the SDK tables created by
+	// Migrate. Required.
 	DB *sqlx.DB
 	// Brokers are the Kafka (or embedded broker) addresses. Required by Run;
 	// a participant used only through Dispatch (e.g. in sdktest) needs none.
