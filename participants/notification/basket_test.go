@@ -4,17 +4,23 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
+	"github.com/pressly/goose/v3"
 
+	"github.com/portfolio-counselor/sagamachine/engine"
+	"github.com/portfolio-counselor/sagamachine/internal/testenv"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service/servicetest"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
+	"github.com/portfolio-counselor/sagamachine/schema"
 )
 
 // basketDTO is a basketNotificationDTO as BASKET_ORDER's mapping builds
@@ -352,4 +358,120 @@ func TestHTTPBasketNotification(t *testing.T) {
 			t.Errorf("%s's notifications: got %+v, want %+v", tt.user, page.Items, tt.want)
 		}
 	}
+}
+
+// TestBasketMigrationKeepsRows migrates a notification database holding a
+// deal's notification of the first schema to the one with baskets
+// (00002), on SQLite and PostgreSQL: the row is listed as before, the
+// deal's repeated NOTIFY is still recognised, a basket can be notified;
+// migrating back down keeps the deal's row.
+func TestBasketMigrationKeepsRows(t *testing.T) {
+	ctx := context.Background()
+	for _, dbName := range []string{"sqlite", "postgres"} {
+		t.Run(dbName, func(t *testing.T) {
+			url := filepath.Join(t.TempDir(), "notification.db")
+			if dbName == "postgres" {
+				url = testenv.Postgres(t)
+			}
+			db, err := service.OpenDB(ctx, url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			if err := sdk.Migrate(ctx, db); err != nil {
+				t.Fatal(err)
+			}
+			d, err := service.DialectOf(db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fsys, err := schema.Migrations("notification/" + string(d))
+			if err != nil {
+				t.Fatal(err)
+			}
+			gd := goose.DialectSQLite3
+			if d == service.Postgres {
+				gd = goose.DialectPostgres
+			}
+			prov, err := goose.NewProvider(gd, db.DB, fsys, goose.WithTableName(service.VersionTable(Name)), goose.WithDisableGlobalRegistry(true))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := prov.UpTo(ctx, 1); err != nil {
+				t.Fatal(err)
+			}
+			s, p := newNotifier(t, db)
+			dc := settled("alice", dealctx.StatusExecuted, "")
+			sagaID := uuid.NewString()
+			if out := servicetest.Dispatch(t, p, CommandNotify, sagaID, map[string]any{DTOKey: dtoOf(dc, false)}); out.Err != nil || out.DeadLetter != nil {
+				t.Fatalf("NOTIFY before the migration: got %+v", out)
+			}
+			if err := Migrate(ctx, db); err != nil {
+				t.Fatalf("migrate: %v", err)
+			}
+			list := func() []Notification {
+				t.Helper()
+				page, err := s.List(ctx, "alice", service.PageRequest{Limit: 10})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return page.Items
+			}
+			if got := list(); len(got) != 1 || got[0].DealID != dc.DealID || got[0].BasketID != "" || got[0].Text != "Your buy of 10 AAPL at 150.00 USD was executed" {
+				t.Fatalf("after the migration: got %+v, want the deal's notification", got)
+			}
+			if out := servicetest.Dispatch(t, p, CommandNotify, sagaID, map[string]any{DTOKey: dtoOf(dc, false)}); out.Err != nil || out.DeadLetter != nil {
+				t.Fatalf("the deal's NOTIFY again: got %+v", out)
+			}
+			if out := servicetest.Dispatch(t, p, CommandNotify, uuid.NewString(), map[string]any{BasketDTOKey: basketDTO("alice", 2, "executed", "")}); out.Err != nil || out.DeadLetter != nil {
+				t.Fatalf("a basket's NOTIFY: got %+v", out)
+			}
+			if got := list(); len(got) != 2 || got[0].BasketID == "" || got[1].DealID != dc.DealID {
+				t.Errorf("after the NOTIFYs: got %+v, want the basket's then the deal's", got)
+			}
+			if _, err := prov.DownTo(ctx, 1); err != nil {
+				t.Fatalf("migrate down: %v", err)
+			}
+			var n int
+			if err := db.Get(&n, db.Rebind(`SELECT COUNT(*) FROM notifications WHERE deal_id = ?`), dc.DealID); err != nil || n != 1 {
+				t.Errorf("the deal's rows after migrating down: got %d (err %v), want 1", n, err)
+			}
+		})
+	}
+}
+
+// TestNotifyBasketConcurrent sends one basket's NOTIFY under several
+// message ids at once (re-sends racing each other), on SQLite and
+// PostgreSQL: none is parked and the basket is notified once.
+func TestNotifyBasketConcurrent(t *testing.T) {
+	servicetest.EachDB(t, Migrate, func(t *testing.T, db *sqlx.DB) {
+		_, p := newNotifier(t, db)
+		dto := basketDTO("alice", 3, "failed", "line AAPL buy 10: insufficient cash")
+		sagaID := uuid.NewString()
+		const n = 6
+		outs := make([]sdk.Outcome, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			msg := servicetest.Command(t, p, CommandNotify, sagaID, map[string]any{BasketDTOKey: dto})
+			body, err := json.Marshal(msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wg.Go(func() {
+				outs[i], errs[i] = p.Dispatch(context.Background(), sdk.Record{Topic: p.Config().CommandTopic, Key: sagaID, Value: body,
+					Headers: map[string]string{engine.HeaderKind: string(engine.KindCommand)}})
+			})
+		}
+		wg.Wait()
+		for i := range n {
+			if errs[i] != nil || outs[i].DeadLetter != nil || outs[i].Err != nil {
+				t.Errorf("NOTIFY %d: got err %v, outcome err %v, dead letter %+v; want handled", i, errs[i], outs[i].Err, outs[i].DeadLetter)
+			}
+		}
+		var rows int
+		if err := db.Get(&rows, db.Rebind(`SELECT COUNT(*) FROM notifications WHERE basket_id = ?`), dto["basket_id"]); err != nil || rows != 1 {
+			t.Errorf("rows of the basket: got %d (err %v), want 1", rows, err)
+		}
+	})
 }
