@@ -7,12 +7,14 @@
 // its kind and object; every container of ours runs an image `make images`
 // builds; every environment variable and flag given to one of our binaries
 // is one that binary really reads; no manifest turns on the development
-// header mode; every database has an owner; the saga definitions ConfigMap
-// equals sagas/*.yaml byte for byte, and the Kafka topics Job creates every
-// topic the definitions use.
+// header mode; every database has an owner; the saga definitions and
+// migrations ConfigMaps equal sagas/*.yaml and sagas/migrations/*.yaml byte
+// for byte and are mounted where saga-machine loads them, and the Kafka
+// topics Job creates every topic the definitions use.
 //
 // The package has no Go API; README.md in this directory describes the
-// deployment. After editing sagas/*.yaml, regenerate the ConfigMap with
+// deployment. After editing sagas/*.yaml or sagas/migrations/*.yaml,
+// regenerate the ConfigMaps with
 //
 //	go test ./k8s -run TestSagasConfigMap -update
 package k8s

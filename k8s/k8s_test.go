@@ -27,7 +27,7 @@ import (
 	"github.com/portfolio-counselor/sagamachine/internal/imagebuild"
 )
 
-var update = flag.Bool("update", false, "regenerate apps/sagas-configmap.yaml and the sagas checksum in apps/saga-machine.yaml from sagas/*.yaml")
+var update = flag.Bool("update", false, "regenerate apps/sagas-configmap.yaml and the sagas checksum and migration items in apps/saga-machine.yaml from sagas/*.yaml and sagas/migrations/*.yaml")
 
 const (
 	// imagePrefix marks the containers that run one of this repository's
@@ -37,6 +37,11 @@ const (
 	// sagasConfigMapFile holds the saga definitions for saga-machine.
 	sagasConfigMapFile = "apps/sagas-configmap.yaml"
 	sagasConfigMapName = "saga-definitions"
+	// migrationsConfigMapName holds the migrations of running sagas
+	// (sagas/migrations/*.yaml), placed under migrationsDir of the same
+	// volume.
+	migrationsConfigMapName = "saga-migrations"
+	migrationsDir           = "migrations"
 	// sagasChecksumKey is the pod-template annotation that carries the
 	// checksum of the definitions, so that a changed definition rolls out.
 	sagasChecksumKey  = "sagamachine.portfolio-counselor.github.io/sagas-sha256"
@@ -324,6 +329,11 @@ type (
 				Secret *struct {
 					SecretName string `yaml:"secretName"`
 				} `yaml:"secret"`
+				Projected *struct {
+					Sources []struct {
+						ConfigMap *projectedConfigMap `yaml:"configMap"`
+					} `yaml:"sources"`
+				} `yaml:"projected"`
 			} `yaml:"volumes"`
 		} `yaml:"spec"`
 	}
@@ -717,11 +727,28 @@ func (oc ourContainer) dbEnv() *envVar { return oc.env(dbEnvName(oc.cmd)) }
 // sagaFiles reads sagas/*.yaml, by file name.
 func sagaFiles(tb testing.TB) map[string][]byte {
 	tb.Helper()
-	paths, err := filepath.Glob(filepath.Join(repoRoot, "sagas", "*.yaml"))
+	files := yamlFiles(tb, filepath.Join(repoRoot, "sagas"))
+	if len(files) == 0 {
+		tb.Fatal("no sagas/*.yaml")
+	}
+	return files
+}
+
+// migrationFiles reads sagas/migrations/*.yaml, by file name (none is
+// fine: a cluster then migrates nothing).
+func migrationFiles(tb testing.TB) map[string][]byte {
+	tb.Helper()
+	return yamlFiles(tb, filepath.Join(repoRoot, "sagas", migrationsDir))
+}
+
+// yamlFiles reads dir/*.yaml and dir/*.yml, by file name.
+func yamlFiles(tb testing.TB, dir string) map[string][]byte {
+	tb.Helper()
+	paths, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	more, err := filepath.Glob(filepath.Join(repoRoot, "sagas", "*.yml"))
+	more, err := filepath.Glob(filepath.Join(dir, "*.yml"))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -733,19 +760,24 @@ func sagaFiles(tb testing.TB) map[string][]byte {
 		}
 		files[filepath.Base(p)] = data
 	}
-	if len(files) == 0 {
-		tb.Fatal("no sagas/*.yaml")
-	}
 	return files
 }
 
-// sagasChecksum is the SHA-256 over each definition's name and bytes, in
-// name order.
-func sagasChecksum(files map[string][]byte) string {
+// sagasChecksum is the SHA-256 over each definition's and each
+// migration's path under SAGA_SAGAS_DIR (NAME, migrations/NAME) and bytes,
+// in path order.
+func sagasChecksum(files, migrations map[string][]byte) string {
+	all := make(map[string][]byte, len(files)+len(migrations))
+	for name, data := range files {
+		all[name] = data
+	}
+	for name, data := range migrations {
+		all[migrationsDir+"/"+name] = data
+	}
 	h := sha256.New()
-	for _, name := range slices.Sorted(mapKeys(files)) {
-		fmt.Fprintf(h, "%s\x00%d\x00", name, len(files[name]))
-		h.Write(files[name])
+	for _, name := range slices.Sorted(mapKeys(all)) {
+		fmt.Fprintf(h, "%s\x00%d\x00", name, len(all[name]))
+		h.Write(all[name])
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
@@ -760,99 +792,162 @@ func mapKeys[V any](m map[string]V) func(func(string) bool) {
 	}
 }
 
-// renderSagasConfigMap is the content of apps/sagas-configmap.yaml.
-func renderSagasConfigMap(files map[string][]byte) ([]byte, error) {
+// renderSagasConfigMap is the content of apps/sagas-configmap.yaml: the
+// ConfigMap of the definitions, then the one of the migrations.
+func renderSagasConfigMap(files, migrations map[string][]byte) ([]byte, error) {
 	str := func(s string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: s} }
 	mapping := func(kv ...*yaml.Node) *yaml.Node { return &yaml.Node{Kind: yaml.MappingNode, Content: kv} }
-	data := mapping()
-	for _, name := range slices.Sorted(mapKeys(files)) {
-		v := str(string(files[name]))
-		v.Style = yaml.LiteralStyle
-		data.Content = append(data.Content, str(name), v)
-	}
-	doc := mapping(
-		str("apiVersion"), str("v1"),
-		str("kind"), str("ConfigMap"),
-		str("metadata"), mapping(
-			str("name"), str(sagasConfigMapName),
-			str("namespace"), str("default"),
-			str("labels"), mapping(
-				str("app.kubernetes.io/name"), str("saga-machine"),
-				str("app.kubernetes.io/part-of"), str("saga-machine"),
+	configMap := func(name string, files map[string][]byte) *yaml.Node {
+		data := mapping()
+		for _, name := range slices.Sorted(mapKeys(files)) {
+			v := str(string(files[name]))
+			v.Style = yaml.LiteralStyle
+			data.Content = append(data.Content, str(name), v)
+		}
+		return mapping(
+			str("apiVersion"), str("v1"),
+			str("kind"), str("ConfigMap"),
+			str("metadata"), mapping(
+				str("name"), str(name),
+				str("namespace"), str("default"),
+				str("labels"), mapping(
+					str("app.kubernetes.io/name"), str("saga-machine"),
+					str("app.kubernetes.io/part-of"), str("saga-machine"),
+				),
 			),
-		),
-		str("data"), data,
-	)
+			str("data"), data,
+		)
+	}
 	var buf bytes.Buffer
-	buf.WriteString("# GENERATED from sagas/*.yaml by `go test ./k8s -run TestSagasConfigMap -update`:\n" +
-		"# do not edit. saga-machine reads these definitions from the directory this\n" +
-		"# ConfigMap is mounted at (SAGA_SAGAS_DIR, apps/saga-machine.yaml).\n")
+	buf.WriteString("# GENERATED from sagas/*.yaml and sagas/migrations/*.yaml by\n" +
+		"# `go test ./k8s -run TestSagasConfigMap -update`: do not edit. saga-machine\n" +
+		"# reads the definitions (saga-definitions) from the directory SAGA_SAGAS_DIR\n" +
+		"# and the migrations of running sagas (saga-migrations) from its migrations/\n" +
+		"# subdirectory: one projected volume (apps/saga-machine.yaml).\n")
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
-	if err := enc.Encode(doc); err != nil {
-		return nil, fmt.Errorf("encode the sagas ConfigMap: %w", err)
+	for _, doc := range []*yaml.Node{configMap(sagasConfigMapName, files), configMap(migrationsConfigMapName, migrations)} {
+		if err := enc.Encode(doc); err != nil {
+			return nil, fmt.Errorf("encode the sagas ConfigMaps: %w", err)
+		}
 	}
 	if err := enc.Close(); err != nil {
-		return nil, fmt.Errorf("encode the sagas ConfigMap: %w", err)
+		return nil, fmt.Errorf("encode the sagas ConfigMaps: %w", err)
 	}
 	return buf.Bytes(), nil
 }
 
-var checksumLine = regexp.MustCompile(`(?m)^(\s*` + regexp.QuoteMeta(sagasChecksumKey) + `: )"[^"]*"$`)
+var (
+	checksumLine = regexp.MustCompile(`(?m)^(\s*` + regexp.QuoteMeta(sagasChecksumKey) + `: )"[^"]*"$`)
+	// migrationItems is the generated items list of the saga-migrations
+	// source of saga-machine's sagas volume, between its markers.
+	migrationItems = regexp.MustCompile(`(?ms)^( *)# BEGIN generated migration items\n.*?^ *# END generated migration items\n`)
+)
+
+// renderMigrationItems is the items list of the saga-migrations source,
+// indented by indent, with its markers: each migration at migrations/NAME.
+func renderMigrationItems(indent string, migrations map[string][]byte) string {
+	var b strings.Builder
+	b.WriteString(indent + "# BEGIN generated migration items\n")
+	if len(migrations) == 0 {
+		b.WriteString(indent + "items: []\n")
+	} else {
+		b.WriteString(indent + "items:\n")
+		for _, name := range slices.Sorted(mapKeys(migrations)) {
+			fmt.Fprintf(&b, "%s  - key: %s\n%s    path: %s/%s\n", indent, name, indent, migrationsDir, name)
+		}
+	}
+	b.WriteString(indent + "# END generated migration items\n")
+	return b.String()
+}
+
+// updateSagaMachine writes the checksum and the migration items into
+// apps/saga-machine.yaml.
+func updateSagaMachine(sum string, migrations map[string][]byte) error {
+	sm, err := os.ReadFile(sagaMachineFile)
+	if err != nil {
+		return err
+	}
+	if !checksumLine.Match(sm) {
+		return fmt.Errorf("%s has no %s annotation line to update", sagaMachineFile, sagasChecksumKey)
+	}
+	sm = checksumLine.ReplaceAll(sm, []byte(`${1}"`+sum+`"`))
+	m := migrationItems.FindSubmatch(sm)
+	if m == nil {
+		return fmt.Errorf("%s has no generated migration items (# BEGIN/END generated migration items) to update", sagaMachineFile)
+	}
+	sm = migrationItems.ReplaceAllLiteral(sm, []byte(renderMigrationItems(string(m[1]), migrations)))
+	return os.WriteFile(sagaMachineFile, sm, 0o644)
+}
+
+// projectedConfigMap is one ConfigMap source of a projected volume.
+type projectedConfigMap struct {
+	Name  string `yaml:"name"`
+	Items []struct {
+		Key  string `yaml:"key"`
+		Path string `yaml:"path"`
+	} `yaml:"items"`
+}
 
 // TestSagasConfigMap: saga-machine in the cluster runs exactly the
-// definitions of sagas/*.yaml, and a change to them rolls the Deployment.
+// definitions of sagas/*.yaml and the migrations of
+// sagas/migrations/*.yaml, and a change to either rolls the Deployment.
 func TestSagasConfigMap(t *testing.T) {
-	files := sagaFiles(t)
-	sum := sagasChecksum(files)
+	files, migrations := sagaFiles(t), migrationFiles(t)
+	sum := sagasChecksum(files, migrations)
 	if *update {
-		out, err := renderSagasConfigMap(files)
+		out, err := renderSagasConfigMap(files, migrations)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(sagasConfigMapFile, out, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		sm, err := os.ReadFile(sagaMachineFile)
-		if err != nil {
+		if err := updateSagaMachine(sum, migrations); err != nil {
 			t.Fatal(err)
 		}
-		if !checksumLine.Match(sm) {
-			t.Fatalf("%s has no %s annotation line to update", sagaMachineFile, sagasChecksumKey)
-		}
-		sm = checksumLine.ReplaceAll(sm, []byte(`${1}"`+sum+`"`))
-		if err := os.WriteFile(sagaMachineFile, sm, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("updated %s and the checksum in %s", sagasConfigMapFile, sagaMachineFile)
+		t.Logf("updated %s and the checksum and migration items in %s", sagasConfigMapFile, sagaMachineFile)
 	}
 
 	objs := manifests(t)
-	cm := find(objs, "ConfigMap", "default", sagasConfigMapName)
-	if cm == nil {
-		t.Fatalf("no ConfigMap default/%s", sagasConfigMapName)
-	}
-	var got struct {
-		Data map[string]string `yaml:"data"`
-	}
-	cm.decode(t, &got)
-	for name, want := range files {
-		g, ok := got.Data[name]
-		switch {
-		case !ok:
-			t.Errorf("%s lacks sagas/%s (run go test ./k8s -run TestSagasConfigMap -update)", cm, name)
-		case g != string(want):
-			t.Errorf("%s: %s differs from sagas/%s (run go test ./k8s -run TestSagasConfigMap -update)", cm, name, name)
+	for _, want := range []struct {
+		name, dir string
+		files     map[string][]byte
+	}{
+		{sagasConfigMapName, "sagas", files},
+		{migrationsConfigMapName, "sagas/" + migrationsDir, migrations},
+	} {
+		cm := find(objs, "ConfigMap", "default", want.name)
+		if cm == nil {
+			t.Errorf("no ConfigMap default/%s (run go test ./k8s -run TestSagasConfigMap -update)", want.name)
+			continue
 		}
-	}
-	for name := range got.Data {
-		if _, ok := files[name]; !ok {
-			t.Errorf("%s holds %s, which is not in sagas/", cm, name)
+		if cm.file != sagasConfigMapFile {
+			t.Errorf("%s is in %s, want the generated %s", cm, cm.file, sagasConfigMapFile)
+		}
+		var got struct {
+			Data map[string]string `yaml:"data"`
+		}
+		cm.decode(t, &got)
+		for name, data := range want.files {
+			g, ok := got.Data[name]
+			switch {
+			case !ok:
+				t.Errorf("%s lacks %s/%s (run go test ./k8s -run TestSagasConfigMap -update)", cm, want.dir, name)
+			case g != string(data):
+				t.Errorf("%s: %s differs from %s/%s (run go test ./k8s -run TestSagasConfigMap -update)", cm, name, want.dir, name)
+			}
+		}
+		for name := range got.Data {
+			if _, ok := want.files[name]; !ok {
+				t.Errorf("%s holds %s, which is not in %s/", cm, name, want.dir)
+			}
 		}
 	}
 
-	// saga-machine mounts it where SAGA_SAGAS_DIR points, and its pod
-	// template carries the checksum.
+	// saga-machine mounts both where SAGA_SAGAS_DIR points, the
+	// migrations under migrations/, and its pod template carries the
+	// checksum.
 	var sm *ourContainer
 	for _, oc := range ourContainers(t, objs) {
 		if oc.cmd == "saga-machine" && oc.obj.kind() == "Deployment" {
@@ -866,20 +961,62 @@ func TestSagasConfigMap(t *testing.T) {
 	if dir == nil || dir.Value == "" {
 		t.Fatalf("%s: SAGA_SAGAS_DIR not set: it would run the definitions built into the image", sm)
 	}
-	var vol string
-	for _, v := range sm.tpl.Spec.Volumes {
-		if v.ConfigMap != nil && v.ConfigMap.Name == sagasConfigMapName {
-			vol = v.Name
-		}
-	}
-	mounted := false
+	var mountedVolume string
 	for _, m := range sm.c.VolumeMounts {
-		if m.Name == vol && path.Clean(m.MountPath) == path.Clean(dir.Value) {
-			mounted = true
+		if path.Clean(m.MountPath) == path.Clean(dir.Value) {
+			mountedVolume = m.Name
 		}
 	}
-	if vol == "" || !mounted {
-		t.Errorf("%s: ConfigMap %s is not mounted at SAGA_SAGAS_DIR %s", sm, sagasConfigMapName, dir.Value)
+	if mountedVolume == "" {
+		t.Fatalf("%s: nothing is mounted at SAGA_SAGAS_DIR %s", sm, dir.Value)
+	}
+	var sources []projectedConfigMap
+	for _, v := range sm.tpl.Spec.Volumes {
+		if v.Name != mountedVolume {
+			continue
+		}
+		if v.Projected == nil {
+			t.Fatalf("%s: volume %s at SAGA_SAGAS_DIR is not the projected volume of %s and %s", sm, v.Name, sagasConfigMapName, migrationsConfigMapName)
+		}
+		for _, src := range v.Projected.Sources {
+			if src.ConfigMap != nil {
+				sources = append(sources, *src.ConfigMap)
+			}
+		}
+	}
+	var defs, migs *projectedConfigMap
+	for i := range sources {
+		switch sources[i].Name {
+		case sagasConfigMapName:
+			defs = &sources[i]
+		case migrationsConfigMapName:
+			migs = &sources[i]
+		}
+	}
+	switch {
+	case defs == nil:
+		t.Errorf("%s: ConfigMap %s is not in the volume at SAGA_SAGAS_DIR %s", sm, sagasConfigMapName, dir.Value)
+	case len(defs.Items) > 0:
+		t.Errorf("%s: ConfigMap %s has items: every definition must be at the root of SAGA_SAGAS_DIR", sm, sagasConfigMapName)
+	}
+	if migs == nil {
+		t.Errorf("%s: ConfigMap %s is not in the volume at SAGA_SAGAS_DIR %s: the cluster cannot migrate running sagas", sm, migrationsConfigMapName, dir.Value)
+	} else {
+		placed := map[string]bool{}
+		for _, it := range migs.Items {
+			if _, ok := migrations[it.Key]; !ok {
+				t.Errorf("%s: item %s of ConfigMap %s is not in sagas/%s/ (the pod would not start: the key is missing)", sm, it.Key, migrationsConfigMapName, migrationsDir)
+			}
+			if want := migrationsDir + "/" + it.Key; it.Path != want {
+				t.Errorf("%s: item %s of ConfigMap %s is placed at %s, want %s", sm, it.Key, migrationsConfigMapName, it.Path, want)
+			}
+			placed[it.Key] = true
+		}
+		for name := range migrations {
+			if !placed[name] {
+				t.Errorf("%s: sagas/%s/%s is not placed in SAGA_SAGAS_DIR (run go test ./k8s -run TestSagasConfigMap -update)", sm, migrationsDir, name)
+			}
+		}
 	}
 	if got, want := sm.tpl.Metadata.Annotations[sagasChecksumKey], sum; got != want {
 		t.Errorf("%s: annotation %s = %q, want %q (run go test ./k8s -run TestSagasConfigMap -update)", sm, sagasChecksumKey, got, want)

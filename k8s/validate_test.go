@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -499,6 +500,18 @@ type (
 				SecretName string `yaml:"secretName"`
 				Optional   bool   `yaml:"optional"`
 			} `yaml:"secret"`
+			Projected *struct {
+				Sources []struct {
+					ConfigMap *struct {
+						Name     string `yaml:"name"`
+						Optional bool   `yaml:"optional"`
+						Items    []struct {
+							Key  string `yaml:"key"`
+							Path string `yaml:"path"`
+						} `yaml:"items"`
+					} `yaml:"configMap"`
+				} `yaml:"sources"`
+			} `yaml:"projected"`
 		} `yaml:"volumes"`
 	}
 	podWorkload struct {
@@ -583,6 +596,27 @@ func apiProblems(objs []*object) []string {
 	defined := map[string]bool{} // kind ns/name
 	for _, o := range objs {
 		defined[o.kind()+" "+o.namespace()+"/"+o.name()] = true
+	}
+	configKeys := map[string]map[string]bool{} // ns/name of a ConfigMap → its keys
+	for _, o := range objs {
+		if o.kind() != "ConfigMap" {
+			continue
+		}
+		var cm struct {
+			Data       map[string]string `yaml:"data"`
+			BinaryData map[string]string `yaml:"binaryData"`
+		}
+		if o.node.Decode(&cm) != nil {
+			continue // reported below
+		}
+		keys := map[string]bool{}
+		for k := range cm.Data {
+			keys[k] = true
+		}
+		for k := range cm.BinaryData {
+			keys[k] = true
+		}
+		configKeys[o.namespace()+"/"+o.name()] = keys
 	}
 	type pod struct {
 		obj    *object
@@ -677,6 +711,35 @@ func apiProblems(objs []*object) []string {
 			}
 			if v.Secret != nil && !v.Secret.Optional && !defined["Secret "+o.namespace()+"/"+v.Secret.SecretName] {
 				add(o, "volume %s: Secret %s/%s is defined by no manifest", v.Name, o.namespace(), v.Secret.SecretName)
+			}
+			if v.Projected != nil {
+				// The kubelet refuses to start the pod when a source's
+				// ConfigMap or an item's key is missing, and the API
+				// server refuses an item path that is absolute, climbs
+				// out with .., or is given twice.
+				paths := map[string]bool{}
+				for _, src := range v.Projected.Sources {
+					cm := src.ConfigMap
+					if cm == nil {
+						continue
+					}
+					keys, ok := configKeys[o.namespace()+"/"+cm.Name]
+					if !ok && !cm.Optional {
+						add(o, "volume %s: ConfigMap %s/%s is defined by no manifest", v.Name, o.namespace(), cm.Name)
+					}
+					for _, it := range cm.Items {
+						if ok && !keys[it.Key] && !cm.Optional {
+							add(o, "volume %s: item %s is no key of ConfigMap %s/%s (the pod would not start)", v.Name, it.Key, o.namespace(), cm.Name)
+						}
+						if it.Path == "" || path.IsAbs(it.Path) || slices.Contains(strings.Split(it.Path, "/"), "..") {
+							add(o, "volume %s: item %s has path %q: want a relative path without ..", v.Name, it.Key, it.Path)
+						}
+						if paths[it.Path] {
+							add(o, "volume %s: path %q is given twice", v.Name, it.Path)
+						}
+						paths[it.Path] = true
+					}
+				}
 			}
 		}
 		for _, vc := range w.Spec.VolumeClaimTemplates {
@@ -879,6 +942,9 @@ spec:
 		{"bad quantity", "memory: 128Mi}", "memory: 128MB}", `"128MB" is not a quantity`},
 		{"mount of no volume", "volumeMounts: [{name: c,", "volumeMounts: [{name: d,", `volumeMount "d"`},
 		{"volume of an undefined ConfigMap", "configMap: {name: cfg}}]", "configMap: {name: gone}}]", "ConfigMap default/gone is defined by no manifest"},
+		{"projected volume of an undefined ConfigMap", "volumes: [{name: c, configMap: {name: cfg}}]", "volumes: [{name: c, projected: {sources: [{configMap: {name: gone}}]}}]", "ConfigMap default/gone is defined by no manifest"},
+		{"projected item of a missing key", "volumes: [{name: c, configMap: {name: cfg}}]", "volumes: [{name: c, projected: {sources: [{configMap: {name: cfg, items: [{key: GONE, path: sub/gone}]}}]}}]", "item GONE is no key of ConfigMap default/cfg"},
+		{"projected item climbing out", "volumes: [{name: c, configMap: {name: cfg}}]", "volumes: [{name: c, projected: {sources: [{configMap: {name: cfg, items: [{key: KEY, path: ../key}]}}]}}]", `path "../key"`},
 		{"envFrom an undefined ConfigMap", "configMapRef: {name: cfg}", "configMapRef: {name: gone}", "envFrom ConfigMap gone"},
 		{"Job restarting Always", "restartPolicy: Never", "restartPolicy: Always", "OnFailure or Never"},
 		{"upper-case name", "metadata: {name: web, namespace: default, labels", "metadata: {name: Web, namespace: default, labels", `name "Web"`},
