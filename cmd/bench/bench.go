@@ -189,6 +189,10 @@ func (o options) warmupSagas() int { return int(math.Round(o.rate * o.warmup.Sec
 // Result is what bench reports (--json prints it).
 type Result struct {
 	Mode string `json:"mode"`
+	// PGDriver is the database/sql driver of the system's PostgreSQL
+	// databases when bench started the system on PostgreSQL: "pgx" or
+	// "postgres" (lib/pq), as $SAGA_PG_DRIVER selects (internal/sqldb).
+	PGDriver string `json:"pg_driver,omitempty"`
 	// Loop is "closed" (-c clients, each posting its next deal when its
 	// last saga is final) or "open" (--rate: sagas started on a fixed
 	// schedule whatever the system does).
@@ -314,8 +318,12 @@ func printResult(w io.Writer, res Result) {
 		load = fmt.Sprintf("open loop, %.0f sagas/s offered", res.Open.OfferedPerSec)
 		from = "scheduled start"
 	}
+	mode := res.Mode
+	if res.PGDriver != "" {
+		mode += " (driver " + res.PGDriver + ")"
+	}
 	fmt.Fprintf(w, "%s: %d sagas (%d approved, %d rejected, %d failed, %d errors), %s, %d CPUs\n",
-		res.Mode, res.Completed, res.Approved, res.Rejected, res.Failed, res.Errors, load, res.CPUs)
+		mode, res.Completed, res.Approved, res.Rejected, res.Failed, res.Errors, load, res.CPUs)
 	fmt.Fprintf(w, "  %.0f sagas/s completed (%.2fs)\n", res.SagasPerSec, res.Seconds)
 	l := res.LatencyMs
 	fmt.Fprintf(w, "  latency %s -> final state: p50 %.1fms  p90 %.1fms  p99 %.1fms  p99.9 %.1fms  max %.1fms\n",
@@ -555,6 +563,9 @@ type sagaRun struct {
 // drive sets up users and portfolios, then runs the sagas.
 func drive(ctx context.Context, o options, tg *target, stderr io.Writer) (Result, error) {
 	res := Result{Mode: tg.mode, Loop: "closed", N: o.n, Concurrency: o.c, CPUs: runtime.NumCPU()}
+	if strings.HasPrefix(tg.mode, "postgres") {
+		res.PGDriver, _ = sqldb.PostgresDriver() // the system started with it (an error stopped it before)
+	}
 	if o.rate > 0 {
 		res.Loop = "open"
 	}

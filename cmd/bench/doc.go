@@ -16,6 +16,11 @@
 // the environment (SAGA_KAFKA_USER, SAGA_KAFKA_PASSWORD), as for the
 // services.
 //
+// The PostgreSQL driver of the system bench starts (and of its own
+// connections) is the one $SAGA_PG_DRIVER selects, pgx or pq (lib/pq),
+// read by internal/sqldb like every other component; the result names it
+// (pg_driver in --json).
+//
 // # Closed and open loop
 //
 // The closed loop (-c) keeps C sagas in flight: each client posts a deal,
