@@ -79,6 +79,10 @@ func (s *Service) Cancel(ctx context.Context, userID, id string) (deal Deal, rep
 	if err != nil {
 		return Deal{}, false, fmt.Errorf("cancel deal %s: read it: %w", id, err)
 	}
+	if d.BasketID != nil {
+		return Deal{}, false, service.NewError(http.StatusConflict, service.TypeConflict,
+			fmt.Sprintf("deal %s is part of basket %s: a basket is executed or failed as a whole, its deals cannot be cancelled one by one", d.ID, *d.BasketID))
+	}
 	if d.CancelRequestedAt != nil {
 		return d, true, nil
 	}

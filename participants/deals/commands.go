@@ -13,11 +13,16 @@ import (
 )
 
 // RegisterHandlers registers APPROVE_DEAL, REJECT_DEAL and their (and
-// REGISTER's) compensation FAIL_DEAL on p.
+// REGISTER's) compensation FAIL_DEAL on p, and BASKET_ORDER's
+// EXECUTE_BASKET, REJECT_BASKET and FAIL_BASKET.
 func (s *Service) RegisterHandlers(p *sdk.Participant) {
 	sdk.Handle(p, CommandApprove, s.handleApprove)
 	sdk.Handle(p, CommandReject, s.handleReject)
 	sdk.Handle(p, CommandFail, s.handleFail)
+	// BASKET_ORDER (basket_commands.go).
+	sdk.Handle(p, CommandExecuteBasket, s.handleExecuteBasket)
+	sdk.Handle(p, CommandRejectBasket, s.handleRejectBasket)
+	sdk.Handle(p, CommandFailBasket, s.handleFailBasket)
 }
 
 func (s *Service) handleApprove(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[dealctx.Envelope]) (sdk.Result, error) {
@@ -82,8 +87,13 @@ func (s *Service) settle(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[dealc
 }
 
 // belongs checks that deal d is the one the saga context dc of saga sagaID
-// names: same user, portfolio and (when both are known) saga.
+// names: same user, portfolio and (when both are known) saga, and that d is
+// a deal of its own: a basket's deals move only by the basket's commands.
 func belongs(d Deal, dc dealctx.DealContext, sagaID string) error {
+	if d.BasketID != nil {
+		return fmt.Errorf("deal %s is a line of basket %s: only the basket's commands (%s, %s, %s) settle it",
+			d.ID, *d.BasketID, CommandExecuteBasket, CommandRejectBasket, CommandFailBasket)
+	}
 	if d.UserID != dc.UserID || d.PortfolioID != dc.PortfolioID {
 		return fmt.Errorf("deal %s belongs to user %q, portfolio %s, but the saga context says user %q, portfolio %s",
 			d.ID, d.UserID, d.PortfolioID, dc.UserID, dc.PortfolioID)

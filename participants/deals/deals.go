@@ -116,6 +116,10 @@ type Deal struct {
 	// deal was still a draft); the deal becomes cancelled once its saga
 	// has undone what was done, or stays as its saga ends otherwise.
 	CancelRequestedAt *time.Time `json:"cancel_requested_at,omitempty" db:"cancel_requested_at"`
+	// BasketID names the basket the deal is a line of (POST /baskets);
+	// nil for a deal of its own (POST /deals). A basket's deals are settled
+	// together by the basket's saga (BASKET_ORDER), never one by one.
+	BasketID *string `json:"basket_id,omitempty" db:"basket_id"`
 
 	IdempotencyKey sql.NullString `json:"-" db:"idempotency_key"`
 	RequestHash    string         `json:"-" db:"request_hash"`

@@ -63,7 +63,7 @@ func Example() {
 		fmt.Println(path, rec.Code)
 	}
 	// Output:
-	// commands: [APPROVE_DEAL FAIL_DEAL REJECT_DEAL]
+	// commands: [APPROVE_DEAL EXECUTE_BASKET FAIL_BASKET FAIL_DEAL REJECT_BASKET REJECT_DEAL]
 	// /readyz 200
 	// /deals 401
 }

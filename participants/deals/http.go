@@ -36,6 +36,9 @@ func (s *Service) routes() *mux.Router {
 	r.Handle("/deals", service.Authed(s.auth, s.log, s.handleList)).Methods(http.MethodGet)
 	r.Handle("/deals/{id}", service.Authed(s.auth, s.log, s.handleGet)).Methods(http.MethodGet)
 	r.Handle("/deals/{id}/cancel", service.Authed(s.auth, s.log, s.handleCancel)).Methods(http.MethodPost)
+	r.Handle("/baskets", service.Authed(s.auth, s.log, s.handleCreateBasket)).Methods(http.MethodPost)
+	r.Handle("/baskets", service.Authed(s.auth, s.log, s.handleListBaskets)).Methods(http.MethodGet)
+	r.Handle("/baskets/{id}", service.Authed(s.auth, s.log, s.handleGetBasket)).Methods(http.MethodGet)
 	// The SDK's dead letters (GET/POST /admin/dead-letters...), operators only.
 	service.MountAdmin(r, s.p, s.operatorsOnly)
 	// Prometheus metrics (dead letters, outbox, consumer lag), unauthenticated.

@@ -20,7 +20,7 @@ import (
 )
 
 const dealColumns = `seq, id, user_id, portfolio_id, side, instrument, quantity, price, amount, currency,
-	status, reason, saga_id, idempotency_key, request_hash, created_at, updated_at, cancel_requested_at`
+	status, reason, saga_id, idempotency_key, request_hash, created_at, updated_at, cancel_requested_at, basket_id`
 
 // NewDeal is a validated request to create a deal.
 type NewDeal struct {
@@ -177,6 +177,7 @@ func (s *Service) lockDeal(ctx context.Context, tx *sqlx.Tx, id string) (Deal, e
 func (s *Service) settleDraft(ctx context.Context, tx *sqlx.Tx, dc dealctx.DealContext, sagaID, status, reason string) (d Deal, ok bool, err error) {
 	const q = `UPDATE deals SET status = ?, reason = ?, updated_at = ?
 		WHERE id = ? AND status = '` + StatusDraft + `' AND user_id = ? AND portfolio_id = ? AND (saga_id = '' OR ? = '' OR saga_id = ?)
+		AND basket_id IS NULL
 		RETURNING ` + dealColumns
 	err = s.sql.Get(ctx, tx, &d, q, status, reason, s.now().UTC(), dc.DealID, dc.UserID, dc.PortfolioID, sagaID, sagaID)
 	if errors.Is(err, sql.ErrNoRows) {
