@@ -49,21 +49,15 @@ type BasketDTO struct {
 // basketDTOFields are the JSON names of BasketDTO's fields, all required.
 var basketDTOFields = []string{"user_id", "basket_id", "portfolio_id", "currency", "deal_ids", "status", "reason"}
 
-// basketNotice is a checked BasketDTO, its ids in canonical (lower-case)
-// form.
-type basketNotice struct {
-	BasketDTO
-}
-
 // decodeBasketDTO decodes a basketNotificationDTO strictly: an object with
 // every field of BasketDTO, of its type, and no other; strings within
 // their limits and without control characters; ids UUIDs (returned in
 // canonical form); 1 to MaxBasketDeals distinct deal ids; a known status.
 // The error lists every problem found.
-func decodeBasketDTO(raw json.RawMessage) (basketNotice, error) {
+func decodeBasketDTO(raw json.RawMessage) (BasketDTO, error) {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
-		return basketNotice{}, errors.New("is not a JSON object")
+		return BasketDTO{}, errors.New("is not a JSON object")
 	}
 	var missing []string
 	for _, f := range basketDTOFields {
@@ -72,13 +66,13 @@ func decodeBasketDTO(raw json.RawMessage) (basketNotice, error) {
 		}
 	}
 	if len(missing) > 0 {
-		return basketNotice{}, fmt.Errorf("missing fields: %s", strings.Join(missing, ", "))
+		return BasketDTO{}, fmt.Errorf("missing fields: %s", strings.Join(missing, ", "))
 	}
 	d := json.NewDecoder(bytes.NewReader(raw))
 	d.DisallowUnknownFields()
 	var dto BasketDTO
 	if err := d.Decode(&dto); err != nil {
-		return basketNotice{}, fmt.Errorf("decode: %w", err)
+		return BasketDTO{}, fmt.Errorf("decode: %w", err)
 	}
 	var errs []error
 	text := func(name, v string, max int) bool {
@@ -144,9 +138,9 @@ func decodeBasketDTO(raw json.RawMessage) (basketNotice, error) {
 	}
 	text("reason", dto.Reason, MaxReasonBytes)
 	if err := errors.Join(errs...); err != nil {
-		return basketNotice{}, err
+		return BasketDTO{}, err
 	}
-	return basketNotice{dto}, nil
+	return dto, nil
 }
 
 // BasketText is the message for a basket whose saga ended, and the status
@@ -180,8 +174,8 @@ func BasketText(dto BasketDTO) (text, status string) {
 // NOTIFY for a basket already notified (under a new message id) changes
 // nothing. checkBasketRecipient parks a NOTIFY that contradicts the
 // basket's earlier notification.
-func (s *Service) notifyBasket(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[json.RawMessage], b basketNotice) (sdk.Result, error) {
-	text, status := BasketText(b.BasketDTO)
+func (s *Service) notifyBasket(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[json.RawMessage], b BasketDTO) (sdk.Result, error) {
+	text, status := BasketText(b)
 	ids, err := json.Marshal(b.DealIDs)
 	if err != nil {
 		return sdk.Result{}, fmt.Errorf("%s: encode the deal ids of basket %s: %w", cmd.Name, b.BasketID, err)

@@ -67,8 +67,8 @@ var dtoFields = []string{"user_id", "deal_id", "portfolio_id", "status", "reason
 type notice struct {
 	dc     dealctx.DealContext
 	rev    *dealctx.Reversal
-	basket *basketNotice // set for a basketNotificationDTO; dc and rev are then empty
-	shape  string        // "notificationDTO", "deal_context" (the legacy whole context) or "basketNotificationDTO"
+	basket *BasketDTO // set for a basketNotificationDTO (checked, ids lower case); dc and rev are then empty
+	shape  string     // "notificationDTO", "deal_context" (the legacy whole context) or "basketNotificationDTO"
 }
 
 // parseNotify tells the three shapes of a NOTIFY payload apart and checks
