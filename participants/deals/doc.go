@@ -1,5 +1,6 @@
 // Package deals is the deals participant service: it keeps clients' deals
-// (orders) and starts the MANUAL_CREATE_ORDER saga for each one.
+// (orders) and starts the MANUAL_CREATE_ORDER saga for each one, and
+// baskets of deals, with the BASKET_ORDER saga for each basket.
 //
 // HTTP (schema/openapi/deals.yaml), every route but the probes behind the
 // OIDC bearer-token middleware and scoped to the token's subject:
@@ -14,7 +15,16 @@
 //	                   the owner cancels a draft deal: cancel_requested_at
 //	                   and, in the same transaction, CANCEL_REQUESTED to the
 //	                   saga (sdk.Participant.EmitEvent); 202, again 202
-//	                   replayed; executed, rejected or failed: 409 (Cancel)
+//	                   replayed; executed, rejected or failed: 409 (Cancel);
+//	                   a deal of a basket: 409 naming the basket
+//	POST /baskets      validate 1 to MaxBasketLines lines (each as POST /deals
+//	                   validates a deal, all in one currency), store the basket
+//	                   and one draft deal per line (basket_id, the basket's
+//	                   saga id) and, in the same transaction, BASKET_REGISTERED
+//	                   to the outbox (CreateBasket); Idempotency-Key supported
+//	GET  /baskets      the caller's baskets with their deals, newest first (?limit=, ?cursor=)
+//	GET  /baskets/{id} one basket (404 when it is another user's); its status
+//	                   is derived from its deals
 //	GET  /healthz, /readyz
 //
 // The portfolio id of a new deal is accepted in any case and stored in
@@ -35,4 +45,14 @@
 // APPROVE_DEAL after rejection, either after failure) is a permanent error:
 // the SDK parks it as a dead letter with the reason, and the deal does not
 // move.
+//
+// Basket commands (BASKET_ORDER): EXECUTE_BASKET, REJECT_BASKET and their
+// (and BASKET_REGISTERED's) compensation FAIL_BASKET move every deal of the
+// basket in one statement and reply BASKET_EXECUTED, BASKET_REJECTED,
+// BASKET_FAILED with {"basket_result": {status, reason}}. Each first checks
+// that the basket exists and belongs to the command's saga, user, portfolio
+// and currency and that the command's lines are exactly its deals, else a
+// permanent error: nothing moves. Again, they answer the same. A deal of a
+// basket is moved only by these (APPROVE_DEAL, REJECT_DEAL and FAIL_DEAL of
+// one are permanent errors).
 package deals
