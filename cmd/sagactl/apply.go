@@ -118,16 +118,29 @@ func (rm remoteMigration) post(ctx context.Context, id string, dryRun bool) (mig
 	if rm.reason != "" {
 		body["reason"] = rm.reason
 	}
+	var a migrateAnswer
+	target := rm.base + "/api/v1/sagas/" + url.PathEscape(id) + "/migrations"
+	if err := rm.send(ctx, target, body, &a); err != nil {
+		return migrateAnswer{}, err
+	}
+	if a.DryRun != dryRun || a.Applied == dryRun {
+		return migrateAnswer{}, fmt.Errorf("the answer of POST %s does not match the request (dry_run %v, applied %v)", target, a.DryRun, a.Applied)
+	}
+	return a, nil
+}
+
+// send POSTs body as JSON to target and decodes a 200 answer into out; any
+// other status is a refusal with saga-machine's problem.
+func (rm remoteMigration) send(ctx context.Context, target string, body, out any) error {
 	b, err := json.Marshal(body)
 	if err != nil {
-		return migrateAnswer{}, fmt.Errorf("encode the request: %w", err)
+		return fmt.Errorf("encode the request: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	target := rm.base + "/api/v1/sagas/" + url.PathEscape(id) + "/migrations"
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(b))
 	if err != nil {
-		return migrateAnswer{}, fmt.Errorf("build the request: %w", err)
+		return fmt.Errorf("build the request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, application/problem+json")
@@ -136,31 +149,27 @@ func (rm remoteMigration) post(ctx context.Context, id string, dryRun bool) (mig
 	}
 	resp, err := rm.client.Do(req)
 	if err != nil {
-		return migrateAnswer{}, fmt.Errorf("POST %s: %w", target, err)
+		return fmt.Errorf("POST %s: %w", target, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes+1))
 	if err != nil {
-		return migrateAnswer{}, fmt.Errorf("read the answer of POST %s: %w", target, err)
+		return fmt.Errorf("read the answer of POST %s: %w", target, err)
 	}
 	if len(data) > maxAnswerBytes {
-		return migrateAnswer{}, fmt.Errorf("the answer of POST %s is larger than %d bytes", target, maxAnswerBytes)
+		return fmt.Errorf("the answer of POST %s is larger than %d bytes", target, maxAnswerBytes)
 	}
 	if resp.StatusCode != http.StatusOK {
 		var p problemAnswer
 		if json.Unmarshal(data, &p) != nil || p.Status == 0 {
 			p = problemAnswer{Status: resp.StatusCode, Title: strings.TrimSpace(abbreviate(string(data), 200))}
 		}
-		return migrateAnswer{}, refusal{p}
+		return refusal{p}
 	}
-	var a migrateAnswer
-	if err := json.Unmarshal(data, &a); err != nil {
-		return migrateAnswer{}, fmt.Errorf("the answer of POST %s is not a migration result: %w", target, err)
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("the answer of POST %s is not a migration result: %w", target, err)
 	}
-	if a.DryRun != dryRun || a.Applied == dryRun {
-		return migrateAnswer{}, fmt.Errorf("the answer of POST %s does not match the request (dry_run %v, applied %v)", target, a.DryRun, a.Applied)
-	}
-	return a, nil
+	return nil
 }
 
 // abbreviate cuts s to at most n bytes.
@@ -216,4 +225,157 @@ func baseURL(raw string, withToken bool) (string, error) {
 
 func loopbackHost(h string) bool {
 	return h == "localhost" || h == "::1" || strings.HasPrefix(h, "127.")
+}
+
+// bulkPage is how many sagas `sagactl migrate --all` asks saga-machine for
+// at a time (POST /api/v1/migrations' default limit).
+const bulkPage = 100
+
+// bulkSelection is what `sagactl migrate --all` migrates: the running
+// sagas of saga on version from (in state, if given), at most limit of
+// them (0: every one).
+type bulkSelection struct {
+	saga, state string
+	limit       int
+}
+
+// bulkAnswer is the part of POST /api/v1/migrations' answer sagactl reads.
+type bulkAnswer struct {
+	Saga      string     `json:"saga"`
+	From      int        `json:"from"`
+	To        int        `json:"to"`
+	DryRun    bool       `json:"dry_run"`
+	Migration string     `json:"migration"`
+	Results   []bulkLine `json:"results"`
+	Next      string     `json:"next"`
+}
+
+// bulkLine is one saga of a bulkAnswer.
+type bulkLine struct {
+	ID            string `json:"id"`
+	Outcome       string `json:"outcome"`
+	VersionBefore int    `json:"version_before"`
+	StateBefore   string `json:"state_before"`
+	VersionAfter  int    `json:"version_after"`
+	StateAfter    string `json:"state_after"`
+	Rev           int64  `json:"rev"`
+	Code          string `json:"code"`
+	Detail        string `json:"detail"`
+}
+
+// bulkTotals counts what `sagactl migrate --all` did.
+type bulkTotals struct{ selected, wouldApply, applied, refused, failed int }
+
+// applyAll migrates the running sagas sel selects on the saga-machine at
+// rm.base, a page at a time: a dry run of the page there (which selects
+// it), then, unless dryOnly, the apply of exactly the sagas the dry run
+// found would migrate (by their ids, so nothing the dry run did not show
+// is changed), each in its own transaction. Refused sagas are reported and
+// left as they are. It returns exitOK when every saga selected migrated
+// (or would), exitInvalid when one was refused or failed, exitUsage when
+// saga-machine could not be reached or refused the request.
+func applyAll(ctx context.Context, rm remoteMigration, sel bulkSelection, dryOnly bool, stdout, stderr io.Writer) int {
+	target := rm.base + "/api/v1/migrations"
+	var tot bulkTotals
+	var migration string
+	cursor := ""
+	for {
+		page := bulkPage
+		if sel.limit > 0 {
+			page = min(page, sel.limit-tot.selected)
+		}
+		body := map[string]any{"saga": sel.saga, "from": rm.from, "to": rm.to, "limit": page, "dry_run": true}
+		if sel.state != "" {
+			body["state"] = sel.state
+		}
+		if cursor != "" {
+			body["cursor"] = cursor
+		}
+		var dry bulkAnswer
+		if err := rm.send(ctx, target, body, &dry); err != nil {
+			fmt.Fprintf(stderr, "sagactl migrate: %v\n", err)
+			return worse(tot.code(), exitCodeOf(err))
+		}
+		if !dry.DryRun {
+			fmt.Fprintf(stderr, "sagactl migrate: the answer of POST %s does not match the request (dry_run false)\n", target)
+			return exitUsage
+		}
+		migration = dry.Migration
+		tot.selected += len(dry.Results)
+		var ids []string
+		for _, l := range dry.Results {
+			if l.Outcome == "would-apply" {
+				ids = append(ids, l.ID)
+				tot.wouldApply++
+				fmt.Fprintf(stdout, "saga %s: dry run: %s v%d %s → v%d %s (%s)\n", l.ID, sel.saga, l.VersionBefore, l.StateBefore, l.VersionAfter, l.StateAfter, dry.Migration)
+				continue
+			}
+			tot.count(l, stderr)
+		}
+		if !dryOnly && len(ids) > 0 {
+			body := map[string]any{"saga": sel.saga, "from": rm.from, "to": rm.to, "ids": ids, "dry_run": false, "reason": rm.reason}
+			if sel.state != "" {
+				body["state"] = sel.state
+			}
+			var res bulkAnswer
+			if err := rm.send(ctx, target, body, &res); err != nil {
+				fmt.Fprintf(stderr, "sagactl migrate: %v\n", err)
+				return worse(tot.code(), exitCodeOf(err))
+			}
+			if res.DryRun {
+				fmt.Fprintf(stderr, "sagactl migrate: the answer of POST %s does not match the request (dry_run true)\n", target)
+				return exitUsage
+			}
+			for _, l := range res.Results {
+				if l.Outcome == "applied" {
+					tot.applied++
+					fmt.Fprintf(stdout, "saga %s: applied: %s v%d %s → v%d %s (rev %d, recorded in its timeline)\n", l.ID, sel.saga, l.VersionBefore, l.StateBefore, l.VersionAfter, l.StateAfter, l.Rev)
+					continue
+				}
+				tot.count(l, stderr)
+			}
+		}
+		cursor = dry.Next
+		if cursor == "" || (sel.limit > 0 && tot.selected >= sel.limit) {
+			break
+		}
+	}
+	state := ""
+	if sel.state != "" {
+		state = " in " + sel.state
+	}
+	if dryOnly {
+		fmt.Fprintf(stdout, "dry run of %s (%s v%d%s → v%d): %d selected, %d would migrate, %d refused, %d failed; nothing was changed\n",
+			migration, sel.saga, rm.from, state, rm.to, tot.selected, tot.wouldApply, tot.refused, tot.failed)
+	} else {
+		fmt.Fprintf(stdout, "%s (%s v%d%s → v%d): %d selected, %d applied, %d refused, %d failed\n",
+			migration, sel.saga, rm.from, state, rm.to, tot.selected, tot.applied, tot.refused, tot.failed)
+	}
+	if sel.limit > 0 && cursor != "" {
+		fmt.Fprintf(stdout, "more sagas match: --limit %d stopped here; run it again for the next ones\n", sel.limit)
+	}
+	return tot.code()
+}
+
+// count reports a refused or failed saga on stderr and counts it.
+func (t *bulkTotals) count(l bulkLine, stderr io.Writer) {
+	switch l.Outcome {
+	case "failed":
+		t.failed++
+	default:
+		t.refused++
+	}
+	where := ""
+	if l.VersionBefore > 0 {
+		where = fmt.Sprintf(" (v%d %s)", l.VersionBefore, l.StateBefore)
+	}
+	fmt.Fprintf(stderr, "sagactl migrate: saga %s%s: %s (%s): %s\n", l.ID, where, l.Outcome, l.Code, l.Detail)
+}
+
+// code is the exit status of what was done so far.
+func (t bulkTotals) code() int {
+	if t.refused > 0 || t.failed > 0 {
+		return exitInvalid
+	}
+	return exitOK
 }

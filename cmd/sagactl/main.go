@@ -57,6 +57,13 @@ Usage:
         recorded in the saga's timeline. Needs the saga-operator role; the
         bearer token is read from FILE or the environment variable
         SAGA_TOKEN (sent only over https or to a loopback address).
+  sagactl migrate --dry-run|--apply --url URL --all --saga NAME --from VERSION
+          --to VERSION [--state STATE] [--limit N] [--reason TEXT]
+          [--token-file FILE]
+        The same for every running saga of NAME on version --from (in
+        STATE), as saga-machine selects them, 100 at a time (at most N in
+        all): a dry run of each page there, then with --apply the apply of
+        the sagas the dry run showed, each in its own transaction.
   sagactl help
         Print this text.
 

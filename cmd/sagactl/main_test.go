@@ -146,6 +146,9 @@ func TestGolden(t *testing.T) {
 		{"migrate-bad-migration", []string{"migrate", "--dry-run", "--sagas", "../../sagas", badMig, "testdata/instances/approved_v1.json"}, 1},
 		{"migrate-api-detail", []string{"migrate", "--dry-run", "--sagas", "../../sagas", mco12, "testdata/instances/detail_v1.json"}, 0},
 		{"migrate-not-an-instance", []string{"migrate", "--dry-run", "--sagas", "../../sagas", mco12, "testdata/payloads/plan.json"}, 2},
+		{"migrate-all-without-saga", []string{"migrate", "--apply", "--url", "http://127.0.0.1:1", "--all", "--from", "1", "--to", "2", "--reason", "x"}, 2},
+		{"migrate-all-with-ids", []string{"migrate", "--dry-run", "--url", "http://127.0.0.1:1", "--all", "--saga", "MANUAL_CREATE_ORDER", "--from", "1", "--to", "2", "saga-1"}, 2},
+		{"migrate-state-without-all", []string{"migrate", "--apply", "--url", "http://127.0.0.1:1", "--to", "2", "--reason", "x", "--state", "DRAFT", "saga-1"}, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -62,24 +62,42 @@ func validateMigration(file string, data []byte, sagasDir string, stderr io.Writ
 }
 
 func migrate(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("migrate", "--dry-run [--sagas DIR] MIGRATION INSTANCE.json\n   or: sagactl migrate --apply --url URL --to VERSION [--from VERSION] --reason TEXT [--token-file FILE] SAGA_ID...", stderr)
-	dryRun := fs.Bool("dry-run", false, "show what the migration does to the instance, here, without changing anything")
+	fs := newFlagSet("migrate", "--dry-run [--sagas DIR] MIGRATION INSTANCE.json\n"+
+		"   or: sagactl migrate --apply --url URL --to VERSION [--from VERSION] --reason TEXT [--token-file FILE] SAGA_ID...\n"+
+		"   or: sagactl migrate --dry-run|--apply --url URL --all --saga NAME --from VERSION --to VERSION [--state STATE] [--limit N] [--reason TEXT] [--token-file FILE]", stderr)
+	dryRun := fs.Bool("dry-run", false, "show what the migration does to the instance, here, without changing anything (with --all: to the sagas selected on saga-machine)")
 	sagasDir := fs.String("sagas", "", "the definitions (default: the directory above the migration's)")
-	apply := fs.Bool("apply", false, "migrate the running sagas SAGA_ID... on the saga-machine at --url (operator role): a dry run there first, then the apply")
-	base := fs.String("url", "", "saga-machine's address, e.g. http://127.0.0.1:8080 (with --apply)")
-	toVersion := fs.Int("to", 0, "the version to move the sagas to (with --apply)")
-	fromVersion := fs.Int("from", 0, "the version the sagas are expected on; a saga on another is refused (with --apply)")
+	apply := fs.Bool("apply", false, "migrate the running sagas SAGA_ID... (or --all) on the saga-machine at --url (operator role): a dry run there first, then the apply")
+	base := fs.String("url", "", "saga-machine's address, e.g. http://127.0.0.1:8080 (with --apply or --all)")
+	toVersion := fs.Int("to", 0, "the version to move the sagas to (with --apply or --all)")
+	fromVersion := fs.Int("from", 0, "the version the sagas are expected on; a saga on another is refused (with --apply; required with --all)")
 	reason := fs.String("reason", "", "why; recorded in each saga's timeline (with --apply, required)")
 	tokenFile := fs.String("token-file", "", "file holding the bearer token (default: the environment variable SAGA_TOKEN)")
+	all := fs.Bool("all", false, "instead of SAGA_IDs: every running saga of --saga on --from (in --state), as saga-machine selects them, a page at a time")
+	sagaName := fs.String("saga", "", "with --all: the definition name, e.g. MANUAL_CREATE_ORDER")
+	state := fs.String("state", "", "with --all: only the sagas in this state of --from")
+	limit := fs.Int("limit", 0, "with --all: at most this many sagas (default: every one selected)")
 	files, err := parseInterspersed(fs, args)
 	if err != nil {
 		return flagExit(err)
 	}
-	if *apply {
-		if *dryRun {
-			fmt.Fprintln(stderr, "sagactl migrate: --dry-run and --apply exclude each other: --dry-run plans one instance file here, --apply migrates running sagas on saga-machine (after a dry run there)")
+	if *dryRun && *apply {
+		fmt.Fprintln(stderr, "sagactl migrate: --dry-run and --apply exclude each other: --dry-run plans one instance file here (or, with --all, the sagas on saga-machine), --apply migrates running sagas on saga-machine (after a dry run there)")
+		return exitUsage
+	}
+	if !*all && (*sagaName != "" || *state != "" || *limit != 0) {
+		fmt.Fprintln(stderr, "sagactl migrate: --saga, --state and --limit select sagas with --all")
+		return exitUsage
+	}
+	if *all {
+		if !*dryRun && !*apply {
+			fmt.Fprintln(stderr, "sagactl migrate: --all wants --dry-run (show what saga-machine would do to the sagas selected) or --apply (a dry run, then the apply)")
 			return exitUsage
 		}
+		return migrateAllRemote(remoteArgs{base: *base, to: *toVersion, from: *fromVersion, reason: *reason, tokenFile: *tokenFile},
+			bulkSelection{saga: *sagaName, state: *state, limit: *limit}, *dryRun, files, stdout, stderr)
+	}
+	if *apply {
 		return migrateRemote(remoteArgs{base: *base, to: *toVersion, from: *fromVersion, reason: *reason, tokenFile: *tokenFile}, files, stdout, stderr)
 	}
 	if !*dryRun {
@@ -253,4 +271,42 @@ func migrateRemote(a remoteArgs, ids []string, stdout, stderr io.Writer) int {
 	rm := remoteMigration{base: base, token: token, to: a.to, from: a.from, reason: a.reason,
 		client: &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 	return applyRemote(context.Background(), rm, ids, stdout, stderr)
+}
+
+// migrateAllRemote checks the flags of --all and migrates (or dry-runs) the
+// sagas sel selects on saga-machine.
+func migrateAllRemote(a remoteArgs, sel bulkSelection, dryOnly bool, ids []string, stdout, stderr io.Writer) int {
+	usage := func(format string, args ...any) int {
+		fmt.Fprintf(stderr, "sagactl migrate: "+format+"\n", args...)
+		return exitUsage
+	}
+	switch {
+	case len(ids) > 0:
+		return usage("--all selects the sagas: give no SAGA_ID (got %s)", strings.Join(ids, " "))
+	case a.base == "":
+		return usage("--all needs --url: the address of saga-machine")
+	case strings.TrimSpace(sel.saga) == "":
+		return usage("--all needs --saga: the definition whose sagas migrate")
+	case a.from <= 0:
+		return usage("--all needs --from: the version the sagas are on")
+	case a.to <= 0:
+		return usage("--all needs --to: the version to move the sagas to")
+	case a.from == a.to:
+		return usage("--from and --to are both %d: nothing to migrate", a.to)
+	case sel.limit < 0:
+		return usage("--limit must be a positive number of sagas")
+	case !dryOnly && strings.TrimSpace(a.reason) == "":
+		return usage("--apply needs --reason: it is recorded in each saga's timeline")
+	}
+	token, err := readToken(a.tokenFile)
+	if err != nil {
+		return usage("%v", err)
+	}
+	base, err := baseURL(a.base, token != "")
+	if err != nil {
+		return usage("%v", err)
+	}
+	rm := remoteMigration{base: base, token: token, to: a.to, from: a.from, reason: a.reason,
+		client: &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	return applyAll(context.Background(), rm, sel, dryOnly, stdout, stderr)
 }
