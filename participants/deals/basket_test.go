@@ -1,21 +1,27 @@
 package deals
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
+	"github.com/pressly/goose/v3"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service/servicetest"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
+	"github.com/portfolio-counselor/sagamachine/schema"
 )
 
 // basketWorld is deals on one database behind its validated HTTP router.
@@ -711,5 +717,86 @@ func TestBasketDealsMoveOnlyTogether(t *testing.T) {
 		fail := servicetest.Compensation(t, w.p, CommandFail, m, dealctx.Wrap(line))
 		wantDeadLetter(t, servicetest.DispatchMessage(t, w.p, fail), "is a line of basket "+b.ID)
 		w.unchanged(t, b.ID, before)
+	})
+}
+
+// TestConcurrentIdempotentBaskets posts the same basket with the same
+// Idempotency-Key at once: one basket, one set of deals, one saga, and
+// every caller gets that basket.
+func TestConcurrentIdempotentBaskets(t *testing.T) {
+	servicetest.EachDB(t, Migrate, func(t *testing.T, db *sqlx.DB) {
+		w := newBasketWorld(t, db)
+		const n = 6
+		ids := make([]string, n)
+		statuses := make([]int, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				raw, _ := json.Marshal(basketBody(basketLines()))
+				req := httptest.NewRequest("POST", "/baskets", bytes.NewReader(raw))
+				req.Header.Set("Authorization", "Bearer "+w.alice)
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set(HeaderIdempotencyKey, "same")
+				rec := httptest.NewRecorder()
+				w.h.ServeHTTP(rec, req)
+				var b Basket
+				_ = json.Unmarshal(rec.Body.Bytes(), &b) // checked through ids below
+				ids[i], statuses[i] = b.ID, rec.Code
+			})
+		}
+		wg.Wait()
+		for i := range n {
+			if statuses[i] != http.StatusCreated || ids[i] == "" || ids[i] != ids[0] {
+				t.Errorf("request %d: got %d basket %q, want 201 and basket %q", i, statuses[i], ids[i], ids[0])
+			}
+		}
+		if nb, nd := w.count(t, "baskets"), w.count(t, "deals"); nb != 1 || nd != 2 {
+			t.Errorf("stored: %d baskets, %d deals, want 1 and 2", nb, nd)
+		}
+		if msgs := servicetest.Flush(t, w.p); len(msgs) != 1 {
+			t.Errorf("sagas started: got %d, want 1", len(msgs))
+		}
+	})
+}
+
+// TestBasketMigrationDown: migration 00004 goes down and up again on both
+// databases with baskets stored: down keeps every deal (as deals without a
+// basket) and drops the baskets; up again lets a basket be created.
+func TestBasketMigrationDown(t *testing.T) {
+	ctx := context.Background()
+	eachDB(t, func(t *testing.T, open opener) {
+		db := open(t, Migrate)
+		w := newBasketWorld(t, db)
+		w.create(t, w.alice, basketBody(basketLines()))
+		d, err := service.DialectOf(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fsys, err := schema.Migrations("deals/" + string(d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		gd := goose.DialectSQLite3
+		if d == service.Postgres {
+			gd = goose.DialectPostgres
+		}
+		prov, err := goose.NewProvider(gd, db.DB, fsys, goose.WithTableName(service.VersionTable(Name)), goose.WithDisableGlobalRegistry(true))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := prov.DownTo(ctx, 3); err != nil {
+			t.Fatalf("down to 3: %v", err)
+		}
+		var n int
+		if err := db.Get(&n, `SELECT COUNT(*) FROM deals`); err != nil || n != 2 {
+			t.Errorf("deals after down: got %d (err %v), want the basket's 2", n, err)
+		}
+		if _, err := db.Exec(`SELECT basket_id FROM deals`); err == nil {
+			t.Errorf("deals.basket_id after down: still there")
+		}
+		if err := Migrate(ctx, db); err != nil {
+			t.Fatalf("up again: %v", err)
+		}
+		w.create(t, w.alice, basketBody(basketLines()))
 	})
 }
