@@ -365,3 +365,43 @@ func TestMigrateSagasRefusals(t *testing.T) {
 	}
 	unchanged(t, before[done], e.stored(t, done))
 }
+
+// BenchmarkMigrateSagas measures POST /api/v1/migrations on a page of the
+// maximum size (1000 sagas), dry run and apply, on SQLite and PostgreSQL:
+// one request must finish well within the server's WriteTimeout (60s,
+// internal/program). Run: go test ./engine/httpapi -run '^$' -bench
+// MigrateSagas -benchtime 1x.
+func BenchmarkMigrateSagas(b *testing.B) {
+	for _, db := range []struct {
+		name string
+		url  func(testing.TB) string
+	}{
+		{"sqlite", func(testing.TB) string { return "" }},
+		{"postgres", testenv.Postgres},
+	} {
+		for _, dryRun := range []bool{true, false} {
+			b.Run(fmt.Sprintf("%s/dry_run=%v", db.name, dryRun), func(b *testing.B) {
+				e := newEnv(b, db.url(b), envOptions{catalog: migrationCatalog(b)})
+				body := fmt.Sprintf(`{"saga":"MANUAL_CREATE_ORDER","from":1,"to":2,"limit":%d,"dry_run":%v,"reason":"bench"}`, engine.MaxMigrateLimit, dryRun)
+				for i := 0; b.Loop(); i++ {
+					b.StopTimer()
+					for j := range engine.MaxMigrateLimit {
+						e.startOn(b, "MANUAL_CREATE_ORDER", 1, fmt.Sprintf("bench-%d-%d", i, j))
+					}
+					b.StartTimer()
+					res := decode[httpapi.MigrateSagasResult](b, e.do(b, "POST", "/api/v1/migrations", body), 200)
+					if res.Totals.Selected != engine.MaxMigrateLimit || res.Totals.Refused+res.Totals.Failed != 0 {
+						b.Fatalf("totals %+v", res.Totals)
+					}
+					if dryRun {
+						b.StopTimer()
+						// Clear the selection for the next round.
+						e.do(b, "POST", "/api/v1/migrations", strings.Replace(body, `"dry_run":true`, `"dry_run":false`, 1))
+						b.StartTimer()
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/request")
+			})
+		}
+	}
+}
