@@ -272,7 +272,7 @@ const (
 	EntryEvent    EntryKind = "event"    // a participant's event was accepted
 	EntryRefused  EntryKind = "refused"  // an event was refused (also dead-lettered)
 	EntryTimer    EntryKind = "timer"    // the engine raised an event: a timeout, an exhausted retry, a join's then/else, or a branch command given up on
-	EntryRetry    EntryKind = "retry"    // a command was re-sent by the retry policy
+	EntryRetry    EntryKind = "retry"    // a command was re-sent by the retry policy (or the attempt held back: progress.go)
 	EntryOperator EntryKind = "operator" // an operator action (re-send, abort, replay, compensation retry or resolve)
 	// EntryCompensation: a compensation was sent, its done event was
 	// accepted, or the saga's compensations finished (and the held-back

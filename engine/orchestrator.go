@@ -182,6 +182,11 @@ type Orchestrator struct {
 	cob CompensationObserver // obs if it implements it, else NopObserver
 
 	wake relay.Signal // wakes the relay
+
+	// progress is how far each participant got through its commands, as
+	// seen from its answers: the retry timers hold back re-sends that would
+	// land behind the original (progress.go).
+	progress progress
 }
 
 // New checks cfg and returns an orchestrator over the definitions in cat,

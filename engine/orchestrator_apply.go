@@ -321,6 +321,11 @@ func (o *Orchestrator) enter(b *batch, w *sagaWork, in *inbound, step Step) erro
 	if answers == "" && inst.Pending != nil && inst.Pending.Participant == m.Participant {
 		answers = inst.Pending.ID
 	}
+	if p := inst.Pending; p != nil && answers == p.ID && p.Participant == m.Participant {
+		// How far the participant got, for the retry timers (progress.go).
+		who, sent := p.Participant, p.OccurredAt
+		b.after = append(b.after, func() { o.progress.answered(who, sent, now) })
+	}
 	inst.Pending, inst.Attempts = nil, 0
 	if in.trace != "" {
 		inst.Traceparent = in.trace

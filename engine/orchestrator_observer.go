@@ -96,3 +96,10 @@ func (NopObserver) CommandExpired(string, string) {}
 
 // LateReply does nothing.
 func (NopObserver) LateReply(string, string) {}
+
+// ResendObserver is implemented by an Observer that also counts the
+// re-sends held back because the participant was behind (progress.go).
+type ResendObserver interface {
+	// CommandHeldBack is called per retry attempt counted but not sent.
+	CommandHeldBack(saga, command string)
+}

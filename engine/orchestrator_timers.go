@@ -116,6 +116,8 @@ func (o *Orchestrator) fireTimer(ctx context.Context, sagaID string) (bool, erro
 			}
 		case inst.Join.Waiting() && inst.Join.State == inst.State:
 			o.joinTimer(b, w)
+		case retry != nil && inst.Attempts < retry.Attempts && o.holdBack(b, w, retry):
+			// Still queued ahead of a busy participant: counted, not re-sent.
 		case retry != nil && inst.Attempts < retry.Attempts:
 			cmd := o.resend(b, w)
 			inst.TimerAt = nextTimer(m, inst, retry, b.now)
@@ -188,4 +190,38 @@ func (o *Orchestrator) raiseNow(b *batch, w *sagaWork, event, id string) {
 		o.obs.TimerFired(saga, event)
 		o.log.Info("engine raised event", "saga_id", inst.ID, "event", event, "state", inst.State)
 	})
+}
+
+// holdBack counts the next attempt of w's pending command without sending
+// it again when its participant is behind (progress.go): it answered
+// something during the wait that just ended, but nothing sent as late. The
+// timer is armed as after a re-send, so the budget ends when it would.
+func (o *Orchestrator) holdBack(b *batch, w *sagaWork, retry *definition.Retry) bool {
+	inst := w.inst
+	cmd := inst.Pending
+	// The wait that just ended began when the previous attempt was made.
+	since := b.now.Add(-retryDelay(retry, inst.Attempts))
+	behind, mark := o.progress.behind(cmd.Participant, cmd.OccurredAt, since)
+	if !behind {
+		return false
+	}
+	inst.Attempts++
+	inst.TimerAt = nextTimer(w.model, inst, retry, b.now)
+	inst.UpdatedAt = b.now
+	w.changed = true
+	b.entries = append(b.entries, HistoryEntry{
+		SagaID: inst.ID, At: b.now, Kind: EntryRetry, FromState: inst.State, ToState: inst.State,
+		Reason: fmt.Sprintf("no answer to %s yet; attempt %d of %d not re-sent: %s is still answering older commands "+
+			"(its newest answer, %s ago, was to a command sent %s before this one)",
+			cmd.Name, inst.Attempts, retry.Attempts, cmd.Participant,
+			b.now.Sub(mark.at).Round(time.Millisecond), cmd.OccurredAt.Sub(mark.sent).Round(time.Millisecond)),
+	})
+	saga, name, id := inst.Saga, cmd.Name, inst.ID
+	b.after = append(b.after, func() {
+		if ro, ok := o.obs.(ResendObserver); ok {
+			ro.CommandHeldBack(saga, name)
+		}
+		o.log.Debug("re-send held back: the participant is behind", "saga_id", id, "command", name)
+	})
+	return true
 }

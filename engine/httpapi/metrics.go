@@ -31,6 +31,7 @@ type Metrics struct {
 	published      prometheus.Counter
 	outboxDelay    prometheus.Histogram
 	retried        *prometheus.CounterVec
+	heldBack       *prometheus.CounterVec
 	timers         *prometheus.CounterVec
 	comp           *compensationMetrics
 }
@@ -79,13 +80,17 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: namespace, Name: "commands_retried_total",
 			Help: "Commands re-sent by a retry policy.",
 		}, []string{"saga", "command"}),
+		heldBack: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "commands_held_back_total",
+			Help: "Retry attempts counted but not re-sent: the participant was still answering older commands.",
+		}, []string{"saga", "command"}),
 		timers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "timers_fired_total",
 			Help: "State timeouts and exhausted retries raised as events.",
 		}, []string{"saga", "event"}),
 	}
 	for _, c := range []prometheus.Collector{m.started, m.finished, m.applied, m.refused, m.eventToCommand,
-		m.deadLetters, m.published, m.outboxDelay, m.retried, m.timers} {
+		m.deadLetters, m.published, m.outboxDelay, m.retried, m.heldBack, m.timers} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register saga-machine metrics: %w", err)
 		}
@@ -134,6 +139,12 @@ func (m *Metrics) CommandsPublished(n int, oldest time.Duration) {
 // CommandRetried counts a command re-sent by its retry policy.
 func (m *Metrics) CommandRetried(saga, command string) {
 	m.retried.WithLabelValues(saga, command).Inc()
+}
+
+// CommandHeldBack counts a retry attempt not re-sent because the
+// participant was behind (engine.ResendObserver).
+func (m *Metrics) CommandHeldBack(saga, command string) {
+	m.heldBack.WithLabelValues(saga, command).Inc()
 }
 
 // TimerFired counts a raised timeout or exhausted retry.

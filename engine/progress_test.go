@@ -1,0 +1,75 @@
+package engine_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/portfolio-counselor/sagamachine/engine"
+)
+
+// A command that is not answered yet while its participant is busy
+// answering older ones is not re-sent (it is still queued ahead of it): the
+// attempt counts, the timeline says why, the budget ends on time. Once the
+// participant has answered nothing during a whole wait, it is re-sent.
+func TestRetryHeldBackWhileParticipantIsBehind(t *testing.T) {
+	h := newHarness(t, fast)
+	ctx := context.Background()
+	a, b := uuid.NewString(), uuid.NewString()
+	h.handle(t, fastEvent(a, "GO")) // DO for a, sent at t0
+	h.clock.Advance(100 * time.Millisecond)
+	h.handle(t, fastEvent(b, "GO")) // DO for b, sent at t0+100ms
+	h.clock.Advance(200 * time.Millisecond)
+	h.handle(t, fastEvent(a, "DONE")) // p answers a's DO (sent before b's) at t0+300ms
+	sent := len(h.st.outbox(t))
+
+	// b's first retry is due at t0+1.1s: p answered during the wait, but only
+	// a command older than b's: held back.
+	h.clock.Advance(h.inst(t, b).TimerAt.Sub(h.clock.Now()))
+	if _, err := h.o.FireTimers(ctx); err != nil {
+		t.Fatalf("FireTimers: %v", err)
+	}
+	got := h.inst(t, b)
+	if got.Attempts != 2 || got.Pending == nil || got.Pending.Attempt != 1 {
+		t.Fatalf("after the held-back attempt: attempts %d pending %+v, want 2 attempts, the command sent once", got.Attempts, got.Pending)
+	}
+	if n := len(h.st.outbox(t)); n != sent {
+		t.Errorf("outbox grew from %d to %d: the held-back attempt was sent", sent, n)
+	}
+	if want := h.clock.Now().Add(2 * time.Second); got.TimerAt == nil || !got.TimerAt.Equal(want) {
+		t.Errorf("timer = %v, want %v (the schedule of the re-sends)", got.TimerAt, want)
+	}
+	hist, err := h.st.History(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := hist[len(hist)-1]
+	if last.Kind != engine.EntryRetry || len(last.Commands) != 0 || !strings.Contains(last.Reason, "attempt 2 of 3 not re-sent: p is still answering older commands") {
+		t.Errorf("timeline's last entry = %s %q commands %v, want a retry held back", last.Kind, last.Reason, last.Commands)
+	}
+	if h.obs.retried != 0 {
+		t.Errorf("observer counted %d re-sends, want 0", h.obs.retried)
+	}
+
+	// p answers nothing during the next wait (it may be down): re-sent.
+	h.clock.Advance(got.TimerAt.Sub(h.clock.Now()))
+	if _, err := h.o.FireTimers(ctx); err != nil {
+		t.Fatalf("FireTimers: %v", err)
+	}
+	got = h.inst(t, b)
+	out := h.st.outbox(t)
+	if got.Attempts != 3 || len(out) != sent+1 || out[len(out)-1].Message.ID != got.Pending.ID || got.Pending.Attempt != 3 {
+		t.Fatalf("after the next wait: attempts %d, outbox %d (was %d), want the command re-sent as attempt 3", got.Attempts, len(out), sent)
+	}
+	// The budget ends when it would have: exhausted after the last wait.
+	h.clock.Advance(got.TimerAt.Sub(h.clock.Now()))
+	if _, err := h.o.FireTimers(ctx); err != nil {
+		t.Fatalf("FireTimers: %v", err)
+	}
+	if got := h.inst(t, b); got.State != "BROKEN" {
+		t.Errorf("state after the budget = %s, want BROKEN (GAVE_UP)", got.State)
+	}
+}
