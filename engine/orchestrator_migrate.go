@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/portfolio-counselor/sagamachine/engine/definition"
 )
@@ -319,6 +320,10 @@ const (
 	// MaxMigrateLimit is the most sagas one MigrateMany call handles, by
 	// selection or by ids.
 	MaxMigrateLimit = 1000
+	// MaxMigrateReason is the longest reason (in characters) MigrateMany
+	// accepts: it is copied into the timeline of every saga it migrates,
+	// so a long one would be multiplied by up to MaxMigrateLimit.
+	MaxMigrateReason = 1000
 )
 
 // InstanceLister lists sagas page by page (Queries.ListInstances;
@@ -511,6 +516,8 @@ func (o *Orchestrator) checkMigrateMany(op string, req MigrateManyRequest) (*def
 		return nil, Errorf(CodeInvalid, op, "ids name the sagas to migrate: leave out limit and cursor, which page through a selection")
 	case req.Apply && strings.TrimSpace(req.Actor) == "":
 		return nil, Errorf(CodeInvalid, op, "actor is empty: operator actions must name who acted")
+	case utf8.RuneCountInString(req.Reason) > MaxMigrateReason:
+		return nil, Errorf(CodeInvalid, op, "the reason is %d characters long: at most %d, it is copied into every migrated saga's timeline", utf8.RuneCountInString(req.Reason), MaxMigrateReason)
 	}
 	seen := make(map[string]bool, len(req.IDs))
 	for i, id := range req.IDs {

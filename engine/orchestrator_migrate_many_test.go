@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -146,6 +147,7 @@ func TestMigrateManyRefusesBadRequests(t *testing.T) {
 		{"an id twice", func(r *engine.MigrateManyRequest) { r.IDs = []string{"a", "a"} }, engine.CodeInvalid},
 		{"an empty id", func(r *engine.MigrateManyRequest) { r.IDs = []string{""} }, engine.CodeInvalid},
 		{"too many ids", func(r *engine.MigrateManyRequest) { r.IDs = make([]string, engine.MaxMigrateLimit+1) }, engine.CodeInvalid},
+		{"reason too long", func(r *engine.MigrateManyRequest) { r.Reason = strings.Repeat("x", engine.MaxMigrateReason+1) }, engine.CodeInvalid},
 		{"apply without actor", func(r *engine.MigrateManyRequest) { r.Apply = true }, engine.CodeInvalid},
 		{"unknown saga", func(r *engine.MigrateManyRequest) { r.Saga = "NO_SUCH_SAGA" }, engine.CodeNotFound},
 		{"no migration 1 → 3", func(r *engine.MigrateManyRequest) { r.To = 3 }, engine.CodeUnknownSaga},

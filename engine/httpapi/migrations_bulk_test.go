@@ -316,6 +316,7 @@ func TestMigrateSagasRefusals(t *testing.T) {
 		{"no to", `{"saga":"MANUAL_CREATE_ORDER","from":1,"dry_run":false,"reason":"x"}`, op, 400, engine.CodeInvalid},
 		{"final state", `{"saga":"MANUAL_CREATE_ORDER","from":1,"to":2,"state":"NOTIFICATION","dry_run":false,"reason":"x"}`, op, 400, engine.CodeInvalid},
 		{"unknown state", `{"saga":"MANUAL_CREATE_ORDER","from":1,"to":2,"state":"DRAFTT","dry_run":false,"reason":"x"}`, op, 400, engine.CodeInvalid},
+		{"reason over 1000 characters", `{"saga":"MANUAL_CREATE_ORDER","from":1,"to":2,"dry_run":false,"reason":"` + strings.Repeat("é", engine.MaxMigrateReason+1) + `"}`, op, 400, engine.CodeInvalid},
 		{"apply without reason", `{"saga":"MANUAL_CREATE_ORDER","from":1,"to":2,"dry_run":false,"reason":" "}`, op, 400, engine.CodeInvalid},
 		{"ids with limit", `{"saga":"MANUAL_CREATE_ORDER","from":1,"to":2,"ids":["` + a + `"],"limit":5,"dry_run":false,"reason":"x"}`, op, 400, engine.CodeInvalid},
 		{"ids with cursor", `{"saga":"MANUAL_CREATE_ORDER","from":1,"to":2,"ids":["` + a + `"],"cursor":"x","dry_run":false,"reason":"x"}`, op, 400, engine.CodeInvalid},
