@@ -459,6 +459,12 @@ func (o *Orchestrator) MigrateMany(ctx context.Context, list InstanceLister, req
 			return MigrateManyResult{}, Errorf(CodeInvalid, op, "no store to select the sagas from")
 		}
 		selected, next, err = selectMigrating(ctx, list, req)
+		if err != nil && req.Cursor != "" && ErrorCode(err) == CodeInvalid {
+			// The request is checked above; what the store refuses is the
+			// cursor, which only it can read.
+			return MigrateManyResult{}, &Error{Code: CodeInvalid, Op: op, Err: err,
+				Message: fmt.Sprintf("cursor %q is not one this API returned: pass the next of the previous result (with the same saga, from, to and state), or no cursor", abbreviateCursor(req.Cursor))}
+		}
 		if err != nil {
 			return MigrateManyResult{}, fmt.Errorf("%s: select the running sagas of %s v%d: %w", op, req.Saga, req.From, err)
 		}
@@ -592,4 +598,12 @@ func isRefusal(err error) bool {
 		return true
 	}
 	return false
+}
+
+// abbreviateCursor shortens a cursor for a refusal.
+func abbreviateCursor(c string) string {
+	if r := []rune(c); len(r) > 40 {
+		return string(r[:40]) + "…"
+	}
+	return c
 }

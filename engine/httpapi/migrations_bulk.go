@@ -165,14 +165,8 @@ func (s *server) migrateSagas(w http.ResponseWriter, r *http.Request) {
 		Apply: !dry, Actor: actor(r), Reason: req.Reason,
 	})
 	if err != nil {
-		switch {
-		case errors.Is(err, engine.ErrNoMigration):
+		if errors.Is(err, engine.ErrNoMigration) {
 			err = &engine.Error{Code: CodeUnknownMigration, Op: op, Err: err}
-		case req.Cursor != "" && engine.ErrorCode(err) == engine.CodeInvalid:
-			// The request is checked before the selection; what the store
-			// refuses is the cursor, which only it can read.
-			err = &engine.Error{Code: engine.CodeInvalid, Op: op,
-				Message: fmt.Sprintf("cursor %q is not one this API returned: pass the next of the previous answer (with the same saga, from, to and state), or no cursor", abbreviate(req.Cursor, 40)), Err: err}
 		}
 		writeProblem(w, r, err)
 		return

@@ -325,6 +325,7 @@ func TestMigrateSagasRefusals(t *testing.T) {
 		{"empty id", `{"saga":"MANUAL_CREATE_ORDER","from":1,"to":2,"ids":["` + a + `",""],"dry_run":false,"reason":"x"}`, op, 400, engine.CodeInvalid},
 		{"too many ids", string(tooMany), op, 400, engine.CodeInvalid},
 		{"forged cursor", `{"saga":"MANUAL_CREATE_ORDER","from":1,"to":2,"cursor":"not-a-cursor","dry_run":false,"reason":"x"}`, op, 400, engine.CodeInvalid},
+		{"bad state with a cursor", `{"saga":"MANUAL_CREATE_ORDER","from":1,"to":2,"state":"NOPE","cursor":"not-a-cursor"}`, op, 400, engine.CodeInvalid},
 		{"unknown field", `{"saga":"MANUAL_CREATE_ORDER","from":1,"to":2,"dry_run":false,"reason":"x","actor":"someone-else"}`, op, 400, engine.CodeInvalid},
 		{"version as text", `{"saga":"MANUAL_CREATE_ORDER","from":"1","to":2}`, op, 400, engine.CodeInvalid},
 		{"not JSON", `saga=MANUAL_CREATE_ORDER`, op, 400, engine.CodeInvalid},
@@ -350,7 +351,15 @@ func TestMigrateSagasRefusals(t *testing.T) {
 			e.allUnchanged(t, before)
 		})
 	}
-	p := problemOf(t, e.do(t, "POST", "/api/v1/migrations", `{"saga":"MANUAL_CREATE_ORDER","from":1,"to":3}`, op...), 422, httpapi.CodeUnknownMigration)
+	p := problemOf(t, e.do(t, "POST", "/api/v1/migrations", `{"saga":"MANUAL_CREATE_ORDER","from":1,"to":2,"cursor":"not-a-cursor"}`, op...), 400, engine.CodeInvalid)
+	if !strings.Contains(p.Detail, `cursor "not-a-cursor" is not one this API returned`) {
+		t.Errorf("forged cursor: detail %q does not say so", p.Detail)
+	}
+	p = problemOf(t, e.do(t, "POST", "/api/v1/migrations", `{"saga":"MANUAL_CREATE_ORDER","from":1,"to":2,"state":"NOPE","cursor":"not-a-cursor"}`, op...), 400, engine.CodeInvalid)
+	if strings.Contains(p.Detail, "cursor") || !strings.Contains(p.Detail, "NOPE") {
+		t.Errorf("bad state with a cursor: detail %q, want the state named, not the cursor", p.Detail)
+	}
+	p = problemOf(t, e.do(t, "POST", "/api/v1/migrations", `{"saga":"MANUAL_CREATE_ORDER","from":1,"to":3}`, op...), 422, httpapi.CodeUnknownMigration)
 	if !strings.Contains(p.Detail, "manual_create_order.1-2.yaml") {
 		t.Errorf("unknown migration: detail %q does not name the loaded ones", p.Detail)
 	}
