@@ -29,7 +29,10 @@ func (o *Orchestrator) RelayOnce(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("relay outbox: %w", err)
 	}
 	if n > 0 {
-		o.obs.CommandsPublished(n, o.cfg.Clock().Sub(oldest))
+		now := o.cfg.Clock()
+		o.obs.CommandsPublished(n, now.Sub(oldest))
+		// How far the outbox got, for the retry timers (progress.go).
+		o.progress.answered(relayProgress, oldest, now)
 	}
 	return n, nil
 }

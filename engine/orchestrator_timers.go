@@ -193,17 +193,31 @@ func (o *Orchestrator) raiseNow(b *batch, w *sagaWork, event, id string) {
 }
 
 // holdBack counts the next attempt of w's pending command without sending
-// it again when its participant is behind (progress.go): it answered
-// something during the wait that just ended, but nothing sent as late. The
-// timer is armed as after a re-send, so the budget ends when it would.
+// it again when its participant is behind it (progress.go): during the
+// wait that just ended it answered commands sent a quarter of the wait or
+// more before this one. The timer is armed as after a re-send, so the
+// budget ends when it would.
 func (o *Orchestrator) holdBack(b *batch, w *sagaWork, retry *definition.Retry) bool {
 	inst := w.inst
 	cmd := inst.Pending
-	// The wait that just ended began when the previous attempt was made.
-	since := b.now.Add(-retryDelay(retry, inst.Attempts))
-	behind, mark := o.progress.behind(cmd.Participant, cmd.OccurredAt, since)
-	if !behind {
+	if cmd.OccurredAt.IsZero() {
 		return false
+	}
+	// The wait that just ended began with the previous attempt.
+	wait := retryDelay(retry, inst.Attempts)
+	since := b.now.Add(-wait)
+	if since.Before(cmd.OccurredAt) {
+		since = cmd.OccurredAt
+	}
+	cutoff := cmd.OccurredAt.Add(-wait / 4)
+	who := cmd.Participant + " is still answering"
+	behind, oldest := o.progress.behind(cmd.Participant, since, b.now, cutoff)
+	if !behind {
+		// Or the command has not even left the outbox.
+		who = "the outbox is still publishing"
+		if behind, oldest = o.progress.behind(relayProgress, since, b.now, cutoff); !behind {
+			return false
+		}
 	}
 	inst.Attempts++
 	inst.TimerAt = nextTimer(w.model, inst, retry, b.now)
@@ -211,10 +225,9 @@ func (o *Orchestrator) holdBack(b *batch, w *sagaWork, retry *definition.Retry) 
 	w.changed = true
 	b.entries = append(b.entries, HistoryEntry{
 		SagaID: inst.ID, At: b.now, Kind: EntryRetry, FromState: inst.State, ToState: inst.State,
-		Reason: fmt.Sprintf("no answer to %s yet; attempt %d of %d not re-sent: %s is still answering older commands "+
-			"(its newest answer, %s ago, was to a command sent %s before this one)",
-			cmd.Name, inst.Attempts, retry.Attempts, cmd.Participant,
-			b.now.Sub(mark.at).Round(time.Millisecond), cmd.OccurredAt.Sub(mark.sent).Round(time.Millisecond)),
+		Reason: fmt.Sprintf("no answer to %s yet; attempt %d of %d not re-sent: %s older commands "+
+			"(during the last %s, one sent %s before this one)",
+			cmd.Name, inst.Attempts, retry.Attempts, who, wait, cmd.OccurredAt.Sub(oldest).Round(time.Millisecond)),
 	})
 	saga, name, id := inst.Saga, cmd.Name, inst.ID
 	b.after = append(b.after, func() {

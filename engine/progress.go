@@ -8,73 +8,107 @@ import (
 // Re-sends while a participant is behind.
 //
 // Commands travel over a durable log: a command that is not answered yet is,
-// in the common case, still queued ahead of a participant that is busy
-// with older ones, not lost. Re-sending it then only adds work (a second
+// in the common case, still queued behind older ones at a busy
+// participant, not lost. Re-sending it then only adds work (a second
 // record the participant must read, look up in its inbox and answer again,
-// a second answer saga-machine must deduplicate) at the moment the
-// participant has least to spare, which is how an overloaded system
-// collapses instead of holding its rate: measured on the 2-core development
-// box, 300 sagas/s offered on PostgreSQL + Kafka completed 102-106 sagas/s
-// at 18.8-19.5 ms of CPU per saga with the re-sends, 230-251 sagas/s at
-// 8.0-8.7 ms without them (docs/operations.md, "Re-sends under overload").
+// a second answer saga-machine must deduplicate, a timer transaction) at
+// the moment the participant has least to spare, which is how an
+// overloaded system collapses instead of holding its rate: measured on the
+// 2-core development box, 300 sagas/s offered on PostgreSQL + Kafka
+// completed 102-106 sagas/s at 18.8-19.5 ms of CPU per saga with re-sends
+// every 2 s, 230-251 sagas/s at 8.0-8.7 ms when the first re-send came only
+// after 30 s (docs/operations.md, "Re-sends under overload").
 //
-// So a retry timer re-sends a command only when the participant is not
-// merely behind. This replica remembers, per participant, the newest
-// command (by the time it was sent) it has seen answered, and when that
-// answer came. A command sent at T is held back when the participant
-// answered something during the wait that just ended (it is alive and
-// consuming) but nothing sent at or after T (it has not got that far).
-// Everything else is re-sent as before: a participant that answered
-// nothing during the wait (down, or the command parked on its side while
-// it is idle), one that answered a later
-// command (it passed ours: ours was lost or parked), and every command
-// after a restart (nothing is known yet). A held-back attempt counts as an
-// attempt: the retry budget, the command's deadline and the exhausted event
-// come at the same time as with the re-sends. The knowledge is per
-// replica and approximate (partitions progress unevenly); it only ever
-// skips re-sends that would have landed behind the original.
+// So a retry timer does not re-send a command while its participant is
+// demonstrably behind it: during the wait that just ended, the participant
+// answered commands that had been sent well before this one (a quarter of
+// the wait or more), so it is still working through a backlog older than
+// this command. The answers are those this replica applied, by the time
+// their commands were sent; a participant reads its partitions at
+// different paces, so "behind" is judged on the oldest command it answered
+// during the wait, not the newest. Everything else is re-sent as before: a
+// participant that answered nothing during the wait (down, or the command
+// parked on its side while it is idle), one that answered only commands
+// sent about as late as this one or later (it has caught up: this one was
+// lost or parked), and every command after a restart (nothing is known
+// yet). A held-back attempt counts as an attempt: the retry budget, the
+// command's deadline and the exhausted event come at the same time as with
+// the re-sends.
+//
+// The outbox is judged the same way, as if it were a participant
+// (relayProgress): when this replica's relay published, during the wait,
+// commands enqueued well before this one, this one is most likely still in
+// the outbox, and re-sending it would only queue it twice.
 type progress struct {
 	mu sync.Mutex
-	by map[string]answerMark
+	by map[string]*answerRing
 }
 
-// answerMark is the newest command of a participant seen answered.
-type answerMark struct {
-	sent time.Time // when that command was (last) sent
-	at   time.Time // when its answer was applied
+// relayProgress is the key under which the relay's progress is kept: the
+// commands it published, by the time they were enqueued. It is no
+// participant name (names are lower-case identifiers).
+const relayProgress = "(outbox)"
+
+// ringSeconds is how far back the answers are remembered, in one-second
+// buckets: a wait longer than that is judged on its last ringSeconds.
+const ringSeconds = 128
+
+// answerRing keeps, per second of apply time, the oldest send time of the
+// commands a participant answered in that second.
+type answerRing struct {
+	buckets [ringSeconds]answerBucket
 }
 
-// answered records that participant answered a command sent at sent; at is
-// when the answer was applied.
+type answerBucket struct {
+	sec     int64     // the apply time's Unix second, 0 for empty
+	minSent time.Time // the oldest command answered in that second
+}
+
+// answered records that participant answered, at at, a command sent at sent.
 func (p *progress) answered(participant string, sent, at time.Time) {
+	if sent.IsZero() {
+		return
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.by == nil {
-		p.by = map[string]answerMark{}
+		p.by = map[string]*answerRing{}
 	}
-	mark := p.by[participant]
-	if sent.After(mark.sent) {
-		mark.sent = sent
+	r := p.by[participant]
+	if r == nil {
+		r = &answerRing{}
+		p.by[participant] = r
 	}
-	if at.After(mark.at) {
-		mark.at = at
+	sec := at.Unix()
+	b := &r.buckets[uint64(sec)%ringSeconds]
+	if b.sec != sec {
+		*b = answerBucket{sec: sec, minSent: sent}
+	} else if sent.Before(b.minSent) {
+		b.minSent = sent
 	}
-	p.by[participant] = mark
 }
 
-// behind reports whether a command sent to participant at sent is most
-// likely still queued ahead of it: it answered something after since (it
-// is alive: since is no earlier than sent), but nothing sent at or after
-// sent. It also returns what is known.
-func (p *progress) behind(participant string, sent, since time.Time) (bool, answerMark) {
+// behind reports whether participant, during the wait from since to now,
+// answered a command sent before cutoff; it returns the oldest send time
+// it answered then (zero if it answered nothing). Seconds are whole: an
+// answer in the second since falls in counts.
+func (p *progress) behind(participant string, since, now, cutoff time.Time) (bool, time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	mark, ok := p.by[participant]
-	if !ok || sent.IsZero() {
-		return false, mark
+	r := p.by[participant]
+	if r == nil {
+		return false, time.Time{}
 	}
-	if since.Before(sent) {
-		since = sent
+	first, last := since.Unix(), now.Unix()
+	if last-first >= ringSeconds {
+		first = last - ringSeconds + 1
 	}
-	return mark.at.After(since) && mark.sent.Before(sent), mark
+	var oldest time.Time
+	for sec := first; sec <= last; sec++ {
+		b := r.buckets[uint64(sec)%ringSeconds]
+		if b.sec == sec && (oldest.IsZero() || b.minSent.Before(oldest)) {
+			oldest = b.minSent
+		}
+	}
+	return !oldest.IsZero() && oldest.Before(cutoff), oldest
 }

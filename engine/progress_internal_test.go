@@ -10,38 +10,41 @@ func TestProgressBehind(t *testing.T) {
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	var p progress
 	// Nothing known about profile yet: never behind (re-send as before).
-	if b, _ := p.behind("profile", at(100), at(100)); b {
+	if b, _ := p.behind("profile", at(0), at(2000), at(1000)); b {
 		t.Fatal("behind with nothing known: want false")
 	}
-	// profile answered, at 300, a command sent at 0.
-	p.answered("profile", at(0), at(300))
-	// An older answer does not move the mark back.
-	p.answered("profile", at(-50), at(200))
+	// profile answered, during second 1, commands sent at 0.2 s and 1.5 s;
+	// during second 3, one sent at 2.9 s.
+	p.answered("profile", at(1500), at(1100))
+	p.answered("profile", at(200), at(1900))
+	p.answered("profile", at(2900), at(3050))
+	p.answered("deals", at(100), at(3100))
+	p.answered("profile", time.Time{}, at(3100)) // no send time: ignored
 	tests := []struct {
-		name        string
-		participant string
-		sent, since time.Time
-		want        bool
+		name               string
+		participant        string
+		since, now, cutoff time.Time
+		want               bool
+		wantOldest         time.Time
 	}{
-		{"sent after the newest answered command, answer during the wait", "profile", at(100), at(100), true},
-		{"the wait began after the last answer: maybe down", "profile", at(100), at(400), false},
-		{"since before sent counts from sent", "profile", at(100), at(-1000), true},
-		{"the answered command was sent as late as ours: it got that far", "profile", at(0), at(-10), false},
-		{"sent after the last answer came: no sign of life since", "profile", at(350), at(350), false},
-		{"another participant", "deals", at(100), at(100), false},
-		{"no send time", "profile", time.Time{}, at(100), false},
+		{"answered an older command during the wait", "profile", at(1000), at(3000), at(1000), true, at(200)},
+		{"only commands sent after the cutoff answered", "profile", at(1000), at(3000), at(100), false, at(200)},
+		{"nothing answered during the wait: maybe down", "profile", at(4000), at(6000), at(5000), false, time.Time{}},
+		{"the wait covers only the later answer", "profile", at(3000), at(3500), at(2000), false, at(2900)},
+		{"another participant's answers do not count", "notification", at(0), at(4000), at(4000), false, time.Time{}},
+		{"a wait longer than the ring looks at its last seconds", "profile", at(-500_000), at(3000), at(1000), true, at(200)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, mark := p.behind(tt.participant, tt.sent, tt.since)
-			if got != tt.want {
-				t.Errorf("behind(%s, %v, %v) = %v (mark %+v), want %v", tt.participant, tt.sent, tt.since, got, mark, tt.want)
+			got, oldest := p.behind(tt.participant, tt.since, tt.now, tt.cutoff)
+			if got != tt.want || !oldest.Equal(tt.wantOldest) {
+				t.Errorf("behind(%s, %v..%v, cutoff %v) = %v (oldest %v), want %v (oldest %v)", tt.participant, tt.since, tt.now, tt.cutoff, got, oldest, tt.want, tt.wantOldest)
 			}
 		})
 	}
-	// A later command answered: profile passed ours, which is re-sent.
-	p.answered("profile", at(150), at(500))
-	if b, _ := p.behind("profile", at(100), at(100)); b {
-		t.Error("behind after a later command was answered: want false")
+	// A second ringSeconds later the bucket is reused, not mixed.
+	p.answered("profile", at(9000), at(1100+ringSeconds*1000))
+	if b, oldest := p.behind("profile", at(1000+ringSeconds*1000), at(1999+ringSeconds*1000), at(5000)); b || !oldest.Equal(at(9000)) {
+		t.Errorf("after the ring wrapped: behind %v oldest %v, want false and %v", b, oldest, at(9000))
 	}
 }

@@ -12,7 +12,7 @@ import (
 )
 
 // A command that is not answered yet while its participant is busy
-// answering older ones is not re-sent (it is still queued ahead of it): the
+// answering older ones is not re-sent (it is still queued behind them): the
 // attempt counts, the timeline says why, the budget ends on time. Once the
 // participant has answered nothing during a whole wait, it is re-sent.
 func TestRetryHeldBackWhileParticipantIsBehind(t *testing.T) {
@@ -20,14 +20,14 @@ func TestRetryHeldBackWhileParticipantIsBehind(t *testing.T) {
 	ctx := context.Background()
 	a, b := uuid.NewString(), uuid.NewString()
 	h.handle(t, fastEvent(a, "GO")) // DO for a, sent at t0
-	h.clock.Advance(100 * time.Millisecond)
-	h.handle(t, fastEvent(b, "GO")) // DO for b, sent at t0+100ms
+	h.clock.Advance(600 * time.Millisecond)
+	h.handle(t, fastEvent(b, "GO")) // DO for b, sent at t0+600ms
 	h.clock.Advance(200 * time.Millisecond)
-	h.handle(t, fastEvent(a, "DONE")) // p answers a's DO (sent before b's) at t0+300ms
+	h.handle(t, fastEvent(a, "DONE")) // p answers a's DO (sent 600ms before b's) at t0+800ms
 	sent := len(h.st.outbox(t))
 
-	// b's first retry is due at t0+1.1s: p answered during the wait, but only
-	// a command older than b's: held back.
+	// b's first retry is due at t0+1.6s: during the 1s wait p answered a
+	// command sent more than a quarter of the wait before b's: held back.
 	h.clock.Advance(h.inst(t, b).TimerAt.Sub(h.clock.Now()))
 	if _, err := h.o.FireTimers(ctx); err != nil {
 		t.Fatalf("FireTimers: %v", err)
