@@ -175,6 +175,24 @@ func (c *Client) CreateDeal(ctx context.Context, in DealRequest, idempotencyKey 
 	return d, h.Get(deals.HeaderReplayed) == "true", err
 }
 
+// CreateBasket registers a basket of deals (which starts its BASKET_ORDER
+// saga).
+func (c *Client) CreateBasket(ctx context.Context, in deals.NewBasket, idempotencyKey string) (b deals.Basket, err error) {
+	hdr := http.Header{}
+	if idempotencyKey != "" {
+		hdr.Set(deals.HeaderIdempotencyKey, idempotencyKey)
+	}
+	_, err = c.do(ctx, http.MethodPost, c.urls.Deals+"/baskets", hdr, in, &b)
+	return b, err
+}
+
+// Basket returns one of the caller's baskets with its deals.
+func (c *Client) Basket(ctx context.Context, id string) (deals.Basket, error) {
+	var b deals.Basket
+	_, err := c.do(ctx, http.MethodGet, c.urls.Deals+"/baskets/"+url.PathEscape(id), nil, nil, &b)
+	return b, err
+}
+
 // Deals lists the caller's deals, newest first (one page of up to 100).
 func (c *Client) Deals(ctx context.Context) ([]deals.Deal, error) {
 	var out struct {
