@@ -180,10 +180,25 @@ func printDemo(w io.Writer, sys *system.System, res system.DemoResult) {
 		fmt.Fprintf(tw, "  %s\t%s %s %s @ %s %s\tsaga %s\t%s (%s)\t%s%s\n",
 			o.Label, r.Side, r.Quantity, r.Instrument, r.Price, r.Currency, o.SagaID, o.State, o.Status, deal, again)
 	}
+	if b := res.Basket; b.SagaID != "" {
+		var lines []string
+		for _, l := range b.Request.Lines {
+			lines = append(lines, fmt.Sprintf("%s %s %s @ %s %s", l.Side, l.Quantity, l.Instrument, l.Price, l.Currency))
+		}
+		again := ""
+		if b.Replayed {
+			again = " (from an earlier run)"
+		}
+		fmt.Fprintf(tw, "  basket\t%s\tsaga %s\t%s (%s)\tbasket %s%s\n",
+			strings.Join(lines, " + "), b.SagaID, b.State, b.Status, b.BasketStatus, again)
+	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nWhere to look:\n")
 	for _, o := range res.Orders {
 		fmt.Fprintf(w, "  console   %s/console/#/sagas/%s\n", sys.URLs.SagaMachine, o.SagaID)
+	}
+	if res.Basket.SagaID != "" {
+		fmt.Fprintf(w, "  console   %s/console/#/sagas/%s   (BASKET_ORDER: its parallel step)\n", sys.URLs.SagaMachine, res.Basket.SagaID)
 	}
 	fmt.Fprintf(w, "  API       GET %s/api/v1/sagas   (and GET /api/v1/sagas/{id} for a timeline)\n", sys.URLs.SagaMachine)
 	printToken(w, sys, res.Token, res.PortfolioID)

@@ -77,6 +77,7 @@ func TestRunPrintsDemoAndServes(t *testing.T) {
 	for _, re := range []string{
 		`(?m)^  approved .* saga [0-9a-f-]{36} +NOTIFICATION \(completed\) +deal executed$`,
 		`(?m)^  rejected .* saga [0-9a-f-]{36} +NOTIFICATION \(completed\) +deal rejected: insufficient cash`,
+		`(?m)^  basket +buy 5 BETA @ 40\.00 USD \+ sell 2 ACME @ 155\.00 USD +saga [0-9a-f-]{36} +EXECUTED \(completed\) +basket executed$`,
 		`(?m)^export SAGA_TOKEN=\S+$`,
 		`(?m)^Console: open http://127\.0\.0\.1:\d+/console/ and sign in on the issuer's login page as$`,
 		`(?m)^  user demo +password demo +\(saga-operator\)$`,
@@ -101,8 +102,8 @@ func TestRunPrintsDemoAndServes(t *testing.T) {
 		}
 		err = json.NewDecoder(resp.Body).Decode(&page)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK || err != nil || len(page.Sagas) != 2 {
-			t.Errorf("GET %s = %d, %d sagas (decode error %v), want 200 with the 2 demo sagas", api[1], resp.StatusCode, len(page.Sagas), err)
+		if resp.StatusCode != http.StatusOK || err != nil || len(page.Sagas) != 3 {
+			t.Errorf("GET %s = %d, %d sagas (decode error %v), want 200 with the 3 demo sagas (2 orders, 1 basket)", api[1], resp.StatusCode, len(page.Sagas), err)
 		}
 	}
 	cancel()

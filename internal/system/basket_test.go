@@ -67,7 +67,7 @@ func newBasketWorld(ctx context.Context, t *testing.T, cfg system.Config, funds 
 
 func (w *basketWorld) basket(ctx context.Context, t *testing.T, lines ...deals.BasketLine) deals.Basket {
 	t.Helper()
-	b, err := w.c.CreateBasket(ctx, deals.NewBasket{PortfolioID: w.pf.ID, Lines: lines}, "")
+	b, _, err := w.c.CreateBasket(ctx, deals.NewBasket{PortfolioID: w.pf.ID, Lines: lines}, "")
 	if err != nil {
 		t.Fatalf("POST /baskets: %v", err)
 	}

@@ -176,14 +176,15 @@ func (c *Client) CreateDeal(ctx context.Context, in DealRequest, idempotencyKey 
 }
 
 // CreateBasket registers a basket of deals (which starts its BASKET_ORDER
-// saga).
-func (c *Client) CreateBasket(ctx context.Context, in deals.NewBasket, idempotencyKey string) (b deals.Basket, err error) {
+// saga); a non-empty idempotencyKey makes a repeated call return the first
+// basket with replayed true.
+func (c *Client) CreateBasket(ctx context.Context, in deals.NewBasket, idempotencyKey string) (b deals.Basket, replayed bool, err error) {
 	hdr := http.Header{}
 	if idempotencyKey != "" {
 		hdr.Set(deals.HeaderIdempotencyKey, idempotencyKey)
 	}
-	_, err = c.do(ctx, http.MethodPost, c.urls.Deals+"/baskets", hdr, in, &b)
-	return b, err
+	h, err := c.do(ctx, http.MethodPost, c.urls.Deals+"/baskets", hdr, in, &b)
+	return b, h.Get(deals.HeaderReplayed) == "true", err
 }
 
 // Basket returns one of the caller's baskets with its deals.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
+	"github.com/portfolio-counselor/sagamachine/participants/deals"
 )
 
 // The demo's user, portfolio and orders.
@@ -53,7 +54,35 @@ type DemoResult struct {
 	DepositID string
 	// Orders are the approved and the rejected order.
 	Orders []DemoOrder
+	// Basket is the demo's BASKET_ORDER saga, placed after the orders.
+	Basket DemoBasket
 }
+
+// DemoBasket is the demo's BASKET_ORDER saga (a buy and a sell at once,
+// which the portfolio covers), once final.
+type DemoBasket struct {
+	// Request is what was posted to /baskets.
+	Request deals.NewBasket
+	// BasketID and SagaID identify the basket and its saga; Replayed is
+	// true when an earlier run created it.
+	BasketID, SagaID string
+	Replayed         bool
+	// State and Status are the saga's final state and status; BasketStatus
+	// is the basket's (executed).
+	State        string
+	Status       engine.Status
+	BasketStatus string
+}
+
+// demoBasket buys one instrument and sells some of what the approved order
+// bought.
+var demoBasket = struct {
+	key   string
+	lines []deals.BasketLine
+}{"demo-basket-v1", []deals.BasketLine{
+	{Side: "buy", Instrument: "BETA", Quantity: "5", Price: "40.00", Currency: DemoCurrency},
+	{Side: "sell", Instrument: "ACME", Quantity: "2", Price: "155.00", Currency: DemoCurrency},
+}}
 
 // demoOrders: a buy the demo cash covers and one it does not.
 var demoOrders = []struct {
@@ -67,8 +96,9 @@ var demoOrders = []struct {
 // RunDemo makes sure the demo user (with the saga-operator role) and its
 // portfolio exist, has TreasuryUser (funding-operator) fund the portfolio
 // with DemoCash through the deposits API, places one buy the cash covers
-// and one it does not through the deals API, and waits until both sagas
-// are final. It is idempotent: the portfolio is found by name, the deposit
+// and one it does not through the deals API, waits until both sagas are
+// final, then places a basket (BASKET_ORDER: a buy and a sell of what the
+// first order bought) and waits for it too. It is idempotent: the portfolio is found by name, the deposit
 // and the orders carry fixed Idempotency-Keys, so a second run creates
 // nothing and reports the same sagas.
 func (s *System) RunDemo(ctx context.Context) (DemoResult, error) {
@@ -138,6 +168,23 @@ func (s *System) RunDemo(ctx context.Context) (DemoResult, error) {
 		}
 		o.DealStatus, o.Reason = d.Status, d.Reason
 	}
+	// The basket sells ACME the approved order bought: placed once the
+	// orders are final.
+	req := deals.NewBasket{PortfolioID: res.PortfolioID, Lines: demoBasket.lines}
+	b, replayed, err := c.CreateBasket(ctx, req, demoBasket.key+"-"+res.PortfolioID)
+	if err != nil {
+		return res, fmt.Errorf("demo: place the basket: %w", err)
+	}
+	res.Basket = DemoBasket{Request: req, BasketID: b.ID, SagaID: b.SagaID, Replayed: replayed}
+	inst, err := s.WaitFinal(ctx, b.SagaID)
+	if err != nil {
+		return res, fmt.Errorf("demo: basket: %w", err)
+	}
+	res.Basket.State, res.Basket.Status = inst.State, inst.Status
+	if b, err = c.Basket(ctx, b.ID); err != nil {
+		return res, fmt.Errorf("demo: read the basket: %w", err)
+	}
+	res.Basket.BasketStatus = b.Status
 	return res, nil
 }
 

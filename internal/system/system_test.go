@@ -86,6 +86,11 @@ func TestDemoOnEmbeddedDefaults(t *testing.T) {
 		}
 	}
 
+	// The basket: a buy and a sell of what the approved order bought.
+	if b := first.Basket; b.State != "EXECUTED" || b.Status != engine.StatusCompleted || b.BasketStatus != "executed" || b.Replayed {
+		t.Errorf("demo basket: saga %s %s %s, basket %s (replayed %v), want EXECUTED completed, executed, new", b.SagaID, b.State, b.Status, b.BasketStatus, b.Replayed)
+	}
+
 	// GET /api/v1/sagas with the demo token lists both.
 	c := system.NewClient(sys.URLs, first.Token, nil)
 	page, err := c.Sagas(ctx, engine.SagaFilter{Saga: "MANUAL_CREATE_ORDER"})
@@ -119,6 +124,9 @@ func TestDemoOnEmbeddedDefaults(t *testing.T) {
 			t.Errorf("second run %s order: saga %s replayed %v status %s, want saga %s replayed, status %s",
 				o.Label, o.SagaID, o.Replayed, o.DealStatus, first.Orders[i].SagaID, first.Orders[i].DealStatus)
 		}
+	}
+	if b := second.Basket; !b.Replayed || b.SagaID != first.Basket.SagaID || b.BasketStatus != "executed" {
+		t.Errorf("second run basket: saga %s replayed %v status %s, want saga %s replayed, executed", b.SagaID, b.Replayed, b.BasketStatus, first.Basket.SagaID)
 	}
 	pfs, err := system.NewClient(again.URLs, second.Token, nil).Portfolios(ctx)
 	if err != nil {
