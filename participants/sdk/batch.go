@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jmoiron/sqlx"
@@ -34,6 +35,17 @@ func (p *Participant) process(ctx context.Context, stop <-chan struct{}, recs []
 		done, failure := p.batch(ctx, chunk)
 		outs = append(outs, done...)
 		if len(done) == len(chunk) {
+			continue
+		}
+		var g *groupError
+		if errors.As(failure, &g) {
+			// A batch handler failed for a group: each of its commands
+			// alone (batchhandler.go).
+			more, err := p.alone(ctx, stop, recs[len(outs):len(outs)+g.n])
+			outs = append(outs, more...)
+			if err != nil {
+				return outs, err
+			}
 			continue
 		}
 		out, err := p.dispatch(ctx, stop, recs[len(outs)], failure)
@@ -108,6 +120,7 @@ func (p *Participant) runBatch(ctx context.Context, recs []kafka.Record, msgs []
 		return nil, 0, nil, false
 	}
 	outs = make([]Outcome, 0, len(msgs))
+	outer := ctx
 	// The inbox and outbox rows are written together after the handlers:
 	// one statement for the whole batch on PostgreSQL.
 	var rec batchRecord
@@ -115,7 +128,7 @@ func (p *Participant) runBatch(ctx context.Context, recs []kafka.Record, msgs []
 	defer func() {
 		for j, s := range spans {
 			switch {
-			case j == failedAt && failure != nil:
+			case j == failedAt && failure != nil && !isGroupError(failure):
 				tracing.End(s, failure)
 			case !ok || failedAt >= 0:
 				// Rolled back with the batch: handled again in a new one.
@@ -126,7 +139,8 @@ func (p *Participant) runBatch(ctx context.Context, recs []kafka.Record, msgs []
 			}
 		}
 	}()
-	for j, m := range msgs {
+	for j := 0; j < len(msgs); j++ {
+		m := msgs[j]
 		headers := recs[j].Headers
 		ctx := ctx
 		if tracing.Enabled() {
@@ -154,6 +168,14 @@ func (p *Participant) runBatch(ctx context.Context, recs []kafka.Record, msgs []
 			rec.inbox = append(rec.inbox, inboxRow{at: j, cmd: m, replyID: reply.ID, reply: body})
 			kept[m.ID] = keptReply{reply: reply, body: body}
 			outs = append(outs, Outcome{Command: m, Reply: reply, Expired: true})
+			continue
+		}
+		if end, bf := p.groupEnd(msgs, j, kept); bf != nil {
+			// A run of commands for one batch handler (batchhandler.go).
+			if at, err := p.runGroup(outer, ctx, tx, recs, msgs, j, end, bf, headers, &rec, kept, &spans, &outs); at >= 0 {
+				return nil, at, err, true
+			}
+			j = end - 1
 			continue
 		}
 		reply, body, herr := p.runHandler(ctx, tx, m, hs[j])

@@ -85,7 +85,7 @@ type handlerFunc func(ctx context.Context, tx *sqlx.Tx, msg envelope.Message) (R
 // to park it at once.
 //
 // Register every handler before Run. Handle panics if command is empty or
-// already registered, like http.Handle.
+// already registered (by Handle or HandleBatch), like http.Handle.
 func Handle[T any](p *Participant, command string, h func(ctx context.Context, tx *sqlx.Tx, cmd Command[T]) (Result, error)) {
 	if command == "" {
 		panic("sdk.Handle: empty command name")
@@ -99,14 +99,9 @@ func Handle[T any](p *Participant, command string, h func(ctx context.Context, t
 		panic("sdk.Handle: command " + command + " registered twice")
 	}
 	p.handlers[command] = func(ctx context.Context, tx *sqlx.Tx, msg envelope.Message) (Result, error) {
-		cmd := Command[T]{
-			ID: msg.ID, SagaID: msg.SagaID, Saga: msg.Saga, SagaVersion: msg.SagaVersion,
-			Name: msg.Name, Attempt: msg.Attempt, Deadline: msg.Deadline, Compensates: msg.Compensates, Message: msg,
-		}
-		if len(msg.Payload) > 0 {
-			if err := json.Unmarshal(msg.Payload, &cmd.Payload); err != nil {
-				return Result{}, Permanent(fmt.Errorf("decode %s payload into %T: %w", msg.Name, cmd.Payload, err))
-			}
+		cmd, err := newCommand[T](msg) // batchhandler.go
+		if err != nil {
+			return Result{}, err
 		}
 		return h(ctx, tx, cmd)
 	}

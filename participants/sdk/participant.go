@@ -184,6 +184,7 @@ type Participant struct {
 
 	mu       sync.RWMutex
 	handlers map[string]handlerFunc
+	batches  map[string]batchFunc // HandleBatch (batchhandler.go)
 }
 
 // New validates cfg, applies the defaults and returns a Participant. It
