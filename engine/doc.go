@@ -8,7 +8,9 @@
 // The model also decides on data (Model.ApplyWith), checks event contracts
 // (Model.Contract), builds command payloads (CommandSpec.BuildPayload,
 // Expand), describes parallel steps (Parallel) and plans the migration of a
-// running saga to another version (PlanMigration).
+// running saga to another version (PlanMigration), which the orchestrator
+// applies to one saga (Orchestrator.Migrate) or to many, each in its own
+// transaction (Orchestrator.MigrateMany).
 //
 // The package imports no database and no broker: storage and transport are
 // small interfaces declared here and implemented in sub-packages
