@@ -18,8 +18,8 @@
 // With Config.Auth set, every /api/v1 route needs an authenticated user;
 // reading the orchestrator (definitions with their counts, sagas,
 // timelines, dead letters) needs saga-viewer or saga-operator and the
-// operator actions (re-send, abort, replay, compensation retry and resolve)
-// need saga-operator; anyone else gets 403 forbidden. GET /me and validating a
+// operator actions (re-send, abort, replay, compensation retry and resolve,
+// migrations of one saga or of many) need saga-operator; anyone else gets 403 forbidden. GET /me and validating a
 // definition need only a login. POST /sagas fires only a starting
 // transition the definition opens to the API (`by: api`) for a caller with
 // one of its roles (engine.Caller); Idempotency-Keys are the caller's own.
