@@ -104,6 +104,8 @@ func TestRoleMatrix(t *testing.T) {
 		{operate, post("/api/v1/sagas/"+s.approved.ID+"/resend", `{"reason":"attack"}`)},
 		{operate, post("/api/v1/sagas/"+s.waiting.ID+"/abort", `{"reason":"attack"}`)},
 		{operate, post("/api/v1/dead-letters/"+dl+"/replay", `{}`)},
+		{operate, post("/api/v1/sagas/"+s.waiting.ID+"/migrations", `{"to":2,"dry_run":false,"reason":"attack"}`)},
+		{operate, post("/api/v1/migrations", `{"saga":"MANUAL_CREATE_ORDER","from":1,"to":2,"dry_run":false,"reason":"attack"}`)},
 		{support, post("/api/v1/sagas", callback("U-1"))},
 		{none, post("/api/v1/sagas", `{"saga":"MANUAL_CREATE_ORDER","payload":{"deal_context":{"deal_id":"X","user_id":"u-D-1"}}}`)},
 	}
