@@ -16,8 +16,10 @@ import (
 // REGISTER's) compensation FAIL_DEAL on p, and BASKET_ORDER's
 // EXECUTE_BASKET, REJECT_BASKET and FAIL_BASKET.
 func (s *Service) RegisterHandlers(p *sdk.Participant) {
-	sdk.Handle(p, CommandApprove, s.handleApprove)
-	sdk.Handle(p, CommandReject, s.handleReject)
+	// Batch handlers: a run of APPROVE_DEAL (or REJECT_DEAL) fetched
+	// together is settled in one statement (settle_batch.go).
+	sdk.HandleBatch(p, CommandApprove, s.handleApproveBatch)
+	sdk.HandleBatch(p, CommandReject, s.handleRejectBatch)
 	sdk.Handle(p, CommandFail, s.handleFail)
 	// BASKET_ORDER (basket_commands.go).
 	sdk.Handle(p, CommandExecuteBasket, s.handleExecuteBasket)
@@ -41,13 +43,7 @@ func (s *Service) settle(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[dealc
 	if err != nil {
 		return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: %w", cmd.Name, err))
 	}
-	reason := ""
-	if status == StatusRejected {
-		reason = dc.Reason
-		if reason == "" {
-			reason = "rejected (profile gave no reason)"
-		}
-	}
+	reason := settleReason(dc, status)
 	// The usual case, a draft of this user, portfolio and saga: one statement.
 	if d, ok, err := s.settleDraft(ctx, tx, dc, cmd.SagaID, status, reason); err != nil {
 		return sdk.Result{}, fmt.Errorf("%s: %w", cmd.Name, err)
@@ -55,7 +51,25 @@ func (s *Service) settle(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[dealc
 		s.log.InfoContext(ctx, "deal settled", "deal_id", d.ID, "status", status, "reason", reason, "saga_id", cmd.SagaID)
 		return sdk.Reply(EventUpdated, dealctx.Wrap(d.context())), nil
 	}
-	// Otherwise find out why: read the deal and decide.
+	return s.settleOther(ctx, tx, cmd, dc, status, reason)
+}
+
+// settleReason is the reason a deal settled to status gets.
+func settleReason(dc dealctx.DealContext, status string) string {
+	if status != StatusRejected {
+		return ""
+	}
+	if dc.Reason == "" {
+		return "rejected (profile gave no reason)"
+	}
+	return dc.Reason
+}
+
+// settleOther is settle for a command whose deal was not a draft of its
+// user, portfolio and saga: it reads the deal and decides (the same
+// status again is answered the same way; anything else is a permanent
+// error).
+func (s *Service) settleOther(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[dealctx.Envelope], dc dealctx.DealContext, status, reason string) (sdk.Result, error) {
 	d, err := s.lockDeal(ctx, tx, dc.DealID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: deal %s does not exist", cmd.Name, dc.DealID))
