@@ -322,9 +322,10 @@ func (o *Orchestrator) enter(b *batch, w *sagaWork, in *inbound, step Step) erro
 		answers = inst.Pending.ID
 	}
 	if p := inst.Pending; p != nil && answers == p.ID && p.Participant == m.Participant {
-		// How far the participant got, for the retry timers (progress.go).
-		who, sent := p.Participant, p.OccurredAt
-		b.after = append(b.after, func() { o.progress.answered(who, sent, now) })
+		// How far the participant's command topic got, for the retry
+		// timers (progress.go).
+		topic, sent := w.model.Topic(p.Participant), p.OccurredAt
+		b.after = append(b.after, func() { o.progress.answered(topic, sent, now) })
 	}
 	inst.Pending, inst.Attempts = nil, 0
 	if in.trace != "" {

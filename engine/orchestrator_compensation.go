@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -238,6 +239,10 @@ func (o *Orchestrator) sendCompensation(b *batch, w *sagaWork, i int, cause stri
 	payload := inst.Context
 	if len(e.Payload) > 0 {
 		payload = e.Payload // the mapped payload of the command it undoes
+	} else if p := branchPayload(w.model, inst, e); p != nil {
+		// An entry stored before compensations kept their command's
+		// payload: the join still has what the branch command was sent with.
+		payload = p
 	}
 	cmd := Message{
 		V: EnvelopeVersion, ID: e.CommandID, SagaID: inst.ID, Saga: inst.Saga, SagaVersion: inst.SagaVersion,
@@ -772,4 +777,25 @@ func (o *Orchestrator) ResolveCompensation(ctx context.Context, sagaID, actor, r
 // command back: the saga has effects to undo, or the step adds one.
 func willHold(inst *Instance, step Step) bool {
 	return holdsBack(inst) || step.Undo != nil || (step.Send != nil && step.Send.Compensate != nil)
+}
+
+// branchPayload returns the payload the branch command e undoes was sent
+// with, from the saga's join, when a payload mapping built it; nil when e
+// undoes no mapped branch command of the join.
+func branchPayload(m *Model, inst *Instance, e *UndoEntry) json.RawMessage {
+	if e.Group == "" || e.OfKind != KindCommand || inst.Join == nil || inst.Join.Cause != e.Group {
+		return nil
+	}
+	p := m.Parallel(inst.Join.Step)
+	for i := range inst.Join.Commands {
+		c := &inst.Join.Commands[i]
+		if c.ID != e.Of {
+			continue
+		}
+		if p == nil || c.Branch < 0 || c.Branch >= len(p.Branches) || p.Branches[c.Branch].Command.Payload == nil {
+			return nil // not built by a mapping: the context, as for any other
+		}
+		return c.Payload
+	}
+	return nil
 }

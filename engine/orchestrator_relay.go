@@ -19,10 +19,15 @@ func (o *Orchestrator) RelayOnce(ctx context.Context) (int, error) {
 	if o.pub == nil {
 		return 0, Errorf(CodeInvalid, "relay outbox", "no publisher")
 	}
-	var oldest time.Time
+	var oldest, newest time.Time
 	n, err := o.st.PublishOutbox(ctx, o.cfg.Owner, o.cfg.RelayBatch, o.cfg.RelayLease,
 		func(ctx context.Context, recs []OutboxRecord) error {
-			oldest = recs[0].Message.OccurredAt
+			oldest, newest = recs[0].Message.OccurredAt, recs[0].Message.OccurredAt
+			for i := range recs {
+				if t := recs[i].Message.OccurredAt; t.After(newest) {
+					newest = t
+				}
+			}
 			return o.publishRecords(ctx, recs, &oldest)
 		})
 	if err != nil {
@@ -32,7 +37,7 @@ func (o *Orchestrator) RelayOnce(ctx context.Context) (int, error) {
 		now := o.cfg.Clock()
 		o.obs.CommandsPublished(n, now.Sub(oldest))
 		// How far the outbox got, for the retry timers (progress.go).
-		o.progress.answered(relayProgress, oldest, now)
+		o.progress.published(newest, now)
 	}
 	return n, nil
 }

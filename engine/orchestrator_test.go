@@ -146,8 +146,10 @@ type countingObserver struct {
 	mu                       sync.Mutex
 	started, finished, dead  int
 	applied, retried, timers int
-	published                int
+	published, heldBack      int
 }
+
+func (c *countingObserver) CommandHeldBack(string, string) { c.mu.Lock(); c.heldBack++; c.mu.Unlock() }
 
 func (c *countingObserver) SagaStarted(string, int) { c.mu.Lock(); c.started++; c.mu.Unlock() }
 func (c *countingObserver) SagaFinished(string, int, string, engine.Status) {

@@ -195,14 +195,20 @@ func (o *Orchestrator) raiseNow(b *batch, w *sagaWork, event, id string) {
 // holdBack counts the next attempt of w's pending command without sending
 // it again when its participant is behind it (progress.go): during the
 // wait that just ended it answered commands sent a quarter of the wait or
-// more before this one. The timer is armed as after a re-send, so the
-// budget ends when it would.
+// more before this one. The last attempt is never held back. The timer is
+// armed as after a re-send, so the budget ends when it would.
 func (o *Orchestrator) holdBack(b *batch, w *sagaWork, retry *definition.Retry) bool {
 	inst := w.inst
 	cmd := inst.Pending
-	if cmd.OccurredAt.IsZero() {
+	if cmd.OccurredAt.IsZero() || inst.Attempts+1 >= retry.Attempts {
+		// The last attempt is always sent: whatever the evidence, a
+		// command that was lost or parked gets one more chance before the
+		// budget ends.
 		return false
 	}
+	// Progress is kept per command topic: two definitions may give one
+	// participant name to different topics.
+	topic := w.model.Topic(cmd.Participant)
 	// The wait that just ended began with the previous attempt.
 	wait := retryDelay(retry, inst.Attempts)
 	since := b.now.Add(-wait)
@@ -210,14 +216,15 @@ func (o *Orchestrator) holdBack(b *batch, w *sagaWork, retry *definition.Retry) 
 		since = cmd.OccurredAt
 	}
 	cutoff := cmd.OccurredAt.Add(-wait / 4)
-	who := cmd.Participant + " is still answering"
-	behind, oldest := o.progress.behind(cmd.Participant, since, b.now, cutoff)
-	if !behind {
-		// Or the command has not even left the outbox.
-		who = "the outbox is still publishing"
-		if behind, oldest = o.progress.behind(relayProgress, since, b.now, cutoff); !behind {
-			return false
-		}
+	var why string
+	if behind, oldest := o.progress.behind(topic, since, b.now, cutoff); behind {
+		why = fmt.Sprintf("%s is still answering older commands (during the last %s, one sent %s before this one)",
+			cmd.Participant, wait, cmd.OccurredAt.Sub(oldest).Round(time.Millisecond))
+	} else if behind, newest := o.progress.outboxBehind(since, cutoff); behind {
+		why = fmt.Sprintf("it is most likely still in the outbox (during the last %s the relay published commands enqueued up to %s before this one)",
+			wait, cmd.OccurredAt.Sub(newest).Round(time.Millisecond))
+	} else {
+		return false
 	}
 	inst.Attempts++
 	inst.TimerAt = nextTimer(w.model, inst, retry, b.now)
@@ -225,9 +232,7 @@ func (o *Orchestrator) holdBack(b *batch, w *sagaWork, retry *definition.Retry) 
 	w.changed = true
 	b.entries = append(b.entries, HistoryEntry{
 		SagaID: inst.ID, At: b.now, Kind: EntryRetry, FromState: inst.State, ToState: inst.State,
-		Reason: fmt.Sprintf("no answer to %s yet; attempt %d of %d not re-sent: %s older commands "+
-			"(during the last %s, one sent %s before this one)",
-			cmd.Name, inst.Attempts, retry.Attempts, who, wait, cmd.OccurredAt.Sub(oldest).Round(time.Millisecond)),
+		Reason: fmt.Sprintf("no answer to %s yet; attempt %d of %d not re-sent: %s", cmd.Name, inst.Attempts, retry.Attempts, why),
 	})
 	saga, name, id := inst.Saga, cmd.Name, inst.ID
 	b.after = append(b.after, func() {

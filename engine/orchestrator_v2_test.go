@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -964,5 +965,52 @@ func TestStartWithFailingMappingCreatesNothing(t *testing.T) {
 	h.handle(t, good)
 	if got := string(h.last(t, "ACK").Payload); got != `{"total":3}` {
 		t.Fatalf("ACK payload = %s", got)
+	}
+}
+
+// A saga whose undo entries were stored before compensations kept their
+// command's payload (no Payload): a mapped branch command's compensation
+// still carries what that command was sent with, taken from the join, not
+// the context.
+func TestBranchCompensationPayloadFromTheJoin(t *testing.T) {
+	h := newV2Harness(t)
+	ctx := context.Background()
+	br := h.trading(t, "s1")
+	// As stored by an engine before the undo entries kept payloads.
+	err := h.st.InTx(ctx, func(ctx context.Context, tx engine.Tx) error {
+		got, err := tx.Load(ctx, []string{"s1"})
+		if err != nil {
+			return err
+		}
+		inst := got["s1"]
+		for i := range inst.Undo {
+			inst.Undo[i].Payload = nil
+		}
+		return tx.Update(ctx, []*engine.Instance{inst})
+	})
+	if err != nil {
+		t.Fatalf("clear the undo payloads: %v", err)
+	}
+	h.handle(t, rebal("s1", "ORDER_PLACED", "deals", br["1[0]"].ID, `{"orders":["o-1"]}`))
+	n := len(h.outbox())
+	h.handle(t, rebal("s1", "CASH_SHORT", "profile", br["2"].ID, `{}`))
+	var cancels int
+	for _, r := range h.sentSince(n) {
+		if r.Message.Name != "CANCEL_ORDER" {
+			continue
+		}
+		cancels++
+		var want json.RawMessage
+		for _, c := range br {
+			if c.ID == r.Message.Compensates {
+				want = c.Payload
+			}
+		}
+		if want == nil || string(r.Message.Payload) != string(want) {
+			t.Errorf("CANCEL_ORDER of %s carries %s, want its command's payload %s", r.Message.Compensates, r.Message.Payload, want)
+		}
+	}
+	if cancels != 2 {
+		t.Errorf("%d CANCEL_ORDER sent, want 2", cancels)
 	}
 }

@@ -24,9 +24,12 @@ import (
 // answered commands that had been sent well before this one (a quarter of
 // the wait or more), so it is still working through a backlog older than
 // this command. The answers are those this replica applied, by the time
-// their commands were sent; a participant reads its partitions at
-// different paces, so "behind" is judged on the oldest command it answered
-// during the wait, not the newest. Everything else is re-sent as before: a
+// their commands were sent, kept per command topic; a participant reads
+// its partitions at different paces, so "behind" is judged on the oldest
+// command it answered during the wait, not the newest. That is evidence
+// about the topic, not about the partition the command is on: a lost or
+// parked command on a fast partition may be held back while a slow one
+// lags, so the last attempt of a retry is never held back. Everything else is re-sent as before: a
 // participant that answered nothing during the wait (down, or the command
 // parked on its side while it is idle), one that answered only commands
 // sent about as late as this one or later (it has caught up: this one was
@@ -35,19 +38,17 @@ import (
 // command's deadline and the exhausted event come at the same time as with
 // the re-sends.
 //
-// The outbox is judged the same way, as if it were a participant
-// (relayProgress): when this replica's relay published, during the wait,
-// commands enqueued well before this one, this one is most likely still in
-// the outbox, and re-sending it would only queue it twice.
+// The outbox is judged too: the relay publishes it in order, so while the
+// newest command this replica's relay published during the wait was
+// enqueued well before this one, this one is most likely still in the
+// outbox, and re-sending it would only queue it twice.
 type progress struct {
 	mu sync.Mutex
 	by map[string]*answerRing
+	// relayNewest is the enqueue time of the newest command the relay
+	// published, relayAt when it did.
+	relayNewest, relayAt time.Time
 }
-
-// relayProgress is the key under which the relay's progress is kept: the
-// commands it published, by the time they were enqueued. It is no
-// participant name (names are lower-case identifiers).
-const relayProgress = "(outbox)"
 
 // ringSeconds is how far back the answers are remembered, in one-second
 // buckets: a wait longer than that is judged on its last ringSeconds.
@@ -64,8 +65,9 @@ type answerBucket struct {
 	minSent time.Time // the oldest command answered in that second
 }
 
-// answered records that participant answered, at at, a command sent at sent.
-func (p *progress) answered(participant string, sent, at time.Time) {
+// answered records that the participant reading topic answered, at at, a
+// command sent at sent.
+func (p *progress) answered(topic string, sent, at time.Time) {
 	if sent.IsZero() {
 		return
 	}
@@ -74,10 +76,10 @@ func (p *progress) answered(participant string, sent, at time.Time) {
 	if p.by == nil {
 		p.by = map[string]*answerRing{}
 	}
-	r := p.by[participant]
+	r := p.by[topic]
 	if r == nil {
 		r = &answerRing{}
-		p.by[participant] = r
+		p.by[topic] = r
 	}
 	sec := at.Unix()
 	b := &r.buckets[uint64(sec)%ringSeconds]
@@ -88,14 +90,14 @@ func (p *progress) answered(participant string, sent, at time.Time) {
 	}
 }
 
-// behind reports whether participant, during the wait from since to now,
-// answered a command sent before cutoff; it returns the oldest send time
-// it answered then (zero if it answered nothing). Seconds are whole: an
-// answer in the second since falls in counts.
-func (p *progress) behind(participant string, since, now, cutoff time.Time) (bool, time.Time) {
+// behind reports whether the participant reading topic, during the wait
+// from since to now, answered a command sent before cutoff; it returns the
+// oldest send time it answered then (zero if it answered nothing). Seconds
+// are whole: an answer in the second since falls in counts.
+func (p *progress) behind(topic string, since, now, cutoff time.Time) (bool, time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	r := p.by[participant]
+	r := p.by[topic]
 	if r == nil {
 		return false, time.Time{}
 	}
@@ -111,4 +113,26 @@ func (p *progress) behind(participant string, since, now, cutoff time.Time) (boo
 		}
 	}
 	return !oldest.IsZero() && oldest.Before(cutoff), oldest
+}
+
+// published records that the relay published, at at, commands enqueued up
+// to newest.
+func (p *progress) published(newest, at time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if newest.After(p.relayNewest) {
+		p.relayNewest = newest
+	}
+	if at.After(p.relayAt) {
+		p.relayAt = at
+	}
+}
+
+// outboxBehind reports whether the relay published something after since,
+// but nothing enqueued at or after cutoff; it returns the newest enqueue
+// time it published.
+func (p *progress) outboxBehind(since, cutoff time.Time) (bool, time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.relayAt.After(since) && p.relayNewest.Before(cutoff), p.relayNewest
 }

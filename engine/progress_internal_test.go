@@ -48,3 +48,28 @@ func TestProgressBehind(t *testing.T) {
 		t.Errorf("after the ring wrapped: behind %v oldest %v, want false and %v", b, oldest, at(9000))
 	}
 }
+
+func TestProgressOutboxBehind(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	var p progress
+	if b, _ := p.outboxBehind(at(0), at(1000)); b {
+		t.Fatal("outbox behind with nothing published: want false")
+	}
+	p.published(at(100), at(1200)) // published up to 0.1 s, at 1.2 s
+	p.published(at(50), at(1100))  // an older batch does not move the marks back
+	tests := []struct {
+		name          string
+		since, cutoff time.Time
+		want          bool
+	}{
+		{"published only older commands during the wait", at(1000), at(500), true},
+		{"published this one's time or later", at(1000), at(100), false},
+		{"published nothing during the wait", at(1300), at(500), false},
+	}
+	for _, tt := range tests {
+		if got, newest := p.outboxBehind(tt.since, tt.cutoff); got != tt.want || !newest.Equal(at(100)) {
+			t.Errorf("%s: outboxBehind = %v (newest %v), want %v (newest %v)", tt.name, got, newest, tt.want, at(100))
+		}
+	}
+}

@@ -50,8 +50,8 @@ func TestRetryHeldBackWhileParticipantIsBehind(t *testing.T) {
 	if last.Kind != engine.EntryRetry || len(last.Commands) != 0 || !strings.Contains(last.Reason, "attempt 2 of 3 not re-sent: p is still answering older commands") {
 		t.Errorf("timeline's last entry = %s %q commands %v, want a retry held back", last.Kind, last.Reason, last.Commands)
 	}
-	if h.obs.retried != 0 {
-		t.Errorf("observer counted %d re-sends, want 0", h.obs.retried)
+	if h.obs.retried != 0 || h.obs.heldBack != 1 {
+		t.Errorf("observer counted %d re-sends and %d held back, want 0 and 1", h.obs.retried, h.obs.heldBack)
 	}
 
 	// p answers nothing during the next wait (it may be down): re-sent.
@@ -71,5 +71,66 @@ func TestRetryHeldBackWhileParticipantIsBehind(t *testing.T) {
 	}
 	if got := h.inst(t, b); got.State != "BROKEN" {
 		t.Errorf("state after the budget = %s, want BROKEN (GAVE_UP)", got.State)
+	}
+}
+
+// The last attempt is sent whatever the evidence: a command lost or parked
+// on a partition that is not the slow one gets one more chance.
+func TestLastAttemptIsNeverHeldBack(t *testing.T) {
+	h := newHarness(t, fast) // DO: 3 attempts, waits 1s then 2s
+	ctx := context.Background()
+	a, b, c := uuid.NewString(), uuid.NewString(), uuid.NewString()
+	h.handle(t, fastEvent(a, "GO"), fastEvent(c, "GO")) // sent at t0
+	h.clock.Advance(600 * time.Millisecond)
+	h.handle(t, fastEvent(b, "GO")) // sent at t0+600ms
+	h.clock.Advance(200 * time.Millisecond)
+	h.handle(t, fastEvent(a, "DONE")) // an older command answered during b's first wait
+	h.clock.Advance(h.inst(t, b).TimerAt.Sub(h.clock.Now()))
+	if _, err := h.o.FireTimers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h.obs.heldBack != 1 {
+		t.Fatalf("held back %d, want the first re-send of b held back", h.obs.heldBack)
+	}
+	// During b's second (last) wait p again answers only an older command.
+	h.clock.Advance(500 * time.Millisecond)
+	h.handle(t, fastEvent(c, "DONE"))
+	sent, resent := len(h.st.outbox(t)), h.obs.retried
+	h.clock.Advance(h.inst(t, b).TimerAt.Sub(h.clock.Now()))
+	if _, err := h.o.FireTimers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := h.inst(t, b)
+	out := h.st.outbox(t)
+	if got.Attempts != 3 || len(out) != sent+1 || out[len(out)-1].Message.ID != got.Pending.ID || h.obs.heldBack != 1 || h.obs.retried != resent+1 {
+		t.Errorf("last attempt: attempts %d, outbox %d (was %d), held back %d, re-sent %d (was %d); want attempt 3 sent",
+			got.Attempts, len(out), sent, h.obs.heldBack, h.obs.retried, resent)
+	}
+}
+
+// A command still in the outbox behind older ones is not queued twice.
+func TestRetryHeldBackWhileOutboxBehind(t *testing.T) {
+	h := newHarness(t, fast)
+	h.reconfigure(func(c *engine.Config) { c.RelayBatch = 1 })
+	ctx := context.Background()
+	a, b := uuid.NewString(), uuid.NewString()
+	h.handle(t, fastEvent(a, "GO")) // enqueued at t0
+	h.clock.Advance(600 * time.Millisecond)
+	h.handle(t, fastEvent(b, "GO")) // enqueued at t0+600ms
+	h.clock.Advance(200 * time.Millisecond)
+	if n, err := h.o.RelayOnce(ctx); err != nil || n != 1 {
+		t.Fatalf("RelayOnce = %d, %v; want a's command alone published", n, err)
+	}
+	h.clock.Advance(h.inst(t, b).TimerAt.Sub(h.clock.Now()))
+	if _, err := h.o.FireTimers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hist, err := h.st.History(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := hist[len(hist)-1]
+	if h.obs.heldBack != 1 || !strings.Contains(last.Reason, "not re-sent: it is most likely still in the outbox") {
+		t.Errorf("held back %d, timeline %q: want b's re-send held back, the outbox behind", h.obs.heldBack, last.Reason)
 	}
 }
