@@ -10,6 +10,10 @@ import (
 	"github.com/portfolio-counselor/sagamachine/engine/definition"
 )
 
+// unknownDefinitionRetry is how long a timer of a saga whose definition
+// this replica has not loaded waits before it is tried again.
+const unknownDefinitionRetry = time.Minute
+
 // EngineTopic is the Topic of the dead letters of events the engine raised
 // itself (timeouts, exhausted retries): they came from no Kafka topic, and
 // it is not a valid Kafka topic name. Only such a dead letter may be
@@ -92,11 +96,14 @@ func (o *Orchestrator) fireTimer(ctx context.Context, sagaID string) (bool, erro
 		did = true
 		w.model, err = o.cat.Get(inst.Saga, inst.SagaVersion)
 		if err != nil {
-			// Nothing can be done without the definition: disarm so the
-			// loop does not spin, and say so.
-			inst.TimerAt, w.changed = nil, true
+			// Nothing can be done without the definition here. Another
+			// replica (newer, during a rolling deploy) may have it: try
+			// again in a minute rather than disarm, so that the saga's
+			// retries and timeouts are not lost; the loop does not spin.
+			at := b.now.Add(unknownDefinitionRetry)
+			inst.TimerAt, w.changed = &at, true
 			b.after = append(b.after, func() {
-				o.log.Error("timer disarmed: the saga's definition is not loaded", "saga_id", sagaID, "err", err)
+				o.log.Error("timer postponed: the saga's definition is not loaded on this replica", "saga_id", sagaID, "retry_at", at, "err", err)
 			})
 			return b.write(ctx, tx)
 		}

@@ -134,3 +134,32 @@ func TestRetryHeldBackWhileOutboxBehind(t *testing.T) {
 		t.Errorf("held back %d, timeline %q: want b's re-send held back, the outbox behind", h.obs.heldBack, last.Reason)
 	}
 }
+
+// A replica that has not loaded a saga's definition (an older one during a
+// rolling deploy) postpones its timer instead of disarming it: a replica
+// that has it fires it later, so the retries and timeouts are not lost.
+func TestTimerOfUnknownDefinitionIsPostponed(t *testing.T) {
+	h := newHarness(t, fast)
+	ctx := context.Background()
+	id := uuid.NewString()
+	h.handle(t, fastEvent(id, "GO"))
+	old, err := engine.New(h.cfg, testCatalog(t), h.st, h.pub) // without FAST
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.clock.Advance(time.Second)
+	if _, err := old.FireTimers(ctx); err != nil {
+		t.Fatalf("FireTimers on the replica without FAST: %v", err)
+	}
+	got := h.inst(t, id)
+	if want := h.clock.Now().Add(time.Minute); got.TimerAt == nil || !got.TimerAt.Equal(want) || got.Attempts != 1 || got.State != "WAIT" {
+		t.Fatalf("after the replica without FAST: timer %v attempts %d state %s, want the timer postponed to %v, nothing else changed", got.TimerAt, got.Attempts, got.State, want)
+	}
+	h.clock.Advance(time.Minute)
+	if _, err := h.o.FireTimers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.inst(t, id); got.Attempts < 2 && got.State == "WAIT" {
+		t.Errorf("the replica with FAST did not fire the postponed timer: attempts %d state %s", got.Attempts, got.State)
+	}
+}
