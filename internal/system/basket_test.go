@@ -2,10 +2,10 @@ package system_test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
@@ -275,14 +275,14 @@ func basketLineRefused(t *testing.T, be backend) {
 
 	// 300.00 + 300.00 = 600.00 <= 650.00: the check will say sufficient.
 	b := w.basket(ctx, t, line("buy", "ACME", "3", "100.00"), line("buy", "BETA", "3", "100.00"))
-	w.waitSent(ctx, t, profileTopic, 1) // CHECK_BASKET
+	w.waitSent(ctx, t, profileTopic, b.SagaID, "CHECK_BASKET")
 	// A deal of 100.00 queued behind the check: it leaves 550.00, enough for
 	// one line of 300.00, not both.
 	d, _, err := w.c.CreateDeal(ctx, system.DealRequest{PortfolioID: w.pf.ID, Side: "buy", Instrument: "GAMMA", Quantity: "1", Price: "100.00", Currency: "USD"}, "")
 	if err != nil {
 		t.Fatalf("POST /deals: %v", err)
 	}
-	w.waitSent(ctx, t, profileTopic, 2) // the deal's APPROVE_ORDER
+	w.waitSent(ctx, t, profileTopic, d.SagaID, "APPROVE_ORDER")
 	if err := w.sys.Resume(system.Profile); err != nil {
 		t.Fatal(err)
 	}
@@ -330,30 +330,69 @@ func basketLineRefused(t *testing.T, be backend) {
 	if n := notes[b.ID]; n.Status != deals.StatusFailed || !strings.Contains(n.Text, "insufficient cash") {
 		t.Errorf("basket notification %+v, want failed naming insufficient cash", n)
 	}
+
+	// Every command of the failed basket, its compensations (REVERT_ORDER,
+	// FAIL_BASKET) included, delivered again: nothing moves.
+	want := map[string]bool{}
+	hist, err := w.sys.SagaMachine.Store.History(ctx, b.SagaID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, h := range hist {
+		for _, c := range h.Commands {
+			want[c.ID], names[c.Name] = true, true
+		}
+	}
+	if !names["REVERT_ORDER"] || !names["FAIL_BASKET"] {
+		t.Fatalf("the timeline lists commands %v, want the compensations among them", names)
+	}
+	before := w.observe(ctx, t, b)
+	kcfg := kafka.Config{Brokers: w.sys.Brokers, ClientID: "basket-test", SASL: testenv.KafkaSASLFor(w.sys.Brokers)}
+	recs := capture(ctx, t, kcfg, w.sys, want)
+	prod, err := kafka.NewProducer(kcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	if err := prod.Publish(ctx, recs); err != nil {
+		t.Fatalf("re-publish %d commands: %v", len(recs), err)
+	}
+	quiesce(ctx, t, w.sys, cfg.GroupPrefix)
+	if after := w.observe(ctx, t, b); after != before {
+		t.Errorf("duplicate commands changed the failed basket:\n got %s\nwant %s", after, before)
+	}
 }
 
-// waitSent waits until topic holds at least n records.
-func (w *basketWorld) waitSent(ctx context.Context, t *testing.T, topic string, n int64) {
+// waitSent waits until saga-machine has published command name of saga
+// sagaID on topic (a re-send of another command does not count).
+func (w *basketWorld) waitSent(ctx context.Context, t *testing.T, topic, sagaID, name string) {
 	t.Helper()
 	opts, err := kafka.Config{Brokers: w.sys.Brokers, SASL: testenv.KafkaSASLFor(w.sys.Brokers)}.ClientOpts()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl, err := kgo.NewClient(opts...)
+	cl, err := kgo.NewClient(append(opts, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	waitFor(ctx, t, "saga-machine sent the command", func() (bool, error) {
-		ends, err := adm.ListEndOffsets(ctx, topic)
-		if err != nil {
-			return false, err
+	for {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("waiting for %s of saga %s on %s: %v", name, sagaID, topic, err)
 		}
-		var total int64
-		ends.Each(func(lo kadm.ListedOffset) { total += lo.Offset })
-		return total >= n, nil
-	})
+		found := false
+		fs.EachRecord(func(r *kgo.Record) {
+			var m engine.Message
+			if json.Unmarshal(r.Value, &m) == nil && m.SagaID == sagaID && m.Name == name {
+				found = true
+			}
+		})
+		if found {
+			return
+		}
+	}
 }
 
 func deref(s *string) string {
