@@ -78,14 +78,14 @@ func (s *Service) handleApproveOrder(ctx context.Context, tx *sqlx.Tx, cmd sdk.C
 	}
 	if status == dealctx.StatusApproved {
 		pf.UpdatedAt = s.now().UTC()
-		if err := s.apply(ctx, tx, key, cmd.SagaID, pf, held); err != nil {
+		if err := s.apply(ctx, tx, key, cmd.SagaID, cmd.ID, pf, held); err != nil {
 			return sdk.Result{}, fmt.Errorf("%s: deal %s: %w", cmd.Name, dc.DealID, err)
 		}
 	} else {
-		const q = `INSERT INTO order_decisions (deal_id, portfolio_id, status, reason, decided_at, saga_id, side, instrument, quantity, amount)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+		const q = `INSERT INTO order_decisions (deal_id, portfolio_id, status, reason, decided_at, saga_id, side, instrument, quantity, amount, command_id)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 		if _, err := s.sql.Exec(ctx, tx, q, dc.DealID, key.PortfolioID, status, reason, s.now().UTC(),
-			cmd.SagaID, dc.Side, dc.Instrument, dc.Quantity, dc.Amount); err != nil {
+			cmd.SagaID, dc.Side, dc.Instrument, dc.Quantity, dc.Amount, cmd.ID); err != nil {
 			return sdk.Result{}, fmt.Errorf("%s: record the decision on deal %s: %w", cmd.Name, dc.DealID, err)
 		}
 	}
@@ -214,11 +214,12 @@ func decide(pf *Portfolio, dc dealctx.DealContext) (status, reason string, held 
 	return dealctx.StatusApproved, "", held
 }
 
-// apply writes an approved deal of saga sagaID: the portfolio's cash, the
-// position, today's snapshot and the decision (with what it moved, for a
-// reversal). On PostgreSQL that is one statement (one round trip); SQLite
+// apply writes an approved deal of saga sagaID, decided by the
+// APPROVE_ORDER command commandID: the portfolio's cash, the position,
+// today's snapshot and the decision (with what it moved and the command,
+// for a reversal). On PostgreSQL that is one statement (one round trip); SQLite
 // runs them one by one, in process.
-func (s *Service) apply(ctx context.Context, tx *sqlx.Tx, dc dealctx.DealContext, sagaID string, pf Portfolio, held decimal.Decimal) error {
+func (s *Service) apply(ctx context.Context, tx *sqlx.Tx, dc dealctx.DealContext, sagaID, commandID string, pf Portfolio, held decimal.Decimal) error {
 	now := s.now().UTC()
 	snap, err := snapshotJSON(pf)
 	if err != nil {
@@ -234,10 +235,10 @@ func (s *Service) apply(ctx context.Context, tx *sqlx.Tx, dc dealctx.DealContext
 			pos AS (` + position + `),
 			snap AS (INSERT INTO snapshots (portfolio_id, day, cash, positions, taken_at) VALUES ($3, $6, $1, $7, $2)
 				ON CONFLICT (portfolio_id, day) DO UPDATE SET cash = excluded.cash, positions = excluded.positions, taken_at = excluded.taken_at)
-			INSERT INTO order_decisions (deal_id, portfolio_id, status, reason, decided_at, saga_id, side, instrument, quantity, amount)
-				VALUES ($8, $3, $9, '', $2, $10, $11, $4, $12, $13)`
+			INSERT INTO order_decisions (deal_id, portfolio_id, status, reason, decided_at, saga_id, side, instrument, quantity, amount, command_id)
+				VALUES ($8, $3, $9, '', $2, $10, $11, $4, $12, $13, $14)`
 		if _, err := s.sql.Exec(ctx, tx, q, pf.Cash, pf.UpdatedAt, pf.ID, dc.Instrument, held,
-			now.Format(DateLayout), snap, dc.DealID, dealctx.StatusApproved, sagaID, dc.Side, dc.Quantity, dc.Amount); err != nil {
+			now.Format(DateLayout), snap, dc.DealID, dealctx.StatusApproved, sagaID, dc.Side, dc.Quantity, dc.Amount, commandID); err != nil {
 			return fmt.Errorf("apply the deal to portfolio %s: %w", pf.ID, err)
 		}
 		return nil
@@ -252,10 +253,10 @@ func (s *Service) apply(ctx context.Context, tx *sqlx.Tx, dc dealctx.DealContext
 	if err := s.upsertSnapshot(ctx, tx, pf); err != nil {
 		return err
 	}
-	const qd = `INSERT INTO order_decisions (deal_id, portfolio_id, status, reason, decided_at, saga_id, side, instrument, quantity, amount)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	const qd = `INSERT INTO order_decisions (deal_id, portfolio_id, status, reason, decided_at, saga_id, side, instrument, quantity, amount, command_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	if _, err := s.sql.Exec(ctx, tx, qd, dc.DealID, dc.PortfolioID, dealctx.StatusApproved, "", now,
-		sagaID, dc.Side, dc.Instrument, dc.Quantity, dc.Amount); err != nil {
+		sagaID, dc.Side, dc.Instrument, dc.Quantity, dc.Amount, commandID); err != nil {
 		return fmt.Errorf("record the decision: %w", err)
 	}
 	return nil

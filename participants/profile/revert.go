@@ -27,8 +27,10 @@ const (
 )
 
 // decisionRecord is a stored decision as a reversal reads it: what the
-// approval moved. Side is "" and Quantity, Amount are NULL on decisions
-// taken before migration 00003 (the saga context says then).
+// approval moved and the APPROVE_ORDER command that decided it. Side is ""
+// and Quantity, Amount are NULL on decisions taken before migration 00003
+// (the saga context says then); CommandID is NULL on decisions taken
+// before migration 00004 (the payload is trusted then).
 type decisionRecord struct {
 	PortfolioID string              `db:"portfolio_id"`
 	Status      string              `db:"status"`
@@ -37,6 +39,7 @@ type decisionRecord struct {
 	Instrument  string              `db:"instrument"`
 	Quantity    decimal.NullDecimal `db:"quantity"`
 	Amount      decimal.NullDecimal `db:"amount"`
+	CommandID   sql.NullString      `db:"command_id"`
 }
 
 // reversal is one row of order_reversals.
@@ -71,7 +74,10 @@ type reversal struct {
 // saga-machine's re-sends are parked again until it gives up
 // (compensation_failed), and an operator settles it (docs/services.md).
 // So is a command that is not a compensation, a decision taken in another
-// saga, or a portfolio that is not the deal's user's.
+// saga, a portfolio that is not the deal's user's, and a payload that names
+// another deal than the order the command undoes (checkUndoes): the
+// compensation then stays unanswered, loudly, instead of reverting the
+// wrong deal and answering ORDER_REVERTED for the right one.
 func (s *Service) handleRevertOrder(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[dealctx.Envelope]) (sdk.Result, error) {
 	dc, err := dealctx.FromCommand(cmd.Payload)
 	if err != nil {
@@ -90,6 +96,19 @@ func (s *Service) handleRevertOrder(ctx context.Context, tx *sqlx.Tx, cmd sdk.Co
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return sdk.Result{}, fmt.Errorf("%s: deal %s: %w", cmd.Name, dc.DealID, err)
 	}
+	var d decisionRecord
+	err = s.sql.Get(ctx, tx, &d, `SELECT portfolio_id, status, saga_id, side, instrument, quantity, amount, command_id
+		FROM order_decisions WHERE deal_id = ?`, dc.DealID)
+	decided := err == nil
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return sdk.Result{}, fmt.Errorf("%s: read the decision on deal %s: %w", cmd.Name, dc.DealID, err)
+	}
+	// Checked before anything else, a reversal recorded before included:
+	// a command that undoes another deal's order is parked on every
+	// delivery.
+	if err := s.checkUndoes(ctx, tx, cmd.Compensates, dc.DealID, d, decided); err != nil {
+		return sdk.Result{}, fmt.Errorf("%s: %w", cmd.Name, err)
+	}
 	var done reversal
 	err = s.sql.Get(ctx, tx, &done, `SELECT deal_id, portfolio_id, saga_id, outcome, instrument, cash_delta, quantity_delta, reason
 		FROM order_reversals WHERE deal_id = ?`, dc.DealID)
@@ -102,16 +121,11 @@ func (s *Service) handleRevertOrder(ctx context.Context, tx *sqlx.Tx, cmd sdk.Co
 	case !errors.Is(err, sql.ErrNoRows):
 		return sdk.Result{}, fmt.Errorf("%s: read the reversal of deal %s: %w", cmd.Name, dc.DealID, err)
 	}
-	var d decisionRecord
-	err = s.sql.Get(ctx, tx, &d, `SELECT portfolio_id, status, saga_id, side, instrument, quantity, amount
-		FROM order_decisions WHERE deal_id = ?`, dc.DealID)
 	var rev reversal
 	switch {
-	case errors.Is(err, sql.ErrNoRows):
+	case !decided:
 		rev = reversal{Outcome: outcomeNothing,
 			Reason: "the order was not decided: nothing to undo, and it will not be applied if it arrives later"}
-	case err != nil:
-		return sdk.Result{}, fmt.Errorf("%s: read the decision on deal %s: %w", cmd.Name, dc.DealID, err)
 	default:
 		if err := sameDeal(d, dc, pid, cmd.SagaID); err != nil {
 			return sdk.Result{}, sdk.Permanent(fmt.Errorf("%s: %w", cmd.Name, err))
@@ -138,6 +152,38 @@ func (s *Service) handleRevertOrder(ctx context.Context, tx *sqlx.Tx, cmd sdk.Co
 	s.log.InfoContext(ctx, "order reverted", "deal_id", dc.DealID, "portfolio_id", pid, "outcome", rev.Outcome,
 		"cash_delta", rev.CashDelta, "quantity_delta", rev.QuantityDelta, "reason", rev.Reason, "saga_id", cmd.SagaID)
 	return revertedReply(dc.DealID, rev.Outcome == outcomeReverted, rev.Reason), nil
+}
+
+// checkUndoes checks that the deal dealID named by a REVERT_ORDER's
+// payload is the order of the command it compensates (compensates, the id
+// of the APPROVE_ORDER it undoes, which APPROVE_ORDER stores with its
+// decision): the deal's decision d (if decided) must have been taken by
+// that command, and that command must not have decided another deal. It
+// returns a permanent error naming both commands or both deals otherwise.
+// A decision taken before its command was recorded (migration 00004) is
+// trusted, and so is a compensated command that decided nothing (not
+// arrived yet, refused, or repeating an earlier decision under a new id):
+// the reversal goes on as before (the barrier case).
+func (s *Service) checkUndoes(ctx context.Context, tx *sqlx.Tx, compensates, dealID string, d decisionRecord, decided bool) error {
+	if decided && d.CommandID.Valid {
+		if d.CommandID.String == compensates {
+			return nil // one command decides one deal: no other to look for
+		}
+		return sdk.Permanent(fmt.Errorf("%s compensates command %s, but deal %s was decided by command %s: "+
+			"the payload names another deal than the order it undoes; nothing was moved: an operator must settle it",
+			CommandRevertOrder, compensates, dealID, d.CommandID.String))
+	}
+	var other []string
+	if err := s.sql.Select(ctx, tx, &other, `SELECT deal_id FROM order_decisions WHERE command_id = ? AND deal_id <> ?`,
+		compensates, dealID); err != nil {
+		return fmt.Errorf("read the deal decided by command %s: %w", compensates, err)
+	}
+	if len(other) > 0 {
+		return sdk.Permanent(fmt.Errorf("%s compensates command %s, which decided deal %s, not deal %s: "+
+			"the payload names another deal than the order it undoes; nothing was moved: an operator must settle it",
+			CommandRevertOrder, compensates, other[0], dealID))
+	}
+	return nil
 }
 
 // sameDeal checks that a stored decision is the one the compensation

@@ -352,13 +352,14 @@ func TestRevertRefused(t *testing.T) {
 }
 
 // TestRevertOldDecision reverts an approval recorded before decisions
-// kept what they moved (migration 00003): the saga context says it.
+// kept what they moved (migration 00003), and so before they kept their
+// command (00004): the saga context says it.
 func TestRevertOldDecision(t *testing.T) {
 	servicetest.EachDB(t, Migrate, func(t *testing.T, db *sqlx.DB) {
 		w := newRevertWorld(t, db, "2000")
 		dc := deal("alice", w.pf.ID, "buy", "4", "125")
 		forward := w.approve(t, uuid.NewString(), dc, EventOrderApproved)
-		if _, err := db.Exec(db.Rebind(`UPDATE order_decisions SET saga_id = '', side = '', instrument = '', quantity = NULL, amount = NULL WHERE deal_id = ?`), dc.DealID); err != nil {
+		if _, err := db.Exec(db.Rebind(`UPDATE order_decisions SET saga_id = '', side = '', instrument = '', quantity = NULL, amount = NULL, command_id = NULL WHERE deal_id = ?`), dc.DealID); err != nil {
 			t.Fatal(err)
 		}
 		rev := reversalOf(t, w.revert(t, forward, dc))
