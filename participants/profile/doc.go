@@ -40,8 +40,11 @@
 // an APPROVE_ORDER of a reverted deal is rejected afterwards. It answers
 // ORDER_REVERTED with order_reversal (reverted or not, and why) and no
 // deal_context. A reversal that would take a position or the cash below zero
-// (sold or spent since) is refused as a permanent error for an operator;
-// see docs/services.md.
+// (sold or spent since) is refused as a permanent error for an operator,
+// and so is one whose payload names another deal than the order it undoes:
+// APPROVE_ORDER stores its command id with the decision, and the command
+// REVERT_ORDER compensates must be the one that decided the payload's deal
+// (decisions stored before that are trusted); see docs/services.md.
 //
 // CHECK_BASKET (the BASKET_ORDER saga, docs/basket-order.md) checks a
 // client's basket of 1 to MaxBasketLines deals in one portfolio as a whole
