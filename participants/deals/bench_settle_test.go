@@ -1,0 +1,283 @@
+package deals
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
+	"github.com/portfolio-counselor/sagamachine/engine/kafka"
+	"github.com/portfolio-counselor/sagamachine/internal/testenv"
+	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
+	"github.com/portfolio-counselor/sagamachine/participants/sdk"
+)
+
+// BenchmarkDealsSettle measures APPROVE_DEAL end to end through Run on
+// PostgreSQL and Kafka: b.N draft deals, b.N commands published to the
+// command topic at once, until b.N DEAL_UPDATED replies are read back. It
+// reports commands/s and the SQL statements the participant sent per
+// command (all of them, BEGIN and COMMIT included, relay too; and those on
+// the deals table), counted by a wrapper around lib/pq.
+func BenchmarkDealsSettle(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	counter := &stmtCounter{}
+	conn, err := pq.NewConnector(testenv.Postgres(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	db := sqlx.NewDb(sql.OpenDB(countConnector{conn, counter}), "postgres")
+	b.Cleanup(func() { db.Close() })
+	if err := sdk.Migrate(ctx, db); err != nil {
+		b.Fatal(err)
+	}
+	if err := Migrate(ctx, db); err != nil {
+		b.Fatal(err)
+	}
+	brokers := testenv.KafkaBrokers(b)
+	cmdTopic, evTopic := testenv.Name(b, "DEALS_TOPIC"), testenv.Name(b, "SAGA_SERVER_TOPIC")
+	kcfg := kafka.Config{Brokers: brokers, SASL: testenv.KafkaSASLFor(brokers)}
+	if err := kafka.EnsureTopics(ctx, kcfg, 6, cmdTopic, evTopic); err != nil {
+		b.Fatal(err)
+	}
+	p, err := sdk.New(sdk.Config{Name: Name, DB: db, Logger: quiet, Brokers: brokers, KafkaSASL: kcfg.SASL,
+		CommandTopic: cmdTopic, EventTopic: evTopic, Group: testenv.Name(b, "deals")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := New(Config{DB: db, Participant: p, Auth: devAuth(b), Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.RegisterHandlers(p)
+
+	// b.N draft deals (their REGISTER events are dropped: not measured).
+	deals := make([]Deal, b.N)
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < b.N; i += 16 {
+				d, _, err := s.Create(ctx, "alice", buyRequest(), "")
+				if err != nil {
+					errs <- err
+					return
+				}
+				deals[i] = d
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		b.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `DELETE FROM sdk_outbox`); err != nil {
+		b.Fatal(err)
+	}
+	recs := make([]kafka.Record, b.N)
+	for i, d := range deals {
+		dc := d.context()
+		dc.Status = dealctx.StatusApproved
+		m := envelope.Message{V: envelope.Version, ID: uuid.NewString(), SagaID: d.SagaID, Saga: SagaName, SagaVersion: 1,
+			Kind: envelope.KindCommand, Name: CommandApprove, Participant: Name, OccurredAt: time.Now().UTC(), Payload: mustJSONb(b, dealctx.Wrap(dc))}
+		recs[i] = kafka.Record{Topic: cmdTopic, Key: m.SagaID, Value: mustJSONb(b, m),
+			Headers: map[string]string{envelope.HeaderKind: string(m.Kind), envelope.HeaderName: m.Name}}
+	}
+	prod, err := kafka.NewProducer(kcfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer prod.Close()
+	cons, err := kafka.NewConsumer(kcfg, testenv.Name(b, "reader"), evTopic)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cons.Close()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+
+	counter.reset()
+	b.ResetTimer()
+	start := time.Now()
+	if err := prod.Publish(ctx, recs); err != nil {
+		b.Fatal(err)
+	}
+	for got := 0; got < b.N; {
+		rs, err := cons.Fetch(ctx, 1000)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, r := range rs {
+			if r.Headers[envelope.HeaderName] == EventUpdated {
+				got++
+			}
+		}
+		if err := cons.Commit(ctx, rs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	total, onDeals, begins := counter.read()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "commands/s")
+	b.ReportMetric(float64(total)/float64(b.N), "stmts/cmd")
+	b.ReportMetric(float64(onDeals)/float64(b.N), "deals-stmts/cmd")
+	b.ReportMetric(float64(b.N)/float64(max(begins, 1)), "cmds/tx")
+	var executed int
+	if err := db.GetContext(ctx, &executed, `SELECT COUNT(*) FROM deals WHERE status = 'executed'`); err != nil {
+		b.Fatal(err)
+	}
+	if executed != b.N {
+		b.Fatalf("executed deals = %d, want %d", executed, b.N)
+	}
+}
+
+func mustJSONb(tb testing.TB, v any) []byte {
+	tb.Helper()
+	raw, err := json.Marshal(v)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return raw
+}
+
+// stmtCounter counts the statements sent through countConnector.
+type stmtCounter struct {
+	mu                     sync.Mutex
+	total, onDeals, begins int
+}
+
+func (c *stmtCounter) add(q string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.total++
+	if strings.Contains(q, "UPDATE deals") || strings.Contains(q, "FROM deals") {
+		c.onDeals++
+	}
+	if q == "BEGIN" {
+		c.begins++
+	}
+}
+
+func (c *stmtCounter) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.total, c.onDeals, c.begins = 0, 0, 0
+}
+
+func (c *stmtCounter) read() (total, onDeals, begins int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.total, c.onDeals, c.begins
+}
+
+// countConnector wraps a driver.Connector and counts every statement
+// executed (on a connection or a prepared statement), BEGIN, COMMIT and
+// ROLLBACK.
+type countConnector struct {
+	driver.Connector
+	n *stmtCounter
+}
+
+func (k countConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	c, err := k.Connector.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &countConn{Conn: c, n: k.n}, nil
+}
+
+type countConn struct {
+	driver.Conn
+	n *stmtCounter
+}
+
+func (c *countConn) Prepare(q string) (driver.Stmt, error) {
+	return c.PrepareContext(context.Background(), q)
+}
+
+func (c *countConn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
+	var s driver.Stmt
+	var err error
+	if pc, ok := c.Conn.(driver.ConnPrepareContext); ok {
+		s, err = pc.PrepareContext(ctx, q)
+	} else {
+		s, err = c.Conn.Prepare(q)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &countStmt{Stmt: s, q: q, n: c.n}, nil
+}
+
+func (c *countConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	c.n.add("BEGIN")
+	tx, err := c.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	return countTx{Tx: tx, n: c.n}, nil
+}
+
+func (c *countConn) ExecContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Result, error) {
+	e, ok := c.Conn.(driver.ExecerContext)
+	if !ok {
+		return nil, driver.ErrSkip
+	}
+	c.n.add(q)
+	return e.ExecContext(ctx, q, args)
+}
+
+func (c *countConn) QueryContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
+	qc, ok := c.Conn.(driver.QueryerContext)
+	if !ok {
+		return nil, driver.ErrSkip
+	}
+	c.n.add(q)
+	return qc.QueryContext(ctx, q, args)
+}
+
+func (c *countConn) CheckNamedValue(nv *driver.NamedValue) error {
+	if ch, ok := c.Conn.(driver.NamedValueChecker); ok {
+		return ch.CheckNamedValue(nv)
+	}
+	return driver.ErrSkip
+}
+
+type countStmt struct {
+	driver.Stmt
+	q string
+	n *stmtCounter
+}
+
+func (s *countStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	s.n.add(s.q)
+	return s.Stmt.(driver.StmtExecContext).ExecContext(ctx, args)
+}
+
+func (s *countStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	s.n.add(s.q)
+	return s.Stmt.(driver.StmtQueryContext).QueryContext(ctx, args)
+}
+
+type countTx struct {
+	driver.Tx
+	n *stmtCounter
+}
+
+func (t countTx) Commit() error   { t.n.add("COMMIT"); return t.Tx.Commit() }
+func (t countTx) Rollback() error { t.n.add("ROLLBACK"); return t.Tx.Rollback() }
