@@ -11,9 +11,14 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
+	"github.com/portfolio-counselor/sagamachine/internal/tracing"
 )
 
 // addPayload drives the ADD batch handler of the fixture.
@@ -458,4 +463,98 @@ func countRows(t *testing.T, db *sqlx.DB, table string) int {
 		t.Fatalf("count %s: %v", table, err)
 	}
 	return n
+}
+
+// TestHandleBatchTracing: with tracing on, each command of a group gets
+// its own "handle ADD" span (child of its own record's traceparent) and
+// its reply carries its own trace; a failing group's spans are marked
+// rolled back (not failed), and the alone runs give the culprit the
+// failed span.
+func TestHandleBatchTracing(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	prov := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	defer tracing.Install(prov)()
+	f := newAddFixture(t, batchDBs(t)["sqlite"](t))
+	traced := func(pl addPayload, trace string) (envelope.Message, kafka.Record) {
+		m, r := addRecord(t, pl, nil)
+		r.Headers = map[string]string{envelope.HeaderTraceparent: "00-" + trace + "-00f067aa0ba902b7-01"}
+		return m, r
+	}
+	traces := []string{"4bf92f3577b34da6a3ce929d0e0e4736", "5bf92f3577b34da6a3ce929d0e0e4736", "6bf92f3577b34da6a3ce929d0e0e4736"}
+	var recs []kafka.Record
+	var msgs []envelope.Message
+	for _, tr := range traces {
+		m, r := traced(addPayload{}, tr)
+		msgs, recs = append(msgs, m), append(recs, r)
+	}
+	process(t, f.p, recs...)
+	if got, want := f.calls, [][]string{ids(msgs...)}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("handler calls = %v, want one group %v", got, want)
+	}
+	handles := map[string]tracetest.SpanStub{}
+	for _, s := range exp.GetSpans() {
+		if s.Name == "handle ADD" {
+			handles[attr(s, tracing.AttrMessageID)] = s
+		}
+	}
+	for i, m := range msgs {
+		s, ok := handles[m.ID]
+		if !ok {
+			t.Errorf("no handle span for command %d", i)
+			continue
+		}
+		if got := s.SpanContext.TraceID().String(); got != traces[i] {
+			t.Errorf("command %d: span in trace %s, want its record's %s", i, got, traces[i])
+		}
+		if s.Status.Code == codes.Error || attr(s, tracing.AttrRolledBack) != "" {
+			t.Errorf("command %d: span status %v rolled back %q, want ok", i, s.Status, attr(s, tracing.AttrRolledBack))
+		}
+	}
+	var headers []string
+	if err := f.p.db.Select(&headers, `SELECT headers FROM sdk_outbox ORDER BY seq`); err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range headers {
+		if !strings.Contains(h, traces[i]) {
+			t.Errorf("reply %d headers %s, want trace %s", i, h, traces[i])
+		}
+	}
+
+	exp.Reset()
+	a, ra := traced(addPayload{}, traces[0])
+	perm, rperm := traced(addPayload{Perm: true}, traces[1])
+	process(t, f.p, ra, rperm)
+	var rolledBack, failed, ok []string
+	for _, s := range exp.GetSpans() {
+		if s.Name != "handle ADD" {
+			continue
+		}
+		id := attr(s, tracing.AttrMessageID)
+		switch {
+		case attr(s, tracing.AttrRolledBack) == "true":
+			rolledBack = append(rolledBack, id)
+		case s.Status.Code == codes.Error:
+			failed = append(failed, id)
+		default:
+			ok = append(ok, id)
+		}
+	}
+	if want := ids(a, perm); !reflect.DeepEqual(rolledBack, want) {
+		t.Errorf("rolled back spans %v, want the group's %v", rolledBack, want)
+	}
+	if want := []string{perm.ID}; !reflect.DeepEqual(failed, want) {
+		t.Errorf("failed spans %v, want %v", failed, want)
+	}
+	if want := []string{a.ID}; !reflect.DeepEqual(ok, want) {
+		t.Errorf("ok spans %v, want %v", ok, want)
+	}
+}
+
+func attr(s tracetest.SpanStub, k attribute.Key) string {
+	for _, kv := range s.Attributes {
+		if kv.Key == k {
+			return kv.Value.Emit()
+		}
+	}
+	return ""
 }
