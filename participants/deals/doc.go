@@ -35,7 +35,9 @@
 //
 // Commands (DEALS_TOPIC): APPROVE_DEAL marks the deal executed, REJECT_DEAL
 // marks it rejected with the reason profile put in deal_context; both reply
-// DEAL_UPDATED with the deal's deal_context and its status. FAIL_DEAL, the
+// DEAL_UPDATED with the deal's deal_context and its status (both are batch
+// handlers: a run of them fetched together settles its drafts in one
+// UPDATE, settle_batch.go). FAIL_DEAL, the
 // compensation of REGISTER, APPROVE_DEAL and REJECT_DEAL (MANUAL_CREATE_ORDER
 // v2), marks a draft, executed or rejected deal failed with the reason the
 // saga context gives (a failed one stays as it is) and replies DEAL_FAILED;

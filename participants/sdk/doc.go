@@ -9,6 +9,8 @@
 // A handler receives the command with its payload decoded into the type it
 // asks for, and a database transaction. It answers with Reply (success
 // event), Reject (business rejection event with a reason) or NoReply.
+// HandleBatch registers a handler that takes a run of consecutive commands
+// of one name at once (one Result each), for set-based SQL.
 //
 // # Guarantees
 //
