@@ -160,10 +160,13 @@ func (s *Service) handleRevertOrder(ctx context.Context, tx *sqlx.Tx, cmd sdk.Co
 // decision): the deal's decision d (if decided) must have been taken by
 // that command, and that command must not have decided another deal. It
 // returns a permanent error naming both commands or both deals otherwise.
-// A decision taken before its command was recorded (migration 00004) is
-// trusted, and so is a compensated command that decided nothing (not
-// arrived yet, refused, or repeating an earlier decision under a new id):
-// the reversal goes on as before (the barrier case).
+// When the named deal has no decision or one taken before its command was
+// recorded (migration 00004), and the compensated command decided no other
+// deal (it has not arrived, was refused, or only repeated a decision), the
+// payload is trusted and the reversal goes on as before (the barrier
+// case). A deal decided by one command and compensated under another id is
+// parked: saga-machine re-sends a command under its id, so that is not the
+// order the compensation undoes.
 func (s *Service) checkUndoes(ctx context.Context, tx *sqlx.Tx, compensates, dealID string, d decisionRecord, decided bool) error {
 	if decided && d.CommandID.Valid {
 		if d.CommandID.String == compensates {
