@@ -151,9 +151,9 @@ func TestResolve(t *testing.T) {
 	}
 	// The partition ends at offset 6: b lags by one until 3s, when it has
 	// caught up.
-	samples[0].ends = map[tp]int64{{"t", 0}: 6}
-	samples[1].ends = map[tp]int64{{"t", 0}: 6}
-	samples[2].ends = map[tp]int64{{"t", 0}: 6}
+	samples[0].ends = map[tp]int64{{"t", 0}: 6, {"empty", 0}: 0}
+	samples[1].ends = map[tp]int64{{"t", 0}: 6, {"empty", 0}: 0}
+	samples[2].ends = map[tp]int64{{"t", 0}: 6, {"empty", 0}: 0}
 	tests := []struct {
 		name     string
 		f        Fault
@@ -183,6 +183,14 @@ func TestResolve(t *testing.T) {
 		{"caught up before ready does not count",
 			Fault{At: base, after: base, Ready: base.Add(3500 * time.Millisecond), based: true,
 				affected: map[string][]tp{"b": p}, baseline: sampleOf(base, 0, map[string]int64{"b": 6})},
+			0, 0},
+		{"an empty partition the group never committed on is caught up",
+			Fault{At: base, after: base, Ready: base.Add(1500 * time.Millisecond), based: true,
+				affected: map[string][]tp{"b": p, "c": {{"empty", 0}}}, baseline: sampleOf(base, 0, map[string]int64{"b": 6})},
+			3 * time.Second, 3 * time.Second},
+		{"a partition with records the group never committed on is not",
+			Fault{At: base, after: base, Ready: base.Add(1500 * time.Millisecond), based: true,
+				affected: map[string][]tp{"b": p, "c": p}, baseline: sampleOf(base, 0, map[string]int64{"b": 6})},
 			0, 0},
 		{"no baseline: not resolved",
 			Fault{At: base, after: base, affected: map[string][]tp{"a": p}},
