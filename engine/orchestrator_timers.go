@@ -43,12 +43,34 @@ func (o *Orchestrator) timerLoop(ctx context.Context) {
 }
 
 // FireTimers handles the sagas whose timer is due now (at most
-// Config.TimerBatch), each in its own transaction, and returns how many it
-// looked at. Run calls it every Config.TimerPoll; tests call it directly.
+// Config.TimerBatch) and returns how many it looked at. They are handled
+// in one transaction (fireTimers), as the intake handles a batch of
+// events: under overload thousands of retry timers come due at once, and
+// one transaction each cost more than the re-sends themselves. When that
+// transaction fails (a saga changed concurrently, a refused timer event),
+// each saga is handled in its own transaction instead, so one saga's
+// trouble does not hold back the others. Run calls it every
+// Config.TimerPoll; tests call it directly.
 func (o *Orchestrator) FireTimers(ctx context.Context) (int, error) {
 	ids, err := o.st.DueTimers(ctx, o.cfg.Clock().UTC(), o.cfg.TimerBatch)
 	if err != nil {
 		return 0, fmt.Errorf("find due timers: %w", err)
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	if len(ids) > 1 {
+		fired, err := o.fireTimers(ctx, ids)
+		if err == nil {
+			if fired {
+				o.Wake()
+			}
+			return len(ids), nil
+		}
+		if ctx.Err() != nil {
+			return len(ids), ctx.Err()
+		}
+		o.log.Debug("firing timers together failed; one saga at a time", "sagas", len(ids), "err", err)
 	}
 	fired := false
 	for _, id := range ids {
@@ -74,10 +96,45 @@ func (o *Orchestrator) FireTimers(ctx context.Context) (int, error) {
 	return len(ids), nil
 }
 
-// fireTimer handles one saga's due timer in a transaction: its state timeout
-// raises the timeout event; otherwise its pending command is re-sent, or,
-// after the last attempt, the retry's exhausted event is raised. It reports
-// whether it did anything.
+// fireTimers handles the due timers of sagaIDs in one transaction (see
+// timerStep) and reports whether it did anything; any error leaves
+// everything as it was.
+func (o *Orchestrator) fireTimers(ctx context.Context, sagaIDs []string) (bool, error) {
+	var b *batch
+	did := false
+	err := o.st.InTx(ctx, func(ctx context.Context, tx Tx) error {
+		b, did = newBatch(o.cfg.Clock().UTC()), false
+		loaded, err := tx.Load(ctx, sagaIDs)
+		if err != nil {
+			return fmt.Errorf("load %d sagas: %w", len(sagaIDs), err)
+		}
+		for _, id := range sagaIDs { // in the order DueTimers gave them
+			if inst := loaded[id]; inst != nil && inst.TimerAt != nil && !inst.TimerAt.After(b.now) {
+				b.add(map[string]*Instance{id: inst}) // the others: another replica handled them
+			}
+		}
+		if len(b.sagas) == 0 {
+			return nil
+		}
+		for _, id := range sagaIDs {
+			if w := b.sagas[id]; w != nil {
+				did = true
+				if err := o.timerStep(ctx, tx, b, w); err != nil {
+					return fmt.Errorf("saga %s: %w", id, err)
+				}
+			}
+		}
+		return b.write(ctx, tx)
+	})
+	if err != nil {
+		return false, fmt.Errorf("fire the timers of %d sagas: %w", len(sagaIDs), err)
+	}
+	b.committed()
+	return did, nil
+}
+
+// fireTimer handles one saga's due timer in its own transaction (see
+// timerStep). It reports whether it did anything.
 func (o *Orchestrator) fireTimer(ctx context.Context, sagaID string) (bool, error) {
 	var b *batch
 	did := false
@@ -92,60 +149,9 @@ func (o *Orchestrator) fireTimer(ctx context.Context, sagaID string) (bool, erro
 			return nil // another replica handled it
 		}
 		b.add(loaded)
-		w := b.sagas[sagaID]
 		did = true
-		w.model, err = o.cat.Get(inst.Saga, inst.SagaVersion)
-		if err != nil {
-			// Nothing can be done without the definition here. Another
-			// replica (newer, during a rolling deploy) may have it: try
-			// again in a minute rather than disarm, so that the saga's
-			// retries and timeouts are not lost; the loop does not spin.
-			at := b.now.Add(unknownDefinitionRetry)
-			inst.TimerAt, w.changed = &at, true
-			b.after = append(b.after, func() {
-				o.log.Error("timer postponed: the saga's definition is not loaded on this replica", "saga_id", sagaID, "retry_at", at, "err", err)
-			})
-			return b.write(ctx, tx)
-		}
-		m := w.model
-		to := m.Timeout(inst.State)
-		retry := pendingRetry(m, inst)
-		switch {
-		case inst.Status == StatusCompensating:
-			if err := o.compensationTimer(b, w); err != nil {
-				return err
-			}
-		case m.IsTerminal(inst.State):
-			inst.TimerAt, w.changed = nil, true
-		case to != nil && !b.now.Before(inst.EnteredAt.Add(to.After)):
-			if err := o.raise(ctx, tx, b, w, to.Event.Value); err != nil {
-				return err
-			}
-		case inst.Join.Waiting() && inst.Join.State == inst.State:
-			o.joinTimer(b, w)
-		case retry != nil && inst.Attempts < retry.Attempts && o.holdBack(b, w, retry):
-			// Still queued ahead of a busy participant: counted, not re-sent.
-		case retry != nil && inst.Attempts < retry.Attempts:
-			cmd := o.resend(b, w)
-			inst.TimerAt = nextTimer(m, inst, retry, b.now)
-			inst.UpdatedAt = b.now
-			w.changed = true
-			b.entries = append(b.entries, HistoryEntry{
-				SagaID: inst.ID, At: b.now, Kind: EntryRetry, FromState: inst.State, ToState: inst.State,
-				Commands: []CommandRef{{ID: cmd.ID, Name: cmd.Name, Participant: cmd.Participant, Attempt: cmd.Attempt}},
-				Reason:   fmt.Sprintf("no answer to %s; attempt %d of %d", cmd.Name, cmd.Attempt, retry.Attempts),
-			})
-			saga := inst.Saga
-			b.after = append(b.after, func() {
-				o.obs.CommandRetried(saga, cmd.Name)
-				o.log.Info("command re-sent", "saga_id", sagaID, "command", cmd.Name, "attempt", cmd.Attempt)
-			})
-		case retry != nil:
-			if err := o.raise(ctx, tx, b, w, retry.Exhausted.Value); err != nil {
-				return err
-			}
-		default:
-			inst.TimerAt, w.changed = nil, true // nothing left to wait for
+		if err := o.timerStep(ctx, tx, b, b.sagas[sagaID]); err != nil {
+			return err
 		}
 		return b.write(ctx, tx)
 	})
@@ -154,6 +160,69 @@ func (o *Orchestrator) fireTimer(ctx context.Context, sagaID string) (bool, erro
 	}
 	b.committed()
 	return did, nil
+}
+
+// timerStep does what w's due timer calls for, into b: a compensation's
+// re-send or give-up, the state's timeout event, a parallel step's branch
+// re-sends, the pending command's re-send (or its held-back attempt), or,
+// after the last attempt, the retry's exhausted event.
+func (o *Orchestrator) timerStep(ctx context.Context, tx Tx, b *batch, w *sagaWork) error {
+	inst, sagaID := w.inst, w.inst.ID
+	var err error
+	w.model, err = o.cat.Get(inst.Saga, inst.SagaVersion)
+	if err != nil {
+		// Nothing can be done without the definition here. Another
+		// replica (newer, during a rolling deploy) may have it: try
+		// again in a minute rather than disarm, so that the saga's
+		// retries and timeouts are not lost; the loop does not spin.
+		at := b.now.Add(unknownDefinitionRetry)
+		inst.TimerAt, w.changed = &at, true
+		b.after = append(b.after, func() {
+			o.log.Error("timer postponed: the saga's definition is not loaded on this replica", "saga_id", sagaID, "retry_at", at, "err", err)
+		})
+		return nil
+	}
+	m := w.model
+	to := m.Timeout(inst.State)
+	retry := pendingRetry(m, inst)
+	switch {
+	case inst.Status == StatusCompensating:
+		if err := o.compensationTimer(b, w); err != nil {
+			return err
+		}
+	case m.IsTerminal(inst.State):
+		inst.TimerAt, w.changed = nil, true
+	case to != nil && !b.now.Before(inst.EnteredAt.Add(to.After)):
+		if err := o.raise(ctx, tx, b, w, to.Event.Value); err != nil {
+			return err
+		}
+	case inst.Join.Waiting() && inst.Join.State == inst.State:
+		o.joinTimer(b, w)
+	case retry != nil && inst.Attempts < retry.Attempts && o.holdBack(b, w, retry):
+		// Still queued behind older commands: counted, not re-sent.
+	case retry != nil && inst.Attempts < retry.Attempts:
+		cmd := o.resend(b, w)
+		inst.TimerAt = nextTimer(m, inst, retry, b.now)
+		inst.UpdatedAt = b.now
+		w.changed = true
+		b.entries = append(b.entries, HistoryEntry{
+			SagaID: inst.ID, At: b.now, Kind: EntryRetry, FromState: inst.State, ToState: inst.State,
+			Commands: []CommandRef{{ID: cmd.ID, Name: cmd.Name, Participant: cmd.Participant, Attempt: cmd.Attempt}},
+			Reason:   fmt.Sprintf("no answer to %s; attempt %d of %d", cmd.Name, cmd.Attempt, retry.Attempts),
+		})
+		saga := inst.Saga
+		b.after = append(b.after, func() {
+			o.obs.CommandRetried(saga, cmd.Name)
+			o.log.Info("command re-sent", "saga_id", sagaID, "command", cmd.Name, "attempt", cmd.Attempt)
+		})
+	case retry != nil:
+		if err := o.raise(ctx, tx, b, w, retry.Exhausted.Value); err != nil {
+			return err
+		}
+	default:
+		inst.TimerAt, w.changed = nil, true // nothing left to wait for
+	}
+	return nil
 }
 
 // raise applies an event the engine emits itself (by definition.Engine) to

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -161,5 +162,53 @@ func TestTimerOfUnknownDefinitionIsPostponed(t *testing.T) {
 	}
 	if got := h.inst(t, id); got.Attempts < 2 && got.State == "WAIT" {
 		t.Errorf("the replica with FAST did not fire the postponed timer: attempts %d state %s", got.Attempts, got.State)
+	}
+}
+
+// Timers due together are fired in one transaction; when it fails, each
+// saga gets its own, and every one is fired once.
+func TestTimersFiredTogether(t *testing.T) {
+	h := newHarness(t, fast)
+	ctx := context.Background()
+	ids := make([]string, 5)
+	for i := range ids {
+		ids[i] = uuid.NewString()
+		h.handle(t, fastEvent(ids[i], "GO"))
+	}
+	sent := len(h.st.outbox(t))
+	h.clock.Advance(time.Second)
+	before, _ := h.st.counts()
+	if n, err := h.o.FireTimers(ctx); err != nil || n != 5 {
+		t.Fatalf("FireTimers = %d, %v; want 5", n, err)
+	}
+	if after, _ := h.st.counts(); after-before != 1 {
+		t.Errorf("%d transactions for 5 due timers, want 1", after-before)
+	}
+	for _, id := range ids {
+		if got := h.inst(t, id); got.Attempts != 2 || got.Pending.Attempt != 2 {
+			t.Errorf("saga %s: attempts %d, want the command re-sent once", id, got.Attempts)
+		}
+	}
+	if n := len(h.st.outbox(t)); n != sent+5 {
+		t.Errorf("outbox %d, want %d (5 re-sends)", n, sent+5)
+	}
+
+	// The shared transaction fails: one transaction per saga, each fired once.
+	h.clock.Advance(2 * time.Second)
+	h.st.fail(errors.New("injected: the shared transaction fails"))
+	before, _ = h.st.counts()
+	if n, err := h.o.FireTimers(ctx); err != nil || n != 5 {
+		t.Fatalf("FireTimers after a failed shared transaction = %d, %v; want 5", n, err)
+	}
+	if after, _ := h.st.counts(); after-before != 1+5 {
+		t.Errorf("%d transactions, want the failed shared one and 5 of their own", after-before)
+	}
+	for _, id := range ids {
+		if got := h.inst(t, id); got.Attempts != 3 {
+			t.Errorf("saga %s: attempts %d, want 3 (re-sent once more)", id, got.Attempts)
+		}
+	}
+	if n := len(h.st.outbox(t)); n != sent+10 {
+		t.Errorf("outbox %d, want %d (5 more re-sends, none twice)", n, sent+10)
 	}
 }
