@@ -400,6 +400,7 @@ func TestBasketAttacks(t *testing.T) {
 			{"json as text/plain", string(raw), []string{"Content-Type", "text/plain"}, 415, service.TypeUnsupportedMedia},
 			{"no content type", string(raw), []string{"Content-Type", ""}, 415, service.TypeUnsupportedMedia},
 			{"bad Idempotency-Key", string(raw), []string{HeaderIdempotencyKey, "has space"}, 422, service.TypeValidation},
+			{"oversized body", `{"portfolio_id":"` + strings.Repeat("x", service.MaxBodyBytes) + `","lines":[]}`, nil, 400, service.TypeMalformed},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
 				res := servicetest.Call(t, w.h, "POST", "/baskets", w.alice, tt.body, tt.hdr...)
