@@ -97,8 +97,9 @@ func (o *Orchestrator) FireTimers(ctx context.Context) (int, error) {
 }
 
 // fireTimers handles the due timers of sagaIDs in one transaction (see
-// timerStep) and reports whether it did anything; any error leaves
-// everything as it was.
+// timerStep) and reports whether it did anything; a saga no longer due
+// (another replica handled it) is skipped; any error leaves everything as
+// it was.
 func (o *Orchestrator) fireTimers(ctx context.Context, sagaIDs []string) (bool, error) {
 	var b *batch
 	did := false
@@ -127,6 +128,9 @@ func (o *Orchestrator) fireTimers(ctx context.Context, sagaIDs []string) (bool, 
 		return b.write(ctx, tx)
 	})
 	if err != nil {
+		if len(sagaIDs) == 1 {
+			return false, fmt.Errorf("fire a timer: %w", err) // err names the saga
+		}
 		return false, fmt.Errorf("fire the timers of %d sagas: %w", len(sagaIDs), err)
 	}
 	b.committed()
@@ -136,30 +140,7 @@ func (o *Orchestrator) fireTimers(ctx context.Context, sagaIDs []string) (bool, 
 // fireTimer handles one saga's due timer in its own transaction (see
 // timerStep). It reports whether it did anything.
 func (o *Orchestrator) fireTimer(ctx context.Context, sagaID string) (bool, error) {
-	var b *batch
-	did := false
-	err := o.st.InTx(ctx, func(ctx context.Context, tx Tx) error {
-		b, did = newBatch(o.cfg.Clock().UTC()), false
-		loaded, err := tx.Load(ctx, []string{sagaID})
-		if err != nil {
-			return fmt.Errorf("load saga %s: %w", sagaID, err)
-		}
-		inst := loaded[sagaID]
-		if inst == nil || inst.TimerAt == nil || inst.TimerAt.After(b.now) {
-			return nil // another replica handled it
-		}
-		b.add(loaded)
-		did = true
-		if err := o.timerStep(ctx, tx, b, b.sagas[sagaID]); err != nil {
-			return err
-		}
-		return b.write(ctx, tx)
-	})
-	if err != nil {
-		return false, fmt.Errorf("fire timer of saga %s: %w", sagaID, err)
-	}
-	b.committed()
-	return did, nil
+	return o.fireTimers(ctx, []string{sagaID})
 }
 
 // timerStep does what w's due timer calls for, into b: a compensation's
