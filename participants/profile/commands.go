@@ -15,10 +15,11 @@ import (
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
 
-// RegisterHandlers registers APPROVE_ORDER and its compensation
-// REVERT_ORDER, and BASKET_ORDER's CHECK_BASKET, on p.
+// RegisterHandlers registers APPROVE_ORDER (a batch handler:
+// handleApproveBatch, handleApproveOrder for one command) and its
+// compensation REVERT_ORDER, and BASKET_ORDER's CHECK_BASKET, on p.
 func (s *Service) RegisterHandlers(p *sdk.Participant) {
-	sdk.Handle(p, CommandApproveOrder, s.handleApproveOrder)
+	sdk.HandleBatch(p, CommandApproveOrder, s.handleApproveBatch)
 	sdk.Handle(p, CommandRevertOrder, s.handleRevertOrder)
 	sdk.Handle(p, CommandCheckBasket, s.handleCheckBasket)
 }
