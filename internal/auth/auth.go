@@ -83,6 +83,11 @@ type Config struct {
 	// set (key rotation). A bad signature under a known key id never
 	// causes a fetch. 0 means DefaultJWKSRefetchInterval.
 	JWKSRefetchInterval time.Duration
+	// TokenCacheTTL is how long a token that verified is answered from
+	// memory when it is sent again, never past its expiry (see
+	// DefaultTokenCacheTTL). 0 means DefaultTokenCacheTTL; negative
+	// verifies every request's token in full.
+	TokenCacheTTL time.Duration
 }
 
 // Authenticator verifies requests. It is safe for concurrent use.
@@ -91,6 +96,8 @@ type Authenticator struct {
 	log      *slog.Logger
 	verifier *oidc.IDTokenVerifier // nil only in dev header mode without issuer
 	keys     *keySet               // the verifier's; nil without issuer
+	cache    *tokenCache           // verified tokens; nil when disabled or without issuer
+	now      func() time.Time      // the verifier's and the cache's clock
 }
 
 // New validates cfg, discovers the issuer and returns an Authenticator whose
@@ -111,7 +118,7 @@ func New(ctx context.Context, cfg Config) (*Authenticator, error) {
 	if cfg.Issuer != "" && cfg.Audience == "" && !cfg.SkipAudience {
 		return nil, errors.New("auth: Config.Audience is required (the client id tokens are issued for); set SkipAudience explicitly to skip the check")
 	}
-	a := &Authenticator{cfg: cfg, log: log}
+	a := &Authenticator{cfg: cfg, log: log, now: time.Now}
 	if cfg.DevHeader {
 		log.Warn("AUTH DEV HEADER MODE IS ON: requests without a token are trusted on the X-Dev-User and X-Dev-Roles headers; " +
 			"anyone who can reach this service can act as any user with any role. Never enable this in a deployment.")
@@ -152,7 +159,14 @@ func New(ctx context.Context, cfg Config) (*Authenticator, error) {
 		ClientID:             cfg.Audience,
 		SkipClientIDCheck:    cfg.SkipAudience,
 		SupportedSigningAlgs: supportedAlgs(disc.Algorithms),
+		Now:                  func() time.Time { return a.now() },
 	})
+	switch ttl := cfg.TokenCacheTTL; {
+	case ttl == 0:
+		a.cache = newTokenCache(DefaultTokenCacheTTL, DefaultTokenCacheSize, func() time.Time { return a.now() })
+	case ttl > 0:
+		a.cache = newTokenCache(ttl, DefaultTokenCacheSize, func() time.Time { return a.now() })
+	}
 	return a, nil
 }
 
@@ -189,26 +203,45 @@ type tokenClaims struct {
 
 // Verify checks a raw bearer token (signature against the issuer's JWKS,
 // issuer, audience, expiry) and returns its user. It is what Middleware
-// calls; use it for tokens that arrive other than in an HTTP header.
+// calls; use it for tokens that arrive other than in an HTTP header. A
+// token that verified is answered from memory when it comes again, until
+// it expires or Config.TokenCacheTTL passes (tokencache.go).
 func (a *Authenticator) Verify(ctx context.Context, rawToken string) (User, error) {
 	if a.verifier == nil {
 		return User{}, errors.New("auth: no issuer configured (dev header mode only), bearer tokens cannot be verified")
 	}
+	if a.cache != nil {
+		if u, ok := a.cache.get(rawToken); ok {
+			return u, nil
+		}
+	}
+	u, exp, err := a.verify(ctx, rawToken)
+	if err != nil {
+		return User{}, err
+	}
+	if a.cache != nil {
+		a.cache.put(rawToken, u, exp)
+	}
+	return u, nil
+}
+
+// verify is Verify without the cache: it also returns the token's expiry.
+func (a *Authenticator) verify(ctx context.Context, rawToken string) (User, time.Time, error) {
 	tok, err := a.verifier.Verify(ctx, rawToken)
 	if err != nil {
-		return User{}, fmt.Errorf("auth: verifying token: %w", err)
+		return User{}, time.Time{}, fmt.Errorf("auth: verifying token: %w", err)
 	}
 	var c tokenClaims
 	if err := tok.Claims(&c); err != nil {
-		return User{}, fmt.Errorf("auth: reading token claims: %w", err)
+		return User{}, time.Time{}, fmt.Errorf("auth: reading token claims: %w", err)
 	}
 	// Keycloak marks its tokens: "Bearer" (access), "ID", "Refresh". Only
 	// access tokens may be used as bearer tokens.
 	if c.Typ != "" && !strings.EqualFold(c.Typ, "Bearer") {
-		return User{}, fmt.Errorf("auth: token type %q is not an access token", c.Typ)
+		return User{}, time.Time{}, fmt.Errorf("auth: token type %q is not an access token", c.Typ)
 	}
 	if tok.Subject == "" {
-		return User{}, errors.New("auth: token has no subject (sub)")
+		return User{}, time.Time{}, errors.New("auth: token has no subject (sub)")
 	}
 	u := User{Subject: tok.Subject, Name: c.PreferredUsername, Email: c.Email}
 	if u.Name == "" {
@@ -224,7 +257,7 @@ func (a *Authenticator) Verify(ctx context.Context, rawToken string) (User, erro
 	}
 	roles = append(roles, c.Roles...)
 	u.Roles = dedupe(roles)
-	return u, nil
+	return u, tok.Expiry, nil
 }
 
 // dedupe removes empty and repeated roles, keeping first occurrences in order.
