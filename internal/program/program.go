@@ -15,9 +15,10 @@ import (
 type Func func(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error
 
 // Main runs run with the process's arguments, environment and standard
-// streams under a context that ends on SIGTERM or interrupt. On an error it
-// prints "name: error" to stderr and exits with status 1.
+// streams under a context that ends on SIGTERM or interrupt, after TuneGC.
+// On an error it prints "name: error" to stderr and exits with status 1.
 func Main(name string, run Func) {
+	TuneGC(os.Getenv)
 	if err := Run(name, run, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
 		os.Exit(1)
 	}
