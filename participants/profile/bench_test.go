@@ -2,12 +2,22 @@ package profile
 
 import (
 	"context"
+	"database/sql"
+	"database/sql/driver"
 	"encoding/json"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+	"github.com/shopspring/decimal"
 
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
+	"github.com/portfolio-counselor/sagamachine/engine/kafka"
+	"github.com/portfolio-counselor/sagamachine/internal/testenv"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service/servicetest"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
@@ -49,3 +59,270 @@ func BenchmarkApproveOrder(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkApproveOrderRun measures APPROVE_ORDER end to end through Run on
+// PostgreSQL and Kafka, registered as before (sdk.Handle with
+// handleApproveOrder: "single") and as now (RegisterHandlers, the batch
+// handler: "batch"): 64 funded portfolios, b.N buys spread over them, each
+// in its own saga (key: the saga id, so a portfolio's orders cross the 6
+// partitions, as in production), published at once, until b.N
+// ORDER_APPROVED are read back. It reports commands/s and the SQL
+// statements the participant sent per command (all of them, BEGIN and
+// COMMIT, inbox, outbox and relay included; and those on profile's own
+// tables), counted by a wrapper around lib/pq, commands per BEGIN (the
+// relay's transactions included) and the ROLLBACKs (a transaction that
+// failed, e.g. on a deadlock, and was retried).
+func BenchmarkApproveOrderRun(b *testing.B) {
+	for _, mode := range []string{"single", "batch"} {
+		b.Run(mode, func(b *testing.B) { benchApproveRun(b, mode == "batch") })
+	}
+}
+
+func benchApproveRun(b *testing.B, batch bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	counter := &stmtCounter{}
+	conn, err := pq.NewConnector(testenv.Postgres(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	db := sqlx.NewDb(sql.OpenDB(countConnector{conn, counter}), "postgres")
+	b.Cleanup(func() { db.Close() })
+	if err := sdk.Migrate(ctx, db); err != nil {
+		b.Fatal(err)
+	}
+	if err := Migrate(ctx, db); err != nil {
+		b.Fatal(err)
+	}
+	brokers := testenv.KafkaBrokers(b)
+	cmdTopic, evTopic := testenv.Name(b, "PROFILE_TOPIC"), testenv.Name(b, "SAGA_SERVER_TOPIC")
+	kcfg := kafka.Config{Brokers: brokers, SASL: testenv.KafkaSASLFor(brokers)}
+	if err := kafka.EnsureTopics(ctx, kcfg, 6, cmdTopic, evTopic); err != nil {
+		b.Fatal(err)
+	}
+	p, err := sdk.New(sdk.Config{Name: Name, DB: db, Logger: quiet, Brokers: brokers, KafkaSASL: kcfg.SASL,
+		CommandTopic: cmdTopic, EventTopic: evTopic, Group: testenv.Name(b, "profile")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := New(Config{DB: db, Participant: p, Auth: devAuth(b), Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if batch {
+		s.RegisterHandlers(p)
+	} else {
+		sdk.Handle(p, CommandApproveOrder, s.handleApproveOrder)
+	}
+	const portfolios = 64
+	pfs := make([]Portfolio, portfolios)
+	for i := range pfs {
+		if pfs[i], err = fundedPortfolio(ctx, s, "alice", dec("1000000000")); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := db.ExecContext(ctx, `DELETE FROM sdk_outbox`); err != nil {
+		b.Fatal(err)
+	}
+	recs := make([]kafka.Record, b.N)
+	for i := range recs {
+		dc := deal("alice", pfs[i%portfolios].ID, "buy", "1", "1.25")
+		m := envelope.Message{V: envelope.Version, ID: uuid.NewString(), SagaID: uuid.NewString(), Saga: "MANUAL_CREATE_ORDER", SagaVersion: 2,
+			Kind: envelope.KindCommand, Name: CommandApproveOrder, Participant: Name, OccurredAt: time.Now().UTC(), Payload: mustJSON(b, dealctx.Wrap(dc))}
+		recs[i] = kafka.Record{Topic: cmdTopic, Key: m.SagaID, Value: mustJSON(b, m),
+			Headers: map[string]string{envelope.HeaderKind: string(m.Kind), envelope.HeaderName: m.Name}}
+	}
+	prod, err := kafka.NewProducer(kcfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer prod.Close()
+	cons, err := kafka.NewConsumer(kcfg, testenv.Name(b, "reader"), evTopic)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cons.Close()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+
+	counter.reset()
+	b.ResetTimer()
+	start := time.Now()
+	if err := prod.Publish(ctx, recs); err != nil {
+		b.Fatal(err)
+	}
+	for got := 0; got < b.N; {
+		rs, err := cons.Fetch(ctx, 1000)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, r := range rs {
+			switch r.Headers[envelope.HeaderName] {
+			case EventOrderApproved:
+				got++
+			case EventOrderRejected:
+				b.Fatalf("an order was rejected: %s", r.Value)
+			}
+		}
+		if err := cons.Commit(ctx, rs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	total, own, begins, rollbacks := counter.read()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "commands/s")
+	b.ReportMetric(float64(total)/float64(b.N), "stmts/cmd")
+	b.ReportMetric(float64(own)/float64(b.N), "profile-stmts/cmd")
+	b.ReportMetric(float64(b.N)/float64(max(begins, 1)), "cmds/tx")
+	b.ReportMetric(float64(rollbacks), "rollbacks")
+	var approved int
+	var cash decimal.Decimal
+	if err := db.GetContext(ctx, &approved, `SELECT COUNT(*) FROM order_decisions WHERE status = 'approved'`); err != nil {
+		b.Fatal(err)
+	}
+	if err := db.GetContext(ctx, &cash, `SELECT SUM(cash) FROM portfolios`); err != nil {
+		b.Fatal(err)
+	}
+	if want := dec("1000000000").Mul(decimal.NewFromInt(portfolios)).Sub(dec("1.25").Mul(decimal.NewFromInt(int64(b.N)))); approved != b.N || !cash.Equal(want) {
+		b.Fatalf("approved = %d, total cash = %s, want %d and %s", approved, cash, b.N, want)
+	}
+}
+
+// stmtCounter counts the statements sent through countConnector.
+type stmtCounter struct {
+	mu                            sync.Mutex
+	total, own, begins, rollbacks int
+}
+
+// profileTables are the tables APPROVE_ORDER itself reads and writes.
+var profileTables = []string{"portfolios", "positions", "snapshots", "order_decisions", "order_reversals"}
+
+func (c *stmtCounter) add(q string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.total++
+	for _, t := range profileTables {
+		if strings.Contains(q, " "+t+" ") || strings.Contains(q, " "+t+"\n") {
+			c.own++
+			break
+		}
+	}
+	switch q {
+	case "BEGIN":
+		c.begins++
+	case "ROLLBACK":
+		c.rollbacks++
+	}
+}
+
+func (c *stmtCounter) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.total, c.own, c.begins, c.rollbacks = 0, 0, 0, 0
+}
+
+func (c *stmtCounter) read() (total, own, begins, rollbacks int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.total, c.own, c.begins, c.rollbacks
+}
+
+// countConnector wraps a driver.Connector and counts every statement
+// executed (on a connection or a prepared statement), BEGIN, COMMIT and
+// ROLLBACK.
+type countConnector struct {
+	driver.Connector
+	n *stmtCounter
+}
+
+func (k countConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	c, err := k.Connector.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &countConn{Conn: c, n: k.n}, nil
+}
+
+type countConn struct {
+	driver.Conn
+	n *stmtCounter
+}
+
+func (c *countConn) Prepare(q string) (driver.Stmt, error) {
+	return c.PrepareContext(context.Background(), q)
+}
+
+func (c *countConn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
+	var s driver.Stmt
+	var err error
+	if pc, ok := c.Conn.(driver.ConnPrepareContext); ok {
+		s, err = pc.PrepareContext(ctx, q)
+	} else {
+		s, err = c.Conn.Prepare(q)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &countStmt{Stmt: s, q: q, n: c.n}, nil
+}
+
+func (c *countConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	c.n.add("BEGIN")
+	tx, err := c.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	return countTx{Tx: tx, n: c.n}, nil
+}
+
+func (c *countConn) ExecContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Result, error) {
+	e, ok := c.Conn.(driver.ExecerContext)
+	if !ok {
+		return nil, driver.ErrSkip
+	}
+	c.n.add(q)
+	return e.ExecContext(ctx, q, args)
+}
+
+func (c *countConn) QueryContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
+	qc, ok := c.Conn.(driver.QueryerContext)
+	if !ok {
+		return nil, driver.ErrSkip
+	}
+	c.n.add(q)
+	return qc.QueryContext(ctx, q, args)
+}
+
+func (c *countConn) CheckNamedValue(nv *driver.NamedValue) error {
+	if ch, ok := c.Conn.(driver.NamedValueChecker); ok {
+		return ch.CheckNamedValue(nv)
+	}
+	return driver.ErrSkip
+}
+
+type countStmt struct {
+	driver.Stmt
+	q string
+	n *stmtCounter
+}
+
+func (s *countStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	s.n.add(s.q)
+	return s.Stmt.(driver.StmtExecContext).ExecContext(ctx, args)
+}
+
+func (s *countStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	s.n.add(s.q)
+	return s.Stmt.(driver.StmtQueryContext).QueryContext(ctx, args)
+}
+
+type countTx struct {
+	driver.Tx
+	n *stmtCounter
+}
+
+func (t countTx) Commit() error   { t.n.add("COMMIT"); return t.Tx.Commit() }
+func (t countTx) Rollback() error { t.n.add("ROLLBACK"); return t.Tx.Rollback() }
