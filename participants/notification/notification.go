@@ -135,9 +135,11 @@ func returned(dc dealctx.DealContext, rev *dealctx.Reversal) string {
 	return ""
 }
 
-// RegisterHandlers registers NOTIFY on p.
+// RegisterHandlers registers NOTIFY on p, as a batch handler
+// (handleNotifyBatch: a run of NOTIFY commands is stored with a few
+// statements; one command alone runs handleNotify).
 func (s *Service) RegisterHandlers(p *sdk.Participant) {
-	sdk.Handle(p, CommandNotify, s.handleNotify)
+	sdk.HandleBatch(p, CommandNotify, s.handleNotifyBatch)
 }
 
 // handleNotify stores the notification a NOTIFY asks for. The payload is
