@@ -65,7 +65,9 @@ func BenchmarkApproveOrder(b *testing.B) {
 // handleApproveOrder: "single") and as now (RegisterHandlers, the batch
 // handler: "batch"): 64 funded portfolios, b.N buys spread over them, each
 // in its own saga (key: the saga id, so a portfolio's orders cross the 6
-// partitions, as in production), published at once, until b.N
+// partitions, as in production; or, in "/one-key", all on one key, one
+// partition, so that no two of the participant's transactions wait for
+// each other's locks), published at once, until b.N
 // ORDER_APPROVED are read back. It reports commands/s and the SQL
 // statements the participant sent per command (all of them, BEGIN and
 // COMMIT, inbox, outbox and relay included; and those on profile's own
@@ -73,12 +75,18 @@ func BenchmarkApproveOrder(b *testing.B) {
 // relay's transactions included) and the ROLLBACKs (a transaction that
 // failed, e.g. on a deadlock, and was retried).
 func BenchmarkApproveOrderRun(b *testing.B) {
-	for _, mode := range []string{"single", "batch"} {
-		b.Run(mode, func(b *testing.B) { benchApproveRun(b, mode == "batch") })
+	for _, keys := range []string{"", "/one-key"} {
+		for _, mode := range []string{"single", "batch"} {
+			b.Run(mode+keys, func(b *testing.B) { benchApproveRun(b, mode == "batch", keys != "") })
+		}
 	}
 }
 
-func benchApproveRun(b *testing.B, batch bool) {
+// benchApproveRun is one BenchmarkApproveOrderRun: with the batch handler
+// or not, and with every command on one key (one partition: no two
+// transactions of the participant wait for each other's locks) or each
+// on its saga's.
+func benchApproveRun(b *testing.B, batch, oneKey bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	counter := &stmtCounter{}
@@ -129,7 +137,11 @@ func benchApproveRun(b *testing.B, batch bool) {
 		dc := deal("alice", pfs[i%portfolios].ID, "buy", "1", "1.25")
 		m := envelope.Message{V: envelope.Version, ID: uuid.NewString(), SagaID: uuid.NewString(), Saga: "MANUAL_CREATE_ORDER", SagaVersion: 2,
 			Kind: envelope.KindCommand, Name: CommandApproveOrder, Participant: Name, OccurredAt: time.Now().UTC(), Payload: mustJSON(b, dealctx.Wrap(dc))}
-		recs[i] = kafka.Record{Topic: cmdTopic, Key: m.SagaID, Value: mustJSON(b, m),
+		key := m.SagaID
+		if oneKey {
+			key = "one-key"
+		}
+		recs[i] = kafka.Record{Topic: cmdTopic, Key: key, Value: mustJSON(b, m),
 			Headers: map[string]string{envelope.HeaderKind: string(m.Kind), envelope.HeaderName: m.Name}}
 	}
 	prod, err := kafka.NewProducer(kcfg)
