@@ -1,0 +1,276 @@
+package notification
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
+	"github.com/portfolio-counselor/sagamachine/engine/kafka"
+	"github.com/portfolio-counselor/sagamachine/internal/testenv"
+	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
+	"github.com/portfolio-counselor/sagamachine/participants/sdk"
+)
+
+// BenchmarkNotify measures NOTIFY end to end through Run on PostgreSQL
+// and Kafka, with the handler registered one command at a time (single:
+// sdk.Handle with handleNotify, as before batch handlers) and as the
+// service registers it (batch: RegisterHandlers, handleNotifyBatch): b.N
+// notificationDTO commands for b.N deals, published at once to a
+// 6-partition command topic (after one warm-up command, handled before
+// the timer starts), until b.N notifications are stored (read on a
+// second, uncounted connection). It reports commands/s and the SQL
+// statements the participant sent per command (all of them, BEGIN and
+// COMMIT included, relay and pruning too; and those on the notifications
+// table), counted by a wrapper around lib/pq.
+func BenchmarkNotify(b *testing.B) {
+	for _, mode := range []string{"single", "batch"} {
+		b.Run(mode, func(b *testing.B) { benchNotify(b, mode == "batch") })
+	}
+}
+
+func benchNotify(b *testing.B, batch bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	url := testenv.Postgres(b)
+	counter := &stmtCounter{}
+	conn, err := pq.NewConnector(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	db := sqlx.NewDb(sql.OpenDB(countConnector{conn, counter}), "postgres")
+	b.Cleanup(func() { db.Close() })
+	watch, err := sqlx.Open("postgres", url) // not counted
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { watch.Close() })
+	if err := sdk.Migrate(ctx, db); err != nil {
+		b.Fatal(err)
+	}
+	if err := Migrate(ctx, db); err != nil {
+		b.Fatal(err)
+	}
+	brokers := testenv.KafkaBrokers(b)
+	cmdTopic, evTopic := testenv.Name(b, "NOTIFICATION_TOPIC"), testenv.Name(b, "SAGA_SERVER_TOPIC")
+	kcfg := kafka.Config{Brokers: brokers, SASL: testenv.KafkaSASLFor(brokers)}
+	if err := kafka.EnsureTopics(ctx, kcfg, 6, cmdTopic, evTopic); err != nil {
+		b.Fatal(err)
+	}
+	p, err := sdk.New(sdk.Config{Name: Name, DB: db, Logger: quiet, Brokers: brokers, KafkaSASL: kcfg.SASL,
+		CommandTopic: cmdTopic, EventTopic: evTopic, Group: testenv.Name(b, "notification")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := New(Config{DB: db, Participant: p, Auth: devAuth(b), Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if batch {
+		s.RegisterHandlers(p)
+	} else {
+		sdk.Handle(p, CommandNotify, s.handleNotify)
+	}
+	recs := make([]kafka.Record, b.N+1) // recs[0]: the warm-up, stored before the timer starts
+	for i := range recs {
+		status := dealctx.StatusExecuted
+		if i%4 == 3 {
+			status = dealctx.StatusRejected
+		}
+		dc := settled("alice", status, "")
+		m := envelope.Message{V: envelope.Version, ID: uuid.NewString(), SagaID: uuid.NewString(), Saga: "MANUAL_CREATE_ORDER", SagaVersion: 3,
+			Kind: envelope.KindCommand, Name: CommandNotify, Participant: Name, OccurredAt: time.Now().UTC(),
+			Payload: mustJSON(b, map[string]any{DTOKey: dtoOf(dc, false)})}
+		recs[i] = kafka.Record{Topic: cmdTopic, Key: m.SagaID, Value: mustJSON(b, m),
+			Headers: map[string]string{envelope.HeaderKind: string(m.Kind), envelope.HeaderName: m.Name}}
+	}
+	prod, err := kafka.NewProducer(kcfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer prod.Close()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+
+	// The consumer has joined its group and handled one command before
+	// the timer starts.
+	waitStored := func(n int) {
+		for stored := 0; stored < n; {
+			if err := watch.GetContext(ctx, &stored, `SELECT COUNT(*) FROM notifications`); err != nil {
+				b.Fatalf("waiting for %d notifications: %v", n, err)
+			}
+			if stored < n {
+				time.Sleep(2 * time.Millisecond)
+			}
+		}
+	}
+	if err := prod.Publish(ctx, recs[:1]); err != nil {
+		b.Fatal(err)
+	}
+	waitStored(1)
+	counter.reset()
+	b.ResetTimer()
+	start := time.Now()
+	if err := prod.Publish(ctx, recs[1:]); err != nil {
+		b.Fatal(err)
+	}
+	waitStored(b.N + 1)
+	elapsed := time.Since(start)
+	b.StopTimer()
+	total, onTable, begins := counter.read()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "commands/s")
+	b.ReportMetric(float64(total)/float64(b.N), "stmts/cmd")
+	b.ReportMetric(float64(onTable)/float64(b.N), "notif-stmts/cmd")
+	b.ReportMetric(float64(b.N)/float64(max(begins, 1)), "cmds/tx")
+	var parked int
+	if err := watch.GetContext(ctx, &parked, `SELECT COUNT(*) FROM sdk_dead_letters`); err != nil || parked != 0 {
+		b.Fatalf("dead letters = %d (err %v), want 0", parked, err)
+	}
+}
+
+func mustJSON(tb testing.TB, v any) json.RawMessage {
+	tb.Helper()
+	raw, err := json.Marshal(v)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return raw
+}
+
+// stmtCounter counts the statements sent through countConnector.
+type stmtCounter struct {
+	mu                     sync.Mutex
+	total, onTable, begins int
+}
+
+func (c *stmtCounter) add(q string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.total++
+	if strings.Contains(q, "FROM notifications") || strings.Contains(q, "INTO notifications") {
+		c.onTable++
+	}
+	if q == "BEGIN" {
+		c.begins++
+	}
+}
+
+func (c *stmtCounter) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.total, c.onTable, c.begins = 0, 0, 0
+}
+
+func (c *stmtCounter) read() (total, onTable, begins int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.total, c.onTable, c.begins
+}
+
+// countConnector wraps a driver.Connector and counts every statement
+// executed (on a connection or a prepared statement), BEGIN, COMMIT and
+// ROLLBACK. Preparing a statement is not counted.
+type countConnector struct {
+	driver.Connector
+	n *stmtCounter
+}
+
+func (k countConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	c, err := k.Connector.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &countConn{Conn: c, n: k.n}, nil
+}
+
+type countConn struct {
+	driver.Conn
+	n *stmtCounter
+}
+
+func (c *countConn) Prepare(q string) (driver.Stmt, error) {
+	return c.PrepareContext(context.Background(), q)
+}
+
+func (c *countConn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
+	var s driver.Stmt
+	var err error
+	if pc, ok := c.Conn.(driver.ConnPrepareContext); ok {
+		s, err = pc.PrepareContext(ctx, q)
+	} else {
+		s, err = c.Conn.Prepare(q)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &countStmt{Stmt: s, q: q, n: c.n}, nil
+}
+
+func (c *countConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	c.n.add("BEGIN")
+	tx, err := c.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	return countTx{Tx: tx, n: c.n}, nil
+}
+
+func (c *countConn) ExecContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Result, error) {
+	e, ok := c.Conn.(driver.ExecerContext)
+	if !ok {
+		return nil, driver.ErrSkip
+	}
+	c.n.add(q)
+	return e.ExecContext(ctx, q, args)
+}
+
+func (c *countConn) QueryContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
+	qc, ok := c.Conn.(driver.QueryerContext)
+	if !ok {
+		return nil, driver.ErrSkip
+	}
+	c.n.add(q)
+	return qc.QueryContext(ctx, q, args)
+}
+
+func (c *countConn) CheckNamedValue(nv *driver.NamedValue) error {
+	if ch, ok := c.Conn.(driver.NamedValueChecker); ok {
+		return ch.CheckNamedValue(nv)
+	}
+	return driver.ErrSkip
+}
+
+type countStmt struct {
+	driver.Stmt
+	q string
+	n *stmtCounter
+}
+
+func (s *countStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	s.n.add(s.q)
+	return s.Stmt.(driver.StmtExecContext).ExecContext(ctx, args)
+}
+
+func (s *countStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	s.n.add(s.q)
+	return s.Stmt.(driver.StmtQueryContext).QueryContext(ctx, args)
+}
+
+type countTx struct {
+	driver.Tx
+	n *stmtCounter
+}
+
+func (t countTx) Commit() error   { t.n.add("COMMIT"); return t.Tx.Commit() }
+func (t countTx) Rollback() error { t.n.add("ROLLBACK"); return t.Tx.Rollback() }
