@@ -3,6 +3,7 @@ package deals
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -10,12 +11,13 @@ import (
 
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
+	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
 
 // Group commit of new deals. Concurrent POST /deals requests queue their
 // deal; a flusher takes everything queued (up to maxGroup) and writes it in
-// ONE transaction: for each deal its row and its saga start in the outbox,
-// then one commit for all. A deal is durable, and its saga started, when
+// ONE transaction: every deal's row in one INSERT, every saga start in one
+// outbox write (writeDeals), then one commit for all. A deal is durable, and its saga started, when
 // its request is answered, exactly as with a transaction per request; only
 // the commits (and, on SQLite, the serialised write transactions) are
 // shared. If anything in the group fails, the group is rolled back and each
@@ -92,17 +94,7 @@ func (s *Service) writeGroup(group []*pendingDeal) {
 	ctx, cancel := context.WithTimeout(context.Background(), groupTimeout)
 	defer cancel()
 	if len(group) > 1 {
-		inserted, err := s.inTx(ctx, func(tx *sqlx.Tx) ([]bool, error) {
-			ins := make([]bool, len(group))
-			for i, pd := range group {
-				ok, err := s.writeDeal(trace.ContextWithSpanContext(ctx, pd.span), tx, pd.d, pd.dc)
-				if err != nil {
-					return nil, err
-				}
-				ins[i] = ok
-			}
-			return ins, nil
-		})
+		inserted, err := s.inTx(ctx, func(tx *sqlx.Tx) ([]bool, error) { return s.writeDeals(ctx, tx, group) })
 		if err == nil {
 			for i, pd := range group {
 				pd.done <- groupResult{inserted: inserted[i]}
@@ -122,6 +114,62 @@ func (s *Service) writeGroup(group []*pendingDeal) {
 		}
 		pd.done <- groupResult{inserted: inserted[0]}
 	}
+}
+
+// dealColumnsInsert are the columns writeDeal and writeDeals insert; the
+// reason is always empty.
+const dealColumnsInsert = `id, user_id, portfolio_id, side, instrument, quantity, price, amount, currency,
+	status, reason, saga_id, idempotency_key, request_hash, created_at, updated_at`
+
+// dealValues is one row of dealColumnsInsert for writeDeal(s).
+const dealValues = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?)`
+
+// dealArgs appends d's values for dealValues.
+func dealArgs(args []any, d Deal) []any {
+	return append(args, d.ID, d.UserID, d.PortfolioID, d.Side, d.Instrument, d.Quantity, d.Price, d.Amount,
+		d.Currency, d.Status, d.SagaID, d.IdempotencyKey, d.RequestHash, d.CreatedAt, d.UpdatedAt)
+}
+
+// writeDeals is writeDeal for a whole group in two statements: one INSERT
+// of every deal (ON CONFLICT on the user's Idempotency-Key, RETURNING the
+// ids written) and one outbox write of their saga starts. inserted[i] is
+// false for a deal whose Idempotency-Key was used before, by an earlier
+// deal or by one earlier in the group, as writeDeal one after another
+// reports it.
+func (s *Service) writeDeals(ctx context.Context, tx *sqlx.Tx, group []*pendingDeal) ([]bool, error) {
+	var q strings.Builder
+	q.WriteString("INSERT INTO deals (" + dealColumnsInsert + ") VALUES ")
+	args := make([]any, 0, 15*len(group))
+	for i, pd := range group {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString(dealValues)
+		args = dealArgs(args, pd.d)
+	}
+	q.WriteString(" ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING id")
+	var ids []string
+	if err := s.sql.Select(ctx, tx, &ids, q.String(), args...); err != nil {
+		return nil, fmt.Errorf("insert %d deals: %w", len(group), err)
+	}
+	written := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		written[id] = true
+	}
+	inserted := make([]bool, len(group))
+	starts := make([]sdk.SagaStart, 0, len(ids))
+	for i, pd := range group {
+		if !written[pd.d.ID] {
+			continue
+		}
+		inserted[i] = true
+		starts = append(starts, sdk.SagaStart{SagaID: pd.d.SagaID, Saga: SagaName, Event: StartEvent,
+			Payload: dealctx.Wrap(pd.dc), Span: pd.span})
+	}
+	if err := s.p.StartSagas(ctx, tx, starts); err != nil {
+		return nil, fmt.Errorf("start %d sagas %s: %w", len(starts), SagaName, err)
+	}
+	return inserted, nil
 }
 
 // inTx runs fn in a transaction and commits it.

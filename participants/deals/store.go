@@ -88,12 +88,9 @@ func (s *Service) Create(ctx context.Context, userID string, in NewDeal, idemKey
 // writeDeal inserts d and starts its saga in tx; it reports false, writing
 // nothing, if d's Idempotency-Key was used before by the same user.
 func (s *Service) writeDeal(ctx context.Context, tx *sqlx.Tx, d Deal, dc dealctx.DealContext) (bool, error) {
-	const q = `INSERT INTO deals (id, user_id, portfolio_id, side, instrument, quantity, price, amount, currency,
-		status, reason, saga_id, idempotency_key, request_hash, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?)
+	const q = "INSERT INTO deals (" + dealColumnsInsert + ") VALUES " + dealValues + `
 		ON CONFLICT (user_id, idempotency_key) DO NOTHING`
-	res, err := s.sql.Exec(ctx, tx, q, d.ID, d.UserID, d.PortfolioID, d.Side, d.Instrument, d.Quantity, d.Price, d.Amount,
-		d.Currency, d.Status, d.SagaID, d.IdempotencyKey, d.RequestHash, d.CreatedAt, d.UpdatedAt)
+	res, err := s.sql.Exec(ctx, tx, q, dealArgs(nil, d)...)
 	if err != nil {
 		return false, fmt.Errorf("insert: %w", err)
 	}

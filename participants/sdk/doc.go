@@ -48,7 +48,8 @@
 // command never applies if it arrives late. Compensation handlers must be
 // idempotent and null-safe (nothing to undo: still answer).
 //
-// StartSaga starts a saga atomically with the caller's business change.
+// StartSaga starts a saga atomically with the caller's business change
+// (StartSagas: several in one statement).
 //
 // Tracing (on when the process set up internal/tracing, e.g. a service
 // run with --otlp-endpoint): each command gets a "handle <COMMAND>" span,

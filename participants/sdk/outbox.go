@@ -2,11 +2,13 @@ package sdk
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/errs"
@@ -49,6 +51,50 @@ func (p *Participant) StartSagaWithID(ctx context.Context, tx *sqlx.Tx, sagaID, 
 	}
 	p.log.Debug("saga start written to the outbox", "saga_id", m.SagaID, "saga", saga, "event", event, "message_id", m.ID)
 	p.wake() // the caller commits soon; the relay also polls
+	return nil
+}
+
+// SagaStart is one saga for StartSagas.
+type SagaStart struct {
+	// SagaID is the new instance's id (NewSagaID): a UUID not used before.
+	SagaID string
+	// Saga is the definition name, Event its starting event.
+	Saga, Event string
+	// Payload is the initial saga context (a JSON object).
+	Payload any
+	// Span is the span the saga's trace continues (e.g. the HTTP request
+	// that created the business row); zero: ctx's.
+	Span trace.SpanContext
+}
+
+// StartSagas is StartSagaWithID for several sagas at once, in one outbox
+// statement (a group commit of business rows writes all their saga starts
+// together). Every start is checked before anything is written: one
+// invalid start fails them all, writing nothing.
+func (p *Participant) StartSagas(ctx context.Context, tx *sqlx.Tx, starts []SagaStart) error {
+	if tx == nil {
+		return errors.New("start sagas: tx is nil")
+	}
+	if len(starts) == 0 {
+		return nil
+	}
+	rows := make([]delivery.Row, len(starts))
+	for i, st := range starts {
+		m, err := p.newEvent("start saga", "REGISTER", st.SagaID, st.Saga, st.Event, st.Payload)
+		if err != nil {
+			return err
+		}
+		sctx := ctx
+		if st.Span.IsValid() {
+			sctx = trace.ContextWithSpanContext(ctx, st.Span)
+		}
+		rows[i] = p.outRowFor(m, encodeMessage(m), startHeaders(sctx))
+	}
+	if err := p.dt.Write(ctx, tx, rows); err != nil {
+		return fmt.Errorf("start %d sagas: write to the outbox: %w", len(starts), err)
+	}
+	p.log.Debug("saga starts written to the outbox", "sagas", len(starts))
+	p.wake()
 	return nil
 }
 

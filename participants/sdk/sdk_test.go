@@ -584,6 +584,57 @@ func TestStartSagaWithID(t *testing.T) {
 	}
 }
 
+// TestStartSagas: several starts in one call are each published once with
+// their own saga id and payload; one invalid start writes none of them.
+func TestStartSagas(t *testing.T) {
+	kit := sdktest.New(t, sdk.Config{Name: "deals"}, nil, nil)
+	p := kit.Participant()
+	ctx := context.Background()
+	start := func(id, deal string) sdk.SagaStart {
+		return sdk.SagaStart{SagaID: id, Saga: "MANUAL_CREATE_ORDER", Event: "REGISTER", Payload: orderPayload(deal, 10)}
+	}
+	ids := []string{sdk.NewSagaID(), sdk.NewSagaID(), sdk.NewSagaID()}
+	tx, err := kit.DB().BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.StartSagas(ctx, tx, []sdk.SagaStart{start(ids[0], "d-0"), start(ids[1], "d-1"), start(ids[2], "d-2")}); err != nil {
+		t.Fatalf("StartSagas: %v", err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	got := kit.Flush(t)
+	if len(got) != len(ids) {
+		t.Fatalf("emitted %d messages, want %d", len(got), len(ids))
+	}
+	for i, m := range got {
+		if m.SagaID != ids[i] || m.Name != "REGISTER" || !strings.Contains(string(m.Payload), fmt.Sprintf(`"d-%d"`, i)) {
+			t.Errorf("start %d: saga %s %s payload %s, want saga %s REGISTER of deal d-%d", i, m.SagaID, m.Name, m.Payload, ids[i], i)
+		}
+	}
+
+	tx, err = kit.DB().BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback() //nolint:errcheck
+	bad := []sdk.SagaStart{start(sdk.NewSagaID(), "d-3"), start("not-a-uuid", "d-4")}
+	err = p.StartSagas(ctx, tx, bad)
+	if got, want := errs.ErrorCode(err), errs.CodeInvalid; err == nil || got != want {
+		t.Fatalf("StartSagas with an invalid id: err %v (code %q), want code %q", err, got, want)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got := kit.Flush(t); len(got) != 0 {
+		t.Errorf("an invalid start among two: %d messages published, want none", len(got))
+	}
+	if err := p.StartSagas(ctx, nil, bad[:1]); err == nil {
+		t.Error("StartSagas with a nil tx: no error")
+	}
+}
+
 func TestConfigDefaultsAndValidation(t *testing.T) {
 	db := sdktest.New(t, sdk.Config{Name: "x"}, nil, nil).DB()
 	p, err := sdk.New(sdk.Config{Name: "profile", DB: db})
