@@ -380,3 +380,73 @@ func TestApproveBatchForgedGroup(t *testing.T) {
 		}
 	})
 }
+
+// TestApproveBatchConcurrentGroups runs eight groups at once, each in its
+// own transaction, each naming the same four portfolios in a different
+// order (rotated, and reversed for every other group): the groups lock
+// their portfolios in id order, so none deadlocks, and none loses
+// another's update: of the 16 buys of 100 per portfolio of 1000, exactly
+// 10 are approved, the cash ends at 0 and the position at 10.
+func TestApproveBatchConcurrentGroups(t *testing.T) {
+	servicetest.EachDB(t, Migrate, func(t *testing.T, db *sqlx.DB) {
+		w := newBatchWorld(t, db)
+		ctx := context.Background()
+		pfs := make([]Portfolio, 4)
+		for i := range pfs {
+			pfs[i] = w.portfolio(t, "alice", "1000")
+		}
+		const groups = 8
+		errs := make(chan error, groups)
+		approved := make(chan int, groups)
+		start := make(chan struct{})
+		for g := range groups {
+			cmds := make([]sdk.Command[dealctx.Envelope], 8)
+			for i := range cmds {
+				j := (g + i) % len(pfs)
+				if g%2 == 1 {
+					j = len(pfs) - 1 - j
+				}
+				cmds[i] = orderCmd(deal("alice", pfs[j].ID, "buy", "1", "100"))
+			}
+			go func() {
+				<-start
+				n, err := func() (int, error) {
+					tx, err := db.BeginTxx(ctx, nil)
+					if err != nil {
+						return 0, err
+					}
+					defer tx.Rollback() //nolint:errcheck
+					res, err := w.s.handleApproveBatch(ctx, tx, cmds)
+					if err != nil {
+						return 0, err
+					}
+					n := 0
+					for _, r := range res {
+						if r.Event() == EventOrderApproved {
+							n++
+						}
+					}
+					return n, tx.Commit()
+				}()
+				approved <- n
+				errs <- err
+			}()
+		}
+		close(start)
+		total := 0
+		for range groups {
+			if err := <-errs; err != nil {
+				t.Errorf("group: %v", err)
+			}
+			total += <-approved
+		}
+		if total != 40 {
+			t.Errorf("approved = %d, want 40 (10 per portfolio)", total)
+		}
+		for _, pf := range pfs {
+			if got := mustPortfolio(t, w.s, "alice", pf.ID); !got.Cash.IsZero() || positionsString(got.Positions) != `{"AAPL":"10"}` {
+				t.Errorf("portfolio %s: %s %s, want 0 {\"AAPL\":\"10\"}", pf.ID, got.Cash, positionsString(got.Positions))
+			}
+		}
+	})
+}
