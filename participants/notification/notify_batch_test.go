@@ -3,6 +3,7 @@ package notification
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
@@ -488,4 +490,61 @@ func anys(ss []string) []any {
 		out[i] = s
 	}
 	return out
+}
+
+// TestNotifyBatchStatements counts the statements a group sends to the
+// notifications table (PostgreSQL, through the counting driver of
+// BenchmarkNotify): a run of deal NOTIFYs costs two whatever its length
+// (the recipients' SELECT and the multi-row INSERT), a basket amid splits
+// it into two runs and adds notifyBasket's three.
+func TestNotifyBatchStatements(t *testing.T) {
+	ctx := context.Background()
+	counter := &stmtCounter{}
+	conn, err := pq.NewConnector(testenv.Postgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := sqlx.NewDb(sql.OpenDB(countConnector{conn, counter}), "postgres")
+	t.Cleanup(func() { db.Close() })
+	if err := sdk.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	if err := Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := newNotifier(t, db)
+	deals := func(n int) []sdk.Command[json.RawMessage] {
+		var cmds []sdk.Command[json.RawMessage]
+		for range n {
+			cmds = append(cmds, notifyCmd(t, uuid.NewString(), map[string]any{DTOKey: dtoOf(settled("alice", dealctx.StatusExecuted, ""), false)}))
+		}
+		return cmds
+	}
+	basket := notifyCmd(t, uuid.NewString(), map[string]any{BasketDTOKey: basketDTO("alice", 2, dealctx.StatusExecuted, "")})
+	tests := []struct {
+		name string
+		cmds []sdk.Command[json.RawMessage]
+		want int
+	}{
+		{"ten deals", deals(10), 2},
+		{"thirty-two deals", deals(32), 2},
+		{"five deals, a basket, five deals", append(append(deals(5), basket), deals(5)...), 2 + 3 + 2},
+	}
+	for _, tt := range tests {
+		counter.reset()
+		var res []sdk.Result
+		if err := inTx(t, db, func(ctx context.Context, tx *sqlx.Tx) error {
+			var err error
+			res, err = s.handleNotifyBatch(ctx, tx, tt.cmds)
+			return err
+		}); err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if _, onTable, _ := counter.read(); onTable != tt.want || len(res) != len(tt.cmds) {
+			t.Errorf("%s: %d statements on notifications, %d results; want %d and %d", tt.name, onTable, len(res), tt.want, len(tt.cmds))
+		}
+	}
+	if got := len(storedRows(t, db)); got != 53 {
+		t.Errorf("rows = %d, want 53", got)
+	}
 }
