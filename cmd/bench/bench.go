@@ -46,6 +46,7 @@ type options struct {
 	poll          time.Duration
 	timeout       time.Duration
 	cpuProfile    string
+	memProfile    string
 	partitions    int
 	concurrency   int
 	keep          bool
@@ -85,6 +86,7 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (optio
 	fs.BoolVar(&o.listOnly, "list", false, "detect finality by listing sagas even when a notification tap is possible")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up after this long")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile (go tool pprof) to this file")
+	fs.StringVar(&o.memProfile, "memprofile", "", "write the allocations profile (go tool pprof -sample_index=alloc_space) to this file after the run")
 	fs.IntVar(&o.partitions, "partitions", 0, "partitions of the started system's topics (default 3)")
 	fs.IntVar(&o.concurrency, "participant-concurrency", 0, "partitions each participant handles at once (default: the SDK's)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the started system's databases")
@@ -287,6 +289,13 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 			return fmt.Errorf("cpu profile: %w", err)
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if o.memProfile != "" {
+		defer func() {
+			if err := writeAllocsProfile(o.memProfile); err != nil {
+				fmt.Fprintln(stderr, "bench:", err)
+			}
+		}()
 	}
 	tg, err := open(ctx, o, stderr)
 	if err != nil {
@@ -847,4 +856,21 @@ func progress(w io.Writer, o options, start time.Time, done, inflight *atomic.In
 		}
 	})
 	return func() { close(quit); wg.Wait() }
+}
+
+// writeAllocsProfile writes the allocations since the process started
+// (everything the started system and the load generator allocated).
+func writeAllocsProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("memory profile: %w", err)
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return fmt.Errorf("memory profile: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("memory profile: %w", err)
+	}
+	return nil
 }
