@@ -81,7 +81,7 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*Store, error) {
 	switch kind {
 	case kindPostgres:
 		s.d = postgresDialect
-		db, err := sqldb.OpenPostgres(withCustomPlans(target)) // the driver of sqldb.DriverEnv
+		db, err := sqldb.OpenPostgres(sqldb.WithCustomPlans(target)) // the driver of sqldb.DriverEnv
 		if err != nil {
 			return nil, &engine.Error{Code: engine.CodeInvalid, Op: op, Err: err}
 		}
@@ -286,27 +286,6 @@ func sqlitePath(p string) (urlKind, string, error) {
 		return kindSQLiteMemory, "", nil
 	}
 	return kindSQLiteFile, p, nil
-}
-
-// withCustomPlans adds plan_cache_mode=force_custom_plan to a PostgreSQL
-// URL that does not set it. The batch statements are prepared once per
-// connection; a generic plan, chosen once while the tables are small (a new
-// database), would keep scanning saga_instances sequentially as it grows,
-// until an ANALYZE invalidates it. A custom plan sees the batch's real
-// arrays and the current table size every time, for a parse saved and a
-// plan made per statement.
-func withCustomPlans(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return raw
-	}
-	q := u.Query()
-	if q.Has("plan_cache_mode") {
-		return raw
-	}
-	q.Set("plan_cache_mode", "force_custom_plan")
-	u.RawQuery = q.Encode()
-	return u.String()
 }
 
 // redact hides a password in a URL for error messages.

@@ -42,16 +42,3 @@ func TestRedact(t *testing.T) {
 		t.Errorf("redact: got %q, want %q", got, want)
 	}
 }
-
-func TestWithCustomPlans(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"postgres://u@h:5432/db?sslmode=disable", "postgres://u@h:5432/db?plan_cache_mode=force_custom_plan&sslmode=disable"},
-		{"postgres://u@h/db", "postgres://u@h/db?plan_cache_mode=force_custom_plan"},
-		{"postgres://u@h/db?plan_cache_mode=auto", "postgres://u@h/db?plan_cache_mode=auto"}, // the operator's choice stays
-	}
-	for _, tc := range tests {
-		if got := withCustomPlans(tc.in); got != tc.want {
-			t.Errorf("withCustomPlans(%q) = %q, want %q", tc.in, got, tc.want)
-		}
-	}
-}

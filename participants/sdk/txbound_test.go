@@ -141,3 +141,48 @@ func TestTxIdleTimeoutValidation(t *testing.T) {
 		t.Errorf("default TxIdleTimeout = %v, want %v", got, sdk.DefaultTxIdleTimeout)
 	}
 }
+
+// TestHandlerTxPlansPerExecution: a handler's transaction on PostgreSQL
+// plans prepared statements for their arguments (plan_cache_mode
+// force_custom_plan) when the connection left the default (auto), and
+// keeps an operator's explicit mode; the idle bound is set beside it.
+func TestHandlerTxPlansPerExecution(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct{ suffix, want string }{{"", "force_custom_plan"}, {"&plan_cache_mode=force_generic_plan", "force_generic_plan"}} {
+		db, err := sqlx.Open("postgres", testenv.Postgres(t)+tc.suffix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sdk.Migrate(ctx, db); err != nil {
+			t.Fatal(err)
+		}
+		p, err := sdk.New(sdk.Config{Name: "plans", DB: db, TxIdleTimeout: 7 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mode, idle string
+		sdk.Handle(p, "LOOK", func(ctx context.Context, tx *sqlx.Tx, _ sdk.Command[map[string]any]) (sdk.Result, error) {
+			err := tx.QueryRowContext(ctx, `SELECT current_setting('plan_cache_mode'), current_setting('idle_in_transaction_session_timeout')`).Scan(&mode, &idle)
+			return sdk.NoReply(), err
+		})
+		cmd := envelope.AppendMessage(nil, &envelope.Message{V: envelope.Version, ID: "cmd-look", SagaID: "saga-1", Saga: "S", SagaVersion: 1,
+			Kind: envelope.KindCommand, Name: "LOOK", Participant: "plans", OccurredAt: time.Now().UTC(), Attempt: 1})
+		if _, err := p.Dispatch(ctx, sdk.Record{Topic: p.Config().CommandTopic, Key: "saga-1", Value: cmd, Offset: 1,
+			Headers: map[string]string{envelope.HeaderKind: string(envelope.KindCommand)}}); err != nil {
+			t.Fatalf("Dispatch: %v", err)
+		}
+		if mode != tc.want || idle != "7s" {
+			t.Errorf("URL%s: in the handler's transaction plan_cache_mode %q, idle timeout %q; want %q, 7s", tc.suffix, mode, idle, tc.want)
+		}
+		// Local to the transaction: the pooled connection keeps its mode.
+		wantAfter := tc.want
+		if tc.suffix == "" {
+			wantAfter = "auto"
+		}
+		var after string
+		if err := db.QueryRowContext(ctx, `SHOW plan_cache_mode`).Scan(&after); err != nil || after != wantAfter {
+			t.Errorf("URL%s: after the transaction plan_cache_mode %q (err %v), want %q", tc.suffix, after, err, wantAfter)
+		}
+		db.Close()
+	}
+}
