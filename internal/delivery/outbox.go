@@ -259,7 +259,10 @@ func (t *Tables) Publish(ctx context.Context, owner string, limit int, lease tim
 		return 0, fmt.Errorf("publish %s: begin: %w", t.l.Outbox, err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	rows, err := t.query(ctx, tx, t.q.selectFree, t.at(t.now()), owner, limit)
+	// A relay that stalls while it holds the rows loses its session (and
+	// the rows) after lease: selectFree sets idle_in_transaction_session_timeout
+	// for this transaction.
+	rows, err := t.query(ctx, tx, t.q.selectFree, strconv.FormatInt(max(lease.Milliseconds(), 1), 10), t.at(t.now()), owner, limit)
 	if err != nil {
 		return 0, fmt.Errorf("publish %s: lock rows: %w", t.l.Outbox, err)
 	}
@@ -269,11 +272,6 @@ func (t *Tables) Publish(ctx context.Context, owner string, limit int, lease tim
 	}
 	if len(recs) == 0 {
 		return 0, nil
-	}
-	// A relay that stalls while it holds the rows loses its session (and
-	// the rows) after lease.
-	if _, err := t.exec(ctx, tx, t.q.idleTimeout, strconv.FormatInt(max(lease.Milliseconds(), 1), 10)); err != nil {
-		return 0, fmt.Errorf("publish %s: bound the transaction: %w", t.l.Outbox, err)
 	}
 	if err := publish(ctx, recs); err != nil {
 		return 0, err

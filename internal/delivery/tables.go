@@ -171,7 +171,6 @@ type queries struct {
 	insertOne                              string   // SQLite: one outbox row
 	selectFree, lease, release, del, count string
 	purge                                  string
-	idleTimeout                            string
 	claimPG, writePG, claimWritePG         string // PostgreSQL batch statements
 }
 
@@ -218,6 +217,15 @@ func buildQueries(l Layout, d sqldb.Dialect) queries {
 		lock = " FOR UPDATE SKIP LOCKED"
 	}
 	q.selectFree = rb(`SELECT ` + cols + ` FROM ` + l.Outbox + ` WHERE ` + free + ` ORDER BY seq LIMIT ?` + lock)
+	if d == sqldb.Postgres {
+		// Publish's transaction bounds its own idle time in the statement
+		// that locks the rows (one round trip less than a statement of its
+		// own): the one-row subquery is evaluated once, before any row is
+		// returned, and is not locked (FOR UPDATE OF the outbox only).
+		q.selectFree = rb(`SELECT ` + cols + ` FROM ` + l.Outbox +
+			`, (SELECT set_config('idle_in_transaction_session_timeout', ?, true) AS idle_bound) AS bound WHERE ` + free +
+			` ORDER BY seq LIMIT ? FOR UPDATE OF ` + l.Outbox + ` SKIP LOCKED`)
+	}
 	// = ANY(ARRAY(…)) rather than IN (…) on PostgreSQL: it runs the
 	// subquery once and looks the rows up by key, where IN may be planned
 	// as a hash join that scans the table twice.
@@ -235,7 +243,6 @@ func buildQueries(l Layout, d sqldb.Dialect) queries {
 	}
 	q.purge = rb(`DELETE FROM ` + l.Inbox + ` WHERE message_id IN (SELECT message_id FROM ` + l.Inbox +
 		` WHERE processed_at < ?` + keep + ` LIMIT ?)`)
-	q.idleTimeout = `SELECT set_config('idle_in_transaction_session_timeout', $1, true)`
 	if d == sqldb.Postgres {
 		q.claimPG = claimPostgresSQL(l, 1) + " RETURNING message_id"
 		q.writePG = writePostgresSQL(l, 1)
