@@ -257,6 +257,16 @@ func collectRows(rows *sql.Rows, err error) func(set map[string]bool) error {
 
 // Replies returns what the inbox keeps of those of ids it has (Layout.Replies).
 func (t *Tables) Replies(ctx context.Context, tx *sqlx.Tx, ids []string) (map[string]Reply, error) {
+	return t.BoundReplies(ctx, tx, "", ids)
+}
+
+// BoundReplies is Replies that, on PostgreSQL and in tx, first evaluates
+// settings, a select list of set_config calls local to the transaction
+// (the SDK bounds its handler transactions so), in the same statement: one
+// round trip for both. The settings are evaluated whether or not any id is
+// found. settings is SQL: never build it from input. It is ignored on
+// SQLite and without tx.
+func (t *Tables) BoundReplies(ctx context.Context, tx *sqlx.Tx, settings string, ids []string) (map[string]Reply, error) {
 	if !t.l.Replies {
 		return nil, fmt.Errorf("read replies: %s keeps no replies", t.l.Inbox)
 	}
@@ -265,6 +275,13 @@ func (t *Tables) Replies(ctx context.Context, tx *sqlx.Tx, ids []string) (map[st
 		return out, nil
 	}
 	q, args := t.q.replies, []any{t.textList(ids)}
+	if t.d == sqldb.Postgres && tx != nil && settings != "" {
+		// The one-row settings subquery is the preserved side of the
+		// join: evaluated once, it yields one row of NULLs when no id is
+		// in the inbox (skipped below).
+		q = `SELECT i.message_id, i.reply_id, i.reply FROM (SELECT ` + settings + `) AS bound LEFT JOIN ` +
+			t.l.Inbox + ` AS i ON i.message_id = ANY($1::text[])`
+	}
 	if t.d == sqldb.SQLite && len(ids) <= claimOneBelow {
 		// A list of placeholders: SQLite looks each id up in the primary
 		// key, where IN (SELECT … json_each) costs a JSON parse and a join
@@ -293,17 +310,20 @@ func (t *Tables) Replies(ctx context.Context, tx *sqlx.Tx, ids []string) (map[st
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var id string
+		var id sql.NullString
 		var rid sql.NullString
 		var body []byte
 		if err := rows.Scan(&id, &rid, &body); err != nil {
 			return nil, fmt.Errorf("look up messages in %s: %w", t.l.Inbox, err)
 		}
+		if !id.Valid {
+			continue // BoundReplies' row when nothing was found
+		}
 		r := Reply{}
 		if rid.Valid && len(body) > 0 {
 			r = Reply{ID: rid.String, Body: body}
 		}
-		out[id] = r
+		out[id.String] = r
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("look up messages in %s: %w", t.l.Inbox, err)

@@ -109,12 +109,13 @@ func (p *Participant) batch(ctx context.Context, recs []kafka.Record) (outs []Ou
 // failedAt is its index and failure its handler error (nil if another
 // consumer recorded it meanwhile). ok is false on database trouble.
 func (p *Participant) runBatch(ctx context.Context, recs []kafka.Record, msgs []envelope.Message, hs []handlerFunc) (outs []Outcome, failedAt int, failure error, ok bool) {
-	tx, err := p.beginHandlerTx(ctx)
+	tx, err := p.beginBatchTx(ctx)
 	if err != nil {
 		return nil, 0, nil, false
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	kept, err := p.keptReplies(ctx, tx, msgs)
+	// The first statement: it also bounds the transaction (txbound.go).
+	kept, err := p.keptRepliesBound(ctx, tx, msgs)
 	if err != nil {
 		p.log.Debug("batch: read inbox", "err", err)
 		return nil, 0, nil, false
@@ -263,11 +264,27 @@ func (p *Participant) runHandler(ctx context.Context, tx *sqlx.Tx, m envelope.Me
 // (or were compensated before they arrived: their stored reply is the
 // refusal).
 func (p *Participant) keptReplies(ctx context.Context, tx *sqlx.Tx, msgs []envelope.Message) (map[string]keptReply, error) {
+	return p.readKept(ctx, tx, "", msgs)
+}
+
+// keptRepliesBound is keptReplies as the first statement of a batch's
+// transaction (beginBatchTx): on PostgreSQL it also applies the
+// transaction's settings (txbound.go).
+func (p *Participant) keptRepliesBound(ctx context.Context, tx *sqlx.Tx, msgs []envelope.Message) (map[string]keptReply, error) {
+	settings := ""
+	if p.dialect == dialectPostgres {
+		settings = p.txSettings
+	}
+	return p.readKept(ctx, tx, settings, msgs)
+}
+
+// readKept is keptReplies with settings for delivery's BoundReplies.
+func (p *Participant) readKept(ctx context.Context, tx *sqlx.Tx, settings string, msgs []envelope.Message) (map[string]keptReply, error) {
 	ids := make([]string, len(msgs))
 	for i, m := range msgs {
 		ids[i] = m.ID
 	}
-	found, err := p.dt.Replies(ctx, tx, ids)
+	found, err := p.dt.BoundReplies(ctx, tx, settings, ids)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -208,5 +209,52 @@ func TestProcessConcurrentDuplicate(t *testing.T) {
 				t.Errorf("effects of the stolen command = %d, want 0 (rolled back)", n)
 			}
 		})
+	}
+}
+
+// TestBatchTxSettings: a batch's transaction on PostgreSQL has its idle
+// bound and per-execution plans in force for every handler of the batch
+// (they are set by the batch's first statement, the inbox look-up), also
+// when a command of the batch is a duplicate found in the inbox; and
+// nothing of them outlives the transaction.
+func TestBatchTxSettings(t *testing.T) {
+	db := batchDBs(t)["postgres"](t)
+	f := newBatchFixture(t, db)
+	var seen []string
+	Handle(f.p, "LOOK", func(ctx context.Context, tx *sqlx.Tx, cmd Command[doPayload]) (Result, error) {
+		var mode, idle string
+		err := tx.QueryRowContext(ctx, `SELECT current_setting('plan_cache_mode'), current_setting('idle_in_transaction_session_timeout')`).Scan(&mode, &idle)
+		seen = append(seen, mode+" "+idle)
+		return NoReply(), err
+	})
+	look := func() kafka.Record {
+		_, r := doRecord(t, doPayload{})
+		var m envelope.Message
+		if err := json.Unmarshal(r.Value, &m); err != nil {
+			t.Fatal(err)
+		}
+		m.Name = "LOOK"
+		r.Value, _ = json.Marshal(m)
+		return r
+	}
+	ctx := context.Background()
+	_, done := doRecord(t, doPayload{})
+	if _, err := f.p.process(ctx, nil, []kafka.Record{done}); err != nil {
+		t.Fatal(err)
+	}
+	outs, err := f.p.process(ctx, nil, []kafka.Record{done, look(), look()}) // a duplicate first
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !outs[0].Duplicate {
+		t.Errorf("the redelivered command: outcome %+v, want a duplicate", outs[0])
+	}
+	want := []string{"force_custom_plan 15s", "force_custom_plan 15s"}
+	if !slices.Equal(seen, want) {
+		t.Errorf("settings seen by the batch's handlers = %q, want %q", seen, want)
+	}
+	var mode string
+	if err := db.QueryRowContext(ctx, `SHOW plan_cache_mode`).Scan(&mode); err != nil || mode != "auto" {
+		t.Errorf("after the batch: plan_cache_mode %q (err %v), want auto", mode, err)
 	}
 }

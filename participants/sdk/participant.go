@@ -172,15 +172,15 @@ type Config struct {
 // Participant is one participant service's connection to the saga bus:
 // registered handlers, its database, and (in Run) its Kafka clients.
 type Participant struct {
-	cfg     Config
-	db      *sqlx.DB
-	sql     *sqldb.Statements // the SDK's own statements
-	dt      *delivery.Tables  // inbox and outbox: the delivery core shared with saga-machine
-	owner   string            // this replica's name in outbox leases
-	dialect dialect
-	log     *slog.Logger
-	kick    relay.Signal // wakes the relay
-	idleSQL string       // txbound.go: bounds a handler transaction's idle time (PostgreSQL)
+	cfg        Config
+	db         *sqlx.DB
+	sql        *sqldb.Statements // the SDK's own statements
+	dt         *delivery.Tables  // inbox and outbox: the delivery core shared with saga-machine
+	owner      string            // this replica's name in outbox leases
+	dialect    dialect
+	log        *slog.Logger
+	kick       relay.Signal // wakes the relay
+	txSettings string       // txbound.go: bounds a handler transaction's idle time, plans per execution (PostgreSQL)
 
 	mu       sync.RWMutex
 	handlers map[string]handlerFunc
@@ -298,16 +298,16 @@ func New(cfg Config) (*Participant, error) {
 		return nil, fmt.Errorf("new participant %s: %w", cfg.Name, err)
 	}
 	return &Participant{
-		cfg:      cfg,
-		db:       cfg.DB,
-		sql:      stmts,
-		dt:       dt,
-		owner:    relay.Owner(),
-		dialect:  d,
-		log:      cfg.Logger.With("participant", cfg.Name),
-		kick:     relay.NewSignal(),
-		idleSQL:  idleTimeoutSQL(cfg.TxIdleTimeout.Milliseconds()),
-		handlers: map[string]handlerFunc{},
+		cfg:        cfg,
+		db:         cfg.DB,
+		sql:        stmts,
+		dt:         dt,
+		owner:      relay.Owner(),
+		dialect:    d,
+		log:        cfg.Logger.With("participant", cfg.Name),
+		kick:       relay.NewSignal(),
+		txSettings: txSettingsSQL(cfg.TxIdleTimeout.Milliseconds()),
+		handlers:   map[string]handlerFunc{},
 	}, nil
 }
 

@@ -26,18 +26,25 @@ func (p *Participant) beginHandlerTx(ctx context.Context) (*sqlx.Tx, error) {
 	if err != nil || p.dialect != dialectPostgres {
 		return tx, err
 	}
-	if _, err := tx.ExecContext(ctx, p.idleSQL); err != nil {
+	if _, err := tx.ExecContext(ctx, "SELECT "+p.txSettings); err != nil {
 		_ = tx.Rollback()
 		return nil, fmt.Errorf("bound the transaction's idle time: %w", err)
 	}
 	return tx, nil
 }
 
-// idleTimeoutSQL is the statement that sets idle_in_transaction_session_timeout
+// beginBatchTx begins a batch's transaction without its settings:
+// runBatch's first statement, the inbox look-up (keptReplies), applies
+// them on PostgreSQL in the same round trip (delivery's BoundReplies).
+func (p *Participant) beginBatchTx(ctx context.Context) (*sqlx.Tx, error) {
+	return p.db.BeginTxx(ctx, nil)
+}
+
+// txSettingsSQL is the select list that sets idle_in_transaction_session_timeout
 // to ms milliseconds, and plan_cache_mode to force_custom_plan where it was
 // auto, for the current transaction only.
-func idleTimeoutSQL(ms int64) string {
-	return "SELECT set_config('idle_in_transaction_session_timeout', '" + strconv.FormatInt(ms, 10) + "', true), " +
+func txSettingsSQL(ms int64) string {
+	return "set_config('idle_in_transaction_session_timeout', '" + strconv.FormatInt(ms, 10) + "', true), " +
 		"set_config('plan_cache_mode', CASE current_setting('plan_cache_mode') WHEN 'auto' THEN 'force_custom_plan' " +
 		"ELSE current_setting('plan_cache_mode') END, true)"
 }
