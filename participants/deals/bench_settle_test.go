@@ -2,8 +2,6 @@ package deals
 
 import (
 	"context"
-	"database/sql"
-	"database/sql/driver"
 	"encoding/json"
 	"strings"
 	"sync"
@@ -11,13 +9,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq"
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/internal/testenv"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
+	"github.com/portfolio-counselor/sagamachine/participants/internal/service/servicetest"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
 
@@ -30,13 +27,9 @@ import (
 func BenchmarkDealsSettle(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	counter := &stmtCounter{}
-	conn, err := pq.NewConnector(testenv.Postgres(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	db := sqlx.NewDb(sql.OpenDB(countConnector{conn, counter}), "postgres")
-	b.Cleanup(func() { db.Close() })
+	db, counter := servicetest.CountedPostgres(b, testenv.Postgres(b), func(q string) bool {
+		return strings.Contains(q, "UPDATE deals") || strings.Contains(q, "FROM deals")
+	})
 	if err := sdk.Migrate(ctx, db); err != nil {
 		b.Fatal(err)
 	}
@@ -110,7 +103,7 @@ func BenchmarkDealsSettle(b *testing.B) {
 	go func() { done <- p.Run(runCtx) }()
 	defer func() { stop(); <-done }()
 
-	counter.reset()
+	counter.Reset()
 	b.ResetTimer()
 	start := time.Now()
 	if err := prod.Publish(ctx, recs); err != nil {
@@ -132,7 +125,8 @@ func BenchmarkDealsSettle(b *testing.B) {
 	}
 	elapsed := time.Since(start)
 	b.StopTimer()
-	total, onDeals, begins := counter.read()
+	n := counter.Counts()
+	total, onDeals, begins := n.Total, n.Matching, n.Begins
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "commands/s")
 	b.ReportMetric(float64(total)/float64(b.N), "stmts/cmd")
 	b.ReportMetric(float64(onDeals)/float64(b.N), "deals-stmts/cmd")
@@ -154,130 +148,3 @@ func mustJSONb(tb testing.TB, v any) []byte {
 	}
 	return raw
 }
-
-// stmtCounter counts the statements sent through countConnector.
-type stmtCounter struct {
-	mu                     sync.Mutex
-	total, onDeals, begins int
-}
-
-func (c *stmtCounter) add(q string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.total++
-	if strings.Contains(q, "UPDATE deals") || strings.Contains(q, "FROM deals") {
-		c.onDeals++
-	}
-	if q == "BEGIN" {
-		c.begins++
-	}
-}
-
-func (c *stmtCounter) reset() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.total, c.onDeals, c.begins = 0, 0, 0
-}
-
-func (c *stmtCounter) read() (total, onDeals, begins int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.total, c.onDeals, c.begins
-}
-
-// countConnector wraps a driver.Connector and counts every statement
-// executed (on a connection or a prepared statement), BEGIN, COMMIT and
-// ROLLBACK.
-type countConnector struct {
-	driver.Connector
-	n *stmtCounter
-}
-
-func (k countConnector) Connect(ctx context.Context) (driver.Conn, error) {
-	c, err := k.Connector.Connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &countConn{Conn: c, n: k.n}, nil
-}
-
-type countConn struct {
-	driver.Conn
-	n *stmtCounter
-}
-
-func (c *countConn) Prepare(q string) (driver.Stmt, error) {
-	return c.PrepareContext(context.Background(), q)
-}
-
-func (c *countConn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
-	var s driver.Stmt
-	var err error
-	if pc, ok := c.Conn.(driver.ConnPrepareContext); ok {
-		s, err = pc.PrepareContext(ctx, q)
-	} else {
-		s, err = c.Conn.Prepare(q)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &countStmt{Stmt: s, q: q, n: c.n}, nil
-}
-
-func (c *countConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
-	c.n.add("BEGIN")
-	tx, err := c.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
-	if err != nil {
-		return nil, err
-	}
-	return countTx{Tx: tx, n: c.n}, nil
-}
-
-func (c *countConn) ExecContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Result, error) {
-	e, ok := c.Conn.(driver.ExecerContext)
-	if !ok {
-		return nil, driver.ErrSkip
-	}
-	c.n.add(q)
-	return e.ExecContext(ctx, q, args)
-}
-
-func (c *countConn) QueryContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
-	qc, ok := c.Conn.(driver.QueryerContext)
-	if !ok {
-		return nil, driver.ErrSkip
-	}
-	c.n.add(q)
-	return qc.QueryContext(ctx, q, args)
-}
-
-func (c *countConn) CheckNamedValue(nv *driver.NamedValue) error {
-	if ch, ok := c.Conn.(driver.NamedValueChecker); ok {
-		return ch.CheckNamedValue(nv)
-	}
-	return driver.ErrSkip
-}
-
-type countStmt struct {
-	driver.Stmt
-	q string
-	n *stmtCounter
-}
-
-func (s *countStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
-	s.n.add(s.q)
-	return s.Stmt.(driver.StmtExecContext).ExecContext(ctx, args)
-}
-
-func (s *countStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
-	s.n.add(s.q)
-	return s.Stmt.(driver.StmtQueryContext).QueryContext(ctx, args)
-}
-
-type countTx struct {
-	driver.Tx
-	n *stmtCounter
-}
-
-func (t countTx) Commit() error   { t.n.add("COMMIT"); return t.Tx.Commit() }
-func (t countTx) Rollback() error { t.n.add("ROLLBACK"); return t.Tx.Rollback() }

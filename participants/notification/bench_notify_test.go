@@ -2,22 +2,19 @@ package notification
 
 import (
 	"context"
-	"database/sql"
-	"database/sql/driver"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq"
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/internal/testenv"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
+	"github.com/portfolio-counselor/sagamachine/participants/internal/service/servicetest"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
 
@@ -42,13 +39,7 @@ func benchNotify(b *testing.B, batch bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	url := testenv.Postgres(b)
-	counter := &stmtCounter{}
-	conn, err := pq.NewConnector(url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	db := sqlx.NewDb(sql.OpenDB(countConnector{conn, counter}), "postgres")
-	b.Cleanup(func() { db.Close() })
+	db, counter := servicetest.CountedPostgres(b, url, onNotifications)
 	watch, err := sqlx.Open("postgres", url) // not counted
 	if err != nil {
 		b.Fatal(err)
@@ -119,7 +110,7 @@ func benchNotify(b *testing.B, batch bool) {
 		b.Fatal(err)
 	}
 	waitStored(1)
-	counter.reset()
+	counter.Reset()
 	b.ResetTimer()
 	start := time.Now()
 	if err := prod.Publish(ctx, recs[1:]); err != nil {
@@ -128,7 +119,8 @@ func benchNotify(b *testing.B, batch bool) {
 	waitStored(b.N + 1)
 	elapsed := time.Since(start)
 	b.StopTimer()
-	total, onTable, begins := counter.read()
+	n := counter.Counts()
+	total, onTable, begins := n.Total, n.Matching, n.Begins
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "commands/s")
 	b.ReportMetric(float64(total)/float64(b.N), "stmts/cmd")
 	b.ReportMetric(float64(onTable)/float64(b.N), "notif-stmts/cmd")
@@ -148,129 +140,7 @@ func mustJSON(tb testing.TB, v any) json.RawMessage {
 	return raw
 }
 
-// stmtCounter counts the statements sent through countConnector.
-type stmtCounter struct {
-	mu                     sync.Mutex
-	total, onTable, begins int
+// onNotifications picks the statements on the notifications table.
+func onNotifications(q string) bool {
+	return strings.Contains(q, "FROM notifications") || strings.Contains(q, "INTO notifications")
 }
-
-func (c *stmtCounter) add(q string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.total++
-	if strings.Contains(q, "FROM notifications") || strings.Contains(q, "INTO notifications") {
-		c.onTable++
-	}
-	if q == "BEGIN" {
-		c.begins++
-	}
-}
-
-func (c *stmtCounter) reset() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.total, c.onTable, c.begins = 0, 0, 0
-}
-
-func (c *stmtCounter) read() (total, onTable, begins int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.total, c.onTable, c.begins
-}
-
-// countConnector wraps a driver.Connector and counts every statement
-// executed (on a connection or a prepared statement), BEGIN, COMMIT and
-// ROLLBACK. Preparing a statement is not counted.
-type countConnector struct {
-	driver.Connector
-	n *stmtCounter
-}
-
-func (k countConnector) Connect(ctx context.Context) (driver.Conn, error) {
-	c, err := k.Connector.Connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &countConn{Conn: c, n: k.n}, nil
-}
-
-type countConn struct {
-	driver.Conn
-	n *stmtCounter
-}
-
-func (c *countConn) Prepare(q string) (driver.Stmt, error) {
-	return c.PrepareContext(context.Background(), q)
-}
-
-func (c *countConn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
-	var s driver.Stmt
-	var err error
-	if pc, ok := c.Conn.(driver.ConnPrepareContext); ok {
-		s, err = pc.PrepareContext(ctx, q)
-	} else {
-		s, err = c.Conn.Prepare(q)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &countStmt{Stmt: s, q: q, n: c.n}, nil
-}
-
-func (c *countConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
-	c.n.add("BEGIN")
-	tx, err := c.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
-	if err != nil {
-		return nil, err
-	}
-	return countTx{Tx: tx, n: c.n}, nil
-}
-
-func (c *countConn) ExecContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Result, error) {
-	e, ok := c.Conn.(driver.ExecerContext)
-	if !ok {
-		return nil, driver.ErrSkip
-	}
-	c.n.add(q)
-	return e.ExecContext(ctx, q, args)
-}
-
-func (c *countConn) QueryContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
-	qc, ok := c.Conn.(driver.QueryerContext)
-	if !ok {
-		return nil, driver.ErrSkip
-	}
-	c.n.add(q)
-	return qc.QueryContext(ctx, q, args)
-}
-
-func (c *countConn) CheckNamedValue(nv *driver.NamedValue) error {
-	if ch, ok := c.Conn.(driver.NamedValueChecker); ok {
-		return ch.CheckNamedValue(nv)
-	}
-	return driver.ErrSkip
-}
-
-type countStmt struct {
-	driver.Stmt
-	q string
-	n *stmtCounter
-}
-
-func (s *countStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
-	s.n.add(s.q)
-	return s.Stmt.(driver.StmtExecContext).ExecContext(ctx, args)
-}
-
-func (s *countStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
-	s.n.add(s.q)
-	return s.Stmt.(driver.StmtQueryContext).QueryContext(ctx, args)
-}
-
-type countTx struct {
-	driver.Tx
-	n *stmtCounter
-}
-
-func (t countTx) Commit() error   { t.n.add("COMMIT"); return t.Tx.Commit() }
-func (t countTx) Rollback() error { t.n.add("ROLLBACK"); return t.Tx.Rollback() }

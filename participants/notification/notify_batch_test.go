@@ -3,7 +3,6 @@ package notification
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq"
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
@@ -499,13 +497,7 @@ func anys(ss []string) []any {
 // it into two runs and adds notifyBasket's three.
 func TestNotifyBatchStatements(t *testing.T) {
 	ctx := context.Background()
-	counter := &stmtCounter{}
-	conn, err := pq.NewConnector(testenv.Postgres(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	db := sqlx.NewDb(sql.OpenDB(countConnector{conn, counter}), "postgres")
-	t.Cleanup(func() { db.Close() })
+	db, counter := servicetest.CountedPostgres(t, testenv.Postgres(t), onNotifications)
 	if err := sdk.Migrate(ctx, db); err != nil {
 		t.Fatal(err)
 	}
@@ -531,7 +523,7 @@ func TestNotifyBatchStatements(t *testing.T) {
 		{"five deals, a basket, five deals", append(append(deals(5), basket), deals(5)...), 2 + 3 + 2},
 	}
 	for _, tt := range tests {
-		counter.reset()
+		counter.Reset()
 		var res []sdk.Result
 		if err := inTx(t, db, func(ctx context.Context, tx *sqlx.Tx) error {
 			var err error
@@ -540,7 +532,7 @@ func TestNotifyBatchStatements(t *testing.T) {
 		}); err != nil {
 			t.Fatalf("%s: %v", tt.name, err)
 		}
-		if _, onTable, _ := counter.read(); onTable != tt.want || len(res) != len(tt.cmds) {
+		if onTable := counter.Counts().Matching; onTable != tt.want || len(res) != len(tt.cmds) {
 			t.Errorf("%s: %d statements on notifications, %d results; want %d and %d", tt.name, onTable, len(res), tt.want, len(tt.cmds))
 		}
 	}

@@ -2,17 +2,13 @@ package profile
 
 import (
 	"context"
-	"database/sql"
-	"database/sql/driver"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq"
 	"github.com/shopspring/decimal"
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
@@ -89,13 +85,7 @@ func BenchmarkApproveOrderRun(b *testing.B) {
 func benchApproveRun(b *testing.B, batch, oneKey bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	counter := &stmtCounter{}
-	conn, err := pq.NewConnector(testenv.Postgres(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	db := sqlx.NewDb(sql.OpenDB(countConnector{conn, counter}), "postgres")
-	b.Cleanup(func() { db.Close() })
+	db, counter := servicetest.CountedPostgres(b, testenv.Postgres(b), onProfileTables)
 	if err := sdk.Migrate(ctx, db); err != nil {
 		b.Fatal(err)
 	}
@@ -159,7 +149,7 @@ func benchApproveRun(b *testing.B, batch, oneKey bool) {
 	go func() { done <- p.Run(runCtx) }()
 	defer func() { stop(); <-done }()
 
-	counter.reset()
+	counter.Reset()
 	b.ResetTimer()
 	start := time.Now()
 	if err := prod.Publish(ctx, recs); err != nil {
@@ -184,7 +174,8 @@ func benchApproveRun(b *testing.B, batch, oneKey bool) {
 	}
 	elapsed := time.Since(start)
 	b.StopTimer()
-	total, own, begins, rollbacks := counter.read()
+	n := counter.Counts()
+	total, own, begins, rollbacks := n.Total, n.Matching, n.Begins, n.Rollbacks
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "commands/s")
 	b.ReportMetric(float64(total)/float64(b.N), "stmts/cmd")
 	b.ReportMetric(float64(own)/float64(b.N), "profile-stmts/cmd")
@@ -203,138 +194,15 @@ func benchApproveRun(b *testing.B, batch, oneKey bool) {
 	}
 }
 
-// stmtCounter counts the statements sent through countConnector.
-type stmtCounter struct {
-	mu                            sync.Mutex
-	total, own, begins, rollbacks int
-}
-
 // profileTables are the tables APPROVE_ORDER itself reads and writes.
 var profileTables = []string{"portfolios", "positions", "snapshots", "order_decisions", "order_reversals"}
 
-func (c *stmtCounter) add(q string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.total++
+// onProfileTables picks the statements on profileTables.
+func onProfileTables(q string) bool {
 	for _, t := range profileTables {
 		if strings.Contains(q, " "+t+" ") || strings.Contains(q, " "+t+"\n") {
-			c.own++
-			break
+			return true
 		}
 	}
-	switch q {
-	case "BEGIN":
-		c.begins++
-	case "ROLLBACK":
-		c.rollbacks++
-	}
+	return false
 }
-
-func (c *stmtCounter) reset() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.total, c.own, c.begins, c.rollbacks = 0, 0, 0, 0
-}
-
-func (c *stmtCounter) read() (total, own, begins, rollbacks int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.total, c.own, c.begins, c.rollbacks
-}
-
-// countConnector wraps a driver.Connector and counts every statement
-// executed (on a connection or a prepared statement), BEGIN, COMMIT and
-// ROLLBACK.
-type countConnector struct {
-	driver.Connector
-	n *stmtCounter
-}
-
-func (k countConnector) Connect(ctx context.Context) (driver.Conn, error) {
-	c, err := k.Connector.Connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &countConn{Conn: c, n: k.n}, nil
-}
-
-type countConn struct {
-	driver.Conn
-	n *stmtCounter
-}
-
-func (c *countConn) Prepare(q string) (driver.Stmt, error) {
-	return c.PrepareContext(context.Background(), q)
-}
-
-func (c *countConn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
-	var s driver.Stmt
-	var err error
-	if pc, ok := c.Conn.(driver.ConnPrepareContext); ok {
-		s, err = pc.PrepareContext(ctx, q)
-	} else {
-		s, err = c.Conn.Prepare(q)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &countStmt{Stmt: s, q: q, n: c.n}, nil
-}
-
-func (c *countConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
-	c.n.add("BEGIN")
-	tx, err := c.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
-	if err != nil {
-		return nil, err
-	}
-	return countTx{Tx: tx, n: c.n}, nil
-}
-
-func (c *countConn) ExecContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Result, error) {
-	e, ok := c.Conn.(driver.ExecerContext)
-	if !ok {
-		return nil, driver.ErrSkip
-	}
-	c.n.add(q)
-	return e.ExecContext(ctx, q, args)
-}
-
-func (c *countConn) QueryContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
-	qc, ok := c.Conn.(driver.QueryerContext)
-	if !ok {
-		return nil, driver.ErrSkip
-	}
-	c.n.add(q)
-	return qc.QueryContext(ctx, q, args)
-}
-
-func (c *countConn) CheckNamedValue(nv *driver.NamedValue) error {
-	if ch, ok := c.Conn.(driver.NamedValueChecker); ok {
-		return ch.CheckNamedValue(nv)
-	}
-	return driver.ErrSkip
-}
-
-type countStmt struct {
-	driver.Stmt
-	q string
-	n *stmtCounter
-}
-
-func (s *countStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
-	s.n.add(s.q)
-	return s.Stmt.(driver.StmtExecContext).ExecContext(ctx, args)
-}
-
-func (s *countStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
-	s.n.add(s.q)
-	return s.Stmt.(driver.StmtQueryContext).QueryContext(ctx, args)
-}
-
-type countTx struct {
-	driver.Tx
-	n *stmtCounter
-}
-
-func (t countTx) Commit() error   { t.n.add("COMMIT"); return t.Tx.Commit() }
-func (t countTx) Rollback() error { t.n.add("ROLLBACK"); return t.Tx.Rollback() }
