@@ -36,14 +36,8 @@ func BenchmarkDealsSettle(b *testing.B) {
 	if err := Migrate(ctx, db); err != nil {
 		b.Fatal(err)
 	}
-	brokers := testenv.KafkaBrokers(b)
-	cmdTopic, evTopic := testenv.Name(b, "DEALS_TOPIC"), testenv.Name(b, "SAGA_SERVER_TOPIC")
-	kcfg := kafka.Config{Brokers: brokers, SASL: testenv.KafkaSASLFor(brokers)}
-	if err := kafka.EnsureTopics(ctx, kcfg, 6, cmdTopic, evTopic); err != nil {
-		b.Fatal(err)
-	}
-	p, err := sdk.New(sdk.Config{Name: Name, DB: db, Logger: quiet, Brokers: brokers, KafkaSASL: kcfg.SASL,
-		CommandTopic: cmdTopic, EventTopic: evTopic, Group: testenv.Name(b, "deals")})
+	bus := servicetest.NewKafkaBus(ctx, b, "deals", "DEALS_TOPIC", 6)
+	p, err := sdk.New(bus.Config(Name, db, quiet))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -85,15 +79,15 @@ func BenchmarkDealsSettle(b *testing.B) {
 		dc.Status = dealctx.StatusApproved
 		m := envelope.Message{V: envelope.Version, ID: uuid.NewString(), SagaID: d.SagaID, Saga: SagaName, SagaVersion: 1,
 			Kind: envelope.KindCommand, Name: CommandApprove, Participant: Name, OccurredAt: time.Now().UTC(), Payload: mustJSONb(b, dealctx.Wrap(dc))}
-		recs[i] = kafka.Record{Topic: cmdTopic, Key: m.SagaID, Value: mustJSONb(b, m),
+		recs[i] = kafka.Record{Topic: bus.CommandTopic, Key: m.SagaID, Value: mustJSONb(b, m),
 			Headers: map[string]string{envelope.HeaderKind: string(m.Kind), envelope.HeaderName: m.Name}}
 	}
-	prod, err := kafka.NewProducer(kcfg)
+	prod, err := kafka.NewProducer(bus.Kafka)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer prod.Close()
-	cons, err := kafka.NewConsumer(kcfg, testenv.Name(b, "reader"), evTopic)
+	cons, err := kafka.NewConsumer(bus.Kafka, testenv.Name(b, "reader"), bus.EventTopic)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -28,14 +28,10 @@ func TestSettleBatchThroughRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	db := servicetest.Postgres(t, Migrate)
-	brokers := testenv.KafkaBrokers(t)
-	cmdTopic, evTopic := testenv.Name(t, "DEALS_TOPIC"), testenv.Name(t, "SAGA_SERVER_TOPIC")
-	kcfg := kafka.Config{Brokers: brokers, SASL: testenv.KafkaSASLFor(brokers)}
-	if err := kafka.EnsureTopics(ctx, kcfg, 1, cmdTopic, evTopic); err != nil {
-		t.Fatal(err)
-	}
-	p, err := sdk.New(sdk.Config{Name: Name, DB: db, Logger: quiet, Brokers: brokers, KafkaSASL: kcfg.SASL,
-		CommandTopic: cmdTopic, EventTopic: evTopic, Group: testenv.Name(t, "deals"), MaxAttempts: 2, Backoff: time.Millisecond})
+	bus := servicetest.NewKafkaBus(ctx, t, "deals", "DEALS_TOPIC", 1)
+	cfg := bus.Config(Name, db, quiet)
+	cfg.MaxAttempts, cfg.Backoff = 2, time.Millisecond
+	p, err := sdk.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +62,7 @@ func TestSettleBatchThroughRun(t *testing.T) {
 		m := envelope.Message{V: envelope.Version, ID: id, SagaID: d.SagaID, Saga: SagaName, SagaVersion: 1,
 			Kind: envelope.KindCommand, Name: CommandApprove, Participant: Name, OccurredAt: time.Now().UTC(), Payload: payload}
 		body, _ := json.Marshal(m)
-		return kafka.Record{Topic: cmdTopic, Key: "one-key", Value: body,
+		return kafka.Record{Topic: bus.CommandTopic, Key: "one-key", Value: body,
 			Headers: map[string]string{envelope.HeaderKind: string(m.Kind), envelope.HeaderName: m.Name}}
 	}
 	ids := make([]string, len(alice))
@@ -82,7 +78,7 @@ func TestSettleBatchThroughRun(t *testing.T) {
 			recs = append(recs, forged)
 		}
 	}
-	prod, err := kafka.NewProducer(kcfg)
+	prod, err := kafka.NewProducer(bus.Kafka)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +86,7 @@ func TestSettleBatchThroughRun(t *testing.T) {
 	if err := prod.Publish(ctx, recs); err != nil {
 		t.Fatal(err)
 	}
-	cons, err := kafka.NewConsumer(kcfg, testenv.Name(t, "reader"), evTopic)
+	cons, err := kafka.NewConsumer(bus.Kafka, testenv.Name(t, "reader"), bus.EventTopic)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,14 +51,8 @@ func benchNotify(b *testing.B, batch bool) {
 	if err := Migrate(ctx, db); err != nil {
 		b.Fatal(err)
 	}
-	brokers := testenv.KafkaBrokers(b)
-	cmdTopic, evTopic := testenv.Name(b, "NOTIFICATION_TOPIC"), testenv.Name(b, "SAGA_SERVER_TOPIC")
-	kcfg := kafka.Config{Brokers: brokers, SASL: testenv.KafkaSASLFor(brokers)}
-	if err := kafka.EnsureTopics(ctx, kcfg, 6, cmdTopic, evTopic); err != nil {
-		b.Fatal(err)
-	}
-	p, err := sdk.New(sdk.Config{Name: Name, DB: db, Logger: quiet, Brokers: brokers, KafkaSASL: kcfg.SASL,
-		CommandTopic: cmdTopic, EventTopic: evTopic, Group: testenv.Name(b, "notification")})
+	bus := servicetest.NewKafkaBus(ctx, b, "notification", "NOTIFICATION_TOPIC", 6)
+	p, err := sdk.New(bus.Config(Name, db, quiet))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -81,10 +75,10 @@ func benchNotify(b *testing.B, batch bool) {
 		m := envelope.Message{V: envelope.Version, ID: uuid.NewString(), SagaID: uuid.NewString(), Saga: "MANUAL_CREATE_ORDER", SagaVersion: 3,
 			Kind: envelope.KindCommand, Name: CommandNotify, Participant: Name, OccurredAt: time.Now().UTC(),
 			Payload: mustJSON(b, map[string]any{DTOKey: dtoOf(dc, false)})}
-		recs[i] = kafka.Record{Topic: cmdTopic, Key: m.SagaID, Value: mustJSON(b, m),
+		recs[i] = kafka.Record{Topic: bus.CommandTopic, Key: m.SagaID, Value: mustJSON(b, m),
 			Headers: map[string]string{envelope.HeaderKind: string(m.Kind), envelope.HeaderName: m.Name}}
 	}
-	prod, err := kafka.NewProducer(kcfg)
+	prod, err := kafka.NewProducer(bus.Kafka)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -353,15 +353,11 @@ func TestNotifyBatchThroughRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	db := servicetest.Postgres(t, Migrate)
-	brokers := testenv.KafkaBrokers(t)
-	cmdTopic, evTopic := testenv.Name(t, "NOTIFICATION_TOPIC"), testenv.Name(t, "SAGA_SERVER_TOPIC")
-	kcfg := kafka.Config{Brokers: brokers, SASL: testenv.KafkaSASLFor(brokers)}
-	if err := kafka.EnsureTopics(ctx, kcfg, 1, cmdTopic, evTopic); err != nil {
-		t.Fatal(err)
-	}
+	bus := servicetest.NewKafkaBus(ctx, t, "notification", "NOTIFICATION_TOPIC", 1)
 	sdkLog := &lockedBuffer{}
-	p, err := sdk.New(sdk.Config{Name: Name, DB: db, Logger: slog.New(slog.NewTextHandler(sdkLog, nil)), Brokers: brokers, KafkaSASL: kcfg.SASL,
-		CommandTopic: cmdTopic, EventTopic: evTopic, Group: testenv.Name(t, "notification"), MaxAttempts: 2, Backoff: time.Millisecond})
+	cfg := bus.Config(Name, db, slog.New(slog.NewTextHandler(sdkLog, nil)))
+	cfg.MaxAttempts, cfg.Backoff = 2, time.Millisecond
+	p, err := sdk.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,7 +384,7 @@ func TestNotifyBatchThroughRun(t *testing.T) {
 		m := envelope.Message{V: envelope.Version, ID: id, SagaID: sagaID, Saga: "MANUAL_CREATE_ORDER", SagaVersion: 3,
 			Kind: envelope.KindCommand, Name: CommandNotify, Participant: Name, OccurredAt: time.Now().UTC(), Payload: payload}
 		body, _ := json.Marshal(m)
-		return kafka.Record{Topic: cmdTopic, Key: "one-key", Value: body,
+		return kafka.Record{Topic: bus.CommandTopic, Key: "one-key", Value: body,
 			Headers: map[string]string{envelope.HeaderKind: string(m.Kind), envelope.HeaderName: m.Name}}
 	}
 	var alice []dealctx.DealContext
@@ -406,7 +402,7 @@ func TestNotifyBatchThroughRun(t *testing.T) {
 			recs = append(recs, record(forgedID, forgedSaga, forged))
 		}
 	}
-	prod, err := kafka.NewProducer(kcfg)
+	prod, err := kafka.NewProducer(bus.Kafka)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,14 +28,10 @@ func TestApproveBatchThroughRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	db := servicetest.Postgres(t, Migrate)
-	brokers := testenv.KafkaBrokers(t)
-	cmdTopic, evTopic := testenv.Name(t, "PROFILE_TOPIC"), testenv.Name(t, "SAGA_SERVER_TOPIC")
-	kcfg := kafka.Config{Brokers: brokers, SASL: testenv.KafkaSASLFor(brokers)}
-	if err := kafka.EnsureTopics(ctx, kcfg, 1, cmdTopic, evTopic); err != nil {
-		t.Fatal(err)
-	}
-	p, err := sdk.New(sdk.Config{Name: Name, DB: db, Logger: quiet, Brokers: brokers, KafkaSASL: kcfg.SASL,
-		CommandTopic: cmdTopic, EventTopic: evTopic, Group: testenv.Name(t, "profile"), MaxAttempts: 2, Backoff: time.Millisecond})
+	bus := servicetest.NewKafkaBus(ctx, t, "profile", "PROFILE_TOPIC", 1)
+	cfg := bus.Config(Name, db, quiet)
+	cfg.MaxAttempts, cfg.Backoff = 2, time.Millisecond
+	p, err := sdk.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +52,7 @@ func TestApproveBatchThroughRun(t *testing.T) {
 	record := func(id string, dc dealctx.DealContext) kafka.Record {
 		m := envelope.Message{V: envelope.Version, ID: id, SagaID: uuid.NewString(), Saga: "MANUAL_CREATE_ORDER", SagaVersion: 2,
 			Kind: envelope.KindCommand, Name: CommandApproveOrder, Participant: Name, OccurredAt: time.Now().UTC(), Payload: mustJSON(t, dealctx.Wrap(dc))}
-		return kafka.Record{Topic: cmdTopic, Key: "one-key", Value: mustJSON(t, m),
+		return kafka.Record{Topic: bus.CommandTopic, Key: "one-key", Value: mustJSON(t, m),
 			Headers: map[string]string{envelope.HeaderKind: string(m.Kind), envelope.HeaderName: m.Name}}
 	}
 	ids := make([]string, 4)
@@ -72,7 +68,7 @@ func TestApproveBatchThroughRun(t *testing.T) {
 			recs = append(recs, record(uuid.NewString(), deal("mallory", bob.ID, "buy", "1", "300"))) // forged
 		}
 	}
-	prod, err := kafka.NewProducer(kcfg)
+	prod, err := kafka.NewProducer(bus.Kafka)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +76,7 @@ func TestApproveBatchThroughRun(t *testing.T) {
 	if err := prod.Publish(ctx, recs); err != nil {
 		t.Fatal(err)
 	}
-	cons, err := kafka.NewConsumer(kcfg, testenv.Name(t, "reader"), evTopic)
+	cons, err := kafka.NewConsumer(bus.Kafka, testenv.Name(t, "reader"), bus.EventTopic)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -92,14 +92,8 @@ func benchApproveRun(b *testing.B, batch, oneKey bool) {
 	if err := Migrate(ctx, db); err != nil {
 		b.Fatal(err)
 	}
-	brokers := testenv.KafkaBrokers(b)
-	cmdTopic, evTopic := testenv.Name(b, "PROFILE_TOPIC"), testenv.Name(b, "SAGA_SERVER_TOPIC")
-	kcfg := kafka.Config{Brokers: brokers, SASL: testenv.KafkaSASLFor(brokers)}
-	if err := kafka.EnsureTopics(ctx, kcfg, 6, cmdTopic, evTopic); err != nil {
-		b.Fatal(err)
-	}
-	p, err := sdk.New(sdk.Config{Name: Name, DB: db, Logger: quiet, Brokers: brokers, KafkaSASL: kcfg.SASL,
-		CommandTopic: cmdTopic, EventTopic: evTopic, Group: testenv.Name(b, "profile")})
+	bus := servicetest.NewKafkaBus(ctx, b, "profile", "PROFILE_TOPIC", 6)
+	p, err := sdk.New(bus.Config(Name, db, quiet))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -131,15 +125,15 @@ func benchApproveRun(b *testing.B, batch, oneKey bool) {
 		if oneKey {
 			key = "one-key"
 		}
-		recs[i] = kafka.Record{Topic: cmdTopic, Key: key, Value: mustJSON(b, m),
+		recs[i] = kafka.Record{Topic: bus.CommandTopic, Key: key, Value: mustJSON(b, m),
 			Headers: map[string]string{envelope.HeaderKind: string(m.Kind), envelope.HeaderName: m.Name}}
 	}
-	prod, err := kafka.NewProducer(kcfg)
+	prod, err := kafka.NewProducer(bus.Kafka)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer prod.Close()
-	cons, err := kafka.NewConsumer(kcfg, testenv.Name(b, "reader"), evTopic)
+	cons, err := kafka.NewConsumer(bus.Kafka, testenv.Name(b, "reader"), bus.EventTopic)
 	if err != nil {
 		b.Fatal(err)
 	}
