@@ -253,6 +253,9 @@ func (o *Orchestrator) Run(ctx context.Context, c Consumer) error {
 	if o.cfg.InboxRetention > 0 {
 		wg.Go(func() { relay.Every(timerCtx, o.cfg.PruneEvery, o.pruneOnce) })
 	}
+	if rs, ok := o.st.(statsRefresher); ok {
+		wg.Go(func() { relay.Every(timerCtx, statsEvery, func(ctx context.Context) { o.refreshStats(ctx, rs) }) })
+	}
 
 	o.intakeLoop(ctx, c)
 
@@ -280,6 +283,27 @@ func (o *Orchestrator) pruneOnce(ctx context.Context) {
 		o.log.Warn("prune inbox failed; trying again later", "err", err, "retention", o.cfg.InboxRetention)
 	case n > 0:
 		o.log.Info("pruned inbox", "removed", n, "retention", o.cfg.InboxRetention)
+	}
+}
+
+// statsRefresher is a store that keeps its tables' planner statistics up
+// to date as they grow (sqlstore on PostgreSQL: sqldb.RefreshStats).
+type statsRefresher interface {
+	RefreshStats(ctx context.Context) ([]string, error)
+}
+
+// statsEvery is how often Run refreshes the store's statistics (as
+// internal/sqldb.StatsEvery: the engine's root imports no database code).
+const statsEvery = 5 * time.Second
+
+// refreshStats is Run's statistics job.
+func (o *Orchestrator) refreshStats(ctx context.Context, rs statsRefresher) {
+	analyzed, err := rs.RefreshStats(ctx)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		o.log.Warn("refresh planner statistics failed; trying again later", "err", err, "analyzed", analyzed)
+	case len(analyzed) > 0:
+		o.log.Debug("refreshed planner statistics", "tables", analyzed)
 	}
 }
 

@@ -20,8 +20,9 @@
 // PostgreSQL (one array per column expanded by unnest; JSON columns as one
 // JSON array expanded by json_array_elements), so that the orchestrator can
 // apply hundreds of events per transaction. The statements are prepared once
-// per connection and planned per execution: Open adds
-// plan_cache_mode=force_custom_plan to a PostgreSQL URL that does not set it. On SQLite, which
+// per connection; RefreshStats (run by the orchestrator every few seconds)
+// analyzes the tables as they grow, so that their cached generic plans are
+// made again with the tables' real sizes. On SQLite, which
 // runs in-process, batches use prepared statements per row inside the
 // transaction; SQLite runs in WAL mode with synchronous=FULL, foreign keys
 // and a busy timeout, with one writer connection and a separate pool of

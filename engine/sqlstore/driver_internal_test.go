@@ -10,19 +10,30 @@ import (
 	"github.com/portfolio-counselor/sagamachine/internal/testenv"
 )
 
-// TestStoreDriverAndCustomPlans opens the store under each PostgreSQL
-// driver (sqldb.DriverEnv) and checks that it uses that driver and that
-// plan_cache_mode=force_custom_plan, which Open adds to the URL, is in
+// TestStoreDriverAndURLParams opens the store under each PostgreSQL
+// driver (sqldb.DriverEnv) and checks that it uses that driver and that a
+// run-time parameter of the URL (an operator's plan_cache_mode) is in
 // force on every connection of its pool (pgx and lib/pq pass URL
-// parameters to the server differently); and that a unique violation is
-// classified as a conflict under both (error codes are read through
-// sqldb.SQLState).
-func TestStoreDriverAndCustomPlans(t *testing.T) {
+// parameters to the server differently) while the store adds none of its
+// own (the server's default plan mode: generic plans follow the tables
+// through RefreshStats); and that a unique violation is classified as a
+// conflict under both (error codes are read through sqldb.SQLState).
+func TestStoreDriverAndURLParams(t *testing.T) {
 	ctx := context.Background()
 	for _, driver := range []string{sqldb.DriverPgx, sqldb.DriverLibPQ} {
 		t.Run(driver, func(t *testing.T) {
 			t.Setenv(sqldb.DriverEnv, driver)
-			s, err := Open(ctx, testenv.Postgres(t), WithMaxConns(3))
+			url := testenv.Postgres(t)
+			plain, err := Open(ctx, url)
+			if err != nil {
+				t.Fatalf("open: %v", err)
+			}
+			var mode string
+			if err := plain.w.QueryRowContext(ctx, `SHOW plan_cache_mode`).Scan(&mode); err != nil || mode != "auto" {
+				t.Errorf("plan_cache_mode without a URL parameter: got %q (err %v), want the server's auto", mode, err)
+			}
+			plain.Close()
+			s, err := Open(ctx, url+"&plan_cache_mode=force_custom_plan", WithMaxConns(3))
 			if err != nil {
 				t.Fatalf("open: %v", err)
 			}

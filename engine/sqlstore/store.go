@@ -81,7 +81,7 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*Store, error) {
 	switch kind {
 	case kindPostgres:
 		s.d = postgresDialect
-		db, err := sqldb.OpenPostgres(sqldb.WithCustomPlans(target)) // the driver of sqldb.DriverEnv
+		db, err := sqldb.OpenPostgres(target) // the driver of sqldb.DriverEnv
 		if err != nil {
 			return nil, &engine.Error{Code: engine.CodeInvalid, Op: op, Err: err}
 		}
@@ -182,6 +182,17 @@ func (s *Store) Ping(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// RefreshStats analyzes the store's tables that grew since their last
+// ANALYZE, so that the cached plans of its prepared statements follow
+// them (sqldb.RefreshStats; nothing on SQLite). The orchestrator's Run
+// calls it every few seconds.
+func (s *Store) RefreshStats(ctx context.Context) ([]string, error) {
+	if !s.d.postgres {
+		return nil, nil
+	}
+	return sqldb.RefreshStats(ctx, s.w)
 }
 
 // Close releases the connections.

@@ -3,7 +3,6 @@ package sqldb
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"strings"
 
@@ -59,30 +58,6 @@ func OpenPostgres(rawURL string) (*sqlx.DB, error) {
 		return nil, err
 	}
 	return OpenPostgresWith(driver, rawURL)
-}
-
-// WithCustomPlans adds plan_cache_mode=force_custom_plan to a PostgreSQL
-// URL that does not set it (Open does, and so does the engine's store).
-// The hot statements are prepared once per connection; a generic plan,
-// chosen once while the tables are small (a new database), keeps scanning
-// a table sequentially as it grows, until an ANALYZE happens to invalidate
-// it: on a 10,000-saga run, profile's batch read of earlier decisions
-// scanned order_decisions whole 1,075 times (5.6 million rows) and
-// notification's recipient check scanned notifications 343 times. A custom
-// plan sees the statement's real arguments and the current table size every
-// time, for a plan made per execution. An operator's plan_cache_mode stays.
-func WithCustomPlans(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return rawURL
-	}
-	q := u.Query()
-	if q.Has("plan_cache_mode") {
-		return rawURL
-	}
-	q.Set("plan_cache_mode", "force_custom_plan")
-	u.RawQuery = q.Encode()
-	return u.String()
 }
 
 // OpenPostgresWith is OpenPostgres with the driver given (DriverPgx or

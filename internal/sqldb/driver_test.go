@@ -356,35 +356,3 @@ func TestPgxEncodesArraysInBinary(t *testing.T) {
 		}
 	}
 }
-
-func TestWithCustomPlans(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"postgres://u@h:5432/db?sslmode=disable", "postgres://u@h:5432/db?plan_cache_mode=force_custom_plan&sslmode=disable"},
-		{"postgres://u@h/db", "postgres://u@h/db?plan_cache_mode=force_custom_plan"},
-		{"postgres://u@h/db?plan_cache_mode=auto", "postgres://u@h/db?plan_cache_mode=auto"}, // the operator's choice stays
-	}
-	for _, tc := range tests {
-		if got := sqldb.WithCustomPlans(tc.in); got != tc.want {
-			t.Errorf("WithCustomPlans(%q) = %q, want %q", tc.in, got, tc.want)
-		}
-	}
-}
-
-// TestOpenUsesCustomPlans: a service database opened with Open (every
-// participant service's) plans each execution of a prepared statement
-// for its arguments: plan_cache_mode=force_custom_plan is in force unless
-// the URL says otherwise.
-func TestOpenUsesCustomPlans(t *testing.T) {
-	ctx := context.Background()
-	for _, tc := range []struct{ suffix, want string }{{"", "force_custom_plan"}, {"&plan_cache_mode=auto", "auto"}} {
-		db, err := sqldb.Open(ctx, testenv.Postgres(t)+tc.suffix, 2)
-		if err != nil {
-			t.Fatalf("Open: %v", err)
-		}
-		var mode string
-		if err := db.QueryRowContext(ctx, `SHOW plan_cache_mode`).Scan(&mode); err != nil || mode != tc.want {
-			t.Errorf("Open(URL%s): plan_cache_mode %q (err %v), want %q", tc.suffix, mode, err, tc.want)
-		}
-		db.Close()
-	}
-}

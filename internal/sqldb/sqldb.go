@@ -44,7 +44,7 @@ func SQLitePath(rawURL string) (string, error) {
 
 // Open opens a service database and pings it:
 //
-//	postgres://user@host:5432/db?sslmode=disable   PostgreSQL (driver: DriverEnv), a pool of maxConns (0: DefaultMaxConns), custom plans (WithCustomPlans)
+//	postgres://user@host:5432/db?sslmode=disable   PostgreSQL (driver: DriverEnv), a pool of maxConns (0: DefaultMaxConns)
 //	postgresql://...                               the same
 //	sqlite:PATH, file:PATH or a plain PATH         SQLite file (modernc.org/sqlite), created if missing
 //
@@ -63,7 +63,7 @@ func Open(ctx context.Context, rawURL string, maxConns int) (*sqlx.DB, error) {
 	var db *sqlx.DB
 	var err error
 	if IsPostgres(rawURL) {
-		if db, err = OpenPostgres(WithCustomPlans(rawURL)); err != nil {
+		if db, err = OpenPostgres(rawURL); err != nil {
 			return nil, err
 		}
 		db.SetMaxOpenConns(maxConns)

@@ -180,7 +180,7 @@ type Participant struct {
 	dialect    dialect
 	log        *slog.Logger
 	kick       relay.Signal // wakes the relay
-	txSettings string       // txbound.go: bounds a handler transaction's idle time, plans per execution (PostgreSQL)
+	txSettings string       // txbound.go: bounds a handler transaction's idle time (PostgreSQL)
 
 	mu       sync.RWMutex
 	handlers map[string]handlerFunc

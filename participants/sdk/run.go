@@ -9,6 +9,7 @@ import (
 
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/internal/delivery/relay"
+	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 )
 
 // Run consumes the participant's commands and relays its outbox until ctx
@@ -73,6 +74,11 @@ func (p *Participant) Run(ctx context.Context) error {
 		p.log.Info("inbox pruning disabled (negative InboxRetention): the inbox grows without bound")
 	} else {
 		wg.Go(func() { relay.Every(ctx, p.cfg.PruneEvery, p.pruneOnce) })
+	}
+	if p.dialect == dialectPostgres {
+		// The planner statistics of every table of the participant's
+		// database, the handlers' included (sqldb.RefreshStats).
+		wg.Go(func() { relay.Every(ctx, sqldb.StatsEvery, p.refreshStats) })
 	}
 	p.consume(ctx, work, cons)
 	close(stopRelay) // the batch under way is finished with work
@@ -246,4 +252,17 @@ func (p *Participant) handlePartition(work context.Context, stop <-chan struct{}
 		}
 	}
 	return recs[:done]
+}
+
+// refreshStats is Run's statistics job: ANALYZE the tables of the
+// participant's database that grew since their last ANALYZE, so that the
+// cached plans of prepared statements follow them.
+func (p *Participant) refreshStats(ctx context.Context) {
+	analyzed, err := sqldb.RefreshStats(ctx, p.db)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		p.log.Warn("refresh planner statistics failed; trying again later", "err", err, "analyzed", analyzed)
+	case len(analyzed) > 0:
+		p.log.Debug("refreshed planner statistics", "tables", analyzed)
+	}
 }

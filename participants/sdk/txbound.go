@@ -14,11 +14,6 @@ import (
 // the rows it locked do not hold up the replica that takes its partitions
 // over. The setting is local to the transaction (set_config's third
 // argument), so the pooled connection keeps the server's default after it.
-// The same statement makes the transaction plan every prepared statement
-// for its arguments (plan_cache_mode force_custom_plan, unless the
-// connection chose a mode other than the default auto): a generic plan
-// made while the SDK's tables were small keeps scanning them whole as they
-// grow (the inbox lookups of a batch, and the handler's own statements).
 // The statement has no parameters: the simple query protocol, one round
 // trip.
 func (p *Participant) beginHandlerTx(ctx context.Context) (*sqlx.Tx, error) {
@@ -41,10 +36,7 @@ func (p *Participant) beginBatchTx(ctx context.Context) (*sqlx.Tx, error) {
 }
 
 // txSettingsSQL is the select list that sets idle_in_transaction_session_timeout
-// to ms milliseconds, and plan_cache_mode to force_custom_plan where it was
-// auto, for the current transaction only.
+// to ms milliseconds for the current transaction only.
 func txSettingsSQL(ms int64) string {
-	return "set_config('idle_in_transaction_session_timeout', '" + strconv.FormatInt(ms, 10) + "', true), " +
-		"set_config('plan_cache_mode', CASE current_setting('plan_cache_mode') WHEN 'auto' THEN 'force_custom_plan' " +
-		"ELSE current_setting('plan_cache_mode') END, true)"
+	return "set_config('idle_in_transaction_session_timeout', '" + strconv.FormatInt(ms, 10) + "', true)"
 }
