@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -51,6 +52,7 @@ type ledger struct {
 	runs    map[string]int                     // handler runs per command name
 	seen    []sdk.Command[order]               // every REVERT_ORDER the handler got
 	failFwd func(cmd sdk.Command[order]) error // if set, APPROVE_ORDER fails with its error
+	failRev func(cmd sdk.Command[order]) error // if set, REVERT_ORDER fails with its error
 }
 
 const ledgerCash = 100
@@ -106,7 +108,13 @@ func newLedger(t *testing.T, db *sqlx.DB, cfg sdk.Config) *ledger {
 		l.mu.Lock()
 		l.runs[cmd.Name]++
 		l.seen = append(l.seen, cmd)
+		fail := l.failRev
 		l.mu.Unlock()
+		if fail != nil {
+			if err := fail(cmd); err != nil {
+				return sdk.Result{}, err
+			}
+		}
 		d := cmd.Payload.DealContext
 		// Null-safe and idempotent: only a debit not reverted yet is undone.
 		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE debits SET reverted = 1 WHERE deal_id = ? AND reverted = 0`), d.DealID)
@@ -568,4 +576,83 @@ func TestDeadlineMarginValidation(t *testing.T) {
 // quietLogger logs warnings and errors through t.Log.
 func quietLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// TestParkedCompensationBarsItsForward: a compensation command that fails
+// and is parked (its transaction rolled back) still bars the command it
+// compensates, if that one has not been handled: the forward command
+// arriving later is refused (COMMAND_EXPIRED, handler not run, no cash
+// moved), so the participant does not apply what its saga is compensating.
+// A forward command handled before its compensation was parked is left as
+// it is (applied, for the operator who settles the dead letter), and a
+// record whose envelope is malformed bars nothing.
+func TestParkedCompensationBarsItsForward(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *sqlx.DB) {
+		l := newLedger(t, db, sdk.Config{MaxAttempts: 2})
+		l.failRev = func(sdk.Command[order]) error { return sdk.Permanent(errors.New("the order to revert does not match")) }
+
+		// Compensation first, parked; then its forward command.
+		fwd := forward("d1", l.clock.Now().Add(time.Hour))
+		comp := compensation(fwd)
+		out := l.dispatch(t, comp)
+		if out.DeadLetter == nil {
+			t.Fatalf("failing compensation: outcome %+v, want it parked", out)
+		}
+		if got := l.outbox(t); len(got) != 0 {
+			t.Errorf("parked compensation answered %+v, want nothing", got)
+		}
+		out = l.dispatch(t, fwd)
+		checkExpired(t, out, l.outbox(t), fwd, sdk.ReasonCompensated+" (compensation command "+comp.ID+")")
+		if got := l.handlerRuns("APPROVE_ORDER"); got != 0 {
+			t.Errorf("APPROVE_ORDER handler runs = %d, want 0", got)
+		}
+		if got, want := l.cash(t), ledgerCash; got != want {
+			t.Errorf("cash = %d, want %d (nothing applied behind the parked compensation)", got, want)
+		}
+		// The compensation re-sent and parked again: one dead letter, the
+		// same barrier.
+		again := comp
+		again.Attempt = 2
+		if out := l.dispatch(t, again); out.DeadLetter == nil || out.DeadLetter.ID != l.deadLetters(t)[0].ID {
+			t.Errorf("re-sent failing compensation: %+v, want the same dead letter", out.DeadLetter)
+		}
+
+		// Forward first (applied), then its compensation parked: nothing
+		// is barred or undone; the debit stays for the operator.
+		fwd2 := forward("d2", l.clock.Now().Add(time.Hour))
+		if out := l.dispatch(t, fwd2); out.Reply == nil || out.Reply.Name != "ORDER_APPROVED" {
+			t.Fatalf("forward d2: %+v, want ORDER_APPROVED", out.Reply)
+		}
+		l.outbox(t)
+		if out := l.dispatch(t, compensation(fwd2)); out.DeadLetter == nil {
+			t.Fatalf("failing compensation of d2: %+v, want it parked", out)
+		}
+		if got, want := l.debits(t), []string{"d2"}; !slices.Equal(got, want) {
+			t.Errorf("debits = %v, want %v", got, want)
+		}
+		if got := rows(t, db, "sdk_compensated", fwd2.ID); got != 0 {
+			t.Errorf("sdk_compensated rows of the applied d2 = %d, want 0 (its compensation failed)", got)
+		}
+
+		// A malformed record that names a compensated id bars nothing.
+		fwd3 := forward("d3", l.clock.Now().Add(time.Hour))
+		bad := compensation(fwd3)
+		bad.V = 99 // an envelope version the SDK does not read
+		if out := l.dispatch(t, bad); out.DeadLetter == nil {
+			t.Fatalf("malformed compensation: %+v, want it parked", out)
+		}
+		if out := l.dispatch(t, fwd3); out.Expired || out.Reply == nil || out.Reply.Name != "ORDER_APPROVED" {
+			t.Errorf("forward d3 after a malformed record naming it: %+v, want ORDER_APPROVED", out.Reply)
+		}
+	})
+}
+
+// deadLetters lists the ledger's dead letters.
+func (l *ledger) deadLetters(t *testing.T) []sdk.DeadLetter {
+	t.Helper()
+	dls, err := l.p.DeadLetters(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dls
 }

@@ -77,20 +77,20 @@ func (p *Participant) Dispatch(ctx context.Context, rec Record) (Outcome, error)
 func (p *Participant) dispatch(ctx context.Context, stop <-chan struct{}, rec kafka.Record, prior error) (Outcome, error) {
 	msg, err := p.decode(rec)
 	if err != nil {
-		return p.parkRecord(ctx, rec, msg, err, 0)
+		return p.parkRecord(ctx, rec, msg, err, 0, false) // a malformed envelope's fields are not trusted
 	}
 	out := Outcome{Command: msg}
 	log := p.log.With("saga_id", msg.SagaID, "command_id", msg.ID, "command", msg.Name)
 	h, ok := p.handler(msg.Name)
 	if !ok {
-		return p.parkRecord(ctx, rec, msg, errs.Errorf(errs.CodeInvalid, "dispatch", "participant %s has no handler for command %s (handlers: %s)", p.cfg.Name, msg.Name, strings.Join(p.Commands(), ", ")), 0)
+		return p.parkRecord(ctx, rec, msg, errs.Errorf(errs.CodeInvalid, "dispatch", "participant %s has no handler for command %s (handlers: %s)", p.cfg.Name, msg.Name, strings.Join(p.Commands(), ", ")), 0, true)
 	}
 	infraFailures := 0
 	if prior != nil {
 		out.Attempts, out.Err = 1, prior
 		if IsPermanent(prior) || p.cfg.MaxAttempts <= 1 {
 			log.Warn("command failed, parking it as a dead letter", "attempts", 1, "err", prior)
-			parked, perr := p.parkRecord(ctx, rec, msg, prior, 1)
+			parked, perr := p.parkRecord(ctx, rec, msg, prior, 1, true)
 			parked.Attempts = 1
 			return parked, perr
 		}
@@ -126,7 +126,7 @@ func (p *Participant) dispatch(ctx context.Context, stop <-chan struct{}, rec ka
 		if counted {
 			if IsPermanent(err) || out.Attempts >= p.cfg.MaxAttempts {
 				log.Warn("command failed, parking it as a dead letter", "attempts", out.Attempts, "err", err)
-				parked, perr := p.parkRecord(ctx, rec, msg, err, out.Attempts)
+				parked, perr := p.parkRecord(ctx, rec, msg, err, out.Attempts, true)
 				parked.Attempts = out.Attempts
 				return parked, perr
 			}
@@ -342,7 +342,10 @@ func (p *Participant) outRowFor(m *envelope.Message, body []byte, in map[string]
 }
 
 // parkRecord stores a dead letter for rec. A nil error means it is durable.
-func (p *Participant) parkRecord(ctx context.Context, rec kafka.Record, msg envelope.Message, cause error, attempts int) (Outcome, error) {
+// With barrier (msg is a well-formed envelope: its handler failed, or
+// there is none), a compensation command leaves the barrier of the command
+// it compensates (park).
+func (p *Participant) parkRecord(ctx context.Context, rec kafka.Record, msg envelope.Message, cause error, attempts int, barrier bool) (Outcome, error) {
 	offset := rec.Offset
 	if rec.Topic == "" {
 		offset = -1
@@ -352,7 +355,11 @@ func (p *Participant) parkRecord(ctx context.Context, rec kafka.Record, msg enve
 		Topic: rec.Topic, Partition: rec.Partition, Offset: offset, Headers: rec.Headers, Body: rec.Value,
 	}
 	out := Outcome{Command: msg, Attempts: attempts, Err: cause}
-	stored, err := p.park(ctx, dl)
+	var comp *envelope.Message
+	if barrier && msg.Compensates != "" {
+		comp = &msg
+	}
+	stored, err := p.park(ctx, dl, comp)
 	if err != nil {
 		return out, err
 	}

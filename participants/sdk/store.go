@@ -172,14 +172,41 @@ func (r deadLetterRow) deadLetter() (DeadLetter, error) {
 
 // park stores a dead letter. A command already parked (same message id) is
 // updated rather than stored twice, so the saga-machine's re-sends of a
-// failing command leave one row.
-func (p *Participant) park(ctx context.Context, dl DeadLetter) (DeadLetter, error) {
+// failing command leave one row. For a compensation command that failed
+// (comp non-nil) it also writes, in the same transaction, the barrier of
+// the command it compensates if that command has not been handled: its
+// inbox row with the refusal, as a handled compensation would (barrierFor).
+// The forward command then never applies if it arrives after its
+// compensation was parked: the saga is compensating it, and an operator
+// settling the parked compensation finds nothing applied behind it.
+func (p *Participant) park(ctx context.Context, dl DeadLetter, comp *envelope.Message) (DeadLetter, error) {
 	now := time.Now().UTC()
 	tx, err := p.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return dl, fmt.Errorf("park command %s as a dead letter: %w", dl.MessageID, err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	// After the dead letter's write (SQLite: write first, then read).
+	bar := func() error {
+		if comp == nil || comp.Compensates == "" {
+			return nil
+		}
+		kept, err := p.keptReplies(ctx, tx, []envelope.Message{{ID: comp.Compensates}})
+		if err != nil {
+			return fmt.Errorf("park compensation %s: look up the command it compensates: %w", comp.ID, err)
+		}
+		if _, handled := kept[comp.Compensates]; handled {
+			return nil // applied (or barred) already: the operator settles it
+		}
+		b, err := p.barrierFor(*comp, kept)
+		if err != nil {
+			return fmt.Errorf("park compensation %s: %w", comp.ID, err)
+		}
+		if err := p.recordBarrier(ctx, tx, []barrierRow{b}); err != nil {
+			return fmt.Errorf("park compensation %s: %w", comp.ID, err)
+		}
+		return nil
+	}
 	if dl.MessageID != "" {
 		// Write first, then read: on SQLite a transaction that reads before
 		// writing cannot take the write lock once another writer committed.
@@ -195,6 +222,9 @@ func (p *Participant) park(ctx context.Context, dl DeadLetter) (DeadLetter, erro
 			q := tx.Rebind(`SELECT * FROM sdk_dead_letters WHERE message_id = ? ORDER BY created_at LIMIT 1`)
 			if err := tx.GetContext(ctx, &row, q, dl.MessageID); err != nil {
 				return dl, fmt.Errorf("park command %s as a dead letter: read back: %w", dl.MessageID, err)
+			}
+			if err := bar(); err != nil {
+				return dl, err
 			}
 			if err := tx.Commit(); err != nil {
 				return dl, fmt.Errorf("park command %s as dead letter %s: commit: %w", dl.MessageID, row.ID, err)
@@ -213,6 +243,9 @@ func (p *Participant) park(ctx context.Context, dl DeadLetter) (DeadLetter, erro
 	if _, err := tx.ExecContext(ctx, q, dl.ID, dl.MessageID, dl.SagaID, dl.Command, dl.Reason, dl.Attempts,
 		dl.Topic, dl.Partition, dl.Offset, encodeHeaders(dl.Headers), body, now, now); err != nil {
 		return dl, fmt.Errorf("park command %s as a dead letter: %w", dl.MessageID, err)
+	}
+	if err := bar(); err != nil {
+		return dl, err
 	}
 	if err := tx.Commit(); err != nil {
 		return dl, fmt.Errorf("park command %s as a dead letter: commit: %w", dl.MessageID, err)
