@@ -11,7 +11,6 @@ import (
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
-	"github.com/portfolio-counselor/sagamachine/internal/testenv"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service/servicetest"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
@@ -78,23 +77,9 @@ func TestSettleBatchThroughRun(t *testing.T) {
 			recs = append(recs, forged)
 		}
 	}
-	prod, err := kafka.NewProducer(bus.Kafka)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prod.Close()
-	if err := prod.Publish(ctx, recs); err != nil {
-		t.Fatal(err)
-	}
-	cons, err := kafka.NewConsumer(bus.Kafka, testenv.Name(t, "reader"), bus.EventTopic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cons.Close()
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(runCtx) }()
-	defer func() { stop(); <-done }()
+	bus.Publish(ctx, t, recs)
+	cons := bus.Replies(t)
+	servicetest.Run(ctx, t, p)
 
 	replies := map[string][]string{} // command id -> reply ids
 	for n := 0; n < len(alice)+1; {

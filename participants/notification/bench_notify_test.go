@@ -78,15 +78,8 @@ func benchNotify(b *testing.B, batch bool) {
 		recs[i] = kafka.Record{Topic: bus.CommandTopic, Key: m.SagaID, Value: mustJSON(b, m),
 			Headers: map[string]string{envelope.HeaderKind: string(m.Kind), envelope.HeaderName: m.Name}}
 	}
-	prod, err := kafka.NewProducer(bus.Kafka)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer prod.Close()
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(runCtx) }()
-	defer func() { stop(); <-done }()
+	prod := bus.Producer(b)
+	servicetest.Run(ctx, b, p)
 
 	// The consumer has joined its group and handled one command before
 	// the timer starts.

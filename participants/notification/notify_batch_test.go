@@ -402,18 +402,8 @@ func TestNotifyBatchThroughRun(t *testing.T) {
 			recs = append(recs, record(forgedID, forgedSaga, forged))
 		}
 	}
-	prod, err := kafka.NewProducer(bus.Kafka)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prod.Close()
-	if err := prod.Publish(ctx, recs); err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(runCtx) }()
-	defer func() { stop(); <-done }()
+	bus.Publish(ctx, t, recs)
+	servicetest.Run(ctx, t, p)
 
 	// NOTIFY has no reply: wait until alice's commands are in the inbox
 	// and the forged one is too (handled: a failure of the test) or parked.

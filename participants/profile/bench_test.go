@@ -128,20 +128,9 @@ func benchApproveRun(b *testing.B, batch, oneKey bool) {
 		recs[i] = kafka.Record{Topic: bus.CommandTopic, Key: key, Value: mustJSON(b, m),
 			Headers: map[string]string{envelope.HeaderKind: string(m.Kind), envelope.HeaderName: m.Name}}
 	}
-	prod, err := kafka.NewProducer(bus.Kafka)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer prod.Close()
-	cons, err := kafka.NewConsumer(bus.Kafka, testenv.Name(b, "reader"), bus.EventTopic)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cons.Close()
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(runCtx) }()
-	defer func() { stop(); <-done }()
+	prod := bus.Producer(b)
+	cons := bus.Replies(b)
+	servicetest.Run(ctx, b, p)
 
 	counter.Reset()
 	b.ResetTimer()

@@ -46,3 +46,44 @@ func (b KafkaBus) Config(name string, db *sqlx.DB, log *slog.Logger) sdk.Config 
 	return sdk.Config{Name: name, DB: db, Logger: log, Brokers: b.Kafka.Brokers, KafkaSASL: b.Kafka.SASL,
 		CommandTopic: b.CommandTopic, EventTopic: b.EventTopic, Group: b.Group}
 }
+
+// Producer returns a producer on the bus's broker, closed when tb ends.
+func (b KafkaBus) Producer(tb testing.TB) *kafka.Producer {
+	tb.Helper()
+	prod, err := kafka.NewProducer(b.Kafka)
+	if err != nil {
+		tb.Fatalf("producer: %v", err)
+	}
+	tb.Cleanup(func() { prod.Close() })
+	return prod
+}
+
+// Publish publishes recs (to the command topic, as they name it) with a
+// producer of its own.
+func (b KafkaBus) Publish(ctx context.Context, tb testing.TB, recs []kafka.Record) {
+	tb.Helper()
+	if err := b.Producer(tb).Publish(ctx, recs); err != nil {
+		tb.Fatalf("publish %d records: %v", len(recs), err)
+	}
+}
+
+// Replies returns a consumer of the bus's event topic from its start (the
+// participant's replies), in a group of its own, closed when tb ends.
+func (b KafkaBus) Replies(tb testing.TB) *kafka.Consumer {
+	tb.Helper()
+	cons, err := kafka.NewConsumer(b.Kafka, testenv.Name(tb, "reader"), b.EventTopic)
+	if err != nil {
+		tb.Fatalf("reply consumer: %v", err)
+	}
+	tb.Cleanup(func() { cons.Close() })
+	return cons
+}
+
+// Run runs p (sdk.Participant.Run) until tb ends, then stops it and waits
+// for it to return.
+func Run(ctx context.Context, tb testing.TB, p *sdk.Participant) {
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx) }()
+	tb.Cleanup(func() { stop(); <-done })
+}
