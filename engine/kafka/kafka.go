@@ -28,9 +28,11 @@ const (
 	// DefaultFetchLinger is the default Config.FetchLinger: none. Fetch
 	// returns what has arrived; batches grow with the load by themselves
 	// (what arrives while a batch is handled is the next batch).
-	DefaultFetchLinger     = time.Duration(0)
-	DefaultMaxBatchBytes   = 1_000_000
-	DefaultFetchMaxWait    = 500 * time.Millisecond
+	DefaultFetchLinger   = time.Duration(0)
+	DefaultMaxBatchBytes = 1_000_000
+	DefaultFetchMaxWait  = 500 * time.Millisecond
+	// DefaultCommitInterval is the default Config.CommitInterval.
+	DefaultCommitInterval  = 200 * time.Millisecond
 	DefaultDeliveryTimeout = 30 * time.Second
 	DefaultDialTimeout     = 5 * time.Second
 	DefaultSessionTimeout  = 20 * time.Second
@@ -150,6 +152,15 @@ type Config struct {
 	// length to every hop of an idle system (5 hops of a saga: 50 ms at
 	// 10 ms each, measured), so it is only for tuning a loaded one.
 	FetchLinger time.Duration
+	// CommitInterval is how often a consumer sends the offsets that
+	// Consumer.Commit marked to the group coordinator. Commit itself only
+	// marks, so the consumer's loop never waits for a commit round trip,
+	// and one request carries every batch of the interval. The marked
+	// offsets are also committed, synchronously, before the group takes a
+	// partition away (rebalance) and by Close. After a crash, the records
+	// of at most the last interval are delivered again (at-least-once:
+	// the inboxes drop them). Default 200ms.
+	CommitInterval time.Duration
 	// DeliveryTimeout bounds how long Publish keeps retrying one record
 	// (broker down, leader moving) when ctx has no earlier deadline.
 	// Default 30s.
@@ -206,6 +217,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		{"Linger", cfg.Linger < 0},
 		{"MaxBatchBytes", cfg.MaxBatchBytes < 0},
 		{"FetchMaxWait", cfg.FetchMaxWait < 0},
+		{"CommitInterval", cfg.CommitInterval < 0},
 		{"DeliveryTimeout", cfg.DeliveryTimeout < 0},
 		{"DialTimeout", cfg.DialTimeout < 0},
 		{"SessionTimeout", cfg.SessionTimeout < 0},
@@ -235,6 +247,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.FetchMaxWait == 0 {
 		cfg.FetchMaxWait = DefaultFetchMaxWait
+	}
+	if cfg.CommitInterval == 0 {
+		cfg.CommitInterval = DefaultCommitInterval
 	}
 	if cfg.DeliveryTimeout == 0 {
 		cfg.DeliveryTimeout = DefaultDeliveryTimeout
@@ -442,8 +457,10 @@ func topicList(recs []Record) string {
 	return strings.Join(names, ", ")
 }
 
-// Consumer is one member of a consumer group. Auto-commit is off: offsets move
-// only through Commit. A new group starts at the earliest offset.
+// Consumer is one member of a consumer group. Offsets move only past records
+// passed to Commit, which marks them; the marks reach the group coordinator
+// every Config.CommitInterval, before a rebalance takes a partition away, on
+// Flush and on Close. A new group starts at the earliest offset.
 //
 // Fetch and Commit are meant to be called in turn from one goroutine: between
 // a Fetch and the following Commit the group cannot rebalance the fetched
@@ -480,7 +497,12 @@ func NewConsumer(cfg Config, group string, topics ...string) (*Consumer, error) 
 	opts := append(cfg.clientOpts(),
 		kgo.ConsumerGroup(group),
 		kgo.ConsumeTopics(topics...),
-		kgo.DisableAutoCommit(),
+		// Commit marks; the client sends the marks every CommitInterval
+		// and, in its default OnPartitionsRevoked, synchronously before
+		// a partition is revoked (the rebalance waits for Commit, see
+		// BlockRebalanceOnPoll).
+		kgo.AutoCommitMarks(),
+		kgo.AutoCommitInterval(cfg.CommitInterval),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxWait(cfg.FetchMaxWait),
@@ -602,10 +624,15 @@ func transient(err error) bool {
 	return kerr.IsRetriable(err) || errors.As(err, &groupErr) || errors.As(err, &lossErr)
 }
 
-// Commit synchronously commits, per partition, the offset after the highest
-// record of recs (normally everything the last Fetch returned), then lets the
-// group rebalance. Call it only after the records' effects are durable.
-// Committing no records just allows the rebalance.
+// Commit marks, per partition, the offset after the highest record of recs
+// (normally everything the last Fetch returned) as done, then lets the group
+// rebalance. Call it only after the records' effects are durable. It does
+// not wait for the broker: the marks are sent every Config.CommitInterval,
+// and synchronously before a rebalance revokes a partition, so a record
+// marked here is never fetched again by another member after a clean
+// handover; after a crash, the last interval's records are redelivered. Use
+// Flush to wait until the marks are committed. Committing no records just
+// allows the rebalance.
 func (c *Consumer) Commit(ctx context.Context, recs []Record) error {
 	defer c.cl.AllowRebalance()
 	if len(recs) == 0 {
@@ -618,14 +645,25 @@ func (c *Consumer) Commit(ctx context.Context, recs []Record) error {
 		}
 		krs[i] = &kgo.Record{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, LeaderEpoch: r.leaderEpoch}
 	}
-	if err := c.cl.CommitRecords(ctx, krs...); err != nil {
+	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("commit %d records of %s for group %s: %w", len(recs), topicList(recs), c.group, err)
+	}
+	c.cl.MarkCommitRecords(krs...)
+	return nil
+}
+
+// Flush sends the offsets marked by Commit to the group coordinator and waits
+// until they are committed (for an operator's tooling, tests and shutdown).
+func (c *Consumer) Flush(ctx context.Context) error {
+	if err := c.cl.CommitMarkedOffsets(ctx); err != nil {
+		return fmt.Errorf("flush the marked offsets of group %s: %w", c.group, err)
 	}
 	return nil
 }
 
-// Close leaves the group cleanly (its partitions go to the other members at
-// once) and releases the connections. Fetched, uncommitted records are
+// Close commits the offsets marked by Commit (within a few seconds), leaves
+// the group cleanly (its partitions go to the other members at once) and
+// releases the connections. Fetched, uncommitted records are
 // redelivered to the member that gets their partition. A static member
 // (Config.InstanceID) is not left by franz-go's close, so Close then sends
 // the LeaveGroup for its instance id itself, within a few seconds: a
@@ -634,6 +672,11 @@ func (c *Consumer) Commit(ctx context.Context, recs []Record) error {
 // Close may be called more than once.
 func (c *Consumer) Close() {
 	c.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := c.Flush(ctx); err != nil {
+			c.log.Warn("close: the marked offsets were not committed; their records are delivered again", "group", c.group, "err", err)
+		}
+		cancel()
 		c.cl.CloseAllowingRebalance()
 		if c.cfg.InstanceID != "" {
 			c.leaveStatic()

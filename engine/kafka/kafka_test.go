@@ -45,6 +45,7 @@ func TestConfigValidation(t *testing.T) {
 		{"negative linger", kafka.Config{Brokers: []string{"b:9092"}, Linger: -time.Millisecond}},
 		{"negative batch bytes", kafka.Config{Brokers: []string{"b:9092"}, MaxBatchBytes: -1}},
 		{"negative fetch wait", kafka.Config{Brokers: []string{"b:9092"}, FetchMaxWait: -time.Second}},
+		{"negative commit interval", kafka.Config{Brokers: []string{"b:9092"}, CommitInterval: -time.Second}},
 		{"negative delivery timeout", kafka.Config{Brokers: []string{"b:9092"}, DeliveryTimeout: -time.Second}},
 		{"negative dial timeout", kafka.Config{Brokers: []string{"b:9092"}, DialTimeout: -time.Second}},
 		{"negative session timeout", kafka.Config{Brokers: []string{"b:9092"}, SessionTimeout: -time.Second}},

@@ -113,6 +113,10 @@ func TestLagOnKafka(t *testing.T) {
 	if err := cons.Commit(ctx, first); err != nil {
 		t.Fatalf("commit: %v", err)
 	}
+	// Commit only marks; Flush waits until the coordinator has the marks.
+	if err := cons.Flush(ctx); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
 	for p := range int32(2) {
 		part := strconv.Itoa(int(p))
 		if seen[p] {

@@ -36,6 +36,8 @@ func Run(t *testing.T, cluster func(t *testing.T) kafka.Config) {
 		{"CommitThenResume", testCommitThenResume},
 		{"UncommittedRedelivered", testUncommittedRedelivered},
 		{"TwoMembersShare", testTwoMembersShare},
+		{"MarksCommittedBeforeHandover", testMarksCommittedBeforeHandover},
+		{"FlushCommitsMarks", testFlushCommitsMarks},
 		{"FetchHonoursContext", testFetchHonoursContext},
 		{"RejectsBadInput", testRejectsBadInput},
 		{"EnsureTopicsIdempotent", testEnsureTopicsIdempotent},
@@ -365,6 +367,163 @@ func testTwoMembersShare(t *testing.T, cfg kafka.Config) {
 		}
 	}
 	t.Logf("%d records: member a %d, member b %d", published, perMem["a"], perMem["b"])
+}
+
+// testMarksCommittedBeforeHandover: Commit only marks, and with an hour's
+// CommitInterval nothing is sent periodically. A second member joining takes
+// partitions from the first, which is alive and has marked every record of
+// the first round: its marks must reach the coordinator before the handover,
+// so the second member reads only the second round, each record once.
+func testMarksCommittedBeforeHandover(t *testing.T, cfg kafka.Config) {
+	const n = 40
+	cfg.CommitInterval = time.Hour
+	ctx, topic := setup(t, cfg, 4, "kt.handover")
+	p := newProducer(t, cfg)
+	if err := p.Publish(ctx, records(topic, n, 11)); err != nil {
+		t.Fatalf("Publish the first round: %v", err)
+	}
+	group := testenv.Name(t, "g")
+	a := newConsumer(t, cfg, group, topic)
+	consume(t, ctx, a, n) // marks all n, commits none
+
+	var (
+		mu   sync.Mutex
+		seen = map[string][]string{} // value -> members that read it
+		errs = make(chan error, 2)
+		wg   sync.WaitGroup
+	)
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	run := func(member string, c *kafka.Consumer) {
+		defer wg.Done()
+		for {
+			recs, err := c.Fetch(runCtx, 50)
+			if err != nil {
+				if runCtx.Err() == nil {
+					errs <- fmt.Errorf("member %s Fetch: %w", member, err)
+				}
+				return
+			}
+			mu.Lock()
+			for _, r := range recs {
+				seen[string(r.Value)] = append(seen[string(r.Value)], member)
+			}
+			mu.Unlock()
+			if err := c.Commit(runCtx, recs); err != nil {
+				if runCtx.Err() == nil {
+					errs <- fmt.Errorf("member %s Commit: %w", member, err)
+				}
+				return
+			}
+		}
+	}
+	wg.Add(2)
+	go run("a", a)
+	go run("b", newConsumer(t, cfg, group, topic))
+
+	// Publish the second round in small batches until member b has read
+	// some of it (it has joined and got partitions) and every record of
+	// the round has been read.
+	published := 0
+	for {
+		mu.Lock()
+		gotB, round := 0, 0
+		for v, members := range seen {
+			if strings.HasPrefix(v, "r2-") {
+				round++
+			}
+			for _, m := range members {
+				if m == "b" {
+					gotB++
+				}
+			}
+		}
+		mu.Unlock()
+		if gotB > 0 && round == published {
+			break
+		}
+		if round == published {
+			recs := make([]kafka.Record, 8)
+			for i := range recs {
+				v := "r2-" + strconv.Itoa(published+i)
+				recs[i] = kafka.Record{Topic: topic, Key: "k" + strconv.Itoa((published+i)%11), Value: []byte(v)}
+			}
+			if err := p.Publish(ctx, recs); err != nil {
+				t.Fatalf("Publish the second round: %v", err)
+			}
+			published += len(recs)
+		}
+		select {
+		case err := <-errs:
+			t.Fatal(err)
+		case <-time.After(50 * time.Millisecond): // re-check; lets the join progress
+		case <-ctx.Done():
+			t.Fatalf("second round of %d records not read by both members: %v", published, ctx.Err())
+		}
+	}
+	stop()
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	for i := range n {
+		if got := seen[strconv.Itoa(i)]; len(got) != 0 {
+			t.Errorf("record %d of the first round, marked by member a before the handover, was read again by %v", i, got)
+		}
+	}
+	for i := range published {
+		if got := seen["r2-"+strconv.Itoa(i)]; len(got) != 1 {
+			t.Errorf("record r2-%d read by %v, want exactly one member", i, got)
+		}
+	}
+}
+
+// testFlushCommitsMarks: with an hour's CommitInterval, a Commit leaves the
+// group's committed offset where it was (read with the admin client), and
+// Flush commits the mark at once.
+func testFlushCommitsMarks(t *testing.T, cfg kafka.Config) {
+	cfg.CommitInterval = time.Hour
+	ctx, topic := setup(t, cfg, 1, "kt.flush")
+	if err := newProducer(t, cfg).Publish(ctx, records(topic, 3, 1)); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	group := testenv.Name(t, "g")
+	c := newConsumer(t, cfg, group, topic)
+	got := consume(t, ctx, c, 3)
+
+	opts, err := cfg.ClientOpts()
+	if err != nil {
+		t.Fatalf("client options: %v", err)
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		t.Fatalf("admin client: %v", err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	committed := func() int64 {
+		t.Helper()
+		offs, err := adm.FetchOffsets(ctx, group)
+		if err != nil {
+			t.Fatalf("FetchOffsets(%s): %v", group, err)
+		}
+		o, ok := offs.Lookup(topic, 0)
+		if !ok {
+			return -1
+		}
+		if o.Err != nil {
+			t.Fatalf("FetchOffsets(%s) partition 0: %v", group, o.Err)
+		}
+		return o.At
+	}
+	if at := committed(); at != -1 {
+		t.Errorf("after Commit, before Flush: committed offset %d, want none (Commit only marks)", at)
+	}
+	if err := c.Flush(ctx); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	if at, want := committed(), got[len(got)-1].Offset+1; at != want {
+		t.Errorf("after Flush: committed offset %d, want %d", at, want)
+	}
 }
 
 func testFetchHonoursContext(t *testing.T, cfg kafka.Config) {
