@@ -233,12 +233,13 @@ func encodeHeaders(h map[string]string) string {
 // at once, and the rows of a relay that dies become free again within
 // lease, so publish must return within lease (relay.Within).
 //
-// On PostgreSQL the rows are locked (FOR UPDATE SKIP LOCKED) by a
-// transaction that lives across publish: a row leaves two row versions
-// (insert, delete), no lease is written, and the locks go with the
-// transaction, so a crashed relay's rows are free once PostgreSQL notices
-// its connection is gone; idle_in_transaction_session_timeout = lease ends
-// a relay that hangs while it holds them. On SQLite, with one writer, a
+// On PostgreSQL one statement locks the rows (FOR UPDATE SKIP LOCKED) and
+// deletes them, returning them, in a transaction that lives across publish
+// and commits only if publish returns nil: a row leaves two row versions
+// (insert, delete), no lease is written, and a failed publish, a crashed
+// relay (PostgreSQL notices its connection is gone) or a relay that hangs
+// while it holds them (idle_in_transaction_session_timeout = lease) rolls
+// the deletion back, so the rows are free again. On SQLite, with one writer, a
 // transaction held across a publish would stop every other writer, so the
 // rows are leased to owner (Lease), published, and deleted, each step a
 // short statement of its own. Either way rows leased to another owner are
@@ -260,24 +261,21 @@ func (t *Tables) Publish(ctx context.Context, owner string, limit int, lease tim
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
 	// A relay that stalls while it holds the rows loses its session (and
-	// the rows) after lease: selectFree sets idle_in_transaction_session_timeout
+	// the rows) after lease: takeFree sets idle_in_transaction_session_timeout
 	// for this transaction.
-	rows, err := t.query(ctx, tx, t.q.selectFree, strconv.FormatInt(max(lease.Milliseconds(), 1), 10), t.at(t.now()), owner, limit)
+	rows, err := t.query(ctx, tx, t.q.takeFree, strconv.FormatInt(max(lease.Milliseconds(), 1), 10), t.at(t.now()), owner, limit)
 	if err != nil {
-		return 0, fmt.Errorf("publish %s: lock rows: %w", t.l.Outbox, err)
+		return 0, fmt.Errorf("publish %s: take rows: %w", t.l.Outbox, err)
 	}
 	recs, err := t.scan(rows)
 	if err != nil {
-		return 0, fmt.Errorf("publish %s: lock rows: %w", t.l.Outbox, err)
+		return 0, fmt.Errorf("publish %s: take rows: %w", t.l.Outbox, err)
 	}
 	if len(recs) == 0 {
 		return 0, nil
 	}
 	if err := publish(ctx, recs); err != nil {
 		return 0, err
-	}
-	if _, err := t.exec(ctx, tx, t.q.del, t.list(seqsOf(recs))); err != nil {
-		return 0, fmt.Errorf("publish %s: delete %d published rows (they will be published again): %w", t.l.Outbox, len(recs), err)
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("publish %s: commit the deletion of %d published rows (they will be published again): %w", t.l.Outbox, len(recs), err)

@@ -165,13 +165,14 @@ func in(d sqldb.Dialect, col, pgType string) string {
 
 // queries are the layout's statements, rebound for the dialect.
 type queries struct {
-	claimOne, forget, setReply, replies    string
-	repliesIn                              []string // SQLite: the replies of n ids as n placeholders, by n
-	outboxCols                             string   // the columns Publish and Lease read
-	insertOne                              string   // SQLite: one outbox row
-	selectFree, lease, release, del, count string
-	purge                                  string
-	claimPG, writePG, claimWritePG         string // PostgreSQL batch statements
+	claimOne, forget, setReply, replies string
+	repliesIn                           []string // SQLite: the replies of n ids as n placeholders, by n
+	outboxCols                          string   // the columns Publish and Lease read
+	insertOne                           string   // SQLite: one outbox row
+	lease, release, del, count          string
+	takeFree                            string // PostgreSQL: lock and delete the free rows, returning them
+	purge                               string
+	claimPG, writePG, claimWritePG      string // PostgreSQL batch statements
 }
 
 func buildQueries(l Layout, d sqldb.Dialect) queries {
@@ -216,16 +217,6 @@ func buildQueries(l Layout, d sqldb.Dialect) queries {
 	if d == sqldb.Postgres {
 		lock = " FOR UPDATE SKIP LOCKED"
 	}
-	q.selectFree = rb(`SELECT ` + cols + ` FROM ` + l.Outbox + ` WHERE ` + free + ` ORDER BY seq LIMIT ?` + lock)
-	if d == sqldb.Postgres {
-		// Publish's transaction bounds its own idle time in the statement
-		// that locks the rows (one round trip less than a statement of its
-		// own): the one-row subquery is evaluated once, before any row is
-		// returned, and is not locked (FOR UPDATE OF the outbox only).
-		q.selectFree = rb(`SELECT ` + cols + ` FROM ` + l.Outbox +
-			`, (SELECT set_config('idle_in_transaction_session_timeout', ?, true) AS idle_bound) AS bound WHERE ` + free +
-			` ORDER BY seq LIMIT ? FOR UPDATE OF ` + l.Outbox + ` SKIP LOCKED`)
-	}
 	// = ANY(ARRAY(…)) rather than IN (…) on PostgreSQL: it runs the
 	// subquery once and looks the rows up by key, where IN may be planned
 	// as a hash join that scans the table twice.
@@ -234,6 +225,17 @@ func buildQueries(l Layout, d sqldb.Dialect) queries {
 		pick = `seq = ANY(ARRAY(SELECT seq FROM ` + l.Outbox + ` WHERE ` + free + ` ORDER BY seq LIMIT ?` + lock + `))`
 	}
 	q.lease = rb(`UPDATE ` + l.Outbox + ` SET claimed_by = ?, claimed_until = ? WHERE ` + pick + ` RETURNING ` + cols)
+	if d == sqldb.Postgres {
+		// Publish deletes the rows it locks in the same statement and
+		// returns them; its transaction stays open across the publish,
+		// so a failed publish (rollback) or a lost session brings them
+		// back. The one-row subquery sets the transaction's idle bound: it is
+		// evaluated once, before any row is returned, and is not locked
+		// (FOR UPDATE OF the outbox only).
+		q.takeFree = rb(`DELETE FROM ` + l.Outbox + ` WHERE seq = ANY(ARRAY(SELECT seq FROM ` + l.Outbox +
+			`, (SELECT set_config('idle_in_transaction_session_timeout', ?, true) AS idle_bound) AS bound WHERE ` + free +
+			` ORDER BY seq LIMIT ? FOR UPDATE OF ` + l.Outbox + ` SKIP LOCKED)) RETURNING ` + cols)
+	}
 	q.release = rb(`UPDATE ` + l.Outbox + ` SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = ? AND ` + in(d, "seq", "bigint"))
 	q.del = rb(`DELETE FROM ` + l.Outbox + ` WHERE ` + in(d, "seq", "bigint"))
 	q.count = `SELECT count(*) FROM ` + l.Outbox
