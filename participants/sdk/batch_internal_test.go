@@ -257,3 +257,101 @@ func TestBatchTxSettings(t *testing.T) {
 		t.Errorf("after the batch: idle_in_transaction_session_timeout %q (err %v), want the server's 0", idle, err)
 	}
 }
+
+// TestHandleBatchAcrossPartitions: on PostgreSQL (Concurrency 4), a fetched
+// batch that fits in one transaction is handled in one, whatever its
+// partitions; a larger one gives each partition its own transactions, run
+// at the same time. Either way every record is done, and the commands of a
+// partition run in their order.
+func TestHandleBatchAcrossPartitions(t *testing.T) {
+	f := newBatchFixture(t, batchDBs(t)["postgres"](t))
+	if f.p.cfg.Concurrency < 2 {
+		t.Fatalf("Concurrency = %d on PostgreSQL, want the parallel default", f.p.cfg.Concurrency)
+	}
+	var (
+		mu   sync.Mutex
+		txOf = map[string]string{} // command id -> PostgreSQL transaction id
+		ran  []string              // command ids in the order their handlers ran
+	)
+	Handle(f.p, "TX", func(ctx context.Context, tx *sqlx.Tx, cmd Command[doPayload]) (Result, error) {
+		var id string
+		err := tx.QueryRowContext(ctx, `SELECT txid_current()::text`).Scan(&id)
+		mu.Lock()
+		txOf[cmd.ID], ran = id, append(ran, cmd.ID)
+		mu.Unlock()
+		return NoReply(), err
+	})
+	for _, tc := range []struct {
+		name         string
+		perPartition int
+		wantTxs      int
+	}{
+		{"fits one transaction", 8, 1},         // 24 records
+		{"larger than one transaction", 20, 3}, // 60 records: one transaction per partition
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mu.Lock()
+			clear(txOf)
+			ran = nil
+			mu.Unlock()
+			partOf := map[string]int32{}
+			var recs []kafka.Record
+			for p := range int32(3) {
+				for i := range tc.perPartition {
+					m, r := doRecord(t, doPayload{})
+					m.Name = "TX"
+					r.Value, _ = json.Marshal(m)
+					r.Partition, r.Offset = p, int64(i)
+					partOf[m.ID] = p
+					recs = append(recs, r)
+				}
+			}
+			done := f.p.handleBatch(context.Background(), nil, recs)
+			if len(done) != len(recs) {
+				t.Fatalf("handleBatch did %d of %d records", len(done), len(recs))
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(txOf) != len(recs) {
+				t.Fatalf("handlers ran for %d commands, want %d", len(txOf), len(recs))
+			}
+			partsOfTx := map[string]map[int32]bool{}
+			for id, tx := range txOf {
+				if partsOfTx[tx] == nil {
+					partsOfTx[tx] = map[int32]bool{}
+				}
+				partsOfTx[tx][partOf[id]] = true
+			}
+			if len(partsOfTx) != tc.wantTxs {
+				t.Errorf("%d records in %d transactions, want %d", len(recs), len(partsOfTx), tc.wantTxs)
+			}
+			if tc.wantTxs > 1 {
+				for tx, parts := range partsOfTx {
+					if len(parts) != 1 {
+						t.Errorf("transaction %s spans partitions %v, want one", tx, parts)
+					}
+				}
+			}
+			for p := range int32(3) {
+				var want, got []string
+				for _, r := range recs {
+					var m envelope.Message
+					if err := json.Unmarshal(r.Value, &m); err != nil {
+						t.Fatal(err)
+					}
+					if r.Partition == p {
+						want = append(want, m.ID)
+					}
+				}
+				for _, id := range ran {
+					if partOf[id] == p {
+						got = append(got, id)
+					}
+				}
+				if !slices.Equal(got, want) {
+					t.Errorf("partition %d: commands ran in order %v, want %v", p, got, want)
+				}
+			}
+		})
+	}
+}

@@ -107,7 +107,8 @@ type Config struct {
 	FetchLinger time.Duration
 	// Concurrency is how many partitions of a fetched batch are handled at
 	// the same time (commands of one partition, and so of one saga, stay in
-	// order). Default 4 on PostgreSQL, 1 on SQLite.
+	// order). A batch that fits in one transaction (32 commands) is handled
+	// in one pass whatever this is. Default 4 on PostgreSQL, 1 on SQLite.
 	Concurrency int
 	// RelayBatch is the most outbox rows published at once. Default 1000.
 	RelayBatch int

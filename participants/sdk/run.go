@@ -193,11 +193,18 @@ type partitionKey struct {
 	partition int32
 }
 
-// handleBatch handles a fetched batch, partitions in parallel (up to
-// Config.Concurrency), each partition in order. It returns the records that
-// are done with (for each partition, a prefix of its records).
+// handleBatch handles a fetched batch: one that fits in one transaction
+// (maxTxBatch records) in one pass, whatever its partitions; a larger one
+// partition by partition, in parallel (up to Config.Concurrency), each
+// partition in order. It returns the records that are done with (for each
+// partition, a prefix of its records).
+//
+// Splitting a small batch by partition would only add transactions: at 32
+// sagas in flight a fetch holds a few records of several partitions, and
+// one transaction per partition cost a fifth of the throughput (measured
+// with cmd/bench, docs/operations.md).
 func (p *Participant) handleBatch(work context.Context, stop <-chan struct{}, recs []kafka.Record) []kafka.Record {
-	if p.cfg.Concurrency == 1 {
+	if p.cfg.Concurrency == 1 || len(recs) <= maxTxBatch {
 		return p.handlePartition(work, stop, recs)
 	}
 	var order []partitionKey
