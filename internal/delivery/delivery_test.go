@@ -496,8 +496,8 @@ func publishAllWith(t *testing.T, f *fixture, owner string, limit int, during fu
 
 // On PostgreSQL a relay that hangs while it holds rows loses its session
 // after the lease (idle_in_transaction_session_timeout), and the rows go
-// to another relay; its own deletion then fails, so it never reports them
-// as published.
+// to another relay; its own commit (of their deletion) then fails, so it
+// never reports them as published.
 func TestStalledRelayLosesRows(t *testing.T) {
 	f := open(t, sqldb.Postgres, delivery.ParticipantTables)
 	f.write(t, row(1))
@@ -577,4 +577,64 @@ func TestPurge(t *testing.T) {
 			t.Errorf("after the purge fresh = %v, want %v", got, wantFresh)
 		}
 	})
+}
+
+// TestRelayTxSettings: on PostgreSQL the statement that takes the rows sets,
+// for its transaction only, the idle bound (the lease) and
+// synchronous_commit off (a lost deletion only publishes rows again); the
+// connection keeps its own settings after the commit.
+func TestRelayTxSettings(t *testing.T) {
+	f := open(t, sqldb.Postgres, delivery.ParticipantTables)
+	f.write(t, row(1), row(2))
+	ctx := context.Background()
+	conn, err := f.db.Connx(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	setting := func(q interface {
+		QueryRowxContext(context.Context, string, ...any) *sqlx.Row
+	}, name string) string {
+		t.Helper()
+		var v string
+		if err := q.QueryRowxContext(ctx, `SELECT current_setting($1)`, name).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	before := map[string]string{}
+	for _, name := range []string{"synchronous_commit", "idle_in_transaction_session_timeout"} {
+		before[name] = setting(conn, name)
+	}
+	if before["synchronous_commit"] == "off" {
+		t.Fatal("the server's synchronous_commit is off already: the test cannot tell")
+	}
+	tx, err := conn.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	rows, err := delivery.TakeFree(ctx, f.tables, tx, "relay", 10, 1500*time.Millisecond)
+	if err != nil {
+		t.Fatalf("take: %v", err)
+	}
+	if len(rows) != 2 {
+		t.Fatalf("took %d rows, want 2", len(rows))
+	}
+	for name, want := range map[string]string{"synchronous_commit": "off", "idle_in_transaction_session_timeout": "1500ms"} {
+		if got := setting(tx, name); got != want {
+			t.Errorf("in the relay's transaction %s = %q, want %q", name, got, want)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range before {
+		if got := setting(conn, name); got != want {
+			t.Errorf("after the relay's transaction %s = %q, want the connection's %q", name, got, want)
+		}
+	}
+	if n := backlog(t, f); n != 0 {
+		t.Errorf("Backlog = %d after the commit, want 0", n)
+	}
 }

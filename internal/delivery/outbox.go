@@ -263,11 +263,7 @@ func (t *Tables) Publish(ctx context.Context, owner string, limit int, lease tim
 	// A relay that stalls while it holds the rows loses its session (and
 	// the rows) after lease: takeFree sets idle_in_transaction_session_timeout
 	// for this transaction.
-	rows, err := t.query(ctx, tx, t.q.takeFree, strconv.FormatInt(max(lease.Milliseconds(), 1), 10), t.at(t.now()), owner, limit)
-	if err != nil {
-		return 0, fmt.Errorf("publish %s: take rows: %w", t.l.Outbox, err)
-	}
-	recs, err := t.scan(rows)
+	recs, err := t.takeFree(ctx, tx, owner, limit, lease)
 	if err != nil {
 		return 0, fmt.Errorf("publish %s: take rows: %w", t.l.Outbox, err)
 	}
@@ -281,6 +277,17 @@ func (t *Tables) Publish(ctx context.Context, owner string, limit int, lease tim
 		return 0, fmt.Errorf("publish %s: commit the deletion of %d published rows (they will be published again): %w", t.l.Outbox, len(recs), err)
 	}
 	return len(recs), nil
+}
+
+// takeFree locks and deletes, in tx, up to limit of the oldest rows no
+// other relay holds and returns them (PostgreSQL). It also sets tx's idle
+// bound to lease and turns synchronous_commit off for tx.
+func (t *Tables) takeFree(ctx context.Context, tx *sqlx.Tx, owner string, limit int, lease time.Duration) ([]Row, error) {
+	rows, err := t.query(ctx, tx, t.q.takeFree, strconv.FormatInt(max(lease.Milliseconds(), 1), 10), t.at(t.now()), owner, limit)
+	if err != nil {
+		return nil, err
+	}
+	return t.scan(rows)
 }
 
 // publishLeased is Publish with leases and short statements (SQLite).

@@ -229,11 +229,15 @@ func buildQueries(l Layout, d sqldb.Dialect) queries {
 		// Publish deletes the rows it locks in the same statement and
 		// returns them; its transaction stays open across the publish,
 		// so a failed publish (rollback) or a lost session brings them
-		// back. The one-row subquery sets the transaction's idle bound: it is
-		// evaluated once, before any row is returned, and is not locked
-		// (FOR UPDATE OF the outbox only).
+		// back. The one-row subquery sets the transaction's idle bound and
+		// turns synchronous_commit off for it: it is evaluated once, before
+		// any row is returned, and is not locked (FOR UPDATE OF the outbox
+		// only). The deletion of rows already published is not worth a
+		// WAL flush of its own: if a server crash loses it, the rows are
+		// published again and the consumers' inboxes drop them by id.
 		q.takeFree = rb(`DELETE FROM ` + l.Outbox + ` WHERE seq = ANY(ARRAY(SELECT seq FROM ` + l.Outbox +
-			`, (SELECT set_config('idle_in_transaction_session_timeout', ?, true) AS idle_bound) AS bound WHERE ` + free +
+			`, (SELECT set_config('idle_in_transaction_session_timeout', ?, true) AS idle_bound,` +
+			` set_config('synchronous_commit', 'off', true) AS async_commit) AS bound WHERE ` + free +
 			` ORDER BY seq LIMIT ? FOR UPDATE OF ` + l.Outbox + ` SKIP LOCKED)) RETURNING ` + cols)
 	}
 	q.release = rb(`UPDATE ` + l.Outbox + ` SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = ? AND ` + in(d, "seq", "bigint"))
