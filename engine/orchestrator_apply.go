@@ -154,6 +154,13 @@ func (b *batch) write(ctx context.Context, tx Tx) error {
 			upd = append(upd, w.inst)
 		}
 	}
+	if bw, ok := tx.(batchWriter); ok {
+		if err := bw.WriteBatch(ctx, ins, upd, b.entries, b.outbox); err != nil {
+			return fmt.Errorf("write %d new and %d changed sagas, %d history entries and %d commands: %w",
+				len(ins), len(upd), len(b.entries), len(b.outbox), err)
+		}
+		return b.writeDeadLetters(ctx, tx)
+	}
 	if len(ins) > 0 {
 		if err := tx.Insert(ctx, ins); err != nil {
 			return fmt.Errorf("insert %d sagas: %w", len(ins), err)
@@ -174,6 +181,20 @@ func (b *batch) write(ctx context.Context, tx Tx) error {
 			return fmt.Errorf("enqueue %d commands: %w", len(b.outbox), err)
 		}
 	}
+	return b.writeDeadLetters(ctx, tx)
+}
+
+// batchWriter is a Tx that writes a batch's new and changed sagas, its
+// history and its commands in one go (sqlstore: one statement on
+// PostgreSQL instead of one round trip each). Its checks, effects and
+// errors are those of Insert, Update, AppendHistory and Enqueue called in
+// this order.
+type batchWriter interface {
+	WriteBatch(ctx context.Context, ins, upd []*Instance, entries []HistoryEntry, outbox []OutboxRecord) error
+}
+
+// writeDeadLetters stores the batch's dead letters.
+func (b *batch) writeDeadLetters(ctx context.Context, tx Tx) error {
 	if len(b.dls) > 0 {
 		if err := tx.AddDeadLetters(ctx, b.dls); err != nil {
 			return fmt.Errorf("store %d dead letters: %w", len(b.dls), err)

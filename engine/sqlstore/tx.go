@@ -256,16 +256,27 @@ func (t *tx) Insert(ctx context.Context, insts []*engine.Instance) error {
 		err = t.insertSQLite(ctx, rows)
 	}
 	if err != nil {
-		if engine.ErrorCode(t.s.wrap(op, err)) == engine.CodeConflict {
-			return &engine.Error{Code: engine.CodeConflict, Op: op, Message: "a saga with one of these ids exists", Err: err}
-		}
-		return t.s.wrap(op, err)
+		return t.insertConflict(op, err)
 	}
+	t.inserted(insts)
+	return nil
+}
+
+// inserted records that insts are stored with Rev 1.
+func (t *tx) inserted(insts []*engine.Instance) {
 	for _, in := range insts {
 		in.Rev = 1
 		t.remember(in.ID, in.Keys)
 	}
-	return nil
+}
+
+// insertConflict turns err of an insert of sagas into its engine error: a
+// unique violation is CodeConflict (an id exists).
+func (t *tx) insertConflict(op string, err error) error {
+	if engine.ErrorCode(t.s.wrap(op, err)) == engine.CodeConflict {
+		return &engine.Error{Code: engine.CodeConflict, Op: op, Message: "a saga with one of these ids exists", Err: err}
+	}
+	return t.s.wrap(op, err)
 }
 
 // Update stores changed instances whose stored Rev equals inst.Rev and
@@ -289,16 +300,31 @@ func (t *tx) Update(ctx context.Context, insts []*engine.Instance) error {
 	if err != nil {
 		return t.s.wrap(op, err)
 	}
-	if len(updated) != len(rows) {
-		var stale []string
-		for _, r := range rows {
-			if !updated[r.in.ID] {
-				stale = append(stale, fmt.Sprintf("%s@%d", r.in.ID, r.in.Rev))
-			}
-		}
-		return engine.Errorf(engine.CodeConflict, op, "%d of %d sagas changed since they were read (or do not exist): %s",
-			len(stale), len(rows), strings.Join(stale, ", "))
+	if err := staleRows(op, rows, updated); err != nil {
+		return err
 	}
+	return t.updated(ctx, op, rows)
+}
+
+// staleRows is the CodeConflict of an update of rows that changed only the
+// ones in updated, or nil if it changed them all.
+func staleRows(op string, rows []instRow, updated map[string]bool) error {
+	if len(updated) == len(rows) {
+		return nil
+	}
+	var stale []string
+	for _, r := range rows {
+		if !updated[r.in.ID] {
+			stale = append(stale, fmt.Sprintf("%s@%d", r.in.ID, r.in.Rev))
+		}
+	}
+	return engine.Errorf(engine.CodeConflict, op, "%d of %d sagas changed since they were read (or do not exist): %s",
+		len(stale), len(rows), strings.Join(stale, ", "))
+}
+
+// updated finishes an update of rows that changed them all: it replaces
+// the keys that changed and increments each instance's Rev.
+func (t *tx) updated(ctx context.Context, op string, rows []instRow) error {
 	var rekey []instRow
 	for _, r := range rows {
 		if old, ok := t.keys[r.in.ID]; !ok || !maps.Equal(old, r.in.Keys) {
@@ -306,6 +332,7 @@ func (t *tx) Update(ctx context.Context, insts []*engine.Instance) error {
 		}
 	}
 	if len(rekey) > 0 {
+		var err error
 		if t.d().postgres {
 			err = t.replaceKeysPostgres(ctx, rekey)
 		} else {
@@ -315,9 +342,9 @@ func (t *tx) Update(ctx context.Context, insts []*engine.Instance) error {
 			return t.s.wrap(op+": replace keys", err)
 		}
 	}
-	for _, in := range insts {
-		in.Rev++
-		t.remember(in.ID, in.Keys)
+	for _, r := range rows {
+		r.in.Rev++
+		t.remember(r.in.ID, r.in.Keys)
 	}
 	return nil
 }
@@ -334,20 +361,10 @@ func (t *tx) AppendHistory(ctx context.Context, entries []engine.HistoryEntry) e
 	if len(entries) == 0 {
 		return nil
 	}
-	rows := make([]histRow, len(entries))
-	for i := range entries {
-		e := &entries[i]
-		if e.SagaID == "" || e.Kind == "" {
-			return engine.Errorf(engine.CodeInvalid, op, "entry %d of %d: saga id and kind are required", i, len(entries))
-		}
-		rows[i].e = e
-		if len(e.Commands) > 0 {
-			b := appendCommandRefs(make([]byte, 0, 128*len(e.Commands)), e.Commands)
-			s := unsafe.String(unsafe.SliceData(b), len(b))
-			rows[i].commands = &s
-		}
+	rows, err := encodeHistory(op, entries)
+	if err != nil {
+		return err
 	}
-	var err error
 	if t.d().postgres {
 		err = t.historyPostgres(ctx, rows)
 	} else {
@@ -356,20 +373,47 @@ func (t *tx) AppendHistory(ctx context.Context, entries []engine.HistoryEntry) e
 	return t.s.wrap(op, err)
 }
 
+// encodeHistory checks and encodes history entries for the database.
+func encodeHistory(op string, entries []engine.HistoryEntry) ([]histRow, error) {
+	rows := make([]histRow, len(entries))
+	for i := range entries {
+		e := &entries[i]
+		if e.SagaID == "" || e.Kind == "" {
+			return nil, engine.Errorf(engine.CodeInvalid, op, "entry %d of %d: saga id and kind are required", i, len(entries))
+		}
+		rows[i].e = e
+		if len(e.Commands) > 0 {
+			b := appendCommandRefs(make([]byte, 0, 128*len(e.Commands)), e.Commands)
+			s := unsafe.String(unsafe.SliceData(b), len(b))
+			rows[i].commands = &s
+		}
+	}
+	return rows, nil
+}
+
 // Enqueue adds records to the outbox, in order (delivery.Tables.Write).
 func (t *tx) Enqueue(ctx context.Context, recs []engine.OutboxRecord) error {
 	const op = "sqlstore: enqueue"
 	if len(recs) == 0 {
 		return nil
 	}
+	rows, err := outboxRows(op, recs)
+	if err != nil {
+		return err
+	}
+	return t.s.wrap(op, t.s.dt.Write(ctx, t.tx, rows))
+}
+
+// outboxRows checks records and turns them into the delivery core's rows.
+func outboxRows(op string, recs []engine.OutboxRecord) ([]delivery.Row, error) {
 	rows := make([]delivery.Row, len(recs))
 	for i := range recs {
 		m := &recs[i].Message
 		if recs[i].Topic == "" {
-			return engine.Errorf(engine.CodeInvalid, op, "record %d of %d has no topic", i, len(recs))
+			return nil, engine.Errorf(engine.CodeInvalid, op, "record %d of %d has no topic", i, len(recs))
 		}
 		if len(m.Payload) > 0 && !json.Valid(m.Payload) {
-			return engine.Errorf(engine.CodeInvalid, op, "record %d of %d: payload is not valid JSON", i, len(recs))
+			return nil, engine.Errorf(engine.CodeInvalid, op, "record %d of %d: payload is not valid JSON", i, len(recs))
 		}
 		// The delivery core encodes the message into its batch buffer.
 		rows[i] = delivery.Row{Topic: recs[i].Topic, Key: recs[i].Key, Message: m}
@@ -377,7 +421,7 @@ func (t *tx) Enqueue(ctx context.Context, recs []engine.OutboxRecord) error {
 			rows[i].Headers = map[string]string{envelope.HeaderTraceparent: tp}
 		}
 	}
-	return t.s.wrap(op, t.s.dt.Write(ctx, t.tx, rows))
+	return rows, nil
 }
 
 // AddDeadLetters stores dead letters; one whose MessageID is already parked

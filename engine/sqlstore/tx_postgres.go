@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"time"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
@@ -53,43 +54,52 @@ func pgInstColumns(rows []instRow) instColumns {
 	return c
 }
 
-func (t *tx) insertPostgres(ctx context.Context, rows []instRow) error {
-	c := pgInstColumns(rows)
-	if _, err := t.exec(ctx, `INSERT INTO saga_instances (id, saga, saga_version, state, status, context,
+// insertInstancesSQL inserts a batch of instances (pgInstColumns,
+// insertInstancesArgs) with Rev 1.
+var insertInstancesSQL = `INSERT INTO saga_instances (id, saga, saga_version, state, status, context,
 			created_at, updated_at, entered_at, rev, pending, attempts, timer_at, traceparent, undo, deferred, join_state)
-		SELECT id, saga, saga_version, state, status, `+jsonOrNull("context")+`, created_at, updated_at, entered_at, 1,
-			`+jsonOrNull("pending")+`, attempts, timer_at, traceparent, `+jsonOrNull("undo")+`, `+jsonOrNull("deferred")+`,
-			`+jsonOrNull("join_state")+`
+		SELECT id, saga, saga_version, state, status, ` + jsonOrNull("context") + `, created_at, updated_at, entered_at, 1,
+			` + jsonOrNull("pending") + `, attempts, timer_at, traceparent, ` + jsonOrNull("undo") + `, ` + jsonOrNull("deferred") + `,
+			` + jsonOrNull("join_state") + `
 		FROM ROWS FROM (unnest($1::text[]), unnest($2::text[]), unnest($3::int[]), unnest($4::text[]), unnest($5::text[]),
 			json_array_elements($6::json), unnest($7::timestamptz[]), unnest($8::timestamptz[]), unnest($9::timestamptz[]),
 			json_array_elements($10::json), unnest($11::int[]), unnest($12::timestamptz[]), unnest($13::text[]),
 			json_array_elements($14::json), json_array_elements($15::json), json_array_elements($16::json))
 			AS v(id, saga, saga_version, state, status, context, created_at, updated_at, entered_at, pending, attempts,
-				timer_at, traceparent, undo, deferred, join_state)`,
-		sqldb.TextArray(c.ids), sqldb.TextArray(c.sagas), sqldb.Int64Array(c.versions), sqldb.TextArray(c.states),
+				timer_at, traceparent, undo, deferred, join_state)`
+
+func insertInstancesArgs(c instColumns) []any {
+	return []any{sqldb.TextArray(c.ids), sqldb.TextArray(c.sagas), sqldb.Int64Array(c.versions), sqldb.TextArray(c.states),
 		sqldb.TextArray(c.statuses), sqldb.JSONArray(c.contexts), sqldb.TimeArray(c.createds),
 		sqldb.TimeArray(c.updateds), sqldb.TimeArray(c.entereds), sqldb.JSONArray(c.pendings),
 		sqldb.Int64Array(c.attempts), sqldb.NullTimeArray(c.timers), sqldb.NullTextArray(c.traces),
-		sqldb.JSONArray(c.undos), sqldb.JSONArray(c.deferreds), sqldb.JSONArray(c.joins)); err != nil {
+		sqldb.JSONArray(c.undos), sqldb.JSONArray(c.deferreds), sqldb.JSONArray(c.joins)}
+}
+
+// insertKeysSQL inserts keys (keyRows).
+const insertKeysSQL = `INSERT INTO saga_keys (saga_id, name, value)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[])`
+
+func (t *tx) insertPostgres(ctx context.Context, rows []instRow) error {
+	if _, err := t.exec(ctx, insertInstancesSQL, insertInstancesArgs(pgInstColumns(rows))...); err != nil {
 		return err
 	}
 	kIDs, kNames, kValues := keyRows(rows)
 	if len(kIDs) == 0 {
 		return nil
 	}
-	_, err := t.exec(ctx, `INSERT INTO saga_keys (saga_id, name, value)
-		SELECT * FROM unnest($1::text[], $2::text[], $3::text[])`,
-		sqldb.TextArray(kIDs), sqldb.TextArray(kNames), sqldb.TextArray(kValues))
+	_, err := t.exec(ctx, insertKeysSQL, sqldb.TextArray(kIDs), sqldb.TextArray(kNames), sqldb.TextArray(kValues))
 	return err
 }
 
-func (t *tx) updatePostgres(ctx context.Context, rows []instRow) (map[string]bool, error) {
-	c := pgInstColumns(rows)
-	res, err := t.query(ctx, `UPDATE saga_instances AS s SET saga = v.saga, saga_version = v.saga_version,
-			state = v.state, status = v.status, context = `+jsonOrNull("v.context")+`, updated_at = v.updated_at,
-			entered_at = v.entered_at, rev = s.rev + 1, pending = `+jsonOrNull("v.pending")+`, attempts = v.attempts,
-			timer_at = v.timer_at, traceparent = v.traceparent, undo = `+jsonOrNull("v.undo")+`,
-			deferred = `+jsonOrNull("v.deferred")+`, join_state = `+jsonOrNull("v.join_state")+`
+// updateInstancesSQL updates a batch of instances whose stored rev is the
+// given one (pgInstColumns, updateInstancesArgs) and returns the ids it
+// updated.
+var updateInstancesSQL = `UPDATE saga_instances AS s SET saga = v.saga, saga_version = v.saga_version,
+			state = v.state, status = v.status, context = ` + jsonOrNull("v.context") + `, updated_at = v.updated_at,
+			entered_at = v.entered_at, rev = s.rev + 1, pending = ` + jsonOrNull("v.pending") + `, attempts = v.attempts,
+			timer_at = v.timer_at, traceparent = v.traceparent, undo = ` + jsonOrNull("v.undo") + `,
+			deferred = ` + jsonOrNull("v.deferred") + `, join_state = ` + jsonOrNull("v.join_state") + `
 		FROM ROWS FROM (unnest($1::text[]), unnest($2::bigint[]), unnest($3::text[]), unnest($4::int[]),
 			unnest($5::text[]), unnest($6::text[]), json_array_elements($7::json), unnest($8::timestamptz[]),
 			unnest($9::timestamptz[]), json_array_elements($10::json), unnest($11::int[]), unnest($12::timestamptz[]),
@@ -98,28 +108,39 @@ func (t *tx) updatePostgres(ctx context.Context, rows []instRow) (map[string]boo
 			AS v(id, rev, saga, saga_version, state, status, context, updated_at, entered_at, pending, attempts, timer_at,
 				traceparent, undo, deferred, join_state)
 		WHERE s.id = v.id AND s.rev = v.rev
-		RETURNING s.id`,
-		sqldb.TextArray(c.ids), sqldb.Int64Array(c.revs), sqldb.TextArray(c.sagas), sqldb.Int64Array(c.versions),
+		RETURNING s.id`
+
+func updateInstancesArgs(c instColumns) []any {
+	return []any{sqldb.TextArray(c.ids), sqldb.Int64Array(c.revs), sqldb.TextArray(c.sagas), sqldb.Int64Array(c.versions),
 		sqldb.TextArray(c.states), sqldb.TextArray(c.statuses), sqldb.JSONArray(c.contexts),
 		sqldb.TimeArray(c.updateds), sqldb.TimeArray(c.entereds), sqldb.JSONArray(c.pendings),
 		sqldb.Int64Array(c.attempts), sqldb.NullTimeArray(c.timers), sqldb.NullTextArray(c.traces),
-		sqldb.JSONArray(c.undos), sqldb.JSONArray(c.deferreds), sqldb.JSONArray(c.joins))
+		sqldb.JSONArray(c.undos), sqldb.JSONArray(c.deferreds), sqldb.JSONArray(c.joins)}
+}
+
+func (t *tx) updatePostgres(ctx context.Context, rows []instRow) (map[string]bool, error) {
+	res, err := t.query(ctx, updateInstancesSQL, updateInstancesArgs(pgInstColumns(rows))...)
 	if err != nil {
 		return nil, err
 	}
+	return scanIDs(res, len(rows))
+}
+
+// scanIDs reads and closes rows of one id each.
+func scanIDs(res *sql.Rows, n int) (map[string]bool, error) {
 	defer res.Close()
-	updated := make(map[string]bool, len(rows))
+	ids := make(map[string]bool, n)
 	for res.Next() {
 		var id string
 		if err := res.Scan(&id); err != nil {
 			return nil, err
 		}
-		updated[id] = true
+		ids[id] = true
 	}
 	if err := res.Err(); err != nil {
 		return nil, err
 	}
-	return updated, nil
+	return ids, nil
 }
 
 // replaceKeysPostgres replaces the keys of rows: it drops the ones that are
@@ -145,7 +166,18 @@ func (t *tx) replaceKeysPostgres(ctx context.Context, rows []instRow) error {
 	return err
 }
 
-func (t *tx) historyPostgres(ctx context.Context, rows []histRow) error {
+// historySQL appends history entries (historyArgs).
+var historySQL = `INSERT INTO saga_history (saga_id, at, kind, message_id, event, by_participant,
+			from_state, to_state, commands, code, reason, actor)
+		SELECT saga_id, at, kind, message_id, event, by_participant, from_state, to_state,
+			` + jsonOrNull("commands") + `,
+			code, reason, actor
+		FROM ROWS FROM (unnest($1::text[]), unnest($2::timestamptz[]), unnest($3::text[]), unnest($4::text[]),
+			unnest($5::text[]), unnest($6::text[]), unnest($7::text[]), unnest($8::text[]), json_array_elements($9::json),
+			unnest($10::text[]), unnest($11::text[]), unnest($12::text[]))
+			AS v(saga_id, at, kind, message_id, event, by_participant, from_state, to_state, commands, code, reason, actor)`
+
+func historyArgs(rows []histRow) []any {
 	n := len(rows)
 	var (
 		ats                                 = make([]time.Time, n)
@@ -158,17 +190,13 @@ func (t *tx) historyPostgres(ctx context.Context, rows []histRow) error {
 		sagaIDs[i], ats[i], kinds[i], msgIDs[i], events[i], bys[i] = e.SagaID, pgTime(e.At), string(e.Kind), e.MessageID, e.Event, e.By
 		froms[i], tos[i], codes[i], reasons[i], actors[i], cmds[i] = e.FromState, e.ToState, string(e.Code), e.Reason, e.Actor, r.commands
 	}
-	_, err := t.exec(ctx, `INSERT INTO saga_history (saga_id, at, kind, message_id, event, by_participant,
-			from_state, to_state, commands, code, reason, actor)
-		SELECT saga_id, at, kind, message_id, event, by_participant, from_state, to_state, `+jsonOrNull("commands")+`,
-			code, reason, actor
-		FROM ROWS FROM (unnest($1::text[]), unnest($2::timestamptz[]), unnest($3::text[]), unnest($4::text[]),
-			unnest($5::text[]), unnest($6::text[]), unnest($7::text[]), unnest($8::text[]), json_array_elements($9::json),
-			unnest($10::text[]), unnest($11::text[]), unnest($12::text[]))
-			AS v(saga_id, at, kind, message_id, event, by_participant, from_state, to_state, commands, code, reason, actor)`,
-		sqldb.TextArray(sagaIDs), sqldb.TimeArray(ats), sqldb.TextArray(kinds), sqldb.TextArray(msgIDs),
+	return []any{sqldb.TextArray(sagaIDs), sqldb.TimeArray(ats), sqldb.TextArray(kinds), sqldb.TextArray(msgIDs),
 		sqldb.TextArray(events), sqldb.TextArray(bys), sqldb.TextArray(froms), sqldb.TextArray(tos),
-		sqldb.JSONArray(cmds), sqldb.TextArray(codes), sqldb.TextArray(reasons), sqldb.TextArray(actors))
+		sqldb.JSONArray(cmds), sqldb.TextArray(codes), sqldb.TextArray(reasons), sqldb.TextArray(actors)}
+}
+
+func (t *tx) historyPostgres(ctx context.Context, rows []histRow) error {
+	_, err := t.exec(ctx, historySQL, historyArgs(rows)...)
 	return err
 }
 

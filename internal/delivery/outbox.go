@@ -69,6 +69,30 @@ func (t *Tables) Write(ctx context.Context, tx *sqlx.Tx, rows []Row) error {
 	return nil
 }
 
+// WriteStatement is Write's statement on PostgreSQL, for a caller that runs
+// it as a part of a statement of its own (a data-modifying WITH): the
+// INSERT of rows with its parameters numbered from first ($first, ...),
+// and its arguments. The rows are checked as Write checks them. On SQLite
+// it is an error: there Write runs one statement per row.
+func (t *Tables) WriteStatement(rows []Row, first int) (string, []any, error) {
+	if t.d != sqldb.Postgres {
+		return "", nil, fmt.Errorf("write %d rows to %s: one statement is for PostgreSQL only", len(rows), t.l.Outbox)
+	}
+	if len(rows) == 0 || first < 1 {
+		return "", nil, fmt.Errorf("write %d rows to %s from parameter %d: want rows and a parameter from 1", len(rows), t.l.Outbox, first)
+	}
+	for i := range rows {
+		if rows[i].Topic == "" {
+			return "", nil, fmt.Errorf("write %d rows to %s: row %d has no topic", len(rows), t.l.Outbox, i+1)
+		}
+	}
+	args, err := t.writePostgresArgs(rows)
+	if err != nil {
+		return "", nil, fmt.Errorf("write %d rows to %s: %w", len(rows), t.l.Outbox, err)
+	}
+	return writePostgresSQL(t.l, first), args, nil
+}
+
 // writePostgresSQL is the INSERT of writePostgresArgs as one statement,
 // its parameters numbered from first: one array per column expanded with
 // unnest (a json value column as one JSON array expanded with

@@ -50,6 +50,7 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"Update", testUpdate},
 		{"UpdateConflictRollsBackBatch", testUpdateConflictRollsBack},
 		{"History", testHistory},
+		{"WriteBatch", testWriteBatch},
 		{"Outbox", testOutbox},
 		{"OutboxLeaseExpiry", testOutboxLeaseExpiry},
 		{"OutboxConcurrentClaimers", testOutboxConcurrentClaimers},
