@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/google/uuid"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
@@ -93,7 +94,7 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (optio
 	fs.StringVar(&level, "log-level", "error", "log level of the started system (stderr)")
 	fs.Float64Var(&o.rate, "rate", 0, "open loop: offer this many sagas per second whatever the system does (latency from each saga's scheduled start); 0: closed loop (-c clients)")
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "open loop: how long to offer sagas (n = rate × duration; or give -n)")
-	fs.DurationVar(&o.warmup, "warmup", 0, "open loop: leave the sagas scheduled in this first stretch out of the latency (they still count in rates and CPU)")
+	fs.DurationVar(&o.warmup, "warmup", 0, "leave the sagas started in this first stretch out of the latency (open loop: scheduled; closed loop: posted); they still count in rates and CPU")
 	fs.IntVar(&o.maxInFlight, "max-in-flight", 20000, "open loop: at most this many sagas under way; beyond, the generator waits and falls behind (the wait counts in the latency)")
 	fs.BoolVar(&o.noCPU, "no-cpu", false, "do not measure the CPU of the system's processes")
 	fs.Func("cpu-pid", "also report the CPU of this process and its children, as NAME=PID (repeatable)", func(v string) error {
@@ -137,8 +138,10 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (optio
 			return o, fmt.Errorf("--warmup %s at %g sagas/s leaves none of the %d sagas to measure", o.warmup, o.rate, o.n)
 		}
 		o.c = 0
-	} else if set["duration"] || set["warmup"] || set["max-in-flight"] {
-		return o, errors.New("--duration, --warmup and --max-in-flight are for the open loop: give --rate")
+	} else if set["duration"] || set["max-in-flight"] {
+		return o, errors.New("--duration and --max-in-flight are for the open loop: give --rate")
+	} else if o.warmup < 0 {
+		return o, fmt.Errorf("--warmup %s: want a positive duration", o.warmup)
 	}
 	var err error
 	if o.kafkaSASL, err = kf.SASL(); err != nil {
@@ -214,6 +217,9 @@ type Result struct {
 	// loop: its scheduled start, so that a generator held up by a slow
 	// system does not hide the queue) to the commit of its final state.
 	LatencyMs Percentiles `json:"latency_ms"`
+	// WarmupSagas (closed loop, --warmup) were posted in the warm-up and
+	// left out of LatencyMs.
+	WarmupSagas int `json:"warmup_sagas,omitempty"`
 	// Open loop only.
 	Open *OpenLoop `json:"open_loop,omitempty"`
 	// CPU is the CPU per saga of each process of the system (nil with
@@ -785,13 +791,10 @@ func drive(ctx context.Context, o options, tg *target, stderr io.Writer) (Result
 		}
 		return res, nil
 	}
-	lat := newHistogram()
-	var lastFinal time.Time
-	for _, oc := range outcomes {
-		record(lat, oc.inst.UpdatedAt.Sub(oc.run.sent))
-		if oc.inst.UpdatedAt.After(lastFinal) {
-			lastFinal = oc.inst.UpdatedAt
-		}
+	lat, warm, lastFinal := closedLatency(start, o.warmup, outcomes)
+	res.WarmupSagas = warm
+	if warm == len(outcomes) {
+		return res, fmt.Errorf("--warmup %s left out all %d sagas: none to measure", o.warmup, len(outcomes))
 	}
 	elapsed := lastFinal.Sub(start)
 	res.Seconds = elapsed.Seconds()
@@ -873,4 +876,23 @@ func writeAllocsProfile(path string) error {
 		return fmt.Errorf("memory profile: %w", err)
 	}
 	return nil
+}
+
+// closedLatency is the closed loop's latency histogram (POST to final
+// commit) of the sagas posted at least warmup after start, how many were
+// posted before (left out), and the last final commit of all.
+func closedLatency(start time.Time, warmup time.Duration, outcomes []outcome) (lat *hdrhistogram.Histogram, warm int, lastFinal time.Time) {
+	lat = newHistogram()
+	measureFrom := start.Add(warmup)
+	for _, oc := range outcomes {
+		if oc.run.sent.Before(measureFrom) {
+			warm++
+		} else {
+			record(lat, oc.inst.UpdatedAt.Sub(oc.run.sent))
+		}
+		if oc.inst.UpdatedAt.After(lastFinal) {
+			lastFinal = oc.inst.UpdatedAt
+		}
+	}
+	return lat, warm, lastFinal
 }

@@ -47,8 +47,9 @@ func TestOpenLoopFlags(t *testing.T) {
 		{"--rate", "10", "--duration", "0s"}, {"--rate", "10", "--warmup", "-1s"},
 		{"--rate", "10", "--duration", "2s", "--warmup", "2s"}, // nothing left to measure
 		{"--rate", "10", "--max-in-flight", "0"},
-		{"--rate", "0.001", "--duration", "1s"},                            // no saga offered
-		{"--duration", "5s"}, {"--warmup", "1s"}, {"--max-in-flight", "5"}, // open-loop flags without --rate
+		{"--rate", "0.001", "--duration", "1s"},        // no saga offered
+		{"--duration", "5s"}, {"--max-in-flight", "5"}, // open-loop flags without --rate
+		{"--warmup", "-1s"},
 		{"--cpu-pid", "x"}, {"--cpu-pid", "=5"}, {"--cpu-pid", "pg=-1"}, {"--cpu-pid", "pg=0"}, {"--cpu-pid", "pg=1;reboot"},
 	} {
 		if _, err := parseFlags(args, noEnv, io.Discard); err == nil {

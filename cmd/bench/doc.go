@@ -5,7 +5,7 @@
 // p99.9, max, from an HDR histogram) and the CPU each process of the system
 // spent per saga.
 //
-//	bench [-n 5000] [-c 200]                         closed loop on a system it starts itself: SQLite + embedded broker (temporary)
+//	bench [-n 5000] [-c 200] [--warmup 2s]           closed loop on a system it starts itself: SQLite + embedded broker (temporary)
 //	bench --rate 500 [--duration 30s] [--warmup 5s]  open loop: 500 sagas/s offered whatever the system does
 //	bench --postgres URL --brokers HOST:PORT         ... on PostgreSQL (fresh databases, dropped after) and Kafka (fresh topics)
 //	bench --remote [--saga-machine-url U] [...]      a running system (make run): its issuer hands out tokens
@@ -38,7 +38,9 @@
 // started more than 10 ms late) and the rate it really sent at; if that is
 // well below --rate, the bench machine was the limit. --warmup leaves the
 // sagas scheduled in the first stretch out of the latency (not out of the
-// rates or the CPU). Users default to one second of arrivals (R), so a
+// rates or the CPU); in the closed loop it leaves out the sagas posted in
+// the first stretch, such as the first c, which wait for the consumer groups
+// to form. Users default to one second of arrivals (R), so a
 // portfolio gets about one deal a second.
 //
 // # CPU per saga

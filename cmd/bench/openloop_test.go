@@ -222,3 +222,40 @@ func TestOpenLoopRefusesABadSchedule(t *testing.T) {
 		}
 	}
 }
+
+// The closed loop's warm-up: sagas posted before start+warmup are counted
+// and left out of the latency; the run still ends at the last final commit
+// of all of them.
+func TestClosedLatencyWarmup(t *testing.T) {
+	start := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	saga := func(sentAfter, took time.Duration) outcome {
+		sent := start.Add(sentAfter)
+		return outcome{run: &sagaRun{sent: sent}, inst: engine.Instance{UpdatedAt: sent.Add(took)}}
+	}
+	outs := []outcome{
+		saga(0, 900*time.Millisecond),                             // a start-up straggler, finishes last
+		saga(10*time.Millisecond, 800*time.Millisecond),           // also posted in the warm-up
+		saga(time.Second, 20*time.Millisecond),                    // measured
+		saga(time.Second+5*time.Millisecond, 40*time.Millisecond), // measured
+	}
+	for _, tc := range []struct {
+		warmup   time.Duration
+		warm     int
+		measured int64
+		maxMs    float64
+	}{
+		{0, 0, 4, 900},
+		{500 * time.Millisecond, 2, 2, 40},
+	} {
+		lat, warm, last := closedLatency(start, tc.warmup, outs)
+		if warm != tc.warm || lat.TotalCount() != tc.measured {
+			t.Errorf("warmup %s: %d left out and %d measured, want %d and %d", tc.warmup, warm, lat.TotalCount(), tc.warm, tc.measured)
+		}
+		if got := float64(lat.Max()) / 1e3; math.Abs(got-tc.maxMs) > tc.maxMs/100 {
+			t.Errorf("warmup %s: slowest measured %.1f ms, want %.0f", tc.warmup, got, tc.maxMs)
+		}
+		if want := start.Add(time.Second + 45*time.Millisecond); !last.Equal(want) {
+			t.Errorf("warmup %s: last final %v, want %v (of all sagas)", tc.warmup, last, want)
+		}
+	}
+}
