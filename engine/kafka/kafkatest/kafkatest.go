@@ -85,6 +85,21 @@ func newConsumer(t *testing.T, cfg kafka.Config, group string, topics ...string)
 	return c
 }
 
+// adminClient is an admin client of the cluster, closed when the test ends.
+func adminClient(t *testing.T, cfg kafka.Config) *kadm.Client {
+	t.Helper()
+	opts, err := cfg.ClientOpts()
+	if err != nil {
+		t.Fatalf("client options: %v", err)
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		t.Fatalf("admin client: %v", err)
+	}
+	t.Cleanup(cl.Close)
+	return kadm.NewClient(cl)
+}
+
 // records makes n records on topic, key "k<i%keys>", value "<i>".
 func records(topic string, n, keys int) []kafka.Record {
 	recs := make([]kafka.Record, n)
@@ -280,6 +295,28 @@ func testUncommittedRedelivered(t *testing.T, cfg kafka.Config) {
 	}
 }
 
+// runMember fetches and commits with c until ctx ends, handing each batch
+// to got before its commit; a Fetch or Commit error while ctx lives goes to
+// errs.
+func runMember(ctx context.Context, member string, c *kafka.Consumer, errs chan<- error, got func([]kafka.Record)) {
+	for {
+		recs, err := c.Fetch(ctx, 50)
+		if err != nil {
+			if ctx.Err() == nil {
+				errs <- fmt.Errorf("member %s Fetch: %w", member, err)
+			}
+			return
+		}
+		got(recs)
+		if err := c.Commit(ctx, recs); err != nil {
+			if ctx.Err() == nil {
+				errs <- fmt.Errorf("member %s Commit: %w", member, err)
+			}
+			return
+		}
+	}
+}
+
 func testTwoMembersShare(t *testing.T, cfg kafka.Config) {
 	ctx, topic := setup(t, cfg, 4, "kt.share")
 	group := testenv.Name(t, "g")
@@ -295,35 +332,20 @@ func testTwoMembersShare(t *testing.T, cfg kafka.Config) {
 	errs := make(chan error, 2)
 	for _, member := range []string{"a", "b"} {
 		c := newConsumer(t, cfg, group, topic)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				recs, err := c.Fetch(runCtx, 50)
-				if err != nil {
-					if runCtx.Err() == nil {
-						errs <- fmt.Errorf("member %s Fetch: %w", member, err)
-					}
-					return
-				}
+		wg.Go(func() {
+			runMember(runCtx, member, c, errs, func(recs []kafka.Record) {
 				mu.Lock()
 				for _, r := range recs {
 					seen[string(r.Value)] = append(seen[string(r.Value)], member)
 					perMem[member]++
 				}
 				mu.Unlock()
-				if err := c.Commit(runCtx, recs); err != nil {
-					if runCtx.Err() == nil {
-						errs <- fmt.Errorf("member %s Commit: %w", member, err)
-					}
-					return
-				}
 				select {
 				case changed <- struct{}{}:
 				default:
 				}
-			}
-		}()
+			})
+		})
 	}
 	// Publish in rounds, waiting for each round to be consumed, until both
 	// members have processed records (the second join takes a rebalance).
@@ -394,32 +416,17 @@ func testMarksCommittedBeforeHandover(t *testing.T, cfg kafka.Config) {
 	)
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	run := func(member string, c *kafka.Consumer) {
-		defer wg.Done()
-		for {
-			recs, err := c.Fetch(runCtx, 50)
-			if err != nil {
-				if runCtx.Err() == nil {
-					errs <- fmt.Errorf("member %s Fetch: %w", member, err)
+	for member, c := range map[string]*kafka.Consumer{"a": a, "b": newConsumer(t, cfg, group, topic)} {
+		wg.Go(func() {
+			runMember(runCtx, member, c, errs, func(recs []kafka.Record) {
+				mu.Lock()
+				for _, r := range recs {
+					seen[string(r.Value)] = append(seen[string(r.Value)], member)
 				}
-				return
-			}
-			mu.Lock()
-			for _, r := range recs {
-				seen[string(r.Value)] = append(seen[string(r.Value)], member)
-			}
-			mu.Unlock()
-			if err := c.Commit(runCtx, recs); err != nil {
-				if runCtx.Err() == nil {
-					errs <- fmt.Errorf("member %s Commit: %w", member, err)
-				}
-				return
-			}
-		}
+				mu.Unlock()
+			})
+		})
 	}
-	wg.Add(2)
-	go run("a", a)
-	go run("b", newConsumer(t, cfg, group, topic))
 
 	// Publish the second round in small batches until member b has read
 	// some of it (it has joined and got partitions) and every record of
@@ -490,16 +497,7 @@ func testFlushCommitsMarks(t *testing.T, cfg kafka.Config) {
 	c := newConsumer(t, cfg, group, topic)
 	got := consume(t, ctx, c, 3)
 
-	opts, err := cfg.ClientOpts()
-	if err != nil {
-		t.Fatalf("client options: %v", err)
-	}
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		t.Fatalf("admin client: %v", err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
+	adm := adminClient(t, cfg)
 	committed := func() int64 {
 		t.Helper()
 		offs, err := adm.FetchOffsets(ctx, group)
@@ -593,16 +591,7 @@ func testEnsureTopicsIdempotent(t *testing.T, cfg kafka.Config) {
 			t.Fatalf("step %d: EnsureTopics(%d, %v): %v", i, step.partitions, step.topics, err)
 		}
 	}
-	opts, err := cfg.ClientOpts()
-	if err != nil {
-		t.Fatalf("client options: %v", err)
-	}
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		t.Fatalf("admin client: %v", err)
-	}
-	defer cl.Close()
-	details, err := kadm.NewClient(cl).ListTopics(ctx, a, b)
+	details, err := adminClient(t, cfg).ListTopics(ctx, a, b)
 	if err != nil {
 		t.Fatalf("ListTopics: %v", err)
 	}
