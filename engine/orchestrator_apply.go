@@ -154,43 +154,11 @@ func (b *batch) write(ctx context.Context, tx Tx) error {
 			upd = append(upd, w.inst)
 		}
 	}
-	if bw, ok := tx.(batchWriter); ok {
-		if err := bw.WriteBatch(ctx, ins, upd, b.entries, b.outbox); err != nil {
-			return fmt.Errorf("write %d new and %d changed sagas, %d history entries and %d commands: %w",
-				len(ins), len(upd), len(b.entries), len(b.outbox), err)
-		}
-		return b.writeDeadLetters(ctx, tx)
-	}
-	if len(ins) > 0 {
-		if err := tx.Insert(ctx, ins); err != nil {
-			return fmt.Errorf("insert %d sagas: %w", len(ins), err)
-		}
-	}
-	if len(upd) > 0 {
-		if err := tx.Update(ctx, upd); err != nil {
-			return fmt.Errorf("update %d sagas: %w", len(upd), err)
-		}
-	}
-	if len(b.entries) > 0 {
-		if err := tx.AppendHistory(ctx, b.entries); err != nil {
-			return fmt.Errorf("append %d history entries: %w", len(b.entries), err)
-		}
-	}
-	if len(b.outbox) > 0 {
-		if err := tx.Enqueue(ctx, b.outbox); err != nil {
-			return fmt.Errorf("enqueue %d commands: %w", len(b.outbox), err)
-		}
+	if err := tx.WriteBatch(ctx, ins, upd, b.entries, b.outbox); err != nil {
+		return fmt.Errorf("write %d new and %d changed sagas, %d history entries and %d commands: %w",
+			len(ins), len(upd), len(b.entries), len(b.outbox), err)
 	}
 	return b.writeDeadLetters(ctx, tx)
-}
-
-// batchWriter is a Tx that writes a batch's new and changed sagas, its
-// history and its commands in one go (sqlstore: one statement on
-// PostgreSQL instead of one round trip each). Its checks, effects and
-// errors are those of Insert, Update, AppendHistory and Enqueue called in
-// this order.
-type batchWriter interface {
-	WriteBatch(ctx context.Context, ins, upd []*Instance, entries []HistoryEntry, outbox []OutboxRecord) error
 }
 
 // writeDeadLetters stores the batch's dead letters.

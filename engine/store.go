@@ -91,6 +91,11 @@ type Tx interface {
 	Update(ctx context.Context, insts []*Instance) error
 	// AppendHistory appends timeline entries.
 	AppendHistory(ctx context.Context, entries []HistoryEntry) error
+	// WriteBatch writes what one intake batch changed, with the checks,
+	// effects and errors of Insert(ins), Update(upd),
+	// AppendHistory(entries) and Enqueue(outbox) called in this order
+	// (sqlstore: one statement on PostgreSQL).
+	WriteBatch(ctx context.Context, ins, upd []*Instance, entries []HistoryEntry, outbox []OutboxRecord) error
 	// SentCommand looks for the command commandID in the Commands of
 	// sagaID's timeline entries: whether the saga sent it, and to whom
 	// (the last reference to it, with its latest attempt).

@@ -11,7 +11,7 @@ import (
 	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 )
 
-// WriteBatch writes what one intake batch changed: Insert(ins),
+// WriteBatch (engine.Tx) writes what one intake batch changed: Insert(ins),
 // Update(upd), AppendHistory(entries) and Enqueue(outbox), in this order,
 // with their checks, effects and errors. On PostgreSQL the writes are one
 // statement, each a part of a data-modifying WITH with the update last

@@ -10,22 +10,6 @@ import (
 	"github.com/portfolio-counselor/sagamachine/engine"
 )
 
-// batchWriter is the one-go write of an intake batch that the engine uses
-// when a store's Tx has it.
-type batchWriter interface {
-	WriteBatch(ctx context.Context, ins, upd []*engine.Instance, entries []engine.HistoryEntry, outbox []engine.OutboxRecord) error
-}
-
-// writeBatch calls tx's WriteBatch; a Tx without one fails the test.
-func writeBatch(t testing.TB, ctx context.Context, tx engine.Tx, ins, upd []*engine.Instance, entries []engine.HistoryEntry, outbox []engine.OutboxRecord) error {
-	t.Helper()
-	bw, ok := tx.(batchWriter)
-	if !ok {
-		t.Fatalf("the store's Tx (%T) has no WriteBatch", tx)
-	}
-	return bw.WriteBatch(ctx, ins, upd, entries, outbox)
-}
-
 // testWriteBatch: WriteBatch has the effects of Insert, Update,
 // AppendHistory and Enqueue called in this order, and their refusals; a
 // refused batch writes nothing.
@@ -56,7 +40,7 @@ func testWriteBatch(t *testing.T, s Store) {
 			return err
 		}
 		u1b.Rev, u2b.Rev = m["wb-u1"].Rev, m["wb-u2"].Rev
-		return writeBatch(t, ctx, tx, []*engine.Instance{n1, n2}, []*engine.Instance{u2b, u1b}, entries, recs)
+		return tx.WriteBatch(ctx, []*engine.Instance{n1, n2}, []*engine.Instance{u2b, u1b}, entries, recs)
 	})
 	if n1.Rev != 1 || n2.Rev != 1 || u1b.Rev != 2 || u2b.Rev != 2 {
 		t.Errorf("Revs after WriteBatch: new %d %d, updated %d %d; want 1 1 2 2", n1.Rev, n2.Rev, u1b.Rev, u2b.Rev)
@@ -131,7 +115,7 @@ func testWriteBatch(t *testing.T, s Store) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := s.InTx(ctx, func(ctx context.Context, tx engine.Tx) error {
-				return writeBatch(t, ctx, tx, tc.ins, tc.upd, append(tc.entries, engine.HistoryEntry{SagaID: "wb-r", At: at(0), Kind: engine.EntryEvent, MessageID: "r"}),
+				return tx.WriteBatch(ctx, tc.ins, tc.upd, append(tc.entries, engine.HistoryEntry{SagaID: "wb-r", At: at(0), Kind: engine.EntryEvent, MessageID: "r"}),
 					outboxRecords(2, "wb-"+tc.name))
 			})
 			wantCode(t, "WriteBatch with "+tc.name, err, tc.want)
@@ -140,12 +124,12 @@ func testWriteBatch(t *testing.T, s Store) {
 	}
 	t.Run("a record without a topic", func(t *testing.T) {
 		err := s.InTx(ctx, func(ctx context.Context, tx engine.Tx) error {
-			return writeBatch(t, ctx, tx, []*engine.Instance{fresh("wb-r6")}, nil, nil, noTopic)
+			return tx.WriteBatch(ctx, []*engine.Instance{fresh("wb-r6")}, nil, nil, noTopic)
 		})
 		wantCode(t, "WriteBatch with a record without a topic", err, engine.CodeInvalid)
 		checkNothingWritten(t, s, []*engine.Instance{fresh("wb-r6")})
 	})
-	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return writeBatch(t, ctx, tx, nil, nil, nil, nil) })
+	mustTx(t, s, func(ctx context.Context, tx engine.Tx) error { return tx.WriteBatch(ctx, nil, nil, nil, nil) })
 	if got, err := s.GetInstance(ctx, "wb-n1"); err != nil || got.Rev != 1 {
 		t.Errorf("wb-n1 after the refused batches: rev %d, %v; want 1", got.Rev, err)
 	}
