@@ -183,7 +183,19 @@ func (b *browser) screenshot(name string) string {
 	b.tb.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
 	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	// A page that has just loaded (after a redirect, say) may not be laid
+	// out yet: Chrome then refuses a screenshot "with 0 width". Wait for
+	// the layout, and try again a few times.
+	var png []byte
+	_, err := chromedp.Run(ctx, waitFor(`document.readyState === 'complete' && document.documentElement.getBoundingClientRect().width > 0`))
+	for attempt := 1; err == nil && attempt <= 3; attempt++ {
+		if png, err = chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil || attempt == 3 {
+			break
+		}
+		b.tb.Logf("screenshot %s, attempt %d: %v; trying again", name, attempt, err)
+		err = nil
+		time.Sleep(200 * time.Millisecond)
+	}
 	if err != nil {
 		b.tb.Errorf("screenshot %s: %v", name, err)
 		return ""
