@@ -9,11 +9,13 @@
 //     Records with the same key (the saga id) land on the same partition and
 //     keep their order.
 //   - [Consumer.Fetch] / [Consumer.Commit] consume as a member of a consumer
-//     group with auto-commit off. Between a Fetch and its Commit the group
-//     cannot rebalance the fetched partitions away, so no other member
-//     processes the same records; the caller commits only after its database
-//     transaction committed (at-least-once delivery, duplicates dropped by the
-//     caller's inbox).
+//     group. Between a Fetch and its Commit the group cannot rebalance the
+//     fetched partitions away, so no other member processes the same
+//     records; the caller commits only after its database transaction
+//     committed. Commit marks the offsets; they reach the group coordinator
+//     every Config.CommitInterval, before a rebalance and on Close
+//     ([Consumer.Flush] waits for them): at-least-once delivery, duplicates
+//     dropped by the caller's inbox.
 //   - [EnsureTopics] creates topics idempotently (and accepts a principal
 //     without CREATE when the topics exist), [Ping] checks readiness.
 //   - [Config.SASL] authenticates with SASL/SCRAM-SHA-512 (or SHA-256,
