@@ -27,15 +27,9 @@ import (
 func BenchmarkDealsSettle(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	db, counter := servicetest.CountedPostgres(b, testenv.Postgres(b), func(q string) bool {
+	db, counter := servicetest.CountedPostgres(b, testenv.Postgres(b), Migrate, func(q string) bool {
 		return strings.Contains(q, "UPDATE deals") || strings.Contains(q, "FROM deals")
 	})
-	if err := sdk.Migrate(ctx, db); err != nil {
-		b.Fatal(err)
-	}
-	if err := Migrate(ctx, db); err != nil {
-		b.Fatal(err)
-	}
 	bus := servicetest.NewKafkaBus(ctx, b, "deals", "DEALS_TOPIC", 6)
 	p, err := sdk.New(bus.Config(Name, db, quiet))
 	if err != nil {
@@ -108,12 +102,7 @@ func BenchmarkDealsSettle(b *testing.B) {
 	}
 	elapsed := time.Since(start)
 	b.StopTimer()
-	n := counter.Counts()
-	total, onDeals, begins := n.Total, n.Matching, n.Begins
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "commands/s")
-	b.ReportMetric(float64(total)/float64(b.N), "stmts/cmd")
-	b.ReportMetric(float64(onDeals)/float64(b.N), "deals-stmts/cmd")
-	b.ReportMetric(float64(b.N)/float64(max(begins, 1)), "cmds/tx")
+	counter.Report(b, b.N, elapsed, "deals")
 	var executed int
 	if err := db.GetContext(ctx, &executed, `SELECT COUNT(*) FROM deals WHERE status = 'executed'`); err != nil {
 		b.Fatal(err)

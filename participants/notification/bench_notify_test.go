@@ -39,18 +39,12 @@ func benchNotify(b *testing.B, batch bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	url := testenv.Postgres(b)
-	db, counter := servicetest.CountedPostgres(b, url, onNotifications)
+	db, counter := servicetest.CountedPostgres(b, url, Migrate, onNotifications)
 	watch, err := sqlx.Open("postgres", url) // not counted
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { watch.Close() })
-	if err := sdk.Migrate(ctx, db); err != nil {
-		b.Fatal(err)
-	}
-	if err := Migrate(ctx, db); err != nil {
-		b.Fatal(err)
-	}
 	bus := servicetest.NewKafkaBus(ctx, b, "notification", "NOTIFICATION_TOPIC", 6)
 	p, err := sdk.New(bus.Config(Name, db, quiet))
 	if err != nil {
@@ -106,12 +100,7 @@ func benchNotify(b *testing.B, batch bool) {
 	waitStored(b.N + 1)
 	elapsed := time.Since(start)
 	b.StopTimer()
-	n := counter.Counts()
-	total, onTable, begins := n.Total, n.Matching, n.Begins
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "commands/s")
-	b.ReportMetric(float64(total)/float64(b.N), "stmts/cmd")
-	b.ReportMetric(float64(onTable)/float64(b.N), "notif-stmts/cmd")
-	b.ReportMetric(float64(b.N)/float64(max(begins, 1)), "cmds/tx")
+	counter.Report(b, b.N, elapsed, "notif")
 	var parked int
 	if err := watch.GetContext(ctx, &parked, `SELECT COUNT(*) FROM sdk_dead_letters`); err != nil || parked != 0 {
 		b.Fatalf("dead letters = %d (err %v), want 0", parked, err)

@@ -482,14 +482,7 @@ func anys(ss []string) []any {
 // (the recipients' SELECT and the multi-row INSERT), a basket amid splits
 // it into two runs and adds notifyBasket's three.
 func TestNotifyBatchStatements(t *testing.T) {
-	ctx := context.Background()
-	db, counter := servicetest.CountedPostgres(t, testenv.Postgres(t), onNotifications)
-	if err := sdk.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	if err := Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db, counter := servicetest.CountedPostgres(t, testenv.Postgres(t), Migrate, onNotifications)
 	s, _ := newNotifier(t, db)
 	deals := func(n int) []sdk.Command[json.RawMessage] {
 		var cmds []sdk.Command[json.RawMessage]

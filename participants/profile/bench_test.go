@@ -85,13 +85,7 @@ func BenchmarkApproveOrderRun(b *testing.B) {
 func benchApproveRun(b *testing.B, batch, oneKey bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	db, counter := servicetest.CountedPostgres(b, testenv.Postgres(b), onProfileTables)
-	if err := sdk.Migrate(ctx, db); err != nil {
-		b.Fatal(err)
-	}
-	if err := Migrate(ctx, db); err != nil {
-		b.Fatal(err)
-	}
+	db, counter := servicetest.CountedPostgres(b, testenv.Postgres(b), Migrate, onProfileTables)
 	bus := servicetest.NewKafkaBus(ctx, b, "profile", "PROFILE_TOPIC", 6)
 	p, err := sdk.New(bus.Config(Name, db, quiet))
 	if err != nil {
@@ -157,13 +151,8 @@ func benchApproveRun(b *testing.B, batch, oneKey bool) {
 	}
 	elapsed := time.Since(start)
 	b.StopTimer()
-	n := counter.Counts()
-	total, own, begins, rollbacks := n.Total, n.Matching, n.Begins, n.Rollbacks
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "commands/s")
-	b.ReportMetric(float64(total)/float64(b.N), "stmts/cmd")
-	b.ReportMetric(float64(own)/float64(b.N), "profile-stmts/cmd")
-	b.ReportMetric(float64(b.N)/float64(max(begins, 1)), "cmds/tx")
-	b.ReportMetric(float64(rollbacks), "rollbacks")
+	n := counter.Report(b, b.N, elapsed, "profile")
+	b.ReportMetric(float64(n.Rollbacks), "rollbacks")
 	var approved int
 	var cash decimal.Decimal
 	if err := db.GetContext(ctx, &approved, `SELECT COUNT(*) FROM order_decisions WHERE status = 'approved'`); err != nil {

@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
@@ -30,10 +31,11 @@ type StatementCounter struct {
 }
 
 // CountedPostgres opens a lib/pq pool on the PostgreSQL database at url
-// (e.g. testenv.Postgres's) whose statements the returned counter counts;
-// match picks the statements counted as Matching (nil: none). The pool is
-// closed when tb ends.
-func CountedPostgres(tb testing.TB, url string, match func(query string) bool) (*sqlx.DB, *StatementCounter) {
+// (e.g. testenv.Postgres's), migrated as Postgres migrates (the SDK's
+// tables, then migrate's), whose statements the returned counter counts
+// from then on; match picks the statements counted as Matching (nil:
+// none). The pool is closed when tb ends.
+func CountedPostgres(tb testing.TB, url string, migrate func(context.Context, *sqlx.DB) error, match func(query string) bool) (*sqlx.DB, *StatementCounter) {
 	tb.Helper()
 	conn, err := pq.NewConnector(url)
 	if err != nil {
@@ -42,6 +44,8 @@ func CountedPostgres(tb testing.TB, url string, match func(query string) bool) (
 	c := &StatementCounter{match: match}
 	db := sqlx.NewDb(sql.OpenDB(countConnector{Connector: conn, n: c}), "postgres")
 	tb.Cleanup(func() { db.Close() })
+	migrateAll(tb, db, migrate)
+	c.Reset()
 	return db, c
 }
 
@@ -52,11 +56,23 @@ func (c *StatementCounter) Reset() {
 	c.n = StatementCounts{}
 }
 
-// Counts returns the counts since the pool opened or the last Reset.
+// Counts returns the counts since the pool was migrated or the last Reset.
 func (c *StatementCounter) Counts() StatementCounts {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.n
+}
+
+// Report reports a benchmark of n commands that took elapsed, from the
+// counts since the last Reset: commands/s, stmts/cmd, <matching>-stmts/cmd
+// (the Matching statements) and cmds/tx. It returns the counts.
+func (c *StatementCounter) Report(b *testing.B, n int, elapsed time.Duration, matching string) StatementCounts {
+	counts := c.Counts()
+	b.ReportMetric(float64(n)/elapsed.Seconds(), "commands/s")
+	b.ReportMetric(float64(counts.Total)/float64(n), "stmts/cmd")
+	b.ReportMetric(float64(counts.Matching)/float64(n), matching+"-stmts/cmd")
+	b.ReportMetric(float64(n)/float64(max(counts.Begins, 1)), "cmds/tx")
+	return counts
 }
 
 func (c *StatementCounter) add(q string) {
