@@ -10,10 +10,10 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
+	"github.com/portfolio-counselor/sagamachine/engine/kafka/kafkatest"
 	"github.com/portfolio-counselor/sagamachine/internal/testenv"
 )
 
@@ -56,7 +56,7 @@ func newBus(t *testing.T) *bus {
 func (b *bus) remove(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cl := adminClient(t, b.admin)
+	cl := kafkatest.Client(t, b.admin)
 	adm := kadm.NewClient(cl)
 	var del []kadm.DeleteSCRAM
 	var principals []string
@@ -100,25 +100,11 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-func adminClient(t *testing.T, cfg kafka.Config) *kgo.Client {
-	t.Helper()
-	opts, err := cfg.ClientOpts()
-	if err != nil {
-		t.Fatalf("client options: %v", err)
-	}
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		t.Fatalf("admin client: %v", err)
-	}
-	t.Cleanup(cl.Close)
-	return cl
-}
-
 // endOffsets sums the end offsets of topic's partitions (what was ever
 // written to it).
 func endOffsets(t *testing.T, admin kafka.Config, topic string) int64 {
 	t.Helper()
-	offs, err := kadm.NewClient(adminClient(t, admin)).ListEndOffsets(testCtx(t), topic)
+	offs, err := kadm.NewClient(kafkatest.Client(t, admin)).ListEndOffsets(testCtx(t), topic)
 	if err != nil {
 		t.Fatalf("ListEndOffsets(%s): %v", topic, err)
 	}
@@ -174,7 +160,7 @@ func TestSetupMakesExactlyThePolicy(t *testing.T) {
 	}
 
 	profile := b.participant("profile")
-	cl := adminClient(t, b.admin)
+	cl := kafkatest.Client(t, b.admin)
 	extra := kadm.NewACLs().Topics(profile.CommandTopic).Allow("User:" + b.user["deals"]).AllowHosts("*").
 		Operations(kadm.OpRead).ResourcePatternType(kadm.ACLPatternLiteral)
 	if _, err := kadm.NewClient(cl).CreateACLs(ctx, extra); err != nil {
@@ -329,7 +315,7 @@ func TestStaticMemberLeavesOnClose(t *testing.T) {
 		t.Fatalf("Commit: %v", err)
 	}
 	a.Close()
-	described, err := kadm.NewClient(adminClient(t, admin)).DescribeGroups(ctx, group)
+	described, err := kadm.NewClient(kafkatest.Client(t, admin)).DescribeGroups(ctx, group)
 	if err != nil {
 		t.Fatalf("DescribeGroups: %v", err)
 	}

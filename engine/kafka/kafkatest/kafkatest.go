@@ -85,8 +85,9 @@ func newConsumer(t *testing.T, cfg kafka.Config, group string, topics ...string)
 	return c
 }
 
-// adminClient is an admin client of the cluster, closed when the test ends.
-func adminClient(t *testing.T, cfg kafka.Config) *kadm.Client {
+// Client is a franz-go client of the cluster cfg names (for admin requests
+// in tests), closed when the test ends.
+func Client(t *testing.T, cfg kafka.Config) *kgo.Client {
 	t.Helper()
 	opts, err := cfg.ClientOpts()
 	if err != nil {
@@ -97,7 +98,13 @@ func adminClient(t *testing.T, cfg kafka.Config) *kadm.Client {
 		t.Fatalf("admin client: %v", err)
 	}
 	t.Cleanup(cl.Close)
-	return kadm.NewClient(cl)
+	return cl
+}
+
+// adminClient is an admin client of the cluster, closed when the test ends.
+func adminClient(t *testing.T, cfg kafka.Config) *kadm.Client {
+	t.Helper()
+	return kadm.NewClient(Client(t, cfg))
 }
 
 // records makes n records on topic, key "k<i%keys>", value "<i>".
