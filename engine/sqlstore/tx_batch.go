@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
@@ -125,12 +126,34 @@ var param = regexp.MustCompile(`\$([0-9]+)`)
 // add appends a statement whose parameters are $1..$len(args).
 func (w *batchStatement) add(q string, args []any) {
 	if off := len(w.args); off > 0 {
-		q = param.ReplaceAllStringFunc(q, func(p string) string {
-			n, _ := strconv.Atoi(p[1:]) // the pattern has only digits
-			return "$" + strconv.Itoa(n+off)
-		})
+		q = shifted(q, off)
 	}
 	w.parts, w.args = append(w.parts, q), append(w.args, args...)
+}
+
+// shiftKey is a statement and the number its parameters are moved by.
+type shiftKey struct {
+	q   string
+	off int
+}
+
+// shiftCache holds shifted's results: the statements and offsets of the
+// intake's batches are few (a part is present or not), and rewriting them
+// on every batch would be the hot path's work.
+var shiftCache sync.Map // shiftKey -> string
+
+// shifted is q with each parameter $n renumbered $(n+off).
+func shifted(q string, off int) string {
+	k := shiftKey{q, off}
+	if s, ok := shiftCache.Load(k); ok {
+		return s.(string)
+	}
+	s := param.ReplaceAllStringFunc(q, func(p string) string {
+		n, _ := strconv.Atoi(p[1:]) // the pattern has only digits
+		return "$" + strconv.Itoa(n+off)
+	})
+	shiftCache.Store(k, s)
+	return s
 }
 
 // sql is the one statement: the parts before the last as WITH queries, the
