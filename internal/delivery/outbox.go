@@ -49,10 +49,8 @@ func (t *Tables) Write(ctx context.Context, tx *sqlx.Tx, rows []Row) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	for i := range rows {
-		if rows[i].Topic == "" {
-			return fmt.Errorf("write %d rows to %s: row %d has no topic", len(rows), t.l.Outbox, i+1)
-		}
+	if err := t.checkTopics(rows); err != nil {
+		return err
 	}
 	var err error
 	if t.d == sqldb.Postgres {
@@ -81,16 +79,24 @@ func (t *Tables) WriteStatement(rows []Row, first int) (string, []any, error) {
 	if len(rows) == 0 || first < 1 {
 		return "", nil, fmt.Errorf("write %d rows to %s from parameter %d: want rows and a parameter from 1", len(rows), t.l.Outbox, first)
 	}
-	for i := range rows {
-		if rows[i].Topic == "" {
-			return "", nil, fmt.Errorf("write %d rows to %s: row %d has no topic", len(rows), t.l.Outbox, i+1)
-		}
+	if err := t.checkTopics(rows); err != nil {
+		return "", nil, err
 	}
 	args, err := t.writePostgresArgs(rows)
 	if err != nil {
 		return "", nil, fmt.Errorf("write %d rows to %s: %w", len(rows), t.l.Outbox, err)
 	}
 	return writePostgresSQL(t.l, first), args, nil
+}
+
+// checkTopics refuses rows of which one has no topic.
+func (t *Tables) checkTopics(rows []Row) error {
+	for i := range rows {
+		if rows[i].Topic == "" {
+			return fmt.Errorf("write %d rows to %s: row %d has no topic", len(rows), t.l.Outbox, i+1)
+		}
+	}
+	return nil
 }
 
 // writePostgresSQL is the INSERT of writePostgresArgs as one statement,
