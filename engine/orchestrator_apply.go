@@ -332,7 +332,7 @@ func (o *Orchestrator) enter(b *batch, w *sagaWork, in *inbound, step Step) erro
 	var cmd *Message
 	if step.Send != nil {
 		cmd = &Message{
-			V: EnvelopeVersion, ID: uuid.NewString(), SagaID: inst.ID, Saga: inst.Saga, SagaVersion: inst.SagaVersion,
+			V: EnvelopeVersion, ID: envelope.NewID(), SagaID: inst.ID, Saga: inst.Saga, SagaVersion: inst.SagaVersion,
 			Kind: KindCommand, Name: step.Send.Name, Participant: step.Send.Participant, CausationID: m.ID,
 			OccurredAt: now, Attempt: 1, Payload: payload,
 		}
@@ -748,7 +748,7 @@ func (o *Orchestrator) startJoin(b *batch, w *sagaWork, in *inbound, p *Parallel
 				elem = &e
 			}
 			c := BranchCommand{
-				ID: uuid.NewString(), Branch: bi, Element: elem, Name: spec.Name, Participant: spec.Participant,
+				ID: envelope.NewID(), Branch: bi, Element: elem, Name: spec.Name, Participant: spec.Participant,
 				Status: BranchPending, Attempts: 1, Deadline: CommandDeadline(spec.Retry, timeout, now, now), Payload: payload,
 			}
 			if spec.Retry != nil && spec.Retry.Attempts > 0 {

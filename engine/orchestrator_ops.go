@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 
 	"github.com/portfolio-counselor/sagamachine/engine/definition"
 )
@@ -116,7 +116,7 @@ func (o *Orchestrator) Start(ctx context.Context, req StartRequest) (Instance, b
 	if by == definition.Engine {
 		return Instance{}, false, reservedParticipant(&Message{Name: event})
 	}
-	msgID, sagaID := uuid.NewString(), req.SagaID
+	msgID, sagaID := envelope.NewID(), req.SagaID
 	var idem *IdempotencyKey
 	if req.IdempotencyKey != "" {
 		// The caller is quoted: a subject cannot contain the NUL that
@@ -133,7 +133,7 @@ func (o *Orchestrator) Start(ctx context.Context, req StartRequest) (Instance, b
 		idem = &IdempotencyKey{Caller: caller, Saga: model.Name(), Key: req.IdempotencyKey, RequestHash: hash, SagaID: sagaID}
 	}
 	if sagaID == "" {
-		sagaID = uuid.NewString()
+		sagaID = envelope.NewID()
 	}
 	trace := traceOf(req.Traceparent)
 	var inst Instance

@@ -2,7 +2,9 @@
 // participants: the JSON envelope every Kafka record carries (Message,
 // schema/envelope.schema.json), the record itself (Record), the topic names
 // (EventTopic, CommandTopic), the Kafka headers beside the envelope, and
-// CommandExpired, the one event name the SDK answers with itself.
+// CommandExpired, the one event name the SDK answers with itself, and
+// NewID, the ids the engine, the SDK and the services give messages, sagas
+// and business rows (UUIDs ordered by time).
 //
 // It also holds the envelope's codec. AppendMessage and UnmarshalMessage
 // encode and decode without reflection the envelopes the engine and the SDK

@@ -13,10 +13,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/gorilla/mux"
 	"github.com/jmoiron/sqlx"
 
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
@@ -189,7 +189,7 @@ func (s *Service) CreateBasket(ctx context.Context, userID string, in NewBasket,
 	in.PortfolioID = lines[0].PortfolioID // canonical: the same request in any case
 	now := s.now().UTC()
 	b := Basket{
-		ID: uuid.NewString(), UserID: userID, PortfolioID: lines[0].PortfolioID, Currency: lines[0].Currency,
+		ID: envelope.NewID(), UserID: userID, PortfolioID: lines[0].PortfolioID, Currency: lines[0].Currency,
 		SagaID: sdk.NewSagaID(), CreatedAt: now, UpdatedAt: now, RequestHash: in.hash(),
 	}
 	if idemKey != "" {
@@ -199,7 +199,7 @@ func (s *Service) CreateBasket(ctx context.Context, userID string, in NewBasket,
 	for _, dc := range lines {
 		basketID := b.ID
 		d := Deal{
-			ID: uuid.NewString(), UserID: userID, PortfolioID: dc.PortfolioID, Side: dc.Side,
+			ID: envelope.NewID(), UserID: userID, PortfolioID: dc.PortfolioID, Side: dc.Side,
 			Instrument: dc.Instrument, Quantity: dc.Quantity, Price: dc.Price, Amount: dc.Amount,
 			Currency: dc.Currency, Status: StatusDraft, SagaID: b.SagaID, CreatedAt: now, UpdatedAt: now,
 			BasketID: &basketID,

@@ -10,10 +10,10 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
@@ -51,7 +51,7 @@ func (s *Service) Create(ctx context.Context, userID string, in NewDeal, idemKey
 	in.PortfolioID = dc.PortfolioID // canonical: the same request in any case
 	now := s.now().UTC()
 	d := Deal{
-		ID: uuid.NewString(), UserID: userID, PortfolioID: dc.PortfolioID, Side: dc.Side,
+		ID: envelope.NewID(), UserID: userID, PortfolioID: dc.PortfolioID, Side: dc.Side,
 		Instrument: dc.Instrument, Quantity: dc.Quantity, Price: dc.Price, Amount: dc.Amount,
 		Currency: dc.Currency, Status: StatusDraft, CreatedAt: now, UpdatedAt: now,
 		RequestHash: in.hash(),

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
@@ -180,7 +181,7 @@ func (s *Service) notifyBasket(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command
 	if err != nil {
 		return sdk.Result{}, fmt.Errorf("%s: encode the deal ids of basket %s: %w", cmd.Name, b.BasketID, err)
 	}
-	n := Notification{ID: uuid.NewString(), UserID: b.UserID, DealID: b.BasketID, SagaID: cmd.SagaID, BasketID: b.BasketID,
+	n := Notification{ID: envelope.NewID(), UserID: b.UserID, DealID: b.BasketID, SagaID: cmd.SagaID, BasketID: b.BasketID,
 		Status: status, Text: text, CreatedAt: s.now().UTC()}
 	sent, err := s.checkBasketRecipient(ctx, tx, n, string(ids))
 	if err != nil {

@@ -10,10 +10,10 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/gorilla/mux"
 	"github.com/jmoiron/sqlx"
 
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
@@ -165,7 +165,7 @@ func (s *Service) handleNotify(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command
 	if err := s.checkRecipient(ctx, tx, dc.DealID, dc.UserID, cmd.SagaID); err != nil {
 		return sdk.Result{}, fmt.Errorf("%s: %w", cmd.Name, err)
 	}
-	n := Notification{ID: uuid.NewString(), UserID: dc.UserID, DealID: dc.DealID, SagaID: cmd.SagaID,
+	n := Notification{ID: envelope.NewID(), UserID: dc.UserID, DealID: dc.DealID, SagaID: cmd.SagaID,
 		Status: status, Text: text, CreatedAt: s.now().UTC()}
 	// One notification per deal outcome: NOTIFY arriving again under a new
 	// message id is not sent twice.

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
 
@@ -145,7 +145,7 @@ func (s *Service) notifyDeals(ctx context.Context, tx *sqlx.Tx, items []notifyIt
 		}
 		first[key] = i
 		n := it.n
-		n.ID, n.CreatedAt = uuid.NewString(), now
+		n.ID, n.CreatedAt = envelope.NewID(), now
 		rows = append(rows, n)
 	}
 	var ins strings.Builder

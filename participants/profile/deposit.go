@@ -12,10 +12,10 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"github.com/shopspring/decimal"
 
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
@@ -110,7 +110,7 @@ func (s *Service) Deposit(ctx context.Context, operator auth.User, portfolioID s
 	}
 	portfolioID = dealctx.CanonicalOrSame(portfolioID)
 	now := s.now().UTC()
-	dep = Deposit{ID: uuid.NewString(), PortfolioID: portfolioID, Amount: in.Amount, Currency: in.Currency, Reason: in.Reason,
+	dep = Deposit{ID: envelope.NewID(), PortfolioID: portfolioID, Amount: in.Amount, Currency: in.Currency, Reason: in.Reason,
 		CreatedBy: operator.Subject, CreatedAt: now, IdempotencyKey: idemKey, RequestHash: in.hash(portfolioID)}
 	err = s.inTx(ctx, "deposit into portfolio "+portfolioID, func(tx *sqlx.Tx) error {
 		pf, err := s.lockPortfolio(ctx, tx, portfolioID)

@@ -8,10 +8,10 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"github.com/shopspring/decimal"
 
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
@@ -53,7 +53,7 @@ type NewPortfolio struct {
 // first snapshot.
 func (s *Service) CreatePortfolio(ctx context.Context, userID string, in NewPortfolio) (Portfolio, error) {
 	now := s.now().UTC()
-	pf := Portfolio{ID: uuid.NewString(), UserID: userID, Name: in.Name, Currency: in.Currency, Cash: decimal.Zero,
+	pf := Portfolio{ID: envelope.NewID(), UserID: userID, Name: in.Name, Currency: in.Currency, Cash: decimal.Zero,
 		Positions: Positions{}, CreatedAt: now, UpdatedAt: now}
 	err := s.inTx(ctx, "create portfolio", func(tx *sqlx.Tx) error {
 		q := tx.Rebind(`INSERT INTO portfolios (id, user_id, name, currency, cash, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)`)

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"go.opentelemetry.io/otel/trace"
 
@@ -317,7 +316,7 @@ func (p *Participant) replyFor(cmd envelope.Message, res Result) (*envelope.Mess
 	}
 	return &envelope.Message{
 		V:           envelope.Version,
-		ID:          uuid.NewString(),
+		ID:          envelope.NewID(),
 		SagaID:      cmd.SagaID,
 		Saga:        cmd.Saga,
 		SagaVersion: cmd.SagaVersion,

@@ -30,9 +30,10 @@ func (p *Participant) StartSaga(ctx context.Context, tx *sqlx.Tx, saga, event st
 	return id, nil
 }
 
-// NewSagaID returns a fresh saga instance id (a random UUID) for
+// NewSagaID returns a fresh saga instance id (envelope.NewID: a UUID
+// ordered by time) for
 // StartSagaWithID.
-func NewSagaID() string { return uuid.NewString() }
+func NewSagaID() string { return envelope.NewID() }
 
 // StartSagaWithID is StartSaga with the saga id chosen by the caller
 // (NewSagaID), so that the business row written in the same transaction

@@ -1,0 +1,44 @@
+package envelope_test
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/portfolio-counselor/sagamachine/engine/envelope"
+)
+
+// TestNewIDOrderedByTime: ids are version 7 UUIDs carrying the time they
+// were made, unique, and a sequence made one after another sorts as made
+// (as text, the order of the B-tree indexes keyed by them).
+func TestNewIDOrderedByTime(t *testing.T) {
+	before := time.Now().Truncate(time.Millisecond)
+	ids := make([]string, 5000)
+	for i := range ids {
+		ids[i] = envelope.NewID()
+	}
+	after := time.Now()
+	if !slices.IsSorted(ids) {
+		t.Fatal("ids made one after another do not sort in the order they were made")
+	}
+	seen := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		if seen[id] {
+			t.Fatalf("id %s made twice", id)
+		}
+		seen[id] = true
+		u, err := uuid.Parse(id)
+		if err != nil {
+			t.Fatalf("id %q is not a UUID: %v", id, err)
+		}
+		if u.Version() != 7 || u.Variant() != uuid.RFC4122 {
+			t.Fatalf("id %s: version %d, variant %v; want 7, RFC 4122", id, u.Version(), u.Variant())
+		}
+		sec, nsec := u.Time().UnixTime()
+		if at := time.Unix(sec, nsec); at.Before(before) || at.After(after) {
+			t.Fatalf("id %s carries %v, not between %v and %v", id, at, before, after)
+		}
+	}
+}
