@@ -95,6 +95,13 @@ func (t *tx) insertPostgres(ctx context.Context, rows []instRow) error {
 // updateInstancesSQL updates a batch of instances whose stored rev is the
 // given one (pgInstColumns, updateInstancesArgs) and returns the ids it
 // updated.
+//
+// The id = ANY($1) beside the join is for the planner. It estimates the
+// ROWS FROM at 100 rows whatever the batch (json_array_elements' default),
+// and below a few thousand sagas it then joined by hashing a sequential
+// scan of the whole table (auto_explain: 1.3 ms of a 3.3 ms batch at 2,000
+// sagas; TestUpdatePlanReadsByPrimaryKey); with the ids as an array it
+// reads them through the primary key.
 var updateInstancesSQL = `UPDATE saga_instances AS s SET saga = v.saga, saga_version = v.saga_version,
 			state = v.state, status = v.status, context = ` + jsonOrNull("v.context") + `, updated_at = v.updated_at,
 			entered_at = v.entered_at, rev = s.rev + 1, pending = ` + jsonOrNull("v.pending") + `, attempts = v.attempts,
@@ -107,7 +114,7 @@ var updateInstancesSQL = `UPDATE saga_instances AS s SET saga = v.saga, saga_ver
 			json_array_elements($16::json))
 			AS v(id, rev, saga, saga_version, state, status, context, updated_at, entered_at, pending, attempts, timer_at,
 				traceparent, undo, deferred, join_state)
-		WHERE s.id = v.id AND s.rev = v.rev
+		WHERE s.id = ANY($1::text[]) AND s.id = v.id AND s.rev = v.rev
 		RETURNING s.id`
 
 func updateInstancesArgs(c instColumns) []any {
