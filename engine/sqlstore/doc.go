@@ -24,8 +24,9 @@
 // analyzes the tables as they grow, so that their cached generic plans are
 // made again with the tables' real sizes. On SQLite, which
 // runs in-process, batches use prepared statements per row inside the
-// transaction; SQLite runs in WAL mode with synchronous=FULL, foreign keys
-// and a busy timeout, with one writer connection and a separate pool of
+// transaction; SQLite runs in WAL mode with synchronous=FULL (the relay's
+// lease and deletion at NORMAL: losing them only publishes again), foreign
+// keys and a busy timeout, with one writer connection and a separate pool of
 // readers (for file databases).
 //
 // Times are stored in UTC with microsecond precision on both databases

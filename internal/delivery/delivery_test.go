@@ -2,6 +2,7 @@ package delivery_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"maps"
@@ -636,5 +637,68 @@ func TestRelayTxSettings(t *testing.T) {
 	}
 	if n := backlog(t, f); n != 0 {
 		t.Errorf("Backlog = %d after the commit, want 0", n)
+	}
+}
+
+// TestRelayUnsyncedSQLite: on SQLite the relay's lease and deletion run at
+// synchronous NORMAL (no fsync: losing either only publishes rows again),
+// and the connection has its own level back afterwards, so no other
+// transaction commits without its fsync. A level already at NORMAL or
+// below is left alone.
+func TestRelayUnsyncedSQLite(t *testing.T) {
+	f := open(t, sqldb.SQLite, delivery.ParticipantTables)
+	ctx := context.Background()
+	level := func(q interface {
+		QueryRowContext(context.Context, string, ...any) *sql.Row
+	}) int {
+		t.Helper()
+		var n int
+		if err := q.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	const off, normal, full = 0, 1, 2
+	if got := level(f.db); got != full {
+		t.Fatalf("the database's synchronous level is %d, want FULL (%d): the test cannot tell", got, full)
+	}
+	for _, start := range []int{full, off} {
+		if _, err := f.db.ExecContext(ctx, fmt.Sprintf("PRAGMA synchronous = %d", start)); err != nil {
+			t.Fatal(err)
+		}
+		want := min(start, normal)
+		var inside int
+		if err := delivery.Unsynced(ctx, f.tables, func(c *sql.Conn) error { inside = level(c); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if inside != want {
+			t.Errorf("from %d: synchronous inside = %d, want %d", start, inside, want)
+		}
+		if got := level(f.db); got != start {
+			t.Errorf("from %d: synchronous after = %d, want the connection's own %d", start, got, start)
+		}
+	}
+	if _, err := f.db.ExecContext(ctx, "PRAGMA synchronous = FULL"); err != nil {
+		t.Fatal(err)
+	}
+	// Publish end to end: between the lease and the deletion (the publish)
+	// and after it, the connection is at FULL; the rows are gone.
+	f.write(t, row(1), row(2), row(3))
+	var during []int
+	n, err := f.tables.Publish(ctx, "relay", 10, time.Minute, func(context.Context, []delivery.Row) error {
+		during = append(during, level(f.db))
+		return nil
+	})
+	if err != nil || n != 3 {
+		t.Fatalf("Publish = %d, %v; want 3 rows", n, err)
+	}
+	if !slices.Equal(during, []int{full}) {
+		t.Errorf("synchronous while publishing = %v, want [%d]", during, full)
+	}
+	if got := level(f.db); got != full {
+		t.Errorf("synchronous after Publish = %d, want FULL", got)
+	}
+	if b := backlog(t, f); b != 0 {
+		t.Errorf("Backlog = %d after Publish, want 0", b)
 	}
 }

@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"database/sql"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -19,4 +20,9 @@ func SetPurgeChunk(n int) int {
 	old := purgeChunk
 	purgeChunk = n
 	return old
+}
+
+// Unsynced runs fn as Publish runs its lease and deletion (SQLite).
+func Unsynced(ctx context.Context, t *Tables, fn func(c *sql.Conn) error) error {
+	return t.unsynced(ctx, fn)
 }
