@@ -7,7 +7,7 @@
 //
 //	bench [-n 5000] [-c 200] [--warmup 2s]           closed loop on a system it starts itself: SQLite + embedded broker (temporary)
 //	bench --rate 500 [--duration 30s] [--warmup 5s]  open loop: 500 sagas/s offered whatever the system does
-//	bench --postgres URL --brokers HOST:PORT         ... on PostgreSQL (fresh databases, dropped after) and Kafka (fresh topics)
+//	bench --postgres URL --brokers HOST:PORT         ... on PostgreSQL (fresh databases, dropped after) and Kafka (fresh topics and groups, deleted after)
 //	bench --remote [--saga-machine-url U] [...]      a running system (make run): its issuer hands out tokens
 //	bench kafka-roundtrip --brokers HOST:PORT [-c 32] plain Kafka produce→consume round trips (a floor)
 //	bench compare [-c 32] [-n 5000] [--rounds 2]     the saga bench beside pgbench -N and Kafka round trips, with ratios
