@@ -86,8 +86,16 @@ func run(ctx context.Context, seeds []string, roundtrip bool) error {
 // controller, or ctx ends.
 func waitMetadata(ctx context.Context, adm *kadm.Client) (kadm.Metadata, error) {
 	var last error
+	var refusedSince time.Time
 	for {
 		meta, err := adm.BrokerMetadata(ctx)
+		if !errors.Is(err, kerr.SaslAuthenticationFailed) {
+			refusedSince = time.Time{}
+		} else if refusedSince.IsZero() {
+			refusedSince = time.Now()
+		} else if time.Since(refusedSince) >= credentialsRefusedAfter {
+			return kadm.Metadata{}, errCredentialsRefused(err)
+		}
 		switch {
 		case err != nil:
 			last = err
@@ -104,6 +112,20 @@ func waitMetadata(ctx context.Context, adm *kadm.Client) (kadm.Metadata, error) 
 		case <-time.After(300 * time.Millisecond):
 		}
 	}
+}
+
+// credentialsRefusedAfter is how long the broker may refuse the
+// credentials before the probe stops waiting: a starting broker may refuse
+// them for a moment while it loads its metadata, one whose data was set up
+// with other credentials refuses them for ever.
+const credentialsRefusedAfter = 10 * time.Second
+
+// errCredentialsRefused says what a broker that keeps refusing the
+// credentials most likely means, and what to do, instead of a timeout.
+func errCredentialsRefused(err error) error {
+	return fmt.Errorf("the broker keeps refusing these credentials (%v): its data directory was most likely "+
+		"set up with other ones. Give the password it was set up with ($SAGA_TEST_KAFKA_PASSWORD), or wipe the "+
+		"test services' data with `make clean-services` and run `make up` again", err)
 }
 
 func roundTrip(ctx context.Context, seeds []string, adm *kadm.Client) error {
