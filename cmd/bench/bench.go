@@ -15,6 +15,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -596,41 +597,31 @@ func deleteKafkaRun(o options, infix, groupPrefix string) error {
 	if err != nil {
 		errs = append(errs, fmt.Errorf("list consumer groups: %w", err))
 	}
-	var mine []string
-	for _, g := range groups.Groups() {
-		if strings.HasPrefix(g, groupPrefix) {
-			mine = append(mine, g)
-		}
-	}
-	if len(mine) > 0 {
+	if mine := slices.DeleteFunc(groups.Groups(), func(g string) bool { return !strings.HasPrefix(g, groupPrefix) }); len(mine) > 0 {
 		res, err := adm.DeleteGroups(ctx, mine...)
-		if err == nil {
-			err = res.Error()
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("delete consumer groups %v: %w", mine, err))
-		}
+		errs = append(errs, deleteErr("consumer groups", mine, err, res))
 	}
 	topics, err := adm.ListTopics(ctx)
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("list topics: %w", err))...)
 	}
-	var names []string
-	for _, t := range topics.Names() {
-		if strings.Contains(t, infix) {
-			names = append(names, t)
-		}
-	}
-	if len(names) > 0 {
-		res, err := adm.DeleteTopics(ctx, names...)
-		if err == nil {
-			err = res.Error()
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("delete topics %v: %w", names, err))
-		}
+	if mine := slices.DeleteFunc(topics.Names(), func(t string) bool { return !strings.Contains(t, infix) }); len(mine) > 0 {
+		res, err := adm.DeleteTopics(ctx, mine...)
+		errs = append(errs, deleteErr("topics", mine, err, res))
 	}
 	return errors.Join(errs...)
+}
+
+// deleteErr is the error of a request that deleted names (err), or else
+// the first error of its response (res), or nil.
+func deleteErr(what string, names []string, err error, res interface{ Error() error }) error {
+	if err == nil {
+		err = res.Error()
+	}
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("delete %s %v: %w", what, names, err)
 }
 
 // sagaRun is one saga in flight.

@@ -9,8 +9,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/portfolio-counselor/sagamachine/engine/kafka/kafkatest"
 	"github.com/portfolio-counselor/sagamachine/internal/testenv"
 )
 
@@ -21,16 +21,7 @@ func TestDeleteKafkaRun(t *testing.T) {
 	kcfg := testenv.Kafka(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	opts, err := kcfg.ClientOpts()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
+	adm := kadm.NewClient(kafkatest.Client(t, kcfg))
 	id := strings.ReplaceAll(uuid.NewString(), "-", "")[:10]
 	other := strings.ReplaceAll(uuid.NewString(), "-", "")[:10]
 	mine := []string{"DEALS_TOPIC.bench" + id, "SAGA_SERVER_TOPIC.bench" + id + "_PROFILE"}
