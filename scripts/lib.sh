@@ -63,6 +63,24 @@ POSTGRES_URL="postgres://postgres@$PG_HOST:$PG_PORT/postgres?sslmode=disable"
 KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 
 log() { printf "==> %s\n" "$*"; }
+
+# reserve_ports PORT... takes the servers' fixed ports out of the ports the
+# kernel gives outgoing connections (net.ipv4.ip_local_reserved_ports).
+# Every fixed port here (55432, 5808x, 5909x) lies inside Linux's default
+# ephemeral range, 32768-60999, so a client's connection (a test's, the
+# Kafka probe's) could be given one as its local port, and the server that
+# listens on it would then fail with "Address already in use" (seen once,
+# Keycloak's management port 58082 during make test). Connections made
+# before the reservation keep their ports. Needs root; without it, a note.
+reserve_ports() {
+	local f=/proc/sys/net/ipv4/ip_local_reserved_ports list
+	list="$(IFS=,; echo "$*")"
+	local cur
+	cur="$(cat "$f" 2>/dev/null || true)"
+	if ! { echo "${cur:+$cur,}$list" >"$f"; } 2>/dev/null; then
+		log "note: could not reserve ports $list in $f (not root?): a client connection may take one of them"
+	fi
+}
 die() {
 	printf '\n!!! %s\n\n' "$*" >&2
 	exit 1

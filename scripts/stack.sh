@@ -187,6 +187,31 @@ start_keycloak() {
 	printf '%s\n' "$realm_sum" >"$STACK_RUN/keycloak.realm"
 }
 
+# wait_keycloak waits until Keycloak is ready (240 s at most). If it exits
+# instead, waiting is over at once; if it exited because one of its ports
+# was taken ("Address already in use": a client connection made before
+# reserve_ports ran may hold it for a moment), it is started again, once.
+wait_keycloak() {
+	local url="http://127.0.0.1:$KC_MGMT_PORT/auth/health/ready" attempt i
+	for attempt in 1 2; do
+		for ((i = 0; i < 480; i++)); do
+			curl -fsS -o /dev/null --max-time 5 "$url" 2>/dev/null && return 0
+			proc_pid keycloak >/dev/null || break
+			sleep 0.5
+		done
+		((i < 480)) || break # still running, not ready: wait_http's report below
+		if ((attempt == 1)) && grep -q "Address already in use" "$STACK_LOGS/keycloak.log"; then
+			log "Keycloak exited: a port of its was taken (log: $STACK_LOGS/keycloak.log); starting it again in 5 s"
+			sleep 5
+			start_keycloak
+			continue
+		fi
+		tail -n 30 "$STACK_LOGS/keycloak.log" >&2 || true
+		die "Keycloak exited before it was ready (log: $STACK_LOGS/keycloak.log)"
+	done
+	wait_http keycloak "$url" 1
+}
+
 # -------------------------------------------------------------------- nginx
 
 install_nginx() {
@@ -279,9 +304,10 @@ start_service() {
 
 # ---------------------------------------------------------------- the order
 
+reserve_ports "$STACK_PORT" "$KC_PORT" "$KC_MGMT_PORT" "$O2P_PORT" "$SM_PORT" "$DEALS_PORT" "$PROFILE_PORT" "$NOTIFICATION_PORT"
 start_keycloak
 start_nginx
-wait_http keycloak "http://127.0.0.1:$KC_MGMT_PORT/auth/health/ready" 240
+wait_keycloak
 wait_http "Keycloak through nginx" "$ISSUER/.well-known/openid-configuration" 30
 start_oauth2_proxy
 start_service saga-machine "$SM_PORT" saga

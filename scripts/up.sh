@@ -397,6 +397,7 @@ install_chromium() {
 	command -v chromium >/dev/null || die "apt-get install chromium did not provide a chromium command"
 }
 
+reserve_ports "$PG_PORT" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"
 services=" ${SAGA_UP_SERVICES:-postgres chromium kafka} "
 if [[ "$services" == *" postgres "* ]]; then
 	start_postgres
