@@ -434,23 +434,23 @@ func (t *Tables) unsynced(ctx context.Context, fn func(c *sql.Conn) error) error
 	}
 	c, err := t.db.Conn(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: take a connection: %w", t.l.Outbox, err)
 	}
 	defer c.Close()
 	var level int
 	if err := c.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&level); err != nil {
-		return fmt.Errorf("read synchronous: %w", err)
+		return fmt.Errorf("%s: read synchronous: %w", t.l.Outbox, err)
 	}
 	if level <= sqliteNormal {
 		return fn(c)
 	}
 	if _, err := c.ExecContext(ctx, "PRAGMA synchronous = "+strconv.Itoa(sqliteNormal)); err != nil {
-		return fmt.Errorf("set synchronous NORMAL: %w", err)
+		return fmt.Errorf("%s: set synchronous NORMAL: %w", t.l.Outbox, err)
 	}
 	ferr := fn(c)
 	if _, err := c.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous = "+strconv.Itoa(level)); err != nil {
 		_ = c.Raw(func(any) error { return driver.ErrBadConn }) // closes the connection
-		return errors.Join(ferr, fmt.Errorf("restore synchronous %d (connection closed): %w", level, err))
+		return errors.Join(ferr, fmt.Errorf("%s: restore synchronous %d (connection closed): %w", t.l.Outbox, level, err))
 	}
 	return ferr
 }
