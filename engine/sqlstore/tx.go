@@ -19,6 +19,15 @@ import (
 	"github.com/portfolio-counselor/sagamachine/internal/delivery"
 )
 
+// The ops of the four writes of a batch, shared by the methods and by
+// WriteBatch, which reports their errors as they do.
+const (
+	opInsert  = "sqlstore: insert sagas"
+	opUpdate  = "sqlstore: update sagas"
+	opHistory = "sqlstore: append history"
+	opEnqueue = "sqlstore: enqueue"
+)
+
 // tx is the engine.Tx of one InTx call. The validation and encoding of a
 // batch is shared; writing it is per dialect (tx_postgres.go, tx_sqlite.go).
 type tx struct {
@@ -242,7 +251,7 @@ func keyRows(rows []instRow) (ids, names, values []string) {
 
 // Insert stores new instances with Rev 1; an existing id is CodeConflict.
 func (t *tx) Insert(ctx context.Context, insts []*engine.Instance) error {
-	const op = "sqlstore: insert sagas"
+	const op = opInsert
 	if len(insts) == 0 {
 		return nil
 	}
@@ -283,7 +292,7 @@ func (t *tx) insertConflict(op string, err error) error {
 // increments their Rev; if any Rev no longer matches it returns CodeConflict
 // and changes no Rev. ID and CreatedAt are never changed.
 func (t *tx) Update(ctx context.Context, insts []*engine.Instance) error {
-	const op = "sqlstore: update sagas"
+	const op = opUpdate
 	if len(insts) == 0 {
 		return nil
 	}
@@ -357,7 +366,7 @@ type histRow struct {
 
 // AppendHistory appends timeline entries, in order.
 func (t *tx) AppendHistory(ctx context.Context, entries []engine.HistoryEntry) error {
-	const op = "sqlstore: append history"
+	const op = opHistory
 	if len(entries) == 0 {
 		return nil
 	}
@@ -393,7 +402,7 @@ func encodeHistory(op string, entries []engine.HistoryEntry) ([]histRow, error) 
 
 // Enqueue adds records to the outbox, in order (delivery.Tables.Write).
 func (t *tx) Enqueue(ctx context.Context, recs []engine.OutboxRecord) error {
-	const op = "sqlstore: enqueue"
+	const op = opEnqueue
 	if len(recs) == 0 {
 		return nil
 	}

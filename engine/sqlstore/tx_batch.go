@@ -24,11 +24,7 @@ func (t *tx) WriteBatch(ctx context.Context, ins, upd []*engine.Instance, entrie
 	if !t.d().postgres {
 		return t.writeEach(ctx, ins, upd, entries, outbox)
 	}
-	const (
-		op       = "sqlstore: write batch"
-		opInsert = "sqlstore: insert sagas"
-		opUpdate = "sqlstore: update sagas"
-	)
+	const op = "sqlstore: write batch"
 	var w batchStatement
 	if len(ins) > 0 {
 		rows, err := encodeInstances(ins)
@@ -41,14 +37,13 @@ func (t *tx) WriteBatch(ctx context.Context, ins, upd []*engine.Instance, entrie
 		}
 	}
 	if len(entries) > 0 {
-		rows, err := encodeHistory("sqlstore: append history", entries)
+		rows, err := encodeHistory(opHistory, entries)
 		if err != nil {
 			return err
 		}
 		w.add(historySQL, historyArgs(rows))
 	}
 	if len(outbox) > 0 {
-		const opEnqueue = "sqlstore: enqueue"
 		rows, err := outboxRows(opEnqueue, outbox)
 		if err != nil {
 			return err
