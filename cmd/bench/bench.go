@@ -24,8 +24,6 @@ import (
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/google/uuid"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
@@ -582,16 +580,11 @@ func dropDatabases(server, prefix string) error {
 func deleteKafkaRun(o options, infix, groupPrefix string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	opts, err := kafka.Config{Brokers: o.brokers, SASL: o.kafkaSASL, ClientID: "bench-cleanup"}.ClientOpts()
+	adm, err := kafka.Config{Brokers: o.brokers, SASL: o.kafkaSASL, ClientID: "bench-cleanup"}.NewAdmin()
 	if err != nil {
 		return fmt.Errorf("delete the run's topics: %w", err)
 	}
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return fmt.Errorf("delete the run's topics: %w", err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
+	defer adm.Close()
 	var errs []error
 	groups, err := adm.ListGroups(ctx)
 	if err != nil {

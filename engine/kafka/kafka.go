@@ -284,6 +284,21 @@ func (cfg Config) ClientOpts() ([]kgo.Opt, error) {
 	return cfg.clientOpts(), nil
 }
 
+// NewAdmin returns an admin client of the cluster cfg names, with
+// ClientOpts' settings, for tools that create, list or delete topics,
+// groups or users. Close it when done (it closes its connections).
+func (cfg Config) NewAdmin() (*kadm.Client, error) {
+	opts, err := cfg.ClientOpts()
+	if err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, err
+	}
+	return kadm.NewClient(cl), nil
+}
+
 // clientOpts are the options every client of this package shares.
 func (cfg Config) clientOpts() []kgo.Opt {
 	opts := []kgo.Opt{

@@ -505,16 +505,11 @@ func (s *Stack) dbNames() string {
 func removeKafka(admin kafka.Config, pol kafka.Policy, passwords map[string]string, members map[string][]string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	opts, err := admin.ClientOpts()
+	adm, err := admin.NewAdmin()
 	if err != nil {
 		return fmt.Errorf("cleanup Kafka: %w", err)
 	}
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return fmt.Errorf("cleanup Kafka: %w", err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
+	defer adm.Close()
 	var errs []error
 	var del []kadm.DeleteSCRAM
 	var principals []string
