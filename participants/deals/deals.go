@@ -77,7 +77,7 @@ type Service struct {
 	// Group commit of new deals (group.go).
 	groupMu  sync.Mutex
 	queue    []*pendingDeal
-	flushing int
+	flushing bool // a flushGroups is running (one at most)
 }
 
 // New validates cfg and returns the service.

@@ -3,14 +3,17 @@ package deals
 import (
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portfolio-counselor/sagamachine/participants/internal/dealctx"
+	"github.com/portfolio-counselor/sagamachine/participants/internal/service"
 	"github.com/portfolio-counselor/sagamachine/participants/internal/service/servicetest"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
@@ -138,6 +141,87 @@ func TestWriteGroupFallsBackDealByDeal(t *testing.T) {
 			if m.SagaID == bad.d.SagaID {
 				t.Errorf("the refused deal's saga %s started", m.SagaID)
 			}
+		}
+	})
+}
+
+// TestGroupsGrowWhileOneIsWritten: while a group is being written, the
+// deals that arrive wait in the queue for the next group instead of
+// starting transactions of their own (with several flushers each took what
+// was queued at its moment: groups of one or two at moderate load); when the
+// first group commits, they are written together, and every one of them
+// is stored with its saga start.
+func TestGroupsGrowWhileOneIsWritten(t *testing.T) {
+	servicetest.EachDB(t, Migrate, func(t *testing.T, db *sqlx.DB) {
+		s, p := newService(t, db, servicetest.NewIssuer(t).Auth)
+		// Hold the deals table: the first group's INSERT waits for it.
+		hold, err := db.Beginx()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer hold.Rollback() //nolint:errcheck // released below; a no-op then
+		lock := `DELETE FROM deals WHERE id = 'none'` // SQLite: takes the one write lock
+		if s.dialect == service.Postgres {
+			lock = `LOCK TABLE deals IN EXCLUSIVE MODE`
+		}
+		if _, err := hold.Exec(lock); err != nil {
+			t.Fatal(err)
+		}
+		const n = 8
+		deals := make([]*pendingDeal, n)
+		results := make(chan error, n)
+		insert := func(pd *pendingDeal) {
+			inserted, err := s.insertDeal(trace.SpanContext{}, pd.d, pd.dc)
+			if err == nil && !inserted {
+				err = fmt.Errorf("deal %s not inserted", pd.d.ID)
+			}
+			results <- err
+		}
+		queued := func() (int, bool) {
+			s.groupMu.Lock()
+			defer s.groupMu.Unlock()
+			return len(s.queue), s.flushing
+		}
+		// waitQueued waits (at most 2 s: SQLite's busy timeout is 5 s) until
+		// want deals are queued behind a running flusher.
+		waitQueued := func(want int) {
+			t.Helper()
+			var got int
+			for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+				var running bool
+				if got, running = queued(); got == want && running {
+					return
+				}
+			}
+			t.Fatalf("queued deals = %d, want %d behind the group being written", got, want)
+		}
+		for i := range deals {
+			deals[i] = pending(t, "alice", "", buyRequest())
+		}
+		go insert(deals[0])
+		waitQueued(0) // the first group (one deal) is being written
+		for _, pd := range deals[1:] {
+			go insert(pd)
+		}
+		waitQueued(n - 1)
+		time.Sleep(20 * time.Millisecond) // a second flusher, if there were one, would take them now
+		if got, _ := queued(); got != n-1 {
+			t.Fatalf("queued deals = %d after 20 ms, want %d: another group was started while the first was written", got, n-1)
+		}
+		if err := hold.Rollback(); err != nil {
+			t.Fatal(err)
+		}
+		for range n {
+			if err := <-results; err != nil {
+				t.Error(err)
+			}
+		}
+		var stored int
+		if err := db.Get(&stored, `SELECT COUNT(*) FROM deals`); err != nil || stored != n {
+			t.Errorf("deals stored = %d (%v), want %d", stored, err, n)
+		}
+		if msgs := servicetest.Flush(t, p); len(msgs) != n {
+			t.Errorf("saga starts = %d, want %d", len(msgs), n)
 		}
 	})
 }
