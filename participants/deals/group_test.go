@@ -159,7 +159,7 @@ func TestGroupsGrowWhileOneIsWritten(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer hold.Rollback() //nolint:errcheck // released below; a no-op then
+		defer hold.Rollback()                         //nolint:errcheck // released below; a no-op then
 		lock := `DELETE FROM deals WHERE id = 'none'` // SQLite: takes the one write lock
 		if s.dialect == service.Postgres {
 			lock = `LOCK TABLE deals IN EXCLUSIVE MODE`
