@@ -254,7 +254,7 @@ func (o *Orchestrator) Run(ctx context.Context, c Consumer) error {
 		wg.Go(func() { relay.Every(timerCtx, o.cfg.PruneEvery, o.pruneOnce) })
 	}
 	if rs, ok := o.st.(statsRefresher); ok {
-		wg.Go(func() { relay.Every(timerCtx, statsEvery, func(ctx context.Context) { o.refreshStats(ctx, rs) }) })
+		wg.Go(func() { relay.Every(timerCtx, rs.StatsEvery(), func(ctx context.Context) { o.refreshStats(ctx, rs) }) })
 	}
 
 	o.intakeLoop(ctx, c)
@@ -287,14 +287,13 @@ func (o *Orchestrator) pruneOnce(ctx context.Context) {
 }
 
 // statsRefresher is a store that keeps its tables' planner statistics up
-// to date as they grow (sqlstore on PostgreSQL: sqldb.RefreshStats).
+// to date as they grow (sqlstore on PostgreSQL: sqldb.RefreshStats). Run
+// calls RefreshStats every StatsEvery: the store knows how often its
+// database needs it (the engine's root imports no database code).
 type statsRefresher interface {
 	RefreshStats(ctx context.Context) ([]string, error)
+	StatsEvery() time.Duration
 }
-
-// statsEvery is how often Run refreshes the store's statistics (as
-// internal/sqldb.StatsEvery: the engine's root imports no database code).
-const statsEvery = 5 * time.Second
 
 // refreshStats is Run's statistics job.
 func (o *Orchestrator) refreshStats(ctx context.Context, rs statsRefresher) {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -835,5 +836,47 @@ func TestRunCommitsOffsetsOnlyAfterTheBatchIsDurable(t *testing.T) {
 	}
 	if msgs := h.pub.messages(); len(msgs) != 1 || msgs[0].Name != "APPROVE_ORDER" {
 		t.Errorf("published %+v, want APPROVE_ORDER once", msgs)
+	}
+}
+
+// statsStore is a store whose statistics job runs every 10 ms and counts
+// its runs.
+type statsStore struct {
+	*testStore
+	refreshes atomic.Int32
+}
+
+func (s *statsStore) RefreshStats(ctx context.Context) ([]string, error) {
+	s.refreshes.Add(1)
+	return s.testStore.RefreshStats(ctx)
+}
+
+func (s *statsStore) StatsEvery() time.Duration { return 10 * time.Millisecond }
+
+// Run refreshes the store's planner statistics at the interval the store
+// gives (sqlstore: sqldb.StatsEvery, the participants' interval too), not
+// at one of its own.
+func TestRunRefreshesStatsAtTheStoresInterval(t *testing.T) {
+	h := newHarness(t)
+	st := &statsStore{testStore: h.st}
+	o, err := engine.New(h.cfg, h.cat, st, h.pub)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- o.Run(ctx, &fakeConsumer{done: make(chan struct{})}) }()
+	// Five runs take 40 ms at the store's interval; at any interval of
+	// seconds the deadline passes first.
+	deadline := time.Now().Add(3 * time.Second)
+	for st.refreshes.Load() < 5 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-runErr; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if n := st.refreshes.Load(); n < 5 {
+		t.Errorf("RefreshStats ran %d times in 3 s, want at least 5 at the store's 10 ms interval", n)
 	}
 }

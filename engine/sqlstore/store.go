@@ -187,13 +187,17 @@ func (s *Store) Ping(ctx context.Context) error {
 // RefreshStats analyzes the store's tables that grew since their last
 // ANALYZE, so that the cached plans of its prepared statements follow
 // them (sqldb.RefreshStats; nothing on SQLite). The orchestrator's Run
-// calls it every few seconds.
+// calls it every StatsEvery.
 func (s *Store) RefreshStats(ctx context.Context) ([]string, error) {
 	if !s.d.postgres {
 		return nil, nil
 	}
 	return sqldb.RefreshStats(ctx, s.w)
 }
+
+// StatsEvery is how often RefreshStats should run: sqldb.StatsEvery, the
+// interval of every participant's database too.
+func (s *Store) StatsEvery() time.Duration { return sqldb.StatsEvery }
 
 // Close releases the connections.
 func (s *Store) Close() error {
