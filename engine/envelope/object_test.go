@@ -3,6 +3,7 @@ package envelope_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"reflect"
 	"strings"
@@ -49,18 +50,18 @@ func TestMerge(t *testing.T) {
 // overlaid with patch.
 func checkMerged(t *testing.T, doc, patch, got []byte) {
 	t.Helper()
-	want := map[string]any{}
-	var p map[string]any
-	if err := json.Unmarshal(doc, &want); err != nil {
+	want, err := decodeObject(doc)
+	if err != nil {
 		t.Fatalf("doc %q: %v", doc, err)
 	}
-	if err := json.Unmarshal(patch, &p); err != nil {
+	p, err := decodeObject(patch)
+	if err != nil {
 		t.Fatalf("patch %q: %v", patch, err)
 	}
 	maps.Copy(want, p)
-	var gotDoc map[string]any
-	if err := json.Unmarshal(got, &gotDoc); err != nil {
-		t.Fatalf("merged %q is not JSON: %v", got, err)
+	gotDoc, err := decodeObject(got)
+	if err != nil {
+		t.Fatalf("merged %q is not a JSON object: %v", got, err)
 	}
 	if !reflect.DeepEqual(gotDoc, want) {
 		t.Errorf("Merge(%q, %q) = %q, want %v", doc, patch, got, want)
@@ -101,6 +102,20 @@ func TestLookup(t *testing.T) {
 			t.Errorf("Lookup(%q) scanned it, want a refusal (the caller decodes it then)", bad)
 		}
 	}
+}
+
+// decodeObject decodes a JSON object with its numbers kept as text
+// (decodeJSON): {"a":1e1000} is valid JSON that no float64 holds.
+func decodeObject(b []byte) (map[string]any, error) {
+	var v any
+	if err := decodeJSON(b, &v); err != nil {
+		return nil, err
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("%T, not an object", v)
+	}
+	return obj, nil
 }
 
 // FuzzMerge checks Merge against encoding/json: for two valid JSON
