@@ -82,7 +82,8 @@ type Config struct {
 	// id and a random suffix.
 	Owner string
 	// Observer receives metrics hooks; if it also implements
-	// CompensationObserver it gets those hooks too. Default: none.
+	// CompensationObserver or IntakeObserver it gets those hooks too.
+	// Default: none.
 	Observer Observer
 	// InboxRetention is how long the ids of processed messages are kept so
 	// that redelivered duplicates are dropped; Run prunes older ones. It
@@ -180,6 +181,7 @@ type Orchestrator struct {
 	log *slog.Logger
 	obs Observer
 	cob CompensationObserver // obs if it implements it, else NopObserver
+	iob IntakeObserver       // obs if it implements it, else NopObserver
 
 	wake relay.Signal // wakes the relay
 
@@ -207,6 +209,10 @@ func New(cfg Config, cat *Catalog, st Store, pub Publisher) (*Orchestrator, erro
 	if !ok {
 		cob = NopObserver{}
 	}
+	iob, ok := cfg.Observer.(IntakeObserver)
+	if !ok {
+		iob = NopObserver{}
+	}
 	return &Orchestrator{
 		cfg:  cfg,
 		cat:  cat,
@@ -215,6 +221,7 @@ func New(cfg Config, cat *Catalog, st Store, pub Publisher) (*Orchestrator, erro
 		log:  cfg.Logger,
 		obs:  cfg.Observer,
 		cob:  cob,
+		iob:  iob,
 		wake: relay.NewSignal(),
 	}, nil
 }

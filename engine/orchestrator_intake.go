@@ -104,6 +104,7 @@ func (o *Orchestrator) HandleRecords(ctx context.Context, recs []Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
+	start := time.Now()
 	ins := make([]inbound, len(recs))
 	for i, r := range recs {
 		ins[i] = decodeRecord(r)
@@ -122,6 +123,7 @@ func (o *Orchestrator) HandleRecords(ctx context.Context, recs []Record) error {
 		return fmt.Errorf("apply a batch of %d records: %w", len(recs), err)
 	}
 	b.committed()
+	o.iob.BatchHandled(len(recs), time.Since(start))
 	if b.dups > 0 {
 		o.log.Debug("dropped duplicate events", "count", b.dups)
 	}

@@ -57,6 +57,24 @@ func (NopObserver) CommandRetried(string, string) {}
 // TimerFired does nothing.
 func (NopObserver) TimerFired(string, string) {}
 
+// IntakeObserver receives the intake's batches. An Observer that also
+// implements it gets them (NopObserver does); the hook runs after the
+// batch's commit.
+type IntakeObserver interface {
+	// BatchHandled is called per batch of records HandleRecords committed:
+	// records is its size, took the time from its start to its commit
+	// (claim, load, apply, write, commit; a batch run again after a
+	// conflict counts every run and the waits between). The sum of took over an interval is the
+	// share of it the intake was busy: the intake handles one batch at a
+	// time, so near 1 it is the stage that limits throughput.
+	BatchHandled(records int, took time.Duration)
+}
+
+var _ IntakeObserver = NopObserver{}
+
+// BatchHandled does nothing.
+func (NopObserver) BatchHandled(int, time.Duration) {}
+
 // CompensationOutcome says what happened to a compensation, for
 // CompensationObserver.Compensation.
 type CompensationOutcome string

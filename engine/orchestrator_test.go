@@ -148,6 +148,18 @@ type countingObserver struct {
 	started, finished, dead  int
 	applied, retried, timers int
 	published, heldBack      int
+	batches, batchRecords    int
+	untimedBatches           int // reported with no time taken
+}
+
+func (c *countingObserver) BatchHandled(records int, took time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if took <= 0 {
+		c.untimedBatches++
+	}
+	c.batches++
+	c.batchRecords += records
 }
 
 func (c *countingObserver) CommandHeldBack(string, string) { c.mu.Lock(); c.heldBack++; c.mu.Unlock() }
@@ -878,5 +890,33 @@ func TestRunRefreshesStatsAtTheStoresInterval(t *testing.T) {
 	}
 	if n := st.refreshes.Load(); n < 5 {
 		t.Errorf("RefreshStats ran %d times in 3 s, want at least 5 at the store's 10 ms interval", n)
+	}
+}
+
+// HandleRecords reports each committed batch to an IntakeObserver with its
+// size and the time it took; a batch the store refused is not reported
+// until it commits.
+func TestHandleRecordsReportsItsBatches(t *testing.T) {
+	h := newHarness(t)
+	obs := h.obs
+	a, b := uuid.NewString(), uuid.NewString()
+	recs := []engine.Record{h.record(t, event(a, "REGISTER", "deals", "")), h.record(t, event(b, "REGISTER", "deals", "")),
+		h.record(t, event(a, "ORDER_APPROVED", "profile", ""))}
+	h.st.fail(engine.Errorf(engine.CodeUnavailable, "connect", "database down"))
+	if err := h.o.HandleRecords(context.Background(), recs); err == nil {
+		t.Fatal("HandleRecords with the database down: nil error")
+	}
+	obs.mu.Lock()
+	if obs.batches != 0 {
+		t.Errorf("a refused batch was reported: %d batches", obs.batches)
+	}
+	obs.mu.Unlock()
+	if err := h.o.HandleRecords(context.Background(), recs); err != nil {
+		t.Fatal(err)
+	}
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if obs.batches != 1 || obs.batchRecords != 3 || obs.untimedBatches != 0 {
+		t.Errorf("reported %d batches of %d records (%d with no time taken), want 1 of 3 with its time", obs.batches, obs.batchRecords, obs.untimedBatches)
 	}
 }

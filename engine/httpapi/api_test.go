@@ -533,6 +533,11 @@ func TestMetrics(t *testing.T) {
 		`saga_machine_events_refused_total{code="illegal-transition",event="DEAL_UPDATED",saga="MANUAL_CREATE_ORDER"} 1`,
 		`saga_machine_event_to_command_seconds_count{saga="MANUAL_CREATE_ORDER"} 8`,
 		"saga_machine_outbox_backlog 8",
+		// seed hands the orchestrator four batches of consumed records
+		// (1, 2, 1 and 1 events; the starts are not intake batches).
+		"saga_machine_intake_batch_records_count 4",
+		"saga_machine_intake_batch_records_sum 5",
+		"saga_machine_intake_batch_seconds_count 4",
 		"saga_machine_store_up 1",
 		"go_goroutines",
 	} {

@@ -15,7 +15,7 @@ import (
 const namespace = "saga_machine"
 
 // LatencyBuckets are the histogram buckets (seconds) of the event-to-command
-// and outbox delay histograms: 1ms to about 1 minute.
+// outbox delay and intake batch histograms: 1ms to about 1 minute.
 var LatencyBuckets = prometheus.ExponentialBuckets(0.001, 2.5, 13)
 
 // Metrics is the engine.Observer that counts what the orchestrator does.
@@ -33,6 +33,8 @@ type Metrics struct {
 	retried        *prometheus.CounterVec
 	heldBack       *prometheus.CounterVec
 	timers         *prometheus.CounterVec
+	batchSeconds   prometheus.Histogram
+	batchRecords   prometheus.Histogram
 	comp           *compensationMetrics
 }
 
@@ -88,9 +90,20 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: namespace, Name: "timers_fired_total",
 			Help: "State timeouts and exhausted retries raised as events.",
 		}, []string{"saga", "event"}),
+		batchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "intake_batch_seconds",
+			Help: "Time of each committed intake batch, from its start to its commit (re-runs after conflicts included). " +
+				"The intake handles one batch at a time: rate(..._sum) is the share of time it was busy, and near 1 it limits throughput.",
+			Buckets: LatencyBuckets,
+		}),
+		batchRecords: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "intake_batch_records",
+			Help:    "Records per committed intake batch (batches grow with the load).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 11), // 1 … 1,024
+		}),
 	}
 	for _, c := range []prometheus.Collector{m.started, m.finished, m.applied, m.refused, m.eventToCommand,
-		m.deadLetters, m.published, m.outboxDelay, m.retried, m.heldBack, m.timers} {
+		m.deadLetters, m.published, m.outboxDelay, m.retried, m.heldBack, m.timers, m.batchSeconds, m.batchRecords} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register saga-machine metrics: %w", err)
 		}
@@ -100,6 +113,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+var _ engine.IntakeObserver = (*Metrics)(nil)
+
+// BatchHandled observes one committed intake batch.
+func (m *Metrics) BatchHandled(records int, took time.Duration) {
+	m.batchSeconds.Observe(took.Seconds())
+	m.batchRecords.Observe(float64(records))
 }
 
 // SagaStarted counts a created instance.
