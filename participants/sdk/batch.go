@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	"go.opentelemetry.io/otel/trace"
@@ -109,6 +110,7 @@ func (p *Participant) batch(ctx context.Context, recs []kafka.Record) (outs []Ou
 // failedAt is its index and failure its handler error (nil if another
 // consumer recorded it meanwhile). ok is false on database trouble.
 func (p *Participant) runBatch(ctx context.Context, recs []kafka.Record, msgs []envelope.Message, hs []handlerFunc) (outs []Outcome, failedAt int, failure error, ok bool) {
+	start := time.Now()
 	tx, err := p.beginBatchTx(ctx)
 	if err != nil {
 		return nil, 0, nil, false
@@ -217,6 +219,7 @@ func (p *Participant) runBatch(ctx context.Context, recs []kafka.Record, msgs []
 	if err := p.commitBatch(tx, outs, woke); err != nil {
 		return nil, 0, nil, false
 	}
+	p.batchStats.add(len(msgs), time.Since(start))
 	return outs, -1, nil, true
 }
 

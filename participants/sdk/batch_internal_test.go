@@ -179,6 +179,48 @@ func TestProcessBatchMixed(t *testing.T) {
 	}
 }
 
+// TestBatchStats: Stats counts the fetched batches that committed, their
+// commands and their time; a batch rolled back (a failing command) is not
+// counted, the batches it is then split into are.
+func TestBatchStats(t *testing.T) {
+	for name, open := range batchDBs(t) {
+		t.Run(name, func(t *testing.T) {
+			f := newBatchFixture(t, open(t))
+			ctx := context.Background()
+			var recs []kafka.Record
+			for range 3 {
+				_, r := doRecord(t, doPayload{})
+				recs = append(recs, r)
+			}
+			if _, err := f.p.process(ctx, nil, recs); err != nil {
+				t.Fatalf("process: %v", err)
+			}
+			st, err := f.p.Stats(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Batches != 1 || st.BatchCommands != 3 || st.BatchTime <= 0 {
+				t.Fatalf("after one batch of 3: Batches %d, BatchCommands %d, BatchTime %v; want 1, 3, > 0", st.Batches, st.BatchCommands, st.BatchTime)
+			}
+			// ok, flaky, ok: the first transaction rolls back at flaky.
+			_, a := doRecord(t, doPayload{})
+			_, b := doRecord(t, doPayload{Fail: 1})
+			_, c := doRecord(t, doPayload{})
+			if _, err := f.p.process(ctx, nil, []kafka.Record{a, b, c}); err != nil {
+				t.Fatalf("process: %v", err)
+			}
+			st2, err := f.p.Stats(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st2.BatchCommands-st.BatchCommands > 3 || st2.BatchTime <= st.BatchTime {
+				t.Errorf("after the second fetch: %d more commands counted (at most 3: the rolled-back batch is not), BatchTime %v after %v",
+					st2.BatchCommands-st.BatchCommands, st2.BatchTime, st.BatchTime)
+			}
+		})
+	}
+}
+
 // TestProcessConcurrentDuplicate: another consumer records the command
 // while our handler runs; ours must roll back and re-send the winner's
 // reply, alone and inside a batch.

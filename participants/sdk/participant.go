@@ -180,8 +180,9 @@ type Participant struct {
 	owner      string            // this replica's name in outbox leases
 	dialect    dialect
 	log        *slog.Logger
-	kick       relay.Signal // wakes the relay
-	txSettings string       // txbound.go: bounds a handler transaction's idle time (PostgreSQL)
+	kick       relay.Signal  // wakes the relay
+	batchStats batchCounters // the committed batches of runBatch (Stats)
+	txSettings string        // txbound.go: bounds a handler transaction's idle time (PostgreSQL)
 
 	mu       sync.RWMutex
 	handlers map[string]handlerFunc

@@ -28,6 +28,9 @@ const metricsTimeout = 5 * time.Second
 //	saga_participant_outbox_backlog{participant}           replies and saga starts not yet published
 //	saga_participant_outbox_oldest_age_seconds{participant} age of the oldest of them (0 when none)
 //	saga_participant_store_up{participant}                 1 if the database answered
+//	saga_participant_batches_total{participant}            batches handled in one transaction (sdk.Stats)
+//	saga_participant_batch_commands_total{participant}     their commands
+//	saga_participant_batch_seconds_total{participant}      their time, start to commit (rate: busy share)
 //	saga_kafka_consumer_lag{group,topic,partition} ...     the command consumer group's lag (internal/kafkalag)
 //
 // and the Go runtime and process collectors. Like saga-machine's, the
@@ -62,6 +65,7 @@ func AddMetrics(r *mux.Router, p *sdk.Participant) {
 type statsCollector struct {
 	p                                   *sdk.Participant
 	deadLetters, backlog, oldestAge, up *prometheus.Desc
+	batches, batchCommands, batchTime   *prometheus.Desc
 }
 
 func newStatsCollector(p *sdk.Participant) *statsCollector {
@@ -77,6 +81,12 @@ func newStatsCollector(p *sdk.Participant) *statsCollector {
 			"Seconds since the oldest unpublished outbox record was stored (0 when the outbox is empty), read at scrape time.", nil, l),
 		up: prometheus.NewDesc("saga_participant_store_up",
 			"1 if the participant's database answered the scrape's queries, 0 if not.", nil, l),
+		batches: prometheus.NewDesc("saga_participant_batches_total",
+			"Fetched batches of commands handled in one transaction each and committed (sdk.Stats).", nil, l),
+		batchCommands: prometheus.NewDesc("saga_participant_batch_commands_total",
+			"Commands in those batches: the ratio to batches_total is the mean batch size, which grows with the load.", nil, l),
+		batchTime: prometheus.NewDesc("saga_participant_batch_seconds_total",
+			"Time spent in those batches, start to commit: its rate is the share of time the participant was busy handling (near 1 it limits throughput).", nil, l),
 	}
 }
 
@@ -86,6 +96,9 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.backlog
 	ch <- c.oldestAge
 	ch <- c.up
+	ch <- c.batches
+	ch <- c.batchCommands
+	ch <- c.batchTime
 }
 
 // Collect reads the stats; when the database does not answer it sends
@@ -108,4 +121,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.backlog, prometheus.GaugeValue, float64(st.OutboxBacklog))
 	ch <- prometheus.MustNewConstMetric(c.oldestAge, prometheus.GaugeValue, age)
 	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 1)
+	ch <- prometheus.MustNewConstMetric(c.batches, prometheus.CounterValue, float64(st.Batches))
+	ch <- prometheus.MustNewConstMetric(c.batchCommands, prometheus.CounterValue, float64(st.BatchCommands))
+	ch <- prometheus.MustNewConstMetric(c.batchTime, prometheus.CounterValue, st.BatchTime.Seconds())
 }

@@ -59,6 +59,10 @@ func TestAddMetrics(t *testing.T) {
 		`saga_participant_outbox_backlog{participant="deals"} 0`,
 		`saga_participant_outbox_oldest_age_seconds{participant="deals"} 0`,
 		`saga_participant_store_up{participant="deals"} 1`,
+		// Dispatch handles one record at a time, not a fetched batch.
+		`saga_participant_batches_total{participant="deals"} 0`,
+		`saga_participant_batch_commands_total{participant="deals"} 0`,
+		`saga_participant_batch_seconds_total{participant="deals"} 0`,
 		`go_goroutines `,
 		`process_cpu_seconds_total `,
 	} {
