@@ -227,6 +227,10 @@ type Result struct {
 	// --no-cpu or where /proc cannot be read).
 	CPU  *CPUReport `json:"cpu,omitempty"`
 	CPUs int        `json:"cpus"`
+	// Stages are the batches of each stage over the same window as CPU
+	// (nil with --remote): records per batch, time per batch and the share
+	// of the window each stage was busy.
+	Stages []StageReport `json:"stages,omitempty"`
 }
 
 // OpenLoop is what an open-loop run adds to its Result.
@@ -269,6 +273,8 @@ type target struct {
 	// not found or what they hold.
 	cpu      []tracked
 	cpuNotes []string
+	// stages samples the stages' batches (nil with --remote).
+	stages stageSampler
 }
 
 func run(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
@@ -359,6 +365,13 @@ func printResult(w io.Writer, res Result) {
 			fmt.Fprintf(w, "    note: %s\n", n)
 		}
 	}
+	if len(res.Stages) > 0 {
+		fmt.Fprintf(w, "  stages (batches over the same window; busy near 100%% limits throughput):\n")
+		for _, st := range res.Stages {
+			fmt.Fprintf(w, "    %-22s %7d batches  %7.1f records/batch  %7.2f ms/batch  busy %5.1f%%\n",
+				st.Name, st.Batches, st.RecordsPerBatch, st.MsPerBatch, st.Busy*100)
+		}
+	}
 }
 
 // open starts a system (or connects to a running one).
@@ -402,6 +415,7 @@ func open(ctx context.Context, o options, stderr io.Writer) (*target, error) {
 		token:    func(sub string) (string, error) { return sys.Token(sub) },
 		list:     sys.SagaMachine.Store.ListInstances,
 		get:      sys.SagaMachine.Store.GetInstance,
+		stages:   systemStages(sys),
 		brokers:  sys.Brokers, kafkaSASL: o.kafkaSASL, notifyTopic: sys.Topics.Notification,
 		stop: func() error {
 			err := sys.Close()
@@ -731,6 +745,14 @@ func drive(ctx context.Context, o options, tg *target, stderr io.Writer) (Result
 			meter = nil
 		}
 	}
+	var stagesBefore map[string]stageTotals
+	if tg.stages != nil {
+		var err error
+		if stagesBefore, err = tg.stages(ctx); err != nil {
+			fmt.Fprintf(stderr, "stages not measured: %v\n", err)
+		}
+	}
+	stagesFrom := time.Now()
 	start := time.Now()
 	stopProgress := progress(stderr, o, start, &done, &inflight)
 	var (
@@ -777,6 +799,14 @@ func drive(ctx context.Context, o options, tg *target, stderr io.Writer) (Result
 	var cpuErr error
 	if meter != nil {
 		res.CPU, cpuErr = meter.stop(res.CPUs, int(done.Load()))
+	}
+	if stagesBefore != nil {
+		after, err := tg.stages(ctx)
+		if err != nil {
+			fmt.Fprintf(stderr, "stages not measured: %v\n", err)
+		} else {
+			res.Stages = stageReport(stagesBefore, after, time.Since(stagesFrom))
+		}
 	}
 	stopProgress()
 	stopWatch()

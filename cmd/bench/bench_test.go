@@ -122,6 +122,22 @@ func TestBenchOnEmbeddedDefaults(t *testing.T) {
 				c.Processes[0].PID != os.Getpid() || c.Sagas != 24 || len(c.Notes) == 0 {
 				t.Errorf("CPU report %+v, want one bench+system entry for this process over 24 sagas, with a note", c)
 			}
+			// Every stage handled batches in the window: the intake the
+			// sagas' three events each, profile and deals one command each
+			// before the saga was final. NOTIFY leaves as the saga becomes
+			// final, so notification may not have handled them all yet.
+			records := map[string]float64{}
+			for _, st := range res.Stages {
+				if st.Batches <= 0 || st.Busy <= 0 || st.MsPerBatch <= 0 {
+					t.Errorf("stage %+v: no batches, time or busy share", st)
+				}
+				records[st.Name] = st.RecordsPerBatch * float64(st.Batches)
+			}
+			for name, want := range map[string][2]float64{stageIntake: {72, 72}, "deals": {24, 24}, "profile": {24, 24}, "notification": {1, 24}} {
+				if got := records[name]; got < want[0]-0.5 || got > want[1]+0.5 {
+					t.Errorf("stage %s handled %.1f records in the window, want %.0f to %.0f (stages %+v)", name, got, want[0], want[1], res.Stages)
+				}
+			}
 			if !strings.Contains(progress, "24/24 done") || !strings.Contains(progress, "\r") {
 				t.Errorf("progress line %q lacks a \\r-rewritten 24/24 done", progress)
 			}
@@ -141,6 +157,9 @@ func TestBenchOnPostgresAndKafka(t *testing.T) {
 	checkResult(t, res, 24, 4)
 	if res.Mode != "postgres+kafka" {
 		t.Errorf("mode %q, want postgres+kafka", res.Mode)
+	}
+	if len(res.Stages) != 4 {
+		t.Errorf("stages %+v, want the intake and the three participants", res.Stages)
 	}
 	// PostgreSQL and Kafka are reported, or a note says why not (their
 	// processes belong to another user and make up's pid files are not
@@ -192,6 +211,9 @@ func TestBenchAgainstRunningSystem(t *testing.T) {
 	checkResult(t, res, 12, 4)
 	if !strings.HasPrefix(res.Mode, "remote ") {
 		t.Errorf("mode %q, want remote …", res.Mode)
+	}
+	if res.Stages != nil {
+		t.Errorf("stages %+v against a remote system, want none (its processes are not this one)", res.Stages)
 	}
 	// The system runs in this test's process: the processes found behind
 	// the URLs' ports are this one, reported once under all its names.

@@ -60,6 +60,17 @@
 // The machine's busy share over the window is reported too: on a shared
 // machine, compare it with the sum of the processes.
 //
+// # Stages
+//
+// Over the same window, when bench started the system, it reports each
+// stage's batches (stages in --json): saga-machine's intake (from its
+// saga_machine_intake_batch_seconds and _records histograms) and each
+// participant's committed batches (sdk.Stats). For each: how many batches,
+// records per batch, milliseconds per batch and the share of the window it
+// was busy. The intake handles one batch at a time, so a busy share near
+// 100 % names the stage that limits throughput; below that, more load
+// only makes the batches bigger. With --remote the stages are not seen.
+//
 // How finality is detected. When bench starts the system it reads the
 // notification topic with a plain Kafka client (a "tap", no consumer group):
 // MANUAL_CREATE_ORDER sends NOTIFY exactly when a saga enters its final
