@@ -64,9 +64,10 @@ type IntakeObserver interface {
 	// BatchHandled is called per batch of records HandleRecords committed:
 	// records is its size, took the time from its start to its commit
 	// (claim, load, apply, write, commit; a batch run again after a
-	// conflict counts every run and the waits between). The sum of took over an interval is the
-	// share of it the intake was busy: the intake handles one batch at a
-	// time, so near 1 it is the stage that limits throughput.
+	// conflict counts every run and the waits between). The sum of took
+	// over an interval is the share of it the intake was busy: the intake
+	// handles one batch at a time, so near 1 it is the stage that limits
+	// throughput.
 	BatchHandled(records int, took time.Duration)
 }
 
