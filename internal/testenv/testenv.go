@@ -17,8 +17,6 @@ import (
 
 	"github.com/google/uuid"
 	_ "github.com/lib/pq" // PostgreSQL driver for the admin connection
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 )
@@ -231,18 +229,13 @@ func dropTopics(name string) {
 	if !reached {
 		return
 	}
-	opts, err := kafka.Config{Brokers: brokers, SASL: KafkaSASLFor(brokers), Logger: quiet}.ClientOpts()
+	adm, err := kafka.Config{Brokers: brokers, SASL: KafkaSASLFor(brokers), Logger: quiet}.NewAdmin()
 	if err != nil {
 		return
 	}
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return
-	}
-	defer cl.Close()
+	defer adm.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	adm := kadm.NewClient(cl)
 	topics, err := adm.ListTopics(ctx)
 	if err != nil {
 		return
