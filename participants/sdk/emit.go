@@ -28,6 +28,5 @@ func (p *Participant) EmitEvent(ctx context.Context, tx *sqlx.Tx, sagaID, saga, 
 		return fmt.Errorf("emit %s to saga %s: %w", event, sagaID, err)
 	}
 	p.log.Debug("event written to the outbox", "saga_id", m.SagaID, "saga", saga, "event", event, "message_id", m.ID)
-	p.wake() // the caller commits soon; the relay also polls
 	return nil
 }

@@ -51,7 +51,6 @@ func (p *Participant) StartSagaWithID(ctx context.Context, tx *sqlx.Tx, sagaID, 
 		return fmt.Errorf("start saga %s: %w", saga, err)
 	}
 	p.log.Debug("saga start written to the outbox", "saga_id", m.SagaID, "saga", saga, "event", event, "message_id", m.ID)
-	p.wake() // the caller commits soon; the relay also polls
 	return nil
 }
 
@@ -95,7 +94,6 @@ func (p *Participant) StartSagas(ctx context.Context, tx *sqlx.Tx, starts []Saga
 		return fmt.Errorf("start %d sagas: write to the outbox: %w", len(starts), err)
 	}
 	p.log.Debug("saga starts written to the outbox", "sagas", len(starts))
-	p.wake()
 	return nil
 }
 
@@ -163,5 +161,6 @@ func (p *Participant) Flush(ctx context.Context, publish PublishFunc) (int, erro
 	if err != nil {
 		return 0, fmt.Errorf("relay outbox: %w", err)
 	}
+	p.relayStats.add(n)
 	return n, nil
 }

@@ -180,8 +180,9 @@ type Participant struct {
 	owner      string            // this replica's name in outbox leases
 	dialect    dialect
 	log        *slog.Logger
-	kick       relay.Signal  // wakes the relay
+	kick       relay.Signal  // wakes the relay: a transaction that wrote to the outbox committed
 	batchStats batchCounters // the committed batches of runBatch (Stats)
+	relayStats relayCounters // the rounds of Flush (Stats)
 	txSettings string        // txbound.go: bounds a handler transaction's idle time (PostgreSQL)
 
 	mu       sync.RWMutex
@@ -333,16 +334,18 @@ func (p *Participant) Commands() []string {
 	return names
 }
 
-// wake tells the relay there is something new in the outbox.
+// wake tells the relay there is something new in the outbox: call it
+// after the commit that wrote it.
 func (p *Participant) wake() { p.kick.Notify() }
 
 // Wake tells Run's relay that a transaction which wrote to the outbox
-// (StartSaga, StartSagaWithID) has committed, so that its events are
-// published at once. Call it right after the commit: StartSaga wakes the
-// relay too, but before the caller's commit, and on PostgreSQL the relay
-// may look before the rows are visible; it then finds them only at its
-// next poll (Config.RelayPoll). Wake never blocks; calls made while the
-// relay is busy collapse into one.
+// (StartSaga, StartSagaWithID, StartSagas, EmitEvent) has committed, so
+// that its events are published at once. Call it right after the commit:
+// those methods cannot see the commit, and without Wake the relay finds
+// the events at its next poll (Config.RelayPoll). (They do not wake the
+// relay themselves: woken before the commit, it would look before the rows
+// are visible and find nothing, a round of three statements for nothing.)
+// Wake never blocks; calls made while the relay is busy collapse into one.
 func (p *Participant) Wake() { p.kick.Notify() }
 
 // backoff returns the wait after the n-th failure (n >= 1).

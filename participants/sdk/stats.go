@@ -36,6 +36,26 @@ type Stats struct {
 	// partition by partition at once, Config.Concurrency).
 	Batches, BatchCommands int64
 	BatchTime              time.Duration
+	// RelayRounds counts, since the participant was created, the relay's
+	// rounds (Flush calls that did not fail), RelayPublished the outbox rows
+	// they published and RelayEmptyRounds the rounds that found nothing to
+	// publish: each costs a transaction. Empty rounds come from polls of an
+	// idle outbox and from wake-ups whose rows an earlier round took.
+	RelayRounds, RelayPublished, RelayEmptyRounds int64
+}
+
+// relayCounters are the running totals behind Stats' relay fields.
+type relayCounters struct {
+	rounds, published, empty atomic.Int64
+}
+
+// add counts one relay round that published n rows.
+func (c *relayCounters) add(n int) {
+	c.rounds.Add(1)
+	c.published.Add(int64(n))
+	if n == 0 {
+		c.empty.Add(1)
+	}
 }
 
 // batchCounters are the running totals behind Stats' batch fields.
@@ -54,7 +74,8 @@ func (c *batchCounters) add(commands int, took time.Duration) {
 // cheap enough for every scrape (the dead letters and the outbox are
 // short tables in a healthy service).
 func (p *Participant) Stats(ctx context.Context) (Stats, error) {
-	st := Stats{Batches: p.batchStats.n.Load(), BatchCommands: p.batchStats.commands.Load(), BatchTime: time.Duration(p.batchStats.nanos.Load())}
+	st := Stats{Batches: p.batchStats.n.Load(), BatchCommands: p.batchStats.commands.Load(), BatchTime: time.Duration(p.batchStats.nanos.Load()),
+		RelayRounds: p.relayStats.rounds.Load(), RelayPublished: p.relayStats.published.Load(), RelayEmptyRounds: p.relayStats.empty.Load()}
 	var total int64
 	// Parked: no inbox record of its command, as the admin API's state.
 	if err := p.db.QueryRowContext(ctx, `SELECT count(*), COALESCE(sum(CASE WHEN d.message_id = ''

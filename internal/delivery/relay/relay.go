@@ -30,7 +30,9 @@ type Loop struct {
 }
 
 // Signal is a wake-up channel for Loop.Wake; Notify never blocks and
-// wake-ups sent while the relay is busy collapse into one.
+// wake-ups sent while the relay is busy collapse into one. Notify after
+// the commit that wrote the rows, not before: a relay woken before it
+// looks before the rows are visible and finds nothing.
 type Signal chan struct{}
 
 // NewSignal returns a Signal.
@@ -65,6 +67,7 @@ func (r Loop) Run(ctx context.Context, stop <-chan struct{}) {
 			return
 		default:
 		}
+		r.forget()
 		n, err := r.Once(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -85,14 +88,31 @@ func (r Loop) Run(ctx context.Context, stop <-chan struct{}) {
 		if n >= max(r.Batch, 1) {
 			continue // more is waiting
 		}
-		t := time.NewTimer(r.Poll)
-		select {
-		case <-ctx.Done():
-		case <-stop:
-		case <-r.Wake:
-		case <-t.C:
-		}
-		t.Stop()
+		r.idle(ctx, stop)
+	}
+}
+
+// forget drops a wake-up sent before a round starts: it was sent after its
+// commit, so the round sees that commit's rows, and kept it would only
+// start another round that finds them gone. (One sent during the last
+// round before the relay idles is kept: its commit may have come after
+// that round looked.)
+func (r Loop) forget() {
+	select {
+	case <-r.Wake:
+	default:
+	}
+}
+
+// idle waits for a Wake, Poll, stop or the end of ctx.
+func (r Loop) idle(ctx context.Context, stop <-chan struct{}) {
+	t := time.NewTimer(r.Poll)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-stop:
+	case <-r.Wake:
+	case <-t.C:
 	}
 }
 

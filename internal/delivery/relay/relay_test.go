@@ -155,3 +155,95 @@ func TestLoopFinishesTheBatchUnderWay(t *testing.T) {
 		t.Errorf("the batch under way saw its context end: %v", ctxErr)
 	}
 }
+
+// countingOnce is a Loop.Once that reports each call on a channel and
+// returns what next holds (0 unless set).
+type countingOnce struct {
+	calls chan int // the call's number, from 1
+	mu    sync.Mutex
+	n     int
+	next  []int
+}
+
+func newCountingOnce(next ...int) *countingOnce {
+	return &countingOnce{calls: make(chan int, 100), next: next}
+}
+
+func (c *countingOnce) once(context.Context) (int, error) {
+	c.mu.Lock()
+	c.n++
+	n, ret := c.n, 0
+	if len(c.next) > 0 {
+		ret, c.next = c.next[0], c.next[1:]
+	}
+	c.mu.Unlock()
+	c.calls <- n
+	return ret, nil
+}
+
+// expectCall waits for call number want; expectNoCall checks that none
+// comes within a while (the loops below have nothing that would make one).
+func expectCall(t *testing.T, c *countingOnce, want int, why string) {
+	t.Helper()
+	select {
+	case got := <-c.calls:
+		if got != want {
+			t.Fatalf("%s: call %d, want %d", why, got, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: no call %d", why, want)
+	}
+}
+
+func expectNoCall(t *testing.T, c *countingOnce, why string) {
+	t.Helper()
+	select {
+	case got := <-c.calls:
+		t.Fatalf("%s: call %d", why, got)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// A wake-up sent before a round starts is dropped: the round sees the rows
+// of the commit that sent it, so kept it would only start a round that
+// finds nothing. Here it comes during a round that returns a full batch,
+// so the next round starts at once after it. One that comes during the
+// last round before the relay idles is kept: its commit may have come
+// after that round looked.
+func TestLoopForgetsWakeUpsSentBeforeARound(t *testing.T) {
+	started := make(chan struct{})
+	release := make(chan struct{})
+	c := newCountingOnce(3, 0, 0, 0) // a full batch: the loop goes on at once
+	wake := relay.NewSignal()
+	calls := 0
+	once := func(ctx context.Context) (int, error) {
+		calls++
+		if calls == 1 || calls == 4 {
+			started <- struct{}{}
+			<-release
+		}
+		return c.once(ctx)
+	}
+	r := relay.Loop{Once: once, Batch: 3, Poll: time.Hour, Wake: wake}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { r.Run(context.Background(), stop); close(done) }()
+	defer func() { close(stop); <-done }()
+
+	<-started
+	wake.Notify() // during round 1, before round 2 starts
+	release <- struct{}{}
+	expectCall(t, c, 1, "round 1")
+	expectCall(t, c, 2, "round 2, at once after a full batch")
+	expectNoCall(t, c, "a round for the wake-up that round 2 already covered")
+
+	wake.Notify() // while idle
+	expectCall(t, c, 3, "the round of a wake-up while idle")
+
+	wake.Notify() // round 4 starts
+	<-started
+	wake.Notify() // during round 4, which returns less than a full batch
+	release <- struct{}{}
+	expectCall(t, c, 4, "round 4")
+	expectCall(t, c, 5, "the round of the wake-up that came during round 4")
+}

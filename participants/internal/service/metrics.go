@@ -31,6 +31,8 @@ const metricsTimeout = 5 * time.Second
 //	saga_participant_batches_total{participant}            batches handled in one transaction (sdk.Stats)
 //	saga_participant_batch_commands_total{participant}     their commands
 //	saga_participant_batch_seconds_total{participant}      their time, start to commit (rate: busy share)
+//	saga_participant_relay_rounds_total{participant,result} the outbox relay's rounds: published / empty
+//	saga_participant_relay_published_total{participant}    the outbox rows they published
 //	saga_kafka_consumer_lag{group,topic,partition} ...     the command consumer group's lag (internal/kafkalag)
 //
 // and the Go runtime and process collectors. Like saga-machine's, the
@@ -66,6 +68,7 @@ type statsCollector struct {
 	p                                   *sdk.Participant
 	deadLetters, backlog, oldestAge, up *prometheus.Desc
 	batches, batchCommands, batchTime   *prometheus.Desc
+	relayRounds, relayPublished         *prometheus.Desc
 }
 
 func newStatsCollector(p *sdk.Participant) *statsCollector {
@@ -87,6 +90,11 @@ func newStatsCollector(p *sdk.Participant) *statsCollector {
 			"Commands in those batches: the ratio to batches_total is the mean batch size, which grows with the load.", nil, l),
 		batchTime: prometheus.NewDesc("saga_participant_batch_seconds_total",
 			"Time spent in those batches, start to commit: its rate is the share of time the participant was busy handling (near 1 it limits throughput).", nil, l),
+		relayRounds: prometheus.NewDesc("saga_participant_relay_rounds_total",
+			"Rounds of the outbox relay, each a transaction, by result: published (it published rows) or empty (it found none: a poll of an idle outbox, or a wake-up whose rows an earlier round took).",
+			[]string{"result"}, l),
+		relayPublished: prometheus.NewDesc("saga_participant_relay_published_total",
+			"Outbox rows (replies, saga starts) the relay published: the ratio to published rounds is the mean relay batch.", nil, l),
 	}
 }
 
@@ -99,6 +107,8 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.batches
 	ch <- c.batchCommands
 	ch <- c.batchTime
+	ch <- c.relayRounds
+	ch <- c.relayPublished
 }
 
 // Collect reads the stats; when the database does not answer it sends
@@ -124,4 +134,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.batches, prometheus.CounterValue, float64(st.Batches))
 	ch <- prometheus.MustNewConstMetric(c.batchCommands, prometheus.CounterValue, float64(st.BatchCommands))
 	ch <- prometheus.MustNewConstMetric(c.batchTime, prometheus.CounterValue, st.BatchTime.Seconds())
+	ch <- prometheus.MustNewConstMetric(c.relayRounds, prometheus.CounterValue, float64(st.RelayRounds-st.RelayEmptyRounds), "published")
+	ch <- prometheus.MustNewConstMetric(c.relayRounds, prometheus.CounterValue, float64(st.RelayEmptyRounds), "empty")
+	ch <- prometheus.MustNewConstMetric(c.relayPublished, prometheus.CounterValue, float64(st.RelayPublished))
 }

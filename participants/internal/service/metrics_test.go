@@ -46,6 +46,26 @@ func TestAddMetrics(t *testing.T) {
 	if _, err := p.Dispatch(context.Background(), sdk.Record{Topic: "DEALS_TOPIC", Key: "k", Value: []byte("{"), Offset: 1}); err != nil {
 		t.Fatal(err)
 	}
+	// The relay: a round of an empty outbox, then one that publishes a
+	// saga start.
+	ctx := context.Background()
+	discard := func(context.Context, []sdk.Record) error { return nil }
+	if _, err := p.Flush(ctx, discard); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.StartSaga(ctx, tx, "MANUAL_CREATE_ORDER", "REGISTER", map[string]any{"deal_context": map[string]any{}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p.Flush(ctx, discard); err != nil || n != 1 {
+		t.Fatalf("Flush = %d, %v; want the saga start", n, err)
+	}
 	r := mux.NewRouter()
 	service.AddMetrics(r, p)
 
@@ -63,6 +83,9 @@ func TestAddMetrics(t *testing.T) {
 		`saga_participant_batches_total{participant="deals"} 0`,
 		`saga_participant_batch_commands_total{participant="deals"} 0`,
 		`saga_participant_batch_seconds_total{participant="deals"} 0`,
+		`saga_participant_relay_rounds_total{participant="deals",result="published"} 1`,
+		`saga_participant_relay_rounds_total{participant="deals",result="empty"} 1`,
+		`saga_participant_relay_published_total{participant="deals"} 1`,
 		`go_goroutines `,
 		`process_cpu_seconds_total `,
 	} {
