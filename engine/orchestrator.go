@@ -82,7 +82,7 @@ type Config struct {
 	// id and a random suffix.
 	Owner string
 	// Observer receives metrics hooks; if it also implements
-	// CompensationObserver or IntakeObserver it gets those hooks too.
+	// CompensationObserver, IntakeObserver or RelayObserver it gets those hooks too.
 	// Default: none.
 	Observer Observer
 	// InboxRetention is how long the ids of processed messages are kept so
@@ -182,6 +182,7 @@ type Orchestrator struct {
 	obs Observer
 	cob CompensationObserver // obs if it implements it, else NopObserver
 	iob IntakeObserver       // obs if it implements it, else NopObserver
+	rob RelayObserver        // obs if it implements it, else NopObserver
 
 	wake relay.Signal // wakes the relay
 
@@ -213,6 +214,10 @@ func New(cfg Config, cat *Catalog, st Store, pub Publisher) (*Orchestrator, erro
 	if !ok {
 		iob = NopObserver{}
 	}
+	rob, ok := cfg.Observer.(RelayObserver)
+	if !ok {
+		rob = NopObserver{}
+	}
 	return &Orchestrator{
 		cfg:  cfg,
 		cat:  cat,
@@ -222,6 +227,7 @@ func New(cfg Config, cat *Catalog, st Store, pub Publisher) (*Orchestrator, erro
 		obs:  cfg.Observer,
 		cob:  cob,
 		iob:  iob,
+		rob:  rob,
 		wake: relay.NewSignal(),
 	}, nil
 }

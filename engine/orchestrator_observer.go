@@ -73,6 +73,21 @@ type IntakeObserver interface {
 
 var _ IntakeObserver = NopObserver{}
 
+// RelayObserver receives the outbox relay's rounds. An Observer that also
+// implements it gets them (NopObserver does).
+type RelayObserver interface {
+	// RelayRound is called per round of the relay that did not fail:
+	// published is how many commands it published (0: it found none, a
+	// poll of an idle outbox), took its time (take, publish, delete). The
+	// sum of took over an interval is the share of it the relay was busy.
+	RelayRound(published int, took time.Duration)
+}
+
+var _ RelayObserver = NopObserver{}
+
+// RelayRound does nothing.
+func (NopObserver) RelayRound(int, time.Duration) {}
+
 // BatchHandled does nothing.
 func (NopObserver) BatchHandled(int, time.Duration) {}
 

@@ -19,6 +19,7 @@ func (o *Orchestrator) RelayOnce(ctx context.Context) (int, error) {
 	if o.pub == nil {
 		return 0, Errorf(CodeInvalid, "relay outbox", "no publisher")
 	}
+	start := time.Now()
 	var oldest, newest time.Time
 	n, err := o.st.PublishOutbox(ctx, o.cfg.Owner, o.cfg.RelayBatch, o.cfg.RelayLease,
 		func(ctx context.Context, recs []OutboxRecord) error {
@@ -33,6 +34,7 @@ func (o *Orchestrator) RelayOnce(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("relay outbox: %w", err)
 	}
+	o.rob.RelayRound(n, time.Since(start))
 	if n > 0 {
 		now := o.cfg.Clock()
 		o.obs.CommandsPublished(n, now.Sub(oldest))

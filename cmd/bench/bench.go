@@ -368,8 +368,12 @@ func printResult(w io.Writer, res Result) {
 	if len(res.Stages) > 0 {
 		fmt.Fprintf(w, "  stages (batches over the same window; busy near 100%% limits throughput):\n")
 		for _, st := range res.Stages {
-			fmt.Fprintf(w, "    %-22s %7d batches  %7.1f records/batch  %7.2f ms/batch  busy %5.1f%%\n",
-				st.Name, st.Batches, st.RecordsPerBatch, st.MsPerBatch, st.Busy*100)
+			empty := ""
+			if st.EmptyBatches > 0 {
+				empty = fmt.Sprintf("  (%d empty)", st.EmptyBatches)
+			}
+			fmt.Fprintf(w, "    %-26s %7d batches  %7.1f records/batch  %7.2f ms/batch  busy %5.1f%%%s\n",
+				st.Name, st.Batches, st.RecordsPerBatch, st.MsPerBatch, st.Busy*100, empty)
 		}
 	}
 }

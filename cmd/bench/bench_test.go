@@ -126,14 +126,19 @@ func TestBenchOnEmbeddedDefaults(t *testing.T) {
 			// sagas' three events each, profile and deals one command each
 			// before the saga was final. NOTIFY leaves as the saga becomes
 			// final, so notification may not have handled them all yet.
+			// The relays: saga-machine's the commands (APPROVE_ORDER and
+			// APPROVE_DEAL before the saga is final, NOTIFY perhaps not
+			// yet), deals' the saga starts and its replies, profile's its
+			// replies.
 			records := map[string]float64{}
 			for _, st := range res.Stages {
-				if st.Batches <= 0 || st.Busy <= 0 || st.MsPerBatch <= 0 {
-					t.Errorf("stage %+v: no batches, time or busy share", st)
+				if st.Batches <= 0 || st.Busy <= 0 || st.MsPerBatch <= 0 || st.EmptyBatches < 0 || st.EmptyBatches > st.Batches {
+					t.Errorf("stage %+v: no batches, time or busy share, or impossible empty rounds", st)
 				}
 				records[st.Name] = st.RecordsPerBatch * float64(st.Batches)
 			}
-			for name, want := range map[string][2]float64{stageIntake: {72, 72}, "deals": {24, 24}, "profile": {24, 24}, "notification": {1, 24}} {
+			for name, want := range map[string][2]float64{stageIntake: {72, 72}, "deals": {24, 24}, "profile": {24, 24}, "notification": {1, 24},
+				stageRelay: {48, 72}, "deals" + relaySuffix: {48, 48}, "profile" + relaySuffix: {24, 24}} {
 				if got := records[name]; got < want[0]-0.5 || got > want[1]+0.5 {
 					t.Errorf("stage %s handled %.1f records in the window, want %.0f to %.0f (stages %+v)", name, got, want[0], want[1], res.Stages)
 				}
@@ -158,8 +163,8 @@ func TestBenchOnPostgresAndKafka(t *testing.T) {
 	if res.Mode != "postgres+kafka" {
 		t.Errorf("mode %q, want postgres+kafka", res.Mode)
 	}
-	if len(res.Stages) != 4 {
-		t.Errorf("stages %+v, want the intake and the three participants", res.Stages)
+	if len(res.Stages) != 8 {
+		t.Errorf("stages %+v, want the intake, the three participants and their four relays", res.Stages)
 	}
 	// PostgreSQL and Kafka are reported, or a note says why not (their
 	// processes belong to another user and make up's pid files are not

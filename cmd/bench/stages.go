@@ -12,20 +12,24 @@ import (
 )
 
 // stageTotals are the running totals of one stage's batches since its
-// process started: how many, their records and the time spent in them.
+// process started: how many, their records, how many of them had no
+// record (a relay's empty rounds) and the time spent in them.
 type stageTotals struct {
-	batches, records int64
-	busy             time.Duration
+	batches, records, empty int64
+	busy                    time.Duration
 }
 
 // StageReport is one stage's batches over the measured window: the
-// engine's intake (one batch at a time) or a participant's committed
-// batches. Busy is the share of the window the stage spent in batches:
-// near 1 it is the stage that limits throughput (a participant can pass 1
-// when large batches run partition by partition at once).
+// engine's intake (one batch at a time), a participant's committed
+// batches, or an outbox relay's rounds (EmptyBatches: the rounds that
+// found nothing, each a transaction for nothing). Busy is the share of
+// the window the stage spent in batches: near 1 it is the stage that
+// limits throughput (a participant can pass 1 when large batches run
+// partition by partition at once).
 type StageReport struct {
 	Name            string  `json:"name"`
 	Batches         int64   `json:"batches"`
+	EmptyBatches    int64   `json:"empty_batches"`
 	RecordsPerBatch float64 `json:"records_per_batch"`
 	MsPerBatch      float64 `json:"ms_per_batch"`
 	Busy            float64 `json:"busy_fraction"`
@@ -35,23 +39,26 @@ type StageReport struct {
 // seen: a system bench did not start).
 type stageSampler func(ctx context.Context) (map[string]stageTotals, error)
 
-// Stage names in the report.
+// Stage names in the report; a participant's are its name and its name
+// with relaySuffix.
 const (
 	stageIntake = "saga-machine intake"
+	stageRelay  = "saga-machine relay"
+	relaySuffix = " relay"
 )
 
 // systemStages samples the stages of a system started in this process:
-// the intake from saga-machine's metrics registry
-// (saga_machine_intake_batch_seconds and _records) and each participant
-// from sdk.Participant.Stats.
+// the intake and the relay from saga-machine's metrics registry
+// (saga_machine_intake_batch_seconds and _records, saga_machine_relay_*)
+// and each participant's batches and relay from sdk.Participant.Stats.
 func systemStages(sys *system.System) stageSampler {
 	return func(ctx context.Context) (map[string]stageTotals, error) {
 		out := map[string]stageTotals{}
-		intake, err := intakeTotals(sys.SagaMachine.Registry)
+		intake, relay, err := engineTotals(sys.SagaMachine.Registry)
 		if err != nil {
 			return nil, err
 		}
-		out[stageIntake] = intake
+		out[stageIntake], out[stageRelay] = intake, relay
 		for _, svc := range []*system.Service{sys.Deals, sys.Profile, sys.Notification} {
 			if svc == nil || svc.Participant == nil {
 				continue
@@ -61,38 +68,62 @@ func systemStages(sys *system.System) stageSampler {
 				return nil, fmt.Errorf("stages: %s: %w", svc.Name, err)
 			}
 			out[svc.Name] = stageTotals{batches: st.Batches, records: st.BatchCommands, busy: st.BatchTime}
+			out[svc.Name+relaySuffix] = stageTotals{batches: st.RelayRounds, records: st.RelayPublished,
+				empty: st.RelayEmptyRounds, busy: st.RelayTime}
 		}
 		return out, nil
 	}
 }
 
-// intakeTotals reads the intake's histograms from reg.
-func intakeTotals(reg prometheus.Gatherer) (stageTotals, error) {
+// engineTotals reads the intake's histograms and the relay's counters
+// from reg.
+func engineTotals(reg prometheus.Gatherer) (intake, relay stageTotals, err error) {
 	fams, err := reg.Gather()
 	if err != nil {
-		return stageTotals{}, fmt.Errorf("stages: gather saga-machine's metrics: %w", err)
+		return intake, relay, fmt.Errorf("stages: gather saga-machine's metrics: %w", err)
 	}
-	var t stageTotals
 	found := 0
 	for _, f := range fams {
-		if len(f.GetMetric()) != 1 || f.GetMetric()[0].GetHistogram() == nil {
-			continue
-		}
-		h := f.GetMetric()[0].GetHistogram()
+		ms := f.GetMetric()
 		switch f.GetName() {
 		case "saga_machine_intake_batch_seconds":
-			t.batches = int64(h.GetSampleCount())
-			t.busy = time.Duration(h.GetSampleSum() * float64(time.Second))
-			found++
+			if len(ms) == 1 && ms[0].GetHistogram() != nil {
+				h := ms[0].GetHistogram()
+				intake.batches = int64(h.GetSampleCount())
+				intake.busy = time.Duration(h.GetSampleSum() * float64(time.Second))
+				found++
+			}
 		case "saga_machine_intake_batch_records":
-			t.records = int64(h.GetSampleSum())
-			found++
+			if len(ms) == 1 && ms[0].GetHistogram() != nil {
+				intake.records = int64(ms[0].GetHistogram().GetSampleSum())
+				found++
+			}
+		case "saga_machine_relay_rounds_total":
+			for _, m := range ms {
+				n := int64(m.GetCounter().GetValue())
+				relay.batches += n
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "result" && l.GetValue() == "empty" {
+						relay.empty += n
+					}
+				}
+			}
+		case "saga_machine_relay_seconds_total":
+			if len(ms) == 1 {
+				relay.busy = time.Duration(ms[0].GetCounter().GetValue() * float64(time.Second))
+				found++
+			}
+		case "saga_machine_commands_published_total":
+			if len(ms) == 1 {
+				relay.records = int64(ms[0].GetCounter().GetValue())
+				found++
+			}
 		}
 	}
-	if found != 2 {
-		return stageTotals{}, fmt.Errorf("stages: saga-machine's registry lacks the intake batch histograms")
+	if found != 4 {
+		return intake, relay, fmt.Errorf("stages: saga-machine's registry lacks the intake batch histograms or the relay counters")
 	}
-	return t, nil
+	return intake, relay, nil
 }
 
 // stageReport is what each stage did between the samples before and
@@ -108,7 +139,7 @@ func stageReport(before, after map[string]stageTotals, window time.Duration) []S
 	out := make([]StageReport, 0, len(names))
 	for _, n := range names {
 		b, a := before[n], after[n]
-		r := StageReport{Name: n, Batches: a.batches - b.batches}
+		r := StageReport{Name: n, Batches: a.batches - b.batches, EmptyBatches: a.empty - b.empty}
 		busy := a.busy - b.busy
 		if r.Batches > 0 {
 			r.RecordsPerBatch = float64(a.records-b.records) / float64(r.Batches)

@@ -21,11 +21,14 @@ func TestStageReportFromTwoSamples(t *testing.T) {
 		"intake": {batches: 30, records: 500, busy: 3 * time.Second}, // 20 batches of 20 records, 2 s
 		"deals":  {batches: 4, records: 8, busy: 200 * time.Millisecond},
 		"late":   {batches: 5, records: 5, busy: time.Second},
+		"relay":  {batches: 14, records: 30, empty: 3, busy: 1400 * time.Millisecond}, // 4 rounds, 1 empty, 20 records, 0.4 s
 	}
+	before["relay"] = stageTotals{batches: 10, records: 10, empty: 2, busy: time.Second}
 	got := stageReport(before, after, 4*time.Second)
 	want := []StageReport{
 		{Name: "deals"},
 		{Name: "intake", Batches: 20, RecordsPerBatch: 20, MsPerBatch: 100, Busy: 0.5},
+		{Name: "relay", Batches: 4, EmptyBatches: 1, RecordsPerBatch: 5, MsPerBatch: 100, Busy: 0.1},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("stages = %+v, want %+v", got, want)
@@ -37,9 +40,10 @@ func TestStageReportFromTwoSamples(t *testing.T) {
 	}
 }
 
-// intakeTotals reads the histograms httpapi.Metrics fills from the
-// intake's batches, and refuses a registry without them.
-func TestIntakeTotalsFromMetrics(t *testing.T) {
+// engineTotals reads the histograms and counters httpapi.Metrics fills
+// from the intake's batches and the relay's rounds, and refuses a registry
+// without them.
+func TestEngineTotalsFromMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m, err := httpapi.NewMetrics(reg)
 	if err != nil {
@@ -47,14 +51,20 @@ func TestIntakeTotalsFromMetrics(t *testing.T) {
 	}
 	m.BatchHandled(3, 20*time.Millisecond)
 	m.BatchHandled(5, 30*time.Millisecond)
-	got, err := intakeTotals(reg)
+	m.RelayRound(4, 10*time.Millisecond)
+	m.CommandsPublished(4, time.Millisecond)
+	m.RelayRound(0, 5*time.Millisecond)
+	intake, relay, err := engineTotals(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.batches != 2 || got.records != 8 || got.busy != 50*time.Millisecond {
-		t.Errorf("intake totals = %+v, want 2 batches, 8 records, 50ms", got)
+	if intake.batches != 2 || intake.records != 8 || intake.busy != 50*time.Millisecond {
+		t.Errorf("intake totals = %+v, want 2 batches, 8 records, 50ms", intake)
 	}
-	if _, err := intakeTotals(prometheus.NewRegistry()); err == nil {
+	if relay.batches != 2 || relay.empty != 1 || relay.records != 4 || relay.busy != 15*time.Millisecond {
+		t.Errorf("relay totals = %+v, want 2 rounds (1 empty), 4 commands, 15ms", relay)
+	}
+	if _, _, err := engineTotals(prometheus.NewRegistry()); err == nil {
 		t.Error("a registry without the intake's histograms: nil error")
 	}
 }

@@ -519,6 +519,17 @@ func TestMetrics(t *testing.T) {
 	e := newEnv(t, "", envOptions{})
 	e.seed(t)
 	rec := e.do(t, "GET", "/metrics", "")
+	if !strings.Contains(rec.Body.String(), "saga_machine_outbox_backlog 8") {
+		t.Fatal("seed left no 8 commands in the outbox")
+	}
+	// The relay: a round that publishes seed's 8 commands, then one that
+	// finds none.
+	for _, want := range []int{8, 0} {
+		if n, err := e.orch.RelayOnce(context.Background()); err != nil || n != want {
+			t.Fatalf("RelayOnce = %d, %v; want %d", n, err, want)
+		}
+	}
+	rec = e.do(t, "GET", "/metrics", "")
 	if rec.Code != 200 {
 		t.Fatalf("metrics status %d", rec.Code)
 	}
@@ -532,7 +543,11 @@ func TestMetrics(t *testing.T) {
 		`saga_machine_dead_letters_total{code="illegal-transition"} 1`,
 		`saga_machine_events_refused_total{code="illegal-transition",event="DEAL_UPDATED",saga="MANUAL_CREATE_ORDER"} 1`,
 		`saga_machine_event_to_command_seconds_count{saga="MANUAL_CREATE_ORDER"} 8`,
-		"saga_machine_outbox_backlog 8",
+		"saga_machine_outbox_backlog 0",
+		"saga_machine_commands_published_total 8",
+		`saga_machine_relay_rounds_total{result="published"} 1`,
+		`saga_machine_relay_rounds_total{result="empty"} 1`,
+		"saga_machine_relay_seconds_total ",
 		// seed hands the orchestrator four batches of consumed records
 		// (1, 2, 1 and 1 events; the starts are not intake batches).
 		"saga_machine_intake_batch_records_count 4",

@@ -35,6 +35,8 @@ type Metrics struct {
 	timers         *prometheus.CounterVec
 	batchSeconds   prometheus.Histogram
 	batchRecords   prometheus.Histogram
+	relayRounds    *prometheus.CounterVec
+	relaySeconds   prometheus.Counter
 	comp           *compensationMetrics
 }
 
@@ -101,9 +103,18 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help:    "Records per committed intake batch (batches grow with the load).",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11), // 1 … 1,024
 		}),
+		relayRounds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "relay_rounds_total",
+			Help: "Rounds of the outbox relay, each a transaction, by result: published (it published commands) or empty (it found none: a poll of an idle outbox).",
+		}, []string{"result"}),
+		relaySeconds: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "relay_seconds_total",
+			Help: "Time spent in those rounds (take, publish, delete): its rate is the share of time the relay was busy.",
+		}),
 	}
 	for _, c := range []prometheus.Collector{m.started, m.finished, m.applied, m.refused, m.eventToCommand,
-		m.deadLetters, m.published, m.outboxDelay, m.retried, m.heldBack, m.timers, m.batchSeconds, m.batchRecords} {
+		m.deadLetters, m.published, m.outboxDelay, m.retried, m.heldBack, m.timers, m.batchSeconds, m.batchRecords,
+		m.relayRounds, m.relaySeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register saga-machine metrics: %w", err)
 		}
@@ -121,6 +132,18 @@ var _ engine.IntakeObserver = (*Metrics)(nil)
 func (m *Metrics) BatchHandled(records int, took time.Duration) {
 	m.batchSeconds.Observe(took.Seconds())
 	m.batchRecords.Observe(float64(records))
+}
+
+var _ engine.RelayObserver = (*Metrics)(nil)
+
+// RelayRound observes one round of the outbox relay.
+func (m *Metrics) RelayRound(published int, took time.Duration) {
+	result := "published"
+	if published == 0 {
+		result = "empty"
+	}
+	m.relayRounds.WithLabelValues(result).Inc()
+	m.relaySeconds.Add(took.Seconds())
 }
 
 // SagaStarted counts a created instance.

@@ -150,6 +150,7 @@ type PublishFunc func(ctx context.Context, recs []Record) error
 // are leased (RelayLease) and published outside any transaction. It is the
 // delivery core saga-machine's relay uses too (internal/delivery).
 func (p *Participant) Flush(ctx context.Context, publish PublishFunc) (int, error) {
+	start := time.Now()
 	n, err := p.dt.Publish(ctx, p.owner, p.cfg.RelayBatch, p.cfg.RelayLease, func(ctx context.Context, rows []delivery.Row) error {
 		recs := make([]Record, len(rows))
 		for i, r := range rows {
@@ -161,6 +162,6 @@ func (p *Participant) Flush(ctx context.Context, publish PublishFunc) (int, erro
 	if err != nil {
 		return 0, fmt.Errorf("relay outbox: %w", err)
 	}
-	p.relayStats.add(n)
+	p.relayStats.add(n, time.Since(start))
 	return n, nil
 }

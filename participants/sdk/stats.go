@@ -38,24 +38,27 @@ type Stats struct {
 	BatchTime              time.Duration
 	// RelayRounds counts, since the participant was created, the relay's
 	// rounds (Flush calls that did not fail), RelayPublished the outbox rows
-	// they published and RelayEmptyRounds the rounds that found nothing to
-	// publish: each costs a transaction. Empty rounds come from polls of an
-	// idle outbox and from wake-ups whose rows an earlier round took.
+	// they published, RelayEmptyRounds the rounds that found nothing to
+	// publish (each costs a transaction: polls of an idle outbox, wake-ups
+	// whose rows an earlier round took) and RelayTime the time spent in
+	// them (its growth over an interval is the relay's busy share).
 	RelayRounds, RelayPublished, RelayEmptyRounds int64
+	RelayTime                                     time.Duration
 }
 
 // relayCounters are the running totals behind Stats' relay fields.
 type relayCounters struct {
-	rounds, published, empty atomic.Int64
+	rounds, published, empty, nanos atomic.Int64
 }
 
-// add counts one relay round that published n rows.
-func (c *relayCounters) add(n int) {
+// add counts one relay round that published n rows and took took.
+func (c *relayCounters) add(n int, took time.Duration) {
 	c.rounds.Add(1)
 	c.published.Add(int64(n))
 	if n == 0 {
 		c.empty.Add(1)
 	}
+	c.nanos.Add(int64(took))
 }
 
 // batchCounters are the running totals behind Stats' batch fields.
@@ -75,7 +78,8 @@ func (c *batchCounters) add(commands int, took time.Duration) {
 // short tables in a healthy service).
 func (p *Participant) Stats(ctx context.Context) (Stats, error) {
 	st := Stats{Batches: p.batchStats.n.Load(), BatchCommands: p.batchStats.commands.Load(), BatchTime: time.Duration(p.batchStats.nanos.Load()),
-		RelayRounds: p.relayStats.rounds.Load(), RelayPublished: p.relayStats.published.Load(), RelayEmptyRounds: p.relayStats.empty.Load()}
+		RelayRounds: p.relayStats.rounds.Load(), RelayPublished: p.relayStats.published.Load(), RelayEmptyRounds: p.relayStats.empty.Load(),
+		RelayTime: time.Duration(p.relayStats.nanos.Load())}
 	var total int64
 	// Parked: no inbox record of its command, as the admin API's state.
 	if err := p.db.QueryRowContext(ctx, `SELECT count(*), COALESCE(sum(CASE WHEN d.message_id = ''

@@ -33,6 +33,7 @@ const metricsTimeout = 5 * time.Second
 //	saga_participant_batch_seconds_total{participant}      their time, start to commit (rate: busy share)
 //	saga_participant_relay_rounds_total{participant,result} the outbox relay's rounds: published / empty
 //	saga_participant_relay_published_total{participant}    the outbox rows they published
+//	saga_participant_relay_seconds_total{participant}      the rounds' time (rate: the relay's busy share)
 //	saga_kafka_consumer_lag{group,topic,partition} ...     the command consumer group's lag (internal/kafkalag)
 //
 // and the Go runtime and process collectors. Like saga-machine's, the
@@ -69,6 +70,7 @@ type statsCollector struct {
 	deadLetters, backlog, oldestAge, up *prometheus.Desc
 	batches, batchCommands, batchTime   *prometheus.Desc
 	relayRounds, relayPublished         *prometheus.Desc
+	relaySeconds                        *prometheus.Desc
 }
 
 func newStatsCollector(p *sdk.Participant) *statsCollector {
@@ -95,6 +97,8 @@ func newStatsCollector(p *sdk.Participant) *statsCollector {
 			[]string{"result"}, l),
 		relayPublished: prometheus.NewDesc("saga_participant_relay_published_total",
 			"Outbox rows (replies, saga starts) the relay published: the ratio to published rounds is the mean relay batch.", nil, l),
+		relaySeconds: prometheus.NewDesc("saga_participant_relay_seconds_total",
+			"Time spent in the relay's rounds (take, publish, delete): its rate is the share of time the relay was busy.", nil, l),
 	}
 }
 
@@ -109,6 +113,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.batchTime
 	ch <- c.relayRounds
 	ch <- c.relayPublished
+	ch <- c.relaySeconds
 }
 
 // Collect reads the stats; when the database does not answer it sends
@@ -137,4 +142,5 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.relayRounds, prometheus.CounterValue, float64(st.RelayRounds-st.RelayEmptyRounds), "published")
 	ch <- prometheus.MustNewConstMetric(c.relayRounds, prometheus.CounterValue, float64(st.RelayEmptyRounds), "empty")
 	ch <- prometheus.MustNewConstMetric(c.relayPublished, prometheus.CounterValue, float64(st.RelayPublished))
+	ch <- prometheus.MustNewConstMetric(c.relaySeconds, prometheus.CounterValue, st.RelayTime.Seconds())
 }

@@ -86,6 +86,7 @@ func TestAddMetrics(t *testing.T) {
 		`saga_participant_relay_rounds_total{participant="deals",result="published"} 1`,
 		`saga_participant_relay_rounds_total{participant="deals",result="empty"} 1`,
 		`saga_participant_relay_published_total{participant="deals"} 1`,
+		`saga_participant_relay_seconds_total{participant="deals"} `,
 		`go_goroutines `,
 		`process_cpu_seconds_total `,
 	} {
