@@ -10,28 +10,11 @@ import (
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
-	"github.com/portfolio-counselor/sagamachine/engine/kafka/embedded"
 	"github.com/portfolio-counselor/sagamachine/internal/testenv"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
 
-func TestRunBarrierPostgresKafka(t *testing.T) {
-	db, err := sqlx.Open("postgres", testenv.Postgres(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	runBarrier(t, db, testenv.KafkaBrokers(t))
-}
-
-func TestRunBarrierSQLiteEmbedded(t *testing.T) {
-	b, err := embedded.Start(embedded.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	runBarrier(t, openSQLite(t), b.Addrs())
-}
+func TestRunBarrier(t *testing.T) { onBothBackends(t, runBarrier) }
 
 // runBarrier sends through a real broker, as saga-machine would after an
 // outage: a command past its deadline, a compensation that overtook its

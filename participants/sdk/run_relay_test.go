@@ -11,7 +11,6 @@ import (
 
 	"github.com/portfolio-counselor/sagamachine/engine/envelope"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
-	"github.com/portfolio-counselor/sagamachine/engine/kafka/embedded"
 	"github.com/portfolio-counselor/sagamachine/internal/testenv"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
@@ -23,24 +22,7 @@ import (
 // commit's Wake does. A start whose committer does not call Wake waits in
 // the outbox for the relay's next poll (an hour here) or the next Wake.
 // Over a real broker and database.
-func TestRunRelayRoundsOfSagaStarts(t *testing.T) {
-	t.Run("postgres+kafka", func(t *testing.T) {
-		db, err := sqlx.Open("postgres", testenv.Postgres(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		runRelayRounds(t, db, testenv.KafkaBrokers(t))
-	})
-	t.Run("sqlite+embedded", func(t *testing.T) {
-		b, err := embedded.Start(embedded.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(b.Close)
-		runRelayRounds(t, openSQLite(t), b.Addrs())
-	})
-}
+func TestRunRelayRoundsOfSagaStarts(t *testing.T) { onBothBackends(t, runRelayRounds) }
 
 func runRelayRounds(t *testing.T, db *sqlx.DB, brokers []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -23,24 +23,27 @@ import (
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
 
-func TestRunPostgresKafka(t *testing.T) {
-	url := testenv.Postgres(t)
-	brokers := testenv.KafkaBrokers(t)
-	db, err := sqlx.Open("postgres", url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	runEndToEnd(t, db, brokers)
-}
+func TestRun(t *testing.T) { onBothBackends(t, runEndToEnd) }
 
-func TestRunSQLiteEmbedded(t *testing.T) {
-	b, err := embedded.Start(embedded.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	runEndToEnd(t, openSQLite(t), b.Addrs())
+// onBothBackends runs run as two subtests: over PostgreSQL and the test
+// Kafka broker, and over SQLite and the embedded broker.
+func onBothBackends(t *testing.T, run func(t *testing.T, db *sqlx.DB, brokers []string)) {
+	t.Run("postgres+kafka", func(t *testing.T) {
+		db, err := sqlx.Open("postgres", testenv.Postgres(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		run(t, db, testenv.KafkaBrokers(t))
+	})
+	t.Run("sqlite+embedded", func(t *testing.T) {
+		b, err := embedded.Start(embedded.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(b.Close)
+		run(t, openSQLite(t), b.Addrs())
+	})
 }
 
 func openSQLite(tb testing.TB) *sqlx.DB {
