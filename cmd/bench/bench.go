@@ -49,6 +49,8 @@ type options struct {
 	timeout       time.Duration
 	cpuProfile    string
 	memProfile    string
+	blockProfile  string
+	mutexProfile  string
 	partitions    int
 	concurrency   int
 	keep          bool
@@ -89,6 +91,8 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (optio
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up after this long")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile (go tool pprof) to this file")
 	fs.StringVar(&o.memProfile, "memprofile", "", "write the allocations profile (go tool pprof -sample_index=alloc_space) to this file after the run")
+	fs.StringVar(&o.blockProfile, "blockprofile", "", "write the blocking profile (go tool pprof: where goroutines waited on channels, selects and locks, every wait of 10µs or more) to this file after the run")
+	fs.StringVar(&o.mutexProfile, "mutexprofile", "", "write the mutex contention profile (go tool pprof; a fifth of the contended locks) to this file after the run")
 	fs.IntVar(&o.partitions, "partitions", 0, "partitions of the started system's topics (default 3)")
 	fs.IntVar(&o.concurrency, "participant-concurrency", 0, "partitions each participant handles at once (default: the SDK's)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the started system's databases, and with --brokers its topics and consumer groups (deleted after the run otherwise)")
@@ -305,7 +309,25 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 	}
 	if o.memProfile != "" {
 		defer func() {
-			if err := writeAllocsProfile(o.memProfile); err != nil {
+			if err := writeProfile("allocs", o.memProfile); err != nil {
+				fmt.Fprintln(stderr, "bench:", err)
+			}
+		}()
+	}
+	if o.blockProfile != "" {
+		runtime.SetBlockProfileRate(int(blockProfileRate))
+		defer func() {
+			runtime.SetBlockProfileRate(0)
+			if err := writeProfile("block", o.blockProfile); err != nil {
+				fmt.Fprintln(stderr, "bench:", err)
+			}
+		}()
+	}
+	if o.mutexProfile != "" {
+		prev := runtime.SetMutexProfileFraction(mutexProfileFraction)
+		defer func() {
+			runtime.SetMutexProfileFraction(prev)
+			if err := writeProfile("mutex", o.mutexProfile); err != nil {
 				fmt.Fprintln(stderr, "bench:", err)
 			}
 		}()
@@ -944,22 +966,31 @@ func progress(w io.Writer, o options, start time.Time, done, inflight *atomic.In
 	return func() { close(quit); wg.Wait() }
 }
 
-// writeAllocsProfile writes the allocations since the process started
-// (everything the started system and the load generator allocated).
-func writeAllocsProfile(path string) error {
+// writeProfile writes the runtime profile name ("allocs": everything the
+// started system and the load generator allocated since the process
+// started; "block", "mutex": what was sampled while they were on) to path.
+func writeProfile(name, path string) error {
 	f, err := os.Create(path)
 	if err != nil {
-		return fmt.Errorf("memory profile: %w", err)
+		return fmt.Errorf("%s profile: %w", name, err)
 	}
-	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+	if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
 		f.Close()
-		return fmt.Errorf("memory profile: %w", err)
+		return fmt.Errorf("%s profile: %w", name, err)
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("memory profile: %w", err)
+		return fmt.Errorf("%s profile: %w", name, err)
 	}
 	return nil
 }
+
+// Sampling of --blockprofile and --mutexprofile: every blocking event of
+// at least 10 µs (shorter ones with a probability in proportion), and one
+// contended lock in five.
+const (
+	blockProfileRate     = 10 * time.Microsecond
+	mutexProfileFraction = 5
+)
 
 // closedLatency is the closed loop's latency histogram (POST to final
 // commit) of the sagas posted at least warmup after start, how many were

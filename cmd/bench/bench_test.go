@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -225,5 +226,29 @@ func TestBenchAgainstRunningSystem(t *testing.T) {
 	if c := res.CPU; c == nil || len(c.Processes) != 1 || c.Processes[0].PID != os.Getpid() ||
 		!strings.Contains(c.Processes[0].Name, "saga-machine") || !strings.Contains(c.Processes[0].Name, "deals") {
 		t.Errorf("CPU report %+v, want one entry for this process named after saga-machine and deals", c)
+	}
+}
+
+// --cpuprofile, --memprofile, --blockprofile and --mutexprofile each write
+// a pprof profile (gzipped protocol buffers) of the run.
+func TestProfilesAreWritten(t *testing.T) {
+	dir := t.TempDir()
+	paths := map[string]string{}
+	var args []string
+	for _, name := range []string{"cpuprofile", "memprofile", "blockprofile", "mutexprofile"} {
+		paths[name] = filepath.Join(dir, name+".pb.gz")
+		args = append(args, "--"+name, paths[name])
+	}
+	res, _ := runJSON(t, append([]string{"-n", "8", "-c", "2"}, args...)...)
+	checkResult(t, res, 8, 4)
+	for name, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Errorf("--%s: %v", name, err)
+			continue
+		}
+		if len(b) < 20 || b[0] != 0x1f || b[1] != 0x8b {
+			t.Errorf("--%s wrote %d bytes that are not a gzipped profile", name, len(b))
+		}
 	}
 }
