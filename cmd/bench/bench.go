@@ -15,6 +15,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
@@ -51,6 +52,7 @@ type options struct {
 	memProfile    string
 	blockProfile  string
 	mutexProfile  string
+	traceFile     string
 	partitions    int
 	concurrency   int
 	keep          bool
@@ -93,6 +95,7 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (optio
 	fs.StringVar(&o.memProfile, "memprofile", "", "write the allocations profile (go tool pprof -sample_index=alloc_space) to this file after the run")
 	fs.StringVar(&o.blockProfile, "blockprofile", "", "write the blocking profile (go tool pprof: where goroutines waited on channels, selects and locks, every wait of 10µs or more) to this file after the run")
 	fs.StringVar(&o.mutexProfile, "mutexprofile", "", "write the mutex contention profile (go tool pprof; a fifth of the contended locks) to this file after the run")
+	fs.StringVar(&o.traceFile, "trace", "", "write an execution trace of the whole run (go tool trace; e.g. go tool trace -pprof=sched FILE for the time goroutines waited to run) to this file")
 	fs.IntVar(&o.partitions, "partitions", 0, "partitions of the started system's topics (default 3)")
 	fs.IntVar(&o.concurrency, "participant-concurrency", 0, "partitions each participant handles at once (default: the SDK's)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the started system's databases, and with --brokers its topics and consumer groups (deleted after the run otherwise)")
@@ -313,6 +316,17 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 				fmt.Fprintln(stderr, "bench:", err)
 			}
 		}()
+	}
+	if o.traceFile != "" {
+		f, err := os.Create(o.traceFile)
+		if err != nil {
+			return fmt.Errorf("trace: %w", err)
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return fmt.Errorf("trace: %w", err)
+		}
+		defer trace.Stop()
 	}
 	if o.blockProfile != "" {
 		runtime.SetBlockProfileRate(int(blockProfileRate))

@@ -230,7 +230,8 @@ func TestBenchAgainstRunningSystem(t *testing.T) {
 }
 
 // --cpuprofile, --memprofile, --blockprofile and --mutexprofile each write
-// a pprof profile (gzipped protocol buffers) of the run.
+// a pprof profile (gzipped protocol buffers) of the run, --trace an
+// execution trace.
 func TestProfilesAreWritten(t *testing.T) {
 	dir := t.TempDir()
 	paths := map[string]string{}
@@ -239,8 +240,13 @@ func TestProfilesAreWritten(t *testing.T) {
 		paths[name] = filepath.Join(dir, name+".pb.gz")
 		args = append(args, "--"+name, paths[name])
 	}
+	tracePath := filepath.Join(dir, "trace.out")
+	args = append(args, "--trace", tracePath)
 	res, _ := runJSON(t, append([]string{"-n", "8", "-c", "2"}, args...)...)
 	checkResult(t, res, 8, 4)
+	if b, err := os.ReadFile(tracePath); err != nil || !bytes.HasPrefix(b, []byte("go 1.")) {
+		t.Errorf("--trace wrote %d bytes (%v), want an execution trace (its header is \"go 1.N trace\")", len(b), err)
+	}
 	for name, p := range paths {
 		b, err := os.ReadFile(p)
 		if err != nil {
