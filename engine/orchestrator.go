@@ -206,18 +206,6 @@ func New(cfg Config, cat *Catalog, st Store, pub Publisher) (*Orchestrator, erro
 	if st == nil {
 		return nil, Errorf(CodeInvalid, "new orchestrator", "store is nil")
 	}
-	cob, ok := cfg.Observer.(CompensationObserver)
-	if !ok {
-		cob = NopObserver{}
-	}
-	iob, ok := cfg.Observer.(IntakeObserver)
-	if !ok {
-		iob = NopObserver{}
-	}
-	rob, ok := cfg.Observer.(RelayObserver)
-	if !ok {
-		rob = NopObserver{}
-	}
 	return &Orchestrator{
 		cfg:  cfg,
 		cat:  cat,
@@ -225,11 +213,20 @@ func New(cfg Config, cat *Catalog, st Store, pub Publisher) (*Orchestrator, erro
 		pub:  pub,
 		log:  cfg.Logger,
 		obs:  cfg.Observer,
-		cob:  cob,
-		iob:  iob,
-		rob:  rob,
+		cob:  hooks[CompensationObserver](cfg.Observer),
+		iob:  hooks[IntakeObserver](cfg.Observer),
+		rob:  hooks[RelayObserver](cfg.Observer),
 		wake: relay.NewSignal(),
 	}, nil
+}
+
+// hooks is obs as the optional observer interface H when it implements
+// it, else NopObserver (which implements them all).
+func hooks[H any](obs Observer) H {
+	if h, ok := obs.(H); ok {
+		return h
+	}
+	return any(NopObserver{}).(H)
 }
 
 // Catalog returns the loaded saga definitions.
