@@ -299,53 +299,11 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	if o.cpuProfile != "" {
-		f, err := os.Create(o.cpuProfile)
-		if err != nil {
-			return fmt.Errorf("cpu profile: %w", err)
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("cpu profile: %w", err)
-		}
-		defer pprof.StopCPUProfile()
+	stopProfiling, err := startProfiling(o, stderr)
+	if err != nil {
+		return err
 	}
-	if o.memProfile != "" {
-		defer func() {
-			if err := writeProfile("allocs", o.memProfile); err != nil {
-				fmt.Fprintln(stderr, "bench:", err)
-			}
-		}()
-	}
-	if o.traceFile != "" {
-		f, err := os.Create(o.traceFile)
-		if err != nil {
-			return fmt.Errorf("trace: %w", err)
-		}
-		defer f.Close()
-		if err := trace.Start(f); err != nil {
-			return fmt.Errorf("trace: %w", err)
-		}
-		defer trace.Stop()
-	}
-	if o.blockProfile != "" {
-		runtime.SetBlockProfileRate(int(blockProfileRate))
-		defer func() {
-			runtime.SetBlockProfileRate(0)
-			if err := writeProfile("block", o.blockProfile); err != nil {
-				fmt.Fprintln(stderr, "bench:", err)
-			}
-		}()
-	}
-	if o.mutexProfile != "" {
-		prev := runtime.SetMutexProfileFraction(mutexProfileFraction)
-		defer func() {
-			runtime.SetMutexProfileFraction(prev)
-			if err := writeProfile("mutex", o.mutexProfile); err != nil {
-				fmt.Fprintln(stderr, "bench:", err)
-			}
-		}()
-	}
+	defer stopProfiling()
 	tg, err := open(ctx, o, stderr)
 	if err != nil {
 		return err
@@ -978,6 +936,64 @@ func progress(w io.Writer, o options, start time.Time, done, inflight *atomic.In
 		}
 	})
 	return func() { close(quit); wg.Wait() }
+}
+
+// startProfiling starts what the profile flags ask for: the CPU profile
+// and the execution trace stream to their files from now on; block and
+// mutex sampling start now. stop ends them and writes the allocations,
+// block and mutex profiles (errors go to stderr: the run's result stands).
+func startProfiling(o options, stderr io.Writer) (stop func(), err error) {
+	var stops []func()
+	stop = func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	// stream starts a profile that is written while it runs.
+	stream := func(path, what string, start func(io.Writer) error, end func()) error {
+		if path == "" {
+			return nil
+		}
+		f, err := os.Create(path)
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		if err := start(f); err != nil {
+			f.Close()
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		stops = append(stops, func() { end(); f.Close() })
+		return nil
+	}
+	// after writes the runtime profile name to path when profiling stops.
+	after := func(path, name string, restore func()) {
+		if path == "" {
+			return
+		}
+		stops = append(stops, func() {
+			restore()
+			if err := writeProfile(name, path); err != nil {
+				fmt.Fprintln(stderr, "bench:", err)
+			}
+		})
+	}
+	if err := stream(o.cpuProfile, "cpu profile", pprof.StartCPUProfile, pprof.StopCPUProfile); err != nil {
+		return nil, err
+	}
+	if err := stream(o.traceFile, "trace", trace.Start, trace.Stop); err != nil {
+		stop()
+		return nil, err
+	}
+	after(o.memProfile, "allocs", func() {})
+	if o.blockProfile != "" {
+		runtime.SetBlockProfileRate(int(blockProfileRate))
+	}
+	after(o.blockProfile, "block", func() { runtime.SetBlockProfileRate(0) })
+	if o.mutexProfile != "" {
+		prev := runtime.SetMutexProfileFraction(mutexProfileFraction)
+		after(o.mutexProfile, "mutex", func() { runtime.SetMutexProfileFraction(prev) })
+	}
+	return stop, nil
 }
 
 // writeProfile writes the runtime profile name ("allocs": everything the
