@@ -739,12 +739,11 @@ func EnsureTopics(ctx context.Context, cfg Config, partitions int32, topics ...s
 			return fmt.Errorf("ensure topics %v: topic %d is empty", topics, i)
 		}
 	}
-	cl, err := kgo.NewClient(cfg.clientOpts()...)
+	adm, err := cfg.NewAdmin()
 	if err != nil {
 		return fmt.Errorf("ensure topics %v: %w", topics, err)
 	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
+	defer adm.Close()
 	resps, err := adm.CreateTopics(ctx, partitions, -1, nil, topics...)
 	if err != nil {
 		return fmt.Errorf("ensure topics %v on %v: %w", topics, cfg.Brokers, err)
