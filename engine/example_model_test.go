@@ -43,7 +43,7 @@ func ExampleModel_Apply() {
 	// timeout: 10m0s APPROVAL_TIMED_OUT
 	// undo: FAIL_DEAL for REGISTER, REVERT_ORDER for APPROVE_ORDER
 	// illegal-transition
-	// apply DEAL_UPDATED to MANUAL_CREATE_ORDER v3: event DEAL_UPDATED is not allowed in state DRAFT; allowed in DRAFT: ORDER_APPROVED (profile), ORDER_REJECTED (profile), PROFILE_UNAVAILABLE (engine), APPROVAL_TIMED_OUT (engine), CANCEL_REQUESTED (deals)
+	// apply DEAL_UPDATED to MANUAL_CREATE_ORDER v4: event DEAL_UPDATED is not allowed in state DRAFT; allowed in DRAFT: ORDER_APPROVED (profile), ORDER_REJECTED (profile), PROFILE_UNAVAILABLE (engine), APPROVAL_TIMED_OUT (engine), CANCEL_REQUESTED (deals), ABORT (engine)
 }
 
 // The daemon loads every shipped definition into a Catalog and finds the
@@ -70,9 +70,9 @@ func ExampleLoadCatalog() {
 	_, err = catalog.Get("MANUAL_CREATE_ORDER", 9)
 	fmt.Println(engine.ErrorCode(err))
 	// Output:
-	// MANUAL_CREATE_ORDER v3 [DRAFT APPROVED REJECTED NOTIFICATION FAILED CANCELLED]
-	// [DEAL_UPDATED (deals) DEALS_UNAVAILABLE (engine) CANCEL_REQUESTED (deals)]
-	// MANUAL_CREATE_ORDER v1 compensable: false / MANUAL_CREATE_ORDER v3 compensable: true
+	// MANUAL_CREATE_ORDER v4 [DRAFT APPROVED REJECTED NOTIFICATION FAILED CANCELLED]
+	// [DEAL_UPDATED (deals) DEALS_UNAVAILABLE (engine) CANCEL_REQUESTED (deals) ABORT (engine)]
+	// MANUAL_CREATE_ORDER v1 compensable: false / MANUAL_CREATE_ORDER v4 compensable: true
 	// unknown-saga
 }
 

@@ -736,8 +736,8 @@ func TestAnswersWithoutCausationID(t *testing.T) {
 			h.handle(t, event(id, decision, "profile", ""))
 			h.handle(t, event(id, "DEAL_UPDATED", "deals", ""))
 			in := h.inst(t, id)
-			if in.SagaVersion != 3 || in.State != "NOTIFICATION" || in.Status != engine.StatusCompleted || in.TimerAt != nil {
-				t.Fatalf("saga = v%d %s %s timer %v, want v3 NOTIFICATION completed without timer", in.SagaVersion, in.State, in.Status, in.TimerAt)
+			if in.SagaVersion != 4 || in.State != "NOTIFICATION" || in.Status != engine.StatusCompleted || in.TimerAt != nil {
+				t.Fatalf("saga = v%d %s %s timer %v, want v4 NOTIFICATION completed without timer", in.SagaVersion, in.State, in.Status, in.TimerAt)
 			}
 			if got, want := undoStatuses(in), "FAIL_DEAL=replied REVERT_ORDER=replied FAIL_DEAL=replied"; got != want {
 				t.Errorf("undo = %s, want %s (both commands answered)", got, want)

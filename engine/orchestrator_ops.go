@@ -393,15 +393,33 @@ func (o *Orchestrator) resend(b *batch, w *sagaWork) Message {
 	return cmd
 }
 
-// Abort moves a running saga into the failed state toState ("" = the
-// definition's first failed state), clears its pending command and timer,
-// and records the operator's action in its timeline. If the saga has
-// effects to undo, it compensates them as a saga failing by its definition
-// does (status compensating, then failed).
+// Abort ends a running saga unsuccessfully and records the operator's
+// action in its timeline. If its definition handles the engine's ABORT
+// event in the saga's state (on: ABORT, by: engine), the abort takes that
+// transition as the engine takes a timeout's: into its failed state, with
+// its send (telling the client, say), held back until the compensations
+// are done; toState must then be "" or that transition's state. Otherwise
+// the saga moves into the failed state toState ("" = the definition's
+// first failed state) and sends nothing. Either way its pending command
+// and timer are cleared, and if it has effects to undo it compensates
+// them as a saga failing by its definition does (status compensating,
+// then failed).
 func (o *Orchestrator) Abort(ctx context.Context, sagaID, toState, actor, reason string) (Instance, error) {
 	const op = "abort saga"
 	return o.operator(ctx, op, sagaID, actor, func(b *batch, w *sagaWork) error {
 		inst, m := w.inst, w.model
+		if toState != "" && !m.IsFailed(toState) {
+			return Errorf(CodeInvalid, op, "%s is not a failed state of %s (failed states: %s)", toState, m, strings.Join(m.FailedStates(), ", "))
+		}
+		if m.IsTerminal(inst.State) {
+			return Errorf(CodeFinished, op, "saga %s is already finished in %s", inst.ID, inst.State)
+		}
+		// The abort is the cause of what it sends and of the compensations
+		// it starts.
+		cause := derivedID("abort", inst.ID, strconv.FormatInt(inst.Rev, 10))
+		if m.accepts(inst.State, definition.Abort) {
+			return o.abortByDefinition(b, w, toState, cause, actor, reason)
+		}
 		if toState == "" {
 			failed := m.FailedStates()
 			if len(failed) == 0 {
@@ -409,19 +427,11 @@ func (o *Orchestrator) Abort(ctx context.Context, sagaID, toState, actor, reason
 			}
 			toState = failed[0]
 		}
-		if !m.IsFailed(toState) {
-			return Errorf(CodeInvalid, op, "%s is not a failed state of %s (failed states: %s)", toState, m, strings.Join(m.FailedStates(), ", "))
-		}
-		if m.IsTerminal(inst.State) {
-			return Errorf(CodeFinished, op, "saga %s is already finished in %s", inst.ID, inst.State)
-		}
 		from := inst.State
 		inst.State, inst.Status, inst.EnteredAt = toState, StatusFailed, b.now
 		inst.Pending, inst.Attempts, inst.TimerAt = nil, 0, nil
-		// The abort is the cause of the compensations it starts.
-		cause := derivedID("abort", inst.ID, strconv.FormatInt(inst.Rev, 10))
 		b.entries = append(b.entries, HistoryEntry{
-			SagaID: inst.ID, At: b.now, Kind: EntryOperator, Event: "ABORT", MessageID: cause, FromState: from, ToState: toState,
+			SagaID: inst.ID, At: b.now, Kind: EntryOperator, Event: definition.Abort, MessageID: cause, FromState: from, ToState: toState,
 			Actor: actor, Reason: reason,
 		})
 		// An abort leaves no effect behind: what the saga did, or may
@@ -436,6 +446,46 @@ func (o *Orchestrator) Abort(ctx context.Context, sagaID, toState, actor, reason
 		})
 		return nil
 	})
+}
+
+// abortByDefinition is Abort through the transition of w's definition on
+// the engine's ABORT event from w's state: the event, with message id
+// cause, goes through enter as a timeout's does (held-back send,
+// compensations, history), and its history entry names the operator.
+func (o *Orchestrator) abortByDefinition(b *batch, w *sagaWork, toState, cause, actor, reason string) error {
+	const op = "abort saga"
+	inst := w.inst
+	step, err := w.model.ApplyWith(inst.State, definition.Abort, definition.Engine, Data{SagaID: inst.ID, Context: inst.Context})
+	if err != nil {
+		return err // a condition that cannot be evaluated on this saga
+	}
+	if toState != "" && toState != step.To {
+		return Errorf(CodeInvalid, op, "%s aborts saga %s from %s into %s (its transition on: %s, by: %s): leave the state out, or ask for %s",
+			w.model, inst.ID, inst.State, step.To, definition.Abort, definition.Engine, step.To)
+	}
+	in := inbound{kind: EntryOperator, trace: traceOf(inst.Traceparent), msg: Message{
+		V: EnvelopeVersion, ID: cause,
+		SagaID: inst.ID, Saga: inst.Saga, SagaVersion: inst.SagaVersion, Kind: KindEvent, Name: definition.Abort,
+		Participant: definition.Engine, OccurredAt: b.now,
+	}}
+	in.inboxID = cause
+	from, first := inst.State, len(b.entries)
+	if err := o.enter(b, w, &in, step); err != nil {
+		return err
+	}
+	// The transition's entry (compensations may follow it) is the
+	// operator's, with her reason, as on the abort without a transition.
+	for i := first; i < len(b.entries); i++ {
+		if e := &b.entries[i]; e.Kind == EntryOperator && e.MessageID == cause && e.Event == definition.Abort {
+			e.Actor, e.Reason = actor, reason
+			break
+		}
+	}
+	id, saga, to, status := inst.ID, inst.Saga, step.To, inst.Status
+	b.after = append(b.after, func() {
+		o.log.Info("operator aborted saga", "saga_id", id, "saga", saga, "from", from, "to", to, "actor", actor, "reason", reason, "status", string(status))
+	})
+	return nil
 }
 
 // Replay processes a dead-lettered event again, as if it had just arrived,

@@ -277,9 +277,9 @@ func TestContextMergeKeysAndCommand(t *testing.T) {
 	if got.Keys["deal_id"] != "D-7" || got.Keys["user_id"] != "42" {
 		t.Errorf("keys = %v, want deal_id D-7, user_id 42", got.Keys)
 	}
-	// A new saga starts on the newest version (3).
-	if got.SagaVersion != 3 || got.Status != engine.StatusRunning || got.Rev != 1 {
-		t.Errorf("version %d status %s rev %d, want 3 running 1 (created and advanced in one batch)", got.SagaVersion, got.Status, got.Rev)
+	// A new saga starts on the newest version (4).
+	if got.SagaVersion != 4 || got.Status != engine.StatusRunning || got.Rev != 1 {
+		t.Errorf("version %d status %s rev %d, want 4 running 1 (created and advanced in one batch)", got.SagaVersion, got.Status, got.Rev)
 	}
 	cmds := h.st.outbox(t)
 	if len(cmds) != 2 {
@@ -287,7 +287,7 @@ func TestContextMergeKeysAndCommand(t *testing.T) {
 	}
 	c := cmds[1]
 	if c.Topic != "DEALS_TOPIC" || c.Key != id || c.Message.Kind != engine.KindCommand || c.Message.Participant != "deals" ||
-		c.Message.Attempt != 1 || c.Message.SagaVersion != 3 || c.Message.CausationID == "" || string(c.Message.Payload) != string(got.Context) {
+		c.Message.Attempt != 1 || c.Message.SagaVersion != 4 || c.Message.CausationID == "" || string(c.Message.Payload) != string(got.Context) {
 		t.Errorf("command = %+v, want APPROVE_DEAL to deals on DEALS_TOPIC keyed by the saga with the whole context", c)
 	}
 	if got.Pending == nil || got.Pending.ID != c.Message.ID || got.Attempts != 1 {
@@ -389,13 +389,13 @@ func TestUnknownSagaAndVersion(t *testing.T) {
 	}
 }
 
-// v4 is a fourth MANUAL_CREATE_ORDER, newer than the shipped three.
-const v4 = `
+// v5 is a fifth MANUAL_CREATE_ORDER, newer than the shipped four.
+const v5 = `
 saga: MANUAL_CREATE_ORDER
-version: 4
+version: 5
 participants:
-  deals: { topic: DEALS_V4 }
-  profile: { topic: PROFILE_V4 }
+  deals: { topic: DEALS_V5 }
+  profile: { topic: PROFILE_V5 }
 transitions:
   - { on: REGISTER, by: deals, from: [], to: CHECKING, send: { to: profile, command: CHECK } }
   - { on: CHECKED, by: profile, from: [CHECKING], to: DONE }
@@ -403,7 +403,7 @@ final: [DONE]
 `
 
 func TestInstancesKeepTheirVersion(t *testing.T) {
-	h := newHarness(t, v4)
+	h := newHarness(t, v5)
 	old, mid, newer := uuid.NewString(), uuid.NewString(), uuid.NewString()
 	pinned := event(old, "REGISTER", "deals", "")
 	pinned.SagaVersion = 1
@@ -416,8 +416,8 @@ func TestInstancesKeepTheirVersion(t *testing.T) {
 	if got := h.inst(t, mid); got.SagaVersion != 2 || got.State != "DRAFT" || undoStatuses(got) != "FAIL_DEAL=replied REVERT_ORDER=open" {
 		t.Errorf("pinned saga: v%d %s undo %s, want v2 DRAFT with FAIL_DEAL=replied REVERT_ORDER=open", got.SagaVersion, got.State, undoStatuses(got))
 	}
-	if got := h.inst(t, newer); got.SagaVersion != 4 || got.State != "CHECKING" {
-		t.Errorf("new saga: v%d %s, want v4 CHECKING", got.SagaVersion, got.State)
+	if got := h.inst(t, newer); got.SagaVersion != 5 || got.State != "CHECKING" {
+		t.Errorf("new saga: v%d %s, want v5 CHECKING", got.SagaVersion, got.State)
 	}
 	// A later event without a version still applies on the instance's version.
 	h.handle(t, event(old, "ORDER_APPROVED", "profile", ""), event(mid, "ORDER_APPROVED", "profile", ""),
@@ -429,14 +429,14 @@ func TestInstancesKeepTheirVersion(t *testing.T) {
 		t.Errorf("v2 saga = %s undo %s, want APPROVED with APPROVE_ORDER answered and APPROVE_DEAL open", got.State, undoStatuses(got))
 	}
 	if got := h.inst(t, newer); got.State != "DONE" || got.Status != engine.StatusCompleted {
-		t.Errorf("v4 saga = %s %s, want DONE completed", got.State, got.Status)
+		t.Errorf("v5 saga = %s %s, want DONE completed", got.State, got.Status)
 	}
 	// Each command goes to the topic of its saga's version.
 	topics := map[string]string{}
 	for _, r := range h.outbox() {
 		topics[r.Message.SagaID+"/"+r.Message.Name] = r.Topic
 	}
-	for k, want := range map[string]string{old + "/APPROVE_ORDER": "PROFILE_TOPIC", mid + "/APPROVE_ORDER": "PROFILE_TOPIC", newer + "/CHECK": "PROFILE_V4"} {
+	for k, want := range map[string]string{old + "/APPROVE_ORDER": "PROFILE_TOPIC", mid + "/APPROVE_ORDER": "PROFILE_TOPIC", newer + "/CHECK": "PROFILE_V5"} {
 		if topics[k] != want {
 			t.Errorf("%s went to %q, want %s", k, topics[k], want)
 		}
@@ -600,9 +600,11 @@ func TestStartIsIdempotent(t *testing.T) {
 // then aborts the saga. On version 1 the abort fails the saga at once; on
 // version 2 it first undoes what the saga did (REVERT_ORDER for the
 // APPROVE_ORDER sent, then FAIL_DEAL for the registered deal) and sends no
-// NOTIFY (an abort is not a transition of the table).
+// NOTIFY (version 2 has no ABORT transition); on version 4 the abort takes
+// the definition's ABORT transition: the same undo, then its NOTIFY, held
+// back until the undo is done and caused by the abort.
 func TestResendAndAbort(t *testing.T) {
-	for _, version := range []int{1, 2} {
+	for _, version := range []int{1, 2, 4} {
 		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
 			h := newHarness(t)
 			ctx := context.Background()
@@ -621,17 +623,39 @@ func TestResendAndAbort(t *testing.T) {
 			if _, err := h.o.Abort(ctx, id, "DRAFT", "alice", "x"); engine.ErrorCode(err) != engine.CodeInvalid {
 				t.Errorf("Abort into a running state err = %v, want invalid", err)
 			}
+			if version == 4 {
+				// Its ABORT transition goes to FAILED: another failed
+				// state is refused, and nothing moves.
+				if _, err := h.o.Abort(ctx, id, "CANCELLED", "alice", "x"); engine.ErrorCode(err) != engine.CodeInvalid {
+					t.Errorf("Abort into CANCELLED err = %v, want invalid (the definition aborts into FAILED)", err)
+				}
+				if in := h.inst(t, id); in.State != "DRAFT" || in.Status != engine.StatusRunning || in.Pending == nil {
+					t.Fatalf("after the refused abort: %s %s pending %v, want DRAFT running with APPROVE_ORDER pending", in.State, in.Status, in.Pending)
+				}
+			}
 			got, err = h.o.Abort(ctx, id, "", "alice", "customer called")
 			if version == 1 {
 				if err != nil || got.State != "FAILED" || got.Status != engine.StatusFailed || got.TimerAt != nil || got.Pending != nil {
 					t.Fatalf("Abort = %+v, %v; want FAILED, no timer, no pending", got, err)
 				}
 			} else {
-				// Compensating: the timer re-sends REVERT_ORDER until profile answers.
-				if err != nil || got.State != "FAILED" || got.Status != engine.StatusCompensating || got.TimerAt == nil || got.Pending != nil ||
-					got.Deferred != nil || undoStatuses(got) != "FAIL_DEAL=replied REVERT_ORDER=compensating" {
-					t.Fatalf("Abort = %+v, %v; want FAILED compensating REVERT_ORDER, its re-send timer, no pending, nothing held back", got, err)
+				// Compensating: the timer re-sends REVERT_ORDER until profile
+				// answers; version 4 holds its NOTIFY back until the undo is done.
+				deferred := ""
+				if got.Deferred != nil {
+					deferred = got.Deferred.Name
 				}
+				wantDeferred := ""
+				if version == 4 {
+					wantDeferred = "NOTIFY"
+				}
+				if err != nil || got.State != "FAILED" || got.Status != engine.StatusCompensating || got.TimerAt == nil || got.Pending != nil ||
+					deferred != wantDeferred || undoStatuses(got) != "FAIL_DEAL=replied REVERT_ORDER=compensating" {
+					t.Fatalf("Abort = %+v, %v; want FAILED compensating REVERT_ORDER, its re-send timer, no pending, %q held back", got, err, wantDeferred)
+				}
+			}
+			if _, err := h.o.Resend(ctx, id, "alice", "again"); engine.ErrorCode(err) != engine.CodeConflict {
+				t.Errorf("Resend after the abort err = %v, want conflict (no pending command)", err)
 			}
 			if _, err := h.o.Abort(ctx, id, "", "alice", "again"); engine.ErrorCode(err) != engine.CodeFinished {
 				t.Errorf("second Abort err = %v, want finished", err)
@@ -641,15 +665,16 @@ func TestResendAndAbort(t *testing.T) {
 			}
 			hist, _ := h.st.History(ctx, id)
 			wantHist := 3
-			if version == 2 {
+			if version != 1 {
 				wantHist = 4 // and the compensation sent
 			}
 			if len(hist) != wantHist || hist[1].Kind != engine.EntryOperator || hist[1].Actor != "alice" || hist[1].Reason != "profile lost it" ||
-				hist[2].Event != "ABORT" || hist[2].ToState != "FAILED" {
-				t.Errorf("history = %+v, want event, operator re-send, operator abort", hist)
+				hist[2].Kind != engine.EntryOperator || hist[2].Event != "ABORT" || hist[2].ToState != "FAILED" ||
+				hist[2].Actor != "alice" || hist[2].Reason != "customer called" {
+				t.Errorf("history = %+v, want event, operator re-send, operator abort (alice: customer called)", hist)
 			}
 			want := []string{"APPROVE_ORDER", "APPROVE_ORDER"}
-			if version == 2 {
+			if version != 1 {
 				want = append(want, "REVERT_ORDER")
 			}
 			if got := h.outboxNames(); !slices.Equal(got, want) {
@@ -673,8 +698,22 @@ func TestResendAndAbort(t *testing.T) {
 			if in.Status != engine.StatusFailed || in.TimerAt != nil || undoStatuses(in) != "FAIL_DEAL=compensated REVERT_ORDER=compensated" {
 				t.Errorf("after the compensations: %s timer %v undo %s, want failed, no timer, both compensated", in.Status, in.TimerAt, undoStatuses(in))
 			}
-			if want := []string{"APPROVE_ORDER", "APPROVE_ORDER", "REVERT_ORDER", "FAIL_DEAL"}; !slices.Equal(h.outboxNames(), want) {
-				t.Errorf("outbox = %v, want %v (no NOTIFY after an abort)", h.outboxNames(), want)
+			want = []string{"APPROVE_ORDER", "APPROVE_ORDER", "REVERT_ORDER", "FAIL_DEAL"}
+			if version == 2 {
+				if !slices.Equal(h.outboxNames(), want) {
+					t.Errorf("outbox = %v, want %v (no NOTIFY after an abort on version 2)", h.outboxNames(), want)
+				}
+				return
+			}
+			if want = append(want, "NOTIFY"); !slices.Equal(h.outboxNames(), want) {
+				t.Errorf("outbox = %v, want %v (NOTIFY after the undo)", h.outboxNames(), want)
+			}
+			notify := h.last(t, "NOTIFY")
+			if notify.CausationID != hist[2].MessageID || notify.Participant != "notification" {
+				t.Errorf("NOTIFY to %s caused by %s, want to notification caused by the abort %s", notify.Participant, notify.CausationID, hist[2].MessageID)
+			}
+			if in.Deferred != nil || in.Pending == nil || in.Pending.ID != notify.ID {
+				t.Errorf("after the undo: deferred %+v pending %+v, want nothing held back, NOTIFY the last command", in.Deferred, in.Pending)
 			}
 		})
 	}

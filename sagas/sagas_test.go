@@ -29,20 +29,20 @@ func catalog(t *testing.T) *engine.Catalog {
 	return cat
 }
 
-// TestShipped: BASKET_ORDER and the three versions of MANUAL_CREATE_ORDER
-// load (running version 1 and 2 sagas keep their definition), new sagas
-// get version 3, and every file names the JSON Schema on its first line.
+// TestShipped: BASKET_ORDER and the four versions of MANUAL_CREATE_ORDER
+// load (running version 1 to 3 sagas keep their definition), new sagas
+// get version 4, and every file names the JSON Schema on its first line.
 func TestShipped(t *testing.T) {
 	cat := catalog(t)
 	var got []string
 	for _, m := range cat.List() {
 		got = append(got, m.String())
 	}
-	if strings.Join(got, ", ") != "BASKET_ORDER v1, MANUAL_CREATE_ORDER v1, MANUAL_CREATE_ORDER v2, MANUAL_CREATE_ORDER v3" {
-		t.Errorf("catalog: got %v, want BASKET_ORDER v1 and MANUAL_CREATE_ORDER v1, v2 and v3", got)
+	if strings.Join(got, ", ") != "BASKET_ORDER v1, MANUAL_CREATE_ORDER v1, MANUAL_CREATE_ORDER v2, MANUAL_CREATE_ORDER v3, MANUAL_CREATE_ORDER v4" {
+		t.Errorf("catalog: got %v, want BASKET_ORDER v1 and MANUAL_CREATE_ORDER v1 to v4", got)
 	}
-	if m, err := cat.Get("MANUAL_CREATE_ORDER", 0); err != nil || m.Version() != 3 {
-		t.Errorf("version of a new saga: got %v (err %v), want 3", m, err)
+	if m, err := cat.Get("MANUAL_CREATE_ORDER", 0); err != nil || m.Version() != 4 {
+		t.Errorf("version of a new saga: got %v (err %v), want 4", m, err)
 	}
 	files, err := fs.Glob(sagas.FS, "*.yaml")
 	if err != nil {
@@ -162,6 +162,54 @@ func TestVersion3AddsTheCancellation(t *testing.T) {
 	}
 	if _, err := v3.Apply("NOTIFICATION", "CANCEL_REQUESTED", "deals"); err == nil {
 		t.Error("CANCEL_REQUESTED once settled (NOTIFICATION): accepted, want refused")
+	}
+}
+
+// TestVersion4AddsTheAbort: version 4 is version 3 (the same rows, in
+// order, with the same sends and compensations) with ABORT from the engine
+// in every waiting state into FAILED, whose transition tells the client
+// (NOTIFY, after the undo); only the engine may raise it, and not once the
+// saga is settled.
+func TestVersion4AddsTheAbort(t *testing.T) {
+	cat := catalog(t)
+	v3, err := cat.Get("MANUAL_CREATE_ORDER", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v4, err := cat.Get("MANUAL_CREATE_ORDER", 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t3, t4 := v3.Definition().Transitions, v4.Definition().Transitions
+	if len(t4) != len(t3)+1 {
+		t.Fatalf("transitions: v3 has %d, v4 %d, want one more", len(t3), len(t4))
+	}
+	for i := range t3 {
+		if got, want := row(t4[i]), row(t3[i]); got != want {
+			t.Errorf("row %d: v4 %q, want v3's %q", i+1, got, want)
+		}
+		if (t3[i].Compensate == nil) != (t4[i].Compensate == nil) || (t3[i].Send == nil) != (t4[i].Send == nil) ||
+			t3[i].Send != nil && (t3[i].Send.Compensate == nil) != (t4[i].Send.Compensate == nil) {
+			t.Errorf("row %d: compensations differ between v3 and v4", i+1)
+		}
+	}
+	if got, want := row(t4[len(t3)]), "ABORT by engine from [DRAFT APPROVED REJECTED] to FAILED send NOTIFY to notification"; got != want {
+		t.Errorf("the new row: %q, want %q", got, want)
+	}
+	for _, s := range []string{"DRAFT", "APPROVED", "REJECTED"} {
+		step, err := v4.Apply(s, "ABORT", "engine")
+		if err != nil || !step.Failed || step.Send == nil || step.Send.Name != "NOTIFY" {
+			t.Errorf("ABORT in %s: %+v, %v; want FAILED sending NOTIFY", s, step, err)
+		}
+		if _, err := v4.Apply(s, "ABORT", "deals"); err == nil {
+			t.Errorf("ABORT by deals in %s: accepted, want refused", s)
+		}
+		if _, err := v3.Apply(s, "ABORT", "engine"); err == nil {
+			t.Errorf("ABORT in %s on v3: accepted, want refused (v3 has no such row)", s)
+		}
+	}
+	if _, err := v4.Apply("NOTIFICATION", "ABORT", "engine"); err == nil {
+		t.Error("ABORT once settled (NOTIFICATION): accepted, want refused")
 	}
 }
 

@@ -30,6 +30,9 @@ func (p *parser) check(def *Definition) {
 	p.checkContracts(def)
 
 	for _, t := range def.Transitions {
+		if t.On.Value == Abort && t.By.Value == Engine && t.To.Value != "" && !failed[t.To.Value] {
+			p.add(t.To.Pos, ruleAbortNotFailed, "an operator's abort ends the saga unsuccessfully: on: %s, by: engine must go to a failed state (%s), not %s", Abort, nameList(def.Failed), t.To.Value)
+		}
 		for _, f := range t.From {
 			if terminal(f.Value) {
 				kind := "final"
@@ -55,6 +58,18 @@ func (p *parser) check(def *Definition) {
 	}
 	p.checkGraph(def, final, failed)
 	p.checkEngineEvents(def, terminal)
+}
+
+// nameList is the values of ns, comma-separated ("none" for none).
+func nameList(ns []Name) string {
+	if len(ns) == 0 {
+		return "none"
+	}
+	vs := make([]string, len(ns))
+	for i, n := range ns {
+		vs[i] = n.Value
+	}
+	return strings.Join(vs, ", ")
 }
 
 func nameSet(ns []Name) map[string]bool {
@@ -390,6 +405,10 @@ func (p *parser) checkEngineEvents(def *Definition, terminal func(string) bool) 
 		}
 	}
 	for _, name := range sortedStateNames(def) {
+		// An operator can abort a saga in any state that is not an end.
+		if !terminal(name) {
+			raise(name, Abort)
+		}
 		st := def.States[name]
 		if st.Timeout == nil {
 			continue
@@ -426,6 +445,9 @@ func (p *parser) checkEngineEvents(def *Definition, terminal func(string) bool) 
 			continue
 		}
 		for _, f := range t.From {
+			if t.On.Value == Abort && terminal(f.Value) {
+				continue // final-has-exit says why
+			}
 			if !raised[f.Value][t.On.Value] {
 				p.add(f.Pos, ruleNeverRaised, "the engine never raises %s in state %s: neither a timeout of %s nor a retry or join of a command sent on entering %s names it", t.On.Value, f.Value, f.Value, f.Value)
 			}
@@ -515,12 +537,17 @@ func sameRetry(a, b *Retry) bool {
 }
 
 // checkReservedEvents refuses definitions that name one of their own events
-// CommandExpired: saga-machine always reads that event as a participant's
-// "this command had no effect" answer, whatever the definition says.
+// CommandExpired (saga-machine always reads that event as a participant's
+// "this command had no effect" answer, whatever the definition says) or
+// Abort other than in `on: ABORT, by: engine` (the engine raises it for
+// an operator's abort, and only then).
 func (p *parser) checkReservedEvents(def *Definition) {
 	reserved := func(n Name, what string) {
-		if n.Value == CommandExpired {
+		switch n.Value {
+		case CommandExpired:
 			p.add(n.Pos, ruleReservedEvent, "%s %s is reserved: participants answer a command that arrived after its deadline with it (no effect); give this event another name", what, n.Value)
+		case Abort:
+			p.add(n.Pos, ruleReservedEvent, "%s %s is reserved: the engine raises it when an operator aborts the saga; give this event another name", what, n.Value)
 		}
 	}
 	for _, name := range sortedStateNames(def) {
@@ -529,7 +556,13 @@ func (p *parser) checkReservedEvents(def *Definition) {
 		}
 	}
 	for _, t := range def.Transitions {
-		reserved(t.On, "event")
+		if t.On.Value == Abort {
+			if t.By.Value != Engine {
+				p.add(t.On.Pos, ruleReservedEvent, "event %s is reserved: the engine raises it when an operator aborts the saga, so a transition on it must be by: engine (not %s)", Abort, t.By.Value)
+			}
+		} else {
+			reserved(t.On, "event")
+		}
 		if t.Send != nil && t.Send.Retry != nil {
 			reserved(t.Send.Retry.Exhausted, "exhausted event")
 		}

@@ -84,7 +84,8 @@ func ExampleLoadDir() {
 	// basket_order.yaml: BASKET_ORDER v1, 11 transitions
 	// manual_create_order.v1.yaml: MANUAL_CREATE_ORDER v1, 7 transitions
 	// manual_create_order.v2.yaml: MANUAL_CREATE_ORDER v2, 7 transitions
-	// manual_create_order.yaml: MANUAL_CREATE_ORDER v3, 8 transitions
+	// manual_create_order.v3.yaml: MANUAL_CREATE_ORDER v3, 8 transitions
+	// manual_create_order.yaml: MANUAL_CREATE_ORDER v4, 9 transitions
 }
 
 // An event's contract: its payload must satisfy a JSON Schema.

@@ -137,6 +137,7 @@ const (
 	ruleTerminalTimeout      = "terminal-timeout"
 	ruleUnhandledEvent       = "unhandled-event"
 	ruleNeverRaised          = "never-raised"
+	ruleAbortNotFailed       = "abort-not-failed"
 	ruleRetryToTerminal      = "retry-to-terminal"
 	ruleDuplicateSaga        = "duplicate-definition"
 

@@ -17,6 +17,17 @@ const Engine = "engine"
 // name (envelope.CommandExpired), which the participant SDK answers with.
 const CommandExpired = envelope.CommandExpired
 
+// Abort is the reserved event the engine raises when an operator aborts a
+// saga (saga-machine's POST /api/v1/sagas/{id}/abort). A definition may
+// handle it with `on: ABORT, by: engine` from states that are not final or
+// failed, into a failed state: the abort then takes that transition, and
+// its send (telling the client, for instance) goes out after the undo, as
+// on any transition into a failed state. Without such a transition an
+// abort moves the saga into the failed state the operator names, undoes
+// what it did and sends nothing. No definition may use the name for an
+// event of its own.
+const Abort = "ABORT"
+
 // API is the reserved participant name of starting transitions that an
 // authenticated caller fires over saga-machine's HTTP API (`by: api`). Such a
 // transition lists the roles that may fire it (Transition.Roles). A

@@ -57,10 +57,10 @@ func TestDefinitions(t *testing.T) {
 	for _, d := range list.Definitions {
 		names = append(names, fmt.Sprintf("%s v%d", d.Name, d.Version))
 	}
-	if got, want := strings.Join(names, ", "), "BASKET_ORDER v1, MANUAL_CREATE_ORDER v1, MANUAL_CREATE_ORDER v2, MANUAL_CREATE_ORDER v3, SUPPORT_CALLBACK v1"; got != want {
+	if got, want := strings.Join(names, ", "), "BASKET_ORDER v1, MANUAL_CREATE_ORDER v1, MANUAL_CREATE_ORDER v2, MANUAL_CREATE_ORDER v3, MANUAL_CREATE_ORDER v4, SUPPORT_CALLBACK v1"; got != want {
 		t.Fatalf("got definitions %s, want %s", got, want)
 	}
-	// The seeded sagas started on the newest version; v1 and v2 count none.
+	// The seeded sagas started on the newest version; v1 to v3 count none.
 	for _, tc := range []struct {
 		d                          httpapi.DefinitionSummary
 		counts                     map[string]int64
@@ -69,7 +69,8 @@ func TestDefinitions(t *testing.T) {
 		{list.Definitions[0], map[string]int64{"CHECKING": 0, "TRADING": 0, "EXECUTING": 0, "REJECTING": 0, "EXECUTED": 0, "REJECTED": 0, "FAILED": 0}, 0, 0, 0},
 		{list.Definitions[1], map[string]int64{"DRAFT": 0, "APPROVED": 0, "REJECTED": 0, "NOTIFICATION": 0, "FAILED": 0}, 0, 0, 0},
 		{list.Definitions[2], map[string]int64{"DRAFT": 0, "APPROVED": 0, "REJECTED": 0, "NOTIFICATION": 0, "FAILED": 0}, 0, 0, 0},
-		{list.Definitions[3], map[string]int64{"DRAFT": 1, "APPROVED": 2, "REJECTED": 0, "NOTIFICATION": 1, "FAILED": 0, "CANCELLED": 0}, 3, 1, 0},
+		{list.Definitions[3], map[string]int64{"DRAFT": 0, "APPROVED": 0, "REJECTED": 0, "NOTIFICATION": 0, "FAILED": 0, "CANCELLED": 0}, 0, 0, 0},
+		{list.Definitions[4], map[string]int64{"DRAFT": 1, "APPROVED": 2, "REJECTED": 0, "NOTIFICATION": 1, "FAILED": 0, "CANCELLED": 0}, 3, 1, 0},
 	} {
 		d := tc.d
 		if len(d.Counts) != len(tc.counts) {
@@ -85,19 +86,19 @@ func TestDefinitions(t *testing.T) {
 		}
 	}
 
-	// Without ?version= the newest: v3, with its compensations drawn.
+	// Without ?version= the newest: v4, with its compensations drawn.
 	newest := decode[httpapi.DefinitionDetail](t, e.do(t, "GET", "/api/v1/definitions/MANUAL_CREATE_ORDER", ""), 200)
-	if newest.Version != 3 || !slices.Equal(newest.Versions, []int{1, 2, 3}) {
-		t.Errorf("newest = v%d of versions %v, want v3 of [1 2 3]", newest.Version, newest.Versions)
+	if newest.Version != 4 || !slices.Equal(newest.Versions, []int{1, 2, 3, 4}) {
+		t.Errorf("newest = v%d of versions %v, want v4 of [1 2 3 4]", newest.Version, newest.Versions)
 	}
-	for _, want := range []string{"---\ntitle: MANUAL_CREATE_ORDER v3",
+	for _, want := range []string{"---\ntitle: MANUAL_CREATE_ORDER v4",
 		"[*] --> DRAFT : REGISTER (deals, undo FAIL_DEAL → deals) / APPROVE_ORDER → profile (undo REVERT_ORDER → profile)",
 		"DRAFT --> FAILED : PROFILE_UNAVAILABLE (engine, APPROVE_ORDER retries exhausted) / NOTIFY → notification"} {
 		if !strings.Contains(newest.Diagram.Mermaid, want) {
-			t.Errorf("v3 mermaid lacks %q:\n%s", want, newest.Diagram.Mermaid)
+			t.Errorf("v4 mermaid lacks %q:\n%s", want, newest.Diagram.Mermaid)
 		}
 	}
-	if got, want := newest.Diagram.SVG, "/api/v1/definitions/MANUAL_CREATE_ORDER/diagram.svg?version=3"; got != want {
+	if got, want := newest.Diagram.SVG, "/api/v1/definitions/MANUAL_CREATE_ORDER/diagram.svg?version=4"; got != want {
 		t.Errorf("v3 svg link = %q, want %q", got, want)
 	}
 
@@ -174,8 +175,8 @@ func TestValidateDefinition(t *testing.T) {
 	}
 	yamlHdr := []string{"Content-Type", "application/yaml"}
 	res := decode[httpapi.ValidationResult](t, e.do(t, "POST", "/api/v1/definitions/validate", string(good), yamlHdr...), 200)
-	if !res.Valid || res.Saga != "MANUAL_CREATE_ORDER" || res.Version != 3 || len(res.Problems) != 0 {
-		t.Errorf("shipped saga: got %+v, want valid MANUAL_CREATE_ORDER v3", res)
+	if !res.Valid || res.Saga != "MANUAL_CREATE_ORDER" || res.Version != 4 || len(res.Problems) != 0 {
+		t.Errorf("shipped saga: got %+v, want valid MANUAL_CREATE_ORDER v4", res)
 	}
 	res = decode[httpapi.ValidationResult](t, e.do(t, "POST", "/api/v1/definitions/validate", string(v1), yamlHdr...), 200)
 	if !res.Valid || res.Saga != "MANUAL_CREATE_ORDER" || res.Version != 1 || len(res.Problems) != 0 {
@@ -368,11 +369,27 @@ func TestOperatorActions(t *testing.T) {
 		t.Errorf("attempts after re-send = %d, want 2", inst.Attempts)
 	}
 	inst = decode[engine.Instance](t, e.do(t, "POST", "/api/v1/sagas/"+s.waiting.ID+"/abort", `{"reason":"client cancelled by phone"}`), 200)
-	// MANUAL_CREATE_ORDER v2: the abort first undoes what the saga did,
-	// newest first: REVERT_ORDER for APPROVE_ORDER, then FAIL_DEAL for REGISTER.
+	// MANUAL_CREATE_ORDER v4: the abort takes the definition's ABORT
+	// transition into FAILED. It first undoes what the saga did, newest
+	// first: REVERT_ORDER for APPROVE_ORDER, then FAIL_DEAL for REGISTER;
+	// the transition's NOTIFY is held back until both are done.
 	if inst.State != "FAILED" || inst.Status != engine.StatusCompensating || len(inst.Undo) != 2 ||
-		inst.Undo[1].Command != "REVERT_ORDER" || inst.Undo[1].Status != engine.UndoCompensating {
-		t.Fatalf("after abort: %s/%s undo %+v, want FAILED/compensating with REVERT_ORDER under way", inst.State, inst.Status, inst.Undo)
+		inst.Undo[1].Command != "REVERT_ORDER" || inst.Undo[1].Status != engine.UndoCompensating ||
+		inst.Deferred == nil || inst.Deferred.Name != "NOTIFY" {
+		t.Fatalf("after abort: %s/%s undo %+v deferred %+v, want FAILED/compensating with REVERT_ORDER under way and NOTIFY held back",
+			inst.State, inst.Status, inst.Undo, inst.Deferred)
+	}
+	notifies := func() int {
+		n := 0
+		for _, m := range e.outbox(t) {
+			if m.SagaID == s.waiting.ID && m.Name == "NOTIFY" {
+				n++
+			}
+		}
+		return n
+	}
+	if n := notifies(); n != 0 {
+		t.Fatalf("%d NOTIFY sent while compensating, want none yet", n)
 	}
 	e.answer(t, s.waiting.ID, "ORDER_REVERTED", "profile", inst.Undo[1].CommandID)
 	inst = decode[httpapi.SagaDetail](t, e.do(t, "GET", "/api/v1/sagas/"+s.waiting.ID, ""), 200).Saga
@@ -381,8 +398,11 @@ func TestOperatorActions(t *testing.T) {
 	}
 	e.answer(t, s.waiting.ID, "DEAL_FAILED", "deals", inst.Undo[0].CommandID)
 	det := decode[httpapi.SagaDetail](t, e.do(t, "GET", "/api/v1/sagas/"+s.waiting.ID, ""), 200)
-	if det.Saga.State != "FAILED" || det.Saga.Status != engine.StatusFailed {
-		t.Errorf("after the compensations: %s/%s, want FAILED/failed", det.Saga.State, det.Saga.Status)
+	if det.Saga.State != "FAILED" || det.Saga.Status != engine.StatusFailed || det.Saga.Deferred != nil {
+		t.Errorf("after the compensations: %s/%s deferred %+v, want FAILED/failed, nothing held back", det.Saga.State, det.Saga.Status, det.Saga.Deferred)
+	}
+	if n := notifies(); n != 1 {
+		t.Errorf("%d NOTIFY sent after the compensations, want 1 (the client is told of the abort)", n)
 	}
 	var ops []string
 	for _, h := range det.Timeline {
@@ -403,11 +423,18 @@ func TestOperatorActions(t *testing.T) {
 		{"blank reason", "/api/v1/sagas/" + s.approved.ID + "/abort", `{"reason":"  "}`, 400, engine.CodeInvalid},
 		{"unknown field", "/api/v1/sagas/" + s.approved.ID + "/abort", `{"reason":"x","why":"y"}`, 400, engine.CodeInvalid},
 		{"not a failed state", "/api/v1/sagas/" + s.approved.ID + "/abort", `{"reason":"x","state":"NOTIFICATION"}`, 400, engine.CodeInvalid},
+		// v4 aborts from APPROVED into FAILED (its ABORT transition).
+		{"not the definition's abort state", "/api/v1/sagas/" + s.approved.ID + "/abort", `{"reason":"x","state":"CANCELLED"}`, 400, engine.CodeInvalid},
 		{"abort finished", "/api/v1/sagas/" + s.done.ID + "/abort", `{"reason":"x"}`, 409, engine.CodeFinished},
-		{"resend without pending", "/api/v1/sagas/" + s.waiting.ID + "/resend", `{"reason":"x"}`, 409, engine.CodeConflict},
+		// (A re-send without a pending command, 409, is TestResendAndAbort's
+		// in engine: after its abort s.waiting's last command is the NOTIFY.)
 		{"unknown saga", "/api/v1/sagas/nope/resend", `{"reason":"x"}`, 404, engine.CodeNotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) { problemOf(t, e.do(t, "POST", tc.target, tc.body), tc.status, tc.code) })
+	}
+	// The refused aborts moved nothing.
+	if got := decode[httpapi.SagaDetail](t, e.do(t, "GET", "/api/v1/sagas/"+s.approved.ID, ""), 200).Saga; got.State != "APPROVED" || got.Status != engine.StatusRunning {
+		t.Errorf("after the refused aborts: %s/%s, want APPROVED/running", got.State, got.Status)
 	}
 	if !strings.Contains(e.logText(), `"saga_id":"`+s.waiting.ID+`"`) {
 		t.Errorf("request log has no line with saga_id %s", s.waiting.ID)
@@ -535,11 +562,11 @@ func TestMetrics(t *testing.T) {
 	}
 	body := rec.Body.String()
 	for _, want := range []string{
-		// The seeded sagas started on the newest MANUAL_CREATE_ORDER, v3.
-		`saga_machine_sagas_started_total{saga="MANUAL_CREATE_ORDER",version="3"} 4`,
-		`saga_machine_sagas_finished_total{saga="MANUAL_CREATE_ORDER",state="NOTIFICATION",status="completed",version="3"} 1`,
-		`saga_machine_instances{saga="MANUAL_CREATE_ORDER",state="APPROVED",version="3"} 2`,
-		`saga_machine_instances{saga="MANUAL_CREATE_ORDER",state="DRAFT",version="3"} 1`,
+		// The seeded sagas started on the newest MANUAL_CREATE_ORDER, v4.
+		`saga_machine_sagas_started_total{saga="MANUAL_CREATE_ORDER",version="4"} 4`,
+		`saga_machine_sagas_finished_total{saga="MANUAL_CREATE_ORDER",state="NOTIFICATION",status="completed",version="4"} 1`,
+		`saga_machine_instances{saga="MANUAL_CREATE_ORDER",state="APPROVED",version="4"} 2`,
+		`saga_machine_instances{saga="MANUAL_CREATE_ORDER",state="DRAFT",version="4"} 1`,
 		`saga_machine_dead_letters_total{code="illegal-transition"} 1`,
 		`saga_machine_events_refused_total{code="illegal-transition",event="DEAL_UPDATED",saga="MANUAL_CREATE_ORDER"} 1`,
 		`saga_machine_event_to_command_seconds_count{saga="MANUAL_CREATE_ORDER"} 8`,

@@ -223,9 +223,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	b := newBrowser(t)
 
 	// Definitions: the diagram with a count badge per state, one per
-	// version. The seeded sagas run on MANUAL_CREATE_ORDER v3; v1 (kept for
+	// version. The seeded sagas run on MANUAL_CREATE_ORDER v4; v1 (kept for
 	// the sagas started on it) counts none.
-	const mco = `section[data-definition="MANUAL_CREATE_ORDER v3"]`
+	const mco = `section[data-definition="MANUAL_CREATE_ORDER v4"]`
 	const mcoV1 = `section[data-definition="MANUAL_CREATE_ORDER v1"]`
 	b.step("open definitions",
 		chromedp.Navigate(srv.URL+"/"),

@@ -78,6 +78,6 @@ func ExampleNew() {
 	// start over HTTP: 403 application/problem+json
 	// search: 200 true
 	// missing: 404 application/problem+json
-	// saga_machine_instances{saga="MANUAL_CREATE_ORDER",state="DRAFT",version="3"} 1
-	// saga_machine_sagas_started_total{saga="MANUAL_CREATE_ORDER",version="3"} 1
+	// saga_machine_instances{saga="MANUAL_CREATE_ORDER",state="DRAFT",version="4"} 1
+	// saga_machine_sagas_started_total{saga="MANUAL_CREATE_ORDER",version="4"} 1
 }

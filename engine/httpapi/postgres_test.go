@@ -44,8 +44,9 @@ func TestOnPostgres(t *testing.T) {
 		t.Errorf("paging by 2 gave %d sagas, want 5: %v", len(paged), paged)
 	}
 
-	// MANUAL_CREATE_ORDER v3: the abort compensates (REVERT_ORDER, then
-	// FAIL_DEAL), each step stored in PostgreSQL.
+	// MANUAL_CREATE_ORDER v4: the abort compensates (REVERT_ORDER, then
+	// FAIL_DEAL), each step stored in PostgreSQL, and then sends the
+	// ABORT transition's NOTIFY.
 	aborted := decode[engine.Instance](t, e.do(t, "POST", "/api/v1/sagas/"+s.waiting.ID+"/abort", `{"reason":"test on PostgreSQL"}`), 200)
 	if aborted.Status != engine.StatusCompensating || len(aborted.Undo) != 2 || aborted.Undo[1].Status != engine.UndoCompensating {
 		t.Fatalf("after abort: %s undo %+v, want compensating with REVERT_ORDER under way", aborted.Status, aborted.Undo)
@@ -74,22 +75,22 @@ func TestOnPostgres(t *testing.T) {
 	list := decode[struct {
 		Definitions []httpapi.DefinitionSummary `json:"definitions"`
 	}](t, e.do(t, "GET", "/api/v1/definitions", ""), 200)
-	if len(list.Definitions) != 5 {
-		t.Fatalf("definitions = %+v, want BASKET_ORDER, MANUAL_CREATE_ORDER v1, v2 and v3, SUPPORT_CALLBACK", list.Definitions)
+	if len(list.Definitions) != 6 {
+		t.Fatalf("definitions = %+v, want BASKET_ORDER, MANUAL_CREATE_ORDER v1 to v4, SUPPORT_CALLBACK", list.Definitions)
 	}
-	if d := list.Definitions[3]; d.Version != 3 || d.Counts["DRAFT"] != 0 || d.Counts["FAILED"] != 1 || d.Counts["NOTIFICATION"] != 2 || d.Counts["APPROVED"] != 1 {
-		t.Errorf("MANUAL_CREATE_ORDER v%d counts = %v, want v3 with DRAFT 0, FAILED 1, NOTIFICATION 2, APPROVED 1", d.Version, d.Counts)
+	if d := list.Definitions[4]; d.Version != 4 || d.Counts["DRAFT"] != 0 || d.Counts["FAILED"] != 1 || d.Counts["NOTIFICATION"] != 2 || d.Counts["APPROVED"] != 1 {
+		t.Errorf("MANUAL_CREATE_ORDER v%d counts = %v, want v4 with DRAFT 0, FAILED 1, NOTIFICATION 2, APPROVED 1", d.Version, d.Counts)
 	}
-	for _, d := range list.Definitions[:3] {
+	for _, d := range list.Definitions[:4] {
 		if d.Running+d.Completed+d.Failed != 0 {
 			t.Errorf("%s v%d = %+v, want no sagas (BASKET_ORDER, old versions of MANUAL_CREATE_ORDER)", d.Name, d.Version, d)
 		}
 	}
-	if c := list.Definitions[4].Counts; list.Definitions[4].Name != "SUPPORT_CALLBACK" || c["REQUESTED"] != 1 {
-		t.Errorf("%s counts = %v, want SUPPORT_CALLBACK with REQUESTED 1", list.Definitions[4].Name, c)
+	if c := list.Definitions[5].Counts; list.Definitions[5].Name != "SUPPORT_CALLBACK" || c["REQUESTED"] != 1 {
+		t.Errorf("%s counts = %v, want SUPPORT_CALLBACK with REQUESTED 1", list.Definitions[5].Name, c)
 	}
 	metrics := e.do(t, "GET", "/metrics", "").Body.String()
-	if !strings.Contains(metrics, `saga_machine_instances{saga="MANUAL_CREATE_ORDER",state="FAILED",version="3"} 1`) {
+	if !strings.Contains(metrics, `saga_machine_instances{saga="MANUAL_CREATE_ORDER",state="FAILED",version="4"} 1`) {
 		t.Error("metrics lack the FAILED instance count read from PostgreSQL")
 	}
 	rec := e.do(t, "GET", "/readyz", "")

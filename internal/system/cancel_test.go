@@ -226,8 +226,8 @@ func (w *cancelWorld) cancelledOnce(ctx context.Context, t *testing.T, wantText 
 	}
 	waitFor(ctx, t, "the notification is stored", func() (bool, error) { return len(w.notifications(ctx, t)) > 0, nil })
 	w.settled(ctx, t)
-	if inst.SagaVersion != 3 || inst.State != "CANCELLED" || inst.Status != engine.StatusFailed {
-		t.Errorf("saga: v%d %s %s, want v3 CANCELLED failed", inst.SagaVersion, inst.State, inst.Status)
+	if inst.SagaVersion != 4 || inst.State != "CANCELLED" || inst.Status != engine.StatusFailed {
+		t.Errorf("saga: v%d %s %s, want v4 CANCELLED failed", inst.SagaVersion, inst.State, inst.Status)
 	}
 	if n := w.events(ctx, t, deals.EventCancelRequested); n != 1 {
 		t.Errorf("CANCEL_REQUESTED in the timeline %d times, want once", n)

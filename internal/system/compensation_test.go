@@ -16,7 +16,7 @@ import (
 	"github.com/portfolio-counselor/sagamachine/sagas"
 )
 
-// shortBudget is the shipped definitions with MANUAL_CREATE_ORDER v3's
+// shortBudget is the shipped definitions with MANUAL_CREATE_ORDER v4's
 // APPROVE_ORDER retry budget shortened to 2 sends 200ms apart (600ms in
 // all), so that a test outlasts it in its time; everything else as shipped.
 func shortBudget(t *testing.T) fs.FS {
@@ -116,8 +116,8 @@ func TestProfileTooLate(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if inst.State != "FAILED" || inst.Status != engine.StatusFailed || inst.SagaVersion != 3 {
-					t.Fatalf("saga: v%d %s %s, want v3 FAILED failed (every compensation done)", inst.SagaVersion, inst.State, inst.Status)
+				if inst.State != "FAILED" || inst.Status != engine.StatusFailed || inst.SagaVersion != 4 {
+					t.Fatalf("saga: v%d %s %s, want v4 FAILED failed (every compensation done)", inst.SagaVersion, inst.State, inst.Status)
 				}
 				waitFor(ctx, t, "the notification is stored", func() (bool, error) {
 					var n int

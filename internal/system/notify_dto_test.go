@@ -15,7 +15,7 @@ import (
 )
 
 // TestNotifyCarriesTheDTO: on the whole system (PostgreSQL + Kafka, SQLite
-// + the embedded broker), the NOTIFY of MANUAL_CREATE_ORDER v3 that goes
+// + the embedded broker), the NOTIFY of MANUAL_CREATE_ORDER v4 that goes
 // over the broker is {"notificationDTO": {...}} built by the saga's
 // mapping, not the saga context: read from NOTIFICATION_TOPIC, it has that
 // one key and exactly the DTO's fields (no cash, no context keys), with
@@ -33,8 +33,8 @@ func TestNotifyCarriesTheDTO(t *testing.T) {
 			})
 			w.settled(ctx, t)
 			inst := w.saga(ctx, t)
-			if inst.SagaVersion != 3 || inst.Status != engine.StatusCompleted {
-				t.Fatalf("saga: v%d %s, want v3 completed", inst.SagaVersion, inst.Status)
+			if inst.SagaVersion != 4 || inst.Status != engine.StatusCompleted {
+				t.Fatalf("saga: v%d %s, want v4 completed", inst.SagaVersion, inst.Status)
 			}
 
 			payload := w.notifyPayload(ctx, t)

@@ -370,7 +370,7 @@ func runScenario(t *testing.T, behind time.Duration, got exported) {
 	// While profile and notification are down: a saga under way (its age),
 	// their groups lagging, the parked command counted.
 	first := scrapeAll()
-	if !regexp.MustCompile(`(?m)^saga_machine_instances_oldest_age_seconds\{saga="MANUAL_CREATE_ORDER",state="FAILED",status="compensating",version="3"\} `).MatchString(first["saga-machine"]) {
+	if !regexp.MustCompile(`(?m)^saga_machine_instances_oldest_age_seconds\{saga="MANUAL_CREATE_ORDER",state="FAILED",status="compensating",version="4"\} `).MatchString(first["saga-machine"]) {
 		t.Errorf("saga-machine: no age of the compensating saga:\n%s", grepLines(first["saga-machine"], "oldest_age"))
 	}
 	if !regexp.MustCompile(`(?m)^saga_kafka_consumer_lag\{group="profile",partition="\d",topic="` + sys.Topics.Profile + `"\} [1-9]`).MatchString(first["profile"]) {
