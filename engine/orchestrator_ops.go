@@ -400,10 +400,10 @@ func (o *Orchestrator) resend(b *batch, w *sagaWork) Message {
 // its send (telling the client, say), held back until the compensations
 // are done; toState must then be "" or that transition's state. Otherwise
 // the saga moves into the failed state toState ("" = the definition's
-// first failed state) and sends nothing. Either way its pending command
-// and timer are cleared, and if it has effects to undo it compensates
-// them as a saga failing by its definition does (status compensating,
-// then failed).
+// first failed state) and sends nothing. Either way {"abort": {"at": now}}
+// joins its context (abortPayload), its pending command and timer are
+// cleared, and if it has effects to undo it compensates them as a saga
+// failing by its definition does (status compensating, then failed).
 func (o *Orchestrator) Abort(ctx context.Context, sagaID, toState, actor, reason string) (Instance, error) {
 	const op = "abort saga"
 	return o.operator(ctx, op, sagaID, actor, func(b *batch, w *sagaWork) error {
@@ -417,9 +417,15 @@ func (o *Orchestrator) Abort(ctx context.Context, sagaID, toState, actor, reason
 		// The abort is the cause of what it sends and of the compensations
 		// it starts.
 		cause := derivedID("abort", inst.ID, strconv.FormatInt(inst.Rev, 10))
+		payload := abortPayload(b.now)
 		if m.accepts(inst.State, definition.Abort) {
-			return o.abortByDefinition(b, w, toState, cause, actor, reason)
+			return o.abortByDefinition(b, w, toState, cause, actor, reason, payload)
 		}
+		merged, err := w.merged(payload)
+		if err != nil {
+			return err
+		}
+		inst.Context = merged
 		if toState == "" {
 			failed := m.FailedStates()
 			if len(failed) == 0 {
@@ -448,14 +454,25 @@ func (o *Orchestrator) Abort(ctx context.Context, sagaID, toState, actor, reason
 	})
 }
 
+// abortPayload is the payload of the engine's ABORT event, which joins the
+// saga's context (definition.Abort): {"abort": {"at": now}}. The
+// compensations and the transition's send see it, so that a participant
+// can tell an operator's abort from a failure (deals words the reason it
+// gives the client so). The operator's name and reason stay in the
+// timeline: they are not for the participants.
+func abortPayload(now time.Time) json.RawMessage {
+	return json.RawMessage(`{"abort":{"at":"` + now.UTC().Format(time.RFC3339Nano) + `"}}`)
+}
+
 // abortByDefinition is Abort through the transition of w's definition on
 // the engine's ABORT event from w's state: the event, with message id
-// cause, goes through enter as a timeout's does (held-back send,
-// compensations, history), and its history entry names the operator.
-func (o *Orchestrator) abortByDefinition(b *batch, w *sagaWork, toState, cause, actor, reason string) error {
+// cause and payload, goes through enter as a timeout's does (its payload
+// joins the context, held-back send, compensations, history), and its
+// history entry names the operator.
+func (o *Orchestrator) abortByDefinition(b *batch, w *sagaWork, toState, cause, actor, reason string, payload json.RawMessage) error {
 	const op = "abort saga"
 	inst := w.inst
-	step, err := w.model.ApplyWith(inst.State, definition.Abort, definition.Engine, Data{SagaID: inst.ID, Context: inst.Context})
+	step, err := w.model.ApplyWith(inst.State, definition.Abort, definition.Engine, Data{SagaID: inst.ID, Payload: payload, Context: inst.Context})
 	if err != nil {
 		return err // a condition that cannot be evaluated on this saga
 	}
@@ -466,7 +483,7 @@ func (o *Orchestrator) abortByDefinition(b *batch, w *sagaWork, toState, cause, 
 	in := inbound{kind: EntryOperator, trace: traceOf(inst.Traceparent), msg: Message{
 		V: EnvelopeVersion, ID: cause,
 		SagaID: inst.ID, Saga: inst.Saga, SagaVersion: inst.SagaVersion, Kind: KindEvent, Name: definition.Abort,
-		Participant: definition.Engine, OccurredAt: b.now,
+		Participant: definition.Engine, OccurredAt: b.now, Payload: payload,
 	}}
 	in.inboxID = cause
 	from, first := inst.State, len(b.entries)

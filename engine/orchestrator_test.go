@@ -654,6 +654,11 @@ func TestResendAndAbort(t *testing.T) {
 					t.Fatalf("Abort = %+v, %v; want FAILED compensating REVERT_ORDER, its re-send timer, no pending, %q held back", got, err, wantDeferred)
 				}
 			}
+			// The abort's payload joined the context: the compensations
+			// (and v4's NOTIFY) carry it.
+			if !strings.Contains(string(got.Context), `"abort":{"at":"`) {
+				t.Errorf("context after the abort = %s, want the abort's payload in it", got.Context)
+			}
 			if _, err := h.o.Resend(ctx, id, "alice", "again"); engine.ErrorCode(err) != engine.CodeConflict {
 				t.Errorf("Resend after the abort err = %v, want conflict (no pending command)", err)
 			}
@@ -690,6 +695,9 @@ func TestResendAndAbort(t *testing.T) {
 			}
 			h.handle(t, ev("MANUAL_CREATE_ORDER", id, "ORDER_REVERTED", "profile", revert.ID))
 			fail := h.last(t, "FAIL_DEAL")
+			if !strings.Contains(string(fail.Payload), `"abort":{"at":"`) {
+				t.Errorf("FAIL_DEAL payload = %s, want the context with the abort in it", fail.Payload)
+			}
 			if fail.Compensates != reg.ID {
 				t.Errorf("FAIL_DEAL compensates %s, want REGISTER %s", fail.Compensates, reg.ID)
 			}

@@ -24,8 +24,10 @@ const CommandExpired = envelope.CommandExpired
 // its send (telling the client, for instance) goes out after the undo, as
 // on any transition into a failed state. Without such a transition an
 // abort moves the saga into the failed state the operator names, undoes
-// what it did and sends nothing. No definition may use the name for an
-// event of its own.
+// what it did and sends nothing. Either way the event's payload,
+// {"abort": {"at": <time>}}, joins the saga's context, so that the
+// compensations and the send can tell an abort from a failure. No
+// definition may use the name for an event of its own.
 const Abort = "ABORT"
 
 // API is the reserved participant name of starting transitions that an

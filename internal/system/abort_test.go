@@ -3,7 +3,6 @@ package system_test
 import (
 	"context"
 	"net/http"
-	"strings"
 	"testing"
 
 	"github.com/shopspring/decimal"
@@ -20,8 +19,9 @@ import (
 // saga-viewer and from an operator naming a failed state the definition
 // does not abort into are refused with nothing moved; olga, an operator,
 // aborts it. MANUAL_CREATE_ORDER v4 takes its ABORT transition: profile's
-// late approval is reverted, the deal failed, alice's cash as funded, and
-// alice is told once (the transition's NOTIFY, after the undo).
+// late approval is reverted, the deal failed with a reason that says it
+// was stopped, alice's cash as funded, and alice is told once (the
+// transition's NOTIFY, after the undo).
 func TestOperatorAbortTellsTheClient(t *testing.T) {
 	for _, be := range backends {
 		t.Run(be.name, func(t *testing.T) {
@@ -94,9 +94,12 @@ func TestOperatorAbortTellsTheClient(t *testing.T) {
 			if cash := w.cash(ctx, t); !cash.Equal(decimal.RequireFromString("1000")) {
 				t.Errorf("alice's cash: %s, want 1000 (as funded)", cash)
 			}
-			if notes := w.notifications(ctx, t); len(notes) != 1 || notes[0].Status != "failed" ||
-				!strings.HasPrefix(notes[0].Text, "Your buy of 2 ACME at 100.00 USD failed") {
-				t.Errorf("notifications: %+v, want one: the buy failed", notes)
+			// The abort joined the saga's context: deals words the reason
+			// as a stop, not as a service that did not answer in time.
+			const want = "Your buy of 2 ACME at 100.00 USD failed: the order was stopped by our staff before it was confirmed against your portfolio. " +
+				"The 200.00 USD taken from your cash were returned"
+			if notes := w.notifications(ctx, t); len(notes) != 1 || notes[0].Status != "failed" || notes[0].Text != want {
+				t.Errorf("notifications: %+v, want one failed: %q", notes, want)
 			}
 		})
 	}

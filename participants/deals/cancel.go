@@ -30,10 +30,19 @@ type cancelPayload struct {
 }
 
 // failEnvelope is the payload of FAIL_DEAL: the saga context, of which
-// deal_context and, for a cancelled saga, cancellation matter.
+// deal_context, for a cancelled saga cancellation, and for a saga an
+// operator aborted abort matter.
 type failEnvelope struct {
 	dealctx.Envelope
 	Cancellation *Cancellation `json:"cancellation,omitempty"`
+	Abort        *Abort        `json:"abort,omitempty"`
+}
+
+// Abort is what saga-machine adds to a saga's context when an operator
+// aborts it (the payload of its ABORT event): FAIL_DEAL then tells the
+// client that the order was stopped, not that a service was too slow.
+type Abort struct {
+	At time.Time `json:"at"`
 }
 
 // handleCancel is POST /deals/{id}/cancel: the deal's owner cancels it.

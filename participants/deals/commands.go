@@ -127,7 +127,9 @@ func belongs(d Deal, dc dealctx.DealContext, sagaID string) error {
 // deal, in any order with those:
 //
 //   - a draft, executed or rejected deal becomes failed; the reason is
-//     failureReason of the saga context (what the saga knew when it failed);
+//     failureReason of the saga context (what the saga knew when it failed),
+//     or abortReason when an operator aborted the saga (the context's
+//     abort);
 //   - a failed or cancelled deal stays as it is and the same answer is
 //     given again;
 //   - a deal of another user, portfolio or saga is refused (permanent
@@ -162,6 +164,9 @@ func (s *Service) handleFail(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[f
 	}
 	was := d.Status
 	status, reason := StatusFailed, failureReason(dc)
+	if cmd.Payload.Abort != nil {
+		reason = abortReason(dc)
+	}
 	if cancelled(d, cmd.Payload.Cancellation) {
 		// The owner cancelled the deal and its saga undid what was done.
 		status, reason = StatusCancelled, "cancelled at your request"
@@ -171,6 +176,23 @@ func (s *Service) handleFail(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[f
 	}
 	s.log.InfoContext(ctx, "deal "+status, "deal_id", d.ID, "was", was, "reason", reason, "saga_id", cmd.SagaID)
 	return sdk.Reply(EventFailed, dealctx.Wrap(d.context())), nil
+}
+
+// abortReason says, for the client, why the saga of a deal that an
+// operator aborted failed, from what its context held then (as
+// failureReason): the order was stopped before it was settled.
+func abortReason(dc dealctx.DealContext) string {
+	switch dc.Status {
+	case dealctx.StatusApproved:
+		return "the approved order was stopped by our staff before it was executed"
+	case dealctx.StatusRejected:
+		why := dc.Reason
+		if why == "" {
+			why = "no reason given"
+		}
+		return "the order was rejected (" + why + ") and then stopped by our staff before the deal was settled"
+	}
+	return "the order was stopped by our staff before it was confirmed against your portfolio"
 }
 
 // failureReason says, for the client, why the saga of a deal failed, from

@@ -86,6 +86,7 @@ func TestFailDeal(t *testing.T) {
 		settle     string // APPROVE_DEAL or REJECT_DEAL applied before, "" for none
 		ctxStatus  string // deal_context.status when the saga failed
 		ctxReason  string
+		aborted    bool // an operator aborted the saga (the context's abort)
 		wantReason string
 	}{
 		{name: "draft, no decision (profile unavailable)",
@@ -96,6 +97,12 @@ func TestFailDeal(t *testing.T) {
 			wantReason: "the approved order could not be executed in time"},
 		{name: "rejected, its reply lost", settle: CommandReject, ctxStatus: dealctx.StatusRejected, ctxReason: "insufficient cash: need 1500.00 USD, have 200.00 USD",
 			wantReason: "the order was rejected (insufficient cash: need 1500.00 USD, have 200.00 USD) and the deal could not be settled in time"},
+		{name: "draft, no decision, aborted by an operator", aborted: true,
+			wantReason: "the order was stopped by our staff before it was confirmed against your portfolio"},
+		{name: "executed, aborted by an operator", settle: CommandApprove, ctxStatus: dealctx.StatusApproved, aborted: true,
+			wantReason: "the approved order was stopped by our staff before it was executed"},
+		{name: "rejected, aborted by an operator", settle: CommandReject, ctxStatus: dealctx.StatusRejected, ctxReason: "insufficient cash", aborted: true,
+			wantReason: "the order was rejected (insufficient cash) and then stopped by our staff before the deal was settled"},
 	}
 	eachDB(t, func(t *testing.T, open opener) {
 		for _, tt := range tests {
@@ -114,7 +121,11 @@ func TestFailDeal(t *testing.T) {
 				} else {
 					forward = servicetest.Command(t, w.p, CommandApprove, w.deal.SagaID, dealctx.Wrap(dc)) // sent only after its compensation
 				}
-				comp := servicetest.Compensation(t, w.p, CommandFail, forward, dealctx.Wrap(dc))
+				var failPayload any = dealctx.Wrap(dc)
+				if tt.aborted {
+					failPayload = map[string]any{"deal_context": dc, "abort": map[string]string{"at": "2026-11-26T21:00:00Z"}}
+				}
+				comp := servicetest.Compensation(t, w.p, CommandFail, forward, failPayload)
 				out := servicetest.DispatchMessage(t, w.p, comp)
 				failedReply(t, out, w.deal.ID, tt.wantReason)
 				got := w.stored(t)
@@ -136,7 +147,7 @@ func TestFailDeal(t *testing.T) {
 				}
 				// REGISTER's compensation after the settle command's: the
 				// same answer, the first reason kept, nothing moves.
-				second := servicetest.Compensation(t, w.p, CommandFail, w.register, dealctx.Wrap(dc))
+				second := servicetest.Compensation(t, w.p, CommandFail, w.register, failPayload)
 				failedReply(t, servicetest.DispatchMessage(t, w.p, second), w.deal.ID, tt.wantReason)
 				// The forward command arriving after its compensation: the
 				// barrier refuses it (a settle command sent before is a duplicate).
