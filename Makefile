@@ -20,6 +20,8 @@ FUZZTIME    ?= 2m
 # Addresses of the services started by scripts/up.sh (also internal/testenv's defaults).
 export SAGA_TEST_POSTGRES_URL  ?= postgres://postgres@127.0.0.1:55432/postgres?sslmode=disable
 export SAGA_TEST_KAFKA_BROKERS ?= 127.0.0.1:59092
+# Its SASL_SSL listener and the test CA that signs its certificate (scripts/devcert).
+export SAGA_TEST_KAFKA_TLS_BROKERS ?= 127.0.0.1:59094
 # The test broker's super user (SASL/SCRAM-SHA-512; loopback-only test values).
 export SAGA_TEST_KAFKA_USER ?= admin
 export SAGA_TEST_KAFKA_PASSWORD ?= saga-test-admin

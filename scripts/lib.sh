@@ -28,7 +28,12 @@ PG_DATABASES=(saga deals profile notification)
 KAFKA_VERSION=4.4.0 # keep in step with scripts/kafka/pom.xml
 KAFKA_PORT="${SAGA_KAFKA_PORT:-59092}"
 KAFKA_CONTROLLER_PORT="${SAGA_KAFKA_CONTROLLER_PORT:-59093}"
+# The SASL_SSL listener (the same SCRAM users over TLS), with a test CA and
+# broker certificate made by scripts/devcert in $KAFKA_TLS_DIR (ca.pem is
+# what clients trust: --kafka-tls-ca-file).
+KAFKA_TLS_PORT="${SAGA_KAFKA_TLS_PORT:-59094}"
 KAFKA_DIR="$SAGA_RUN_DIR/kafka"
+KAFKA_TLS_DIR="$KAFKA_DIR/tls"
 KAFKA_LIBS="$KAFKA_DIR/libs"
 KAFKA_LOG_DIRS="$KAFKA_DIR/data"
 KAFKA_CONF="$KAFKA_DIR/server.properties"
@@ -52,7 +57,7 @@ KAFKA_USERS_DIR="$KAFKA_DIR/users" # one file per SCRAM user: its password (mode
 # The passwords are fixed, well-known test values for a broker that listens
 # on loopback only (internal/testenv uses the same defaults); override them
 # with the variables below. Never reuse them anywhere else.
-KAFKA_AUTH_VERSION=scram-acl-v1 # written into server.properties; a broker without it is upgraded
+KAFKA_AUTH_VERSION=scram-acl-tls-v2 # written into server.properties; a broker without it is upgraded
 KAFKA_ADMIN_USER="${SAGA_TEST_KAFKA_USER:-admin}"
 KAFKA_ADMIN_PASSWORD="${SAGA_TEST_KAFKA_PASSWORD:-saga-test-admin}"
 # The principals of the saga bus (cmd/saga-machine kafka-setup creates them
@@ -61,6 +66,7 @@ KAFKA_PRINCIPALS=(saga-machine deals profile notification)
 
 POSTGRES_URL="postgres://postgres@$PG_HOST:$PG_PORT/postgres?sslmode=disable"
 KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+KAFKA_TLS_BROKERS="127.0.0.1:$KAFKA_TLS_PORT"
 
 log() { printf "==> %s\n" "$*"; }
 
@@ -129,7 +135,7 @@ kafka_pid() {
 }
 
 # kafka_conf_current succeeds when the broker's configuration file is the
-# one this checkout writes (authentication and ACLs on).
+# one this checkout writes (authentication and ACLs on, the TLS listener).
 kafka_conf_current() {
 	grep -qs "^# auth: $KAFKA_AUTH_VERSION\$" "$KAFKA_CONF"
 }
@@ -154,7 +160,9 @@ saga-machine test services (data in $SAGA_RUN_DIR):
 
   export SAGA_TEST_POSTGRES_URL='$POSTGRES_URL'
   export SAGA_TEST_KAFKA_BROKERS=$KAFKA_BROKERS
-  Kafka: SASL_PLAINTEXT + SCRAM-SHA-512, ACLs (deny by default); super user
+  export SAGA_TEST_KAFKA_TLS_BROKERS=$KAFKA_TLS_BROKERS SAGA_TEST_KAFKA_TLS_CA=$KAFKA_TLS_DIR/ca.pem
+  Kafka: SASL_PLAINTEXT + SCRAM-SHA-512, ACLs (deny by default), and the same
+  users over TLS (SASL_SSL, test CA $KAFKA_TLS_DIR/ca.pem); super user
   $KAFKA_ADMIN_USER (SAGA_TEST_KAFKA_USER / SAGA_TEST_KAFKA_PASSWORD); the
   principals ${KAFKA_PRINCIPALS[*]} have their passwords in $KAFKA_USERS_DIR
 

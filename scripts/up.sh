@@ -189,17 +189,22 @@ controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
 # Clients authenticate with SASL/SCRAM-SHA-512 (credentials in the cluster
 # metadata, made by kafka-setup); the controller listener with PLAIN and a
 # static admin (SCRAM needs the metadata the controller serves).
-listeners=SASL_PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=SASL_PLAINTEXT://127.0.0.1:$KAFKA_PORT
+# The same users over TLS on a SASL_SSL listener (a test CA: $KAFKA_TLS_DIR/ca.pem).
+listeners=SASL_PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_SSL://127.0.0.1:$KAFKA_TLS_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=SASL_PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_SSL://127.0.0.1:$KAFKA_TLS_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=SASL_PLAINTEXT
-listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT
+listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT
 sasl.enabled.mechanisms=SCRAM-SHA-512
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
 sasl.mechanism.controller.protocol=PLAIN
 listener.name.controller.sasl.enabled.mechanisms=PLAIN
 listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required $admin user_$KAFKA_ADMIN_USER="$KAFKA_ADMIN_PASSWORD";
 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required $admin;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required $admin;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$KAFKA_TLS_DIR/broker.pem
+listener.name.sasl_ssl.ssl.enabled.protocols=TLSv1.3,TLSv1.2
 # ACLs: what no ACL allows is denied; admin (setup, tests) is the super user.
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 allow.everyone.if.no.acl.found=false
@@ -258,7 +263,7 @@ upgrade_kafka() {
 	kafka_conf_current && return 0
 	local pid i
 	if pid="$(kafka_pid)"; then
-		log "Kafka (pid $pid) runs without authentication (an older checkout): stopping it to restart with SASL/SCRAM and ACLs"
+		log "Kafka (pid $pid) runs an older checkout's configuration (no authentication or no TLS listener): stopping it to restart with SASL/SCRAM, ACLs and TLS"
 		kill -TERM "$pid" 2>/dev/null || true
 		for ((i = 0; i < 60; i++)); do
 			kill -0 "$pid" 2>/dev/null || break
@@ -269,7 +274,7 @@ upgrade_kafka() {
 		fi
 		rm -f "$KAFKA_PID"
 	fi
-	log "wiping the old broker's test data in $KAFKA_LOG_DIRS (formatted without authentication)"
+	log "wiping the old broker's test data in $KAFKA_LOG_DIRS (formatted by an older checkout)"
 	rm -rf "$KAFKA_LOG_DIRS"
 }
 
@@ -291,7 +296,7 @@ start_kafka() {
 	local pid
 	upgrade_kafka
 	if pid="$(kafka_pid)" && port_open 127.0.0.1 "$KAFKA_PORT"; then
-		log "Kafka already running (pid $pid) on $KAFKA_BROKERS"
+		log "Kafka already running (pid $pid) on $KAFKA_BROKERS (TLS: $KAFKA_TLS_BROKERS)"
 		return 0
 	fi
 	if port_open 127.0.0.1 "$KAFKA_PORT"; then
@@ -300,6 +305,9 @@ start_kafka() {
 	local java
 	java="$(find_java)" || die "Kafka $KAFKA_VERSION needs Java 17 or newer; found none (java on PATH: $(command -v java || echo none)). apt-get install -y openjdk-17-jre-headless"
 	fetch_kafka
+	log "writing the test TLS identity of the broker in $KAFKA_TLS_DIR (kept if there)"
+	(cd "$REPO_ROOT" && go run ./scripts/devcert -dir "$KAFKA_TLS_DIR" -hosts 127.0.0.1,localhost) ||
+		die "scripts/devcert could not write the broker's TLS identity in $KAFKA_TLS_DIR"
 	write_kafka_conf
 	wipe_kafka_if_crowded
 	local cp="$KAFKA_LIBS/*"
@@ -336,6 +344,14 @@ start_kafka() {
 	port_open 127.0.0.1 "$KAFKA_PORT" || {
 		tail -n 40 "$KAFKA_LOG" >&2
 		die "Kafka did not open port $KAFKA_PORT within 60s (log: $KAFKA_LOG)"
+	}
+	for ((i = 0; i < 20; i++)); do
+		port_open 127.0.0.1 "$KAFKA_TLS_PORT" && break
+		sleep 0.5
+	done
+	port_open 127.0.0.1 "$KAFKA_TLS_PORT" || {
+		tail -n 40 "$KAFKA_LOG" >&2
+		die "Kafka did not open its TLS port $KAFKA_TLS_PORT (log: $KAFKA_LOG)"
 	}
 	KAFKA_STARTED=1
 }
@@ -397,7 +413,7 @@ install_chromium() {
 	command -v chromium >/dev/null || die "apt-get install chromium did not provide a chromium command"
 }
 
-reserve_ports "$PG_PORT" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"
+reserve_ports "$PG_PORT" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_TLS_PORT"
 services=" ${SAGA_UP_SERVICES:-postgres chromium kafka} "
 if [[ "$services" == *" postgres "* ]]; then
 	start_postgres

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -42,6 +43,7 @@ type options struct {
 	postgres      string
 	brokers       []string
 	kafkaSASL     kafka.SASL
+	kafkaTLS      *tls.Config
 	remote        bool
 	urls          system.URLs
 	jsonOut       bool
@@ -155,10 +157,16 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (optio
 	if o.kafkaSASL, err = kf.SASL(); err != nil {
 		return o, err
 	}
+	if o.kafkaTLS, err = kf.TLS(); err != nil {
+		return o, err
+	}
 	if strings.TrimSpace(brokers) == "" && !o.remote && !set["kafka-user"] {
 		// The embedded broker authenticates nobody: credentials from the
 		// environment (SAGA_KAFKA_USER, meant for --brokers) do not apply.
 		o.kafkaSASL = kafka.SASL{}
+	}
+	if strings.TrimSpace(brokers) == "" && !o.remote && !set["kafka-tls"] && !set["kafka-tls-ca-file"] {
+		o.kafkaTLS = nil // nor does TLS from the environment: the embedded broker has none
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -272,6 +280,7 @@ type target struct {
 	// finality instead of polling the listing.
 	brokers     []string
 	kafkaSASL   kafka.SASL
+	kafkaTLS    *tls.Config
 	notifyTopic string
 	stop        func() error
 	// fund deposits amount (USD) into a portfolio as a funding operator.
@@ -383,7 +392,7 @@ func open(ctx context.Context, o options, stderr io.Writer) (*target, error) {
 		return nil, err
 	}
 	cfg := system.Config{
-		DataDir: dir, Brokers: o.brokers, KafkaSASL: o.kafkaSASL, EphemeralPorts: true, Partitions: o.partitions,
+		DataDir: dir, Brokers: o.brokers, KafkaSASL: o.kafkaSASL, KafkaTLS: o.kafkaTLS, EphemeralPorts: true, Partitions: o.partitions,
 		ParticipantConcurrency: o.concurrency,
 		Logger:                 slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel})),
 	}
@@ -414,7 +423,7 @@ func open(ctx context.Context, o options, stderr io.Writer) (*target, error) {
 		list:     sys.SagaMachine.Store.ListInstances,
 		get:      sys.SagaMachine.Store.GetInstance,
 		stages:   systemStages(sys),
-		brokers:  sys.Brokers, kafkaSASL: o.kafkaSASL, notifyTopic: sys.Topics.Notification,
+		brokers:  sys.Brokers, kafkaSASL: o.kafkaSASL, kafkaTLS: o.kafkaTLS, notifyTopic: sys.Topics.Notification,
 		stop: func() error {
 			err := sys.Close()
 			os.RemoveAll(dir)
@@ -592,7 +601,7 @@ func dropDatabases(server, prefix string) error {
 func deleteKafkaRun(o options, infix, groupPrefix string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	adm, err := kafka.Config{Brokers: o.brokers, SASL: o.kafkaSASL, ClientID: "bench-cleanup"}.NewAdmin()
+	adm, err := kafka.Config{Brokers: o.brokers, SASL: o.kafkaSASL, TLS: o.kafkaTLS, ClientID: "bench-cleanup"}.NewAdmin()
 	if err != nil {
 		return fmt.Errorf("delete the run's topics: %w", err)
 	}
@@ -700,7 +709,7 @@ func drive(ctx context.Context, o options, tg *target, stderr io.Writer) (Result
 	defer stopWatch()
 	watchErr := make(chan error, 1)
 	if tg.notifyTopic != "" && !o.listOnly {
-		t, err := newTap(ctx, kafka.Config{Brokers: tg.brokers, SASL: tg.kafkaSASL}, tg.notifyTopic)
+		t, err := newTap(ctx, kafka.Config{Brokers: tg.brokers, SASL: tg.kafkaSASL, TLS: tg.kafkaTLS}, tg.notifyTopic)
 		if err != nil {
 			return res, err
 		}

@@ -86,6 +86,9 @@ func parseRoundTripFlags(args []string, env func(string) string, stderr io.Write
 	if c.kafka.SASL, err = kf.SASL(); err != nil {
 		return c, false, err
 	}
+	if c.kafka.TLS, err = kf.TLS(); err != nil {
+		return c, false, err
+	}
 	switch {
 	case len(c.kafka.Brokers) == 0:
 		return c, false, errors.New("--brokers is required")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -56,6 +57,12 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (optio
 	var err error
 	if o.cfg.KafkaSASL, err = kf.SASL(); err != nil {
 		return o, err
+	}
+	if o.cfg.KafkaTLS, err = kf.TLS(); err != nil {
+		return o, err
+	}
+	if o.cfg.KafkaTLS != nil && brokers == "" {
+		return o, errors.New("--kafka-tls (or --kafka-tls-ca-file) needs --brokers: the embedded broker has no TLS")
 	}
 	if o.cfg.KafkaSASL.Enabled() && brokers == "" {
 		return o, fmt.Errorf("--kafka-user %s needs --brokers: the embedded broker has no authentication", o.cfg.KafkaSASL.User)

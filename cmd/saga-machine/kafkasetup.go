@@ -99,12 +99,16 @@ func runKafkaSetup(ctx context.Context, args []string, env func(string) string, 
 	if err != nil {
 		return fmt.Errorf("kafka-setup: %w", err)
 	}
+	tlsCfg, err := kf.TLS()
+	if err != nil {
+		return fmt.Errorf("kafka-setup: %w", err)
+	}
 	users, _ := pol.Users()
 	passwords, err := readPasswords(*usersDir, users)
 	if err != nil {
 		return fmt.Errorf("kafka-setup: %w", err)
 	}
-	res, err := kafka.ApplySetup(ctx, kafka.Config{Brokers: seeds, ClientID: "saga-machine-kafka-setup", SASL: admin},
+	res, err := kafka.ApplySetup(ctx, kafka.Config{Brokers: seeds, ClientID: "saga-machine-kafka-setup", SASL: admin, TLS: tlsCfg},
 		kafka.Setup{Policy: pol, Partitions: int32(n), ReplicationFactor: int16(*rf), Passwords: passwords})
 	if err != nil {
 		return err

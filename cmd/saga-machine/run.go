@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -59,6 +60,7 @@ type config struct {
 	sessionTimeout time.Duration
 	// Kafka authentication and static group membership.
 	kafkaSASL  kafka.SASL
+	kafkaTLS   *tls.Config
 	instanceID string
 	// inboxRetention is engine.Config.InboxRetention: how long processed
 	// message ids are kept to drop redelivered duplicates.
@@ -173,6 +175,9 @@ func parseFlags(name string, args []string, env func(string) string, stderr io.W
 	if cfg.kafkaSASL, err = kf.SASL(); err != nil {
 		return cfg, err
 	}
+	if cfg.kafkaTLS, err = kf.TLS(); err != nil {
+		return cfg, err
+	}
 	cfg.instanceID = kf.InstanceID()
 	if brokers != "" {
 		for _, b := range strings.Split(brokers, ",") {
@@ -183,6 +188,9 @@ func parseFlags(name string, args []string, env func(string) string, stderr io.W
 	}
 	if cfg.kafkaSASL.Enabled() && len(cfg.brokers) == 0 {
 		return cfg, fmt.Errorf("--kafka-user %s needs --brokers: the embedded broker has no authentication", cfg.kafkaSASL.User)
+	}
+	if cfg.kafkaTLS != nil && len(cfg.brokers) == 0 {
+		return cfg, errors.New("--kafka-tls (or --kafka-tls-ca-file) needs --brokers: the embedded broker has no TLS")
 	}
 	n, err := strconv.Atoi(parts)
 	if err != nil || n <= 0 {
@@ -320,7 +328,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger, stderr io.Writer) 
 	d.sm, err = system.OpenSagaMachine(ctx, system.SagaMachineConfig{
 		Catalog:    cat,
 		DB:         cfg.db,
-		Kafka:      kafka.Config{Brokers: brokers, ClientID: "saga-machine", SessionTimeout: cfg.sessionTimeout, SASL: cfg.kafkaSASL, InstanceID: cfg.instanceID},
+		Kafka:      kafka.Config{Brokers: brokers, ClientID: "saga-machine", SessionTimeout: cfg.sessionTimeout, SASL: cfg.kafkaSASL, TLS: cfg.kafkaTLS, InstanceID: cfg.instanceID},
 		Topic:      cfg.topic,
 		Group:      cfg.group,
 		Partitions: cfg.partitions,
@@ -334,7 +342,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger, stderr io.Writer) 
 	}
 	log.Info("database ready", "dialect", d.sm.Store.Dialect())
 	log.Info("topics ready", "event_topics", engine.EventTopics(cfg.topic, cat), "command_topics", system.CatalogTopics(cat), "brokers", brokers,
-		"kafka_auth", cfg.kafkaSASL, "instance_id", cfg.instanceID)
+		"kafka_auth", cfg.kafkaSASL, "kafka_tls", cfg.kafkaTLS != nil, "instance_id", cfg.instanceID)
 	if d.ln, err = net.Listen("tcp", cfg.listen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.listen, err)
 	}

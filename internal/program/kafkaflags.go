@@ -1,10 +1,13 @@
 package program
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
@@ -17,6 +20,8 @@ const (
 	EnvKafkaPasswordFile = "SAGA_KAFKA_PASSWORD_FILE"
 	EnvKafkaMechanism    = "SAGA_KAFKA_SASL_MECHANISM"
 	EnvKafkaInstanceID   = "SAGA_KAFKA_INSTANCE_ID"
+	EnvKafkaTLS          = "SAGA_KAFKA_TLS"
+	EnvKafkaTLSCAFile    = "SAGA_KAFKA_TLS_CA_FILE"
 )
 
 // KafkaFlags are the Kafka authentication and group membership settings
@@ -28,11 +33,15 @@ const (
 //	--kafka-password-file  SAGA_KAFKA_PASSWORD_FILE  a file holding the password (a mounted Secret)
 //	--kafka-sasl-mechanism SAGA_KAFKA_SASL_MECHANISM SCRAM-SHA-512 (default), SCRAM-SHA-256 or PLAIN
 //	--kafka-instance-id    SAGA_KAFKA_INSTANCE_ID    static group membership id, stable per replica (e.g. the pod name)
+//	--kafka-tls            SAGA_KAFKA_TLS            connect over TLS (a SASL_SSL listener), verified with the system's CAs
+//	--kafka-tls-ca-file    SAGA_KAFKA_TLS_CA_FILE    PEM file of the CA(s) that sign the brokers' certificates (implies --kafka-tls)
 //
 // Flag defaults never hold a password, so -h prints none.
 type KafkaFlags struct {
 	env                                         func(string) string
 	user, password, passwordFile, mechanism, id string
+	tls                                         bool
+	caFile                                      string
 }
 
 // RegisterKafkaFlags adds the Kafka flags to fs; env is like os.Getenv.
@@ -43,7 +52,40 @@ func RegisterKafkaFlags(fs *flag.FlagSet, env func(string) string) *KafkaFlags {
 	fs.StringVar(&k.passwordFile, "kafka-password-file", env(EnvKafkaPasswordFile), "file holding the Kafka SASL password (env "+EnvKafkaPasswordFile+")")
 	fs.StringVar(&k.mechanism, "kafka-sasl-mechanism", env(EnvKafkaMechanism), "SASL mechanism: SCRAM-SHA-512 (default), SCRAM-SHA-256 or PLAIN (env "+EnvKafkaMechanism+")")
 	fs.StringVar(&k.id, "kafka-instance-id", env(EnvKafkaInstanceID), "static consumer group member id, stable per replica and unique among them (e.g. the pod name): a restarted process gets its partitions back at once (env "+EnvKafkaInstanceID+"; empty: dynamic membership)")
+	fs.BoolVar(&k.tls, "kafka-tls", envBool(env(EnvKafkaTLS)), "connect to the brokers over TLS (a SASL_SSL listener), verifying their certificates with the system's CAs or --kafka-tls-ca-file (env "+EnvKafkaTLS+"=true)")
+	fs.StringVar(&k.caFile, "kafka-tls-ca-file", env(EnvKafkaTLSCAFile), "PEM file of the CA certificate(s) that sign the brokers' certificates; implies --kafka-tls (env "+EnvKafkaTLSCAFile+")")
 	return k
+}
+
+// envBool reads a boolean environment value: 1, t, true (any case) and
+// the like are true; empty or anything strconv.ParseBool refuses is false.
+func envBool(v string) bool {
+	b, err := strconv.ParseBool(strings.TrimSpace(v))
+	return err == nil && b
+}
+
+// TLS resolves the transport settings: nil (plaintext) unless --kafka-tls
+// or --kafka-tls-ca-file is given; then a TLS 1.2+ configuration that
+// verifies the brokers against the CA file's certificates (all of them:
+// a rotation may list the old and the new CA) or, without a file, the
+// system's. A CA file that cannot be read or holds no certificate is
+// refused.
+func (k *KafkaFlags) TLS() (*tls.Config, error) {
+	if k.caFile == "" {
+		if !k.tls {
+			return nil, nil
+		}
+		return &tls.Config{MinVersion: tls.VersionTLS12}, nil
+	}
+	b, err := os.ReadFile(k.caFile)
+	if err != nil {
+		return nil, fmt.Errorf("read the Kafka TLS CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("the Kafka TLS CA file %s holds no PEM certificate", k.caFile)
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}, nil
 }
 
 // SASL resolves the authentication settings: the password comes from

@@ -2,11 +2,20 @@ package program
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"flag"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestKafkaFlags(t *testing.T) {
@@ -84,4 +93,82 @@ func TestKafkaFlagsUsageShowsNoPassword(t *testing.T) {
 	if strings.Contains(out.String(), "env-secret") {
 		t.Errorf("usage shows the password:\n%s", out.String())
 	}
+}
+
+// TestKafkaFlagsTLS: --kafka-tls and --kafka-tls-ca-file (and their
+// variables) give a TLS 1.2+ configuration that verifies the brokers
+// (against the file's CAs, or the system's without a file); no flag gives
+// none; a CA file that cannot be read or holds no certificate is refused.
+func TestKafkaFlagsTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, testCAPEM(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	notPEM := filepath.Join(dir, "not.pem")
+	if err := os.WriteFile(notPEM, []byte("-----BEGIN NOTHING-----\nxx\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantTLS bool
+		wantCA  bool
+		wantErr string
+	}{
+		{name: "none", wantTLS: false},
+		{name: "--kafka-tls", args: []string{"--kafka-tls"}, wantTLS: true},
+		{name: "env true", env: map[string]string{EnvKafkaTLS: "true"}, wantTLS: true},
+		{name: "env false", env: map[string]string{EnvKafkaTLS: "false"}, wantTLS: false},
+		{name: "env not a boolean", env: map[string]string{EnvKafkaTLS: "yes please"}, wantTLS: false},
+		{name: "CA file", args: []string{"--kafka-tls-ca-file", ca}, wantTLS: true, wantCA: true},
+		{name: "CA file from env", env: map[string]string{EnvKafkaTLSCAFile: ca}, wantTLS: true, wantCA: true},
+		{name: "missing CA file", args: []string{"--kafka-tls-ca-file", filepath.Join(dir, "nope")}, wantErr: "CA file"},
+		{name: "CA file without a certificate", args: []string{"--kafka-tls-ca-file", notPEM}, wantErr: "holds no PEM certificate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			k := RegisterKafkaFlags(fs, func(n string) string { return tc.env[n] })
+			if err := fs.Parse(tc.args); err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			got, err := k.TLS()
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("TLS() error = %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (got != nil) != tc.wantTLS {
+				t.Fatalf("TLS() = %v, want TLS %v", got, tc.wantTLS)
+			}
+			if got == nil {
+				return
+			}
+			if got.InsecureSkipVerify || got.MinVersion < tls.VersionTLS12 || (got.RootCAs != nil) != tc.wantCA {
+				t.Errorf("TLS() = skip verify %v, min version %x, own CAs %v; want verified, TLS 1.2+, own CAs %v",
+					got.InsecureSkipVerify, got.MinVersion, got.RootCAs != nil, tc.wantCA)
+			}
+		})
+	}
+}
+
+// testCAPEM is a self-signed CA certificate in PEM.
+func testCAPEM(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }

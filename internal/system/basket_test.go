@@ -11,7 +11,6 @@ import (
 	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/internal/system"
-	"github.com/portfolio-counselor/sagamachine/internal/testenv"
 	"github.com/portfolio-counselor/sagamachine/participants/deals"
 	"github.com/portfolio-counselor/sagamachine/participants/notification"
 	"github.com/portfolio-counselor/sagamachine/participants/profile"
@@ -215,7 +214,7 @@ func basketExecutedAndRejected(t *testing.T, be backend) {
 			}
 		}
 	}
-	kcfg := kafka.Config{Brokers: w.sys.Brokers, ClientID: "basket-test", SASL: testenv.KafkaSASLFor(w.sys.Brokers)}
+	kcfg := w.sys.Kafka("basket-test")
 	recs := capture(ctx, t, kcfg, w.sys, want)
 	prod, err := kafka.NewProducer(kcfg)
 	if err != nil {
@@ -348,7 +347,7 @@ func basketLineRefused(t *testing.T, be backend) {
 		t.Fatalf("the timeline lists commands %v, want the compensations among them", names)
 	}
 	before := w.observe(ctx, t, b)
-	kcfg := kafka.Config{Brokers: w.sys.Brokers, ClientID: "basket-test", SASL: testenv.KafkaSASLFor(w.sys.Brokers)}
+	kcfg := w.sys.Kafka("basket-test")
 	recs := capture(ctx, t, kcfg, w.sys, want)
 	prod, err := kafka.NewProducer(kcfg)
 	if err != nil {
@@ -368,7 +367,7 @@ func basketLineRefused(t *testing.T, be backend) {
 // sagaID on topic (a re-send of another command does not count).
 func (w *basketWorld) waitSent(ctx context.Context, t *testing.T, topic, sagaID, name string) {
 	t.Helper()
-	opts, err := kafka.Config{Brokers: w.sys.Brokers, SASL: testenv.KafkaSASLFor(w.sys.Brokers)}.ClientOpts()
+	opts, err := w.sys.Kafka("").ClientOpts()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/internal/system"
-	"github.com/portfolio-counselor/sagamachine/internal/testenv"
 	"github.com/portfolio-counselor/sagamachine/participants/deals"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
 )
@@ -41,7 +40,7 @@ func (w *cancelWorld) cancelDeal(ctx context.Context, t *testing.T, id, token st
 func (w *cancelWorld) relayDeals(ctx context.Context, t *testing.T) {
 	t.Helper()
 	if w.prod == nil {
-		p, err := kafka.NewProducer(kafka.Config{Brokers: w.sys.Brokers, SASL: testenv.KafkaSASLFor(w.sys.Brokers), ClientID: "test-relay"})
+		p, err := kafka.NewProducer(w.sys.Kafka("test-relay"))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,6 +1,8 @@
 package system
 
 import (
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -138,6 +140,10 @@ type Config struct {
 	// broker that enforces the per-principal ACLs give its super user).
 	// Not allowed with the embedded broker, which has no authentication.
 	KafkaSASL kafka.SASL
+	// KafkaTLS, if set, makes every component's Kafka connections TLS
+	// (kafka.Config.TLS), for a SASL_SSL listener on Brokers. nil:
+	// plaintext.
+	KafkaTLS *tls.Config
 	// EmbeddedKafka is the embedded broker's address. Default
 	// 127.0.0.1:9092 (127.0.0.1:0 with EphemeralPorts).
 	EmbeddedKafka string
@@ -211,6 +217,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.KafkaSASL.Enabled() && len(c.Brokers) == 0 {
 		return c, fmt.Errorf("system config: KafkaSASL (%s) needs Brokers: the embedded broker has no authentication", c.KafkaSASL)
+	}
+	if c.KafkaTLS != nil && len(c.Brokers) == 0 {
+		return c, errors.New("system config: KafkaTLS needs Brokers: the embedded broker has no TLS")
 	}
 	if c.Postgres != "" && !isPostgres(c.Postgres) {
 		return c, fmt.Errorf("system config: Postgres %q is not a postgres:// URL", redact(c.Postgres))

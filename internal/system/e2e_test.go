@@ -137,7 +137,7 @@ func TestEndToEnd(t *testing.T) {
 			if len(sent) != 6 { // APPROVE_ORDER, APPROVE_DEAL|REJECT_DEAL, NOTIFY per saga
 				t.Errorf("timelines list %d commands, want 6", len(sent))
 			}
-			kcfg := kafka.Config{Brokers: sys.Brokers, ClientID: "e2e-test", SASL: testenv.KafkaSASLFor(sys.Brokers)}
+			kcfg := sys.Kafka("e2e-test")
 			recs := capture(ctx, t, kcfg, sys, sent)
 			prod, err := kafka.NewProducer(kcfg)
 			if err != nil {
@@ -319,7 +319,7 @@ func capture(ctx context.Context, t *testing.T, kcfg kafka.Config, sys *system.S
 // saga-machine consumed everything on the event topic.
 func quiesce(ctx context.Context, t *testing.T, sys *system.System, groupPrefix string) {
 	t.Helper()
-	opts, err := kafka.Config{Brokers: sys.Brokers, SASL: testenv.KafkaSASLFor(sys.Brokers)}.ClientOpts()
+	opts, err := sys.Kafka("").ClientOpts()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -101,7 +101,7 @@ func TestNotifyCarriesTheDTO(t *testing.T) {
 // command topic, from its start, with a group of its own.
 func (w *cancelWorld) notifyPayload(ctx context.Context, t *testing.T) json.RawMessage {
 	t.Helper()
-	cons, err := kafka.NewConsumer(kafka.Config{Brokers: w.sys.Brokers, SASL: testenv.KafkaSASLFor(w.sys.Brokers), ClientID: "test-notify-reader"},
+	cons, err := kafka.NewConsumer(w.sys.Kafka("test-notify-reader"),
 		testenv.Name(t, "notify-reader"), w.sys.Topics.Notification)
 	if err != nil {
 		t.Fatal(err)

@@ -158,7 +158,7 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 		}
 		s.Brokers, s.Embedded = s.broker.Addrs(), true
 	}
-	kcfg := kafka.Config{Brokers: s.Brokers, ClientID: "saga-machine", Logger: cfg.Logger, SASL: cfg.KafkaSASL}
+	kcfg := kafka.Config{Brokers: s.Brokers, ClientID: "saga-machine", Logger: cfg.Logger, SASL: cfg.KafkaSASL, TLS: cfg.KafkaTLS}
 
 	// saga-machine.
 	cat, err := LoadCatalog(cfg.Sagas, cfg.Topics.rename())
@@ -220,7 +220,7 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 		pcfg := sdk.Config{
 			Name: sp.name, DB: svc.DB, Brokers: s.Brokers,
 			CommandTopic: cfg.Topics.Command(sp.name), EventTopic: engine.EventTopic(cfg.Topics.Events, sp.name),
-			Group: cfg.GroupPrefix + sp.name, Concurrency: cfg.ParticipantConcurrency, Logger: log, KafkaSASL: cfg.KafkaSASL,
+			Group: cfg.GroupPrefix + sp.name, Concurrency: cfg.ParticipantConcurrency, Logger: log, KafkaSASL: cfg.KafkaSASL, KafkaTLS: cfg.KafkaTLS,
 		}
 		if cfg.Participant != nil {
 			cfg.Participant(sp.name, &pcfg)
@@ -345,6 +345,13 @@ func (s *System) cancelled() bool {
 	default:
 		return false
 	}
+}
+
+// Kafka is how the system's components reach its brokers (Brokers, with
+// Config.KafkaSASL and Config.KafkaTLS), for a client of clientID: tools
+// and tests that read or write the system's topics use it.
+func (s *System) Kafka(clientID string) kafka.Config {
+	return kafka.Config{Brokers: s.Brokers, ClientID: clientID, SASL: s.cfg.KafkaSASL, TLS: s.cfg.KafkaTLS}
 }
 
 // Failed delivers the error of a component that stopped on its own (a

@@ -2,6 +2,8 @@ package testenv
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -9,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,7 +33,60 @@ const (
 	// Tests use it to create their own topics, groups and principals.
 	DefaultKafkaUser     = "admin"
 	DefaultKafkaPassword = "saga-test-admin"
+	// DefaultKafkaTLSBrokers is the same broker's SASL_SSL listener (the
+	// same users over TLS, a certificate of make up's test CA).
+	DefaultKafkaTLSBrokers = "127.0.0.1:59094"
 )
+
+// KafkaTLSCAFile is the PEM file of the CA that signs the test broker's
+// TLS certificate: SAGA_TEST_KAFKA_TLS_CA, else where `make up` writes it
+// (scripts/devcert): $SAGA_RUN_DIR/kafka/tls/ca.pem, the run directory
+// being /var/tmp/saga-machine for root and ~/.cache/saga-machine for
+// others, as in scripts/lib.sh.
+func KafkaTLSCAFile() string {
+	if f := os.Getenv("SAGA_TEST_KAFKA_TLS_CA"); f != "" {
+		return f
+	}
+	dir := os.Getenv("SAGA_RUN_DIR")
+	if dir == "" {
+		home, _ := os.UserHomeDir()
+		if os.Geteuid() == 0 || home == "" {
+			dir = "/var/tmp/saga-machine"
+		} else {
+			dir = filepath.Join(home, ".cache", "saga-machine")
+		}
+	}
+	return filepath.Join(dir, "kafka", "tls", "ca.pem")
+}
+
+// KafkaTLS returns the test cluster's SASL_SSL listener
+// (SAGA_TEST_KAFKA_TLS_BROKERS, default DefaultKafkaTLSBrokers) with the
+// super user's credentials and a TLS configuration that trusts the test
+// CA (KafkaTLSCAFile) and nothing else. A listener that does not accept
+// connections or a CA file that is missing is Missing.
+func KafkaTLS(tb testing.TB) kafka.Config {
+	tb.Helper()
+	list := os.Getenv("SAGA_TEST_KAFKA_TLS_BROKERS")
+	if list == "" {
+		list = DefaultKafkaTLSBrokers
+	}
+	brokers := strings.Split(list, ",")
+	conn, err := net.DialTimeout("tcp", brokers[0], 3*time.Second)
+	if err != nil {
+		Missing(tb, "the TLS listener of Apache Kafka at "+brokers[0], err)
+	}
+	conn.Close()
+	ca := KafkaTLSCAFile()
+	pem, err := os.ReadFile(ca)
+	if err != nil {
+		Missing(tb, "the test CA of Kafka's TLS listener", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		tb.Fatalf("the test CA file %s holds no PEM certificate", ca)
+	}
+	return kafka.Config{Brokers: brokers, SASL: KafkaAdmin(), TLS: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}}
+}
 
 // InCI reports whether the tests run under CI (CI=true), where a missing
 // service is a failure rather than a reason to skip.

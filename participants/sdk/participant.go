@@ -1,6 +1,7 @@
 package sdk
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -79,6 +80,9 @@ type Config struct {
 	// principal, e.g. user "profile"). Zero: no authentication (the
 	// embedded development broker).
 	KafkaSASL kafka.SASL
+	// KafkaTLS, if set, makes the participant's Kafka connections TLS
+	// (kafka.Config.TLS), for a SASL_SSL listener. nil: plaintext.
+	KafkaTLS *tls.Config
 	// KafkaInstanceID makes the command consumer a static group member
 	// (kafka.Config.InstanceID): a replica restarted after a crash gets its
 	// partitions back at once. Stable per replica, unique among replicas
@@ -203,7 +207,7 @@ func New(cfg Config) (*Participant, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new participant %s: %w", cfg.Name, err)
 	}
-	if len(cfg.Brokers) > 0 || cfg.KafkaSASL.Enabled() { // optional here: Run needs them, the test kit does not
+	if len(cfg.Brokers) > 0 || cfg.KafkaSASL.Enabled() || cfg.KafkaTLS != nil { // optional here: Run needs them, the test kit does not
 		if err := cfg.kafkaConfig().Validate(); err != nil {
 			return nil, fmt.Errorf("new participant %s: %w", cfg.Name, err)
 		}

@@ -94,7 +94,7 @@ func (p *Participant) Run(ctx context.Context) error {
 // kafkaConfig is the configuration of the participant's Kafka clients.
 func (c Config) kafkaConfig() kafka.Config {
 	return kafka.Config{Brokers: c.Brokers, ClientID: "saga-participant-" + c.Name, FetchLinger: c.FetchLinger,
-		SASL: c.KafkaSASL, InstanceID: c.KafkaInstanceID, SessionTimeout: c.KafkaSessionTimeout, Logger: c.Logger}
+		SASL: c.KafkaSASL, TLS: c.KafkaTLS, InstanceID: c.KafkaInstanceID, SessionTimeout: c.KafkaSessionTimeout, Logger: c.Logger}
 }
 
 // Pruned counts what Prune deleted.

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -84,6 +85,7 @@ type runConfig struct {
 	// Kafka authentication (the service's own principal) and static
 	// group membership (program.KafkaFlags).
 	kafkaSASL  kafka.SASL
+	kafkaTLS   *tls.Config
 	instanceID string
 	// Topics and consumer group (empty: the SDK's defaults), so that
 	// several stacks can share one cluster (tests, staging).
@@ -149,7 +151,7 @@ func Run(ctx context.Context, app App, args []string, env func(string) string, s
 	if err != nil {
 		return fmt.Errorf("%s: %w", app.Name, err)
 	}
-	p, err := sdk.New(sdk.Config{Name: app.Name, DB: db, Brokers: cfg.brokers, KafkaSASL: cfg.kafkaSASL, KafkaInstanceID: cfg.instanceID,
+	p, err := sdk.New(sdk.Config{Name: app.Name, DB: db, Brokers: cfg.brokers, KafkaSASL: cfg.kafkaSASL, KafkaTLS: cfg.kafkaTLS, KafkaInstanceID: cfg.instanceID,
 		CommandTopic: cfg.commandTopic, EventTopic: cfg.eventTopic, Group: cfg.group, Logger: log})
 	if err != nil {
 		return fmt.Errorf("%s: %w", app.Name, err)
@@ -287,6 +289,9 @@ func parseRunFlags(app App, args []string, env func(string) string, stderr io.Wr
 	}
 	var kerr error
 	if cfg.kafkaSASL, kerr = kf.SASL(); kerr != nil {
+		return cfg, fmt.Errorf("%s: %w", app.Name, kerr)
+	}
+	if cfg.kafkaTLS, kerr = kf.TLS(); kerr != nil {
 		return cfg, fmt.Errorf("%s: %w", app.Name, kerr)
 	}
 	cfg.instanceID = kf.InstanceID()

@@ -49,7 +49,7 @@ func AddMetrics(r *mux.Router, p *sdk.Participant) {
 		log = cfg.Logger
 		reg.MustRegister(newStatsCollector(p))
 		if len(cfg.Brokers) > 0 {
-			lag, err := kafkalag.New(kafka.Config{Brokers: cfg.Brokers, ClientID: "saga-participant-" + cfg.Name, SASL: cfg.KafkaSASL, Logger: cfg.Logger},
+			lag, err := kafkalag.New(kafka.Config{Brokers: cfg.Brokers, ClientID: "saga-participant-" + cfg.Name, SASL: cfg.KafkaSASL, TLS: cfg.KafkaTLS, Logger: cfg.Logger},
 				cfg.Group, cfg.CommandTopic)
 			if err != nil {
 				// sdk.New validated the same brokers and credentials.
