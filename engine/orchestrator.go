@@ -91,9 +91,19 @@ type Config struct {
 	// retention of the event topic, replays from an earlier offset).
 	// Default 7 days; negative: never prune (the inbox grows without bound).
 	InboxRetention time.Duration
-	// PruneEvery is how often Run prunes the inbox (also once at start).
-	// Default 1 hour.
+	// PruneEvery is how often Run prunes the inbox, and the finished
+	// sagas past SagaRetention (also once at start). Default 1 hour.
 	PruneEvery time.Duration
+	// SagaRetention is how long a finished saga (completed or failed) is
+	// kept after its last change, with its timeline, keys and idempotency
+	// keys; Run removes older ones every PruneEvery. Running,
+	// compensating and compensation_failed sagas and dead letters are
+	// never removed. It must exceed how long operators and clients read a
+	// finished saga (its timeline) and how long clients retry a start
+	// under one Idempotency-Key (after that a retry starts a new saga).
+	// The store must implement SagaPurger. Default 0: finished sagas are
+	// kept forever.
+	SagaRetention time.Duration
 	// EventTopicBase, if set, binds senders to topics: an event is applied
 	// only if it arrived on EventTopic(EventTopicBase, p) of the
 	// participant p it names; any other event is dead-lettered
@@ -127,6 +137,7 @@ func (c Config) withDefaults() (Config, error) {
 		neg("ShutdownTimeout", c.ShutdownTimeout < 0), neg("DrainTimeout", c.DrainTimeout < 0),
 		neg("ConflictRetries", c.ConflictRetries < 0),
 		neg("PruneEvery", c.PruneEvery < 0), neg("InboxPurgeEvery", c.InboxPurgeEvery < 0),
+		neg("SagaRetention", c.SagaRetention < 0),
 	); err != nil {
 		return c, err
 	}
@@ -206,6 +217,9 @@ func New(cfg Config, cat *Catalog, st Store, pub Publisher) (*Orchestrator, erro
 	if st == nil {
 		return nil, Errorf(CodeInvalid, "new orchestrator", "store is nil")
 	}
+	if _, ok := st.(SagaPurger); cfg.SagaRetention > 0 && !ok {
+		return nil, Errorf(CodeInvalid, "new orchestrator", "SagaRetention %v: the store (%T) cannot remove finished sagas (no PurgeFinished)", cfg.SagaRetention, st)
+	}
 	return &Orchestrator{
 		cfg:  cfg,
 		cat:  cat,
@@ -260,7 +274,7 @@ func (o *Orchestrator) Run(ctx context.Context, c Consumer) error {
 	wg.Go(func() { loop.Run(work, stopRelay) })
 	timerCtx, stopTimers := context.WithCancel(ctx)
 	wg.Go(func() { o.timerLoop(timerCtx) })
-	if o.cfg.InboxRetention > 0 {
+	if o.cfg.InboxRetention > 0 || o.cfg.SagaRetention > 0 {
 		wg.Go(func() { relay.Every(timerCtx, o.cfg.PruneEvery, o.pruneOnce) })
 	}
 	if rs, ok := o.st.(statsRefresher); ok {
@@ -285,7 +299,8 @@ func (o *Orchestrator) Run(ctx context.Context, c Consumer) error {
 	return nil
 }
 
-// pruneOnce prunes the inbox and logs the outcome (Run's pruning job).
+// pruneOnce prunes the inbox and the finished sagas past their retention
+// and logs the outcome (Run's pruning job).
 func (o *Orchestrator) pruneOnce(ctx context.Context) {
 	n, err := o.Prune(ctx)
 	switch {
@@ -294,6 +309,41 @@ func (o *Orchestrator) pruneOnce(ctx context.Context) {
 	case n > 0:
 		o.log.Info("pruned inbox", "removed", n, "retention", o.cfg.InboxRetention)
 	}
+	n, err = o.PruneSagas(ctx)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		o.log.Warn("remove finished sagas failed; trying again later", "err", err, "retention", o.cfg.SagaRetention)
+	case n > 0:
+		o.log.Info("removed finished sagas past their retention", "removed", n, "retention", o.cfg.SagaRetention)
+	}
+}
+
+// SagaPurger is a store that can remove finished sagas
+// (Config.SagaRetention); engine/sqlstore's Store is one.
+type SagaPurger interface {
+	// PurgeFinished removes up to limit (<= 0: all) sagas that finished
+	// (completed or failed) before olderThan, with their keys, timeline
+	// and idempotency keys, and returns how many it removed. It never
+	// removes a running, compensating or compensation_failed saga.
+	PurgeFinished(ctx context.Context, olderThan time.Time, limit int) (int64, error)
+}
+
+// PruneSagas removes the finished sagas whose last change is older than
+// Config.SagaRetention (nothing when it is zero) and returns how many it
+// removed. Run calls it every PruneEvery.
+func (o *Orchestrator) PruneSagas(ctx context.Context) (int64, error) {
+	if o.cfg.SagaRetention <= 0 {
+		return 0, nil
+	}
+	sp, ok := o.st.(SagaPurger)
+	if !ok { // New refuses this
+		return 0, Errorf(CodeInvalid, "prune sagas", "the store cannot remove finished sagas")
+	}
+	n, err := sp.PurgeFinished(ctx, o.cfg.Clock().Add(-o.cfg.SagaRetention), 0)
+	if err != nil {
+		return n, fmt.Errorf("remove finished sagas older than %v: %w", o.cfg.SagaRetention, err)
+	}
+	return n, nil
 }
 
 // statsRefresher is a store that keeps its tables' planner statistics up

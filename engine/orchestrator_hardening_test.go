@@ -212,3 +212,54 @@ func TestPrune(t *testing.T) {
 		t.Errorf("a negative retention purged the inbox")
 	}
 }
+
+// TestPruneSagas: with SagaRetention, PruneSagas removes a saga that
+// finished longer ago than the retention, with its timeline; a saga still
+// running, however old, and one that finished within the retention stay.
+// Without a retention nothing is removed; a negative one, or one on a
+// store that cannot remove sagas, is refused by New.
+func TestPruneSagas(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	done, running := uuid.NewString(), uuid.NewString()
+	h.handle(t, event(done, "REGISTER", "deals", `{"deal_context":{"deal_id":"D-1"}}`), event(running, "REGISTER", "deals", ""))
+	h.handle(t, event(done, "ORDER_APPROVED", "profile", ""))
+	h.handle(t, event(done, "DEAL_UPDATED", "deals", ""))
+	if in := h.inst(t, done); in.Status != engine.StatusCompleted {
+		t.Fatalf("saga %s: %s, want completed", done, in.Status)
+	}
+	h.clock.Advance(48 * time.Hour)
+	if n, err := h.o.PruneSagas(ctx); err != nil || n != 0 {
+		t.Fatalf("PruneSagas without a retention = %d, %v; want 0", n, err)
+	}
+	h.reconfigure(func(c *engine.Config) { c.SagaRetention = 72 * time.Hour })
+	if n, err := h.o.PruneSagas(ctx); err != nil || n != 0 {
+		t.Fatalf("PruneSagas within the retention = %d, %v; want 0", n, err)
+	}
+	h.clock.Advance(25 * time.Hour)
+	if n, err := h.o.PruneSagas(ctx); err != nil || n != 1 {
+		t.Fatalf("PruneSagas past the retention = %d, %v; want the finished saga", n, err)
+	}
+	if _, err := h.st.GetInstance(ctx, done); engine.ErrorCode(err) != engine.CodeNotFound {
+		t.Errorf("the finished saga: err %v, want it removed", err)
+	}
+	if hist, err := h.st.History(ctx, done); err != nil || len(hist) != 0 {
+		t.Errorf("the finished saga's timeline: %d entries, %v; want none", len(hist), err)
+	}
+	if in := h.inst(t, running); in.Status != engine.StatusRunning {
+		t.Errorf("the running saga: %s, want it kept, running", in.Status)
+	}
+
+	for _, tc := range []struct {
+		name string
+		cfg  engine.Config
+		st   engine.Store
+	}{
+		{"negative retention", engine.Config{SagaRetention: -time.Hour}, h.st},
+		{"a store that cannot remove sagas", engine.Config{SagaRetention: time.Hour}, struct{ engine.Store }{h.st}},
+	} {
+		if _, err := engine.New(tc.cfg, h.cat, tc.st, h.pub); engine.ErrorCode(err) != engine.CodeInvalid {
+			t.Errorf("%s: New err %v, want invalid", tc.name, err)
+		}
+	}
+}

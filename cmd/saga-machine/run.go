@@ -65,6 +65,9 @@ type config struct {
 	// inboxRetention is engine.Config.InboxRetention: how long processed
 	// message ids are kept to drop redelivered duplicates.
 	inboxRetention time.Duration
+	// sagaRetention is engine.Config.SagaRetention: how long finished
+	// sagas are kept (0: forever).
+	sagaRetention time.Duration
 	// HTTP API authentication (engine/httpapi, internal/auth).
 	issuer, audience string
 	devHeader        bool
@@ -154,6 +157,8 @@ func parseFlags(name string, args []string, env func(string) string, stderr io.W
 	kf := program.RegisterKafkaFlags(fs, env)
 	cfg.tracing = tracing.RegisterFlags(fs, "saga-machine", env)
 	var retention string
+	var sagaRetention string
+	fs.StringVar(&sagaRetention, "saga-retention", envOr(env, "SAGA_SAGA_RETENTION", "0"), "how long a finished saga (completed or failed) is kept after its last change, with its timeline, keys and idempotency keys; longer than operators read timelines and clients retry a start under one Idempotency-Key (env SAGA_SAGA_RETENTION; 0: forever)")
 	fs.StringVar(&retention, "inbox-retention", envOr(env, "SAGA_INBOX_RETENTION", engine.DefaultInboxRetention.String()), "how long processed message ids are kept to drop redelivered duplicates; must exceed how long Kafka may redeliver (env SAGA_INBOX_RETENTION; negative: never purge)")
 	fs.StringVar(&cfg.issuer, "issuer", env("OIDC_ISSUER"), "OIDC issuer URL of the API's bearer tokens, e.g. https://keycloak.example/auth/realms/portfolio (env OIDC_ISSUER)")
 	fs.StringVar(&cfg.audience, "audience", env("OIDC_AUDIENCE"), "expected token audience: saga-machine's client id (env OIDC_AUDIENCE)")
@@ -201,6 +206,9 @@ func parseFlags(name string, args []string, env func(string) string, stderr io.W
 		if cfg.sessionTimeout, err = time.ParseDuration(session); err != nil || cfg.sessionTimeout <= 0 {
 			return cfg, fmt.Errorf("--kafka-session-timeout %q: want a positive duration such as 10s", session)
 		}
+	}
+	if cfg.sagaRetention, err = time.ParseDuration(sagaRetention); err != nil || cfg.sagaRetention < 0 {
+		return cfg, fmt.Errorf("--saga-retention %q: want a Go duration such as 2160h (90 days), or 0 to keep finished sagas forever", sagaRetention)
 	}
 	if cfg.inboxRetention, err = time.ParseDuration(retention); err != nil || cfg.inboxRetention == 0 {
 		return cfg, fmt.Errorf("--inbox-retention %q: want a Go duration such as 168h (negative: never purge)", retention)
@@ -332,7 +340,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger, stderr io.Writer) 
 		Topic:      cfg.topic,
 		Group:      cfg.group,
 		Partitions: cfg.partitions,
-		Engine:     engine.Config{Logger: log, TimerPoll: cfg.timerPoll, BatchSize: cfg.batchSize, InboxRetention: cfg.inboxRetention},
+		Engine:     engine.Config{Logger: log, TimerPoll: cfg.timerPoll, BatchSize: cfg.batchSize, InboxRetention: cfg.inboxRetention, SagaRetention: cfg.sagaRetention},
 		Auth:       authn,
 		Console:    console.Config{OIDC: d.console},
 		Logger:     log,

@@ -73,6 +73,30 @@ func TestInboxRetention(t *testing.T) {
 	}
 }
 
+func TestSagaRetention(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want time.Duration
+	}{
+		{"default: forever", nil, nil, 0},
+		{"env", nil, map[string]string{"SAGA_SAGA_RETENTION": "2160h"}, 2160 * time.Hour},
+		{"flag wins", []string{"--saga-retention", "720h"}, map[string]string{"SAGA_SAGA_RETENTION": "2160h"}, 720 * time.Hour},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := parseFlags("saga-machine", tt.args, envMap(tt.env), io.Discard)
+			if err != nil {
+				t.Fatalf("parseFlags: %v", err)
+			}
+			if got := cfg.sagaRetention; got != tt.want {
+				t.Errorf("saga retention: got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestBadFlagsAreErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"--partitions", "0"},
@@ -80,6 +104,8 @@ func TestBadFlagsAreErrors(t *testing.T) {
 		{"--kafka-session-timeout", "soon"},
 		{"--inbox-retention", "a week"},
 		{"--inbox-retention", "0"},
+		{"--saga-retention", "-1h"},
+		{"--saga-retention", "90 days"},
 		{"extra-arg"},
 		{"--no-such-flag"},
 	} {

@@ -31,7 +31,10 @@ type Store struct {
 	dt      *delivery.Tables  // inbox and outbox (the delivery core, shared with the SDK)
 }
 
-var _ engine.Store = (*Store)(nil)
+var (
+	_ engine.Store      = (*Store)(nil)
+	_ engine.SagaPurger = (*Store)(nil)
+)
 
 // Option configures Open.
 type Option func(*config)

@@ -70,6 +70,7 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"ConcurrentInTx", testConcurrentInTx},
 		{"IdempotencyKeys", testIdempotencyKeys},
 		{"IdempotencyKeysConcurrent", testIdempotencyKeysConcurrent},
+		{"PurgeFinished", testPurgeFinished},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
