@@ -12,7 +12,8 @@
 # Data lives in $SAGA_RUN_DIR (see scripts/lib.sh), never in the repository.
 # SAGA_UP_SERVICES (default "postgres chromium kafka") picks what to start,
 # e.g. SAGA_UP_SERVICES=kafka SAGA_RUN_DIR=/var/tmp/other SAGA_KAFKA_PORT=59192
-# SAGA_KAFKA_CONTROLLER_PORT=59193 scripts/up.sh runs a second broker.
+# SAGA_KAFKA_CONTROLLER_PORT=59193 SAGA_KAFKA_TLS_PORT=59194 scripts/up.sh runs a
+# second broker.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 mkdir -p "$SAGA_RUN_DIR"

@@ -27,8 +27,10 @@ import (
 type Infra struct {
 	// RunDir is the services' SAGA_RUN_DIR (data, logs, pid files).
 	RunDir string
-	// PostgresPort, KafkaPort and ControllerPort are their loopback ports.
-	PostgresPort, KafkaPort, ControllerPort int
+	// PostgresPort, KafkaPort and ControllerPort are their loopback ports;
+	// KafkaTLSPort is the broker's SASL_SSL listener (scripts/up.sh opens
+	// one; the run does not use it, but it must not take make up's).
+	PostgresPort, KafkaPort, ControllerPort, KafkaTLSPort int
 	// AdminUser and AdminPassword are the broker's super user (a random
 	// password for this broker only).
 	AdminUser, AdminPassword string
@@ -53,7 +55,7 @@ func StartInfra(ctx context.Context, repo, runDir string, logf func(string, ...a
 	if err := os.Chmod(runDir, 0o755); err != nil {
 		return nil, fmt.Errorf("chaos: infra run directory: %w", err)
 	}
-	ports, err := freePorts(3)
+	ports, err := freePorts(4)
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +63,7 @@ func StartInfra(ctx context.Context, repo, runDir string, logf func(string, ...a
 	if err != nil {
 		return nil, fmt.Errorf("chaos: infra log: %w", err)
 	}
-	in := &Infra{RunDir: runDir, PostgresPort: ports[0], KafkaPort: ports[1], ControllerPort: ports[2],
+	in := &Infra{RunDir: runDir, PostgresPort: ports[0], KafkaPort: ports[1], ControllerPort: ports[2], KafkaTLSPort: ports[3],
 		AdminUser: "admin", AdminPassword: "chaos-" + randomHex(12), repo: repo, out: log, logf: logf}
 	in.linkKafkaJars()
 	logf("infra: starting a private PostgreSQL on 127.0.0.1:%d and Kafka on 127.0.0.1:%d (scripts/up.sh, SAGA_RUN_DIR=%s)",
@@ -123,6 +125,7 @@ func (in *Infra) env(services string) []string {
 		"SAGA_PG_PORT="+strconv.Itoa(in.PostgresPort),
 		"SAGA_KAFKA_PORT="+strconv.Itoa(in.KafkaPort),
 		"SAGA_KAFKA_CONTROLLER_PORT="+strconv.Itoa(in.ControllerPort),
+		"SAGA_KAFKA_TLS_PORT="+strconv.Itoa(in.KafkaTLSPort),
 		"SAGA_TEST_KAFKA_USER="+in.AdminUser,
 		"SAGA_TEST_KAFKA_PASSWORD="+in.AdminPassword,
 		"SAGA_UP_SERVICES="+services)

@@ -18,7 +18,7 @@
 //	SAGA_KAFKA_PASSWORD=saga-test-admin go run ./scripts/failover -brokers 127.0.0.1:59192 -user admin -mode kill -static
 //	SAGA_KAFKA_PASSWORD=saga-test-admin go run ./scripts/failover -brokers 127.0.0.1:59192 -user admin -mode broker -static \
 //	  -broker-pid-file /var/tmp/saga-machine-b/kafka/kafka.pid \
-//	  -start-cmd 'SAGA_UP_SERVICES=kafka SAGA_RUN_DIR=/var/tmp/saga-machine-b SAGA_KAFKA_PORT=59192 SAGA_KAFKA_CONTROLLER_PORT=59193 scripts/up.sh'
+//	  -start-cmd 'SAGA_UP_SERVICES=kafka SAGA_RUN_DIR=/var/tmp/saga-machine-b SAGA_KAFKA_PORT=59192 SAGA_KAFKA_CONTROLLER_PORT=59193 SAGA_KAFKA_TLS_PORT=59194 scripts/up.sh'
 //
 // Every run uses a fresh topic (3 partitions) and group, and deletes the
 // topic at the end. Each measurement is repeated -runs times.
