@@ -419,7 +419,14 @@ func (o *Orchestrator) Abort(ctx context.Context, sagaID, toState, actor, reason
 		cause := derivedID("abort", inst.ID, strconv.FormatInt(inst.Rev, 10))
 		payload := abortPayload(b.now)
 		if m.accepts(inst.State, definition.Abort) {
-			return o.abortByDefinition(b, w, toState, cause, actor, reason, payload)
+			step, err := m.ApplyWith(inst.State, definition.Abort, definition.Engine, Data{SagaID: inst.ID, Payload: payload, Context: inst.Context})
+			if err == nil {
+				return o.abortByDefinition(b, w, step, toState, cause, actor, reason, payload)
+			}
+			// The transition cannot be taken on this saga (its condition
+			// cannot be evaluated): an operator must still be able to stop
+			// it, so the abort goes on without it, and the timeline says so.
+			reason += "; the definition's ABORT transition could not be taken (" + err.Error() + "): aborted without it, nothing sent"
 		}
 		merged, err := w.merged(payload)
 		if err != nil {
@@ -464,18 +471,14 @@ func abortPayload(now time.Time) json.RawMessage {
 	return json.RawMessage(`{"abort":{"at":"` + now.UTC().Format(time.RFC3339Nano) + `"}}`)
 }
 
-// abortByDefinition is Abort through the transition of w's definition on
-// the engine's ABORT event from w's state: the event, with message id
-// cause and payload, goes through enter as a timeout's does (its payload
-// joins the context, held-back send, compensations, history), and its
-// history entry names the operator.
-func (o *Orchestrator) abortByDefinition(b *batch, w *sagaWork, toState, cause, actor, reason string, payload json.RawMessage) error {
+// abortByDefinition is Abort through step, the transition of w's
+// definition on the engine's ABORT event from w's state: the event, with
+// message id cause and payload, goes through enter as a timeout's does
+// (its payload joins the context, held-back send, compensations,
+// history), and its history entry names the operator.
+func (o *Orchestrator) abortByDefinition(b *batch, w *sagaWork, step Step, toState, cause, actor, reason string, payload json.RawMessage) error {
 	const op = "abort saga"
 	inst := w.inst
-	step, err := w.model.ApplyWith(inst.State, definition.Abort, definition.Engine, Data{SagaID: inst.ID, Payload: payload, Context: inst.Context})
-	if err != nil {
-		return err // a condition that cannot be evaluated on this saga
-	}
 	if toState != "" && toState != step.To {
 		return Errorf(CodeInvalid, op, "%s aborts saga %s from %s into %s (its transition on: %s, by: %s): leave the state out, or ask for %s",
 			w.model, inst.ID, inst.State, step.To, definition.Abort, definition.Engine, step.To)

@@ -967,3 +967,67 @@ func TestHandleRecordsReportsItsBatches(t *testing.T) {
 		t.Errorf("reported %d batches of %d records (%d with no time taken), want 1 of 3 with its time", obs.batches, obs.batchRecords, obs.untimedBatches)
 	}
 }
+
+// abortDecision is a saga whose ABORT is a decision on its context: a
+// large order tells the shop TELL_BIG, any other TELL.
+const abortDecision = `
+saga: ABORTABLE
+version: 1
+participants:
+  shop: { topic: SHOP_TOPIC }
+  bank: { topic: BANK_TOPIC }
+transitions:
+  - { on: ORDERED, by: shop, from: [], to: PAYING, send: { to: bank, command: CHARGE } }
+  - { on: CHARGED, by: bank, from: [PAYING], to: PAID }
+  - { on: ABORT, by: engine, from: [PAYING], when: 'context.order.amount > 100', to: CANCELLED, send: { to: shop, command: TELL_BIG } }
+  - { on: ABORT, by: engine, from: [PAYING], to: CANCELLED, send: { to: shop, command: TELL } }
+final: [PAID]
+failed: [CANCELLED]
+`
+
+// TestAbortDecision: an ABORT transition may be a decision on the saga's
+// context; when its condition cannot be evaluated on a saga (the context
+// lacks the field), the abort still stops the saga, without the
+// transition and with nothing sent, and the timeline says why: an
+// operator can always abort.
+func TestAbortDecision(t *testing.T) {
+	h := newHarness(t, abortDecision)
+	ctx := context.Background()
+	ordered := func(payload string) string {
+		id := uuid.NewString()
+		m := ev("ABORTABLE", id, "ORDERED", "shop", "")
+		m.Payload = json.RawMessage(payload)
+		h.handle(t, m)
+		return id
+	}
+	big, small, broken := ordered(`{"order":{"amount":500}}`), ordered(`{"order":{"amount":5}}`), ordered(`{"note":"no order"}`)
+	for _, tc := range []struct {
+		id, want string
+	}{{big, "TELL_BIG"}, {small, "TELL"}} {
+		got, err := h.o.Abort(ctx, tc.id, "", "olga", "shop closed")
+		if err != nil || got.State != "CANCELLED" || got.Status != engine.StatusFailed || got.Pending == nil || got.Pending.Name != tc.want {
+			t.Errorf("Abort = %s %s pending %+v, %v; want CANCELLED failed with %s sent", got.State, got.Status, got.Pending, err, tc.want)
+		}
+	}
+	got, err := h.o.Abort(ctx, broken, "", "olga", "shop closed")
+	if err != nil || got.State != "CANCELLED" || got.Status != engine.StatusFailed || got.Pending != nil || got.TimerAt != nil {
+		t.Fatalf("Abort of the saga the condition cannot read = %s %s pending %+v, %v; want CANCELLED failed, nothing sent", got.State, got.Status, got.Pending, err)
+	}
+	hist, err := h.st.History(ctx, broken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := hist[len(hist)-1]
+	if last.Kind != engine.EntryOperator || last.Actor != "olga" || !strings.HasPrefix(last.Reason, "shop closed; the definition's ABORT transition could not be taken") {
+		t.Errorf("timeline ends with %+v, want olga's abort saying the transition could not be taken", last)
+	}
+	var sent []string
+	for _, r := range h.outbox() {
+		if r.Message.SagaID == broken && r.Message.Name != "CHARGE" {
+			sent = append(sent, r.Message.Name)
+		}
+	}
+	if len(sent) != 0 {
+		t.Errorf("sent %v for the saga aborted without its transition, want nothing", sent)
+	}
+}
