@@ -58,7 +58,8 @@ func RegisterKafkaFlags(fs *flag.FlagSet, env func(string) string) *KafkaFlags {
 }
 
 // envBool reads a boolean environment value: 1, t, true (any case) and
-// the like are true; empty or anything strconv.ParseBool refuses is false.
+// the like are true; empty or anything strconv.ParseBool refuses is false
+// (TLS refuses the latter).
 func envBool(v string) bool {
 	b, err := strconv.ParseBool(strings.TrimSpace(v))
 	return err == nil && b
@@ -68,9 +69,14 @@ func envBool(v string) bool {
 // or --kafka-tls-ca-file is given; then a TLS 1.2+ configuration that
 // verifies the brokers against the CA file's certificates (all of them:
 // a rotation may list the old and the new CA) or, without a file, the
-// system's. A CA file that cannot be read or holds no certificate is
-// refused.
+// system's. A CA file that cannot be read or holds no certificate, and a
+// SAGA_KAFKA_TLS that is not a boolean, are refused.
 func (k *KafkaFlags) TLS() (*tls.Config, error) {
+	if v := strings.TrimSpace(k.env(EnvKafkaTLS)); v != "" {
+		if _, err := strconv.ParseBool(v); err != nil {
+			return nil, fmt.Errorf("%s=%q: want true or false", EnvKafkaTLS, v)
+		}
+	}
 	if k.caFile == "" {
 		if !k.tls {
 			return nil, nil

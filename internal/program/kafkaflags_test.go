@@ -121,7 +121,7 @@ func TestKafkaFlagsTLS(t *testing.T) {
 		{name: "--kafka-tls", args: []string{"--kafka-tls"}, wantTLS: true},
 		{name: "env true", env: map[string]string{EnvKafkaTLS: "true"}, wantTLS: true},
 		{name: "env false", env: map[string]string{EnvKafkaTLS: "false"}, wantTLS: false},
-		{name: "env not a boolean", env: map[string]string{EnvKafkaTLS: "yes please"}, wantTLS: false},
+		{name: "env not a boolean", env: map[string]string{EnvKafkaTLS: "yes please"}, wantErr: "want true or false"},
 		{name: "CA file", args: []string{"--kafka-tls-ca-file", ca}, wantTLS: true, wantCA: true},
 		{name: "CA file from env", env: map[string]string{EnvKafkaTLSCAFile: ca}, wantTLS: true, wantCA: true},
 		{name: "missing CA file", args: []string{"--kafka-tls-ca-file", filepath.Join(dir, "nope")}, wantErr: "CA file"},
