@@ -4,8 +4,9 @@
 // --kafka-tls-ca-file) and broker.pem (the broker's private key, PKCS#8,
 // followed by its certificate and the CA's: a Kafka PEM keystore). The
 // broker's certificate names -hosts (IP addresses or DNS names). Files
-// that exist are kept, so a restart keeps the identity clients trust; the
-// CA's key is not kept: nothing else is ever signed with it.
+// that exist are kept while the broker's certificate has more than 30 days
+// to run, so a restart keeps the identity clients trust; the CA's key is
+// not kept: nothing else is ever signed with it.
 //
 // These are loopback-only test credentials, valid for a year: never use
 // them anywhere else.
@@ -45,7 +46,7 @@ func run(dir string, hosts []string, now time.Time) error {
 		return errors.New("-dir is required")
 	}
 	caPath, brokerPath := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "broker.pem")
-	if exists(caPath) && exists(brokerPath) {
+	if exists(caPath) && valid(brokerPath, now.Add(30*24*time.Hour)) {
 		return nil
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -117,6 +118,25 @@ func newCert(tmpl, parent *x509.Certificate, parentKey *rsa.PrivateKey, now time
 	}
 	cert, err := x509.ParseCertificate(der)
 	return cert, key, der, err
+}
+
+// valid reports whether the first certificate of the PEM file at p is
+// still valid at t.
+func valid(p string, t time.Time) bool {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return false
+	}
+	for {
+		var blk *pem.Block
+		if blk, b = pem.Decode(b); blk == nil {
+			return false
+		}
+		if blk.Type == "CERTIFICATE" {
+			c, err := x509.ParseCertificate(blk.Bytes)
+			return err == nil && t.Before(c.NotAfter)
+		}
+	}
 }
 
 func exists(p string) bool {
