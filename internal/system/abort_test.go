@@ -63,12 +63,7 @@ func TestOperatorAbortTellsTheClient(t *testing.T) {
 			if err := w.sys.Resume(system.Profile); err != nil {
 				t.Fatal(err)
 			}
-			inst, err := w.sys.WaitFinal(ctx, w.deal.SagaID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			waitFor(ctx, t, "the notification is stored", func() (bool, error) { return len(w.notifications(ctx, t)) > 0, nil })
-			w.settled(ctx, t)
+			inst := w.finished(ctx, t)
 			if inst.SagaVersion != 4 || inst.State != "FAILED" || inst.Status != engine.StatusFailed {
 				t.Errorf("saga: v%d %s %s, want v4 FAILED failed", inst.SagaVersion, inst.State, inst.Status)
 			}

@@ -214,10 +214,10 @@ func (w *cancelWorld) acceptCancel(ctx context.Context, t *testing.T) {
 	}
 }
 
-// cancelledOnce checks the end of a cancelled deal: the saga CANCELLED
-// (every compensation done) with one CANCEL_REQUESTED, the deal cancelled,
-// alice's cash as funded and one cancellation notification.
-func (w *cancelWorld) cancelledOnce(ctx context.Context, t *testing.T, wantText string) {
+// finished waits until the deal's saga is final, its notification stored
+// and every service at rest with nothing parked (settled), and returns
+// the saga.
+func (w *cancelWorld) finished(ctx context.Context, t *testing.T) engine.Instance {
 	t.Helper()
 	inst, err := w.sys.WaitFinal(ctx, w.deal.SagaID)
 	if err != nil {
@@ -225,6 +225,15 @@ func (w *cancelWorld) cancelledOnce(ctx context.Context, t *testing.T, wantText 
 	}
 	waitFor(ctx, t, "the notification is stored", func() (bool, error) { return len(w.notifications(ctx, t)) > 0, nil })
 	w.settled(ctx, t)
+	return inst
+}
+
+// cancelledOnce checks the end of a cancelled deal: the saga CANCELLED
+// (every compensation done) with one CANCEL_REQUESTED, the deal cancelled,
+// alice's cash as funded and one cancellation notification.
+func (w *cancelWorld) cancelledOnce(ctx context.Context, t *testing.T, wantText string) {
+	t.Helper()
+	inst := w.finished(ctx, t)
 	if inst.SagaVersion != 4 || inst.State != "CANCELLED" || inst.Status != engine.StatusFailed {
 		t.Errorf("saga: v%d %s %s, want v4 CANCELLED failed", inst.SagaVersion, inst.State, inst.Status)
 	}

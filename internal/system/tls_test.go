@@ -29,12 +29,7 @@ func TestWholeSystemOverTLS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*guard)
 	defer cancel()
 	w := newCancelWorld(ctx, t, overTLS)
-	inst, err := w.sys.WaitFinal(ctx, w.deal.SagaID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(ctx, t, "the notification is stored", func() (bool, error) { return len(w.notifications(ctx, t)) > 0, nil })
-	w.settled(ctx, t)
+	inst := w.finished(ctx, t)
 	if inst.State != "NOTIFICATION" {
 		t.Errorf("saga: %s %s, want NOTIFICATION", inst.State, inst.Status)
 	}

@@ -127,9 +127,8 @@ func belongs(d Deal, dc dealctx.DealContext, sagaID string) error {
 // deal, in any order with those:
 //
 //   - a draft, executed or rejected deal becomes failed; the reason is
-//     failureReason of the saga context (what the saga knew when it failed),
-//     or abortReason when an operator aborted the saga (the context's
-//     abort);
+//     failureReason of the saga context (what the saga knew when it
+//     failed, and whether an operator aborted it: the context's abort);
 //   - a failed or cancelled deal stays as it is and the same answer is
 //     given again;
 //   - a deal of another user, portfolio or saga is refused (permanent
@@ -163,10 +162,7 @@ func (s *Service) handleFail(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[f
 		return sdk.Reply(EventFailed, dealctx.Wrap(d.context())), nil
 	}
 	was := d.Status
-	status, reason := StatusFailed, failureReason(dc)
-	if cmd.Payload.Abort != nil {
-		reason = abortReason(dc)
-	}
+	status, reason := StatusFailed, failureReason(dc, cmd.Payload.Abort != nil)
 	if cancelled(d, cmd.Payload.Cancellation) {
 		// The owner cancelled the deal and its saga undid what was done.
 		status, reason = StatusCancelled, "cancelled at your request"
@@ -178,39 +174,33 @@ func (s *Service) handleFail(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[f
 	return sdk.Reply(EventFailed, dealctx.Wrap(d.context())), nil
 }
 
-// abortReason says, for the client, why the saga of a deal that an
-// operator aborted failed, from what its context held then (as
-// failureReason): the order was stopped before it was settled.
-func abortReason(dc dealctx.DealContext) string {
-	switch dc.Status {
-	case dealctx.StatusApproved:
-		return "the approved order was stopped by our staff before it was executed"
-	case dealctx.StatusRejected:
-		why := dc.Reason
-		if why == "" {
-			why = "no reason given"
-		}
-		return "the order was rejected (" + why + ") and then stopped by our staff before the deal was settled"
-	}
-	return "the order was stopped by our staff before it was confirmed against your portfolio"
-}
-
 // failureReason says, for the client, why the saga of a deal failed, from
 // what its context held then: profile's decision (deal_context.status) if
-// it had arrived. The saga fails only when a service did not answer in
-// time: profile (no decision), or deals (after the decision).
-func failureReason(dc dealctx.DealContext) string {
+// it had arrived. The saga fails when a service did not answer in time:
+// profile (no decision), or deals (after the decision); or, aborted, when
+// an operator stopped it (the context's abort), and then the reason says
+// so instead.
+func failureReason(dc dealctx.DealContext, aborted bool) string {
+	why := func(late, stopped string) string {
+		if aborted {
+			return stopped
+		}
+		return late
+	}
 	switch dc.Status {
 	case "", StatusDraft:
-		return "the order could not be confirmed against your portfolio in time"
+		return why("the order could not be confirmed against your portfolio in time",
+			"the order was stopped by our staff before it was confirmed against your portfolio")
 	case dealctx.StatusApproved:
-		return "the approved order could not be executed in time"
+		return why("the approved order could not be executed in time",
+			"the approved order was stopped by our staff before it was executed")
 	case dealctx.StatusRejected:
-		why := dc.Reason
-		if why == "" {
-			why = "no reason given"
+		profile := dc.Reason
+		if profile == "" {
+			profile = "no reason given"
 		}
-		return "the order was rejected (" + why + ") and the deal could not be settled in time"
+		return "the order was rejected (" + profile + ") and " + why("the deal could not be settled in time",
+			"then stopped by our staff before the deal was settled")
 	}
-	return "the deal could not be completed in time"
+	return why("the deal could not be completed in time", "the order was stopped by our staff before it was completed")
 }
