@@ -124,31 +124,7 @@ func TestVersion2KeepsTheTable(t *testing.T) {
 // every waiting state into CANCELLED, a failed state (so that the steps
 // taken are compensated) whose transition tells the client (NOTIFY).
 func TestVersion3AddsTheCancellation(t *testing.T) {
-	cat := catalog(t)
-	v2, err := cat.Get("MANUAL_CREATE_ORDER", 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v3, err := cat.Get("MANUAL_CREATE_ORDER", 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t2, t3 := v2.Definition().Transitions, v3.Definition().Transitions
-	if len(t3) != len(t2)+1 {
-		t.Fatalf("transitions: v2 has %d, v3 %d, want one more", len(t2), len(t3))
-	}
-	for i := range t2 {
-		if got, want := row(t3[i]), row(t2[i]); got != want {
-			t.Errorf("row %d: v3 %q, want v2's %q", i+1, got, want)
-		}
-		if (t2[i].Compensate == nil) != (t3[i].Compensate == nil) || (t2[i].Send == nil) != (t3[i].Send == nil) ||
-			t2[i].Send != nil && (t2[i].Send.Compensate == nil) != (t3[i].Send.Compensate == nil) {
-			t.Errorf("row %d: compensations differ between v2 and v3", i+1)
-		}
-	}
-	if got, want := row(t3[len(t2)]), "CANCEL_REQUESTED by deals from [DRAFT APPROVED REJECTED] to CANCELLED send NOTIFY to notification"; got != want {
-		t.Errorf("the new row: %q, want %q", got, want)
-	}
+	v3 := addsOneRow(t, 2, "CANCEL_REQUESTED by deals from [DRAFT APPROVED REJECTED] to CANCELLED send NOTIFY to notification")
 	if !v3.IsFailed("CANCELLED") || v3.IsFailed("NOTIFICATION") {
 		t.Errorf("CANCELLED must be a failed state of v3 (its steps compensated), NOTIFICATION final")
 	}
@@ -171,30 +147,10 @@ func TestVersion3AddsTheCancellation(t *testing.T) {
 // (NOTIFY, after the undo); only the engine may raise it, and not once the
 // saga is settled.
 func TestVersion4AddsTheAbort(t *testing.T) {
-	cat := catalog(t)
-	v3, err := cat.Get("MANUAL_CREATE_ORDER", 3)
+	v4 := addsOneRow(t, 3, "ABORT by engine from [DRAFT APPROVED REJECTED] to FAILED send NOTIFY to notification")
+	v3, err := catalog(t).Get("MANUAL_CREATE_ORDER", 3)
 	if err != nil {
 		t.Fatal(err)
-	}
-	v4, err := cat.Get("MANUAL_CREATE_ORDER", 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t3, t4 := v3.Definition().Transitions, v4.Definition().Transitions
-	if len(t4) != len(t3)+1 {
-		t.Fatalf("transitions: v3 has %d, v4 %d, want one more", len(t3), len(t4))
-	}
-	for i := range t3 {
-		if got, want := row(t4[i]), row(t3[i]); got != want {
-			t.Errorf("row %d: v4 %q, want v3's %q", i+1, got, want)
-		}
-		if (t3[i].Compensate == nil) != (t4[i].Compensate == nil) || (t3[i].Send == nil) != (t4[i].Send == nil) ||
-			t3[i].Send != nil && (t3[i].Send.Compensate == nil) != (t4[i].Send.Compensate == nil) {
-			t.Errorf("row %d: compensations differ between v3 and v4", i+1)
-		}
-	}
-	if got, want := row(t4[len(t3)]), "ABORT by engine from [DRAFT APPROVED REJECTED] to FAILED send NOTIFY to notification"; got != want {
-		t.Errorf("the new row: %q, want %q", got, want)
 	}
 	for _, s := range []string{"DRAFT", "APPROVED", "REJECTED"} {
 		step, err := v4.Apply(s, "ABORT", "engine")
@@ -211,6 +167,39 @@ func TestVersion4AddsTheAbort(t *testing.T) {
 	if _, err := v4.Apply("NOTIFICATION", "ABORT", "engine"); err == nil {
 		t.Error("ABORT once settled (NOTIFICATION): accepted, want refused")
 	}
+}
+
+// addsOneRow checks that MANUAL_CREATE_ORDER version from+1 is version
+// from (the same rows, in order, with the same sends and compensations)
+// with one more row, newRow, at the end; it returns version from+1.
+func addsOneRow(t *testing.T, from int, newRow string) *engine.Model {
+	t.Helper()
+	cat := catalog(t)
+	older, err := cat.Get("MANUAL_CREATE_ORDER", from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer, err := cat.Get("MANUAL_CREATE_ORDER", from+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to, tn := older.Definition().Transitions, newer.Definition().Transitions
+	if len(tn) != len(to)+1 {
+		t.Fatalf("transitions: v%d has %d, v%d %d, want one more", from, len(to), from+1, len(tn))
+	}
+	for i := range to {
+		if got, want := row(tn[i]), row(to[i]); got != want {
+			t.Errorf("row %d: v%d %q, want v%d's %q", i+1, from+1, got, from, want)
+		}
+		if (to[i].Compensate == nil) != (tn[i].Compensate == nil) || (to[i].Send == nil) != (tn[i].Send == nil) ||
+			to[i].Send != nil && (to[i].Send.Compensate == nil) != (tn[i].Send.Compensate == nil) {
+			t.Errorf("row %d: compensations differ between v%d and v%d", i+1, from, from+1)
+		}
+	}
+	if got := row(tn[len(to)]); got != newRow {
+		t.Errorf("the new row: %q, want %q", got, newRow)
+	}
+	return newer
 }
 
 // TestDocShowsTheYAML: docs/manual-create-order.md pastes the shipped

@@ -66,16 +66,7 @@ func KafkaTLSCAFile() string {
 // connections or a CA file that is missing is Missing.
 func KafkaTLS(tb testing.TB) kafka.Config {
 	tb.Helper()
-	list := os.Getenv("SAGA_TEST_KAFKA_TLS_BROKERS")
-	if list == "" {
-		list = DefaultKafkaTLSBrokers
-	}
-	brokers := strings.Split(list, ",")
-	conn, err := net.DialTimeout("tcp", brokers[0], 3*time.Second)
-	if err != nil {
-		Missing(tb, "the TLS listener of Apache Kafka at "+brokers[0], err)
-	}
-	conn.Close()
+	brokers := dialBrokers(tb, "SAGA_TEST_KAFKA_TLS_BROKERS", DefaultKafkaTLSBrokers, "the TLS listener of Apache Kafka")
 	ca := KafkaTLSCAFile()
 	pem, err := os.ReadFile(ca)
 	if err != nil {
@@ -154,16 +145,7 @@ func Postgres(tb testing.TB) string {
 // credentials: use Kafka, which returns both.
 func KafkaBrokers(tb testing.TB) []string {
 	tb.Helper()
-	list := os.Getenv("SAGA_TEST_KAFKA_BROKERS")
-	if list == "" {
-		list = DefaultKafkaBrokers
-	}
-	brokers := strings.Split(list, ",")
-	conn, err := net.DialTimeout("tcp", brokers[0], 3*time.Second)
-	if err != nil {
-		Missing(tb, "Apache Kafka at "+brokers[0], err)
-	}
-	conn.Close()
+	brokers := dialBrokers(tb, "SAGA_TEST_KAFKA_BROKERS", DefaultKafkaBrokers, "Apache Kafka")
 	key := strings.Join(brokers, ",")
 	authMu.Lock()
 	defer authMu.Unlock()
@@ -174,6 +156,24 @@ func KafkaBrokers(tb testing.TB) []string {
 		}
 		authKnown[key] = secured
 	}
+	return brokers
+}
+
+// dialBrokers returns the broker list in the environment variable env
+// (default def) after checking that the first one accepts connections;
+// what names the service for Missing.
+func dialBrokers(tb testing.TB, env, def, what string) []string {
+	tb.Helper()
+	list := os.Getenv(env)
+	if list == "" {
+		list = def
+	}
+	brokers := strings.Split(list, ",")
+	conn, err := net.DialTimeout("tcp", brokers[0], 3*time.Second)
+	if err != nil {
+		Missing(tb, what+" at "+brokers[0], err)
+	}
+	conn.Close()
 	return brokers
 }
 
