@@ -29,17 +29,21 @@ func catalog(t *testing.T) *engine.Catalog {
 	return cat
 }
 
-// TestShipped: BASKET_ORDER and the four versions of MANUAL_CREATE_ORDER
-// load (running version 1 to 3 sagas keep their definition), new sagas
-// get version 4, and every file names the JSON Schema on its first line.
+// TestShipped: the two versions of BASKET_ORDER and the four of
+// MANUAL_CREATE_ORDER load (running sagas on older versions keep their
+// definition), new sagas get the newest (2 and 4), and every file names
+// the JSON Schema on its first line.
 func TestShipped(t *testing.T) {
 	cat := catalog(t)
 	var got []string
 	for _, m := range cat.List() {
 		got = append(got, m.String())
 	}
-	if strings.Join(got, ", ") != "BASKET_ORDER v1, MANUAL_CREATE_ORDER v1, MANUAL_CREATE_ORDER v2, MANUAL_CREATE_ORDER v3, MANUAL_CREATE_ORDER v4" {
-		t.Errorf("catalog: got %v, want BASKET_ORDER v1 and MANUAL_CREATE_ORDER v1 to v4", got)
+	if strings.Join(got, ", ") != "BASKET_ORDER v1, BASKET_ORDER v2, MANUAL_CREATE_ORDER v1, MANUAL_CREATE_ORDER v2, MANUAL_CREATE_ORDER v3, MANUAL_CREATE_ORDER v4" {
+		t.Errorf("catalog: got %v, want BASKET_ORDER v1 and v2, MANUAL_CREATE_ORDER v1 to v4", got)
+	}
+	if m, err := cat.Get("BASKET_ORDER", 0); err != nil || m.Version() != 2 {
+		t.Errorf("version of a new basket saga: got %v (err %v), want 2", m, err)
 	}
 	if m, err := cat.Get("MANUAL_CREATE_ORDER", 0); err != nil || m.Version() != 4 {
 		t.Errorf("version of a new saga: got %v (err %v), want 4", m, err)
@@ -124,7 +128,7 @@ func TestVersion2KeepsTheTable(t *testing.T) {
 // every waiting state into CANCELLED, a failed state (so that the steps
 // taken are compensated) whose transition tells the client (NOTIFY).
 func TestVersion3AddsTheCancellation(t *testing.T) {
-	v3 := addsOneRow(t, 2, "CANCEL_REQUESTED by deals from [DRAFT APPROVED REJECTED] to CANCELLED send NOTIFY to notification")
+	v3 := addsOneRow(t, "MANUAL_CREATE_ORDER", 2, "CANCEL_REQUESTED by deals from [DRAFT APPROVED REJECTED] to CANCELLED send NOTIFY to notification")
 	if !v3.IsFailed("CANCELLED") || v3.IsFailed("NOTIFICATION") {
 		t.Errorf("CANCELLED must be a failed state of v3 (its steps compensated), NOTIFICATION final")
 	}
@@ -147,7 +151,7 @@ func TestVersion3AddsTheCancellation(t *testing.T) {
 // (NOTIFY, after the undo); only the engine may raise it, and not once the
 // saga is settled.
 func TestVersion4AddsTheAbort(t *testing.T) {
-	v4 := addsOneRow(t, 3, "ABORT by engine from [DRAFT APPROVED REJECTED] to FAILED send NOTIFY to notification")
+	v4 := addsOneRow(t, "MANUAL_CREATE_ORDER", 3, "ABORT by engine from [DRAFT APPROVED REJECTED] to FAILED send NOTIFY to notification")
 	v3, err := catalog(t).Get("MANUAL_CREATE_ORDER", 3)
 	if err != nil {
 		t.Fatal(err)
@@ -169,17 +173,17 @@ func TestVersion4AddsTheAbort(t *testing.T) {
 	}
 }
 
-// addsOneRow checks that MANUAL_CREATE_ORDER version from+1 is version
-// from (the same rows, in order, with the same sends and compensations)
-// with one more row, newRow, at the end; it returns version from+1.
-func addsOneRow(t *testing.T, from int, newRow string) *engine.Model {
+// addsOneRow checks that saga's version from+1 is version from (the same
+// rows, in order, with the same sends and compensations) with one more
+// row, newRow, at the end; it returns version from+1.
+func addsOneRow(t *testing.T, saga string, from int, newRow string) *engine.Model {
 	t.Helper()
 	cat := catalog(t)
-	older, err := cat.Get("MANUAL_CREATE_ORDER", from)
+	older, err := cat.Get(saga, from)
 	if err != nil {
 		t.Fatal(err)
 	}
-	newer, err := cat.Get("MANUAL_CREATE_ORDER", from+1)
+	newer, err := cat.Get(saga, from+1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,6 +204,18 @@ func addsOneRow(t *testing.T, from int, newRow string) *engine.Model {
 		t.Errorf("the new row: %q, want %q", got, newRow)
 	}
 	return newer
+}
+
+// TestBasketVersion2AddsTheAbort: BASKET_ORDER version 2 is version 1 with
+// ABORT from the engine in every waiting state (the parallel step's TRADING
+// included) into FAILED, whose transition tells the client.
+func TestBasketVersion2AddsTheAbort(t *testing.T) {
+	v2 := addsOneRow(t, "BASKET_ORDER", 1, "ABORT by engine from [CHECKING TRADING EXECUTING REJECTING] to FAILED send NOTIFY to notification")
+	for _, s := range []string{"CHECKING", "TRADING", "EXECUTING", "REJECTING"} {
+		if step, err := v2.Apply(s, "ABORT", "engine"); err != nil || !step.Failed || step.Send == nil || step.Send.Name != "NOTIFY" {
+			t.Errorf("ABORT in %s: %+v, %v; want FAILED sending NOTIFY", s, step, err)
+		}
+	}
 }
 
 // TestDocShowsTheYAML: docs/manual-create-order.md pastes the shipped

@@ -81,7 +81,8 @@ func ExampleLoadDir() {
 		fmt.Printf("%s: %s v%d, %d transitions\n", def.File, def.Saga, def.Version, len(def.Transitions))
 	}
 	// Output:
-	// basket_order.yaml: BASKET_ORDER v1, 11 transitions
+	// basket_order.v1.yaml: BASKET_ORDER v1, 11 transitions
+	// basket_order.yaml: BASKET_ORDER v2, 12 transitions
 	// manual_create_order.v1.yaml: MANUAL_CREATE_ORDER v1, 7 transitions
 	// manual_create_order.v2.yaml: MANUAL_CREATE_ORDER v2, 7 transitions
 	// manual_create_order.v3.yaml: MANUAL_CREATE_ORDER v3, 8 transitions

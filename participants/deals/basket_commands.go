@@ -28,6 +28,9 @@ type basketCommand struct {
 	// DealContext is the last line profile answered, with its reason when
 	// it refused it.
 	DealContext *lineAnswer `json:"deal_context,omitempty"`
+	// Abort is set when an operator aborted the saga (the context's abort;
+	// a compensation sent with the context carries it).
+	Abort *Abort `json:"abort,omitempty"`
 }
 
 type basketCheck struct {
@@ -134,6 +137,18 @@ func (s *Service) handleFailBasket(ctx context.Context, tx *sqlx.Tx, cmd sdk.Com
 	if n == 0 { // failed before: the reason given then
 		if st, r := basketStatus(deals); st == StatusFailed {
 			reason = r
+			// An operator aborted the saga: the compensation that failed
+			// the basket first may have been sent with a mapped payload,
+			// without the context's abort, and said "in time". This one,
+			// with the context (BASKET_REGISTERED's, the last of the
+			// undo), sets the client's reason right.
+			if cmd.Payload.Abort != nil && r != basketAbortReason {
+				if _, err := s.sql.Exec(ctx, tx, `UPDATE deals SET reason = ?, updated_at = ? WHERE basket_id = ? AND status = ?`,
+					basketAbortReason, s.now().UTC(), b.ID, StatusFailed); err != nil {
+					return sdk.Result{}, fmt.Errorf("%s: basket %s: %w", cmd.Name, b.ID, err)
+				}
+				reason = basketAbortReason
+			}
 		}
 	}
 	s.log.InfoContext(ctx, "basket failed", "basket_id", b.ID, "deals", n, "reason", reason, "saga_id", cmd.SagaID)
@@ -258,11 +273,18 @@ func (s *Service) setBasketStatus(ctx context.Context, tx *sqlx.Tx, b Basket, st
 	return n, nil
 }
 
+// basketAbortReason is the client's reason for a basket whose saga an
+// operator aborted.
+const basketAbortReason = "the basket's saga failed: it was stopped by our staff before it was settled"
+
 // failBasketReason says, for the client, why the basket's saga failed,
 // from what the payload holds: the reason profile refused one of the
 // basket's lines with ("line AAPL buy 10: insufficient cash: ..."), else
 // what was known when the saga failed.
 func failBasketReason(p basketCommand, deals []Deal) string {
+	if p.Abort != nil {
+		return basketAbortReason
+	}
 	if la := p.DealContext; la != nil && la.Reason != "" && (la.Status == "" || la.Status == dealctx.StatusRejected) {
 		id := dealctx.CanonicalOrSame(la.DealID)
 		for _, d := range deals {

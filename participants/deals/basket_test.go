@@ -525,6 +525,39 @@ func TestBasketCommands(t *testing.T) {
 			wantDeadLetter(t, servicetest.Dispatch(t, w.p, CommandExecuteBasket, b.SagaID, map[string]any{"basket": bc}), "cannot become executed: its deal")
 			w.unchanged(t, b.ID, failed)
 		})
+		t.Run("aborted while executing", func(t *testing.T) {
+			// An operator aborted the saga in EXECUTING: FAIL_BASKET for
+			// EXECUTE_BASKET comes first with its mapped payload (no
+			// abort) and says "in time"; BASKET_REGISTERED's, with the
+			// context and its abort, sets the reason right; again: the same.
+			w := newBasketWorld(t, open(t, Migrate))
+			b, m := w.create(t, w.alice, basketBody(basketLines()))
+			bc := registered(t, m)
+			cmd := servicetest.Command(t, w.p, CommandExecuteBasket, b.SagaID, map[string]any{"basket": bc})
+			wantBasketReply(t, servicetest.DispatchMessage(t, w.p, cmd), EventBasketExecuted, StatusExecuted, "")
+			comp := servicetest.Compensation(t, w.p, CommandFailBasket, cmd, map[string]any{"basket": bc})
+			wantBasketReply(t, servicetest.DispatchMessage(t, w.p, comp), EventBasketFailed, StatusFailed,
+				"the basket's saga failed: its execution could not be confirmed in time")
+			ctx := map[string]any{"basket": bc, "basket_check": map[string]any{"sufficient": true, "reason": ""}, "abort": map[string]any{"at": "2026-11-26T22:00:00Z"}}
+			last := servicetest.Compensation(t, w.p, CommandFailBasket, m, ctx)
+			wantBasketReply(t, servicetest.DispatchMessage(t, w.p, last), EventBasketFailed, StatusFailed, basketAbortReason)
+			rows := w.wantRows(t, b.ID, StatusFailed, basketAbortReason)
+			if again := servicetest.DispatchMessage(t, w.p, last); !again.Duplicate {
+				t.Errorf("redelivery: got %+v, want the stored reply", again)
+			}
+			w.unchanged(t, b.ID, rows)
+			if got := w.get(t, b.ID); got.Status != StatusFailed || got.Reason != basketAbortReason {
+				t.Errorf("GET: basket %q %q, want failed %q", got.Status, got.Reason, basketAbortReason)
+			}
+		})
+		t.Run("aborted while checking", func(t *testing.T) {
+			w := newBasketWorld(t, open(t, Migrate))
+			b, m := w.create(t, w.alice, basketBody(basketLines()))
+			ctx := map[string]any{"basket": registered(t, m), "abort": map[string]any{"at": "2026-11-26T22:00:00Z"}}
+			wantBasketReply(t, servicetest.DispatchMessage(t, w.p, servicetest.Compensation(t, w.p, CommandFailBasket, m, ctx)),
+				EventBasketFailed, StatusFailed, basketAbortReason)
+			w.wantRows(t, b.ID, StatusFailed, basketAbortReason)
+		})
 		t.Run("reject", func(t *testing.T) {
 			w := newBasketWorld(t, open(t, Migrate))
 			b, m := w.create(t, w.alice, basketBody(basketLines()))
