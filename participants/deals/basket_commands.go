@@ -113,8 +113,11 @@ func (s *Service) handleRejectBasket(ctx context.Context, tx *sqlx.Tx, cmd sdk.C
 // and REJECT_BASKET: every draft, executed or rejected deal of the basket
 // becomes failed (one statement) with a reason for the client
 // (failBasketReason), and it answers BASKET_FAILED. Failed already: the
-// same answer (the reason stored first), nothing moves. Refused (permanent,
-// nothing moves) when it is not a compensation (compensates empty), like
+// same answer (the reason stored first), nothing moves; except that a
+// FAIL_BASKET carrying the context's abort sets the abort's reason (an
+// earlier compensation sent with a mapped payload could not see it).
+// Refused (permanent, nothing moves) when it is not a compensation
+// (compensates empty), like
 // FAIL_DEAL, and when the basket is not the command's (checkBasket).
 func (s *Service) handleFailBasket(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[basketCommand]) (sdk.Result, error) {
 	if cmd.Compensates == "" {
@@ -143,9 +146,13 @@ func (s *Service) handleFailBasket(ctx context.Context, tx *sqlx.Tx, cmd sdk.Com
 			// with the context (BASKET_REGISTERED's, the last of the
 			// undo), sets the client's reason right.
 			if cmd.Payload.Abort != nil && r != basketAbortReason {
+				now := s.now().UTC()
 				if _, err := s.sql.Exec(ctx, tx, `UPDATE deals SET reason = ?, updated_at = ? WHERE basket_id = ? AND status = ?`,
-					basketAbortReason, s.now().UTC(), b.ID, StatusFailed); err != nil {
+					basketAbortReason, now, b.ID, StatusFailed); err != nil {
 					return sdk.Result{}, fmt.Errorf("%s: basket %s: %w", cmd.Name, b.ID, err)
+				}
+				if _, err := s.sql.Exec(ctx, tx, `UPDATE baskets SET updated_at = ? WHERE id = ?`, now, b.ID); err != nil {
+					return sdk.Result{}, fmt.Errorf("%s: touch basket %s: %w", cmd.Name, b.ID, err)
 				}
 				reason = basketAbortReason
 			}
