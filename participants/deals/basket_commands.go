@@ -117,8 +117,8 @@ func (s *Service) handleRejectBasket(ctx context.Context, tx *sqlx.Tx, cmd sdk.C
 // FAIL_BASKET carrying the context's abort sets the abort's reason (an
 // earlier compensation sent with a mapped payload could not see it).
 // Refused (permanent, nothing moves) when it is not a compensation
-// (compensates empty), like
-// FAIL_DEAL, and when the basket is not the command's (checkBasket).
+// (compensates empty), like FAIL_DEAL, and when the basket is not the
+// command's (checkBasket).
 func (s *Service) handleFailBasket(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[basketCommand]) (sdk.Result, error) {
 	if cmd.Compensates == "" {
 		id := ""
