@@ -18,6 +18,7 @@ import (
 
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/internal/sqldb"
+	"github.com/portfolio-counselor/sagamachine/internal/stack"
 )
 
 // Infra is a private PostgreSQL server and Kafka broker (SASL/SCRAM and
@@ -92,14 +93,7 @@ func (in *Infra) Kafka() kafka.Config {
 // linkKafkaJars points RunDir/kafka/libs at make up's jars when those are
 // complete (scripts/up.sh then fetches nothing).
 func (in *Infra) linkKafkaJars() {
-	shared := os.Getenv("SAGA_RUN_DIR")
-	if shared == "" {
-		if os.Geteuid() == 0 || os.Getenv("HOME") == "" {
-			shared = "/var/tmp/saga-machine"
-		} else {
-			shared = filepath.Join(os.Getenv("HOME"), ".cache", "saga-machine")
-		}
-	}
+	shared := stack.RunDir()
 	libs := filepath.Join(shared, "kafka", "libs")
 	if _, err := os.Stat(filepath.Join(libs, ".complete")); err != nil || filepath.Clean(shared) == filepath.Clean(in.RunDir) {
 		return

@@ -22,6 +22,7 @@ import (
 	_ "github.com/lib/pq" // PostgreSQL driver for the admin connection
 
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
+	"github.com/portfolio-counselor/sagamachine/internal/stack"
 )
 
 // Defaults used by `make up`.
@@ -40,23 +41,12 @@ const (
 
 // KafkaTLSCAFile is the PEM file of the CA that signs the test broker's
 // TLS certificate: SAGA_TEST_KAFKA_TLS_CA, else where `make up` writes it
-// (scripts/devcert): $SAGA_RUN_DIR/kafka/tls/ca.pem, the run directory
-// being /var/tmp/saga-machine for root and ~/.cache/saga-machine for
-// others, as in scripts/lib.sh.
+// (scripts/devcert): kafka/tls/ca.pem in its run directory (stack.RunDir).
 func KafkaTLSCAFile() string {
 	if f := os.Getenv("SAGA_TEST_KAFKA_TLS_CA"); f != "" {
 		return f
 	}
-	dir := os.Getenv("SAGA_RUN_DIR")
-	if dir == "" {
-		home, _ := os.UserHomeDir()
-		if os.Geteuid() == 0 || home == "" {
-			dir = "/var/tmp/saga-machine"
-		} else {
-			dir = filepath.Join(home, ".cache", "saga-machine")
-		}
-	}
-	return filepath.Join(dir, "kafka", "tls", "ca.pem")
+	return filepath.Join(stack.RunDir(), "kafka", "tls", "ca.pem")
 }
 
 // KafkaTLS returns the test cluster's SASL_SSL listener
