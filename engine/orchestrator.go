@@ -194,6 +194,9 @@ type Orchestrator struct {
 	cob CompensationObserver // obs if it implements it, else NopObserver
 	iob IntakeObserver       // obs if it implements it, else NopObserver
 	rob RelayObserver        // obs if it implements it, else NopObserver
+	// purger is st if it can remove finished sagas (SagaPurger); New
+	// requires it when SagaRetention is set.
+	purger SagaPurger
 
 	wake relay.Signal // wakes the relay
 
@@ -217,20 +220,22 @@ func New(cfg Config, cat *Catalog, st Store, pub Publisher) (*Orchestrator, erro
 	if st == nil {
 		return nil, Errorf(CodeInvalid, "new orchestrator", "store is nil")
 	}
-	if _, ok := st.(SagaPurger); cfg.SagaRetention > 0 && !ok {
+	purger, _ := st.(SagaPurger)
+	if cfg.SagaRetention > 0 && purger == nil {
 		return nil, Errorf(CodeInvalid, "new orchestrator", "SagaRetention %v: the store (%T) cannot remove finished sagas (no PurgeFinished)", cfg.SagaRetention, st)
 	}
 	return &Orchestrator{
-		cfg:  cfg,
-		cat:  cat,
-		st:   st,
-		pub:  pub,
-		log:  cfg.Logger,
-		obs:  cfg.Observer,
-		cob:  hooks[CompensationObserver](cfg.Observer),
-		iob:  hooks[IntakeObserver](cfg.Observer),
-		rob:  hooks[RelayObserver](cfg.Observer),
-		wake: relay.NewSignal(),
+		cfg:    cfg,
+		cat:    cat,
+		st:     st,
+		pub:    pub,
+		log:    cfg.Logger,
+		obs:    cfg.Observer,
+		cob:    hooks[CompensationObserver](cfg.Observer),
+		iob:    hooks[IntakeObserver](cfg.Observer),
+		rob:    hooks[RelayObserver](cfg.Observer),
+		purger: purger,
+		wake:   relay.NewSignal(),
 	}, nil
 }
 
@@ -335,11 +340,7 @@ func (o *Orchestrator) PruneSagas(ctx context.Context) (int64, error) {
 	if o.cfg.SagaRetention <= 0 {
 		return 0, nil
 	}
-	sp, ok := o.st.(SagaPurger)
-	if !ok { // New refuses this
-		return 0, Errorf(CodeInvalid, "prune sagas", "the store cannot remove finished sagas")
-	}
-	n, err := sp.PurgeFinished(ctx, o.cfg.Clock().Add(-o.cfg.SagaRetention), 0)
+	n, err := o.purger.PurgeFinished(ctx, o.cfg.Clock().Add(-o.cfg.SagaRetention), 0)
 	if err != nil {
 		return n, fmt.Errorf("remove finished sagas older than %v: %w", o.cfg.SagaRetention, err)
 	}
