@@ -42,6 +42,7 @@ type KafkaFlags struct {
 	user, password, passwordFile, mechanism, id string
 	tls                                         bool
 	caFile                                      string
+	tlsEnvErr                                   error // SAGA_KAFKA_TLS is not a boolean
 }
 
 // RegisterKafkaFlags adds the Kafka flags to fs; env is like os.Getenv.
@@ -52,17 +53,25 @@ func RegisterKafkaFlags(fs *flag.FlagSet, env func(string) string) *KafkaFlags {
 	fs.StringVar(&k.passwordFile, "kafka-password-file", env(EnvKafkaPasswordFile), "file holding the Kafka SASL password (env "+EnvKafkaPasswordFile+")")
 	fs.StringVar(&k.mechanism, "kafka-sasl-mechanism", env(EnvKafkaMechanism), "SASL mechanism: SCRAM-SHA-512 (default), SCRAM-SHA-256 or PLAIN (env "+EnvKafkaMechanism+")")
 	fs.StringVar(&k.id, "kafka-instance-id", env(EnvKafkaInstanceID), "static consumer group member id, stable per replica and unique among them (e.g. the pod name): a restarted process gets its partitions back at once (env "+EnvKafkaInstanceID+"; empty: dynamic membership)")
-	fs.BoolVar(&k.tls, "kafka-tls", envBool(env(EnvKafkaTLS)), "connect to the brokers over TLS (a SASL_SSL listener), verifying their certificates with the system's CAs or --kafka-tls-ca-file (env "+EnvKafkaTLS+"=true)")
+	tlsDefault, tlsEnvErr := envBool(EnvKafkaTLS, env(EnvKafkaTLS))
+	k.tlsEnvErr = tlsEnvErr
+	fs.BoolVar(&k.tls, "kafka-tls", tlsDefault, "connect to the brokers over TLS (a SASL_SSL listener), verifying their certificates with the system's CAs or --kafka-tls-ca-file (env "+EnvKafkaTLS+"=true)")
 	fs.StringVar(&k.caFile, "kafka-tls-ca-file", env(EnvKafkaTLSCAFile), "PEM file of the CA certificate(s) that sign the brokers' certificates; implies --kafka-tls (env "+EnvKafkaTLSCAFile+")")
 	return k
 }
 
-// envBool reads a boolean environment value: 1, t, true (any case) and
-// the like are true; empty or anything strconv.ParseBool refuses is false
-// (TLS refuses the latter).
-func envBool(v string) bool {
-	b, err := strconv.ParseBool(strings.TrimSpace(v))
-	return err == nil && b
+// envBool reads the boolean environment value v of name: 1, t, true (any
+// case) and the like are true, empty is false, and anything
+// strconv.ParseBool refuses is an error (TLS reports it).
+func envBool(name, v string) (bool, error) {
+	if v = strings.TrimSpace(v); v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("%s=%q: want true or false", name, v)
+	}
+	return b, nil
 }
 
 // TLS resolves the transport settings: nil (plaintext) unless --kafka-tls
@@ -72,10 +81,8 @@ func envBool(v string) bool {
 // system's. A CA file that cannot be read or holds no certificate, and a
 // SAGA_KAFKA_TLS that is not a boolean, are refused.
 func (k *KafkaFlags) TLS() (*tls.Config, error) {
-	if v := strings.TrimSpace(k.env(EnvKafkaTLS)); v != "" {
-		if _, err := strconv.ParseBool(v); err != nil {
-			return nil, fmt.Errorf("%s=%q: want true or false", EnvKafkaTLS, v)
-		}
+	if k.tlsEnvErr != nil {
+		return nil, k.tlsEnvErr
 	}
 	if k.caFile == "" {
 		if !k.tls {
