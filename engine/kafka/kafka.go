@@ -3,9 +3,11 @@ package kafka
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -328,6 +330,23 @@ func (cfg Config) clientOpts() []kgo.Opt {
 		opts = append(opts, kgo.DialTLSConfig(cfg.TLS.Clone()))
 	}
 	return opts
+}
+
+// TLSWithCAFile is a Config.TLS that verifies the brokers, with TLS 1.2 or
+// later, against the CA certificates in the PEM file at path (all of
+// them: a rotation may list the old and the new CA). A file that cannot
+// be read (the error wraps the read's *fs.PathError) or that holds no
+// certificate is an error.
+func TLSWithCAFile(path string) (*tls.Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read the Kafka TLS CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("the Kafka TLS CA file %s holds no PEM certificate", path)
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}, nil
 }
 
 // kgoLogger passes franz-go's warnings and errors to slog.

@@ -2,7 +2,6 @@ package program
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -90,15 +89,7 @@ func (k *KafkaFlags) TLS() (*tls.Config, error) {
 		}
 		return &tls.Config{MinVersion: tls.VersionTLS12}, nil
 	}
-	b, err := os.ReadFile(k.caFile)
-	if err != nil {
-		return nil, fmt.Errorf("read the Kafka TLS CA file: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("the Kafka TLS CA file %s holds no PEM certificate", k.caFile)
-	}
-	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}, nil
+	return kafka.TLSWithCAFile(k.caFile)
 }
 
 // SASL resolves the authentication settings: the password comes from

@@ -2,11 +2,10 @@ package testenv
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/url"
@@ -57,16 +56,15 @@ func KafkaTLSCAFile() string {
 func KafkaTLS(tb testing.TB) kafka.Config {
 	tb.Helper()
 	brokers := dialBrokers(tb, "SAGA_TEST_KAFKA_TLS_BROKERS", DefaultKafkaTLSBrokers, "the TLS listener of Apache Kafka")
-	ca := KafkaTLSCAFile()
-	pem, err := os.ReadFile(ca)
-	if err != nil {
+	tlsCfg, err := kafka.TLSWithCAFile(KafkaTLSCAFile())
+	var unread *fs.PathError
+	if errors.As(err, &unread) {
 		Missing(tb, "the test CA of Kafka's TLS listener", err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		tb.Fatalf("the test CA file %s holds no PEM certificate", ca)
+	if err != nil {
+		tb.Fatal(err) // a CA file without a certificate
 	}
-	return kafka.Config{Brokers: brokers, SASL: KafkaAdmin(), TLS: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}}
+	return kafka.Config{Brokers: brokers, SASL: KafkaAdmin(), TLS: tlsCfg}
 }
 
 // InCI reports whether the tests run under CI (CI=true), where a missing
