@@ -2,10 +2,11 @@
 // notification as separate processes on a private PostgreSQL and Apache
 // Kafka (SASL/SCRAM, ACLs) that it starts itself with scripts/up.sh on
 // ports of its own, never make up's. It offers MANUAL_CREATE_ORDER sagas at
-// a steady rate from many funded users while it kill -9s the processes at
-// random moments and restarts them, restarts the broker and PostgreSQL
-// once each, and pauses a profile replica (SIGSTOP) past the consumer
-// session timeout. Then it waits until the system is at rest, checks it
+// a steady rate from many funded users (an operator aborts some of their
+// sagas and the clients cancel some deals, racing them) while it kill -9s
+// the processes at random moments and restarts them, restarts the broker
+// and PostgreSQL once each, and pauses a profile replica (SIGSTOP) past
+// the consumer session timeout. Then it waits until the system is at rest, checks it
 // from the four databases and prints a report: sagas, faults by kind,
 // lost and doubled effects, recovery time after each fault (p50/p99) and
 // the throughput per 5 s. It exits 1 when the run found something wrong,
@@ -14,7 +15,7 @@
 //	chaos                       the long run: 10,000 sagas at 40/s, a kill about every 10 s (make chaos)
 //	chaos -short                the short run (make chaos-short; make test runs it as internal/chaos's
 //	                            TestChaosShort): 1,000 sagas at 8/s, each kind of fault once
-//	chaos -sagas N -rate R -users U -kill-every D -seed S -keep -v
+//	chaos -sagas N -rate R -users U -kill-every D -aborts P -cancels P -seed S -keep -v
 //
 // Run it from the repository (it runs scripts/up.sh and builds the
 // services with go build); -keep keeps the work directory (the services'

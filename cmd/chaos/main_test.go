@@ -21,6 +21,8 @@ func TestRunRefuses(t *testing.T) {
 		{"bad number", []string{"-sagas", "many"}, "invalid value"},
 		{"traffic shorter than warm-up and tail", []string{"-sagas", "10", "-rate", "10"}, "shorter than Warmup + Tail"},
 		{"pause too short to move partitions", []string{"-pause", "500ms"}, "past the session timeout"},
+		{"aborts and cancels over 100 per cent", []string{"-aborts", "70", "-cancels", "40"}, "more than 100 per cent"},
+		{"aborts not a number", []string{"-aborts", "some"}, "invalid value"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

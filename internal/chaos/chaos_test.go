@@ -287,6 +287,8 @@ func TestValidate(t *testing.T) {
 		{"pause too short", func(c *Config) { c.Pause = time.Second }, "Pause"},
 		{"unknown pause service", func(c *Config) { c.PauseService = "kafka" }, "PauseService"},
 		{"traffic shorter than warm-up and tail", func(c *Config) { c.Sagas, c.Rate = 10, 10 }, "shorter than Warmup + Tail"},
+		{"aborts and cancels over 100 per cent", func(c *Config) { c.Aborts, c.Cancels = 60, 41 }, "more than 100 per cent"},
+		{"all aborted", func(c *Config) { c.Aborts, c.Cancels = 100, -1 }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -311,8 +313,11 @@ func TestWithDefaults(t *testing.T) {
 	if c.Pause <= c.MinGap || c.PauseService != procstack.Profile || c.DownMax < c.DownMin {
 		t.Errorf("defaults %+v: want a pause longer than the gap on profile, DownMin ≤ DownMax", c)
 	}
-	kept := Config{Seed: 9, Sagas: 5, Rate: 1, DepositEvery: -1}.withDefaults()
-	if kept.Seed != 9 || kept.Sagas != 5 || kept.Rate != 1 || kept.DepositEvery != -1 {
+	if c.Aborts != 3 || c.Cancels != 3 || c.ActWithin != time.Second {
+		t.Errorf("aborts %d%%, cancels %d%% within %s: want 3, 3, 1s", c.Aborts, c.Cancels, c.ActWithin)
+	}
+	kept := Config{Seed: 9, Sagas: 5, Rate: 1, DepositEvery: -1, Aborts: -1, Cancels: 7}.withDefaults()
+	if kept.Seed != 9 || kept.Sagas != 5 || kept.Rate != 1 || kept.DepositEvery != -1 || kept.Aborts != -1 || kept.Cancels != 7 {
 		t.Errorf("withDefaults changed set fields: %+v", kept)
 	}
 }
@@ -345,13 +350,26 @@ func TestMakeOffer(t *testing.T) {
 	kinds := map[string]int{}
 	for n := range 500 {
 		o := l.makeOffer(n)
-		if again := l.makeOffer(n); again.deal != o.deal || again.user != o.user || again.key != o.key {
+		if again := l.makeOffer(n); again.deal != o.deal || again.user != o.user || again.key != o.key || again.act != o.act || again.actIn != o.actIn {
 			t.Fatalf("offer %d: %+v then %+v", n, o, again)
 		}
 		if keys[o.key] {
 			t.Fatalf("offer %d reuses Idempotency-Key %s", n, o.key)
 		}
 		keys[o.key] = true
+		if o.actIn < 0 || o.actIn > cfg.ActWithin || (o.act == "" && o.actIn != 0) {
+			t.Errorf("offer %d: %q after %s, want within %s, and no delay without an act", n, o.act, o.actIn, cfg.ActWithin)
+		}
+		buyOnly := o.user == "u0" // the first fifth of 5 users
+		if o.act != "" {
+			kinds[o.act]++
+			if o.actIn == 0 {
+				kinds[o.act+" at once"]++
+			}
+		}
+		if buyOnly != (o.act != "") || (buyOnly && o.deal.Side != "buy") {
+			t.Errorf("offer %d: %s %s by %s: want every abort or cancel a buy of u0, and u0's deals all aborted or cancelled", n, o.act, o.deal.Side, o.user)
+		}
 		switch {
 		case o.deal.Quantity == "1000":
 			kinds["unaffordable"]++
@@ -359,10 +377,68 @@ func TestMakeOffer(t *testing.T) {
 			kinds[o.deal.Side]++
 		}
 	}
-	for _, k := range []string{"buy", "sell", "unaffordable"} {
+	for _, k := range []string{"buy", "sell", "unaffordable", actAbort, actCancel, actAbort + " at once", actCancel + " at once"} {
 		if kinds[k] == 0 {
 			t.Errorf("no %s among 500 offers (%v)", k, kinds)
 		}
+	}
+	// Config.Aborts and Cancels negative: nothing is aborted or cancelled.
+	l.cfg.Aborts, l.cfg.Cancels = -1, -1
+	users := map[string]bool{}
+	for n := range 500 {
+		o := l.makeOffer(n)
+		if o.act != "" {
+			t.Fatalf("offer %d: %s with Aborts and Cancels -1", n, o.act)
+		}
+		users[o.user] = true
+	}
+	if len(users) != cfg.Users {
+		t.Errorf("without aborts and cancels, offers from %d users, want all %d", len(users), cfg.Users)
+	}
+}
+
+// TestJudgeActs: an abort answered 200 must leave its deal failed and a
+// cancel answered 202 cancelled; 409 is too late and judged by nothing
+// else; a refusal or no answer is a problem; offers without an act or
+// never accepted are not counted.
+func TestJudgeActs(t *testing.T) {
+	offers := []*offer{
+		{id: "d1", act: actAbort, actStatus: 200, actAttempts: 1},
+		{id: "d2", act: actAbort, actStatus: 409, actAttempts: 2},
+		{id: "d3", act: actCancel, actStatus: 202, actAttempts: 1},
+		{id: "d4", act: actCancel, actStatus: 409, actAttempts: 1},
+		{id: "d5"},                      // no act
+		{act: actAbort, refused: "400"}, // never accepted
+	}
+	status := map[string]string{"d1": "failed", "d2": "executed", "d3": "cancelled", "d4": "rejected", "d5": "executed"}
+	r := &Report{}
+	r.judgeActs(offers, status)
+	if want := (Acts{Sent: 2, Done: 1, TooLate: 1, Attempts: 3}); r.Aborts != want {
+		t.Errorf("aborts %+v, want %+v", r.Aborts, want)
+	}
+	if want := (Acts{Sent: 2, Done: 1, TooLate: 1, Attempts: 2}); r.Cancels != want {
+		t.Errorf("cancels %+v, want %+v", r.Cancels, want)
+	}
+	if len(r.Problems) != 0 {
+		t.Errorf("problems %q, want none", r.Problems)
+	}
+
+	// The same acts answered done, but the deals settled anyway: broken.
+	status["d1"], status["d3"] = "executed", "failed"
+	offers = append(offers,
+		&offer{id: "d6", act: actCancel, actRefused: "404 not found", actAttempts: 1},
+		&offer{id: "d7", act: actAbort, actGaveUp: "connection refused", actAttempts: 9})
+	r = &Report{}
+	r.judgeActs(offers, status)
+	for _, want := range []string{`deal d1: its abort was answered 200, but the deal is "executed", want failed`,
+		`deal d3: its cancel was answered 202, but the deal is "failed", want cancelled`,
+		"cancel of deal d6 refused: 404 not found", "abort of deal d7 not answered after 9 attempts"} {
+		if !strings.Contains(strings.Join(r.Problems, "\n"), want) {
+			t.Errorf("problems %q lack %q", r.Problems, want)
+		}
+	}
+	if r.Err() == nil || r.Aborts.GaveUp != 1 || r.Cancels.Refused != 1 {
+		t.Errorf("Err() = %v, aborts %+v, cancels %+v: want an error, one abort given up, one cancel refused", r.Err(), r.Aborts, r.Cancels)
 	}
 }
 

@@ -7,8 +7,14 @@
 //
 // Run offers MANUAL_CREATE_ORDER sagas (POST /deals with an
 // Idempotency-Key, retried with the same key until accepted) at a steady
-// rate from many funded users, an open loop, and meanwhile injects the
-// faults of a seeded plan:
+// rate from many funded users, an open loop. Some of the accepted deals (3
+// per cent each by default) are aborted by an operator (POST
+// /api/v1/sagas/{id}/abort) or cancelled by their client (POST
+// /deals/{id}/cancel), at once or within a second, racing the saga and the
+// faults; those are buys of a fifth of the users who only buy, because a
+// reversal that would take cash or a position below zero (a sell's
+// proceeds spent since) waits for an operator by design. Meanwhile Run
+// injects the faults of a seeded plan:
 //
 //   - kill -9 of saga-machine and of each participant at random moments,
 //     each restarted after a random moment down (KindKill);
@@ -23,7 +29,8 @@
 // would) and the report lists such exits as problems. When the traffic
 // and the faults are over, Run waits until the system is at rest and reads
 // the four databases (procstack.Stack.Check and its own queries): every
-// deal and saga final; each portfolio's cash equal to its deposits minus
+// deal and saga final, a deal whose abort was answered 200 failed and one
+// whose cancel was answered 202 cancelled; each portfolio's cash equal to its deposits minus
 // its executed buys plus its executed sells (an approved buy moved cash
 // exactly once, a compensated one was reverted); exactly one notification
 // per deal with its outcome; no dead letter (the scenario sends nothing

@@ -27,14 +27,32 @@ type offer struct {
 	deal      procstack.Deal
 	scheduled time.Time // when the open loop offered it
 
+	// act is what is done to the deal once accepted ("", actAbort or
+	// actCancel), actIn after its acceptance.
+	act   string
+	actIn time.Duration
+
 	// Outcome, set by post.
 	accepted time.Time // 201 received
 	id       string    // the deal's id
+	sagaID   string    // its saga's id
 	attempts int
 	replayed bool   // a retry was answered from the first request
 	refused  string // a 4xx that no retry can change
 	gaveUp   string // the last error when the retries ran out
+
+	// Outcome of act, set by post once accepted.
+	actStatus   int    // 200 or 202 (done), 409 (too late)
+	actAttempts int    // requests sent
+	actRefused  string // another answer, which no retry can change
+	actGaveUp   string // the last error when the retries ran out
 }
+
+// What the generator does to some accepted deals (offer.act).
+const (
+	actAbort  = "abort"  // an operator aborts its saga
+	actCancel = "cancel" // its client cancels it
+)
 
 // deposit is one funding operation: a deposit with its own
 // Idempotency-Key, retried with that key until profile accepted it.
@@ -100,20 +118,59 @@ func (l *load) setupUsers(ctx context.Context, runID string) error {
 
 // makeOffer is offer n of the run, the same for the same seed: mostly
 // small buys, some sells (rejected when the user holds too little) and
-// some buys far above any funding (rejected).
+// some buys far above any funding (rejected); Config.Aborts and
+// Config.Cancels per cent of them are aborted or cancelled once accepted.
+//
+// Those go to the first actUsers users, who only buy. A reversal that
+// would take a portfolio's cash or a position below zero (a sell's
+// proceeds spent since, a buy's instruments sold since) is refused by
+// design and waits for an operator (docs/services.md): it is not a fault
+// of the system, and a run that made it would stop at a saga no one
+// settles. A buy-only portfolio's reversals always fit: its positions
+// only grow, and a buy's reversal gives cash back.
 func (l *load) makeOffer(n int) *offer {
 	rng := rand.New(rand.NewPCG(l.cfg.Seed, uint64(n)))
-	u := l.users[rng.IntN(len(l.users))]
+	k := l.actUsers()
+	aborts, cancels := max(l.cfg.Aborts, 0), max(l.cfg.Cancels, 0)
+	var act string
+	if k > 0 {
+		switch p := rng.IntN(100); {
+		case p < aborts:
+			act = actAbort
+		case p < aborts+cancels:
+			act = actCancel
+		}
+	}
+	u := l.users[k+rng.IntN(len(l.users)-k)]
+	if act != "" {
+		u = l.users[rng.IntN(k)]
+	}
 	d := procstack.Deal{PortfolioID: u.portfolio, Side: "buy", Currency: "USD",
 		Instrument: instruments[rng.IntN(len(instruments))],
 		Quantity:   fmt.Sprint(1 + rng.IntN(3)), Price: fmt.Sprintf("%d.%02d", 1+rng.IntN(20), rng.IntN(100))}
 	switch p := rng.IntN(100); {
 	case p < 10:
 		d.Quantity, d.Price = "1000", "100.00" // 100,000 USD: more than any user has
-	case p < 25:
+	case p < 25 && act == "":
 		d.Side, d.Quantity = "sell", fmt.Sprint(1+rng.IntN(2))
 	}
-	return &offer{n: n, key: fmt.Sprintf("chaos-%d-%s", n, l.cfg.runID), user: u.name, deal: d}
+	o := &offer{n: n, key: fmt.Sprintf("chaos-%d-%s", n, l.cfg.runID), user: u.name, deal: d, act: act}
+	if act != "" && rng.IntN(2) == 1 {
+		// Half at once (the saga has barely started), half at a random
+		// moment (it may be waiting anywhere, or done).
+		o.actIn = time.Duration(1 + rng.Int64N(int64(l.cfg.ActWithin)))
+	}
+	return o
+}
+
+// actUsers is how many users (the first ones) get the deals that are
+// aborted or cancelled, and only those: a fifth of them, at least one;
+// none when there are no aborts and cancels or fewer than two users.
+func (l *load) actUsers() int {
+	if max(l.cfg.Aborts, 0)+max(l.cfg.Cancels, 0) == 0 || len(l.users) < 2 {
+		return 0
+	}
+	return max(1, len(l.users)/5)
 }
 
 // run offers cfg.Sagas deals at cfg.Rate a second from start, and a top-up
@@ -197,12 +254,15 @@ func (l *load) post(ctx context.Context, o *offer) {
 	for {
 		o.attempts++
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		id, replayed, err := l.s.PostDealKey(pctx, replicas[rng.IntN(len(replicas))], o.user, o.key, o.deal)
+		id, sagaID, replayed, err := l.s.PostDealKey(pctx, replicas[rng.IntN(len(replicas))], o.user, o.key, o.deal)
 		cancel()
 		if err == nil {
 			l.mu.Lock()
-			o.id, o.replayed, o.accepted = id, replayed, time.Now()
+			o.id, o.sagaID, o.replayed, o.accepted = id, sagaID, replayed, time.Now()
 			l.mu.Unlock()
+			if o.act != "" {
+				l.actOn(ctx, o, rng)
+			}
 			return
 		}
 		again, why := retryable(err)
@@ -221,6 +281,69 @@ func (l *load) post(ctx context.Context, o *offer) {
 		select {
 		case <-ctx.Done():
 		case <-time.After(backoff(o.attempts, rng)):
+		}
+	}
+}
+
+// actOn aborts o's saga or cancels o's deal (o.act), o.actIn after its
+// acceptance, through a random replica, until it is answered 200, 202 or
+// 409, refused otherwise, or cfg.RetryFor has passed. An abort of a saga
+// saga-machine does not know yet (404) is tried again every 20 ms for its
+// first 50 attempts, then with the usual backoff.
+func (l *load) actOn(ctx context.Context, o *offer, rng *rand.Rand) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(o.actIn):
+	}
+	deadline := time.Now().Add(l.cfg.RetryFor)
+	for attempt := 1; ; attempt++ {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		var status int
+		var err error
+		if o.act == actAbort {
+			replicas := l.s.SagaMachine.Replicas
+			status, err = l.s.AbortSaga(pctx, replicas[rng.IntN(len(replicas))], o.sagaID, "chaos: the client called the desk")
+		} else {
+			replicas := l.s.Deals.Replicas
+			status, err = l.s.CancelDeal(pctx, replicas[rng.IntN(len(replicas))], o.user, o.id)
+		}
+		cancel()
+		again, why := true, ""
+		if err != nil {
+			again, why = retryable(err)
+		}
+		// deals answers the deal before saga-machine has read its saga's
+		// start from Kafka: until then the saga is not found. An operator
+		// aborts a saga she sees, so the abort waits for it (and gives up,
+		// a problem, if it never appears).
+		var se *procstack.StatusError
+		notYet := o.act == actAbort && errors.As(err, &se) && se.Status == http.StatusNotFound
+		if notYet {
+			again = true
+		}
+		l.mu.Lock()
+		o.actAttempts = attempt
+		switch {
+		case err == nil:
+			o.actStatus = status
+		case !again:
+			o.actRefused = why
+		case time.Now().After(deadline) || ctx.Err() != nil:
+			o.actGaveUp = why
+		}
+		done := err == nil || o.actRefused != "" || o.actGaveUp != ""
+		l.mu.Unlock()
+		if done {
+			return
+		}
+		wait := backoff(attempt, rng)
+		if notYet && attempt <= 50 {
+			wait = 20 * time.Millisecond // the first second; then as any retry
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
@@ -61,6 +62,9 @@ type Report struct {
 	Behind time.Duration
 	// Deposits offered, accepted, given up.
 	Deposits, DepositsAccepted, DepositsGaveUp int
+	// Aborts and Cancels are the operators' aborts and the clients'
+	// cancels of accepted deals (Config.Aborts, Config.Cancels) by outcome.
+	Aborts, Cancels Acts
 
 	// Check is what procstack.Stack.Check found in the four databases.
 	Check procstack.Report
@@ -114,6 +118,20 @@ func (r *Report) Err() error {
 	return errors.New("chaos: " + strings.Join(all, "\n"))
 }
 
+// Acts counts the aborts or the cancels of a run: Sent (to accepted
+// deals), Done (200, 202: each such deal must end failed or cancelled),
+// TooLate (409: the saga or the deal was settled first), Refused (another
+// answer) and GaveUp (unanswered after Config.RetryFor); Attempts is every
+// request sent.
+type Acts struct {
+	Sent, Done, TooLate, Refused, GaveUp, Attempts int
+}
+
+func (a Acts) String() string {
+	return fmt.Sprintf("%d sent (%d requests): %d done, %d too late (409), %d refused, %d given up",
+		a.Sent, a.Attempts, a.Done, a.TooLate, a.Refused, a.GaveUp)
+}
+
 func (r *Report) problem(format string, args ...any) {
 	r.Problems = append(r.Problems, fmt.Sprintf(format, args...))
 }
@@ -162,6 +180,9 @@ func (r *Report) collect(ctx context.Context, s *procstack.Stack, l *load, inj *
 	}
 	if r.Refused > 5 || r.GaveUp > 5 {
 		r.problem("%d deals refused, %d not accepted in all", r.Refused, r.GaveUp)
+	}
+	if err := r.collectActs(ctx, s, l); err != nil {
+		return err
 	}
 
 	// One deal per Idempotency-Key, the one deals answered with.
@@ -379,6 +400,67 @@ func (r *Report) recoveries() []recoveryGroup {
 	return append(out, all)
 }
 
+// collectActs counts the aborts and cancels and checks, from deals'
+// database, that each deal whose abort was answered 200 ended failed and
+// each whose cancel was answered 202 ended cancelled.
+func (r *Report) collectActs(ctx context.Context, s *procstack.Stack, l *load) error {
+	var rows []struct {
+		ID     string `db:"id"`
+		Status string `db:"status"`
+	}
+	if err := s.DB(procstack.Deals).SelectContext(ctx, &rows, `SELECT id, status FROM deals WHERE idempotency_key LIKE 'chaos-%'`); err != nil {
+		return fmt.Errorf("chaos: read the deals' statuses: %w", err)
+	}
+	status := make(map[string]string, len(rows))
+	for _, row := range rows {
+		status[row.ID] = row.Status
+	}
+	r.judgeActs(l.offers, status)
+	return nil
+}
+
+// judgeActs counts the aborts and cancels of offers into r, and lists as
+// problems those refused or never answered, and those done whose deal's
+// status (by deal id) is not failed (abort) or cancelled (cancel).
+func (r *Report) judgeActs(offers []*offer, status map[string]string) {
+	listed := 0
+	for _, o := range offers {
+		if o.act == "" || o.id == "" {
+			continue
+		}
+		a, want, done := &r.Aborts, "failed", http.StatusOK
+		if o.act == actCancel {
+			a, want, done = &r.Cancels, "cancelled", http.StatusAccepted
+		}
+		a.Sent++
+		a.Attempts += o.actAttempts
+		switch {
+		case o.actStatus == done:
+			a.Done++
+			if got := status[o.id]; got != want {
+				if listed++; listed <= 5 {
+					r.problem("deal %s: its %s was answered %d, but the deal is %q, want %s", o.id, o.act, done, got, want)
+				}
+			}
+		case o.actStatus == http.StatusConflict:
+			a.TooLate++
+		case o.actRefused != "":
+			a.Refused++
+			if listed++; listed <= 5 {
+				r.problem("%s of deal %s refused: %s", o.act, o.id, o.actRefused)
+			}
+		default:
+			a.GaveUp++
+			if listed++; listed <= 5 {
+				r.problem("%s of deal %s not answered after %d attempts over %s: %s", o.act, o.id, o.actAttempts, r.Config.RetryFor, o.actGaveUp)
+			}
+		}
+	}
+	if listed > 5 {
+		r.problem("%d aborts or cancels went wrong in all", listed)
+	}
+}
+
 // Format writes the report as text.
 func (r *Report) Format(w io.Writer) {
 	c := r.Config
@@ -396,6 +478,7 @@ func (r *Report) Format(w io.Writer) {
 	fmt.Fprintf(w, "deals: %d accepted (%d POST /deals sent; %d answered from an earlier attempt by Idempotency-Key), %d refused, %d given up\n",
 		r.Accepted, r.Attempts, r.Replayed, r.Refused, r.GaveUp)
 	fmt.Fprintf(w, "deposits: %d offered, %d accepted, %d given up\n", r.Deposits, r.DepositsAccepted, r.DepositsGaveUp)
+	fmt.Fprintf(w, "operator aborts: %s; client cancels: %s\n", r.Aborts, r.Cancels)
 	fmt.Fprintf(w, "sagas: %s; deals %s; profile decisions %s, reversals %s (failed after approval %d)\n",
 		counts(r.Check.Sagas), counts(r.Check.Deals), counts(r.Check.Decisions), counts(r.Check.Reversals), r.Check.FailedAfterApproval)
 	fmt.Fprintf(w, "  saga duration (created → final): p50 %s, p99 %s, max %s\n", ms(r.LatencyP50), ms(r.LatencyP99), ms(r.LatencyMax))

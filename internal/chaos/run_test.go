@@ -66,6 +66,17 @@ func TestChaosShort(t *testing.T) {
 	if rep.Lost != 0 || rep.Doubled != 0 {
 		t.Errorf("lost %d, doubled %d; want 0 and 0", rep.Lost, rep.Doubled)
 	}
+	// Aborts and cancels (3 % each of 1,000 deals): each answered done or
+	// too late; a done one's deal failed or cancelled (Err lists it
+	// otherwise).
+	for _, a := range []struct {
+		what string
+		acts Acts
+	}{{"operator aborts", rep.Aborts}, {"client cancels", rep.Cancels}} {
+		if a.acts.Sent == 0 || a.acts.Done+a.acts.TooLate != a.acts.Sent {
+			t.Errorf("%s: %s; want some, each done or too late", a.what, a.acts)
+		}
+	}
 	if rep.Offered != cfg.Sagas || rep.Accepted != cfg.Sagas {
 		t.Errorf("%d deals offered, %d accepted; want %d and %d", rep.Offered, rep.Accepted, cfg.Sagas, cfg.Sagas)
 	}

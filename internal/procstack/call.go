@@ -173,23 +173,56 @@ type Deal struct {
 
 // PostDealKey is PostDeal through deals replica r with Idempotency-Key
 // key: a retry with the same key registers (and starts) one deal. It
-// returns the deal id and whether deals answered from an earlier request
-// with that key; another status than 201 is a *StatusError.
-func (s *Stack) PostDealKey(ctx context.Context, r *Replica, user, key string, d Deal) (id string, replayed bool, err error) {
+// returns the deal's id and its saga's id, and whether deals answered from
+// an earlier request with that key; another status than 201 is a
+// *StatusError.
+func (s *Stack) PostDealKey(ctx context.Context, r *Replica, user, key string, d Deal) (id, sagaID string, replayed bool, err error) {
 	status, h, b, err := r.Call(ctx, http.MethodPost, "/deals", Caller{User: user}, d, http.Header{"Idempotency-Key": {key}})
 	if err != nil {
-		return "", false, err
+		return "", "", false, err
 	}
 	if status != http.StatusCreated {
-		return "", false, &StatusError{Status: status, Body: string(b), What: "POST /deals through " + r.Name()}
+		return "", "", false, &StatusError{Status: status, Body: string(b), What: "POST /deals through " + r.Name()}
 	}
 	var out struct {
-		ID string `json:"id"`
+		ID     string `json:"id"`
+		SagaID string `json:"saga_id"`
 	}
-	if err := json.Unmarshal(b, &out); err != nil || out.ID == "" {
-		return "", false, fmt.Errorf("procstack: decode the answer to POST /deals through %s (%s): %w", r.Name(), b, err)
+	if err := json.Unmarshal(b, &out); err != nil || out.ID == "" || out.SagaID == "" {
+		return "", "", false, fmt.Errorf("procstack: decode the answer to POST /deals through %s (%s): %w", r.Name(), b, err)
 	}
-	return out.ID, h.Get("Idempotent-Replayed") == "true", nil
+	return out.ID, out.SagaID, h.Get("Idempotent-Replayed") == "true", nil
+}
+
+// CancelDeal has user, the deal's owner, cancel deal id through deals
+// replica r (POST /deals/{id}/cancel). It returns the status when it is
+// 202 (accepted, or accepted before) or 409 (too late: the deal is
+// settled); another status is a *StatusError.
+func (s *Stack) CancelDeal(ctx context.Context, r *Replica, user, id string) (int, error) {
+	status, _, b, err := r.Call(ctx, http.MethodPost, "/deals/"+id+"/cancel", Caller{User: user}, nil, nil)
+	if err != nil {
+		return 0, err
+	}
+	if status != http.StatusAccepted && status != http.StatusConflict {
+		return 0, &StatusError{Status: status, Body: string(b), What: "cancel deal " + id + " through " + r.Name()}
+	}
+	return status, nil
+}
+
+// AbortSaga has an operator abort saga sagaID through saga-machine
+// replica r (POST /api/v1/sagas/{id}/abort; the stack's saga-machine runs
+// without API authentication, on loopback). It returns the status when it
+// is 200 (aborted) or 409 (too late: the saga finished, or is already
+// being compensated); another status is a *StatusError.
+func (s *Stack) AbortSaga(ctx context.Context, r *Replica, sagaID, reason string) (int, error) {
+	status, _, b, err := r.Call(ctx, http.MethodPost, "/api/v1/sagas/"+sagaID+"/abort", Caller{}, map[string]string{"reason": reason}, nil)
+	if err != nil {
+		return 0, err
+	}
+	if status != http.StatusOK && status != http.StatusConflict {
+		return 0, &StatusError{Status: status, Body: string(b), What: "abort saga " + sagaID + " through " + r.Name()}
+	}
+	return status, nil
 }
 
 // PostDeal registers a deal as user through deals' HTTP API (POST /deals),

@@ -342,7 +342,7 @@ func (s *Stack) Check(ctx context.Context) (Report, error) {
 		wantSaga := "completed"
 		switch d.Status {
 		case "executed", "rejected":
-		case "failed":
+		case "failed", "cancelled":
 			wantSaga = "failed"
 		default:
 			if limit(BrokenNotFinal) {

@@ -36,7 +36,7 @@
 //     principal): one paused past the session timeout loses its partitions
 //     to the others. The services run with --dev-header on loopback: a test
 //     calls them as any user with any role (Service.Call, Replica.Call,
-//     OpenPortfolio, Deposit, PostDeal, PostDealKey).
+//     OpenPortfolio, Deposit, PostDeal, PostDealKey, CancelDeal, AbortSaga).
 //
 // After the faults, Stack.WaitQuiescent waits (bounded) until every saga is
 // at rest, every outbox is empty and every consumer group has consumed its
@@ -44,7 +44,9 @@
 // invariant of MANUAL_CREATE_ORDER: a deal executed exactly when its cash
 // moved (each portfolio's cash = deposits − executed buys + executed sells,
 // positions likewise), every deal final, one notification per deal outcome,
-// every saga terminal and agreeing with its deal, no dead letter anywhere;
+// every saga terminal and agreeing with its deal (completed for an
+// executed or rejected deal, failed for a failed or cancelled one), no dead
+// letter anywhere;
 // Report.Broken counts what it found by kind.
 //
 // Under CI=true a missing PostgreSQL or Kafka fails the test (testenv); a
