@@ -31,6 +31,7 @@
 //	--kafka-instance-id ID     SAGA_KAFKA_INSTANCE_ID     static group membership (stable per replica)
 //	--kafka-tls                SAGA_KAFKA_TLS             connect over TLS (SASL_SSL listener), system CAs
 //	--saga-retention D         SAGA_SAGA_RETENTION        keep finished sagas for D, then remove them (0: forever)
+//	--metrics-token-file F     SAGA_METRICS_TOKEN_FILE    GET /metrics needs Authorization: Bearer <F's token> (none: open)
 //	--kafka-tls-ca-file F      SAGA_KAFKA_TLS_CA_FILE     CA(s) of the brokers' certificates (implies --kafka-tls)
 //	--issuer URL               OIDC_ISSUER                OIDC issuer of the API's bearer tokens (Keycloak realm URL)
 //	--audience ID              OIDC_AUDIENCE              expected aud: saga-machine's client id

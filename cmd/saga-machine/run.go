@@ -75,6 +75,9 @@ type config struct {
 	// ("" : the console does not sign in).
 	consoleClient string
 	tracing       *tracing.Config // --otlp-endpoint (tracing.go)
+	// metrics puts /metrics behind --metrics-token-file's token (or
+	// leaves it open).
+	metrics func(http.Handler) http.Handler
 }
 
 // problemsError reports invalid definitions; they are printed already.
@@ -155,6 +158,7 @@ func parseFlags(name string, args []string, env func(string) string, stderr io.W
 	var session string
 	fs.StringVar(&session, "kafka-session-timeout", env("SAGA_KAFKA_SESSION_TIMEOUT"), "consumer group session timeout: how soon the partitions of a replica that died and did not come back move (a replica restarted with the same --kafka-instance-id gets them back at once) (env SAGA_KAFKA_SESSION_TIMEOUT; default 20s)")
 	kf := program.RegisterKafkaFlags(fs, env)
+	ma := program.RegisterMetricsFlag(fs, env)
 	cfg.tracing = tracing.RegisterFlags(fs, "saga-machine", env)
 	var retention string
 	var sagaRetention string
@@ -177,6 +181,9 @@ func parseFlags(name string, args []string, env func(string) string, stderr io.W
 		return cfg, err
 	}
 	var err error
+	if cfg.metrics, err = ma.Middleware(); err != nil {
+		return cfg, err
+	}
 	if cfg.kafkaSASL, err = kf.SASL(); err != nil {
 		return cfg, err
 	}
@@ -402,10 +409,14 @@ func loopbackAddr(addr string) bool {
 // requests addressed to a loopback host name, so a web page on another
 // domain that resolves to 127.0.0.1 (DNS rebinding) cannot read or drive it.
 func (d *daemon) routes() http.Handler {
-	if d.noAuth {
-		return loopbackHostOnly(d.sm.Handler)
+	h := d.sm.Handler
+	if d.cfg.metrics != nil {
+		h = d.cfg.metrics(h)
 	}
-	return d.sm.Handler
+	if d.noAuth {
+		return loopbackHostOnly(h)
+	}
+	return h
 }
 
 // loopbackHostOnly refuses (421 Misdirected Request) requests whose Host is

@@ -106,6 +106,7 @@ func TestBadFlagsAreErrors(t *testing.T) {
 		{"--inbox-retention", "0"},
 		{"--saga-retention", "-1h"},
 		{"--saga-retention", "90 days"},
+		{"--metrics-token-file", filepath.Join(os.TempDir(), "no-such-metrics-token")},
 		{"extra-arg"},
 		{"--no-such-flag"},
 	} {
@@ -204,6 +205,90 @@ func TestRunServesProbesAndStops(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "saga-machine stopped") {
 		t.Errorf("logs lack the stop line:\n%s", logs.String())
+	}
+}
+
+// TestRunGuardsMetrics: with --metrics-token-file (here from
+// SAGA_METRICS_TOKEN_FILE) the daemon serves /metrics only to a scraper
+// sending that token; the probes stay open; a short token is refused before
+// anything starts.
+func TestRunGuardsMetrics(t *testing.T) {
+	dir := t.TempDir()
+	const token = "saga-machine-scrape-token-42"
+	tokenFile := filepath.Join(dir, "metrics-token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	short := filepath.Join(dir, "short-token")
+	if err := os.WriteFile(short, []byte("guessable"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dbFile := filepath.Join(dir, "refused.db")
+	err := run(context.Background(), []string{"--db", "sqlite:" + dbFile, "--metrics-token-file", short}, envMap(nil), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "at least 16") {
+		t.Errorf("a short token: run = %v, want a refusal", err)
+	}
+	if _, err := os.Stat(dbFile); !os.IsNotExist(err) {
+		t.Errorf("the refused start created %s (stat: %v)", dbFile, err)
+	}
+
+	b, err := embedded.Start(embedded.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &syncBuf{}
+	done := make(chan error, 1)
+	args := []string{"--db", "sqlite:" + filepath.Join(dir, "saga.db"), "--brokers", strings.Join(b.Addrs(), ","), "--listen", "127.0.0.1:0"}
+	go func() {
+		done <- run(ctx, args, envMap(map[string]string{"SAGA_METRICS_TOKEN_FILE": tokenFile}), io.Discard, logs)
+	}()
+	addr := regexp.MustCompile(`"msg":"saga-machine running","listen":"([^"]+)"`)
+	var base string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && base == ""; time.Sleep(50 * time.Millisecond) {
+		if m := addr.FindStringSubmatch(logs.String()); m != nil {
+			base = "http://" + m[1]
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("run returned early: %v\n%s", err, logs.String())
+		default:
+		}
+	}
+	if base == "" {
+		t.Fatalf("daemon did not start:\n%s", logs.String())
+	}
+	for _, tc := range []struct {
+		path, auth string
+		want       int
+	}{
+		{"/metrics", "", http.StatusUnauthorized},
+		{"/metrics", "Bearer not-the-token-at-all-0000", http.StatusUnauthorized},
+		{"//metrics", "", http.StatusUnauthorized},
+		{"/metrics", "Bearer " + token, http.StatusOK},
+		{"/healthz", "", http.StatusOK},
+		{"/readyz", "", http.StatusOK},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, base+tc.path, nil)
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		resp, err := http.DefaultTransport.RoundTrip(req) // no redirects followed
+		if err != nil {
+			t.Fatalf("GET %s: %v", tc.path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		leaked := strings.Contains(string(body), "saga_machine_")
+		if resp.StatusCode != tc.want || (tc.path == "/metrics" && leaked != (tc.want == http.StatusOK)) {
+			t.Errorf("GET %s with %q = %d (metrics in the body: %v), want %d", tc.path, tc.auth, resp.StatusCode, leaked, tc.want)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("run after stop = %v, want nil", err)
 	}
 }
 

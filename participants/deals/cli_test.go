@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -94,11 +96,17 @@ func TestMainServes(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	brokers := strings.Join(broker.Addrs(), ",")
+	const scrapeToken = "deals-scrape-token-0123456789"
+	tokenFile := filepath.Join(t.TempDir(), "metrics-token")
+	if err := os.WriteFile(tokenFile, []byte(scrapeToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	env := map[string]string{
-		"DEALS_DB_URL":       "sqlite:" + filepath.Join(t.TempDir(), "deals.db"),
-		"SAGA_KAFKA_BROKERS": brokers,
-		"OIDC_ISSUER":        iss.URL(),
-		"OIDC_AUDIENCE":      issuer.DefaultAudience,
+		"DEALS_DB_URL":            "sqlite:" + filepath.Join(t.TempDir(), "deals.db"),
+		"SAGA_KAFKA_BROKERS":      brokers,
+		"OIDC_ISSUER":             iss.URL(),
+		"OIDC_AUDIENCE":           issuer.DefaultAudience,
+		"SAGA_METRICS_TOKEN_FILE": tokenFile,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -128,8 +136,33 @@ func TestMainServes(t *testing.T) {
 		t.Fatalf("the service never became ready on %s\n%s", addr, logs.String())
 	}
 
-	raw, _ := json.Marshal(body())
+	// /metrics needs the scrape token (SAGA_METRICS_TOKEN_FILE); a user's
+	// valid token is not it. /readyz above needed nothing.
 	alice := iss.Token(t, "alice")
+	for _, tc := range []struct {
+		name, auth string
+		want       int
+	}{
+		{"no token", "", http.StatusUnauthorized},
+		{"a user's access token", "Bearer " + alice, http.StatusUnauthorized},
+		{"the scrape token", "Bearer " + scrapeToken, http.StatusOK},
+	} {
+		req, _ := http.NewRequest("GET", base+"/metrics", nil)
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != tc.want || (tc.want == http.StatusOK) != strings.Contains(string(b), "saga_participant_dead_letters") {
+			t.Errorf("GET /metrics with %s: %d, want %d (and the metrics only then)", tc.name, res.StatusCode, tc.want)
+		}
+	}
+
+	raw, _ := json.Marshal(body())
 	// DNS rebinding: the issuer is on loopback (a dev issuer), so the
 	// service answers loopback host names only; a page on evil.example
 	// resolving to 127.0.0.1 is refused before anything is created.

@@ -92,6 +92,9 @@ type runConfig struct {
 	commandTopic, eventTopic, group string
 	// tracing is --otlp-endpoint (internal/tracing; off by default).
 	tracing *tracing.Config
+	// metrics puts /metrics behind --metrics-token-file's token (or
+	// leaves it open).
+	metrics func(http.Handler) http.Handler
 }
 
 // Run is the whole program of one participant service as its own process:
@@ -108,7 +111,9 @@ type runConfig struct {
 // (<NAME>_GROUP) (default: the SDK's, e.g. DEALS_TOPIC,
 // SAGA_SERVER_TOPIC_DEALS and deals), and the Kafka
 // client flags of program.RegisterKafkaFlags (--kafka-user,
-// --kafka-password-file, --kafka-instance-id, ...: SAGA_KAFKA_*). A --db or
+// --kafka-password-file, --kafka-instance-id, ...: SAGA_KAFKA_*), and
+// --metrics-token-file (SAGA_METRICS_TOKEN_FILE: GET /metrics then needs
+// that bearer token; program.RegisterMetricsFlag). A --db or
 // Kafka password holding the placeholder CHANGE_ME is refused. With
 // --dev-header, or an --issuer on loopback (the dev issuer), the service
 // answers only loopback Host names (LocalOnly); --dev-header also needs a
@@ -165,7 +170,7 @@ func Run(ctx context.Context, app App, args []string, env func(string) string, s
 	if err != nil {
 		return fmt.Errorf("%s: listen on %s: %w", app.Name, cfg.listen, err)
 	}
-	h := svc.Router()
+	h := cfg.metrics(svc.Router())
 	if cfg.devHeader || LoopbackIssuer(cfg.issuer) {
 		// No production identity provider: answer loopback host names only
 		// (DNS rebinding).
@@ -269,6 +274,7 @@ func parseRunFlags(app App, args []string, env func(string) string, stderr io.Wr
 	fs.StringVar(&cfg.eventTopic, "event-topic", env(app.env("EVENT_TOPIC")), "Kafka topic this service writes its events to (env "+app.env("EVENT_TOPIC")+"; default SAGA_SERVER_TOPIC_"+strings.ToUpper(app.Name)+", saga-machine's --topic + _"+strings.ToUpper(app.Name)+")")
 	fs.StringVar(&cfg.group, "group", env(app.env("GROUP")), "Kafka consumer group (env "+app.env("GROUP")+"; default "+app.Name+")")
 	kf := program.RegisterKafkaFlags(fs, env)
+	ma := program.RegisterMetricsFlag(fs, env)
 	cfg.tracing = tracing.RegisterFlags(fs, app.Name, env)
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -288,6 +294,9 @@ func parseRunFlags(app App, args []string, env func(string) string, stderr io.Wr
 		return cfg, fmt.Errorf("%s: %w", app.Name, err)
 	}
 	var kerr error
+	if cfg.metrics, kerr = ma.Middleware(); kerr != nil {
+		return cfg, fmt.Errorf("%s: %w", app.Name, kerr)
+	}
 	if cfg.kafkaSASL, kerr = kf.SASL(); kerr != nil {
 		return cfg, fmt.Errorf("%s: %w", app.Name, kerr)
 	}
