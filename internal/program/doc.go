@@ -6,6 +6,7 @@
 // shares: NewServer (timeouts and header limit) and LoopbackHostOnly (the
 // DNS-rebinding guard of servers that run without a production identity
 // provider), the Kafka client flags every command takes (RegisterKafkaFlags:
-// SASL credentials, static membership) and the refusal of secrets left at
+// SASL credentials, static membership), the scrape token of /metrics
+// (RegisterMetricsFlag, RequireToken) and the refusal of secrets left at
 // the manifests' placeholder CHANGE_ME (RefusePlaceholders).
 package program
