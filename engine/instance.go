@@ -157,10 +157,15 @@ type BranchCommand struct {
 	// Why says why a failed command failed: its fail reply, its retries
 	// ran out, or it expired.
 	Why string `json:"why,omitempty"`
-	// Attempts counts sends; NextAt is when the engine re-sends it (or,
-	// after its last send, gives up on it), nil without a retry.
+	// Attempts counts sends (held-back re-sends included); NextAt is when
+	// the engine re-sends it (or, after its last send, gives up on it), nil
+	// without a retry.
 	Attempts int        `json:"attempts"`
 	NextAt   *time.Time `json:"next_at,omitempty"`
+	// SentAt is when it was first sent, for holding back a re-send while
+	// its participant is behind (zero in sagas stored before it was kept:
+	// their re-sends are never held back).
+	SentAt time.Time `json:"sent_at,omitzero"`
 	// Deadline is the command's deadline (see CommandDeadline), zero for none.
 	Deadline time.Time `json:"deadline,omitzero"`
 	// Payload is the payload it was sent with: re-sends send it again,
@@ -254,6 +259,11 @@ type UndoEntry struct {
 	// element to undo. Empty otherwise: the compensation then carries the
 	// saga's context at the time it is sent.
 	Payload json.RawMessage `json:"payload,omitempty"`
+	// SentAt is when the compensation was first sent, for holding back a
+	// re-send while its participant is behind (zero before it is sent, and
+	// in sagas stored before it was kept: their re-sends are never held
+	// back).
+	SentAt time.Time `json:"sent_at,omitzero"`
 	// NextAt is when the compensation in flight is re-sent (or, after its
 	// last attempt, given up), set while it is compensating; several
 	// compensations of one group are in flight at once, each on its own

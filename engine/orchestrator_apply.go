@@ -750,6 +750,7 @@ func (o *Orchestrator) startJoin(b *batch, w *sagaWork, in *inbound, p *Parallel
 			c := BranchCommand{
 				ID: envelope.NewID(), Branch: bi, Element: elem, Name: spec.Name, Participant: spec.Participant,
 				Status: BranchPending, Attempts: 1, Deadline: CommandDeadline(spec.Retry, timeout, now, now), Payload: payload,
+				SentAt: now,
 			}
 			if spec.Retry != nil && spec.Retry.Attempts > 0 {
 				t := now.Add(retryDelay(spec.Retry, 1))
@@ -884,6 +885,10 @@ func (o *Orchestrator) applyBranch(b *batch, w *sagaWork, in *inbound, p *Parall
 		inst.Traceparent = in.trace
 	}
 	c.NextAt = nil
+	if sent, now := c.SentAt, b.now; !sent.IsZero() {
+		// How far the participant's command topic got (progress.go).
+		b.after = append(b.after, func() { o.progress.answered(br.Command.Topic, sent, now) })
+	}
 	what := "ok"
 	if ok {
 		c.Status = BranchOK
@@ -1001,6 +1006,20 @@ func (o *Orchestrator) joinTimer(b *batch, w *sagaWork) {
 				Reason: fmt.Sprintf("branch %s %s failed: %s", c.Label(), c.Name, c.Why),
 			})
 			continue
+		}
+		if c.Attempts+1 < r.Attempts { // the last attempt is always sent
+			if why := o.stillQueued(c.Participant, spec.Topic, c.SentAt, retryDelay(r, c.Attempts), b.now); why != "" {
+				// Still queued behind older commands: counted, not re-sent.
+				c.Attempts++
+				t := b.now.Add(retryDelay(r, c.Attempts))
+				c.NextAt = &t
+				b.entries = append(b.entries, HistoryEntry{
+					SagaID: id, At: b.now, Kind: EntryRetry, FromState: inst.State, ToState: inst.State,
+					Reason: fmt.Sprintf("no answer to %s (branch %s) yet; attempt %d of %d not re-sent: %s", c.Name, c.Label(), c.Attempts, r.Attempts, why),
+				})
+				o.heldBack(b, saga, id, c.Name)
+				continue
+			}
 		}
 		c.Attempts++
 		t := b.now.Add(retryDelay(r, c.Attempts))

@@ -235,6 +235,9 @@ func (o *Orchestrator) sendCompensation(b *batch, w *sagaWork, i int, cause stri
 	e.Status = UndoCompensating
 	e.Attempts++
 	e.Sent++
+	if e.SentAt.IsZero() {
+		e.SentAt = b.now
+	}
 	inst.Traceparent = traceOf(inst.Traceparent)
 	payload := inst.Context
 	if len(e.Payload) > 0 {
@@ -398,6 +401,20 @@ func (o *Orchestrator) compensationTimer(b *batch, w *sagaWork) error {
 		if !ok {
 			return Errorf(CodeInternal, "compensation timer", "saga %s: %s has no compensation %s", inst.ID, w.model, e.Command)
 		}
+		if e.Attempts+1 < comp.Retry.Attempts { // the last attempt is always sent
+			if why := o.stillQueued(e.Participant, comp.Topic, e.SentAt, retryDelay(comp.Retry, e.Attempts), b.now); why != "" {
+				// Still queued behind older commands: counted, not re-sent.
+				e.Attempts++
+				at := b.now.Add(retryDelay(comp.Retry, e.Attempts))
+				e.NextAt = &at
+				b.entries = append(b.entries, HistoryEntry{
+					SagaID: id, At: b.now, Kind: EntryRetry, FromState: inst.State, ToState: inst.State,
+					Reason: fmt.Sprintf("no %s for compensation %s yet; attempt %d of %d not re-sent: %s", e.Done, e.Command, e.Attempts, comp.Retry.Attempts, why),
+				})
+				o.heldBack(b, saga, id, e.Command)
+				continue
+			}
+		}
 		if e.Attempts < comp.Retry.Attempts {
 			cmd, err := o.sendCompensation(b, w, i, "")
 			if err != nil {
@@ -491,6 +508,10 @@ func (o *Orchestrator) applyDone(b *batch, w *sagaWork, in *inbound, comp *Compe
 	e.Status, e.NextAt, e.Stuck = UndoCompensated, nil, false
 	inst.UpdatedAt = b.now
 	w.touch()
+	if sent, now := e.SentAt, b.now; !sent.IsZero() {
+		// How far the participant's command topic got (progress.go).
+		b.after = append(b.after, func() { o.progress.answered(comp.Topic, sent, now) })
+	}
 	b.entries = append(b.entries, HistoryEntry{
 		SagaID: id, At: b.now, Kind: EntryCompensation, MessageID: m.ID, Event: m.Name, By: m.Participant,
 		FromState: inst.State, ToState: inst.State, Reason: "compensation done: " + e.describe(),

@@ -249,6 +249,33 @@ func (o *Orchestrator) raiseNow(b *batch, w *sagaWork, event, id string) {
 	})
 }
 
+// stillQueued says why a command first sent at first to participant on
+// topic is most likely still queued (progress.go), judged on the wait
+// that just ended (wait long, ending now): the participant answered
+// commands sent a quarter of the wait or more before it, or the relay
+// published only commands enqueued that long before it; "" when neither
+// (re-send it). A zero first is never judged (a saga stored before its
+// commands' send times were kept).
+func (o *Orchestrator) stillQueued(participant, topic string, first time.Time, wait time.Duration, now time.Time) string {
+	if first.IsZero() {
+		return ""
+	}
+	since := now.Add(-wait)
+	if since.Before(first) {
+		since = first
+	}
+	cutoff := first.Add(-wait / 4)
+	if behind, oldest := o.progress.behind(topic, since, now, cutoff); behind {
+		return fmt.Sprintf("%s is still answering older commands (during the last %s, one sent %s before this one)",
+			participant, wait, first.Sub(oldest).Round(time.Millisecond))
+	}
+	if behind, newest := o.progress.outboxBehind(since, cutoff); behind {
+		return fmt.Sprintf("it is most likely still in the outbox (during the last %s the relay published commands enqueued up to %s before this one)",
+			wait, first.Sub(newest).Round(time.Millisecond))
+	}
+	return ""
+}
+
 // holdBack counts the next attempt of w's pending command without sending
 // it again when its participant is behind it (progress.go): during the
 // wait that just ended it answered commands sent a quarter of the wait or
@@ -264,23 +291,10 @@ func (o *Orchestrator) holdBack(b *batch, w *sagaWork, retry *definition.Retry) 
 		return false
 	}
 	// Progress is kept per command topic: two definitions may give one
-	// participant name to different topics.
-	topic := w.model.Topic(cmd.Participant)
-	// The wait that just ended began with the previous attempt.
-	wait := retryDelay(retry, inst.Attempts)
-	since := b.now.Add(-wait)
-	if since.Before(cmd.OccurredAt) {
-		since = cmd.OccurredAt
-	}
-	cutoff := cmd.OccurredAt.Add(-wait / 4)
-	var why string
-	if behind, oldest := o.progress.behind(topic, since, b.now, cutoff); behind {
-		why = fmt.Sprintf("%s is still answering older commands (during the last %s, one sent %s before this one)",
-			cmd.Participant, wait, cmd.OccurredAt.Sub(oldest).Round(time.Millisecond))
-	} else if behind, newest := o.progress.outboxBehind(since, cutoff); behind {
-		why = fmt.Sprintf("it is most likely still in the outbox (during the last %s the relay published commands enqueued up to %s before this one)",
-			wait, cmd.OccurredAt.Sub(newest).Round(time.Millisecond))
-	} else {
+	// participant name to different topics. The wait that just ended
+	// began with the previous attempt.
+	why := o.stillQueued(cmd.Participant, w.model.Topic(cmd.Participant), cmd.OccurredAt, retryDelay(retry, inst.Attempts), b.now)
+	if why == "" {
 		return false
 	}
 	inst.Attempts++
@@ -291,12 +305,17 @@ func (o *Orchestrator) holdBack(b *batch, w *sagaWork, retry *definition.Retry) 
 		SagaID: inst.ID, At: b.now, Kind: EntryRetry, FromState: inst.State, ToState: inst.State,
 		Reason: fmt.Sprintf("no answer to %s yet; attempt %d of %d not re-sent: %s", cmd.Name, inst.Attempts, retry.Attempts, why),
 	})
-	saga, name, id := inst.Saga, cmd.Name, inst.ID
+	o.heldBack(b, inst.Saga, inst.ID, cmd.Name)
+	return true
+}
+
+// heldBack reports, after the batch commits, a re-send of command of saga
+// sagaID (definition saga) that was held back.
+func (o *Orchestrator) heldBack(b *batch, saga, sagaID, command string) {
 	b.after = append(b.after, func() {
 		if ro, ok := o.obs.(ResendObserver); ok {
-			ro.CommandHeldBack(saga, name)
+			ro.CommandHeldBack(saga, command)
 		}
-		o.log.Debug("re-send held back: the participant is behind", "saga_id", id, "command", name)
+		o.log.Debug("re-send held back: the participant is behind", "saga_id", sagaID, "command", command)
 	})
-	return true
 }

@@ -212,3 +212,150 @@ func TestTimersFiredTogether(t *testing.T) {
 		t.Errorf("outbox %d, want %d (5 more re-sends, none twice)", n, sent+10)
 	}
 }
+
+// heldSends has a step of two branches to q and, for what p did before it
+// started the saga, a compensation UNDO sent to p when the saga fails:
+// both with three attempts, waits of 1s then 2s.
+const heldSends = `
+saga: HELD_SENDS
+version: 1
+participants:
+  p: { topic: P_TOPIC }
+  q: { topic: Q_TOPIC }
+states:
+  FAN:
+    timeout: { after: 1h, event: TIMED_OUT }
+transitions:
+  - on: GO
+    by: p
+    from: []
+    to: FAN
+    compensate: { command: UNDO, done: UNDONE, retry: { attempts: 3, backoff: 1s, max_backoff: 3s } }
+    send:
+      - { to: q, command: DO_A, ok: A_OK, fail: A_NO, retry: { attempts: 3, backoff: 1s, max_backoff: 3s } }
+      - { to: q, command: DO_B, ok: B_OK, fail: B_NO, retry: { attempts: 3, backoff: 1s, max_backoff: 3s } }
+    join: { policy: all, then: ALL_OK, else: SOME_NO }
+  - { on: ALL_OK, by: engine, from: [FAN], to: OK }
+  - { on: SOME_NO, by: engine, from: [FAN], to: BROKEN }
+  - { on: STOP, by: p, from: [FAN], to: BROKEN }
+  - { on: TIMED_OUT, by: engine, from: [FAN], to: BROKEN }
+final: [OK]
+failed: [BROKEN]
+`
+
+func heldEvent(id, name, by, causation string) engine.Message {
+	m := event(id, name, by, "")
+	m.Saga, m.CausationID = "HELD_SENDS", causation
+	return m
+}
+
+// fire advances the clock to at and fires the due timers.
+func (h *harness) fire(tb testing.TB, at time.Time) {
+	tb.Helper()
+	h.clock.Advance(at.Sub(h.clock.Now()))
+	if _, err := h.o.FireTimers(context.Background()); err != nil {
+		tb.Fatalf("FireTimers: %v", err)
+	}
+}
+
+// Branch commands and compensations are held back like a step's command
+// while their participant is answering older commands: the attempt counts
+// and the timeline says so, nothing is sent; once the participant answered
+// nothing during a whole wait, the last attempt goes out.
+func TestBranchAndCompensationResendsHeldBack(t *testing.T) {
+	t.Run("branch", func(t *testing.T) {
+		h := newHarness(t, heldSends)
+		a, b := uuid.NewString(), uuid.NewString()
+		h.handle(t, heldEvent(a, "GO", "p", "")) // a's branches sent at t0
+		h.clock.Advance(600 * time.Millisecond)
+		h.handle(t, heldEvent(b, "GO", "p", "")) // b's at t0+600ms
+		h.clock.Advance(200 * time.Millisecond)
+		// q answers a's branches (sent 600ms before b's) at t0+800ms; a
+		// completes, so that only b's timers are left.
+		ac := h.inst(t, a).Join.Commands
+		h.handle(t, heldEvent(a, "A_OK", "q", ac[0].ID), heldEvent(a, "B_OK", "q", ac[1].ID))
+		if got := h.inst(t, a); got.State != "OK" {
+			t.Fatalf("saga a: %s, want OK", got.State)
+		}
+		sent := len(h.st.outbox(t))
+
+		got := h.inst(t, b)
+		h.fire(t, *got.Join.Commands[0].NextAt) // t0+1.6s
+		got = h.inst(t, b)
+		for _, c := range got.Join.Commands {
+			if c.Attempts != 2 || c.Status != engine.BranchPending {
+				t.Errorf("branch %s after the held-back attempt: %d attempts, %s; want 2, pending", c.Label(), c.Attempts, c.Status)
+			}
+			if want := h.clock.Now().Add(2 * time.Second); c.NextAt == nil || !c.NextAt.Equal(want) {
+				t.Errorf("branch %s: next at %v, want %v (the schedule of the re-sends)", c.Label(), c.NextAt, want)
+			}
+		}
+		if n := len(h.st.outbox(t)); n != sent {
+			t.Errorf("outbox grew from %d to %d: a held-back attempt was sent", sent, n)
+		}
+		hist := h.history(t, b)
+		held := 0
+		for _, e := range hist {
+			if e.Kind == engine.EntryRetry && strings.Contains(e.Reason, "attempt 2 of 3 not re-sent: q is still answering older commands") {
+				held++
+			}
+		}
+		if held != 2 || h.obs.retried != 0 || h.obs.heldBack != 2 {
+			t.Errorf("%d held-back entries, observer %d re-sent %d held back; want 2, 0, 2", held, h.obs.retried, h.obs.heldBack)
+		}
+
+		// q answers nothing during the next wait: the last attempts go out.
+		h.fire(t, *got.Join.Commands[0].NextAt)
+		got = h.inst(t, b)
+		out := h.st.outbox(t)
+		if len(out) != sent+2 || got.Join.Commands[0].Attempts != 3 || out[len(out)-1].Message.Attempt != 3 {
+			t.Fatalf("after the next wait: outbox %d (was %d), attempts %d; want both branches re-sent as attempt 3", len(out), sent, got.Join.Commands[0].Attempts)
+		}
+	})
+
+	t.Run("compensation", func(t *testing.T) {
+		h := newHarness(t, heldSends)
+		a, b := uuid.NewString(), uuid.NewString()
+		h.handle(t, heldEvent(a, "GO", "p", ""), heldEvent(b, "GO", "p", ""))
+		h.handle(t, heldEvent(a, "STOP", "p", "")) // a's UNDO sent at t0
+		h.clock.Advance(600 * time.Millisecond)
+		h.handle(t, heldEvent(b, "STOP", "p", "")) // b's UNDO at t0+600ms
+		h.clock.Advance(200 * time.Millisecond)
+		undoOf := func(id string) engine.UndoEntry {
+			for _, e := range h.inst(t, id).Undo {
+				if e.Command == "UNDO" {
+					return e
+				}
+			}
+			t.Fatalf("saga %s has no UNDO entry", id)
+			return engine.UndoEntry{}
+		}
+		// p answers a's UNDO (sent 600ms before b's) at t0+800ms.
+		h.handle(t, heldEvent(a, "UNDONE", "p", undoOf(a).CommandID))
+		sent := len(h.st.outbox(t))
+
+		h.fire(t, *undoOf(b).NextAt) // t0+1.6s
+		e := undoOf(b)
+		if e.Attempts != 2 || e.Sent != 1 || e.Status != engine.UndoCompensating {
+			t.Fatalf("b's UNDO after the held-back attempt: %d attempts, %d sent, %s; want 2, 1, compensating", e.Attempts, e.Sent, e.Status)
+		}
+		if n := len(h.st.outbox(t)); n != sent {
+			t.Errorf("outbox grew from %d to %d: the held-back attempt was sent", sent, n)
+		}
+		hist := h.history(t, b)
+		if last := hist[len(hist)-1]; last.Kind != engine.EntryRetry || !strings.Contains(last.Reason, "no UNDONE for compensation UNDO yet; attempt 2 of 3 not re-sent: p is still answering older commands") {
+			t.Errorf("timeline's last entry = %s %q, want the compensation's re-send held back", last.Kind, last.Reason)
+		}
+		if h.obs.heldBack != 1 {
+			t.Errorf("observer counted %d held back, want 1", h.obs.heldBack)
+		}
+
+		// p answers nothing during the next wait: the last attempt goes out.
+		h.fire(t, *e.NextAt)
+		e = undoOf(b)
+		out := h.st.outbox(t)
+		if len(out) != sent+1 || e.Attempts != 3 || e.Sent != 2 || out[len(out)-1].Message.Name != "UNDO" {
+			t.Fatalf("after the next wait: outbox %d (was %d), attempts %d sent %d; want UNDO re-sent as attempt 3", len(out), sent, e.Attempts, e.Sent)
+		}
+	})
+}
