@@ -15,7 +15,7 @@
 //	chaos                       the long run: 10,000 sagas at 40/s, a kill about every 10 s (make chaos)
 //	chaos -short                the short run (make chaos-short; make test runs it as internal/chaos's
 //	                            TestChaosShort): 1,000 sagas at 8/s, each kind of fault once
-//	chaos -sagas N -rate R -users U -kill-every D -aborts P -cancels P -seed S -keep -v
+//	chaos -sagas N -rate R -users U -kill-every D -aborts P -cancels P -baskets P -seed S -keep -v
 //
 // Run it from the repository (it runs scripts/up.sh and builds the
 // services with go build); -keep keeps the work directory (the services'

@@ -34,6 +34,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.KillEvery, "kill-every", cfg.KillEvery, "mean gap between two kill -9 (0: each kind of fault once)")
 	fs.IntVar(&cfg.Aborts, "aborts", 0, "per cent of the accepted deals an operator aborts (default 3; -1: none)")
 	fs.IntVar(&cfg.Cancels, "cancels", 0, "per cent of the accepted deals their client cancels (default 3; -1: none)")
+	fs.IntVar(&cfg.Baskets, "baskets", 0, "per cent of the offers that are baskets of two or three buys (BASKET_ORDER; default 5; -1: none)")
 	fs.DurationVar(&cfg.Pause, "pause", 0, "how long the profile replica stays paused (default: the session timeout + 5s)")
 	fs.DurationVar(&cfg.Quiesce, "quiesce", 0, "bound of the wait for the system to come to rest after the traffic (default 3m)")
 	fs.StringVar(&cfg.Dir, "dir", "", "work directory (default: a new one under /var/tmp, removed at the end unless -keep)")

@@ -23,6 +23,7 @@ func TestRunRefuses(t *testing.T) {
 		{"pause too short to move partitions", []string{"-pause", "500ms"}, "past the session timeout"},
 		{"aborts and cancels over 100 per cent", []string{"-aborts", "70", "-cancels", "40"}, "more than 100 per cent"},
 		{"aborts not a number", []string{"-aborts", "some"}, "invalid value"},
+		{"with baskets over 100 per cent", []string{"-aborts", "50", "-baskets", "51", "-cancels", "-1"}, "more than 100 per cent"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -71,13 +71,17 @@ type Config struct {
 	// aborts (POST /api/v1/sagas/{id}/abort on saga-machine), and Cancels
 	// the per cent their client cancels (POST /deals/{id}/cancel): half of
 	// them as soon as deals accepted the deal, half at a random moment up
-	// to ActWithin after, each retried while unanswered. Too late (409: the saga or the deal was
-	// settled first) is an outcome like any other; after a 200 the deal
-	// must end failed, after a 202 cancelled, with its cash given back.
-	// Default 3 each; negative: none.
+	// to ActWithin after, each retried while unanswered. Too late (409:
+	// the saga or the deal was settled first) is an outcome like any
+	// other; after a 200 the deal must end failed, after a 202 cancelled,
+	// with its cash given back. Default 3 each; negative: none.
 	Aborts, Cancels int
 	// ActWithin bounds the moment of an abort or a cancel. Default 1 s.
 	ActWithin time.Duration
+	// Baskets is the per cent of the offers that are baskets
+	// (BASKET_ORDER, POST /baskets with an Idempotency-Key) of two or three
+	// buys, one in ten of them unaffordable. Default 5; negative: none.
+	Baskets int
 	// MaxInFlight bounds the posts under way (a post is retried until
 	// accepted); past it the open loop waits and falls behind. Default 500.
 	MaxInFlight int
@@ -160,6 +164,9 @@ func (c Config) withDefaults() Config {
 	if c.Cancels == 0 {
 		c.Cancels = 3
 	}
+	if c.Baskets == 0 {
+		c.Baskets = 5
+	}
 	def(&c.ActWithin, time.Second)
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = 500
@@ -181,8 +188,8 @@ func (c Config) validate() error {
 	case c.PauseService != procstack.SagaMachine && c.PauseService != procstack.Deals &&
 		c.PauseService != procstack.Profile && c.PauseService != procstack.Notification:
 		return fmt.Errorf("chaos: PauseService %q: want saga-machine, deals, profile or notification", c.PauseService)
-	case max(c.Aborts, 0)+max(c.Cancels, 0) > 100:
-		return fmt.Errorf("chaos: Aborts %d + Cancels %d: more than 100 per cent", c.Aborts, c.Cancels)
+	case max(c.Aborts, 0)+max(c.Cancels, 0)+max(c.Baskets, 0) > 100:
+		return fmt.Errorf("chaos: Aborts %d + Cancels %d + Baskets %d: more than 100 per cent", c.Aborts, c.Cancels, c.Baskets)
 	case float64(c.Sagas)/c.Rate < (c.Warmup + c.Tail + time.Second).Seconds():
 		return fmt.Errorf("chaos: %d sagas at %g/s last %.1fs: shorter than Warmup + Tail", c.Sagas, c.Rate, float64(c.Sagas)/c.Rate)
 	}

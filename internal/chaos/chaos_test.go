@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -288,7 +289,8 @@ func TestValidate(t *testing.T) {
 		{"unknown pause service", func(c *Config) { c.PauseService = "kafka" }, "PauseService"},
 		{"traffic shorter than warm-up and tail", func(c *Config) { c.Sagas, c.Rate = 10, 10 }, "shorter than Warmup + Tail"},
 		{"aborts and cancels over 100 per cent", func(c *Config) { c.Aborts, c.Cancels = 60, 41 }, "more than 100 per cent"},
-		{"all aborted", func(c *Config) { c.Aborts, c.Cancels = 100, -1 }, ""},
+		{"aborts, cancels and baskets over 100 per cent", func(c *Config) { c.Aborts, c.Cancels, c.Baskets = 30, 30, 41 }, "more than 100 per cent"},
+		{"all aborted", func(c *Config) { c.Aborts, c.Cancels, c.Baskets = 100, -1, -1 }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -313,8 +315,8 @@ func TestWithDefaults(t *testing.T) {
 	if c.Pause <= c.MinGap || c.PauseService != procstack.Profile || c.DownMax < c.DownMin {
 		t.Errorf("defaults %+v: want a pause longer than the gap on profile, DownMin ≤ DownMax", c)
 	}
-	if c.Aborts != 3 || c.Cancels != 3 || c.ActWithin != time.Second {
-		t.Errorf("aborts %d%%, cancels %d%% within %s: want 3, 3, 1s", c.Aborts, c.Cancels, c.ActWithin)
+	if c.Aborts != 3 || c.Cancels != 3 || c.ActWithin != time.Second || c.Baskets != 5 {
+		t.Errorf("aborts %d%%, cancels %d%% within %s, baskets %d%%: want 3, 3, 1s, 5", c.Aborts, c.Cancels, c.ActWithin, c.Baskets)
 	}
 	kept := Config{Seed: 9, Sagas: 5, Rate: 1, DepositEvery: -1, Aborts: -1, Cancels: 7}.withDefaults()
 	if kept.Seed != 9 || kept.Sagas != 5 || kept.Rate != 1 || kept.DepositEvery != -1 || kept.Aborts != -1 || kept.Cancels != 7 {
@@ -350,7 +352,8 @@ func TestMakeOffer(t *testing.T) {
 	kinds := map[string]int{}
 	for n := range 500 {
 		o := l.makeOffer(n)
-		if again := l.makeOffer(n); again.deal != o.deal || again.user != o.user || again.key != o.key || again.act != o.act || again.actIn != o.actIn {
+		if again := l.makeOffer(n); again.deal != o.deal || again.user != o.user || again.key != o.key || again.act != o.act || again.actIn != o.actIn ||
+			!slices.Equal(again.lines, o.lines) {
 			t.Fatalf("offer %d: %+v then %+v", n, o, again)
 		}
 		if keys[o.key] {
@@ -361,14 +364,27 @@ func TestMakeOffer(t *testing.T) {
 			t.Errorf("offer %d: %q after %s, want within %s, and no delay without an act", n, o.act, o.actIn, cfg.ActWithin)
 		}
 		buyOnly := o.user == "u0" // the first fifth of 5 users
+		if o.lines != nil {
+			kinds["basket"]++
+			seen := map[string]bool{}
+			for _, ln := range o.lines {
+				if ln.Side != "buy" || seen[ln.Instrument] {
+					t.Errorf("offer %d: basket lines %+v, want buys of distinct instruments", n, o.lines)
+				}
+				seen[ln.Instrument] = true
+			}
+			if len(o.lines) < 2 || len(o.lines) > 3 || o.act != "" {
+				t.Errorf("offer %d: a basket of %d lines with act %q, want 2 or 3 lines and no act", n, len(o.lines), o.act)
+			}
+		}
 		if o.act != "" {
 			kinds[o.act]++
 			if o.actIn == 0 {
 				kinds[o.act+" at once"]++
 			}
 		}
-		if buyOnly != (o.act != "") || (buyOnly && o.deal.Side != "buy") {
-			t.Errorf("offer %d: %s %s by %s: want every abort or cancel a buy of u0, and u0's deals all aborted or cancelled", n, o.act, o.deal.Side, o.user)
+		if buyOnly != (o.act != "" || o.lines != nil) || (buyOnly && o.deal.Side != "buy") {
+			t.Errorf("offer %d: %s %s (basket %v) by %s: want every abort, cancel and basket a buy of u0, and u0's offers all of those", n, o.act, o.deal.Side, o.lines != nil, o.user)
 		}
 		switch {
 		case o.deal.Quantity == "1000":
@@ -377,18 +393,19 @@ func TestMakeOffer(t *testing.T) {
 			kinds[o.deal.Side]++
 		}
 	}
-	for _, k := range []string{"buy", "sell", "unaffordable", actAbort, actCancel, actAbort + " at once", actCancel + " at once"} {
+	for _, k := range []string{"buy", "sell", "unaffordable", "basket", actAbort, actCancel, actAbort + " at once", actCancel + " at once"} {
 		if kinds[k] == 0 {
 			t.Errorf("no %s among 500 offers (%v)", k, kinds)
 		}
 	}
-	// Config.Aborts and Cancels negative: nothing is aborted or cancelled.
-	l.cfg.Aborts, l.cfg.Cancels = -1, -1
+	// Config.Aborts, Cancels and Baskets negative: nothing is aborted or
+	// cancelled, no basket offered.
+	l.cfg.Aborts, l.cfg.Cancels, l.cfg.Baskets = -1, -1, -1
 	users := map[string]bool{}
 	for n := range 500 {
 		o := l.makeOffer(n)
-		if o.act != "" {
-			t.Fatalf("offer %d: %s with Aborts and Cancels -1", n, o.act)
+		if o.act != "" || o.lines != nil {
+			t.Fatalf("offer %d: %s (basket %v) with Aborts, Cancels and Baskets -1", n, o.act, o.lines != nil)
 		}
 		users[o.user] = true
 	}

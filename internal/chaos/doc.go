@@ -11,10 +11,12 @@
 // per cent each by default) are aborted by an operator (POST
 // /api/v1/sagas/{id}/abort) or cancelled by their client (POST
 // /deals/{id}/cancel), at once or within a second, racing the saga and the
-// faults; those are buys of a fifth of the users who only buy, because a
-// reversal that would take cash or a position below zero (a sell's
-// proceeds spent since) waits for an operator by design. Meanwhile Run
-// injects the faults of a seeded plan:
+// faults, and 5 per cent of the offers are baskets of two or three buys
+// (BASKET_ORDER: a check, then a parallel step, reverted together when a
+// line fails). Those are offers of a fifth of the users, who only buy,
+// because a reversal that would take cash or a position below zero (a
+// sell's proceeds spent since) waits for an operator by design. Meanwhile
+// Run injects the faults of a seeded plan:
 //
 //   - kill -9 of saga-machine and of each participant at random moments,
 //     each restarted after a random moment down (KindKill);
@@ -30,12 +32,14 @@
 // and the faults are over, Run waits until the system is at rest and reads
 // the four databases (procstack.Stack.Check and its own queries): every
 // deal and saga final, a deal whose abort was answered 200 failed and one
-// whose cancel was answered 202 cancelled; each portfolio's cash equal to its deposits minus
-// its executed buys plus its executed sells (an approved buy moved cash
-// exactly once, a compensated one was reverted); exactly one notification
-// per deal with its outcome; no dead letter (the scenario sends nothing
-// malformed); every outbox empty and every consumer group's lag zero; one
-// deal per Idempotency-Key and every accepted deal and deposit stored.
+// whose cancel was answered 202 cancelled; each portfolio's cash equal to
+// its deposits minus its executed buys plus its executed sells (an
+// approved buy moved cash exactly once, a compensated one was reverted);
+// exactly one notification per deal (per basket for a basket's deals)
+// with its outcome; no dead letter (the scenario sends nothing malformed);
+// every outbox empty and every consumer group's lag zero; one deal or
+// basket per Idempotency-Key and every accepted deal, basket and deposit
+// stored.
 //
 // The Report counts the sagas, the faults injected by kind, the lost and
 // doubled effects, the recovery time after each fault (from the fault to

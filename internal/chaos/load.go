@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -19,13 +20,16 @@ type user struct {
 	name, portfolio string
 }
 
-// offer is one deal the generator offered: posted with its own
+// offer is one deal (or basket) the generator offered: posted with its own
 // Idempotency-Key and retried with that key until deals accepted it.
 type offer struct {
 	n         int
 	key, user string
 	deal      procstack.Deal
 	scheduled time.Time // when the open loop offered it
+	// lines, when set, make the offer a basket of them in deal's
+	// portfolio (POST /baskets) instead of the deal.
+	lines []procstack.Line
 
 	// act is what is done to the deal once accepted ("", actAbort or
 	// actCancel), actIn after its acceptance.
@@ -119,9 +123,11 @@ func (l *load) setupUsers(ctx context.Context, runID string) error {
 // makeOffer is offer n of the run, the same for the same seed: mostly
 // small buys, some sells (rejected when the user holds too little) and
 // some buys far above any funding (rejected); Config.Aborts and
-// Config.Cancels per cent of them are aborted or cancelled once accepted.
+// Config.Cancels per cent of them are aborted or cancelled once accepted,
+// and Config.Baskets per cent are baskets of two or three buys instead (one
+// in ten with a line above any funding: rejected by the check).
 //
-// Those go to the first actUsers users, who only buy. A reversal that
+// Those go to the first buyOnlyUsers users, who only buy. A reversal that
 // would take a portfolio's cash or a position below zero (a sell's
 // proceeds spent since, a buy's instruments sold since) is refused by
 // design and waits for an operator (docs/services.md): it is not a fault
@@ -130,19 +136,22 @@ func (l *load) setupUsers(ctx context.Context, runID string) error {
 // only grow, and a buy's reversal gives cash back.
 func (l *load) makeOffer(n int) *offer {
 	rng := rand.New(rand.NewPCG(l.cfg.Seed, uint64(n)))
-	k := l.actUsers()
-	aborts, cancels := max(l.cfg.Aborts, 0), max(l.cfg.Cancels, 0)
+	k := l.buyOnlyUsers()
+	aborts, cancels, baskets := max(l.cfg.Aborts, 0), max(l.cfg.Cancels, 0), max(l.cfg.Baskets, 0)
 	var act string
+	basket := false
 	if k > 0 {
 		switch p := rng.IntN(100); {
 		case p < aborts:
 			act = actAbort
 		case p < aborts+cancels:
 			act = actCancel
+		case p < aborts+cancels+baskets:
+			basket = true
 		}
 	}
 	u := l.users[k+rng.IntN(len(l.users)-k)]
-	if act != "" {
+	if act != "" || basket {
 		u = l.users[rng.IntN(k)]
 	}
 	d := procstack.Deal{PortfolioID: u.portfolio, Side: "buy", Currency: "USD",
@@ -151,10 +160,20 @@ func (l *load) makeOffer(n int) *offer {
 	switch p := rng.IntN(100); {
 	case p < 10:
 		d.Quantity, d.Price = "1000", "100.00" // 100,000 USD: more than any user has
-	case p < 25 && act == "":
+	case p < 25 && act == "" && !basket:
 		d.Side, d.Quantity = "sell", fmt.Sprint(1+rng.IntN(2))
 	}
 	o := &offer{n: n, key: fmt.Sprintf("chaos-%d-%s", n, l.cfg.runID), user: u.name, deal: d, act: act}
+	if basket {
+		// The deal drawn above is the first line (unaffordable one time in
+		// ten); one or two more buys of other instruments follow.
+		o.lines = []procstack.Line{{Side: d.Side, Instrument: d.Instrument, Quantity: d.Quantity, Price: d.Price, Currency: d.Currency}}
+		first := slices.Index(instruments, d.Instrument)
+		for i := range 1 + rng.IntN(2) {
+			o.lines = append(o.lines, procstack.Line{Side: "buy", Instrument: instruments[(first+1+i)%len(instruments)], Currency: "USD",
+				Quantity: fmt.Sprint(1 + rng.IntN(3)), Price: fmt.Sprintf("%d.%02d", 1+rng.IntN(20), rng.IntN(100))})
+		}
+	}
 	if act != "" && rng.IntN(2) == 1 {
 		// Half at once (the saga has barely started), half at a random
 		// moment (it may be waiting anywhere, or done).
@@ -163,11 +182,12 @@ func (l *load) makeOffer(n int) *offer {
 	return o
 }
 
-// actUsers is how many users (the first ones) get the deals that are
-// aborted or cancelled, and only those: a fifth of them, at least one;
-// none when there are no aborts and cancels or fewer than two users.
-func (l *load) actUsers() int {
-	if max(l.cfg.Aborts, 0)+max(l.cfg.Cancels, 0) == 0 || len(l.users) < 2 {
+// buyOnlyUsers is how many users (the first ones) get the deals that are
+// aborted or cancelled and the baskets, and only those: a fifth of them,
+// at least one; none when there are none of those or fewer than two
+// users.
+func (l *load) buyOnlyUsers() int {
+	if max(l.cfg.Aborts, 0)+max(l.cfg.Cancels, 0)+max(l.cfg.Baskets, 0) == 0 || len(l.users) < 2 {
 		return 0
 	}
 	return max(1, len(l.users)/5)
@@ -245,8 +265,8 @@ func backoff(n int, rng *rand.Rand) time.Duration {
 	return d/2 + time.Duration(rng.Int64N(int64(d/2)+1))
 }
 
-// post sends o until deals accepts it, refuses it for good, or
-// cfg.RetryFor has passed.
+// post sends o (a deal, or a basket) until deals accepts it, refuses it
+// for good, or cfg.RetryFor has passed.
 func (l *load) post(ctx context.Context, o *offer) {
 	rng := rand.New(rand.NewPCG(l.cfg.Seed^0x9e3779b97f4a7c15, uint64(o.n)))
 	deadline := time.Now().Add(l.cfg.RetryFor)
@@ -254,7 +274,14 @@ func (l *load) post(ctx context.Context, o *offer) {
 	for {
 		o.attempts++
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		id, sagaID, replayed, err := l.s.PostDealKey(pctx, replicas[rng.IntN(len(replicas))], o.user, o.key, o.deal)
+		var id, sagaID string
+		var replayed bool
+		var err error
+		if o.lines != nil {
+			id, sagaID, replayed, err = l.s.PostBasketKey(pctx, replicas[rng.IntN(len(replicas))], o.user, o.key, o.deal.PortfolioID, o.lines)
+		} else {
+			id, sagaID, replayed, err = l.s.PostDealKey(pctx, replicas[rng.IntN(len(replicas))], o.user, o.key, o.deal)
+		}
 		cancel()
 		if err == nil {
 			l.mu.Lock()

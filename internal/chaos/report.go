@@ -51,11 +51,12 @@ type Report struct {
 	// Elapsed is Run's whole wall time (build, servers, checks included).
 	Elapsed time.Duration
 
-	// Offered deals; Accepted by deals (201, possibly after retries with
-	// the same Idempotency-Key); Replayed is how many of those were
-	// answered from an earlier attempt; Refused got a 4xx; GaveUp were
-	// still failing after Config.RetryFor.
-	Offered, Accepted, Replayed, Refused, GaveUp int
+	// Offered deals and baskets; Accepted by deals (201, possibly after
+	// retries with the same Idempotency-Key), Baskets of them baskets;
+	// Replayed is how many of those were answered from an earlier
+	// attempt; Refused got a 4xx; GaveUp were still failing after
+	// Config.RetryFor.
+	Offered, Accepted, Baskets, Replayed, Refused, GaveUp int
 	// Attempts is every POST /deals sent (retries included).
 	Attempts int
 	// Behind is the most the open loop fell behind its schedule.
@@ -152,6 +153,9 @@ func (r *Report) collect(ctx context.Context, s *procstack.Stack, l *load, inj *
 		case o.id != "":
 			r.Accepted++
 			accepted[o.key] = o
+			if o.lines != nil {
+				r.Baskets++
+			}
 			if o.replayed {
 				r.Replayed++
 			}
@@ -192,8 +196,10 @@ func (r *Report) collect(ctx context.Context, s *procstack.Stack, l *load, inj *
 		IDs string `db:"ids"`
 	}
 	if err := s.DB(procstack.Deals).SelectContext(ctx, &rows, `SELECT idempotency_key AS key, count(*) AS n, string_agg(id, ',') AS ids
-		FROM deals WHERE idempotency_key LIKE 'chaos-%' GROUP BY idempotency_key`); err != nil {
-		return fmt.Errorf("chaos: read deals by key: %w", err)
+		FROM deals WHERE idempotency_key LIKE 'chaos-%' GROUP BY idempotency_key
+		UNION ALL SELECT idempotency_key, count(*), string_agg(id, ',')
+		FROM baskets WHERE idempotency_key LIKE 'chaos-%' GROUP BY idempotency_key`); err != nil {
+		return fmt.Errorf("chaos: read deals and baskets by key: %w", err)
 	}
 	stored := map[string]int{}
 	for _, row := range rows {
@@ -211,7 +217,7 @@ func (r *Report) collect(ctx context.Context, s *procstack.Stack, l *load, inj *
 			missing++
 			r.Lost++
 			if missing <= 5 {
-				r.problem("deal %s (key %s) was accepted but is not in deals' database", o.id, key)
+				r.problem("deal or basket %s (key %s) was accepted but is not in deals' database", o.id, key)
 			}
 		}
 	}
@@ -475,8 +481,8 @@ func (r *Report) Format(w io.Writer) {
 	fmt.Fprintf(w, "  %s\n", r.Machine)
 	fmt.Fprintf(w, "  wall time %s (build and servers included); faults over %s after the traffic ended, at rest %s after that\n",
 		ms(r.Elapsed), ms(max(r.FaultsEnd.Sub(r.TrafficEnd), 0)), ms(r.Quiet.Sub(r.FaultsEnd)))
-	fmt.Fprintf(w, "deals: %d accepted (%d POST /deals sent; %d answered from an earlier attempt by Idempotency-Key), %d refused, %d given up\n",
-		r.Accepted, r.Attempts, r.Replayed, r.Refused, r.GaveUp)
+	fmt.Fprintf(w, "deals: %d accepted, %d of them baskets (%d POST /deals or /baskets sent; %d answered from an earlier attempt by Idempotency-Key), %d refused, %d given up\n",
+		r.Accepted, r.Baskets, r.Attempts, r.Replayed, r.Refused, r.GaveUp)
 	fmt.Fprintf(w, "deposits: %d offered, %d accepted, %d given up\n", r.Deposits, r.DepositsAccepted, r.DepositsGaveUp)
 	fmt.Fprintf(w, "operator aborts: %s; client cancels: %s\n", r.Aborts, r.Cancels)
 	fmt.Fprintf(w, "sagas: %s; deals %s; profile decisions %s, reversals %s (failed after approval %d)\n",

@@ -194,6 +194,44 @@ func (s *Stack) PostDealKey(ctx context.Context, r *Replica, user, key string, d
 	return out.ID, out.SagaID, h.Get("Idempotent-Replayed") == "true", nil
 }
 
+// Line is one line of a basket (PostBasketKey): a deal of the basket's
+// portfolio.
+type Line struct {
+	Side       string `json:"side"` // buy or sell
+	Instrument string `json:"instrument"`
+	Quantity   string `json:"quantity"` // decimal string
+	Price      string `json:"price"`    // decimal string
+	Currency   string `json:"currency"`
+}
+
+// PostBasketKey registers a basket of lines in portfolioID as user
+// through deals replica r (POST /baskets, BASKET_ORDER) with
+// Idempotency-Key key: a retry with the same key registers (and starts)
+// one basket. It returns the basket's id and its saga's id, and whether
+// deals answered from an earlier request with that key; another status
+// than 201 is a *StatusError.
+func (s *Stack) PostBasketKey(ctx context.Context, r *Replica, user, key, portfolioID string, lines []Line) (id, sagaID string, replayed bool, err error) {
+	body := struct {
+		PortfolioID string `json:"portfolio_id"`
+		Lines       []Line `json:"lines"`
+	}{portfolioID, lines}
+	status, h, b, err := r.Call(ctx, http.MethodPost, "/baskets", Caller{User: user}, body, http.Header{"Idempotency-Key": {key}})
+	if err != nil {
+		return "", "", false, err
+	}
+	if status != http.StatusCreated {
+		return "", "", false, &StatusError{Status: status, Body: string(b), What: "POST /baskets through " + r.Name()}
+	}
+	var out struct {
+		ID     string `json:"id"`
+		SagaID string `json:"saga_id"`
+	}
+	if err := json.Unmarshal(b, &out); err != nil || out.ID == "" || out.SagaID == "" {
+		return "", "", false, fmt.Errorf("procstack: decode the answer to POST /baskets through %s (%s): %w", r.Name(), b, err)
+	}
+	return out.ID, out.SagaID, h.Get("Idempotent-Replayed") == "true", nil
+}
+
 // CancelDeal has user, the deal's owner, cancel deal id through deals
 // replica r (POST /deals/{id}/cancel). It returns the status when it is
 // 202 (accepted, or accepted before) or 409 (too late: the deal is

@@ -266,10 +266,11 @@ func (s *Stack) Check(ctx context.Context) (Report, error) {
 		Amount      decimal.Decimal `db:"amount"`
 		Status      string          `db:"status"`
 		SagaID      string          `db:"saga_id"`
+		BasketID    string          `db:"basket_id"` // "" for a deal of its own
 	}
 	var deals []deal
 	if err := s.DB(Deals).SelectContext(ctx, &deals, `SELECT id, user_id, portfolio_id, side, instrument, quantity::text AS quantity,
-		amount::text AS amount, status, saga_id FROM deals ORDER BY seq`); err != nil {
+		amount::text AS amount, status, saga_id, coalesce(basket_id, '') AS basket_id FROM deals ORDER BY seq`); err != nil {
 		return r, fmt.Errorf("procstack: read deals: %w", err)
 	}
 	type saga struct {
@@ -314,16 +315,23 @@ func (s *Stack) Check(ctx context.Context) (Report, error) {
 		reverted[rv.DealID] = rv.Outcome == "reverted"
 	}
 	type note struct {
-		DealID string `db:"deal_id"`
-		Status string `db:"status"`
+		DealID   string `db:"deal_id"`
+		BasketID string `db:"basket_id"`
+		Status   string `db:"status"`
 	}
 	var notes []note
-	if err := s.DB(Notification).SelectContext(ctx, &notes, `SELECT deal_id, status FROM notifications`); err != nil {
+	if err := s.DB(Notification).SelectContext(ctx, &notes, `SELECT deal_id, basket_id, status FROM notifications`); err != nil {
 		return r, fmt.Errorf("procstack: read notifications: %w", err)
 	}
 	r.Notifications = len(notes)
-	notesOf := map[string][]string{}
+	// A deal's notifications by deal id, a basket's (one for all its
+	// deals, BASKET_ORDER) by basket id.
+	notesOf, basketNotes := map[string][]string{}, map[string][]string{}
 	for _, n := range notes {
+		if n.BasketID != "" {
+			basketNotes[n.BasketID] = append(basketNotes[n.BasketID], n.Status)
+			continue
+		}
 		notesOf[n.DealID] = append(notesOf[n.DealID], n.Status)
 	}
 
@@ -332,10 +340,13 @@ func (s *Stack) Check(ctx context.Context) (Report, error) {
 	type key struct{ portfolio, instrument string }
 	cashMoved := map[string]decimal.Decimal{}
 	heldMoved := map[key]decimal.Decimal{}
-	dealIDs := map[string]bool{}
+	dealIDs, basketIDs := map[string]bool{}, map[string]bool{}
 	sagaOfDeal := map[string]bool{}
 	for _, d := range deals {
 		dealIDs[d.ID] = true
+		if d.BasketID != "" {
+			basketIDs[d.BasketID] = true
+		}
 		r.Deals[d.Status]++
 		sg, ok := sagas[d.SagaID]
 		sagaOfDeal[d.SagaID] = true
@@ -382,18 +393,22 @@ func (s *Stack) Check(ctx context.Context) (Report, error) {
 				heldMoved[k] = heldMoved[k].Sub(d.Quantity)
 			}
 		}
-		switch got := notesOf[d.ID]; {
+		got, of := notesOf[d.ID], "deal "+d.ID
+		if d.BasketID != "" {
+			got, of = basketNotes[d.BasketID], "basket "+d.BasketID+" of deal "+d.ID
+		}
+		switch {
 		case len(got) != 1:
 			kind := BrokenNotifyMissing
 			if len(got) > 1 {
 				kind = BrokenNotifyExtra
 			}
 			if limit(kind) {
-				r.violate("deal %s (%s) has %d notifications %v, want exactly 1", d.ID, d.Status, len(got), got)
+				r.violate("%s (%s) has %d notifications %v, want exactly 1", of, d.Status, len(got), got)
 			}
 		case got[0] != d.Status:
 			if limit(BrokenNotifyStatus) {
-				r.violate("deal %s is %s but its notification says %s", d.ID, d.Status, got[0])
+				r.violate("deal %s is %s but the notification of %s says %s", d.ID, d.Status, of, got[0])
 			}
 		}
 	}
@@ -405,6 +420,11 @@ func (s *Stack) Check(ctx context.Context) (Report, error) {
 	for id := range notesOf {
 		if !dealIDs[id] && limit(BrokenOrphan) {
 			r.violate("a notification names deal %s, which deals does not know", id)
+		}
+	}
+	for id := range basketNotes {
+		if !basketIDs[id] && limit(BrokenOrphan) {
+			r.violate("a notification names basket %s, which deals does not know", id)
 		}
 	}
 	for _, sg := range sagaRows {

@@ -36,14 +36,16 @@
 //     principal): one paused past the session timeout loses its partitions
 //     to the others. The services run with --dev-header on loopback: a test
 //     calls them as any user with any role (Service.Call, Replica.Call,
-//     OpenPortfolio, Deposit, PostDeal, PostDealKey, CancelDeal, AbortSaga).
+//     OpenPortfolio, Deposit, PostDeal, PostDealKey, PostBasketKey, CancelDeal,
+//     AbortSaga).
 //
 // After the faults, Stack.WaitQuiescent waits (bounded) until every saga is
 // at rest, every outbox is empty and every consumer group has consumed its
 // topics, and Stack.Check reads the four databases and lists every broken
 // invariant of MANUAL_CREATE_ORDER: a deal executed exactly when its cash
 // moved (each portfolio's cash = deposits − executed buys + executed sells,
-// positions likewise), every deal final, one notification per deal outcome,
+// positions likewise), every deal final, one notification per deal outcome
+// (per basket for the deals of a BASKET_ORDER basket),
 // every saga terminal and agreeing with its deal (completed for an
 // executed or rejected deal, failed for a failed or cancelled one), no dead
 // letter anywhere;
