@@ -6,10 +6,8 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/portfolio-counselor/sagamachine/engine/httpapi/console"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka/embedded"
@@ -61,29 +59,15 @@ func startDaemon(t *testing.T, args ...string) string {
 	}
 	t.Cleanup(func() { b.Close() })
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncBuf{}
-	done := make(chan error, 1)
 	args = append([]string{"--db", "sqlite:" + filepath.Join(t.TempDir(), "saga.db"), "--brokers", strings.Join(b.Addrs(), ","), "--listen", "127.0.0.1:0"}, args...)
-	go func() { done <- run(ctx, args, envMap(nil), io.Discard, logs) }()
+	base, done, _ := runDaemon(ctx, t, args, envMap(nil))
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("run after stop = %v", err)
 		}
 	})
-	addr := regexp.MustCompile(`"msg":"saga-machine running","listen":"([^"]+)"`)
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if m := addr.FindStringSubmatch(logs.String()); m != nil {
-			return "http://" + m[1]
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("run returned early: %v\n%s", err, logs.String())
-		default:
-		}
-	}
-	t.Fatalf("daemon did not start:\n%s", logs.String())
-	return ""
+	return base
 }
 
 // TestRunServesConsoleSignIn: with --issuer the console's settings name

@@ -168,26 +168,8 @@ func TestRunServesProbesAndStops(t *testing.T) {
 	defer b.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	logs := &syncBuf{}
-	done := make(chan error, 1)
 	args := []string{"--db", "sqlite:" + filepath.Join(t.TempDir(), "saga.db"), "--brokers", strings.Join(b.Addrs(), ","), "--listen", "127.0.0.1:0"}
-	go func() { done <- run(ctx, args, envMap(nil), io.Discard, logs) }()
-
-	addr := regexp.MustCompile(`"msg":"saga-machine running","listen":"([^"]+)"`)
-	var base string
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && base == ""; time.Sleep(50 * time.Millisecond) {
-		if m := addr.FindStringSubmatch(logs.String()); m != nil {
-			base = "http://" + m[1]
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("run returned early: %v\n%s", err, logs.String())
-		default:
-		}
-	}
-	if base == "" {
-		t.Fatalf("daemon did not start:\n%s", logs.String())
-	}
+	base, done, logs := runDaemon(ctx, t, args, envMap(nil))
 	for _, path := range []string{"/healthz", "/readyz"} {
 		resp, err := http.Get(base + path)
 		if err != nil {
@@ -239,27 +221,8 @@ func TestRunGuardsMetrics(t *testing.T) {
 	defer b.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	logs := &syncBuf{}
-	done := make(chan error, 1)
 	args := []string{"--db", "sqlite:" + filepath.Join(dir, "saga.db"), "--brokers", strings.Join(b.Addrs(), ","), "--listen", "127.0.0.1:0"}
-	go func() {
-		done <- run(ctx, args, envMap(map[string]string{"SAGA_METRICS_TOKEN_FILE": tokenFile}), io.Discard, logs)
-	}()
-	addr := regexp.MustCompile(`"msg":"saga-machine running","listen":"([^"]+)"`)
-	var base string
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && base == ""; time.Sleep(50 * time.Millisecond) {
-		if m := addr.FindStringSubmatch(logs.String()); m != nil {
-			base = "http://" + m[1]
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("run returned early: %v\n%s", err, logs.String())
-		default:
-		}
-	}
-	if base == "" {
-		t.Fatalf("daemon did not start:\n%s", logs.String())
-	}
+	base, done, _ := runDaemon(ctx, t, args, envMap(map[string]string{"SAGA_METRICS_TOKEN_FILE": tokenFile}))
 	for _, tc := range []struct {
 		path, auth string
 		want       int
@@ -290,6 +253,29 @@ func TestRunGuardsMetrics(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("run after stop = %v, want nil", err)
 	}
+}
+
+// runDaemon runs the daemon with args and env until ctx ends, and waits
+// until it listens: it returns its base URL, the channel run's result
+// arrives on, and its logs.
+func runDaemon(ctx context.Context, t *testing.T, args []string, env func(string) string) (string, <-chan error, *syncBuf) {
+	t.Helper()
+	logs := &syncBuf{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, args, env, io.Discard, logs) }()
+	addr := regexp.MustCompile(`"msg":"saga-machine running","listen":"([^"]+)"`)
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if m := addr.FindStringSubmatch(logs.String()); m != nil {
+			return "http://" + m[1], done, logs
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("run returned early: %v\n%s", err, logs.String())
+		default:
+		}
+	}
+	t.Fatalf("daemon did not start:\n%s", logs.String())
+	return "", nil, nil
 }
 
 func TestLoopbackHostOnly(t *testing.T) {

@@ -165,15 +165,7 @@ func basketAbort(t *testing.T, be backend, trading bool) {
 	if len(dls) != 1 || dls[0].Code != engine.CodeFinished || !strings.Contains(string(dls[0].Raw), "BASKET_CHECKED") {
 		t.Errorf("saga-machine dead letters %+v, want profile's late BASKET_CHECKED (finished)", dls)
 	}
-	for _, svc := range []*system.Service{w.sys.Deals, w.sys.Profile, w.sys.Notification} {
-		parked, err := svc.Participant.DeadLetters(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(parked) != 0 {
-			t.Errorf("%s dead letters: %+v, want none", svc.Name, parked)
-		}
-	}
+	noneParked(ctx, t, w.sys)
 }
 
 // forgeCheck writes profile's answer to the saga's CHECK_BASKET, that the

@@ -168,7 +168,13 @@ func (w *cancelWorld) settled(ctx context.Context, t *testing.T) {
 	if len(dls) != 0 {
 		t.Errorf("saga-machine dead letters: %+v, want none", dls)
 	}
-	for _, svc := range []*system.Service{w.sys.Deals, w.sys.Profile, w.sys.Notification} {
+	noneParked(ctx, t, w.sys)
+}
+
+// noneParked checks that no participant service of sys parked a command.
+func noneParked(ctx context.Context, t *testing.T, sys *system.System) {
+	t.Helper()
+	for _, svc := range []*system.Service{sys.Deals, sys.Profile, sys.Notification} {
 		parked, err := svc.Participant.DeadLetters(ctx)
 		if err != nil {
 			t.Fatal(err)
