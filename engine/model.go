@@ -41,6 +41,9 @@ type Model struct {
 	eventNames []string                    // every event, in first-use order
 	exhausted  map[edgeKey]string          // (state, exhausted event) → command whose retries raise it
 	byDone     map[[2]string]*Compensation // (participant, done event) → compensation
+	// effects is, per (participant, command), whether some send of it may
+	// change something (true) or every send says effects: none (false).
+	effects map[[2]string]bool
 
 	contracts  map[string]*Contract   // event → its data contract (only events that have one)
 	parallels  []*Parallel            // every parallel step, by ID
@@ -77,6 +80,7 @@ type CommandSpec struct {
 	Name        string
 	Retry       *definition.Retry // nil: send once; a branch's retry has no Exhausted (the branch fails)
 	Compensate  *Compensation     // undoes what the command did (or may have done), nil if none
+	NoEffects   bool              // effects: none: the participant commits nothing for it
 	// Payload builds the command's payload from the context (see
 	// BuildPayload); nil: the payload is the whole saga context.
 	Payload *Mapping
@@ -653,6 +657,25 @@ func (m *Model) Keys() map[string]string {
 // Participants lists the participant names, sorted. The reserved
 // definition.Engine and definition.API are not among them.
 func (m *Model) Participants() []string { return slices.Clone(m.partNames) }
+
+// NoEffects reports whether the definition declares command, sent to
+// participant, without effects (effects: none on every send of it): an
+// answer to it that comes late changes nothing anywhere.
+func (m *Model) NoEffects(participant, command string) bool {
+	has, sent := m.effects[[2]string{participant, command}]
+	return sent && !has
+}
+
+// sendsNoEffects reports whether the definition sends participant some
+// command without effects.
+func (m *Model) sendsNoEffects(participant string) bool {
+	for k, has := range m.effects {
+		if k[0] == participant && !has {
+			return true
+		}
+	}
+	return false
+}
 
 // Topic returns the command topic of participant, or "" if the saga has no
 // such participant.

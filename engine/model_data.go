@@ -392,7 +392,12 @@ func (m *Model) commandSpec(s *definition.Send) (*CommandSpec, error) {
 		return nil, Errorf(CodeInvalid, "compile command", "%s goes to unknown participant %q", s.Command.Value, s.To.Value)
 	}
 	c := &CommandSpec{Participant: s.To.Value, Topic: topic, Name: s.Command.Value, Retry: s.Retry, ForEach: s.ForEach,
-		saga: m.def.Saga, version: m.def.Version}
+		NoEffects: s.NoEffects, saga: m.def.Saga, version: m.def.Version}
+	if m.effects == nil {
+		m.effects = map[[2]string]bool{}
+	}
+	key := [2]string{c.Participant, c.Name}
+	m.effects[key] = m.effects[key] || !s.NoEffects
 	if s.Payload != nil {
 		if err := checkMapping(s.Payload); err != nil {
 			return nil, Errorf(CodeInvalid, "compile command", "%s: %v", s.Command.Value, err)

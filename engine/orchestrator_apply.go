@@ -250,6 +250,9 @@ func (o *Orchestrator) apply(b *batch, in *inbound) error {
 		if late, lerr := o.applyLate(b, w, in, err); late || lerr != nil {
 			return lerr
 		}
+		if o.lateWithoutEffects(b, w, in, err) {
+			return nil
+		}
 		return err
 	}
 	return o.enter(b, w, in, step)

@@ -729,6 +729,48 @@ func (o *Orchestrator) applyLate(b *batch, w *sagaWork, in *inbound, refusal err
 	return true, nil
 }
 
+// lateWithoutEffects takes an event the state machine refused (refusal:
+// the saga is finished, or in a state that does not accept it) that names
+// the command it answers, when the definition sends its sender some
+// command with effects: none. Whether it answers such a command is read
+// from the saga's timeline when the batch is written: if the saga sent
+// that command to the sender, the answer is recorded as late (it changed
+// nothing anywhere: nothing to undo, nothing to park); otherwise it is
+// refused as before (a dead letter with refusal). It reports whether it
+// took the event.
+func (o *Orchestrator) lateWithoutEffects(b *batch, w *sagaWork, in *inbound, refusal error) bool {
+	switch ErrorCode(refusal) {
+	case CodeIllegal, CodeFinished:
+	default:
+		return false
+	}
+	if in.msg.CausationID == "" || !w.model.sendsNoEffects(in.msg.Participant) {
+		return false
+	}
+	check, model, state := *in, w.model, w.inst.State
+	b.checks = append(b.checks, func(ctx context.Context, tx Tx) error {
+		m := &check.msg
+		ref, found, err := tx.SentCommand(ctx, m.SagaID, m.CausationID)
+		if err != nil {
+			return fmt.Errorf("look up command %s of saga %s: %w", m.CausationID, m.SagaID, err)
+		}
+		if !found || ref.Participant != m.Participant || !model.NoEffects(ref.Participant, ref.Name) {
+			o.refuse(b, &check, refusal)
+			return nil
+		}
+		b.entries = append(b.entries, HistoryEntry{
+			SagaID: m.SagaID, At: b.now, Kind: EntryLate, MessageID: m.ID, Event: m.Name, By: m.Participant,
+			FromState: state, ToState: state, Commands: []CommandRef{ref},
+			Reason: fmt.Sprintf("%s answers %s (command %s) after the saga stopped waiting for it; %s has no effects (effects: none): nothing to undo",
+				m.Name, ref.Name, ref.ID, ref.Name),
+		})
+		saga, ev := model.Name(), m.Name
+		b.after = append(b.after, func() { o.cob.LateReply(saga, ev) })
+		return nil
+	})
+	return true
+}
+
 // RetryCompensation sends a saga's stuck compensation again (status
 // compensation_failed): same command id, its retry policy starting over,
 // and records the operator's action in the timeline. A saga in any other

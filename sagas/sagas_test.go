@@ -29,9 +29,9 @@ func catalog(t *testing.T) *engine.Catalog {
 	return cat
 }
 
-// TestShipped: the two versions of BASKET_ORDER and the four of
+// TestShipped: the three versions of BASKET_ORDER and the four of
 // MANUAL_CREATE_ORDER load (running sagas on older versions keep their
-// definition), new sagas get the newest (2 and 4), and every file names
+// definition), new sagas get the newest (3 and 4), and every file names
 // the JSON Schema on its first line.
 func TestShipped(t *testing.T) {
 	cat := catalog(t)
@@ -39,11 +39,11 @@ func TestShipped(t *testing.T) {
 	for _, m := range cat.List() {
 		got = append(got, m.String())
 	}
-	if strings.Join(got, ", ") != "BASKET_ORDER v1, BASKET_ORDER v2, MANUAL_CREATE_ORDER v1, MANUAL_CREATE_ORDER v2, MANUAL_CREATE_ORDER v3, MANUAL_CREATE_ORDER v4" {
-		t.Errorf("catalog: got %v, want BASKET_ORDER v1 and v2, MANUAL_CREATE_ORDER v1 to v4", got)
+	if strings.Join(got, ", ") != "BASKET_ORDER v1, BASKET_ORDER v2, BASKET_ORDER v3, MANUAL_CREATE_ORDER v1, MANUAL_CREATE_ORDER v2, MANUAL_CREATE_ORDER v3, MANUAL_CREATE_ORDER v4" {
+		t.Errorf("catalog: got %v, want BASKET_ORDER v1 to v3, MANUAL_CREATE_ORDER v1 to v4", got)
 	}
-	if m, err := cat.Get("BASKET_ORDER", 0); err != nil || m.Version() != 2 {
-		t.Errorf("version of a new basket saga: got %v (err %v), want 2", m, err)
+	if m, err := cat.Get("BASKET_ORDER", 0); err != nil || m.Version() != 3 {
+		t.Errorf("version of a new basket saga: got %v (err %v), want 3", m, err)
 	}
 	if m, err := cat.Get("MANUAL_CREATE_ORDER", 0); err != nil || m.Version() != 4 {
 		t.Errorf("version of a new saga: got %v (err %v), want 4", m, err)
@@ -215,6 +215,43 @@ func TestBasketVersion2AddsTheAbort(t *testing.T) {
 		if step, err := v2.Apply(s, "ABORT", "engine"); err != nil || !step.Failed || step.Send == nil || step.Send.Name != "NOTIFY" {
 			t.Errorf("ABORT in %s: %+v, %v; want FAILED sending NOTIFY", s, step, err)
 		}
+	}
+}
+
+// TestBasketVersion3DeclaresTheCheckWithoutEffects: BASKET_ORDER version 3
+// is version 2 (the same rows, sends and compensations) with CHECK_BASKET,
+// and only it, declared effects: none.
+func TestBasketVersion3DeclaresTheCheckWithoutEffects(t *testing.T) {
+	cat := catalog(t)
+	v2, err := cat.Get("BASKET_ORDER", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v3, err := cat.Get("BASKET_ORDER", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t2, t3 := v2.Definition().Transitions, v3.Definition().Transitions
+	if len(t2) != len(t3) {
+		t.Fatalf("transitions: v2 has %d, v3 %d, want the same", len(t2), len(t3))
+	}
+	for i := range t2 {
+		if got, want := row(t3[i]), row(t2[i]); got != want {
+			t.Errorf("row %d: v3 %q, want v2's %q", i+1, got, want)
+		}
+		if (t2[i].Compensate == nil) != (t3[i].Compensate == nil) || (t2[i].Send == nil) != (t3[i].Send == nil) ||
+			t2[i].Send != nil && (t2[i].Send.Compensate == nil) != (t3[i].Send.Compensate == nil) {
+			t.Errorf("row %d: compensations differ between v2 and v3", i+1)
+		}
+		if s := t3[i].Send; s != nil && s.NoEffects != (s.Command.Value == "CHECK_BASKET") {
+			t.Errorf("row %d: %s effects: none %v, want it for CHECK_BASKET only", i+1, s.Command.Value, s.NoEffects)
+		}
+		if s := t2[i].Send; s != nil && s.NoEffects {
+			t.Errorf("row %d: v2's %s declares effects: none", i+1, s.Command.Value)
+		}
+	}
+	if !v3.NoEffects("profile", "CHECK_BASKET") || v2.NoEffects("profile", "CHECK_BASKET") || v3.NoEffects("profile", "APPROVE_ORDER") {
+		t.Error("NoEffects: want CHECK_BASKET without effects on v3 only, APPROVE_ORDER with effects")
 	}
 }
 

@@ -66,6 +66,7 @@ var (
 		{"retry", false, ""},
 		{"compensate", false, ""},
 		{"payload", false, ""},
+		{"effects", false, ""},
 		{"ok", false, ""},
 		{"fail", false, ""},
 		{"for_each", false, ""},
@@ -459,11 +460,25 @@ func (p *parser) send(n *yaml.Node) *Send {
 	if f, ok := fields["payload"]; ok {
 		s.Payload = p.mapping(f.val, expr.Value, 0)
 	}
+	if f, ok := fields["effects"]; ok {
+		switch v, ok := p.str(f.val, "none"); {
+		case !ok:
+			good = false
+		case v == "none":
+			s.NoEffects = true
+		default:
+			p.addAt(f.val, ruleEffects, "effects `%s` is not none: the only value says the participant commits nothing for the command (a read or a check); leave effects out otherwise", clip(v))
+			good = false
+		}
+	}
 	if !good {
 		return nil
 	}
 	if f, ok := fields["compensate"]; ok {
 		s.Compensate = p.compensation(f.val, "the compensation of the command", s.To)
+		if s.NoEffects && s.Compensate != nil {
+			p.addAt(f.key, ruleEffects, "a command with effects: none has nothing to compensate: remove compensate, or effects: none if the participant does commit something")
+		}
 	}
 	return s
 }

@@ -119,6 +119,7 @@ const (
 	ruleCompensateToReserved = "compensate-to-reserved"
 	ruleCompensateByReserved = "compensate-by-reserved"
 	ruleCompensateSame       = "compensate-same-command"
+	ruleEffects              = "effects"
 	ruleCompensateNeverRuns  = "compensate-never-runs"
 	ruleCompensateNoFailed   = "compensate-without-failed"
 	ruleDoneIsEvent          = "done-is-event"

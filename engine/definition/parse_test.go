@@ -113,7 +113,7 @@ func TestEveryRuleHasABadFile(t *testing.T) {
 		"join-without-branches", "branches-without-join", "branch-only", "branch-exhausted", "join-policy",
 		"branch-reply-ambiguous", "branch-reply-is-event", "join-state-shared", "parallel-to-terminal",
 		"bad-schema", "schema-file", "contract-unknown-event", "contract-engine-event", "writes-shared",
-		"abort-not-failed",
+		"abort-not-failed", "effects",
 	} {
 		if !seen[rule] {
 			t.Errorf("rule %s: no file in testdata/bad breaks it", rule)

@@ -208,6 +208,11 @@ type Send struct {
 	Compensate *Compensation // undoes what Command did (or may have done); nil if none
 	Payload    *Mapping      // builds the command's payload; nil: the whole saga context
 	Pos        Pos
+	// NoEffects is `effects: none` (a single send only): the participant
+	// commits nothing for the command (a read or a check), so an answer
+	// that comes after the saga stopped waiting for it is recorded in the
+	// timeline as late, not parked as a dead letter.
+	NoEffects bool
 
 	// A branch of a parallel step only:
 	OK      Name  // the participant's reply when the branch succeeded

@@ -18,12 +18,12 @@ import (
 	"github.com/portfolio-counselor/sagamachine/participants/deals"
 )
 
-// An operator's abort of a basket (BASKET_ORDER version 2) on the whole
+// An operator's abort of a basket (BASKET_ORDER version 3) on the whole
 // system, read back from every service's database. profile is down when
 // the operator aborts, and answers everything it was sent once it is back:
 //   - while checking: no line was ever sent, no cash moves; profile's late
-//     check (CHECK_BASKET declares no compensation) is parked as a dead
-//     letter `finished`, the only one;
+//     check (CHECK_BASKET has effects: none) is a late entry of the
+//     timeline, nothing is parked;
 //   - while trading: both lines were sent; profile applies them after the
 //     abort and saga-machine reverts each (late answers to a compensable
 //     command), so alice's cash and positions end as funded.
@@ -92,8 +92,8 @@ func basketAbort(t *testing.T, be backend, trading bool) {
 	}
 
 	inst, got := w.settle(ctx, t, b)
-	if inst.SagaVersion != 2 || inst.State != "FAILED" || inst.Status != engine.StatusFailed {
-		t.Fatalf("basket saga: v%d %s %s (undo %+v), want v2 FAILED failed", inst.SagaVersion, inst.State, inst.Status, inst.Undo)
+	if inst.SagaVersion != 3 || inst.State != "FAILED" || inst.Status != engine.StatusFailed {
+		t.Fatalf("basket saga: v%d %s %s (undo %+v), want v3 FAILED failed", inst.SagaVersion, inst.State, inst.Status, inst.Undo)
 	}
 	notes := w.basketNotes(ctx, t, 1)
 	quiesce(ctx, t, w.sys, cfg.GroupPrefix)
@@ -133,14 +133,24 @@ func basketAbort(t *testing.T, be backend, trading bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	late := 0
+	late, lateChecks := 0, 0
 	for _, h := range hist {
-		if h.Kind == engine.EntryLate && h.Event == "ORDER_APPROVED" {
+		switch {
+		case h.Kind == engine.EntryLate && h.Event == "ORDER_APPROVED":
 			late++
+		case h.Kind == engine.EntryLate && h.Event == "BASKET_CHECKED" && strings.Contains(h.Reason, "CHECK_BASKET has no effects (effects: none)"):
+			lateChecks++
 		}
 	}
 	if late != wantLines {
 		t.Errorf("%d late ORDER_APPROVED in the timeline, want %d", late, wantLines)
+	}
+	// profile's own check came after the saga stopped waiting for it (in
+	// the trading case the check saga-machine took was the forged one):
+	// CHECK_BASKET has no effects (version 3), so the timeline records it
+	// as late and nothing is parked.
+	if lateChecks != 1 {
+		t.Errorf("%d late BASKET_CHECKED of a command without effects in the timeline, want 1", lateChecks)
 	}
 	if got.Status != deals.StatusFailed {
 		t.Errorf("basket status %q, want failed", got.Status)
@@ -154,16 +164,12 @@ func basketAbort(t *testing.T, be backend, trading bool) {
 		t.Errorf("notifications %+v, want one for basket %s: failed, stopped by our staff", notes, b.ID)
 	}
 
-	// Nothing parked but profile's late check of the aborted basket, which
-	// saga-machine cannot know to be harmless (CHECK_BASKET declares no
-	// compensation). In the trading case the check saga-machine took was
-	// the forged one, so profile's own is as late.
 	dls, err := w.sys.SagaMachine.Store.DeadLetters(ctx, 100, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(dls) != 1 || dls[0].Code != engine.CodeFinished || !strings.Contains(string(dls[0].Raw), "BASKET_CHECKED") {
-		t.Errorf("saga-machine dead letters %+v, want profile's late BASKET_CHECKED (finished)", dls)
+	if len(dls) != 0 {
+		t.Errorf("saga-machine dead letters %+v, want none", dls)
 	}
 	noneParked(ctx, t, w.sys)
 }
@@ -189,7 +195,7 @@ func (w *basketWorld) forgeCheck(ctx context.Context, t *testing.T, sagaID strin
 		t.Fatalf("saga %s: no CHECK_BASKET in its timeline", sagaID)
 	}
 	m := envelope.Message{
-		V: envelope.Version, ID: uuid.NewString(), SagaID: sagaID, Saga: "BASKET_ORDER", SagaVersion: 2,
+		V: envelope.Version, ID: uuid.NewString(), SagaID: sagaID, Saga: "BASKET_ORDER", SagaVersion: 3,
 		Kind: envelope.KindEvent, Name: "BASKET_CHECKED", Participant: system.Profile, CausationID: check,
 		OccurredAt: time.Now().UTC(),
 		Payload:    json.RawMessage(`{"basket_check":{"sufficient":true,"reason":"cash 1000.00 USD covers 350.00 USD"}}`),

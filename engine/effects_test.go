@@ -1,0 +1,96 @@
+package engine_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/portfolio-counselor/sagamachine/engine"
+)
+
+// lookup checks a limit (effects: none: the bank commits nothing for it)
+// before it charges (an effect, without a compensation).
+const lookup = `
+saga: LOOKUP
+version: 1
+participants:
+  shop: { topic: SHOP_TOPIC }
+  bank: { topic: BANK_TOPIC }
+transitions:
+  - on: ORDER
+    by: shop
+    from: []
+    to: CHECKING
+    send: { to: bank, command: CHECK_LIMIT, effects: none }
+  - on: LIMIT_OK
+    by: bank
+    from: [CHECKING]
+    to: CHARGING
+    send: { to: bank, command: CHARGE }
+  - { on: CHARGED, by: bank, from: [CHARGING], to: PAID }
+  - { on: CANCEL, by: shop, from: [CHECKING, CHARGING], to: GAVE_UP }
+final: [PAID]
+failed: [GAVE_UP]
+`
+
+// An answer that comes after the saga stopped waiting for it is recorded
+// as late, not parked, when it answers a command the definition declares
+// without effects (effects: none); an answer to a command with effects,
+// to a command the saga never sent, or from another participant than the
+// one it was sent to is a dead letter as before.
+func TestLateAnswerToCommandWithoutEffects(t *testing.T) {
+	ev := func(id, name, by, causation string) engine.Message {
+		m := event(id, name, by, "")
+		m.Saga, m.CausationID = "LOOKUP", causation
+		return m
+	}
+	h := newHarness(t, lookup)
+	checked, charged := uuid.NewString(), uuid.NewString()
+	h.handle(t, ev(checked, "ORDER", "shop", ""))
+	check := h.last(t, "CHECK_LIMIT")
+	h.handle(t, ev(checked, "CANCEL", "shop", ""))
+	h.handle(t, ev(charged, "ORDER", "shop", ""), ev(charged, "LIMIT_OK", "bank", h.last(t, "CHECK_LIMIT").ID))
+	charge := h.last(t, "CHARGE")
+	h.handle(t, ev(charged, "CANCEL", "shop", ""))
+	for _, id := range []string{checked, charged} {
+		if got := h.inst(t, id); got.State != "GAVE_UP" || got.Status != engine.StatusFailed {
+			t.Fatalf("saga %s: %s %s, want GAVE_UP failed", id, got.State, got.Status)
+		}
+	}
+
+	h.handle(t, ev(checked, "LIMIT_OK", "bank", check.ID))
+	if dls := h.deadLetters(t); len(dls) != 0 {
+		t.Fatalf("the late answer to CHECK_LIMIT was parked: %+v", dls)
+	}
+	hist := h.history(t, checked)
+	last := hist[len(hist)-1]
+	if last.Kind != engine.EntryLate || last.Event != "LIMIT_OK" || len(last.Commands) != 1 || last.Commands[0].ID != check.ID ||
+		!strings.Contains(last.Reason, "CHECK_LIMIT has no effects (effects: none): nothing to undo") {
+		t.Errorf("timeline's last entry = %s %s %v %q, want LIMIT_OK late, answering CHECK_LIMIT", last.Kind, last.Event, last.Commands, last.Reason)
+	}
+	if got := h.inst(t, checked); got.State != "GAVE_UP" || len(got.Context) > 2 {
+		t.Errorf("saga after the late answer: %s, context %s; want GAVE_UP, nothing merged", got.State, got.Context)
+	}
+
+	for _, tc := range []struct {
+		name string
+		m    engine.Message
+	}{
+		{"an answer to a command with effects", ev(charged, "CHARGED", "bank", charge.ID)},
+		{"a command the saga never sent", ev(checked, "LIMIT_OK", "bank", uuid.NewString())},
+		{"no causation", ev(checked, "LIMIT_OK", "bank", "")},
+		{"another participant than the command's", ev(checked, "LIMIT_OK", "shop", check.ID)},
+	} {
+		before := len(h.deadLetters(t))
+		h.handle(t, tc.m)
+		dls := h.deadLetters(t)
+		parked := false
+		for _, d := range dls {
+			parked = parked || d.MessageID == tc.m.ID
+		}
+		if len(dls) != before+1 || !parked {
+			t.Errorf("%s: %d dead letters (was %d), parked %v; want it parked", tc.name, len(dls), before, parked)
+		}
+	}
+}
