@@ -373,8 +373,11 @@ func TestMakeOffer(t *testing.T) {
 				}
 				seen[ln.Instrument] = true
 			}
-			if len(o.lines) < 2 || len(o.lines) > 3 || o.act != "" {
-				t.Errorf("offer %d: a basket of %d lines with act %q, want 2 or 3 lines and no act", n, len(o.lines), o.act)
+			if len(o.lines) < 2 || len(o.lines) > 3 || (o.act != "" && o.act != actAbort) {
+				t.Errorf("offer %d: a basket of %d lines with act %q, want 2 or 3 lines, aborted or not", n, len(o.lines), o.act)
+			}
+			if o.act == actAbort {
+				kinds["aborted basket"]++
 			}
 		}
 		if o.act != "" {
@@ -393,7 +396,7 @@ func TestMakeOffer(t *testing.T) {
 			kinds[o.deal.Side]++
 		}
 	}
-	for _, k := range []string{"buy", "sell", "unaffordable", "basket", actAbort, actCancel, actAbort + " at once", actCancel + " at once"} {
+	for _, k := range []string{"buy", "sell", "unaffordable", "basket", "aborted basket", actAbort, actCancel, actAbort + " at once", actCancel + " at once"} {
 		if kinds[k] == 0 {
 			t.Errorf("no %s among 500 offers (%v)", k, kinds)
 		}
@@ -426,11 +429,13 @@ func TestJudgeActs(t *testing.T) {
 		{id: "d4", act: actCancel, actStatus: 409, actAttempts: 1},
 		{id: "d5"},                      // no act
 		{act: actAbort, refused: "400"}, // never accepted
+		// A basket: its id names all its deals, failed.
+		{id: "b1", lines: []procstack.Line{{}, {}}, act: actAbort, actStatus: 200, actAttempts: 1},
 	}
-	status := map[string]string{"d1": "failed", "d2": "executed", "d3": "cancelled", "d4": "rejected", "d5": "executed"}
+	status := map[string]string{"d1": "failed", "d2": "executed", "d3": "cancelled", "d4": "rejected", "d5": "executed", "b1": "failed"}
 	r := &Report{}
 	r.judgeActs(offers, status)
-	if want := (Acts{Sent: 2, Done: 1, TooLate: 1, Attempts: 3}); r.Aborts != want {
+	if want := (Acts{Sent: 3, Done: 2, TooLate: 1, Attempts: 4}); r.Aborts != want {
 		t.Errorf("aborts %+v, want %+v", r.Aborts, want)
 	}
 	if want := (Acts{Sent: 2, Done: 1, TooLate: 1, Attempts: 2}); r.Cancels != want {
@@ -441,7 +446,7 @@ func TestJudgeActs(t *testing.T) {
 	}
 
 	// The same acts answered done, but the deals settled anyway: broken.
-	status["d1"], status["d3"] = "executed", "failed"
+	status["d1"], status["d3"], status["b1"] = "executed", "failed", "executed"
 	offers = append(offers,
 		&offer{id: "d6", act: actCancel, actRefused: "404 not found", actAttempts: 1},
 		&offer{id: "d7", act: actAbort, actGaveUp: "connection refused", actAttempts: 9})
@@ -449,6 +454,7 @@ func TestJudgeActs(t *testing.T) {
 	r.judgeActs(offers, status)
 	for _, want := range []string{`deal d1: its abort was answered 200, but the deal is "executed", want failed`,
 		`deal d3: its cancel was answered 202, but the deal is "failed", want cancelled`,
+		`deal b1: its abort was answered 200, but the deal is "executed", want failed`,
 		"cancel of deal d6 refused: 404 not found", "abort of deal d7 not answered after 9 attempts"} {
 		if !strings.Contains(strings.Join(r.Problems, "\n"), want) {
 			t.Errorf("problems %q lack %q", r.Problems, want)

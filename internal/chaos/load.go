@@ -125,7 +125,8 @@ func (l *load) setupUsers(ctx context.Context, runID string) error {
 // some buys far above any funding (rejected); Config.Aborts and
 // Config.Cancels per cent of them are aborted or cancelled once accepted,
 // and Config.Baskets per cent are baskets of two or three buys instead (one
-// in ten with a line above any funding: rejected by the check).
+// in ten with a line above any funding: rejected by the check; Aborts per
+// cent of them aborted).
 //
 // Those go to the first buyOnlyUsers users, who only buy. A reversal that
 // would take a portfolio's cash or a position below zero (a sell's
@@ -165,6 +166,11 @@ func (l *load) makeOffer(n int) *offer {
 	}
 	o := &offer{n: n, key: fmt.Sprintf("chaos-%d-%s", n, l.cfg.runID), user: u.name, deal: d, act: act}
 	if basket {
+		// As many baskets are aborted as deals (BASKET_ORDER version 3
+		// records profile's late check instead of parking it).
+		if rng.IntN(100) < aborts {
+			o.act = actAbort
+		}
 		// The deal drawn above is the first line (unaffordable one time in
 		// ten); one or two more buys of other instruments follow.
 		o.lines = []procstack.Line{{Side: d.Side, Instrument: d.Instrument, Quantity: d.Quantity, Price: d.Price, Currency: d.Currency}}

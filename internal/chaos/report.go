@@ -407,19 +407,26 @@ func (r *Report) recoveries() []recoveryGroup {
 }
 
 // collectActs counts the aborts and cancels and checks, from deals'
-// database, that each deal whose abort was answered 200 ended failed and
-// each whose cancel was answered 202 ended cancelled.
+// database, that each deal (or every deal of a basket) whose abort was
+// answered 200 ended failed and each deal whose cancel was answered 202
+// ended cancelled.
 func (r *Report) collectActs(ctx context.Context, s *procstack.Stack, l *load) error {
 	var rows []struct {
-		ID     string `db:"id"`
-		Status string `db:"status"`
+		ID       string `db:"id"`
+		Status   string `db:"status"`
+		BasketID string `db:"basket_id"`
 	}
-	if err := s.DB(procstack.Deals).SelectContext(ctx, &rows, `SELECT id, status FROM deals WHERE idempotency_key LIKE 'chaos-%'`); err != nil {
+	if err := s.DB(procstack.Deals).SelectContext(ctx, &rows, `SELECT id, status, coalesce(basket_id, '') AS basket_id FROM deals`); err != nil {
 		return fmt.Errorf("chaos: read the deals' statuses: %w", err)
 	}
+	// By deal id, and by basket id: failed when all its deals are, else
+	// the status of one that is not.
 	status := make(map[string]string, len(rows))
 	for _, row := range rows {
 		status[row.ID] = row.Status
+		if b := row.BasketID; b != "" && (status[b] == "" || status[b] == "failed") {
+			status[b] = row.Status
+		}
 	}
 	r.judgeActs(l.offers, status)
 	return nil
