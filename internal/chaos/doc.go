@@ -13,7 +13,7 @@
 // /deals/{id}/cancel), at once or within a second, racing the saga and the
 // faults, and 5 per cent of the offers are baskets of two or three buys
 // (BASKET_ORDER: a check, then a parallel step, reverted together when a
-// line fails). Those are offers of a fifth of the users, who only buy,
+// line fails), 3 per cent of them aborted. Those are offers of a fifth of the users, who only buy,
 // because a reversal that would take cash or a position below zero (a
 // sell's proceeds spent since) waits for an operator by design. Meanwhile
 // Run injects the faults of a seeded plan:
