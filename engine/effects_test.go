@@ -94,3 +94,19 @@ func TestLateAnswerToCommandWithoutEffects(t *testing.T) {
 		}
 	}
 }
+
+// The diagrams say which commands have no effects, and only those.
+func TestRenderNoEffects(t *testing.T) {
+	m, err := testCatalog(t, lookup).Get("LOOKUP", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, text := range map[string]string{"mermaid": engine.RenderMermaid(m), "dot": engine.RenderDOT(m)} {
+		if !strings.Contains(text, "CHECK_LIMIT → bank (no effects)") {
+			t.Errorf("%s: CHECK_LIMIT is not drawn without effects:\n%s", name, text)
+		}
+		if strings.Count(text, "(no effects)") != 1 {
+			t.Errorf("%s: %d commands drawn without effects, want 1 (CHARGE has effects):\n%s", name, strings.Count(text, "(no effects)"), text)
+		}
+	}
+}

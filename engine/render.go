@@ -23,6 +23,7 @@ type diagramEdge struct {
 	roles    []string // by api: the roles that may fire it over HTTP
 	undo     string   // the event's compensation: "FAIL_DEAL → deals", or ""
 	undoSend string   // the command's compensation: "REVERT_ORDER → profile", or ""
+	noEffect bool     // the command is declared effects: none
 
 	cond     string   // a decision's condition, "otherwise" for its default, "" for no decision
 	payload  string   // the command's payload mapping: "{deal_id, amount}", or ""
@@ -68,6 +69,7 @@ func diagramEdges(m *Model) []diagramEdge {
 					e.retry = fmt.Sprintf("retry %d×, %s..%s", r.Attempts, shortDuration(r.Backoff), shortDuration(r.MaxBackoff))
 				}
 				e.undoSend = undoText(tr.Send.Compensate)
+				e.noEffect = tr.Send.NoEffects
 				e.payload = mappingText(tr.Send.Payload)
 			}
 			for _, b := range tr.Branches {
@@ -207,8 +209,9 @@ func mermaidText(s string) string {
 // (timeout or exhausted retries); starts over the HTTP API name their roles
 // ("EVENT (api, roles a or b)"); compensations follow what they undo
 // ("(by, undo CMD → participant)", "COMMAND → participant (undo CMD →
-// participant)"); a decision's transitions show their condition in
-// brackets ("[event.amount › 1000]", "[otherwise]" for the default); a
+// participant)"), a command declared effects: none says "(no effects)"; a
+// decision's transitions show their condition in brackets
+// ("[event.amount › 1000]", "[otherwise]" for the default); a
 // parallel step lists its branches and its join ("at once: A → p + B → q,
 // join all: then DONE, else FAILED") and the engine's join events say so
 // ("(engine, join all done)"); final states lead to [*]; failure states
@@ -238,6 +241,9 @@ func RenderMermaid(m *Model) string {
 			label += fmt.Sprintf(" / %s → %s", e.command, e.target)
 			if e.undoSend != "" {
 				label += " (undo " + e.undoSend + ")"
+			}
+			if e.noEffect {
+				label += " (no effects)"
 			}
 		}
 		if len(e.branches) > 0 {
@@ -339,6 +345,9 @@ func RenderDOT(m *Model) string {
 		}
 		if e.command != "" {
 			label += fmt.Sprintf("\n%s → %s", e.command, e.target)
+			if e.noEffect {
+				label += " (no effects)"
+			}
 			if e.payload != "" {
 				label += "\npayload " + e.payload
 			}
