@@ -63,8 +63,9 @@ type Report struct {
 	Behind time.Duration
 	// Deposits offered, accepted, given up.
 	Deposits, DepositsAccepted, DepositsGaveUp int
-	// Aborts and Cancels are the operators' aborts and the clients'
-	// cancels of accepted deals (Config.Aborts, Config.Cancels) by outcome.
+	// Aborts and Cancels are the operators' aborts (of accepted deals and
+	// baskets) and the clients' cancels (of accepted deals) by outcome
+	// (Config.Aborts, Config.Cancels).
 	Aborts, Cancels Acts
 
 	// Check is what procstack.Stack.Check found in the four databases.
@@ -120,7 +121,8 @@ func (r *Report) Err() error {
 }
 
 // Acts counts the aborts or the cancels of a run: Sent (to accepted
-// deals), Done (200, 202: each such deal must end failed or cancelled),
+// deals and baskets), Done (200, 202: each such deal, or every deal of
+// such a basket, must end failed or cancelled),
 // TooLate (409: the saga or the deal was settled first), Refused (another
 // answer) and GaveUp (unanswered after Config.RetryFor); Attempts is every
 // request sent.
