@@ -598,9 +598,24 @@ func testEnsureTopicsIdempotent(t *testing.T, cfg kafka.Config) {
 			t.Fatalf("step %d: EnsureTopics(%d, %v): %v", i, step.partitions, step.topics, err)
 		}
 	}
-	details, err := adminClient(t, cfg).ListTopics(ctx, a, b)
-	if err != nil {
-		t.Fatalf("ListTopics: %v", err)
+	// The broker's metadata may show a topic just created without its
+	// partitions for a moment (seen once in CI): read it until both have
+	// some, or the guard ends.
+	adm := adminClient(t, cfg)
+	var details kadm.TopicDetails
+	for {
+		var err error
+		if details, err = adm.ListTopics(ctx, a, b); err != nil {
+			t.Fatalf("ListTopics: %v", err)
+		}
+		if len(details[a].Partitions) > 0 && len(details[b].Partitions) > 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("topics %s and %s still without partitions in the metadata: %v", a, b, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 	for topic, want := range map[string]int{a: 3, b: 5} {
 		if got := len(details[topic].Partitions); got != want {
