@@ -243,21 +243,6 @@ final: [OK]
 failed: [BROKEN]
 `
 
-func heldEvent(id, name, by, causation string) engine.Message {
-	m := event(id, name, by, "")
-	m.Saga, m.CausationID = "HELD_SENDS", causation
-	return m
-}
-
-// fire advances the clock to at and fires the due timers.
-func (h *harness) fire(tb testing.TB, at time.Time) {
-	tb.Helper()
-	h.clock.Advance(at.Sub(h.clock.Now()))
-	if _, err := h.o.FireTimers(context.Background()); err != nil {
-		tb.Fatalf("FireTimers: %v", err)
-	}
-}
-
 // Branch commands and compensations are held back like a step's command
 // while their participant is answering older commands: the attempt counts
 // and the timeline says so, nothing is sent; once the participant answered
@@ -266,21 +251,21 @@ func TestBranchAndCompensationResendsHeldBack(t *testing.T) {
 	t.Run("branch", func(t *testing.T) {
 		h := newHarness(t, heldSends)
 		a, b := uuid.NewString(), uuid.NewString()
-		h.handle(t, heldEvent(a, "GO", "p", "")) // a's branches sent at t0
+		h.handle(t, ev("HELD_SENDS", a, "GO", "p", "")) // a's branches sent at t0
 		h.clock.Advance(600 * time.Millisecond)
-		h.handle(t, heldEvent(b, "GO", "p", "")) // b's at t0+600ms
+		h.handle(t, ev("HELD_SENDS", b, "GO", "p", "")) // b's at t0+600ms
 		h.clock.Advance(200 * time.Millisecond)
 		// q answers a's branches (sent 600ms before b's) at t0+800ms; a
 		// completes, so that only b's timers are left.
 		ac := h.inst(t, a).Join.Commands
-		h.handle(t, heldEvent(a, "A_OK", "q", ac[0].ID), heldEvent(a, "B_OK", "q", ac[1].ID))
+		h.handle(t, ev("HELD_SENDS", a, "A_OK", "q", ac[0].ID), ev("HELD_SENDS", a, "B_OK", "q", ac[1].ID))
 		if got := h.inst(t, a); got.State != "OK" {
 			t.Fatalf("saga a: %s, want OK", got.State)
 		}
 		sent := len(h.st.outbox(t))
 
 		got := h.inst(t, b)
-		h.fire(t, *got.Join.Commands[0].NextAt) // t0+1.6s
+		h.fireAt(t, b) // its branches' re-sends, due at t0+1.6s
 		got = h.inst(t, b)
 		for _, c := range got.Join.Commands {
 			if c.Attempts != 2 || c.Status != engine.BranchPending {
@@ -305,7 +290,7 @@ func TestBranchAndCompensationResendsHeldBack(t *testing.T) {
 		}
 
 		// q answers nothing during the next wait: the last attempts go out.
-		h.fire(t, *got.Join.Commands[0].NextAt)
+		h.fireAt(t, b)
 		got = h.inst(t, b)
 		out := h.st.outbox(t)
 		if len(out) != sent+2 || got.Join.Commands[0].Attempts != 3 || out[len(out)-1].Message.Attempt != 3 {
@@ -316,10 +301,10 @@ func TestBranchAndCompensationResendsHeldBack(t *testing.T) {
 	t.Run("compensation", func(t *testing.T) {
 		h := newHarness(t, heldSends)
 		a, b := uuid.NewString(), uuid.NewString()
-		h.handle(t, heldEvent(a, "GO", "p", ""), heldEvent(b, "GO", "p", ""))
-		h.handle(t, heldEvent(a, "STOP", "p", "")) // a's UNDO sent at t0
+		h.handle(t, ev("HELD_SENDS", a, "GO", "p", ""), ev("HELD_SENDS", b, "GO", "p", ""))
+		h.handle(t, ev("HELD_SENDS", a, "STOP", "p", "")) // a's UNDO sent at t0
 		h.clock.Advance(600 * time.Millisecond)
-		h.handle(t, heldEvent(b, "STOP", "p", "")) // b's UNDO at t0+600ms
+		h.handle(t, ev("HELD_SENDS", b, "STOP", "p", "")) // b's UNDO at t0+600ms
 		h.clock.Advance(200 * time.Millisecond)
 		undoOf := func(id string) engine.UndoEntry {
 			for _, e := range h.inst(t, id).Undo {
@@ -331,10 +316,10 @@ func TestBranchAndCompensationResendsHeldBack(t *testing.T) {
 			return engine.UndoEntry{}
 		}
 		// p answers a's UNDO (sent 600ms before b's) at t0+800ms.
-		h.handle(t, heldEvent(a, "UNDONE", "p", undoOf(a).CommandID))
+		h.handle(t, ev("HELD_SENDS", a, "UNDONE", "p", undoOf(a).CommandID))
 		sent := len(h.st.outbox(t))
 
-		h.fire(t, *undoOf(b).NextAt) // t0+1.6s
+		h.fireAt(t, b) // its UNDO's re-send, due at t0+1.6s
 		e := undoOf(b)
 		if e.Attempts != 2 || e.Sent != 1 || e.Status != engine.UndoCompensating {
 			t.Fatalf("b's UNDO after the held-back attempt: %d attempts, %d sent, %s; want 2, 1, compensating", e.Attempts, e.Sent, e.Status)
@@ -351,7 +336,7 @@ func TestBranchAndCompensationResendsHeldBack(t *testing.T) {
 		}
 
 		// p answers nothing during the next wait: the last attempt goes out.
-		h.fire(t, *e.NextAt)
+		h.fireAt(t, b)
 		e = undoOf(b)
 		out := h.st.outbox(t)
 		if len(out) != sent+1 || e.Attempts != 3 || e.Sent != 2 || out[len(out)-1].Message.Name != "UNDO" {
