@@ -5,12 +5,10 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/portfolio-counselor/sagamachine/engine/httpapi/console"
-	"github.com/portfolio-counselor/sagamachine/engine/kafka/embedded"
 	"github.com/portfolio-counselor/sagamachine/internal/auth/issuer"
 )
 
@@ -53,14 +51,8 @@ func TestConsoleClientIDFlag(t *testing.T) {
 // returns its base URL; it stops with the test.
 func startDaemon(t *testing.T, args ...string) string {
 	t.Helper()
-	b, err := embedded.Start(embedded.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
 	ctx, cancel := context.WithCancel(context.Background())
-	args = append([]string{"--db", "sqlite:" + filepath.Join(t.TempDir(), "saga.db"), "--brokers", strings.Join(b.Addrs(), ","), "--listen", "127.0.0.1:0"}, args...)
-	base, done, _ := runDaemon(ctx, t, args, envMap(nil))
+	base, done, _ := runDaemon(ctx, t, envMap(nil), args...)
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

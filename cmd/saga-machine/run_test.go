@@ -48,17 +48,25 @@ func TestFlagsWinOverEnvWinOverDefaults(t *testing.T) {
 	}
 }
 
-func TestInboxRetention(t *testing.T) {
+// TestRetentionFlags: --inbox-retention and --saga-retention take their
+// default, their variable, and the flag over the variable.
+func TestRetentionFlags(t *testing.T) {
+	inbox := func(c config) time.Duration { return c.inboxRetention }
+	sagas := func(c config) time.Duration { return c.sagaRetention }
 	tests := []struct {
 		name string
 		args []string
 		env  map[string]string
+		got  func(config) time.Duration
 		want time.Duration
 	}{
-		{"default", nil, nil, engine.DefaultInboxRetention},
-		{"env", nil, map[string]string{"SAGA_INBOX_RETENTION": "48h"}, 48 * time.Hour},
-		{"flag wins", []string{"--inbox-retention", "72h"}, map[string]string{"SAGA_INBOX_RETENTION": "48h"}, 72 * time.Hour},
-		{"never purge", []string{"--inbox-retention", "-1s"}, nil, -time.Second},
+		{"inbox: default", nil, nil, inbox, engine.DefaultInboxRetention},
+		{"inbox: env", nil, map[string]string{"SAGA_INBOX_RETENTION": "48h"}, inbox, 48 * time.Hour},
+		{"inbox: flag wins", []string{"--inbox-retention", "72h"}, map[string]string{"SAGA_INBOX_RETENTION": "48h"}, inbox, 72 * time.Hour},
+		{"inbox: never purge", []string{"--inbox-retention", "-1s"}, nil, inbox, -time.Second},
+		{"sagas: default: forever", nil, nil, sagas, 0},
+		{"sagas: env", nil, map[string]string{"SAGA_SAGA_RETENTION": "2160h"}, sagas, 2160 * time.Hour},
+		{"sagas: flag wins", []string{"--saga-retention", "720h"}, map[string]string{"SAGA_SAGA_RETENTION": "2160h"}, sagas, 720 * time.Hour},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -66,32 +74,8 @@ func TestInboxRetention(t *testing.T) {
 			if err != nil {
 				t.Fatalf("parseFlags: %v", err)
 			}
-			if got := cfg.inboxRetention; got != tt.want {
-				t.Errorf("inbox retention: got %v, want %v", got, tt.want)
-			}
-		})
-	}
-}
-
-func TestSagaRetention(t *testing.T) {
-	tests := []struct {
-		name string
-		args []string
-		env  map[string]string
-		want time.Duration
-	}{
-		{"default: forever", nil, nil, 0},
-		{"env", nil, map[string]string{"SAGA_SAGA_RETENTION": "2160h"}, 2160 * time.Hour},
-		{"flag wins", []string{"--saga-retention", "720h"}, map[string]string{"SAGA_SAGA_RETENTION": "2160h"}, 720 * time.Hour},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := parseFlags("saga-machine", tt.args, envMap(tt.env), io.Discard)
-			if err != nil {
-				t.Fatalf("parseFlags: %v", err)
-			}
-			if got := cfg.sagaRetention; got != tt.want {
-				t.Errorf("saga retention: got %v, want %v", got, tt.want)
+			if got := tt.got(cfg); got != tt.want {
+				t.Errorf("retention: got %v, want %v", got, tt.want)
 			}
 		})
 	}
@@ -161,15 +145,9 @@ func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(
 // The daemon starts on SQLite and an embedded broker, answers its probes and
 // stops cleanly when its context ends.
 func TestRunServesProbesAndStops(t *testing.T) {
-	b, err := embedded.Start(embedded.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	args := []string{"--db", "sqlite:" + filepath.Join(t.TempDir(), "saga.db"), "--brokers", strings.Join(b.Addrs(), ","), "--listen", "127.0.0.1:0"}
-	base, done, logs := runDaemon(ctx, t, args, envMap(nil))
+	base, done, logs := runDaemon(ctx, t, envMap(nil))
 	for _, path := range []string{"/healthz", "/readyz"} {
 		resp, err := http.Get(base + path)
 		if err != nil {
@@ -214,15 +192,9 @@ func TestRunGuardsMetrics(t *testing.T) {
 		t.Errorf("the refused start created %s (stat: %v)", dbFile, err)
 	}
 
-	b, err := embedded.Start(embedded.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	args := []string{"--db", "sqlite:" + filepath.Join(dir, "saga.db"), "--brokers", strings.Join(b.Addrs(), ","), "--listen", "127.0.0.1:0"}
-	base, done, _ := runDaemon(ctx, t, args, envMap(map[string]string{"SAGA_METRICS_TOKEN_FILE": tokenFile}))
+	base, done, _ := runDaemon(ctx, t, envMap(map[string]string{"SAGA_METRICS_TOKEN_FILE": tokenFile}))
 	for _, tc := range []struct {
 		path, auth string
 		want       int
@@ -255,11 +227,18 @@ func TestRunGuardsMetrics(t *testing.T) {
 	}
 }
 
-// runDaemon runs the daemon with args and env until ctx ends, and waits
-// until it listens: it returns its base URL, the channel run's result
-// arrives on, and its logs.
-func runDaemon(ctx context.Context, t *testing.T, args []string, env func(string) string) (string, <-chan error, *syncBuf) {
+// runDaemon runs the daemon on a new SQLite file and a new embedded broker
+// (closed with the test), with extra args and env, until ctx ends, and
+// waits until it listens: it returns its base URL, the channel run's
+// result arrives on, and its logs.
+func runDaemon(ctx context.Context, t *testing.T, env func(string) string, extra ...string) (string, <-chan error, *syncBuf) {
 	t.Helper()
+	b, err := embedded.Start(embedded.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	args := append([]string{"--db", "sqlite:" + filepath.Join(t.TempDir(), "saga.db"), "--brokers", strings.Join(b.Addrs(), ","), "--listen", "127.0.0.1:0"}, extra...)
 	logs := &syncBuf{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, args, env, io.Discard, logs) }()
