@@ -177,19 +177,28 @@ type Deal struct {
 // an earlier request with that key; another status than 201 is a
 // *StatusError.
 func (s *Stack) PostDealKey(ctx context.Context, r *Replica, user, key string, d Deal) (id, sagaID string, replayed bool, err error) {
-	status, h, b, err := r.Call(ctx, http.MethodPost, "/deals", Caller{User: user}, d, http.Header{"Idempotency-Key": {key}})
+	return postStart(ctx, r, "/deals", user, key, d)
+}
+
+// postStart posts body to path (POST /deals or /baskets, which store
+// something and start its saga) through deals replica r as user with
+// Idempotency-Key key, and returns the created thing's id, its saga's id
+// and whether deals answered from an earlier request with that key;
+// another status than 201 is a *StatusError.
+func postStart(ctx context.Context, r *Replica, path, user, key string, body any) (id, sagaID string, replayed bool, err error) {
+	status, h, b, err := r.Call(ctx, http.MethodPost, path, Caller{User: user}, body, http.Header{"Idempotency-Key": {key}})
 	if err != nil {
 		return "", "", false, err
 	}
 	if status != http.StatusCreated {
-		return "", "", false, &StatusError{Status: status, Body: string(b), What: "POST /deals through " + r.Name()}
+		return "", "", false, &StatusError{Status: status, Body: string(b), What: "POST " + path + " through " + r.Name()}
 	}
 	var out struct {
 		ID     string `json:"id"`
 		SagaID string `json:"saga_id"`
 	}
 	if err := json.Unmarshal(b, &out); err != nil || out.ID == "" || out.SagaID == "" {
-		return "", "", false, fmt.Errorf("procstack: decode the answer to POST /deals through %s (%s): %w", r.Name(), b, err)
+		return "", "", false, fmt.Errorf("procstack: decode the answer to POST %s through %s (%s): %w", path, r.Name(), b, err)
 	}
 	return out.ID, out.SagaID, h.Get("Idempotent-Replayed") == "true", nil
 }
@@ -215,21 +224,7 @@ func (s *Stack) PostBasketKey(ctx context.Context, r *Replica, user, key, portfo
 		PortfolioID string `json:"portfolio_id"`
 		Lines       []Line `json:"lines"`
 	}{portfolioID, lines}
-	status, h, b, err := r.Call(ctx, http.MethodPost, "/baskets", Caller{User: user}, body, http.Header{"Idempotency-Key": {key}})
-	if err != nil {
-		return "", "", false, err
-	}
-	if status != http.StatusCreated {
-		return "", "", false, &StatusError{Status: status, Body: string(b), What: "POST /baskets through " + r.Name()}
-	}
-	var out struct {
-		ID     string `json:"id"`
-		SagaID string `json:"saga_id"`
-	}
-	if err := json.Unmarshal(b, &out); err != nil || out.ID == "" || out.SagaID == "" {
-		return "", "", false, fmt.Errorf("procstack: decode the answer to POST /baskets through %s (%s): %w", r.Name(), b, err)
-	}
-	return out.ID, out.SagaID, h.Get("Idempotent-Replayed") == "true", nil
+	return postStart(ctx, r, "/baskets", user, key, body)
 }
 
 // CancelDeal has user, the deal's owner, cancel deal id through deals
@@ -237,14 +232,7 @@ func (s *Stack) PostBasketKey(ctx context.Context, r *Replica, user, key, portfo
 // 202 (accepted, or accepted before) or 409 (too late: the deal is
 // settled); another status is a *StatusError.
 func (s *Stack) CancelDeal(ctx context.Context, r *Replica, user, id string) (int, error) {
-	status, _, b, err := r.Call(ctx, http.MethodPost, "/deals/"+id+"/cancel", Caller{User: user}, nil, nil)
-	if err != nil {
-		return 0, err
-	}
-	if status != http.StatusAccepted && status != http.StatusConflict {
-		return 0, &StatusError{Status: status, Body: string(b), What: "cancel deal " + id + " through " + r.Name()}
-	}
-	return status, nil
+	return postOrTooLate(ctx, r, "/deals/"+id+"/cancel", Caller{User: user}, nil, http.StatusAccepted, "cancel deal "+id)
 }
 
 // AbortSaga has an operator abort saga sagaID through saga-machine
@@ -253,12 +241,19 @@ func (s *Stack) CancelDeal(ctx context.Context, r *Replica, user, id string) (in
 // is 200 (aborted) or 409 (too late: the saga finished, or is already
 // being compensated); another status is a *StatusError.
 func (s *Stack) AbortSaga(ctx context.Context, r *Replica, sagaID, reason string) (int, error) {
-	status, _, b, err := r.Call(ctx, http.MethodPost, "/api/v1/sagas/"+sagaID+"/abort", Caller{}, map[string]string{"reason": reason}, nil)
+	return postOrTooLate(ctx, r, "/api/v1/sagas/"+sagaID+"/abort", Caller{}, map[string]string{"reason": reason}, http.StatusOK, "abort saga "+sagaID)
+}
+
+// postOrTooLate posts body to path through replica r as as, and returns
+// the status when it is done or 409 (too late); another status is a
+// *StatusError about what.
+func postOrTooLate(ctx context.Context, r *Replica, path string, as Caller, body any, done int, what string) (int, error) {
+	status, _, b, err := r.Call(ctx, http.MethodPost, path, as, body, nil)
 	if err != nil {
 		return 0, err
 	}
-	if status != http.StatusOK && status != http.StatusConflict {
-		return 0, &StatusError{Status: status, Body: string(b), What: "abort saga " + sagaID + " through " + r.Name()}
+	if status != done && status != http.StatusConflict {
+		return 0, &StatusError{Status: status, Body: string(b), What: what + " through " + r.Name()}
 	}
 	return status, nil
 }
