@@ -61,11 +61,7 @@ func (w *cancelWorld) relayDeals(ctx context.Context, t *testing.T) {
 // state reads the saga of the deal from saga-machine's database.
 func (w *cancelWorld) saga(ctx context.Context, t *testing.T) engine.Instance {
 	t.Helper()
-	inst, err := w.sys.SagaMachine.Store.GetInstance(ctx, w.deal.SagaID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return inst
+	return w.sagaOf(ctx, t, w.deal.SagaID)
 }
 
 // cash reads alice's cash from profile's database.
