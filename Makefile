@@ -121,10 +121,13 @@ bench-open: ## open-loop saga latency at BENCH_RATE sagas/s (cmd/bench --rate) o
 # services at the same client count: pgbench's write-only transaction on the
 # same PostgreSQL, plain produce->consume round trips on the same broker
 # (scripts/bench-compare.sh; installs pgbench with apt if it is missing).
+# BENCH_KAFKA_TLS=1 (or SAGA_KAFKA_TLS / SAGA_KAFKA_TLS_CA_FILE in the
+# environment) runs both the sagas and the round trips over make up's TLS listener.
 BENCH_COMPARE_C ?= 32
 BENCH_ROUNDS ?= 1
+BENCH_KAFKA_TLS ?=
 bench-compare: ## sagas/s beside pgbench -N and Kafka round trips at BENCH_COMPARE_C clients, and their ratios
-	@BENCH_N='$(BENCH_N)' BENCH_C='$(BENCH_COMPARE_C)' BENCH_ROUNDS='$(BENCH_ROUNDS)' BENCH_ARGS='$(BENCH_ARGS)' GO='$(GO)' scripts/bench-compare.sh
+	@BENCH_N='$(BENCH_N)' BENCH_C='$(BENCH_COMPARE_C)' BENCH_ROUNDS='$(BENCH_ROUNDS)' BENCH_ARGS='$(BENCH_ARGS)' BENCH_KAFKA_TLS='$(BENCH_KAFKA_TLS)' GO='$(GO)' scripts/bench-compare.sh
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 2m; scripts/fuzz.sh)
 	@GO='$(GO)' scripts/fuzz.sh $(FUZZTIME)

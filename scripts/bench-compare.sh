@@ -12,6 +12,13 @@
 #
 #   BENCH_C       clients (default 32)      BENCH_N     sagas per saga run (5000)
 #   BENCH_ROUNDS  passes over the three (1) BENCH_ARGS  more `bench compare` flags
+#   BENCH_KAFKA_TLS=1  everything over make up's SASL_SSL listener (127.0.0.1:59094)
+#
+# Kafka over TLS: BENCH_KAFKA_TLS=1, or SAGA_KAFKA_TLS=true or
+# SAGA_KAFKA_TLS_CA_FILE in the environment (the services' variables, which
+# bench reads too), takes the saga run and the round trips both to the TLS
+# listener, trusting SAGA_KAFKA_TLS_CA_FILE (default: make up's test CA,
+# $SAGA_RUN_DIR/kafka/tls/ca.pem). The result names the transport.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 GO="${GO:-go}"
@@ -33,12 +40,27 @@ if ! have_pgbench; then
 	have_pgbench || die "apt-get install postgresql-contrib did not provide pgbench"
 fi
 
+case "${BENCH_KAFKA_TLS:-}" in
+"" | 0 | f | F | false | FALSE | False) kafka_tls=0 ;;
+1 | t | T | true | TRUE | True) kafka_tls=1 ;;
+*) die "BENCH_KAFKA_TLS=$BENCH_KAFKA_TLS: want 1 (TLS) or 0" ;;
+esac
+if [[ -n "${SAGA_KAFKA_TLS_CA_FILE:-}" || "${SAGA_KAFKA_TLS:-}" =~ ^(1|t|T|true|TRUE|True)$ ]]; then
+	kafka_tls=1
+fi
+brokers="$KAFKA_BROKERS"
+if ((kafka_tls)); then
+	brokers="$KAFKA_TLS_BROKERS"
+	export SAGA_KAFKA_TLS=true SAGA_KAFKA_TLS_CA_FILE="${SAGA_KAFKA_TLS_CA_FILE:-$KAFKA_TLS_DIR/ca.pem}"
+fi
+
 mkdir -p "$REPO_ROOT/.saga-machine"
 (cd "$REPO_ROOT" && "$GO" build -o .saga-machine/bench ./cmd/bench)
 
-log "bench compare: $BENCH_C clients, $BENCH_N sagas, $BENCH_ROUNDS round(s); load: $(cut -d' ' -f1-3 /proc/loadavg)"
-# The Kafka credentials go through the environment, not the command line.
+log "bench compare: $BENCH_C clients, $BENCH_N sagas, $BENCH_ROUNDS round(s), Kafka $brokers$( ((kafka_tls)) && echo " over TLS (CA $SAGA_KAFKA_TLS_CA_FILE)"); load: $(cut -d' ' -f1-3 /proc/loadavg)"
+# The Kafka credentials (and TLS settings) go through the environment, not
+# the command line; bench gives the saga run and the round trips the same.
 # shellcheck disable=SC2086 # BENCH_ARGS is a list of flags
 cd "$REPO_ROOT" && SAGA_KAFKA_USER="$KAFKA_ADMIN_USER" SAGA_KAFKA_PASSWORD="$KAFKA_ADMIN_PASSWORD" \
-	.saga-machine/bench compare --postgres "$POSTGRES_URL" --brokers "$KAFKA_BROKERS" \
+	.saga-machine/bench compare --postgres "$POSTGRES_URL" --brokers "$brokers" \
 	-c "$BENCH_C" -n "$BENCH_N" --rounds "$BENCH_ROUNDS" $BENCH_ARGS

@@ -214,6 +214,12 @@ type Result struct {
 	// databases when bench started the system on PostgreSQL: "pgx" or
 	// "postgres" (lib/pq), as $SAGA_PG_DRIVER selects (internal/sqldb).
 	PGDriver string `json:"pg_driver,omitempty"`
+	// KafkaTransport is how the started system's Kafka clients (and the
+	// notification tap) reached the brokers, by Kafka's security.protocol
+	// names: PLAINTEXT, SASL_PLAINTEXT, SSL or SASL_SSL (--kafka-tls,
+	// --kafka-tls-ca-file, --kafka-user). Empty with --remote, whose
+	// system bench does not configure.
+	KafkaTransport string `json:"kafka_transport,omitempty"`
 	// Loop is "closed" (-c clients, each posting its next deal when its
 	// last saga is final) or "open" (--rate: sagas started on a fixed
 	// schedule whatever the system does).
@@ -344,8 +350,15 @@ func printResult(w io.Writer, res Result) {
 		from = "scheduled start"
 	}
 	mode := res.Mode
+	var about []string
 	if res.PGDriver != "" {
-		mode += " (driver " + res.PGDriver + ")"
+		about = append(about, "driver "+res.PGDriver)
+	}
+	if res.KafkaTransport != "" {
+		about = append(about, "Kafka "+describeTransport(res.KafkaTransport))
+	}
+	if len(about) > 0 {
+		mode += " (" + strings.Join(about, ", ") + ")"
 	}
 	fmt.Fprintf(w, "%s: %d sagas (%d approved, %d rejected, %d failed, %d errors), %s, %d CPUs\n",
 		mode, res.Completed, res.Approved, res.Rejected, res.Failed, res.Errors, load, res.CPUs)
@@ -650,6 +663,9 @@ func drive(ctx context.Context, o options, tg *target, stderr io.Writer) (Result
 	res := Result{Mode: tg.mode, Loop: "closed", N: o.n, Concurrency: o.c, CPUs: runtime.NumCPU()}
 	if strings.HasPrefix(tg.mode, "postgres") {
 		res.PGDriver, _ = sqldb.PostgresDriver() // the system started with it (an error stopped it before)
+	}
+	if len(tg.brokers) > 0 {
+		res.KafkaTransport = kafkaTransport(tg.kafkaSASL, tg.kafkaTLS)
 	}
 	if o.rate > 0 {
 		res.Loop = "open"

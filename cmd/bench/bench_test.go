@@ -115,8 +115,8 @@ func TestBenchOnEmbeddedDefaults(t *testing.T) {
 		t.Run(mode.name, func(t *testing.T) {
 			res, progress := runJSON(t, append([]string{"-n", "24", "-c", "4"}, mode.args...)...)
 			checkResult(t, res, 24, 4)
-			if res.Mode != "sqlite+embedded" {
-				t.Errorf("mode %q, want sqlite+embedded", res.Mode)
+			if res.Mode != "sqlite+embedded" || res.KafkaTransport != transportPlaintext {
+				t.Errorf("mode %q over %q, want sqlite+embedded over %s", res.Mode, res.KafkaTransport, transportPlaintext)
 			}
 			// Everything runs in the bench process: one entry, said so.
 			if c := res.CPU; c == nil || len(c.Processes) != 1 || c.Processes[0].Name != "bench+system" ||
@@ -161,8 +161,8 @@ func TestBenchOnPostgresAndKafka(t *testing.T) {
 	}
 	res, _ := runJSON(t, args...)
 	checkResult(t, res, 24, 4)
-	if res.Mode != "postgres+kafka" {
-		t.Errorf("mode %q, want postgres+kafka", res.Mode)
+	if res.Mode != "postgres+kafka" || res.KafkaTransport != kafkaTransport(kcfg.SASL, nil) {
+		t.Errorf("mode %q over %q, want postgres+kafka over %s", res.Mode, res.KafkaTransport, kafkaTransport(kcfg.SASL, nil))
 	}
 	if len(res.Stages) != 8 {
 		t.Errorf("stages %+v, want the intake, the three participants and their four relays", res.Stages)

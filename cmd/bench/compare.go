@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -32,25 +33,34 @@ type compareConfig struct {
 	postgres string
 	brokers  []string
 	sasl     kafka.SASL
-	clients  int
-	n        int
-	rounds   int
-	hops     int
-	pgbench  pgbenchConfig
-	rt       rtConfig
-	jsonOut  bool
-	env      func(string) string
+	// tls is the Kafka TLS setting (nil: none) of the round trips, and
+	// tlsCAFile the CA file it came from ("": the system's CAs), which
+	// the saga run is given so that it connects the same way.
+	tls       *tls.Config
+	tlsCAFile string
+	clients   int
+	n         int
+	rounds    int
+	hops      int
+	pgbench   pgbenchConfig
+	rt        rtConfig
+	jsonOut   bool
+	env       func(string) string
 	// sagaArgs are extra cmd/bench flags for the saga runs.
 	sagaArgs []string
 }
 
 // Comparison is what compare reports.
 type Comparison struct {
-	Date    string         `json:"date"`
-	Machine Machine        `json:"machine"`
-	Clients int            `json:"clients"`
-	Hops    int            `json:"hops_per_saga"`
-	Rounds  []CompareRound `json:"rounds"`
+	Date    string  `json:"date"`
+	Machine Machine `json:"machine"`
+	Clients int     `json:"clients"`
+	Hops    int     `json:"hops_per_saga"`
+	// KafkaTransport is the transport of both the saga runs and the round
+	// trips (PLAINTEXT, SASL_PLAINTEXT, SSL or SASL_SSL): compare refuses
+	// to put runs over different ones side by side.
+	KafkaTransport string         `json:"kafka_transport"`
+	Rounds         []CompareRound `json:"rounds"`
 }
 
 // Machine says where a comparison ran.
@@ -92,7 +102,11 @@ func parseCompareFlags(args []string, env func(string) string, stderr io.Writer)
 		defBrokers = "127.0.0.1:59092"
 	}
 	fs.StringVar(&c.postgres, "postgres", defPG, "PostgreSQL server URL (env SAGA_TEST_POSTGRES_URL): the saga bench's fresh databases and pgbench's live there")
-	fs.StringVar(&brokers, "brokers", defBrokers, "Kafka brokers (env SAGA_TEST_KAFKA_BROKERS)")
+	defTLSBrokers := env("SAGA_TEST_KAFKA_TLS_BROKERS")
+	if defTLSBrokers == "" {
+		defTLSBrokers = "127.0.0.1:59094"
+	}
+	fs.StringVar(&brokers, "brokers", defBrokers, "Kafka brokers (env SAGA_TEST_KAFKA_BROKERS; with --kafka-tls or --kafka-tls-ca-file: SAGA_TEST_KAFKA_TLS_BROKERS, else "+defTLSBrokers+")")
 	fs.IntVar(&c.clients, "c", 32, "clients: the saga bench's, pgbench's and the Kafka round trip's")
 	fs.IntVar(&c.n, "n", 5000, "sagas per saga run")
 	fs.IntVar(&c.rounds, "rounds", 1, "passes over the three measurements (report ranges)")
@@ -115,6 +129,15 @@ func parseCompareFlags(args []string, env func(string) string, stderr io.Writer)
 	if c.sasl, err = kf.SASL(); err != nil {
 		return c, err
 	}
+	if c.tls, err = kf.TLS(); err != nil {
+		return c, err
+	}
+	c.tlsCAFile = fs.Lookup("kafka-tls-ca-file").Value.String()
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if c.tls != nil && !set["brokers"] {
+		brokers = defTLSBrokers // the plaintext listener's default would not answer TLS
+	}
 	for _, b := range strings.Split(brokers, ",") {
 		if b = strings.TrimSpace(b); b != "" {
 			c.brokers = append(c.brokers, b)
@@ -123,7 +146,8 @@ func parseCompareFlags(args []string, env func(string) string, stderr io.Writer)
 	c.sagaArgs = strings.Fields(sagaArgs)
 	for _, a := range c.sagaArgs {
 		switch strings.TrimLeft(strings.SplitN(a, "=", 2)[0], "-") {
-		case "n", "c", "postgres", "brokers", "json", "rate", "remote", "kafka-user", "kafka-password", "kafka-password-file":
+		case "n", "c", "postgres", "brokers", "json", "rate", "remote", "kafka-user", "kafka-password", "kafka-password-file",
+			"kafka-sasl-mechanism", "kafka-tls", "kafka-tls-ca-file":
 			return c, fmt.Errorf("--saga-args %q: compare sets %s itself", sagaArgs, a)
 		}
 	}
@@ -148,7 +172,7 @@ func parseCompareFlags(args []string, env func(string) string, stderr io.Writer)
 		return c, fmt.Errorf("--postgres %s: %w", redactURL(c.postgres), err)
 	}
 	c.pgbench.server, c.pgbench.clients, c.pgbench.cpu, c.pgbench.env = c.postgres, c.clients, true, env
-	c.rt.kafka = kafka.Config{Brokers: c.brokers, SASL: c.sasl}
+	c.rt.kafka = kafka.Config{Brokers: c.brokers, SASL: c.sasl, TLS: c.tls}
 	c.rt.clients, c.rt.warmup, c.rt.cpu, c.rt.env = c.clients, 2*time.Second, true, env
 	return c, nil
 }
@@ -159,7 +183,8 @@ func runCompare(ctx context.Context, args []string, env func(string) string, std
 	if err != nil {
 		return err
 	}
-	cmp := Comparison{Date: time.Now().UTC().Format(time.RFC3339), Machine: machineInfo(), Clients: c.clients, Hops: c.hops}
+	cmp := Comparison{Date: time.Now().UTC().Format(time.RFC3339), Machine: machineInfo(), Clients: c.clients, Hops: c.hops,
+		KafkaTransport: kafkaTransport(c.sasl, c.tls)}
 	cmp.Machine.LoadBefore = loadAvg()
 	for r := range c.rounds {
 		fmt.Fprintf(stderr, "== round %d/%d: pgbench -b simple-update -c %d\n", r+1, c.rounds, c.clients)
@@ -174,6 +199,10 @@ func runCompare(ctx context.Context, args []string, env func(string) string, std
 		fmt.Fprintf(stderr, "== round %d/%d: saga bench -n %d -c %d on PostgreSQL + Kafka\n", r+1, c.rounds, c.n, c.clients)
 		if rd.Saga, err = c.sagaRun(ctx, stderr); err != nil {
 			return err
+		}
+		if rd.Saga.KafkaTransport != rd.Kafka.Transport || rd.Kafka.Transport != cmp.KafkaTransport {
+			return fmt.Errorf("the saga bench ran over Kafka %s and the round trips over %s (want %s): their ratio would compare different transports",
+				rd.Saga.KafkaTransport, rd.Kafka.Transport, cmp.KafkaTransport)
 		}
 		if rd.Pgbench.TPS > 0 {
 			rd.SagasPerPgbenchTx = rd.Saga.SagasPerSec / rd.Pgbench.TPS
@@ -193,25 +222,10 @@ func runCompare(ctx context.Context, args []string, env func(string) string, std
 }
 
 // sagaRun runs the saga bench (closed loop) through its own flag parsing,
-// with compare's PostgreSQL, brokers and credentials.
+// with compare's PostgreSQL, brokers, credentials and TLS settings.
 func (c compareConfig) sagaRun(ctx context.Context, stderr io.Writer) (Result, error) {
-	args := append([]string{"-n", strconv.Itoa(c.n), "-c", strconv.Itoa(c.clients), "--postgres", c.postgres,
-		"--brokers", strings.Join(c.brokers, ","), "--json"}, c.sagaArgs...)
-	env := func(k string) string {
-		switch k {
-		case program.EnvKafkaUser:
-			return c.sasl.User
-		case program.EnvKafkaPassword:
-			return c.sasl.Password
-		case program.EnvKafkaMechanism:
-			return c.sasl.Mechanism
-		case program.EnvKafkaPasswordFile, program.EnvKafkaInstanceID:
-			return ""
-		}
-		return c.env(k)
-	}
 	var out bytes.Buffer
-	if err := run(ctx, args, env, &out, stderr); err != nil {
+	if err := run(ctx, c.sagaArgv(), c.sagaEnv(), &out, stderr); err != nil {
 		return Result{}, fmt.Errorf("saga bench: %w", err)
 	}
 	var res Result
@@ -221,13 +235,45 @@ func (c compareConfig) sagaRun(ctx context.Context, stderr io.Writer) (Result, e
 	return res, nil
 }
 
+// sagaArgv is the command line of the saga runs (after --saga-args'
+// check: none of them sets what compare sets).
+func (c compareConfig) sagaArgv() []string {
+	return append([]string{"-n", strconv.Itoa(c.n), "-c", strconv.Itoa(c.clients), "--postgres", c.postgres,
+		"--brokers", strings.Join(c.brokers, ","), "--json"}, c.sagaArgs...)
+}
+
+// sagaEnv is the environment of the saga runs: compare's resolved Kafka
+// settings in the variables program.KafkaFlags reads (the credentials
+// and TLS settings compare was given, as flags or variables, and nothing
+// else), so that the saga run and the round trips connect the same way.
+func (c compareConfig) sagaEnv() func(string) string {
+	return func(k string) string {
+		switch k {
+		case program.EnvKafkaUser:
+			return c.sasl.User
+		case program.EnvKafkaPassword:
+			return c.sasl.Password
+		case program.EnvKafkaMechanism:
+			return c.sasl.Mechanism
+		case program.EnvKafkaTLS:
+			return strconv.FormatBool(c.tls != nil)
+		case program.EnvKafkaTLSCAFile:
+			return c.tlsCAFile
+		case program.EnvKafkaPasswordFile, program.EnvKafkaInstanceID:
+			return ""
+		}
+		return c.env(k)
+	}
+}
+
 // printComparison writes the comparison as a table, one row per
 // measurement and round.
 func printComparison(w io.Writer, c Comparison) {
 	m := c.Machine
 	fmt.Fprintf(w, "bench compare %s  %s (%s, %d CPUs)  commit %s  %s  load %.2f -> %.2f\n",
 		c.Date, m.Host, m.CPUModel, m.CPUs, m.Commit, m.GoVersion, m.LoadBefore, m.LoadAfter)
-	fmt.Fprintf(w, "%d clients each; a saga is %d Kafka hops\n\n", c.Clients, c.Hops)
+	fmt.Fprintf(w, "%d clients each; a saga is %d Kafka hops; Kafka transport %s (the saga runs' and the round trips')\n\n",
+		c.Clients, c.Hops, describeTransport(c.KafkaTransport))
 	fmt.Fprintf(w, "%-5s %-44s %10s %9s %9s  %s\n", "round", "measurement", "per sec", "p50 ms", "p99 ms", "CPU ms per unit")
 	for i, r := range c.Rounds {
 		fmt.Fprintf(w, "%-5d %-44s %10.0f %9.1f %9.1f  %s\n", i+1, "sagas ("+r.Saga.Mode+")", r.Saga.SagasPerSec,

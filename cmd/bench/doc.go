@@ -13,8 +13,16 @@
 //	bench compare [-c 32] [-n 5000] [--rounds 2]     the saga bench beside pgbench -N and Kafka round trips, with ratios
 //
 // Kafka credentials come from --kafka-user and --kafka-password-file or
-// the environment (SAGA_KAFKA_USER, SAGA_KAFKA_PASSWORD), as for the
-// services.
+// the environment (SAGA_KAFKA_USER, SAGA_KAFKA_PASSWORD), and TLS (a
+// SASL_SSL listener such as make up's 127.0.0.1:59094) from --kafka-tls
+// and --kafka-tls-ca-file or SAGA_KAFKA_TLS and SAGA_KAFKA_TLS_CA_FILE,
+// as for the services (internal/program.KafkaFlags). Every mode takes
+// them: the system bench starts, its notification tap, the round trips,
+// and compare, which gives its saga run the settings of its round trips
+// so that the two use one transport. The result names the transport by
+// Kafka's security.protocol names (kafka_transport in --json: PLAINTEXT,
+// SASL_PLAINTEXT, SSL, SASL_SSL); a CA file that is missing or holds no
+// PEM certificate stops a run before it connects to anything.
 //
 // The PostgreSQL driver of the system bench starts (and of its own
 // connections) is the one $SAGA_PG_DRIVER selects, pgx or pq (lib/pq),

@@ -44,6 +44,10 @@ type rtConfig struct {
 // RoundTrips is what kafka-roundtrip reports.
 type RoundTrips struct {
 	Brokers string `json:"brokers"`
+	// Transport is how the clients reached the brokers: PLAINTEXT,
+	// SASL_PLAINTEXT, SSL or SASL_SSL (Kafka's security.protocol names;
+	// --kafka-tls, --kafka-tls-ca-file, --kafka-user).
+	Transport string `json:"kafka_transport"`
 	// Topic is the temporary topic (deleted afterwards).
 	Topic      string  `json:"topic"`
 	Clients    int     `json:"clients"`
@@ -63,7 +67,7 @@ func parseRoundTripFlags(args []string, env func(string) string, stderr io.Write
 	var c rtConfig
 	var brokers string
 	var jsonOut, noCPU bool
-	fs.StringVar(&brokers, "brokers", "", "Kafka brokers, comma-separated (required)")
+	fs.StringVar(&brokers, "brokers", "", "Kafka brokers, comma-separated (required; a SASL_SSL listener such as make up's 127.0.0.1:59094 with --kafka-tls-ca-file)")
 	fs.IntVar(&c.clients, "c", 32, "concurrent clients, each with one record in flight")
 	fs.IntVar(&c.partitions, "partitions", 3, "partitions of the temporary topic (the started system's default)")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "how long to measure")
@@ -121,8 +125,8 @@ func runKafkaRoundTrip(ctx context.Context, args []string, env func(string) stri
 }
 
 func printRoundTrips(w io.Writer, r RoundTrips) {
-	fmt.Fprintf(w, "kafka %s: %d clients, %d partitions: %.0f produce→consume round trips/s (%d in %.1fs)\n",
-		r.Brokers, r.Clients, r.Partitions, r.PerSec, r.Count, r.Seconds)
+	fmt.Fprintf(w, "kafka %s (%s): %d clients, %d partitions: %.0f produce→consume round trips/s (%d in %.1fs)\n",
+		r.Brokers, describeTransport(r.Transport), r.Clients, r.Partitions, r.PerSec, r.Count, r.Seconds)
 	fmt.Fprintf(w, "  latency produce -> consumed: p50 %.2fms  p90 %.2fms  p99 %.2fms  max %.2fms\n",
 		r.LatencyMs.P50, r.LatencyMs.P90, r.LatencyMs.P99, r.LatencyMs.Max)
 	if r.CPU != nil {
@@ -134,7 +138,7 @@ func printRoundTrips(w io.Writer, r RoundTrips) {
 
 // kafkaRoundTrips measures c on a temporary topic, deleted afterwards.
 func kafkaRoundTrips(ctx context.Context, c rtConfig, stderr io.Writer) (RoundTrips, error) {
-	res := RoundTrips{Brokers: strings.Join(c.kafka.Brokers, ","), Clients: c.clients, Partitions: c.partitions, CPUs: runtime.NumCPU()}
+	res := RoundTrips{Brokers: strings.Join(c.kafka.Brokers, ","), Transport: kafkaTransport(c.kafka.SASL, c.kafka.TLS), Clients: c.clients, Partitions: c.partitions, CPUs: runtime.NumCPU()}
 	c.kafka.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	c.kafka.ClientID = "bench-roundtrip"
 	opts, err := c.kafka.ClientOpts()
