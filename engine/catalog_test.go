@@ -129,7 +129,7 @@ func TestLoadCatalog(t *testing.T) {
 	}{
 		// The shipped directory: version 3 for new sagas, versions 1 and 2
 		// kept for the sagas started on them.
-		{"shipped sagas", sagas.FS, "BASKET_ORDER v1,BASKET_ORDER v2,BASKET_ORDER v3,MANUAL_CREATE_ORDER v1,MANUAL_CREATE_ORDER v2,MANUAL_CREATE_ORDER v3,MANUAL_CREATE_ORDER v4", nil},
+		{"shipped sagas", sagas.FS, "BASKET_ORDER v1,BASKET_ORDER v2,BASKET_ORDER v3,BASKET_ORDER v4,MANUAL_CREATE_ORDER v1,MANUAL_CREATE_ORDER v2,MANUAL_CREATE_ORDER v3,MANUAL_CREATE_ORDER v4", nil},
 		{"two versions", fstest.MapFS{"a.yaml": {Data: v1}, "b.yml": {Data: shipped}}, "MANUAL_CREATE_ORDER v1,MANUAL_CREATE_ORDER v4", nil},
 		{"one bad file keeps the good one", fstest.MapFS{
 			"a.yaml": {Data: shipped},

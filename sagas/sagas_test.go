@@ -29,9 +29,9 @@ func catalog(t *testing.T) *engine.Catalog {
 	return cat
 }
 
-// TestShipped: the three versions of BASKET_ORDER and the four of
+// TestShipped: the four versions of BASKET_ORDER and the four of
 // MANUAL_CREATE_ORDER load (running sagas on older versions keep their
-// definition), new sagas get the newest (3 and 4), and every file names
+// definition), new sagas get the newest (4 and 4), and every file names
 // the JSON Schema on its first line.
 func TestShipped(t *testing.T) {
 	cat := catalog(t)
@@ -39,11 +39,11 @@ func TestShipped(t *testing.T) {
 	for _, m := range cat.List() {
 		got = append(got, m.String())
 	}
-	if strings.Join(got, ", ") != "BASKET_ORDER v1, BASKET_ORDER v2, BASKET_ORDER v3, MANUAL_CREATE_ORDER v1, MANUAL_CREATE_ORDER v2, MANUAL_CREATE_ORDER v3, MANUAL_CREATE_ORDER v4" {
-		t.Errorf("catalog: got %v, want BASKET_ORDER v1 to v3, MANUAL_CREATE_ORDER v1 to v4", got)
+	if strings.Join(got, ", ") != "BASKET_ORDER v1, BASKET_ORDER v2, BASKET_ORDER v3, BASKET_ORDER v4, MANUAL_CREATE_ORDER v1, MANUAL_CREATE_ORDER v2, MANUAL_CREATE_ORDER v3, MANUAL_CREATE_ORDER v4" {
+		t.Errorf("catalog: got %v, want BASKET_ORDER v1 to v4, MANUAL_CREATE_ORDER v1 to v4", got)
 	}
-	if m, err := cat.Get("BASKET_ORDER", 0); err != nil || m.Version() != 3 {
-		t.Errorf("version of a new basket saga: got %v (err %v), want 3", m, err)
+	if m, err := cat.Get("BASKET_ORDER", 0); err != nil || m.Version() != 4 {
+		t.Errorf("version of a new basket saga: got %v (err %v), want 4", m, err)
 	}
 	if m, err := cat.Get("MANUAL_CREATE_ORDER", 0); err != nil || m.Version() != 4 {
 		t.Errorf("version of a new saga: got %v (err %v), want 4", m, err)
@@ -252,6 +252,42 @@ func TestBasketVersion3DeclaresTheCheckWithoutEffects(t *testing.T) {
 	}
 	if !v3.NoEffects("profile", "CHECK_BASKET") || v2.NoEffects("profile", "CHECK_BASKET") || v3.NoEffects("profile", "APPROVE_ORDER") {
 		t.Error("NoEffects: want CHECK_BASKET without effects on v3 only, APPROVE_ORDER with effects")
+	}
+}
+
+// TestBasketVersion4AddsTheCancellation: BASKET_ORDER version 4 is version
+// 3 (the same rows, in order, with the same sends and compensations) with
+// CANCEL_REQUESTED from deals in every waiting state (the parallel step's
+// TRADING included) into CANCELLED, a failed state (so that the steps taken
+// are compensated) whose transition tells the client; refused from anyone
+// else, once settled, and on version 3.
+func TestBasketVersion4AddsTheCancellation(t *testing.T) {
+	v4 := addsOneRow(t, "BASKET_ORDER", 3, "CANCEL_REQUESTED by deals from [CHECKING TRADING EXECUTING REJECTING] to CANCELLED send NOTIFY to notification")
+	v3, err := catalog(t).Get("BASKET_ORDER", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v4.IsFailed("CANCELLED") || v4.IsFailed("EXECUTED") || v4.IsFailed("REJECTED") {
+		t.Errorf("CANCELLED must be a failed state of v4 (its steps compensated), EXECUTED and REJECTED final")
+	}
+	for _, s := range []string{"CHECKING", "TRADING", "EXECUTING", "REJECTING"} {
+		step, err := v4.Apply(s, "CANCEL_REQUESTED", "deals")
+		if err != nil || !step.Failed || step.Send == nil || step.Send.Name != "NOTIFY" {
+			t.Errorf("CANCEL_REQUESTED in %s: %+v, %v; want CANCELLED sending NOTIFY", s, step, err)
+		}
+		for _, by := range []string{"profile", "notification", "engine"} {
+			if _, err := v4.Apply(s, "CANCEL_REQUESTED", by); err == nil {
+				t.Errorf("CANCEL_REQUESTED by %s in %s: accepted, want refused", by, s)
+			}
+		}
+		if _, err := v3.Apply(s, "CANCEL_REQUESTED", "deals"); err == nil {
+			t.Errorf("CANCEL_REQUESTED in %s on v3: accepted, want refused (v3 has no such row)", s)
+		}
+	}
+	for _, s := range []string{"EXECUTED", "REJECTED", "FAILED", "CANCELLED"} {
+		if _, err := v4.Apply(s, "CANCEL_REQUESTED", "deals"); err == nil {
+			t.Errorf("CANCEL_REQUESTED once ended (%s): accepted, want refused", s)
+		}
 	}
 }
 

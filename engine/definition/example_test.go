@@ -83,7 +83,8 @@ func ExampleLoadDir() {
 	// Output:
 	// basket_order.v1.yaml: BASKET_ORDER v1, 11 transitions
 	// basket_order.v2.yaml: BASKET_ORDER v2, 12 transitions
-	// basket_order.yaml: BASKET_ORDER v3, 12 transitions
+	// basket_order.v3.yaml: BASKET_ORDER v3, 12 transitions
+	// basket_order.yaml: BASKET_ORDER v4, 13 transitions
 	// manual_create_order.v1.yaml: MANUAL_CREATE_ORDER v1, 7 transitions
 	// manual_create_order.v2.yaml: MANUAL_CREATE_ORDER v2, 7 transitions
 	// manual_create_order.v3.yaml: MANUAL_CREATE_ORDER v3, 8 transitions

@@ -50,14 +50,14 @@ func TestDefinitions(t *testing.T) {
 	list := decode[struct {
 		Definitions []httpapi.DefinitionSummary `json:"definitions"`
 	}](t, e.do(t, "GET", "/api/v1/definitions", ""), 200)
-	// One summary per loaded version: BASKET_ORDER v1 to v3,
+	// One summary per loaded version: BASKET_ORDER v1 to v4,
 	// MANUAL_CREATE_ORDER v1 to v4 (the older ones kept for the sagas
 	// started on them), then SUPPORT_CALLBACK.
 	var names []string
 	for _, d := range list.Definitions {
 		names = append(names, fmt.Sprintf("%s v%d", d.Name, d.Version))
 	}
-	if got, want := strings.Join(names, ", "), "BASKET_ORDER v1, BASKET_ORDER v2, BASKET_ORDER v3, MANUAL_CREATE_ORDER v1, MANUAL_CREATE_ORDER v2, MANUAL_CREATE_ORDER v3, MANUAL_CREATE_ORDER v4, SUPPORT_CALLBACK v1"; got != want {
+	if got, want := strings.Join(names, ", "), "BASKET_ORDER v1, BASKET_ORDER v2, BASKET_ORDER v3, BASKET_ORDER v4, MANUAL_CREATE_ORDER v1, MANUAL_CREATE_ORDER v2, MANUAL_CREATE_ORDER v3, MANUAL_CREATE_ORDER v4, SUPPORT_CALLBACK v1"; got != want {
 		t.Fatalf("got definitions %s, want %s", got, want)
 	}
 	// The seeded sagas started on the newest version; v1 to v3 count none.
@@ -69,10 +69,11 @@ func TestDefinitions(t *testing.T) {
 		{list.Definitions[0], map[string]int64{"CHECKING": 0, "TRADING": 0, "EXECUTING": 0, "REJECTING": 0, "EXECUTED": 0, "REJECTED": 0, "FAILED": 0}, 0, 0, 0},
 		{list.Definitions[1], map[string]int64{"CHECKING": 0, "TRADING": 0, "EXECUTING": 0, "REJECTING": 0, "EXECUTED": 0, "REJECTED": 0, "FAILED": 0}, 0, 0, 0},
 		{list.Definitions[2], map[string]int64{"CHECKING": 0, "TRADING": 0, "EXECUTING": 0, "REJECTING": 0, "EXECUTED": 0, "REJECTED": 0, "FAILED": 0}, 0, 0, 0},
-		{list.Definitions[3], map[string]int64{"DRAFT": 0, "APPROVED": 0, "REJECTED": 0, "NOTIFICATION": 0, "FAILED": 0}, 0, 0, 0},
+		{list.Definitions[3], map[string]int64{"CHECKING": 0, "TRADING": 0, "EXECUTING": 0, "REJECTING": 0, "EXECUTED": 0, "REJECTED": 0, "FAILED": 0, "CANCELLED": 0}, 0, 0, 0},
 		{list.Definitions[4], map[string]int64{"DRAFT": 0, "APPROVED": 0, "REJECTED": 0, "NOTIFICATION": 0, "FAILED": 0}, 0, 0, 0},
-		{list.Definitions[5], map[string]int64{"DRAFT": 0, "APPROVED": 0, "REJECTED": 0, "NOTIFICATION": 0, "FAILED": 0, "CANCELLED": 0}, 0, 0, 0},
-		{list.Definitions[6], map[string]int64{"DRAFT": 1, "APPROVED": 2, "REJECTED": 0, "NOTIFICATION": 1, "FAILED": 0, "CANCELLED": 0}, 3, 1, 0},
+		{list.Definitions[5], map[string]int64{"DRAFT": 0, "APPROVED": 0, "REJECTED": 0, "NOTIFICATION": 0, "FAILED": 0}, 0, 0, 0},
+		{list.Definitions[6], map[string]int64{"DRAFT": 0, "APPROVED": 0, "REJECTED": 0, "NOTIFICATION": 0, "FAILED": 0, "CANCELLED": 0}, 0, 0, 0},
+		{list.Definitions[7], map[string]int64{"DRAFT": 1, "APPROVED": 2, "REJECTED": 0, "NOTIFICATION": 1, "FAILED": 0, "CANCELLED": 0}, 3, 1, 0},
 	} {
 		d := tc.d
 		if len(d.Counts) != len(tc.counts) {

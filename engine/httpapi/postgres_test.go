@@ -75,19 +75,19 @@ func TestOnPostgres(t *testing.T) {
 	list := decode[struct {
 		Definitions []httpapi.DefinitionSummary `json:"definitions"`
 	}](t, e.do(t, "GET", "/api/v1/definitions", ""), 200)
-	if len(list.Definitions) != 8 {
-		t.Fatalf("definitions = %+v, want BASKET_ORDER v1 to v3, MANUAL_CREATE_ORDER v1 to v4, SUPPORT_CALLBACK", list.Definitions)
+	if len(list.Definitions) != 9 {
+		t.Fatalf("definitions = %+v, want BASKET_ORDER v1 to v4, MANUAL_CREATE_ORDER v1 to v4, SUPPORT_CALLBACK", list.Definitions)
 	}
-	if d := list.Definitions[6]; d.Version != 4 || d.Counts["DRAFT"] != 0 || d.Counts["FAILED"] != 1 || d.Counts["NOTIFICATION"] != 2 || d.Counts["APPROVED"] != 1 {
+	if d := list.Definitions[7]; d.Version != 4 || d.Counts["DRAFT"] != 0 || d.Counts["FAILED"] != 1 || d.Counts["NOTIFICATION"] != 2 || d.Counts["APPROVED"] != 1 {
 		t.Errorf("MANUAL_CREATE_ORDER v%d counts = %v, want v4 with DRAFT 0, FAILED 1, NOTIFICATION 2, APPROVED 1", d.Version, d.Counts)
 	}
-	for _, d := range list.Definitions[:6] {
+	for _, d := range list.Definitions[:7] {
 		if d.Running+d.Completed+d.Failed != 0 {
 			t.Errorf("%s v%d = %+v, want no sagas (BASKET_ORDER, old versions of MANUAL_CREATE_ORDER)", d.Name, d.Version, d)
 		}
 	}
-	if c := list.Definitions[7].Counts; list.Definitions[7].Name != "SUPPORT_CALLBACK" || c["REQUESTED"] != 1 {
-		t.Errorf("%s counts = %v, want SUPPORT_CALLBACK with REQUESTED 1", list.Definitions[7].Name, c)
+	if c := list.Definitions[8].Counts; list.Definitions[8].Name != "SUPPORT_CALLBACK" || c["REQUESTED"] != 1 {
+		t.Errorf("%s counts = %v, want SUPPORT_CALLBACK with REQUESTED 1", list.Definitions[8].Name, c)
 	}
 	metrics := e.do(t, "GET", "/metrics", "").Body.String()
 	if !strings.Contains(metrics, `saga_machine_instances{saga="MANUAL_CREATE_ORDER",state="FAILED",version="4"} 1`) {

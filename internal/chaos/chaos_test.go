@@ -373,11 +373,14 @@ func TestMakeOffer(t *testing.T) {
 				}
 				seen[ln.Instrument] = true
 			}
-			if len(o.lines) < 2 || len(o.lines) > 3 || (o.act != "" && o.act != actAbort) {
-				t.Errorf("offer %d: a basket of %d lines with act %q, want 2 or 3 lines, aborted or not", n, len(o.lines), o.act)
+			if len(o.lines) < 2 || len(o.lines) > 3 {
+				t.Errorf("offer %d: a basket of %d lines, want 2 or 3", n, len(o.lines))
 			}
-			if o.act == actAbort {
+			switch o.act {
+			case actAbort:
 				kinds["aborted basket"]++
+			case actCancel:
+				kinds["cancelled basket"]++
 			}
 		}
 		if o.act != "" {
@@ -396,7 +399,7 @@ func TestMakeOffer(t *testing.T) {
 			kinds[o.deal.Side]++
 		}
 	}
-	for _, k := range []string{"buy", "sell", "unaffordable", "basket", "aborted basket", actAbort, actCancel, actAbort + " at once", actCancel + " at once"} {
+	for _, k := range []string{"buy", "sell", "unaffordable", "basket", "aborted basket", "cancelled basket", actAbort, actCancel, actAbort + " at once", actCancel + " at once"} {
 		if kinds[k] == 0 {
 			t.Errorf("no %s among 500 offers (%v)", k, kinds)
 		}
@@ -429,17 +432,28 @@ func TestJudgeActs(t *testing.T) {
 		{id: "d4", act: actCancel, actStatus: 409, actAttempts: 1},
 		{id: "d5"},                      // no act
 		{act: actAbort, refused: "400"}, // never accepted
-		// A basket: its id names all its deals, failed.
+		// Baskets: the id names all its deals, failed or cancelled;
+		// counted apart from the deals.
 		{id: "b1", lines: []procstack.Line{{}, {}}, act: actAbort, actStatus: 200, actAttempts: 1},
+		{id: "b2", lines: []procstack.Line{{}, {}}, act: actCancel, actStatus: 202, actAttempts: 3},
+		{id: "b3", lines: []procstack.Line{{}}, act: actCancel, actStatus: 409, actAttempts: 1},
 	}
-	status := map[string]string{"d1": "failed", "d2": "executed", "d3": "cancelled", "d4": "rejected", "d5": "executed", "b1": "failed"}
+	status := map[string]string{"d1": "failed", "d2": "executed", "d3": "cancelled", "d4": "rejected", "d5": "executed", "b1": "failed",
+		"b2": "cancelled", "b3": "executed"}
 	r := &Report{}
 	r.judgeActs(offers, status)
-	if want := (Acts{Sent: 3, Done: 2, TooLate: 1, Attempts: 4}); r.Aborts != want {
-		t.Errorf("aborts %+v, want %+v", r.Aborts, want)
-	}
-	if want := (Acts{Sent: 2, Done: 1, TooLate: 1, Attempts: 2}); r.Cancels != want {
-		t.Errorf("cancels %+v, want %+v", r.Cancels, want)
+	for _, c := range []struct {
+		name      string
+		got, want Acts
+	}{
+		{"aborts", r.Aborts, Acts{Sent: 2, Done: 1, TooLate: 1, Attempts: 3}},
+		{"cancels", r.Cancels, Acts{Sent: 2, Done: 1, TooLate: 1, Attempts: 2}},
+		{"basket aborts", r.BasketAborts, Acts{Sent: 1, Done: 1, Attempts: 1}},
+		{"basket cancels", r.BasketCancels, Acts{Sent: 2, Done: 1, TooLate: 1, Attempts: 4}},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s %+v, want %+v", c.name, c.got, c.want)
+		}
 	}
 	if len(r.Problems) != 0 {
 		t.Errorf("problems %q, want none", r.Problems)
@@ -454,7 +468,7 @@ func TestJudgeActs(t *testing.T) {
 	r.judgeActs(offers, status)
 	for _, want := range []string{`deal d1: its abort was answered 200, but the deal is "executed", want failed`,
 		`deal d3: its cancel was answered 202, but the deal is "failed", want cancelled`,
-		`deal b1: its abort was answered 200, but the deal is "executed", want failed`,
+		`basket b1: its abort was answered 200, but the basket is "executed", want failed`,
 		"cancel of deal d6 refused: 404 not found", "abort of deal d7 not answered after 9 attempts"} {
 		if !strings.Contains(strings.Join(r.Problems, "\n"), want) {
 			t.Errorf("problems %q lack %q", r.Problems, want)

@@ -125,8 +125,8 @@ func (l *load) setupUsers(ctx context.Context, runID string) error {
 // some buys far above any funding (rejected); Config.Aborts and
 // Config.Cancels per cent of them are aborted or cancelled once accepted,
 // and Config.Baskets per cent are baskets of two or three buys instead (one
-// in ten with a line above any funding: rejected by the check; Aborts per
-// cent of them aborted).
+// in ten with a line above any funding: rejected by the check; Aborts and
+// Cancels per cent of them aborted or cancelled).
 //
 // Those go to the first buyOnlyUsers users, who only buy. A reversal that
 // would take a portfolio's cash or a position below zero (a sell's
@@ -166,10 +166,14 @@ func (l *load) makeOffer(n int) *offer {
 	}
 	o := &offer{n: n, key: fmt.Sprintf("chaos-%d-%s", n, l.cfg.runID), user: u.name, deal: d, act: act}
 	if basket {
-		// As many baskets are aborted as deals (BASKET_ORDER version 3
-		// records profile's late check instead of parking it).
-		if rng.IntN(100) < aborts {
+		// As many baskets are aborted and cancelled as deals
+		// (BASKET_ORDER version 3 records profile's late check instead of
+		// parking it; version 4 takes the client's cancellation).
+		switch p := rng.IntN(100); {
+		case p < aborts:
 			o.act = actAbort
+		case p < aborts+cancels:
+			o.act = actCancel
 		}
 		// The deal drawn above is the first line (unaffordable one time in
 		// ten); one or two more buys of other instruments follow.
@@ -180,7 +184,7 @@ func (l *load) makeOffer(n int) *offer {
 				Quantity: fmt.Sprint(1 + rng.IntN(3)), Price: fmt.Sprintf("%d.%02d", 1+rng.IntN(20), rng.IntN(100))})
 		}
 	}
-	if act != "" && rng.IntN(2) == 1 {
+	if o.act != "" && rng.IntN(2) == 1 {
 		// Half at once (the saga has barely started), half at a random
 		// moment (it may be waiting anywhere, or done).
 		o.actIn = time.Duration(1 + rng.Int64N(int64(l.cfg.ActWithin)))
@@ -318,7 +322,7 @@ func (l *load) post(ctx context.Context, o *offer) {
 	}
 }
 
-// actOn aborts o's saga or cancels o's deal (o.act), o.actIn after its
+// actOn aborts o's saga or cancels o's deal or basket (o.act), o.actIn after its
 // acceptance, through a random replica, until it is answered 200, 202 or
 // 409, refused otherwise, or cfg.RetryFor has passed. An abort of a saga
 // saga-machine does not know yet (404) is tried again every 20 ms for its
@@ -337,6 +341,9 @@ func (l *load) actOn(ctx context.Context, o *offer, rng *rand.Rand) {
 		if o.act == actAbort {
 			replicas := l.s.SagaMachine.Replicas
 			status, err = l.s.AbortSaga(pctx, replicas[rng.IntN(len(replicas))], o.sagaID, "chaos: the client called the desk")
+		} else if o.lines != nil {
+			replicas := l.s.Deals.Replicas
+			status, err = l.s.CancelBasket(pctx, replicas[rng.IntN(len(replicas))], o.user, o.id)
 		} else {
 			replicas := l.s.Deals.Replicas
 			status, err = l.s.CancelDeal(pctx, replicas[rng.IntN(len(replicas))], o.user, o.id)

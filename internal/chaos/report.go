@@ -63,10 +63,11 @@ type Report struct {
 	Behind time.Duration
 	// Deposits offered, accepted, given up.
 	Deposits, DepositsAccepted, DepositsGaveUp int
-	// Aborts and Cancels are the operators' aborts (of accepted deals and
-	// baskets) and the clients' cancels (of accepted deals) by outcome
-	// (Config.Aborts, Config.Cancels).
-	Aborts, Cancels Acts
+	// Aborts and Cancels are the operators' aborts and the clients'
+	// cancels of accepted deals by outcome (Config.Aborts,
+	// Config.Cancels); BasketAborts and BasketCancels those of accepted
+	// baskets.
+	Aborts, Cancels, BasketAborts, BasketCancels Acts
 
 	// Check is what procstack.Stack.Check found in the four databases.
 	Check procstack.Report
@@ -410,8 +411,8 @@ func (r *Report) recoveries() []recoveryGroup {
 
 // collectActs counts the aborts and cancels and checks, from deals'
 // database, that each deal (or every deal of a basket) whose abort was
-// answered 200 ended failed and each deal whose cancel was answered 202
-// ended cancelled.
+// answered 200 ended failed and each deal (or every deal of a basket)
+// whose cancel was answered 202 ended cancelled.
 func (r *Report) collectActs(ctx context.Context, s *procstack.Stack, l *load) error {
 	var rows []struct {
 		ID       string `db:"id"`
@@ -434,9 +435,10 @@ func (r *Report) collectActs(ctx context.Context, s *procstack.Stack, l *load) e
 	return nil
 }
 
-// judgeActs counts the aborts and cancels of offers into r, and lists as
-// problems those refused or never answered, and those done whose deal's
-// status (by deal id) is not failed (abort) or cancelled (cancel).
+// judgeActs counts the aborts and cancels of offers into r (those of
+// baskets apart), and lists as problems those refused or never answered,
+// and those done whose deal's or basket's status (by id) is not failed
+// (abort) or cancelled (cancel).
 func (r *Report) judgeActs(offers []*offer, status map[string]string) {
 	listed := 0
 	for _, o := range offers {
@@ -447,6 +449,14 @@ func (r *Report) judgeActs(offers []*offer, status map[string]string) {
 		if o.act == actCancel {
 			a, want, done = &r.Cancels, "cancelled", http.StatusAccepted
 		}
+		what := "deal"
+		if o.lines != nil {
+			what = "basket"
+			a = &r.BasketAborts
+			if o.act == actCancel {
+				a = &r.BasketCancels
+			}
+		}
 		a.Sent++
 		a.Attempts += o.actAttempts
 		switch {
@@ -454,7 +464,7 @@ func (r *Report) judgeActs(offers []*offer, status map[string]string) {
 			a.Done++
 			if got := status[o.id]; got != want {
 				if listed++; listed <= 5 {
-					r.problem("deal %s: its %s was answered %d, but the deal is %q, want %s", o.id, o.act, done, got, want)
+					r.problem("%s %s: its %s was answered %d, but the %s is %q, want %s", what, o.id, o.act, done, what, got, want)
 				}
 			}
 		case o.actStatus == http.StatusConflict:
@@ -462,12 +472,12 @@ func (r *Report) judgeActs(offers []*offer, status map[string]string) {
 		case o.actRefused != "":
 			a.Refused++
 			if listed++; listed <= 5 {
-				r.problem("%s of deal %s refused: %s", o.act, o.id, o.actRefused)
+				r.problem("%s of %s %s refused: %s", o.act, what, o.id, o.actRefused)
 			}
 		default:
 			a.GaveUp++
 			if listed++; listed <= 5 {
-				r.problem("%s of deal %s not answered after %d attempts over %s: %s", o.act, o.id, o.actAttempts, r.Config.RetryFor, o.actGaveUp)
+				r.problem("%s of %s %s not answered after %d attempts over %s: %s", o.act, what, o.id, o.actAttempts, r.Config.RetryFor, o.actGaveUp)
 			}
 		}
 	}
@@ -493,7 +503,8 @@ func (r *Report) Format(w io.Writer) {
 	fmt.Fprintf(w, "deals: %d accepted, %d of them baskets (%d POST /deals or /baskets sent; %d answered from an earlier attempt by Idempotency-Key), %d refused, %d given up\n",
 		r.Accepted, r.Baskets, r.Attempts, r.Replayed, r.Refused, r.GaveUp)
 	fmt.Fprintf(w, "deposits: %d offered, %d accepted, %d given up\n", r.Deposits, r.DepositsAccepted, r.DepositsGaveUp)
-	fmt.Fprintf(w, "operator aborts: %s; client cancels: %s\n", r.Aborts, r.Cancels)
+	fmt.Fprintf(w, "operator aborts of deals: %s; client cancels of deals: %s\n", r.Aborts, r.Cancels)
+	fmt.Fprintf(w, "operator aborts of baskets: %s; client cancels of baskets: %s\n", r.BasketAborts, r.BasketCancels)
 	fmt.Fprintf(w, "sagas: %s; deals %s; profile decisions %s, reversals %s (failed after approval %d)\n",
 		counts(r.Check.Sagas), counts(r.Check.Deals), counts(r.Check.Decisions), counts(r.Check.Reversals), r.Check.FailedAfterApproval)
 	fmt.Fprintf(w, "  saga duration (created → final): p50 %s, p99 %s, max %s\n", ms(r.LatencyP50), ms(r.LatencyP99), ms(r.LatencyMax))

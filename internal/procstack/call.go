@@ -235,6 +235,14 @@ func (s *Stack) CancelDeal(ctx context.Context, r *Replica, user, id string) (in
 	return postOrTooLate(ctx, r, "/deals/"+id+"/cancel", Caller{User: user}, nil, http.StatusAccepted, "cancel deal "+id)
 }
 
+// CancelBasket has user, the basket's owner, cancel basket id through
+// deals replica r (POST /baskets/{id}/cancel). It returns the status when
+// it is 202 (accepted, or accepted before) or 409 (too late: the basket is
+// settled); another status is a *StatusError.
+func (s *Stack) CancelBasket(ctx context.Context, r *Replica, user, id string) (int, error) {
+	return postOrTooLate(ctx, r, "/baskets/"+id+"/cancel", Caller{User: user}, nil, http.StatusAccepted, "cancel basket "+id)
+}
+
 // AbortSaga has an operator abort saga sagaID through saga-machine
 // replica r (POST /api/v1/sagas/{id}/abort; the stack's saga-machine runs
 // without API authentication, on loopback). It returns the status when it

@@ -61,13 +61,18 @@ type Basket struct {
 	PortfolioID string `json:"portfolio_id" db:"portfolio_id"`
 	Currency    string `json:"currency" db:"currency"`
 	// Status is derived from the basket's deals (basketStatus): draft,
-	// executed, rejected or failed.
+	// executed, rejected, failed or cancelled.
 	Status string `json:"status" db:"-"`
-	// Reason is why the basket was rejected or failed (its deals' reason).
-	Reason    string    `json:"reason,omitempty" db:"-"`
-	SagaID    string    `json:"saga_id" db:"saga_id"`
-	CreatedAt time.Time `json:"created_at" db:"created_at"`
-	UpdatedAt time.Time `json:"updated_at" db:"updated_at"`
+	// Reason is why the basket was rejected, failed or cancelled (its
+	// deals' reason).
+	Reason string `json:"reason,omitempty" db:"-"`
+	// CancelRequestedAt is when the owner's cancellation was accepted (every
+	// deal was still a draft: CancelBasket); the basket becomes cancelled
+	// once its saga has undone what was done.
+	CancelRequestedAt *time.Time `json:"cancel_requested_at,omitempty" db:"-"`
+	SagaID            string     `json:"saga_id" db:"saga_id"`
+	CreatedAt         time.Time  `json:"created_at" db:"created_at"`
+	UpdatedAt         time.Time  `json:"updated_at" db:"updated_at"`
 	// Deals are the basket's lines, in the order they were sent.
 	Deals []Deal `json:"deals" db:"-"`
 
@@ -363,14 +368,16 @@ func (s *Service) withDeals(ctx context.Context, baskets []*Basket) error {
 	}
 	for _, b := range baskets {
 		b.Status, b.Reason = basketStatus(b.Deals)
+		b.CancelRequestedAt = basketCancelRequestedAt(b.Deals)
 	}
 	return nil
 }
 
 // basketStatus derives a basket's status and reason from its deals, which
-// its saga moves together: failed if any deal failed, else rejected if any
-// was rejected, else executed if all were executed, else draft. The reason
-// is that of the first deal of that status.
+// its saga moves together: cancelled if any deal was cancelled, else failed
+// if any deal failed, else rejected if any was rejected, else executed if
+// all were executed, else draft. The reason is that of the first deal of
+// that status.
 func basketStatus(deals []Deal) (status, reason string) {
 	first := func(st string) (string, bool) {
 		for _, d := range deals {
@@ -380,7 +387,7 @@ func basketStatus(deals []Deal) (status, reason string) {
 		}
 		return "", false
 	}
-	for _, st := range []string{StatusFailed, StatusRejected} {
+	for _, st := range []string{StatusCancelled, StatusFailed, StatusRejected} {
 		if r, ok := first(st); ok {
 			return st, r
 		}

@@ -31,6 +31,10 @@ type basketCommand struct {
 	// Abort is set when an operator aborted the saga (the context's abort;
 	// a compensation sent with the context carries it).
 	Abort *Abort `json:"abort,omitempty"`
+	// Cancellation is set when the basket's owner cancelled it (the
+	// context's cancellation, BASKET_ORDER v4; a compensation sent with the
+	// context carries it).
+	Cancellation *BasketCancellation `json:"cancellation,omitempty"`
 }
 
 type basketCheck struct {
@@ -112,13 +116,17 @@ func (s *Service) handleRejectBasket(ctx context.Context, tx *sqlx.Tx, cmd sdk.C
 // handleFailBasket is the compensation of BASKET_REGISTERED, EXECUTE_BASKET
 // and REJECT_BASKET: every draft, executed or rejected deal of the basket
 // becomes failed (one statement) with a reason for the client
-// (failBasketReason), and it answers BASKET_FAILED. Failed already: the
-// same answer (the reason stored first), nothing moves; except that a
-// FAIL_BASKET carrying the context's abort sets the abort's reason (an
-// earlier compensation sent with a mapped payload could not see it).
-// Refused (permanent, nothing moves) when it is not a compensation
-// (compensates empty), like FAIL_DEAL, and when the basket is not the
-// command's (checkBasket).
+// (failBasketReason), and it answers BASKET_FAILED. When the basket's owner
+// cancelled it (the payload carries the context's cancellation of this
+// basket and deals accepted it: CancelBasket), the deals become cancelled
+// instead, failed ones included (an earlier compensation sent with a mapped
+// payload could not see the cancellation), and the answer says cancelled.
+// Failed or cancelled already: the same answer (the reason stored first),
+// nothing moves; except that a FAIL_BASKET carrying the context's abort
+// sets the abort's reason on failed deals (for the same reason). Refused
+// (permanent, nothing moves) when it is not a compensation (compensates
+// empty), like FAIL_DEAL, and when the basket is not the command's
+// (checkBasket).
 func (s *Service) handleFailBasket(ctx context.Context, tx *sqlx.Tx, cmd sdk.Command[basketCommand]) (sdk.Result, error) {
 	if cmd.Compensates == "" {
 		id := ""
@@ -132,13 +140,25 @@ func (s *Service) handleFailBasket(ctx context.Context, tx *sqlx.Tx, cmd sdk.Com
 	if err != nil {
 		return sdk.Result{}, err
 	}
+	if basketCancelled(b, deals, cmd.Payload.Cancellation) {
+		n, err := s.setBasketStatus(ctx, tx, b, StatusCancelled, basketCancelledReason, StatusDraft, StatusExecuted, StatusRejected, StatusFailed)
+		if err != nil {
+			return sdk.Result{}, fmt.Errorf("%s: %w", cmd.Name, err)
+		}
+		s.log.InfoContext(ctx, "basket cancelled", "basket_id", b.ID, "deals", n, "saga_id", cmd.SagaID)
+		return basketReply(EventBasketFailed, StatusCancelled, basketCancelledReason), nil
+	}
 	reason := failBasketReason(cmd.Payload, deals)
 	n, err := s.setBasketStatus(ctx, tx, b, StatusFailed, reason, StatusDraft, StatusExecuted, StatusRejected)
 	if err != nil {
 		return sdk.Result{}, fmt.Errorf("%s: %w", cmd.Name, err)
 	}
-	if n == 0 { // failed before: the reason given then
-		if st, r := basketStatus(deals); st == StatusFailed {
+	if n == 0 { // failed or cancelled before: the reason given then
+		switch st, r := basketStatus(deals); st {
+		case StatusCancelled:
+			s.log.InfoContext(ctx, "basket cancelled before: answered again", "basket_id", b.ID, "saga_id", cmd.SagaID)
+			return basketReply(EventBasketFailed, StatusCancelled, r), nil
+		case StatusFailed:
 			reason = r
 			// An operator aborted the saga: the compensation that failed
 			// the basket first may have been sent with a mapped payload,

@@ -90,7 +90,7 @@ func (s *Service) Cancel(ctx context.Context, userID, id string) (deal Deal, rep
 	}
 	if d.BasketID != nil {
 		return Deal{}, false, service.NewError(http.StatusConflict, service.TypeConflict,
-			fmt.Sprintf("deal %s is part of basket %s: a basket is executed or failed as a whole, its deals cannot be cancelled one by one", d.ID, *d.BasketID))
+			fmt.Sprintf("deal %s is part of basket %s: a basket is settled as a whole, its deals cannot be cancelled one by one (cancel the basket: POST /baskets/%s/cancel)", d.ID, *d.BasketID, *d.BasketID))
 	}
 	if d.CancelRequestedAt != nil {
 		return d, true, nil

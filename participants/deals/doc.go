@@ -25,6 +25,12 @@
 //	GET  /baskets      the caller's baskets with their deals, newest first (?limit=, ?cursor=)
 //	GET  /baskets/{id} one basket (404 when it is another user's); its status
 //	                   is derived from its deals
+//	POST /baskets/{id}/cancel
+//	                   the owner cancels a basket whose deals are all drafts:
+//	                   cancel_requested_at on each and, in the same
+//	                   transaction, CANCEL_REQUESTED to the basket's saga
+//	                   (BASKET_ORDER v4); 202, again 202 replayed; executed,
+//	                   rejected, failed or cancelled: 409 (CancelBasket)
 //	GET  /healthz, /readyz
 //
 // The portfolio id of a new deal is accepted in any case and stored in
@@ -54,7 +60,10 @@
 // BASKET_FAILED with {"basket_result": {status, reason}}. Each first checks
 // that the basket exists and belongs to the command's saga, user, portfolio
 // and currency and that the command's lines are exactly its deals, else a
-// permanent error: nothing moves. Again, they answer the same. A deal of a
+// permanent error: nothing moves. Again, they answer the same. FAIL_BASKET
+// marks the deals cancelled instead of failed when the context carries the
+// cancellation of the basket deals accepted (BASKET_ORDER v4's CANCELLED),
+// and then answers status cancelled. A deal of a
 // basket is moved only by these (APPROVE_DEAL, REJECT_DEAL and FAIL_DEAL of
 // one are permanent errors).
 package deals

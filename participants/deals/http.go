@@ -39,6 +39,7 @@ func (s *Service) routes() *mux.Router {
 	r.Handle("/baskets", service.Authed(s.auth, s.log, s.handleCreateBasket)).Methods(http.MethodPost)
 	r.Handle("/baskets", service.Authed(s.auth, s.log, s.handleListBaskets)).Methods(http.MethodGet)
 	r.Handle("/baskets/{id}", service.Authed(s.auth, s.log, s.handleGetBasket)).Methods(http.MethodGet)
+	r.Handle("/baskets/{id}/cancel", service.Authed(s.auth, s.log, s.handleCancelBasket)).Methods(http.MethodPost)
 	// The SDK's dead letters (GET/POST /admin/dead-letters...), operators only.
 	service.MountAdmin(r, s.p, s.operatorsOnly)
 	// Prometheus metrics (dead letters, outbox, consumer lag), unauthenticated.

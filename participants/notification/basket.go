@@ -40,10 +40,11 @@ type BasketDTO struct {
 	// DealIDs are the basket's deals (UUIDs, 1 to MaxBasketDeals, no
 	// duplicate).
 	DealIDs []string `json:"deal_ids"`
-	// Status is the basket's outcome: executed, rejected, failed, or ""
-	// when an operator resolved a compensation by hand (told as a failure).
+	// Status is the basket's outcome: executed, rejected, failed,
+	// cancelled (its owner cancelled it: BASKET_ORDER v4), or "" when an
+	// operator resolved a compensation by hand (told as a failure).
 	Status string `json:"status"`
-	// Reason says why a basket was rejected or failed; may be "".
+	// Reason says why a basket was rejected, failed or cancelled; may be "".
 	Reason string `json:"reason"`
 }
 
@@ -131,10 +132,10 @@ func decodeBasketDTO(raw json.RawMessage) (BasketDTO, error) {
 	}
 	if text("status", dto.Status, MaxFieldBytes) {
 		switch dto.Status {
-		case dealctx.StatusExecuted, dealctx.StatusRejected, dealctx.StatusFailed, "":
+		case dealctx.StatusExecuted, dealctx.StatusRejected, dealctx.StatusFailed, dealctx.StatusCancelled, "":
 		default:
-			errs = append(errs, fmt.Errorf("status %q: a basket's NOTIFY expects %q, %q, %q or \"\"", dto.Status,
-				dealctx.StatusExecuted, dealctx.StatusRejected, dealctx.StatusFailed))
+			errs = append(errs, fmt.Errorf("status %q: a basket's NOTIFY expects %q, %q, %q, %q or \"\"", dto.Status,
+				dealctx.StatusExecuted, dealctx.StatusRejected, dealctx.StatusFailed, dealctx.StatusCancelled))
 		}
 	}
 	text("reason", dto.Reason, MaxReasonBytes)
@@ -146,9 +147,10 @@ func decodeBasketDTO(raw json.RawMessage) (BasketDTO, error) {
 
 // BasketText is the message for a basket whose saga ended, and the status
 // it is stored under: "Your basket of 3 deals was executed", "... was
-// rejected: <reason>", "... failed: <reason>". Status "" (an operator
-// resolved a compensation by hand) is told as a failure. dto is checked
-// (its status is one of those).
+// rejected: <reason>", "... failed: <reason>", "... was cancelled at your
+// request" (BASKET_ORDER v4's CANCELLED; the lines applied were reverted).
+// Status "" (an operator resolved a compensation by hand) is told as a
+// failure. dto is checked (its status is one of those).
 func BasketText(dto BasketDTO) (text, status string) {
 	what := fmt.Sprintf("Your basket of %d deals", len(dto.DealIDs))
 	if len(dto.DealIDs) == 1 {
@@ -163,6 +165,8 @@ func BasketText(dto BasketDTO) (text, status string) {
 			reason = "no reason given"
 		}
 		return what + " was rejected: " + reason, dealctx.StatusRejected
+	case dealctx.StatusCancelled:
+		return what + " was cancelled at your request: the lines already applied to your portfolio were reverted", dealctx.StatusCancelled
 	}
 	reason := dto.Reason
 	if reason == "" {

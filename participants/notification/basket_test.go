@@ -83,6 +83,8 @@ func TestNotifyBasket(t *testing.T) {
 		{name: "rejected without reason", status: "rejected", deals: 2, want: "Your basket of 2 deals was rejected: no reason given", wantStatus: "rejected"},
 		{name: "failed", status: "failed", reason: "line AAPL buy 10: insufficient cash: need 1500.00 USD, have 200.00 USD", deals: 20,
 			want: "Your basket of 20 deals failed: line AAPL buy 10: insufficient cash: need 1500.00 USD, have 200.00 USD", wantStatus: "failed"},
+		{name: "cancelled", status: "cancelled", reason: "cancelled at your request", deals: 2,
+			want: "Your basket of 2 deals was cancelled at your request: the lines already applied to your portfolio were reverted", wantStatus: "cancelled"},
 		{name: "compensation resolved by hand", status: "", reason: "insufficient holdings: need 5 AAPL, have 3 AAPL", deals: 3,
 			want: "Your basket of 3 deals failed: insufficient holdings: need 5 AAPL, have 3 AAPL", wantStatus: "failed"},
 		{name: "compensation resolved by hand, no reason", status: "", deals: 3,
@@ -272,7 +274,7 @@ func TestNotifyBasketHostile(t *testing.T) {
 			{"empty user_id", with(func(m map[string]any) { m["user_id"] = "  " }), "user_id is empty"},
 			{"control characters", with(func(m map[string]any) { m["reason"] = "ok\r\n\x1b[31mforged" }), "reason has control characters"},
 			{"status draft", with(func(m map[string]any) { m["status"] = "draft" }), `status "draft"`},
-			{"status cancelled", with(func(m map[string]any) { m["status"] = "cancelled" }), `status "cancelled"`},
+			{"status approved", with(func(m map[string]any) { m["status"] = "approved" }), `status "approved"`},
 			{"status a boolean", with(func(m map[string]any) { m["status"] = true }), "status"},
 			{"currency lower case", with(func(m map[string]any) { m["currency"] = "usd" }), `currency "usd"`},
 		}

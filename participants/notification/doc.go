@@ -15,7 +15,8 @@
 // BASKET_ORDER's NOTIFY carries the basketNotificationDTO (BasketDTO,
 // {"basketNotificationDTO": {...}} and nothing beside it): one notification
 // per basket for its owner ("Your basket of 3 deals was executed", "... was
-// rejected: <reason>", "... failed: <reason>"), stored with the basket's
+// rejected: <reason>", "... failed: <reason>", "... was cancelled at your
+// request: ..."), stored with the basket's
 // id and deal ids, once. A malformed DTO, and a NOTIFY for a basket already
 // notified to another user, in another saga or differently, are parked
 // with the reason.

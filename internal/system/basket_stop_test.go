@@ -18,7 +18,7 @@ import (
 	"github.com/portfolio-counselor/sagamachine/participants/deals"
 )
 
-// An operator's abort of a basket (BASKET_ORDER version 3) on the whole
+// An operator's abort of a basket (BASKET_ORDER version 4) on the whole
 // system, read back from every service's database. profile is down when
 // the operator aborts, and answers everything it was sent once it is back:
 //   - while checking: no line was ever sent, no cash moves; profile's late
@@ -34,13 +34,76 @@ import (
 func TestBasketAbort(t *testing.T) {
 	for _, be := range backends {
 		t.Run(be.name, func(t *testing.T) {
-			t.Run("while checking", func(t *testing.T) { basketAbort(t, be, false) })
-			t.Run("while trading", func(t *testing.T) { basketAbort(t, be, true) })
+			t.Run("while checking", func(t *testing.T) { basketStop(t, be, false, operatorAbort) })
+			t.Run("while trading", func(t *testing.T) { basketStop(t, be, true, operatorAbort) })
 		})
 	}
 }
 
-func basketAbort(t *testing.T, be backend, trading bool) {
+// TestBasketCancel is TestBasketAbort with the client's cancellation
+// (POST /baskets/{id}/cancel, BASKET_ORDER version 4) instead of the
+// operator's abort: the refused cancellations (bob, an operator, who owns
+// no basket) move nothing; alice's is accepted; the saga ends CANCELLED
+// with what profile applied reverted, the deals cancelled at her request,
+// and she is told once. Cancelling again answers the same and sends
+// nothing more.
+func TestBasketCancel(t *testing.T) {
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			t.Run("while checking", func(t *testing.T) { basketStop(t, be, false, clientCancel) })
+			t.Run("while trading", func(t *testing.T) { basketStop(t, be, true, clientCancel) })
+		})
+	}
+}
+
+// basketStopper is how a running basket is stopped: its refused attempts,
+// the accepted one, and how the basket, its deals and its notification
+// end.
+type basketStopper struct {
+	name string
+	// refused are the attempts that must move nothing (each names the
+	// token and the HTTP status it must get), accepted the one that stops
+	// the basket; both post to url.
+	refused  []stopAttempt
+	accepted stopAttempt
+	url      func(w *basketWorld, b deals.Basket) string
+	body     string
+	// state is the saga's end state; status, reason and text those of the
+	// basket's deals and notification.
+	state, status, reason, text string
+}
+
+type stopAttempt struct {
+	who    string
+	user   string
+	roles  []string
+	status int
+}
+
+var operatorAbort = basketStopper{
+	name: "abort",
+	refused: []stopAttempt{{who: "the client herself", user: "alice", status: http.StatusForbidden},
+		{who: "a saga-viewer", user: "victor", roles: []string{auth.RoleViewer}, status: http.StatusForbidden}},
+	accepted: stopAttempt{who: "olga, an operator", user: "olga", roles: []string{auth.RoleOperator}, status: http.StatusOK},
+	url: func(w *basketWorld, b deals.Basket) string {
+		return w.sys.URLs.SagaMachine + "/api/v1/sagas/" + b.SagaID + "/abort"
+	},
+	body:  `{"reason":"client called the desk"}`,
+	state: "FAILED", status: deals.StatusFailed, reason: "stopped by our staff", text: "stopped by our staff",
+}
+
+var clientCancel = basketStopper{
+	name: "cancel",
+	refused: []stopAttempt{{who: "bob, another client", user: "bob", status: http.StatusNotFound},
+		{who: "olga, an operator (no owner)", user: "olga", roles: []string{auth.RoleOperator}, status: http.StatusNotFound}},
+	accepted: stopAttempt{who: "alice, the owner", user: "alice", status: http.StatusAccepted},
+	url: func(w *basketWorld, b deals.Basket) string {
+		return w.sys.URLs.Deals + "/baskets/" + b.ID + "/cancel"
+	},
+	state: "CANCELLED", status: deals.StatusCancelled, reason: "cancelled at your request", text: "cancelled at your request",
+}
+
+func basketStop(t *testing.T, be backend, trading bool, stop basketStopper) {
 	cfg := be.config(t)
 	cfg.Paused = []string{system.Profile}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*guard)
@@ -62,50 +125,45 @@ func basketAbort(t *testing.T, be backend, trading bool) {
 		return err == nil && inst.State == wantState, err
 	})
 
-	abortURL := w.sys.URLs.SagaMachine + "/api/v1/sagas/" + b.SagaID + "/abort"
-	alice, err := w.sys.Token("alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	viewer, err := w.sys.Token("victor", auth.RoleViewer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	olga, err := w.sys.Token("olga", auth.RoleOperator)
-	if err != nil {
-		t.Fatal(err)
+	url := stop.url(w, b)
+	attempt := func(a stopAttempt) []byte {
+		tok, err := w.sys.Token(a.user, a.roles...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, body := post(ctx, t, url, tok, stop.body)
+		if st != a.status {
+			t.Errorf("%s: %s %d %s, want %d", stop.name, a.who, st, body, a.status)
+		}
+		return body
 	}
 	before := w.observe(ctx, t, b)
-	for _, tc := range []struct{ name, token string }{{"the client herself", alice}, {"a saga-viewer", viewer}} {
-		if st, body := post(ctx, t, abortURL, tc.token, `{"reason":"stop it"}`); st != http.StatusForbidden {
-			t.Errorf("%s aborts: %d %s, want 403", tc.name, st, body)
-		}
+	for _, a := range stop.refused {
+		attempt(a)
 	}
 	if after := w.observe(ctx, t, b); after != before {
-		t.Fatalf("the refused aborts moved something:\n got %s\nwant %s", after, before)
+		t.Fatalf("the refused %ss moved something:\n got %s\nwant %s", stop.name, after, before)
 	}
-	if st, body := post(ctx, t, abortURL, olga, `{"reason":"client called the desk"}`); st != http.StatusOK {
-		t.Fatalf("olga's abort: %d %s, want 200", st, body)
-	}
+	attempt(stop.accepted)
 	if err := w.sys.Resume(system.Profile); err != nil {
 		t.Fatal(err)
 	}
 
 	inst, got := w.settle(ctx, t, b)
-	if inst.SagaVersion != 3 || inst.State != "FAILED" || inst.Status != engine.StatusFailed {
-		t.Fatalf("basket saga: v%d %s %s (undo %+v), want v3 FAILED failed", inst.SagaVersion, inst.State, inst.Status, inst.Undo)
+	if inst.SagaVersion != 4 || inst.State != stop.state || inst.Status != engine.StatusFailed {
+		t.Fatalf("basket saga: v%d %s %s (undo %+v), want v4 %s failed", inst.SagaVersion, inst.State, inst.Status, inst.Undo, stop.state)
 	}
 	notes := w.basketNotes(ctx, t, 1)
 	quiesce(ctx, t, w.sys, cfg.GroupPrefix)
 	// The invariant, from profile's database: every line profile applied
-	// after the abort was reverted.
+	// after the abort or cancel was reverted.
 	pf := w.portfolio(ctx, t)
 	if !pf.Cash.Equal(funded.Cash) {
-		t.Errorf("alice's cash after the abort: %s, want %s (as funded)", pf.Cash, funded.Cash)
+		t.Errorf("alice's cash after the %s: %s, want %s (as funded)", stop.name, pf.Cash, funded.Cash)
 	}
 	for instrument, q := range pf.Positions {
 		if !q.IsZero() {
-			t.Errorf("alice holds %s %s after the abort, want nothing", q, instrument)
+			t.Errorf("alice holds %s %s after the %s, want nothing", q, instrument, stop.name)
 		}
 	}
 	undone := map[string]int{}
@@ -114,7 +172,7 @@ func basketAbort(t *testing.T, be backend, trading bool) {
 	}
 	wantUndo := map[string]int{"FAIL_BASKET=compensated": 1}
 	if trading {
-		// Both lines answered approved after the abort: both reverted.
+		// Both lines answered approved after the stop: both reverted.
 		wantUndo["REVERT_ORDER=compensated"] = 2
 	}
 	if mustJSON(t, undone) != mustJSON(t, wantUndo) {
@@ -127,7 +185,7 @@ func basketAbort(t *testing.T, be backend, trading bool) {
 	if n := w.commandsNamed(ctx, t, b.SagaID, "APPROVE_ORDER"); n != wantLines {
 		t.Errorf("%d APPROVE_ORDER in the timeline, want %d", n, wantLines)
 	}
-	// profile did apply the lines (after the abort): the timeline has
+	// profile did apply the lines (after the stop): the timeline has
 	// their approvals as late answers, so the reverts undid real debits.
 	hist, err := w.sys.SagaMachine.Store.History(ctx, b.SagaID)
 	if err != nil {
@@ -147,21 +205,33 @@ func basketAbort(t *testing.T, be backend, trading bool) {
 	}
 	// profile's own check came after the saga stopped waiting for it (in
 	// the trading case the check saga-machine took was the forged one):
-	// CHECK_BASKET has no effects (version 3), so the timeline records it
+	// CHECK_BASKET has no effects (version 3 on), so the timeline records it
 	// as late and nothing is parked.
 	if lateChecks != 1 {
 		t.Errorf("%d late BASKET_CHECKED of a command without effects in the timeline, want 1", lateChecks)
 	}
-	if got.Status != deals.StatusFailed {
-		t.Errorf("basket status %q, want failed", got.Status)
+	if got.Status != stop.status {
+		t.Errorf("basket status %q, want %s", got.Status, stop.status)
 	}
 	for _, d := range got.Deals {
-		if d.Status != deals.StatusFailed || !strings.Contains(d.Reason, "stopped by our staff") {
-			t.Errorf("deal %s of the basket: %q %q, want failed, stopped by our staff", d.ID, d.Status, d.Reason)
+		if d.Status != stop.status || !strings.Contains(d.Reason, stop.reason) {
+			t.Errorf("deal %s of the basket: %q %q, want %s, %s", d.ID, d.Status, d.Reason, stop.status, stop.reason)
 		}
 	}
-	if n := notes[b.ID]; len(notes) != 1 || n.Status != deals.StatusFailed || !strings.Contains(n.Text, "stopped by our staff") {
-		t.Errorf("notifications %+v, want one for basket %s: failed, stopped by our staff", notes, b.ID)
+	if n := notes[b.ID]; len(notes) != 1 || n.Status != stop.status || !strings.Contains(n.Text, stop.text) {
+		t.Errorf("notifications %+v, want one for basket %s: %s, %s", notes, b.ID, stop.status, stop.text)
+	}
+	// Again once it is over: an abort is refused (the saga ended), a
+	// cancel answers as the first time; either way nothing moves.
+	settled := w.observe(ctx, t, b)
+	again := stop.accepted
+	if stop.name == "abort" {
+		again.status = http.StatusConflict
+	}
+	attempt(again)
+	quiesce(ctx, t, w.sys, cfg.GroupPrefix)
+	if after := w.observe(ctx, t, b); after != settled {
+		t.Errorf("a second %s moved something:\n got %s\nwant %s", stop.name, after, settled)
 	}
 
 	dls, err := w.sys.SagaMachine.Store.DeadLetters(ctx, 100, true)
@@ -195,7 +265,7 @@ func (w *basketWorld) forgeCheck(ctx context.Context, t *testing.T, sagaID strin
 		t.Fatalf("saga %s: no CHECK_BASKET in its timeline", sagaID)
 	}
 	m := envelope.Message{
-		V: envelope.Version, ID: uuid.NewString(), SagaID: sagaID, Saga: "BASKET_ORDER", SagaVersion: 3,
+		V: envelope.Version, ID: uuid.NewString(), SagaID: sagaID, Saga: "BASKET_ORDER", SagaVersion: 4,
 		Kind: envelope.KindEvent, Name: "BASKET_CHECKED", Participant: system.Profile, CausationID: check,
 		OccurredAt: time.Now().UTC(),
 		Payload:    json.RawMessage(`{"basket_check":{"sufficient":true,"reason":"cash 1000.00 USD covers 350.00 USD"}}`),
