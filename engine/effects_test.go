@@ -101,3 +101,56 @@ func TestRenderNoEffects(t *testing.T) {
 		}
 	}
 }
+
+// A request to stop a saga (every transition on the event leads into a
+// failed state) that reaches it after it has already failed lost a race
+// with another stop: it is a late entry of the timeline, not a dead
+// letter. The same event on a saga that ended in success, from a
+// participant the definition does not take it from, or an event that is
+// not only a stop, is parked as before.
+func TestLateStopOfAFailedSaga(t *testing.T) {
+	h := newHarness(t, lookup)
+	gaveUp, paid := uuid.NewString(), uuid.NewString()
+	h.handle(t, ev("LOOKUP", gaveUp, "ORDER", "shop", ""), ev("LOOKUP", gaveUp, "CANCEL", "shop", ""))
+	h.handle(t, ev("LOOKUP", paid, "ORDER", "shop", ""), ev("LOOKUP", paid, "LIMIT_OK", "bank", h.last(t, "CHECK_LIMIT").ID))
+	h.handle(t, ev("LOOKUP", paid, "CHARGED", "bank", h.last(t, "CHARGE").ID))
+	if got := h.inst(t, gaveUp); got.State != "GAVE_UP" || got.Status != engine.StatusFailed {
+		t.Fatalf("saga %s: %s %s, want GAVE_UP failed", gaveUp, got.State, got.Status)
+	}
+	if got := h.inst(t, paid); got.State != "PAID" || got.Status != engine.StatusCompleted {
+		t.Fatalf("saga %s: %s %s, want PAID completed", paid, got.State, got.Status)
+	}
+
+	before := h.inst(t, gaveUp)
+	again := ev("LOOKUP", gaveUp, "CANCEL", "shop", "")
+	h.handle(t, again)
+	if dls := h.deadLetters(t); len(dls) != 0 {
+		t.Fatalf("the late CANCEL was parked: %+v", dls)
+	}
+	hist := h.history(t, gaveUp)
+	last := hist[len(hist)-1]
+	if last.Kind != engine.EntryLate || last.Event != "CANCEL" || last.MessageID != again.ID || last.FromState != "GAVE_UP" || last.ToState != "GAVE_UP" ||
+		!strings.Contains(last.Reason, "asks to stop the saga, which had already stopped in GAVE_UP") {
+		t.Errorf("timeline's last entry = %s %s %s→%s %q, want CANCEL late in GAVE_UP", last.Kind, last.Event, last.FromState, last.ToState, last.Reason)
+	}
+	if got := h.inst(t, gaveUp); got.State != before.State || got.Status != before.Status || string(got.Context) != string(before.Context) || len(got.Undo) != len(before.Undo) {
+		t.Errorf("the late CANCEL moved the saga: %+v, was %+v", got, before)
+	}
+
+	for _, tc := range []struct {
+		name string
+		m    engine.Message
+	}{
+		{"a stop of a saga that ended in success", ev("LOOKUP", paid, "CANCEL", "shop", "")},
+		{"a stop from a participant the definition does not take it from", ev("LOOKUP", gaveUp, "CANCEL", "bank", "")},
+		{"an event that is not only a stop", ev("LOOKUP", gaveUp, "ORDER", "shop", "")},
+		{"a stop that names a command it answers", ev("LOOKUP", gaveUp, "CANCEL", "shop", uuid.NewString())},
+	} {
+		before := len(h.deadLetters(t))
+		h.handle(t, tc.m)
+		h.deadLetterFor(t, tc.m.ID)
+		if n := len(h.deadLetters(t)); n != before+1 {
+			t.Errorf("%s: %d dead letters (was %d), want it parked, and only it", tc.name, n, before)
+		}
+	}
+}

@@ -666,6 +666,25 @@ func (m *Model) NoEffects(participant, command string) bool {
 	return sent && !has
 }
 
+// OnlyStops reports whether event, raised by participant by, is a request
+// to stop the saga: the definition has at least one transition on it by
+// that participant, and every transition on it leads into a failed state
+// (a cancellation, for example). Such an event that reaches a saga which
+// has already failed asks for what has happened.
+func (m *Model) OnlyStops(event, by string) bool {
+	some := false
+	for _, tr := range m.def.Transitions {
+		if tr.On.Value != event {
+			continue
+		}
+		if si := m.stateInfo[tr.To.Value]; si == nil || !si.failed || len(tr.From) == 0 {
+			return false
+		}
+		some = some || tr.By.Value == by
+	}
+	return some
+}
+
 // sendsNoEffects reports whether the definition sends participant some
 // command without effects.
 func (m *Model) sendsNoEffects(participant string) bool {

@@ -250,7 +250,7 @@ func (o *Orchestrator) apply(b *batch, in *inbound) error {
 		if late, lerr := o.applyLate(b, w, in, err); late || lerr != nil {
 			return lerr
 		}
-		if o.lateWithoutEffects(b, w, in, err) {
+		if o.lateWithoutEffects(b, w, in, err) || o.lateStop(b, w, in, err) {
 			return nil
 		}
 		return err

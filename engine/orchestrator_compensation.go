@@ -771,6 +771,35 @@ func (o *Orchestrator) lateWithoutEffects(b *batch, w *sagaWork, in *inbound, re
 	return true
 }
 
+// lateStop takes an event the state machine refused because the saga is
+// over (refusal CodeFinished) when the saga ended failed and the event
+// only asks it to stop (Model.OnlyStops: every transition on it, by its
+// sender, leads into a failed state; no causation: it answers no
+// command). Such a request lost a race with another way the saga stopped
+// (a client's cancellation after an operator's abort, or after a timeout):
+// what it asks for has happened, so it is a late entry of the timeline,
+// not a dead letter. On a saga that ended in success, or from a sender the
+// definition does not take it from, it is refused as before. It reports
+// whether it took the event.
+func (o *Orchestrator) lateStop(b *batch, w *sagaWork, in *inbound, refusal error) bool {
+	m, inst := &in.msg, w.inst
+	if ErrorCode(refusal) != CodeFinished || m.CausationID != "" || !w.model.IsFailed(inst.State) || !w.model.OnlyStops(m.Name, m.Participant) {
+		return false
+	}
+	b.entries = append(b.entries, HistoryEntry{
+		SagaID: inst.ID, At: b.now, Kind: EntryLate, MessageID: m.ID, Event: m.Name, By: m.Participant,
+		FromState: inst.State, ToState: inst.State,
+		Reason: fmt.Sprintf("%s from %s asks to stop the saga, which had already stopped in %s (%s): nothing more to do",
+			m.Name, m.Participant, inst.State, inst.Status),
+	})
+	saga, id, ev := inst.Saga, inst.ID, m.Name
+	b.after = append(b.after, func() {
+		o.cob.LateReply(saga, ev)
+		o.log.Info("late request to stop a saga that had stopped", "saga_id", id, "event", ev)
+	})
+	return true
+}
+
 // RetryCompensation sends a saga's stuck compensation again (status
 // compensation_failed): same command id, its retry policy starting over,
 // and records the operator's action in the timeline. A saga in any other
