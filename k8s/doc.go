@@ -10,7 +10,11 @@
 // header mode; every database has an owner; the saga definitions and
 // migrations ConfigMaps equal sagas/*.yaml and sagas/migrations/*.yaml byte
 // for byte and are mounted where saga-machine loads them, and the Kafka
-// topics Job creates every topic the definitions use.
+// topics Job creates every topic the definitions use; Kafka's listeners
+// that leave the pod are SASL_SSL with the key of a Secret, every Kafka
+// client of ours verifies the broker with the CA of a mounted Secret, and
+// /metrics of every service needs the scrape token that the Prometheus
+// scrape job (monitoring/saga-machine.scrape.yaml) sends.
 //
 // The package has no Go API; README.md in this directory describes the
 // deployment. After editing sagas/*.yaml or sagas/migrations/*.yaml,

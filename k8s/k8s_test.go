@@ -104,8 +104,9 @@ func kustomizationResources(tb testing.TB) []string {
 
 // manifestFiles lists every *.yaml file under k8s/ except the kustomization,
 // Prometheus rule files (*.rules.yaml: monitoring/alerts.rules.yaml, which
-// the ConfigMap monitoring/prometheus-rules.yaml carries) and test data
-// (testdata/ directories: promtool's rule tests).
+// the ConfigMap monitoring/prometheus-rules.yaml carries), Prometheus scrape
+// configuration files (*.scrape.yaml: monitoring/saga-machine.scrape.yaml)
+// and test data (testdata/ directories: promtool's rule tests).
 func manifestFiles(tb testing.TB) []string {
 	tb.Helper()
 	var files []string
@@ -116,7 +117,7 @@ func manifestFiles(tb testing.TB) []string {
 		if d.IsDir() && d.Name() == "testdata" {
 			return filepath.SkipDir
 		}
-		if strings.HasSuffix(p, ".rules.yaml") {
+		if strings.HasSuffix(p, ".rules.yaml") || strings.HasSuffix(p, ".scrape.yaml") {
 			return nil
 		}
 		if !d.IsDir() && (strings.HasSuffix(p, ".yaml") || strings.HasSuffix(p, ".yml")) && p != kustomizationFile {
@@ -308,10 +309,33 @@ type (
 			Requests map[string]string `yaml:"requests"`
 			Limits   map[string]string `yaml:"limits"`
 		} `yaml:"resources"`
-		VolumeMounts []struct {
-			Name      string `yaml:"name"`
-			MountPath string `yaml:"mountPath"`
-		} `yaml:"volumeMounts"`
+		VolumeMounts []volumeMount `yaml:"volumeMounts"`
+	}
+	volumeMount struct {
+		Name      string `yaml:"name"`
+		MountPath string `yaml:"mountPath"`
+		SubPath   string `yaml:"subPath"`
+	}
+	// keyToPath is an item of a Secret or ConfigMap volume.
+	keyToPath struct {
+		Key  string `yaml:"key"`
+		Path string `yaml:"path"`
+	}
+	volume struct {
+		Name      string `yaml:"name"`
+		ConfigMap *struct {
+			Name string `yaml:"name"`
+		} `yaml:"configMap"`
+		Secret *struct {
+			SecretName string      `yaml:"secretName"`
+			Items      []keyToPath `yaml:"items"`
+		} `yaml:"secret"`
+		EmptyDir  *struct{} `yaml:"emptyDir"`
+		Projected *struct {
+			Sources []struct {
+				ConfigMap *projectedConfigMap `yaml:"configMap"`
+			} `yaml:"sources"`
+		} `yaml:"projected"`
 	}
 	podTemplate struct {
 		Metadata struct {
@@ -321,20 +345,7 @@ type (
 		Spec struct {
 			Containers     []container `yaml:"containers"`
 			InitContainers []container `yaml:"initContainers"`
-			Volumes        []struct {
-				Name      string `yaml:"name"`
-				ConfigMap *struct {
-					Name string `yaml:"name"`
-				} `yaml:"configMap"`
-				Secret *struct {
-					SecretName string `yaml:"secretName"`
-				} `yaml:"secret"`
-				Projected *struct {
-					Sources []struct {
-						ConfigMap *projectedConfigMap `yaml:"configMap"`
-					} `yaml:"sources"`
-				} `yaml:"projected"`
-			} `yaml:"volumes"`
+			Volumes        []volume    `yaml:"volumes"`
 		} `yaml:"spec"`
 	}
 	workload struct {

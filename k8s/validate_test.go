@@ -441,6 +441,7 @@ type (
 			Labels      map[string]string `yaml:"labels"`
 			Annotations map[string]string `yaml:"annotations"`
 		} `yaml:"metadata"`
+		Type       string            `yaml:"type"`
 		Data       map[string]string `yaml:"data"`
 		StringData map[string]string `yaml:"stringData"`
 	}
@@ -470,7 +471,14 @@ type (
 		ReadinessProbe *podProbe `yaml:"readinessProbe"`
 		LivenessProbe  *podProbe `yaml:"livenessProbe"`
 		StartupProbe   *podProbe `yaml:"startupProbe"`
-		EnvFrom        []struct {
+		Env            []struct {
+			Name      string `yaml:"name"`
+			ValueFrom *struct {
+				SecretKeyRef    *optionalKeyRef `yaml:"secretKeyRef"`
+				ConfigMapKeyRef *optionalKeyRef `yaml:"configMapKeyRef"`
+			} `yaml:"valueFrom"`
+		} `yaml:"env"`
+		EnvFrom []struct {
 			SecretRef *struct {
 				Name string `yaml:"name"`
 			} `yaml:"secretRef"`
@@ -497,8 +505,9 @@ type (
 				Optional bool   `yaml:"optional"`
 			} `yaml:"configMap"`
 			Secret *struct {
-				SecretName string `yaml:"secretName"`
-				Optional   bool   `yaml:"optional"`
+				SecretName string      `yaml:"secretName"`
+				Optional   bool        `yaml:"optional"`
+				Items      []keyToPath `yaml:"items"`
 			} `yaml:"secret"`
 			Projected *struct {
 				Sources []struct {
@@ -513,6 +522,11 @@ type (
 				} `yaml:"sources"`
 			} `yaml:"projected"`
 		} `yaml:"volumes"`
+	}
+	optionalKeyRef struct {
+		Name     string `yaml:"name"`
+		Key      string `yaml:"key"`
+		Optional bool   `yaml:"optional"`
 	}
 	podWorkload struct {
 		Spec struct {
@@ -618,6 +632,23 @@ func apiProblems(objs []*object) []string {
 		}
 		configKeys[o.namespace()+"/"+o.name()] = keys
 	}
+	secretKeys := map[string]map[string]bool{} // ns/name of a Secret → its keys
+	for _, o := range objs {
+		if o.kind() != "Secret" {
+			continue
+		}
+		var sec objMeta
+		if o.node.Decode(&sec) != nil {
+			continue // reported below
+		}
+		keys := map[string]bool{}
+		for _, d := range []map[string]string{sec.Data, sec.StringData} {
+			for k := range d {
+				keys[k] = true
+			}
+		}
+		secretKeys[o.namespace()+"/"+o.name()] = keys
+	}
 	type pod struct {
 		obj    *object
 		labels map[string]string
@@ -678,6 +709,16 @@ func apiProblems(objs []*object) []string {
 				add(o, "holds %d bytes, more than the 1 MiB an object may hold", size)
 			}
 		}
+		if o.kind() == "Secret" && m.Type == "kubernetes.io/tls" {
+			// The API server refuses a TLS Secret without both.
+			for _, k := range []string{"tls.crt", "tls.key"} {
+				if _, ok := m.Data[k]; !ok {
+					if _, ok := m.StringData[k]; !ok {
+						add(o, "type kubernetes.io/tls without key %s (the API server refuses it)", k)
+					}
+				}
+			}
+		}
 		if !podKinds[o.kind()] {
 			continue
 		}
@@ -711,6 +752,16 @@ func apiProblems(objs []*object) []string {
 			}
 			if v.Secret != nil && !v.Secret.Optional && !defined["Secret "+o.namespace()+"/"+v.Secret.SecretName] {
 				add(o, "volume %s: Secret %s/%s is defined by no manifest", v.Name, o.namespace(), v.Secret.SecretName)
+			}
+			if v.Secret != nil && !v.Secret.Optional {
+				// The kubelet refuses to start the pod when an item's
+				// key is missing.
+				keys, ok := secretKeys[o.namespace()+"/"+v.Secret.SecretName]
+				for _, it := range v.Secret.Items {
+					if ok && !keys[it.Key] {
+						add(o, "volume %s: item %s is no key of Secret %s/%s (the pod would not start)", v.Name, it.Key, o.namespace(), v.Secret.SecretName)
+					}
+				}
 			}
 			if v.Projected != nil {
 				// The kubelet refuses to start the pod when a source's
@@ -780,6 +831,29 @@ func apiProblems(objs []*object) []string {
 			for _, m := range c.VolumeMounts {
 				if !vols[m.Name] {
 					add(o, "container %s: volumeMount %q names no volume of the pod (the API server refuses it)", c.Name, m.Name)
+				}
+			}
+			for _, e := range c.Env {
+				// The kubelet refuses to start a container whose variable
+				// names a missing key (unless optional).
+				if e.ValueFrom == nil {
+					continue
+				}
+				for kind, ref := range map[string]*optionalKeyRef{"Secret": e.ValueFrom.SecretKeyRef, "ConfigMap": e.ValueFrom.ConfigMapKeyRef} {
+					if ref == nil || ref.Optional {
+						continue
+					}
+					keys := secretKeys
+					if kind == "ConfigMap" {
+						keys = configKeys
+					}
+					have, ok := keys[o.namespace()+"/"+ref.Name]
+					switch {
+					case !ok:
+						add(o, "container %s: %s comes from %s %s/%s, which no manifest defines", c.Name, e.Name, kind, o.namespace(), ref.Name)
+					case !have[ref.Key]:
+						add(o, "container %s: %s comes from key %s, which %s %s/%s lacks (the container would not start)", c.Name, e.Name, ref.Key, kind, o.namespace(), ref.Name)
+					}
 				}
 			}
 			for _, ef := range c.EnvFrom {
@@ -887,6 +961,14 @@ metadata: {name: cfg, namespace: default}
 data: {KEY: v}
 ---
 apiVersion: v1
+kind: Secret
+metadata: {name: tls, namespace: default}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: CHANGE_ME
+  tls.key: CHANGE_ME
+---
+apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: default}
 spec:
@@ -952,6 +1034,10 @@ spec:
 		{"bad label value", "labels: {app: web}}\nspec:\n  selector", "labels: {app: web, x: -bad}}\nspec:\n  selector", `value "-bad"`},
 		{"bad ConfigMap key", "data: {KEY: v}", "data: {KEY: v, \"a b\": v}", `key "a b"`},
 		{"service name not DNS-1035", "metadata: {name: web, namespace: default}\nspec:\n  selector", "metadata: {name: 1web, namespace: default}\nspec:\n  selector", "DNS-1035"},
+		{"secret item of a missing key", "volumes: [{name: c, configMap: {name: cfg}}]", "volumes: [{name: c, configMap: {name: cfg}}, {name: s, secret: {secretName: tls, items: [{key: ca.pem, path: ca.pem}]}}]", "item ca.pem is no key of Secret default/tls"},
+		{"TLS Secret without its key", "  tls.key: CHANGE_ME\n", "", "without key tls.key"},
+		{"variable from a missing Secret key", "envFrom: [{configMapRef: {name: cfg}}]", "envFrom: [{configMapRef: {name: cfg}}]\n          env: [{name: PW, valueFrom: {secretKeyRef: {name: tls, key: password}}}]", "key password, which Secret default/tls lacks"},
+		{"variable from a missing ConfigMap", "envFrom: [{configMapRef: {name: cfg}}]", "envFrom: [{configMapRef: {name: cfg}}]\n          env: [{name: X, valueFrom: {configMapKeyRef: {name: gone, key: X}}}]", "ConfigMap default/gone, which no manifest defines"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,10 +9,14 @@
 //     for Grafana's dashboard sidecar);
 //   - network-policy.yaml: lets Prometheus (namespace monitoring) scrape the
 //     four services on port 8080;
+//   - saga-machine.scrape.yaml: the Prometheus scrape job of the four
+//     services, sending the bearer token their /metrics require
+//     (credentials_file, the Secret saga-metrics-token);
 //   - testdata/alerts_test.yaml: promtool's unit tests of the rules.
 //
 // go test ./k8s/monitoring checks the rules with `promtool check rules`
-// and `promtool test rules` (promtool built by scripts/promtool.sh), that
+// and `promtool test rules` (promtool built by scripts/promtool.sh), the
+// scrape job with `promtool check config`, that
 // the ConfigMaps carry the files byte for byte (-update rewrites them),
 // and, on a running system (internal/system, SQLite and the embedded
 // broker) that every metric any rule or dashboard query names is exported
