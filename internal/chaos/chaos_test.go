@@ -352,7 +352,7 @@ func TestMakeOffer(t *testing.T) {
 	kinds := map[string]int{}
 	for n := range 500 {
 		o := l.makeOffer(n)
-		if again := l.makeOffer(n); again.deal != o.deal || again.user != o.user || again.key != o.key || again.act != o.act || again.actIn != o.actIn ||
+		if again := l.makeOffer(n); again.deal != o.deal || again.user != o.user || again.key != o.key || again.act != o.act || again.actIn != o.actIn || again.raced != o.raced ||
 			!slices.Equal(again.lines, o.lines) {
 			t.Fatalf("offer %d: %+v then %+v", n, o, again)
 		}
@@ -383,6 +383,12 @@ func TestMakeOffer(t *testing.T) {
 				kinds["cancelled basket"]++
 			}
 		}
+		if o.raced {
+			kinds["raced"]++
+			if o.act != actAbort {
+				t.Errorf("offer %d: %s raced by a cancel, want only aborts raced", n, o.act)
+			}
+		}
 		if o.act != "" {
 			kinds[o.act]++
 			if o.actIn == 0 {
@@ -399,7 +405,7 @@ func TestMakeOffer(t *testing.T) {
 			kinds[o.deal.Side]++
 		}
 	}
-	for _, k := range []string{"buy", "sell", "unaffordable", "basket", "aborted basket", "cancelled basket", actAbort, actCancel, actAbort + " at once", actCancel + " at once"} {
+	for _, k := range []string{"buy", "sell", "unaffordable", "basket", "aborted basket", "cancelled basket", "raced", actAbort, actCancel, actAbort + " at once", actCancel + " at once"} {
 		if kinds[k] == 0 {
 			t.Errorf("no %s among 500 offers (%v)", k, kinds)
 		}
@@ -410,8 +416,8 @@ func TestMakeOffer(t *testing.T) {
 	users := map[string]bool{}
 	for n := range 500 {
 		o := l.makeOffer(n)
-		if o.act != "" || o.lines != nil {
-			t.Fatalf("offer %d: %s (basket %v) with Aborts, Cancels and Baskets -1", n, o.act, o.lines != nil)
+		if o.act != "" || o.lines != nil || o.raced {
+			t.Fatalf("offer %d: %s (basket %v, raced %v) with Aborts, Cancels and Baskets -1", n, o.act, o.lines != nil, o.raced)
 		}
 		users[o.user] = true
 	}
@@ -426,17 +432,17 @@ func TestMakeOffer(t *testing.T) {
 // never accepted are not counted.
 func TestJudgeActs(t *testing.T) {
 	offers := []*offer{
-		{id: "d1", act: actAbort, actStatus: 200, actAttempts: 1},
-		{id: "d2", act: actAbort, actStatus: 409, actAttempts: 2},
-		{id: "d3", act: actCancel, actStatus: 202, actAttempts: 1},
-		{id: "d4", act: actCancel, actStatus: 409, actAttempts: 1},
+		{id: "d1", act: actAbort, actOut: actOutcome{status: 200, attempts: 1}},
+		{id: "d2", act: actAbort, actOut: actOutcome{status: 409, attempts: 2}},
+		{id: "d3", act: actCancel, actOut: actOutcome{status: 202, attempts: 1}},
+		{id: "d4", act: actCancel, actOut: actOutcome{status: 409, attempts: 1}},
 		{id: "d5"},                      // no act
 		{act: actAbort, refused: "400"}, // never accepted
 		// Baskets: the id names all its deals, failed or cancelled;
 		// counted apart from the deals.
-		{id: "b1", lines: []procstack.Line{{}, {}}, act: actAbort, actStatus: 200, actAttempts: 1},
-		{id: "b2", lines: []procstack.Line{{}, {}}, act: actCancel, actStatus: 202, actAttempts: 3},
-		{id: "b3", lines: []procstack.Line{{}}, act: actCancel, actStatus: 409, actAttempts: 1},
+		{id: "b1", lines: []procstack.Line{{}, {}}, act: actAbort, actOut: actOutcome{status: 200, attempts: 1}},
+		{id: "b2", lines: []procstack.Line{{}, {}}, act: actCancel, actOut: actOutcome{status: 202, attempts: 3}},
+		{id: "b3", lines: []procstack.Line{{}}, act: actCancel, actOut: actOutcome{status: 409, attempts: 1}},
 	}
 	status := map[string]string{"d1": "failed", "d2": "executed", "d3": "cancelled", "d4": "rejected", "d5": "executed", "b1": "failed",
 		"b2": "cancelled", "b3": "executed"}
@@ -462,8 +468,8 @@ func TestJudgeActs(t *testing.T) {
 	// The same acts answered done, but the deals settled anyway: broken.
 	status["d1"], status["d3"], status["b1"] = "executed", "failed", "executed"
 	offers = append(offers,
-		&offer{id: "d6", act: actCancel, actRefused: "404 not found", actAttempts: 1},
-		&offer{id: "d7", act: actAbort, actGaveUp: "connection refused", actAttempts: 9})
+		&offer{id: "d6", act: actCancel, actOut: actOutcome{refused: "404 not found", attempts: 1}},
+		&offer{id: "d7", act: actAbort, actOut: actOutcome{gaveUp: "connection refused", attempts: 9}})
 	r = &Report{}
 	r.judgeActs(offers, status)
 	for _, want := range []string{`deal d1: its abort was answered 200, but the deal is "executed", want failed`,
@@ -476,6 +482,41 @@ func TestJudgeActs(t *testing.T) {
 	}
 	if r.Err() == nil || r.Aborts.GaveUp != 1 || r.Cancels.Refused != 1 {
 		t.Errorf("Err() = %v, aborts %+v, cancels %+v: want an error, one abort given up, one cancel refused", r.Err(), r.Aborts, r.Cancels)
+	}
+}
+
+// TestJudgeRacedActs: of an abort raced by its client's cancel, the abort
+// done (200) wants the deal failed whatever the cancel got; the cancel done
+// (202) with the abort too late (409) wants it cancelled; both counted.
+func TestJudgeRacedActs(t *testing.T) {
+	raced := func(id string, abort, cancel int) *offer {
+		return &offer{id: id, act: actAbort, raced: true,
+			actOut: actOutcome{status: abort, attempts: 1}, raceOut: actOutcome{status: cancel, attempts: 1}}
+	}
+	offers := []*offer{raced("r1", 200, 202), raced("r2", 409, 202), raced("r3", 200, 409), raced("r4", 409, 409)}
+	status := map[string]string{"r1": "failed", "r2": "cancelled", "r3": "failed", "r4": "executed"}
+	r := &Report{}
+	r.judgeActs(offers, status)
+	if len(r.Problems) != 0 || r.RacedActs != 4 || r.RacedBothDone != 1 {
+		t.Errorf("problems %q, raced %d, both done %d; want none, 4 and 1", r.Problems, r.RacedActs, r.RacedBothDone)
+	}
+	if want := (Acts{Sent: 4, Done: 2, TooLate: 2, Attempts: 4}); r.Aborts != want {
+		t.Errorf("aborts %+v, want %+v", r.Aborts, want)
+	}
+	if want := (Acts{Sent: 4, Done: 2, TooLate: 2, Attempts: 4}); r.Cancels != want {
+		t.Errorf("cancels %+v, want %+v", r.Cancels, want)
+	}
+	// The other way round: the abort won but the deal is cancelled, the
+	// cancel won but the deal failed.
+	status["r1"], status["r2"] = "cancelled", "failed"
+	r = &Report{}
+	r.judgeActs(offers, status)
+	for _, want := range []string{`deal r1: its abort was answered 200, but the deal is "cancelled", want failed`,
+		`deal r1: its cancel was answered 202, but the deal is "cancelled", want failed`,
+		`deal r2: its cancel was answered 202, but the deal is "failed", want cancelled`} {
+		if !strings.Contains(strings.Join(r.Problems, "\n"), want) {
+			t.Errorf("problems %q lack %q", r.Problems, want)
+		}
 	}
 }
 

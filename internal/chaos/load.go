@@ -32,9 +32,12 @@ type offer struct {
 	lines []procstack.Line
 
 	// act is what is done to the deal once accepted ("", actAbort or
-	// actCancel), actIn after its acceptance.
+	// actCancel), actIn after its acceptance. raced, with actAbort, has
+	// its client cancel it at the same moment too: the two race to the
+	// saga, and the one that loses finds it stopped already.
 	act   string
 	actIn time.Duration
+	raced bool
 
 	// Outcome, set by post.
 	accepted time.Time // 201 received
@@ -45,11 +48,17 @@ type offer struct {
 	refused  string // a 4xx that no retry can change
 	gaveUp   string // the last error when the retries ran out
 
-	// Outcome of act, set by post once accepted.
-	actStatus   int    // 200 or 202 (done), 409 (too late)
-	actAttempts int    // requests sent
-	actRefused  string // another answer, which no retry can change
-	actGaveUp   string // the last error when the retries ran out
+	// Outcome of act and, when raced, of the racing cancel; set once
+	// accepted.
+	actOut, raceOut actOutcome
+}
+
+// actOutcome is what became of an abort or a cancel.
+type actOutcome struct {
+	status   int    // 200 or 202 (done), 409 (too late)
+	attempts int    // requests sent
+	refused  string // another answer, which no retry can change
+	gaveUp   string // the last error when the retries ran out
 }
 
 // What the generator does to some accepted deals (offer.act).
@@ -184,6 +193,11 @@ func (l *load) makeOffer(n int) *offer {
 				Quantity: fmt.Sprint(1 + rng.IntN(3)), Price: fmt.Sprintf("%d.%02d", 1+rng.IntN(20), rng.IntN(100))})
 		}
 	}
+	// One abort in four is raced by its client's cancel (when cancels are
+	// on): the one that reaches the saga second finds it stopped.
+	if o.act == actAbort && cancels > 0 && rng.IntN(4) == 0 {
+		o.raced = true
+	}
 	if o.act != "" && rng.IntN(2) == 1 {
 		// Half at once (the saga has barely started), half at a random
 		// moment (it may be waiting anywhere, or done).
@@ -297,8 +311,17 @@ func (l *load) post(ctx context.Context, o *offer) {
 			l.mu.Lock()
 			o.id, o.sagaID, o.replayed, o.accepted = id, sagaID, replayed, time.Now()
 			l.mu.Unlock()
-			if o.act != "" {
-				l.actOn(ctx, o, rng)
+			switch {
+			case o.raced:
+				// The cancel on its own goroutine with its own random
+				// source (rng is not safe for concurrent use).
+				var wg sync.WaitGroup
+				crng := rand.New(rand.NewPCG(l.cfg.Seed, uint64(o.n)<<32|1))
+				wg.Go(func() { l.actOn(ctx, o, actCancel, &o.raceOut, crng) })
+				l.actOn(ctx, o, o.act, &o.actOut, rng)
+				wg.Wait()
+			case o.act != "":
+				l.actOn(ctx, o, o.act, &o.actOut, rng)
 			}
 			return
 		}
@@ -322,12 +345,13 @@ func (l *load) post(ctx context.Context, o *offer) {
 	}
 }
 
-// actOn aborts o's saga or cancels o's deal or basket (o.act), o.actIn after its
-// acceptance, through a random replica, until it is answered 200, 202 or
-// 409, refused otherwise, or cfg.RetryFor has passed. An abort of a saga
-// saga-machine does not know yet (404) is tried again every 20 ms for its
-// first 50 attempts, then with the usual backoff.
-func (l *load) actOn(ctx context.Context, o *offer, rng *rand.Rand) {
+// actOn aborts o's saga or cancels o's deal or basket (act), o.actIn
+// after its acceptance, through a random replica, until it is answered
+// 200, 202 or 409, refused otherwise, or cfg.RetryFor has passed, and
+// records that in out. An abort of a saga saga-machine does not know yet
+// (404) is tried again every 20 ms for its first 50 attempts, then with
+// the usual backoff.
+func (l *load) actOn(ctx context.Context, o *offer, act string, out *actOutcome, rng *rand.Rand) {
 	select {
 	case <-ctx.Done():
 		return
@@ -338,7 +362,7 @@ func (l *load) actOn(ctx context.Context, o *offer, rng *rand.Rand) {
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		var status int
 		var err error
-		if o.act == actAbort {
+		if act == actAbort {
 			replicas := l.s.SagaMachine.Replicas
 			status, err = l.s.AbortSaga(pctx, replicas[rng.IntN(len(replicas))], o.sagaID, "chaos: the client called the desk")
 		} else if o.lines != nil {
@@ -358,21 +382,21 @@ func (l *load) actOn(ctx context.Context, o *offer, rng *rand.Rand) {
 		// aborts a saga she sees, so the abort waits for it (and gives up,
 		// a problem, if it never appears).
 		var se *procstack.StatusError
-		notYet := o.act == actAbort && errors.As(err, &se) && se.Status == http.StatusNotFound
+		notYet := act == actAbort && errors.As(err, &se) && se.Status == http.StatusNotFound
 		if notYet {
 			again = true
 		}
 		l.mu.Lock()
-		o.actAttempts = attempt
+		out.attempts = attempt
 		switch {
 		case err == nil:
-			o.actStatus = status
+			out.status = status
 		case !again:
-			o.actRefused = why
+			out.refused = why
 		case time.Now().After(deadline) || ctx.Err() != nil:
-			o.actGaveUp = why
+			out.gaveUp = why
 		}
-		done := err == nil || o.actRefused != "" || o.actGaveUp != ""
+		done := err == nil || out.refused != "" || out.gaveUp != ""
 		l.mu.Unlock()
 		if done {
 			return

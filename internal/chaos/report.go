@@ -68,6 +68,12 @@ type Report struct {
 	// Config.Cancels); BasketAborts and BasketCancels those of accepted
 	// baskets.
 	Aborts, Cancels, BasketAborts, BasketCancels Acts
+	// RacedActs counts the accepted deals and baskets whose abort was
+	// raced by their client's cancel (both counted above), RacedBothDone
+	// those where both were accepted (the cancel reached a saga the abort
+	// had stopped), and LateStops the CANCEL_REQUESTED that saga-machine's
+	// timelines record as late (from its database).
+	RacedActs, RacedBothDone, LateStops int
 
 	// Check is what procstack.Stack.Check found in the four databases.
 	Check procstack.Report
@@ -432,52 +438,80 @@ func (r *Report) collectActs(ctx context.Context, s *procstack.Stack, l *load) e
 		}
 	}
 	r.judgeActs(l.offers, status)
+	// The cancels that reached a saga an abort (or a failure) had stopped
+	// first: late entries of its timeline, not dead letters.
+	if err := s.DB(procstack.SagaMachine).GetContext(ctx, &r.LateStops,
+		`SELECT count(*) FROM saga_history WHERE kind = 'late' AND event = 'CANCEL_REQUESTED'`); err != nil {
+		return fmt.Errorf("chaos: count the late cancellations: %w", err)
+	}
+	if r.LateStops < r.RacedBothDone {
+		r.problem("%d raced aborts and cancels were both accepted, but only %d cancellations are late entries of the timelines", r.RacedBothDone, r.LateStops)
+	}
 	return nil
 }
 
 // judgeActs counts the aborts and cancels of offers into r (those of
 // baskets apart), and lists as problems those refused or never answered,
 // and those done whose deal's or basket's status (by id) is not failed
-// (abort) or cancelled (cancel).
+// (abort) or cancelled (cancel). Of an abort raced by a cancel, the one
+// done decides: failed when the abort was done (200; the cancel, done or
+// not, found the saga stopped), else cancelled when the cancel was (202).
 func (r *Report) judgeActs(offers []*offer, status map[string]string) {
 	listed := 0
 	for _, o := range offers {
 		if o.act == "" || o.id == "" {
 			continue
 		}
-		a, want, done := &r.Aborts, "failed", http.StatusOK
-		if o.act == actCancel {
-			a, want, done = &r.Cancels, "cancelled", http.StatusAccepted
+		type judged struct {
+			act string
+			out actOutcome
 		}
-		what := "deal"
-		if o.lines != nil {
-			what = "basket"
-			a = &r.BasketAborts
-			if o.act == actCancel {
-				a = &r.BasketCancels
+		acts := []judged{{o.act, o.actOut}}
+		if o.raced {
+			acts = append(acts, judged{actCancel, o.raceOut})
+			r.RacedActs++
+			if o.actOut.status == http.StatusOK && o.raceOut.status == http.StatusAccepted {
+				r.RacedBothDone++
 			}
 		}
-		a.Sent++
-		a.Attempts += o.actAttempts
-		switch {
-		case o.actStatus == done:
-			a.Done++
-			if got := status[o.id]; got != want {
-				if listed++; listed <= 5 {
-					r.problem("%s %s: its %s was answered %d, but the %s is %q, want %s", what, o.id, o.act, done, what, got, want)
+		for _, j := range acts {
+			a, want, done := &r.Aborts, "failed", http.StatusOK
+			if j.act == actCancel {
+				a, want, done = &r.Cancels, "cancelled", http.StatusAccepted
+			}
+			what := "deal"
+			if o.lines != nil {
+				what = "basket"
+				a = &r.BasketAborts
+				if j.act == actCancel {
+					a = &r.BasketCancels
 				}
 			}
-		case o.actStatus == http.StatusConflict:
-			a.TooLate++
-		case o.actRefused != "":
-			a.Refused++
-			if listed++; listed <= 5 {
-				r.problem("%s of %s %s refused: %s", o.act, what, o.id, o.actRefused)
+			if o.raced && o.actOut.status == http.StatusOK {
+				want = "failed" // the abort won the race
 			}
-		default:
-			a.GaveUp++
-			if listed++; listed <= 5 {
-				r.problem("%s of %s %s not answered after %d attempts over %s: %s", o.act, what, o.id, o.actAttempts, r.Config.RetryFor, o.actGaveUp)
+			a.Sent++
+			a.Attempts += j.out.attempts
+			switch {
+			case j.out.status == done:
+				a.Done++
+				if got := status[o.id]; got != want {
+					if listed++; listed <= 5 {
+						r.problem("%s %s: its %s was answered %d, but the %s is %q, want %s", what, o.id, j.act, done, what, got, want)
+					}
+				}
+			case j.out.status == http.StatusConflict:
+				a.TooLate++
+			case j.out.refused != "":
+				a.Refused++
+				if listed++; listed <= 5 {
+					r.problem("%s of %s %s refused: %s", j.act, what, o.id, j.out.refused)
+				}
+			default:
+				a.GaveUp++
+				if listed++; listed <= 5 {
+					r.problem("%s of %s %s not answered after %d attempts over %s: %s", j.act, what, o.id, j.out.attempts, r.Config.RetryFor, j.out.gaveUp)
+				}
 			}
 		}
 	}
@@ -505,6 +539,7 @@ func (r *Report) Format(w io.Writer) {
 	fmt.Fprintf(w, "deposits: %d offered, %d accepted, %d given up\n", r.Deposits, r.DepositsAccepted, r.DepositsGaveUp)
 	fmt.Fprintf(w, "operator aborts of deals: %s; client cancels of deals: %s\n", r.Aborts, r.Cancels)
 	fmt.Fprintf(w, "operator aborts of baskets: %s; client cancels of baskets: %s\n", r.BasketAborts, r.BasketCancels)
+	fmt.Fprintf(w, "aborts raced by a cancel: %d, both accepted in %d; late cancellations in the timelines: %d\n", r.RacedActs, r.RacedBothDone, r.LateStops)
 	fmt.Fprintf(w, "sagas: %s; deals %s; profile decisions %s, reversals %s (failed after approval %d)\n",
 		counts(r.Check.Sagas), counts(r.Check.Deals), counts(r.Check.Decisions), counts(r.Check.Reversals), r.Check.FailedAfterApproval)
 	fmt.Fprintf(w, "  saga duration (created → final): p50 %s, p99 %s, max %s\n", ms(r.LatencyP50), ms(r.LatencyP99), ms(r.LatencyMax))
