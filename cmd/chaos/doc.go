@@ -2,8 +2,9 @@
 // notification as separate processes on a private PostgreSQL and Apache
 // Kafka (SASL/SCRAM, ACLs) that it starts itself with scripts/up.sh on
 // ports of its own, never make up's. It offers MANUAL_CREATE_ORDER sagas at
-// a steady rate from many funded users (an operator aborts some of their
-// sagas and the clients cancel some deals, racing them) while it kill -9s
+// a steady rate from many funded users, and some BASKET_ORDER baskets (an
+// operator aborts some of their sagas and the clients cancel some deals
+// and baskets, racing them and each other) while it kill -9s
 // the processes at random moments and restarts them, restarts the broker
 // and PostgreSQL once each, and pauses a profile replica (SIGSTOP) past
 // the consumer session timeout. Then it waits until the system is at rest, checks it

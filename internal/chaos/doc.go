@@ -11,9 +11,11 @@
 // per cent each by default) are aborted by an operator (POST
 // /api/v1/sagas/{id}/abort) or cancelled by their client (POST
 // /deals/{id}/cancel), at once or within a second, racing the saga and the
-// faults, and 5 per cent of the offers are baskets of two or three buys
-// (BASKET_ORDER: a check, then a parallel step, reverted together when a
-// line fails), 3 per cent of them aborted. Those are offers of a fifth of the users, who only buy,
+// faults; one abort in four is raced by the client's cancel of the same
+// deal, sent at the same moment. 5 per cent of the offers are baskets of
+// two or three buys (BASKET_ORDER: a check, then a parallel step, reverted
+// together when a line fails), 3 per cent of them aborted and 3 per cent
+// cancelled (POST /baskets/{id}/cancel). Those are offers of a fifth of the users, who only buy,
 // because a reversal that would take cash or a position below zero (a
 // sell's proceeds spent since) waits for an operator by design. Meanwhile
 // Run injects the faults of a seeded plan:
@@ -31,8 +33,10 @@
 // would) and the report lists such exits as problems. When the traffic
 // and the faults are over, Run waits until the system is at rest and reads
 // the four databases (procstack.Stack.Check and its own queries): every
-// deal and saga final, a deal whose abort was answered 200 failed and one
-// whose cancel was answered 202 cancelled; each portfolio's cash equal to
+// deal and saga final, a deal (or basket) whose abort was answered 200
+// failed and one whose cancel was answered 202 cancelled (of a raced pair,
+// the abort answered 200 decides; both accepted, the cancel must be a late
+// entry of the saga's timeline, not a dead letter); each portfolio's cash equal to
 // its deposits minus its executed buys plus its executed sells (an
 // approved buy moved cash exactly once, a compensated one was reverted);
 // exactly one notification per deal (per basket for a basket's deals)
