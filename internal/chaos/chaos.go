@@ -74,7 +74,10 @@ type Config struct {
 	// to ActWithin after, each retried while unanswered. Too late (409:
 	// the saga or the deal was settled first) is an outcome like any
 	// other; after a 200 the deal must end failed, after a 202 cancelled,
-	// with its cash given back. Default 3 each; negative: none.
+	// with its cash given back. With Cancels on, one abort in four is
+	// raced by the client's cancel of the same deal at the same moment.
+	// Baskets are aborted and cancelled in the same proportions (POST
+	// /baskets/{id}/cancel). Default 3 each; negative: none.
 	Aborts, Cancels int
 	// ActWithin bounds the moment of an abort or a cancel. Default 1 s.
 	ActWithin time.Duration
