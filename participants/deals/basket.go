@@ -404,10 +404,9 @@ func basketStatus(deals []Deal) (status, reason string) {
 }
 
 func (s *Service) handleCreateBasket(w http.ResponseWriter, r *http.Request, u auth.User) error {
-	key := r.Header.Get(HeaderIdempotencyKey)
-	if _, sent := r.Header[http.CanonicalHeaderKey(HeaderIdempotencyKey)]; sent && !validKey(key) {
-		return service.Invalid(service.FieldError{Field: HeaderIdempotencyKey,
-			Message: "must be 1 to 255 printable ASCII characters (e.g. a UUID)"})
+	key, err := idempotencyKey(r)
+	if err != nil {
+		return err
 	}
 	var req NewBasket
 	if err := service.DecodeJSON(w, r, &req); err != nil {
@@ -417,11 +416,7 @@ func (s *Service) handleCreateBasket(w http.ResponseWriter, r *http.Request, u a
 	if err != nil {
 		return err
 	}
-	w.Header().Set("Location", "/baskets/"+b.ID)
-	if replayed {
-		w.Header().Set(HeaderReplayed, "true")
-	}
-	service.WriteJSON(w, http.StatusCreated, b)
+	writeAt(w, http.StatusCreated, "/baskets/"+b.ID, replayed, b)
 	return nil
 }
 

@@ -36,20 +36,15 @@ const basketCancelledReason = "cancelled at your request"
 // handleCancelBasket is POST /baskets/{id}/cancel: the basket's owner
 // cancels it.
 func (s *Service) handleCancelBasket(w http.ResponseWriter, r *http.Request, u auth.User) error {
-	key := r.Header.Get(HeaderIdempotencyKey)
-	if _, sent := r.Header[http.CanonicalHeaderKey(HeaderIdempotencyKey)]; sent && !validKey(key) {
-		return service.Invalid(service.FieldError{Field: HeaderIdempotencyKey,
-			Message: "must be 1 to 255 printable ASCII characters (e.g. a UUID)"})
+	// The key is checked as on creation; a cancel is done once whatever it is.
+	if _, err := idempotencyKey(r); err != nil {
+		return err
 	}
 	b, replayed, err := s.CancelBasket(r.Context(), u.Subject, mux.Vars(r)["id"])
 	if err != nil {
 		return err
 	}
-	w.Header().Set("Location", "/baskets/"+b.ID)
-	if replayed {
-		w.Header().Set(HeaderReplayed, "true")
-	}
-	service.WriteJSON(w, http.StatusAccepted, b)
+	writeAt(w, http.StatusAccepted, "/baskets/"+b.ID, replayed, b)
 	return nil
 }
 

@@ -47,20 +47,15 @@ type Abort struct {
 
 // handleCancel is POST /deals/{id}/cancel: the deal's owner cancels it.
 func (s *Service) handleCancel(w http.ResponseWriter, r *http.Request, u auth.User) error {
-	key := r.Header.Get(HeaderIdempotencyKey)
-	if _, sent := r.Header[http.CanonicalHeaderKey(HeaderIdempotencyKey)]; sent && !validKey(key) {
-		return service.Invalid(service.FieldError{Field: HeaderIdempotencyKey,
-			Message: "must be 1 to 255 printable ASCII characters (e.g. a UUID)"})
+	// The key is checked as on creation; a cancel is done once whatever it is.
+	if _, err := idempotencyKey(r); err != nil {
+		return err
 	}
 	d, replayed, err := s.Cancel(r.Context(), u.Subject, mux.Vars(r)["id"])
 	if err != nil {
 		return err
 	}
-	w.Header().Set("Location", "/deals/"+d.ID)
-	if replayed {
-		w.Header().Set(HeaderReplayed, "true")
-	}
-	service.WriteJSON(w, http.StatusAccepted, d)
+	writeAt(w, http.StatusAccepted, "/deals/"+d.ID, replayed, d)
 	return nil
 }
 

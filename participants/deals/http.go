@@ -54,10 +54,9 @@ func (s *Service) operatorsOnly(h http.Handler) http.Handler {
 }
 
 func (s *Service) handleCreate(w http.ResponseWriter, r *http.Request, u auth.User) error {
-	key := r.Header.Get(HeaderIdempotencyKey)
-	if _, sent := r.Header[http.CanonicalHeaderKey(HeaderIdempotencyKey)]; sent && !validKey(key) {
-		return service.Invalid(service.FieldError{Field: HeaderIdempotencyKey,
-			Message: "must be 1 to 255 printable ASCII characters (e.g. a UUID)"})
+	key, err := idempotencyKey(r)
+	if err != nil {
+		return err
 	}
 	var req createRequest
 	if err := service.DecodeJSON(w, r, &req); err != nil {
@@ -67,12 +66,30 @@ func (s *Service) handleCreate(w http.ResponseWriter, r *http.Request, u auth.Us
 	if err != nil {
 		return err
 	}
-	w.Header().Set("Location", "/deals/"+d.ID)
+	writeAt(w, http.StatusCreated, "/deals/"+d.ID, replayed, d)
+	return nil
+}
+
+// idempotencyKey returns the request's Idempotency-Key ("" when it sent
+// none); one sent but not 1 to 255 printable ASCII characters is refused
+// (422).
+func idempotencyKey(r *http.Request) (string, error) {
+	key := r.Header.Get(HeaderIdempotencyKey)
+	if _, sent := r.Header[http.CanonicalHeaderKey(HeaderIdempotencyKey)]; sent && !validKey(key) {
+		return "", service.Invalid(service.FieldError{Field: HeaderIdempotencyKey,
+			Message: "must be 1 to 255 printable ASCII characters (e.g. a UUID)"})
+	}
+	return key, nil
+}
+
+// writeAt answers status with body, its Location, and Idempotent-Replayed
+// when the answer repeats an earlier one.
+func writeAt(w http.ResponseWriter, status int, location string, replayed bool, body any) {
+	w.Header().Set("Location", location)
 	if replayed {
 		w.Header().Set(HeaderReplayed, "true")
 	}
-	service.WriteJSON(w, http.StatusCreated, d)
-	return nil
+	service.WriteJSON(w, status, body)
 }
 
 func validKey(k string) bool {
