@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/portfolio-counselor/sagamachine/engine/kafka"
 	"github.com/portfolio-counselor/sagamachine/internal/testenv"
 )
 
@@ -128,6 +129,13 @@ func TestKafkaRoundTripsOnRealKafka(t *testing.T) {
 	if res.CPU == nil || len(res.CPU.Processes) == 0 || res.CPU.Processes[0].Name != "bench" || res.CPU.Sagas != int(res.Count) {
 		t.Errorf("CPU report %+v, want the bench process first, per round trip", res.CPU)
 	}
+	wantTopicGone(ctx, t, kcfg, res.Topic)
+}
+
+// wantTopicGone checks, through a client of kcfg, that the round trips'
+// temporary topic was deleted.
+func wantTopicGone(ctx context.Context, t *testing.T, kcfg kafka.Config, topic string) {
+	t.Helper()
 	opts, err := kcfg.ClientOpts()
 	if err != nil {
 		t.Fatal(err)
@@ -141,8 +149,8 @@ func TestKafkaRoundTripsOnRealKafka(t *testing.T) {
 	if err != nil {
 		t.Fatalf("list topics: %v", err)
 	}
-	if topics.Has(res.Topic) {
-		t.Errorf("topic %s left behind", res.Topic)
+	if topics.Has(topic) {
+		t.Errorf("topic %s left behind", topic)
 	}
 }
 

@@ -22,9 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/portfolio-counselor/sagamachine/internal/program"
 	"github.com/portfolio-counselor/sagamachine/internal/testenv"
 )
@@ -304,22 +301,7 @@ func TestKafkaRoundTripOverTLS(t *testing.T) {
 	if res.Count <= 0 || res.PerSec <= 0 || res.LatencyMs.P50 <= 0 || res.LatencyMs.Max < res.LatencyMs.P99 || res.Clients != 2 {
 		t.Errorf("inconsistent result %+v", res)
 	}
-	opts, err := kcfg.ClientOpts()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	topics, err := kadm.NewClient(cl).ListTopics(ctx)
-	if err != nil {
-		t.Fatalf("list topics over TLS: %v", err)
-	}
-	if topics.Has(res.Topic) {
-		t.Errorf("topic %s left behind", res.Topic)
-	}
+	wantTopicGone(ctx, t, kcfg, res.Topic)
 }
 
 // The printed results say which transport the Kafka clients used.
