@@ -90,26 +90,16 @@ func (s *Service) CancelBasket(ctx context.Context, userID, id string) (basket B
 	if b.CancelRequestedAt != nil {
 		return b, true, nil
 	}
-	switch b.Status {
-	case StatusDraft:
-		for _, d := range deals {
-			if d.Status != StatusDraft {
-				// basketStatus says draft while any deal is one; the saga
-				// moves them together, so this is a basket half settled.
-				return Basket{}, false, service.NewError(http.StatusConflict, service.TypeConflict,
-					fmt.Sprintf("basket %s is being settled (its deal %s is already %s): it is too late to cancel it", b.ID, d.ID, d.Status))
-			}
+	if b.Status != StatusDraft {
+		return Basket{}, false, notCancellable("basket", b.ID, b.Status, b.Reason, b.UpdatedAt)
+	}
+	for _, d := range deals {
+		if d.Status != StatusDraft {
+			// basketStatus says draft while any deal is one; the saga
+			// moves them together, so this is a basket half settled.
+			return Basket{}, false, service.NewError(http.StatusConflict, service.TypeConflict,
+				fmt.Sprintf("basket %s is being settled (its deal %s is already %s): it is too late to cancel it", b.ID, d.ID, d.Status))
 		}
-	case StatusExecuted:
-		return Basket{}, false, service.NewError(http.StatusConflict, service.TypeConflict,
-			fmt.Sprintf("basket %s was executed at %s: it is too late to cancel it", b.ID, b.UpdatedAt.Format(time.RFC3339)))
-	default:
-		detail := ""
-		if b.Reason != "" {
-			detail = " (" + b.Reason + ")"
-		}
-		return Basket{}, false, service.NewError(http.StatusConflict, service.TypeConflict,
-			fmt.Sprintf("basket %s is already %s%s: there is nothing to cancel", b.ID, b.Status, detail))
 	}
 	if len(deals) == 0 || b.SagaID == "" {
 		return Basket{}, false, service.NewError(http.StatusConflict, service.TypeConflict,

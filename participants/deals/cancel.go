@@ -90,18 +90,8 @@ func (s *Service) Cancel(ctx context.Context, userID, id string) (deal Deal, rep
 	if d.CancelRequestedAt != nil {
 		return d, true, nil
 	}
-	switch d.Status {
-	case StatusDraft:
-	case StatusExecuted:
-		return Deal{}, false, service.NewError(http.StatusConflict, service.TypeConflict,
-			fmt.Sprintf("deal %s was executed at %s: it is too late to cancel it", d.ID, d.UpdatedAt.Format(time.RFC3339)))
-	default:
-		detail := ""
-		if d.Reason != "" {
-			detail = " (" + d.Reason + ")"
-		}
-		return Deal{}, false, service.NewError(http.StatusConflict, service.TypeConflict,
-			fmt.Sprintf("deal %s is already %s%s: there is nothing to cancel", d.ID, d.Status, detail))
+	if d.Status != StatusDraft {
+		return Deal{}, false, notCancellable("deal", d.ID, d.Status, d.Reason, d.UpdatedAt)
 	}
 	if d.SagaID == "" {
 		return Deal{}, false, service.NewError(http.StatusConflict, service.TypeConflict,
@@ -123,6 +113,22 @@ func (s *Service) Cancel(ctx context.Context, userID, id string) (deal Deal, rep
 	d.CancelRequestedAt, d.UpdatedAt = &now, now
 	s.log.InfoContext(ctx, "deal cancellation accepted", "deal_id", d.ID, "saga_id", d.SagaID, "user_id", userID)
 	return d, false, nil
+}
+
+// notCancellable is the 409 for a cancel of what ("deal", "basket") id,
+// which is no longer a draft: executed is too late, rejected, failed or
+// cancelled leaves nothing to cancel.
+func notCancellable(what, id, status, reason string, updatedAt time.Time) error {
+	if status == StatusExecuted {
+		return service.NewError(http.StatusConflict, service.TypeConflict,
+			fmt.Sprintf("%s %s was executed at %s: it is too late to cancel it", what, id, updatedAt.Format(time.RFC3339)))
+	}
+	detail := ""
+	if reason != "" {
+		detail = " (" + reason + ")"
+	}
+	return service.NewError(http.StatusConflict, service.TypeConflict,
+		fmt.Sprintf("%s %s is already %s%s: there is nothing to cancel", what, id, status, detail))
 }
 
 // cancelled reports whether FAIL_DEAL's saga was cancelled by the owner
