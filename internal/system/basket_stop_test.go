@@ -126,16 +126,14 @@ func basketStop(t *testing.T, be backend, trading bool, stop basketStopper) {
 	})
 
 	url := stop.url(w, b)
-	attempt := func(a stopAttempt) []byte {
+	attempt := func(a stopAttempt) {
 		tok, err := w.sys.Token(a.user, a.roles...)
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, body := post(ctx, t, url, tok, stop.body)
-		if st != a.status {
+		if st, body := post(ctx, t, url, tok, stop.body); st != a.status {
 			t.Errorf("%s: %s %d %s, want %d", stop.name, a.who, st, body, a.status)
 		}
-		return body
 	}
 	before := w.observe(ctx, t, b)
 	for _, a := range stop.refused {
