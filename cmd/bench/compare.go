@@ -132,7 +132,7 @@ func parseCompareFlags(args []string, env func(string) string, stderr io.Writer)
 	if c.tls, err = kf.TLS(); err != nil {
 		return c, err
 	}
-	c.tlsCAFile = fs.Lookup("kafka-tls-ca-file").Value.String()
+	c.tlsCAFile = kf.TLSCAFile()
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if c.tls != nil && !set["brokers"] {

@@ -92,6 +92,11 @@ func (k *KafkaFlags) TLS() (*tls.Config, error) {
 	return kafka.TLSWithCAFile(k.caFile)
 }
 
+// TLSCAFile is the CA file TLS reads ("" when the brokers are verified
+// against the system's CAs, or TLS is off): a program that starts another
+// with the same settings passes it on.
+func (k *KafkaFlags) TLSCAFile() string { return k.caFile }
+
 // SASL resolves the authentication settings: the password comes from
 // --kafka-password, else SAGA_KAFKA_PASSWORD, else the password file (its
 // trailing line break removed). A password without a user, a user without

@@ -134,6 +134,9 @@ func TestKafkaFlagsTLS(t *testing.T) {
 				t.Fatalf("Parse: %v", err)
 			}
 			got, err := k.TLS()
+			if wantFile := tc.wantCA && tc.wantErr == ""; (k.TLSCAFile() == ca) != wantFile {
+				t.Errorf("TLSCAFile() = %q, want %q: %v", k.TLSCAFile(), ca, wantFile)
+			}
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("TLS() error = %v, want one containing %q", err, tc.wantErr)
