@@ -3,6 +3,7 @@ package deals
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -130,8 +131,9 @@ func TestBasketCancel(t *testing.T) {
 // TestBasketCancelRefused performs the attacks on POST
 // /baskets/{id}/cancel and the cases that are too late, on SQLite and
 // PostgreSQL: another user, an operator (no owner), no token, an unknown
-// basket, a deal's id, a bad Idempotency-Key, a foreign origin, a basket
-// executed, rejected or failed. Each is refused, no deal moves and nothing
+// basket, a deal's id, hostile ids (an injection, 4,000 characters, the
+// basket's id with a suffix), a bad Idempotency-Key, a foreign origin, a
+// basket executed, rejected or failed. Each is refused, no deal moves and nothing
 // goes to the saga.
 func TestBasketCancelRefused(t *testing.T) {
 	const noCash = "insufficient cash: need 1500.00 USD, have 200.00 USD"
@@ -150,6 +152,9 @@ func TestBasketCancelRefused(t *testing.T) {
 		{name: "no token", token: func(*testing.T, *basketWorld) string { return "" }, status: 401},
 		{name: "unknown basket", id: func(Basket) string { return uuid.NewString() }, status: 404, typ: service.TypeNotFound},
 		{name: "a deal's id", id: func(b Basket) string { return b.Deals[0].ID }, status: 404, typ: service.TypeNotFound},
+		{name: "an injection for an id", id: func(Basket) string { return url.PathEscape("x' OR '1'='1") }, status: 404, typ: service.TypeNotFound},
+		{name: "a 4,000-character id", id: func(Basket) string { return strings.Repeat("7", 4000) }, status: 404, typ: service.TypeNotFound},
+		{name: "the basket's id with a suffix", id: func(b Basket) string { return b.ID + "x" }, status: 404, typ: service.TypeNotFound},
 		{name: "bad Idempotency-Key", hdr: []string{HeaderIdempotencyKey, strings.Repeat("k", 300)}, status: 422, typ: service.TypeValidation},
 		{name: "foreign origin", hdr: []string{"Origin", "https://evil.example"}, status: 403, typ: service.TypeCrossOrigin},
 		{name: "cross-site fetch", hdr: []string{"Sec-Fetch-Site", "cross-site", "Origin", "https://evil.example"}, status: 403, typ: service.TypeCrossOrigin},
