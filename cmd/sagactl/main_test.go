@@ -97,6 +97,12 @@ func TestGolden(t *testing.T) {
 		{"simulate-after-finish-v1", []string{"simulate", shippedV1, "REGISTER", "APPROVAL_TIMED_OUT", "ORDER_APPROVED"}, 1},
 		// Version 2 once every compensation is done: finished in FAILED.
 		{"simulate-after-compensation-shipped", []string{"simulate", shipped, "REGISTER", "APPROVAL_TIMED_OUT", "ORDER_REVERTED", "DEAL_FAILED", "ORDER_APPROVED"}, 1},
+		// A cancellation that reaches a failed saga (compensating or done)
+		// is late, as in saga-machine; after success, or from another
+		// participant, it is refused.
+		{"simulate-late-cancel", []string{"simulate", shipped, "REGISTER", "APPROVAL_TIMED_OUT", "CANCEL_REQUESTED", "ORDER_REVERTED", "DEAL_FAILED", "CANCEL_REQUESTED"}, 0},
+		{"simulate-late-cancel-wrong-participant", []string{"simulate", shipped, "REGISTER", "APPROVAL_TIMED_OUT", "ORDER_REVERTED", "DEAL_FAILED", "CANCEL_REQUESTED@profile"}, 1},
+		{"simulate-cancel-after-success", []string{"simulate", shipped, "REGISTER", "ORDER_APPROVED", "DEAL_UPDATED", "CANCEL_REQUESTED"}, 1},
 		{"validate-compensated", []string{"validate", compensated}, 0},
 		{"render-compensated", []string{"render", compensated}, 0},
 		{"simulate-compensated", []string{"simulate", compensated, "REGISTER", "ORDER_APPROVED", "DEALS_UNAVAILABLE", "ORDER_REVERTED", "DEAL_FAILED"}, 0},

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -127,6 +128,7 @@ func simulate(args []string, stdout, stderr io.Writer) int {
 	for i, sa := range steps {
 		var err error
 		switch {
+		case sim.lateStop(i+1, sa):
 		case sim.compensating():
 			err = sim.done(i+1, sa)
 		case sim.join != nil && sim.isReply(sa):
@@ -236,6 +238,29 @@ func (s *simulation) merge(payload json.RawMessage) error {
 	}
 	s.context = out
 	return nil
+}
+
+// lateStop takes an event that only asks the saga to stop (every
+// transition on it leads into a failed state: a cancellation) when the
+// saga has failed already, compensating or not. saga-machine records such
+// an event as a late entry of the timeline, not a dead letter, and nothing
+// changes: it lost a race with another stop. It reports whether it took
+// the event.
+func (s *simulation) lateStop(n int, sa stepArg) bool {
+	by := sa.by
+	if by == "" {
+		by = expectedBy(s.m, s.state, sa.event)
+	}
+	if !s.m.IsFailed(s.state) || !s.m.OnlyStops(sa.event, by) {
+		return false
+	}
+	state := s.state
+	if s.compensating() {
+		state += " (compensating)"
+	}
+	s.row(strconv.Itoa(n), state, fmt.Sprintf("%s (%s)", sa.event, by), state,
+		"- (late: the saga had already stopped; the timeline records it, nothing changes)", "-")
+	return true
 }
 
 // refused formats an engine refusal of event.
