@@ -12,6 +12,7 @@ import (
 
 	"github.com/portfolio-counselor/sagamachine/engine"
 	"github.com/portfolio-counselor/sagamachine/engine/kafka"
+	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/internal/system"
 	"github.com/portfolio-counselor/sagamachine/participants/deals"
 	"github.com/portfolio-counselor/sagamachine/participants/sdk"
@@ -336,4 +337,77 @@ func TestCancelDeal(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A client's cancel that loses the race to an operator's abort, on the
+// whole system (both backends): profile approved and deals' consumer is
+// down, so the saga waits in APPROVED; olga aborts it (REVERT_ORDER runs,
+// FAIL_DEAL waits for deals); alice's cancel is then still accepted (the
+// deal is a draft: 202), and its CANCEL_REQUESTED reaches a saga already
+// in FAILED. saga-machine records it as a late entry of the timeline, not a
+// dead letter; once deals is back the deal ends failed with the abort's
+// reason (cancel_requested_at kept), the cash as funded, one notification,
+// nothing parked anywhere.
+func TestCancelAfterAbort(t *testing.T) {
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*guard)
+			defer cancel()
+			w := newCancelWorld(ctx, t, be, system.Deals)
+			w.relayDeals(ctx, t) // REGISTER
+			waitFor(ctx, t, "profile approves (the saga waits in APPROVED)", func() (bool, error) {
+				inst, err := w.sys.SagaMachine.Store.GetInstance(ctx, w.deal.SagaID)
+				return err == nil && inst.State == "APPROVED", nil
+			})
+			olga, err := w.sys.Token("olga", auth.RoleOperator)
+			if err != nil {
+				t.Fatal(err)
+			}
+			abortURL := w.sys.URLs.SagaMachine + "/api/v1/sagas/" + w.deal.SagaID + "/abort"
+			if st, body := post(ctx, t, abortURL, olga, `{"reason":"the client called the desk"}`); st != http.StatusOK {
+				t.Fatalf("olga's abort: %d %s, want 200", st, body)
+			}
+			waitFor(ctx, t, "the saga is aborted", func() (bool, error) { return w.saga(ctx, t).State == "FAILED", nil })
+			w.acceptCancel(ctx, t) // the deal is still a draft: deals accepts
+			w.relayDeals(ctx, t)   // CANCEL_REQUESTED, to a saga already in FAILED
+			waitFor(ctx, t, "the late CANCEL_REQUESTED is in the timeline", func() (bool, error) {
+				return w.lateStops(ctx, t) == 1, nil
+			})
+			if err := w.sys.Resume(system.Deals); err != nil {
+				t.Fatal(err)
+			}
+			inst := w.finished(ctx, t) // nothing parked anywhere
+			if inst.State != "FAILED" || inst.Status != engine.StatusFailed {
+				t.Errorf("saga: %s %s, want FAILED failed", inst.State, inst.Status)
+			}
+			if n := w.events(ctx, t, deals.EventCancelRequested); n != 0 || w.lateStops(ctx, t) != 1 {
+				t.Errorf("CANCEL_REQUESTED taken %d times, late %d times; want never taken, late once", n, w.lateStops(ctx, t))
+			}
+			if status, req := w.row(ctx, t); status != deals.StatusFailed || !req {
+				t.Errorf("deal: %s (cancel requested %v), want failed with the cancel recorded", status, req)
+			}
+			if cash := w.cash(ctx, t); !cash.Equal(decimal.RequireFromString("1000")) {
+				t.Errorf("alice's cash: %s, want 1000 (the approval reverted)", cash)
+			}
+			if notes := w.notifications(ctx, t); len(notes) != 1 || notes[0].Status != "failed" || !strings.Contains(notes[0].Text, "stopped by our staff") {
+				t.Errorf("notifications: %+v, want one: failed, stopped by our staff", notes)
+			}
+		})
+	}
+}
+
+// lateStops counts the saga's late CANCEL_REQUESTED entries.
+func (w *cancelWorld) lateStops(ctx context.Context, t *testing.T) int {
+	t.Helper()
+	h, err := w.sys.SagaMachine.Store.History(ctx, w.deal.SagaID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range h {
+		if e.Kind == engine.EntryLate && e.Event == deals.EventCancelRequested && strings.Contains(e.Reason, "asks to stop the saga") {
+			n++
+		}
+	}
+	return n
 }
