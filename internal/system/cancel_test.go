@@ -289,14 +289,7 @@ func TestCancelDeal(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*guard)
 			defer cancel()
 			w := newCancelWorld(ctx, t, be, system.Deals)
-			w.relayDeals(ctx, t) // REGISTER
-			waitFor(ctx, t, "profile approves (the saga waits in APPROVED)", func() (bool, error) {
-				inst, err := w.sys.SagaMachine.Store.GetInstance(ctx, w.deal.SagaID)
-				return err == nil && inst.State == "APPROVED", nil
-			})
-			if cash := w.cash(ctx, t); !cash.Equal(decimal.RequireFromString("800")) {
-				t.Fatalf("cash after the approval: %s, want 800", cash)
-			}
+			w.approved(ctx, t)
 			w.refusedAttacks(ctx, t)
 			w.acceptCancel(ctx, t)
 			w.relayDeals(ctx, t) // CANCEL_REQUESTED
@@ -354,11 +347,7 @@ func TestCancelAfterAbort(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*guard)
 			defer cancel()
 			w := newCancelWorld(ctx, t, be, system.Deals)
-			w.relayDeals(ctx, t) // REGISTER
-			waitFor(ctx, t, "profile approves (the saga waits in APPROVED)", func() (bool, error) {
-				inst, err := w.sys.SagaMachine.Store.GetInstance(ctx, w.deal.SagaID)
-				return err == nil && inst.State == "APPROVED", nil
-			})
+			w.approved(ctx, t)
 			olga, err := w.sys.Token("olga", auth.RoleOperator)
 			if err != nil {
 				t.Fatal(err)
@@ -393,6 +382,20 @@ func TestCancelAfterAbort(t *testing.T) {
 				t.Errorf("notifications: %+v, want one: failed, stopped by our staff", notes)
 			}
 		})
+	}
+}
+
+// approved relays REGISTER by hand (deals' consumer is down) and waits
+// until profile approved: the saga waits in APPROVED, alice's cash is 800.
+func (w *cancelWorld) approved(ctx context.Context, t *testing.T) {
+	t.Helper()
+	w.relayDeals(ctx, t) // REGISTER
+	waitFor(ctx, t, "profile approves (the saga waits in APPROVED)", func() (bool, error) {
+		inst, err := w.sys.SagaMachine.Store.GetInstance(ctx, w.deal.SagaID)
+		return err == nil && inst.State == "APPROVED", nil
+	})
+	if cash := w.cash(ctx, t); !cash.Equal(decimal.RequireFromString("800")) {
+		t.Fatalf("cash after the approval: %s, want 800", cash)
 	}
 }
 
