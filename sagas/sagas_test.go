@@ -178,18 +178,31 @@ func TestVersion4AddsTheAbort(t *testing.T) {
 // row, newRow, at the end; it returns version from+1.
 func addsOneRow(t *testing.T, saga string, from int, newRow string) *engine.Model {
 	t.Helper()
+	_, newer := keepsRows(t, saga, from, 1)
+	tn := newer.Definition().Transitions
+	if got := row(tn[len(tn)-1]); got != newRow {
+		t.Errorf("the new row: %q, want %q", got, newRow)
+	}
+	return newer
+}
+
+// keepsRows checks that saga's version from+1 has the rows of version from
+// (in order, with the same sends and compensations) and added more after
+// them; it returns both versions.
+func keepsRows(t *testing.T, saga string, from, added int) (older, newer *engine.Model) {
+	t.Helper()
 	cat := catalog(t)
 	older, err := cat.Get(saga, from)
 	if err != nil {
 		t.Fatal(err)
 	}
-	newer, err := cat.Get(saga, from+1)
+	newer, err = cat.Get(saga, from+1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	to, tn := older.Definition().Transitions, newer.Definition().Transitions
-	if len(tn) != len(to)+1 {
-		t.Fatalf("transitions: v%d has %d, v%d %d, want one more", from, len(to), from+1, len(tn))
+	if len(tn) != len(to)+added {
+		t.Fatalf("transitions: v%d has %d, v%d %d, want %d more", from, len(to), from+1, len(tn), added)
 	}
 	for i := range to {
 		if got, want := row(tn[i]), row(to[i]); got != want {
@@ -200,10 +213,7 @@ func addsOneRow(t *testing.T, saga string, from int, newRow string) *engine.Mode
 			t.Errorf("row %d: compensations differ between v%d and v%d", i+1, from, from+1)
 		}
 	}
-	if got := row(tn[len(to)]); got != newRow {
-		t.Errorf("the new row: %q, want %q", got, newRow)
-	}
-	return newer
+	return older, newer
 }
 
 // TestBasketVersion2AddsTheAbort: BASKET_ORDER version 2 is version 1 with
@@ -222,27 +232,9 @@ func TestBasketVersion2AddsTheAbort(t *testing.T) {
 // is version 2 (the same rows, sends and compensations) with CHECK_BASKET,
 // and only it, declared effects: none.
 func TestBasketVersion3DeclaresTheCheckWithoutEffects(t *testing.T) {
-	cat := catalog(t)
-	v2, err := cat.Get("BASKET_ORDER", 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v3, err := cat.Get("BASKET_ORDER", 3)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v2, v3 := keepsRows(t, "BASKET_ORDER", 2, 0)
 	t2, t3 := v2.Definition().Transitions, v3.Definition().Transitions
-	if len(t2) != len(t3) {
-		t.Fatalf("transitions: v2 has %d, v3 %d, want the same", len(t2), len(t3))
-	}
 	for i := range t2 {
-		if got, want := row(t3[i]), row(t2[i]); got != want {
-			t.Errorf("row %d: v3 %q, want v2's %q", i+1, got, want)
-		}
-		if (t2[i].Compensate == nil) != (t3[i].Compensate == nil) || (t2[i].Send == nil) != (t3[i].Send == nil) ||
-			t2[i].Send != nil && (t2[i].Send.Compensate == nil) != (t3[i].Send.Compensate == nil) {
-			t.Errorf("row %d: compensations differ between v2 and v3", i+1)
-		}
 		if s := t3[i].Send; s != nil && s.NoEffects != (s.Command.Value == "CHECK_BASKET") {
 			t.Errorf("row %d: %s effects: none %v, want it for CHECK_BASKET only", i+1, s.Command.Value, s.NoEffects)
 		}
