@@ -57,9 +57,7 @@ func TestOperatorAbortTellsTheClient(t *testing.T) {
 			if after := w.saga(ctx, t); after.Rev != before.Rev || after.State != "DRAFT" {
 				t.Fatalf("after the refused aborts: saga %s rev %d, want DRAFT rev %d", after.State, after.Rev, before.Rev)
 			}
-			if st, body := post(ctx, t, abortURL, olga, `{"reason":"client called the desk"}`); st != http.StatusOK {
-				t.Fatalf("olga's abort: %d %s, want 200", st, body)
-			}
+			w.abort(ctx, t, w.deal.SagaID, "client called the desk")
 			if err := w.sys.Resume(system.Profile); err != nil {
 				t.Fatal(err)
 			}

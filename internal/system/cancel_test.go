@@ -93,13 +93,19 @@ func (w *cancelWorld) row(ctx context.Context, t *testing.T) (status string, can
 // events counts the saga's timeline entries of kind event named name.
 func (w *cancelWorld) events(ctx context.Context, t *testing.T, name string) int {
 	t.Helper()
+	return w.entries(ctx, t, func(e engine.HistoryEntry) bool { return e.Event == name && e.Kind == engine.EntryEvent })
+}
+
+// entries counts the entries of the saga's timeline that keep takes.
+func (w *cancelWorld) entries(ctx context.Context, t *testing.T, keep func(engine.HistoryEntry) bool) int {
+	t.Helper()
 	h, err := w.sys.SagaMachine.Store.History(ctx, w.deal.SagaID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := 0
 	for _, e := range h {
-		if e.Event == name && e.Kind == engine.EntryEvent {
+		if keep(e) {
 			n++
 		}
 	}
@@ -348,14 +354,7 @@ func TestCancelAfterAbort(t *testing.T) {
 			defer cancel()
 			w := newCancelWorld(ctx, t, be, system.Deals)
 			w.approved(ctx, t)
-			olga, err := w.sys.Token("olga", auth.RoleOperator)
-			if err != nil {
-				t.Fatal(err)
-			}
-			abortURL := w.sys.URLs.SagaMachine + "/api/v1/sagas/" + w.deal.SagaID + "/abort"
-			if st, body := post(ctx, t, abortURL, olga, `{"reason":"the client called the desk"}`); st != http.StatusOK {
-				t.Fatalf("olga's abort: %d %s, want 200", st, body)
-			}
+			w.abort(ctx, t, w.deal.SagaID, "the client called the desk")
 			waitFor(ctx, t, "the saga is aborted", func() (bool, error) { return w.saga(ctx, t).State == "FAILED", nil })
 			w.acceptCancel(ctx, t) // the deal is still a draft: deals accepts
 			w.relayDeals(ctx, t)   // CANCEL_REQUESTED, to a saga already in FAILED
@@ -402,15 +401,24 @@ func (w *cancelWorld) approved(ctx context.Context, t *testing.T) {
 // lateStops counts the saga's late CANCEL_REQUESTED entries.
 func (w *cancelWorld) lateStops(ctx context.Context, t *testing.T) int {
 	t.Helper()
-	h, err := w.sys.SagaMachine.Store.History(ctx, w.deal.SagaID)
+	return w.entries(ctx, t, func(e engine.HistoryEntry) bool {
+		return e.Kind == engine.EntryLate && e.Event == deals.EventCancelRequested && strings.Contains(e.Reason, "asks to stop the saga")
+	})
+}
+
+// abort has olga, an operator, abort saga sagaID through saga-machine's
+// API (POST /api/v1/sagas/{id}/abort) with reason, and wants 200.
+func (w *cancelWorld) abort(ctx context.Context, t *testing.T, sagaID, reason string) {
+	t.Helper()
+	olga, err := w.sys.Token("olga", auth.RoleOperator)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
-	for _, e := range h {
-		if e.Kind == engine.EntryLate && e.Event == deals.EventCancelRequested && strings.Contains(e.Reason, "asks to stop the saga") {
-			n++
-		}
+	body, err := json.Marshal(map[string]string{"reason": reason})
+	if err != nil {
+		t.Fatal(err)
 	}
-	return n
+	if st, out := post(ctx, t, w.sys.URLs.SagaMachine+"/api/v1/sagas/"+sagaID+"/abort", olga, string(body)); st != http.StatusOK {
+		t.Fatalf("olga's abort of saga %s: %d %s, want 200", sagaID, st, out)
+	}
 }

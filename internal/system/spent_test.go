@@ -2,14 +2,12 @@ package system_test
 
 import (
 	"context"
-	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/shopspring/decimal"
 
 	"github.com/portfolio-counselor/sagamachine/engine"
-	"github.com/portfolio-counselor/sagamachine/internal/auth"
 	"github.com/portfolio-counselor/sagamachine/internal/system"
 	"github.com/portfolio-counselor/sagamachine/participants/deals"
 )
@@ -59,13 +57,7 @@ func TestAbortedSellWithSpentProceeds(t *testing.T) {
 				t.Fatalf("alice's cash after the three approvals: %s, want 0", cash)
 			}
 
-			olga, err := w.sys.Token("olga", auth.RoleOperator)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if st, body := post(ctx, t, w.sys.URLs.SagaMachine+"/api/v1/sagas/"+sell.SagaID+"/abort", olga, `{"reason":"client disputes the sell"}`); st != http.StatusOK {
-				t.Fatalf("olga's abort: %d %s, want 200", st, body)
-			}
+			w.abort(ctx, t, sell.SagaID, "client disputes the sell")
 			// deals back: the compensations run in reverse order, the
 			// sell's execution's (FAIL_DEAL) before its order's.
 			if err := w.sys.Resume(system.Deals); err != nil {
