@@ -132,7 +132,8 @@ func TestBasketCancel(t *testing.T) {
 // /baskets/{id}/cancel and the cases that are too late, on SQLite and
 // PostgreSQL: another user, an operator (no owner), no token, an unknown
 // basket, a deal's id, hostile ids (an injection, 4,000 characters, the
-// basket's id with a suffix), a bad Idempotency-Key, a foreign origin, a
+// basket's id with a suffix), another user's cancel with an oversized body
+// (the route reads no body), a bad Idempotency-Key, a foreign origin, a
 // basket executed, rejected or failed. Each is refused, no deal moves and nothing
 // goes to the saga.
 func TestBasketCancelRefused(t *testing.T) {
@@ -143,6 +144,7 @@ func TestBasketCancelRefused(t *testing.T) {
 		id     func(b Basket) string
 		token  func(t *testing.T, w *basketWorld) string
 		hdr    []string
+		body   any // nil: none (the route takes no body)
 		status int
 		typ    string
 		detail string
@@ -155,6 +157,8 @@ func TestBasketCancelRefused(t *testing.T) {
 		{name: "an injection for an id", id: func(Basket) string { return url.PathEscape("x' OR '1'='1") }, status: 404, typ: service.TypeNotFound},
 		{name: "a 4,000-character id", id: func(Basket) string { return strings.Repeat("7", 4000) }, status: 404, typ: service.TypeNotFound},
 		{name: "the basket's id with a suffix", id: func(b Basket) string { return b.ID + "x" }, status: 404, typ: service.TypeNotFound},
+		{name: "another user's basket with an oversized body", token: func(_ *testing.T, w *basketWorld) string { return w.bob },
+			body: strings.Repeat("x", 2*service.MaxBodyBytes), status: 404, typ: service.TypeNotFound},
 		{name: "bad Idempotency-Key", hdr: []string{HeaderIdempotencyKey, strings.Repeat("k", 300)}, status: 422, typ: service.TypeValidation},
 		{name: "foreign origin", hdr: []string{"Origin", "https://evil.example"}, status: 403, typ: service.TypeCrossOrigin},
 		{name: "cross-site fetch", hdr: []string{"Sec-Fetch-Site", "cross-site", "Origin", "https://evil.example"}, status: 403, typ: service.TypeCrossOrigin},
@@ -186,7 +190,7 @@ func TestBasketCancelRefused(t *testing.T) {
 				if tt.token != nil {
 					token = tt.token(t, w)
 				}
-				res := w.cancelBasket(t, id, token, tt.hdr...)
+				res := servicetest.Call(t, w.h, "POST", "/baskets/"+id+"/cancel", token, tt.body, tt.hdr...)
 				if res.Status != tt.status {
 					t.Errorf("got %d %s, want %d", res.Status, res.Body, tt.status)
 				} else if tt.typ != "" {
