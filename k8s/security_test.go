@@ -595,11 +595,9 @@ const (
 // from, following its volume mounts (the longest mount path holding the
 // file; a subPath mount; the volume's items). A file that is on no Secret
 // volume is an error.
-func secretFile(tpl podTemplate, c container, file string) (secret, key string, err error) {
-	file = path.Clean(file)
-	if !path.IsAbs(file) {
-		return "", "", fmt.Errorf("%s is not an absolute path", file)
-	}
+// mountOf is the volume mount of c that holds the absolute, clean path
+// file (the deepest one), or nil.
+func mountOf(c container, file string) *volumeMount {
 	var mount *volumeMount
 	for i, m := range c.VolumeMounts {
 		mp := path.Clean(m.MountPath)
@@ -607,6 +605,15 @@ func secretFile(tpl podTemplate, c container, file string) (secret, key string, 
 			mount = &c.VolumeMounts[i]
 		}
 	}
+	return mount
+}
+
+func secretFile(tpl podTemplate, c container, file string) (secret, key string, err error) {
+	file = path.Clean(file)
+	if !path.IsAbs(file) {
+		return "", "", fmt.Errorf("%s is not an absolute path", file)
+	}
+	mount := mountOf(c, file)
 	if mount == nil {
 		return "", "", fmt.Errorf("%s is on no volume mount of container %s", file, c.Name)
 	}
@@ -1142,7 +1149,8 @@ func readScrapeConfig(t *testing.T) scrapeConfig {
 // annotation-based scrape (which would carry no token); and the scrape job
 // of monitoring/ sends the same Secret's key as a bearer token to exactly
 // the four services' HTTP ports, which the NetworkPolicies let Prometheus
-// reach.
+// reach. The Secret is mounted as a directory, not by subPath, so that a
+// rotated token reaches the running services.
 func TestMetricsToken(t *testing.T) {
 	objs := manifests(t)
 	var tokenKey string
@@ -1164,6 +1172,11 @@ func TestMetricsToken(t *testing.T) {
 		}
 		if !slices.Contains(secretKeys(t, objs, oc.obj.namespace(), metricsSecret), key) {
 			t.Errorf("%s: SAGA_METRICS_TOKEN_FILE %s is key %s, which Secret %s lacks", oc, f.Value, key, metricsSecret)
+		}
+		// The services read the file again when it changes (token rotation
+		// without a restart); the kubelet never updates a subPath mount.
+		if m := mountOf(oc.c, path.Clean(f.Value)); m != nil && m.SubPath != "" {
+			t.Errorf("%s: SAGA_METRICS_TOKEN_FILE %s is a subPath mount of %s, which the kubelet never updates: a rotated token would not reach the service", oc, f.Value, metricsSecret)
 		}
 		if tokenKey != "" && key != tokenKey {
 			t.Errorf("%s reads key %s of %s, another Deployment key %s: Prometheus sends one token", oc, key, metricsSecret, tokenKey)

@@ -77,7 +77,7 @@ type config struct {
 	tracing       *tracing.Config // --otlp-endpoint (tracing.go)
 	// metrics puts /metrics behind --metrics-token-file's token (or
 	// leaves it open).
-	metrics func(http.Handler) http.Handler
+	metrics program.MetricsGuard
 }
 
 // problemsError reports invalid definitions; they are printed already.
@@ -411,7 +411,7 @@ func loopbackAddr(addr string) bool {
 func (d *daemon) routes() http.Handler {
 	h := d.sm.Handler
 	if d.cfg.metrics != nil {
-		h = d.cfg.metrics(h)
+		h = d.cfg.metrics(h, d.log)
 	}
 	if d.noAuth {
 		return loopbackHostOnly(h)

@@ -171,7 +171,8 @@ func TestRunServesProbesAndStops(t *testing.T) {
 // TestRunGuardsMetrics: with --metrics-token-file (here from
 // SAGA_METRICS_TOKEN_FILE) the daemon serves /metrics only to a scraper
 // sending that token; the probes stay open; a short token is refused before
-// anything starts.
+// anything starts. A rotated file takes effect without a restart, and a
+// placeholder put in its place refuses every scrape.
 func TestRunGuardsMetrics(t *testing.T) {
 	dir := t.TempDir()
 	const token = "saga-machine-scrape-token-42"
@@ -194,32 +195,66 @@ func TestRunGuardsMetrics(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	base, done, _ := runDaemon(ctx, t, envMap(map[string]string{"SAGA_METRICS_TOKEN_FILE": tokenFile}))
-	for _, tc := range []struct {
+	base, done, logs := runDaemon(ctx, t, envMap(map[string]string{"SAGA_METRICS_TOKEN_FILE": tokenFile}))
+	type request struct {
 		path, auth string
 		want       int
-	}{
+	}
+	check := func(step string, reqs []request) {
+		t.Helper()
+		for _, tc := range reqs {
+			req, _ := http.NewRequest(http.MethodGet, base+tc.path, nil)
+			if tc.auth != "" {
+				req.Header.Set("Authorization", tc.auth)
+			}
+			resp, err := http.DefaultTransport.RoundTrip(req) // no redirects followed
+			if err != nil {
+				t.Fatalf("%s: GET %s: %v", step, tc.path, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			leaked := strings.Contains(string(body), "saga_machine_")
+			if resp.StatusCode != tc.want || (tc.path == "/metrics" && leaked != (tc.want == http.StatusOK)) {
+				t.Errorf("%s: GET %s with %q = %d (metrics in the body: %v), want %d", step, tc.path, tc.auth, resp.StatusCode, leaked, tc.want)
+			}
+		}
+	}
+	check("at start", []request{
 		{"/metrics", "", http.StatusUnauthorized},
 		{"/metrics", "Bearer not-the-token-at-all-0000", http.StatusUnauthorized},
 		{"//metrics", "", http.StatusUnauthorized},
 		{"/metrics", "Bearer " + token, http.StatusOK},
 		{"/healthz", "", http.StatusOK},
 		{"/readyz", "", http.StatusOK},
-	} {
-		req, _ := http.NewRequest(http.MethodGet, base+tc.path, nil)
-		if tc.auth != "" {
-			req.Header.Set("Authorization", tc.auth)
+	})
+
+	// The token rotated without a restart: the old one is refused at once.
+	const rotated = "saga-machine-rotated-token-43"
+	replace := func(content string) {
+		t.Helper()
+		tmp := tokenFile + ".new"
+		if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
 		}
-		resp, err := http.DefaultTransport.RoundTrip(req) // no redirects followed
-		if err != nil {
-			t.Fatalf("GET %s: %v", tc.path, err)
+		if err := os.Rename(tmp, tokenFile); err != nil {
+			t.Fatal(err)
 		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		leaked := strings.Contains(string(body), "saga_machine_")
-		if resp.StatusCode != tc.want || (tc.path == "/metrics" && leaked != (tc.want == http.StatusOK)) {
-			t.Errorf("GET %s with %q = %d (metrics in the body: %v), want %d", tc.path, tc.auth, resp.StatusCode, leaked, tc.want)
-		}
+	}
+	replace(rotated + "\n")
+	check("rotated", []request{
+		{"/metrics", "Bearer " + token, http.StatusUnauthorized},
+		{"/metrics", "Bearer " + rotated, http.StatusOK},
+	})
+	// A placeholder put in its place: every scrape refused, and the daemon
+	// says why in its log.
+	replace("CHANGE_ME-CHANGE_ME-CHANGE_ME")
+	check("placeholder", []request{
+		{"/metrics", "Bearer " + rotated, http.StatusUnauthorized},
+		{"/metrics", "Bearer CHANGE_ME-CHANGE_ME-CHANGE_ME", http.StatusUnauthorized},
+		{"/healthz", "", http.StatusOK},
+	})
+	if !strings.Contains(logs.String(), "holds no valid token") || !strings.Contains(logs.String(), "placeholder") {
+		t.Errorf("the daemon's log does not say why every scrape is refused:\n%s", logs.String())
 	}
 	cancel()
 	if err := <-done; err != nil {

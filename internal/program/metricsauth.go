@@ -5,10 +5,12 @@ import (
 	"crypto/subtle"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path"
 	"strings"
+	"sync"
 )
 
 // MinMetricsToken is the shortest scrape token accepted (bytes): a
@@ -30,30 +32,109 @@ func RegisterMetricsFlag(fs *flag.FlagSet, env func(string) string) *MetricsAuth
 	return m
 }
 
+// MetricsGuard puts /metrics behind the scrape token; log receives what
+// the guard has to tell an operator (a token file that changed and holds
+// no valid token any more, or a new valid token).
+type MetricsGuard func(next http.Handler, log *slog.Logger) http.Handler
+
 // Middleware reads the flag's token file and returns what puts /metrics
-// behind that token (RequireToken), or leaves a handler as it is when the
-// flag is empty. A file that cannot be read, or whose token (trailing
-// newline removed) is shorter than MinMetricsToken, holds white space or
-// the placeholder CHANGE_ME, is an error: call it when the flags are
-// parsed, so that a bad setting stops the process before it starts.
-func (m *MetricsAuth) Middleware() (func(http.Handler) http.Handler, error) {
+// behind that token, or leaves a handler as it is when the flag is empty.
+// A file that cannot be read, or whose token (trailing newline removed) is
+// shorter than MinMetricsToken, holds white space or the placeholder
+// CHANGE_ME, is an error: call it when the flags are parsed, so that a bad
+// setting stops the process before it starts.
+//
+// The token can be rotated without a restart: at every request for
+// /metrics the guard looks at the file (one stat) and reads it again when
+// it changed (another file, size or modification time; a Kubernetes Secret
+// mounted as a volume is replaced that way). From then on only the new
+// token is accepted. While the file is missing or holds a token that would
+// be refused at start, every scrape is refused (401), the old token too,
+// and the reason is logged once per change.
+func (m *MetricsAuth) Middleware() (MetricsGuard, error) {
 	if m == nil || m.file == "" {
-		return func(next http.Handler) http.Handler { return next }, nil
+		return func(next http.Handler, _ *slog.Logger) http.Handler { return next }, nil
 	}
-	b, err := os.ReadFile(m.file)
-	if err != nil {
+	f := &tokenFile{path: m.file}
+	if err := f.load(); err != nil {
 		return nil, fmt.Errorf("--metrics-token-file: %w", err)
 	}
+	return func(next http.Handler, log *slog.Logger) http.Handler {
+		if log == nil {
+			log = slog.New(slog.DiscardHandler)
+		}
+		return requireToken("/metrics", func() ([32]byte, bool) { return f.current(log) }, next)
+	}, nil
+}
+
+// tokenFile is the scrape token of a file, read again when the file
+// changes.
+type tokenFile struct {
+	path string
+
+	mu   sync.Mutex
+	seen os.FileInfo // the file as it was when last read; nil: never read
+	want [32]byte    // SHA-256 of the token
+	bad  error       // why the file holds no valid token now; nil: want is valid
+}
+
+// load reads and checks the file.
+func (f *tokenFile) load() error {
+	info, err := os.Stat(f.path)
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(f.path)
+	if err != nil {
+		return err
+	}
 	token := strings.TrimRight(string(b), "\r\n")
+	if err := checkToken(f.path, token); err != nil {
+		return err
+	}
+	f.seen, f.want, f.bad = info, sha256.Sum256([]byte(token)), nil
+	return nil
+}
+
+// current returns the SHA-256 of the valid token, reading the file again
+// if it changed; false: the file holds no valid token now.
+func (f *tokenFile) current(log *slog.Logger) ([32]byte, bool) {
+	info, statErr := os.Stat(f.path)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if statErr == nil && f.seen != nil && sameFile(f.seen, info) {
+		return f.want, f.bad == nil
+	}
+	was := f.bad
+	if err := f.load(); err != nil {
+		f.seen = info // nil when the stat failed: looked at again next time
+		f.bad = err
+		if was == nil || was.Error() != err.Error() {
+			log.Error("/metrics: the scrape token file changed and holds no valid token: every scrape is refused until it does", "err", err)
+		}
+		return f.want, false
+	}
+	log.Info("/metrics: the scrape token file changed and was read again: only the token it holds now is accepted", "file", f.path)
+	return f.want, true
+}
+
+// sameFile reports whether a and b describe the same file with the same
+// size and modification time.
+func sameFile(a, b os.FileInfo) bool {
+	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
+}
+
+// checkToken refuses a token that protects nothing.
+func checkToken(file, token string) error {
 	switch {
 	case len(token) < MinMetricsToken:
-		return nil, fmt.Errorf("--metrics-token-file %s: the token has %d bytes, want at least %d", m.file, len(token), MinMetricsToken)
+		return fmt.Errorf("%s: the token has %d bytes, want at least %d", file, len(token), MinMetricsToken)
 	case strings.ContainsAny(token, " \t\r\n\v\f"):
-		return nil, fmt.Errorf("--metrics-token-file %s: the token holds white space", m.file)
+		return fmt.Errorf("%s: the token holds white space", file)
 	case hasPlaceholder(token):
-		return nil, fmt.Errorf("--metrics-token-file %s: the token is the placeholder %s: set a real one", m.file, Placeholder)
+		return fmt.Errorf("%s: the token is the placeholder %s: set a real one", file, Placeholder)
 	}
-	return func(next http.Handler) http.Handler { return RequireToken("/metrics", token, next) }, nil
+	return nil
 }
 
 // RequireToken returns next with every request for route (after path
@@ -63,6 +144,12 @@ func (m *MetricsAuth) Middleware() (func(http.Handler) http.Handler, error) {
 // sent token.
 func RequireToken(route, token string, next http.Handler) http.Handler {
 	want := sha256.Sum256([]byte(token))
+	return requireToken(route, func() ([32]byte, bool) { return want, true }, next)
+}
+
+// requireToken is RequireToken with the token's SHA-256 asked for at each
+// request; false refuses every request for route.
+func requireToken(route string, current func() ([32]byte, bool), next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if path.Clean("/"+r.URL.Path) != route {
 			next.ServeHTTP(w, r)
@@ -70,7 +157,8 @@ func RequireToken(route, token string, next http.Handler) http.Handler {
 		}
 		scheme, sent, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 		got := sha256.Sum256([]byte(sent))
-		if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+		want, valid := current()
+		if !ok || !valid || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="metrics"`)
 			w.Header().Set("Content-Type", "application/problem+json")
 			w.WriteHeader(http.StatusUnauthorized)

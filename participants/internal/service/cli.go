@@ -94,7 +94,7 @@ type runConfig struct {
 	tracing *tracing.Config
 	// metrics puts /metrics behind --metrics-token-file's token (or
 	// leaves it open).
-	metrics func(http.Handler) http.Handler
+	metrics program.MetricsGuard
 }
 
 // Run is the whole program of one participant service as its own process:
@@ -170,7 +170,7 @@ func Run(ctx context.Context, app App, args []string, env func(string) string, s
 	if err != nil {
 		return fmt.Errorf("%s: listen on %s: %w", app.Name, cfg.listen, err)
 	}
-	h := cfg.metrics(svc.Router())
+	h := cfg.metrics(svc.Router(), log)
 	if cfg.devHeader || LoopbackIssuer(cfg.issuer) {
 		// No production identity provider: answer loopback host names only
 		// (DNS rebinding).
