@@ -167,28 +167,8 @@ func TestMetricsTokenRotation(t *testing.T) {
 	}
 
 	var logs bytes.Buffer
-	log := slog.New(slog.NewTextHandler(&logs, nil))
-	fs := flag.NewFlagSet("t", flag.ContinueOnError)
-	m := RegisterMetricsFlag(fs, func(string) string { return "" })
-	if err := fs.Parse([]string{"--metrics-token-file", file}); err != nil {
-		t.Fatal(err)
-	}
-	mw, err := m.Middleware()
-	if err != nil {
-		t.Fatal(err)
-	}
 	served := 0
-	h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		served++
-		_, _ = io.WriteString(w, "saga_machine_up 1\n")
-	}), log)
-	scrape := func(token string) int {
-		req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
-		return rec.Code
-	}
+	scrape := guardedScrape(t, file, slog.New(slog.NewTextHandler(&logs, nil)), func() { served++ })
 	// want checks which tokens get the metrics now, and that the refused
 	// ones never reached them.
 	want := func(step string, accepted string, refused ...string) {
@@ -282,23 +262,7 @@ func TestMetricsTokenRotationConcurrent(t *testing.T) {
 		}
 	}
 	write(0)
-	fs := flag.NewFlagSet("t", flag.ContinueOnError)
-	m := RegisterMetricsFlag(fs, func(string) string { return "" })
-	if err := fs.Parse([]string{"--metrics-token-file", file}); err != nil {
-		t.Fatal(err)
-	}
-	mw, err := m.Middleware()
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), slog.New(slog.DiscardHandler))
-	scrape := func(token string) int {
-		req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
-		return rec.Code
-	}
+	scrape := guardedScrape(t, file, slog.New(slog.DiscardHandler), func() {})
 	var wg sync.WaitGroup
 	for g := range 4 {
 		wg.Go(func() {
@@ -323,5 +287,32 @@ func TestMetricsTokenRotationConcurrent(t *testing.T) {
 		if got := scrape(tok); got != want {
 			t.Errorf("after the last rotation, GET /metrics with token %d = %d, want %d", i, got, want)
 		}
+	}
+}
+
+// guardedScrape guards a metrics handler that calls served with the token
+// file file (as --metrics-token-file) and log, and returns what scrapes it
+// with a bearer token and gives the status.
+func guardedScrape(t *testing.T, file string, log *slog.Logger, served func()) func(token string) int {
+	t.Helper()
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	m := RegisterMetricsFlag(fs, func(string) string { return "" })
+	if err := fs.Parse([]string{"--metrics-token-file", file}); err != nil {
+		t.Fatal(err)
+	}
+	mw, err := m.Middleware()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served()
+		_, _ = io.WriteString(w, "saga_machine_up 1\n")
+	}), log)
+	return func(token string) int {
+		req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
 	}
 }
