@@ -2,20 +2,14 @@ package program
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"flag"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/portfolio-counselor/sagamachine/internal/testenv"
 )
 
 func TestKafkaFlags(t *testing.T) {
@@ -102,7 +96,7 @@ func TestKafkaFlagsUsageShowsNoPassword(t *testing.T) {
 func TestKafkaFlagsTLS(t *testing.T) {
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(ca, testCAPEM(t), 0o600); err != nil {
+	if err := os.WriteFile(ca, testenv.CAPEM(t, "test CA"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	notPEM := filepath.Join(dir, "not.pem")
@@ -158,20 +152,4 @@ func TestKafkaFlagsTLS(t *testing.T) {
 			}
 		})
 	}
-}
-
-// testCAPEM is a self-signed CA certificate in PEM.
-func testCAPEM(t *testing.T) []byte {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
